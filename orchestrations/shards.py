@@ -294,12 +294,15 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
     return cast(c.ShardCounts, {**counts, "node_seconds": round(node_seconds, 3)})
 
 
-def _unreachable(state: dict[str, c.ShardState], wait_s: int) -> dict[str, Any]:
+def _unreachable(state: dict[str, c.ShardState], wait_s: int, now: datetime) -> dict[str, Any]:
     """The status's ``unreachable`` note (module docstring, "Unavailable exits"), as ``{c.UNREACHABLE_KEY: note}``, or
     {} when no shard waits so: the submitted shards whose last attempt exited 69 within the wait and whose next one
-    is not running yet (in no RESUBMIT yet, or queued in the pool); the reason and since of the earliest such exit."""
+    is not running yet (in no RESUBMIT yet, or queued in the pool); the reason and since of the earliest such exit.
+    Only while their wait lasts at ``now`` (the orchestration's time): a shard deferred just before its wait ended
+    spends an attempt at its next exit, so a note kept past ``until`` said "no attempt spent until" a past time."""
     waiting = [s for s in state.values() if s["status"] == ShardStatus.submitted and "unavailable_reason" in s
-               and "unavailable_since" in s and s.get("pool") != RUNNING]
+               and "unavailable_since" in s and s.get("pool") != RUNNING
+               and datetime.fromisoformat(s["unavailable_since"]) + timedelta(seconds=wait_s) > now]
     if not wait_s or not waiting:
         return {}
     first = min(waiting, key=lambda s: datetime.fromisoformat(s["unavailable_since"]))
@@ -569,7 +572,7 @@ def _run_shards(context: df.DurableOrchestrationContext,
     # (a SUBMIT) keep since and until (retries.show_waiting); custom status is no history action: replay is unchanged
     if outage is not None:
         context.set_custom_status({"stage": Stage.detecting, **_progress(state),
-                                   **_unreachable(state, unavailable_wait)})
+                                   **_unreachable(state, unavailable_wait, context.current_utc_datetime)})
         show_waiting(context, _outage_note(outage, outage_limit, context.current_utc_datetime))
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
@@ -591,7 +594,7 @@ def _run_shards(context: df.DurableOrchestrationContext,
             else:  # they stay pending: submitted again next round
                 outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
         context.set_custom_status({"stage": Stage.detecting, **_progress(state),
-                                   **_unreachable(state, unavailable_wait)})
+                                   **_unreachable(state, unavailable_wait, context.current_utc_datetime)})
         if not in_flight and not gave_up:
             break
         if outage is not None:  # shown through the round (its steps' own retries add their attempt): the next try

@@ -11,7 +11,7 @@ from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
 from gpu_batch import exit_codes
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id, shard_id
-from orchestrations.shards import run_shards
+from orchestrations.shards import _unreachable, run_shards
 from tests.orchestrations.replay import HarnessError, Run, run_orchestrator
 
 TASK = "task-0123456789abcdef0123"
@@ -1293,6 +1293,23 @@ def test_while_shards_wait_out_exits_69_the_status_says_why_since_when_until_whe
     assert {n["until"] for n in shown} == {(dt.datetime.fromisoformat(since) + dt.timedelta(hours=1)).isoformat()}
     assert [n["at"] for n in shown if "at" in n] and all(n["at"] > since for n in shown if "at" in n), shown
     assert c.UNREACHABLE_KEY not in run.custom_status  # the third attempt got through
+
+
+def test_the_unreachable_note_ends_with_the_wait_even_while_a_shard_deferred_late_waits_its_back_off() -> None:
+    """A shard deferred just before its hour ended still waits out its back-off after ``until``: the note stayed, and
+    the CLI said "no attempt spent until" a past time. It lists only the shards whose wait still lasts."""
+    since = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    late = c.ShardState(attempt=7, status=ShardStatus.submitted, pool="queued", owed=True, unsent=True,
+                        unavailable=6, unavailable_since=since.isoformat(), unavailable_reason="imds timed out",
+                        retry_at=(since + dt.timedelta(seconds=3900)).isoformat())
+    fresh = c.ShardState(**{**late, "unavailable_since": (since + dt.timedelta(seconds=3000)).isoformat(),
+                            "unavailable_reason": "later words"})
+
+    assert _unreachable({"a": late}, 3600, since + dt.timedelta(seconds=3599))[c.UNREACHABLE_KEY]["shards"] == 1
+    assert _unreachable({"a": late}, 3600, since + dt.timedelta(seconds=3600)) == {}
+    note = _unreachable({"a": late, "b": fresh}, 3600, since + dt.timedelta(seconds=3700))[c.UNREACHABLE_KEY]
+    assert note["shards"] == 1 and note["reason"] == "later words"
+    assert note["until"] == (since + dt.timedelta(seconds=6600)).isoformat()
 
 
 def test_a_group_started_without_the_field_shows_no_unreachable_note() -> None:

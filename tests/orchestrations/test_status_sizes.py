@@ -385,7 +385,8 @@ UNFITTED = {
         "two variants' CSV names and previews' counts: test_a_rerender_s_largest_status_fits",
     ("retries", "show_waiting", "noted"): "only while it stays under 15 KB (retries._fits)",
     ("shards", "_run_shards",
-     "{'stage': Stage.detecting, **_progress(state), **_unreachable(state, unavailable_wait)}"):
+     "{'stage': Stage.detecting, **_progress(state), "
+     "**_unreachable(state, unavailable_wait, context.current_utc_datetime)}"):
         "counts, and one note with a reason cut to UNREACHABLE_REASON_CHARS: test_a_shard_group_s_status_fits",
     ("shards", "_run_shards", "{'stage': Stage.cancelled, **_progress(state)}"): "counts only",
     ("task", "_confirmed", "waiting"):
