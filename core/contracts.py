@@ -121,7 +121,7 @@ class ShardState(TypedDict):
     unavailable_since: NotRequired[str]
     retry_at: NotRequired[str]
     # the worker's words for the exit 69 that left the shard's attempt owed (the status's ``unreachable`` note), kept
-    # until its next attempt ends otherwise
+    # until its next attempt ends otherwise or the shard is done without it (a RESUBMIT that found nothing missing)
     unavailable_reason: NotRequired[str]
     # the owed attempt an exit 69 left is in no RESUBMIT yet (groups with unavailable_wait_s only): the pool cannot
     # know it, so its RESUBMIT keeps the round's change cursor (orchestrations.shards)

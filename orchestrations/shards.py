@@ -717,6 +717,9 @@ def _run_shards(context: df.DurableOrchestrationContext,
                     s["covered"] = s.get("covered", 0) + s.get("missing", 0)
                     s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1
                     s.pop("pool", None)
+                    # no attempt of it ends any more: the words an exit 69 left (the status's note) would ride in the
+                    # state each continue_as_new carries, up to UNREACHABLE_REASON_CHARS a shard
+                    s.pop("unavailable_reason", None)
                     _show(s)
         if gave_up:
             cursor = ""  # the next poll asks by id: a full reconciliation after the outage

@@ -1312,6 +1312,29 @@ def test_the_unreachable_note_ends_with_the_wait_even_while_a_shard_deferred_lat
     assert note["until"] == (since + dt.timedelta(seconds=6600)).isoformat()
 
 
+class LandedLatePool(UnavailablePool):
+    """``UnavailablePool``, whose RESUBMIT finds every image's results in storage (they landed late): not submitted."""
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": sid, "attempt": attempt, "missing": 0, "submitted": False}
+                               for sid, attempt in payload["shards"]]}
+        return super().__call__(name, payload)
+
+
+def test_a_shard_done_through_a_resubmit_not_submitted_carries_no_worker_words_into_the_next_generation() -> None:
+    """A shard whose exit 69 left its attempt owed, then done because its RESUBMIT found the results in storage, kept
+    the worker's words (up to UNREACHABLE_REASON_CHARS) in the state each continue_as_new carries: 300 B a shard."""
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = LandedLatePool(until=2, said="W" * 300, runs_for={pool_task_id(s1, 1): 40})
+    run = outage_group(2, pool, extra={"reads_cancel": True, "unavailable_wait_s": 3600}, history_events=200)
+
+    assert run.status == "Completed", run.error
+    assert run.continued_as_new, run.history_events
+    carried = run.continued_as_new[0]["state"][s0]
+    assert carried["status"] == ShardStatus.done and "unavailable_reason" not in carried, carried
+
+
 def test_a_group_started_without_the_field_shows_no_unreachable_note() -> None:
     run = unavailable_group(UnavailablePool(until=2, said="identity endpoint did not answer"), None)
 
