@@ -331,7 +331,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                                     "attempt (then they count and a shard is given up after its attempts), the "
                                     "next try, and what to check. Absent: none waits so",
                                     "required": ["shards", "reason", "since", "until", "check"], "properties": {
-                                        "shards": {"type": "integer", "minimum": 1},
+                                        "shards": {"type": "integer", "minimum": 1, "description": "shards "
+                                                   "whose last attempt exited 69 and whose next one is not running "
+                                                   "yet: those waiting out its back-off (shards_waiting) and those "
+                                                   "whose next attempt is back in the pool's queue (counted in "
+                                                   "shards_queued too), so not a fourth share beside them"},
                                         "reason": {"type": "string"}, "check": {"type": "string"},
                                         "since": {"type": "string", "format": "date-time"},
                                         "until": {"type": "string", "format": "date-time"},

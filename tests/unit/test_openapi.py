@@ -211,3 +211,12 @@ def test_the_docs_show_every_route_the_app_serves_and_no_other() -> None:
     assert sorted(shown - served) == []
     readme = (root / "README.md").read_text(encoding="utf-8")
     assert sorted(r for r in served if f"`{r}`" not in readme and f"`{r}" not in readme) == []
+
+
+def test_the_unreachable_shard_count_says_it_overlaps_shards_queued() -> None:
+    """``unreachable.shards`` counts the shards waiting out an exit 69's back-off (``shards_waiting``) and those whose
+    next attempt is queued in the pool again (``shards_queued``, orchestrations.shards._unreachable): a client that
+    added it to the other counts counted those twice."""
+    status = openapi.description("http://127.0.0.1:7071")["components"]["schemas"]["TaskStatus"]["properties"]
+    said = status["unreachable"]["properties"]["shards"]["description"]
+    assert "shards_waiting" in said and "shards_queued" in said, said
