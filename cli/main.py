@@ -252,7 +252,7 @@ def _summary(st: dict[str, Any]) -> None:
         if st.get(k) not in (None, ""):
             table.add_row(k, str(st[k]))
     if waiting_note(st):
-        table.add_row("waiting", waiting_note(st).removeprefix("; waiting for "))
+        table.add_row("waiting", escape(waiting_note(st).removeprefix("; waiting for ")))  # a service's [words]
     if unreachable_note(st):  # shards waiting out worker exits 69: the worker's words, since, until, what to check
         table.add_row("unreachable", escape(unreachable_note(st).removeprefix("; ")))
     if st.get("failure_reasons"):

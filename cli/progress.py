@@ -243,7 +243,7 @@ class BarReporter:
                   if stage == Stage.detecting else "")
         self.progress.update(self.bar, description=stage, total=images or None, completed=done or 0,
                              rate=f"{rate} img/s" if rate else "", eta=_eta(st.get("eta_seconds")),
-                             shards=(shards + waiting_note(st)
+                             shards=(shards + escape(waiting_note(st))  # a service's words: no markup of theirs
                                      + escape(unreachable_note(st, check=False))).removeprefix("; "))
 
     def close(self) -> None:

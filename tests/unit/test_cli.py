@@ -1105,6 +1105,31 @@ def test_a_given_up_shard_s_or_a_busy_service_s_words_show_their_control_charact
     assert "503 \\x1b]0;t\\x07" in line and "\x1b" not in line, repr(line)
 
 
+def test_a_busy_service_s_words_in_square_brackets_show_as_said_in_the_summary_and_the_bar(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``waiting``'s reason is a service's words: a ``[tag]`` in them (``[errno -3]``) was read as rich markup in
+    ``trapbatch status``'s row and ``watch``'s bar, and vanished; escaped as the unreachable note is, it shows."""
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from cli.main import _summary
+    from cli.progress import BarReporter
+
+    st = {"id": "task-0", "runtime_status": "Running", "stage": "detecting", "images": 40, "images_done": 0,
+          "shards": 4, "shards_done": 0, "shards_running": 0, "shards_queued": 4, "resubmissions": 0,
+          "waiting": {"step": "poll", "reason": "ServerBusy [errno -3] [bold]", "at": "2026-12-05T15:00:00+00:00"}}
+    _summary(st)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "busy service (ServerBusy [errno -3] [bold]): poll tried again" in shown, shown
+    bar = BarReporter(Console(file=io.StringIO(), force_terminal=True, width=100), T1)
+    bar(st)
+    shown_in_bar = Text.from_markup(str(bar.progress.tasks[0].fields["shards"])).plain  # as its TextColumn renders it
+    bar.close()
+    assert "busy service (ServerBusy [errno -3] [bold]): poll" in shown_in_bar, shown_in_bar
+
+
 def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_could_not_be_read(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A status whose current repeat list could not be read carries the count the task ended with and a ``note``
