@@ -199,8 +199,8 @@ def _answer(description: str, schema: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     why = {400: "invalid request (the body names the field and the fix)", 401: "no or wrong function key, or no "
            "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
-           "or container", 409: "the task is not in a stage that allows this", 413: "body too large",
-           415: "body is not JSON", 429: "too many running tasks for this caller (Retry-After)",
+           "or container", 409: "the task is not in a stage that allows this", 413: "body over 64 KiB (the hint names the field that "
+           "takes most of it, where one does)", 415: "body not sent as JSON (Content-Type: application/json)", 429: "too many running tasks for this caller (Retry-After)",
            503: "trapbatch's storage or task hub, or the images' storage account or Key Vault, is busy or "
                 "unreachable: ask again after Retry-After seconds "
                 "(GET /api/tasks also when its instance list took too long to read: the body says how to purge old "
@@ -312,7 +312,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
                     "waiting": {"type": "object", "description": "a step of the task (or of one of its shard groups) "
-                                "waiting out a busy storage account or Batch service before it is tried again "
+                                "waiting out a busy storage account or Batch service (or a pool job disabled outside "
+                                "trapbatch) before it is tried again "
                                 "(TRAPBATCH_BUSY_RETRY_ATTEMPTS): the step, the service's words, when it is tried "
                                 "again, and, while the step retries, the attempt that comes next of how many; a shard "
                                 "group whose pool steps stayed busy through their retries (an outage it waits out "
