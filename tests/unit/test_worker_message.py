@@ -50,3 +50,17 @@ def test_words_without_secrets_are_kept_as_they_are() -> None:
     line = ("github.com, the download host of model 'MDV5A', did not answer (another attempt runs the shard): "
             "URLError: <urlopen error [Errno -3] Temporary failure in name resolution>; what? x = 1")
     assert said(line) == line
+
+
+def test_a_long_line_of_question_marks_is_cleaned_in_linear_time() -> None:
+    """A worker's line is kept whole until cleaned (cut to 1,000 characters only after): a 100 KB line of ``a?a?...``
+    (a path or a dump full of ``?`` and no ``=``) made the query pattern's look-ahead scan to the line's end from each
+    ``?``: 24 s for 100 KB, a poll activity held past its timeout."""
+    import time
+
+    from activities.pool import without_secrets
+    for line in ("a?" * 50_000, "/" + "?b" * 50_000):
+        start = time.monotonic()
+        assert without_secrets(line) == line
+        assert time.monotonic() - start < 1.0
+    assert without_secrets("/c/b?x?sv=1&sig=s3cret rest") == "/c/b?x?[redacted] rest"
