@@ -64,3 +64,17 @@ def test_a_long_line_of_question_marks_is_cleaned_in_linear_time() -> None:
         assert without_secrets(line) == line
         assert time.monotonic() - start < 1.0
     assert without_secrets("/c/b?x?sv=1&sig=s3cret rest") == "/c/b?x?[redacted] rest"
+
+
+def test_secrets_percent_encoded_quoted_as_json_or_in_a_url_s_user_part_go_too() -> None:
+    """A SAS URL inside another URL's query is percent-encoded (no "?", "sig%3D"), an SDK error's JSON body or a
+    settings dump quotes its keys ("AccountKey": "..."), and a proxy URL carries user:password: each got through."""
+    from activities.pool import without_secrets
+    text = without_secrets("redirect https%3A%2F%2Fa.blob.core.windows.net%2Fc%2Fb%3Fsv%3D1%26sig%3DPCTSECRET%253D "
+                           "body {\"AccountKey\": \"JSONSECRET==\", 'password':'DICTSECRET'} "
+                           "proxy http://bob:PWSECRET@proxy.example:3128/ failed")
+    for secret in ("PCTSECRET", "JSONSECRET", "DICTSECRET", "PWSECRET"):
+        assert secret not in text, text
+    assert "https%3A%2F%2Fa.blob.core.windows.net%2Fc%2Fb%3Fsv%3D1%26sig%3D[redacted]" in text, text
+    assert "{\"AccountKey\": \"[redacted]\", 'password':'[redacted]'}" in text, text
+    assert "http://bob:[redacted]@proxy.example:3128/ failed" in text, text
