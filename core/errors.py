@@ -284,8 +284,42 @@ def failure_message(text: str) -> str:
     return rest or (found.group("type") if found and found.group("type") else "") or first
 
 
+# A URL's query string (what follows a "?" glued to a host or path and holding a "="): a SAS token travels so. The
+# part before the "=" holds no "?": a look-ahead scanning to the line's end from each "?" took 24 s for 100 KB of
+# "a?a?..." (a log line is read up to LOG_READ_LIMIT); so each "?" scans only to the next one (linear)
+_QUERY = re.compile(r"(?<=[^\s?])\?[^\s'\"<>();?=]*=[^\s'\"<>();]+")
+# a secret as a connection string, a SAS or an HTTP header names it, its "=" also percent-encoded ("%3D": a URL
+# within a URL's query, as a redirect or an error's quoted request carries it, hides its "?" and "&" as "%3F" and
+# "%26", where no word boundary precedes the name)
+_SECRET_NAMES = r"(AccountKey|SharedAccessSignature|sig|client_secret|password)"
+_NAMED_SECRET = re.compile(r"(?i)(?:\b|(?<=%26)|(?<=%3F))" + _SECRET_NAMES + r"(=|%3D)[^\s;&'\"<>()]+")
+# ... or as JSON or a Python dict prints it: "AccountKey": "..." (an SDK error's body, a settings dump)
+_QUOTED_SECRET = re.compile(r"(?i)([\"'])" + _SECRET_NAMES + r"\1(\s*:\s*)([\"'])[^\"'\n]*\4")
+# a URL's user:password (https://user:pw@host/): the user and host stay. One start per run of scheme characters
+# (the look-behind), so that "a.a.a..." is not scanned again from each dot
+_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s/:@'\"<>]*):[^\s/@'\"<>]+@")
+_BEARER = re.compile(r"(?i)\bBearer\s+[^\s'\"<>()]+")
+REDACTED = "[redacted]"
+
+
+def without_secrets(text: str) -> str:
+    """``text`` without URL query strings, ``AccountKey=``/``SharedAccessSignature=``/``sig=`` values (also
+    percent-encoded, or quoted as JSON keys), a URL's password or bearer tokens. Why: the worker's words come from its log, where an exit 69's message carries an SDK exception's text,
+    and that text names the request's URL with its query (requests: "Max retries exceeded with url: /c/b?sv=...
+    &sig=..."): kept, a SAS would reach Durable history's plain tables, the shard group's ``unreachable`` note and
+    ``shards_given_up``, which every status reader sees; an activity's failure (``failure_line``) names the same
+    URLs in a status's ``error`` or ``waiting`` reason. The host, path and cause stay: they say what to check."""
+    text = _QUERY.sub("?" + REDACTED, text)
+    text = _NAMED_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _QUOTED_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}"
+                              f"{m.group(4)}", text)
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    return _BEARER.sub("Bearer " + REDACTED, text)
+
+
 def failure_line(exc: BaseException, limit: int = 500) -> str:
     """What a person sees of a failure in a status (custom status is limited to 16 KB, and tracebacks help no one):
-    its first line (``failure_message``), at most ``limit`` characters, or the exception's type when it has none."""
-    text = failure_message(str(exc)).strip() or type(exc).__name__
+    its first line (``failure_message``) without secrets (``without_secrets``: an SDK's connection error names the
+    request's URL with its SAS query), at most ``limit`` characters, or the exception's type when it has none."""
+    text = without_secrets(failure_message(str(exc))).strip() or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -58,7 +58,7 @@ def test_a_long_line_of_question_marks_is_cleaned_in_linear_time() -> None:
     ``?``: 24 s for 100 KB, a poll activity held past its timeout."""
     import time
 
-    from activities.pool import without_secrets
+    from core.errors import without_secrets
     for line in ("a?" * 50_000, "/" + "?b" * 50_000):
         start = time.monotonic()
         assert without_secrets(line) == line
@@ -69,7 +69,7 @@ def test_a_long_line_of_question_marks_is_cleaned_in_linear_time() -> None:
 def test_secrets_percent_encoded_quoted_as_json_or_in_a_url_s_user_part_go_too() -> None:
     """A SAS URL inside another URL's query is percent-encoded (no "?", "sig%3D"), an SDK error's JSON body or a
     settings dump quotes its keys ("AccountKey": "..."), and a proxy URL carries user:password: each got through."""
-    from activities.pool import without_secrets
+    from core.errors import without_secrets
     text = without_secrets("redirect https%3A%2F%2Fa.blob.core.windows.net%2Fc%2Fb%3Fsv%3D1%26sig%3DPCTSECRET%253D "
                            "body {\"AccountKey\": \"JSONSECRET==\", 'password':'DICTSECRET'} "
                            "proxy http://bob:PWSECRET@proxy.example:3128/ failed")
@@ -78,3 +78,15 @@ def test_secrets_percent_encoded_quoted_as_json_or_in_a_url_s_user_part_go_too()
     assert "https%3A%2F%2Fa.blob.core.windows.net%2Fc%2Fb%3Fsv%3D1%26sig%3D[redacted]" in text, text
     assert "{\"AccountKey\": \"[redacted]\", 'password':'[redacted]'}" in text, text
     assert "http://bob:[redacted]@proxy.example:3128/ failed" in text, text
+
+
+def test_an_activity_s_failure_in_a_status_names_no_sas() -> None:
+    """``failure_line`` (a status's ``error``, a busy step's ``waiting`` reason) shows an activity's failure, whose
+    first line for a connection error names the request's URL with its SAS query (requests, through azure-core)."""
+    from core.errors import failure_line
+    exc = RuntimeError("Activity function 'read_manifest' failed:  ServiceRequestError: HTTPSConnectionPool(host="
+                       "'acct.blob.core.windows.net', port=443): Max retries exceeded with url: /c/b.json?sv=2022-11-02"
+                       "&sp=r&sig=ACTSECRET%3D (Caused by ConnectTimeoutError())\nTraceback ...")
+    line = failure_line(exc, 300)
+    assert "ACTSECRET" not in line and "sp=r" not in line, line
+    assert "host='acct.blob.core.windows.net'" in line and "url: /c/b.json?[redacted] (Caused by" in line, line
