@@ -275,13 +275,14 @@ _ERROR_CODE = re.compile(r"\nErrorCode:\s*(?P<code>[A-Za-z0-9]+)")
 def failure_message(text: str) -> str:
     """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes
     (an activity's exception without a message reads as its type); a storage SDK error's first line, which names
-    no error, gets the service's error code from the line after."""
+    no error, gets the service's error code from the line after. Without secrets (``without_secrets``): a failed
+    orchestration's output is its activity's exception, whose connection error names the URL with its SAS query."""
     first = text.strip().split("\n")[0].rstrip()
     found = _FUNCTION_FAILED.match(first)
     rest = first[found.end():].strip() if found else first
     if rest.startswith(_SDK_STATUS_LINE) and (code := _ERROR_CODE.search(text)):
         rest = f"{rest} ({code.group('code')})"
-    return rest or (found.group("type") if found and found.group("type") else "") or first
+    return without_secrets(rest or (found.group("type") if found and found.group("type") else "") or first)
 
 
 # A URL's query string (what follows a "?" glued to a host or path and holding a "="): a SAS token travels so. The
@@ -321,5 +322,5 @@ def failure_line(exc: BaseException, limit: int = 500) -> str:
     """What a person sees of a failure in a status (custom status is limited to 16 KB, and tracebacks help no one):
     its first line (``failure_message``) without secrets (``without_secrets``: an SDK's connection error names the
     request's URL with its SAS query), at most ``limit`` characters, or the exception's type when it has none."""
-    text = without_secrets(failure_message(str(exc))).strip() or type(exc).__name__
+    text = failure_message(str(exc)).strip() or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
