@@ -381,10 +381,10 @@ def _finish(st: dict[str, Any]) -> int:
         ended = "completed, but a step after detection failed" if code == EXIT_FOLLOW_UP_FAILED else \
             f"ended {st.get('stage')}"
         err.print(f"[bold red]task {st.get('id')}{escape(folder)} {ended}[/]" +
-                  (f": {escape(str(st['error']))}" if st.get("error") else ""))
-    for step, error, hint in failed_steps(st):
-        err.print(f"[bold red]{escape(step)} failed:[/] {escape(error)}")
-        err.print(f"  [bold]next:[/] {escape(in_cli_words(hint))}")
+                  (f": {escape(printable(str(st['error'])))}" if st.get("error") else ""))
+    for step, error, hint in failed_steps(st):  # the errors are a service's text: no ESC of theirs on the terminal
+        err.print(f"[bold red]{escape(step)} failed:[/] {escape(printable(error))}")
+        err.print(f"  [bold]next:[/] {escape(printable(in_cli_words(hint)))}")
     return code
 
 

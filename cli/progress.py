@@ -136,8 +136,9 @@ def unreachable_note(st: dict[str, Any], check: bool = True) -> str:
 
 def progress_line(st: dict[str, Any]) -> str:
     """One line for a status: the stage, and while detecting the counts, rate and ETA; a step waiting out a busy
-    service says so, and shards waiting out worker exits 69 why."""
-    return _progress_line(st) + waiting_note(st) + unreachable_note(st)
+    service says so, and shards waiting out worker exits 69 why. Control characters escaped (``printable``): a failed
+    task's ``error`` is an activity's exception, a service's text, and ``watch`` echoes the line with ``click.echo``."""
+    return printable(_progress_line(st)) + waiting_note(st) + unreachable_note(st)  # a failed task's error: SDK text
 
 
 def _waiting(st: dict[str, Any]) -> str:

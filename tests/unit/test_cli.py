@@ -2030,3 +2030,20 @@ def test_the_apps_repeat_list_hints_read_well_in_the_clis_words() -> None:
     assert "name this list ('search')" in sources and "the list's id (\\\"search\\\")" in sources
     assert in_cli_words("removals must then name this list ('search')") == "removals must then name this list (--list)"
     assert in_cli_words("and the list's id (\"search\")") == "and the list's id (--list)"
+
+
+def test_a_failed_task_s_error_shows_its_control_characters_escaped_in_watch_lines_and_at_the_end(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A failed task's ``error`` is its activity's exception: a service's or the SDK's text. ``watch``'s lines
+    (LineReporter echoes ``progress_line`` with ``click.echo``, which passes ESC to a terminal) and the closing
+    ``task ... ended failed: ...`` / ``exports failed: ...`` lines showed its ESC sequences raw."""
+    from cli.main import _finish
+
+    error = "storage said \x1b]0;owned\x07\x1b[2Jgone"
+    line = progress_line({"stage": "failed", "error": error})
+    assert "\x1b" not in line and "storage said \\x1b]0;owned\\x07" in line, repr(line)
+    _finish({"id": "task-0", "stage": "failed", "runtime_status": "Failed", "error": error,
+             "results": {"exports_error": "copy \x1b[2Jfailed"}})
+    shown = capsys.readouterr().err
+    assert "\x1b" not in shown and "storage said \\x1b]0;owned" in shown and "copy \\x1b[2Jfailed" in shown, \
+        repr(shown)
