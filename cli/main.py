@@ -250,7 +250,7 @@ def _summary(st: dict[str, Any]) -> None:
             "resubmissions", "images_per_second", "eta_seconds", "progress", "started", "finished", "pool_job", "error")
     for k in keys:
         if st.get(k) not in (None, ""):
-            table.add_row(k, str(st[k]))
+            table.add_row(k, escape(printable(str(st[k]))))  # "error" is a service's text: its [words], no ESC
     if waiting_note(st):
         table.add_row("waiting", escape(waiting_note(st).removeprefix("; waiting for ")))  # a service's [words]
     if unreachable_note(st):  # shards waiting out worker exits 69: the worker's words, since, until, what to check
@@ -313,7 +313,8 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("not run", describe_not_images(st["not_images"]))
     repeats = st.get("repeated_detections") or {}
     if repeats.get("error"):  # the results stand; the list was not made
-        table.add_row("repeated places", f"NOT searched: {repeats['error']}; {in_cli_words(repeats.get('hint', ''))}")
+        table.add_row("repeated places", escape(printable(f"NOT searched: {repeats['error']}; "
+                                                          f"{in_cli_words(repeats.get('hint', ''))}")))
     elif repeats.get("note"):  # the current list could not be read just now: the count is the one the task ended with
         table.add_row("repeated places", f"{repeats.get('locations', 0)} when the task ended; "
                       + escape(in_cli_words(str(repeats["note"]))))

@@ -2047,3 +2047,16 @@ def test_a_failed_task_s_error_shows_its_control_characters_escaped_in_watch_lin
     shown = capsys.readouterr().err
     assert "\x1b" not in shown and "storage said \\x1b]0;owned" in shown and "copy \\x1b[2Jfailed" in shown, \
         repr(shown)
+
+
+def test_trapbatch_status_shows_a_failed_task_s_error_as_said(capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch status``'s rows put the status's ``error`` (an activity's exception: a service's text) into a rich
+    table raw: a ``[errno -3]`` in it was read as markup and vanished, and an ESC sequence reached the terminal.
+    So did the repeated-detection search's error."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "failed", "error": "<urlopen error [errno -3] \x1b[2Jname>",
+              "repeated_detections": {"error": "read [bold]x\x1b]0;t\x07", "hint": "run it again"}})
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "<urlopen error [errno -3] \\x1b[2Jname>" in shown, repr(shown)
+    assert "read [bold]x\\x1b]0;t\\x07" in shown, repr(shown)
