@@ -1091,7 +1091,7 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     again = (f"send the same choice again (trapbatch repeats {task_id} --keep ... or --remove ...): the "
              "repeats-removed results are written again")
     if removal.get("error"):  # the removal failed: no repeats-removed variant of this choice was written
-        out.print(f"  error: {removal['error']}", markup=False, highlight=False)
+        out.print(f"  error: {printable(str(removal['error']))}", markup=False, highlight=False)  # no ESC of theirs
         out.print(f"  next: {again}", markup=False, highlight=False)
     damaged = damaged_line(removal.get("damaged"), task_id)
     if damaged:  # the task's photos cut short, in this variant too
@@ -1101,7 +1101,7 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     if cut_short:  # the variant's Zooniverse manifests leave them out too
         out.print(f"  zooniverse: {cut_short}", markup=False, highlight=False)
     if results and results.get("exports_error"):  # the variant stands; its COCO / Camtrap DP / Zooniverse do not
-        out.print(f"  exports NOT written: {results['exports_error']}", markup=False, highlight=False)
+        out.print(f"  exports NOT written: {printable(str(results['exports_error']))}", markup=False, highlight=False)
         hint = results.get("exports_hint") or (f"the repeats-removed results JSON and CSV are complete; for their "
                                                 f"exports, {again}")  # the app's words; ours for an older app's status
         out.print(f"  next: {hint}", markup=False, highlight=False)

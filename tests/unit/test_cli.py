@@ -2060,3 +2060,13 @@ def test_trapbatch_status_shows_a_failed_task_s_error_as_said(capsys: pytest.Cap
     shown = capsys.readouterr().out
     assert "\x1b" not in shown and "<urlopen error [errno -3] \\x1b[2Jname>" in shown, repr(shown)
     assert "read [bold]x\\x1b]0;t\\x07" in shown, repr(shown)
+
+
+def test_a_removal_s_errors_show_their_control_characters_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch repeats``' removal lines print a failed removal's error and its exports' error (activities'
+    exceptions, a service's text) with markup off, but an ESC sequence in them still reached the terminal."""
+    from cli.main import _print_removal
+
+    _print_removal("task-0", {"stage": "failed", "error": "gone \x1b[2J", "results": {"exports_error": "no \x1b]0;t\x07"}})
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "gone \\x1b[2J" in shown and "no \\x1b]0;t\\x07" in shown, repr(shown)
