@@ -305,11 +305,12 @@ REDACTED = "[redacted]"
 
 def without_secrets(text: str) -> str:
     """``text`` without URL query strings, ``AccountKey=``/``SharedAccessSignature=``/``sig=`` values (also
-    percent-encoded, or quoted as JSON keys), a URL's password or bearer tokens. Why: the worker's words come from its log, where an exit 69's message carries an SDK exception's text,
-    and that text names the request's URL with its query (requests: "Max retries exceeded with url: /c/b?sv=...
-    &sig=..."): kept, a SAS would reach Durable history's plain tables, the shard group's ``unreachable`` note and
-    ``shards_given_up``, which every status reader sees; an activity's failure (``failure_line``) names the same
-    URLs in a status's ``error`` or ``waiting`` reason. The host, path and cause stay: they say what to check."""
+    percent-encoded, or quoted as JSON keys), a URL's password or bearer tokens. Why: the worker's words come from
+    its log, where an exit 69's message carries an SDK exception's text, and that text names the request's URL with
+    its query (requests: "Max retries exceeded with url: /c/b?sv=...&sig=..."): kept, a SAS would reach Durable
+    history's plain tables, the shard group's ``unreachable`` note and ``shards_given_up``, which every status reader
+    sees; an activity's failure (``failure_line``) names the same URLs in a status's ``error`` or ``waiting`` reason.
+    The host, path and cause stay: they say what to check."""
     text = _QUERY.sub("?" + REDACTED, text)
     text = _NAMED_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _QUOTED_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}"

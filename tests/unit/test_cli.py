@@ -2067,6 +2067,7 @@ def test_a_removal_s_errors_show_their_control_characters_escaped(capsys: pytest
     exceptions, a service's text) with markup off, but an ESC sequence in them still reached the terminal."""
     from cli.main import _print_removal
 
-    _print_removal("task-0", {"stage": "failed", "error": "gone \x1b[2J", "results": {"exports_error": "no \x1b]0;t\x07"}})
+    _print_removal("task-0", {"stage": "failed", "error": "gone \x1b[2J",
+                              "results": {"exports_error": "no \x1b]0;t\x07"}})
     shown = capsys.readouterr().out
     assert "\x1b" not in shown and "gone \\x1b[2J" in shown and "no \\x1b]0;t\\x07" in shown, repr(shown)

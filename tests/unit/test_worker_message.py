@@ -95,7 +95,8 @@ def test_an_activity_s_failure_in_a_status_names_no_sas() -> None:
 def test_a_failed_task_s_error_names_no_sas() -> None:
     """api's statuses put a failed orchestration's output (its activity's exception) through ``failure_message``."""
     from core.errors import failure_message
-    text = failure_message("Orchestrator function 'task' failed: Activity function 'merge' failed:  ServiceRequestError: "
-                           "Max retries exceeded with url: /c/r.json?se=2027&sig=OUTSECRET (Caused by X)\nmore")
+    text = failure_message("Orchestrator function 'task' failed: Activity function 'merge' failed:  "
+                           "ServiceRequestError: Max retries exceeded with url: /c/r.json?se=2027&sig=OUTSECRET "
+                           "(Caused by X)\nmore")
     assert "OUTSECRET" not in text and "se=2027" not in text, text
     assert text.endswith("Max retries exceeded with url: /c/r.json?[redacted] (Caused by X)"), text
