@@ -99,7 +99,8 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
     row: c.CompletedShard = {
         "task_id": info.task_id, "shard_id": sid, "attempt": attempt,
         "result": info.result.value if info.result else None, "exit_code": info.exit_code,
-        "failure_message": info.failure_message, "images": coverage["images"], "covered": coverage["covered"],
+        "failure_message": without_secrets(info.failure_message) if info.failure_message else info.failure_message,
+        "images": coverage["images"], "covered": coverage["covered"],
         "failed": coverage["failed"], "missing": coverage["missing"]}
     if info.failure_code:  # TaskEnded: the pool ended it, whatever the exit code (exit_codes.pool_ended)
         row["failure_code"] = info.failure_code

@@ -220,6 +220,33 @@ def test_a_crashed_attempt_that_left_images_missing_carries_the_workers_own_word
         assert row["missing"] == 1 and (said in row["worker_message"] if said else "worker_message" not in row), row
 
 
+class NeverStartedPool(ScriptedPool):
+    """Its one task never started: Batch's failure details name a resource URL with its SAS (a pre-processing or
+    resource-file failure quotes the URL it could not read)."""
+
+    def _info(self, tid: str) -> TaskInfo:
+        return TaskInfo(tid, TaskState.completed, TaskResult.failure, None,
+                        failure_message=("BlobAccessDenied: "
+                                         "https://acct.blob.core.windows.net/c/b?sv=2025&sig=BATCHSECRET"),
+                        failure_code="BlobAccessDenied")
+
+
+def test_batchs_own_failure_message_loses_its_secrets_before_history_keeps_it(setup: tuple[Settings, ReadSpy]) -> None:
+    """Batch's failure details reach the shard group's state, ``shards_given_up`` and Durable history (plain tables)
+    as the poll reports them, as the worker's own words do (``core.errors.without_secrets``); the host, path and
+    cause stay, and the row still says the pool ended the task (``exit_codes.pool_ended`` reads only that there is
+    a message)."""
+    from gpu_batch import exit_codes
+
+    settings, store = setup
+    store.write_json(settings.container, layout.manifest_blob(TASK, "s00003", 1), {"images": ["c.jpg"]})
+    row = run_poll(TASK, TASK, ["s00003-a1"], settings, store,
+                   NeverStartedPool({"s00003-a1": TaskState.completed}, changed=[]))["completed"][0]
+    assert "BATCHSECRET" not in row["failure_message"] and "sv=2025" not in row["failure_message"], row
+    assert row["failure_message"].startswith("BlobAccessDenied: https://acct.blob.core.windows.net/c/b?"), row
+    assert exit_codes.pool_ended(row["exit_code"], row.get("failure_code"), row["failure_message"])
+
+
 class UnreachablePool(ScriptedPool):
     """A Batch account out of reach: every call fails as the SDK's transport error does."""
 
