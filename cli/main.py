@@ -284,7 +284,7 @@ def _summary(st: dict[str, Any]) -> None:
                       + ("; a row per camera in camera-visits.csv" if exports.get("camera_visits") else "")
                       + ("; a row per camera and day in camera-days.csv" if exports.get("camera_days") else "") + ")")
     if isinstance(exports, dict) and exports.get("sizes_unknown"):  # COCO boxes left relative: why, what to do
-        table.add_row("COCO sizes", escape(sizes_unknown_line(exports)))
+        table.add_row("COCO sizes", escape(printable(sizes_unknown_line(exports))))  # storage's words: no ESC
     cut_short = zooniverse_cut_short_line(exports, str(st.get("id")))
     if cut_short:  # photos cut short: in the results, not in the Zooniverse manifests
         table.add_row("zooniverse", escape(cut_short))

@@ -401,6 +401,18 @@ def test_the_summary_says_why_coco_boxes_stayed_relative_and_what_to_do(capsys: 
     assert "COCO sizes" not in capsys.readouterr().out
 
 
+def test_the_coco_sizes_row_shows_a_services_control_characters_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    """The reason an image's size is unknown is storage's own words: an ESC sequence in them must not reach the
+    terminal (``cli.progress.printable``, as the status's other rows of service text)."""
+    from cli.main import _summary
+
+    why = {"reasons": {"unreadable": 1}, "examples": ["cam1/a.jpg"], "error": "cam1/a.jpg: refused \x1b[2J"}
+    _summary({"id": "task-0", "stage": "completed",
+              "results": {"exports": {"images": 5, "sizes_unknown": 1, "sizes_unknown_why": why}}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "\x1b" not in shown and "refused \\x1b[2J" in shown, shown
+
+
 def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_other() -> None:
     from cli.download import local_paths
 
