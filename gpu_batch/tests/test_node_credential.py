@@ -4,56 +4,23 @@ asked again every ``storage_refs.TOKEN_REFRESH_RETRY_S``, not at every request. 
 against a local stand-in for IMDS (``AZURE_POD_IDENTITY_AUTHORITY_HOST``), the clock moved by the test."""
 from __future__ import annotations
 
-import json
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
 
+from gpu_batch.tests.token_endpoint import DAY_S, TokenEndpoint, serve_tokens
+
 STORAGE = "https://storage.azure.com/.default"
-DAY_S = 86399  # a managed identity's token: ~24 h (MSAL refreshes it halfway, msal managed_identity.py)
-
-
-class _Imds(BaseHTTPRequestHandler):
-    """IMDS's token endpoint: a token while ``up``, else the connection dropped without an answer."""
-
-    protocol_version = "HTTP/1.1"
-    up = True
-    asked = 0
-    issued = 0
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        type(self).asked += 1
-        if not type(self).up:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        type(self).issued += 1
-        body = json.dumps({"access_token": f"token-{type(self).issued}", "expires_in": str(DAY_S),
-                           "resource": "https://storage.azure.com/", "token_type": "Bearer"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture
-def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Imds]]:
+def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[TokenEndpoint]]:
     """The stand-in IMDS, the node's only identity (the SDK's own IMDS retries cut to none: each try is one request
     here), and a clock the test moves (``time.time``, which MSAL and azure-core read)."""
     from azure.identity._credentials import imds as sdk_imds
 
-    handler = type("Imds", (_Imds,), {"up": True, "asked": 0, "issued": 0})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, server = serve_tokens()
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
                  "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
@@ -83,7 +50,7 @@ def _shard_requests(credential: Any, requests: int) -> list[str]:
 
 
 def test_a_token_whose_refresh_failed_serves_on_and_imds_is_asked_again_only_every_so_often(
-        imds: type[_Imds], monkeypatch: pytest.MonkeyPatch) -> None:
+        imds: type[TokenEndpoint], monkeypatch: pytest.MonkeyPatch) -> None:
     """13 h after its token was issued (past MSAL's refresh point, halfway), IMDS stops answering. MSAL then hands
     back the token in hand with its ``refresh_on`` past, and azure-core's policy asks again at every request: each
     of a shard's reads asked IMDS (~5-13 s of the SDK's retries each where it does not answer, ~75 s for a 410), so
@@ -111,7 +78,7 @@ def test_a_token_whose_refresh_failed_serves_on_and_imds_is_asked_again_only_eve
     assert _shard_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3  # fresh: no more asking
 
 
-def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[_Imds],
+def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[TokenEndpoint],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Within 5 minutes of its expiry (where MSAL stops using a cached token) nothing is held: with IMDS silent the
     token request fails as it did (the worker's exit 69), at each use."""
@@ -132,7 +99,7 @@ def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[
         assert imds.asked == tries
 
 
-def test_a_claims_challenge_answered_with_a_new_token_ends_the_held_one(imds: type[_Imds],
+def test_a_claims_challenge_answered_with_a_new_token_ends_the_held_one(imds: type[TokenEndpoint],
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A resource that refuses a token with a CAE claims challenge (azure-core's ``on_challenge``, Key Vault's
     ``ChallengeAuthPolicy``: ``authorize_request(..., claims=...)``) says that token was revoked. The claims request

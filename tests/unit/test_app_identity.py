@@ -19,6 +19,7 @@ from adapters.blobs import service_client
 from adapters.identity import TokenEndpointUnavailable
 from adapters.storage_errors import storage_error
 from core.errors import StorageAccessDenied, StorageUnavailable
+from gpu_batch.tests.token_endpoint import serve_tokens
 from orchestrations.retries import is_busy
 
 PASSING = ["refused", "500-page", "503-json"]
@@ -111,27 +112,6 @@ def test_the_apps_storage_waits_out_an_identity_endpoint_that_does_not_answer_an
         assert not is_busy(as_orchestrator_sees_it)
 
 
-class _Tokens(http.server.BaseHTTPRequestHandler):
-    """App Service's identity endpoint answering every request with a token valid for a day; ``asked`` counts them."""
-
-    asked: list[str] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        import time
-
-        self.asked.append(self.path)
-        body = json.dumps({"access_token": "stand-in", "expires_on": str(int(time.time()) + 86400),
-                           "resource": "https://storage.azure.com", "token_type": "Bearer"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def test_the_own_storage_clients_of_each_marker_delivery_reuse_the_apps_token_not_ask_for_one_each(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``deadline_blob_store`` (``api.arrivals._Delivery``: two clients of the app's own account per Event Grid
@@ -142,10 +122,7 @@ def test_the_own_storage_clients_of_each_marker_delivery_reuse_the_apps_token_no
     from adapters.blobs import blob_store, deadline_blob_store
     from core.deadline import Deadline
 
-    handler = type("Tokens", (_Tokens,), {"asked": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, server = serve_tokens(expires_on=True)
     _identity_endpoint_at(monkeypatch, server.server_address[1])
     connection = "identity:https://127.0.0.1:9"  # nothing listens: the token is asked for before the refusal
     blob_store.cache_clear()
@@ -160,7 +137,7 @@ def test_the_own_storage_clients_of_each_marker_delivery_reuse_the_apps_token_no
         blob_store.cache_clear()
         server.shutdown()
         server.server_close()
-    assert len(handler.asked) == 1, handler.asked
+    assert handler.asked == 1, handler.paths
 
 
 def _open_fds() -> int:
@@ -185,10 +162,7 @@ def test_the_apps_identity_asks_its_endpoint_once_per_resource_however_many_clie
     from tests.unit.test_task_events import ENDPOINT, FakeTopic
 
     # HTTP/1.1: the connection is kept open for the next token request, as a credential's transport keeps it
-    handler = type("Tokens", (_Tokens,), {"asked": [], "protocol_version": "HTTP/1.1"})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, server = serve_tokens(expires_on=True)
     _identity_endpoint_at(monkeypatch, server.server_address[1])
     source = "https://127.0.0.1:9"  # nothing listens: each token is asked for before the refusal
     s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_SOURCE_ACCOUNTS": source})
@@ -228,40 +202,9 @@ def test_the_apps_identity_asks_its_endpoint_once_per_resource_however_many_clie
         server.server_close()
     import collections
 
-    asked = collections.Counter(path.split("resource=")[1] for path in handler.asked)
+    asked = collections.Counter(path.split("resource=")[1] for path in handler.paths)
     assert grown <= 0 and list(asked.values()) == [1, 1, 1, 1], (f"{grown} more file descriptors after 4 more "
                                                                   f"rounds; token requests: {dict(asked)}")
-
-
-class _Fading(http.server.BaseHTTPRequestHandler):
-    """App Service's identity endpoint: a token valid for a day while ``up``, else the connection dropped unanswered;
-    ``asked`` counts requests, ``issued`` tokens."""
-
-    protocol_version = "HTTP/1.1"
-    up = True
-    asked = 0
-    issued = 0
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        import socket
-        import time
-
-        type(self).asked += 1
-        if not type(self).up:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        type(self).issued += 1
-        body = json.dumps({"access_token": f"token-{type(self).issued}", "expires_on": str(int(time.time()) + 86400),
-                           "resource": "https://storage.azure.com", "token_type": "Bearer"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 def test_a_token_whose_refresh_failed_serves_the_apps_clients_without_asking_at_each_request(
@@ -280,10 +223,7 @@ def test_a_token_whose_refresh_failed_serves_the_apps_clients_without_asking_at_
     from adapters.identity import app_credential
     from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
 
-    handler = type("Fading", (_Fading,), {"up": True, "asked": 0, "issued": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, server = serve_tokens(expires_on=True)
     _identity_endpoint_at(monkeypatch, server.server_address[1])
     now = {"offset": 0.0}
     real = time.time
@@ -329,10 +269,7 @@ def test_a_token_whose_refresh_failed_serves_get_token_callers_too(monkeypatch: 
     from adapters.identity import app_credential
     from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
 
-    handler = type("Fading", (_Fading,), {"up": True, "asked": 0, "issued": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, server = serve_tokens(expires_on=True)
     _identity_endpoint_at(monkeypatch, server.server_address[1])
     now = {"offset": 0.0}
     real = time.time
