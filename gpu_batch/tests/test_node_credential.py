@@ -9,10 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gpu_batch.tests.token_endpoint import DAY_S, TokenEndpoint, serve_tokens
-
-STORAGE = "https://storage.azure.com/.default"
-
+from gpu_batch.tests.token_endpoint import DAY_S, STORAGE, TokenEndpoint, serve_tokens, storage_requests
 
 @pytest.fixture
 def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[TokenEndpoint]]:
@@ -31,24 +28,6 @@ def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[TokenEndpoint]]:
     server.server_close()
 
 
-def _shard_requests(credential: Any, requests: int) -> list[str]:
-    """The Authorization header of ``requests`` requests of one shard's client: a storage client's pipeline has a
-    ``BearerTokenCredentialPolicy`` of its own, which asks the credential for a token when it has none and while the
-    one it has is due (``refresh_on`` past)."""
-    from azure.core.pipeline import PipelineContext, PipelineRequest
-    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
-    from azure.core.rest import HttpRequest
-
-    policy = BearerTokenCredentialPolicy(credential, STORAGE)
-    said = []
-    for _ in range(requests):
-        request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b.jpg"),
-                                  PipelineContext(None))
-        policy.on_request(request)
-        said.append(request.http_request.headers["Authorization"])
-    return said
-
-
 def test_a_token_whose_refresh_failed_serves_on_and_imds_is_asked_again_only_every_so_often(
         imds: type[TokenEndpoint], monkeypatch: pytest.MonkeyPatch) -> None:
     """13 h after its token was issued (past MSAL's refresh point, halfway), IMDS stops answering. MSAL then hands
@@ -63,19 +42,19 @@ def test_a_token_whose_refresh_failed_serves_on_and_imds_is_asked_again_only_eve
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
     credential = node_clients.node_credential()
-    assert _shard_requests(credential, 3) == ["Bearer token-1"] * 3 and imds.asked == 1
+    assert storage_requests(credential, 3) == ["Bearer token-1"] * 3 and imds.asked == 1
     now["offset"] = 13 * 3600.0
     imds.up, imds.asked = False, 0
     for _ in range(3):
-        assert _shard_requests(credential, 10) == ["Bearer token-1"] * 10
+        assert storage_requests(credential, 10) == ["Bearer token-1"] * 10
     assert imds.asked == 1, f"IMDS asked {imds.asked} times for 30 reads"
     now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1
-    assert _shard_requests(credential, 10) == ["Bearer token-1"] * 10
+    assert storage_requests(credential, 10) == ["Bearer token-1"] * 10
     assert imds.asked == 2
     imds.up = True
     now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1
-    assert _shard_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3
-    assert _shard_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3  # fresh: no more asking
+    assert storage_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3
+    assert storage_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3  # fresh: no more asking
 
 
 def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[TokenEndpoint],
@@ -90,12 +69,12 @@ def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
     credential = node_clients.node_credential()
-    assert _shard_requests(credential, 1) == ["Bearer token-1"]
+    assert storage_requests(credential, 1) == ["Bearer token-1"]
     now["offset"] = DAY_S - 200.0
     imds.up, imds.asked = False, 0
     for tries in (1, 2):
         with pytest.raises(ClientAuthenticationError):
-            _shard_requests(credential, 1)
+            storage_requests(credential, 1)
         assert imds.asked == tries
 
 
@@ -117,14 +96,14 @@ def test_a_claims_challenge_answered_with_a_new_token_ends_the_held_one(imds: ty
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
     credential = node_clients.node_credential()
-    assert _shard_requests(credential, 1) == ["Bearer token-1"]
+    assert storage_requests(credential, 1) == ["Bearer token-1"]
     now["offset"] = 13 * 3600.0
     imds.up = False
-    assert _shard_requests(credential, 2) == ["Bearer token-1"] * 2  # held: the refresh failed
+    assert storage_requests(credential, 2) == ["Bearer token-1"] * 2  # held: the refresh failed
     imds.up, imds.asked = True, 0
     challenged = BearerTokenCredentialPolicy(credential, STORAGE)
     request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b.jpg"), PipelineContext(None))
     challenged.authorize_request(request, STORAGE, claims='{"access_token":{"nbf":{"essential":true,"value":"1"}}}')
     assert request.http_request.headers["Authorization"] == "Bearer token-2" and imds.asked == 1
-    assert _shard_requests(credential, 2) == ["Bearer token-2"] * 2, "the revoked token was handed out again"
+    assert storage_requests(credential, 2) == ["Bearer token-2"] * 2, "the revoked token was handed out again"
     assert imds.asked == 1

@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+STORAGE = "https://storage.azure.com/.default"
 DAY_S = 86399  # a managed identity's token: ~24 h (MSAL refreshes it halfway, msal managed_identity.py)
 
 
@@ -57,3 +58,21 @@ def serve_tokens(expires_on: bool = False) -> tuple[type[TokenEndpoint], Threadi
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return handler, server
+
+
+def storage_requests(credential: Any, requests: int) -> list[str]:
+    """The Authorization header of ``requests`` requests of one storage client: a client's pipeline has a
+    ``BearerTokenCredentialPolicy`` of its own, which asks the credential for a token when it has none and while the
+    one it has is due (``refresh_on`` past)."""
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.rest import HttpRequest
+
+    policy = BearerTokenCredentialPolicy(credential, STORAGE)
+    said = []
+    for _ in range(requests):
+        request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b.jpg"),
+                                  PipelineContext(None))
+        policy.on_request(request)
+        said.append(request.http_request.headers["Authorization"])
+    return said

@@ -19,7 +19,7 @@ from adapters.blobs import service_client
 from adapters.identity import TokenEndpointUnavailable
 from adapters.storage_errors import storage_error
 from core.errors import StorageAccessDenied, StorageUnavailable
-from gpu_batch.tests.token_endpoint import serve_tokens
+from gpu_batch.tests.token_endpoint import serve_tokens, storage_requests
 from orchestrations.retries import is_busy
 
 PASSING = ["refused", "500-page", "503-json"]
@@ -207,86 +207,68 @@ def test_the_apps_identity_asks_its_endpoint_once_per_resource_however_many_clie
                                                                   f"rounds; token requests: {dict(asked)}")
 
 
-def test_a_token_whose_refresh_failed_serves_the_apps_clients_without_asking_at_each_request(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app's shared credential (``app_credential``) 13 h into its token's day, past MSAL's refresh point, with
-    the identity endpoint silent: MSAL hands back the token in hand, due already, and azure-core's policy asked again
-    at each request (four requests to the endpoint each, with azure-core's back-offs between: ~5 s a request), 12
-    times for these 3 clients' 12 requests. Now the token serves and the endpoint is tried again every
-    ``storage_refs.TOKEN_REFRESH_RETRY_S`` (``storage_refs.RefreshSparingCredential``)."""
+@pytest.fixture
+def moved_clock_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, dict[str, float]]]:
+    """App Service's identity endpoint (the stand-in) and a clock the test moves by ``now["offset"]`` seconds
+    (``time.time``, which MSAL and azure-core read; their retry back-offs not waited)."""
     import time
-
-    from azure.core.pipeline import PipelineContext, PipelineRequest
-    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
-    from azure.core.rest import HttpRequest
-
-    from adapters.identity import app_credential
-    from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
 
     handler, server = serve_tokens(expires_on=True)
     _identity_endpoint_at(monkeypatch, server.server_address[1])
     now = {"offset": 0.0}
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # azure-core's retry back-offs: not waited here
-
-    def client_requests(requests: int) -> list[str]:
-        policy = BearerTokenCredentialPolicy(app_credential(), "https://storage.azure.com/.default")
-        said = []
-        for _ in range(requests):
-            request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b"),
-                                      PipelineContext(None))
-            policy.on_request(request)
-            said.append(request.http_request.headers["Authorization"])
-        return said
-
-    try:
-        assert client_requests(2) == ["Bearer token-1"] * 2 and handler.asked == 1
-        now["offset"] = 13 * 3600.0
-        handler.up = False
-        asked = handler.asked
-        for _ in range(3):
-            assert client_requests(4) == ["Bearer token-1"] * 4
-        tries = handler.asked - asked
-        assert 0 < tries <= 4, f"the endpoint was asked {tries} times for 12 requests"  # one try, with its retries
-        handler.up = True
-        now["offset"] += TOKEN_REFRESH_RETRY_S + 1
-        assert client_requests(2) == ["Bearer token-2"] * 2
-    finally:
-        server.shutdown()
-        server.server_close()
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    yield handler, now
+    server.shutdown()
+    server.server_close()
 
 
-def test_a_token_whose_refresh_failed_serves_get_token_callers_too(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_whose_refresh_failed_serves_the_apps_clients_without_asking_at_each_request(
+        moved_clock_endpoint: tuple[Any, dict[str, float]]) -> None:
+    """The app's shared credential (``app_credential``) 13 h into its token's day, past MSAL's refresh point, with
+    the identity endpoint silent: MSAL hands back the token in hand, due already, and azure-core's policy asked again
+    at each request (four requests to the endpoint each, with azure-core's back-offs between: ~5 s a request), 12
+    times for these 3 clients' 12 requests. Now the token serves and the endpoint is tried again every
+    ``storage_refs.TOKEN_REFRESH_RETRY_S`` (``storage_refs.RefreshSparingCredential``)."""
+    from adapters.identity import app_credential
+    from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
+
+    handler, now = moved_clock_endpoint
+
+    assert storage_requests(app_credential(), 2) == ["Bearer token-1"] * 2 and handler.asked == 1
+    now["offset"] = 13 * 3600.0
+    handler.up = False
+    asked = handler.asked
+    for _ in range(3):
+        assert storage_requests(app_credential(), 4) == ["Bearer token-1"] * 4
+    tries = handler.asked - asked
+    assert 0 < tries <= 4, f"the endpoint was asked {tries} times for 12 requests"  # one try, with its retries
+    handler.up = True
+    now["offset"] += TOKEN_REFRESH_RETRY_S + 1
+    assert storage_requests(app_credential(), 2) == ["Bearer token-2"] * 2
+
+
+def test_a_token_whose_refresh_failed_serves_get_token_callers_too(
+        moved_clock_endpoint: tuple[Any, dict[str, float]]) -> None:
     """``adapters.compose._source_auth`` asks the app's credential for a token with ``get_token`` at each block it
     stages from a URL (Put Block From URL's ``x-ms-copy-source-authorization``), not through a policy that keeps
     it. 13 h into the token's day with the identity endpoint silent, each such call went to MSAL, which asked the
     endpoint (four requests with azure-core's retries) before handing back the token in hand: 6 blocks, 24 requests.
     ``get_token`` now serves the held token as ``get_token_info`` does (``storage_refs.RefreshSparingCredential``):
     one try, then the next after ``TOKEN_REFRESH_RETRY_S``."""
-    import time
-
     from adapters.identity import app_credential
     from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
 
-    handler, server = serve_tokens(expires_on=True)
-    _identity_endpoint_at(monkeypatch, server.server_address[1])
-    now = {"offset": 0.0}
-    real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # azure-core's retry back-offs: not waited here
+    handler, now = moved_clock_endpoint
     storage = "https://storage.azure.com/.default"
-    try:
-        assert app_credential().get_token(storage).token == "token-1" and handler.asked == 1
-        now["offset"] = 13 * 3600.0
-        handler.up = False
-        asked = handler.asked
-        assert [app_credential().get_token(storage).token for _ in range(6)] == ["token-1"] * 6
-        tries = handler.asked - asked
-        assert 0 < tries <= 4, f"the endpoint was asked {tries} times for 6 blocks"  # one try, with its retries
-        handler.up = True
-        now["offset"] += TOKEN_REFRESH_RETRY_S + 1
-        assert app_credential().get_token(storage).token == "token-2"
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert app_credential().get_token(storage).token == "token-1" and handler.asked == 1
+    now["offset"] = 13 * 3600.0
+    handler.up = False
+    asked = handler.asked
+    assert [app_credential().get_token(storage).token for _ in range(6)] == ["token-1"] * 6
+    tries = handler.asked - asked
+    assert 0 < tries <= 4, f"the endpoint was asked {tries} times for 6 blocks"  # one try, with its retries
+    handler.up = True
+    now["offset"] += TOKEN_REFRESH_RETRY_S + 1
+    assert app_credential().get_token(storage).token == "token-2"
