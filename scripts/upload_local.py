@@ -5,21 +5,25 @@ here, and devhost reads its images from Azurite. Each file keeps its path relati
 (``camera-01/IMG_0001.JPG``), the layout trapbatch reads cameras and folders from. Files already there with the same
 size, and not changed on disk since they were uploaded (the file's modification time then is kept in the blob's
 metadata), are skipped, so running it again after an interruption uploads only what is missing, and again after
-correcting a file (an image list, a request) uploads that file.
+correcting a file (an image list, a request) uploads that file. A file whose time moved but whose bytes did not (a
+FAT/exFAT card after a daylight-saving change, a copy that resets times, ``touch``) is skipped too when its MD5 is the
+blob's Content-MD5; its blob then keeps the new time, so the next run does not read it again.
 
     .venv/bin/python -m scripts.upload_local my-camera-traps /path/to/photos [--prefix 2024/site-a/]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ContentSettings
 
 if __name__ == "__main__" and not __package__:  # run as a file (python scripts/upload_local.py), not with -m:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages are beside scripts/
@@ -38,6 +42,14 @@ LAST_MODIFIED_SLACK_S = 2.0
 # A metadata name is a C# identifier, kept in the case written ("Setting and retrieving properties and metadata for
 # Blob service resources", learn.microsoft.com/rest/api/storageservices); lower case, as listings give it back.
 MTIME_METADATA = "trapbatch_mtime_ns"
+# The largest file sent in one Put Blob, whose Content-MD5 the service computes when the request carries none
+# (Put Blob, "Content-MD5": "When omitted in version 2012-02-12 and later, the Blob service generates an MD5 hash");
+# a larger one goes up in blocks (azure-storage-blob _upload_helpers.upload_block_blob: one upload when the length is
+# at most max_single_put_size, 64 MiB by default, else Put Block + Put Block List), and Put Block List keeps only the
+# x-ms-blob-content-md5 the client sends, none when it sends none. So every upload sends its MD5 (content_settings'
+# content_md5): read whole up to this size, as the SDK reads it anyway, and hashed in a first pass above it.
+SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
+HASH_CHUNK_BYTES = 1024 * 1024
 
 
 def files_under(folder: Path) -> list[tuple[Path, str]]:
@@ -50,38 +62,92 @@ def files_under(folder: Path) -> list[tuple[Path, str]]:
     return found
 
 
+def file_md5(path: Path) -> bytes:
+    """The MD5 of ``path``'s bytes, read in chunks (a video may not fit in memory)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as data:
+        while chunk := data.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def rewrite_starts_something(container: str, name: str) -> bool:
+    """Whether writing this blob again, even with the same bytes, is asked for: the start-on-arrival marker and the
+    requests in ``incoming`` act on each write (a refused one written again is tried again; a request written again
+    with ``"rerun": true`` is another run: README), so one whose time moved goes up again as before."""
+    return name == READY_MARKER or container == INCOMING_CONTAINER
+
+
 def upload_folder(connection: str, container: str, folder: Path, prefix: str = "",
                   report: Callable[[str], None] | None = None, sent: set[str] | None = None) -> tuple[int, int]:
     """Upload ``folder``'s files under ``prefix``; returns (uploaded, skipped as already there with the same size).
     ``sent``, when given, receives the blob names uploaded (whether the marker went up: ``main``'s last line)."""
-    client: ContainerClient = BlobServiceClient.from_connection_string(connection).get_container_client(container)
+    client: ContainerClient = BlobServiceClient.from_connection_string(
+        connection, max_single_put_size=SINGLE_PUT_MAX_BYTES).get_container_client(container)
     try:
         client.create_container()
     except ResourceExistsError:
         pass
-    present = {b.name: (b.size, b.last_modified.timestamp(), (b.metadata or {}).get(MTIME_METADATA))
-               for b in client.list_blobs(name_starts_with=prefix or None, include=["metadata"])}
+    present: dict[str, BlobProperties] = {
+        b.name: b for b in client.list_blobs(name_starts_with=prefix or None, include=["metadata"])}
 
-    def uploaded(path: Path, name: str) -> bool:
-        """Already there as it is on disk: the same size, and the file's time the one it had when it went up
-        (``MTIME_METADATA``), or, for a blob written without it (an older run, azcopy), not modified since the blob
-        was. Why the time too: an image list or request corrected in place (a name fixed, a digit changed) keeps its
-        size, and was skipped, so the task ran the old one."""
-        found = present.get(name)
-        stat = path.stat()
-        if found is None or found[0] != stat.st_size:
+    def time_says_unchanged(found: BlobProperties, mtime_ns: int, mtime: float) -> bool:
+        """The file's time is the one it had when it went up (``MTIME_METADATA``), or, for a blob written without it
+        (an older run, azcopy), not after the blob's. Why the time too, not the size alone: an image list or request
+        corrected in place (a name fixed, a digit changed) keeps its size, and was skipped, so the task ran the old
+        one."""
+        kept = (found.metadata or {}).get(MTIME_METADATA)
+        if kept is not None:
+            return kept == str(mtime_ns)
+        return mtime <= found.last_modified.timestamp() + LAST_MODIFIED_SLACK_S
+
+    def same_bytes_with_new_time(found: BlobProperties, path: Path, name: str, mtime_ns: int) -> bool:
+        """The file's bytes are the blob's (its MD5 is the blob's Content-MD5), and the blob now keeps the file's new
+        time (Set Blob Metadata, on the blob as listed: ``if_match`` its ETag), so the next run compares times again
+        and reads nothing. Why: after a daylight-saving change a FAT/exFAT card shows every photo an hour off, and a
+        folder of thousands went up again over a field station's link. The file is read only here, for a blob of
+        its size whose time differs and that has an MD5 (one from blocks without it, e.g. azcopy's default, does
+        not: it goes up again, as before)."""
+        kept_md5 = found.content_settings.content_md5
+        if not kept_md5 or rewrite_starts_something(container, name) or file_md5(path) != bytes(kept_md5):
             return False
-        if found[2] is not None:
-            return found[2] == str(stat.st_mtime_ns)
-        return stat.st_mtime <= found[1] + LAST_MODIFIED_SLACK_S
+        metadata = dict(found.metadata or {})
+        metadata[MTIME_METADATA] = str(mtime_ns)
+        try:
+            client.get_blob_client(name).set_blob_metadata(metadata, etag=found.etag,
+                                                           match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):  # written or removed since the listing: send it
+            return False
+        return True
 
-    todo = [(path, prefix + name) for path, name in files_under(folder) if not uploaded(path, prefix + name)]
+    def uploaded(item: tuple[Path, str]) -> bool:
+        """Already there as it is on disk: the same size, and the same time or, the time moved, the same bytes."""
+        path, name = item
+        found = present.get(name)
+        stat = path.stat()  # before any read: a file changed while it is hashed differs next time
+        if found is None or found.size != stat.st_size:
+            return False
+        return (time_says_unchanged(found, stat.st_mtime_ns, stat.st_mtime)
+                or same_bytes_with_new_time(found, path, name, stat.st_mtime_ns))
+
+    candidates = [(path, prefix + name) for path, name in files_under(folder)]
+    with ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:  # hashes and metadata updates, many after a time shift
+        todo = [item for item, there in zip(candidates, pool.map(uploaded, candidates)) if not there]
 
     def put(item: tuple[Path, str]) -> None:
         path, name = item
-        mtime_ns = path.stat().st_mtime_ns  # before the read: a file changed while it goes up differs next time
-        with path.open("rb") as data:
-            client.upload_blob(name, data, overwrite=True, metadata={MTIME_METADATA: str(mtime_ns)})
+        stat = path.stat()  # before the read: a file changed while it goes up differs next time
+        metadata = {MTIME_METADATA: str(stat.st_mtime_ns)}
+        if stat.st_size <= SINGLE_PUT_MAX_BYTES:
+            data = path.read_bytes()
+            md5 = hashlib.md5(data, usedforsecurity=False).digest()
+            client.upload_blob(name, data, overwrite=True, metadata=metadata,
+                               content_settings=ContentSettings(content_md5=bytearray(md5)))
+        else:
+            md5 = file_md5(path)
+            with path.open("rb") as stream:
+                client.upload_blob(name, stream, overwrite=True, metadata=metadata,
+                                   content_settings=ContentSettings(content_md5=bytearray(md5)))
         if sent is not None:
             sent.add(name)
 
@@ -100,7 +166,7 @@ def upload_folder(connection: str, container: str, folder: Path, prefix: str = "
             put(item)
             if report:
                 report(f"uploaded {len(todo)}/{len(todo)} ({READY_MARKER} last)")
-    return len(todo), len(files_under(folder)) - len(todo)
+    return len(todo), len(candidates) - len(todo)
 
 
 def main(argv: list[str] | None = None) -> int:

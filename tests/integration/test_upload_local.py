@@ -139,3 +139,88 @@ def test_photos_added_beside_a_marker_sent_again_with_the_same_content_are_not_s
     marker.write_text('{"prefix": "", "model": "MDV5A"}')
     assert upload_local.main(argv) == 0
     assert "starts the task by itself" in capsys.readouterr().out.splitlines()[-1]
+
+
+def _spy_uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    sent: list[str] = []
+    upload = ContainerClient.upload_blob
+
+    def spy(self: ContainerClient, name: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(name)
+        return upload(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(ContainerClient, "upload_blob", spy)
+    return sent
+
+
+def _spy_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    hashed: list[Path] = []
+    file_md5 = getattr(upload_local, "file_md5", None)
+
+    def spy(path: Path) -> bytes:
+        hashed.append(path)
+        return file_md5(path)  # type: ignore[misc]
+
+    monkeypatch.setattr(upload_local, "file_md5", spy, raising=False)
+    return hashed
+
+
+def _shift(path: Path, seconds: float) -> None:
+    import os
+
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + int(seconds * 1e9)))
+
+
+def test_a_file_whose_time_moved_but_not_its_bytes_is_not_sent_again_and_is_read_once(
+        storage_connection: str, store: BlobStore, unique_name: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a daylight-saving change a FAT/exFAT card shows every photo an hour off (a copy that resets times, or
+    ``touch``, does the same): each went up again, hours over a field station's link. A file of the blob's size whose
+    MD5 is the blob's Content-MD5 is skipped, its blob keeps the new time, and the next run reads no file; a file whose
+    bytes changed with its size kept goes up."""
+    (tmp_path / "cam").mkdir()
+    photos = [tmp_path / "cam" / f"IMG_{i:04d}.JPG" for i in range(3)]
+    for i, photo in enumerate(photos):
+        photo.write_bytes(b"\xff\xd8" + bytes([i]) * 100)
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (3, 0)
+    for photo in photos:
+        _shift(photo, 3600)  # the hour a daylight-saving change puts on a FAT card's times
+    photos[2].write_bytes(b"\xff\xd8" + b"\x07" * 100)  # and one really changed, with its size kept
+    sent = _spy_uploads(monkeypatch)
+    hashed = _spy_hashes(monkeypatch)
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 2)
+    assert sent == ["cam/IMG_0002.JPG"] and sorted(hashed) == photos
+    assert store.read_bytes(unique_name, "cam/IMG_0002.JPG") == b"\xff\xd8" + b"\x07" * 100
+    container = ContainerClient.from_connection_string(storage_connection, unique_name)
+    for photo in photos:
+        kept = container.get_blob_client("cam/" + photo.name).get_blob_properties().metadata
+        assert kept[upload_local.MTIME_METADATA] == str(photo.stat().st_mtime_ns)
+    sent.clear()
+    hashed.clear()
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (0, 3)
+    assert sent == [] and hashed == []  # the new times are kept: nothing read again
+
+
+def test_a_file_sent_in_blocks_keeps_its_md5_so_a_moved_time_alone_does_not_send_it_again(
+        storage_connection: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file above the SDK's max_single_put_size goes up as blocks, and Put Block List keeps no Content-MD5 unless
+    the client sends one: such a file (a video) went up again whenever its time moved. Every upload sends its MD5.
+    A blob that has none (blocks from another tool) is sent again, as before: nothing to compare the file with."""
+    import hashlib
+
+    monkeypatch.setattr(upload_local, "SINGLE_PUT_MAX_BYTES", 1024, raising=False)  # so a small file goes up in blocks
+    video = tmp_path / "clip.AVI"
+    video.write_bytes(bytes(range(256)) * 12)
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 0)
+    container = ContainerClient.from_connection_string(storage_connection, unique_name)
+    kept = container.get_blob_client("clip.AVI").get_blob_properties().content_settings.content_md5
+    assert bytes(kept) == hashlib.md5(video.read_bytes()).digest()
+    _shift(video, -3600)
+    sent = _spy_uploads(monkeypatch)
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (0, 1) and sent == []
+    blob = container.get_blob_client("clip.AVI")  # written in blocks without an MD5, as azcopy does by default
+    blob.stage_block("QUFBQQ==", video.read_bytes())
+    blob.commit_block_list(["QUFBQQ=="], metadata={upload_local.MTIME_METADATA: "1"})
+    assert not blob.get_blob_properties().content_settings.content_md5
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 0)
