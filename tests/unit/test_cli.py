@@ -2083,3 +2083,25 @@ def test_a_removal_s_errors_show_their_control_characters_escaped(capsys: pytest
                               "results": {"exports_error": "no \x1b]0;t\x07"}})
     shown = capsys.readouterr().out
     assert "\x1b" not in shown and "gone \\x1b[2J" in shown and "no \\x1b]0;t\\x07" in shown, repr(shown)
+
+
+def test_ctrl_c_while_submit_per_folder_waits_names_every_task_still_running(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --folder a --folder b --folder c --wait`` stopped with Ctrl-C while following a's task said only
+    "task <a's id> keeps running": b's and c's tasks, started too, were named nowhere (with --json, not at all)."""
+    from cli import main as cli_main
+    from cli.errors import EXIT_INTERRUPTED
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", "--wait"]
+    assert cli_main.main([*args, "--json"]) == EXIT_INTERRUPTED
+    said = " ".join(capsys.readouterr().err.split())
+    ids = [f"task-{n:020d}" for n in (1, 2, 3)]
+    assert all(f"{task} (folder {folder})" in said for task, folder in zip(ids, "abc")), said
+    assert "keep running" in said and "error" not in said
+    assert all(f"trapbatch watch {task}" in said for task in ids), said
