@@ -844,13 +844,19 @@ class RefreshSparingCredential:
     expiry nothing is held: the request goes to ``inner`` and its failure is the caller's, as before.
 
     A token request with ``claims`` (a CAE challenge: the token in hand was revoked) is never answered from a held
-    token (its key differs), and once ``inner`` answered it, no token held before is handed out again.
+    token (its key differs), and once ``inner`` answered it, no token held before is handed out again, nor held
+    from a try that began before (it came back with the token MSAL's cache had then: the revoked one).
+
+    One try at a time per key: a try can outlast ``TOKEN_REFRESH_RETRY_S`` (IMDS's retries against 410s, ~75 s),
+    and callers past the pause meanwhile get the token in hand, not a try of their own (each try stalls its caller).
 
     Must not: hold a token of another identity (one wrapper per credential), or change what a failure raises."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._held: dict[str, tuple[Any, float]] = {}  # scopes and options -> (token handed out, next try at)
+        self._trying: set[str] = set()  # keys whose held token a caller is trying to refresh now
+        self._claims_answered = 0  # claims requests answered: a try begun before one holds nothing
         self._lock = threading.Lock()
 
     def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
@@ -880,30 +886,42 @@ class RefreshSparingCredential:
         """``inner``'s token, or the one held since a refresh failed (``RefreshSparingCredential``)."""
         key = repr((scopes, sorted((options or {}).items())))
         now = time.time()
+        trying = False
         with self._lock:
             held = self._held.get(key)
             if held is not None:
                 token, retry_at = held
                 if token.expires_on - now <= TOKEN_HELD_UNTIL_S:
                     del self._held[key]
-                elif now < retry_at:
+                elif now < retry_at or key in self._trying:
                     return token
                 else:  # this caller tries; the others keep the token in hand meanwhile
                     self._held[key] = (token, now + TOKEN_REFRESH_RETRY_S)
-        if hasattr(self._inner, "get_token_info"):
-            fresh = self._inner.get_token_info(*scopes, options=options)
-        else:
-            fresh = self._inner.get_token(*scopes, **dict(options or {}))
+                    self._trying.add(key)
+                    trying = True
+            claims_seen = self._claims_answered
+        try:
+            if hasattr(self._inner, "get_token_info"):
+                fresh = self._inner.get_token_info(*scopes, options=options)
+            else:
+                fresh = self._inner.get_token(*scopes, **dict(options or {}))
+        finally:
+            if trying:
+                with self._lock:
+                    self._trying.discard(key)
         if (options or {}).get("claims"):
             # A CAE claims challenge: a resource refused the token in hand as revoked, and ``inner`` has a new one
             # now (MSAL caches it in the old one's place: msal 1.39 ``managed_identity.py``, ``claims_challenge``).
             # A held token is that old one: handed out, it is refused again, so none is held past this.
             with self._lock:
                 self._held.clear()
-        return self._kept(key, fresh)
+                self._claims_answered += 1
+            claims_seen += 1
+        return self._kept(key, fresh, claims_seen)
 
-    def _kept(self, key: str, token: Any) -> Any:
-        """``token``, or it with ``refresh_on`` at the next try when it came back due already (a refresh failed)."""
+    def _kept(self, key: str, token: Any, claims_seen: int) -> Any:
+        """``token``, or it with ``refresh_on`` at the next try when it came back due already (a refresh failed).
+        Not held when a claims request was answered since the request began (``claims_seen``, the count then)."""
         from azure.core.credentials import AccessTokenInfo
 
         now = time.time()
@@ -911,6 +929,8 @@ class RefreshSparingCredential:
         with self._lock:
             if refresh_on is None or refresh_on > now or token.expires_on - now <= TOKEN_HELD_UNTIL_S:
                 self._held.pop(key, None)
+                return token
+            if self._claims_answered != claims_seen:  # maybe the revoked token, read before the new one came
                 return token
             retry_at = now + TOKEN_REFRESH_RETRY_S
             kept = AccessTokenInfo(token.token, int(token.expires_on), token_type=token.token_type,

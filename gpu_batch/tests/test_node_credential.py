@@ -107,3 +107,83 @@ def test_a_claims_challenge_answered_with_a_new_token_ends_the_held_one(imds: ty
     assert request.http_request.headers["Authorization"] == "Bearer token-2" and imds.asked == 1
     assert storage_requests(credential, 2) == ["Bearer token-2"] * 2, "the revoked token was handed out again"
     assert imds.asked == 1
+
+
+class _ScriptedInner:
+    """A credential whose refresh failed as MSAL's does (the token in hand back, its ``refresh_on`` past) unless a
+    claims request gets a new one; ``hold`` makes the next non-claims request wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.current = "token-1"
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        from azure.core.credentials import AccessTokenInfo
+
+        self.calls.append(dict(options or {}))
+        now = time.time()
+        if (options or {}).get("claims"):
+            self.current = "token-2"
+            return AccessTokenInfo(self.current, int(now + DAY_S), refresh_on=int(now + DAY_S / 2))
+        served = self.current  # read from the cache before the try, as MSAL's fallback hands back
+        if self.hold.is_set():
+            self.hold.clear()
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the refresh try"
+        return AccessTokenInfo(served, int(now + DAY_S / 2), refresh_on=int(now - 1))
+
+
+def test_a_refresh_try_that_outlasts_the_retry_pause_is_not_joined_by_another_caller(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMDS's own retries against 410s take ~75 s, more than ``TOKEN_REFRESH_RETRY_S``: while one caller's try was
+    still in flight, the next caller past the pause started a second try, and every 30 s another reading thread
+    stalled in one. One try at a time: the others get the token in hand until it ends."""
+    from gpu_batch import storage_refs
+
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    inner = _ScriptedInner()
+    credential = storage_refs.RefreshSparingCredential(inner)
+    assert credential.get_token_info(STORAGE).token == "token-1" and len(inner.calls) == 1  # refresh failed: held
+    now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1
+    inner.hold.set()
+    trying = threading.Thread(target=credential.get_token_info, args=(STORAGE,), daemon=True)
+    trying.start()
+    assert inner.entered.wait(60)
+    now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1  # the try still in flight past the pause
+    assert credential.get_token_info(STORAGE).token == "token-1"
+    assert len(inner.calls) == 2, "a second refresh try started while one was in flight"
+    inner.release.set()
+    trying.join(60)
+    assert not trying.is_alive()
+
+
+def test_a_refresh_try_in_flight_when_a_claims_challenge_is_answered_does_not_hold_the_revoked_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A try started before a CAE claims challenge came back, after the challenge's new token, with the token it
+    read from MSAL's cache before (the revoked one), and the wrapper held that again for 30 s: every client it was
+    handed to was refused again. A try that began before a claims answer holds nothing."""
+    from gpu_batch import storage_refs
+
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    inner = _ScriptedInner()
+    credential = storage_refs.RefreshSparingCredential(inner)
+    assert credential.get_token_info(STORAGE).token == "token-1"  # refresh failed: held
+    now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1
+    inner.hold.set()
+    late: list[Any] = []
+    trying = threading.Thread(target=lambda: late.append(credential.get_token_info(STORAGE)), daemon=True)
+    trying.start()
+    assert inner.entered.wait(60)
+    claims = '{"access_token":{"nbf":{"essential":true,"value":"1"}}}'
+    assert credential.get_token_info(STORAGE, options={"claims": claims}).token == "token-2"
+    inner.release.set()
+    trying.join(60)
+    assert late and late[0].token == "token-1"
+    assert credential.get_token_info(STORAGE).token == "token-2", "the revoked token was held again"
