@@ -202,7 +202,10 @@ def too_large_hint_for(body: Any, route_hint: str) -> str:
     # measured with NaN/Infinity allowed: ``json.loads`` reads them from a body, and ``encoded_size``'s ValueError
     # made an oversized body's 413 a 500
     # a field's bytes are its name's and its value's, as the body has them
-    sizes = {str(name): len(json.dumps([name, value]).encode("utf-8")) for name, value in body.items()}
+    try:
+        sizes = {str(name): len(json.dumps([name, value]).encode("utf-8")) for name, value in body.items()}
+    except RecursionError:  # a field nested as deep as json.loads allows, measured a level deeper: was a 500
+        return route_hint
     name = max(sizes, key=lambda k: sizes[k])
     # named only when it is most of the body: of many small fields (20,000 unknown ones) the largest, a few bytes,
     # was told to be shortened, where the route's hint ("send only the fields of ...") says what to do

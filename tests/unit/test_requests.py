@@ -443,3 +443,23 @@ def test_a_blank_model_takes_the_default_and_no_clock_corrections_are_none() -> 
     r = parse_task_request({"container": "cams", "model": "  ", "clock_corrections": {}}, default_model="MDV5A")
     assert (r.model, r.clock_corrections) == ("MDV5A", None)
     assert parse_task_request({"container": "cams", "model": " MDV5B "}).model == "MDV5B"
+
+
+def test_an_oversized_body_nested_as_deep_as_the_parser_allows_is_a_413_not_a_crash() -> None:
+    """An oversized body is parsed to name its largest field; a field nested almost as deep as the parser allows was
+    read, then measured again with ``json.dumps`` a level or two deeper (``[name, value]``), whose RecursionError
+    escaped: the refusal became a 500. Such a body gets the route's hint."""
+    import sys
+
+    from core.errors import RequestTooLarge
+    from core.requests import MAX_BODY_BYTES, TASK_BODY_HINT, parse_json_body, too_large_hint_for
+
+    deep: Any = []
+    for _ in range(sys.getrecursionlimit()):
+        deep = [deep]
+    assert too_large_hint_for({"a": deep}, TASK_BODY_HINT) == TASK_BODY_HINT
+    pad = "x" * MAX_BODY_BYTES
+    for depth in range(sys.getrecursionlimit() - 300, sys.getrecursionlimit() + 10):  # the depth varies with the stack
+        raw = f'{{"a": {"[" * depth}{"]" * depth}, "pad": "{pad}"}}'.encode()
+        with pytest.raises(RequestTooLarge):
+            parse_json_body(raw, "application/json")
