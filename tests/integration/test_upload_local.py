@@ -189,8 +189,10 @@ def test_a_file_whose_time_moved_but_not_its_bytes_is_not_sent_again_and_is_read
     photos[2].write_bytes(b"\xff\xd8" + b"\x07" * 100)  # and one really changed, with its size kept
     sent = _spy_uploads(monkeypatch)
     hashed = _spy_hashes(monkeypatch)
-    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 2)
+    said: list[str] = []
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path, report=said.append) == (1, 2)
     assert sent == ["cam/IMG_0002.JPG"] and sorted(hashed) == photos
+    assert any(line.startswith("2 files had a new time but the blob's bytes") for line in said), said
     assert store.read_bytes(unique_name, "cam/IMG_0002.JPG") == b"\xff\xd8" + b"\x07" * 100
     container = ContainerClient.from_connection_string(storage_connection, unique_name)
     for photo in photos:
