@@ -496,14 +496,14 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
             out.print("follow them: " + "; ".join(f"trapbatch watch {a['id']}" for _, a in answers))
         _exit_for_folders([], failures)
         return
-    finals = []
+    finals: list[dict[str, Any]] = []
     started: list[bool] = []  # beside finals: whether this submit started the folder's task or found it running
     for index, (folder, answer) in enumerate(answers):
         try:
             st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
-                raise _interrupted_folders(answers[index:]) from None
+                raise _interrupted_folders(answers[index:], finals) from None
             failures.append(_folder_failure(folder, exc, answer["id"]))
             continue
         finals.append({**st, "folder": folder})
@@ -520,20 +520,22 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
     _exit_for_folders([exit_code_for(st) for st in finals], failures)
 
 
-def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]]) -> CliError:
-    """Ctrl-C while ``submit --folder ... --wait`` followed one folder's task: every task not yet followed to its end
-    keeps running, the one watched and those after it. Why: watch_task's message named the one watched alone, so the
-    ids of the folders' tasks after it were printed nowhere (with --json the ids were never printed at all)."""
+def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]],
+                         ended: Sequence[dict[str, Any]] = ()) -> CliError:
+    """Ctrl-C while ``submit --folder ... --wait`` followed one folder's task: every task it started is named, those
+    not yet followed to their end (the one watched and those after it) as running, and those followed to their end
+    with their stage. Why: watch_task's message named the one watched alone, so the ids of the folders' tasks after
+    it were printed nowhere, nor, with --json (whose list is printed at the end), those of the tasks that had ended."""
+    tasks = ", ".join(f"{answer['id']} (folder {folder})" for folder, answer in unfinished)
+    running = (f"task {tasks} keeps running" if len(unfinished) == 1 else f"tasks {tasks} keep running")
+    done = "".join(f"; task {st.get('id')} (folder {st.get('folder')}) ended {st.get('stage')}" for st in ended)
     if len(unfinished) == 1:
         task_id = unfinished[0][1]["id"]
-        return CliError(f"stopped watching (Ctrl-C); task {task_id} (folder {unfinished[0][0]}) keeps running",
-                        f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it",
-                        exit_code=EXIT_INTERRUPTED)
-    tasks = ", ".join(f"{answer['id']} (folder {folder})" for folder, answer in unfinished)
-    watches = "; ".join(f"trapbatch watch {answer['id']}" for _, answer in unfinished)
-    return CliError(f"stopped watching (Ctrl-C); tasks {tasks} keep running",
-                    f"{watches} to follow them again, trapbatch cancel <task id> to stop one",
-                    exit_code=EXIT_INTERRUPTED)
+        hint = f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it"
+    else:
+        watches = "; ".join(f"trapbatch watch {answer['id']}" for _, answer in unfinished)
+        hint = f"{watches} to follow them again, trapbatch cancel <task id> to stop one"
+    return CliError(f"stopped watching (Ctrl-C); {running}{done}", hint, exit_code=EXIT_INTERRUPTED)
 
 
 def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool

@@ -2105,3 +2105,15 @@ def test_ctrl_c_while_submit_per_folder_waits_names_every_task_still_running(
     assert all(f"{task} (folder {folder})" in said for task, folder in zip(ids, "abc")), said
     assert "keep running" in said and "error" not in said
     assert all(f"trapbatch watch {task}" in said for task in ids), said
+
+    class SecondStops(_FolderClient):  # a's task followed to its end, Ctrl-C while b's is followed
+        def status(self, task_id: str) -> dict[str, Any]:
+            if task_id != ids[0]:
+                raise KeyboardInterrupt
+            return {"id": task_id, "runtime_status": "Completed", "stage": "completed", "images": 7}
+
+    client = SecondStops()
+    assert cli_main.main([*args, "--json"]) == EXIT_INTERRUPTED
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"tasks {ids[1]} (folder b), {ids[2]} (folder c) keep running" in said, said
+    assert f"task {ids[0]} (folder a) ended completed" in said, said
