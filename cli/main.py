@@ -549,6 +549,15 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
     for n, (folder, request) in enumerate(requests):
         try:
             answer = state.client.submit(request)
+        except KeyboardInterrupt:  # the ids of the tasks posted so far (with --json, said nowhere yet), then stop
+            if not answers:
+                raise
+            tasks = ", ".join(f"{a['id']} (folder {f})" for f, a in answers)
+            raise CliError(f"stopped (Ctrl-C) before folder {folder}'s request was answered; "
+                           f"{'task' if len(answers) == 1 else 'tasks'} {tasks} "
+                           f"{'keeps' if len(answers) == 1 else 'keep'} running",
+                           "run the same command again: the tasks already started are found again, not run twice",
+                           exit_code=EXIT_INTERRUPTED) from None
         except CliError as exc:
             failures.append(_folder_failure(folder, exc))
             failures += [_folder_failure(rest, CliError(

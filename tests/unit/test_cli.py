@@ -2117,3 +2117,25 @@ def test_ctrl_c_while_submit_per_folder_waits_names_every_task_still_running(
     said = " ".join(capsys.readouterr().err.split())
     assert f"tasks {ids[1]} (folder b), {ids[2]} (folder c) keep running" in said, said
     assert f"task {ids[0]} (folder a) ended completed" in said, said
+
+
+def test_ctrl_c_while_submit_per_folder_posts_names_the_tasks_already_started(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while c's request was posted said only "anything the app had already accepted keeps running": with
+    --json, a's and b's task ids, started, were printed nowhere."""
+    from cli import main as cli_main
+    from cli.errors import EXIT_INTERRUPTED
+
+    class Client(_FolderClient):
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            if body["prefix"].rstrip("/").endswith("c"):
+                raise KeyboardInterrupt
+            return super().submit(body)
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", "--json"]
+    assert cli_main.main(args) == EXIT_INTERRUPTED
+    said = " ".join(capsys.readouterr().err.split())
+    assert "tasks task-00000000000000000001 (folder a), task-00000000000000000002 (folder b) keep running" in said
+    assert "error" not in said, said
