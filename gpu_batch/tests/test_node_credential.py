@@ -4,6 +4,7 @@ asked again every ``storage_refs.TOKEN_REFRESH_RETRY_S``, not at every request. 
 against a local stand-in for IMDS (``AZURE_POD_IDENTITY_AUTHORITY_HOST``), the clock moved by the test."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Iterator
 
