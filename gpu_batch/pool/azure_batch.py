@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 # Batch error codes (BatchErrorCodeStrings) that mean "this job is already closed, or closing".
 _JOB_CLOSED_CODES = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
+# ... and those that mean it was deleted: a job Batch no longer has, or is deleting (Job - Delete: "All update
+# operations on a Job that is in deleting state will fail with status code 409 (Conflict)").
+_JOB_DELETED_CODES = frozenset({"JobNotFound", "JobBeingDeleted"})
 TASK_RETENTION = timedelta(days=1)
 _TASK_ENDED_CODES = frozenset({"TaskCompleted", "TaskNotFound", "JobNotFound"})  # terminating what has ended
 # Batch's job states (azure-batch 15 ``BatchJobState``) as trapbatch tells them apart (``JobState``); one Batch may add
@@ -129,6 +132,16 @@ def _failure_text(failure: Any) -> str | None:
 
 def _error_code(exc: BaseException) -> str:
     return str(getattr(getattr(exc, "error", None), "code", "") or "")
+
+
+def _job_closed(job_id: str, code: str) -> JobClosed:
+    """What a submission to a job Batch answered ``code`` for (``_JOB_CLOSED_CODES``, ``_JOB_DELETED_CODES``) fails
+    with: what happened to the job and what to do (``closed_outside_hint``)."""
+    if code in _JOB_DELETED_CODES:
+        return JobClosed(f"job {job_id} was deleted ({code}): Batch accepts no tasks for a job it deletes or no longer "
+                         f"has; {closed_outside_hint(job_id)}")
+    return JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a terminated job; "
+                     f"{closed_outside_hint(job_id)}")
 
 
 @contextmanager
@@ -314,7 +327,8 @@ class AzureBatchPool:
 
     # ---------------------------------------------------------------- jobs
     def ensure_job(self, job_id: str) -> None:
-        """Create the job (no ``on_all_tasks_complete``: see ``close_job``); an existing one is fine."""
+        """Create the job (no ``on_all_tasks_complete``: see ``close_job``); an existing one is fine, one Batch is
+        deleting is ``JobClosed`` (deleted outside trapbatch: not created again under its id)."""
         from azure.batch import models as m
         from azure.core.exceptions import HttpResponseError
 
@@ -327,6 +341,8 @@ class AzureBatchPool:
                 code = _error_code(exc)
                 if code == "JobExists":
                     return
+                if code == "JobBeingDeleted":  # deleted outside trapbatch: not to be created again under its id
+                    raise _job_closed(job_id, code) from exc
                 if code == "ActiveJobAndScheduleQuotaReached":
                     raise JobQuotaReached(
                         f"Azure Batch refused job {job_id}: the account's quota of active jobs is reached (each "
@@ -471,8 +487,8 @@ class AzureBatchPool:
         ``SUBMIT_DEADLINE_S``, then ``BatchUnavailable`` says so; so is a task Batch's answer left out (it answers one
         result per task sent): else it counted as added, and only its shard group's poll by id, every
         ``orchestrations.shards.FULL_POLL_EVERY`` rounds (up to an hour), found it unknown; a chunk too large
-        is halved, as the SDK does; a closed job is ``JobClosed``; any other refusal is ``TasksRefused`` with Batch's
-        codes.
+        is halved, as the SDK does; a closed or deleted job is ``JobClosed``; any other refusal is ``TasksRefused``
+        with Batch's codes.
         """
         from azure.batch import models as m
         from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -490,9 +506,8 @@ class AzureBatchPool:
                 answer = self.client.create_task_collection(job_id, m.BatchTaskGroup(task_values=chunk))
             except HttpResponseError as exc:
                 code, status = _error_code(exc), getattr(exc, "status_code", None) or 0
-                if code in _JOB_CLOSED_CODES:
-                    raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a terminated "
-                                    f"job; {closed_outside_hint(job_id)}") from exc
+                if code in _JOB_CLOSED_CODES | _JOB_DELETED_CODES:
+                    raise _job_closed(job_id, code) from exc
                 if code == "RequestBodyTooLarge" and len(chunk) > 1:
                     per_request = max(1, len(chunk) // 2)
                     continue
@@ -513,9 +528,8 @@ class AzureBatchPool:
                         retry.append(by_id[r.task_id])
                         problem = f"task {r.task_id}: servererror {code}".strip()
                     elif r.status == m.BatchTaskAddStatus.CLIENT_ERROR and code != "TaskExists":
-                        if code in _JOB_CLOSED_CODES:
-                            raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a "
-                                            f"terminated job; {closed_outside_hint(job_id)}")
+                        if code in _JOB_CLOSED_CODES | _JOB_DELETED_CODES:
+                            raise _job_closed(job_id, code)
                         refused.append(f"{r.task_id}: {code or 'clienterror'}")
                 # Batch answers one result per task sent (REST Task - Add Collection, TaskAddCollectionResult); one
                 # left out was not confirmed added: sent again, as a servererror (an id Batch has is TaskExists)

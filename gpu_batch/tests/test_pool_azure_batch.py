@@ -358,6 +358,28 @@ def test_submitting_to_a_terminated_job_raises_job_closed() -> None:
         pool(t).submit("task-x", [shard("s00000", 2)])
 
 
+@pytest.mark.parametrize("status, code", [(404, "JobNotFound"), (409, "JobBeingDeleted")])
+def test_submitting_to_a_deleted_job_raises_job_closed_saying_it_was_deleted(status: int, code: str) -> None:
+    """A RESUBMIT submits to the job its shards' first submission created (``activities.pool.run_resubmit`` creates
+    none), so a job Batch does not know, or is deleting (Job - Delete: "All update operations on a Job that is in
+    deleting state will fail with status code 409 (Conflict)"; BatchErrorCodeStrings JobNotFound, JobBeingDeleted),
+    was deleted outside trapbatch: JobClosed, which fails the shard group with what to do, as ``check_job`` does. It
+    was the SDK's bare HttpResponseError, a refusal without the hint."""
+    t = FakeBatch({("POST", "/jobs/task-x/addtaskcollection"): (status, _batch_error(code))})
+    with pytest.raises(JobClosed, match=f"task-x was deleted \\({code}\\).*Post the same request again, without"):
+        pool(t).submit("task-x", [shard("s00000", 2)])
+    assert [r.method for r in t.requests] == ["POST"]  # no job created again under its id
+
+
+def test_a_job_being_deleted_is_not_created_again_and_raises_job_closed() -> None:
+    """Job - Add under the id of a job Batch is deleting: 409 JobBeingDeleted ("A job operation was attempted which is
+    not permitted when the job is in the process of being deleted"): the run's job was deleted outside trapbatch, said
+    with what to do, not the SDK's bare 409."""
+    t = FakeBatch({("POST", "/jobs"): (409, _batch_error("JobBeingDeleted"))})
+    with pytest.raises(JobClosed, match="task-x was deleted \\(JobBeingDeleted\\).*Post the same request again"):
+        pool(t).ensure_job("task-x")
+
+
 @pytest.mark.parametrize("status, body, state", [
     (200, {"id": "task-x", "state": "active"}, JobState.active),
     (200, {"id": "task-x", "state": "enabling"}, JobState.active),
