@@ -232,8 +232,24 @@ def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Setti
     missing. ``run_resubmit`` does the same for many shards with one submission."""
     out = prepare_resubmission(task_id, sid, attempt, settings, store)
     if out["submitted"]:
-        run_submit(task_id, job, [(sid, attempt)], settings, pool)
+        _submit_to_existing_job(task_id, job, [(sid, attempt)], settings, pool)
     return out
+
+
+def _submit_to_existing_job(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings,
+                            pool: GpuPool) -> None:
+    """Submit resubmitted attempts to the run's job without creating it (``run_submit`` less ``ensure_job``).
+
+    Why: a resubmission follows its shard's first submission to that job, which created it, so a job missing now
+    was deleted outside trapbatch. Created again under its id (Azure Batch: Job - Add succeeds once the deletion is
+    done), it hid that: the group's other attempts went with the old job (Job - Delete "also deletes all Tasks that
+    are part of that Job"), ``check_job`` found the new one active, and the group waited up to
+    ``orchestrations.shards.FULL_POLL_EVERY`` polls to find them unknown, then ran them all again in a job the
+    operator had deleted. Submitted to it as it is, the pool refuses (AzureBatchPool: ``JobClosed``, job deleted) and
+    the group fails saying what to do, as ``check_job`` does for a deleted job."""
+    tasks = [_shard_task(settings, task_id, str(sid), int(attempt)) for sid, attempt in shards]
+    pool.submit(job, tasks)
+    logger.info("task %s: resubmitted %d shard attempts", task_id, len(tasks))
 
 
 def prepare_resubmission(task_id: str, sid: str, attempt: int, settings: Settings,
@@ -289,8 +305,9 @@ def run_resubmit(task_id: str, job: str, shards: Iterable[tuple[str, int]], sett
     Why one submission: each shard's own cost a job check and an add-collection of one task (on Azure Batch a
     create-job answered 409 JobExists, then Task - Add Collection): 2 requests a shard, thousands in a
     ten-million-image task whose shards fail now and then. Now a RESUBMIT of n shards (a poll round's, at most its
-    group's in-flight share) costs 1 + ceil(n / 100) requests (AzureBatchPool sends at most 100 tasks a request, the
-    REST limit). Nothing else changes: the orchestrator makes the same
+    group's in-flight share) costs ceil(n / 100) requests (AzureBatchPool sends at most 100 tasks a request, the
+    REST limit), and no job check: the job exists, or was deleted outside trapbatch (``_submit_to_existing_job``).
+    Nothing else changes: the orchestrator makes the same
     RESUBMIT with the same shards and gets the same answer (replay), and a failure still fails the activity, which
     the orchestration retries or leaves the shards ``owed`` (``orchestrations.shards`` "Outages"). A task the pool
     refuses for itself (``TasksRefused``) no longer stops the shards after it: the pool adds the others, then names
@@ -299,7 +316,7 @@ def run_resubmit(task_id: str, job: str, shards: Iterable[tuple[str, int]], sett
     out = [prepare_resubmission(task_id, str(sid), int(attempt), settings, store) for sid, attempt in shards]
     due = [(r["shard_id"], r["attempt"]) for r in out if r["submitted"]]
     if due:
-        run_submit(task_id, job, due, settings, pool)
+        _submit_to_existing_job(task_id, job, due, settings, pool)
     return {"shards": out}
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from activities.pool import resubmit_one, run_resubmit
+from activities.pool import resubmit_one, run_resubmit, run_submit
 from activities.shard_results import (done_images, images_to_rerun, parsed_coverage, shard_coverage,
                                       summarized_coverage)
 from adapters.blobs import BlobStore, service_client
@@ -24,6 +24,7 @@ from core.settings import Settings
 from core.shards import missing_images
 from gpu_batch import layout
 from gpu_batch import manifest as contract
+from gpu_batch.pool import JobClosed
 from gpu_batch.worker.results import CoverageTarget, ResultWriter, detections_entry, failure_entry
 from gpu_batch.worker.sources import BlobSink
 
@@ -276,10 +277,10 @@ def test_a_resubmission_tried_again_keeps_the_manifest_its_running_attempt_reads
 def test_a_resubmission_of_several_shards_asks_the_pool_once_not_twice_a_shard(env: tuple[Settings, ReadSpy]) -> None:
     """Each resubmitted shard cost the pool a job check (Azure Batch: a create-job answered 409 JobExists) and an
     add-collection of one task: 2 requests a shard, thousands at ten million images. RESUBMIT now writes every
-    shard's manifest first, then submits their tasks together: one job check and one submission, which
-    AzureBatchPool sends at most 100 tasks a request (REST Task - Add Collection), so 1 + ceil(n / 100) requests for n
-    shards. A shard with nothing missing adds nothing. A submission that fails fails the activity, as one shard's
-    did; its retry finds every manifest written and submits them as they are (task ids are deterministic)."""
+    shard's manifest first, then submits their tasks together: one submission, which AzureBatchPool sends at most 100
+    tasks a request (REST Task - Add Collection), so ceil(n / 100) requests for n shards; no job check (the test
+    below says why). A shard with nothing missing adds nothing. A submission that fails fails the activity, as one
+    shard's did; its retry finds every manifest written and submits them as they are (task ids are deterministic)."""
     settings, store = env
     done = {"s00010": 4, "s00011": len(NAMES), "s00012": 2}
     for sid, ok in done.items():
@@ -301,11 +302,11 @@ def test_a_resubmission_of_several_shards_asks_the_pool_once_not_twice_a_shard(e
     shards = [(sid, 2) for sid in done]
     with pytest.raises(ConnectionError):
         run_resubmit(TASK, TASK, shards, settings, store, Pool())  # type: ignore[arg-type]
-    assert calls == [("ensure_job", TASK), ("submit", ["s00010-a2", "s00012-a2"])]
+    assert calls == [("submit", ["s00010-a2", "s00012-a2"])]  # no job check: the job exists (the test below)
     calls.clear()
     Pool.fail = False
     out = run_resubmit(TASK, TASK, shards, settings, store, Pool())  # type: ignore[arg-type]
-    assert calls == [("ensure_job", TASK), ("submit", ["s00010-a2", "s00012-a2"])]
+    assert calls == [("submit", ["s00010-a2", "s00012-a2"])]
     assert out == {"shards": [{"shard_id": "s00010", "attempt": 2, "missing": len(NAMES) - 4, "submitted": True},
                               {"shard_id": "s00011", "attempt": 2, "missing": 0, "submitted": False},
                               {"shard_id": "s00012", "attempt": 2, "missing": len(NAMES) - 2, "submitted": True}]}
@@ -425,3 +426,37 @@ def test_random_histories_with_attempts_that_wrote_nothing_count_as_parsing(env:
             with_results = sorted(a for n in listed if (a := layout.attempt_of_results_blob(n)) is not None)
             trusted_after_gap += summarized is not None and bool(with_results) and with_results[0] > first
     assert trusted_after_gap > 5  # the histories did reach the summaries past leading attempts that wrote nothing
+
+
+def test_a_resubmission_to_a_job_deleted_outside_trapbatch_fails_job_closed_instead_of_creating_it_again(
+        env: tuple[Settings, ReadSpy]) -> None:
+    """A RESUBMIT follows its shards' first submission to the run's job, which created it (``run_submit``), so a job
+    missing then was deleted outside trapbatch ('az batch job delete', the portal). Created again under its id, as
+    RESUBMIT did (``ensure_job`` first), the group's other attempts, deleted with the old job, were no longer in the
+    pool, yet ``check_job`` found the new job active: nothing said so, the shard group waited up to
+    ``FULL_POLL_EVERY`` polls to find them unknown, then ran them all again in the job the operator had deleted. Here
+    the pool is what Batch does: a job deleted is gone until created again, a submission to it is refused
+    (AzureBatchPool: ``JobClosed`` for 404 JobNotFound)."""
+    settings, store = env
+    sid = "s00013"
+    _write_manifest(store, settings, sid, 1, NAMES)
+    _run_attempt(store, settings, sid, 1, {n: "ok" for n in NAMES[:4]})
+
+    class Batch(NullPool):
+        jobs: set[str] = set()
+        added: list[str] = []
+
+        def ensure_job(self, job_id: str) -> None:
+            self.jobs.add(job_id)
+
+        def submit(self, job_id: str, tasks: list[Any]) -> None:
+            if job_id not in self.jobs:
+                raise JobClosed(f"job {job_id} was deleted (JobNotFound)")
+            self.added.extend(t.task_id for t in tasks)
+
+    batch = Batch()
+    run_submit(TASK, TASK, [(sid, 1)], settings, batch)  # type: ignore[arg-type]  # the first: creates the job
+    batch.jobs.discard(TASK)  # deleted outside trapbatch while the attempt ran
+    with pytest.raises(JobClosed, match="deleted"):
+        run_resubmit(TASK, TASK, [(sid, 2)], settings, store, batch)  # type: ignore[arg-type]
+    assert batch.jobs == set() and batch.added == [f"{sid}-a1"]
