@@ -88,6 +88,19 @@ def is_busy(exc: BaseException) -> bool:
     return kind == "HttpResponseError" and bool(_BUSY_CODE.search(text))
 
 
+# Batch's Retry-After as a BatchUnavailable says it (gpu_batch.pool.azure_batch.asked_wait_words)
+_ASKED_WAIT = re.compile(r"Batch asked to wait (?P<seconds>\d{1,9}) s \(Retry-After\)")
+
+
+def asked_wait_s(exc: BaseException) -> float:
+    """The seconds a busy failure's service asked the caller to wait (Azure Batch's ``Retry-After``), 0 where it
+    asked none. A busy retry waits at least that long, at most ``BUSY_MAX_DELAY_S``. Read from the text, as
+    ``is_busy``, so replay decides alike; a failure recorded before these words existed asks nothing and waits as it
+    did."""
+    found = _ASKED_WAIT.search(str(exc))
+    return float(found.group("seconds")) if found else 0.0
+
+
 def failed_type(exc: BaseException) -> str:
     """The exception type a failed activity raised, from its text as the orchestrator receives it ("" when the text
     names none); the failure that a ``ServiceStayedBusy`` was raised from, where it was."""
@@ -130,7 +143,8 @@ def _retry_delay_s(context: df.DurableOrchestrationContext, name: str, policy: R
         if retry >= limit:
             show_waiting(context, None)
             raise ServiceStayedBusy(_gave_up(name, exc, retry), step=name, reason=busy_reason(exc)) from exc
-        delay = min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S)
+        delay = max(min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S),
+                    min(asked_wait_s(exc), BUSY_MAX_DELAY_S))
         show_waiting(context, {"step": name, "reason": busy_reason(exc), "attempt": retry + 1, "of": limit,
                                "at": (context.current_utc_datetime + timedelta(seconds=delay)).isoformat()})
         return delay

@@ -24,6 +24,7 @@ Why these choices:
 from __future__ import annotations
 
 import logging
+import math
 import time
 import urllib.parse
 from contextlib import contextmanager
@@ -169,7 +170,17 @@ def _unavailable_on_server_errors(doing: str) -> Iterator[None]:
         said = _error_code(exc) or str(getattr(exc, "reason", "") or "").strip() or "no error code"
         raise BatchUnavailable(f"Azure Batch answered HTTP {status} {said} to {doing}, after the client's own "
                                "retries: busy or out of reach for now. If it lasts, check azure.status.microsoft.com "
-                               "for Batch in the account's region") from exc
+                               f"for Batch in the account's region{asked_wait_words(_retry_after_s(exc))}") from exc
+
+
+def asked_wait_words(seconds: float) -> str:
+    """How a ``BatchUnavailable`` message says Batch's ``Retry-After`` (nothing without one): the orchestrator, which
+    sees a failed activity as text alone, waits at least that long before calling again
+    (``orchestrations.retries.asked_wait_s`` reads these words; a test pins the two together). Why: past the
+    client's own retries (which sleep at most ``RETRY_AFTER_MAX_S``), a poll or close throttled with a Retry-After of
+    minutes came back after the orchestrator's 15 s, 30 s ... and was throttled again ("If you retry too frequently
+    or too quickly, the retry handler will throttle": articles/batch/batch-retry-after-errors.md)."""
+    return f". Batch asked to wait {math.ceil(seconds)} s (Retry-After)" if seconds > 0 else ""
 
 
 def _retry_after_s(exc: BaseException) -> float:
@@ -545,7 +556,8 @@ class AzureBatchPool:
                     raise BatchUnavailable(
                         f"Azure Batch kept failing to add tasks to job {job_id} for {SUBMIT_DEADLINE_S:.0f} s (last: "
                         f"{problem}; {len(pending)} of {len(tasks)} tasks not added). The task retries the submission; "
-                        "if it fails again, check azure.status.microsoft.com for Batch in the account's region")
+                        "if it fails again, check azure.status.microsoft.com for Batch in the account's region"
+                        f"{asked_wait_words(asked_wait)}")
                 logger.warning("job %s: Batch answered %s; %d tasks retried in %.0f s", job_id, problem, len(retry),
                                wait)
                 self._sleep(wait)

@@ -162,6 +162,40 @@ def test_a_task_waits_a_busy_storage_out_with_growing_waits_where_its_knobs_allo
     assert waits[0] == BUSY_FIRST_DELAY_S and max(waits) == BUSY_MAX_DELAY_S
 
 
+class _ThrottlingBatch(_BatchAnswers):
+    """Azure Batch throttling the task listing with a 429 whose ``Retry-After`` asks for ``seconds``."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(responses={("GET", "/jobs/j/tasks"): (429, _batch_error("TooManyRequests"))})
+        self.seconds = seconds
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        response = super().send(request, **kwargs)
+        response.headers = {**response.headers, "Retry-After": str(self.seconds)}
+        return response
+
+
+def test_a_busy_retry_waits_at_least_what_batchs_retry_after_asked_and_at_most_the_busy_cap() -> None:
+    """articles/batch/batch-retry-after-errors.md: throttling answers carry a Retry-After, and "If you retry too
+    frequently or too quickly, the retry handler will throttle". Past the client's own retries (which sleep at
+    most ``RETRY_AFTER_MAX_S``), a poll throttled for two minutes came back to the orchestrator's 15 s, 30 s, 60 s
+    waits and was throttled again at each; the wait now honours the header (at most ``BUSY_MAX_DELAY_S``), read
+    from the failure's text (``BatchUnavailable`` says it), so replay decides alike."""
+    with pytest.raises(BatchUnavailable) as raised:
+        pool(_ThrottlingBatch(120)).poll("j", ["s00000-a1"])
+    assert retries.asked_wait_s(as_received(c.POLL, raised.value)) == 120.0
+    run = run_task(task_input(busy_retry_attempts=8), flaky_listing(7, raised.value))
+    assert run.status == "Completed"
+    assert [t.delay_s for t in run.orchestrator_timers][:7] == [120.0, 120.0, 120.0, 120.0, 240.0, 300.0, 300.0]
+
+    with pytest.raises(BatchUnavailable) as raised:
+        pool(_ThrottlingBatch(86400)).poll("j", ["s00000-a1"])
+    assert "asked to wait 86400 s" in str(raised.value)
+    run = run_task(task_input(busy_retry_attempts=4), flaky_listing(2, raised.value))
+    assert [t.delay_s for t in run.orchestrator_timers][:2] == [BUSY_MAX_DELAY_S, BUSY_MAX_DELAY_S]
+    assert retries.asked_wait_s(as_received(c.POLL, batch_failure(429, ""))) == 0.0  # no header: no words
+
+
 def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message() -> None:
     run = run_task(task_input(busy_retry_attempts=4), flaky_listing(9, storage_failure(503, "ServerBusy")))
 
