@@ -293,9 +293,22 @@ _QUERY = re.compile(r"(?<=[^\s?])\?[^\s'\"<>();?=]*=[^\s'\"<>();]+")
 # within a URL's query, as a redirect or an error's quoted request carries it, hides its "?" and "&" as "%3F" and
 # "%26", where no word boundary precedes the name)
 _SECRET_NAMES = r"(AccountKey|SharedAccessSignature|sig|client_secret|password)"
-_NAMED_SECRET = re.compile(r"(?i)(?:\b|(?<=%26)|(?<=%3F))" + _SECRET_NAMES + r"(=|%3D)[^\s;&'\"<>()]+")
-# ... or as JSON or a Python dict prints it: "AccountKey": "..." (an SDK error's body, a settings dump)
-_QUOTED_SECRET = re.compile(r"(?i)([\"'])" + _SECRET_NAMES + r"\1(\s*:\s*)([\"'])[^\"'\n]*\4")
+# ... or escaped for JSON ("\u0026sig\u003d...": .NET's System.Text.Json escapes "&" and "=" so in the text it
+# writes, where no word boundary precedes the name); "&amp;sig=" (HTML) needs nothing more: ";" is a boundary
+_NAMED_SECRET = re.compile(r"(?i)(?:\b|(?<=%26)|(?<=%3F)|(?<=\\u0026)|(?<=\\u003f))" + _SECRET_NAMES
+                           + r"(=|%3D|\\u003d)[^\s;&'\"<>()]+")
+# ... or as JSON or a Python dict prints it: "AccountKey": "..." (an SDK error's body, a settings dump), its quotes
+# escaped once or more where that JSON sits inside other JSON or a quoted traceback (\"sig\": \"...\": a .NET
+# exception serialized into Durable history's Details quotes the Python traceback that quoted the body). The value
+# is scanned lazily to the first quote of its opening form, and only from a quoted key; at most three backslashes
+# before a quote (JSON in JSON in JSON): an unbounded run was scanned again from each of its backslashes (200 s for
+# 200 KB of them)
+_QUOTED_SECRET = re.compile(r"(?i)(\\{0,3}[\"'])" + _SECRET_NAMES + r"\1(\s*:\s*)(\\{0,3}[\"'])[^\"'\n]*?\4")
+# an HTTP Authorization header's Basic credentials (base64 of user:password) or Azure Storage's SharedKey
+# signature ("SharedKey account:signature"): the scheme and the account stay. Basic only after a header's name
+# ("the Basic tier" is a word); the gap allows ": ", "': '" and JSON-escaped quotes
+_BASIC = re.compile(r"(?i)\b((?:proxy-)?authorization[\s\\\"':=]{0,8}basic\s+)[^\s'\"<>(),;\\]+")
+_SHARED_KEY = re.compile(r"(?i)\b(SharedKey(?:Lite)?\s+[^\s:'\"<>(),;]+:)[^\s'\"<>(),;\\]+")
 # a URL's user:password (https://user:pw@host/): the user and host stay. One start per run of scheme characters
 # (the look-behind), so that "a.a.a..." is not scanned again from each dot
 _USERINFO = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s/:@'\"<>]*):[^\s/@'\"<>]+@")
@@ -305,9 +318,10 @@ REDACTED = "[redacted]"
 
 def without_secrets(text: str) -> str:
     """``text`` without URL query strings, ``AccountKey=``/``SharedAccessSignature=``/``sig=`` values (also
-    percent-encoded, or quoted as JSON keys), a URL's password or bearer tokens. Why: the worker's words come from
-    its log, where an exit 69's message carries an SDK exception's text, and that text names the request's URL with
-    its query (requests: "Max retries exceeded with url: /c/b?sv=...&sig=..."): kept, a SAS would reach Durable
+    percent-encoded or JSON-escaped, or quoted as JSON keys, escaped quotes included), a URL's password, bearer
+    tokens, an ``Authorization`` header's Basic credentials or a ``SharedKey`` signature. Why: the worker's words
+    come from its log, where an exit 69's message carries an SDK exception's text, and that text names the request's
+    URL with its query (requests: "Max retries exceeded with url: /c/b?sv=...&sig=..."): kept, a SAS would reach Durable
     history's plain tables, the shard group's ``unreachable`` note and ``shards_given_up``, which every status reader
     sees; an activity's failure (``failure_line``) names the same URLs in a status's ``error`` or ``waiting`` reason.
     The host, path and cause stay: they say what to check."""
@@ -316,6 +330,8 @@ def without_secrets(text: str) -> str:
     text = _QUOTED_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}"
                               f"{m.group(4)}", text)
     text = _USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    text = _BASIC.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _SHARED_KEY.sub(lambda m: m.group(1) + REDACTED, text)
     return _BEARER.sub("Bearer " + REDACTED, text)
 
 
