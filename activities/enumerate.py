@@ -29,6 +29,7 @@ from adapters.blobs import BlobStore
 from adapters.storage_errors import source_listing
 from core import contracts as c
 from core import notimages
+from core.failures import failures_without_secrets
 from core.nearby import NEARBY_NAMES, nearby, parent_folder
 from core.requests import TaskRequest
 from core.settings import Settings
@@ -401,6 +402,7 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
 
 
 @bp.activity_trigger(input_name="payload", activity=c.ENUMERATE)
+@failures_without_secrets
 def enumerate_images(payload: c.EnumerateInput) -> c.EnumerateOutput:
     s = clients.settings()
     request = TaskRequest.from_dict(payload["request"])
@@ -413,6 +415,7 @@ def _source(s: Settings, request: TaskRequest) -> BlobStore:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PLAN_LISTING)
+@failures_without_secrets
 def plan_listing(payload: c.EnumerateInput) -> c.PlanListingOutput:
     s = clients.settings()
     request = TaskRequest.from_dict(payload["request"])
@@ -420,6 +423,7 @@ def plan_listing(payload: c.EnumerateInput) -> c.PlanListingOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.LIST_PART)
+@failures_without_secrets
 def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
     s = clients.settings()
     request = TaskRequest.from_dict(payload["request"])
@@ -428,6 +432,7 @@ def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CHOOSE_SAMPLE)
+@failures_without_secrets
 def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
     s = clients.settings()
     return run_choose_sample(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
@@ -435,6 +440,7 @@ def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.WRITE_SHARDS)
+@failures_without_secrets
 def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
     s = clients.settings()
     return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
@@ -443,6 +449,7 @@ def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.FINISH_ENUMERATION)
+@failures_without_secrets
 def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),

@@ -22,6 +22,7 @@ from adapters.generations import served_key
 from adapters.preview_folders import delete_preview_folder
 from adapters.task_hub import read_status
 from core import contracts as c
+from core.failures import failures_without_secrets
 from core.ids import expiry_instance_id
 
 logger = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestr
 
 @bp.activity_trigger(input_name="payload", activity=c.SCHEDULE_EXPIRY)
 @bp.durable_client_input(client_name="client")
+@failures_without_secrets
 async def schedule_preview_expiry(payload: c.ExpiryInput,
                                   client: df.DurableOrchestrationClient) -> c.ExpiryOutput:
     return await run_schedule_expiry(payload, client, clients.settings().knobs.busy_retry_attempts)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.DELETE_PREVIEWS)
+@failures_without_secrets
 def delete_previews_when_due(payload: c.DeletePreviewsInput) -> c.DeletePreviewsOutput:
     s = clients.settings()
     store = clients.store(s)

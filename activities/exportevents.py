@@ -46,6 +46,7 @@ from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
 from core import camtrap_events, exportparts
 from core import contracts as c
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -176,12 +177,14 @@ def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_EVENTS)
+@failures_without_secrets
 def exports_events(payload: c.ExportsEventsInput) -> c.ExportsEventsOutput:
     s = clients.settings()
     return run_exports_events(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_LINK_PART)
+@failures_without_secrets
 def exports_link_part(payload: c.ExportsLinkPartInput) -> c.ExportsLinkPartOutput:
     s = clients.settings()
     return run_exports_link_part(payload, s, clients.store(s))

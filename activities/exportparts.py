@@ -58,6 +58,7 @@ from adapters.compose import Piece, compose_blob
 from adapters.image_sizes import SizeMisses
 from core import contracts as c
 from core import camtrap_events, exportparts, mdformat, zooniverse
+from core.failures import failures_without_secrets
 from core.fanin import json_ranges
 from core.settings import Settings
 from gpu_batch import layout
@@ -377,6 +378,7 @@ def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_PART)
+@failures_without_secrets
 def exports_part(payload: c.ExportsPartInput) -> c.ExportsPartOutput:
     s = clients.settings()
     store = clients.store(s)
@@ -386,12 +388,14 @@ def exports_part(payload: c.ExportsPartInput) -> c.ExportsPartOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_COMBINE)
+@failures_without_secrets
 def exports_combine(payload: c.ExportsCombineInput) -> c.ExportsCombineOutput:
     s = clients.settings()
     return run_exports_combine(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_ZOONIVERSE)
+@failures_without_secrets
 def exports_zooniverse(payload: c.ExportsZooniverseInput) -> c.ExportsZooniverseOutput:
     s = clients.settings()
     return run_exports_zooniverse(payload, s, clients.store(s))

@@ -68,6 +68,7 @@ from adapters.image_sizes import (SIZE_NOT_FOUND, SIZE_NOT_READ, SIZE_UNDECODABL
 from core import contracts as c
 from core import camtrap_events, captures, mdformat, zooniverse
 from core.exportparts import combine_deployments, follows_first
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, csvline, jsonio
@@ -954,6 +955,7 @@ def _shortened(text: str) -> str:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS)
+@failures_without_secrets
 def write_exports(payload: c.ExportsInput) -> c.ExportsOutput:
     s = clients.settings()
     store = clients.store(s)

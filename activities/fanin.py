@@ -52,6 +52,7 @@ from adapters.compose import Piece, compose_blob, delete_prefix, read_range
 from core import contracts as c
 from core import fanin, mdformat
 from core.errors import RepeatListChanged
+from core.failures import failures_without_secrets
 from core.repeats import FolderSearch, RepeatRemoval, list_search_id, rank_locations
 from core.settings import Settings
 from gpu_batch import layout
@@ -544,6 +545,7 @@ def run_clean_merge_work(payload: c.CleanMergeWorkInput, settings: Settings, sto
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CLEAN_MERGE_WORK)
+@failures_without_secrets
 def clean_merge_work(payload: c.CleanMergeWorkInput) -> c.CleanMergeWorkOutput:
     s = clients.settings()
     return run_clean_merge_work(payload, s, clients.store(s))
@@ -576,36 +578,42 @@ def run_prepare_removal(task_id: str, remove: list[str], settings: Settings,
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PREPARE_REMOVAL)
+@failures_without_secrets
 def prepare_removal(payload: c.PrepareRemovalInput) -> c.PrepareRemovalOutput:
     s = clients.settings()
     return run_prepare_removal(payload["task_id"], payload["remove"], s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.READ_ENUMERATION)
+@failures_without_secrets
 def read_enumeration(payload: c.ReadEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
     return run_read_enumeration(payload["task_id"], s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.MERGE_PART)
+@failures_without_secrets
 def merge_part(payload: c.MergePartInput) -> c.MergePartOutput:
     s = clients.settings()
     return run_merge_part(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.MERGE_COMBINE)
+@failures_without_secrets
 def merge_combine(payload: c.MergeCombineInput) -> c.MergeCombineOutput:
     s = clients.settings()
     return run_merge_combine(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.SEARCH_REPEATS)
+@failures_without_secrets
 def search_repeats(payload: c.SearchRepeatsInput) -> c.SearchRepeatsOutput:
     s = clients.settings()
     return run_search_repeats(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RANK_REPEATS)
+@failures_without_secrets
 def rank_repeats(payload: c.RankRepeatsInput) -> c.RankRepeatsOutput:
     s = clients.settings()
     return run_rank_repeats(payload, s, clients.store(s))

@@ -17,6 +17,7 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.preview_folders import delete_preview_folder
 from core import contracts as c
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -39,6 +40,7 @@ def run_promote(task_id: str, generation: str, previous: str | None, settings: S
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PROMOTE)
+@failures_without_secrets
 def promote_generation(payload: c.PromoteInput) -> c.PromoteOutput:
     s = clients.settings()
     return run_promote(payload["task_id"], payload["generation"], payload.get("previous"), s, clients.store(s))

@@ -33,6 +33,7 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
 from core import fanin, mdformat
+from core.failures import failures_without_secrets
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
 from core.settings import Settings
 from gpu_batch import layout
@@ -209,12 +210,14 @@ def run_remove_repeats(task_id: str, model: str, completed_at: str, remove: list
 
 
 @bp.activity_trigger(input_name="payload", activity=c.MERGE)
+@failures_without_secrets
 def merge_results(payload: c.MergeInput) -> c.MergeOutput:
     s = clients.settings()
     return run_merge(payload["task_id"], payload["model"], payload["completed_at"], s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.REMOVE_REPEATS)
+@failures_without_secrets
 def remove_repeated_detections(payload: c.RemoveRepeatsInput) -> c.MergeOutput:
     s = clients.settings()
     return run_remove_repeats(payload["task_id"], payload["model"], payload["completed_at"], payload["remove"], s,

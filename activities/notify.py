@@ -24,6 +24,7 @@ from adapters.identity import app_credential
 from adapters.transport import shared_session_transport
 from core import contracts as c
 from core import notify
+from core.failures import failures_without_secrets
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SecretStoreUnavailable, SourceAccessError,
@@ -101,6 +102,7 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
 
 
 @bp.activity_trigger(input_name="payload", activity=c.NOTIFY)
+@failures_without_secrets
 def notify_task_end(payload: c.NotifyInput) -> c.NotifyOutput:
     s = clients.settings()
     return send(payload, s.notify_hosts, s.notify_secret, s.app_secret_store_env())
@@ -115,6 +117,7 @@ def write_drop_answer(payload: c.DropAnswerInput, store: BlobStore) -> c.DropAns
 
 
 @bp.activity_trigger(input_name="payload", activity=c.DROP_ANSWER)
+@failures_without_secrets
 def drop_answer(payload: c.DropAnswerInput) -> c.DropAnswerOutput:
     s = clients.settings()
     return write_drop_answer(payload, clients.store(s))

@@ -23,6 +23,7 @@ from core import contracts as c
 from core import mdformat
 from core.cost import attempt_seconds
 from core.errors import without_secrets
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import exit_codes, layout
 from gpu_batch import manifest as contract
@@ -335,6 +336,7 @@ def run_close_job(job: str, pool: GpuPool) -> c.CloseJobOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.SUBMIT)
+@failures_without_secrets
 def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
     s = clients.settings()
     # the time limit the task's run decided (activities.decided); the pool object stays the process's one
@@ -343,6 +345,7 @@ def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.POLL)
+@failures_without_secrets
 def poll_shards(payload: c.PoolTasksInput) -> c.PollOutput:
     s = clients.settings()
     return run_poll(payload["task_id"], payload["job_id"], payload["task_ids"], s, clients.store(s), clients.pool(s),
@@ -351,6 +354,7 @@ def poll_shards(payload: c.PoolTasksInput) -> c.PollOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESUBMIT)
+@failures_without_secrets
 def resubmit_shards(payload: c.ResubmitInput) -> c.ResubmitOutput:
     s = clients.settings()
     return run_resubmit(payload["task_id"], payload["job_id"], payload["shards"], s, clients.store(s),
@@ -358,12 +362,14 @@ def resubmit_shards(payload: c.ResubmitInput) -> c.ResubmitOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CANCEL)
+@failures_without_secrets
 def cancel_pool_tasks(payload: c.PoolTasksInput) -> c.CancelOutput:
     s = clients.settings()
     return run_cancel(payload["job_id"], payload.get("task_ids") or [], clients.pool(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.STOP_GROUPS)
+@failures_without_secrets
 def stop_shard_groups(payload: c.StopGroupsInput) -> c.StopGroupsOutput:
     s = clients.settings()
     return run_stop_groups(payload, s, clients.store(s))
@@ -382,6 +388,7 @@ def run_stop_groups(payload: c.StopGroupsInput, settings: Settings, store: BlobS
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CLOSE_JOB)
+@failures_without_secrets
 def close_pool_job(payload: c.CloseJobInput) -> c.CloseJobOutput:
     s = clients.settings()
     return run_close_job(payload["job_id"], clients.pool(s))

@@ -35,6 +35,7 @@ from adapters.storage_errors import HANDLED, storage_error
 from core import contracts as c
 from core import failure_advice, notimages
 from core.errors import TrapbatchError
+from core.failures import failures_without_secrets
 from core.repeats import list_search_id
 from core.requests import recorded_search_fields
 from core.settings import Settings
@@ -479,6 +480,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PREVIEWS)
+@failures_without_secrets
 def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
     s = clients.settings()
     own = clients.store(s)

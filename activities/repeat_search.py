@@ -26,6 +26,7 @@ from activities.merge import _merged_shard
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
 
@@ -59,12 +60,14 @@ def run_plan_search(payload: c.PlanSearchInput, settings: Settings, store: BlobS
 
 
 @bp.activity_trigger(input_name="payload", activity=c.SEARCH_PART)
+@failures_without_secrets
 def repeat_search_part(payload: c.SearchPartInput) -> c.SearchPartOutput:
     s = clients.settings()
     return run_search_part(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PLAN_SEARCH)
+@failures_without_secrets
 def plan_repeat_search(payload: c.PlanSearchInput) -> c.PlanSearchOutput:
     s = clients.settings()
     return run_plan_search(payload, s, clients.store(s))

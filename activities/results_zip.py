@@ -13,6 +13,7 @@ from adapters import clients, zip_parts
 from adapters.blobs import BlobStore
 from adapters.results_bundle import write_zip
 from core import contracts as c
+from core.failures import failures_without_secrets
 from gpu_batch import layout
 
 bp = df.Blueprint()
@@ -31,24 +32,28 @@ def run_build(store: BlobStore, container: str, task_id: str, part_bytes: int | 
 
 
 @bp.activity_trigger(input_name="payload", activity=c.BUILD_RESULTS_ZIP)
+@failures_without_secrets
 def build_results_zip(payload: c.ResultsZipInput) -> c.ResultsZipOutput:
     s = clients.settings()
     return run_build(clients.store(s), s.container, payload["task_id"])
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_PART)
+@failures_without_secrets
 def results_zip_part(payload: c.ResultsZipPartInput) -> c.ResultsZipPartOutput:
     s = clients.settings()
     return zip_parts.deflate_part(clients.store(s), s.container, payload)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_COMBINE)
+@failures_without_secrets
 def results_zip_combine(payload: c.ResultsZipCombineInput) -> c.ResultsZipOutput:
     s = clients.settings()
     return zip_parts.combine(clients.store(s), s.container, payload)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_CLEAN)
+@failures_without_secrets
 def results_zip_clean(payload: c.ResultsZipInput) -> int:
     s = clients.settings()
     return zip_parts.clean_parts(clients.store(s), s.container, payload["task_id"])

@@ -44,6 +44,7 @@ from core import contracts as c
 from core import mdformat
 from core import rethresholds
 from core.errors import TrapbatchError
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
@@ -203,24 +204,28 @@ def _csv_header() -> bytes:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RETHRESHOLD_PART)
+@failures_without_secrets
 def rethreshold_part(payload: c.RethresholdPartInput) -> c.RethresholdPartOutput:
     s = clients.settings()
     return run_rethreshold_part(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RETHRESHOLD_COMBINE)
+@failures_without_secrets
 def rethreshold_combine(payload: c.RethresholdCombineInput) -> c.RethresholdOutput:
     s = clients.settings()
     return run_rethreshold_combine(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RETHRESHOLD_CLEAN)
+@failures_without_secrets
 def rethreshold_clean(payload: c.RethresholdInput) -> int:
     s = clients.settings()
     return run_rethreshold_clean(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RETHRESHOLD)
+@failures_without_secrets
 def rethreshold_results(payload: c.RethresholdInput) -> c.RethresholdOutput:
     s = clients.settings()
     return run_rethreshold(payload["task_id"], float(payload["threshold"]), payload.get("variant", ""), s,

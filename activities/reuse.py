@@ -45,6 +45,7 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
 from core import mdformat
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
@@ -187,6 +188,7 @@ def run_reuse(key: str, previous: str, first: int, count: int, settings: Setting
 
 
 @bp.activity_trigger(input_name="payload", activity=c.REUSE)
+@failures_without_secrets
 def reuse_previous_results(payload: c.ReuseInput) -> c.ReuseOutput:
     s = clients.settings()
     return run_reuse(payload["task_id"], payload["previous"], payload["first"], payload["count"], s, clients.store(s))

@@ -17,6 +17,7 @@ from adapters import clients
 from adapters.event_grid import EventGridPublisher
 from core import contracts as c
 from core import task_events
+from core.failures import failures_without_secrets
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -42,6 +43,7 @@ def _publisher(endpoint: str) -> EventGridPublisher:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PUBLISH_EVENT)
+@failures_without_secrets
 def publish_task_event(payload: c.PublishEventInput) -> c.PublishEventOutput:
     endpoint = clients.settings().event_grid_topic_endpoint
     return publish(payload, _publisher(endpoint) if endpoint else None)

@@ -51,6 +51,7 @@ from adapters.compose import delete_prefix
 from core import camtrap_events, captures, zooniverse
 from core import contracts as c
 from core.captures import CaptureColumns
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, csvline, jsonio
@@ -289,12 +290,14 @@ def write_single(settings: Settings, store: BlobStore, ctx: ExportContext, key: 
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_CAPTURES_PART)
+@failures_without_secrets
 def exports_captures_part(payload: c.ExportsCapturesPartInput) -> c.ExportsCapturesPartOutput:
     s = clients.settings()
     return run_captures_part(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_CAPTURES_COMBINE)
+@failures_without_secrets
 def exports_captures_combine(payload: c.ExportsCapturesCombineInput) -> c.ExportsCapturesCombineOutput:
     s = clients.settings()
     return run_captures_combine(payload, s, clients.store(s))

@@ -44,6 +44,7 @@ from adapters.block_writer import BlockBlobWriter
 from adapters.compose import Piece, compose_blob, delete_prefix
 from core import contracts as c
 from core import zooniverse
+from core.failures import failures_without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.entries import mark_cut_short
@@ -174,18 +175,21 @@ def run_zooniverse_clean(payload: c.ExportsZooniverseCleanInput, settings: Setti
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_ZOONIVERSE_PART)
+@failures_without_secrets
 def exports_zooniverse_part(payload: c.ExportsZooniversePartInput) -> c.ExportsZooniversePartOutput:
     s = clients.settings()
     return run_zooniverse_part(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_ZOONIVERSE_COMBINE)
+@failures_without_secrets
 def exports_zooniverse_combine(payload: c.ExportsZooniverseCombineInput) -> int:
     s = clients.settings()
     return run_zooniverse_combine(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_ZOONIVERSE_CLEAN)
+@failures_without_secrets
 def exports_zooniverse_clean(payload: c.ExportsZooniverseCleanInput) -> int:
     s = clients.settings()
     return run_zooniverse_clean(payload, s, clients.store(s))

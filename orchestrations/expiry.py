@@ -18,6 +18,7 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.contracts import Stage
 from core.expiry import next_timer
+from core.failures import failures_without_secrets
 from orchestrations.retries import STORAGE_RETRY, call
 
 bp = df.Blueprint()
@@ -42,6 +43,7 @@ def moved_to(result: Any) -> str:
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.EXPIRY_ORCHESTRATOR)
+@failures_without_secrets
 def expire_previews(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ExpiryStatus]:
     data: c.ExpiryInput = context.get_input()
     # the status and output show the time as read, never the text as given: Python reads an ISO time whatever the length

@@ -25,6 +25,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import Stage
+from core.failures import failures_without_secrets
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import REPEAT_SEARCH_WORK, merge_work_prefix
@@ -35,6 +36,7 @@ bp = df.Blueprint()
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.REPEAT_SEARCH_ORCHESTRATOR)
+@failures_without_secrets
 def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.RepeatSearchStatus]:
     data: c.RepeatSearchInput = context.get_input()
     task_id, options, work = data["task_id"], data["options"], REPEAT_SEARCH_WORK

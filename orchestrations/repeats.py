@@ -14,6 +14,7 @@ from core import contracts as c
 from core.contracts import Stage
 from core.errors import failure_line
 from gpu_batch.layout import REPEATS_REMOVED
+from core.failures import failures_without_secrets
 from core.settings import OrchestrationKnobs
 from core.status_size import fit
 from orchestrations.exports import exports as run_exports
@@ -29,6 +30,7 @@ LEGACY_KNOBS: dict[str, Any] = {"merge_images_per_part": 200_000}
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.REPEATS_ORCHESTRATOR)
+@failures_without_secrets
 def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.RemovalStatus]:
     data: c.RepeatsInput = context.get_input()
     task_id = data["task_id"]

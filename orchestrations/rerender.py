@@ -18,6 +18,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import Stage
+from core.failures import failures_without_secrets
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 bp = df.Blueprint()
@@ -29,6 +30,7 @@ def variant_key(variant: str) -> str:
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.RERENDER_ORCHESTRATOR)
+@failures_without_secrets
 def rerender_previews(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.RerenderStatus]:
     data: c.RerenderInput = context.get_input()
     task_id, threshold = data["task_id"], data["threshold"]

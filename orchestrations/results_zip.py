@@ -13,6 +13,7 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
+from core.failures import failures_without_secrets
 from core.zipformat import part_inputs
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
@@ -20,6 +21,7 @@ bp = df.Blueprint()
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.RESULTS_ZIP_ORCHESTRATOR)
+@failures_without_secrets
 def zip_results(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ResultsZipOutput]:
     data: c.ResultsZipInput = context.get_input()
     asked = c.ResultsZipInput(task_id=data["task_id"])

@@ -86,6 +86,7 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
+from core.failures import failures_without_secrets
 from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import OUTPUT, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended, unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
@@ -525,6 +526,7 @@ FULL_POLL_EVERY = 12
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.SHARDS_ORCHESTRATOR)
+@failures_without_secrets
 def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ShardsOutcome]:
     """The group (``_run_shards``); one that fails over an outage stops the run's other groups first, where its
     input has ``outage_stops`` (module docstring, "Outages")."""

@@ -31,6 +31,7 @@ from core.cost import node_price, task_cost
 from core.errors import failure_line
 from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
+from core.failures import failures_without_secrets
 from core.ids import shards_instance_id
 from core.repeats_status import merge_repeats_ref
 from core.requests import TaskRequest
@@ -207,6 +208,7 @@ def _close_job(context: df.DurableOrchestrationContext, task_id: str, job_id: st
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.TASK_ORCHESTRATOR)
+@failures_without_secrets
 def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.TaskStatus]:
     """Run the task; whatever ends it (completion, cancel, any failure) also ends its pool job, and a failure leaves
     stage ``failed`` with the reason in the status (not the last stage it reached)."""
