@@ -966,3 +966,40 @@ def test_a_body_over_the_hosts_limit_gets_500_before_the_function_runs_and_one_b
         assert requests.post(url, headers=key, timeout=20).text == "0"
     finally:
         host.stop()
+
+
+# ------------------------------------------------------------------ 44. what a failure's record keeps
+def test_a_failed_activity_s_record_keeps_its_causes_text_unless_the_app_cleaned_it(storage_connection: str,
+                                                                                   unique_name: str) -> None:
+    """The Python worker sends ``f"{type(exc).__name__}: {exc}"`` and ``traceback.format_exception(exc)`` (causes and
+    notes included; azure-functions-runtime ``utils/tracing.py``); the host wraps both in its RpcException, whose
+    message the extension serializes into TaskFailed's ``Details`` (``Listener/TaskActivityShim.cs``, dtfx
+    ``Utils.SerializeCause``), and the SDK hands the orchestrator ``Exception(f"{Reason} \\n {Details}")``
+    (``TaskOrchestrationExecutor.set_task_value``). So a cause's SAS reaches the History table and the orchestrator
+    unless the app raised without it (``core.failures``), on devhost as on Azure. A failed orchestrator's ``str(exc)``
+    becomes the instance's output (``Listener/OutOfProcOrchestrationShim.cs``)."""
+    from tests.devhost import secrets_app
+    host = DevHost(secrets_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig()).start()
+    try:
+        iid = host.start_orchestration("failures", None)
+        st = host.wait_for(iid, 60)
+        assert st["runtimeStatus"] == "Completed", st
+        raw, cleaned = st["output"]["read_raw"], st["output"]["read_cleaned"]
+        assert raw.startswith("Activity function 'read_raw' failed:  ConnectionError: storage did not answer")
+        assert secrets_app.SECRET in raw and "OSError: Max retries exceeded" in raw, raw  # the cause, as raised
+        assert cleaned.startswith("Activity function 'read_cleaned' failed:  ConnectionError: storage did not answer")
+        assert secrets_app.SECRET not in cleaned and "OSError: Max retries exceeded with url: /c/b.json?[redacted]" \
+            in cleaned, cleaned
+        failed = [e for e in _history(host, iid) if e["EventType"] == h.TASK_FAILED]
+        assert len(failed) == 2 and secrets_app.SECRET in failed[0]["Details"]
+        assert secrets_app.SECRET not in failed[1]["Reason"] + failed[1]["Details"], failed[1]
+
+        iid = host.start_orchestration("failing", None)
+        st = host.wait_for(iid, 60)
+        assert st["runtimeStatus"] == "Failed", st
+        assert str(st["output"]).startswith("Orchestrator function 'failing' failed: Activity function 'read_raw' "
+                                            "failed:  ConnectionError: storage did not answer the read of c/c.json")
+        assert secrets_app.SECRET not in json.dumps(st), st
+    finally:
+        host.stop()
