@@ -23,9 +23,11 @@ So the exception that leaves the function is the one raised when nothing of that
 and traceback as they were), else a stand-in of the same type *name* (what the extension's wording, and so
 ``orchestrations.retries.is_busy``/``failed_type`` and ``core.errors.failure_message``, read) whose message is the
 original's through ``core.errors.without_secrets`` (every line kept: a storage error's ``ErrorCode:`` line decides a
-busy retry) and whose only note is the original traceback, chained causes included, through the same: the platform
-records notes in the stack text, so the cause stays readable there without its secrets. Raised ``from None``: the
-original chain itself is not recorded.
+busy retry), with the original's frames (file, line, code: no values) and as notes the original's notes and the text
+of its chained causes, all through the same: the worker records notes in the stack text, so a cause stays readable
+there without its secrets. Raised ``from None``: the original chain itself is not recorded. (The Python <= 3.12
+worker inside the host image, ``azure_functions_worker`` ``utils/tracing.py`` at 7e6acf3, sent only the frames
+(``extract_tb``) as the stack, no message, cause or note; the message went all the same.)
 
 What the worker's indexing sees stays the function's own (``functools.wraps``: signature, annotations through
 ``__wrapped__``, name), and a coroutine function stays one, a generator function too (the worker picks sync or async
@@ -82,8 +84,14 @@ def without_secrets_raised(exc: BaseException) -> BaseException:
     clean_recorded = without_secrets(recorded)
     if clean_message == message and clean_recorded == recorded:
         return exc
-    stand_in = _stand_in_type(type(exc))(clean_message)
-    stand_in.add_note("The failure as it was raised, its secrets removed:\n" + clean_recorded.rstrip())
+    stand_in = _stand_in_type(type(exc))(clean_message).with_traceback(exc.__traceback__)
+    for note in getattr(exc, "__notes__", None) or ():
+        stand_in.add_note(without_secrets(str(note)))
+    chain = exc.__cause__ if exc.__cause__ is not None else None if exc.__suppress_context__ else exc.__context__
+    if chain is not None:
+        how = "It was raised from" if exc.__cause__ is not None else "It was raised while handling"
+        stand_in.add_note(f"{how} (secrets removed):\n"
+                          + without_secrets("".join(traceback.format_exception(chain))).rstrip())
     return stand_in
 
 

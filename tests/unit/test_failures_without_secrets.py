@@ -31,7 +31,9 @@ def _read_manifest(payload: dict[str, Any]) -> dict[str, Any]:
         raise ConnectionError(f"HTTPSConnectionPool(host='acct.blob.core.windows.net', port=443): Max retries "
                               f"exceeded with url: /work/m.json?{SAS} (Caused by ConnectTimeoutError())")
     except ConnectionError as cause:
-        raise ServiceRequestError(f"<urllib3 error> url: /work/m.json?{SAS}") from cause
+        failure = ServiceRequestError(f"<urllib3 error> url: /work/m.json?{SAS}")
+        failure.add_note(f"while reading https://acct.blob.core.windows.net/work/m.json?{SAS}")
+        raise failure from cause
 
 
 def _recorded(exc: BaseException) -> str:
@@ -58,8 +60,12 @@ def test_a_failure_naming_a_sas_leaves_as_its_type_name_with_the_sas_removed() -
     # the cause stays readable in the record (the note), without its query
     assert "ConnectionError: HTTPSConnectionPool(host='acct.blob.core.windows.net', port=443)" in record, record
     assert "url: /work/m.json?[redacted] (Caused by ConnectTimeoutError())" in record, record
-    assert "_read_manifest" in record  # the frames of the original traceback
+    assert "in _read_manifest\n" in record and "raise failure from cause" in record  # the original's frames
+    assert "while reading https://acct.blob.core.windows.net/work/m.json?[redacted]" in record, record  # its note
     assert exc.__cause__ is None and exc.__suppress_context__
+    # the Python <= 3.12 worker sends only the frames as the stack (azure_functions_worker utils/tracing.py,
+    # extract_tb): the original's, not only the wrapper's
+    assert "_read_manifest" in [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
 
 
 def test_a_failure_without_secrets_leaves_as_it_was() -> None:
