@@ -62,7 +62,7 @@ def test_a_long_line_of_question_marks_is_cleaned_in_linear_time() -> None:
     for line in ("a?" * 50_000, "/" + "?b" * 50_000):
         start = time.monotonic()
         assert without_secrets(line) == line
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 10.0  # generous: ~0.1 s here; quadratic took 24 s
     assert without_secrets("/c/b?x?sv=1&sig=s3cret rest") == "/c/b?x?[redacted] rest"
 
 
