@@ -43,7 +43,8 @@ zone (EXIF times have none) is the task's ``utc_offset``, else UTC, as the packa
 deployment whose times were placed in UTC for want of a zone gets ``timestampIssues`` true too: the deployments
 schema names "unknown timezone" as such an issue (each reason is said in its ``deploymentComments``:
 ``ISSUE_COMMENTS``). A camera whose clock was wrong is corrected by the request's ``clock_corrections``
-(``clock_shifts`` here), and its media rows say so. Coordinates (required by Camtrap DP) are taken from
+(``clock_shifts`` here), and its media rows and deployment's comments say so; a corrected clock is a solved issue,
+not one of ``timestampIssues`` (``UNSOLVED``). Coordinates (required by Camtrap DP) are taken from
 ``locations`` when the caller gives them, else written as 0, 0 with a ``deploymentComments`` note to replace them
 before publishing.
 
@@ -378,13 +379,17 @@ def utc_offset_zone(offset: str) -> tzinfo:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
-# Why a deployment's media timestamps have issues (Camtrap DP's ``timestampIssues``: "known to have (unsolvable)
-# issues (e.g. unknown timezone, am/pm switch)"), as bits of ``_Deployment.timestamp_issues``: each says itself in
+# What a deployment's media timestamps went through, as bits of ``_Deployment.timestamp_issues``: each says itself in
 # ``deploymentComments``. The facts that parts and merge views carry hold the number; a fact written as ``true``
 # before the bits (a merge view of an older worker) meant an image without capture time, which is bit 1.
 NO_TIME = 1  # an image without a capture time: a stand-in is written (NO_CAPTURE_TIME)
 CLOCK_CORRECTED = 2  # a camera clock corrected by the request's clock_corrections
 ZONE_ASSUMED = 4  # a capture time without a zone was written as UTC: neither the task nor the list gave the zone
+# Those that make Camtrap DP's ``timestampIssues`` true: "known to have (unsolvable) issues (e.g. unknown timezone,
+# am/pm switch)" (1.0.2 deployments-table-schema.json). A corrected clock is a solved one, so it is said but no issue:
+# R camtrapdp's own correction, ``shift_time``, sets timestampIssues FALSE (inbo/camtrapdp R/shift_time.R), and a
+# reader that leaves out deployments with issues would otherwise lose exactly the cameras whose times were put right.
+UNSOLVED = NO_TIME | ZONE_ASSUMED
 ISSUE_COMMENTS = ((NO_TIME, NO_CAPTURE_TIME), (CLOCK_CORRECTED, "camera clock corrected (clock_corrections)"),
                   (ZONE_ASSUMED, "time zone unknown: capture times without one are written as UTC (no utc_offset "
                                  "given by the task or the image list)"))
@@ -696,7 +701,7 @@ class CamtrapBuilder:
                    "latitude": coords[0] if coords else 0, "longitude": coords[1] if coords else 0,
                    "cameraID": span.camera, "deploymentStart": span.opening() or self.completed_at,
                    "deploymentEnd": span.end or self.completed_at,
-                   "timestampIssues": "true" if span.timestamp_issues else "false",
+                   "timestampIssues": "true" if span.timestamp_issues & UNSOLVED else "false",
                    "deploymentComments": "; ".join(comments)}
             rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
         return rows

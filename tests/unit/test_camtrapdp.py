@@ -581,6 +581,34 @@ def test_clock_corrections_shift_a_cameras_times_and_say_so(tmp_path: Path) -> N
     assert ",2024-06-01T06:30:00+02:00," in row and "corrected by +770537880 s" in row
 
 
+def test_a_corrected_clock_is_no_timestamp_issue_but_is_said(tmp_path: Path) -> None:
+    """Camtrap DP 1.0.2's timestampIssues: "`true` if timestamps in the media resource for the deployment are known
+    to have (unsolvable) issues". A clock the request corrected (clock_corrections) is a solved one: R camtrapdp's own
+    correction, ``shift_time`` (inbo/camtrapdp R/shift_time.R), sets ``timestampIssues`` to FALSE for the deployments
+    it shifts. A reader that leaves out deployments with issues (activity patterns, detection histories) must not
+    lose the very cameras whose times were put right; their deploymentComments still say they were corrected, and an
+    unsolved issue beside the correction (a photo without a capture time) still makes it true."""
+    entries = [{"file": "cam1/a.jpg", "datetime": "2000:01:01 00:12:00", "detections": []},
+               {"file": "cam1/b.jpg", "datetime": "2000:01:01 00:13:00", "detections": []},
+               {"file": "cam2/c.jpg", "datetime": "2000:01:01 00:12:00", "detections": []},
+               {"file": "cam2/d.jpg", "detections": []},  # no capture time: an issue no correction solves
+               {"file": "cam3/e.jpg", "datetime": "2024:06:01 06:00:00", "detections": []}]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
+                                 utc_offset="+02:00", clock_shifts={"cam1": 770537880, "cam2": 770537880})
+    for e in entries:
+        b.add(e)
+    deployments = {r[0]: dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, r)) for r in b.deployment_rows()}
+    cam1, cam2, cam3 = deployments["cam1"], deployments["cam2"], deployments["cam3"]
+    assert cam1["timestampIssues"] == "false"
+    assert "camera clock corrected (clock_corrections)" in cam1["deploymentComments"]
+    assert cam2["timestampIssues"] == "true" and "clock corrected" in cam2["deploymentComments"]
+    assert camtrapdp.FIRST_CAPTURE_FOR_SOME in cam2["deploymentComments"]
+    assert (cam3["timestampIssues"], cam3["deploymentComments"]) == ("false", camtrapdp.NO_COORDINATES)
+    build(tmp_path, entries)  # and a package of such rows stays valid (build: no corrections)
+    assert validate(tmp_path).valid
+
+
 AWKWARD_NAMES = ["Cerro Alto../IMG_0005.JPG", "cam1/IMG_0004..JPG", ".hidden cam/IMG_0001.JPG", "~backup/IMG_2.JPG",
                  "St. John's.../a.jpg", "50% cover?/IMG+0002.JPG", "line\nbreak/IMG_3.JPG", "Ñandú/Zoë's cam #2/IMG 1.JPG"]
 
