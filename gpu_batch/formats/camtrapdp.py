@@ -46,7 +46,8 @@ schema names "unknown timezone" as such an issue (each reason is said in its ``d
 (``clock_shifts`` here), and its media rows and deployment's comments say so; a corrected clock is a solved issue,
 not one of ``timestampIssues`` (``UNSOLVED``). Coordinates (required by Camtrap DP) are taken from
 ``locations`` when the caller gives them, else written as 0, 0 with a ``deploymentComments`` note to replace them
-before publishing.
+before publishing; the package's description says how many deployments have such stand-ins, and that the project's
+``samplingDesign`` and ``captureMethod`` (required too) stand in (``PROJECT_PLACEHOLDERS``).
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
@@ -127,6 +128,13 @@ FIRST_CAPTURE_FOR_SOME = ("capture time unknown for some images: deploymentStart
 NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC where "
            "neither the task (utc_offset) nor the image list (a utc_offset column) gave the cameras' offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
+# the description's word on the project facts the 1.0.2 profile requires (``project``) and a results file cannot know,
+# said as the coordinates' stand-ins are (``descriptor``): the package's metadata is what a catalogue shows of it (R
+# camtrapdp's write_eml makes the description the EML abstract and writes "This project uses a opportunistic
+# sampling design ... triggered with activity detection" from these: inbo/camtrapdp R/write_eml.R)
+PROJECT_PLACEHOLDERS = ("The project's samplingDesign (opportunistic) and captureMethod (activityDetection), which "
+                        "Camtrap DP requires, stand in: the detections know neither the survey's design nor how its "
+                        "cameras were triggered; replace them before publishing.")
 ROOT_DEPLOYMENT = "(root)"
 # the description's word on counting: the same animals are observed at both levels, and readers keep every row of
 # either (camtrapR's readcamtrapDP makes its record table of all observations, its filter_observations argument
@@ -723,6 +731,16 @@ class CamtrapBuilder:
                    if d.latitude is not None and d.longitude is not None]
         if not coords:
             coords = [(0.0, 0.0)]
+        unplaced = sum(self._coordinates(dep, d) is None for dep, d in self.deployments.items())
+        if not unplaced:
+            placed = ""
+        elif unplaced == len(self.deployments):
+            placed = ("No deployment has known coordinates: 0, 0 stand in for every latitude and longitude and for "
+                      "spatial (deploymentComments says so); replace them before publishing. ")
+        else:
+            placed = (f"{unplaced} of {len(self.deployments)} deployments have no known coordinates: 0, 0 stand in "
+                      "for their latitude and longitude (deploymentComments says so), and spatial covers the others "
+                      "only; replace them before publishing. ")
         xs, ys = [c[0] for c in coords], [c[1] for c in coords]
         spatial = {"type": "Polygon", "coordinates": [[[min(xs), min(ys)], [max(xs), min(ys)], [max(xs), max(ys)],
                                                        [min(xs), max(ys)], [min(xs), min(ys)]]]}
@@ -736,6 +754,7 @@ class CamtrapBuilder:
             "contributors": contributors,
             "description": ("MegaDetector detections (machine observations, not species identifications) made by "
                             f"{self.classified_by}; observations at or above confidence {self.threshold}. "
+                            + PROJECT_PLACEHOLDERS + " " + placed
                             + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset} "
                                "unless the image list gave an image's own utc_offset." if self.utc_offset
                                else NO_ZONE)

@@ -139,6 +139,32 @@ def test_the_package_is_valid_camtrap_dp(tmp_path: Path) -> None:
     assert len(media) == 4 and "detection failed" in media["top.jpg"]["mediaComments"]
 
 
+@pytest.mark.parametrize("locations,coordinates", [
+    ({}, "No deployment has known coordinates"),
+    ({"siteA/cam1": {"latitude": 51.5, "longitude": 4.7}}, "2 of 3 deployments have no known coordinates"),
+    ({d: {"latitude": 51.5, "longitude": 4.7} for d in ("siteA/cam1", "siteA/cam2", "(root)")}, None)])
+def test_the_description_names_what_stands_in_for_what_the_detections_cannot_know(
+        tmp_path: Path, locations: dict[str, Any], coordinates: str | None) -> None:
+    """The 1.0.2 profile requires ``project.samplingDesign`` and ``project.captureMethod``, and the deployments table
+    ``latitude`` and ``longitude``; a results file knows none of them, so values stand in. A deployment's comments
+    say so of its 0, 0, but the package's own metadata said nothing: it read as an opportunistic, motion-triggered
+    survey at 0, 0. R camtrapdp's ``write_eml`` (inbo/camtrapdp R/write_eml.R, the dataset's metadata for GBIF) makes
+    the description the abstract and states the placeholders as facts ("This project uses a opportunistic sampling
+    design ... triggered with activity detection"). The description now says which values stand in, to be replaced
+    before publishing."""
+    build(tmp_path, ENTRIES, locations)
+    assert validate(tmp_path).valid
+    descriptor = json.loads((tmp_path / "datapackage.json").read_text())
+    described = descriptor["description"]
+    assert descriptor["project"]["samplingDesign"] == "opportunistic"
+    assert camtrapdp.PROJECT_PLACEHOLDERS in described
+    if coordinates is None:
+        assert "coordinates" not in described
+    else:
+        assert coordinates in described and "replace them before publishing" in described
+    assert described.endswith(camtrapdp.NO_ZONE)  # the notes on times stay last
+
+
 def test_a_broken_package_is_caught(tmp_path: Path) -> None:
     """The validation is real: a classification method outside the schema's enum fails it."""
     build(tmp_path, ENTRIES)
