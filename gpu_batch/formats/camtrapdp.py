@@ -318,10 +318,11 @@ def stand_in_time(first: str) -> str:
     """The stand-in capture time of the images without one in a deployment whose first capture time is ``first``
     (as ``camtrap_timestamp`` writes it): one second before, in the same offset, which is the deployment's
     ``deploymentStart`` too. Before every event of the deployment, so in none (see the module doc); ``first`` itself
-    where it cannot be read (not a time this module writes)."""
+    where it cannot be read (not a time this module writes) or is the calendar's first second (a camera clock reset
+    to ``0001:01:01 00:00:00``: no second before it can be written)."""
     try:
         return (datetime.fromisoformat(first) - timedelta(seconds=1)).isoformat()
-    except ValueError:
+    except (ValueError, OverflowError):
         return first
 
 
@@ -545,17 +546,26 @@ class CamtrapBuilder:
                 timestamp, zoneless = listed_time, listed_zoneless
         comments = []
         issues = ZONE_ASSUMED if zoneless and not zone_known else 0
+        off_calendar = ""
         if timestamp is not None and self.clock_shifts:
             shift = self.clock_shift(file)
             if shift:
-                timestamp = (datetime.fromisoformat(timestamp) + timedelta(seconds=shift)).isoformat()
-                comments.append(f"camera clock corrected by {shift:+d} s (clock_corrections)")
-                issues |= CLOCK_CORRECTED
+                try:
+                    timestamp = (datetime.fromisoformat(timestamp) + timedelta(seconds=shift)).isoformat()
+                except OverflowError:  # a clock reset to year 1 moved earlier: no time the package can write
+                    timestamp = None
+                    off_calendar = (f"camera clock correction by {shift:+d} s (clock_corrections) leaves the years "
+                                    "1-9999: capture time unknown")
+                else:
+                    comments.append(f"camera clock corrected by {shift:+d} s (clock_corrections)")
+                    issues |= CLOCK_CORRECTED
         captured = timestamp or ""
         if timestamp is None:
             timestamp = self.completed_at
-            comments.append(NO_CAPTURE_TIME)
+            comments.append(NO_CAPTURE_TIME)  # first: stand_in_media and the events find such rows by it
             issues |= NO_TIME
+            if off_calendar:
+                comments.append(off_calendar)
         failed = entry.get("failure") is not None
         known = self.deployments.get(dep)
         if known is None:

@@ -426,6 +426,32 @@ def test_the_packages_time_span_starts_on_the_day_of_a_stand_in_before_a_midnigh
     assert descriptor["temporal"] == {"start": "2024-04-30", "end": "2024-05-01"}
 
 
+def test_capture_times_at_the_edge_of_the_calendar_do_not_stop_the_exports() -> None:
+    """The worker keeps any EXIF time that parses as ``YYYY:MM:DD HH:MM:SS`` (``preprocess.exif_capture_time``), so
+    a camera's clock reset to ``0001:01:01 00:00:00`` reaches the exports, and an image list may give such a time too.
+    A second before it (``stand_in_time``, for a photo of that camera without capture time) and a clock correction
+    that moves it earlier are before Python's first datetime: each raised OverflowError, which failed the task's whole
+    exports. The stand-in is then that first time itself, and a correction that leaves the calendar makes the capture
+    time unknown (said in the media row, with its stand-in and in no event), as the package can write no such time."""
+    entries = [{"file": "cam1/a.jpg", "datetime": "0001:01:01 00:00:00", "detections": []},
+               {"file": "cam1/b.jpg", "detections": []},  # no capture time: a stand-in before cam1's first
+               {"file": "cam2/c.jpg", "datetime": "0001:01:01 00:10:00", "detections": []},
+               {"file": "cam2/d.jpg", "datetime": "2024:06:01 06:00:00", "detections": []}]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:04:05", classified_by="MegaDetector v5a.0.1",
+                                 utc_offset="+02:00", clock_shifts={"cam2": -3600})
+    media = {e["file"]: dict(zip(camtrapdp.MEDIA_COLUMNS, b.add(e)[0])) for e in entries}
+    deployments = {r[0]: dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, r)) for r in b.deployment_rows()}
+    assert deployments["cam1"]["deploymentStart"] == "0001-01-01T00:00:00+02:00"
+    assert b.stand_ins() == {"cam1": "0001-01-01T00:00:00+02:00", "cam2": "2024-06-01T04:59:59+02:00"}
+    c, d = media["cam2/c.jpg"], media["cam2/d.jpg"]
+    assert c["timestamp"] == "2026-12-01T10:04:05+00:00" and c["mediaComments"].startswith(camtrapdp.NO_CAPTURE_TIME)
+    assert "clock_corrections" in c["mediaComments"] and "years 1-9999" in c["mediaComments"]
+    assert d["timestamp"] == "2024-06-01T05:00:00+02:00"  # the rest of the camera is corrected
+    assert deployments["cam2"]["deploymentStart"] == "2024-06-01T04:59:59+02:00"  # c's stand-in, a second before
+    assert deployments["cam2"]["timestampIssues"] == "true"
+
+
 def test_boxes_are_clamped_and_formatted_as_before() -> None:
     """The box fields against the rule as first written (each number clamped with min/max, then ``.6g``)."""
     import random
