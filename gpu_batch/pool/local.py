@@ -32,9 +32,10 @@ LocalPool on the same tables refuses tasks for them, as Azure Batch refuses task
 Jobs ended or paused outside trapbatch: ``terminate_job`` is what ``az batch job terminate`` does to a Batch job (its
 running tasks end, TaskEnded; its active ones stay active and never start; it accepts no tasks), ``disable_job`` and
 ``enable_job`` what ``az batch job disable --disable-tasks wait`` and ``enable`` do (no task of it starts meanwhile;
-running ones go on), and ``job_state`` reports either as ``AzureBatchPool.job_state`` does, so the app's handling of
-them (``activities.pool.run_poll``) is tested on this machine. ``close_job`` after either ends every unfinished task, as
-on Batch.
+running ones go on), ``delete_job`` what ``az batch job delete`` does (its tasks deleted, running ones killed; it
+refuses tasks, ``JobClosed``, until ``ensure_job`` creates it again), and ``job_state`` reports each as
+``AzureBatchPool.job_state`` does, so the app's handling of them (``activities.pool.run_poll``, ``run_submit``) is
+tested on this machine. ``close_job`` after a terminate or a disable ends every unfinished task, as on Batch.
 
 Cores: the ``max_concurrent`` workers share this machine's cores. Each worker's torch would otherwise start one
 OpenMP thread per core, so ``n`` concurrent CPU workers ran ``n`` x cores threads whose spin-waits burnt CPU without
@@ -93,7 +94,7 @@ from gpu_batch import layout
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.pool import process_identity
 from gpu_batch.pool.base import (READY_ARG, JobClosed, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult,
-                                 TaskState, worker_module)
+                                 TaskState, closed_outside_hint, worker_module)
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
@@ -105,6 +106,7 @@ SWEEP_S = 5.0  # the longest the watcher goes without a pass while tasks are unf
 DEAD_AFTER_S = 60.0
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
 _DISABLED_JOBS = "disabled"  # the partition that lists jobs disabled outside trapbatch (disable_job)
+_DELETED_JOBS = "deleted"  # the partition that lists jobs deleted outside trapbatch (delete_job), until ensure_job
 # How far a change cursor reaches back: a writer stamps ``Changed`` a moment before its write lands, so a listing
 # could miss a change stamped just before its cursor; repeats within the overlap are for the caller to ignore.
 CHANGE_OVERLAP_S = 5.0
@@ -194,12 +196,20 @@ class LocalPool:
 
     # ---------------------------------------------------------------- API
     def ensure_job(self, job_id: str) -> None:
-        """Local jobs are just a partition of the task table."""
+        """Local jobs are just a partition of the task table; one ``delete_job`` deleted is created again, as Batch's
+        Job - Add creates a job under the id of one whose deletion is done."""
+        try:
+            self.jobs.delete_entity(_DELETED_JOBS, job_id)
+        except ResourceNotFoundError:
+            pass
 
     def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
         if tasks and self._is_closed(job_id):
             raise JobClosed(f"job {job_id} is closed (close_job): it accepts no tasks, as Azure Batch refuses tasks "
                             "for a terminated job")
+        if tasks and self._is_deleted(job_id):  # as AzureBatchPool words Batch's 404 JobNotFound
+            raise JobClosed(f"job {job_id} was deleted (JobNotFound): the pool accepts no tasks for a job it no "
+                            f"longer has; {closed_outside_hint(job_id)}")
         for task in tasks:
             entity = {"PartitionKey": job_id, "RowKey": task.task_id, "State": TaskState.active.value,
                       "Spec": json.dumps(task.to_dict()), "Submitted": now_iso(), "Changed": time.time()}
@@ -266,6 +276,28 @@ class LocalPool:
                 self._complete(row, KILLED_EXIT_CODE, "terminated: the job was terminated", TASK_ENDED)
         self._kick()
 
+    def delete_job(self, job_id: str) -> None:
+        """What ``az batch job delete`` (REST Job - Delete) does outside trapbatch: "Deleting a Job also deletes all
+        Tasks that are part of that Job" (its running ones killed), and the job is gone: ``job_state`` says
+        ``deleted`` and ``submit`` refuses it (``JobClosed``, as AzureBatchPool for Batch's 404 JobNotFound) until
+        ``ensure_job`` creates it again (Batch: Job - Add succeeds under the id once the deletion is done). Marked
+        first, so a submission racing with this is refused or its task deleted with the others."""
+        self.jobs.upsert_entity({"PartitionKey": _DELETED_JOBS, "RowKey": job_id, "DeletedAt": now_iso()},
+                                mode=UpdateMode.REPLACE)
+        for row in [dict(e) for e in self.table.query_entities("PartitionKey eq @j", parameters={"j": job_id})]:
+            if row["State"] in (TaskState.running.value, TaskState.preparing.value):
+                self._kill(row)
+            try:
+                self.table.delete_entity(job_id, row["RowKey"])
+            except ResourceNotFoundError:
+                pass
+        for mark in (_CLOSED_JOBS, _DISABLED_JOBS):  # a job created again under the id starts afresh
+            try:
+                self.jobs.delete_entity(mark, job_id)
+            except ResourceNotFoundError:
+                pass
+        self._kick()  # their slots are free
+
     def disable_job(self, job_id: str) -> None:
         """What ``az batch job disable --disable-tasks wait`` does: no task of the job starts until ``enable_job``;
         running ones go on ("No new Tasks are started under the Job until it moves back to active state", REST Job -
@@ -282,9 +314,11 @@ class LocalPool:
         self._kick()
 
     def job_state(self, job_id: str) -> JobState:
-        """``closed`` once ``close_job`` or ``terminate_job`` closed it, ``disabled`` while ``disable_job`` holds,
-        else ``active`` (local jobs are never deleted: a job nothing was submitted to is active, as ``ensure_job``
-        makes none)."""
+        """``deleted`` once ``delete_job`` deleted it (until ``ensure_job``), ``closed`` once ``close_job`` or
+        ``terminate_job`` closed it, ``disabled`` while ``disable_job`` holds, else ``active`` (a job nothing was
+        submitted to is active, as ``ensure_job`` makes none)."""
+        if self._is_deleted(job_id):
+            return JobState.deleted
         if self._closed_row(job_id) is not None:
             return JobState.closed
         try:
@@ -301,6 +335,13 @@ class LocalPool:
 
     def _is_closed(self, job_id: str) -> bool:
         return self._closed_row(job_id) is not None
+
+    def _is_deleted(self, job_id: str) -> bool:
+        try:
+            self.jobs.get_entity(_DELETED_JOBS, job_id)
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def _terminate(self, job_id: str, task_id: str | None, message: str) -> None:
         """End the tasks as Batch's Terminate Task does: failure code TaskEnded, and an exit code only for a task that

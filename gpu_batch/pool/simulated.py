@@ -10,7 +10,8 @@ select it (``TRAPBATCH_POOL=simulated``) for anything but a control-plane benchm
 What it keeps of a real pool: Azure Batch's task-state model as ``GpuPool`` describes it (a task is ``active`` when
 submitted, ``running`` while its results are written, then ``completed`` with ``success`` and exit code 0; a
 resubmission of the same task id is a no-op; ``cancel`` completes unfinished tasks with a failure; ``close_job``
-completes the job's unfinished tasks and refuses later submissions with ``JobClosed``), and per-image failures as the
+completes the job's unfinished tasks and refuses later submissions with ``JobClosed``, as ``delete_job`` does until
+``ensure_job`` creates the job again), and per-image failures as the
 worker writes them: every success carries a plausible ``width``/``height`` (one camera resolution per folder,
 seeded), as the real worker's entries do, so the exports take the same path as for real results (no image read for
 COCO's pixel boxes); with ``failure_rate`` F, each image of each attempt fails with probability F (seeded by image and
@@ -37,7 +38,8 @@ from gpu_batch import manifest as contract
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.formats import jsonio, mergeview
 from gpu_batch.formats.entries import damaged_in
-from gpu_batch.pool.base import JobClosed, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import (JobClosed, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
+                                 closed_outside_hint)
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 REPEAT_SHARE = 0.3  # images of a folder that show one of its fixed "rock" boxes
@@ -101,18 +103,23 @@ class SimulatedPool:
         self._changed: dict[str, dict[str, int]] = {}  # job -> task -> the change counter at its last state write
         self._clock = 0  # the change cursor: a counter, so no change can fall between two calls
         self._closed: set[str] = set()
+        self._deleted: set[str] = set()  # delete_job's, until ensure_job creates them again
         self._lock = threading.Lock()
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="simulated-pool")
 
     # ---------------------------------------------------------------- GpuPool
     def ensure_job(self, job_id: str) -> None:
         with self._lock:
+            self._deleted.discard(job_id)
             self._tasks.setdefault(job_id, {})
 
     def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
         with self._lock:
             if tasks and job_id in self._closed:
                 raise JobClosed(f"job {job_id} is closed (close_job): it accepts no tasks")
+            if tasks and job_id in self._deleted:  # as AzureBatchPool words Batch's 404 JobNotFound
+                raise JobClosed(f"job {job_id} was deleted (JobNotFound): the pool accepts no tasks for a job it no "
+                                f"longer has; {closed_outside_hint(job_id)}")
             job = self._tasks.setdefault(job_id, {})
             new = [t for t in tasks if t.task_id not in job]
             for t in new:
@@ -143,9 +150,21 @@ class SimulatedPool:
         self._end(job_id, task_id, "terminated: cancelled by the user")
 
     def job_state(self, job_id: str) -> JobState:
-        """``closed`` once ``close_job`` closed it, else ``active``: nothing outside the benchmark touches its jobs."""
+        """``deleted`` after ``delete_job`` (until ``ensure_job``), ``closed`` once ``close_job`` closed it, else
+        ``active``."""
         with self._lock:
+            if job_id in self._deleted:
+                return JobState.deleted
             return JobState.closed if job_id in self._closed else JobState.active
+
+    def delete_job(self, job_id: str) -> None:
+        """What ``az batch job delete`` does, as LocalPool's ``delete_job``: the job and its tasks are gone (a task
+        being written ends unrecorded: ``_set``), ``submit`` refuses it (``JobClosed``) until ``ensure_job``."""
+        with self._lock:
+            self._deleted.add(job_id)
+            self._closed.discard(job_id)
+            self._tasks.pop(job_id, None)
+            self._changed.pop(job_id, None)
 
     def close_job(self, job_id: str) -> None:
         with self._lock:

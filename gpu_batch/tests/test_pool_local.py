@@ -321,6 +321,27 @@ def test_a_job_disabled_outside_trapbatch_starts_no_task_until_it_is_enabled(poo
     assert wait_until(lambda: all_done(pool, "job11", 1), 60, "the task to run")["ok-a1"].result is TaskResult.success
 
 
+def test_a_job_deleted_outside_trapbatch_loses_its_tasks_and_refuses_more_until_created_again(
+        pool_args: dict[str, Any]) -> None:
+    """``az batch job delete`` (REST Job - Delete: "Deleting a Job also deletes all Tasks that are part of that Job"):
+    the running task is killed and every task is gone, the job reports ``deleted`` and refuses tasks (``JobClosed``,
+    as AzureBatchPool for Batch's 404 JobNotFound, saying what to do) until ``ensure_job`` creates it again, as Batch's
+    Job - Add does under the id once the deletion is done (what a SUBMIT with ``create_job`` does: activities.pool)."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.ensure_job("job12")
+    pool.submit("job12", [task("hang"), task("hangtoo")])
+    wait_until(lambda: states(pool, "job12")["hang-a1"].state is TaskState.running, 30, "the first task to run")
+    pool.delete_job("job12")
+    assert states(pool, "job12") == {} and pool.job_state("job12") is JobState.deleted
+    with pytest.raises(JobClosed, match="job12 was deleted.*Post the same request again"):
+        pool.submit("job12", [task("late")])
+    assert states(pool, "job12") == {}
+    pool.ensure_job("job12")
+    assert pool.job_state("job12") is JobState.active
+    pool.submit("job12", [task("ok")])
+    assert wait_until(lambda: all_done(pool, "job12", 1), 60, "the task to run")["ok-a1"].result is TaskResult.success
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

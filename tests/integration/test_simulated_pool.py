@@ -9,7 +9,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest, is_failure
-from gpu_batch.pool import JobClosed, ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool import JobClosed, JobState, ShardTask, TaskResult, TaskState, make_pool
 from gpu_batch.pool.simulated import SimulatedPool, synthetic_entry
 from tests.waiting import wait_until
 
@@ -122,6 +122,27 @@ def test_closed_jobs_refuse_tasks_and_a_task_without_its_manifest_fails(storage_
     info = wait_until(lambda: next((i for i in pool.poll("job2") if i.state is TaskState.completed), None), 30,
                       "the task with no manifest to fail")
     assert info.result is TaskResult.failure and "simulated worker failed" in (info.failure_message or "")
+
+
+def test_a_job_deleted_outside_trapbatch_refuses_tasks_until_created_again_as_on_the_other_pools(
+        storage_connection: str, store: BlobStore, unique_name: str) -> None:
+    """As LocalPool's ``delete_job`` and Batch's Job - Delete: the job and its tasks are gone, ``job_state`` says
+    ``deleted``, a submission is ``JobClosed`` saying what to do (a shard group's SUBMIT with ``create_job: false``,
+    activities.pool.run_submit), and ``ensure_job`` creates it again."""
+    store.ensure_container(unique_name)
+    pool = SimulatedPool(storage_connection)
+    task = _manifest(store, unique_name, "s00000", ["a.jpg"])
+    pool.ensure_job("job")
+    pool.submit("job", [task])
+    pool.delete_job("job")
+    assert pool.poll("job") == [] and pool.job_state("job") is JobState.deleted
+    with pytest.raises(JobClosed, match="was deleted.*Post the same request again"):
+        pool.submit("job", [task])
+    pool.ensure_job("job")
+    assert pool.job_state("job") is JobState.active
+    pool.submit("job", [task])
+    assert wait_until(lambda: next((i for i in pool.poll("job") if i.state is TaskState.completed), None), 30,
+                      "the task to run in the job created again").result is TaskResult.success
 
 
 def test_selected_only_by_name_and_with_its_failure_rate(storage_connection: str) -> None:
