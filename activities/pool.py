@@ -45,8 +45,17 @@ def _shard_task(settings: Settings, task_id: str, sid: str, attempt: int) -> Sha
 
 
 def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings,
-               pool: GpuPool) -> c.SubmitOutput:
-    pool.ensure_job(job)
+               pool: GpuPool, create_job: bool = True) -> c.SubmitOutput:
+    """Submit the shards' attempts to the run's pool job; with ``create_job`` (a shard group's first SUBMIT, or an
+    input of before ``SubmitInput.create_job``) create the job first if it is missing.
+
+    Without it the job is taken as it is, as ``_submit_to_existing_job`` does for a RESUBMIT: the group has had a task
+    in the job, so a job missing now was deleted outside trapbatch, and the pool refuses the submission (AzureBatchPool:
+    ``JobClosed`` for 404 JobNotFound; LocalPool and SimulatedPool likewise after their ``delete_job``), which fails
+    the group saying what to do. Created again, it hid that deletion and the group went on spending the GPU pool in a
+    job the operator had deleted (``orchestrations.shards``, "A job deleted outside trapbatch")."""
+    if create_job:
+        pool.ensure_job(job)
     tasks = [_shard_task(settings, task_id, str(sid), int(attempt)) for sid, attempt in shards]
     pool.submit(job, tasks)
     logger.info("task %s: submitted %d shard attempts", task_id, len(tasks))
@@ -239,7 +248,7 @@ def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Setti
 
 def _submit_to_existing_job(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings,
                             pool: GpuPool) -> None:
-    """Submit resubmitted attempts to the run's job without creating it (``run_submit`` less ``ensure_job``).
+    """Submit resubmitted attempts to the run's job without creating it (``run_submit`` with ``create_job=False``).
 
     Why: a resubmission follows its shard's first submission to that job, which created it, so a job missing now
     was deleted outside trapbatch. Created again under its id (Azure Batch: Job - Add succeeds once the deletion is
@@ -341,7 +350,8 @@ def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
     s = clients.settings()
     # the time limit the task's run decided (activities.decided); the pool object stays the process's one
     decided = task_settings(s, clients.store(s), payload["task_id"])
-    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], decided, clients.pool(s))
+    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], decided, clients.pool(s),
+                      create_job=payload.get("create_job", True))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.POLL)

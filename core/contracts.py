@@ -225,6 +225,10 @@ class SubmitInput(TypedDict):
     task_id: str
     job_id: str
     shards: list[tuple[str, int]]  # (shard id, attempt); JSON brings each pair back as a two-item list
+    # False: submit to the job as it is, never create it (a shard group's SUBMIT once it has had a task in the job:
+    # orchestrations.shards "A job deleted outside trapbatch"). Absent (True): create it first if missing, as every
+    # SUBMIT did before, so an activity already queued, or a recorded history, behaves as it did
+    create_job: NotRequired[bool]
 
 
 class SubmitOutput(TypedDict):

@@ -59,6 +59,19 @@ before, it answered none, so the next poll asked by id, a full reconciliation af
 an exit 69's back-off. Only the POLL's input and output changed (inputs are not part of the replay check: devhost
 README, row 7), so a recorded history, whose POLL answered no cursor, replays as it ran.
 
+A job deleted outside trapbatch: the SUBMIT that creates the run's pool job (``activities.pool.run_submit``) is a
+group's first only. Once the group has had a task in the job (``_in_the_job``), each later SUBMIT (the next wave of
+its pending shards, or shards a poll by id found unknown) says ``create_job: false`` and submits to the job as it is,
+as a RESUBMIT does: a job missing then was deleted ('az batch job delete', the portal), the pool refuses
+(``JobClosed``) and the group fails saying what to do, as ``activities.pool.check_job`` says for a deleted job. Why:
+each round SUBMITs its next wave before it polls, so a job an operator deleted to stop the run was created again
+under its id and the group went on, its deleted in-flight tasks later found unknown and run again: the deletion
+silently undone, the GPU pool spending on. Known per group, from its own state: the run's groups share one job and
+each one's first SUBMIT may create it. They start together, so a deletion comes after every first SUBMIT, but for a
+group whose first SUBMIT stayed busy through an outage: that one's later first SUBMIT creates the job again (a limit
+left). Only the SUBMIT's input changed (inputs are not part of the replay check: devhost README, row 7), so a
+recorded history replays as it ran; an input without the field creates the job, as before.
+
 Unavailable exits: with ``unavailable_wait_s`` in its input (every group a task starts since that field), a worker
 exit ``STORAGE_UNAVAILABLE`` (69: storage, Key Vault, a model's host or the node's identity endpoint, IMDS, did not
 answer the worker's first reads; nothing was written) spends none of the shard's ``max_attempts`` while the shard's
@@ -375,6 +388,16 @@ def _unknown_shards(state: dict[str, c.ShardState], unknown: list[str]) -> list[
     return sorted(set(lost))
 
 
+def _in_the_job(state: dict[str, c.ShardState]) -> bool:
+    """Whether the group has had a task in the run's pool job (module docstring, "A job deleted outside
+    trapbatch"): a shard in flight (``owed`` ones too: their earlier attempt was submitted) or given up, or one with
+    a pool attempt ended or past its first. Not "any shard not pending": a re-run's reused shards start ``done``
+    with no pool task (``orchestrations.task._reused_state``). A state of before ``ended`` whose only shards left
+    the pool done at their first attempt reads as not in the job: its SUBMIT creates the job, as before."""
+    return any(s["status"] in (ShardStatus.submitted, ShardStatus.given_up) or s.get("ended") or s["attempt"] > 1
+               for s in state.values())
+
+
 def _pool_ids(state: dict[str, c.ShardState], shards: list[str]) -> list[str]:
     return [pool_task_id(sid, state[sid]["attempt"]) for sid in shards]
 
@@ -586,9 +609,11 @@ def _run_shards(context: df.DurableOrchestrationContext,
         to_submit = pending[: max(0, limit - len(in_flight))]
         if to_submit:
             tried_at = context.current_utc_datetime
-            _, busy = yield from _pool_step(context, c.SUBMIT, c.SubmitInput(
-                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit]),
-                outage_limit > 0, awaited)
+            submit = c.SubmitInput(task_id=task_id, job_id=job_id,
+                                   shards=[(sid, state[sid]["attempt"]) for sid in to_submit])
+            if _in_the_job(state):  # a job missing now was deleted outside trapbatch (module docstring)
+                submit["create_job"] = False
+            _, busy = yield from _pool_step(context, c.SUBMIT, submit, outage_limit > 0, awaited)
             if busy is None:
                 for sid in to_submit:
                     state[sid]["status"], state[sid]["pool"] = ShardStatus.submitted, QUEUED
@@ -674,9 +699,10 @@ def _run_shards(context: df.DurableOrchestrationContext,
             lost = _unknown_shards(state, poll.get("unknown") or [])
             if lost:  # a submission the pool never received: submit it again (a known id would be a no-op)
                 tried_at = context.current_utc_datetime
+                # their shards were submitted to the job: not created again (module docstring)
                 _, busy = yield from _pool_step(context, c.SUBMIT, c.SubmitInput(
-                    task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in lost]),
-                    outage_limit > 0, awaited)
+                    task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in lost],
+                    create_job=False), outage_limit > 0, awaited)
                 if busy is not None:  # the next poll, by id, names them unknown again
                     outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
             try:

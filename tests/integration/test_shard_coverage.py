@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from typing import Any, Mapping
 
 import pytest
@@ -24,7 +25,8 @@ from core.settings import Settings
 from core.shards import missing_images
 from gpu_batch import layout
 from gpu_batch import manifest as contract
-from gpu_batch.pool import JobClosed
+from gpu_batch.pool import JobClosed, JobState
+from gpu_batch.pool.local import LocalPool
 from gpu_batch.worker.results import CoverageTarget, ResultWriter, detections_entry, failure_entry
 from gpu_batch.worker.sources import BlobSink
 
@@ -460,3 +462,21 @@ def test_a_resubmission_to_a_job_deleted_outside_trapbatch_fails_job_closed_inst
     with pytest.raises(JobClosed, match="deleted"):
         run_resubmit(TASK, TASK, [(sid, 2)], settings, store, batch)  # type: ignore[arg-type]
     assert batch.jobs == set() and batch.added == [f"{sid}-a1"]
+
+
+def test_a_later_submission_to_a_job_deleted_outside_trapbatch_fails_job_closed_on_the_local_pool(
+        env: tuple[Settings, ReadSpy], storage_connection: str, unique_name: str) -> None:
+    """A shard group's SUBMIT after its first (the next wave of pending shards) says ``create_job: false``
+    (orchestrations.shards): on LocalPool, as on Batch, a job deleted meanwhile refuses it (``JobClosed``, saying
+    what to do) and is not created again; its tasks stay gone. A SUBMIT without the field (an input of before it)
+    creates the job again, as every SUBMIT did."""
+    settings, _ = env
+    pool = LocalPool(storage_connection, log_container=unique_name, table=unique_name + "pool", max_concurrent=1,
+                     worker_command=[sys.executable, "-c", "pass"])
+    run_submit(TASK, TASK, [("s00020", 1)], settings, pool)  # the group's first: creates the job
+    pool.delete_job(TASK)  # deleted outside trapbatch ('az batch job delete', the portal)
+    with pytest.raises(JobClosed, match="was deleted.*Post the same request again"):
+        run_submit(TASK, TASK, [("s00021", 1)], settings, pool, create_job=False)
+    assert pool.job_state(TASK) is JobState.deleted and pool.poll(TASK) == []
+    run_submit(TASK, TASK, [("s00021", 1)], settings, pool)  # no field: created again, as before
+    assert pool.job_state(TASK) is JobState.active and [i.task_id for i in pool.poll(TASK)] == ["s00021-a1"]

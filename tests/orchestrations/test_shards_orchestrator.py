@@ -11,6 +11,8 @@ from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
 from gpu_batch import exit_codes
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id, shard_id
+from gpu_batch.pool import JobClosed
+from gpu_batch.pool.base import closed_outside_hint
 from orchestrations.shards import _unreachable, run_shards
 from tests.orchestrations.replay import HarnessError, Run, run_orchestrator
 
@@ -1340,3 +1342,73 @@ def test_a_group_started_without_the_field_shows_no_unreachable_note() -> None:
 
     assert run.status == "Completed", run.error
     assert not any(isinstance(s, dict) and c.UNREACHABLE_KEY in s for s in run.statuses)
+
+
+# ---------------------------------------- a job deleted outside trapbatch (orchestrations.shards, module docstring)
+
+class DeletingPool(Pool):
+    """The pool activities as Azure Batch answers them around ``az batch job delete``: a SUBMIT creates the job
+    (``ensure_job``) unless its input says ``create_job: false``; a submission to a job Batch no longer has is refused
+    (AzureBatchPool: ``JobClosed`` for 404 JobNotFound). The job is deleted right after poll ``delete_after``."""
+
+    def __init__(self, delete_after: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.delete_after = delete_after
+        self.job = False
+        self.created = 0
+        self.submits: list[list[str]] = []
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        if name == c.SUBMIT:
+            if payload.get("create_job", True) and not self.job:
+                self.job, self.created = True, self.created + 1
+            if not self.job:
+                raise JobClosed(f"job {payload['job_id']} was deleted (JobNotFound): Batch accepts no tasks for a "
+                                f"job it deletes or no longer has; {closed_outside_hint(payload['job_id'])}")
+            self.submits.append([sid for sid, _ in payload["shards"]])
+        answer = super().__call__(name, payload)
+        if name == c.POLL and self.polls == self.delete_after:
+            self.job = False  # deleted outside trapbatch: its tasks are gone with it
+        return answer
+
+
+def test_a_job_deleted_between_rounds_fails_the_group_at_its_next_submission_and_is_not_created_again() -> None:
+    """Each round SUBMITs the next wave of pending shards before it polls: a job deleted to stop the run ('az batch
+    job delete', the portal) was created again by that SUBMIT (``ensure_job``) and the group went on, spending the GPU
+    pool in a job the operator had deleted. The group has had a task in the job, so its later SUBMITs do not create it:
+    the pool refuses, and the group fails saying what happened and what to do."""
+    pool = DeletingPool(delete_after=1)  # s0 ends at the first poll; the job is deleted; s1 and s2 still pending
+    run = run_group(3, pool, max_in_flight=1)
+    assert run.status == "Failed"
+    assert "JobClosed" in (run.error or "") and "was deleted" in (run.error or "")
+    assert "Post the same request again" in (run.error or "")  # closed_outside_hint: what to do
+    assert pool.created == 1 and not pool.job  # created by the first SUBMIT only, never again
+    assert pool.submits == [[shard_id(0)]]  # nothing of s1 reached a pool
+    first, *later = run.inputs(c.SUBMIT)
+    assert "create_job" not in first and later and all(s["create_job"] is False for s in later)
+
+
+def test_a_submission_again_of_shards_the_pool_named_unknown_does_not_create_the_job() -> None:
+    """The SUBMIT again of a shard a poll by id found unknown follows its first submission to the job: a job missing
+    then was deleted, so it is not created again either."""
+    lost = pool_task_id(shard_id(1), 1)
+    pool = LosingPool({lost}, runs_for={pool_task_id(shard_id(0), 1): 3})
+    run = run_group(2, pool, max_in_flight=2)
+    assert run.status == "Completed", run.error
+    first, again = run.inputs(c.SUBMIT)
+    assert "create_job" not in first and again["create_job"] is False and again["shards"] == [[shard_id(1), 1]]
+
+
+def test_a_reruns_first_submission_creates_the_job_though_its_reused_shards_start_done() -> None:
+    """A re-run's reused shards start ``done`` without any pool task (``orchestrations.task._reused_state``): the
+    group has had nothing in its job yet, so its first SUBMIT creates it; the next wave's does not."""
+    state = {shard_id(0): {"attempt": 1, "status": ShardStatus.done, "covered": IMAGES, "seen": IMAGES},
+             shard_id(1): {"attempt": 1, "status": ShardStatus.pending},
+             shard_id(2): {"attempt": 1, "status": ShardStatus.pending}}
+    pool = DeletingPool(delete_after=0)
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_in_flight=1), "state": state,
+                                        "shards": list(state)}, pool, instance_id=f"{TASK}-shards-0000")
+    assert run.status == "Completed", run.error
+    assert pool.created == 1 and pool.submits == [[shard_id(1)], [shard_id(2)]]
+    first, second = run.inputs(c.SUBMIT)
+    assert "create_job" not in first and second["create_job"] is False
