@@ -21,6 +21,7 @@ import requests
 
 from cli.config import LOOPBACK_HOSTS, Config, config_path
 from cli.errors import CliError
+from cli.hints import with_task_id
 
 DEFAULT_TIMEOUT_S = 60.0
 # GET /api/tasks may work up to api.starters.INSTANCE_LIST_TIMEOUT_S (200 s) before it answers its own 503 with what
@@ -265,6 +266,7 @@ class ApiClient:
     def _error(self, resp: requests.Response, method: str, path: str) -> CliError:
         code = resp.status_code
         error, hint = _api_error(resp)
+        hint = with_task_id(hint, path)  # "GET /api/tasks/<id>/repeats" of a request about that task: its id
         what = f"{method} {path} answered {code}" + (f": {error}" if error else "")
         if code == 401:
             if error:  # the app's own 401 (a caller identity is required): its hint says how to sign in

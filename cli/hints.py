@@ -40,6 +40,23 @@ _POST_REQUEST = re.compile(r"\bpost (?=(?:it|the (?:same )?request)\b)")
 _REPEATED = re.compile(r"(?P<cmd>trapbatch [^();]*?) \((?P=cmd)(?P<end>\)|; )")
 
 
+# A route of the app's hints with a placeholder for the task's id (PLACEHOLDERS): "GET /api/tasks/<id>/repeats"
+_PLACEHOLDER_ROUTE = re.compile(r"/api/tasks/(?:\{id\}|\{task_id\}|<id>|<task id>)(?=[/\s)'\",;]|$)")
+# The task a request path is about: "/api/tasks/<id>" and what is under it
+_TASK_PATH = re.compile(r"^/api/tasks/(?P<id>[^/?#\s]+)")
+
+
+def with_task_id(hint: str, path: str) -> str:
+    """``hint`` with the task id of the request ``path`` in place of the app's placeholder in its routes. Why: the
+    app writes some hints where it does not know the id (the request's validation: "GET /api/tasks/<id>/repeats
+    lists ..."); shown as "trapbatch repeats <task id>" to someone who had just typed the id, the next command could
+    not be pasted. A path that names no task leaves the hint as it is."""
+    m = _TASK_PATH.match(path)
+    if not m or not hint:
+        return hint
+    return _PLACEHOLDER_ROUTE.sub(lambda _: f"/api/tasks/{m.group('id')}", hint)
+
+
 def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = frozenset()) -> str:
     """``hint`` with the app's routes as the CLI's commands and its JSON fields as flags (``flags``: field ->
     flag; ``switches``: the fields whose flag takes no value, given as ``"field": true``)."""

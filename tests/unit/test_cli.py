@@ -873,6 +873,31 @@ def test_a_refusal_that_is_not_the_apps_says_who_refused_and_what_to_check() -> 
     assert "belongs to another caller" in theirs.value.message and theirs.value.hint == "ask its owner"
 
 
+def test_an_apps_hint_about_this_task_names_its_id_not_a_placeholder(monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch repeats ID --keep r00009`` (an id not in the list) said ``next: trapbatch repeats <task id> lists
+    ...``: the app's validation does not know the id and writes ``GET /api/tasks/<id>/repeats``, but the CLI sent
+    the request about that task: its next line is a command to paste. A hint about no task stays as it is."""
+    import cli.main as cli_main
+    from cli.client import ApiClient
+    from core.errors import TrapbatchError
+    from core.requests import parse_repeat_removal
+
+    with pytest.raises(TrapbatchError) as refused:  # the app's own words for the case
+        parse_repeat_removal({"keep": ["r00009"]}, ["r00001"])
+    body = json.dumps({"error": refused.value.message, "hint": refused.value.hint})
+    task = "task-0123456789abcdef0123"
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=_Answers((400, {"_body": body})),
+                                                                        sleep=lambda s: None))
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "repeats", task, "--keep", "r00009"]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"next: trapbatch repeats {task} lists" in err and "<task id>" not in err
+    client, _ = _client(_Answers((400, {"_body": json.dumps({"error": "bad", "hint": "GET /api/tasks/<id> shows"})})))
+    with pytest.raises(CliError) as listed:
+        client.list()
+    assert listed.value.hint == "GET /api/tasks/<id> shows"
+
+
 def test_the_apps_own_503_with_retry_after_is_tried_again() -> None:
     """The app's storage or task hub busy (StorageUnavailable, TaskHubUnavailable: 503 with Retry-After 30) asks to
     be asked again: ``status --wait`` or a download ended on the first throttled answer."""
