@@ -440,7 +440,10 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     if not wait:
         if not answer.get("started") and answer.get("hint"):
             said.print(f"its stage: {answer.get('stage')}; {in_cli_words(answer['hint'])}")
-        said.print(f"follow it: trapbatch watch {task_id}")
+        if not found_ended(answer):  # a task that has ended has nothing to follow: the hint said what to do
+            said.print(f"follow it: trapbatch watch {task_id}")
+        elif not answer.get("hint"):
+            said.print(f"it has ended: trapbatch status {task_id} shows how")
         return
     st = watch_task(state.client, task_id, plain, to_stderr=as_json, confirm=confirm)
     if as_json:
@@ -492,8 +495,8 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
     if not wait:
         if as_json:
             _print_json([{**a, "folder": f} for f, a in answers] + failures)
-        elif answers:
-            out.print("follow them: " + "; ".join(f"trapbatch watch {a['id']}" for _, a in answers))
+        elif running := [a for _, a in answers if not found_ended(a)]:  # an ended task has nothing to follow
+            out.print("follow them: " + "; ".join(f"trapbatch watch {a['id']}" for a in running))
         _exit_for_folders([], failures)
         return
     finals: list[dict[str, Any]] = []
@@ -569,6 +572,8 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
         if not quiet:
             out.print(f"task {answer['id']} for folder {folder}: " +
                       ("started" if answer.get("started") else "already known (same request)"))
+            if found_ended(answer) and answer.get("hint"):  # as a single submit says it: how it ended, what next
+                out.print(f"  its stage: {answer.get('stage')}; {in_cli_words(str(answer['hint']))}")
     return answers, failures
 
 

@@ -516,6 +516,45 @@ def test_submit_folders_wait_says_how_to_run_a_folders_ended_task_again(
     assert "--rerun" not in capsys.readouterr().err
 
 
+def test_submit_without_wait_offers_to_follow_only_a_task_that_still_runs(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit`` (no --wait) of a request whose task had ended said "follow it: trapbatch watch ID" after the app's
+    word that it ran already: there is nothing to follow. ``submit --folder`` said only "already known" of such a
+    folder, not how it ended nor what to do, and offered to follow it too."""
+    import cli.main as cli_main
+
+    ended = {"id": "task-0000000000000000000e", "started": False, "stage": "completed_with_errors",
+             "hint": "this request ran already: its results: GET /api/tasks/task-0000000000000000000e/results"}
+    running = {"id": "task-0000000000000000000a", "started": False, "stage": "detecting",
+               "hint": "the same request's task is still running"}
+    new = {"id": "task-0000000000000000000b", "started": True}
+
+    class Client:
+        answers: list[dict[str, Any]] = []
+
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return Client.answers.pop(0)
+
+    monkeypatch.setattr(cli_main, "ApiClient", Client)
+    base = ["--url", "http://127.0.0.1:9", "--key", "k", "submit", "--container", "photos"]
+    Client.answers = [ended, running]
+    assert main(base) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "its stage: completed_with_errors" in said and "trapbatch results task-0000000000000000000e" in said
+    assert "trapbatch watch" not in said
+    assert main(base) == 0
+    assert "follow it: trapbatch watch task-0000000000000000000a" in " ".join(capsys.readouterr().out.split())
+    Client.answers = [ended, new]
+    assert main([*base, "--folder", "Summer_2018", "--folder", "Winter_2018"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "its stage: completed_with_errors; this request ran already" in said
+    assert "follow them: trapbatch watch task-0000000000000000000b" in said
+    assert "watch task-0000000000000000000e" not in said
+
+
 @pytest.mark.parametrize("folders", [[], ["Summer_2018"]])
 def test_submit_wait_that_found_its_task_still_running_does_not_say_it_had_ended_before(
         folders: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
