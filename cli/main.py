@@ -1029,6 +1029,10 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
     if search_again and (keep is not None or remove is not None):
         raise CliError("give --search or a choice (--keep/--remove), not both",
                        "search first, look at the new list, then choose from it", 2)
+    if list_id and keep is None and remove is None:  # the list a choice is made from: nothing else reads it
+        raise CliError("--list goes with --keep or --remove (the list the places are chosen from)",
+                       f"trapbatch repeats {task_id} shows the current list and its places; choose with "
+                       f"trapbatch repeats {task_id} --keep r00002 --list {list_id}", 2)
     if keep is not None and remove is not None:
         raise CliError("give --keep or --remove, not both",
                        "--keep: places that are real animals (the rest goes); --remove: the places to drop", 2)

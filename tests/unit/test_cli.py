@@ -219,6 +219,9 @@ def test_previews_checks_the_threshold_before_sending(value: str, capsys: pytest
 @pytest.mark.parametrize("args, needle", [
     (["--occurrence-threshold", "10"], "--occurrence-threshold is an option of --search"),
     (["--search", "--keep", "r00001"], "not both"),
+    # a list id names the list a choice comes from: alone, or with --search, it was dropped without a word
+    (["--list", "s20261206T163339Z-13feb6"], "--list goes with --keep or --remove"),
+    (["--search", "--list", "s20261206T163339Z-13feb6"], "--list goes with --keep or --remove"),
 ])
 def test_repeat_search_options_go_with_search_alone(args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
