@@ -475,12 +475,19 @@ def found_ended(answer: dict[str, Any]) -> bool:
 def ended_before_line(st: dict[str, Any], code: int, started: bool, folder: str = "") -> str:
     """``next:`` for a submit that found its task already ended badly (failed, cancelled, completed with errors: the
     task's own end, not a step after detection): posting the same request again finds that task, it does not run it
-    again; only ``--rerun`` does. "" when the submit started the task or found it still running (``started``:
-    ``not found_ended(answer)``), or it ended well. ``folder``: whose task, for
-    ``submit --folder``, which said nothing of it while a single submit did."""
-    if started or code in (EXIT_OK, EXIT_FOLLOW_UP_FAILED):
+    again; only ``--rerun`` does. A task found ended well gets a ``note:`` instead: its results are of that run, so
+    photos uploaded since are in none (``submit --wait`` after adding photos said "completed", exit 0, and ran
+    nothing); ``--only-new`` runs them. "" when the submit started the task or found it still running (``started``:
+    ``not found_ended(answer)``). ``folder``: whose task, for ``submit --folder``, which said nothing of it while a
+    single submit did."""
+    if started:
         return ""
     whose = f"folder {folder}'s task" if folder else "this request's task"
+    if code in (EXIT_OK, EXIT_FOLLOW_UP_FAILED):  # its results are of that run: photos uploaded since are not in them
+        only_new = f"--folder {shlex.quote(folder)} --only-new" if folder else "--only-new"
+        return (f"[bold]note:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before: these are that "
+                "run's results, and photos added or changed since are not in them; to run those, submit the same "
+                f"request with {escape(only_new)} (--rerun runs every image again)")
     flags = f"--folder {shlex.quote(folder)} --rerun" if folder else "--rerun"  # to paste: quoted for a shell
     return (f"[bold]next:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before; to run it again, "
             f"submit the same request with {escape(flags)} (or --only-new to run only new or changed images)")

@@ -558,6 +558,39 @@ def test_submit_without_wait_offers_to_follow_only_a_task_that_still_runs(
     assert "watch task-0000000000000000000e" not in said
 
 
+@pytest.mark.parametrize("folders, only_new", [([], "--only-new"), (["Summer_2018"], "--folder Summer_2018 --only-new")])
+@pytest.mark.parametrize("stage_found", ["completed", "detecting"])
+def test_submit_wait_that_found_its_task_completed_before_says_new_photos_are_not_in_it(
+        folders: list[str], only_new: str, stage_found: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Photos added to a container, then the same ``submit --wait`` (what ``scripts.upload_local`` advises): it
+    found the task that had completed before, printed "completed" and exited 0, and ran nothing; nothing said that
+    the new photos were in no results. A task found still running that then completes gets no such note."""
+    import cli.main as cli_main
+
+    class CompletedTaskClient:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"id": "task-00000000000000000009", "started": False, "stage": stage_found}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed", "runtime_status": "Completed", "images": 3}
+
+    monkeypatch.setattr(cli_main, "ApiClient", CompletedTaskClient)
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None, raising=False)
+    flags = [arg for folder in folders for arg in ("--folder", folder)]
+    base = ["--url", "http://127.0.0.1:9", "--key", "k", "submit", "--container", "photos", "--wait", "--plain"]
+    assert main([*base, *flags]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    if stage_found == "completed":
+        assert "had ended completed before" in err and "photos added or changed since are not in them" in err
+        assert f"submit the same request with {only_new}" in err
+    else:
+        assert "before" not in err and "--only-new" not in err
+
+
 @pytest.mark.parametrize("folders", [[], ["Summer_2018"]])
 def test_submit_wait_that_found_its_task_still_running_does_not_say_it_had_ended_before(
         folders: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
