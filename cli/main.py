@@ -67,8 +67,8 @@ pass_state = click.make_pass_decorator(State)
 def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None, auth_client_id: str | None) -> None:
     """Run MegaDetector over a blob container with trapbatch, and watch, fetch and tidy its results.
 
-    Configuration: flags, then TRAPBATCH_URL / TRAPBATCH_KEY / TRAPBATCH_TOKEN / TRAPBATCH_STORAGE_CONNECTION, then
-    ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed, was
+    Configuration: flags, then TRAPBATCH_URL / TRAPBATCH_KEY / TRAPBATCH_TOKEN / TRAPBATCH_AUTH_CLIENT_ID /
+    TRAPBATCH_STORAGE_CONNECTION, then ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed, was
     cancelled, terminated or expired (previews --wait: the re-render failed), 2 bad arguments or no app configured,
     3 completed with errors (zooniverse: some photos not prepared), 4 the app could not be reached or refused the
     request, 5 completed but a step after detection failed (exports, repeat search, pool job, previews' expiry or

@@ -29,6 +29,13 @@ def test_help_lists_every_subcommand_with_one_line() -> None:
         assert len(line.split(name, 1)[1].strip()) > 10 and "..." not in line
 
 
+def test_help_names_every_environment_variable_the_configuration_reads() -> None:
+    """``trapbatch --help``'s "Configuration:" left out TRAPBATCH_AUTH_CLIENT_ID, which ``trapbatch config`` reads."""
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=200)
+    configuration = " ".join(result.output.split("Configuration:")[1].split("Options:")[0].split())
+    assert [v for v in cfg.FIELDS.values() if v not in configuration] == []
+
+
 def test_the_pyproject_entry_point_is_the_main_function() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, attr = scripts["trapbatch"].partition(":")
