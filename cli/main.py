@@ -632,11 +632,13 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         answers, failures = _post_folders(state, folder_requests(body, folders), quiet=True)
     estimates: list[tuple[str, dict[str, Any]]] = []
     earlier: list[str] = []
-    for folder, answer in answers:
+    for index, (folder, answer) in enumerate(answers):
         # the enumeration of millions of images takes minutes: a line per stage change (standard error) shows it lives
         try:
             st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
                           poll_s=1.0)
+        except KeyboardInterrupt:
+            raise _interrupted_estimates(answers[index:]) from None
         except CliError as exc:
             if not folders or exc.exit_code == EXIT_INTERRUPTED:
                 raise
@@ -671,6 +673,18 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate "
                   "never starts the real run)")
     _exit_for_folders([], failures)
+
+
+def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]]) -> CliError:
+    """Ctrl-C while ``estimate`` waited for a listing: the estimates not yet waited for keep listing in the app, by
+    their task ids. Why: the estimate's id is printed nowhere else, and the stop said "trapbatch status <task id>"
+    after a listing of minutes; the same command run again finds the same estimates (not listed twice)."""
+    ids = ", ".join(a["id"] + (f" (folder {f})" if f else "") for f, a in unfinished)
+    first = unfinished[0][1]["id"]
+    return CliError(f"stopped waiting (Ctrl-C); estimate{'s' if len(unfinished) > 1 else ''} {ids} "
+                    f"keep{'' if len(unfinished) > 1 else 's'} listing in the app",
+                    f"trapbatch status {first} shows where it is; the same estimate command run again waits for "
+                    "the same estimate (it is not listed twice)", exit_code=EXIT_INTERRUPTED)
 
 
 @cli.command(short_help="Show a task's stage, counts, progress and outcome.")

@@ -873,6 +873,38 @@ def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatc
     assert "keeps running" in said and "trapbatch status" in said
 
 
+@pytest.mark.parametrize("folders", [[], ["Summer_2018", "Winter_2018"]])
+def test_ctrl_c_during_an_estimates_listing_names_the_estimates_that_keep_listing(
+        folders: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while ``estimate`` waited for a listing of minutes said "trapbatch status <task id>": the estimate's
+    id was printed nowhere. It names each estimate not yet waited for, by id (and folder), and exits 130."""
+    import cli.main as cli_main
+
+    class ListingClient:
+        posted = 0
+
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            ListingClient.posted += 1
+            return {"id": f"task-0000000000000000000{ListingClient.posted}", "started": True}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "ApiClient", ListingClient)
+    flags = [arg for folder in folders for arg in ("--folder", folder)]
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "estimate", "--container", "photos", *flags]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "<task id>" not in err and "trapbatch status task-00000000000000000001" in err
+    if folders:
+        assert ("estimates task-00000000000000000001 (folder Summer_2018), task-00000000000000000002 (folder "
+                "Winter_2018) keep listing") in err
+    else:
+        assert "estimate task-00000000000000000001 keeps listing" in err
+
+
 def test_ctrl_c_during_a_watch_is_no_error_and_says_how_to_follow_the_task_again(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``watch`` stopped with Ctrl-C printed "error: stopped watching": the task had not failed, only the watching
