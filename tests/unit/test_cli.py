@@ -952,6 +952,35 @@ def test_ctrl_c_during_a_results_download_says_the_same_command_resumes(
     assert "next: run the same command again" in said and "resumes" in said
 
 
+@pytest.mark.parametrize("rerun_running", [True, False])
+def test_results_during_a_rerun_say_they_are_the_previous_runs(
+        rerun_running: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """``results`` while a re-run runs downloads the results still served, the previous run's (the API answers them
+    and the status says ``served``), said nowhere: they were taken for the new run's."""
+    from cli import download as cli_download
+    from cli import main as cli_main
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": "results/task-1/detections.json"}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            if not rerun_running:
+                return {"id": task_id, "stage": "completed"}
+            return {"id": task_id, "stage": "detecting", "served": {"generation": "r26120616310026d2",
+                                                                     "hint": "this is a re-run"}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: object())
+    monkeypatch.setattr(cli_download, "download", lambda *a, **k: [])
+    assert cli_main.main(["results", "task-1", "--out", str(tmp_path)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert ("task task-1 is running again (stage: detecting): these are its previous run's results "
+            "(r26120616310026d2)" in said) is rerun_running
+    assert ("trapbatch watch task-1" in said) is rerun_running
+
+
 def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
     """An answer with the app's {"error", "hint"} is its decision (too many running tasks, Retry-After 300; an
     instance list too slow to read at 200 s): retrying it 4 times took ~20 minutes before the hint was shown."""
