@@ -981,6 +981,28 @@ def test_results_during_a_rerun_say_they_are_the_previous_runs(
     assert ("trapbatch watch task-1" in said) is rerun_running
 
 
+def test_repeats_open_prints_the_page_address(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``repeats --open`` over ssh (no browser): xdg-open's "no method available" was all it said, exit 0, and the
+    page's address appeared only inside that message. The address is printed, and the page is still opened."""
+    from cli import main as cli_main
+
+    url = "https://site.example/web/task-1-abc/index.html"
+    opened: list[str] = []
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"locations": [], "search": "merge"}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"public_url": url}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.click, "launch", lambda target: opened.append(target) or 0)
+    assert cli_main.main(["repeats", "task-1", "--open"]) == 0
+    assert f"preview page: {url}" in capsys.readouterr().out and opened == [url]
+
+
 def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
     """An answer with the app's {"error", "hint"} is its decision (too many running tasks, Retry-After 300; an
     instance list too slow to read at 200 s): retrying it 4 times took ~20 minutes before the hint was shown."""
