@@ -498,7 +498,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
     """``submit --folder``: every folder's task is posted (all checked first, so a bad folder starts none), then,
     with ``wait``, followed one after the other (they run side by side on the pool). A folder whose task could not be
     posted or followed is reported with its folder after the others, whose ids are never lost to it."""
-    answers, failures = _post_folders(state, folder_requests(body, folders), as_json)
+    answers, failures = _post_folders(state, folder_requests(body, folders), as_json, say_ended=not wait)
     if not wait:
         if as_json:
             _print_json([{**a, "folder": f} for f, a in answers] + failures)
@@ -548,12 +548,13 @@ def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]],
     return CliError(f"stopped watching (Ctrl-C); {running}{done}", hint, exit_code=EXIT_INTERRUPTED)
 
 
-def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool
+def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool, say_ended: bool = False
                   ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
     """Post each folder's request: ``(folder, answer)`` of those the app took, and a failure (``_folder_failure``)
     for the first it refused and for each folder after it, which is not sent: what refuses one folder's request
     (the key, a limit of running tasks, an unreachable app) refuses the next, and the same command run again finds
-    the tasks already started rather than running them twice."""
+    the tasks already started rather than running them twice. ``say_ended``: a task found ended is said with its
+    stage and the app's hint (``submit --folder`` without --wait; with it, ``ended_before_line`` says it once)."""
     answers: list[tuple[str, dict[str, Any]]] = []
     failures: list[dict[str, Any]] = []
     for n, (folder, request) in enumerate(requests):
@@ -579,7 +580,8 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
         if not quiet:
             out.print(f"task {answer['id']} for folder {folder}: " +
                       ("started" if answer.get("started") else "already known (same request)"))
-            if found_ended(answer) and answer.get("hint"):  # as a single submit says it: how it ended, what next
+            # as a single submit without --wait says it (with --wait, ended_before_line says it after the summary)
+            if say_ended and found_ended(answer) and answer.get("hint"):
                 out.print(f"  its stage: {answer.get('stage')}; {in_cli_words(str(answer['hint']))}")
     return answers, failures
 
