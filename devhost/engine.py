@@ -97,6 +97,44 @@ def validate_instance_id(instance_id: str) -> None:
         raise InvalidInstanceId(f"Instance ID lengths must not exceed {MAX_INSTANCE_ID_LENGTH} characters.")
 
 
+def unknown_function_message(name: str, kind: str, known: list[str]) -> str:
+    """ext ``DurableTaskExtension.GetInvalidActivityFunctionMessage`` / ``GetInvalidOrchestratorFunctionMessage``."""
+    listed = "', '".join(known)
+    return (f"The function '{name}' doesn't exist, is disabled, or is not an {kind} function. Additional info: "
+            + (f"The following are the known {kind} functions: '{listed}'." if known
+               else f"No {kind} functions are currently registered!"))
+
+
+def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None,
+                 activities: list[str], orchestrators: list[str]) -> str | None:
+    """What the extension throws when the out-of-proc shim schedules ``action``, or None.
+
+    Why: ext ``Listener/OutOfProcOrchestrationShim.cs`` ``InvokeAPIFromAction`` hands each action to
+    ``ContextImplementations/DurableOrchestrationContext.cs`` ``CallDurableTaskFunctionAsync``, which checks, in this
+    order: the function exists (``DurableTaskExtension.ThrowIfFunctionDoesNotExist``; ``FunctionName`` compares
+    OrdinalIgnoreCase), a sub-orchestration's id is not the orchestration's own or its parent's (OrdinalIgnoreCase)
+    and does not start with '@'. Its ArgumentException is thrown while scheduling, outside every task, so the
+    orchestrator cannot catch it: ``Listener/TaskOrchestrationShim.cs`` fails the instance (fidelity row 44).
+    """
+    t = action.get("actionType")
+    name = str(action.get("functionName") or "")
+    if t in (h.CALL_ACTIVITY, h.CALL_ACTIVITY_WITH_RETRY):
+        if name.lower() not in {a.lower() for a in activities}:
+            return unknown_function_message(name, "activity", activities)
+    elif t in (h.CALL_SUBORCH, h.CALL_SUBORCH_WITH_RETRY):
+        if name.lower() not in {o.lower() for o in orchestrators}:
+            return unknown_function_message(name, "orchestrator", orchestrators)
+        child = action.get("instanceId")
+        if child is not None and (child.lower() == instance_id.lower()
+                                  or (parent_id is not None and child.lower() == parent_id.lower())):
+            return ("The instance ID of a sub-orchestration must be different than the instance ID of a parent "
+                    "orchestration.")
+        if child is not None and child.startswith("@"):
+            # ArgumentException(nameof(instanceId), "...") : message and parameter name swapped, as in DurableClient
+            return "instanceId (Parameter 'Orchestration instance ids must not start with @')"
+    return None
+
+
 def _is_control(c: str) -> bool:
     """.NET ``char.IsControl``: U+0000-U+001F and U+007F-U+009F."""
     return ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
@@ -255,11 +293,7 @@ class Engine:
         starts of one id exactly one wins. Sub-orchestration starts (``parent`` given) come from the engine itself.
         """
         if name not in self.index.orchestrators:
-            known = "', '".join(self.index.orchestrators)
-            raise UnknownFunction(f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator "
-                                  "function. Additional info: " + (f"The following are the known orchestrator "
-                                  f"functions: '{known}'." if known else "No orchestrator functions are currently "
-                                  "registered!"))
+            raise UnknownFunction(unknown_function_message(name, "orchestrator", list(self.index.orchestrators)))
         iid = instance_id or uuid.uuid4().hex
         if parent is None:
             validate_instance_id(iid)
@@ -610,7 +644,7 @@ class Engine:
         too_big = custom_status_error(state.get("customStatus"))
         error = f"Orchestrator function '{inst['Name']}' failed: {too_big}" if too_big else None
         if not error:  # the actions an orchestrator returned before it raised are scheduled too (the shim does)
-            error = self._record_actions(iid, doc, state, special, now, effects)
+            error = self._record_actions(iid, doc, state, special, now, effects, inst)
         if not error and state.get("error") and not doc["open"] and not doc.get("held_back"):
             error = f"Orchestrator function '{inst['Name']}' failed: {state['error']}"
         if error:
@@ -640,14 +674,22 @@ class Engine:
 
     def _record_actions(self, iid: str, doc: dict[str, Any], state: dict[str, Any],
                         special: tuple[dict[str, Any], dict[str, Any], str] | None, now: Any,
-                        effects: list[tuple[Any, ...]]) -> str | None:
+                        effects: list[tuple[Any, ...]], inst: dict[str, Any]) -> str | None:
         atomic = h.flatten(state.get("actions") or [])
         seq_actions = [a for a in atomic if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
         recorded = doc["recorded"]
+        limit = _shim_limit(state.get("actions") or [], doc)
+        # the shim schedules (and checks) the actions it reaches in order, every episode, replayed ones included: an
+        # action it refuses fails the instance, unless an earlier action already broke determinism (row 44)
+        for i, a in enumerate(seq_actions[:limit]):
+            refusal = shim_refusal(a, iid, inst.get("ParentInstanceId") or None, list(self.index.activities),
+                                   list(self.index.orchestrators))
+            if refusal:
+                return (h.nondeterminism_error(seq_actions[:i], recorded[:i], doc["action_ids"][:i])
+                        or f"Orchestrator function '{inst['Name']}' failed: {refusal}")
         nondeterministic = h.nondeterminism_error(seq_actions, recorded, doc["action_ids"])
         if nondeterministic:
             return nondeterministic
-        limit = _shim_limit(state.get("actions") or [], doc)
         doc["held_back"] = limit < len(seq_actions)
         for a in seq_actions[len(recorded):limit]:
             sid = doc["next_seq"]

@@ -244,6 +244,20 @@ def parent_of_sleepy(context: df.DurableOrchestrationContext):  # type: ignore[n
 
 
 @app.orchestration_trigger(context_name="context")
+def calls_missing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Calls an activity (input "activity") or a sub-orchestrator (else) that the app does not have, and catches the
+    failure if there is one to catch."""
+    try:
+        if context.get_input() == "activity":
+            yield context.call_activity("no_such_activity", 1)
+        else:
+            yield context.call_sub_orchestrator("no_such_orchestrator", 1)
+        return "called"
+    except Exception as exc:
+        return "caught: " + str(exc)
+
+
+@app.orchestration_trigger(context_name="context")
 def chatty(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     """Sets a custom status of ``input`` characters."""
     context.set_custom_status("x" * context.get_input())

@@ -105,6 +105,52 @@ def test_terminating_a_sub_orchestration_fails_the_waiting_parent(host: DevHost)
     assert host.get_status(child)["runtimeStatus"] == "Terminated"
 
 
+# ------------------------------------------------------------------ 44. what the shim refuses to schedule
+def test_calling_a_function_the_app_does_not_have_fails_the_orchestration_not_the_task(host: DevHost) -> None:
+    """ext Listener/OutOfProcOrchestrationShim.cs InvokeAPIFromAction hands each action to
+    ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync, which first calls
+    DurableTaskExtension.cs ThrowIfFunctionDoesNotExist (names compared as FunctionName: OrdinalIgnoreCase): an
+    ArgumentException "The function '<name>' doesn't exist, is disabled, or is not an activity function. Additional
+    info: The following are the known activity functions: '...'." It is thrown while the shim schedules, not inside a
+    task, so the orchestrator's try/except never sees it: Listener/TaskOrchestrationShim.cs
+    InvokeUserCodeAndHandleResults fails the instance "Orchestrator function '<name>' failed: <message>". devhost
+    scheduled the call and failed the task, which the orchestrator caught (or a retry policy retried)."""
+    activity = host.wait_for(host.start_orchestration("calls_missing", "activity"), 30)
+    assert activity["runtimeStatus"] == "Failed", activity
+    known = "', '".join(host.engine.index.activities)
+    assert activity["output"] == (
+        "Orchestrator function 'calls_missing' failed: The function 'no_such_activity' doesn't exist, is disabled, or "
+        f"is not an activity function. Additional info: The following are the known activity functions: '{known}'.")
+    orchestrator = host.wait_for(host.start_orchestration("calls_missing", "orchestrator"), 30)
+    assert orchestrator["runtimeStatus"] == "Failed", orchestrator
+    assert orchestrator["output"].startswith(
+        "Orchestrator function 'calls_missing' failed: The function 'no_such_orchestrator' doesn't exist, is disabled, "
+        "or is not an orchestrator function. Additional info: The following are the known orchestrator functions: "
+        "'"), orchestrator
+    assert host.get_status("no_such_orchestrator") is None
+
+
+@pytest.mark.parametrize("child", ["own", "OWN", "@entity-like"])
+def test_a_sub_orchestration_id_the_extension_refuses_fails_the_parent(host: DevHost, child: str) -> None:
+    """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync, FunctionType.Orchestrator:
+    a sub-orchestration id equal (OrdinalIgnoreCase) to the orchestration's own id or its parent's is refused,
+    "The instance ID of a sub-orchestration must be different than the instance ID of a parent orchestration.", and
+    one starting with '@' too (ArgumentException built with message and parameter name swapped, so its Message reads
+    "instanceId (Parameter 'Orchestration instance ids must not start with @')"); thrown while the out-of-proc shim
+    schedules, so the parent fails (Listener/TaskOrchestrationShim.cs) whatever its try/except. devhost started a
+    child under the parent's own id, wiping the parent's state."""
+    parent = "parent-" + uuid.uuid4().hex[:8]
+    child_id = {"own": parent, "OWN": parent.upper()}.get(child, child)
+    st = host.wait_for(host.start_orchestration("parent_of_sleepy", child_id, parent), 30)
+    assert st["runtimeStatus"] == "Failed", st
+    assert st["output"] == "Orchestrator function 'parent_of_sleepy' failed: " + (
+        "instanceId (Parameter 'Orchestration instance ids must not start with @')" if child.startswith("@") else
+        "The instance ID of a sub-orchestration must be different than the instance ID of a parent orchestration.")
+    assert st["input"] == child_id  # the parent's own instance was not replaced by a child
+    if child.startswith("@"):
+        assert host.get_status(child_id) is None
+
+
 def test_a_parent_started_again_starts_its_child_again_under_the_same_ids(host: DevHost) -> None:
     """A failed task posted again runs a new execution of the same instance id, whose shard groups have the ids and
     task sequence numbers of the first run's. Azure does not skip such a child (DTFx OrchestrationSessionManager
