@@ -457,6 +457,15 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
 # HTTP triggered function can take to respond to a request" (MicrosoftDocs includes/functions-timeout-duration.md):
 # a list that takes longer must end in the app's own answer, not the front end's cut.
 INSTANCE_LIST_TIMEOUT_S = 200
+# What the 503s of a slow list tell the operator to send. ext HttpApiHandler.cs
+# HandleDeleteHistoryWithFiltersRequestAsync refuses a purge without createdTimeFrom (400), and one without
+# runtimeStatus purges every status in the range; of a runtimeStatus list dtfx (DurableTask.AzureStorage
+# AzureTableTrackingStore.PurgeInstanceHistoryAsync) keeps only the finished ones, and a list left empty filters
+# nothing. Running tasks and the preview expiries, which wait for days, must survive it. (devhost README rows 3, 10)
+PURGE_HINT = ("purge old ones: DELETE /runtime/webhooks/durabletask/instances?createdTimeFrom=2000-01-01T00:00:00Z"
+              "&createdTimeTo=<a UTC time>&runtimeStatus=Completed,Failed,Terminated&code=<the app's "
+              "durabletask_extension system key: az functionapp keys list> (always with runtimeStatus: without it, "
+              "or with only unfinished states, running tasks and waiting preview expiries are purged too)")
 # POST /api/tasks: its storage and Key Vault calls (the images' account, an image list, a secret, the served
 # generation) and the caller's active tasks are read by this deadline (``start_task``'s ``deadline``): each request
 # with the storage SDK's own timeouts (``POST_TRY_TIMEOUTS``: an account that answers slowly is waited for, as before,
@@ -522,8 +531,7 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
         raise InstanceListTooSlow(
             f"listing the task hub's instances did not end in the {timeout_s:.0f} s left for it ({len(seen) + 1} pages "
             "read)",
-            "the hub holds too many finished instances: purge old ones (Durable management API DELETE "
-            "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
+            f"the hub holds too many finished instances: {PURGE_HINT}; or ask for a task by id "
             "(GET /api/tasks/{id})") from None
 
 
@@ -598,9 +606,7 @@ async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str
         raise InstanceListTooSlow(
             f"reading the inputs of {len(task_ids)} tasks took past the listing's deadline "
             f"({max(0.0, timeout_s):.0f} s were left for them)",
-            "the hub holds too many tasks: purge old ones (Durable management API DELETE "
-            "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
-            "(GET /api/tasks/{id})") from None
+            f"the hub holds too many tasks: {PURGE_HINT}; or ask for a task by id (GET /api/tasks/{{id}})") from None
 
 
 # What to check while shards wait out worker exits 69 (orchestrations.shards "Unavailable exits"; the exit's causes:

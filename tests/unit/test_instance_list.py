@@ -78,3 +78,15 @@ def test_a_list_past_its_time_is_the_apps_own_503_with_what_to_do(monkeypatch: p
     with pytest.raises(InstanceListTooSlow) as info:
         asyncio.run(go())
     assert "did not end in the 1 s left for it" in info.value.message and "purge old ones" in info.value.hint
+
+
+def test_the_purge_the_503_suggests_is_one_the_extension_accepts_and_that_spares_running_instances() -> None:
+    """ext HttpApiHandler.cs HandleDeleteHistoryWithFiltersRequestAsync answers 400 "Please provide value for
+    'createdTimeFrom' parameter." without createdTimeFrom, and purges every status in the range without runtimeStatus
+    (dtfx DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs PurgeInstanceHistoryAsync keeps only
+    Completed, Terminated, Canceled and Failed of a given list): running tasks and the preview expiries that wait for
+    days would go with it. The hint said ``DELETE .../instances?createdTimeTo=...``: refused on Azure (devhost row 3)."""
+    hint = starters.PURGE_HINT
+    assert "DELETE /runtime/webhooks/durabletask/instances?createdTimeFrom=" in hint
+    assert "&createdTimeTo=" in hint and "&runtimeStatus=Completed,Failed,Terminated" in hint
+    assert "code=" in hint  # the webhook needs the system key (devhost row 10)
