@@ -136,6 +136,11 @@ def _bool(query: Any, name: str, default: bool) -> bool:
     return bool(value.lower() == "true")
 
 
+# DurableTask.Core OrchestrationStatus: the names Enum.TryParse takes, and its numbers
+_ORCHESTRATION_STATUS = {str(i): name for i, name in enumerate(
+    ("Running", "Completed", "ContinuedAsNew", "Failed", "Canceled", "Terminated", "Pending", "Suspended"))}
+
+
 def _param(query: Any, name: str) -> str | None:
     return next((v for k, v in query.items() if k.lower() == name.lower()), None)
 
@@ -469,16 +474,25 @@ class HttpFront:
         return web.json_response({"instancesDeleted": 1})
 
     async def purge_by_filter(self, request: web.Request) -> web.Response:
-        """``HandleDeleteHistoryWithFiltersRequestAsync``: createdTimeFrom required (400), 404 when nothing matched."""
+        """``HandleDeleteHistoryWithFiltersRequestAsync``: createdTimeFrom required (400), 404 when nothing matched.
+
+        runtimeStatus: every value of the parameter, comma-separated, each read by .NET ``Enum.TryParse`` (names as
+        written, blanks around allowed, numbers as the enum's values, others dropped; ext
+        ``TryGetIEnumerableQueryParameterValue``); dtfx ``AzureTableTrackingStore.PurgeInstanceHistoryAsync`` keeps
+        the finished states of that list, and a list left empty filters nothing: every instance of the range goes,
+        running ones too (``OrchestrationInstanceStatusQueryCondition.ToOData``; fidelity row 45)."""
         q = request.query
         created_from = _timestamp(_param(q, "createdTimeFrom"))
         if not created_from:
             return web.json_response("Please provide value for 'createdTimeFrom' parameter.", status=400)
         created_to = _timestamp(_param(q, "createdTimeTo")) or h.ts(h.utcnow())
-        asked = [s for s in (_param(q, "runtimeStatus") or "").split(",") if s]
+        asked = [_ORCHESTRATION_STATUS.get(v.strip(), v.strip()) for k, value in q.items()
+                 if k.lower() == "runtimestatus" for v in value.split(",")]
         statuses = tuple(s for s in asked if s in ("Completed", "Terminated", "Canceled", "Failed"))
-        if asked and not statuses:  # the provider purges finished instances only
-            return web.Response(status=404)
+        if asked and not statuses:
+            logger.warning("purge: runtimeStatus %s names no finished state, so every instance created from %s to %s "
+                           "is purged, running ones too, as the Azure Storage provider does", asked, created_from,
+                           created_to)
         deleted = await self._off(functools.partial(self.engine.purge_where, created_from, created_to, statuses))
         if not deleted:
             return web.Response(status=404)

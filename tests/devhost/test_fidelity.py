@@ -218,6 +218,29 @@ def test_management_api_answers_with_the_extensions_status_codes(host: DevHost) 
 
 
 # ------------------------------------------------------------------ 21. one instance's status: its input by default
+def test_a_purge_by_filter_keeps_only_the_finished_states_it_names_and_one_naming_none_purges_every_state(
+        host: DevHost) -> None:
+    """ext HttpApiHandler.cs HandleDeleteHistoryWithFiltersRequestAsync reads runtimeStatus with
+    TryGetIEnumerableQueryParameterValue (every value, comma-separated, each through .NET Enum.TryParse: case-sensitive
+    names, surrounding blanks allowed, unknown ones dropped) and hands the list to dtfx
+    DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs PurgeInstanceHistoryAsync, which keeps only
+    Completed, Terminated, Canceled and Failed; OrchestrationInstanceStatusQueryCondition.ToOData filters by status
+    only when that list is not empty. So naming only unfinished (or unknown) states purges every instance of the range,
+    running ones too; devhost answered 404 and purged nothing, so a purge tried locally looked harmless."""
+    rpc = host.rpc_base_url
+    since = "createdTimeFrom=2000-01-01T00:00:00Z"
+    done = host.start_orchestration("fanout", ["Oslo"], "done-" + uuid.uuid4().hex[:8])
+    assert host.wait_for(done, 30)["runtimeStatus"] == "Completed"
+    asleep = host.start_orchestration("sleepy", None, "asleep-" + uuid.uuid4().hex[:8])
+    wait_until(lambda: running(host, asleep), 20, "the sleeper to run")
+    kept = requests.delete(f"{rpc}instances/?{since}&runtimeStatus=Running&runtimeStatus=%20Completed", timeout=10)
+    assert kept.status_code == 200 and kept.json() == {"instancesDeleted": 1}
+    assert host.get_status(done) is None and running(host, asleep)
+    everything = requests.delete(f"{rpc}instances/?{since}&runtimeStatus=Running,completed", timeout=10)
+    assert everything.status_code == 200 and everything.json() == {"instancesDeleted": 1}
+    assert host.get_status(asleep) is None
+
+
 def test_one_instances_status_carries_its_input_unless_show_input_is_false(host: DevHost) -> None:
     """ext HttpApiHandler.cs HandleGetStatusRequestAsync: ``showInput`` defaults to true. The SDK (1.7,
     RpcManagementOptions._add_arg) leaves every false argument out of the URL, so ``get_status(id)`` and
