@@ -46,6 +46,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 
 from devhost import history as h
 from devhost.functions import AppIndex
+from devhost.hostjson import DEFAULT_MAX_ORCHESTRATION_ACTIONS
 from devhost.metrics import Metrics, Timer
 from devhost.status_history import management_history, parse_to_jtoken
 from devhost.store import TERMINAL, Store
@@ -247,8 +248,10 @@ def _append_to_history(doc: dict[str, Any], new_events: list[dict[str, Any]], co
 
 class Engine:
     def __init__(self, index: AppIndex, store: Store, activity_workers: int = 4, poll_s: float = 0.1,
-                 function_timeout_s: float | None = None, idle_poll_max_s: float = IDLE_POLL_MAX_S) -> None:
+                 function_timeout_s: float | None = None, idle_poll_max_s: float = IDLE_POLL_MAX_S,
+                 max_orchestration_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS) -> None:
         self.index = index
+        self.max_orchestration_actions = max_orchestration_actions  # host.json maxOrchestrationActions (row 46)
         self.store = store
         self.poll_s = poll_s
         self.idle_poll_max_s = max(poll_s, idle_poll_max_s)  # module docstring: Polling
@@ -684,6 +687,10 @@ class Engine:
         for i, a in enumerate(seq_actions[:limit]):
             refusal = shim_refusal(a, iid, inst.get("ParentInstanceId") or None, list(self.index.activities),
                                    list(self.index.orchestrators))
+            if not refusal and i >= self.max_orchestration_actions:
+                # ext DurableOrchestrationContext.IncrementActionsOrThrowException (after the existence check)
+                refusal = (f"Maximum amount of orchestration actions ({self.max_orchestration_actions}) has been "
+                           "reached. This value can be configured in host.json file as MaxOrchestrationActions.")
             if refusal:
                 return (h.nondeterminism_error(seq_actions[:i], recorded[:i], doc["action_ids"][:i])
                         or f"Orchestrator function '{inst['Name']}' failed: {refusal}")

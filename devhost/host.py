@@ -148,7 +148,8 @@ class DevHost:
         if activity_workers is None:  # one host: host.json's maxConcurrentActivityFunctions, as the extension runs
             activity_workers = self.config.max_concurrent_activities or DEFAULT_ACTIVITY_WORKERS
         self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s,
-                             function_timeout_s=self.config.function_timeout_s)
+                             function_timeout_s=self.config.function_timeout_s,
+                             max_orchestration_actions=self.config.max_orchestration_actions)
         self.front = HttpFront(self.index, self.engine, task_hub, self.blobs, self.keys,
                                response_limit_s=http_response_limit_s,
                                body_limit=(request_body_limit if request_body_limit is not None

@@ -11,6 +11,9 @@
   single host instance").
   devhost is one host, so its activity threads are that many (trapbatch's host.json: 8, which ``core/scratch.py``'s
   disk budget and devhost's scratch-disk cap assume); without it devhost keeps its own default.
+* ``extensions.durableTask.maxOrchestrationActions`` (default 100,000; ext ``Options/DurableTaskOptions.cs``): how
+  many activities, timers and sub-orchestrations one execution of an orchestration may schedule, replayed ones
+  included; the next one fails the instance (fidelity row 46).
 * ``extensions.durableTask.hubName``: the task hub. The extension resolves a whole-string ``%NAME%`` from the app
   setting NAME (ext ``DurableTaskExtension.Initialize``: ``nameResolver.TryResolveWholeString``; an unresolved name
   stays as written) and then validates the name (``DurableTaskOptions.Validate`` ->
@@ -29,6 +32,7 @@ from typing import Any, Mapping
 
 DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
 DEFAULT_POISON_BLOB_THRESHOLD = 5
+DEFAULT_MAX_ORCHESTRATION_ACTIONS = 100_000  # ext DurableTaskOptions.MaxOrchestrationActions
 DEFAULT_TASK_HUB = "devhost"  # host.json names no hub (Azure would take one from the site's name)
 TASK_HUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,49}")
 
@@ -91,6 +95,7 @@ class HostConfig:
     poison_blob_threshold: int = DEFAULT_POISON_BLOB_THRESHOLD
     max_concurrent_activities: int | None = None  # None: host.json names none
     hub_name: str | None = None  # as host.json writes it (``%NAME%`` unresolved); None: host.json names none
+    max_orchestration_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS
 
     def task_hub(self, env: Mapping[str, str]) -> str:
         """The task hub the extension would serve with these app settings; HostJsonError where it refuses it."""
@@ -122,8 +127,12 @@ class HostConfig:
         hub = durable.get("hubName")
         if hub is not None and not isinstance(hub, str):
             raise HostJsonError(f"host.json extensions.durableTask.hubName must be a string, got {hub!r}")
+        actions = durable.get("maxOrchestrationActions", DEFAULT_MAX_ORCHESTRATION_ACTIONS)
+        if isinstance(actions, bool) or not isinstance(actions, int):
+            raise HostJsonError("host.json extensions.durableTask.maxOrchestrationActions must be an integer, got "
+                                f"{actions!r}")
         return cls(function_timeout_s=timeout, poison_blob_threshold=threshold, max_concurrent_activities=activities,
-                   hub_name=hub)
+                   hub_name=hub, max_orchestration_actions=actions)
 
     @classmethod
     def load(cls, path: Path) -> "HostConfig":

@@ -130,6 +130,29 @@ def test_calling_a_function_the_app_does_not_have_fails_the_orchestration_not_th
     assert host.get_status("no_such_orchestrator") is None
 
 
+def test_an_execution_past_max_orchestration_actions_fails(storage_connection: str, unique_name: str) -> None:
+    """ext ContextImplementations/DurableOrchestrationContext.cs IncrementActionsOrThrowException: each activity,
+    timer and sub-orchestration the shim schedules in an execution (replayed ones too: the context is new each
+    episode) counts; past host.json extensions.durableTask.maxOrchestrationActions (Options/DurableTaskOptions.cs,
+    default 100,000) an InvalidOperationException fails the instance (Listener/TaskOrchestrationShim.cs). devhost
+    had no limit: an orchestration Azure fails ran to its end here. ``fanout`` of n cities makes n + 1 actions."""
+    assert HostConfig.from_dict({}).max_orchestration_actions == 100_000
+    config = HostConfig.from_dict({"extensions": {"durableTask": {"maxOrchestrationActions": 3}}})
+    host_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                    host_config=config)
+    host_.start()
+    try:
+        fits = host_.wait_for(host_.start_orchestration("fanout", ["Oslo", "Rome"]), 30)
+        assert fits["runtimeStatus"] == "Completed", fits
+        over = host_.wait_for(host_.start_orchestration("fanout", ["Oslo", "Rome", "Lima"]), 30)
+        assert over["runtimeStatus"] == "Failed", over
+        assert over["output"] == ("Orchestrator function 'fanout' failed: Maximum amount of orchestration actions (3) "
+                                  "has been reached. This value can be configured in host.json file as "
+                                  "MaxOrchestrationActions.")
+    finally:
+        host_.stop()
+
+
 @pytest.mark.parametrize("child", ["own", "OWN", "@entity-like"])
 def test_a_sub_orchestration_id_the_extension_refuses_fails_the_parent(host: DevHost, child: str) -> None:
     """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync, FunctionType.Orchestrator:
