@@ -98,6 +98,9 @@ def validate_instance_id(instance_id: str) -> None:
         raise InvalidInstanceId(f"Instance ID lengths must not exceed {MAX_INSTANCE_ID_LENGTH} characters.")
 
 
+MAX_DELAY_MS = 6 * 24 * 3600 * 1000  # ext AzureStorageDurabilityProvider.MaximumDelayTime
+
+
 def unknown_function_message(name: str, kind: str, known: list[str]) -> str:
     """ext ``DurableTaskExtension.GetInvalidActivityFunctionMessage`` / ``GetInvalidOrchestratorFunctionMessage``."""
     listed = "', '".join(known)
@@ -112,13 +115,22 @@ def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None
 
     Why: ext ``Listener/OutOfProcOrchestrationShim.cs`` ``InvokeAPIFromAction`` hands each action to
     ``ContextImplementations/DurableOrchestrationContext.cs`` ``CallDurableTaskFunctionAsync``, which checks, in this
-    order: the function exists (``DurableTaskExtension.ThrowIfFunctionDoesNotExist``; ``FunctionName`` compares
-    OrdinalIgnoreCase), a sub-orchestration's id is not the orchestration's own or its parent's (OrdinalIgnoreCase)
-    and does not start with '@'. Its ArgumentException is thrown while scheduling, outside every task, so the
-    orchestrator cannot catch it: ``Listener/TaskOrchestrationShim.cs`` fails the instance (fidelity row 44).
+    order: retry intervals of at most 6 days, the function exists (``DurableTaskExtension.ThrowIfFunctionDoesNotExist``;
+    ``FunctionName`` compares OrdinalIgnoreCase), a sub-orchestration's id is not the orchestration's own or its
+    parent's (OrdinalIgnoreCase) and does not start with '@'. Its ArgumentException is thrown while scheduling, outside
+    every task, so the orchestrator cannot catch it: ``Listener/TaskOrchestrationShim.cs`` fails the instance
+    (fidelity row 44).
     """
     t = action.get("actionType")
     name = str(action.get("functionName") or "")
+    retry = action.get("retryOptions") or {}
+    for field, parameter in (("maxRetryIntervalInMilliseconds", "MaxRetryInterval"),
+                             ("firstRetryIntervalInMilliseconds", "FirstRetryInterval")):
+        # first of all: ext AzureStorageDurabilityProvider.ValidateDelayTime (MaximumDelayTime, 6 days); the SDK sends
+        # no maxRetryInterval (RetryOptions defaults it to 6 days, which passes)
+        if t in (h.CALL_ACTIVITY_WITH_RETRY, h.CALL_SUBORCH_WITH_RETRY) and int(retry.get(field) or 0) > MAX_DELAY_MS:
+            return ("The Azure Storage provider supports a maximum of 6 days for time-based delays (Parameter "
+                    f"'{parameter}')")
     if t in (h.CALL_ACTIVITY, h.CALL_ACTIVITY_WITH_RETRY):
         if name.lower() not in {a.lower() for a in activities}:
             return unknown_function_message(name, "activity", activities)

@@ -153,6 +153,17 @@ def retrying(context: df.DurableOrchestrationContext):  # type: ignore[no-untype
 
 
 @app.orchestration_trigger(context_name="context")
+def retries_after_days(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Calls ``say_hello`` with a retry policy whose first retry waits ``input`` days, and catches a failure."""
+    opts = df.RetryOptions(first_retry_interval_in_milliseconds=int(context.get_input() * 86_400_000),
+                           max_number_of_attempts=2)
+    try:
+        return (yield context.call_activity_with_retry("say_hello", opts, "days"))
+    except Exception as exc:
+        return "caught: " + str(exc)
+
+
+@app.orchestration_trigger(context_name="context")
 def sleepy(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     context.set_custom_status("sleeping")
     yield context.create_timer(context.current_utc_datetime + dt.timedelta(hours=1))

@@ -130,6 +130,19 @@ def test_calling_a_function_the_app_does_not_have_fails_the_orchestration_not_th
     assert host.get_status("no_such_orchestrator") is None
 
 
+def test_a_retry_policy_waiting_longer_than_the_provider_allows_fails_the_orchestration(host: DevHost) -> None:
+    """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync validates a retry
+    policy's intervals first (AzureStorageDurabilityProvider.ValidateDelayTime: MaximumDelayTime, 6 days), throwing
+    ArgumentException(message, nameof(FirstRetryInterval)) while the shim schedules: the instance fails, the
+    orchestrator's except never runs. devhost took any interval."""
+    fits = host.wait_for(host.start_orchestration("retries_after_days", 6), 30)
+    assert fits["runtimeStatus"] == "Completed" and fits["output"] == "Hello days!", fits
+    too_long = host.wait_for(host.start_orchestration("retries_after_days", 6.001), 30)
+    assert too_long["runtimeStatus"] == "Failed", too_long
+    assert too_long["output"] == ("Orchestrator function 'retries_after_days' failed: The Azure Storage provider "
+                                  "supports a maximum of 6 days for time-based delays (Parameter 'FirstRetryInterval')")
+
+
 def test_an_execution_past_max_orchestration_actions_fails(storage_connection: str, unique_name: str) -> None:
     """ext ContextImplementations/DurableOrchestrationContext.cs IncrementActionsOrThrowException: each activity,
     timer and sub-orchestration the shim schedules in an execution (replayed ones too: the context is new each
@@ -155,10 +168,10 @@ def test_an_execution_past_max_orchestration_actions_fails(storage_connection: s
 
 @pytest.mark.parametrize("child", ["own", "OWN", "@entity-like"])
 def test_a_sub_orchestration_id_the_extension_refuses_fails_the_parent(host: DevHost, child: str) -> None:
-    """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync, FunctionType.Orchestrator:
-    a sub-orchestration id equal (OrdinalIgnoreCase) to the orchestration's own id or its parent's is refused,
-    "The instance ID of a sub-orchestration must be different than the instance ID of a parent orchestration.", and
-    one starting with '@' too (ArgumentException built with message and parameter name swapped, so its Message reads
+    """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync,
+    FunctionType.Orchestrator: a sub-orchestration id equal (OrdinalIgnoreCase) to the orchestration's own id or its
+    parent's is refused, "The instance ID of a sub-orchestration must be different than the instance ID of a parent
+    orchestration.", and one starting with '@' too (ArgumentException built with message and parameter name swapped, so its Message reads
     "instanceId (Parameter 'Orchestration instance ids must not start with @')"); thrown while the out-of-proc shim
     schedules, so the parent fails (Listener/TaskOrchestrationShim.cs) whatever its try/except. devhost started a
     child under the parent's own id, wiping the parent's state."""

@@ -85,7 +85,8 @@ def test_the_purge_the_503_suggests_is_one_the_extension_accepts_and_that_spares
     'createdTimeFrom' parameter." without createdTimeFrom, and purges every status in the range without runtimeStatus
     (dtfx DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs PurgeInstanceHistoryAsync keeps only
     Completed, Terminated, Canceled and Failed of a given list): running tasks and the preview expiries that wait for
-    days would go with it. The hint said ``DELETE .../instances?createdTimeTo=...``: refused on Azure (devhost row 3)."""
+    days would go with it. The hint said ``DELETE .../instances?createdTimeTo=...``: refused on Azure (devhost
+    row 3)."""
     hint = starters.PURGE_HINT
     assert "DELETE /runtime/webhooks/durabletask/instances?createdTimeFrom=" in hint
     assert "&createdTimeTo=" in hint and "&runtimeStatus=Completed,Failed,Terminated" in hint
