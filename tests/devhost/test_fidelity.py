@@ -171,10 +171,10 @@ def test_a_sub_orchestration_id_the_extension_refuses_fails_the_parent(host: Dev
     """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync,
     FunctionType.Orchestrator: a sub-orchestration id equal (OrdinalIgnoreCase) to the orchestration's own id or its
     parent's is refused, "The instance ID of a sub-orchestration must be different than the instance ID of a parent
-    orchestration.", and one starting with '@' too (ArgumentException built with message and parameter name swapped, so its Message reads
-    "instanceId (Parameter 'Orchestration instance ids must not start with @')"); thrown while the out-of-proc shim
-    schedules, so the parent fails (Listener/TaskOrchestrationShim.cs) whatever its try/except. devhost started a
-    child under the parent's own id, wiping the parent's state."""
+    orchestration.", and one starting with '@' too (ArgumentException built with message and parameter name
+    swapped, so its Message reads "instanceId (Parameter 'Orchestration instance ids must not start with @')");
+    thrown while the out-of-proc shim schedules, so the parent fails (Listener/TaskOrchestrationShim.cs) whatever its
+    try/except. devhost started a child under the parent's own id, wiping the parent's state."""
     parent = "parent-" + uuid.uuid4().hex[:8]
     child_id = {"own": parent, "OWN": parent.upper()}.get(child, child)
     st = host.wait_for(host.start_orchestration("parent_of_sleepy", child_id, parent), 30)
