@@ -18,7 +18,8 @@ What the Durable extension does for an out-of-process Python app, reduced to one
 * the replayed action prefix is compared with what earlier episodes recorded (the extension's non-determinism check),
   and an SDK "duplicate completion" warning (a wrong task id) is an error, not a silent hang;
 * a custom status over the extension's 16 KB (``devhost.engine.custom_status_error``), which fails the orchestration
-  on Azure, is an error too.
+  on Azure, is an error too; so is an execution of more actions than host.json ``maxOrchestrationActions`` allows
+  (default 100,000; ``max_actions``).
 
 Each episode hands the SDK the whole history again, and ``HistoryEvent`` parses every event's timestamp with
 dateutil (~0.3 ms each: a shard group that retries through an outage, 414 episodes, parsed 86,000 of them, three
@@ -44,6 +45,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 
 from devhost import history as h
 from devhost.engine import custom_status_error
+from devhost.hostjson import DEFAULT_MAX_ORCHESTRATION_ACTIONS
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 # The SDK module whose ``dt_parse`` (dateutil's ``parse``) reads each event's Timestamp (module docstring, last
@@ -189,12 +191,13 @@ class Harness:
     def __init__(self, activities: ActivityScript | Mapping[str, Any],
                  orchestrators: Mapping[str, Any] | None = None,
                  children: SubOrchestrationScript | None = None, start: dt.datetime = T0,
-                 max_episodes: int = 2000) -> None:
+                 max_episodes: int = 2000, max_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS) -> None:
         self.activities: ActivityScript = activities if callable(activities) else script(activities)
         self.orchestrators = {name: generator_of(o) for name, o in (orchestrators or {}).items()}
         self.children = children
         self.now = start
         self.max_episodes = max_episodes
+        self.max_actions = max_actions  # host.json maxOrchestrationActions (devhost README row 46)
         self._timestamps: dict[str, dt.datetime] = {}  # Timestamp string -> the SDK's own parse of it
 
     def _parse_timestamp(self, text: str) -> dt.datetime:
@@ -306,6 +309,9 @@ class Harness:
             # numbers them); the harness raises no events, so such an orchestrator sees only its timers fire.
             atomic = [a for a in h.flatten(state.get("actions") or [])
                       if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
+            if len(atomic) > self.max_actions:  # the extension fails the execution (devhost README row 46)
+                raise HarnessError(f"{run.name} scheduled {len(atomic)} actions in one execution: Maximum amount of "
+                                   f"orchestration actions ({self.max_actions}) has been reached")
             signatures = [h.signature(a) for a in atomic]
             if signatures[: len(recorded)] != recorded:
                 raise HarnessError(f"non-deterministic replay of {run.name}: actions {signatures} but history "

@@ -92,3 +92,23 @@ def test_the_clock_each_episode_reads_is_its_history_s_though_the_harness_parses
         run = run_orchestrator(orchestrator, None, {"noop": None}, start=start)
         times = [start + dt.timedelta(seconds=s) for s in (0, 30, 30.25, 30.25)]
         assert run.status == "Completed" and run.output == [[t.isoformat(), True] for t in times]
+
+
+def test_more_actions_in_one_execution_than_the_extension_allows_is_an_error() -> None:
+    """devhost README row 46: the extension fails an execution at its maxOrchestrationActions-th + 1 action (host.json,
+    default 100,000), replayed ones counted; continue_as_new starts the count again. A fan-in of 10,000 parts whose
+    task_all fails fast re-schedules nearly all of them at each retry round (orchestrations.retries.call_all)."""
+    from tests.orchestrations.replay import Harness
+
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        n = context.get_input()
+        yield context.task_all([context.call_activity("work", i) for i in range(n)])
+        if n < 3:
+            context.continue_as_new(n + 1)
+            return None
+        return (yield context.call_activity("work", "last"))
+
+    assert Harness({"work": 1}).max_actions == 100_000
+    assert Harness({"work": 1}, max_actions=4).run(orchestrator, 1).status == "Completed"  # 1, 2, then 3 + 1
+    with pytest.raises(HarnessError, match=r"Maximum amount of orchestration actions \(3\) has been reached"):
+        Harness({"work": 1}, max_actions=3).run(orchestrator, 1)
