@@ -141,6 +141,15 @@ _ORCHESTRATION_STATUS = {str(i): name for i, name in enumerate(
     ("Running", "Completed", "ContinuedAsNew", "Failed", "Canceled", "Terminated", "Pending", "Suspended"))}
 
 
+def _runtime_statuses(query: Any) -> list[str]:
+    """The ``runtimeStatus`` states the extension reads from ``query``: every value of the parameter, comma-separated,
+    each through .NET ``Enum.TryParse`` (names as written, blanks around allowed, or the enum's numbers), the others
+    dropped (ext ``HttpApiHandler.TryGetIEnumerableQueryParameterValue``). Empty: no status filter (rows 4, 45)."""
+    values = [v.strip() for k, value in query.items() if k.lower() == "runtimestatus" for v in value.split(",")]
+    names = set(_ORCHESTRATION_STATUS.values())
+    return [_ORCHESTRATION_STATUS.get(v, v) for v in values if v in names or v in _ORCHESTRATION_STATUS]
+
+
 def _param(query: Any, name: str) -> str | None:
     return next((v for k, v in query.items() if k.lower() == name.lower()), None)
 
@@ -424,7 +433,7 @@ class HttpFront:
         top = max(1, min(top, 1000))
         token = request.headers.get(CONTINUATION, "")
         after = _decode_token(token) if token else ""
-        statuses = tuple(s for s in (_param(q, "runtimeStatus") or "").split(",") if s)
+        statuses = tuple(_runtime_statuses(q))
         page, more = await self._off(functools.partial(
             self.engine.store.query_instances, prefix=_param(q, "instanceIdPrefix") or "", statuses=statuses,
             created_from=_timestamp(_param(q, "createdTimeFrom")), created_to=_timestamp(_param(q, "createdTimeTo")),
@@ -486,8 +495,7 @@ class HttpFront:
         if not created_from:
             return web.json_response("Please provide value for 'createdTimeFrom' parameter.", status=400)
         created_to = _timestamp(_param(q, "createdTimeTo")) or h.ts(h.utcnow())
-        asked = [_ORCHESTRATION_STATUS.get(v.strip(), v.strip()) for k, value in q.items()
-                 if k.lower() == "runtimestatus" for v in value.split(",")]
+        asked = _runtime_statuses(q)
         statuses = tuple(s for s in asked if s in ("Completed", "Terminated", "Canceled", "Failed"))
         if asked and not statuses:
             logger.warning("purge: runtimeStatus %s names no finished state, so every instance created from %s to %s "

@@ -254,6 +254,27 @@ def test_management_api_answers_with_the_extensions_status_codes(host: DevHost) 
 
 
 # ------------------------------------------------------------------ 21. one instance's status: its input by default
+def test_the_instance_list_reads_runtime_status_as_the_extension_parses_it(host: DevHost) -> None:
+    """ext HttpApiHandler.cs HandleGetStatusRequestAsync reads runtimeStatus with TryGetIEnumerableQueryParameterValue
+    (every value of the parameter, comma-separated, .NET Enum.TryParse: case-sensitive names or the enum's numbers,
+    others dropped) and filters only when some value parsed: ``runtimeStatus=running`` lists every instance on Azure.
+    devhost read the first value alone and filtered by the raw text, so it listed nothing."""
+    rpc = host.rpc_base_url
+    done = host.start_orchestration("fanout", ["Oslo"], "done-" + uuid.uuid4().hex[:8])
+    assert host.wait_for(done, 30)["runtimeStatus"] == "Completed"
+    asleep = host.start_orchestration("sleepy", None, "asleep-" + uuid.uuid4().hex[:8])
+    wait_until(lambda: running(host, asleep), 20, "the sleeper to run")
+
+    def listed(query: str) -> set[str]:
+        answer = requests.get(f"{rpc}instances/?{query}", timeout=10)
+        assert answer.status_code == 200, answer.text
+        return {i["instanceId"] for i in answer.json()}
+
+    assert listed("runtimeStatus=Completed") == {done}
+    assert listed("runtimeStatus=Pending&runtimeStatus=0") == {asleep}  # 0: Running
+    assert listed("runtimeStatus=running") == {done, asleep}
+
+
 def test_a_purge_by_filter_keeps_only_the_finished_states_it_names_and_one_naming_none_purges_every_state(
         host: DevHost) -> None:
     """ext HttpApiHandler.cs HandleDeleteHistoryWithFiltersRequestAsync reads runtimeStatus with
