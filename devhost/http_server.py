@@ -143,8 +143,9 @@ _ORCHESTRATION_STATUS = {str(i): name for i, name in enumerate(
 
 def _runtime_statuses(query: Any) -> list[str]:
     """The ``runtimeStatus`` states the extension reads from ``query``: every value of the parameter, comma-separated,
-    each through .NET ``Enum.TryParse`` (names as written, blanks around allowed, or the enum's numbers), the others
-    dropped (ext ``HttpApiHandler.TryGetIEnumerableQueryParameterValue``). Empty: no status filter (rows 4, 45)."""
+    each through .NET ``Enum.TryParse`` (names as written, or the enum's numbers; blanks around are taken as .NET
+    trims them, which was not re-read in the runtime's source), the others dropped (ext
+    ``HttpApiHandler.TryGetIEnumerableQueryParameterValue``). Empty: no status filter (rows 4, 45)."""
     values = [v.strip() for k, value in query.items() if k.lower() == "runtimestatus" for v in value.split(",")]
     names = set(_ORCHESTRATION_STATUS.values())
     return [_ORCHESTRATION_STATUS.get(v, v) for v in values if v in names or v in _ORCHESTRATION_STATUS]
@@ -485,9 +486,7 @@ class HttpFront:
     async def purge_by_filter(self, request: web.Request) -> web.Response:
         """``HandleDeleteHistoryWithFiltersRequestAsync``: createdTimeFrom required (400), 404 when nothing matched.
 
-        runtimeStatus: every value of the parameter, comma-separated, each read by .NET ``Enum.TryParse`` (names as
-        written, blanks around allowed, numbers as the enum's values, others dropped; ext
-        ``TryGetIEnumerableQueryParameterValue``); dtfx ``AzureTableTrackingStore.PurgeInstanceHistoryAsync`` keeps
+        runtimeStatus: as ``_runtime_statuses`` reads it (ext ``TryGetIEnumerableQueryParameterValue``); dtfx ``AzureTableTrackingStore.PurgeInstanceHistoryAsync`` keeps
         the finished states of that list, and a list left empty filters nothing: every instance of the range goes,
         running ones too (``OrchestrationInstanceStatusQueryCondition.ToOData``; fidelity row 45)."""
         q = request.query
