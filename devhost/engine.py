@@ -110,7 +110,7 @@ def unknown_function_message(name: str, kind: str, known: list[str]) -> str:
 
 
 def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None,
-                 activities: list[str], orchestrators: list[str]) -> str | None:
+                 activities: dict[str, str], orchestrators: dict[str, str]) -> str | None:
     """What the extension throws when the out-of-proc shim schedules ``action``, or None.
 
     Why: ext ``Listener/OutOfProcOrchestrationShim.cs`` ``InvokeAPIFromAction`` hands each action to
@@ -119,7 +119,7 @@ def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None
     ``FunctionName`` compares OrdinalIgnoreCase), a sub-orchestration's id is not the orchestration's own or its
     parent's (OrdinalIgnoreCase) and does not start with '@'. Its ArgumentException is thrown while scheduling, outside
     every task, so the orchestrator cannot catch it: ``Listener/TaskOrchestrationShim.cs`` fails the instance
-    (fidelity row 44).
+    (fidelity row 44). ``activities`` / ``orchestrators``: the app's names, lower-cased -> as registered, in order.
     """
     t = action.get("actionType")
     name = str(action.get("functionName") or "")
@@ -132,11 +132,11 @@ def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None
             return ("The Azure Storage provider supports a maximum of 6 days for time-based delays (Parameter "
                     f"'{parameter}')")
     if t in (h.CALL_ACTIVITY, h.CALL_ACTIVITY_WITH_RETRY):
-        if name.lower() not in {a.lower() for a in activities}:
-            return unknown_function_message(name, "activity", activities)
+        if name.lower() not in activities:
+            return unknown_function_message(name, "activity", list(activities.values()))
     elif t in (h.CALL_SUBORCH, h.CALL_SUBORCH_WITH_RETRY):
-        if name.lower() not in {o.lower() for o in orchestrators}:
-            return unknown_function_message(name, "orchestrator", orchestrators)
+        if name.lower() not in orchestrators:
+            return unknown_function_message(name, "orchestrator", list(orchestrators.values()))
         child = action.get("instanceId")
         if child is not None and (child.lower() == instance_id.lower()
                                   or (parent_id is not None and child.lower() == parent_id.lower())):
@@ -264,6 +264,9 @@ class Engine:
                  max_orchestration_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS) -> None:
         self.index = index
         self.max_orchestration_actions = max_orchestration_actions  # host.json maxOrchestrationActions (row 46)
+        # the app's function names as the extension compares them (FunctionName: OrdinalIgnoreCase; shim_refusal)
+        self._activity_names = {name.lower(): name for name in index.activities}
+        self._orchestrator_names = {name.lower(): name for name in index.orchestrators}
         self.store = store
         self.poll_s = poll_s
         self.idle_poll_max_s = max(poll_s, idle_poll_max_s)  # module docstring: Polling
@@ -697,8 +700,8 @@ class Engine:
         # the shim schedules (and checks) the actions it reaches in order, every episode, replayed ones included: an
         # action it refuses fails the instance, unless an earlier action already broke determinism (row 44)
         for i, a in enumerate(seq_actions[:limit]):
-            refusal = shim_refusal(a, iid, inst.get("ParentInstanceId") or None, list(self.index.activities),
-                                   list(self.index.orchestrators))
+            refusal = shim_refusal(a, iid, inst.get("ParentInstanceId") or None, self._activity_names,
+                                   self._orchestrator_names)
             if not refusal and i >= self.max_orchestration_actions:
                 # ext DurableOrchestrationContext.IncrementActionsOrThrowException (after the existence check)
                 refusal = (f"Maximum amount of orchestration actions ({self.max_orchestration_actions}) has been "
