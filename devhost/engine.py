@@ -119,7 +119,7 @@ def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None
     ``FunctionName`` compares OrdinalIgnoreCase), a sub-orchestration's id is not the orchestration's own or its
     parent's (OrdinalIgnoreCase) and does not start with '@'. Its ArgumentException is thrown while scheduling, outside
     every task, so the orchestrator cannot catch it: ``Listener/TaskOrchestrationShim.cs`` fails the instance
-    (fidelity row 44). ``activities`` / ``orchestrators``: the app's names, lower-cased -> as registered, in order.
+    (fidelity row 45). ``activities`` / ``orchestrators``: the app's names, lower-cased -> as registered, in order.
     """
     t = action.get("actionType")
     name = str(action.get("functionName") or "")
@@ -263,7 +263,7 @@ class Engine:
                  function_timeout_s: float | None = None, idle_poll_max_s: float = IDLE_POLL_MAX_S,
                  max_orchestration_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS) -> None:
         self.index = index
-        self.max_orchestration_actions = max_orchestration_actions  # host.json maxOrchestrationActions (row 46)
+        self.max_orchestration_actions = max_orchestration_actions  # host.json maxOrchestrationActions (row 47)
         # the app's function names as the extension compares them (FunctionName: OrdinalIgnoreCase; shim_refusal)
         self._activity_names = {name.lower(): name for name in index.activities}
         self._orchestrator_names = {name.lower(): name for name in index.orchestrators}
@@ -698,7 +698,7 @@ class Engine:
         recorded = doc["recorded"]
         limit = _shim_limit(state.get("actions") or [], doc)
         # the shim schedules (and checks) the actions it reaches in order, every episode, replayed ones included: an
-        # action it refuses fails the instance, unless an earlier action already broke determinism (row 44)
+        # action it refuses fails the instance, unless an earlier action already broke determinism (row 45)
         for i, a in enumerate(seq_actions[:limit]):
             refusal = shim_refusal(a, iid, inst.get("ParentInstanceId") or None, self._activity_names,
                                    self._orchestrator_names)

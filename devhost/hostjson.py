@@ -13,7 +13,7 @@
   disk budget and devhost's scratch-disk cap assume); without it devhost keeps its own default.
 * ``extensions.durableTask.maxOrchestrationActions`` (default 100,000; ext ``Options/DurableTaskOptions.cs``): how
   many activities, timers and sub-orchestrations one execution of an orchestration may schedule, replayed ones
-  included; the next one fails the instance (fidelity row 46).
+  included; the next one fails the instance (fidelity row 47).
 * ``extensions.durableTask.hubName``: the task hub. The extension resolves a whole-string ``%NAME%`` from the app
   setting NAME (ext ``DurableTaskExtension.Initialize``: ``nameResolver.TryResolveWholeString``; an unresolved name
   stays as written) and then validates the name (``DurableTaskOptions.Validate`` ->

@@ -145,7 +145,7 @@ def _runtime_statuses(query: Any) -> list[str]:
     """The ``runtimeStatus`` states the extension reads from ``query``: every value of the parameter, comma-separated,
     each through .NET ``Enum.TryParse`` (names as written, or the enum's numbers; blanks around are taken as .NET
     trims them, which was not re-read in the runtime's source), the others dropped (ext
-    ``HttpApiHandler.TryGetIEnumerableQueryParameterValue``). Empty: no status filter (rows 4, 45)."""
+    ``HttpApiHandler.TryGetIEnumerableQueryParameterValue``). Empty: no status filter (rows 4, 46)."""
     values = [v.strip() for k, value in query.items() if k.lower() == "runtimestatus" for v in value.split(",")]
     names = set(_ORCHESTRATION_STATUS.values())
     return [_ORCHESTRATION_STATUS.get(v, v) for v in values if v in names or v in _ORCHESTRATION_STATUS]
@@ -488,7 +488,7 @@ class HttpFront:
 
         runtimeStatus: as ``_runtime_statuses`` reads it (ext ``TryGetIEnumerableQueryParameterValue``); dtfx ``AzureTableTrackingStore.PurgeInstanceHistoryAsync`` keeps
         the finished states of that list, and a list left empty filters nothing: every instance of the range goes,
-        running ones too (``OrchestrationInstanceStatusQueryCondition.ToOData``; fidelity row 45)."""
+        running ones too (``OrchestrationInstanceStatusQueryCondition.ToOData``; fidelity row 46)."""
         q = request.query
         created_from = _timestamp(_param(q, "createdTimeFrom"))
         if not created_from:

@@ -105,7 +105,7 @@ def test_terminating_a_sub_orchestration_fails_the_waiting_parent(host: DevHost)
     assert host.get_status(child)["runtimeStatus"] == "Terminated"
 
 
-# ------------------------------------------------------------------ 44. what the shim refuses to schedule
+# ------------------------------------------------------------------ 45. what the shim refuses to schedule
 def test_calling_a_function_the_app_does_not_have_fails_the_orchestration_not_the_task(host: DevHost) -> None:
     """ext Listener/OutOfProcOrchestrationShim.cs InvokeAPIFromAction hands each action to
     ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync, which first calls

@@ -197,7 +197,7 @@ class Harness:
         self.children = children
         self.now = start
         self.max_episodes = max_episodes
-        self.max_actions = max_actions  # host.json maxOrchestrationActions (devhost README row 46)
+        self.max_actions = max_actions  # host.json maxOrchestrationActions (devhost README row 47)
         self._timestamps: dict[str, dt.datetime] = {}  # Timestamp string -> the SDK's own parse of it
 
     def _parse_timestamp(self, text: str) -> dt.datetime:
@@ -309,7 +309,7 @@ class Harness:
             # numbers them); the harness raises no events, so such an orchestrator sees only its timers fire.
             atomic = [a for a in h.flatten(state.get("actions") or [])
                       if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
-            if len(atomic) > self.max_actions:  # the extension fails the execution (devhost README row 46)
+            if len(atomic) > self.max_actions:  # the extension fails the execution (devhost README row 47)
                 raise HarnessError(f"{run.name} scheduled {len(atomic)} actions in one execution: Maximum amount of "
                                    f"orchestration actions ({self.max_actions}) has been reached")
             signatures = [h.signature(a) for a in atomic]
