@@ -900,15 +900,19 @@ class Engine:
         iid, execution, tid, name = item["InstanceId"], item["ExecutionId"], int(item["TaskId"]), item["Name"]
         try:
             input_json = self.store.activity_input(item)
-            if name not in self.index.activities:
-                raise UnknownFunction(f"activity function {name!r} does not exist; known: {sorted(self.index.activities)}")
-            fn, param = self.index.activities[name]
+            # the extension finds an activity by FunctionName, OrdinalIgnoreCase (DurableTaskExtension
+            # knownActivities); the name as called stays in its messages (TaskActivityShim)
+            registered = self._activity_names.get(name.lower())
+            if registered is None:
+                raise UnknownFunction(f"activity function {name!r} does not exist; known: "
+                                      f"{sorted(self.index.activities)}")
+            fn, param = self.index.activities[registered]
             arg = (ActivityTriggerConverter.decode(meta.Datum(type="json", value=input_json), trigger_metadata=None)
                    if input_json is not None else None)
             cpu: list[float] = []
 
             kwargs: dict[str, Any] = {param: arg}
-            client_arg = self.index.activity_clients.get(name)
+            client_arg = self.index.activity_clients.get(registered)
             if client_arg:
                 if self.client_binding is None:
                     raise UnknownFunction(f"activity {name!r} takes a durable client, which this engine has none of")
@@ -927,7 +931,7 @@ class Engine:
 
             started = time.perf_counter()
             try:
-                result = call_with_timeout(name, invoke, self.function_timeout_s)
+                result = call_with_timeout(registered, invoke, self.function_timeout_s)  # the host's own name
             finally:
                 self.metrics.activity(name, sum(cpu), time.perf_counter() - started)
             encoded = ActivityTriggerConverter.encode(result, expected_type=None).value

@@ -255,6 +255,12 @@ def parent_of_sleepy(context: df.DurableOrchestrationContext):  # type: ignore[n
 
 
 @app.orchestration_trigger(context_name="context")
+def calls_in_other_case(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Calls ``say_hello`` by its name in capitals."""
+    return (yield context.call_activity("SAY_HELLO", "case"))
+
+
+@app.orchestration_trigger(context_name="context")
 def calls_missing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     """Calls an activity (input "activity") or a sub-orchestrator (else) that the app does not have, and catches the
     failure if there is one to catch."""

@@ -166,6 +166,14 @@ def test_an_execution_past_max_orchestration_actions_fails(storage_connection: s
         host_.stop()
 
 
+def test_an_activity_called_by_its_name_in_another_case_runs(host: DevHost) -> None:
+    """ext FunctionName compares names OrdinalIgnoreCase (FunctionName.cs Equals/GetHashCode): the shim's existence
+    check passes and the extension's activity lookup (DurableTaskExtension knownActivities, keyed by FunctionName)
+    finds the function, so Azure runs it. devhost looked the name up as written and failed the activity."""
+    st = host.wait_for(host.start_orchestration("calls_in_other_case"), 30)
+    assert st["runtimeStatus"] == "Completed" and st["output"] == "Hello case!", st
+
+
 @pytest.mark.parametrize("child", ["own", "OWN", "@entity-like"])
 def test_a_sub_orchestration_id_the_extension_refuses_fails_the_parent(host: DevHost, child: str) -> None:
     """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync,
