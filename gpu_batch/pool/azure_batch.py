@@ -179,8 +179,19 @@ def asked_wait_words(seconds: float) -> str:
     (``orchestrations.retries.asked_wait_s`` reads these words; a test pins the two together). Why: past the
     client's own retries (which sleep at most ``RETRY_AFTER_MAX_S``), a poll or close throttled with a Retry-After of
     minutes came back after the orchestrator's 15 s, 30 s ... and was throttled again ("If you retry too frequently
-    or too quickly, the retry handler will throttle": articles/batch/batch-retry-after-errors.md)."""
-    return f". Batch asked to wait {math.ceil(seconds)} s (Retry-After)" if seconds > 0 else ""
+    or too quickly, the retry handler will throttle": articles/batch/batch-retry-after-errors.md).
+
+    At most ``ASKED_WAIT_WORDS_MAX_S`` is said: the header's delay-seconds is ``1*DIGIT`` with no bound (RFC 9110
+    10.2.3), so 400 digits are an infinite float, which ``math.ceil`` refused (OverflowError: the step failed as a
+    bug instead of busy), and ``asked_wait_s`` reads at most 9 digits (a longer number asked for nothing). The
+    orchestrator waits at most ``BUSY_MAX_DELAY_S`` whatever is said."""
+    if not seconds > 0:  # none, or NaN
+        return ""
+    return f". Batch asked to wait {math.ceil(min(seconds, ASKED_WAIT_WORDS_MAX_S))} s (Retry-After)"
+
+
+# The longest wait ``asked_wait_words`` says: the most ``orchestrations.retries.asked_wait_s`` reads (9 digits)
+ASKED_WAIT_WORDS_MAX_S = 999_999_999
 
 
 def _retry_after_s(exc: BaseException) -> float:

@@ -165,7 +165,7 @@ def test_a_task_waits_a_busy_storage_out_with_growing_waits_where_its_knobs_allo
 class _ThrottlingBatch(_BatchAnswers):
     """Azure Batch throttling the task listing with a 429 whose ``Retry-After`` asks for ``seconds``."""
 
-    def __init__(self, seconds: int) -> None:
+    def __init__(self, seconds: int | str) -> None:
         super().__init__(responses={("GET", "/jobs/j/tasks"): (429, _batch_error("TooManyRequests"))})
         self.seconds = seconds
 
@@ -194,6 +194,20 @@ def test_a_busy_retry_waits_at_least_what_batchs_retry_after_asked_and_at_most_t
     run = run_task(task_input(busy_retry_attempts=4), flaky_listing(2, raised.value))
     assert [t.delay_s for t in run.orchestrator_timers][:2] == [BUSY_MAX_DELAY_S, BUSY_MAX_DELAY_S]
     assert retries.asked_wait_s(as_received(c.POLL, batch_failure(429, ""))) == 0.0  # no header: no words
+
+
+@pytest.mark.parametrize("header", ["9" * 400, "12345678901"])
+def test_a_retry_after_too_long_to_say_in_seconds_waits_the_busy_cap_and_fails_nothing(header: str) -> None:
+    """RFC 9110 10.2.3: delay-seconds is ``1*DIGIT``, no upper bound. A Retry-After of 400 digits is an infinite float
+    (``math.ceil`` of it raised OverflowError while the ``BatchUnavailable`` was worded, so the poll failed as a bug,
+    not busy, and the task with it); one of 11 digits was worded whole but ``asked_wait_s`` reads at most 9, so the
+    wait asked for was dropped and the orchestrator came back after 15 s. Either waits ``BUSY_MAX_DELAY_S``."""
+    with pytest.raises(BatchUnavailable) as raised:
+        pool(_ThrottlingBatch(header)).poll("j", ["s00000-a1"])
+    assert retries.asked_wait_s(as_received(c.POLL, raised.value)) >= BUSY_MAX_DELAY_S
+    run = run_task(task_input(busy_retry_attempts=4), flaky_listing(2, raised.value))
+    assert run.status == "Completed"
+    assert [t.delay_s for t in run.orchestrator_timers][:2] == [BUSY_MAX_DELAY_S, BUSY_MAX_DELAY_S]
 
 
 def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message() -> None:
