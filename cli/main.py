@@ -628,7 +628,10 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
     if fresh:  # an estimate that ended is run again (a new generation of the estimate's task)
         body["rerun"] = True
     if not folders:
-        answers = [("", state.client.submit(body))]
+        try:
+            answers = [("", state.client.submit(body))]
+        except CliError as exc:
+            raise _said_as_json(exc, as_json) from None
         failures: list[dict[str, Any]] = []
     else:  # a folder's failure is said with its folder after the others' estimates, which stand
         answers, failures = _post_folders(state, folder_requests(body, folders), quiet=True)
@@ -642,8 +645,10 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         except KeyboardInterrupt:
             raise _interrupted_estimates(answers[index:]) from None
         except CliError as exc:
-            if not folders or exc.exit_code == EXIT_INTERRUPTED:
+            if exc.exit_code == EXIT_INTERRUPTED:
                 raise
+            if not folders:
+                raise _said_as_json(exc, as_json, answer["id"]) from None
             failures.append(_folder_failure(folder, exc, answer["id"]))
             continue
         if exit_code_for(st) != EXIT_OK:
@@ -651,7 +656,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
                              f"{st.get('error', '')}", "check the container, prefix and folders (trapbatch status "
                              + answer["id"] + ")", exit_code=EXIT_TASK_FAILED)
             if not folders:
-                raise ended
+                raise _said_as_json(ended, as_json, answer["id"])
             failures.append(_folder_failure(folder, ended, answer["id"]))
             continue
         figures = dict(st.get("estimate") or {})
@@ -675,6 +680,18 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate "
                   "never starts the real run)")
     _exit_for_folders([], failures)
+
+
+def _said_as_json(exc: CliError, as_json: bool, task_id: str = "") -> CliError:
+    """``exc``, first printed on standard output as ``{"id", "error", "hint", "exit_code"}`` with ``--json``: the
+    object ``estimate --folder --json`` lists for a folder whose estimate failed, without its folder. Why: the single
+    estimate's failure went to standard error alone, so a script reading ``--json`` got no JSON at all. Standard
+    error still says it (``main``), as it does for a folder's."""
+    if as_json and exc.exit_code != EXIT_INTERRUPTED:
+        failure = _folder_failure("", exc, task_id)
+        del failure["folder"]
+        _print_json(failure)
+    return exc
 
 
 def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]]) -> CliError:

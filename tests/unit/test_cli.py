@@ -1672,6 +1672,26 @@ def test_an_estimate_per_folder_prints_each_folders_figures_and_each_failure_wit
                                                                                    ("camera-09", None, 1)]
 
 
+@pytest.mark.parametrize("fails,refuses,code,has_id", [("camera-01", "", 1, True), ("", "camera-01", 4, False)])
+def test_a_single_estimates_failure_with_json_prints_the_same_json_error_as_a_folders(
+        fails: str, refuses: str, code: int, has_id: bool, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --json`` whose one estimate failed (or was refused) printed nothing on standard output, only the
+    error on standard error: a script reading the JSON got none, though ``--folder`` lists such a failure in it."""
+    from cli import main as cli_main
+
+    client = _FolderClient(fails=fails, refuses=refuses)
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    assert cli_main.main(["estimate", "--container", "traps", "--prefix", "2024/camera-01/", "--json"]) == code
+    said = capsys.readouterr()
+    failure = json.loads(said.out)  # an object, as the estimate's own JSON is
+    assert failure["exit_code"] == code and failure["error"] and failure["hint"] and "folder" not in failure
+    assert (failure.get("id") == "task-00000000000000000001") is has_id
+    assert failure["error"] in " ".join(said.err.split()) and "next:" in said.err  # standard error says it too
+    assert cli_main.main(["estimate", "--container", "traps", "--prefix", "2024/camera-01/"]) == code
+    assert capsys.readouterr().out == ""  # without --json, nothing on standard output, as before
+
+
 def test_submit_per_folder_names_every_task_started_when_a_folders_request_is_refused(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from cli import main as cli_main
