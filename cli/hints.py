@@ -36,6 +36,10 @@ _OBJECT = re.compile(rf'\{{\s*"\w+":\s*(?:{_VALUE})(?:\s*,\s*"\w+":\s*(?:{_VALUE
 _PLAIN = re.compile(r"[\w./:+@,-]+")  # a value the shell takes as it is
 _BARE = re.compile(r"(?P<q>[\"'])(?P<field>\w+)(?P=q)(?!\s*:)")
 _POST_REQUEST = re.compile(r"\bpost (?=(?:it|the (?:same )?request)\b)")
+# An estimate, in the API's words: the request's "dry_run". A CLI user never wrote that field: they ran estimate, and
+# submit runs the real task (an estimate never does: api/starters.py's hint for an estimate's results)
+_DRY_RUN = re.compile(r'\(\s*"dry_run":\s*true\s*\)')
+_WITHOUT_DRY_RUN = re.compile(r"\bpost (?:it|the (?:same )?request) without \"?dry_run\"?")
 # "trapbatch repeats X --search (trapbatch repeats X --search)": the app named the command, and the route after it
 _REPEATED = re.compile(r"(?P<cmd>trapbatch [^();]*?) \((?P=cmd)(?P<end>\)|; )")
 
@@ -62,7 +66,9 @@ def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = fr
     flag; ``switches``: the fields whose flag takes no value, given as ``"field": true``)."""
     if not hint:
         return hint
-    text = _ROUTE.sub(_command, hint)
+    text = _DRY_RUN.sub("(trapbatch estimate)", hint)
+    text = _WITHOUT_DRY_RUN.sub("run the same request with trapbatch submit instead of trapbatch estimate", text)
+    text = _ROUTE.sub(_command, text)
     text = _OBJECT.sub(lambda m: _object(m.group(0), flags, switches), text)
     text = _PAIR.sub(lambda m: _flag(m.group("field"), m.group("value"), flags, switches) or m.group(0), text)
     text = _BARE.sub(lambda m: flags.get(m.group("field"), m.group(0)), text)
@@ -84,6 +90,10 @@ def _command(m: re.Match[str]) -> str:
     if command is None:
         return m.group(0)
     before, it = m.group("before") or "", m.group("it") or ""
+    if before == "poll " and sub == "" and task_id == "<task id>":
+        # "poll GET /api/tasks/{id}" with no id known: a hint to a request that has no task yet (a refused
+        # notify_url); the task submit would start is followed by submit --wait, there is no id to watch
+        return f"follow the task with trapbatch submit --wait{it}"
     if before in ("poll ", "follow it at ") and sub == "" and task_id:  # "poll GET ...", "follow it at <link>"
         return f"follow it with trapbatch watch {task_id}{it}"
     if before == " are at ":  # "its results are at <link>"

@@ -34,7 +34,7 @@ def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
         steps.append(("exports", str(results["exports_error"]),
                       str(results.get("exports_hint") or
                           "the results JSON and CSV are complete; the COCO, Camtrap DP and Zooniverse files were not "
-                          "written: submit the same request with --rerun --only-new to write them again (only new or "
+                          "written: submit the same request with --only-new to write them again (only new or "
                           "changed images run)")))
     repeats = status.get("repeated_detections") if isinstance(status.get("repeated_detections"), dict) else {}
     if repeats and repeats.get("error"):
@@ -68,7 +68,7 @@ def zooniverse_cut_short_line(exports: Any, task_id: str) -> str:
         return ""
     return (f"{count} photo{'' if count == 1 else 's'} cut short left out of the subjects (volunteers would see "
             f"{'its' if count == 1 else 'their'} grey part): re-copy {'it' if count == 1 else 'them'} from the "
-            f"cards (damaged.csv, trapbatch results {task_id}), then trapbatch submit the same request with --rerun "
+            f"cards (damaged.csv, trapbatch results {task_id}), then trapbatch submit the same request with "
             "--only-new")
 
 

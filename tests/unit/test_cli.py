@@ -138,7 +138,7 @@ def test_only_a_completed_task_exits_zero(runtime: str, stage: str, code: int) -
 
 FOLLOW_UPS: list[tuple[dict[str, Any], str, str]] = [  # a step after detection that failed: the status, its name, next
     ({"results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco"}}, "exports failed",
-     "--rerun --only-new"),
+     "submit the same request with --only-new to write them again"),
     ({"results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco",  # the app's words
                   "exports_hint": "post the same request with \"only_new\": true (the app's hint)"}},
      "exports failed", "submit the same request with --only-new (the app's hint)"),
@@ -348,9 +348,11 @@ def test_the_summary_says_which_photos_cut_short_the_zooniverse_manifests_leave_
     _summary({"id": "task-0", "stage": "completed", "results": {"exports": exports}})
     shown = " ".join(capsys.readouterr().out.split())  # the table may wrap a long line
     assert "zooniverse 3 photos cut short left out of the subjects" in shown, shown
-    assert "damaged.csv, trapbatch results task-0" in shown and "--rerun --only-new" in shown
-    # the CLI's own line, in the CLI's words: "post the request" is the API's (seen: "post the request again")
-    assert "then trapbatch submit the same request with --rerun --only-new" in shown and "post " not in shown
+    assert "damaged.csv, trapbatch results task-0" in shown
+    # the CLI's own line, in the CLI's words: "post the request" is the API's (seen: "post the request again"); and
+    # --only-new alone, as every other line says it (it is a re-run: "--rerun --only-new" read as two things to do)
+    assert "then trapbatch submit the same request with --only-new" in shown and "post " not in shown
+    assert "--rerun" not in shown
     assert zooniverse_cut_short_line({"zooniverse_cut_short": 1}, "t").startswith("1 photo cut short left out")
     for none in ({"zooniverse_subjects": 8}, {"zooniverse_cut_short": 0}, None, "x"):
         assert zooniverse_cut_short_line(none, "t") == ""
@@ -1819,8 +1821,13 @@ T1 = "task-0123456789abcdef0123"
     (f"wait until GET /api/tasks/{T1} shows it finished, or POST /api/tasks/{T1}/cancel it, then post the request "
      "with \"rerun\" again", f"wait until trapbatch status {T1} shows it finished, or cancel it with trapbatch "
      f"cancel {T1}, then submit the request with --rerun again"),
-    ("leave 'notify_url' out and poll GET /api/tasks/{id}", "leave --notify-url out and follow it with trapbatch "
-     "watch <task id>"),
+    # a refused notify_url: no task exists yet, so there is no id to watch; submit --wait follows the task it starts
+    ("leave 'notify_url' out and poll GET /api/tasks/{id}", "leave --notify-url out and follow the task with "
+     "trapbatch submit --wait"),
+    # an estimate's results: the CLI's user never wrote "dry_run", they ran trapbatch estimate
+    ('this was an estimate ("dry_run": true), which runs nothing: post the request without dry_run',
+     "this was an estimate (trapbatch estimate), which runs nothing: run the same request with trapbatch submit "
+     "instead of trapbatch estimate"),
     ("e.g. GET /api/tasks?limit=20", "e.g. trapbatch list --limit 20"),
     (f"run it again: trapbatch repeats {T1} --search (POST /api/tasks/{T1}/repeats/search)",
      f"run it again: trapbatch repeats {T1} --search"),
@@ -1844,6 +1851,16 @@ def test_the_apps_hints_are_shown_as_the_clis_commands_and_flags(hint: str, show
     from cli.main import in_cli_words
 
     assert in_cli_words(hint) == shown
+
+
+def test_an_estimates_results_asked_for_say_next_with_the_clis_commands_not_dry_run() -> None:
+    """``trapbatch results <an estimate's id>`` said "submit the request without dry_run": the app's words (its
+    hint for an estimate, api.starters), a field the CLI's user never wrote."""
+    from api.starters import _no_results_hint
+    from cli.main import in_cli_words
+
+    shown = in_cli_words(_no_results_hint(T1, {"runtime_status": "Completed", "stage": "estimated"}))
+    assert "dry_run" not in shown and "trapbatch submit instead of trapbatch estimate" in shown, shown
 
 
 def test_an_error_from_the_app_says_next_in_the_clis_words_and_the_clis_own_hints_stay(
