@@ -231,7 +231,10 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
                 error = error.rstrip() + (f" (the pool job {job_id} could not be closed and may still run tasks: "
                                           f"end it with 'az batch job terminate --job-id {job_id}')")
         failed = c.TaskStatus(stage=Stage.failed, started=started, error=error,
-                              finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
+                              finished=context.current_utc_datetime.isoformat())
+        if pool_used[0] or ended:  # shard groups ran (their first submit creates the job, activities.pool): name it.
+            # A task that failed before (listing, too many shards) has no job; naming one sent people looking for it
+            failed["pool_job"] = job_id
         if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
             _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]))
         context.set_custom_status(fit(failed))

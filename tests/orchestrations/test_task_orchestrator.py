@@ -132,6 +132,9 @@ def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: 
     assert "'cams'" in run.custom_status["error"]
     assert run.activity_names == [c.PLAN_LISTING, c.FINISH_ENUMERATION] and not run.sub_orchestrations
     assert run.inputs(c.PLAN_LISTING) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
+    # it failed at listing: no shard group ran, so no pool job was created (a shard group's first submit creates it,
+    # activities.pool.run_submit); the status named one all the same, and trapbatch status showed it
+    assert "pool_job" not in run.custom_status
 
 
 def test_no_images_under_the_prefix_names_what_the_container_holds_near_it() -> None:
@@ -160,7 +163,7 @@ def test_more_shards_than_a_task_may_have_fail_before_any_manifest_with_the_shar
     run = run_task(task_input(request, images_per_shard=1, max_shards=MAX_SHARDS),
                    activities(images=MAX_SHARDS + 1, shards=MAX_SHARDS + 1))
 
-    assert run.status == "Failed" and not run.sub_orchestrations
+    assert run.status == "Failed" and not run.sub_orchestrations and "pool_job" not in run.custom_status
     assert c.WRITE_SHARDS not in run.activity_names and run.custom_status["stage"] == Stage.failed
     assert f"make {MAX_SHARDS + 1} shards, more than the {MAX_SHARDS}" in run.custom_status["error"]
     assert '"images_per_shard" of at least 2 ' in run.custom_status["error"]
