@@ -1212,7 +1212,9 @@ def _ids(text: str) -> list[str]:
 
 @cli.command(name="config", short_help="Show where the address, key and storage access come from (no secrets).")
 def show_config() -> None:
-    """Show the configuration in force and where each value comes from; secrets only as set / not set."""
+    """Show the configuration in force and where each value comes from; secrets only as set / not set.
+
+    Exits 2 when no address is set or it is not usable (as every command that needs it would), else 0."""
     import os
 
     state = click.get_current_context().find_object(State)
@@ -1224,11 +1226,14 @@ def show_config() -> None:
               "the flags or TRAPBATCH_URL and TRAPBATCH_KEY)"), markup=False)
     for name, value in config.describe().items():
         out.print(f"{name}: {value}")
-    if config.url:  # a url no command could use says so here too, not first at the next command
-        try:
-            config.require_url()
-        except CliError as exc:
-            out.print(f"url NOT usable: {exc.message}; {exc.hint}")
+    # a url no command could use (or none) says so here too, not first at the next command; and exits 2, as every
+    # command that needs it would (docs/cli.md "Exit codes"): a script checking the setup with `trapbatch config`
+    # read exit 0 below "url NOT usable"
+    try:
+        config.require_url()
+    except CliError as exc:
+        out.print(f"url NOT usable: {exc.message}; {exc.hint}", markup=False)
+        sys.exit(EXIT_USAGE)
 
 
 def main(argv: list[str] | None = None) -> int:

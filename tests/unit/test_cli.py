@@ -1536,8 +1536,11 @@ def test_the_address_check_says_where_the_address_came_from(tmp_path: Path, monk
     monkeypatch.setenv("TRAPBATCH_URL", "http://127.0.0.1:7071/api")
     assert main(["list"]) == 2
     assert "next: drop it: set TRAPBATCH_URL=http://127.0.0.1:7071" in capsys.readouterr().err
-    assert main(["config"]) == 0
+    # a script checking the setup with trapbatch config read exit 0 though no command could use the address
+    assert main(["config"]) == 2
     assert "url NOT usable" in capsys.readouterr().out
+    monkeypatch.setenv("TRAPBATCH_URL", "http://127.0.0.1:7071")
+    assert main(["config"]) == 0
 
 
 @pytest.mark.parametrize("name", ["InvalidSchema", "MissingSchema", "InvalidURL", "InvalidHeader"])
@@ -1982,8 +1985,10 @@ def test_config_says_when_its_file_does_not_exist_and_how_to_make_it(tmp_path: P
     path = tmp_path / "config.toml"
     monkeypatch.setenv("TRAPBATCH_CONFIG", str(path))
     monkeypatch.delenv("TRAPBATCH_URL", raising=False)
-    assert main(["config"]) == 0
-    assert f'config file: {path} (not created: write it, TOML, e.g. url = "https://' in capsys.readouterr().out
+    assert main(["config"]) == 2  # no address anywhere: every command but config would exit 2
+    shown = capsys.readouterr().out
+    assert f'config file: {path} (not created: write it, TOML, e.g. url = "https://' in shown
+    assert "url NOT usable: no trapbatch address is configured; pass --url" in shown
     path.write_text('url = "https://func-x.azurewebsites.net"\n')
     assert main(["config"]) == 0
     shown = capsys.readouterr().out
