@@ -509,6 +509,9 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
     finals: list[dict[str, Any]] = []
     started: list[bool] = []  # beside finals: whether this submit started the folder's task or found it running
     for index, (folder, answer) in enumerate(answers):
+        # the folder first, on the progress's stream: its progress lines (--plain, a log) came before it and read as
+        # the folder before's; with --json they go to standard error, where nothing else said whose they were
+        (err if as_json else out).print(f"[bold]folder {escape(folder)}[/]")
         try:
             st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
         except CliError as exc:
@@ -519,7 +522,6 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
         finals.append({**st, "folder": folder})
         started.append(not found_ended(answer))
         if not as_json:
-            out.print(f"[bold]folder {folder}[/]")
             _summary(st)
     if as_json:
         _print_json(finals + failures)

@@ -1716,6 +1716,27 @@ def test_submit_per_folder_names_every_task_started_when_a_folders_request_is_re
     assert "folder b: POST /api/tasks answered 429" in said.err and "folder c: not sent" in said.err
 
 
+def test_submit_per_folder_wait_says_each_folder_before_its_progress_lines(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --plain, a folder's progress lines came before its ``folder X`` header, so they read as the folder
+    before's; with --json (progress on standard error) no line said whose they were."""
+    from cli import main as cli_main
+
+    client = _FolderClient()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--wait", "--plain"]
+    assert cli_main.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = [line for line in lines if line.startswith(("folder ", "["))]  # the headers and the progress lines
+    assert [line if line.startswith("folder") else "progress" for line in said] == [
+        "folder a", "progress", "folder b", "progress"], lines
+    client.posted.clear()
+    assert cli_main.main([*args, "--json"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line if line.startswith("folder") else "progress" for line in err
+            if line.startswith(("folder ", "["))] == ["folder a", "progress", "folder b", "progress"], err
+
+
 def test_results_run_again_says_unchanged_for_the_files_it_did_not_download_again(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A second ``trapbatch results`` printed ``wrote`` for every file though none was fetched (their ETags kept)."""
