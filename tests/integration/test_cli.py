@@ -224,6 +224,19 @@ def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, un
     from core.requests import parse_task_request
 
     assert listed[0]["id"] != parse_task_request({"container": unique_name}).task_id  # never the real run's task
+    # an estimate's results, asked for: what to do in the CLI's words, not the API's "without dry_run"
+    asked = trapbatch("results", listed[0]["id"], url=host.base_url)
+    assert asked.returncode == 4 and "run the same request with trapbatch submit instead of trapbatch estimate" in \
+        " ".join(asked.stderr.split()) and "dry_run" not in asked.stderr, asked.stderr
+
+    # an estimate that fails, with --json: its error as JSON on standard output, as --folder lists a folder's
+    failed = trapbatch("estimate", "--container", unique_name, "--prefix", "nowhere/", "--json", url=host.base_url)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    error = json.loads(failed.stdout)
+    assert error["exit_code"] == 1 and "no images" in error["error"] and error["hint"], error
+    # it failed at listing: nothing reached the pool, so its status names no pool job
+    status = json.loads(trapbatch("status", error["id"], "--json", url=host.base_url).stdout)
+    assert status["stage"] == "failed" and "pool_job" not in status, status
 
 
 def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
