@@ -92,8 +92,9 @@ def _command(m: re.Match[str]) -> str:
     before, it = m.group("before") or "", m.group("it") or ""
     if before == "poll " and sub == "" and task_id == "<task id>":
         # "poll GET /api/tasks/{id}" with no id known: a hint to a request that has no task yet (a refused
-        # notify_url); the task submit would start is followed by submit --wait, there is no id to watch
-        return f"follow the task with trapbatch submit --wait{it}"
+        # notify_url); the task submit would start is followed by submit --wait, there is no id to watch; and an
+        # estimate (the same refusal) waits by itself: submit would start the real run
+        return f"follow the task with trapbatch submit --wait (trapbatch estimate waits for its own){it}"
     if before in ("poll ", "follow it at ") and sub == "" and task_id:  # "poll GET ...", "follow it at <link>"
         return f"follow it with trapbatch watch {task_id}{it}"
     if before == " are at ":  # "its results are at <link>"

@@ -269,6 +269,9 @@ def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: Blo
     # a notification the app could never send is refused at the start (it was accepted, and silently never sent)
     unlisted = trapbatch("submit", "--container", unique_name, "--notify-url", hook, url=host.base_url)
     assert unlisted.returncode == 4 and "400" in unlisted.stderr and "TRAPBATCH_NOTIFY_HOSTS" in unlisted.stderr
+    # no task exists yet: what follows one without a notification is submit --wait, there is no id to watch
+    assert "leave --notify-url out and follow the task with trapbatch submit --wait" in " ".join(
+        unlisted.stderr.split()) and "<task id>" not in unlisted.stderr, unlisted.stderr
     monkeypatch.setenv("TRAPBATCH_NOTIFY_HOSTS", f"127.0.0.1:{server.server_port}")
     unsigned = trapbatch("submit", "--container", unique_name, "--notify-url", hook, url=host.base_url)
     assert unsigned.returncode == 4 and "TRAPBATCH_NOTIFY_SECRET" in unsigned.stderr

@@ -1847,7 +1847,7 @@ T1 = "task-0123456789abcdef0123"
      f"cancel {T1}, then submit the request with --rerun again"),
     # a refused notify_url: no task exists yet, so there is no id to watch; submit --wait follows the task it starts
     ("leave 'notify_url' out and poll GET /api/tasks/{id}", "leave --notify-url out and follow the task with "
-     "trapbatch submit --wait"),
+     "trapbatch submit --wait (trapbatch estimate waits for its own)"),
     # an estimate's results: the CLI's user never wrote "dry_run", they ran trapbatch estimate
     ('this was an estimate ("dry_run": true), which runs nothing: post the request without dry_run',
      "this was an estimate (trapbatch estimate), which runs nothing: run the same request with trapbatch submit "
