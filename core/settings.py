@@ -45,7 +45,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    many busy retries only continues as new after every round
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
     TRAPBATCH_MERGE_IMAGES_PER_PART  images one fan-in activity merges (default 200000, whole shards, at least one:
-                                   ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin);
+                                   ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin;
+                                   above images / 5,000: the task's execution schedules ~6 calls a part, and the
+                                   extension fails one past maxOrchestrationActions, 100,000: devhost row 47);
                                    a repeat search run again (orchestrations.repeat_search) reads parts of this size
     TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP  eligible detections one repeat-search activity takes (default
                                    400000: ~20-60 s; whole folders, so a larger folder is a group of its own), at the
