@@ -678,11 +678,15 @@ def package_licenses(ctx: ExportContext) -> list[dict[str, str]] | None:
 def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder,
                      events: int = 0, interval_s: float = camtrap_events.DEFAULT_INTERVAL_S) -> None:
     """``datapackage.json`` of the variant's Camtrap DP package (``events``: how many events ``write_events`` wrote,
-    grouped at ``interval_s``)."""
+    grouped at ``interval_s``). Its description names the images' container and account (``camtrapdp.
+    media_location``): media ``filePath`` is a blob name, relative to that container, not to the package."""
     licenses = package_licenses(ctx)
+    where = camtrapdp.media_location(str(ctx.enumeration.get("container") or ctx.request.get("container") or ""),
+                                     str(ctx.enumeration.get("source_account_url")
+                                         or ctx.request.get("source_account_url") or ""))
     descriptor = camtrap.descriptor(
         f"trapbatch-{ctx.task_id}" + (f"-{ctx.variant}" if ctx.variant else ""), ctx.title, ctx.completed_at,
-        contributors(ctx), licenses, event_interval_s=interval_s if events else None)
+        contributors(ctx), licenses, event_interval_s=interval_s if events else None, media_where=where)
     store.write_json(ctx.container, layout.camtrap_dp_blob(ctx.task_id, "datapackage.json", ctx.variant), descriptor)
 
 

@@ -29,7 +29,10 @@ _THRESHOLD_CSV = re.compile(r"detections(?:\.[a-z-]+)?\.threshold-(?P<t>[0-9.e+-
 CAMTRAP_DP_TABLES = {
     "datapackage.json": "describes the package and names its tables",
     "deployments.csv": "one row per camera deployment (its folder, first and last photo)",
-    "media.csv": "one row per photo (file path, capture time)",
+    # filePath is a blob name: Camtrap DP reads a relative path as a file of the package, which the photos are not
+    # (gpu_batch.formats.camtrapdp, module doc)
+    "media.csv": ("one row per photo (capture time; filePath, its blob name in the images' container named above: "
+                  "the photos are not in the package)"),
     "observations.csv": ("what was seen (animal, person, vehicle, blank; unknown for a photo cut short with "
                          "nothing detected) per photo and per visit"),
 }

@@ -13,7 +13,17 @@ What maps to what:
   detection time for a deployment without any);
 * a **media** row per image (failed ones too: the file exists), ``filePath`` the blob name (percent-encoded only
   where Camtrap DP's pattern refuses it: ``media_file_path``), ``filePublic`` false (the images stay in the owner's
-  storage);
+  storage). That is a relative path, and Camtrap DP 1.0.2 reads a relative ``filePath`` as a file *of the package*
+  ("URL or relative path to the media file, respectively for externally hosted files or files that are part of the
+  package", media-table-schema.json); the images are not in it: they stay in the task's container. So a reader
+  that follows the standard and resolves it against the package's folder looks in the wrong place (the schema's
+  ``skos:broadMatch`` for ``filePath`` is Audubon Core's ``accessURI``), and the package's description says where they
+  are instead (``media_location``): the blob name is the ``filePath`` ``urllib.parse.unquote``d, and its URL is
+  ``<account URL>/<container>/`` followed by that name URL-encoded, read with the reader's own access (no SAS is
+  written anywhere). Why not that URL in ``filePath``:
+  the workers' merge views hold the media lines (``gpu_batch.formats.mergeview``) and the exports parts copy them
+  as they are, so the URL would need a view placeholder, a view version and every export path changed at once;
+  left for later;
 * **observations** at media level: one per detection at or above the threshold (``animal`` / ``human`` /
   ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
   clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version (a model
@@ -307,6 +317,22 @@ def media_file_path(file: str) -> str:
     out = _PATH_ESCAPES.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), file)
     out = re.sub(r"\.{2,}", lambda m: "%2E" * len(m.group()), out)
     return f"%{ord(out[0]):02X}{out[1:]}" if out[:1] in (".", "~", "/") else out
+
+
+def media_location(container: str, account_url: str = "") -> str:
+    """The package description's word on where the media files are: not in the package, though ``filePath`` is a
+    relative path, which Camtrap DP 1.0.2 reads as a file of the package (see the module doc). ``container``: the
+    images' container; ``account_url``: its storage account's blob endpoint when the task named another account
+    (a request's ``source_account_url``, which ``core.requests`` refuses with a SAS or other credential), "" for
+    trapbatch's own account. No credential is written: ``filePublic`` is false, a reader needs their own access."""
+    account = (f"the storage account {account_url}" if account_url
+               else "trapbatch's own storage account (the one this package was written to)")
+    base = f"{account_url}/{container}/" if account_url else f"<account URL>/{container}/"
+    return (f"The media files are not in this package: each media filePath is the blob name of an image in the "
+            f"container {container} of {account} (percent-decoding it gives the name back: only %, and what Camtrap "
+            f"DP's filePath pattern refuses, is encoded), so resolve it there, not against this package's folder: "
+            f"the image's URL is {base} followed by the blob name URL-encoded (filePublic is false: open it with your "
+            "own access to that container). ")
 
 
 def media_id(file: str) -> str:
@@ -726,10 +752,11 @@ class CamtrapBuilder:
 
     def descriptor(self, name: str, title: str, created: str, contributors: list[dict[str, str]],
                    licenses: list[dict[str, str]] | None = None,
-                   event_interval_s: float | None = None) -> dict[str, Any]:
+                   event_interval_s: float | None = None, media_where: str = "") -> dict[str, Any]:
         """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata;
         ``event_interval_s``: the observations include event-level ones, a camera's images at most that many
-        seconds apart (``core.camtrap_events``)."""
+        seconds apart (``core.camtrap_events``); ``media_where``: the description's word on where the media files
+        are (``media_location``), "" for none."""
         # the package's time span: Camtrap DP's temporal is the "Start date of the first deployment" to the "End
         # date of the last (completed) deployment", so it covers every deployment row (deployment_rows: a deployment
         # without capture times spans the detection time), and so every media timestamp (stand_in_media)
@@ -764,7 +791,7 @@ class CamtrapBuilder:
             "contributors": contributors,
             "description": ("MegaDetector detections (machine observations, not species identifications) made by "
                             f"{self.classified_by}; observations at or above confidence {self.threshold}. "
-                            + PROJECT_PLACEHOLDERS + " " + placed
+                            + PROJECT_PLACEHOLDERS + " " + placed + media_where
                             + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset} "
                                "unless the image list gave an image's own utc_offset." if self.utc_offset
                                else NO_ZONE)

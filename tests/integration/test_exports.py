@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from PIL import Image
@@ -131,6 +132,13 @@ def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_p
     assert descriptor["contributors"] == [{"title": "ana", "role": "contact"},
                                           {"title": "Univ. of X", "role": "rightsHolder"}]  # TRAPBATCH_EXPORT_ATTRIBUTION
     assert {lic["scope"] for lic in descriptor["licenses"]} == {"data", "media"}
+    # the media files are not in the package: its description names the images' container, and each filePath,
+    # percent-decoded, is an image's blob name there (camtrapdp.media_location)
+    images = store.read_json(settings.container, layout.enumeration_blob(TASK))["container"]
+    assert f"container {images} of trapbatch's own storage account" in descriptor["description"]
+    named = [unquote(m["filePath"]) for m in _csv_file(package / "media.csv")]
+    assert sorted(named) == sorted([*IMAGES, "siteA/cam2/broken.jpg"])  # the failed one was never uploaded here
+    assert all(store.read_bytes(images, name) == IMAGES[name] for name in named if name in IMAGES)
 
     # Zooniverse: batches of at most 2, every image but the failed one exactly once
     rows = [r for b in range(1, 4) for r in _csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b, variant))]

@@ -83,7 +83,8 @@ ENTRIES: list[dict[str, Any]] = [
 
 
 def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any] | None = None,
-          listed: dict[str, dict[str, str]] | None = None, utc_offset: str = "") -> camtrapdp.CamtrapBuilder:
+          listed: dict[str, dict[str, str]] | None = None, utc_offset: str = "",
+          media_where: str = "") -> camtrapdp.CamtrapBuilder:
     b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                  completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
                                  locations=locations or {}, utc_offset=utc_offset)
@@ -102,7 +103,8 @@ def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any]
         w.writerows(b.deployment_rows())
     descriptor = b.descriptor("trapbatch-task-x", "site A", "2026-12-01T10:00:00Z",
                               [{"title": "trapbatch", "role": "contributor"}],
-                              [{"name": "CC-BY-4.0", "scope": "data"}, {"name": "CC-BY-4.0", "scope": "media"}])
+                              [{"name": "CC-BY-4.0", "scope": "data"}, {"name": "CC-BY-4.0", "scope": "media"}],
+                              media_where=media_where)
     (folder / "datapackage.json").write_text(json.dumps(descriptor))
     return b
 
@@ -542,6 +544,7 @@ def write_package_descriptor(folder: Path, media: str, data: str) -> dict[str, A
     store = SimpleNamespace(write_json=lambda container, name, doc: written.update(doc=doc))
     ctx = SimpleNamespace(task_id="task-x", variant="", title="site A", completed_at="2026-12-01T10:00:00",
                           license=media, data_license=data, request={"caller": "ana"}, container="c",
+                          enumeration={"container": "photos"},
                           manifest=ManifestOptions(threshold=0.2, attribution="Univ. of X"))
     b = build(folder, ENTRIES)
     write_descriptor(store, ctx, b)  # type: ignore[arg-type]
@@ -680,6 +683,36 @@ def test_awkward_camera_folder_names_keep_the_package_valid_and_their_blob_names
     assert media[-1]["filePath"] == AWKWARD_NAMES[-1]  # spaces, '#', accents: as written
     assert media[5]["filePath"] == "50%25 cover?/IMG+0002.JPG"
     assert camtrapdp.media_file_path("siteA/cam1/IMG_0001.JPG") == "siteA/cam1/IMG_0001.JPG"
+
+
+@pytest.mark.parametrize("account", ["https://partner.blob.core.windows.net", ""])
+def test_the_description_says_which_container_the_media_file_paths_are_relative_to(tmp_path: Path,
+                                                                                    account: str) -> None:
+    """Camtrap DP 1.0.2 media-table-schema.json: filePath is a "URL or relative path to the media file, respectively
+    for externally hosted files or files that are part of the package". trapbatch writes the blob name, a relative
+    path, but the images stay in the owner's container: a reader resolving it against the package's folder looks
+    in the wrong place. The package's description (what R camtrapdp's write_eml makes the EML abstract) says where
+    they are: the container and account, and how a filePath becomes the image's URL, with no credential in it."""
+    from urllib.parse import quote, unquote
+
+    where = camtrapdp.media_location("camera-traps", account)
+    build(tmp_path, [{"file": n, "datetime": "2024:05:01 06:30:00", "detections": []} for n in AWKWARD_NAMES],
+          media_where=where)
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    described = json.loads((tmp_path / "datapackage.json").read_text())["description"]
+    assert "The media files are not in this package" in described and "filePublic is false" in described
+    assert "container camera-traps of" in described and described.endswith(camtrapdp.NO_ZONE)
+    if account:
+        base = "https://partner.blob.core.windows.net/camera-traps/"
+        assert f"the image's URL is {base} followed by the blob name URL-encoded" in described
+        # the recipe, followed: each filePath percent-decoded and URL-encoded is the blob's URL below that base
+        urls = [base + quote(unquote(m["filePath"]), safe="/") for m in rows(tmp_path / "media.csv")]
+        assert urls[-1] == base + "%C3%91and%C3%BA/Zo%C3%AB%27s%20cam%20%232/IMG%201.JPG"
+        assert urls[5] == base + "50%25%20cover%3F/IMG%2B0002.JPG"
+    else:  # trapbatch's own account: named as such, no URL made up
+        assert "trapbatch's own storage account" in described and "https://" not in described
+        assert "<account URL>/camera-traps/" in described
 
 
 def test_clock_corrections_that_match_no_camera_folder_are_named_with_what_they_may_have_meant() -> None:
