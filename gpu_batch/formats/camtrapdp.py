@@ -78,6 +78,17 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
 
 The tables are data, not spreadsheet cells: names are written exactly (no formula guard, unlike the CSV).
 
+The package's ``created`` is the results' ``detection_completion_time``: when this generation's results were
+merged (``activities.merge``: the fan-in orchestration's ``current_utc_datetime``, the same on every replay), not the
+time ``datapackage.json`` was written. The Data Package spec's "datetime on which this package was created" is read
+as when its content came to be: the exports are a function of those results and the request. Why not the writing
+time: the exports are idempotent, the same results giving the same bytes (activity retries, an orchestration
+replayed, the single activity and the fanned-out parts and combine, a results zip rebuilt only when a file changed),
+which a clock read while writing would break. A re-run (``clock_corrections`` with ``only_new``: no image detected
+again) is a generation of its own with its own merge, so its package's ``created`` is the re-run's merge time; the
+repeats-removed variant's results are merged by their own orchestration (``orchestrations.repeats``), so its package's
+``created`` is when that variant was merged.
+
 Must not: do I/O; hold more than the per-deployment aggregates (one small record per camera folder).
 """
 from __future__ import annotations
@@ -756,7 +767,8 @@ class CamtrapBuilder:
         """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata;
         ``event_interval_s``: the observations include event-level ones, a camera's images at most that many
         seconds apart (``core.camtrap_events``); ``media_where``: the description's word on where the media files
-        are (``media_location``), "" for none."""
+        are (``media_location``), "" for none. ``created`` is given (the results' detection completion time: the
+        module doc says why)."""
         # the package's time span: Camtrap DP's temporal is the "Start date of the first deployment" to the "End
         # date of the last (completed) deployment", so it covers every deployment row (deployment_rows: a deployment
         # without capture times spans the detection time), and so every media timestamp (stand_in_media)
