@@ -25,6 +25,12 @@ from gpu_batch.formats.entries import entry_fragment as entry_fragment
 from gpu_batch.formats.entries import entry_json as entry_json
 
 MAX_PARTS = 10_000  # parts per merge; a block blob holds 50,000 committed blocks (see adapters.compose)
+# parts per merge of a task started since OrchestrationKnobs.merge_max_parts (Settings.from_env sets it): the task's
+# execution schedules about six calls a part (merge, exports, Zooniverse parts) and each retry round again the calls
+# not yet done, and the Durable extension fails an execution past maxOrchestrationActions, 100,000 (devhost row 47):
+# 10,000 parts (a TRAPBATCH_MERGE_IMAGES_PER_PART of a few images at ten million) made ~60,000 on the first round.
+# 1,000 parts of a 10M-image task hold 10,000 images each (~2 s to merge); the default knob makes 50.
+SAFE_MAX_PARTS = 1_000
 MAX_SHARDS_PER_PART = 1_000  # each shard costs a listing and two reads (~10-30 ms) whatever its size
 SEARCH_DETECTIONS_PER_GROUP = 400_000  # eligible detections per repeat-search activity (~20-60 s at ~50-150 us)
 RESULTS_TAIL = mdformat.RESULTS_TAIL

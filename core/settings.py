@@ -46,8 +46,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
     TRAPBATCH_MERGE_IMAGES_PER_PART  images one fan-in activity merges (default 200000, whole shards, at least one:
                                    ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin;
-                                   above images / 5,000: the task's execution schedules ~6 calls a part, and the
-                                   extension fails one past maxOrchestrationActions, 100,000: devhost row 47);
+                                   at most core.fanin.SAFE_MAX_PARTS parts whatever it is: the task's execution
+                                   schedules ~6 calls a part, and the extension fails one past
+                                   maxOrchestrationActions, 100,000: devhost row 47);
                                    a repeat search run again (orchestrations.repeat_search) reads parts of this size
     TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP  eligible detections one repeat-search activity takes (default
                                    400000: ~20-60 s; whole folders, so a larger folder is a group of its own), at the
@@ -205,6 +206,7 @@ from typing import Any, Mapping
 
 from core.errors import ConfigError
 from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
+from core.fanin import SAFE_MAX_PARTS
 from core.expiry import MAX_TIMER_STEP
 from core.worker_tuning import parse_worker_tuning
 from core.mdformat import typical_threshold
@@ -413,6 +415,9 @@ class OrchestrationKnobs:
     max_shards: int = 0
     max_failed_fraction: float = 0.05
     merge_images_per_part: int = 200_000  # the fan-in merges ranges of about this many images per activity
+    # parts per merge at most (core.fanin.SAFE_MAX_PARTS; Settings.from_env sets it); 0, a task whose input lacks it
+    # (started by a release before the knob), plans up to core.fanin.MAX_PARTS, as it ran
+    merge_max_parts: int = 0
     repeat_search_detections_per_group: int = 400_000  # eligible detections per repeat-search activity
     # a folder with more eligible detections is not searched (RepeatOptions.max_folder_detections)
     repeat_max_folder_detections: int = DEFAULT_MAX_FOLDER_DETECTIONS
@@ -579,6 +584,7 @@ class Settings:
         poll_min_s, poll_max_s = _poll_s(env)
         knobs = OrchestrationKnobs(
             max_shards=MAX_SHARDS,
+            merge_max_parts=SAFE_MAX_PARTS,
             images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD,
                                   maximum=MAX_IMAGES_PER_SHARD),  # what a request may ask for
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),

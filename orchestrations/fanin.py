@@ -40,7 +40,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.errors import failure_line
-from core.fanin import plan_parts
+from core.fanin import MAX_PARTS, plan_parts
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import (REPEATS_REMOVED, csv_blob, damaged_blob, merge_work_prefix, repeats_blob,
                                results_blob)
@@ -73,7 +73,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
     parts read the ids from it instead of each carrying them (``contracts.PREPARE_REMOVAL``)."""
     completed_at = context.current_utc_datetime.isoformat()
     payloads: list[c.MergePartInput] = []
-    plan = plan_parts(shards, images, knobs.merge_images_per_part)
+    plan = plan_parts(shards, images, knobs.merge_images_per_part, knobs.merge_max_parts or MAX_PARTS)
     for part, (first, count) in enumerate(plan):
         payload = c.MergePartInput(task_id=task_id, part=part, first_shard=first, shards=count)
         if variant:

@@ -26,7 +26,7 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.contracts import Stage
 from core.failures import failures_without_secrets
-from core.fanin import plan_parts
+from core.fanin import MAX_PARTS, plan_parts
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import REPEAT_SEARCH_WORK, merge_work_prefix
 from orchestrations.fanin import work_left
@@ -46,7 +46,8 @@ def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[A
     context.set_custom_status(status)
     enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
                                                      c.ReadEnumerationInput(task_id=task_id))
-    plan = plan_parts(enumeration["shards"], enumeration["images"], knobs.merge_images_per_part)
+    plan = plan_parts(enumeration["shards"], enumeration["images"], knobs.merge_images_per_part,
+                      knobs.merge_max_parts or MAX_PARTS)
     parts: list[c.SearchPartOutput] = yield from call_all(context, c.SEARCH_PART, [
         c.SearchPartInput(task_id=task_id, part=p, first_shard=first, shards=count, options=options, work=work)
         for p, (first, count) in enumerate(plan)])

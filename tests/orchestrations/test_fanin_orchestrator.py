@@ -17,7 +17,8 @@ TASK = "task-0123456789abcdef0123"
 def merge_only(context: Any) -> Any:
     d = context.get_input()
     return (yield from fan_in(context, TASK, "MDV5A", d["images"], d["shards"],
-                              OrchestrationKnobs(merge_images_per_part=d["per_part"])))
+                              OrchestrationKnobs(merge_images_per_part=d["per_part"],
+                                                 merge_max_parts=d.get("max_parts", 0))))
 
 
 def part_output(payload: Any) -> c.MergePartOutput:
@@ -55,6 +56,29 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, expo
         raise AssertionError(name)
 
     return answer
+
+
+def test_a_task_of_this_release_merges_in_at_most_safe_max_parts_whatever_the_knob() -> None:
+    """A TRAPBATCH_MERGE_IMAGES_PER_PART of a few images made one part per shard up to core.fanin.MAX_PARTS (10,000 at
+    ten million images): the task's execution then scheduled ~60,000 calls on the first round and could pass the
+    extension's maxOrchestrationActions (100,000, devhost row 47) with a retry round, failing the task. A task
+    started with ``merge_max_parts`` (Settings.from_env: SAFE_MAX_PARTS) plans at most that many, each shard once; one
+    whose input lacks it plans as it ran (replay)."""
+    from core.fanin import SAFE_MAX_PARTS
+    from core.settings import Settings
+
+    assert Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).knobs.merge_max_parts \
+        == SAFE_MAX_PARTS
+    assert OrchestrationKnobs().merge_max_parts == 0  # an input of before the knob
+    # the knob as the orchestrator applies it, small here (the replay of 1,000 parts takes minutes)
+    capped = run_orchestrator(merge_only, {"images": 300, "shards": 30, "per_part": 1, "max_parts": 7}, script())
+    assert capped.status == "Completed", capped.error
+    parts = capped.inputs(c.MERGE_PART)
+    assert len(parts) == 6 and [s for p in parts for s in range(p["first_shard"], p["first_shard"] + p["shards"])
+                                ] == list(range(30))
+    legacy = run_orchestrator(merge_only, {"images": 300, "shards": 30, "per_part": 1}, script())
+    assert legacy.status == "Completed", legacy.error
+    assert len(legacy.inputs(c.MERGE_PART)) == 30  # as a task started before the knob planned it (MAX_PARTS)
 
 
 def test_parts_cover_every_shard_once_in_ranges_of_about_the_knob() -> None:
