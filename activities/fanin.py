@@ -57,7 +57,7 @@ from core.repeats import FolderSearch, RepeatRemoval, list_search_id, rank_locat
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
-from gpu_batch.formats.detections_csv import CSV_COLUMNS
+from gpu_batch.formats.detections_csv import CSV_COLUMNS, spreadsheet_safe, unguarded
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions
 from gpu_batch.formats.mergeview import HEAD_BYTES, LongHeader, ShardFormatter, ShardView, TornView, read_view_part
 from gpu_batch.formats.previewsample import PreviewSampler
@@ -168,18 +168,21 @@ DAMAGED_HEADER = b"file\r\n"
 
 
 def damaged_rows(names: list[str]) -> bytes:
-    """CSV rows of ``names`` (one column, quoted where a name needs it), as the ``csv`` module writes them."""
+    """CSV rows of ``names`` (one column, quoted where a name needs it), as the ``csv`` module writes them. A name
+    that starts like a formula (``=``, ``+``, ``-``, ``@``...) gets a leading apostrophe, as in detections.csv: the
+    results' README.txt says a spreadsheet opens this list, and blob names are chosen by whoever uploads the images
+    (``activities.previews`` reads it back with ``unguarded``)."""
     text = io.StringIO(newline="")
     rows = csv.writer(text)
     for name in names:
-        rows.writerow([name])
+        rows.writerow([spreadsheet_safe(name)])
     return text.getvalue().encode("utf-8")
 
 
 def write_damaged(store: BlobStore, container: str, task_id: str, sizes: list[int]) -> list[str]:
     """Compose ``layout.damaged_blob`` (a ``file`` header, then each part's rows in part order) from the parts'
     fragments of ``sizes`` bytes, or delete one an earlier merge of this generation left when none has any; returns
-    the first few names (``c.DAMAGED_EXAMPLES``) for the status. Why composed: a card of photos cut short is as many
+    the first few names (``c.DAMAGED_EXAMPLES``, as the blobs are named) for the status. Why composed: a card of photos cut short is as many
     rows as photos, and the combine holds none of them."""
     name = layout.damaged_blob(task_id)
     if not any(sizes):
@@ -194,7 +197,7 @@ def write_damaged(store: BlobStore, container: str, task_id: str, sizes: list[in
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if sizes[first] > 16 * 1024:
         rows = rows[:-1]  # the last row may be cut by the range
-    return [row[0] for row in rows if row][: c.DAMAGED_EXAMPLES]
+    return [unguarded(row[0]) for row in rows if row][: c.DAMAGED_EXAMPLES]  # the names, not their guarded cells
 
 
 def merged_results(listed: dict[str, str]) -> dict[str, str]:

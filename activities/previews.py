@@ -246,8 +246,9 @@ def _damaged(store: BlobStore, container: str, task_id: str, shown: set[str]) ->
     for row in rows:
         if row and row[0]:
             total += 1
-            if row[0] in shown:
-                hit.add(row[0])
+            name = unguarded(row[0])  # the list guards a name a spreadsheet would take for a formula
+            if name in shown:
+                hit.add(name)
     return total, hit
 
 

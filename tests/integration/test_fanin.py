@@ -30,6 +30,7 @@ from core.requests import parse_task_request
 from core.settings import OrchestrationKnobs, Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp
+from gpu_batch.formats.detections_csv import spreadsheet_safe
 from gpu_batch.layout import REPEATS_REMOVED
 from gpu_batch.manifest import ShardManifest
 from orchestrations.fanin import fan_in
@@ -225,7 +226,7 @@ def test_the_photos_cut_short_are_counted_and_listed_beside_the_results_which_st
     assert run.output["damaged"] == 3 and run.output["damaged_blob"] == layout.damaged_blob(tid)
     assert run.output["damaged_examples"] == names[:2]  # the first part's rows, in shard order
     rows = list(csv.reader(io.StringIO(store.read_bytes(settings.container, layout.damaged_blob(tid)).decode())))
-    assert rows == [["file"], *([n] for n in names)]
+    assert rows == [["file"], *([spreadsheet_safe(n)] for n in names)]  # '+plus.png: text in a spreadsheet
     assert {k: v for k, v in run.output.items() if not k.startswith(("parts", "exports_fan_out", "damaged"))} == \
         reference
     got = _outputs(settings, store, tid)
@@ -617,7 +618,7 @@ def test_a_shard_merged_from_a_later_attempts_view_names_every_attempts_photos_c
     assert run.status == "Completed", run.error
     assert (run.output["damaged"], run.output["damaged_examples"]) == (2, names)
     rows = list(csv.reader(io.StringIO(store.read_bytes(settings.container, layout.damaged_blob(tid)).decode())))
-    assert rows == [["file"], *([n] for n in names)]
+    assert rows == [["file"], *([spreadsheet_safe(n)] for n in names)]
     assert not {layout.attempt_results_blob(tid, sid, a) for a in (1, 2)} & set(reads)  # from the view
     assert not any(n.endswith(".damaged.json") for n in store.list_names(settings.container,
                                                                         layout.shard_prefix(tid, sid)))
