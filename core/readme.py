@@ -33,8 +33,11 @@ CAMTRAP_DP_TABLES = {
     # (gpu_batch.formats.camtrapdp, module doc)
     "media.csv": ("one row per photo (capture time; filePath, its blob name in the images' container named above: "
                   "the photos are not in the package)"),
-    "observations.csv": ("what was seen (animal, person, vehicle, blank; unknown for a photo cut short with "
-                         "nothing detected) per photo and per visit"),
+    # observationType in Camtrap DP's words (camtrapdp.OBSERVATION_TYPES: a person is "human"); the two levels
+    # describe the same animals (the package's description says so too), so a sum over both counts them twice
+    "observations.csv": ("what was seen per photo (observationLevel media) and per visit (event), its "
+                         "observationType animal, human (a person), vehicle, blank, or unknown (another category, or "
+                         "a photo cut short with nothing detected); both levels see the same animals: count one level"),
 }
 
 

@@ -118,3 +118,17 @@ def test_the_camera_tables_say_a_visit_counts_in_each_kind_it_had() -> None:
     assert "A visit counts once in each kind it had" in flat
     assert "so those columns may add up to more than its visits; a blank visit had none of them" in flat
     assert "(counted as in camera-visits.csv)" in flat
+
+
+def test_the_observations_table_is_described_by_the_values_its_columns_hold() -> None:
+    """observations.csv's ``observationType`` says ``human`` for MegaDetector's person (Camtrap DP's vocabulary,
+    ``camtrapdp.OBSERVATION_TYPES``), and its media- and event-level rows describe the same animals: the README named
+    the types "animal, person, vehicle", a value no row holds, and said nothing of summing both levels."""
+    from gpu_batch.formats.camtrapdp import OBSERVATION_TYPES
+
+    text = readme_text(FACTS, FILES)
+    line = " ".join(text.split("exports/camtrap-dp/observations.csv\n", 1)[1].split("\nexports/", 1)[0].split())
+    for kind in (*OBSERVATION_TYPES.values(), "blank", "unknown"):
+        assert kind in line
+    assert "person" not in line.replace("human (a person", "")
+    assert "observationLevel media" in line and "event" in line and "count one level" in line
