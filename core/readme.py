@@ -35,9 +35,9 @@ CAMTRAP_DP_TABLES = {
                   "the photos are not in the package)"),
     # observationType in Camtrap DP's words (camtrapdp.OBSERVATION_TYPES: a person is "human"); the two levels
     # describe the same animals (the package's description says so too), so a sum over both counts them twice
-    "observations.csv": ("what was seen per photo (observationLevel media) and per visit (event), its "
-                         "observationType animal, human (a person), vehicle, blank, or unknown (another category, or "
-                         "a photo cut short with nothing detected); both levels see the same animals: count one level"),
+    "observations.csv": ("what was seen per photo (observationLevel media) and per visit (event): observationType "
+                         "animal, human (a person), vehicle, blank or unknown (another category; a photo cut short, "
+                         "nothing detected). Both levels see the same animals: count one level"),
 }
 
 
@@ -101,9 +101,10 @@ def describe(path: str, facts: ReadmeFacts) -> str:
                 "Timelapse imports it as its recognitions; MegaDetector's postprocessing tools read it "
                 "(postprocess_batch_results, repeat detection elimination).")
     if file.startswith("detections") and file.endswith(".csv"):
-        return (f"One row per image: folder, capture time, ok or failed and why, animals, people and vehicles at "
-                f"threshold {t} and the best confidence of each (to apply another threshold). Opens in a "
-                "spreadsheet (Excel: Data > From Text/CSV, UTF-8).")
+        return (f"One row per image: folder, capture time (the camera's clock, from EXIF, no time zone), ok or "
+                f"failed and why, animals, people and vehicles at threshold {t} and the best confidence of each "
+                "(0 to 1, to apply another threshold). Opens in a spreadsheet (Excel: Data > From Text/CSV, "
+                "UTF-8).")
     if file == "damaged.csv":
         return ("The photos cut short (a JPEG without its end: a camera that lost power, a partial copy), one per "
                 "row. They were detected as far as they go; copy them again from the cards. A spreadsheet.")
@@ -121,14 +122,17 @@ def describe(path: str, facts: ReadmeFacts) -> str:
         return (f"COCO Camera Traps: the images and their boxes at threshold {t}, for training a classifier or "
                 "sharing on LILA BC; MegaDetector's tools and any COCO reader open it.")
     if file == "camera-visits.csv":
-        return ("A row per camera: its first and last photo and its visits (photos close in time) with an animal, "
-                "a person, a vehicle, another kind or a photo cut short in which nothing was seen (unknown), and "
+        # first_capture and last_capture are the Camtrap DP timestamps (camtrapdp.camtrap_timestamp): in the task's
+        # utc_offset, else marked +00:00 though they are the cameras' clocks; the counts are of timed photos only
+        return ("A row per camera: its first and last photo (in the task's utc_offset, else the cameras' clocks "
+                "marked +00:00, not UTC), its photos with a capture time, its visits (photos close in time) with "
+                "an animal, a person, a vehicle, another kind or a photo cut short with nothing seen (unknown), and "
                 "blank ones. A visit counts once in each kind it had (an animal and a person: in both; an animal "
                 "and such a photo: animal and unknown), so those columns may add up to more than its visits; a "
                 "blank visit had none of them. Opens in a spreadsheet.")
     if file == "camera-days.csv":
-        return ("A row per camera and day: its photos and visits by kind (counted as in camera-visits.csv), for "
-                "trap effort and detection histories (camtrapR, occupancy models). Opens in a spreadsheet.")
+        return ("A row per camera and day: its photos with a capture time and visits by kind (counted as in "
+                "camera-visits.csv), for trap effort, detection histories (camtrapR, occupancy). A spreadsheet.")
     if _BATCH.fullmatch(path) is not None:
         return (f"Zooniverse subject manifests: trapbatch zooniverse {task} puts the photos beside them, fit for "
                 "upload, and prints the Zooniverse panoptes CLI command that uploads each "

@@ -3,6 +3,7 @@ the facts a reader needs; bounded whatever the task's size."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -132,3 +133,20 @@ def test_the_observations_table_is_described_by_the_values_its_columns_hold() ->
         assert kind in line
     assert "person" not in line.replace("human (a person", "")
     assert "observationLevel media" in line and "event" in line and "count one level" in line
+
+
+def test_the_tables_say_which_clock_and_zone_their_times_are_in_and_which_photos_they_count() -> None:
+    """detections.csv's capture_time is the camera's EXIF clock without a zone, while camera-visits.csv writes its
+    first and last photo as the Camtrap DP package does, ``+00:00`` standing in where the task gave no utc_offset
+    (``camtrapdp.camtrap_timestamp``): a reader of the README alone took that for UTC. The camera tables count the
+    photos with a capture time (13 of a camera's 14 rows in detections.csv, in the demo)."""
+    text = readme_text(FACTS, FILES)
+
+    def line(path: str) -> str:  # the indented lines under the path's own line
+        lines = text.split(f"\n{path}\n", 1)[1].split("\n")
+        return " ".join(" ".join(itertools.takewhile(lambda t: t.startswith("    "), lines)).split())
+
+    assert "the camera's clock, from EXIF, no time zone" in line("detections.csv")
+    visits = line("exports/camera-visits.csv")
+    assert "utc_offset" in visits and "+00:00" in visits and "not UTC" in visits
+    assert "photos with a capture time" in visits and "photos with a capture time" in line("exports/camera-days.csv")
