@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gpu_batch.manifest import (FAILURE_REASONS, NO_ACCESS_HINT, REASON_ACCOUNT_NOT_FOUND, REASON_AUTH,
-                                REASON_LISTED_NOT_FOUND, RETRYABLE)
+from gpu_batch.manifest import (FAILURE_REASONS, NO_ACCESS_HINT, REASON_ACCOUNT_NOT_FOUND, REASON_ARCHIVED,
+                                REASON_AUTH, REASON_LISTED_NOT_FOUND, RETRYABLE)
 
 AUTH_ADVICE = f"the images' storage account refused the GPU nodes' reads (401/403): {NO_ACCESS_HINT}"
 ACCOUNT_NOT_FOUND_ADVICE = ("not the photos, their storage account: DNS says its host name does not exist (deleted "
@@ -26,6 +26,13 @@ LISTED_NOT_FOUND_ADVICE = ("the request's image list names files its container d
                            "(the failures in the results) with the container's blob names (case-sensitive, relative to "
                            "the request's prefix, '/' between folders), correct the list, then post the request again "
                            "with \"only_new\": true (the corrected names run, the other images keep their results)")
+# Archived photos are offline, not bad: readable once rehydrated (hours: archive-rehydrate-overview.md). Set Blob Tier
+# "does not update the blob's ETag" (Azure.Storage.Blobs BlobBaseClient.SetAccessTier reference), so an only_new
+# re-run would keep their failures as final (activities.reuse: same name and ETag); a copy (Copy Blob) is a new ETag.
+ARCHIVED_ADVICE = ("these photos are in the Archive tier, offline, not damaged: rehydrate them to Hot or Cool (it "
+                   "takes hours), then post the task's request again with \"rerun\": true (\"only_new\" keeps their "
+                   "failures, since rehydrating in place keeps a photo's ETag; photos copied to an online tier have "
+                   "a new one and run with \"only_new\")")
 PERMANENT_ADVICE = ("these stay failed however often they run: the file is missing, unreadable, or one MegaDetector "
                     "refuses, and the failure beside each image in the results says which")
 
@@ -43,14 +50,17 @@ def by_reason(reasons: Mapping[str, Any]) -> str:
 
 def advice(reasons: Mapping[str, Any] | set[str]) -> list[str]:
     """One sentence per kind of failure present, each led by the reasons it is about: the retryable ones (a re-run
-    with ``only_new``), the permanent ones, and what to fix before that re-run for ``auth`` and
-    ``account_not_found`` (a re-run alone fails again)."""
+    with ``only_new``), the permanent ones, how ``archived`` photos are read (rehydrated, then ``rerun``), and what to
+    fix before that re-run for ``auth`` and ``account_not_found`` (a re-run alone fails again)."""
     retry = retryable(reasons)
-    # listed_not_found is permanent for the list as it is: the list, not the photos, is what to fix (its own line)
-    permanent = sorted(r for r in reasons if r not in retry and r != REASON_LISTED_NOT_FOUND)
+    # listed_not_found is permanent for the list as it is: the list, not the photos, is what to fix (its own line);
+    # archived photos are readable once rehydrated (their own line too)
+    permanent = sorted(r for r in reasons if r not in retry and r not in (REASON_LISTED_NOT_FOUND, REASON_ARCHIVED))
     lines = [f"{', '.join(retry)}: {ONLY_NEW_ADVICE}"] if retry else []
     if permanent:
         lines.append(f"{', '.join(permanent)}: {PERMANENT_ADVICE}")
+    if REASON_ARCHIVED in reasons:
+        lines.append(f"{REASON_ARCHIVED}: {ARCHIVED_ADVICE}")
     if REASON_LISTED_NOT_FOUND in reasons:
         lines.append(f"{REASON_LISTED_NOT_FOUND}: {LISTED_NOT_FOUND_ADVICE}")
     if REASON_AUTH in reasons:

@@ -85,3 +85,14 @@ def test_a_hint_without_its_counts_keeps_how_many_failed_and_what_to_do() -> Non
                                                                 "undecodable: these stay failed")
     bare = failures_hint({}, failed=3, images=9)
     assert without_counts(bare, {}) == bare and without_counts(hint, {"auth": 3}) == hint
+
+
+def test_archived_photos_are_told_how_to_be_read_not_that_they_stay_failed() -> None:
+    """An archived photo is offline until rehydrated, not a bad file: it was advised as one that "stays failed however
+    often it runs". Rehydrated in place (Set Blob Tier, which keeps its ETag), an ``only_new`` re-run would keep its
+    failure as final (``activities.reuse``: same name and ETag), so the advice names ``rerun``."""
+    hint = failures_hint({"archived": 2, "undecodable": 1}, failed=3, images=10)
+    assert "undecodable: these stay failed" in hint and "archived, undecodable" not in hint, hint
+    line = next(a for a in advice({"archived": 2}) if a.startswith("archived: "))
+    assert "Hot or Cool" in line and '"rerun": true' in line and "ETag" in line, line
+    assert "stay failed however often" not in line
