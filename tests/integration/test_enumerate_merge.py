@@ -238,6 +238,8 @@ def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
     page = html.unescape(store.read_bytes(settings.web_container, f"{folder}/index.html").decode())
     assert 'id="visits"' in page and "camera visits: 1 visit at 1 camera" in page
     assert "<td><code>a</code></td>" in page and "mostly blank" not in page
+    # its photos column counts the timed photos (camera-visits.csv's images), not every photo of the camera
+    assert ">timed photos</th>" in page and "<th>photos</th>" not in page
     assert f"{settings.container}/{layout.camera_visits_blob(tid)}" in page
     # and where a downloaded copy has it (trapbatch results --previews: previews/index.html, exports/...)
     assert " ".join(page.split()).count("<code>../exports/camera-visits.csv</code> from this page in a downloaded") == 1
