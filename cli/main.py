@@ -1142,8 +1142,9 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
             raise CliError("the task has no preview page", str(page.get("error") or "the app named none"),
                            app_hint=True)
         # printed too: where no browser opens (over ssh, a server) xdg-open's "no method available" was all it said;
-        # click.launch does not wait for the opener, so its failure cannot be told here
-        out.print(f"preview page: {url}", markup=False)
+        # click.launch does not wait for the opener, so its failure cannot be told here; with --json on standard
+        # error: standard output holds the JSON alone
+        (err if as_json else out).print(f"preview page: {url}", markup=False)
         click.launch(url)
 
 

@@ -2395,3 +2395,27 @@ def test_ctrl_c_while_submit_per_folder_posts_names_the_tasks_already_started(
     said = " ".join(capsys.readouterr().err.split())
     assert "tasks task-00000000000000000001 (folder a), task-00000000000000000002 (folder b) keep running" in said
     assert "error" not in said, said
+
+
+def test_repeats_json_open_keeps_standard_output_json_alone(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``repeats --json --open`` printed "preview page: <url>" on standard output after the JSON, which a script
+    reading it could no longer parse. With --json the address goes to standard error; the page is still opened."""
+    from cli import main as cli_main
+
+    url = "https://site.example/web/task-1-abc/index.html"
+    opened: list[str] = []
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"locations": [], "search": "merge"}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"public_url": url}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.click, "launch", lambda target: opened.append(target) or 0)
+    assert cli_main.main(["repeats", "task-1", "--open", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"locations": [], "search": "merge"}
+    assert f"preview page: {url}" in captured.err and opened == [url]
