@@ -844,10 +844,15 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                   + f"open {folder / 'previews' / 'index.html'})")
     elif previews:
         err.print(f"no preview pages downloaded: {in_cli_words(str(page.get('error') or 'the app named none'))}")
-    if isinstance(st.get("served"), dict):  # a re-run still running: these files are its previous run's
-        err.print(f"task {task_id} is running again (stage: {st.get('stage')}): these are its previous run's results "
-                  f"({st['served'].get('generation') or 'the first run'}); run this command again once trapbatch "
-                  f"watch {task_id} says it completed, for the new run's")
+    if isinstance(st.get("served"), dict):  # a re-run that has no results (yet): these files are its previous run's
+        served = st["served"].get("generation") or "the first run"
+        if is_final(st):  # it ended failed, cancelled, terminated or expired: waiting brings no new results
+            err.print(f"task {task_id}'s last re-run ended {st.get('stage')} without results: these are the results "
+                      f"of the run before it ({served}); trapbatch status {task_id} says why it ended")
+        else:
+            err.print(f"task {task_id} is running again (stage: {st.get('stage')}): these are its previous run's "
+                      f"results ({served}); run this command again once trapbatch watch {task_id} says it "
+                      "completed, for the new run's")
     left = earlier_files(folder, files, None if previews else task_id)
     if left:  # standard error: the lines above stay the list of this task's files
         err.print(f"{len(left)} file{'s' if len(left) != 1 else ''} in {folder} from an earlier download, not this "

@@ -2419,3 +2419,33 @@ def test_repeats_json_open_keeps_standard_output_json_alone(monkeypatch: pytest.
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"locations": [], "search": "merge"}
     assert f"preview page: {url}" in captured.err and opened == [url]
+
+
+@pytest.mark.parametrize("stage, runtime", [("failed", "Completed"), ("cancelled", "Completed"),
+                                            ("terminated", "Terminated")])
+def test_results_after_a_rerun_that_ended_without_results_do_not_say_to_wait_for_it(
+        stage: str, runtime: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """A re-run that ended failed, cancelled or terminated leaves the previous run's results served, and the status
+    says ``served`` (api.starters.get_task: every stage but completed and completed_with_errors). ``results`` said
+    "task X is running again (stage: failed) ... run this command again once trapbatch watch X says it completed":
+    nothing runs, so that never comes."""
+    from cli import download as cli_download
+    from cli import main as cli_main
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": "results/task-1/detections.json"}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": stage, "runtime_status": runtime,
+                    "served": {"generation": "r26120616310026d2", "hint": "this is a re-run"}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: object())
+    monkeypatch.setattr(cli_download, "download", lambda *a, **k: [])
+    assert cli_main.main(["results", "task-1", "--out", str(tmp_path)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "running again" not in said and "watch" not in said, said
+    assert (f"task task-1's last re-run ended {stage} without results: these are the results of the run before it "
+            "(r26120616310026d2)") in said, said
