@@ -516,7 +516,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
             st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
-                raise _interrupted_folders(answers[index:], finals) from None
+                raise _interrupted_folders(answers[index:], finals, failures) from None
             failures.append(_folder_failure(folder, exc, answer["id"]))
             continue
         finals.append({**st, "folder": folder})
@@ -533,19 +533,24 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
 
 
 def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]],
-                         ended: Sequence[dict[str, Any]] = ()) -> CliError:
+                         ended: Sequence[dict[str, Any]] = (), failures: Sequence[dict[str, Any]] = ()) -> CliError:
     """Ctrl-C while ``submit --folder ... --wait`` followed one folder's task: every task it started is named, those
-    not yet followed to their end (the one watched and those after it) as running, and those followed to their end
-    with their stage. Why: watch_task's message named the one watched alone, so the ids of the folders' tasks after
-    it were printed nowhere, nor, with --json (whose list is printed at the end), those of the tasks that had ended."""
+    not yet followed to their end (the one watched and those after it) as running, those followed to their end
+    with their stage, and those whose following failed (``failures`` with an id: the app unreachable for a while)
+    with why. Why: watch_task's message named the one watched alone, so the ids of the folders' tasks after it were
+    printed nowhere, nor, with --json (whose list is printed at the end), those of the tasks that had ended; and the
+    failures are said at the end too, which Ctrl-C never reaches."""
     tasks = ", ".join(f"{answer['id']} (folder {folder})" for folder, answer in unfinished)
     running = (f"task {tasks} keeps running" if len(unfinished) == 1 else f"tasks {tasks} keep running")
     done = "".join(f"; task {st.get('id')} (folder {st.get('folder')}) ended {st.get('stage')}" for st in ended)
-    if len(unfinished) == 1:
+    lost = [f for f in failures if f.get("id")]  # posted, then not followed: its stage is unknown here
+    done += "".join(f"; task {f['id']} (folder {f['folder']}) not followed: {f['error']}" for f in lost)
+    if len(unfinished) == 1 and not lost:
         task_id = unfinished[0][1]["id"]
         hint = f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it"
     else:
-        watches = "; ".join(f"trapbatch watch {answer['id']}" for _, answer in unfinished)
+        watches = "; ".join(f"trapbatch watch {task_id}"
+                            for task_id in [answer["id"] for _, answer in unfinished] + [f["id"] for f in lost])
         hint = f"{watches} to follow them again, trapbatch cancel <task id> to stop one"
     return CliError(f"stopped watching (Ctrl-C); {running}{done}", hint, exit_code=EXIT_INTERRUPTED)
 

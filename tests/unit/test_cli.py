@@ -2449,3 +2449,29 @@ def test_results_after_a_rerun_that_ended_without_results_do_not_say_to_wait_for
     assert "running again" not in said and "watch" not in said, said
     assert (f"task task-1's last re-run ended {stage} without results: these are the results of the run before it "
             "(r26120616310026d2)") in said, said
+
+
+def test_ctrl_c_while_submit_per_folder_waits_names_a_task_whose_following_failed_before(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Following a's task failed (the app unreachable for a while: it is said at the end, with its id), then Ctrl-C
+    while b's was followed: the message named b's task and c's, and a's task, started by this command and
+    still running, was named nowhere (the failures are said at the end, which Ctrl-C never reaches)."""
+    from cli import main as cli_main
+    from cli.errors import EXIT_API, EXIT_INTERRUPTED
+
+    ids = [f"task-{n:020d}" for n in (1, 2, 3)]
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            if task_id == ids[0]:
+                raise CliError("GET /api/tasks/x could not be reached", "check the network", exit_code=EXIT_API)
+            raise KeyboardInterrupt
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", "--wait", "--json"]
+    assert cli_main.main(args) == EXIT_INTERRUPTED
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"tasks {ids[1]} (folder b), {ids[2]} (folder c) keep running" in said, said
+    assert f"task {ids[0]} (folder a) not followed: GET /api/tasks/x could not be reached" in said, said
+    assert f"trapbatch watch {ids[0]}" in said, said
