@@ -585,7 +585,7 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
             break
         answers.append((folder, answer))
         if not quiet:
-            out.print(f"task {answer['id']} for folder {folder}: " +
+            out.print(f"task {answer['id']} for folder {escape(folder)}: " +
                       ("started" if answer.get("started") else "already known (same request)"))
             # as a single submit without --wait says it (with --wait, ended_before_line says it after the summary)
             if say_ended and found_ended(answer) and answer.get("hint"):
@@ -679,7 +679,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         return
     for folder, figures in estimates:
         if folder:
-            out.print(f"[bold]folder {folder}[/]")
+            out.print(f"[bold]folder {escape(folder)}[/]")  # a folder's name is no markup: "cam [north]" as it is
         _estimate_table(figures)
     if earlier:  # a week-old estimate of a container that has grown since would mislead without a word
         err.print(f"made before, from the listing of that time ({'; '.join(earlier)}): add --fresh to count again")

@@ -2475,3 +2475,17 @@ def test_ctrl_c_while_submit_per_folder_waits_names_a_task_whose_following_faile
     assert f"tasks {ids[1]} (folder b), {ids[2]} (folder c) keep running" in said, said
     assert f"task {ids[0]} (folder a) not followed: GET /api/tasks/x could not be reached" in said, said
     assert f"trapbatch watch {ids[0]}" in said, said
+
+
+def test_an_estimate_per_folder_shows_a_folder_name_with_square_brackets_as_it_is(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --folder`` printed each folder's header as rich markup: a folder named "cam [north]" showed as
+    "cam " (the brackets read as a style), so two folders' figures could not be told apart."""
+    from cli import main as cli_main
+
+    client = _FolderClient()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    assert cli_main.main(["estimate", "--container", "traps", "--folder", "cam [north]", "--folder", "b"]) == 0
+    assert "folder cam [north]" in capsys.readouterr().out
+    assert cli_main.main(["submit", "--container", "traps", "--folder", "cam [north]"]) == 0  # submit --folder too
+    assert "for folder cam [north]:" in capsys.readouterr().out
