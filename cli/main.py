@@ -404,8 +404,8 @@ def _finish(st: dict[str, Any]) -> int:
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @click.option("--rerun", is_flag=True, help="run a task that already ended (completed, cancelled) again, as a new "
               "generation under the same id (the request's \"rerun\": true)")
-@click.option("--only-new", is_flag=True, help="a re-run that sends only new or changed images to the pool and "
-              "keeps the served results of the rest (\"only_new\": true)")
+@click.option("--only-new", is_flag=True, help="a re-run that sends only new or changed images, and those that "
+              "failed or never ran, to the pool and keeps the served results of the rest (\"only_new\": true)")
 @pass_state
 def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...], wait: bool, confirm: bool,
            plain: bool, as_json: bool, rerun: bool, only_new: bool, **fields: Any) -> None:
@@ -475,7 +475,8 @@ def found_ended(answer: dict[str, Any]) -> bool:
 def ended_before_line(st: dict[str, Any], code: int, started: bool, folder: str = "") -> str:
     """``next:`` for a submit that found its task already ended badly (failed, cancelled, completed with errors: the
     task's own end, not a step after detection): posting the same request again finds that task, it does not run it
-    again; only ``--rerun`` does. A task found ended well gets a ``note:`` instead: its results are of that run, so
+    again; only ``--rerun`` does (one completed with errors: ``--only-new``, which runs its failed images again and
+    keeps the rest). A task found ended well gets a ``note:`` instead: its results are of that run, so
     photos uploaded since are in none (``submit --wait`` after adding photos said "completed", exit 0, and ran
     nothing); ``--only-new`` runs them. "" when the submit started the task or found it still running (``started``:
     ``not found_ended(answer)``). ``folder``: whose task, for ``submit --folder``, which said nothing of it while a
@@ -488,6 +489,13 @@ def ended_before_line(st: dict[str, Any], code: int, started: bool, folder: str 
         return (f"[bold]note:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before: these are that "
                 "run's results, and photos added or changed since are not in them; to run those, submit the same "
                 f"request with {escape(only_new)} (--rerun runs every image again)")
+    if code == EXIT_COMPLETED_WITH_ERRORS:  # --only-new runs the failed images again (activities.reuse reuses only
+        # final entries: a retryable failure or an image never processed runs again) and keeps the rest, as the app's
+        # failures hint says; "--only-new to run only new or changed images" sent people to --rerun, every image again
+        only_new = f"--folder {shlex.quote(folder)} --only-new" if folder else "--only-new"
+        return (f"[bold]next:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before; to run its failed "
+                "images again (and any new or changed ones), keeping every other result, submit the same request "
+                f"with {escape(only_new)} (--rerun runs every image again)")
     flags = f"--folder {shlex.quote(folder)} --rerun" if folder else "--rerun"  # to paste: quoted for a shell
     return (f"[bold]next:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before; to run it again, "
             f"submit the same request with {escape(flags)} (or --only-new to run only new or changed images)")

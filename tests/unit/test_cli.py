@@ -2489,3 +2489,34 @@ def test_an_estimate_per_folder_shows_a_folder_name_with_square_brackets_as_it_i
     assert "folder cam [north]" in capsys.readouterr().out
     assert cli_main.main(["submit", "--container", "traps", "--folder", "cam [north]"]) == 0  # submit --folder too
     assert "for folder cam [north]:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("folders, flag", [([], "--only-new"), (["Summer_2018"], "--folder Summer_2018 --only-new")])
+def test_submit_wait_that_found_its_task_completed_with_errors_says_only_new_runs_the_failed_images_again(
+        folders: list[str], flag: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A request whose task had ended completed_with_errors (too many images failed) said "submit the same request
+    with --rerun (or --only-new to run only new or changed images)": --only-new also runs the failed images again
+    and keeps every other result (activities.reuse: a retryable failure or an image never processed runs again;
+    the app's own failures hint says so), while --rerun runs every image again."""
+    import cli.main as cli_main
+
+    class Client:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"id": "task-00000000000000000009", "started": False, "stage": "completed_with_errors"}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed_with_errors", "runtime_status": "Completed", "images": 3,
+                    "failed": 2}
+
+    monkeypatch.setattr(cli_main, "ApiClient", Client)
+    flags = [arg for folder in folders for arg in ("--folder", folder)]
+    base = ["--url", "http://127.0.0.1:9", "--key", "k", "submit", "--container", "photos", "--wait", "--plain"]
+    assert main([*base, *flags]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "had ended completed_with_errors before" in err, err
+    assert (f"to run its failed images again (and any new or changed ones), keeping every other result, submit the "
+            f"same request with {flag} (--rerun runs every image again)") in err, err
+    assert "run only new or changed images" not in err, err
