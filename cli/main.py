@@ -1097,6 +1097,9 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         raise CliError("--list goes with --keep or --remove (the list the places are chosen from)",
                        f"trapbatch repeats {task_id} shows the current list and its places; choose with "
                        f"trapbatch repeats {task_id} --keep r00002 --list {list_id}", 2)
+    if open_page and (search_again or keep is not None or remove is not None):  # only the listing reads --open
+        raise CliError("--open goes with the listing, not with --keep, --remove or --search (nothing would open)",
+                       f"send that first, then see the page with trapbatch repeats {task_id} --open", 2)
     if keep is not None and remove is not None:
         raise CliError("give --keep or --remove, not both",
                        "--keep: places that are real animals (the rest goes); --remove: the places to drop", 2)

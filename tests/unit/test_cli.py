@@ -2520,3 +2520,29 @@ def test_submit_wait_that_found_its_task_completed_with_errors_says_only_new_run
     assert (f"to run its failed images again (and any new or changed ones), keeping every other result, submit the "
             f"same request with {flag} (--rerun runs every image again)") in err, err
     assert "run only new or changed images" not in err, err
+
+
+@pytest.mark.parametrize("args", [["--keep", "r00002"], ["--remove", "all"], ["--search"]])
+def test_repeats_open_with_a_choice_or_a_search_is_refused_not_dropped(
+        args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``repeats ID --keep r00002 --open`` sent the choice and opened nothing, without a word (--open was read only
+    by the listing), as --list without a choice was dropped. It is refused (exit 2) before anything is sent."""
+    from cli import main as cli_main
+
+    sent: list[str] = []
+
+    class Client:
+        def choose_repeats(self, task_id: str, choice: dict[str, Any]) -> dict[str, Any]:
+            sent.append("choice")
+            return {"removing": []}
+
+        def search_repeats(self, task_id: str, options: dict[str, Any]) -> dict[str, Any]:
+            sent.append("search")
+            return {"search": "s1", "options": {}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.click, "launch", lambda target: 0)
+    assert cli_main.main(["repeats", "task-1", *args, "--open"]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--open" in said and "trapbatch repeats task-1 --open" in said, said
+    assert sent == []
