@@ -658,7 +658,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
             st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
                           poll_s=1.0)
         except KeyboardInterrupt:
-            raise _interrupted_estimates(answers[index:]) from None
+            raise _interrupted_estimates(answers[index:], failures) from None
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
                 raise
@@ -709,15 +709,22 @@ def _said_as_json(exc: CliError, as_json: bool, task_id: str = "") -> CliError:
     return exc
 
 
-def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]]) -> CliError:
+def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
+                           failures: Sequence[dict[str, Any]] = ()) -> CliError:
     """Ctrl-C while ``estimate`` waited for a listing: the estimates not yet waited for keep listing in the app, by
-    their task ids. Why: the estimate's id is printed nowhere else, and the stop said "trapbatch status <task id>"
-    after a listing of minutes; the same command run again finds the same estimates (not listed twice)."""
+    their task ids, and those whose waiting failed before (``failures`` with an id and not ended: the app unreachable
+    for a while), with why. Why: the estimate's id is printed nowhere else (a failure is said at the end, which
+    Ctrl-C never reaches), and the stop said "trapbatch status <task id>" after a listing of minutes; the same
+    command run again finds the same estimates (not listed twice)."""
     ids = ", ".join(a["id"] + (f" (folder {f})" if f else "") for f, a in unfinished)
     first = unfinished[0][1]["id"]
+    lost = [f for f in failures if f.get("id") and f.get("exit_code") != EXIT_TASK_FAILED]  # ended: listing no more
+    said = "".join(f"; estimate {f['id']} (folder {f['folder']}) not waited for: {f['error']}" for f in lost)
+    where = ("; ".join(f"trapbatch status {task_id}" for task_id in [first] + [f["id"] for f in lost])
+             + (" show where they are" if lost else " shows where it is"))
     return CliError(f"stopped waiting (Ctrl-C); estimate{'s' if len(unfinished) > 1 else ''} {ids} "
-                    f"keep{'' if len(unfinished) > 1 else 's'} listing in the app",
-                    f"trapbatch status {first} shows where it is; the same estimate command run again waits for "
+                    f"keep{'' if len(unfinished) > 1 else 's'} listing in the app{said}",
+                    f"{where}; the same estimate command run again waits for "
                     "the same estimate (it is not listed twice)", exit_code=EXIT_INTERRUPTED)
 
 

@@ -2546,3 +2546,28 @@ def test_repeats_open_with_a_choice_or_a_search_is_refused_not_dropped(
     said = " ".join(capsys.readouterr().err.split())
     assert "--open" in said and "trapbatch repeats task-1 --open" in said, said
     assert sent == []
+
+
+def test_ctrl_c_during_an_estimates_listing_names_an_estimate_whose_waiting_failed_before(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --folder a --folder b``: waiting for a's estimate failed (the app unreachable for a while; said at
+    the end with its id), then Ctrl-C while b's listing was waited for: the message named b's estimate alone, and
+    a's, which may still be listing, was named nowhere."""
+    import cli.main as cli_main
+    from cli.errors import EXIT_API
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            if task_id == "task-00000000000000000001":
+                raise CliError("GET /api/tasks/x could not be reached", "check the network", exit_code=EXIT_API)
+            raise KeyboardInterrupt
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    assert cli_main.main(["estimate", "--container", "traps", "--folder", "a", "--folder", "b", "--json"]) == 130
+    captured = capsys.readouterr()
+    said = " ".join(captured.err.split())
+    assert "estimate task-00000000000000000002 (folder b) keeps listing" in said, said
+    assert ("estimate task-00000000000000000001 (folder a) not waited for: GET /api/tasks/x could not be reached"
+            in said), said
+    assert "trapbatch status task-00000000000000000001" in said, said
