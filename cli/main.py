@@ -1001,7 +1001,12 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
     else:
         answer = state.client.rerender_previews(task_id, threshold)
     if wait:
-        answer = _wait_rerender(state.client, task_id)
+        try:
+            answer = _wait_rerender(state.client, task_id)
+        except KeyboardInterrupt:  # only the waiting stopped: the re-render goes on in the app
+            raise CliError(f"stopped waiting (Ctrl-C); the re-render of {task_id} at {threshold} keeps running",
+                           f"trapbatch previews {task_id} --threshold {threshold} --wait follows it again (it is not "
+                           "sent twice)", EXIT_INTERRUPTED) from None
         if answer.get("runtime_status") != "Completed":
             raise CliError(f"the re-render ended {answer.get('runtime_status')}: {answer.get('error', '')}",
                            "see the app's log; the results and the earlier page are unchanged",

@@ -2571,3 +2571,30 @@ def test_ctrl_c_during_an_estimates_listing_names_an_estimate_whose_waiting_fail
     assert ("estimate task-00000000000000000001 (folder a) not waited for: GET /api/tasks/x could not be reached"
             in said), said
     assert "trapbatch status task-00000000000000000001" in said, said
+
+
+def test_ctrl_c_while_previews_waits_says_the_re_render_keeps_running_and_how_to_follow_it_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while ``previews --threshold T --wait`` waited said "anything the app had already accepted keeps
+    running there; trapbatch list, or trapbatch status <task id>": neither shows a re-render, and the command that
+    follows it again (the same one: it follows a running re-render instead of sending it again) was not said."""
+    from cli import main as cli_main
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"rerender": {"runtime_status": "Running", "threshold": 0.3}}}
+
+    def stopped(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.time, "sleep", stopped)
+    task = "task-0123456789abcdef0123"
+    assert cli_main.main(["previews", task, "--threshold", "0.3", "--wait"]) == 130
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"stopped waiting (Ctrl-C); the re-render of {task} at 0.3 keeps running" in said, said
+    assert f"next: trapbatch previews {task} --threshold 0.3 --wait follows it again" in said, said
+    assert "error" not in said, said
