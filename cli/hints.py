@@ -4,7 +4,8 @@ command has commands and flags for those. Why translate here and not in the app:
 the CLI knows its commands and which flag sets which field (``cli.main.FIELD_FLAGS``).
 
 ``translate`` rewrites the forms it knows and leaves everything else as the app wrote it (a route or field the CLI has
-no command or flag for, a URL that is not a route). Pure: text in, text out.
+no command or flag for, a route with a query other than ``?limit=``, a URL that is not a route). Pure: text in, text
+out.
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import re
 from typing import Mapping
 
 # A route, as the app's hints write it: a method and a path (POST /api/tasks/<id>/confirm), or the app's own
-# address with no method (a link: GET). The id is the task's, or a placeholder the app writes for it.
+# address with no method (a link: GET). The id is the task's, or a placeholder the app writes for it; taken whole
+# (possessive, Python 3.11+): "<id>/results?zip=..." must not match as the shorter id "task" before its "-".
 _ROUTE = re.compile(
     r"(?P<before>\bpoll |\bfollow it at | are at )?"
     r"(?:(?P<method>GET|POST|DELETE) (?:https?://[^\s/]+)?|(?P<link>https?://[^\s/]+))/api/tasks"
-    r"(?:/(?P<id><task id>|[^\s/()'\",;?]+)(?P<sub>/repeats/search|/repeats|/confirm|/cancel|/results|/previews)?)?"
-    r"(?:\?limit=(?P<limit>\d+))?(?![\w/])(?P<it> it\b)?")
+    r"(?:/(?P<id><task id>|[^\s/()'\",;?]++)(?P<sub>/repeats/search|/repeats|/confirm|/cancel|/results|/previews)?)?"
+    r"(?:\?limit=(?P<limit>\d+))?(?![\w/]|\?\w+=)(?P<it> it\b)?")  # another query: no command has it
 PLACEHOLDERS = ("{id}", "{task_id}", "<id>", "<task id>")
 # (method, the path after the id) -> the command; {id} is the task's id
 COMMANDS = {("POST", "/repeats/search"): "trapbatch repeats {id} --search",

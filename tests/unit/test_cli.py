@@ -1870,6 +1870,10 @@ T1 = "task-0123456789abcdef0123"
     ('e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances',
      'e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances'),
     (f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}", f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}"),
+    # a query the CLI has no flag for (api.after_task's zip rebuild): it read "trapbatch results <id>?zip=rebuild"
+    (f"GET /api/tasks/{T1}/results?zip=rebuild builds it again", f"GET /api/tasks/{T1}/results?zip=rebuild builds it "
+     "again"),
+    (f"is it GET /api/tasks/{T1}?", f"is it trapbatch status {T1}?"),  # a question mark is no query
 ])
 def test_the_apps_hints_are_shown_as_the_clis_commands_and_flags(hint: str, shown: str) -> None:
     from cli.main import in_cli_words
