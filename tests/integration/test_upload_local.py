@@ -35,14 +35,7 @@ def test_the_start_on_arrival_marker_goes_up_last_and_the_advice_says_it_starts_
     for i in range(40):
         (tmp_path / f"z{i:02d}.jpg").write_bytes(b"\xff\xd8" + bytes([i]))
     (tmp_path / "trapbatch-ready.json").write_text("{}")
-    sent: list[str] = []
-    upload = ContainerClient.upload_blob
-
-    def spy(self: ContainerClient, name: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(name)
-        return upload(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(ContainerClient, "upload_blob", spy)
+    sent = _spy_uploads(monkeypatch)
     assert upload_local.main([unique_name, str(tmp_path), "--connection", storage_connection]) == 0
     assert len(sent) == 41 and sent[-1] == "trapbatch-ready.json"
     last = capsys.readouterr().out.splitlines()[-1]

@@ -986,10 +986,12 @@ def test_results_during_a_rerun_say_they_are_the_previous_runs(
     assert ("trapbatch watch task-1" in said) is rerun_running
 
 
-def test_repeats_open_prints_the_page_address(monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("as_json", [False, True])
+def test_repeats_open_prints_the_page_address(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                             as_json: bool) -> None:
     """``repeats --open`` over ssh (no browser): xdg-open's "no method available" was all it said, exit 0, and the
-    page's address appeared only inside that message. The address is printed, and the page is still opened."""
+    page's address appeared only inside that message. The address is printed, and the page is still opened. With
+    ``--json`` it goes to standard error: after the JSON on standard output, a script could no longer parse it."""
     from cli import main as cli_main
 
     url = "https://site.example/web/task-1-abc/index.html"
@@ -1004,8 +1006,11 @@ def test_repeats_open_prints_the_page_address(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
     monkeypatch.setattr(cli_main.click, "launch", lambda target: opened.append(target) or 0)
-    assert cli_main.main(["repeats", "task-1", "--open"]) == 0
-    assert f"preview page: {url}" in capsys.readouterr().out and opened == [url]
+    assert cli_main.main(["repeats", "task-1", "--open", *(["--json"] if as_json else [])]) == 0
+    captured = capsys.readouterr()
+    if as_json:
+        assert json.loads(captured.out) == {"locations": [], "search": "merge"}
+    assert f"preview page: {url}" in (captured.err if as_json else captured.out) and opened == [url]
 
 
 def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
@@ -2399,30 +2404,6 @@ def test_ctrl_c_while_submit_per_folder_posts_names_the_tasks_already_started(
     said = " ".join(capsys.readouterr().err.split())
     assert "tasks task-00000000000000000001 (folder a), task-00000000000000000002 (folder b) keep running" in said
     assert "error" not in said, said
-
-
-def test_repeats_json_open_keeps_standard_output_json_alone(monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """``repeats --json --open`` printed "preview page: <url>" on standard output after the JSON, which a script
-    reading it could no longer parse. With --json the address goes to standard error; the page is still opened."""
-    from cli import main as cli_main
-
-    url = "https://site.example/web/task-1-abc/index.html"
-    opened: list[str] = []
-
-    class Client:
-        def repeats(self, task_id: str) -> dict[str, Any]:
-            return {"locations": [], "search": "merge"}
-
-        def results(self, task_id: str) -> dict[str, Any]:
-            return {"previews": {"public_url": url}}
-
-    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
-    monkeypatch.setattr(cli_main.click, "launch", lambda target: opened.append(target) or 0)
-    assert cli_main.main(["repeats", "task-1", "--open", "--json"]) == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out) == {"locations": [], "search": "merge"}
-    assert f"preview page: {url}" in captured.err and opened == [url]
 
 
 @pytest.mark.parametrize("stage, runtime", [("failed", "Completed"), ("cancelled", "Completed"),
