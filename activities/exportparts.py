@@ -189,7 +189,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     out: c.ExportsPartOutput = {
         "part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
         "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
-        "sizes_unknown": counts["sizes_unknown"], "bytes": sizes, "link": True}
+        "sizes_unknown": counts["sizes_unknown"], "bytes": sizes, "link": True, "media_base": camtrap.media_base}
     if counts["cut_short"]:
         out["zooniverse_cut_short"] = counts["cut_short"]
     if camtrap.clock_matched:
@@ -266,14 +266,21 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     container = settings.container
     facts = [part_facts(store, container, task_id, variant, p) for p in parts]
     first = exportparts.first_facts(facts)
-    redo = [parts[i]["part"] for i in exportparts.parts_to_redo(facts, first)]
-    if redo:  # the parts whose first facts are not the task's run again from the task's (bounded, whatever the size)
-        store.write_json(container, _given(task_id, variant), first)
-        logger.info("task %s exports: deployments %s have other first coordinates or cameras in parts %s: those run "
-                    "again from the task's", task_id, exportparts.conflicts(facts), redo)
-        return {"conflict": True, "redo": redo}
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
+    redo = [parts[i]["part"] for i in exportparts.parts_to_redo(facts, first)]
+    # parts whose media filePaths are not this combine's: recorded before they were URLs (no media_base: blob
+    # names), or with another account or container; a package never mixes them (camtrapdp.media_url)
+    other_paths = [p["part"] for p in parts if p.get("media_base", "") != ctx.media_base and p["part"] not in redo]
+    if redo or other_paths:  # they run again from the task's first facts (bounded, whatever the size)
+        store.write_json(container, _given(task_id, variant), first)
+        if redo:
+            logger.info("task %s exports: deployments %s have other first coordinates or cameras in parts %s: those "
+                        "run again from the task's", task_id, exportparts.conflicts(facts), redo)
+        if other_paths:
+            logger.info("task %s exports: parts %s wrote media filePaths other than %s (written before filePath was "
+                        "the image's URL): those run again", task_id, other_paths, ctx.media_base)
+        return {"conflict": True, "redo": sorted(redo + other_paths)}
     camtrap = ctx.camtrap()
     exportparts.combine_deployments(camtrap, facts)
     writer = coco.CocoWriter(io.StringIO(), io.StringIO(), ctx.cut, ctx.categories, cameras=ctx.cameras())

@@ -338,12 +338,13 @@ class ViewLines:
                 counts["images"] += lines.coco[0]
                 counts["annotations"] += lines.coco[1]
         if self.camtrap:
-            facts = lines.camtrap_facts(camtrap.completed_at, camtrap.classified_by)
+            facts = lines.camtrap_facts(camtrap.completed_at, camtrap.classified_by, camtrap.media_base)
             if facts is None or lines.camtrap is None or not self._agrees(facts):
                 self.camtrap = False
                 self._deployments.clear()
             else:
-                for media, observations, held in lines.camtrap_lines(camtrap.completed_at, camtrap.classified_by):
+                for media, observations, held in lines.camtrap_lines(camtrap.completed_at, camtrap.classified_by,
+                                                                     camtrap.media_base):
                     spool["media"].write(media)
                     spool["observations"].write(observations)
                     if self._events is not None:  # each image's media row with all its observation rows
@@ -540,6 +541,8 @@ class ExportContext:
     # list_facts_blob``), "" where it wrote none: a view's Camtrap DP lines must have started from exactly those
     given_etag: str = ""
     data_license: str = ""  # the Camtrap DP package's data licence, "" for the images' (``license``)
+    # the images' URL prefix, ``<account blob endpoint>/<container>/`` (``media_base``): Camtrap DP media filePath
+    media_base: str = ""
 
     def camtrap(self, given: Mapping[str, Sequence[Any]] | None = None) -> camtrapdp.CamtrapBuilder:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
@@ -547,7 +550,8 @@ class ExportContext:
                                         classified_by=mdformat.classified_by(self.model,
                                                                              str(self.info.get("detector") or "")),
                                         given=given or {}, utc_offset=self.utc_offset(),
-                                        clock_shifts=self.clock_shifts(), cameras=self.cameras())
+                                        clock_shifts=self.clock_shifts(), cameras=self.cameras(),
+                                        media_base=self.media_base)
 
     def cameras(self) -> camtrapdp.CameraRule:
         """The request's camera rule: its ``camera_depth`` folders below its ``prefix`` are an image's camera (its
@@ -635,7 +639,24 @@ def prepare(task_id: str, settings: Settings, store: BlobStore, variant: str, th
     return ExportContext(task_id, variant, container, request, enumeration, info, categories, model, cut,
                          str(info.get("detection_completion_time") or ""), str(request.get("request_name") or task_id),
                          manifest, shards if manifest.metadata_columns else 0, settings.export_license, given,
-                         settings.export_data_license)
+                         settings.export_data_license, media_base(store, request, enumeration))
+
+
+def images_where(request: Mapping[str, Any], enumeration: Mapping[str, Any]) -> tuple[str, str]:
+    """The images' ``(container, account URL)``, the account "" for trapbatch's own: the request's
+    ``source_account_url``, which ``core.requests`` refuses with a SAS or any other credential."""
+    return (str(enumeration.get("container") or request.get("container") or ""),
+            str(enumeration.get("source_account_url") or request.get("source_account_url") or "").rstrip("/"))
+
+
+def media_base(store: BlobStore, request: Mapping[str, Any], enumeration: Mapping[str, Any]) -> str:
+    """The images' URL prefix, ``<account blob endpoint>/<container>/``: Camtrap DP 1.0.2 media ``filePath`` is a
+    "URL or relative path to the media file, respectively for externally hosted files or files that are part of the
+    package" (media-table-schema.json), and the images are not in the package (``camtrapdp.media_url``). The account
+    is the request's ``source_account_url``, else trapbatch's own (``store``, the app's: ``BlobStore.endpoint``,
+    which never holds a connection string's SAS or key)."""
+    container, account = images_where(request, enumeration)
+    return f"{account or store.endpoint}/{container}/"
 
 
 def contributors(ctx: ExportContext) -> list[dict[str, str]]:
@@ -679,11 +700,9 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
                      events: int = 0, interval_s: float = camtrap_events.DEFAULT_INTERVAL_S) -> None:
     """``datapackage.json`` of the variant's Camtrap DP package (``events``: how many events ``write_events`` wrote,
     grouped at ``interval_s``). Its description names the images' container and account (``camtrapdp.
-    media_location``): media ``filePath`` is a blob name, relative to that container, not to the package."""
+    media_location``): media ``filePath`` is the image's URL there (``media_base``), not a file of the package."""
     licenses = package_licenses(ctx)
-    where = camtrapdp.media_location(str(ctx.enumeration.get("container") or ctx.request.get("container") or ""),
-                                     str(ctx.enumeration.get("source_account_url")
-                                         or ctx.request.get("source_account_url") or ""))
+    where = camtrapdp.media_location(*images_where(ctx.request, ctx.enumeration))
     descriptor = camtrap.descriptor(
         f"trapbatch-{ctx.task_id}" + (f"-{ctx.variant}" if ctx.variant else ""), ctx.title, ctx.completed_at,
         contributors(ctx), licenses, event_interval_s=interval_s if events else None, media_where=where)

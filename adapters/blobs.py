@@ -48,6 +48,16 @@ class BlobStore:
     def account(self) -> str:
         return str(self.service.account_name)
 
+    @property
+    def endpoint(self) -> str:
+        """The account's blob endpoint, ``scheme://host[/account]`` (Azurite keeps the account in the path:
+        ``http://127.0.0.1:10000/devstoreaccount1``), never with a credential. Why not the client's ``url`` or
+        ``primary_endpoint``: azure-storage-blob writes a connection string's SharedAccessSignature into them ("The
+        full endpoint URL to this entity, including SAS token if used": ``StorageAccountHostsMixin.url``; checked
+        with 12.31: ``BlobEndpoint=...;SharedAccessSignature=sv=...`` gives ``https://acct.blob.core.windows.net/?sv=
+        ...``); ``scheme`` and ``primary_hostname`` are the parsed endpoint alone."""
+        return f"{self.service.scheme}://{str(self.service.primary_hostname).rstrip('/')}"
+
     def ensure_container(self, container: str) -> None:
         try:
             self.service.create_container(container)

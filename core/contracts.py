@@ -679,6 +679,9 @@ class ExportsPartOutput(TypedDict):
     # the clock_corrections folders that corrected an image's time in this part (absent when none, and from parts
     # recorded before it): the combine names the others as matching nothing
     clock_matched: NotRequired[list[str]]
+    # the images' URL prefix the part's media filePaths start with (camtrapdp.CamtrapBuilder.media_base); absent from
+    # parts recorded before filePath was the image's URL (blob names): the combine runs those again
+    media_base: NotRequired[str]
 
 
 # The Camtrap DP events before the combine (activities.exportevents): every part's records grouped into events, their

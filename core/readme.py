@@ -29,9 +29,8 @@ _THRESHOLD_CSV = re.compile(r"detections(?:\.[a-z-]+)?\.threshold-(?P<t>[0-9.e+-
 CAMTRAP_DP_TABLES = {
     "datapackage.json": "describes the package and names its tables",
     "deployments.csv": "one row per camera deployment (its folder, first and last photo)",
-    # filePath is a blob name: Camtrap DP reads a relative path as a file of the package, which the photos are not
-    # (gpu_batch.formats.camtrapdp, module doc)
-    "media.csv": ("one row per photo (capture time; filePath, its blob name in the images' container named above: "
+    # filePath is the photo's URL: Camtrap DP's "URL ... for externally hosted files" (gpu_batch.formats.camtrapdp)
+    "media.csv": ("one row per photo (capture time; filePath, its URL in the images' container named above: "
                   "the photos are not in the package)"),
     # observationType in Camtrap DP's words (camtrapdp.OBSERVATION_TYPES: a person is "human"); the two levels
     # describe the same animals (the package's description says so too), so a sum over both counts them twice

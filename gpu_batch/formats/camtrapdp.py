@@ -11,19 +11,18 @@ What maps to what:
   ``100EK113``, ``100_BTCF``, ``100MEDIA``, ``100DSCIM``) removed, as MegaDetector's
   ``ct_utils.image_file_to_camera_folder`` does; its start and end are its first and last capture times (the
   detection time for a deployment without any);
-* a **media** row per image (failed ones too: the file exists), ``filePath`` the blob name (percent-encoded only
-  where Camtrap DP's pattern refuses it: ``media_file_path``), ``filePublic`` false (the images stay in the owner's
-  storage). That is a relative path, and Camtrap DP 1.0.2 reads a relative ``filePath`` as a file *of the package*
-  ("URL or relative path to the media file, respectively for externally hosted files or files that are part of the
-  package", media-table-schema.json); the images are not in it: they stay in the task's container. So a reader
-  that follows the standard and resolves it against the package's folder looks in the wrong place (the schema's
-  ``skos:broadMatch`` for ``filePath`` is Audubon Core's ``accessURI``), and the package's description says where they
-  are instead (``media_location``): the blob name is the ``filePath`` ``urllib.parse.unquote``d, and its URL is
-  ``<account URL>/<container>/`` followed by that name URL-encoded, read with the reader's own access (no SAS is
-  written anywhere). Why not that URL in ``filePath``:
-  the workers' merge views hold the media lines (``gpu_batch.formats.mergeview``) and the exports parts copy them
-  as they are, so the URL would need a view placeholder, a view version and every export path changed at once;
-  left for later;
+* a **media** row per image (failed ones too: the file exists), ``filePath`` the image's URL, ``filePublic`` false
+  (the images stay in the owner's storage, read with the reader's own access: no SAS is written anywhere). Camtrap
+  DP 1.0.2's ``filePath`` is a "URL or relative path to the media file, respectively for externally hosted files or
+  files that are part of the package" (media-table-schema.json; its ``skos:broadMatch`` is Audubon Core's
+  ``accessURI``): the images are hosted outside the package, in the task's container, so it is their URL
+  (``media_url``: ``<account blob endpoint>/<container>/<blob name percent-encoded>``, the account the request's
+  ``source_account_url``, else trapbatch's own, ``activities.exports.ExportContext.media_base``), and the package's
+  description says so (``media_location``). A builder without ``media_base`` writes the blob name, a relative path
+  (``media_file_path``), as packages written before did. The workers' merge views hold their media lines with a
+  placeholder for the base (``gpu_batch.formats.mergeview.MEDIA_BASE``) that the exports fill in; views of an
+  earlier version, without it, are not used, and an exports part written before the URLs is run again by the
+  combine (``activities.exportparts``): a package never mixes URLs and relative paths;
 * **observations** at media level: one per detection at or above the threshold (``animal`` / ``human`` /
   ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
   clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version (a model
@@ -330,20 +329,33 @@ def media_file_path(file: str) -> str:
     return f"%{ord(out[0]):02X}{out[1:]}" if out[:1] in (".", "~", "/") else out
 
 
+def media_url(base: str, file: str) -> str:
+    """The image's URL as Camtrap DP's ``filePath``: ``base`` (``<account blob endpoint>/<container>/``) and the blob
+    name percent-encoded as azure-storage-blob encodes it in a blob client's URL (``quote(blob_name, safe='~/')``
+    in 12.31's ``_blob_client_helpers._format_url``; written out here, as this module imports no ``urllib``: every
+    UTF-8 byte but ASCII letters, digits, ``_.-~`` and ``/``), so a space, ``#``, ``%``, ``?`` or a non-ASCII letter is
+    encoded and ``urllib.parse.unquote`` of the path after ``base`` gives the name back; and every dot of a run of
+    dots as ``%2E``: the filePath pattern refuses ``..`` anywhere (an ``https`` URL passes its other rules). No CSV
+    quoting is ever needed: ``,`` and ``"`` are encoded too."""
+    path = _URL_ESCAPES.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), file)
+    return base + _DOTS.sub(lambda m: "%2E" * len(m.group()), path)
+
+
+_URL_ESCAPES = re.compile(r"[^A-Za-z0-9_.\-~/]+")
+_DOTS = re.compile(r"\.{2,}")
+
+
 def media_location(container: str, account_url: str = "") -> str:
-    """The package description's word on where the media files are: not in the package, though ``filePath`` is a
-    relative path, which Camtrap DP 1.0.2 reads as a file of the package (see the module doc). ``container``: the
-    images' container; ``account_url``: its storage account's blob endpoint when the task named another account
-    (a request's ``source_account_url``, which ``core.requests`` refuses with a SAS or other credential), "" for
-    trapbatch's own account. No credential is written: ``filePublic`` is false, a reader needs their own access."""
+    """The package description's word on where the media files are: not in the package, each ``filePath`` is the
+    image's URL (``media_url``) in ``container`` of the storage account ``account_url`` (a request's
+    ``source_account_url``, which ``core.requests`` refuses with a SAS or other credential), "" for trapbatch's own
+    account. No credential is written: ``filePublic`` is false, a reader needs their own access."""
     account = (f"the storage account {account_url}" if account_url
                else "trapbatch's own storage account (the one this package was written to)")
-    base = f"{account_url}/{container}/" if account_url else f"<account URL>/{container}/"
-    return (f"The media files are not in this package: each media filePath is the blob name of an image in the "
-            f"container {container} of {account} (percent-decoding it gives the name back: only %, and what Camtrap "
-            f"DP's filePath pattern refuses, is encoded), so resolve it there, not against this package's folder: "
-            f"the image's URL is {base} followed by the blob name URL-encoded (filePublic is false: open it with your "
-            "own access to that container). ")
+    return (f"The media files are not in this package: each media filePath is the URL of an image in the container "
+            f"{container} of {account} (its blob name percent-encoded after the container: percent-decoding that "
+            "part gives the name back); filePublic is false: open it with your own access to that container, "
+            "no credential is written here. ")
 
 
 def media_id(file: str) -> str:
@@ -511,6 +523,9 @@ class CamtrapBuilder:
     clock_shifts: Mapping[str, int] = field(default_factory=dict)
     # which folder of an image is its camera, so its deployment (the request's camera_depth: ``CameraRule``)
     cameras: CameraRule = MEGADETECTOR_CAMERAS
+    # the images' URL prefix, ``<account blob endpoint>/<container>/`` (``media_url``): media ``filePath`` is the
+    # image's URL; "" writes the blob name, a relative path (``media_file_path``), as packages before the URLs did
+    media_base: str = ""
     _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
     _shifts: dict[str, int] = field(default_factory=dict)  # camera folder -> its shift (clock_shift), as looked up
     # the clock_shifts folders that corrected an image's time here (unmatched_clock_shifts; a part's output carries
@@ -622,7 +637,8 @@ class CamtrapBuilder:
             comments.append(CUT_SHORT_COMMENT)
         if rest:
             comments.append(LIST_METADATA_LABEL + _COMMENT_JSON.encode(rest))
-        media = [mid, dep, "", timestamp, media_file_path(file), "false", file[file.rfind("/") + 1:],  # basename
+        path = media_url(self.media_base, file) if self.media_base else media_file_path(file)
+        media = [mid, dep, "", timestamp, path, "false", file[file.rfind("/") + 1:],  # basename
                  _MEDIATYPES.get(posixpath.splitext(file)[1].lower(), "image/jpeg"), "", "", "; ".join(comments)]
         event = known_fields["seq_id"][1] if "seq_id" in known_fields else ""
         self.counts["media"] += 1

@@ -25,8 +25,9 @@ written). Anything else, or a view that does not parse, and the merge reads the 
 
 The exports use it too: its COCO lines (``coco_lines``: they depend only
 on the entry, the threshold and the categories) and its Camtrap DP lines (``camtrap_lines``, with placeholders for
-the task's completion time and classifier, which the exports put in) and its Zooniverse rows (``zooniverse_lines``,
-with a placeholder for the attribution and license settings) are what an exports activity writes for it; when all
+the task's completion time, classifier and images' URL prefix, which the exports put in) and its Zooniverse rows
+(``zooniverse_lines``, with a placeholder for the attribution and license settings) are what an exports activity
+writes for it; when all
 three are there, the exports do not read the shard's entries at all. A task started from an image list with
 metadata columns gets lines made with each image's row (``ListedRows``, read by the worker from the shard's list
 document that its manifest names: ``ShardManifest.merge_view_list``); the view names that document's ETag and the
@@ -79,14 +80,17 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # lines of a photo cut short are made by the exports, not taken from a view: a view that names one is not used for
 # export lines (``activities.fanin.iter_export_views``). 8: a deployment's span facts are its earliest and latest
 # capture instants (``camtrapdp.earlier``); 7's compared them as text, so a camera whose clock fell back at summer
-# time's end started after it ended, and the exports combine a view's facts as they are.
+# time's end started after it ended, and the exports combine a view's facts as they are. 9: a Camtrap DP media line's
+# ``filePath`` is the image's URL, ``MEDIA_BASE`` and the blob name percent-encoded (``camtrapdp.media_url``); 8's
+# held the blob name, so a version-8 view is no view and the exports write that shard's rows from its entries, with
+# the URL: a package never mixes URLs and relative paths.
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one
 # file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
 # A header field added (``damaged``) is no new version: an older app reads past it, and this one reads a view
 # without it as one whose worker did not name the photos cut short (``ShardView.damaged`` None).
-VIEW_VERSION = 8
+VIEW_VERSION = 9
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 
@@ -413,11 +417,14 @@ def zooniverse_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
     return ZooniverseLines(b"".join(rows), lengths)
 
 
-# What a view's Camtrap DP lines hold in place of the task's completion time and classifier (the exports replace
-# them; NUL is in no blob name a view is made for, and in no value the exports put in their place)
+# What a view's Camtrap DP lines hold in place of the task's completion time, classifier and images' URL prefix
+# (``camtrapdp.CamtrapBuilder.media_base``: the account and container, which the worker is not told) (the exports
+# replace them; NUL is in no blob name a view is made for, and in no value the exports put in their place)
 COMPLETED_AT = "\x00completed_at\x00"
 CLASSIFIED_BY = "\x00classified_by\x00"
+MEDIA_BASE = "\x00media_base\x00"
 COMPLETED_AT_BYTES, CLASSIFIED_BY_BYTES = COMPLETED_AT.encode("utf-8"), CLASSIFIED_BY.encode("utf-8")
+MEDIA_BASE_BYTES = MEDIA_BASE.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,28 +441,33 @@ class CamtrapLines:
     observation_count: int
     deployments: list[list[Any]]
 
-    def filled(self, completed_at: str, classified_by: str) -> tuple[str, str, list[list[Any]]] | None:
-        """The lines and facts with the task's values in, or None when a value would need CSV quoting (then the
-        entries are formatted instead)."""
-        facts = _filled_facts(self.deployments, completed_at, classified_by)
+    def filled(self, completed_at: str, classified_by: str,
+               media_base: str) -> tuple[str, str, list[list[Any]]] | None:
+        """The lines and facts with the task's values in (``media_base``: the images' URL prefix, ``camtrapdp.
+        CamtrapBuilder.media_base``), or None when a value would need CSV quoting (then the entries are formatted
+        instead)."""
+        facts = _filled_facts(self.deployments, completed_at, classified_by, media_base)
         if facts is None:
             return None
-        return (_fill_camtrap(self.media, completed_at, classified_by),
-                _fill_camtrap(self.observations, completed_at, classified_by), facts)
+        return (_fill_camtrap(self.media, completed_at, classified_by, media_base),
+                _fill_camtrap(self.observations, completed_at, classified_by, media_base), facts)
 
 
-def _filled_facts(deployments: Sequence[Sequence[Any]], completed_at: str,
-                  classified_by: str) -> list[list[Any]] | None:
+def _filled_facts(deployments: Sequence[Sequence[Any]], completed_at: str, classified_by: str,
+                  media_base: str) -> list[list[Any]] | None:
     """The deployments' facts with the task's completion time in, or None when a task value would need CSV quoting
-    (or holds NUL): the view's Camtrap DP lines are then not the task's."""
-    if not (csvline.plain(completed_at) and csvline.plain(classified_by)) or "\x00" in completed_at + classified_by:
+    (or holds NUL), or there is no ``media_base`` (a URL prefix: the lines' filePath is one): the view's Camtrap DP
+    lines are then not the task's."""
+    values = (completed_at, classified_by, media_base)
+    if not media_base or not all(csvline.plain(v) for v in values) or any("\x00" in v for v in values):
         return None
     return [[completed_at if value == COMPLETED_AT else value for value in fact] for fact in deployments]
 
 
-def _fill_camtrap(data: bytes, completed_at: str, classified_by: str) -> str:
+def _fill_camtrap(data: bytes, completed_at: str, classified_by: str, media_base: str) -> str:
     """Camtrap DP lines (whole lines: no placeholder is cut) with the task's values in."""
-    return data.decode("utf-8").replace(COMPLETED_AT, completed_at).replace(CLASSIFIED_BY, classified_by)
+    return (data.decode("utf-8").replace(COMPLETED_AT, completed_at).replace(CLASSIFIED_BY, classified_by)
+            .replace(MEDIA_BASE, media_base))
 
 
 def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
@@ -466,7 +478,7 @@ def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
         return None
     builder = camtrapdp.CamtrapBuilder(threshold=threshold, detection_categories=DETECTION_CATEGORIES,
                                        completed_at="", classified_by=CLASSIFIED_BY,
-                                       given=listed.given if listed is not None else {})
+                                       given=listed.given if listed is not None else {}, media_base=MEDIA_BASE)
     builder.completed_at = COMPLETED_AT  # after __post_init__, which would read it as a time
     media: list[str] = []
     observations: list[str] = []
@@ -537,21 +549,23 @@ class ExportSections:
         for offset in range(0, size, step):
             yield self.read(name, offset, min(step, size - offset))
 
-    def camtrap_facts(self, completed_at: str, classified_by: str) -> list[list[Any]] | None:
+    def camtrap_facts(self, completed_at: str, classified_by: str, media_base: str) -> list[list[Any]] | None:
         """The deployments' facts with the task's values in (``CamtrapLines.filled``'s), or None when the view has
         no Camtrap DP lines or they cannot take the task's values."""
         if self.camtrap is None:
             return None
-        return _filled_facts(self.camtrap[2], completed_at, classified_by)
+        return _filled_facts(self.camtrap[2], completed_at, classified_by, media_base)
 
-    def camtrap_lines(self, completed_at: str, classified_by: str) -> Iterator[tuple[bytes, bytes, bytes]]:
+    def camtrap_lines(self, completed_at: str, classified_by: str,
+                      media_base: str) -> Iterator[tuple[bytes, bytes, bytes]]:
         """Camtrap DP's lines with the task's values in, in UTF-8 (``camtrap_facts`` must not be None), a slice at
         a time: ``(media, observations, held)``, the media rows and observation rows to write next (each stream's
         pieces together are ``CamtrapLines.filled``'s text, encoded) and the observation rows of those media rows'
         images (``held``: ``observations`` itself, or rows yielded before). So each image's media row comes with all
         its observation rows, as ``core.camtrap_events.EventTap.feed`` reads them; pieces end at whole records."""
         values = [(COMPLETED_AT_BYTES, completed_at.encode("utf-8")),
-                  (CLASSIFIED_BY_BYTES, classified_by.encode("utf-8"))]
+                  (CLASSIFIED_BY_BYTES, classified_by.encode("utf-8")),
+                  (MEDIA_BASE_BYTES, media_base.encode("utf-8"))]
 
         def fill(data: bytes) -> bytes:  # ASCII placeholders: in UTF-8 no other character's bytes hold them
             for placeholder, value in values:

@@ -47,7 +47,9 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert any(line.startswith("camera-01/2024-06-01/IMG_0005.JPG,camera-01/2024-06-01,2024-06-01 06:20:01,ok,")
                for line in table)
     media = (out / "exports" / "camtrap-dp" / "media.csv").read_text(encoding="utf-8")
-    assert ",2024-06-01T06:20:01+00:00,camera-01/2024-06-01/IMG_0005.JPG," in media
+    # filePath is the photo's URL in the demo's container of the local Azurite account
+    assert re.search(r",2024-06-01T06:20:01\+00:00,http://127\.0\.0\.1:\d+/devstoreaccount1/[a-z0-9-]+/"
+                     r"camera-01/2024-06-01/IMG_0005\.JPG,", media), media[:400]
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
     # the README downloaded with them names each of them (every file it lists is there) and the demo points at it

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.request import urlopen
 
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from adapters.blobs import BlobStore, service_client
 from core import mdformat
 from core.settings import Settings
 from gpu_batch import layout
+from tests.camtrap_media import blob_name, by_blob_name
 from tests.unit.test_camtrapdp import validate
 
 from megadetector.postprocessing import md_to_coco  # the oracle (requirements/oracle.txt)
@@ -73,6 +75,65 @@ def task(storage_connection: str, unique_name: str, tmp_path: Path) -> tuple[Set
     for variant in ("", layout.REPEATS_REMOVED):
         store.write_json(settings.container, layout.results_blob(TASK, variant), _results())
     return settings, store, folder
+
+
+def _get(store: BlobStore, url: str) -> bytes:
+    """The blob at ``url`` (a media filePath), fetched by plain HTTP with a read SAS of its container: the storage
+    service, not this test, decodes the URL's path into the blob name."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    container = url[len(store.endpoint) + 1:].split("/", 1)[0]
+    sas = generate_container_sas(store.account, container, account_key=store.service.credential.account_key,
+                                 permission=ContainerSasPermissions(read=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    with urlopen(f"{url}?{sas}", timeout=60) as answer:
+        return bytes(answer.read())
+
+
+AWKWARD = ["Cerro Alto../IMG 0005.JPG", "50% cover?/IMG+0002#1.JPG", "Ñandú/Zoë's cam #2/IMG 1.JPG",
+           "~backup/a,b \"q\".jpg", ".hidden cam/日本.jpg"]
+
+
+def test_media_file_paths_are_urls_that_read_back_awkward_names_and_carry_no_sas(
+        storage_connection: str, unique_name: str, tmp_path: Path) -> None:
+    """Camtrap DP media filePath is the image's URL (the standard's "externally hosted files"): for names with a
+    space, '#', '%', '?', a run of dots, a comma or quote, a leading '.' or '~' and non-ASCII letters, each URL
+    fetched by plain HTTP from Azurite gives that blob back, and the package stays valid. The app's connection string
+    here carries a SAS (azure-storage-blob writes it into a client's ``url``): no filePath or description holds it."""
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    store = BlobStore(service_client(storage_connection))
+    sas = generate_account_sas(store.account, store.service.credential.account_key,
+                               ResourceTypes(service=True, container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, list=True, create=True, add=True,
+                                                     delete=True), datetime.now(timezone.utc) + timedelta(hours=1))
+    with_sas = f"BlobEndpoint={store.endpoint};SharedAccessSignature={sas}"
+    settings = Settings.from_env({"AzureWebJobsStorage": with_sas, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    assert "sig=" in BlobStore(service_client(with_sas)).service.url  # what BlobStore.endpoint must not use
+    store.ensure_container(unique_name)
+    store.ensure_container(settings.container)
+    data = {name: _image((32 + i, 24)) for i, name in enumerate(AWKWARD)}
+    for name, image in data.items():
+        store.write_bytes(unique_name, name, image)
+    store.write_json(settings.container, layout.enumeration_blob(TASK), {"container": unique_name, "prefix": "",
+                                                                         "images": len(AWKWARD), "shards": 1})
+    store.write_json(settings.container, layout.request_blob(TASK), {"container": unique_name, "model": "MDV5A"})
+    store.write_json(settings.container, layout.results_blob(TASK), mdformat.build_output(
+        [{"file": name, "detections": []} for name in AWKWARD],
+        {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:00:00"}))
+    run_exports(TASK, settings, BlobStore(service_client(with_sas)))
+    package = tmp_path / "camtrap-dp"
+    package.mkdir()
+    for name in layout.CAMTRAP_DP_FILES:
+        (package / name).write_bytes(store.read_bytes(settings.container, layout.camtrap_dp_blob(TASK, name)))
+    report = validate(package)
+    assert report.valid, report.flatten(["type", "note"])
+    written = b"".join((package / name).read_bytes() for name in layout.CAMTRAP_DP_FILES)
+    assert b"sig=" not in written and sas.split("sig=")[1].encode() not in written
+    paths = [m["filePath"] for m in _csv_file(package / "media.csv")]
+    assert [blob_name(p) for p in paths] == AWKWARD
+    assert all(p.startswith(f"{store.endpoint}/{unique_name}/") and ".." not in p for p in paths)
+    assert [_get(store, p) for p in paths] == [data[n] for n in AWKWARD]
 
 
 def _csv(store: BlobStore, container: str, name: str) -> list[dict[str, str]]:
@@ -132,13 +193,15 @@ def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_p
     assert descriptor["contributors"] == [{"title": "ana", "role": "contact"},
                                           {"title": "Univ. of X", "role": "rightsHolder"}]  # TRAPBATCH_EXPORT_ATTRIBUTION
     assert {lic["scope"] for lic in descriptor["licenses"]} == {"data", "media"}
-    # the media files are not in the package: its description names the images' container, and each filePath,
-    # percent-decoded, is an image's blob name there (camtrapdp.media_location)
+    # the media files are not in the package: each filePath is the image's URL in trapbatch's own account (Azurite's
+    # http://127.0.0.1:<port>/devstoreaccount1), which the description names (camtrapdp.media_location)
     images = store.read_json(settings.container, layout.enumeration_blob(TASK))["container"]
     assert f"container {images} of trapbatch's own storage account" in descriptor["description"]
-    named = [unquote(m["filePath"]) for m in _csv_file(package / "media.csv")]
+    paths = [m["filePath"] for m in _csv_file(package / "media.csv")]
+    assert all(p.startswith(f"{store.endpoint}/{images}/") for p in paths) and store.endpoint.startswith("http://")
+    named = [blob_name(p) for p in paths]
     assert sorted(named) == sorted([*IMAGES, "siteA/cam2/broken.jpg"])  # the failed one was never uploaded here
-    assert all(store.read_bytes(images, name) == IMAGES[name] for name in named if name in IMAGES)
+    assert all(_get(store, p) == IMAGES[name] for p, name in zip(paths, named) if name in IMAGES)
 
     # Zooniverse: batches of at most 2, every image but the failed one exactly once
     rows = [r for b in range(1, 4) for r in _csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b, variant))]
@@ -258,7 +321,7 @@ def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Setting
     assert (j05["locationID"], j05["latitude"], j05["longitude"], j05["timestampIssues"]) == \
         ("J05", "-2.33", "34.83", "true")
     assert (j05["deploymentStart"], j05["deploymentEnd"]) == ("2024-05-01T06:30:00+00:00", "2024-05-01T06:30:02+00:00")
-    media = {m["filePath"]: m for m in _csv_file(package / "media.csv")}
+    media = by_blob_name(_csv_file(package / "media.csv"))
     assert media["siteA/cam2/d.jpg"]["timestamp"] == "2024-05-03T07:00:00+02:00"
     assert media["siteA/cam1/a.jpg"]["mediaComments"] == 'image list: {"frame": "1", "season": "S1"}'
     assert media["siteA/cam2/c.png"]["deploymentID"] == "siteA/cam2"

@@ -27,6 +27,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp
 from orchestrations.exports import single_zooniverse_output
+from tests.camtrap_media import blob_name, by_blob_name
 from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS, TASK, _results, task, with_list  # noqa: F401
 
 SHARDS_OF_LIST = [3, 3]  # LIST_SHARDS' images per shard
@@ -334,7 +335,7 @@ def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -
         if r[6] == "media":
             assert r[3] == ("" if r[2] in untimed else visit_of[r[1]]), r
     # COCO: each timed photo's sequence is its camera's visit (the same id), its frames numbered from 0 in time order
-    media_of = {m[4]: m for m in media_rows}
+    media_of = {blob_name(m[4]): m for m in media_rows}
     frames: dict[str, list[tuple[int, str, int]]] = {}
     for image in json.loads(expected[layout.coco_blob(TASK)])["images"]:
         m = media_of[image["file_name"]]
@@ -423,7 +424,7 @@ def package_spans(files: dict[str, bytes], tmp_path: Path) -> dict[str, dict[str
     """The Camtrap DP package among ``files`` (an exports snapshot), checked: valid for frictionless, every media
     timestamp and every observation's eventStart..eventEnd within its deployment's deploymentStart..deploymentEnd
     (a media-level one's at its photo's timestamp), and the package's temporal covering every deployment. Returns
-    the media rows by filePath."""
+    the media rows by the blob name their filePath (the image's URL) names."""
     from datetime import date, datetime
 
     from tests.unit.test_camtrapdp import validate
@@ -460,7 +461,7 @@ def package_spans(files: dict[str, bytes], tmp_path: Path) -> dict[str, dict[str
     first, last = date.fromisoformat(temporal["start"]), date.fromisoformat(temporal["end"])
     for start, end in spans.values():  # each deployment's dates, as written (its own offset)
         assert first <= start.date() and end.date() <= last, (temporal, start, end)
-    return {m["filePath"]: m for m in media.values()}
+    return dict(by_blob_name(media.values()))
 
 
 def test_a_photo_without_capture_time_is_within_its_deployment_in_both_ways(task: Any, tmp_path: Path) -> None:
@@ -514,7 +515,7 @@ def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) ->
     assert single["clock_corrections_unmatched"] == ["Site2 (did you mean 'site2'?)", "nowhere"]
     expected = _clear(store, settings.container, "")
     media = expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()
-    rows = {line.split(",")[4]: line.split(",") for line in media.split("\r\n")[1:] if line}
+    rows = {blob_name(line.split(",")[4]): line.split(",") for line in media.split("\r\n")[1:] if line}
     shifted = {f: r[3] for f, r in rows.items() if "corrected by" in r[10]}
     assert shifted and all(f.startswith(("site0/", "site1/cam1/")) for f in shifted)
     assert rows["site0/cam0/img0006.jpg"][3] == "2024-06-02T00:00:12+00:00"  # a day later
@@ -647,7 +648,8 @@ def test_with_a_camera_depth_a_day_folder_that_corrected_times_is_not_named_as_m
     media = list(csv.reader(io.StringIO(_clear(store, settings.container, "")[
         layout.camtrap_dp_blob(TASK, "media.csv")].decode())))
     exif = {e["file"]: e["datetime"] for e in doc["images"] if e.get("datetime")}
-    shifted = [(m[3], exif[m[4]]) for m in media[1:] if m[4].startswith("2024/cam-0/2024-06-02/") and m[4] in exif]
+    named = [(m[3], blob_name(m[4])) for m in media[1:]]
+    shifted = [(ts, exif[n]) for ts, n in named if n.startswith("2024/cam-0/2024-06-02/") and n in exif]
     assert shifted and all(int(ts[11:13]) == int(taken[11:13]) + 1 for ts, taken in shifted)  # an hour later
     fanned = _fanned(settings, store, "", parts, zooniverse_pieces=9)
     assert fanned["clock_corrections_unmatched"] == ["2024/cam-2/2024-06-0x"], fanned
@@ -697,3 +699,43 @@ def test_a_photo_cut_short_is_out_of_zooniverse_corrupt_in_coco_and_noted_in_cam
         got[layout.camtrap_dp_blob(TASK, "media.csv")].decode()))}
     assert media[media_id(cut)]["mediaComments"].endswith("; " + CUT_SHORT_COMMENT)  # after its other note
     assert sum(CUT_SHORT_COMMENT in r["mediaComments"] for r in media.values()) == 1
+
+
+def test_a_fan_out_under_way_runs_its_parts_written_with_blob_names_again(task: Any, monkeypatch: Any) -> None:
+    """An app of this release deployed while an exports fan-out is under way: the parts that ran before wrote media
+    filePaths as blob names (their outputs, in the orchestration's history, have no ``media_base``), and a package
+    must not mix them with URLs. The combine names those parts to run again, as for a deployment's conflicting
+    first facts, and the package is then the single activity's, every filePath a URL."""
+    import activities.exports as exports
+
+    settings, store, parts, _ = _many_in_four_parts(task)
+    run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    media = expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()
+    assert all(blob_name(m["filePath"]) and m["filePath"].startswith(store.endpoint + "/elsewhere/")
+               for m in csv.DictReader(io.StringIO(media)))
+    ranges = part_ranges(parts)
+    outs: list[c.ExportsPartOutput] = []
+    for p, f, o, n in ranges:
+        with monkeypatch.context() as before:
+            if p in (0, 2):  # the code before: blob names, and no media_base in the part's output
+                before.setattr(exports, "media_base", lambda *_: "")
+            out = run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                      length=n), settings, store)
+        if p in (0, 2):
+            assert out.pop("media_base") == ""
+        outs.append(out)
+    grouped = group_and_link(settings, store, TASK, "", outs)
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs, **grouped),
+                                   settings, store)
+    assert combined == {"conflict": True, "redo": [0, 2]}
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n,
+                                                given=True), settings, store) if p in (0, 2) else out
+            for (p, f, o, n), out in zip(ranges, outs)]
+    grouped = relink(settings, store, TASK, "", grouped, [0, 2])
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs, **grouped),
+                                   settings, store)
+    assert not combined["conflict"]
+    got = _snapshot(store, settings.container, "")
+    for name in ("media.csv", "observations.csv", "deployments.csv", "datapackage.json"):
+        assert got[layout.camtrap_dp_blob(TASK, name)] == expected[layout.camtrap_dp_blob(TASK, name)], name

@@ -34,6 +34,7 @@ from gpu_batch.formats.detections_csv import spreadsheet_safe
 from gpu_batch.layout import REPEATS_REMOVED
 from gpu_batch.manifest import ShardManifest
 from orchestrations.fanin import fan_in
+from tests.camtrap_media import blob_name, by_blob_name
 from tests.orchestrations.replay import T0, run_orchestrator
 
 MODEL = "models/md_v5a.0.0.pt"
@@ -817,8 +818,8 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert len(formatted) >= images
 
     def media_rows(files: dict[str, bytes]) -> dict[str, dict[str, str]]:
-        return {r["filePath"]: r for r in csv.DictReader(io.StringIO(
-            files[layout.camtrap_dp_blob(tid, "media.csv")].decode()))}
+        return dict(by_blob_name(csv.DictReader(io.StringIO(
+            files[layout.camtrap_dp_blob(tid, "media.csv")].decode()))))
     before, after = media_rows(expected), media_rows(corrected)
     moved = 0
     for name, row in before.items():
@@ -907,6 +908,32 @@ def test_exports_ignore_an_older_workers_views_and_format_the_entries(task: Any,
     with monkeypatch.context() as older:  # what a version-2 worker wrote: EXIF datetimes copied as they were
         older.setattr(mergeview, "VIEW_VERSION", 2)
         older.setattr(coco, "cct_datetime", lambda value: value)
+        written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    assert written == set(range(counts["shards"])) - {2}
+    formatted, _, _ = record_formatting(monkeypatch)
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
+    assert formatted, "the entries were formatted: the older views were not used"
+    assert fanned_exports(settings, store, tid, merged, single) == expected
+
+
+def test_exports_ignore_views_whose_media_lines_hold_blob_names(task: Any, monkeypatch: Any) -> None:
+    """A version-8 worker's view holds Camtrap DP media lines whose filePath is the blob name (no placeholder for
+    the images' URL prefix). The exports do not use it: every media filePath is the image's URL, in the single
+    activity and the fan-out alike, the same bytes as without views, not blob names in the shards that had one."""
+    from activities.exports import run_exports
+    from gpu_batch.formats import mergeview
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    single = run_exports(tid, settings, store)
+    expected = exported(settings, store, tid)
+    base = f"{store.endpoint}/{store.read_json(settings.container, layout.enumeration_blob(tid))['container']}/"
+    paths = [r["filePath"] for r in csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(tid, "media.csv")].decode()))]
+    assert paths and all(p.startswith(base) for p in paths)
+    with monkeypatch.context() as older:  # what a version-8 worker wrote: blob names
+        older.setattr(mergeview, "VIEW_VERSION", 8)
+        older.setattr(mergeview, "MEDIA_BASE", "")
         written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
     assert written == set(range(counts["shards"])) - {2}
     formatted, _, _ = record_formatting(monkeypatch)
@@ -1138,7 +1165,7 @@ def test_exports_take_no_view_of_a_shard_with_photos_cut_short_and_mark_them(tas
             if im.get("corrupt") and "failure" not in im] == [cut]
     media = [r for r in csv.DictReader(io.StringIO(files[layout.camtrap_dp_blob(tid, "media.csv")].decode()))
              if CUT_SHORT_COMMENT in r["mediaComments"]]
-    assert [r["filePath"] for r in media] == [cut]
+    assert [blob_name(r["filePath"]) for r in media] == [cut]
     assert fanned_exports(settings, store, tid, merged, single) == files
 
 
@@ -1173,7 +1200,7 @@ def test_exports_mark_a_photo_cut_short_that_only_its_shards_merge_view_names(ta
         assert not any(cut.encode() in data for name, data in files.items() if "/zooniverse/" in name)
         assert [im["file_name"] for im in json.loads(files[layout.coco_blob(tid)])["images"]
                 if im.get("corrupt")] == [cut]
-        media = [r["filePath"] for r in csv.DictReader(io.StringIO(
+        media = [blob_name(r["filePath"]) for r in csv.DictReader(io.StringIO(
             files[layout.camtrap_dp_blob(tid, "media.csv")].decode())) if CUT_SHORT_COMMENT in r["mediaComments"]]
         assert media == [cut]
         assert fanned_exports(settings, store, tid, merged, single) == files

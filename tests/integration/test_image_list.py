@@ -21,6 +21,7 @@ from core.shards import ListingLimits
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp
 from gpu_batch.manifest import ShardManifest, ViewList
+from tests.camtrap_media import blob_name
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import api, finished_status, host  # noqa: F401  (the devhost fixture)
 from tests.integration.test_parallel_enumeration import manifests, run_parallel
@@ -287,7 +288,7 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     report = validate(package)
     assert report.valid, report.flatten(["type", "note"])
     with (package / "media.csv").open(encoding="utf-8", newline="") as f:
-        media = {m["filePath"]: m["deploymentID"] for m in csv.DictReader(f)}
+        media = {blob_name(m["filePath"]): m["deploymentID"] for m in csv.DictReader(f)}
     assert media == {**{n: f"{camtrapdp.camera_folder(n) or '(root)'}@site-{i}" for i, n in enumerate(chosen)},
                      "cam0/missing.jpg": "cam0@lost"}
 

@@ -14,6 +14,7 @@ import requests
 from adapters.blobs import BlobStore
 from core.contracts import Stage
 from gpu_batch import layout
+from tests.camtrap_media import by_blob_name
 from tests.api_session import DiagnosingSession
 from tests.integration.conftest import upload_images
 from tests.waiting import wait_until
@@ -311,7 +312,7 @@ def _media(store: BlobStore, container: str, blob: str) -> dict[str, dict[str, s
     import csv
     import io
 
-    return {r["filePath"]: r for r in csv.DictReader(io.StringIO(store.read_bytes(container, blob).decode()))}
+    return dict(by_blob_name(csv.DictReader(io.StringIO(store.read_bytes(container, blob).decode()))))
 
 
 def test_a_wrong_camera_clock_is_corrected_by_an_only_new_rerun_without_running_an_image(

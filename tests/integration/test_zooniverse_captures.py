@@ -21,6 +21,7 @@ from core import mdformat, zooniverse
 from core.exportparts import part_ranges
 from core.settings import Settings
 from gpu_batch import layout
+from tests.camtrap_media import by_blob_name
 from tests.integration.test_exports import TASK, task  # noqa: F401
 from tests.integration.test_exports_fanout import (_clear, _many, _many_in_four_parts, _snapshot, _write_fanin_results,
                                                   group_and_link)
@@ -292,8 +293,8 @@ def test_a_request_for_visits_makes_subjects_of_each_visits_photos_in_time_order
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected
 
-    media = {m["filePath"]: m for m in csv.DictReader(io.StringIO(
-        expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()))}
+    media = by_blob_name(csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode())))
     event_of = {o["mediaID"]: o["eventID"] for o in csv.DictReader(io.StringIO(
         expected[layout.camtrap_dp_blob(TASK, "observations.csv")].decode())) if o["observationLevel"] == "media"}
     subjects = [r for b in range(1, single["zooniverse_batches"] + 1) for r in csv.DictReader(io.StringIO(

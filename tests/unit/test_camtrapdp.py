@@ -84,10 +84,10 @@ ENTRIES: list[dict[str, Any]] = [
 
 def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any] | None = None,
           listed: dict[str, dict[str, str]] | None = None, utc_offset: str = "",
-          media_where: str = "") -> camtrapdp.CamtrapBuilder:
+          media_where: str = "", media_base: str = "") -> camtrapdp.CamtrapBuilder:
     b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                  completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
-                                 locations=locations or {}, utc_offset=utc_offset)
+                                 locations=locations or {}, utc_offset=utc_offset, media_base=media_base)
     with (folder / "media.csv").open("w", newline="", encoding="utf-8") as m, \
             (folder / "observations.csv").open("w", newline="", encoding="utf-8") as o:
         media, obs = csv.writer(m), csv.writer(o)
@@ -685,34 +685,51 @@ def test_awkward_camera_folder_names_keep_the_package_valid_and_their_blob_names
     assert camtrapdp.media_file_path("siteA/cam1/IMG_0001.JPG") == "siteA/cam1/IMG_0001.JPG"
 
 
-@pytest.mark.parametrize("account", ["https://partner.blob.core.windows.net", ""])
-def test_the_description_says_which_container_the_media_file_paths_are_relative_to(tmp_path: Path,
-                                                                                    account: str) -> None:
+def test_awkward_blob_names_as_media_urls_keep_the_package_valid_and_give_their_names_back(tmp_path: Path) -> None:
     """Camtrap DP 1.0.2 media-table-schema.json: filePath is a "URL or relative path to the media file, respectively
-    for externally hosted files or files that are part of the package". trapbatch writes the blob name, a relative
-    path, but the images stay in the owner's container: a reader resolving it against the package's folder looks
-    in the wrong place. The package's description (what R camtrapdp's write_eml makes the EML abstract) says where
-    they are: the container and account, and how a filePath becomes the image's URL, with no credential in it."""
+    for externally hosted files or files that are part of the package"; the images are hosted outside the package,
+    so filePath is the image's URL. Its pattern (no leading ``.``, ``/``, ``~``, no ``..``, no line break) holds for
+    every awkward name: the URL starts with https, and a run of dots, a line break, a space, ``#``, ``%``, ``?`` and
+    accents are percent-encoded as azure-storage-blob encodes a blob client's URL; the part after the container
+    percent-decodes to the blob name."""
     from urllib.parse import quote, unquote
 
+    base = "https://partner.blob.core.windows.net/camera-traps/"
+    build(tmp_path, [{"file": name, "datetime": "2024:05:01 06:30:00", "detections": []} for name in AWKWARD_NAMES],
+          media_base=base)
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    paths = [m["filePath"] for m in rows(tmp_path / "media.csv")]
+    assert all(p.startswith(base) and ".." not in p and "\n" not in p for p in paths)
+    assert [unquote(p[len(base):]) for p in paths] == AWKWARD_NAMES
+    assert paths[-1] == base + "%C3%91and%C3%BA/Zo%C3%AB%27s%20cam%20%232/IMG%201.JPG"
+    assert paths[5] == base + "50%25%20cover%3F/IMG%2B0002.JPG"
+    assert paths[0] == base + "Cerro%20Alto%2E%2E/IMG_0005.JPG"
+    # as the SDK quotes a blob name in its URL (azure-storage-blob's _blob_client_helpers._format_url), dots apart
+    assert [p[len(base):] for p in paths if "%2E" not in p] == [quote(n, safe="~/") for n in AWKWARD_NAMES
+                                                               if ".." not in n]
+    assert camtrapdp.media_url(base, "siteA/cam1/IMG_0001.JPG") == base + "siteA/cam1/IMG_0001.JPG"
+
+
+@pytest.mark.parametrize("account", ["https://partner.blob.core.windows.net", ""])
+def test_the_description_says_the_media_file_paths_are_urls_of_the_images_container(tmp_path: Path,
+                                                                                   account: str) -> None:
+    """The images are not in the package: filePath is each one's URL (``media_url``), and the package's description
+    (what R camtrapdp's write_eml makes the EML abstract) says so, naming the container and account, with no
+    credential in it (filePublic is false: a reader needs their own access)."""
     where = camtrapdp.media_location("camera-traps", account)
     build(tmp_path, [{"file": n, "datetime": "2024:05:01 06:30:00", "detections": []} for n in AWKWARD_NAMES],
-          media_where=where)
+          media_where=where, media_base=f"{account or 'http://127.0.0.1:10000/devstoreaccount1'}/camera-traps/")
     report = validate(tmp_path)
     assert report.valid, report.flatten(["type", "note"])
     described = json.loads((tmp_path / "datapackage.json").read_text())["description"]
     assert "The media files are not in this package" in described and "filePublic is false" in described
-    assert "container camera-traps of" in described and described.endswith(camtrapdp.NO_ZONE)
+    assert "each media filePath is the URL of an image in the container camera-traps of" in described
+    assert described.endswith(camtrapdp.NO_ZONE) and "sig=" not in described
     if account:
-        base = "https://partner.blob.core.windows.net/camera-traps/"
-        assert f"the image's URL is {base} followed by the blob name URL-encoded" in described
-        # the recipe, followed: each filePath percent-decoded and URL-encoded is the blob's URL below that base
-        urls = [base + quote(unquote(m["filePath"]), safe="/") for m in rows(tmp_path / "media.csv")]
-        assert urls[-1] == base + "%C3%91and%C3%BA/Zo%C3%AB%27s%20cam%20%232/IMG%201.JPG"
-        assert urls[5] == base + "50%25%20cover%3F/IMG%2B0002.JPG"
-    else:  # trapbatch's own account: named as such, no URL made up
-        assert "trapbatch's own storage account" in described and "https://" not in described
-        assert "<account URL>/camera-traps/" in described
+        assert "the storage account https://partner.blob.core.windows.net" in described
+    else:  # trapbatch's own account: named as such
+        assert "trapbatch's own storage account" in described
 
 
 def test_clock_corrections_that_match_no_camera_folder_are_named_with_what_they_may_have_meant() -> None:

@@ -1,7 +1,9 @@
 """The worker's merge view gives a merge part exactly the bytes, counts, sample and search rows of its entry path."""
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import random
 from typing import Any
@@ -14,6 +16,7 @@ from gpu_batch.formats.mergeview import VIEW_VERSION, ShardFormatter, build_view
 from gpu_batch.pool.simulated import synthetic_entry
 
 TASK, THRESHOLD = "task-view", 0.2
+BASE = "https://acct.blob.core.windows.net/camera-traps/"  # the images' URL prefix (CamtrapBuilder.media_base)
 
 
 def awkward_entries() -> tuple[list[str], list[dict[str, Any]]]:
@@ -113,15 +116,22 @@ def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
     merged, _ = merge_entries(names, [as_merge_reads(entries)])
     lines = camtrap_lines(merged, THRESHOLD)
     assert lines is not None
-    builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, "2026-12-02T10:00:00Z", "MegaDetector v5a.0.1")
+    builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, "2026-12-02T10:00:00Z", "MegaDetector v5a.0.1",
+                             media_base=BASE)
     made = [builder.add_lines(e) for e in merged]
-    filled = lines.filled(builder.completed_at, builder.classified_by)
+    filled = lines.filled(builder.completed_at, builder.classified_by, BASE)
     assert filled is not None
     assert filled[0] == "".join(m for m, _ in made) and filled[1] == "".join(o for _, o in made)
     assert filled[2] == [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
                          for dep, d in builder.deployments.items()]
     assert (lines.media_count, lines.observation_count) == (builder.counts["media"], builder.counts["observations"])
-    assert lines.filled("2026-12-02T10:00:00+00:00", "MegaDetector, quoted") is None  # would need CSV quoting
+    assert lines.filled("2026-12-02T10:00:00+00:00", "MegaDetector, quoted", BASE) is None  # would need CSV quoting
+    # media filePath is the image's URL: the view holds a placeholder for the prefix, which the exports put in; no
+    # prefix (or one needing CSV quoting) leaves the view's lines unused rather than holding a bare name
+    assert lines.filled(builder.completed_at, builder.classified_by, "") is None
+    assert lines.filled(builder.completed_at, builder.classified_by, "https://a,b/c/") is None
+    assert [r[4] for r in csv.reader(io.StringIO(filled[0]))] == [camtrapdp.media_url(BASE, n) for n in
+                                                                   (e["file"] for e in merged)]
     # a deployment whose images have capture times and images without one (a failure, a camera clock never set):
     # its span is its capture times', whatever the completion time put in later
     # (cam1's image 3 has none, its others have), and one with none at all (the root's: "" until combined)
@@ -130,9 +140,9 @@ def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
     mixed = camtrap_lines(merged, THRESHOLD)
     assert mixed is not None
     for completed_at in ("2026-12-02T10:00:00Z", "2020-01-01T00:00:00Z"):
-        builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, completed_at, "MegaDetector v5a.0.1")
+        builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, completed_at, "MegaDetector v5a.0.1", media_base=BASE)
         made = [builder.add_lines(e) for e in merged]
-        filled = mixed.filled(builder.completed_at, builder.classified_by)
+        filled = mixed.filled(builder.completed_at, builder.classified_by, BASE)
         assert filled is not None and filled[0] == "".join(m for m, _ in made)
         assert filled[2] == builder.deployment_facts()
         spans = {fact[0]: (fact[1], fact[2], fact[3]) for fact in filled[2]}
@@ -351,11 +361,12 @@ def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> Non
     assert made_images == images.getvalue().encode() and made_annotations == annotations.getvalue().encode()
     assert b'"image_list_metadata":{' in made_images and counts["images"] == len(names)
 
-    builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, "2026-12-02T10:00:00Z", "MegaDetector v5a.0.1")
+    builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, "2026-12-02T10:00:00Z", "MegaDetector v5a.0.1",
+                             media_base=BASE)
     made = [builder.add_lines(e, rows.get(e["file"])) for e in merged]
     lines = camtrap_lines(merged, THRESHOLD, listed)
     assert lines is not None
-    filled = lines.filled(builder.completed_at, builder.classified_by)
+    filled = lines.filled(builder.completed_at, builder.classified_by, BASE)
     assert filled is not None
     assert filled[0] == "".join(m for m, _ in made) and filled[1] == "".join(o for _, o in made)
     assert filled[2] == [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
@@ -391,9 +402,9 @@ def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> Non
     mixed_lines = camtrap_lines(merged, THRESHOLD, mixed)
     assert mixed_lines is not None
     for completed_at in ("2026-12-02T10:00:00Z", "2000-01-01T00:00:00Z"):  # before and after every capture time
-        builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, completed_at, "MegaDetector v5a.0.1")
+        builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, completed_at, "MegaDetector v5a.0.1", media_base=BASE)
         made = [builder.add_lines(e, mixed.of(e["file"])) for e in merged]
-        filled = mixed_lines.filled(builder.completed_at, builder.classified_by)
+        filled = mixed_lines.filled(builder.completed_at, builder.classified_by, BASE)
         assert filled is not None and filled[0] == "".join(m for m, _ in made)
         assert filled[2] == builder.deployment_facts()
         span = {f[0]: f[1:4] for f in filled[2]}

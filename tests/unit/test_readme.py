@@ -51,8 +51,8 @@ def test_the_facts_a_reader_needs_and_no_secret() -> None:
                   "41 images, 1 failed", "1 cut short (damaged.csv)", "2026-12-05 17:55:03 UTC",
                   "2 files are not images", "Written: 2026-12-05T17:56:10+00:00", "published on the web"):
         assert words in flat, words
-    # Camtrap DP reads media filePath, a relative path, as a file of the package: the README says where the photos are
-    assert "filePath, its blob name in the images' container named above: the photos are not in the package" in flat
+    # Camtrap DP media filePath is the photo's URL (externally hosted): the README says where the photos are
+    assert "filePath, its URL in the images' container named above: the photos are not in the package" in flat
     assert "sig=" not in text and "AccountKey" not in text and "SharedAccessSignature" not in text
     unpublished = readme_text(dataclasses.replace(FACTS, published=False, failed=0, damaged=0), FILES)
     assert "not published" in unpublished and "failed" not in unpublished.split("Files\n")[0]

@@ -32,7 +32,8 @@ def shard_view(shard: int) -> ShardView:
 
 def builder() -> camtrapdp.CamtrapBuilder:
     return camtrapdp.CamtrapBuilder(threshold=THRESHOLD, detection_categories=CATEGORIES,
-                                    completed_at="2026-12-02T00:00:00Z", classified_by="MegaDetector v5a")
+                                    completed_at="2026-12-02T00:00:00Z", classified_by="MegaDetector v5a",
+                                    media_base="https://acct.blob.core.windows.net/camera-traps/")
 
 
 class Streams:
@@ -60,7 +61,8 @@ def expected(views: list[ShardView], continued: bool) -> tuple[dict[str, bytes],
     b = builder()
     images = b"".join(v.coco[0] for v in views)  # type: ignore[index]
     annotations = b"".join(v.coco[1] for v in views)  # type: ignore[index]
-    filled = [v.camtrap.filled(b.completed_at, b.classified_by) for v in views]  # type: ignore[union-attr]
+    filled = [v.camtrap.filled(b.completed_at, b.classified_by, b.media_base)  # type: ignore[union-attr]
+              for v in views]
     out = {"images": images if continued else images[1:], "annotations": annotations if continued else annotations[1:],
            "media": b"header-media\n" + "".join(f[0] for f in filled).encode(),  # type: ignore[index]
            "observations": "".join(f[1] for f in filled).encode()}  # type: ignore[index]
@@ -95,7 +97,8 @@ def _deployments_of(views: list[ShardView]) -> list[Any]:
     b = builder()
     from core.exportparts import combine_deployments
 
-    combine_deployments(b, [v.camtrap.filled(b.completed_at, b.classified_by)[2] for v in views])  # type: ignore
+    combine_deployments(b, [v.camtrap.filled(b.completed_at, b.classified_by,  # type: ignore[union-attr,index]
+                                              b.media_base)[2] for v in views])
     return b.deployment_facts()
 
 
@@ -228,9 +231,9 @@ def test_a_streamed_views_sections_are_the_held_ones_wherever_the_slices_fall(mo
     assert lines.coco == held.coco[2:] and lines.zooniverse == len(held.zooniverse.lengths)
     assert b"".join(lines.slices("images")) == held.coco[0] and b"".join(lines.slices("annotations")) == held.coco[1]
     b = builder()
-    filled = held.camtrap.filled(b.completed_at, b.classified_by)
-    assert filled is not None and lines.camtrap_facts(b.completed_at, b.classified_by) == filled[2]
-    pieces = list(lines.camtrap_lines(b.completed_at, b.classified_by))
+    filled = held.camtrap.filled(b.completed_at, b.classified_by, b.media_base)
+    assert filled is not None and lines.camtrap_facts(b.completed_at, b.classified_by, b.media_base) == filled[2]
+    pieces = list(lines.camtrap_lines(b.completed_at, b.classified_by, b.media_base))
     assert b"".join(m for m, _, _ in pieces) == filled[0].encode() and b'"' in filled[0].encode()
     assert b"".join(o for _, o, _ in pieces) == filled[1].encode()
     whole, sliced = EventTap(), EventTap()
