@@ -15,6 +15,7 @@ import functools
 import io
 import json
 from typing import IO, Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -286,8 +287,10 @@ class BlobStore:
         return bool(self.service.get_blob_client(container, name).exists())
 
     def url(self, container: str, name: str) -> str:
-        """The blob's URL without any SAS (callers use their own credentials)."""
-        return str(self.service.get_blob_client(container, name).url)
+        """The blob's URL without any SAS (callers use their own credentials): the SDK's, encoded as it encodes a
+        name, less its query. Why less: the SDK writes a connection string's SharedAccessSignature into it (see
+        ``endpoint``), and this URL goes into a task's status answer (``api.starters``, the results' ``url``)."""
+        return urlunsplit(urlsplit(str(self.service.get_blob_client(container, name).url))._replace(query=""))
 
 
 def _etag(value: Any) -> str:
