@@ -182,8 +182,8 @@ def damaged_rows(names: list[str]) -> bytes:
 def write_damaged(store: BlobStore, container: str, task_id: str, sizes: list[int]) -> list[str]:
     """Compose ``layout.damaged_blob`` (a ``file`` header, then each part's rows in part order) from the parts'
     fragments of ``sizes`` bytes, or delete one an earlier merge of this generation left when none has any; returns
-    the first few names (``c.DAMAGED_EXAMPLES``, as the blobs are named) for the status. Why composed: a card of photos cut short is as many
-    rows as photos, and the combine holds none of them."""
+    the first few names (``c.DAMAGED_EXAMPLES``, as the blobs are named) for the status. Why composed: a card of
+    photos cut short is as many rows as photos, and the combine holds none of them."""
     name = layout.damaged_blob(task_id)
     if not any(sizes):
         store.delete_if_exists(container, name)

@@ -486,9 +486,10 @@ class HttpFront:
     async def purge_by_filter(self, request: web.Request) -> web.Response:
         """``HandleDeleteHistoryWithFiltersRequestAsync``: createdTimeFrom required (400), 404 when nothing matched.
 
-        runtimeStatus: as ``_runtime_statuses`` reads it (ext ``TryGetIEnumerableQueryParameterValue``); dtfx ``AzureTableTrackingStore.PurgeInstanceHistoryAsync`` keeps
-        the finished states of that list, and a list left empty filters nothing: every instance of the range goes,
-        running ones too (``OrchestrationInstanceStatusQueryCondition.ToOData``; fidelity row 46)."""
+        runtimeStatus: as ``_runtime_statuses`` reads it (ext ``TryGetIEnumerableQueryParameterValue``); dtfx
+        ``AzureTableTrackingStore.PurgeInstanceHistoryAsync`` keeps the finished states of that list, and a list left
+        empty filters nothing: every instance of the range goes, running ones too
+        (``OrchestrationInstanceStatusQueryCondition.ToOData``; fidelity row 46)."""
         q = request.query
         created_from = _timestamp(_param(q, "createdTimeFrom"))
         if not created_from:

@@ -567,7 +567,8 @@ def test_submit_without_wait_offers_to_follow_only_a_task_that_still_runs(
     assert "watch task-0000000000000000000e" not in said
 
 
-@pytest.mark.parametrize("folders, only_new", [([], "--only-new"), (["Summer_2018"], "--folder Summer_2018 --only-new")])
+@pytest.mark.parametrize("folders, only_new", [([], "--only-new"),
+                                               (["Summer_2018"], "--folder Summer_2018 --only-new")])
 @pytest.mark.parametrize("stage_found", ["completed", "detecting"])
 def test_submit_wait_that_found_its_task_completed_before_says_new_photos_are_not_in_it(
         folders: list[str], only_new: str, stage_found: str, monkeypatch: pytest.MonkeyPatch,
@@ -1062,8 +1063,8 @@ def test_an_apps_hint_about_this_task_names_its_id_not_a_placeholder(monkeypatch
         parse_repeat_removal({"keep": ["r00009"]}, ["r00001"])
     body = json.dumps({"error": refused.value.message, "hint": refused.value.hint})
     task = "task-0123456789abcdef0123"
-    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=_Answers((400, {"_body": body})),
-                                                                        sleep=lambda s: None))
+    answers = _Answers((400, {"_body": body}))
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=answers, sleep=lambda s: None))
     assert main(["--url", "http://127.0.0.1:9", "--key", "k", "repeats", task, "--keep", "r00009"]) == 4
     err = " ".join(capsys.readouterr().err.split())
     assert f"next: trapbatch repeats {task} lists" in err and "<task id>" not in err
