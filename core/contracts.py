@@ -120,6 +120,9 @@ class ShardState(TypedDict):
     unavailable: NotRequired[int]
     unavailable_since: NotRequired[str]
     retry_at: NotRequired[str]
+    # of ``unavailable``, those of waits an attempt past start-up ended (groups with unavailable_restarts only): the
+    # back-off of the wait under way counts from the next one
+    unavailable_earlier: NotRequired[int]
     # the worker's words for the exit 69 that left the shard's attempt owed (the status's ``unreachable`` note), kept
     # until its next attempt ends otherwise or the shard is done without it (a RESUBMIT that found nothing missing)
     unavailable_reason: NotRequired[str]
@@ -160,6 +163,11 @@ class ShardsInput(TypedDict):
     # such exit; its next attempt is made after a back-off. Absent: such an exit is counted as any, as before, so a
     # group started by an earlier release replays unchanged. Carried over by continue_as_new.
     unavailable_wait_s: NotRequired[int]
+    # Set (True) by the task for groups started since, with unavailable_wait_s: that wait counts from the shard's
+    # first exit 69 since its last attempt that got past start-up (ran, or wrote results), not since its first ever,
+    # so a second outage hours later spends no attempt either. Absent: from its first ever, as before, so a group
+    # started by an earlier release replays unchanged. Carried over by continue_as_new.
+    unavailable_restarts: NotRequired[bool]
 
 
 class PoolOutage(TypedDict):

@@ -88,6 +88,15 @@ exit, as before, so its history replays unchanged. While shards wait so, the gro
 spend no attempt, and the next try), as its ``waiting`` note says an outage: a 69 on every attempt is mostly a
 misconfiguration (a node without outbound internet downloading a published model, a firewall), which idles the pool
 up to ``unavailable_wait_s`` before any shard is given up, and the counts alone showed only shards "queued".
+
+With ``unavailable_restarts`` as well (every group a task starts since that field), the wait counts from the shard's
+first 69 since its last attempt that got past start-up (``UnavailableWaits.restart``: it wrote results, or its worker
+exited with a code that comes only after start-up, ``PAST_START_UP``), each new wait's back-off from ``poll_min_s``
+again. Why: a shard that met a short outage early, then ran (an attempt that wrote results and failed later, or
+ended with images missing), counted each 69 of a second short outage hours later at once, as its first 69 was long
+past, and was given up with a failure entry for images that were fine. Bounded all the same: each restart follows
+an attempt that spent one of ``max_attempts``, so a shard has at most ``max_attempts`` + 1 waits. A group started
+without the field keeps one wait from the shard's first 69 ever, as before, so its history replays unchanged.
 """
 from __future__ import annotations
 
@@ -101,7 +110,8 @@ from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.failures import failures_without_secrets
 from core.settings import OrchestrationKnobs
-from gpu_batch.exit_codes import OUTPUT, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended, unfixable_reason
+from gpu_batch.exit_codes import (OK, OUTPUT, OUTPUT_TAKEN, SERVER_LOST, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended,
+                                  unfixable_reason)
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, failed_type,
                                    is_busy, show_waiting)
@@ -433,17 +443,40 @@ def _unfixable(row: c.CompletedShard) -> ShardUnfixable | None:
                           f"{row['exit_code']}): {said}")
 
 
+# Worker exits that come only once the worker got past its start-up, the reads an exit 69 stands for (the manifest,
+# the images' account and its secret, the model: gpu_batch.worker.__main__._run, in that order): 0 after the shard
+# ran, OUTPUT when the results found or written fail, OUTPUT_TAKEN at a results write, SERVER_LOST mid-shard. Not
+# BAD_INPUT, MODEL or SOURCE (start-up failures themselves), nor an exit the pool gave (``pool_ended``) or any other
+# (137 killed, 1 a crash: start-up or not, the code does not say), unless results were written (``restart``).
+PAST_START_UP = frozenset({OK, OUTPUT, OUTPUT_TAKEN, SERVER_LOST})
+
+
 class UnavailableWaits:
     """A group's rule for worker exits ``STORAGE_UNAVAILABLE`` (module docstring, "Unavailable exits"): ``now`` (the
-    orchestration's replay-safe time), ``wait_s`` from a shard's first such exit, and the back-off's bounds."""
+    orchestration's replay-safe time), ``wait_s`` from a shard's first such exit, and the back-off's bounds;
+    ``restarts`` (``ShardsInput.unavailable_restarts``): an attempt that got past start-up ends the wait, so a
+    shard's next 69 opens a new one (``restart``)."""
 
-    def __init__(self, now: datetime, wait_s: int, first_s: float, most_s: float) -> None:
+    def __init__(self, now: datetime, wait_s: int, first_s: float, most_s: float, restarts: bool = False) -> None:
         self.now, self.wait_s, self.first_s, self.most_s = now, wait_s, first_s, most_s
+        self.restarts = restarts
+
+    def restart(self, s: c.ShardState, row: c.CompletedShard, by_pool: bool, wrote: bool) -> None:
+        """With ``restarts``: end the shard's wait when ``row``'s attempt got past start-up (the outage its first 69
+        met was over for it): it wrote results (``wrote``: the shard covers more images than before it), or its worker
+        exited with a code that comes only after start-up (``PAST_START_UP``). The shard's next 69 then opens a wait
+        of its own, its back-off from ``first_s`` again. The exits 69 of earlier waits stay in ``unavailable`` (its
+        attempts not spent, so the attempt number less them is what was spent)."""
+        if not self.restarts or "unavailable_since" not in s or row.get("exit_code") == STORAGE_UNAVAILABLE:
+            return
+        if wrote or (not by_pool and row.get("exit_code") in PAST_START_UP):
+            del s["unavailable_since"]
+            s["unavailable_earlier"] = s.get("unavailable", 0)
 
     def defer(self, s: c.ShardState, row: c.CompletedShard, by_pool: bool) -> bool:
         """Whether ``row``'s attempt (which left images missing) spends none of the shard's attempts: its worker
-        exited 69 and the shard's first such exit was less than ``wait_s`` ago. If so, counted and the next attempt's
-        earliest time set (``retry_at``)."""
+        exited 69 and the shard's first such exit (since ``restart`` last ended a wait) was less than ``wait_s`` ago.
+        If so, counted and the next attempt's earliest time set (``retry_at``)."""
         if by_pool or row.get("exit_code") != STORAGE_UNAVAILABLE:
             return False
         since = s.get("unavailable_since") or self.now.isoformat()
@@ -454,7 +487,8 @@ class UnavailableWaits:
         s["unsent"] = True  # its next attempt is in no RESUBMIT yet: the pool cannot have it (the round loop)
         said = row.get("worker_message") or row.get("failure_message") or "no message; see the pool task's log"
         s["unavailable_reason"] = said[:UNREACHABLE_REASON_CHARS]  # the status's note (_unreachable)
-        backoff = min(self.first_s * 2 ** min(waited - 1, 16), self.most_s)
+        this_wait = waited - s.get("unavailable_earlier", 0)  # a state without restarts: every one so far
+        backoff = min(self.first_s * 2 ** min(this_wait - 1, 16), self.most_s)
         s["retry_at"] = (self.now + timedelta(seconds=backoff)).isoformat()
         return True
 
@@ -490,11 +524,14 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
             s["unfixable"] = str(failure)[:300]
         fresh += 1
         _count_node_time(s, row)
+        wrote = row["covered"] > s.get("covered", 0)  # this attempt wrote results (UnavailableWaits.restart)
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
         # The pool ended it, not a worker exit: failure code TaskEnded (its time limit, with an exit code of the
         # operating system's), or a failure without an exit code. A row of before failure codes has none, and is
         # judged as it was then, so a recorded history replays unchanged.
         by_pool = pool_ended(row.get("exit_code"), row.get("failure_code"), row.get("failure_message"))
+        if waits is not None:
+            waits.restart(s, row, by_pool, wrote)
         if by_pool:
             s["pool_error"] = str(row.get("failure_message") or row.get("failure_code"))[:300]
         else:
@@ -591,8 +628,10 @@ def _run_shards(context: df.DurableOrchestrationContext,
     stops = bool(data.get("outage_stops")) and outage_limit > 0
     # a round that asks the pool about no task reads the cancel marker all the same (module docstring, "Outages")
     reads_cancel = bool(data.get("reads_cancel")) and outage_limit > 0
-    # worker exits 69 spend no attempt for this long from a shard's first (module docstring, "Unavailable exits")
+    # worker exits 69 spend no attempt for this long from a shard's first (module docstring, "Unavailable exits") ...
     unavailable_wait = int(data.get("unavailable_wait_s") or 0)
+    # ... of the outage under way: an attempt that got past start-up opens a new wait for the shard's next 69
+    unavailable_restarts = bool(data.get("unavailable_restarts")) and unavailable_wait > 0
     # Went on as new in an outage: the status and its note come first, so the retries of the generation's first step
     # (a SUBMIT) keep since and until (retries.show_waiting); custom status is no history action: replay is unchanged
     if outage is not None:
@@ -641,6 +680,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
                     next_input["reads_cancel"] = True
             if unavailable_wait:
                 next_input["unavailable_wait_s"] = unavailable_wait
+                if unavailable_restarts:
+                    next_input["unavailable_restarts"] = True
             context.continue_as_new(next_input)
             return {"continued": True}
         wake = context.current_utc_datetime + timedelta(seconds=delay)
@@ -707,7 +748,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
                     outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
             try:
                 waits = (UnavailableWaits(context.current_utc_datetime, unavailable_wait, knobs.poll_min_s,
-                                          knobs.poll_max_s) if unavailable_wait else None)
+                                          knobs.poll_max_s, restarts=unavailable_restarts)
+                         if unavailable_wait else None)
                 fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts, waits)
             except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
                 yield from _stop_the_run(context, task_id, job_id, str(failure))

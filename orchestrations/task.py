@@ -483,7 +483,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                      outage_stops=True,  # the first group out of reach past it stops the others
                                      reads_cancel=True,  # a round with nothing to poll reads the cancel marker
                                      # a worker's exit 69 (a service out of its reach) spends no attempt for a while
-                                     unavailable_wait_s=UNAVAILABLE_WAIT_S)
+                                     unavailable_wait_s=UNAVAILABLE_WAIT_S,
+                                     # ... counted from the first since an attempt got past start-up
+                                     unavailable_restarts=True)
         if reuse is not None:
             shards_input["state"] = _reused_state(group, reuse)
         children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,

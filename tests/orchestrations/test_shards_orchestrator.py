@@ -1092,8 +1092,8 @@ class UnavailablePool(Pool):
 
 def unavailable_group(pool: UnavailablePool, wait_s: int | None) -> Run:
     extra: dict[str, Any] = {"reads_cancel": True}  # as the task starts a group: a round with nothing to ask polls
-    if wait_s is not None:
-        extra["unavailable_wait_s"] = wait_s
+    if wait_s is not None:  # and a wait that an attempt past start-up ends (none here gets that far before its end)
+        extra.update(unavailable_wait_s=wait_s, unavailable_restarts=True)
     return outage_group(1, pool, extra=extra, max_attempts=3)
 
 
@@ -1204,13 +1204,14 @@ def test_the_unavailable_wait_is_carried_through_continue_as_new() -> None:
 
     pool = UnavailablePool(until=8)
     run = outage_group(1, pool, history_events=200, max_attempts=3,
-                       extra={"reads_cancel": True, "unavailable_wait_s": 3600,
+                       extra={"reads_cancel": True, "unavailable_wait_s": 3600, "unavailable_restarts": True,
                               "round_events": round_events(BUSY_CALLS)})
 
     assert run.status == "Completed", run.error
     assert run.output["done"] == 1 and run.output["given_up"] == 0
     assert len(run.continued_as_new) >= 1
     assert {i["unavailable_wait_s"] for i in run.continued_as_new} == {3600}
+    assert {i.get("unavailable_restarts") for i in run.continued_as_new} == {True}
 
 
 
@@ -1342,6 +1343,112 @@ def test_a_group_started_without_the_field_shows_no_unreachable_note() -> None:
 
     assert run.status == "Completed", run.error
     assert not any(isinstance(s, dict) and c.UNREACHABLE_KEY in s for s in run.statuses)
+
+
+class AttemptsPool(Pool):
+    """``Pool``, where attempt n of every shard ends as ``ends[n]`` says (default: exit 0, every image covered):
+    ``exit_code``, ``covered`` (the shard's images with results after it: of every attempt so far), and optionally
+    ``failure_code``/``failure_message``; exit 69 as ``UnavailablePool`` reports it. RESUBMIT submits every attempt."""
+
+    def __init__(self, ends: dict[int, dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ends = ends
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": sid, "attempt": attempt, "missing": IMAGES, "submitted": True}
+                               for sid, attempt in payload["shards"]]}
+        out = super().__call__(name, payload)
+        if name == c.POLL:
+            for r in out["completed"]:
+                end = self.ends.get(r["attempt"])
+                if end is not None:
+                    covered = end.get("covered", 0)
+                    r.update(exit_code=end["exit_code"], covered=covered, missing=IMAGES - covered,
+                             result="failure", failure_message=end.get("failure_message", "exited with an error"))
+                    if "failure_code" in end:
+                        r["failure_code"] = end["failure_code"]
+        return out
+
+
+UNAVAILABLE = {"exit_code": exit_codes.STORAGE_UNAVAILABLE, "failure_message": "exited with code 69"}
+
+
+def two_outages(second: dict[str, Any], restarts: bool | None) -> tuple[AttemptsPool, Run]:
+    """One shard (``max_attempts`` 3) whose attempt 1 exits 69 (a short outage), whose attempt 2 runs for more than
+    ``unavailable_wait_s`` (20 polls, past an hour) and ends as ``second`` says, leaving images missing, and whose
+    attempts 3-6 exit 69 (a second short outage, hours after the first); attempt 7 gets through. A group as the task
+    starts it (``unavailable_restarts``: True), or as the release before started it (None)."""
+    covered = second.get("covered", 0)
+    ends = {1: UNAVAILABLE, 2: second, **{a: {**UNAVAILABLE, "covered": covered} for a in (3, 4, 5, 6)}}
+    pool = AttemptsPool(ends, runs_for={pool_task_id(shard_id(0), 2): 20})
+    extra: dict[str, Any] = {"reads_cancel": True, "unavailable_wait_s": 3600}
+    if restarts is not None:
+        extra["unavailable_restarts"] = restarts
+    return pool, outage_group(1, pool, extra=extra, max_attempts=3)
+
+
+def test_a_second_outage_after_an_attempt_that_ran_spends_no_attempt_either() -> None:
+    """The shard's wait counted from its first 69 ever: attempt 2 ran for over an hour, wrote half its images and
+    exited 0 with the rest missing (their reads failed), so attempts 3 and 4, which met a second outage of minutes,
+    each counted at once, and the shard was given up after attempt 4 with a failure entry for five images that were
+    fine. Attempt 2 got past start-up, so attempt 3's 69 opens a wait of its own, its back-off from 30 s again."""
+    _, run = two_outages({"exit_code": exit_codes.OK, "covered": IMAGES // 2}, restarts=True)
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 1 and run.output["given_up"] == 0, run.output
+    assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[shard_id(0), a]] for a in range(2, 8)]
+    notes_ = [s[c.UNREACHABLE_KEY] for s in run.statuses if isinstance(s, dict) and c.UNREACHABLE_KEY in s]
+    waits = sorted({n["since"] for n in notes_})
+    assert len(waits) == 2, notes_  # the first outage's wait, then the second's, an hour and more later
+    first, second = (dt.datetime.fromisoformat(since) for since in waits)
+    assert (second - first).total_seconds() > 3600
+    for since in waits:  # each wait's first back-off is poll_min_s: the next try 30 s after its first 69
+        at = min(dt.datetime.fromisoformat(n["at"]) for n in notes_ if n["since"] == since and "at" in n)
+        assert (at - dt.datetime.fromisoformat(since)).total_seconds() == 30, (since, notes_)
+    assert {n["until"] for n in notes_ if n["since"] == waits[1]} == {(second + dt.timedelta(hours=1)).isoformat()}
+
+
+def test_a_group_started_without_restarts_counts_the_second_outage_as_before() -> None:
+    """A group started by the release before ``unavailable_restarts`` (only ``unavailable_wait_s``) keeps one wait
+    from the shard's first 69 ever, as it did when it ran, so its recorded history replays unchanged: attempt 3's 69
+    counts and attempt 4 is resubmitted in that poll's round, and attempt 4's 69, the third counted, gives it up."""
+    pool, run = two_outages({"exit_code": exit_codes.OK, "covered": IMAGES // 2}, restarts=None)
+
+    assert run.status == "Completed", run.error
+    assert run.output["given_up"] == 1 and run.output["images_missing"] == IMAGES // 2, run.output
+    assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[shard_id(0), a]] for a in (2, 3, 4)]
+    [why] = run.output["given_up_examples"]
+    assert why["attempts"] == 4 and why["exit_code"] == exit_codes.STORAGE_UNAVAILABLE, why
+    polls = [p["task_ids"] for p in run.inputs(c.POLL)]
+    a3 = polls.index([pool_task_id(shard_id(0), 3)])
+    assert polls[a3 + 1] == [pool_task_id(shard_id(0), 4)]  # resubmitted at once, with no back-off
+    assert all("unavailable_restarts" not in i for i in run.continued_as_new)
+
+
+@pytest.mark.parametrize("second, restarted", [
+    # it wrote results (the shard covers more images after it): whatever its exit
+    ({"exit_code": 137, "covered": 4}, True),  # killed (out of memory) mid-shard
+    ({"exit_code": 3221225786, "failure_code": exit_codes.TASK_ENDED, "covered": 4}, True),  # the pool's time limit
+    ({"exit_code": 1, "covered": 4}, True),
+    # none written: only an exit that comes after start-up says it got that far
+    ({"exit_code": exit_codes.OUTPUT, "covered": 0}, True),  # its results could not be written
+    ({"exit_code": exit_codes.SERVER_LOST, "covered": 0}, True),  # the resident worker went away mid-shard
+    ({"exit_code": 137, "covered": 0}, False),
+    ({"exit_code": 1, "covered": 0}, False),  # a crash, maybe at start-up
+    ({"exit_code": exit_codes.MODEL, "covered": 0}, False),  # a start-up failure itself (once: retried)
+    ({"exit_code": None, "failure_message": "the container image could not be pulled", "covered": 0}, False),
+    ({"exit_code": 3221225786, "failure_code": exit_codes.TASK_ENDED, "covered": 0}, False),
+], ids=["killed-wrote", "time-limit-wrote", "crash-wrote", "output", "server-lost", "killed", "crash", "model",
+        "never-started", "time-limit"])
+def test_what_says_an_attempt_got_past_start_up(second: dict[str, Any], restarted: bool) -> None:
+    """An attempt got past start-up (the reads an exit 69 stands for: the outage was over for it) when it wrote
+    results, or when its worker exited with a code only a worker past start-up gives; then the second outage's 69s
+    spend no attempt. Otherwise they count from the first 69 ever, and the shard is given up after attempt 4."""
+    _, run = two_outages(second, restarts=True)
+
+    assert run.status == "Completed", run.error
+    assert (run.output["given_up"], run.output["done"]) == ((0, 1) if restarted else (1, 0)), run.output
 
 
 # ---------------------------------------- a job deleted outside trapbatch (orchestrations.shards, module docstring)

@@ -232,7 +232,8 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
                                                               "max_in_flight": len(ids), "round_events": 92,
                                                               "outage_limit_s": OUTAGE_LIMIT_S,
                                                               "outage_stops": True, "reads_cancel": True,
-                                                              "unavailable_wait_s": UNAVAILABLE_WAIT_S})
+                                                              "unavailable_wait_s": UNAVAILABLE_WAIT_S,
+                                                              "unavailable_restarts": True})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert {k: detecting[k] for k in ("images", "shards", "groups")} == {"images": 25, "shards": 5, "groups": 3}
