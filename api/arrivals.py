@@ -35,6 +35,7 @@ from api.starters import (BUSY_TRY_WAIT_S, DROP_TRIGGER_RETRIES, EVENT_GRID_RETR
                           withdraw_overtaken_refusal)
 from core.deadline import Deadline
 from core.errors import RequestInvalid, TrapbatchError
+from core.failures import failures_without_secrets
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
 from gpu_batch import layout
@@ -103,6 +104,7 @@ def marker_request(container: str, raw: bytes) -> dict[str, object]:
 
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
+@failures_without_secrets
 async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
     """A ``BlobCreated`` event for a marker starts the task over its container (see the module docstring).
 

@@ -29,7 +29,8 @@ import azure.functions as func
 
 from adapters.storage_errors import HANDLED, storage_error
 from adapters.task_hub import read_status as read_status  # re-exported: the routes read statuses through the edge
-from core.errors import InternalError, TaskHubUnavailable, TrapbatchError
+from core.errors import InternalError, TaskHubUnavailable, TrapbatchError, without_secrets
+from core.failures import failures_without_secrets, without_secrets_raised
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -59,7 +60,15 @@ def as_trapbatch_error(exc: BaseException) -> TrapbatchError:
 def http_edge(handler: Callable[P, Awaitable[func.HttpResponse]]
               ) -> Callable[P, Coroutine[Any, Any, func.HttpResponse]]:
     """Wrap an HTTP handler so no exception leaves it unanswered. ``functools.wraps`` keeps the signature and the
-    annotations the Functions worker binds by."""
+    annotations the Functions worker binds by.
+
+    Without secrets, as every function of the app (``core.failures``): the traceback a 5xx logs is the exception's
+    through ``without_secrets_raised`` (the worker's log handler formats a record with its ``exc_info`` traceback and
+    sends that text to the host, which keeps it in Application Insights: azure-functions-python-worker
+    ``dispatcher.py``, ``AsyncLoggingHandler.emit`` -> ``Dispatcher.on_logging``), and ``failures_without_secrets``
+    wraps the edge itself, outside its catch: an answer stays the one the exception names (a 404 whose text held a
+    SAS is no stand-in's 500), and a failure while answering, which the worker records with the handler's exception
+    as its context (``serialize_exception``: ``traceback.format_exception``), leaves without secrets."""
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
@@ -68,10 +77,11 @@ def http_edge(handler: Callable[P, Awaitable[func.HttpResponse]]
         except Exception as exc:  # noqa: BLE001 - this is the edge: everything gets an answer
             err = as_trapbatch_error(exc)
             if err.status_code >= 500:
-                logger.exception("%s failed: %s", handler.__name__, err.message)
+                logger.error("%s failed: %s", handler.__name__, without_secrets(err.message),
+                             exc_info=without_secrets_raised(exc))
             return error_response(err)
 
-    return wrapper
+    return failures_without_secrets(wrapper)
 
 
 ACTIVE_RUNTIMES = frozenset({"Running", "Pending", "ContinuedAsNew"})

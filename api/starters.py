@@ -57,6 +57,7 @@ from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, Re
                          TaskHubUnavailable, TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
                          TrapbatchError, failure_message)
 from core.estimate import live_rate
+from core.failures import failures_without_secrets
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TaskRequest, check_repeat_removal, parse_json_body,
                            parse_repeat_removal, parse_task_request, same_storage_account)
@@ -1235,6 +1236,7 @@ def read_request_blob(store: BlobStore, container: str, name: str) -> tuple[byte
 @bp.blob_trigger(arg_name="blob", path=layout.INCOMING_CONTAINER + "/{name}", connection="AzureWebJobsStorage",
                  source=func.BlobSource(drop_trigger_source(os.environ)))
 @bp.durable_client_input(client_name="client")
+@failures_without_secrets
 async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     """A ``*.json`` task request dropped into ``incoming`` starts the task; a bad one gets ``<name>.error.json``.
 

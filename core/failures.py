@@ -17,7 +17,13 @@ Why: the platform keeps a failed function's exception in plain text where anyone
   ``TaskOrchestrationExecutor.get_orchestrator_state_str``) and the extension fails the instance with
   ``Orchestrator function '<name>' failed: <error>``, Details ``Message: <error>, StackTrace: ...``
   (ext ``Listener/OutOfProcOrchestrationShim.cs`` ``ScheduleDurableTaskEvents``): the instance's output and its
-  ExecutionCompleted event, which every status reader sees.
+  ExecutionCompleted event, which every status reader sees;
+* an HTTP, blob or Event Grid trigger: the worker answers any failed invocation alike, whatever its trigger
+  (azure-functions-runtime ``handle_event.invocation_request``: ``serialize_exception``, as above; the <= 3.12
+  worker's ``dispatcher._handle__invocation_request`` too), and the host logs it with its "Executed
+  'Functions.<name>' (Failed, ...)" line, message and stack, into Application Insights. An HTTP handler's own
+  catch (``api.edge.http_edge``) logs a 5xx's traceback, which the worker's log handler formats into the text it
+  sends (``AsyncLoggingHandler.emit``), so that catch logs it through ``without_secrets_raised`` as well.
 
 So the exception that leaves the function is the one raised when nothing of that text holds a secret (type, message
 and traceback as they were), else a stand-in of the same type *name* (what the extension's wording, and so
@@ -32,7 +38,10 @@ worker inside the host image, ``azure_functions_worker`` ``utils/tracing.py`` at
 What the worker's indexing sees stays the function's own (``functools.wraps``: signature, annotations through
 ``__wrapped__``, name), and a coroutine function stays one, a generator function too (the worker picks sync or async
 with ``inspect.iscoroutinefunction``; the orchestrator SDK drives a generator). Put it directly above ``def``, under
-``@bp.activity_trigger`` / ``@bp.orchestration_trigger`` / ``@bp.durable_client_input``.
+``@bp.activity_trigger`` / ``@bp.orchestration_trigger`` / ``@bp.blob_trigger`` / ``@bp.event_grid_trigger`` /
+``@bp.durable_client_input``. An HTTP handler gets it from ``@http_edge`` (``api.edge``), outside the edge's catch:
+under it, a trapbatch error whose text held a secret would reach the edge as a stand-in, answered 500 instead of
+its own status (tests/platform/test_worker_failures.py checks every function of every trigger type).
 """
 from __future__ import annotations
 
