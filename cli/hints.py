@@ -25,12 +25,16 @@ PLACEHOLDERS = ("{id}", "{task_id}", "<id>", "<task id>")
 # (method, the path after the id) -> the command; {id} is the task's id
 COMMANDS = {("POST", "/repeats/search"): "trapbatch repeats {id} --search",
             ("GET", "/repeats"): "trapbatch repeats {id}",
+            ("POST", "/repeats"): "trapbatch repeats {id}",  # + the choice (_CHOICE_FOLLOWS)
             ("POST", "/confirm"): "trapbatch confirm {id}",
             ("POST", "/cancel"): "trapbatch cancel {id}",
             ("GET", "/results"): "trapbatch results {id}",
             ("POST", "/previews"): "trapbatch previews {id} --threshold <t>",
             ("DELETE", "/previews"): "trapbatch previews {id} --delete",
             ("GET", ""): "trapbatch status {id}"}
+# A repeat choice's fields after its route ('{"remove": "all"}', 'with the same "keep" or "remove"'), which become
+# its flags: without them the command is given with both, as "trapbatch repeats <id>" alone only lists
+_CHOICE_FOLLOWS = re.compile(r'[^;()]*"(?:keep|remove)"')
 # A JSON value in a hint: a number, a string, true, false
 _VALUE = r'-?\d+(?:\.\d+)?|"[^"\n]*"|true|false'
 _PAIR = re.compile(rf'"(?P<field>\w+)":\s*(?P<value>{_VALUE})')
@@ -44,23 +48,46 @@ _DRY_RUN = re.compile(r'\(\s*"dry_run":\s*true\s*\)')
 _WITHOUT_DRY_RUN = re.compile(r"\bpost (?:it|the (?:same )?request) without \"?dry_run\"?")
 # "trapbatch repeats X --search (trapbatch repeats X --search)": the app named the command, and the route after it
 _REPEATED = re.compile(r"(?P<cmd>trapbatch [^();]*?) \((?P=cmd)(?P<end>\)|; )")
+# "(trapbatch repeats X with the same --keep ...; trapbatch repeats X --keep ...)": the app wrote the route with what
+# to send, then the command; translated, the route is that command: said once, its flags first, then the rest
+_REPEATED_AFTER = re.compile(r"\((?P<cmd>trapbatch [a-z]+ [^\s();]+)(?P<detail> [^();]+); "
+                             r"(?P=cmd)(?P<more> [^();]+)?\)")
 
 
 # A route of the app's hints with a placeholder for the task's id (PLACEHOLDERS): "GET /api/tasks/<id>/repeats"
 _PLACEHOLDER_ROUTE = re.compile(r"/api/tasks/(?:\{id\}|\{task_id\}|<id>|<task id>)(?=[/\s)'\",;]|$)")
 # The task a request path is about: "/api/tasks/<id>" and what is under it
 _TASK_PATH = re.compile(r"^/api/tasks/(?P<id>[^/?#\s]+)")
+# A generation of a task (gpu_batch.layout.generation_key: "<task>/runs/<run>", the run r<12 digits><hex>)
+_GENERATION = r"/runs/r\d{12}[0-9a-f]+(?![\w-])"
 
 
 def with_task_id(hint: str, path: str) -> str:
     """``hint`` with the task id of the request ``path`` in place of the app's placeholder in its routes. Why: the
     app writes some hints where it does not know the id (the request's validation: "GET /api/tasks/<id>/repeats
     lists ..."); shown as "trapbatch repeats <task id>" to someone who had just typed the id, the next command could
-    not be pasted. A path that names no task leaves the hint as it is."""
+    not be pasted. A generation key of that task (``<id>/runs/<run>``: what an orchestration of a re-run's
+    generation knows as its task id, ``orchestrations.repeats.removal_exports_hint`` of a re-run's removal) is the
+    task's id too: no route or command takes a generation. A path that names no task leaves the hint as it is."""
     m = _TASK_PATH.match(path)
     if not m or not hint:
         return hint
-    return _PLACEHOLDER_ROUTE.sub(lambda _: f"/api/tasks/{m.group('id')}", hint)
+    task_id = m.group("id")
+    hint = re.sub(re.escape(task_id) + _GENERATION, lambda _: task_id, hint)
+    return _PLACEHOLDER_ROUTE.sub(lambda _: f"/api/tasks/{task_id}", hint)
+
+
+# A command of the app's hints with a placeholder for the task's id: "trapbatch repeats <task id> --search" (a repeats
+# list written where the task's id was not passed: core.repeats.rank_locations' default)
+_PLACEHOLDER_COMMAND = re.compile(r"\b(?P<cmd>trapbatch [a-z]+) (?:\{id\}|\{task_id\}|<id>|<task id>)(?=[\s)'\",;]|$)")
+
+
+def for_task(hint: str, task_id: str) -> str:
+    """``hint``, which is about the task ``task_id`` alone (a part of that task's answer: its repeats listing, its
+    preview page), with that id in place of the app's placeholders: in its routes and generation keys
+    (``with_task_id``) and in the commands it names. Why: the listing knows the id the app left out."""
+    hint = with_task_id(hint, f"/api/tasks/{task_id}")
+    return _PLACEHOLDER_COMMAND.sub(lambda m: f"{m.group('cmd')} {task_id}", hint)
 
 
 def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = frozenset()) -> str:
@@ -75,6 +102,7 @@ def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = fr
     text = _PAIR.sub(lambda m: _flag(m.group("field"), m.group("value"), flags, switches) or m.group(0), text)
     text = _BARE.sub(lambda m: flags.get(m.group("field"), m.group(0)), text)
     text = _POST_REQUEST.sub("submit ", text)  # posting a request is the CLI's submit
+    text = _REPEATED_AFTER.sub(lambda m: f"({m.group('cmd')}{m.group('more') or ''}{m.group('detail')})", text)
     return _REPEATED.sub(lambda m: m.group("cmd") + ("" if m.group("end") == ")" else " ("), text)
 
 
@@ -91,6 +119,8 @@ def _command(m: re.Match[str]) -> str:
         command = None
     if command is None:
         return m.group(0)
+    if (method, sub) == ("POST", "/repeats") and not _CHOICE_FOLLOWS.match(m.string, m.end()):
+        command += " --keep ... or --remove ..."
     before, it = m.group("before") or "", m.group("it") or ""
     if before == "poll " and sub == "" and task_id == "<task id>":
         # "poll GET /api/tasks/{id}" with no id known: a hint to a request that has no task yet (a refused

@@ -20,7 +20,7 @@ from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAI
                         EXIT_TASK_FAILED,
                         EXIT_USAGE, CliError)
 from cli.folders import folder_requests
-from cli.hints import translate
+from cli.hints import for_task, translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, printable,
                           unreachable_note, wait_for, waiting_note, zooniverse_cut_short_line)
@@ -172,6 +172,12 @@ def in_cli_words(hint: str) -> str:
     """An app's hint with its routes as this CLI's commands and its JSON fields as flags (``FIELD_FLAGS``): the
     app writes them for an HTTP client (``POST /api/tasks/<id>/confirm``, ``e.g. "threshold": 0.2``)."""
     return translate(hint, FIELD_FLAGS, SWITCHES)
+
+
+def task_hint_in_cli_words(hint: str, task_id: str) -> str:
+    """A hint from an answer about the task ``task_id`` (its repeats listing, its preview page) in the CLI's words,
+    with that task's id where the app wrote a placeholder or a generation key (``cli.hints.for_task``)."""
+    return in_cli_words(for_task(hint, task_id))
 
 
 def hint_of(exc: CliError) -> str:
@@ -1063,6 +1069,7 @@ SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "co
 # value) that set a field to true
 SWITCHES = frozenset({"rerun", "only_new"})
 FIELD_FLAGS = {**{dest: flag for flag, dest, _, _ in REQUEST_FLAGS}, "threshold": "--threshold", "search": "--list",
+               "keep": "--keep", "remove": "--remove",  # a repeat choice's (POST /api/tasks/<id>/repeats)
                **{name: "--" + name.replace("_", "-") for name in SEARCH_OPTIONS},
                **{name: "--" + name.replace("_", "-") for name in SWITCHES}}
 
@@ -1153,7 +1160,7 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         listed = answer.get("search") or "merge"
         options = answer.get("search_options") or {}
         out.print(f"list {listed}: " + ", ".join(f"{k} {v}" for k, v in options.items()))
-        _print_skipped(answer.get("skipped_folders"))
+        _print_skipped(answer.get("skipped_folders"), task_id)
         searching = answer.get("searching")
         if searching and searching.get("search") != listed:
             out.print(f"search {searching.get('search')}: {searching.get('stage') or searching.get('runtime_status')}"
@@ -1222,12 +1229,14 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
         out.print(f"  zooniverse: {cut_short}", markup=False, highlight=False)
     if results and results.get("exports_error"):  # the variant stands; its COCO / Camtrap DP / Zooniverse do not
         out.print(f"  exports NOT written: {printable(str(results['exports_error']))}", markup=False, highlight=False)
-        hint = results.get("exports_hint") or (f"the repeats-removed results JSON and CSV are complete; for their "
-                                                f"exports, {again}")  # the app's words; ours for an older app's status
-        out.print(f"  next: {hint}", markup=False, highlight=False)
+        # the app's hint in the CLI's words (it names its route, POST /api/tasks/<id>/repeats, and the choice's
+        # fields); ours for an older app's status
+        hint = (task_hint_in_cli_words(str(results["exports_hint"]), task_id) if results.get("exports_hint") else
+                f"the repeats-removed results JSON and CSV are complete; for their exports, {again}")
+        out.print(f"  next: {printable(hint)}", markup=False, highlight=False)
 
 
-def _print_skipped(skipped: Any) -> None:
+def _print_skipped(skipped: Any, task_id: str) -> None:
     """The folders a list did not search (over ``max_folder_detections``): an empty list must not read as clean."""
     if not isinstance(skipped, dict) or not skipped.get("folders"):
         return
@@ -1237,7 +1246,7 @@ def _print_skipped(skipped: Any) -> None:
               "detections): " + ", ".join(f"{f.get('folder') or '(top)'} ({f.get('detections')})" for f in listed)
               + (f" and {skipped['more']} more" if skipped.get("more") else ""), markup=False, highlight=False)
     if skipped.get("hint"):
-        out.print(in_cli_words(str(skipped["hint"])), markup=False, highlight=False)
+        out.print(printable(task_hint_in_cli_words(str(skipped["hint"]), task_id)), markup=False, highlight=False)
 
 
 def _ids(text: str) -> list[str]:

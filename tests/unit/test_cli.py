@@ -1875,7 +1875,8 @@ T1 = "task-0123456789abcdef0123"
     # what the CLI has no command or flag for stays as the app wrote it
     ('e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances',
      'e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances'),
-    (f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}", f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}"),
+    # a repeat choice: the command, then the choice's fields as its flags
+    (f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}", f"trapbatch repeats {T1} --remove all"),
     # a query the CLI has no flag for (api.after_task's zip rebuild): it read "trapbatch results <id>?zip=rebuild"
     (f"GET /api/tasks/{T1}/results?zip=rebuild builds it again", f"GET /api/tasks/{T1}/results?zip=rebuild builds it "
      "again"),
@@ -2057,8 +2058,9 @@ def test_the_summary_says_which_shards_were_given_up_why_and_what_to_do(capsys: 
       "repeats-removed results JSON and CSV are complete", "--keep ... or --remove ..."]),
     ({"runtime_status": "Completed", "stage": "completed",  # the app's own hint, where its status carries one
       "results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco",
-                  "exports_hint": "send the same choice again (POST /api/tasks/t/repeats)"}},
-     ["exports NOT written: TimeoutError: exports_coco", "next: send the same choice again (POST /api/tasks/t/repeats)"]),
+                  "exports_hint": "send the same choice again (POST /api/tasks/task-0123456789abcdef0123/repeats)"}},
+     ["exports NOT written: TimeoutError: exports_coco",
+      "next: send the same choice again (trapbatch repeats task-0123456789abcdef0123 --keep ... or --remove ...)"]),
     ({"runtime_status": "Failed", "stage": "failed", "error": "MemoryError: merge_part"},
      ["removal: failed", "error: MemoryError: merge_part", "next: send the same choice again"]),
     ({"runtime_status": "Completed", "stage": "completed", "results": {"container": "c", "blob": "b"},
@@ -2085,6 +2087,38 @@ def test_repeats_shows_what_went_wrong_with_the_removal_and_what_to_do(
     said = " ".join(capsys.readouterr().out.split())
     for text in shown:
         assert text in said, (text, said)
+
+
+def test_repeats_listing_shows_every_hint_of_the_app_in_cli_words_with_the_task_s_id(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch repeats ID`` printed a removal's ``exports_hint`` as the app wrote it ("POST
+    /api/tasks/<key>/repeats with the same "keep" or "remove" and "search"") while every other hint of the CLI is
+    in its words; a re-run's removal named its generation key (``<task>/runs/<run>``), no command's or route's id;
+    and a list's skipped folders' hint written without the task's id said "trapbatch repeats <task id> --search".
+    Each is in the CLI's words with the task's id."""
+    from cli import main as cli_main
+    from core.repeats import RepeatOptions, skipped_summary
+    from orchestrations.repeats import removal_exports_hint
+
+    task = "task-0123456789abcdef0123"
+    skipped = skipped_summary([("cam1", 900_000)], RepeatOptions(max_folder_detections=800_000))  # "<task id>"
+    removal = {"runtime_status": "Completed", "stage": "completed",
+               "results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco",
+                           "exports_hint": removal_exports_hint(f"{task}/runs/r260101000000abcdef")}}
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": [], "search": "s1", "search_options": {}, "removal": removal,
+                    "skipped_folders": skipped}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["repeats", task]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "/api/" not in said and '"keep"' not in said and "/runs/" not in said and "<task id>" not in said, said
+    assert (f"next: the repeats-removed results JSON and CSV are complete; their COCO, Camtrap DP and Zooniverse "
+            f"exports were not written. Write them again: send the same choice again (trapbatch repeats {task} "
+            "--keep ... or --remove ... with the same --keep or --remove and --list)") in said, said
+    assert f"trapbatch repeats {task} --search --max-folder-detections 900000 (at most" in said, said
 
 
 def test_docs_cli_md_names_every_command_and_option_and_no_other() -> None:
