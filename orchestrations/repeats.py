@@ -86,7 +86,10 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
 def removal_exports_hint(task_id: str) -> str:
     """What to do when a removal's exports failed (its ``results.exports_hint``, beside ``exports_error``), in the
     status itself so the API's answer says it, not only the CLI: the same choice sent again writes the variant again,
-    its exports with it (a removal first deletes the variant's earlier exports, so nothing stale is served)."""
+    its exports with it (a removal first deletes the variant's earlier exports, so nothing stale is served).
+    ``task_id``: the removal's, a generation key for a re-run's (``<task>/runs/<run>``): the route and the command
+    take the task's id."""
+    task_id = task_id.split("/", 1)[0]
     return ("the repeats-removed results JSON and CSV are complete; their COCO, Camtrap DP and Zooniverse exports were "
             f"not written. Write them again: send the same choice again (POST /api/tasks/{task_id}/repeats with the "
             f"same \"keep\" or \"remove\" and \"search\"; trapbatch repeats {task_id} --keep ... or --remove ...)")

@@ -83,6 +83,28 @@ def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> 
     assert f"POST /api/tasks/{TASK}/repeats" in hint and "same" in hint and "exports were not written" in hint
 
 
+def test_a_re_run_s_removal_s_exports_hint_names_the_task_not_its_generation() -> None:
+    """A removal of a re-run's generation runs with its generation key as task id (``<task>/runs/<run>``,
+    api.starters.task_repeats): its exports hint said "POST /api/tasks/<task>/runs/<run>/repeats" and "trapbatch
+    repeats <task>/runs/<run>", a route and a command that take no generation."""
+    part = {"images": 5, "failed": 0, "with_detections": 1, "detections": 1, "empty": 4, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 1}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": 5, "shards": 1}, c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0},
+        c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 3},
+        c.EXPORTS: lambda p: (_ for _ in ()).throw(ConnectionError("no exports"))}
+    removal: c.RepeatsInput = {"task_id": f"{TASK}/runs/r260101000000abcdef", "model": "MDV5A", "request_name": "",
+                               "remove": ["r00002"], "search": "s20250101T000000Z-abcdef"}
+
+    run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+
+    assert run.status == "Completed", run.error
+    hint = run.output["results"]["exports_hint"]
+    assert f"POST /api/tasks/{TASK}/repeats " in hint and f"trapbatch repeats {TASK} --keep" in hint, hint
+    assert "/runs/" not in hint, hint
+
+
 def _plan_of(removal: c.RepeatsInput, images: int, shards: int) -> list[tuple[int, int]]:
     part = {"images": 1, "failed": 0, "with_detections": 0, "detections": 0, "empty": 1, "missing": 0,
             "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 0}
