@@ -1180,13 +1180,27 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         page = (state.client.results(task_id).get("previews") or {})
         url = page.get("public_url") or page.get("local_url")
         if not url:
-            raise CliError("the task has no preview page", str(page.get("error") or "the app named none"),
-                           app_hint=True)
+            _say_no_page(task_id, page)
+            return
         # printed too: where no browser opens (over ssh, a server) xdg-open's "no method available" was all it said;
         # click.launch does not wait for the opener, so its failure cannot be told here; with --json on standard
         # error: standard output holds the JSON alone
         (err if as_json else out).print(f"preview page: {url}", markup=False)
         click.launch(url)
+
+
+def _say_no_page(task_id: str, page: dict[str, Any]) -> None:
+    """``repeats --open`` for a task without preview pages (deleted, expired, or never published): why and what to
+    do, on standard error, nothing opened. Why exit 0 and not an error: it exited 4, "the app could not be reached,
+    or refused", though the app had answered and the listing was shown; a task without pages is the task's state,
+    which is reported, as ``results --previews`` and ``status`` report it. Nothing here makes pages again: a
+    re-render, a repeat search or a removal renders only while the pages are published
+    (``activities.previews.run_previews``' ``only_if_published``)."""
+    why = task_hint_in_cli_words(str(page.get("error") or ""), task_id) or "the app named no preview page"
+    err.print(f"no preview page to open: {escape(printable(why))}")
+    hint = task_hint_in_cli_words(str(page.get("hint") or ""), task_id)
+    err.print(f"[bold]next:[/] the places are listed above (trapbatch repeats {escape(task_id)})"
+              + (f"; {escape(printable(hint))}" if hint else ""))
 
 
 def category_name(category: Any) -> str:

@@ -1014,6 +1014,40 @@ def test_repeats_open_prints_the_page_address(monkeypatch: pytest.MonkeyPatch, c
     assert f"preview page: {url}" in (captured.err if as_json else captured.out) and opened == [url]
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_repeats_open_without_a_preview_page_says_why_and_exits_0(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool) -> None:
+    """``repeats --open`` for a task whose pages were deleted or expired exited 4, "the app could not be reached, or
+    refused the request", though the app had answered and the listing was shown. It says why there is no page and
+    what to do (on standard error: with --json standard output holds the listing alone), opens nothing, exits 0."""
+    from api.starters import no_preview_pages
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+    opened: list[str] = []
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"locations": [], "search": "merge"}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"container": "$web", "error": no_preview_pages(task),
+                                 "hint": "the results and exports are unchanged; pages taken off stay off"}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.click, "launch", lambda target: opened.append(target) or 0)
+    assert cli_main.main(["repeats", task, "--open", *(["--json"] if as_json else [])]) == 0
+    captured = capsys.readouterr()
+    if as_json:
+        assert json.loads(captured.out) == {"locations": [], "search": "merge"}
+    said = " ".join(captured.err.split())
+    assert (f"no preview page to open: no preview pages are published for this task: they were deleted (trapbatch "
+            f"previews {task} --delete) or expired") in said, said
+    assert (f"next: the places are listed above (trapbatch repeats {task}); the results and exports are unchanged; "
+            "pages taken off stay off") in said, said
+    assert "error" not in said and opened == [], said
+
+
 def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
     """An answer with the app's {"error", "hint"} is its decision (too many running tasks, Retry-After 300; an
     instance list too slow to read at 200 s): retrying it 4 times took ~20 minutes before the hint was shown."""
