@@ -1,5 +1,7 @@
-"""The CLI's one error type and its exit codes (docs/cli.md)."""
+"""The CLI's error types and its exit codes (docs/cli.md)."""
 from __future__ import annotations
+
+from typing import Any
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1  # the task ended failed, cancelled or terminated
@@ -23,3 +25,13 @@ class CliError(Exception):
         self.hint = hint
         self.exit_code = exit_code
         self.app_hint = app_hint
+
+
+class Interrupted(CliError):
+    """Ctrl-C while a command waited (exit 130): only the waiting stopped, what the app had accepted goes on there.
+    ``tasks``: what is known of each thing the command had sent (``cli.interrupted``), which ``--json`` prints on
+    standard output: with the ids on standard error alone, a script reading standard output got nothing to parse."""
+
+    def __init__(self, message: str, hint: str, tasks: list[dict[str, Any]]) -> None:
+        super().__init__(message, hint, exit_code=EXIT_INTERRUPTED)
+        self.tasks = tasks

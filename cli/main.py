@@ -1,13 +1,14 @@
 """The ``trapbatch`` command (click): one subcommand per thing an operator does with a task. See docs/cli.md."""
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -15,10 +16,11 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from cli import config as cfg
+from cli import interrupted as stop
 from cli.client import ApiClient
 from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                         EXIT_TASK_FAILED,
-                        EXIT_USAGE, CliError)
+                        EXIT_USAGE, CliError, Interrupted)
 from cli.folders import folder_requests
 from cli.hints import for_task, translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
@@ -73,7 +75,7 @@ def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None,
     2 bad arguments or no app configured, 3 completed with errors (zooniverse: some photos not prepared), 4 the app
     could not be reached or refused the request, 5 completed but a step after detection failed (exports, repeat
     search, pool job, previews' expiry or pictures: each printed with what to do), 130 interrupted (the task keeps
-    running).
+    running; with --json, standard output holds a JSON object naming what keeps running).
     """
     ctx.obj = State({"url": url, "key": key, "token": token, "auth_client_id": auth_client_id})
 
@@ -168,6 +170,30 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=1, sort_keys=True))
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_on_interrupt(command: F) -> F:
+    """With ``--json`` (the command's ``as_json``), Ctrl-C prints ``cli.interrupted``'s object on standard output
+    (the tasks an ``Interrupted`` names; none where the command knew of none), then goes on as without it: standard
+    error says what keeps running, exit 130 (``main``)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Interrupted as exc:
+            if kwargs.get("as_json"):
+                _print_json(stop.as_json(exc.message, hint_of(exc), exc.tasks))
+            raise
+        except KeyboardInterrupt:
+            if kwargs.get("as_json"):
+                _print_json(stop.as_json(stop.STOPPED, stop.STOPPED_HINT, []))
+            raise
+
+    return cast(F, run)
+
+
 def in_cli_words(hint: str) -> str:
     """An app's hint with its routes as this CLI's commands and its JSON fields as flags (``FIELD_FLAGS``): the
     app writes them for an HTTP client (``POST /api/tasks/<id>/confirm``, ``e.g. "threshold": 0.2``)."""
@@ -202,9 +228,11 @@ def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: flo
     (its line said "nothing runs until 'trapbatch confirm ...'" right after that command)."""
     reporter = _reporter(task_id, plain, to_stderr)
     confirmed = [confirmed_already]
+    seen: list[Any] = [None]  # the last stage seen, for a Ctrl-C's --json (cli.interrupted)
 
     def fetch() -> dict[str, Any]:
         st = client.status(task_id)
+        seen[0] = st.get("stage")
         if confirm and not confirmed[0] and st.get("stage") == Stage.awaiting_confirmation and not is_final(st):
             confirmed[0] = True
             client.confirm(task_id)
@@ -217,9 +245,9 @@ def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: flo
         return wait_for(fetch, reporter, poll_s=poll_s, timeout_s=timeout_s)
     except KeyboardInterrupt:
         reporter.close()
-        raise CliError(f"stopped watching (Ctrl-C); task {task_id} keeps running",
-                       f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it",
-                       exit_code=EXIT_INTERRUPTED) from None
+        raise Interrupted(f"stopped watching (Ctrl-C); task {task_id} keeps running",
+                          f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it",
+                          [stop.running(task_id, stage=seen[0])]) from None
     except TimeoutError as exc:
         reporter.close()
         raise CliError(str(exc), f"the task keeps running: trapbatch watch {task_id}", exit_code=EXIT_API) from None
@@ -414,6 +442,7 @@ def _finish(st: dict[str, Any]) -> int:
 @click.option("--only-new", is_flag=True, help="a re-run that sends only new or changed images, and those that "
               "failed or never ran, to the pool and keeps the served results of the rest (\"only_new\": true)")
 @pass_state
+@json_on_interrupt
 def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...], wait: bool, confirm: bool,
            plain: bool, as_json: bool, rerun: bool, only_new: bool, **fields: Any) -> None:
     """Start a task over a container, from a request JSON file and/or flags (flags win).
@@ -434,7 +463,10 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     if folders:
         _submit_folders(state, body, folders, wait, plain, as_json, confirm)
         return
-    answer = state.client.submit(body)
+    try:
+        answer = state.client.submit(body)
+    except KeyboardInterrupt:  # the app may have taken it: the same command run again finds it, not a second one
+        raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, [stop.unanswered()]) from None
     if as_json and not wait:
         _print_json(answer)
         return
@@ -531,7 +563,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
             st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
-                raise _interrupted_folders(answers[index:], finals, failures) from None
+                raise _interrupted_folders(answers[index:], finals, failures, exc) from None
             failures.append(_folder_failure(folder, exc, answer["id"]))
             continue
         finals.append({**st, "folder": folder})
@@ -548,13 +580,20 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
 
 
 def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]],
-                         ended: Sequence[dict[str, Any]] = (), failures: Sequence[dict[str, Any]] = ()) -> CliError:
+                         ended: Sequence[dict[str, Any]] = (), failures: Sequence[dict[str, Any]] = (),
+                         watched: CliError | None = None) -> Interrupted:
     """Ctrl-C while ``submit --folder ... --wait`` followed one folder's task: every task it started is named, those
     not yet followed to their end (the one watched and those after it) as running, those followed to their end
     with their stage, and those whose following failed (``failures`` with an id: the app unreachable for a while)
     with why. Why: watch_task's message named the one watched alone, so the ids of the folders' tasks after it were
     printed nowhere, nor, with --json (whose list is printed at the end), those of the tasks that had ended; and the
-    failures are said at the end too, which Ctrl-C never reaches."""
+    failures are said at the end too, which Ctrl-C never reaches. ``watched``: the watch's own stop (with the last
+    stage it saw of the task it followed, for ``--json``)."""
+    last = watched.tasks[0].get("stage") if isinstance(watched, Interrupted) and watched.tasks else None
+    known = ([stop.ended(str(st.get("id")), str(st.get("folder")), st.get("stage"), exit_code_for(st)) for st in ended]
+             + [stop.running(answer["id"], folder, last) if n == 0 else stop.posted(folder, answer, found_ended(answer))
+                for n, (folder, answer) in enumerate(unfinished)]
+             + [stop.failed(f) for f in failures])
     tasks = ", ".join(f"{answer['id']} (folder {folder})" for folder, answer in unfinished)
     running = (f"task {tasks} keeps running" if len(unfinished) == 1 else f"tasks {tasks} keep running")
     done = "".join(f"; task {st.get('id')} (folder {st.get('folder')}) ended {st.get('stage')}" for st in ended)
@@ -567,7 +606,7 @@ def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]],
         watches = "; ".join(f"trapbatch watch {task_id}"
                             for task_id in [answer["id"] for _, answer in unfinished] + [f["id"] for f in lost])
         hint = f"{watches} to follow them again, trapbatch cancel <task id> to stop one"
-    return CliError(f"stopped watching (Ctrl-C); {running}{done}", hint, exit_code=EXIT_INTERRUPTED)
+    return Interrupted(f"stopped watching (Ctrl-C); {running}{done}", hint, known)
 
 
 def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool, say_ended: bool = False
@@ -583,14 +622,16 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
         try:
             answer = state.client.submit(request)
         except KeyboardInterrupt:  # the ids of the tasks posted so far (with --json, said nowhere yet), then stop
+            known = ([stop.posted(f, a, found_ended(a)) for f, a in answers] + [stop.unanswered(folder)]
+                     + [stop.not_sent(rest) for rest, _ in requests[n + 1:]])
             if not answers:
-                raise
+                raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, known) from None
             tasks = ", ".join(f"{a['id']} (folder {f})" for f, a in answers)
-            raise CliError(f"stopped (Ctrl-C) before folder {folder}'s request was answered; "
-                           f"{'task' if len(answers) == 1 else 'tasks'} {tasks} "
-                           f"{'keeps' if len(answers) == 1 else 'keep'} running",
-                           "run the same command again: the tasks already started are found again, not run twice",
-                           exit_code=EXIT_INTERRUPTED) from None
+            raise Interrupted(f"stopped (Ctrl-C) before folder {folder}'s request was answered; "
+                              f"{'task' if len(answers) == 1 else 'tasks'} {tasks} "
+                              f"{'keeps' if len(answers) == 1 else 'keep'} running",
+                              "run the same command again: the tasks already started are found again, not run twice",
+                              known) from None
         except CliError as exc:
             failures.append(_folder_failure(folder, exc))
             failures += [_folder_failure(rest, CliError(
@@ -640,6 +681,7 @@ SEVERITY = {EXIT_OK: 0, EXIT_FOLLOW_UP_FAILED: 1, EXIT_COMPLETED_WITH_ERRORS: 2,
 @click.option("--fresh", is_flag=True, help="count again: the same request's estimate is otherwise the one made "
               "before, from the listing of that time")
 @pass_state
+@json_on_interrupt
 def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...], as_json: bool, fresh: bool,
              **fields: Any) -> None:
     """Enumerate the images a request would run over and estimate the run ("dry_run": true); no GPU starts.
@@ -652,12 +694,15 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
     if not folders:
         try:
             answers = [("", state.client.submit(body))]
+        except KeyboardInterrupt:  # the app may have taken it: the same command run again finds it
+            raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, [stop.unanswered()]) from None
         except CliError as exc:
             raise _said_as_json(exc, as_json) from None
         failures: list[dict[str, Any]] = []
     else:  # a folder's failure is said with its folder after the others' estimates, which stand
         answers, failures = _post_folders(state, folder_requests(body, folders), quiet=True)
     estimates: list[tuple[str, dict[str, Any]]] = []
+    estimated: list[tuple[str, str]] = []  # (folder, id) of each estimate waited for to its end, for a Ctrl-C
     earlier: list[str] = []
     for index, (folder, answer) in enumerate(answers):
         # the enumeration of millions of images takes minutes: a line per stage change (standard error) shows it lives
@@ -665,7 +710,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
             st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
                           poll_s=1.0)
         except KeyboardInterrupt:
-            raise _interrupted_estimates(answers[index:], failures) from None
+            raise _interrupted_estimates(answers[index:], failures, estimated) from None
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
                 raise
@@ -688,6 +733,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
             figures["estimated_at"] = st["finished"]
             earlier.append(f"{folder or 'the request'}: {st['finished']}")
         estimates.append((folder, figures))
+        estimated.append((folder, answer["id"]))
     if as_json:
         _print_json([{**e, "folder": f} for f, e in estimates] + failures if folders else estimates[0][1])
         _exit_for_folders([], failures)
@@ -717,22 +763,26 @@ def _said_as_json(exc: CliError, as_json: bool, task_id: str = "") -> CliError:
 
 
 def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
-                           failures: Sequence[dict[str, Any]] = ()) -> CliError:
+                           failures: Sequence[dict[str, Any]] = (),
+                           estimated: Sequence[tuple[str, str]] = ()) -> Interrupted:
     """Ctrl-C while ``estimate`` waited for a listing: the estimates not yet waited for keep listing in the app, by
     their task ids, and those whose waiting failed before (``failures`` with an id and not ended: the app unreachable
     for a while), with why. Why: the estimate's id is printed nowhere else (a failure is said at the end, which
     Ctrl-C never reaches), and the stop said "trapbatch status <task id>" after a listing of minutes; the same
-    command run again finds the same estimates (not listed twice)."""
+    command run again finds the same estimates (not listed twice). ``estimated``: (folder, id) of those that ended
+    estimated before, for ``--json`` (their figures are printed at the end, which Ctrl-C never reaches)."""
+    known = ([stop.ended(task_id, folder, Stage.estimated, EXIT_OK) for folder, task_id in estimated]
+             + [stop.failed(f) for f in failures] + [stop.running(a["id"], f) for f, a in unfinished])
     ids = ", ".join(a["id"] + (f" (folder {f})" if f else "") for f, a in unfinished)
     first = unfinished[0][1]["id"]
     lost = [f for f in failures if f.get("id") and f.get("exit_code") != EXIT_TASK_FAILED]  # ended: listing no more
     said = "".join(f"; estimate {f['id']} (folder {f['folder']}) not waited for: {f['error']}" for f in lost)
     where = ("; ".join(f"trapbatch status {task_id}" for task_id in [first] + [f["id"] for f in lost])
              + (" show where they are" if lost else " shows where it is"))
-    return CliError(f"stopped waiting (Ctrl-C); estimate{'s' if len(unfinished) > 1 else ''} {ids} "
-                    f"keep{'' if len(unfinished) > 1 else 's'} listing in the app{said}",
-                    f"{where}; the same estimate command run again waits for "
-                    "the same estimate (it is not listed twice)", exit_code=EXIT_INTERRUPTED)
+    return Interrupted(f"stopped waiting (Ctrl-C); estimate{'s' if len(unfinished) > 1 else ''} {ids} "
+                       f"keep{'' if len(unfinished) > 1 else 's'} listing in the app{said}",
+                       f"{where}; the same estimate command run again waits for "
+                       "the same estimate (it is not listed twice)", known)
 
 
 @cli.command(short_help="Show a task's stage, counts, progress and outcome.")
@@ -982,6 +1032,7 @@ def _with_photo_progress(run: Callable[[Callable[[], None], Callable[[Path, int]
 @click.option("--wait", is_flag=True, help="wait until the re-render is done and print its counts")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
+@json_on_interrupt
 def previews(state: State, /, task_id: str, threshold: float | None, delete: bool, wait: bool, as_json: bool) -> None:
     """Re-render a finished task's preview page and its counts at THRESHOLD, and write a CSV at it beside the task's
     own (detections.threshold-<t>.csv; `trapbatch results` downloads it). The results file is not changed.
@@ -1006,14 +1057,19 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
         err.print(f"a re-render of {task_id} at {threshold} is running: waiting for it")
         answer = running
     else:
-        answer = state.client.rerender_previews(task_id, threshold)
+        try:
+            answer = state.client.rerender_previews(task_id, threshold)
+        except KeyboardInterrupt:  # the app may have started it: the same command with --wait follows it
+            raise Interrupted(stop.STOPPED, f"trapbatch previews {task_id} --threshold {threshold} --wait follows "
+                              "it if it started (it is not sent twice)",
+                              [stop.unanswered(id=task_id, threshold=threshold)]) from None
     if wait:
         try:
             answer = _wait_rerender(state.client, task_id)
         except KeyboardInterrupt:  # only the waiting stopped: the re-render goes on in the app
-            raise CliError(f"stopped waiting (Ctrl-C); the re-render of {task_id} at {threshold} keeps running",
-                           f"trapbatch previews {task_id} --threshold {threshold} --wait follows it again (it is not "
-                           "sent twice)", EXIT_INTERRUPTED) from None
+            raise Interrupted(f"stopped waiting (Ctrl-C); the re-render of {task_id} at {threshold} keeps running",
+                              f"trapbatch previews {task_id} --threshold {threshold} --wait follows it again (it is "
+                              "not sent twice)", [stop.running(task_id, threshold=threshold)]) from None
         if answer.get("runtime_status") != "Completed":
             raise CliError(f"the re-render ended {answer.get('runtime_status')}: {answer.get('error', '')}",
                            "see the app's log; the results and the earlier page are unchanged",

@@ -2652,3 +2652,171 @@ def test_ctrl_c_while_previews_waits_says_the_re_render_keeps_running_and_how_to
     assert f"stopped waiting (Ctrl-C); the re-render of {task} at 0.3 keeps running" in said, said
     assert f"next: trapbatch previews {task} --threshold 0.3 --wait follows it again" in said, said
     assert "error" not in said, said
+
+
+# ------------------------------------------------------------------ Ctrl-C with --json (cli/interrupted.py)
+def _stopped_json(captured: Any) -> dict[str, Any]:
+    """The one JSON object on standard output after Ctrl-C, checked for what every such object holds."""
+    shown = json.loads(captured.out)
+    assert shown["interrupted"] is True and shown["exit_code"] == 130 and shown["message"] and shown["hint"], shown
+    return shown
+
+
+def test_ctrl_c_while_submit_wait_json_waits_prints_json_naming_the_task_and_its_last_stage(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --wait --json`` stopped with Ctrl-C printed the task's id on standard error alone: a script reading
+    standard output got nothing to parse. Standard output holds a JSON object with the task, its last stage seen;
+    standard error keeps its text; exit 130."""
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+    seen: list[str] = []
+
+    class Client:
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"id": task, "started": True}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            seen.append(task_id)
+            if len(seen) > 1:
+                raise KeyboardInterrupt
+            return {"id": task_id, "runtime_status": "Running", "stage": "detecting"}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["submit", "--container", "traps", "--wait", "--plain", "--json"]) == 130
+    captured = capsys.readouterr()
+    shown = _stopped_json(captured)
+    assert shown["tasks"] == [{"id": task, "state": "running", "stage": "detecting"}], shown
+    assert f"trapbatch watch {task}" in shown["hint"], shown
+    assert f"stopped watching (Ctrl-C); task {task} keeps running" in " ".join(captured.err.split())
+
+
+def test_ctrl_c_before_submit_json_was_answered_prints_json_saying_so(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C before the app answered ``submit --json``: the app may have taken the request, the id is unknown."""
+    from cli import main as cli_main
+
+    class Client:
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["submit", "--container", "traps", "--wait", "--json"]) == 130
+    captured = capsys.readouterr()
+    assert _stopped_json(captured)["tasks"] == [{"state": "unanswered"}]
+    assert "keeps running" in captured.err and "trapbatch status" in captured.err
+
+
+def test_ctrl_c_while_submit_per_folder_waits_with_json_prints_every_task_as_json(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --folder a --folder b --folder c --wait --json``: a's task followed to its end, Ctrl-C while b's is
+    followed: standard output had nothing (the list is printed at the end, which Ctrl-C never reaches)."""
+    from cli import main as cli_main
+
+    ids = [f"task-{n:020d}" for n in (1, 2, 3)]
+
+    class SecondStops(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            if task_id != ids[0]:
+                raise KeyboardInterrupt
+            return {"id": task_id, "runtime_status": "Completed", "stage": "completed", "images": 7}
+
+    client = SecondStops()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", "--wait", "--json"]
+    assert cli_main.main(args) == 130
+    captured = capsys.readouterr()
+    assert _stopped_json(captured)["tasks"] == [
+        {"id": ids[0], "folder": "a", "state": "ended", "stage": "completed", "exit_code": 0},
+        {"id": ids[1], "folder": "b", "state": "running"},
+        {"id": ids[2], "folder": "c", "state": "running"}]
+    assert f"tasks {ids[1]} (folder b), {ids[2]} (folder c) keep running" in " ".join(captured.err.split())
+
+
+def test_ctrl_c_while_submit_per_folder_posts_with_json_prints_the_tasks_started_and_the_folders_left(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while b's request was posted (``submit --folder a --folder b --folder c --json``): a's task started,
+    b's request unanswered (the app may have taken it), c's not sent."""
+    from cli import main as cli_main
+
+    class Client(_FolderClient):
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            if body["prefix"].rstrip("/").endswith("b"):
+                raise KeyboardInterrupt
+            return super().submit(body)
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", "--json"]
+    assert cli_main.main(args) == 130
+    assert _stopped_json(capsys.readouterr())["tasks"] == [
+        {"id": "task-00000000000000000001", "folder": "a", "state": "running"},
+        {"folder": "b", "state": "unanswered"}, {"folder": "c", "state": "not_sent"}]
+
+
+@pytest.mark.parametrize("folders", [[], ["a", "b"]])
+def test_ctrl_c_while_estimate_json_waits_prints_the_estimates_as_json(
+        folders: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --json`` stopped while a listing was waited for printed its id on standard error alone; with
+    --folder, a's estimate, already made, was printed nowhere."""
+    from cli import main as cli_main
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            if task_id == f"task-{len(folders) or 1:020d}":
+                raise KeyboardInterrupt
+            return super().status(task_id)
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    flags = [arg for folder in folders for arg in ("--folder", folder)]
+    assert cli_main.main(["estimate", "--container", "traps", "--prefix", "p/", *flags, "--json"]) == 130
+    tasks = _stopped_json(capsys.readouterr())["tasks"]
+    if folders:
+        assert tasks == [{"id": "task-00000000000000000001", "folder": "a", "state": "ended", "stage": "estimated",
+                          "exit_code": 0},
+                         {"id": "task-00000000000000000002", "folder": "b", "state": "running"}], tasks
+    else:
+        assert tasks == [{"id": "task-00000000000000000001", "state": "running"}], tasks
+
+
+def test_ctrl_c_while_previews_wait_json_waits_prints_the_re_render_as_json(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``previews --threshold T --wait --json`` stopped with Ctrl-C: nothing on standard output."""
+    from cli import main as cli_main
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"rerender": {"runtime_status": "Running", "threshold": 0.5}}}
+
+    def stopped(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.time, "sleep", stopped)
+    task = "task-0123456789abcdef0123"
+    assert cli_main.main(["previews", task, "--threshold", "0.3", "--wait", "--json"]) == 130
+    captured = capsys.readouterr()
+    shown = _stopped_json(captured)
+    assert shown["tasks"] == [{"id": task, "state": "running", "threshold": 0.3}], shown
+    assert f"trapbatch previews {task} --threshold 0.3 --wait follows it again" in shown["hint"], shown
+    assert "keeps running" in captured.err
+
+
+def test_ctrl_c_without_json_prints_no_json(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON object is --json's: without it standard output holds no such object (a person reads standard
+    error's words)."""
+    from cli import main as cli_main
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    assert cli_main.main(["estimate", "--container", "traps", "--prefix", "p/"]) == 130
+    assert "interrupted" not in capsys.readouterr().out
