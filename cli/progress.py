@@ -42,7 +42,8 @@ def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
                       str(repeats.get("hint") or f"trapbatch repeats {task_id} --search runs it again")))
     if status.get("pool_job_error"):
         steps.append(("closing the pool job", str(status["pool_job_error"]),
-                      "terminate the pool job the error names (az batch job terminate --job-id ...): until then "
+                      "terminate the pool job the error names (az batch account login -g <group> -n <account>, "
+                      "then az batch job terminate --job-id ...; docs/deploy.md, \"Pool jobs by hand\"): until then "
                       "it counts against the Batch account's active jobs"))
     previews = status.get("previews") if isinstance(status.get("previews"), dict) else {}
     missing = previews.get("pictures_missing") if previews else None

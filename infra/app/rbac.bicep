@@ -36,6 +36,10 @@
 //   storage   Storage Blob Data Contributor  upload images, drop task requests, read results
 //   vault     Key Vault Secrets Officer      add the SAS tokens that requests name
 //   app vault Key Vault Secrets Officer      set the notification signing key (docs/deploy.md)
+//   batch     Azure Batch Job Submitter      end or enable the pool job a failed task names (az batch job terminate /
+//                                            enable; docs/deploy.md "Pool jobs by hand"): the account takes Entra ID
+//                                            only and Owner/Contributor carry no Batch data actions (jobs/* are
+//                                            dataActions, batch-role-based-access-control.md); no pool rights
 
 param storageAccountName string
 @description('The state container (TRAPBATCH_CONTAINER): the only one the GPU nodes may write to.')
@@ -258,5 +262,15 @@ resource userAppSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-
     principalId: userPrincipalId
     principalType: userPrincipalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+  }
+}
+
+resource userBatchJobSubmitter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
+  name: guid(batch.id, userPrincipalId, azureBatchJobSubmitter)
+  scope: batch
+  properties: {
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureBatchJobSubmitter)
   }
 }

@@ -254,6 +254,26 @@ def test_the_docs_az_commands_reach_what_they_name() -> None:
     assert accounts and all("dedicatedCoreQuotaPerVmFamily" in c for c in accounts)
 
 
+def test_the_docs_sign_the_batch_cli_in_with_entra_id_before_a_pool_job_command() -> None:
+    """A failed task's status names the pool job to end (``az batch job terminate --job-id <job>``; README,
+    docs/cli.md). azure-cli's batch ``validate_client_parameters`` refuses a data-plane command without an account
+    and endpoint ("Specify batch account in command line or environment variable"), and given them without a key it
+    fetches the shared key from ARM unless ``batch.auth_mode`` is ``aad``, which only ``az batch account login``
+    (without ``--shared-key-auth``) sets (``custom.py`` ``login_account``). The account takes Entra ID only
+    (``allowedAuthenticationModes``), so the docs must show that login, and every doc that names an ``az batch job``
+    command must lead to it."""
+    logins = _doc_commands("az batch account login")
+    assert logins, "docs/deploy.md shows az batch account login before az batch job commands"
+    for command in logins:
+        args = command.split()
+        assert "--shared-key-auth" not in args, command
+        assert {"-g", "--resource-group"} & set(args) and {"-n", "--name"} & set(args), command
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        if "az batch job" in text:
+            assert "az batch account login" in text or "Pool jobs by hand" in text, doc.name
+
+
 def test_the_docs_task_events_webhook_is_told_the_cloudevents_handshake() -> None:
     """The task-events subscription docs/deploy.md shows delivers in the CloudEvents schema (the topic's input schema
     is CloudEventSchemaV1_0), and then Event Grid validates a webhook with CloudEvents 1.0's abuse protection, an HTTP

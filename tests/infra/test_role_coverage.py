@@ -173,6 +173,12 @@ OPERATIONS: tuple[Op, ...] = (
     Op("user", "az keyvault secret set: a source account's SAS", SET_SECRET, "vault"),
     Op("user", "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME: the notification signing key",
        SET_SECRET, "app-vault"),
+    # the pool job a failed task's status names (orchestrations/task.py, shards.py; docs/deploy.md "Pool jobs by
+    # hand"): the Batch account takes Entra ID only, and Owner/Contributor carry no data actions (built-in-roles
+    # general.md: DataActions none), while every Batch role puts jobs/* among its dataActions
+    # (batch-role-based-access-control.md), so without a Batch role the operator's az batch job calls answer 403
+    Op("user", "az batch job terminate / enable --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/write", "batch"),
+    Op("user", "az batch job show --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/read", "batch"),
 )
 
 # Least privilege: what no assignment may give (identity, scope, permission).
@@ -190,6 +196,9 @@ MUST_NOT: tuple[tuple[str, str, str], ...] = (
     ("app", "batch", "Microsoft.Batch/batchAccounts/pools/write"),
     ("app", "batch", "Microsoft.Batch/batchAccounts/listKeys/action"),
     ("app", "vault", SET_SECRET), ("app", "app-vault", SET_SECRET),
+    # the operator ends or enables pool jobs by hand; the pool itself is infra/'s (azd provision)
+    ("user", "batch", "Microsoft.Batch/batchAccounts/pools/write"),
+    ("user", "batch", "Microsoft.Batch/batchAccounts/listKeys/action"),
 )
 
 # Scopes an assignment at the key's scope covers.
