@@ -274,6 +274,22 @@ def test_the_docs_sign_the_batch_cli_in_with_entra_id_before_a_pool_job_command(
             assert "az batch account login" in text or "Pool jobs by hand" in text, doc.name
 
 
+def test_the_docs_drop_uploads_may_write_a_request_again() -> None:
+    """A refused drop or marker is tried again by writing it again (README, "Start a task when an upload is
+    complete"; scripts/upload_local.py sends them again for that reason). azure-cli's ``storage blob upload`` and
+    ``upload-batch`` take ``--overwrite`` "Defaults to False" (``storage/_params.py``) and refuse an existing blob
+    with BlobAlreadyExists ("If you want to overwrite the existing one, please add --overwrite": Azure/azure-cli#21477,
+    #25019), so the docs' request and marker uploads, which the operator repeats after a refusal, carry it."""
+    uploads = [c for c in _doc_commands("az storage blob upload ")
+               if "incoming" in c.split() or "trapbatch-ready.json" in c.split()]
+    assert uploads, "docs/deploy.md shows dropping a request and a marker with az storage blob upload"
+    for command in uploads:
+        assert "--overwrite" in command.split(), command
+    batches = _doc_commands("az storage blob upload-batch")
+    deploy = (REPO / "docs" / "deploy.md").read_text()
+    assert not batches or "BlobAlreadyExists" in deploy, "say what upload-batch does to photos already there"
+
+
 def test_the_docs_task_events_webhook_is_told_the_cloudevents_handshake() -> None:
     """The task-events subscription docs/deploy.md shows delivers in the CloudEvents schema (the topic's input schema
     is CloudEventSchemaV1_0), and then Event Grid validates a webhook with CloudEvents 1.0's abuse protection, an HTTP
