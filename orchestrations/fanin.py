@@ -156,8 +156,11 @@ def work_left(container: str, prefix: str, exc: BaseException) -> str:
     """The status's ``work_left``: a best-effort cleanup that failed after its retries, which work blobs it left and
     how to delete them. Why said: nothing else deletes them, and a merge's are as large as the results.
     ``container``: the state container, "" where the caller does not know its name (the app's
-    ``TRAPBATCH_CONTAINER``)."""
+    ``TRAPBATCH_CONTAINER``). The command names the account and ``--auth-mode login``: without an account az has
+    none to call, and without login it takes the account key from ARM (azure-cli storage
+    ``validate_client_parameters``), which the deployed account, shared-key access off, refuses."""
     container = container or "$TRAPBATCH_CONTAINER"
     return (f"the work blobs under {container}/{prefix} were not deleted ({failure_line(exc, 200)}); the results do "
-            f"not need them: delete them with 'az storage blob delete-batch --source {container} --pattern "
-            f"\"{prefix}*\"' to stop paying for their storage")
+            f"not need them: delete them with 'az storage blob delete-batch --account-name <account> --auth-mode "
+            f"login --source {container} --pattern \"{prefix}*\"' (<account>: the app's storage account, azd's "
+            f"AZURE_STORAGE_ACCOUNT_NAME) to stop paying for their storage")

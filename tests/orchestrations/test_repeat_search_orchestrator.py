@@ -109,7 +109,8 @@ def test_no_eligible_detection_still_writes_an_empty_list_and_a_failed_cleanup_d
     assert run.inputs(c.RANK_REPEATS)[0]["groups"] == 0
     assert run.activity_names[-1] == c.PREVIEWS and run.output["stage"] == Stage.completed
     assert f"tasks/{TASK}/merge.repeat-search/" in run.output["work_left"]  # said, with how to delete them
-    assert "delete-batch --source $TRAPBATCH_CONTAINER" in run.output["work_left"]
+    assert "--source $TRAPBATCH_CONTAINER" in run.output["work_left"]
+    assert "--auth-mode login" in run.output["work_left"]  # the account takes no shared key
 
 
 def test_the_options_folder_cap_reaches_the_plan_and_the_folders_left_out_are_counted_in_the_status() -> None:

@@ -480,7 +480,12 @@ def test_merge_work_a_cleanup_left_is_said_in_the_status_with_how_to_delete_it()
     assert run.status == "Completed" and run.output["stage"] == Stage.completed
     left = run.output["work_left"]
     assert f"trapbatch/tasks/{TASK}/merge/" in left and "AuthorizationPermissionMismatch" in left
-    assert f"az storage blob delete-batch --source trapbatch --pattern \"tasks/{TASK}/merge/*\"" in left
+    assert f"--source trapbatch --pattern \"tasks/{TASK}/merge/*\"" in left
+    # as an operator can run it: the account has no shared key (azure-cli storage validate_client_parameters takes
+    # the key from ARM unless --auth-mode login) and az names no account by itself
+    command = left[left.index("'az storage blob delete-batch"):].split("'")[1].split()
+    assert "--auth-mode" in command and command[command.index("--auth-mode") + 1] == "login", command
+    assert "--account-name" in command, command
     assert "Traceback" not in left and run.custom_status["work_left"] == left
     assert "work_left" not in run_task(task_input(), activities(shards=1)).output
 
