@@ -38,8 +38,10 @@
 //   app vault Key Vault Secrets Officer      set the notification signing key (docs/deploy.md)
 //   batch     Azure Batch Job Submitter      end or enable the pool job a failed task names (az batch job terminate /
 //                                            enable; docs/deploy.md "Pool jobs by hand"): the account takes Entra ID
-//                                            only and Owner/Contributor carry no Batch data actions (jobs/* are
-//                                            dataActions, batch-role-based-access-control.md); no pool rights
+//                                            only, jobs/* are dataActions (batch-role-based-access-control.md) and
+//                                            Owner/Contributor carry none (whether Batch still honours Contributor,
+//                                            as batch-aad-auth.md says for service principals, is unverified);
+//                                            no pool or key rights
 
 param storageAccountName string
 @description('The state container (TRAPBATCH_CONTAINER): the only one the GPU nodes may write to.')

@@ -174,9 +174,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("user", "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME: the notification signing key",
        SET_SECRET, "app-vault"),
     # the pool job a failed task's status names (orchestrations/task.py, shards.py; docs/deploy.md "Pool jobs by
-    # hand"): the Batch account takes Entra ID only, and Owner/Contributor carry no data actions (built-in-roles
-    # general.md: DataActions none), while every Batch role puts jobs/* among its dataActions
-    # (batch-role-based-access-control.md), so without a Batch role the operator's az batch job calls answer 403
+    # hand"): the Batch account takes Entra ID only; batch-role-based-access-control.md puts jobs/* among the
+    # dataActions of every Batch role and Owner/Contributor carry no dataActions (built-in-roles general.md), though
+    # batch-aad-auth.md still tells service principals to take Contributor: the user gets a Batch role either way
     Op("user", "az batch job terminate / enable --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/write", "batch"),
     Op("user", "az batch job show --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/read", "batch"),
 )
