@@ -290,6 +290,18 @@ def test_the_docs_drop_uploads_may_write_a_request_again() -> None:
     assert not batches or "BlobAlreadyExists" in deploy, "say what upload-batch does to photos already there"
 
 
+def test_the_docs_app_registration_gets_its_service_principal() -> None:
+    """``az ad app create`` makes the application object through Microsoft Graph, and "If you register/create an
+    application using the Microsoft Graph APIs, creating the service principal object is a separate step"
+    (learn.microsoft.com, application objects and service principals). Without it the operator role cannot be
+    assigned (app role assignments are made on the service principal) and a token for ``api://<client id>`` is
+    refused with AADSTS500011 "The resource principal named api://... was not found in the tenant"
+    (Azure-Samples/azure-search-openai-demo#1529), so the Callers steps must create it."""
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    created = doc.index("az ad app create")
+    assert "az ad sp create --id" in doc[created:], "docs/deploy.md creates the service principal after the app"
+
+
 def test_the_docs_task_events_webhook_is_told_the_cloudevents_handshake() -> None:
     """The task-events subscription docs/deploy.md shows delivers in the CloudEvents schema (the topic's input schema
     is CloudEventSchemaV1_0), and then Event Grid validates a webhook with CloudEvents 1.0's abuse protection, an HTTP
