@@ -210,7 +210,7 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
 def check_job(pool: GpuPool, job: str, in_flight: int) -> None:
     """Fail the poll when the run's pool job was ended or paused outside trapbatch; return when it is active.
 
-    Why: a job terminated outside trapbatch (``az batch job terminate``, the portal) ends its running tasks, but "If
+    Why: a job terminated outside trapbatch (``az batch job stop``, the portal) ends its running tasks, but "If
     there are any Tasks in the Job in the active state, they will remain in the active state" (REST Job - Terminate;
     azure-batch 15 ``begin_terminate_job``), and a disabled one starts none until enabled ("No new Tasks are started
     under the Job until it moves back to active state", REST Job - Disable). Those tasks never change, so a group

@@ -43,7 +43,7 @@ def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
     if status.get("pool_job_error"):
         steps.append(("closing the pool job", str(status["pool_job_error"]),
                       "terminate the pool job the error names (az batch account login -g <group> -n <account>, "
-                      "then az batch job terminate --job-id ...; docs/deploy.md, \"Pool jobs by hand\"): until then "
+                      "then az batch job stop --job-id ...; docs/deploy.md, \"Pool jobs by hand\"): until then "
                       "it counts against the Batch account's active jobs"))
     previews = status.get("previews") if isinstance(status.get("previews"), dict) else {}
     missing = previews.get("pictures_missing") if previews else None

@@ -229,7 +229,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
                 # no later run closes it (each run has a job of its own): an open job counts against the account's
                 # active jobs and its running tasks hold their nodes until their wall-clock limit
                 error = error.rstrip() + (f" (the pool job {job_id} could not be closed and may still run tasks: "
-                                          f"end it with 'az batch job terminate --job-id {job_id}')")
+                                          f"end it with 'az batch job stop --job-id {job_id}')")
         failed = c.TaskStatus(stage=Stage.failed, started=started, error=error,
                               finished=context.current_utc_datetime.isoformat())
         if pool_used[0] or ended:  # shard groups ran (their first submit creates the job, activities.pool): name it.
@@ -498,7 +498,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         yield from _close_job(context, task_id, job_id)
     except Exception as exc:  # noqa: BLE001 - every image ran: the results are still merged; the open job is said
         job_error = (f"the pool job {job_id} could not be closed ({_first_line(exc, 200)}): its tasks have ended, "
-                     f"but it counts against the account's active jobs until 'az batch job terminate --job-id "
+                     f"but it counts against the account's active jobs until 'az batch job stop --job-id "
                      f"{job_id}'")
     pool_used[0] = False
     try:

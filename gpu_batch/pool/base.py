@@ -135,7 +135,7 @@ def closed_outside_hint(job_id: str) -> str:
     Posted again as it was, a failed task resumes its run's generation in a pool job of its own (``api.starters``:
     each start has its own ``run``, so its own job), from the results its pool tasks wrote: no image is lost."""
     return (f"trapbatch closes a run's pool job only once its shards are done, so {job_id} was ended outside it ('az "
-            "batch job terminate' or 'delete', or the portal). Post the same request again, without \"rerun\" or "
+            "batch job stop' or 'delete', or the portal). Post the same request again, without \"rerun\" or "
             "\"only_new\": it resumes in a new pool job from the results its pool tasks wrote")
 
 

@@ -29,7 +29,7 @@ share), so ``changes`` lists only the rows changed after a cursor, as AzureBatch
 ``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every
 LocalPool on the same tables refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
 
-Jobs ended or paused outside trapbatch: ``terminate_job`` is what ``az batch job terminate`` does to a Batch job (its
+Jobs ended or paused outside trapbatch: ``terminate_job`` is what ``az batch job stop`` does to a Batch job (its
 running tasks end, TaskEnded; its active ones stay active and never start; it accepts no tasks), ``disable_job`` and
 ``enable_job`` what ``az batch job disable --disable-tasks wait`` and ``enable`` do (no task of it starts meanwhile;
 running ones go on), ``delete_job`` what ``az batch job delete`` does (its tasks deleted, running ones killed; it
@@ -261,7 +261,7 @@ class LocalPool:
         self._terminate(job_id, None, "terminated: the job was closed")
 
     def terminate_job(self, job_id: str) -> None:
-        """What ``az batch job terminate`` (REST Job - Terminate) does outside trapbatch: the job accepts no tasks, its
+        """What ``az batch job stop`` (REST Job - Terminate) does outside trapbatch: the job accepts no tasks, its
         running (and preparing) tasks end as terminated (TaskEnded), and "If there are any Tasks in the Job in the
         active state, they will remain in the active state" (azure-batch 15 ``begin_terminate_job``): never started,
         never completed. A job closed already is left as it is (Batch answers 409 JobCompleted)."""

@@ -285,7 +285,7 @@ def test_a_task_that_slipped_in_while_the_job_closed_never_starts(pool_args: dic
 
 def test_a_job_terminated_outside_trapbatch_leaves_its_queued_tasks_active_as_batch_does(
         pool_args: dict[str, Any]) -> None:
-    """``az batch job terminate`` (REST Job - Terminate; azure-batch 15 ``begin_terminate_job``): the running task
+    """``az batch job stop`` (REST Job - Terminate; azure-batch 15 ``begin_terminate_job``): the running task
     ends (TaskEnded, an exit code), the active one "will remain in the active state" and never starts, the job
     accepts no tasks and reports ``closed`` (what the app asks when a poll brings no news: activities.pool.check_job);
     trapbatch's close_job afterwards ends the task left active, as AzureBatchPool's does."""

@@ -36,7 +36,7 @@
 //   storage   Storage Blob Data Contributor  upload images, drop task requests, read results
 //   vault     Key Vault Secrets Officer      add the SAS tokens that requests name
 //   app vault Key Vault Secrets Officer      set the notification signing key (docs/deploy.md)
-//   batch     Azure Batch Job Submitter      end or enable the pool job a failed task names (az batch job terminate /
+//   batch     Azure Batch Job Submitter      end or enable the pool job a failed task names (az batch job stop /
 //                                            enable; docs/deploy.md "Pool jobs by hand"): the account takes Entra ID
 //                                            only, jobs/* are dataActions (batch-role-based-access-control.md) and
 //                                            Owner/Contributor carry none (whether Batch still honours Contributor,

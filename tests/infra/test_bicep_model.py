@@ -51,7 +51,7 @@ EXPECTED_ROLES = {
     ("node", "Microsoft.ContainerRegistry/registries", "AcrPull"),
     ("user", "Microsoft.Storage/storageAccounts", "Storage Blob Data Contributor"),
     ("user", "Microsoft.KeyVault/vaults", "Key Vault Secrets Officer"),
-    ("user", "Microsoft.Batch/batchAccounts", "Azure Batch Job Submitter"),  # az batch job terminate / enable
+    ("user", "Microsoft.Batch/batchAccounts", "Azure Batch Job Submitter"),  # az batch job stop / enable
 }
 
 # App settings the Functions app reads in Azure (core/settings.py; host.json's %TRAPBATCH_TASK_HUB%;

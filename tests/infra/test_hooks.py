@@ -254,8 +254,28 @@ def test_the_docs_az_commands_reach_what_they_name() -> None:
     assert accounts and all("dedicatedCoreQuotaPerVmFamily" in c for c in accounts)
 
 
+# The data-plane ``az batch job`` subcommands azure-cli defines (batch/commands.py: ``create``, ``delete``, ``show``,
+# ``set``, ``reset``, ``disable``, ``list``, ``enable``, ``stop`` -> ``terminate_job``, ``prep-release-status list``,
+# ``task-counts show``; ``all-statistics show`` in older releases). Batch's REST verb "terminate" is ``stop`` there.
+AZ_BATCH_JOB_VERBS = {"create", "delete", "show", "set", "reset", "disable", "list", "enable", "stop",
+                      "prep-release-status", "task-counts", "all-statistics"}
+
+
+def test_every_az_batch_job_command_the_docs_and_messages_name_exists() -> None:
+    """An operator copies the command a failed task's status names ("end it with 'az batch job ...'") or the docs
+    show; ``az batch job terminate`` is not an azure-cli command (it answers "'terminate' is misspelled or not
+    recognized by the system"): the CLI ends a job with ``az batch job stop``."""
+    shipped = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for package in ("api", "activities", "adapters", "cli", "core", "orchestrations", "gpu_batch/pool"):
+        shipped += sorted((REPO / package).rglob("*.py"))
+    wrong = [f"{path.relative_to(REPO)}: az batch job {verb}" for path in shipped
+             for verb in re.findall(r"az\s+batch\s+job\s+([a-z-]+)", path.read_text())
+             if verb not in AZ_BATCH_JOB_VERBS]
+    assert not wrong, wrong
+
+
 def test_the_docs_sign_the_batch_cli_in_with_entra_id_before_a_pool_job_command() -> None:
-    """A failed task's status names the pool job to end (``az batch job terminate --job-id <job>``; README,
+    """A failed task's status names the pool job to end (``az batch job stop --job-id <job>``; README,
     docs/cli.md). azure-cli's batch ``validate_client_parameters`` refuses a data-plane command without an account
     and endpoint ("Specify batch account in command line or environment variable"), and given them without a key it
     fetches the shared key from ARM unless ``batch.auth_mode`` is ``aad``, which only ``az batch account login``

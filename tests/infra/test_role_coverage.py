@@ -177,7 +177,7 @@ OPERATIONS: tuple[Op, ...] = (
     # hand"): the Batch account takes Entra ID only; batch-role-based-access-control.md puts jobs/* among the
     # dataActions of every Batch role and Owner/Contributor carry no dataActions (built-in-roles general.md), though
     # batch-aad-auth.md still tells service principals to take Contributor: the user gets a Batch role either way
-    Op("user", "az batch job terminate / enable --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/write", "batch"),
+    Op("user", "az batch job stop / enable --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/write", "batch"),
     Op("user", "az batch job show --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/read", "batch"),
 )
 

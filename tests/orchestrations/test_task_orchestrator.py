@@ -366,7 +366,7 @@ def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> Non
     error = run.custom_status["error"]
     assert "poll_shards failed" in error and error.index("(403)") < error.index("could not be closed")
     assert "  " not in error and f"the pool job {TASK} could not be closed" in error
-    assert f"az batch job terminate --job-id {TASK}" in error
+    assert f"az batch job stop --job-id {TASK}" in error
 
 
 def failing(answer: Any, activity: str, error: Exception) -> Any:
@@ -386,7 +386,7 @@ def test_a_pool_job_that_cannot_be_closed_after_every_image_ran_does_not_lose_th
     run = run_task(task_input(shards_per_group=1), closing_fails)
     assert run.status == "Completed" and run.output["stage"] == Stage.completed
     assert c.MERGE_PART in run.activity_names and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
-    assert f"az batch job terminate --job-id {TASK}" in run.output["pool_job_error"]
+    assert f"az batch job stop --job-id {TASK}" in run.output["pool_job_error"]
 
 
 def test_a_cancelled_task_whose_job_cannot_be_closed_says_so() -> None:
@@ -394,7 +394,7 @@ def test_a_cancelled_task_whose_job_cannot_be_closed_says_so() -> None:
     run = run_task(task_input(shards_per_group=1), closing_fails,
                    children=lambda name, iid, payload: finished_group(len(payload["shards"]), cancelled=True))
     assert run.output["stage"] == Stage.cancelled
-    assert f"az batch job terminate --job-id {TASK}" in run.output["pool_job_error"]
+    assert f"az batch job stop --job-id {TASK}" in run.output["pool_job_error"]
 
 
 def _unstarted_group(processed: int) -> Any:

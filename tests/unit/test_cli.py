@@ -145,7 +145,7 @@ FOLLOW_UPS: list[tuple[dict[str, Any], str, str]] = [  # a step after detection 
     ({"repeated_detections": {"locations": 0, "blob": "", "error": "MemoryError: search",
                               "hint": "POST /api/tasks/task-0123456789abcdef0123/repeats/search to run it again"}},
      "repeated-detection search failed", "trapbatch repeats task-0123456789abcdef0123 --search"),
-    ({"pool_job_error": "the pool job j1 could not be closed (HttpError): ... 'az batch job terminate --job-id j1'"},
+    ({"pool_job_error": "the pool job j1 could not be closed (HttpError): ... 'az batch job stop --job-id j1'"},
      "closing the pool job failed", "az batch account login"),
     ({"previews": {"container": "$web", "expiry_error": "HttpResponseError: throttled"}},
      "scheduling the previews' expiry failed", "trapbatch previews task-0123456789abcdef0123 --delete"),
