@@ -48,7 +48,8 @@ completion time, for its images and its span alike (it has no event). The rows a
 before a deployment's first capture time is known (it may be in another exports part), so the detection time is
 written first and ``stand_in_media`` puts the stand-in in once the deployments are combined, with the observations'
 ``eventStart``/``eventEnd`` (``core.camtrap_events.link_observations``). The cameras' time
-zone (EXIF times have none) is the task's ``utc_offset``, else UTC, as the package's description says, and a
+zone (EXIF's DateTimeOriginal has none) is the photo's own EXIF offset where it has one (``exif_offset``), else the
+task's ``utc_offset``, else UTC, as the package's description says, and a
 deployment whose times were placed in UTC for want of a zone gets ``timestampIssues`` true too: the deployments
 schema names "unknown timezone" as such an issue (each reason is said in its ``deploymentComments``:
 ``ISSUE_COMMENTS``). A camera whose clock was wrong is corrected by the request's ``clock_corrections``
@@ -70,7 +71,9 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
   deployment's ``latitude``, ``longitude`` and ``cameraID`` (the first image of the deployment that gives them);
 * a sequence (``seq_id``, ``event_id``...) is the ``eventID`` of the image's observations;
 * an offset from UTC (``utc_offset``, ``timezone_offset``...: ``+02:00``) is the zone of that image's capture times
-  that have none (EXIF's, the list's), over the task's ``utc_offset``: a project whose cameras span zones;
+  that have none (EXIF's, the list's), over the task's ``utc_offset``: a project whose cameras span zones; a photo
+  whose EXIF gives its own offset (``OffsetTimeOriginal``, else ``OffsetTime``: the entry's ``exif_metadata``,
+  ``exif_offset``) keeps that one for its EXIF time, over both, and such a time is never "time zone unknown";
 * every other column, and a recognised one that cannot be read (a time, a coordinate out of range), goes into the
   media's ``mediaComments``, last, as ``image list: {"season": "S1", ...}`` (a JSON object after that fixed label):
   the 1.0 media table has no other free field, and a column it does not define fails the package's validation.
@@ -146,7 +149,8 @@ FIRST_CAPTURE_FOR_SOME = ("capture time unknown for some images: deploymentStart
 # Camtrap DP timestamps carry a zone and EXIF's do not: without the task's utc_offset they are written as UTC, said
 # here and, per deployment, by timestampIssues (ZONE_ASSUMED)
 NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC where "
-           "neither the task (utc_offset) nor the image list (a utc_offset column) gave the cameras' offset.")
+           "neither the photo (EXIF OffsetTimeOriginal), the task (utc_offset) nor the image list (a utc_offset "
+           "column) gave the cameras' offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 # the description's word on the project facts the 1.0.2 profile requires (``project``) and a results file cannot know,
 # said as the coordinates' stand-ins are (``descriptor``): the package's metadata is what a catalogue shows of it (R
@@ -427,6 +431,31 @@ def _capture_time(value: str, zone: tzinfo) -> tuple[str | None, bool]:
     return parsed.replace(microsecond=0).isoformat(), zoneless
 
 
+# The EXIF 2.31 tags a worker writes in an entry's ``exif_metadata`` (``gpu_batch.worker.results.detections_entry``,
+# as MegaDetector's ``--include_exif_tags``), in the order they are taken: the offset of DateTimeOriginal itself,
+# then that of the camera's DateTime (the same clock, where a camera writes only that one)
+EXIF_OFFSET_TAGS = ("OffsetTimeOriginal", "OffsetTime")
+
+
+def exif_offset(entry: Mapping[str, Any]) -> str | None:
+    """The photo's own offset from UTC (``+HH:MM``) for its ``datetime``: the entry's ``exif_metadata``
+    ``OffsetTimeOriginal``, else its ``OffsetTime``, the first that reads as an offset (``listfields.utc_offset``:
+    a camera that writes blanks or ``"   :  "`` has none); None for none, and for entries written before the worker
+    read them (no ``exif_metadata``), which read as they did. It wins over the image list's ``utc_offset`` and
+    the task's: those say where a project's cameras are, the photo says what its own clock was set to (a camera
+    that follows summer time, or a project's cameras the list does not tell apart)."""
+    tags = entry.get("exif_metadata")
+    if not isinstance(tags, Mapping):
+        return None
+    for name in EXIF_OFFSET_TAGS:
+        value = tags.get(name)
+        if isinstance(value, str):
+            offset = listfields.utc_offset(value.strip())
+            if offset is not None:
+                return offset
+    return None
+
+
 def utc_offset_zone(offset: str) -> tzinfo:
     """The fixed zone of a request's ``utc_offset`` (``+02:00``, ``-05:30``, ``Z``; ``core.requests`` checked its
     form), UTC for none."""
@@ -588,7 +617,11 @@ class CamtrapBuilder:
             else:
                 zone, zone_known = utc_offset_zone(offset), True
         raw_time = entry.get("datetime")
-        timestamp, zoneless = _capture_time(raw_time, zone) if isinstance(raw_time, str) else (None, False)
+        timestamp, zoneless = None, False
+        if isinstance(raw_time, str):
+            own = exif_offset(entry)  # the photo's own zone (EXIF OffsetTimeOriginal) over the list's and the task's
+            timestamp, zoneless = _capture_time(raw_time, zone if own is None else utc_offset_zone(own))
+            zoneless = zoneless and own is None
         if "datetime" in known_fields:
             column, value = known_fields["datetime"]
             listed_time, listed_zoneless = _capture_time(value, zone) if timestamp is None else (None, False)
@@ -597,6 +630,7 @@ class CamtrapBuilder:
             else:
                 timestamp, zoneless = listed_time, listed_zoneless
         comments = []
+        # zoneless: the time was placed in the list's or the task's zone (or UTC), not in one of its own
         issues = ZONE_ASSUMED if zoneless and not zone_known else 0
         off_calendar = ""
         if timestamp is not None and self.clock_shifts:
@@ -821,7 +855,8 @@ class CamtrapBuilder:
                             f"{self.classified_by}; observations at or above confidence {self.threshold}. "
                             + PROJECT_PLACEHOLDERS + " " + placed + media_where
                             + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset} "
-                               "unless the image list gave an image's own utc_offset." if self.utc_offset
+                               "unless the photo (EXIF OffsetTimeOriginal) or the image list gave an image's own "
+                               "utc_offset." if self.utc_offset
                                else NO_ZONE)
                             + (EVENTS_NOTE.format(interval=f"{event_interval_s:g}") if event_interval_s is not None
                                else "")),

@@ -17,8 +17,9 @@ from PIL import Image
 
 from gpu_batch.tests.conftest import run_worker_cli, summary_line, write_manifest
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
-from gpu_batch.worker.preprocess import (ImageAccessError, decode_image, decode_image_and_time, letterbox_cpu,
-                                         letterbox_geometry)
+from gpu_batch.formats import camtrapdp
+from gpu_batch.worker.preprocess import (CaptureTime, ImageAccessError, decode_image, decode_image_and_time,
+                                         letterbox_cpu, letterbox_geometry)
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -45,6 +46,8 @@ KINDS: dict[str, Any] = {
     "gray16.png": lambda: _png(Image.fromarray(np.arange(120 * 160, dtype=np.uint16).reshape(120, 160) * 3)),
     "exif_rot8.jpg": lambda: jpeg_bytes(textured(600, 400, 5), exif=_exif(8)),
     "dated_rot6.jpg": lambda: _dated("2024:05:02 09:59:58", orientation=6),
+    # EXIF 2.31 offsets: OffsetTimeOriginal (0x9011) and OffsetTime (0x9010) in the Exif IFD, as cameras write them
+    "zoned.jpg": lambda: _dated("2024:05:02 09:59:58", offsets={0x9011: "+02:00", 0x9010: "+01:00"}),
     "bomb.png": lambda: _png_header_only(20000, 20000),
     "tiny_1x1.png": lambda: _png(Image.new("RGB", (1, 1), (200, 10, 10))),
     "d\u00e9j\u00e0 vu/\u732b \u5199\u771f 01.jpg": lambda: jpeg_bytes(textured(320, 240, 6)),
@@ -96,7 +99,11 @@ def test_each_kind_gets_exactly_one_entry(robust_run: tuple[dict[str, Any], dict
         for d in entry["detections"]:
             assert d["category"] in ("1", "2", "3") and 0 < d["conf"] <= 1 and len(d["bbox"]) == 4
             assert all(0.0 <= v <= 1.0 for v in d["bbox"])
-        assert entry.get("datetime") == ("2024:05:02 09:59:58" if name == "dated_rot6.jpg" else None), entry
+        assert entry.get("datetime") == ("2024:05:02 09:59:58" if name in ("dated_rot6.jpg", "zoned.jpg")
+                                         else None), entry
+        # the photo's own offsets, as MegaDetector's --include_exif_tags OffsetTimeOriginal,OffsetTime writes them
+        assert entry.get("exif_metadata") == ({"OffsetTimeOriginal": "+02:00", "OffsetTime": "+01:00"}
+                                              if name == "zoned.jpg" else None), entry
     else:
         failure, reason = expected
         assert entry == {"file": name, "failure": failure, "detections": None, "failure_kind": "permanent",
@@ -111,9 +118,12 @@ def test_exif_rotation_swaps_dimensions() -> None:
     assert mirrored.shape == (400, 600, 3)
 
 
-def _dated(value: object, orientation: int | None = None, fmt: str = "JPEG") -> bytes:
+def _dated(value: object, orientation: int | None = None, fmt: str = "JPEG",
+           offsets: dict[int, str] | None = None, ifd0_offsets: dict[int, str] | None = None) -> bytes:
     exif = Image.Exif()
     exif.get_ifd(0x8769)[36867] = value  # DateTimeOriginal lives in the Exif IFD
+    exif.get_ifd(0x8769).update(offsets or {})  # OffsetTimeOriginal / OffsetTime: the Exif IFD, where EXIF puts them
+    exif.update(ifd0_offsets or {})
     if orientation is not None:
         exif[274] = orientation
     buf = io.BytesIO()
@@ -132,8 +142,9 @@ def test_capture_time_is_megadetectors_datetime_on_both_decode_paths(value: str,
 
     data = _dated(value, orientation=6)
     pixels, captured = decode_image_and_time(data)  # the CPU path (and the GPU path's exact fallback)
-    assert (pixels.shape, captured) == ((120, 80, 3), want)
-    assert gpu_decodable_jpeg(data) == (120, 80, 270, want)  # the nvJPEG / hardware path reads it from the header
+    time = None if want is None else CaptureTime(want)  # no offset tags: none
+    assert (pixels.shape, captured) == ((120, 80, 3), time)
+    assert gpu_decodable_jpeg(data) == (120, 80, 270, time)  # the nvJPEG / hardware path reads it from the header
 
 
 def test_capture_time_absent_without_exif_and_read_from_a_png() -> None:
@@ -141,7 +152,7 @@ def test_capture_time_absent_without_exif_and_read_from_a_png() -> None:
 
     assert decode_image_and_time(jpeg_bytes(textured(64, 48, 1)))[1] is None
     assert gpu_decodable_jpeg(jpeg_bytes(textured(64, 48, 1))) == (48, 64, 0, None)
-    assert decode_image_and_time(_dated("2023:12:31 23:59:59", fmt="PNG"))[1] == "2023:12:31 23:59:59"
+    assert decode_image_and_time(_dated("2023:12:31 23:59:59", fmt="PNG"))[1] == CaptureTime("2023:12:31 23:59:59")
     assert decode_image_and_time(_png(textured(64, 48, 1)))[1] is None
 
 
@@ -158,9 +169,38 @@ def test_a_grayscale_or_rgba_photo_keeps_its_capture_time_and_is_not_turned(mode
     buf = io.BytesIO()
     textured(120, 80, 3).convert(mode).save(buf, format=fmt, exif=exif.tobytes())
     pixels, captured = decode_image_and_time(buf.getvalue())
-    assert (pixels.shape, captured) == ((80, 120, 3), "2024:05:02 21:59:58")
+    assert (pixels.shape, captured) == ((80, 120, 3), CaptureTime("2024:05:02 21:59:58"))
     if fmt == "JPEG":
-        assert gpu_decodable_jpeg(buf.getvalue()) == (80, 120, 0, "2024:05:02 21:59:58")
+        assert gpu_decodable_jpeg(buf.getvalue()) == (80, 120, 0, CaptureTime("2024:05:02 21:59:58"))
+
+
+@pytest.mark.parametrize(("offsets", "ifd0", "want"), [
+    ({0x9011: "+02:00", 0x9010: "+01:00"}, {}, (("OffsetTimeOriginal", "+02:00"), ("OffsetTime", "+01:00"))),
+    ({0x9010: "-05:30"}, {}, (("OffsetTime", "-05:30"),)),  # only the camera's OffsetTime: kept, the fallback
+    ({0x9011: "      "}, {}, ()),  # a camera that writes blanks: nothing (MegaDetector's would be "")
+    ({0x9011: "+02:00"}, {0x9011: "+03:00"}, (("OffsetTimeOriginal", "+03:00"),)),  # IFD0's first, as read_pil_exif
+    ({}, {}, ())])
+def test_the_photos_exif_offsets_come_with_its_capture_time_on_both_decode_paths(
+        offsets: dict[int, str], ifd0: dict[int, str], want: tuple[tuple[str, str], ...]) -> None:
+    """A real JPEG carrying EXIF 2.31 ``OffsetTimeOriginal`` / ``OffsetTime`` (written by PIL's ``Image.Exif``): the
+    worker's EXIF reading (``image_capture_time``, from the CPU decode and from the header the GPU paths read) gives
+    the time and the photo's own offsets, which the worker writes as MegaDetector's ``exif_metadata``
+    (``results.detections_entry``), and which the Camtrap DP export puts over the task's ``utc_offset``. Before, the
+    offsets were never read: a camera set to UTC+2 in a task without a zone was written as UTC, two hours late."""
+    from gpu_batch.worker.devices import gpu_decodable_jpeg
+    from gpu_batch.worker.results import detections_entry
+
+    data = _dated("2024:05:02 09:59:58", offsets=offsets, ifd0_offsets=ifd0)
+    captured = decode_image_and_time(data)[1]
+    assert captured == CaptureTime("2024:05:02 09:59:58", want)
+    assert gpu_decodable_jpeg(data) == (80, 120, 0, captured)
+    entry = detections_entry("cam/a.jpg", [], 120, 80, captured=captured)
+    assert entry.get("exif_metadata") == (dict(want) or None)
+    builder = camtrapdp.CamtrapBuilder(0.2, {"1": "animal"}, "2024-06-01T00:00:00Z", "MDv5a")
+    media, _ = builder.add(entry)
+    own = dict(want).get("OffsetTimeOriginal") or dict(want).get("OffsetTime") or "+00:00"
+    assert media[3] == "2024-05-02T09:59:58" + own
+    assert bool(builder.deployments["cam"].timestamp_issues & camtrapdp.ZONE_ASSUMED) == (not want)
 
 
 def test_grayscale_becomes_rgb_and_truncated_jpeg_decodes() -> None:

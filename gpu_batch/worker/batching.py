@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from gpu_batch import manifest as contract
-from gpu_batch.worker.preprocess import LetterboxGeometry
+from gpu_batch.worker.preprocess import CaptureTime, LetterboxGeometry
 from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, failure_entry
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Prepared:
     failure_reason: str | None = None  # why (gpu_batch.manifest.FAILURE_REASONS); None with a failure: inference
     jpeg: bytes | None = None  # CUDA: JPEG bytes, decoded on the GPU together with the whole batch (nvJPEG)
     rotation: int = 0  # degrees counter-clockwise (EXIF orientation), applied after the GPU decode
-    captured: str | None = None  # EXIF DateTimeOriginal as MegaDetector writes it (``preprocess.image_capture_time``)
+    captured: CaptureTime | None = None  # EXIF DateTimeOriginal and offsets (``preprocess.image_capture_time``)
     uploaded: torch.Tensor | None = None  # CUDA: ``pixels`` already on the GPU (a JPEG of the CPU-decoded share)
     # a JPEG without its end-of-image marker, decoded as far as it goes (``formats.jpeg_end.jpeg_cut_short``): its entry is
     # MegaDetector's as ever; the attempt names it among the damaged photos (``results.ResultWriter.add``)

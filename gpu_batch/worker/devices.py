@@ -39,7 +39,8 @@ from gpu_batch.formats.jpeg_end import ends_at_eoi, jpeg_cut_short
 from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, DecodeCounts, HwJpegDecoder,
                                        route_decoded)
 from gpu_batch.worker.loader import LoadedModel
-from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
+from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, CaptureTime, ImageAccessError,
+                                         LetterboxGeometry,
                                          decode_image, decode_image_and_time, image_capture_time, letterbox_cpu,
                                          letterbox_geometry, letterbox_torch_batch)
 from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, detections_entry
@@ -102,7 +103,7 @@ def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
     return thread
 
 
-def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int, str | None] | None:
+def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int, CaptureTime | None] | None:
     """(height, width, rotation, capture time) as MegaDetector would see a plain RGB/grayscale JPEG, or None for the
     CPU path.
 

@@ -11,7 +11,9 @@ Why this module exists: to give the same answers as MegaDetector (``run_detector
 * capture time = ``run_detector_batch``'s ``get_image_datetime`` (``--include_image_timestamp``): EXIF
   ``DateTimeOriginal`` (IFD0's before the Exif IFD's, stripped of spaces), when it parses as ``YYYY:MM:DD HH:MM:SS``,
   read with ``Image.getexif`` from the image ``load_image`` returns, so also for grayscale and RGBA images, whose
-  conversion to RGB keeps their EXIF (but, in MegaDetector, skips their EXIF orientation);
+  conversion to RGB keeps their EXIF (but, in MegaDetector, skips their EXIF orientation); with it, the photo's own
+  offset from UTC (EXIF 2.31 ``OffsetTimeOriginal``, ``OffsetTime``) as ``--include_exif_tags`` writes them
+  (``CaptureTime``);
 * letterbox = YOLOv5's ``letterbox(img, 1280, stride=64, auto=True, scaleup=True)``: ``cv2.resize`` INTER_LINEAR to
   the long side, then minimal padding with value 114 to a multiple of the stride.
 
@@ -44,6 +46,8 @@ _EXIF_ORIENTATION = 274
 _EXIF_ROTATIONS = {3: 180, 6: 270, 8: 90}
 _EXIF_DATETIME_ORIGINAL = 36867  # normally in the Exif IFD; IFD0's wins where both have it (``image_capture_time``)
 _EXIF_IFD = 0x8769
+# EXIF 2.31's offsets from UTC ("+02:00"): of DateTimeOriginal, and of DateTime (the camera's zone at large, a fallback)
+_EXIF_OFFSET_TAGS = ((0x9011, "OffsetTimeOriginal"), (0x9010, "OffsetTime"))
 _EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 
 
@@ -70,8 +74,26 @@ class ImageAccessError(Exception):
         self.reason = reason
 
 
-def image_capture_time(image: Image.Image) -> str | None:
-    """The capture time MegaDetector's ``get_image_datetime`` reads from ``image`` (``--include_image_timestamp``).
+@dataclass(frozen=True, slots=True)
+class CaptureTime:
+    """A photo's capture time as the worker writes it: MegaDetector's ``datetime`` and the photo's own offsets.
+
+    ``datetime`` is EXIF ``DateTimeOriginal`` as ``--include_image_timestamp`` writes it (no zone: a camera's clock).
+    ``offsets`` are the EXIF 2.31 offset tags the photo has, ``(("OffsetTimeOriginal", "+02:00"), ...)`` in that
+    order, each as MegaDetector's ``run_detector_batch --include_exif_tags OffsetTimeOriginal,OffsetTime`` writes
+    it in the entry's ``exif_metadata`` (``read_exif.read_pil_exif``: the tag's name, its value as a stripped
+    string, IFD0's before the Exif IFD's), empty values left out. Why those tags: they are the zone the camera
+    itself says its clock was in, which the exports put over the image list's and the task's ``utc_offset``
+    (``gpu_batch.formats.camtrapdp``). Read only with a ``datetime``: an offset without a time places nothing.
+    """
+
+    datetime: str
+    offsets: tuple[tuple[str, str], ...] = ()
+
+
+def image_capture_time(image: Image.Image) -> CaptureTime | None:
+    """The capture time MegaDetector's ``get_image_datetime`` reads from ``image`` (``--include_image_timestamp``),
+    with the photo's EXIF offsets from UTC (``CaptureTime``, ``image_offsets``).
 
     Why not ``exif_capture_time(image._getexif())``: MegaDetector reads ``image.getexif()`` through
     ``read_exif.read_pil_exif``, which exists on every PIL image, so a grayscale or RGBA photo converted to RGB (a
@@ -91,9 +113,30 @@ def image_capture_time(image: Image.Image) -> str | None:
                 value = str(value)
         if isinstance(value, str):
             value = value.strip()
-        return exif_capture_time({_EXIF_DATETIME_ORIGINAL: value})
+        when = exif_capture_time({_EXIF_DATETIME_ORIGINAL: value})
     except Exception:  # noqa: BLE001 - unreadable EXIF: no time, as MegaDetector's try/except gives
         return None
+    return None if when is None else CaptureTime(when, image_offsets(exif))
+
+
+def image_offsets(exif: Image.Exif) -> tuple[tuple[str, str], ...]:
+    """The EXIF 2.31 offsets from UTC of ``exif`` (``CaptureTime.offsets``): ``OffsetTimeOriginal`` then
+    ``OffsetTime``, each IFD0's before the Exif IFD's (where cameras write them), as stripped text, as
+    MegaDetector's ``read_pil_exif`` reads tags; those absent, empty or not text left out. Whether a value is an
+    offset is the exports' question (``camtrapdp.exif_offset``): the entry keeps what the photo says. Unreadable
+    EXIF: none."""
+    found = []
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+        for tag, name in _EXIF_OFFSET_TAGS:
+            value = exif.get(tag)
+            if value is None:
+                value = sub.get(tag)
+            if isinstance(value, str) and value.strip():
+                found.append((name, value.strip()))
+    except Exception:  # noqa: BLE001 - unreadable EXIF: no offset, the time stands (the task's zone applies)
+        return ()
+    return tuple(found)
 
 
 def exif_capture_time(exif: Mapping[int, Any] | None) -> str | None:
@@ -127,7 +170,7 @@ def decode_image(data: bytes) -> np.ndarray:
     return decode_image_and_time(data)[0]
 
 
-def decode_image_and_time(data: bytes) -> tuple[np.ndarray, str | None]:
+def decode_image_and_time(data: bytes) -> tuple[np.ndarray, CaptureTime | None]:
     """``decode_image`` and the capture time (``image_capture_time``) of the image it returns, as MegaDetector
     reads it."""
     if not data:

@@ -16,6 +16,9 @@ EXIF-transposed; megadetector/detection/run_detector_batch.py, agentmorris/MegaD
 turn normalized boxes into pixels (COCO) without reading any image again (trapbatch issue 11).
 ``datetime`` (a success whose EXIF has a readable ``DateTimeOriginal``; absent otherwise) is the capture time as
 MegaDetector writes it with ``--include_image_timestamp``: the exports' capture times (Camtrap DP, COCO) come from it.
+``exif_metadata`` (beside a ``datetime``, when the photo has EXIF 2.31 ``OffsetTimeOriginal``/``OffsetTime``):
+``{"OffsetTimeOriginal": "+02:00"}`` as ``--include_exif_tags OffsetTimeOriginal,OffsetTime`` writes it
+(``detections_entry``), the zone of the photo's own clock, which the Camtrap DP export uses.
 Per-image failures are data, never exceptions; ``failure_kind``/``failure_reason`` are trapbatch's additions (see
 ``gpu_batch.manifest``): a restarted attempt keeps successes and permanent failures and runs retryable ones again.
 
@@ -52,12 +55,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gpu_batch import manifest as contract
 from gpu_batch.formats import jsonio, mergeview
 from gpu_batch.formats.entries import (DETECTION_CATEGORIES, FAILURE_IMAGE_ACCESS, FAILURE_INFERENCE, FORMAT_VERSION,
                                       damaged_document, damaged_in)
+
+if TYPE_CHECKING:  # a type only: this module decodes no image
+    from gpu_batch.worker.preprocess import CaptureTime
 
 logger = logging.getLogger(__name__)
 
@@ -219,14 +225,25 @@ def failure_entry(name: str, failure: str, reason: str) -> dict[str, Any]:
 
 
 def detections_entry(name: str, detections: list[dict[str, Any]], width: int, height: int,
-                     captured: str | None = None) -> dict[str, Any]:
+                     captured: CaptureTime | None = None) -> dict[str, Any]:
     """A successful entry: its detections, the decoded image's ``width`` x ``height`` in pixels (after EXIF
     orientation) and its capture time when the image has one, in the order MegaDetector's ``process_image`` writes
     them with ``include_image_size`` and ``include_image_timestamp`` (which writes ``null`` for an image without
-    one: here the key is left out, ten million nulls being no information)."""
-    entry = {"file": name, "detections": detections, "width": int(width), "height": int(height)}
+    one: here the key is left out, ten million nulls being no information), then the photo's EXIF offsets from UTC
+    when it has any (``preprocess.CaptureTime``), as ``exif_metadata``, which ``process_image`` writes last with
+    ``include_exif_tags="OffsetTimeOriginal,OffsetTime"`` (left out without any, as ``datetime`` is).
+
+    Why that key and not the offset inside ``datetime``: MegaDetector's ``get_image_datetime`` writes only
+    ``YYYY:MM:DD HH:MM:SS`` there, and readers parse it in that form (``formats.entries.is_exif_time``, Timelapse);
+    the format (format 1.6, megadetector-output-format.md and ``postprocessing/validate_batch_results.py``) checks an
+    image's ``file``, ``detections`` and ``failure`` and lets other per-image fields be, and ``exif_metadata`` is the
+    one MegaDetector itself writes for EXIF tags: a results file stays one MegaDetector could have written, and a
+    reader that knows nothing of offsets reads the same ``datetime`` as before."""
+    entry: dict[str, Any] = {"file": name, "detections": detections, "width": int(width), "height": int(height)}
     if captured is not None:
-        entry["datetime"] = captured
+        entry["datetime"] = captured.datetime
+        if captured.offsets:
+            entry["exif_metadata"] = dict(captured.offsets)
     return entry
 
 

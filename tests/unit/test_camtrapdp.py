@@ -239,6 +239,44 @@ def test_an_image_lists_utc_offset_is_that_cameras_zone_over_the_tasks(tmp_path:
     assert "time_zone_offset" not in media["siteA/cam1/100RECNX/IMG_0001.JPG"]["mediaComments"].lower()
 
 
+def test_a_photos_own_exif_offset_places_its_time_over_the_lists_and_the_tasks(tmp_path: Path) -> None:
+    """The worker writes a photo's EXIF 2.31 offsets beside its ``datetime`` as MegaDetector's ``exif_metadata``
+    (``gpu_batch.worker.results.detections_entry``). ``OffsetTimeOriginal`` (else ``OffsetTime``) is the zone of
+    that photo's EXIF time, over the image list's ``utc_offset`` and the task's, and such a time is no "time zone
+    unknown" (``timestampIssues`` stays false for a deployment whose every time came with its offset); an offset
+    that does not read as one is passed over; an entry without ``exif_metadata`` (results written before) reads as
+    before. The CSV and COCO keep EXIF's wall-clock ``datetime``, the camera's own reading, as before."""
+    from gpu_batch.formats import coco, detections_csv
+
+    def shot(name: str, exif: dict[str, str] | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"file": name, "detections": [], "datetime": "2024:05:01 06:30:00"}
+        return {**entry, "exif_metadata": exif} if exif is not None else entry
+
+    entries = [shot("camA/own.jpg", {"OffsetTimeOriginal": "+02:00", "OffsetTime": "+01:00"}),
+               shot("camA/fallback.jpg", {"OffsetTime": "-0330"}),
+               shot("camA/blank.jpg", {"OffsetTimeOriginal": "  :  ", "OffsetTime": "+05:45"}),
+               shot("camB/listed.jpg", {"OffsetTimeOriginal": "+09:00"}),
+               shot("camC/old.jpg", None), shot("camD/junk.jpg", {"OffsetTimeOriginal": "local"})]
+    listed = {"camB/listed.jpg": {"utc_offset": "-03:00"}}
+    build(tmp_path, entries, listed=listed)  # the task gives no zone
+    assert validate(tmp_path).valid
+    media = {m["fileName"]: m for m in rows(tmp_path / "media.csv")}
+    assert {name: m["timestamp"] for name, m in media.items()} == {
+        "own.jpg": "2024-05-01T06:30:00+02:00", "fallback.jpg": "2024-05-01T06:30:00-03:30",
+        "blank.jpg": "2024-05-01T06:30:00+05:45", "listed.jpg": "2024-05-01T06:30:00+09:00",
+        "old.jpg": "2024-05-01T06:30:00+00:00", "junk.jpg": "2024-05-01T06:30:00+00:00"}
+    issues = {d["deploymentID"]: d["timestampIssues"] for d in rows(tmp_path / "deployments.csv")}
+    assert issues == {"camA": "false", "camB": "false", "camC": "true", "camD": "true"}
+    # a task's utc_offset places the old entry, not the photo that has its own
+    b = camtrapdp.CamtrapBuilder(0.2, mdformat.DETECTION_CATEGORIES, "2026-12-01T10:00:00", "MDv5a",
+                                 utc_offset="-05:00")
+    assert [b.add(e)[0][3] for e in entries[:1] + entries[4:5]] == ["2024-05-01T06:30:00+02:00",
+                                                                   "2024-05-01T06:30:00-05:00"]
+    assert detections_csv.capture_time(entries[0]) == detections_csv.capture_time(entries[4]) == "2024-05-01 06:30:00"
+    image, _ = coco.convert_entry(entries[0], None, 0.2, mdformat.DETECTION_CATEGORIES)
+    assert (image["datetime"], image["exif_metadata"]) == ("2024-05-01 06:30:00", entries[0]["exif_metadata"])
+
+
 def test_timestamps_and_camera_folders() -> None:
     assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00") == "2024-05-01T06:30:00+00:00"
     assert camtrapdp.camtrap_timestamp("not a time") is None
