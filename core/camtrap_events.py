@@ -10,6 +10,16 @@ whenever the gap to the previous image exceeds the interval (the request's ``eve
 sequence (``seq_id``..., already the ``eventID`` of that image's media-level observations) takes precedence: its
 images are one event per deployment and id, whatever their gaps.
 
+Where a list gives some photos of a camera a sequence and not others, one rule keeps a deployment's events
+mutually exclusive in time, as Camtrap DP wants them (event-level observations "should be mutually exclusive, so
+that their count can be summed"; a reader links a photo to each event of its deployment whose ``eventStart`` ..
+``eventEnd`` holds its timestamp: R camtrapdp's ``read_camtrapdp``, "Add eventID to media"): a photo without a
+sequence whose capture time lies within a sequence's span (its first to its last photo, in the same deployment)
+is of that visit (``_join_list_spans``: its media-level rows get the sequence's id, its boxes count in that event;
+within two overlapping sequences' spans, the one that started last, then the later id), and the photos grouped by
+time are cut wherever a sequence lies between two of them, so no time-grouped event spans a listed photo. Two
+sequences of the list that overlap each other are kept as the list gives them: their ids are the list's own.
+
 What an event row says (observationLevel ``event``, no ``mediaID``: Camtrap DP links an event's media by
 ``deploymentID`` and timestamps between ``eventStart`` and ``eventEnd``): one row per kind detected in any of its
 images (``animal``, ``human``, ``vehicle``; ``unknown`` for other categories), ``count`` the most boxes of that kind
@@ -320,6 +330,9 @@ class _Camera:
     start_epoch: np.ndarray
     end_epoch: np.ndarray
     start_offset: np.ndarray
+    # on a camera's first run, where some of its photos have no list sequence: its sequences' spans (first and
+    # last epoch) and ids, in the order ``_join_list_spans`` reads them, for ``EventIndex`` (a joined photo's id)
+    spans: tuple[np.ndarray, np.ndarray, list[str]] | None = None
 
 
 EVENTS_PER_RUN = 16384  # events formatted at a time (~10 MB of strings and lists): a timelapse camera of a million
@@ -388,6 +401,62 @@ def _most(gather: _Gather, first: np.ndarray, last: np.ndarray) -> tuple[np.ndar
     return most, top
 
 
+_NO_SPANS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+
+
+def _list_spans(seq: np.ndarray, epoch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A deployment's list sequences (records sorted by sequence, then time) as their first and last epochs and
+    their indexes, in the order of their starts, then of their ids (the sequences' indexes are in name order)."""
+    listed = np.flatnonzero(seq >= 0)
+    if not len(listed):
+        return _NO_SPANS
+    s, e = seq[listed], epoch[listed]
+    firsts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    lasts = np.append(firsts[1:], len(s)) - 1
+    names, lo, hi = s[firsts], e[firsts], e[lasts]
+    ranked = np.lexsort((names, lo))
+    return lo[ranked], hi[ranked], names[ranked]
+
+
+def _holder(starts: Sequence[int], ends: Sequence[int], reach: Sequence[int], epoch: int) -> int:
+    """Which span (of starts and ends in ``_list_spans`` order; ``reach`` the running maximum of the ends) holds
+    ``epoch``: of those that do, the last in that order, so the one that started last; -1 for none."""
+    i = bisect.bisect_right(starts, epoch) - 1
+    while i >= 0 and reach[i] >= epoch:
+        if ends[i] >= epoch:
+            return i
+        i -= 1
+    return -1
+
+
+def _join_list_spans(spans: tuple[np.ndarray, np.ndarray, np.ndarray], seq: np.ndarray, epoch: np.ndarray,
+                     offset: np.ndarray, order: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A deployment's records (sorted by sequence, then time) with each photo without a sequence whose time lies
+    within a sequence's span (``_holder``) given that sequence, sorted again (stably: at one time, the joined
+    photos before the list's, in both a single part and many), and the order of the records now (``order``, an
+    index into the pieces' concatenation, composed with the new one; None: nobody joined, all as it was)."""
+    starts, ends, names = spans
+    timed = np.flatnonzero(seq < 0)
+    at = epoch[timed]
+    reach = np.maximum.accumulate(ends)
+    i = np.searchsorted(starts, at, "right") - 1
+    maybe = np.flatnonzero((i >= 0) & (reach[np.maximum(i, 0)] >= at))
+    if not len(maybe):
+        return seq, epoch, offset, order
+    joined = seq.copy()
+    starts_list, ends_list, reach_list = starts.tolist(), ends.tolist(), reach.tolist()
+    for k in maybe.tolist():
+        j = _holder(starts_list, ends_list, reach_list, int(at[k]))
+        if j >= 0:
+            joined[timed[k]] = names[j]
+    again = np.lexsort((epoch, joined))
+    if len(again) < 2 ** 31:
+        again = again.astype(np.int32)
+    return (joined[again], epoch[again], offset[again],
+            again if order is None else order[again])
+
+
 def _cameras(parts: Sequence[EventRecords], interval_s: float,
              frames: "EventFrames | None" = None) -> Iterator[_Camera]:
     """Each deployment's events, by deployment name, then list sequence (time-grouped images first), then time: the
@@ -401,6 +470,7 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
         pieces = [(parts[i], int(bounds[i][d]), int(bounds[i][d + 1])) for i in owners]
         if not pieces:
             continue
+        order: np.ndarray | None = None
         if len(pieces) == 1:  # already in order
             p, lo, hi = pieces[0]
             seq, epoch, offset = p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
@@ -414,9 +484,19 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
             seq, epoch = seq[order], epoch[order]
             offset = np.concatenate([p.offset[lo:hi] for p, lo, hi in pieces])[order]
             gather = _Gather(pieces, order)
+        spans = _list_spans(seq, epoch)
+        if len(spans[0]) and seq[0] < 0:  # photos without a sequence beside the list's (those sort first)
+            seq, epoch, offset, order = _join_list_spans(spans, seq, epoch, offset, order)
+            if order is not None:
+                gather = _Gather(pieces, order)
+        else:
+            spans = _NO_SPANS  # nothing to link to them: no photo of the camera is without a sequence
         n = len(epoch)
         new = np.ones(n, dtype=bool)
         new[1:] = (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
+        if len(spans[0]):  # a time-grouped event never spans a sequence: cut where one starts between two photos
+            timed_end = int(np.searchsorted(seq, 0))  # the photos without a sequence sort first (-1)
+            new[1:timed_end] |= np.diff(np.searchsorted(spans[0], epoch[:timed_end], "right")) != 0
         firsts = np.flatnonzero(new)
         del new
         if n < 2 ** 31:  # half the size: a timelapse camera's photos are each an event
@@ -444,7 +524,8 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
             yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
                           _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
                           top.tolist(), visits, days, at > 0, timed, epoch[first][timed], epoch[last][timed],
-                          offset[first][timed])
+                          offset[first][timed],
+                          (spans[0], spans[1], [sequences[i] for i in spans[2].tolist()]) if at == 0 else None)
 
 
 class FrameSink(Protocol):
@@ -719,26 +800,35 @@ class EventIndex:
     """Each deployment's events grouped by time (those of no list sequence), as sorted start and end times: what a
     media-level observation needs to name its event (``link_observations``). An image's event is the one whose span
     holds its capture time: a deployment's time-grouped events are disjoint spans in time order. 18 bytes an event;
-    ``to_bytes`` writes the deployments one exports part holds (its fragment of the index)."""
+    ``to_bytes`` writes the deployments one exports part holds (its fragment of the index). With them, of a
+    deployment where some photos have a list sequence and others none, the sequences' spans and ids: a photo
+    without one whose time lies within one is of that sequence (``_join_list_spans``; no time-grouped event
+    overlaps such a span, so at most one of the two kinds holds a time)."""
 
     def __init__(self) -> None:
         self._runs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._lists: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self._ids: dict[tuple[str, int], str] = {}
         self._stamps: dict[str, list[str]] = {}
+        # deployment -> its list sequences' spans and ids (``_Camera.spans``), as added, then as read back with
+        # the running maximum of the ends (``_holder``)
+        self._spans: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        self._listed: dict[str, tuple[list[int], list[int], list[int], list[str]]] = {}
 
     def add(self, camera: _Camera) -> None:
         if len(camera.start_epoch):
             self._runs.setdefault(camera.deployment, []).append(
                 (camera.start_epoch, camera.end_epoch, camera.start_offset.astype(np.int16)))
+        if camera.spans is not None and len(camera.spans[0]):
+            self._spans[camera.deployment] = camera.spans
 
     def deployments(self) -> set[str]:
-        """The deployments added that have time-grouped events."""
-        return set(self._runs)
+        """The deployments added that have time-grouped events, or list sequences beside photos without one."""
+        return set(self._runs) | set(self._spans)
 
     def lookup(self) -> "EventIndex":
         """Every deployment added, ready for ``event_id`` (the single exports activity's whole index)."""
-        return EventIndex.from_bytes(self.to_bytes({d: None for d in self._runs}))
+        return EventIndex.from_bytes(self.to_bytes({d: None for d in self.deployments()}))
 
     def _arrays(self, deployment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         runs = self._runs[deployment]
@@ -751,23 +841,33 @@ class EventIndex:
         """The index of the deployments in ``windows`` (those with time-grouped events) as one document: of each,
         the events that overlap its window (first and last epoch of a part's photos of it: a camera of a million
         photos spread over five parts gives each part its own fifth), all of them for None."""
-        names = sorted(d for d in windows if d in self._runs)
+        names = sorted(d for d in windows if d in self._runs or d in self._spans)
         arrays = []
+        listed: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
+        empty = np.zeros(0, np.int64)
         for name in names:
-            start, end, offset = self._arrays(name)
+            start, end, offset = self._arrays(name) if name in self._runs else (empty, empty, np.zeros(0, np.int16))
             window = windows[name]
             if window is not None:  # disjoint spans in order: the ends are sorted as the starts are
                 lo, hi = int(np.searchsorted(end, window[0], "left")), int(np.searchsorted(start, window[1], "right"))
                 start, end, offset = start[lo:hi], end[lo:hi], offset[lo:hi]
             arrays.append((start, end, offset))
+            first, last, ids = self._spans.get(name, (empty, empty, []))
+            if window is not None and len(first):  # the sequences around the window's photos (they may overlap)
+                kept = np.flatnonzero((last >= window[0]) & (first <= window[1]))
+                first, last, ids = first[kept], last[kept], [ids[i] for i in kept.tolist()]
+            listed.append((first, last, ids))
         out = io.BytesIO()
         out.write(_INDEX_MAGIC)
-        encoded = json.dumps(names, ensure_ascii=False).encode("utf-8")
+        encoded = json.dumps([names, [ids for _, _, ids in listed]] if any(len(f) for f, _, _ in listed) else names,
+                             ensure_ascii=False).encode("utf-8")
         np.savez(out, names=np.frombuffer(encoded, dtype=np.uint8),
                  sizes=np.array([len(a[0]) for a in arrays], dtype=np.int64),
                  start=np.concatenate([a[0] for a in arrays]) if arrays else np.zeros(0, np.int64),
                  end=np.concatenate([a[1] for a in arrays]) if arrays else np.zeros(0, np.int64),
-                 offset=np.concatenate([a[2] for a in arrays]) if arrays else np.zeros(0, np.int16))
+                 offset=np.concatenate([a[2] for a in arrays]) if arrays else np.zeros(0, np.int16),
+                 list_start=np.concatenate([f for f, _, _ in listed]).astype(np.int64) if listed else empty,
+                 list_end=np.concatenate([t for _, t, _ in listed]).astype(np.int64) if listed else empty)
         return out.getvalue()
 
     @classmethod
@@ -779,19 +879,34 @@ class EventIndex:
             names = json.loads(doc["names"].tobytes().decode("utf-8"))
             bounds = np.concatenate([[0], np.cumsum(doc["sizes"])]).tolist()
             start, end, offset = doc["start"].tolist(), doc["end"].tolist(), doc["offset"].tolist()
+            # an index written before the sequences' spans: names alone, and no span (none is joined then)
+            first = doc["list_start"].tolist() if "list_start" in doc.files else []
+            last = doc["list_end"].tolist() if "list_end" in doc.files else []
+        names, ids = (names, [[] for _ in names]) if not names or isinstance(names[0], str) else names
         for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
             index._lists[name] = (start[lo:hi], end[lo:hi], offset[lo:hi])
+        at = 0
+        for name, sequences in zip(names, ids):
+            if sequences:
+                a, b = first[at:at + len(sequences)], last[at:at + len(sequences)]
+                index._listed[name] = (a, b, np.maximum.accumulate(np.array(b, np.int64)).tolist(), sequences)
+                at += len(sequences)
         return index
 
     def holds(self, stamp: str) -> bool:
         """Whether any deployment's event spans the timestamp ``stamp`` (the detection time, which stands in for
         unknown capture times: only then must a photo without one be told from those in the event)."""
         epoch = _Clock()(stamp)[0]
-        return any(self.event_id(deployment, epoch) is not None for deployment in self._lists)
+        return any(self.event_id(deployment, epoch) is not None for deployment in {*self._lists, *self._listed})
 
     def event_id(self, deployment: str, epoch: int) -> str | None:
         """The id of the time-grouped event of ``deployment`` whose span holds ``epoch`` (the event rows'
         ``eventID``), None when none does (an index read back with ``from_bytes``)."""
+        listed = self._listed.get(deployment)
+        if listed is not None:  # a list's sequence whose span holds it (then no time-grouped event does)
+            j = _holder(listed[0], listed[1], listed[2], epoch)
+            if j >= 0:
+                return listed[3][j]
         found = self._lists.get(deployment)
         if found is None:
             return None

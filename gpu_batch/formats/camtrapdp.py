@@ -69,7 +69,9 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
   deployment is one camera at one place;
 * ``latitude`` / ``longitude`` (in range, both given) and a camera (``camera_id``, ``camera``...) fill the
   deployment's ``latitude``, ``longitude`` and ``cameraID`` (the first image of the deployment that gives them);
-* a sequence (``seq_id``, ``event_id``...) is the ``eventID`` of the image's observations;
+* a sequence (``seq_id``, ``event_id``...) is the ``eventID`` of the image's observations, and the photos of its
+  deployment without one taken within its span join it (``core.camtrap_events``: a deployment's events never
+  overlap in time);
 * an offset from UTC (``utc_offset``, ``timezone_offset``...: ``+02:00``) is the zone of that image's capture times
   that have none (EXIF's, the list's), over the task's ``utc_offset``: a project whose cameras span zones; a photo
   whose EXIF gives its own offset (``OffsetTimeOriginal``, else ``OffsetTime``: the entry's ``exif_metadata``,
@@ -170,7 +172,8 @@ LEVELS_NOTE = ("Media-level observations (each box in each image) and event-leve
                "observationLevel is \"event\".")
 # the description's word on event-level observations (core.camtrap_events), when there are any
 EVENTS_NOTE = (" Event-level observations group each deployment's images taken at most {interval} s apart (or by the "
-               "image list's sequence); their count is the most detections of that kind in one image of the event. "
+               "image list's sequence, which also takes the images without one taken within its span); their count "
+               "is the most detections of that kind in one image of the event. "
                "Images without a capture time are in no event. A photo cut short (its file ends early: "
                "mediaComments says so) in which nothing was detected is unknown, not blank, and so is its event. "
                + LEVELS_NOTE)

@@ -362,10 +362,9 @@ def test_each_media_level_observation_names_the_event_its_photo_is_in() -> None:
     time_of = {m[0]: m[3] for m in media}
     by_file = {m[4]: m[0] for m in media}
     spans: dict[str, list[tuple[datetime, datetime, str]]] = {}
-    for e in events:
-        if not e.event_id.startswith("L"):
-            spans.setdefault(e.deployment, []).append((datetime.fromisoformat(e.start), datetime.fromisoformat(e.end),
-                                                       e.event_id))
+    for e in events:  # a photo without a sequence within L1's span is of L1 (test_a_lists_sequences_and_...)
+        spans.setdefault(e.deployment, []).append((datetime.fromisoformat(e.start), datetime.fromisoformat(e.end),
+                                                   e.event_id))
     listed_ids = {by_file[f] for f in listed}
     untimed = by_file["site/cam0/100RECNX/untimed.jpg"]
     checked = 0
@@ -611,3 +610,88 @@ def test_a_visit_with_a_photo_cut_short_and_nothing_detected_is_unknown_not_blan
     # the same photos whole: the first two visits are blank
     (whole,) = _visits([tapped(entries)[0]])
     assert (whole.with_kind, whole.blank) == ((1, 0, 0, 0), 2)
+
+
+def test_a_lists_sequences_and_the_photos_grouped_by_time_never_overlap_within_a_deployment() -> None:
+    """An image list that gives ``seq_id`` to some photos of a camera: Camtrap DP links a photo to the event-level
+    observations of its deployment whose ``eventStart``..``eventEnd`` hold its timestamp (R camtrapdp's
+    ``read_camtrapdp``, "Add eventID to media"), and event-level observations "should be mutually exclusive, so that
+    their count can be summed" (observations-table-schema.json, observationLevel). So every timed photo is in
+    exactly one event, the one its media-level rows name: a photo without a sequence whose time lies within a
+    sequence's span (``b``) is of that visit (its boxes count there); photos grouped by time never span a
+    sequence's photo (``x``, ``z`` around ``y``), nor does another camera's sequence matter. Before, ``b`` was an
+    event of its own inside S1 and ``x``..``z`` one event around S2: two events each held ``b`` and ``y``."""
+    def shot(name: str, at: str, *dets: dict[str, Any]) -> dict[str, Any]:
+        return {"file": name, "datetime": f"2024:06:01 {at}", "detections": list(dets)}
+
+    entries = [shot("cam1/a.jpg", "06:00:00"), shot("cam1/b.jpg", "06:05:00", detection("1", 0.9)),
+               shot("cam1/c.jpg", "06:10:00"),
+               shot("cam1/x.jpg", "07:00:00"), shot("cam1/y.jpg", "07:00:20"), shot("cam1/z.jpg", "07:00:50"),
+               shot("cam1/u.jpg", "08:00:00"), shot("cam1/v.jpg", "08:00:30", detection("2", 0.8)),
+               shot("cam2/b.jpg", "06:05:00")]
+    listed = {"cam1/a.jpg": {"seq_id": "S1"}, "cam1/c.jpg": {"seq_id": "S1"}, "cam1/y.jpg": {"seq_id": "S2"},
+              "cam2/b.jpg": {"seq_id": "S9"}}
+    media, observations, events = _linked(entries, listed)
+    when = datetime.fromisoformat
+    by_deployment: dict[str, list[ev.Event]] = {}
+    for e in events:
+        by_deployment.setdefault(e.deployment, []).append(e)
+    for spans in by_deployment.values():  # mutually exclusive: no two events of a deployment share an instant
+        spans.sort(key=lambda e: when(e.start))
+        assert all(when(a.end) < when(b.start) for a, b in zip(spans, spans[1:])), spans
+    named = {r[2]: r[3] for r in observations}
+    for row in media:
+        holding = [e.event_id for e in by_deployment[row[1]] if when(e.start) <= when(row[3]) <= when(e.end)]
+        assert holding == [named[row[0]]], (row[4], holding, named[row[0]])
+    of = {e.event_id: e for e in events}
+    assert (of["S1"].images, of["S1"].counts[0]) == (3, 1)  # b's animal is S1's
+    assert named[camtrapdp.media_id("cam1/b.jpg")] == "S1"
+    assert named[camtrapdp.media_id("cam1/x.jpg")] != named[camtrapdp.media_id("cam1/z.jpg")]
+    assert sorted(e.images for e in by_deployment["cam1"]) == [1, 1, 1, 2, 3]
+    # the fan-out: each part's share of the index names the same events as the whole one
+    cuts = [(0, 2), (2, 5), (5, 9)]
+    parts = [tapped(entries[a:b], listed)[0] for a, b in cuts]
+    whole = _indexed(parts)
+    for (a, b), part in zip(cuts, parts):
+        share = ev.EventIndex.from_bytes(whole.to_bytes(ev.time_windows(part)))
+        text = "".join(tapped(entries[a:b], listed)[2])
+        assert {r[2]: r[3] for r in csv.reader(io.StringIO(_link(text, share)))}.items() <= named.items()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mixed_sequences_give_the_same_exclusive_events_however_the_images_were_cut(seed: int) -> None:
+    """Cameras where a list gives some photos one of a few sequences (overlapping each other too) and leaves the
+    rest to the time grouping: every photo without a sequence is in the event its media-level rows name, and in no
+    other but where the list's own sequences overlap (their ids are the list's: kept); the rows, and each part's
+    share of the index, are the same however the images were cut into parts."""
+    rnd = random.Random(seed)
+    entries = sorted(camera_day(seed, cameras=3, images=80), key=lambda e: e["file"])
+    # a sequence an hour of a camera's clock, given to some of its photos; now and then one that spans the day
+    listed = {e["file"]: {"seq_id": "A" if rnd.random() < 0.03 else e["datetime"][:13]}
+              for e in entries if rnd.random() < 0.3}
+    media, observations, events = _linked(entries, listed)
+    when = datetime.fromisoformat
+    named = {r[2]: r[3] for r in observations}
+    listed_ids = {camtrapdp.media_id(f) for f in listed}
+    listed_names = {row["seq_id"] for row in listed.values()}
+    checked = joined = 0
+    for row in media:
+        holding = [e.event_id for e in events
+                   if e.deployment == row[1] and when(e.start) <= when(row[3]) <= when(e.end)]
+        if row[0] not in listed_ids:  # within overlapping sequences: the one that started last, and no other kind
+            assert named[row[0]] in holding and (len(holding) == 1 or set(holding) <= listed_names), holding
+            checked += len(holding) == 1
+            joined += named[row[0]] in listed_names
+    assert checked > 50 and 5 < joined < checked
+    whole, _, _ = tapped(entries[::-1], listed)
+    expected = list(ev.event_lines([whole], "MD", COMPLETED))
+    for _ in range(3):
+        cuts = sorted(rnd.sample(range(1, len(entries)), 3))
+        bounds = list(zip([0, *cuts], [*cuts, len(entries)]))
+        parts = [ev.EventRecords.from_bytes(tapped(entries[a:b], listed)[0].to_bytes()) for a, b in bounds]
+        index = ev.EventIndex()
+        assert list(ev.event_lines(parts, "MD", COMPLETED, index=index)) == expected
+        for (a, b), part in zip(bounds, parts):
+            share = ev.EventIndex.from_bytes(index.to_bytes(ev.time_windows(part)))
+            text = "".join(tapped(entries[a:b], listed)[2])
+            assert {r[2]: r[3] for r in csv.reader(io.StringIO(_link(text, share)))}.items() <= named.items()
