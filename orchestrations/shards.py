@@ -110,7 +110,7 @@ from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.failures import failures_without_secrets
 from core.settings import OrchestrationKnobs
-from gpu_batch.exit_codes import (OK, OUTPUT, OUTPUT_TAKEN, SERVER_LOST, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended,
+from gpu_batch.exit_codes import (OK, OUTPUT, OUTPUT_TAKEN, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended,
                                   unfixable_reason)
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, failed_type,
@@ -445,10 +445,12 @@ def _unfixable(row: c.CompletedShard) -> ShardUnfixable | None:
 
 # Worker exits that come only once the worker got past its start-up, the reads an exit 69 stands for (the manifest,
 # the images' account and its secret, the model: gpu_batch.worker.__main__._run, in that order): 0 after the shard
-# ran, OUTPUT when the results found or written fail, OUTPUT_TAKEN at a results write, SERVER_LOST mid-shard. Not
-# BAD_INPUT, MODEL or SOURCE (start-up failures themselves), nor an exit the pool gave (``pool_ended``) or any other
-# (137 killed, 1 a crash: start-up or not, the code does not say), unless results were written (``restart``).
-PAST_START_UP = frozenset({OK, OUTPUT, OUTPUT_TAKEN, SERVER_LOST})
+# ran, OUTPUT when the results found or written fail, OUTPUT_TAKEN at a results write. Not BAD_INPUT, MODEL or SOURCE
+# (start-up failures themselves), nor an exit the pool gave (``pool_ended``) or any other (137 killed, 1 a crash:
+# start-up or not, the code does not say), unless results were written (``restart``). SERVER_LOST is such a crash:
+# the resident worker died after it accepted the shard, which it does before ``run_shard`` reads the manifest
+# (gpu_batch.worker.resident ``Server._serve_one``: "accepted", then ``_run``), so at start-up as well as mid-shard.
+PAST_START_UP = frozenset({OK, OUTPUT, OUTPUT_TAKEN})
 
 
 class UnavailableWaits:

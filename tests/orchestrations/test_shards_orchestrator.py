@@ -1431,16 +1431,18 @@ def test_a_group_started_without_restarts_counts_the_second_outage_as_before() -
     ({"exit_code": 137, "covered": 4}, True),  # killed (out of memory) mid-shard
     ({"exit_code": 3221225786, "failure_code": exit_codes.TASK_ENDED, "covered": 4}, True),  # the pool's time limit
     ({"exit_code": 1, "covered": 4}, True),
+    ({"exit_code": exit_codes.SERVER_LOST, "covered": 4}, True),  # the resident worker died after a flush
     # none written: only an exit that comes after start-up says it got that far
     ({"exit_code": exit_codes.OUTPUT, "covered": 0}, True),  # its results could not be written
-    ({"exit_code": exit_codes.SERVER_LOST, "covered": 0}, True),  # the resident worker went away mid-shard
+    # the resident worker died after it accepted the shard: before its manifest read as well as after (a crash)
+    ({"exit_code": exit_codes.SERVER_LOST, "covered": 0}, False),
     ({"exit_code": 137, "covered": 0}, False),
     ({"exit_code": 1, "covered": 0}, False),  # a crash, maybe at start-up
     ({"exit_code": exit_codes.MODEL, "covered": 0}, False),  # a start-up failure itself (once: retried)
     ({"exit_code": None, "failure_message": "the container image could not be pulled", "covered": 0}, False),
     ({"exit_code": 3221225786, "failure_code": exit_codes.TASK_ENDED, "covered": 0}, False),
-], ids=["killed-wrote", "time-limit-wrote", "crash-wrote", "output", "server-lost", "killed", "crash", "model",
-        "never-started", "time-limit"])
+], ids=["killed-wrote", "time-limit-wrote", "crash-wrote", "server-lost-wrote", "output", "server-lost", "killed",
+        "crash", "model", "never-started", "time-limit"])
 def test_what_says_an_attempt_got_past_start_up(second: dict[str, Any], restarted: bool) -> None:
     """An attempt got past start-up (the reads an exit 69 stands for: the outage was over for it) when it wrote
     results, or when its worker exited with a code only a worker past start-up gives; then the second outage's 69s
