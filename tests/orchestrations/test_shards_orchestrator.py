@@ -1199,19 +1199,23 @@ def test_exits_69_past_the_wait_count_again_so_the_shard_ends() -> None:
     assert 1800 <= total <= 1800 + 4 * 300 + 3 * 300, total
 
 
-def test_the_unavailable_wait_is_carried_through_continue_as_new() -> None:
+@pytest.mark.parametrize("restarts", [True, None], ids=["restarts", "started-before-restarts"])
+def test_the_unavailable_wait_is_carried_through_continue_as_new(restarts: bool | None) -> None:
+    """``unavailable_wait_s`` and, as the group was started, ``unavailable_restarts`` (a group started before that
+    field goes on as new without it: its next generation replays with the rule it started with)."""
     from orchestrations.shards import round_events
 
     pool = UnavailablePool(until=8)
-    run = outage_group(1, pool, history_events=200, max_attempts=3,
-                       extra={"reads_cancel": True, "unavailable_wait_s": 3600, "unavailable_restarts": True,
-                              "round_events": round_events(BUSY_CALLS)})
+    extra: dict[str, Any] = {"reads_cancel": True, "unavailable_wait_s": 3600, "round_events": round_events(BUSY_CALLS)}
+    if restarts is not None:
+        extra["unavailable_restarts"] = restarts
+    run = outage_group(1, pool, history_events=200, max_attempts=3, extra=extra)
 
     assert run.status == "Completed", run.error
     assert run.output["done"] == 1 and run.output["given_up"] == 0
     assert len(run.continued_as_new) >= 1
     assert {i["unavailable_wait_s"] for i in run.continued_as_new} == {3600}
-    assert {i.get("unavailable_restarts") for i in run.continued_as_new} == {True}
+    assert {i.get("unavailable_restarts") for i in run.continued_as_new} == {restarts}
 
 
 
@@ -1423,7 +1427,8 @@ def test_a_group_started_without_restarts_counts_the_second_outage_as_before() -
     polls = [p["task_ids"] for p in run.inputs(c.POLL)]
     a3 = polls.index([pool_task_id(shard_id(0), 3)])
     assert polls[a3 + 1] == [pool_task_id(shard_id(0), 4)]  # resubmitted at once, with no back-off
-    assert all("unavailable_restarts" not in i for i in run.continued_as_new)
+    # (this group never goes on as new: test_the_unavailable_wait_is_carried_through_continue_as_new checks that a
+    # group without the field does so without it)
 
 
 @pytest.mark.parametrize("second, restarted", [
