@@ -704,13 +704,20 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
     estimates: list[tuple[str, dict[str, Any]]] = []
     estimated: list[tuple[str, str]] = []  # (folder, id) of each estimate waited for to its end, for a Ctrl-C
     earlier: list[str] = []
+    seen: list[Any] = [None]  # the stage last seen of the estimate waited for, for a Ctrl-C's --json
     for index, (folder, answer) in enumerate(answers):
+        seen[0] = None
+
+        def fetch(task_id: str = answer["id"]) -> dict[str, Any]:
+            st = state.client.status(task_id)
+            seen[0] = st.get("stage")
+            return st
+
         # the enumeration of millions of images takes minutes: a line per stage change (standard error) shows it lives
         try:
-            st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
-                          poll_s=1.0)
+            st = wait_for(fetch, _reporter(answer["id"], True, to_stderr=True), poll_s=1.0)
         except KeyboardInterrupt:
-            raise _interrupted_estimates(answers[index:], failures, estimated) from None
+            raise _interrupted_estimates(answers[index:], failures, estimated, seen[0]) from None
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
                 raise
@@ -764,15 +771,17 @@ def _said_as_json(exc: CliError, as_json: bool, task_id: str = "") -> CliError:
 
 def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
                            failures: Sequence[dict[str, Any]] = (),
-                           estimated: Sequence[tuple[str, str]] = ()) -> Interrupted:
+                           estimated: Sequence[tuple[str, str]] = (), stage: Any = None) -> Interrupted:
     """Ctrl-C while ``estimate`` waited for a listing: the estimates not yet waited for keep listing in the app, by
     their task ids, and those whose waiting failed before (``failures`` with an id and not ended: the app unreachable
     for a while), with why. Why: the estimate's id is printed nowhere else (a failure is said at the end, which
     Ctrl-C never reaches), and the stop said "trapbatch status <task id>" after a listing of minutes; the same
     command run again finds the same estimates (not listed twice). ``estimated``: (folder, id) of those that ended
-    estimated before, for ``--json`` (their figures are printed at the end, which Ctrl-C never reaches)."""
+    estimated before, for ``--json`` (their figures are printed at the end, which Ctrl-C never reaches); ``stage``:
+    the one last seen of the estimate waited for (``unfinished``' first), as ``submit --wait`` names its task's."""
     known = ([stop.ended(task_id, folder, Stage.estimated, EXIT_OK) for folder, task_id in estimated]
-             + [stop.failed(f) for f in failures] + [stop.running(a["id"], f) for f, a in unfinished])
+             + [stop.failed(f) for f in failures]
+             + [stop.running(a["id"], f, stage if n == 0 else None) for n, (f, a) in enumerate(unfinished)])
     ids = ", ".join(a["id"] + (f" (folder {f})" if f else "") for f, a in unfinished)
     first = unfinished[0][1]["id"]
     lost = [f for f in failures if f.get("id") and f.get("exit_code") != EXIT_TASK_FAILED]  # ended: listing no more

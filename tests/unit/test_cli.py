@@ -2820,3 +2820,29 @@ def test_ctrl_c_without_json_prints_no_json(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
     assert cli_main.main(["estimate", "--container", "traps", "--prefix", "p/"]) == 130
     assert "interrupted" not in capsys.readouterr().out
+
+
+def test_ctrl_c_while_estimate_json_waits_names_the_stage_it_had_seen(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --json`` stopped while the listing went on: its entry had no ``stage`` though a status had been seen
+    ("[0.0s] enumerating" on standard error; docs/cli.md: "``stage`` where a status was seen"), as ``submit --wait``'s
+    has. Seen live against devhost: ``"tasks": [{"id": ..., "state": "running"}]`` after "starting" was shown."""
+    from cli import main as cli_main
+
+    polls: list[str] = []
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            polls.append(task_id)
+            if len(polls) > 1:
+                raise KeyboardInterrupt
+            return {"id": task_id, "runtime_status": "Running", "stage": "enumerating"}
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    monkeypatch.setattr(cli_main.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr("cli.progress.time.sleep", lambda seconds: None)
+    assert cli_main.main(["estimate", "--container", "traps", "--prefix", "p/", "--json"]) == 130
+    tasks = _stopped_json(capsys.readouterr())["tasks"]
+    assert tasks == [{"id": "task-00000000000000000001", "state": "running", "stage": "enumerating"}], tasks
+
