@@ -166,7 +166,12 @@ task_id_argument = click.argument("task_id", callback=_task_id)
 # ------------------------------------------------------------------ output helpers
 
 
+# JSON documents begun on standard output by this process (``json_on_interrupt`` reads it)
+_JSON_PRINTED = [0]
+
+
 def _print_json(value: Any) -> None:
+    _JSON_PRINTED[0] += 1  # before the write: a Ctrl-C during it has begun a document
     click.echo(json.dumps(value, indent=1, sort_keys=True))
 
 
@@ -176,18 +181,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 def json_on_interrupt(command: F) -> F:
     """With ``--json`` (the command's ``as_json``), Ctrl-C prints ``cli.interrupted``'s object on standard output
     (the tasks an ``Interrupted`` names; none where the command knew of none), then goes on as without it: standard
-    error says what keeps running, exit 130 (``main``)."""
+    error says what keeps running, exit 130 (``main``). Not where the command had begun its own JSON already (its
+    answer printed, then Ctrl-C while it said the rest on standard error): a second document after it made standard
+    output unreadable to ``json.load``, and after a document cut short nothing makes it readable."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        printed = _JSON_PRINTED[0]
         try:
             return command(*args, **kwargs)
         except Interrupted as exc:
-            if kwargs.get("as_json"):
+            if kwargs.get("as_json") and _JSON_PRINTED[0] == printed:
                 _print_json(stop.as_json(exc.message, hint_of(exc), exc.tasks))
             raise
         except KeyboardInterrupt:
-            if kwargs.get("as_json"):
+            if kwargs.get("as_json") and _JSON_PRINTED[0] == printed:
                 _print_json(stop.as_json(stop.STOPPED, stop.STOPPED_HINT, []))
             raise
 

@@ -2846,3 +2846,30 @@ def test_ctrl_c_while_estimate_json_waits_names_the_stage_it_had_seen(
     tasks = _stopped_json(capsys.readouterr())["tasks"]
     assert tasks == [{"id": "task-00000000000000000001", "state": "running", "stage": "enumerating"}], tasks
 
+
+def test_ctrl_c_after_submit_wait_json_printed_its_answer_prints_no_second_json(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C once ``submit --wait --json`` had printed the task's final status (while it said how the task ended on
+    standard error) added the Ctrl-C object after it: two JSON documents, which ``json.load`` of standard output
+    refuses. Standard output keeps the one answer; standard error says the stop; exit 130."""
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+
+    class Client:
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"id": task, "started": True}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "runtime_status": "Completed", "stage": "completed", "images": 7}
+
+    def stopped(st: dict[str, Any]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main, "_finish", stopped)
+    assert cli_main.main(["submit", "--container", "traps", "--wait", "--plain", "--json"]) == 130
+    captured = capsys.readouterr()
+    shown = json.loads(captured.out)  # one document: the task's status
+    assert shown["id"] == task and shown["stage"] == "completed" and "interrupted" not in shown, shown
+    assert "Ctrl-C" in captured.err
