@@ -41,6 +41,11 @@ _PAIR = re.compile(rf'"(?P<field>\w+)":\s*(?P<value>{_VALUE})')
 _OBJECT = re.compile(rf'\{{\s*"\w+":\s*(?:{_VALUE})(?:\s*,\s*"\w+":\s*(?:{_VALUE}))*\s*\}}')
 _PLAIN = re.compile(r"[\w./:+@,-]+")  # a value the shell takes as it is
 _BARE = re.compile(r"(?P<q>[\"'])(?P<field>\w+)(?P=q)(?!\s*:)")
+# A field named in the app's prose, unquoted ("more than max_folder_detections (45)", "expired
+# (previews_expire_days)"): only a name with an underscore, which no English word has ("threshold", "prefix" and
+# "keep" are words too), standing alone: not part of a dotted path (results.exports_error), a query, a JSON key or
+# an environment variable (TRAPBATCH_...)
+_NAMED = r"(?<![\w.\"'/{\[<?&=$-])(?P<field>[a-z]+(?:_[a-z]+)+)(?![\w\"'=/-]|\.\w|\s*:)"
 _POST_REQUEST = re.compile(r"\bpost (?=(?:it|the (?:same )?request)\b)")
 # An estimate, in the API's words: the request's "dry_run". A CLI user never wrote that field: they ran estimate, and
 # submit runs the real task (an estimate never does: api/starters.py's hint for an estimate's results)
@@ -101,6 +106,7 @@ def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = fr
     text = _OBJECT.sub(lambda m: _object(m.group(0), flags, switches), text)
     text = _PAIR.sub(lambda m: _flag(m.group("field"), m.group("value"), flags, switches) or m.group(0), text)
     text = _BARE.sub(lambda m: flags.get(m.group("field"), m.group(0)), text)
+    text = re.sub(_NAMED, lambda m: flags.get(m.group("field"), m.group(0)), text)
     text = _POST_REQUEST.sub("submit ", text)  # posting a request is the CLI's submit
     text = _REPEATED_AFTER.sub(lambda m: f"({m.group('cmd')}{m.group('more') or ''}{m.group('detail')})", text)
     return _REPEATED.sub(lambda m: m.group("cmd") + ("" if m.group("end") == ")" else " ("), text)

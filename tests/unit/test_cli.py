@@ -2873,3 +2873,40 @@ def test_ctrl_c_after_submit_wait_json_printed_its_answer_prints_no_second_json(
     shown = json.loads(captured.out)  # one document: the task's status
     assert shown["id"] == task and shown["stage"] == "completed" and "interrupted" not in shown, shown
     assert "Ctrl-C" in captured.err
+
+
+def test_repeats_output_names_the_fields_the_app_names_in_its_prose_as_flags(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The repeats listing's hints were in the CLI's words but for a field the app names unquoted in its prose: the
+    skipped folders' "more than max_folder_detections (800000) eligible detections" and ``--open``'s "expired
+    (previews_expire_days)", where the CLI's flags are --max-folder-detections and --previews-expire-days (seen live
+    against devhost). A name with an underscore that is a flag's field is shown as that flag; a dotted path or an
+    environment variable is not a field."""
+    from api.starters import no_preview_pages
+    from cli import main as cli_main
+    from cli.hints import translate
+    from core.repeats import RepeatOptions, skipped_summary
+
+    task = "task-0123456789abcdef0123"
+    skipped = skipped_summary([("cam1", 900_000)], RepeatOptions(max_folder_detections=800_000))
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": [], "search": "s1", "search_options": {}, "removal": None,
+                    "skipped_folders": skipped}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"container": "$web", "error": no_preview_pages(task)}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.click, "launch", lambda target: 0)
+    assert cli_main.main(["repeats", task, "--open"]) == 0
+    captured = capsys.readouterr()
+    said = " ".join((captured.out + captured.err).split())
+    assert "max_folder_detections" not in said and "previews_expire_days" not in said, said
+    assert "holds more than --max-folder-detections (800000) eligible detections" in said, said
+    assert "or expired (--previews-expire-days)" in said, said
+    flags = {"max_failed_fraction": "--max-failed-fraction"}
+    not_fields = "see results.max_failed_fraction, TRAPBATCH_MAX_FAILED_FRACTION and ?max_failed_fraction=1"
+    assert translate(not_fields, flags) == not_fields
+    assert translate("raise max_failed_fraction, or threshold", flags) == "raise --max-failed-fraction, or threshold"
