@@ -75,7 +75,7 @@ def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None,
     2 bad arguments or no app configured, 3 completed with errors (zooniverse: some photos not prepared), 4 the app
     could not be reached or refused the request, 5 completed but a step after detection failed (exports, repeat
     search, pool job, previews' expiry or pictures: each printed with what to do), 130 interrupted (the task keeps
-    running; with --json, standard output holds a JSON object naming what keeps running).
+    running; submit, estimate and previews with --json print a JSON object naming it on standard output).
     """
     ctx.obj = State({"url": url, "key": key, "token": token, "auth_client_id": auth_client_id})
 
