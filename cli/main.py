@@ -602,19 +602,36 @@ def _interrupted_folders(unfinished: Sequence[tuple[str, dict[str, Any]]],
              + [stop.running(answer["id"], folder, last) if n == 0 else stop.posted(folder, answer, found_ended(answer))
                 for n, (folder, answer) in enumerate(unfinished)]
              + [stop.failed(f) for f in failures])
-    tasks = ", ".join(f"{answer['id']} (folder {folder})" for folder, answer in unfinished)
-    running = (f"task {tasks} keeps running" if len(unfinished) == 1 else f"tasks {tasks} keep running")
+    # the one watched runs; of those after it, a task its request found ended before does not (as --json says)
+    going = [(folder, answer) for n, (folder, answer) in enumerate(unfinished) if n == 0 or not found_ended(answer)]
+    over = [(folder, answer) for n, (folder, answer) in enumerate(unfinished) if n > 0 and found_ended(answer)]
+    running = _keep_running(going)
     done = "".join(f"; task {st.get('id')} (folder {st.get('folder')}) ended {st.get('stage')}" for st in ended)
+    done += "".join(f"; {line}" for line in _ended_before(over))
     lost = [f for f in failures if f.get("id")]  # posted, then not followed: its stage is unknown here
     done += "".join(f"; task {f['id']} (folder {f['folder']}) not followed: {f['error']}" for f in lost)
-    if len(unfinished) == 1 and not lost:
-        task_id = unfinished[0][1]["id"]
+    if len(going) == 1 and not lost:
+        task_id = going[0][1]["id"]
         hint = f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it"
     else:
         watches = "; ".join(f"trapbatch watch {task_id}"
-                            for task_id in [answer["id"] for _, answer in unfinished] + [f["id"] for f in lost])
+                            for task_id in [answer["id"] for _, answer in going] + [f["id"] for f in lost])
         hint = f"{watches} to follow them again, trapbatch cancel <task id> to stop one"
     return Interrupted(f"stopped watching (Ctrl-C); {running}{done}", hint, known)
+
+
+def _keep_running(posted: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """"task <id> (folder <f>) keeps running", or "tasks ... keep running" for several; "" for none."""
+    tasks = ", ".join(f"{answer['id']} (folder {folder})" for folder, answer in posted)
+    return "" if not posted else f"task {tasks} keeps running" if len(posted) == 1 else f"tasks {tasks} keep running"
+
+
+def _ended_before(posted: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """A line for each task whose request found it ended before (``found_ended``), with its stage. Why: a Ctrl-C
+    said such a task "keeps running" and to watch it, while ``--json``'s object, from the same answers, said
+    ``"state": "ended"``."""
+    return [f"task {answer['id']} (folder {folder}) had ended"
+            + (f" {answer['stage']}" if answer.get("stage") else "") + " before" for folder, answer in posted]
 
 
 def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool, say_ended: bool = False
@@ -634,10 +651,10 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
                      + [stop.not_sent(rest) for rest, _ in requests[n + 1:]])
             if not answers:
                 raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, known) from None
-            tasks = ", ".join(f"{a['id']} (folder {f})" for f, a in answers)
+            said = [_keep_running([(f, a) for f, a in answers if not found_ended(a)])]
+            said += _ended_before([(f, a) for f, a in answers if found_ended(a)])
             raise Interrupted(f"stopped (Ctrl-C) before folder {folder}'s request was answered; "
-                              f"{'task' if len(answers) == 1 else 'tasks'} {tasks} "
-                              f"{'keeps' if len(answers) == 1 else 'keep'} running",
+                              + "; ".join(line for line in said if line),
                               "run the same command again: the tasks already started are found again, not run twice",
                               known) from None
         except CliError as exc:

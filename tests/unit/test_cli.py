@@ -2910,3 +2910,64 @@ def test_repeats_output_names_the_fields_the_app_names_in_its_prose_as_flags(
     not_fields = "see results.max_failed_fraction, TRAPBATCH_MAX_FAILED_FRACTION and ?max_failed_fraction=1"
     assert translate(not_fields, flags) == not_fields
     assert translate("raise max_failed_fraction, or threshold", flags) == "raise --max-failed-fraction, or threshold"
+
+
+class _FoundEndedClient(_FolderClient):
+    """Folder ``ended``'s request finds its task, which had ended ``completed_with_errors`` before (no --rerun)."""
+
+    def __init__(self, ended: str, stops: str = "") -> None:
+        super().__init__()
+        self.ended, self.stops = ended, stops
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body["prefix"].rstrip("/").endswith(self.stops or "-"):
+            raise KeyboardInterrupt
+        answer = super().submit(body)
+        if answer["folder"] == self.ended:
+            return {**answer, "started": False, "stage": "completed_with_errors"}
+        return answer
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_while_submit_per_folder_waits_does_not_say_a_task_found_ended_keeps_running(
+        as_json: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --folder camera-03/2024-06-02 --folder camera-01 --wait --json``, camera-01's task found ended
+    before, Ctrl-C while the new task was followed (seen live against devhost): standard error said "tasks <new>
+    (folder camera-03/2024-06-02), <camera-01's> (folder camera-01) keep running" and told to watch both, while the
+    JSON said camera-01's "state": "ended". The task found ended is said as ended, with its stage, and not to be
+    followed; the message and hint of the JSON are standard error's."""
+    from cli import main as cli_main
+
+    client = _FoundEndedClient(ended="b")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--wait", "--plain"]
+    assert cli_main.main([*args, *(["--json"] if as_json else [])]) == 130
+    captured = capsys.readouterr()
+    said = " ".join(captured.err.split())
+    a, b = "task-00000000000000000001", "task-00000000000000000002"
+    assert f"task {a} (folder a) keeps running" in said and f"{b} (folder b) keep" not in said, said
+    assert f"task {b} (folder b) had ended completed_with_errors before" in said, said
+    assert f"trapbatch watch {a} to follow it again" in said and f"trapbatch watch {b}" not in said, said
+    if as_json:
+        shown = _stopped_json(captured)
+        assert [t["state"] for t in shown["tasks"]] == ["running", "ended"], shown
+        assert f"{b} (folder b) keep" not in shown["message"] and f"watch {b}" not in shown["hint"], shown
+
+
+def test_ctrl_c_while_submit_per_folder_posts_does_not_say_a_task_found_ended_keeps_running(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while b's request was posted, a's task found ended before: "task <a's> (folder a) keeps running"."""
+    from cli import main as cli_main
+
+    client = _FoundEndedClient(ended="a", stops="b")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--json"]
+    assert cli_main.main(args) == 130
+    captured = capsys.readouterr()
+    said = " ".join(captured.err.split())
+    a = "task-00000000000000000001"
+    assert "keeps running" not in said and f"task {a} (folder a) had ended completed_with_errors before" in said, said
+    assert [t["state"] for t in _stopped_json(captured)["tasks"]] == ["ended", "unanswered"]
