@@ -803,18 +803,25 @@ def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
     Ctrl-C never reaches), and the stop said "trapbatch status <task id>" after a listing of minutes; the same
     command run again finds the same estimates (not listed twice). ``estimated``: (folder, id) of those that ended
     estimated before, for ``--json`` (their figures are printed at the end, which Ctrl-C never reaches); ``stage``:
-    the one last seen of the estimate waited for (``unfinished``' first), as ``submit --wait`` names its task's."""
+    the one last seen of the estimate waited for (``unfinished``' first), as ``submit --wait`` names its task's. Of
+    those after it, one its request found made before (``found_ended``: without --fresh) lists no more: it is said
+    ended, with its stage (it was said to keep listing, and ``"state": "running"``)."""
+    over = [n > 0 and found_ended(a) for n, (_, a) in enumerate(unfinished)]
     known = ([stop.ended(task_id, folder, Stage.estimated, EXIT_OK) for folder, task_id in estimated]
              + [stop.failed(f) for f in failures]
-             + [stop.running(a["id"], f, stage if n == 0 else None) for n, (f, a) in enumerate(unfinished)])
-    ids = ", ".join(a["id"] + (f" (folder {f})" if f else "") for f, a in unfinished)
+             + [stop.posted(f, a, True) if over[n] else stop.running(a["id"], f, stage if n == 0 else None)
+                for n, (f, a) in enumerate(unfinished)])
+    going = [(f, a) for n, (f, a) in enumerate(unfinished) if not over[n]]
+    ids = ", ".join(a["id"] + (f" (folder {f})" if f else "") for f, a in going)
     first = unfinished[0][1]["id"]
     lost = [f for f in failures if f.get("id") and f.get("exit_code") != EXIT_TASK_FAILED]  # ended: listing no more
-    said = "".join(f"; estimate {f['id']} (folder {f['folder']}) not waited for: {f['error']}" for f in lost)
+    said = "".join(f"; estimate {a['id']} (folder {f}) had ended" + (f" {a['stage']}" if a.get("stage") else "")
+                   + " before" for n, (f, a) in enumerate(unfinished) if over[n])
+    said += "".join(f"; estimate {f['id']} (folder {f['folder']}) not waited for: {f['error']}" for f in lost)
     where = ("; ".join(f"trapbatch status {task_id}" for task_id in [first] + [f["id"] for f in lost])
              + (" show where they are" if lost else " shows where it is"))
-    return Interrupted(f"stopped waiting (Ctrl-C); estimate{'s' if len(unfinished) > 1 else ''} {ids} "
-                       f"keep{'' if len(unfinished) > 1 else 's'} listing in the app{said}",
+    return Interrupted(f"stopped waiting (Ctrl-C); estimate{'s' if len(going) > 1 else ''} {ids} "
+                       f"keep{'' if len(going) > 1 else 's'} listing in the app{said}",
                        f"{where}; the same estimate command run again waits for "
                        "the same estimate (it is not listed twice)", known)
 

@@ -2971,3 +2971,33 @@ def test_ctrl_c_while_submit_per_folder_posts_does_not_say_a_task_found_ended_ke
     a = "task-00000000000000000001"
     assert "keeps running" not in said and f"task {a} (folder a) had ended completed_with_errors before" in said, said
     assert [t["state"] for t in _stopped_json(captured)["tasks"]] == ["ended", "unanswered"]
+
+
+def test_ctrl_c_while_estimate_per_folder_waits_does_not_say_an_estimate_made_before_keeps_listing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --folder camera-02/2024-06-02 --folder camera-01 --json``, camera-01's estimate made before (its
+    request answered with it, ended ``estimated``), Ctrl-C while the first was listing (seen live against devhost):
+    standard error said both "keep listing in the app" and the JSON said camera-01's ``"state": "running"``. It is
+    said as ended, with its stage, in both."""
+    from cli import main as cli_main
+
+    class Client(_FolderClient):
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            answer = super().submit(body)
+            return {**answer, "started": False, "stage": "estimated"} if answer["folder"] == "b" else answer
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    client = Client()
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["estimate", "--container", "traps", "--folder", "a", "--folder", "b", "--json"]
+    assert cli_main.main(args) == 130
+    captured = capsys.readouterr()
+    said = " ".join(captured.err.split())
+    a, b = "task-00000000000000000001", "task-00000000000000000002"
+    assert f"estimate {a} (folder a) keeps listing in the app" in said, said
+    assert f"estimate {b} (folder b) had ended estimated before" in said and f"{b} (folder b) keep" not in said, said
+    assert _stopped_json(captured)["tasks"] == [
+        {"id": a, "folder": "a", "state": "running"},
+        {"id": b, "folder": "b", "state": "ended", "stage": "estimated"}]
