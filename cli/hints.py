@@ -44,7 +44,7 @@ _BARE = re.compile(r"(?P<q>[\"'])(?P<field>\w+)(?P=q)(?!\s*:)")
 # A field named in the app's prose, unquoted ("more than max_folder_detections (45)", "expired
 # (previews_expire_days)"): only a name with an underscore, which no English word has ("threshold", "prefix" and
 # "keep" are words too), standing alone: not part of a dotted path (results.exports_error), a query, a JSON key or
-# an environment variable (TRAPBATCH_...)
+# an environment variable (TRAPBATCH_...). Only in a task's own answer (``named_as_flags``)
 _NAMED = r"(?<![\w.\"'/{\[<?&=$-])(?P<field>[a-z]+(?:_[a-z]+)+)(?![\w\"'=/-]|\.\w|\s*:)"
 _POST_REQUEST = re.compile(r"\bpost (?=(?:it|the (?:same )?request)\b)")
 # An estimate, in the API's words: the request's "dry_run". A CLI user never wrote that field: they ran estimate, and
@@ -95,6 +95,14 @@ def for_task(hint: str, task_id: str) -> str:
     return _PLACEHOLDER_COMMAND.sub(lambda m: f"{m.group('cmd')} {task_id}", hint)
 
 
+def named_as_flags(hint: str, flags: Mapping[str, str]) -> str:
+    """``hint`` with each field its prose names unquoted (``_NAMED``) as its flag. Why apart from ``translate``: in
+    a task's answer (its repeats listing's hints, its preview page's why) such a name is the flag a CLI user sets
+    ("more than max_folder_detections (45)"); in the request's validation it is a field of the request file they
+    wrote ("did you mean preview_threshold? allowed fields: container, prefix, first_n, ..."), which stays a field."""
+    return re.sub(_NAMED, lambda m: flags.get(m.group("field"), m.group(0)), hint)
+
+
 def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = frozenset()) -> str:
     """``hint`` with the app's routes as the CLI's commands and its JSON fields as flags (``flags``: field ->
     flag; ``switches``: the fields whose flag takes no value, given as ``"field": true``)."""
@@ -106,7 +114,6 @@ def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = fr
     text = _OBJECT.sub(lambda m: _object(m.group(0), flags, switches), text)
     text = _PAIR.sub(lambda m: _flag(m.group("field"), m.group("value"), flags, switches) or m.group(0), text)
     text = _BARE.sub(lambda m: flags.get(m.group("field"), m.group(0)), text)
-    text = re.sub(_NAMED, lambda m: flags.get(m.group("field"), m.group(0)), text)
     text = _POST_REQUEST.sub("submit ", text)  # posting a request is the CLI's submit
     text = _REPEATED_AFTER.sub(lambda m: f"({m.group('cmd')}{m.group('more') or ''}{m.group('detail')})", text)
     return _REPEATED.sub(lambda m: m.group("cmd") + ("" if m.group("end") == ")" else " ("), text)

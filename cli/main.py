@@ -22,7 +22,7 @@ from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAI
                         EXIT_TASK_FAILED,
                         EXIT_USAGE, CliError, Interrupted)
 from cli.folders import folder_requests
-from cli.hints import for_task, translate
+from cli.hints import for_task, named_as_flags, translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, printable,
                           unreachable_note, wait_for, waiting_note, zooniverse_cut_short_line)
@@ -210,8 +210,9 @@ def in_cli_words(hint: str) -> str:
 
 def task_hint_in_cli_words(hint: str, task_id: str) -> str:
     """A hint from an answer about the task ``task_id`` (its repeats listing, its preview page) in the CLI's words,
-    with that task's id where the app wrote a placeholder or a generation key (``cli.hints.for_task``)."""
-    return in_cli_words(for_task(hint, task_id))
+    with that task's id where the app wrote a placeholder or a generation key (``cli.hints.for_task``), and the
+    fields its prose names as their flags (``cli.hints.named_as_flags``)."""
+    return named_as_flags(in_cli_words(for_task(hint, task_id)), FIELD_FLAGS)
 
 
 def hint_of(exc: CliError) -> str:

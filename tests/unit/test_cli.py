@@ -2884,7 +2884,7 @@ def test_repeats_output_names_the_fields_the_app_names_in_its_prose_as_flags(
     environment variable is not a field."""
     from api.starters import no_preview_pages
     from cli import main as cli_main
-    from cli.hints import translate
+    from cli.hints import named_as_flags
     from core.repeats import RepeatOptions, skipped_summary
 
     task = "task-0123456789abcdef0123"
@@ -2908,8 +2908,9 @@ def test_repeats_output_names_the_fields_the_app_names_in_its_prose_as_flags(
     assert "or expired (--previews-expire-days)" in said, said
     flags = {"max_failed_fraction": "--max-failed-fraction"}
     not_fields = "see results.max_failed_fraction, TRAPBATCH_MAX_FAILED_FRACTION and ?max_failed_fraction=1"
-    assert translate(not_fields, flags) == not_fields
-    assert translate("raise max_failed_fraction, or threshold", flags) == "raise --max-failed-fraction, or threshold"
+    assert named_as_flags(not_fields, flags) == not_fields
+    raised = named_as_flags("raise max_failed_fraction, or threshold", flags)
+    assert raised == "raise --max-failed-fraction, or threshold", raised
 
 
 class _FoundEndedClient(_FolderClient):
@@ -3001,3 +3002,18 @@ def test_ctrl_c_while_estimate_per_folder_waits_does_not_say_an_estimate_made_be
     assert _stopped_json(captured)["tasks"] == [
         {"id": a, "folder": "a", "state": "running"},
         {"id": b, "folder": "b", "state": "ended", "stage": "estimated"}]
+
+
+def test_a_request_files_unknown_field_hint_keeps_the_request_fields_it_lists(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hint of a request file's unknown field lists the fields that file takes ("did you mean preview_threshold?
+    allowed fields: container, prefix, first_n, ..."): shown as flags (--preview-threshold, --first-n), the list
+    mixed flags with fields (container, clock_corrections) and named no field to write in the file."""
+    from cli import main as cli_main
+
+    request = tmp_path / "request.json"
+    request.write_text('{"container": "traps", "threshold": 0.2}', encoding="utf-8")
+    assert cli_main.main(["submit", str(request)]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "did you mean preview_threshold? allowed fields: container, prefix, first_n, sample_n," in said, said
+    assert "--" not in said.split("next:", 1)[1], said
