@@ -579,8 +579,9 @@ class Settings:
             raise ConfigError("TRAPBATCH_WORKER_FAULTS is not JSON", 'e.g. {"s00000/1": "crash_after:2"}') from None
         topic_endpoint = env.get("TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT", "").strip()
         if topic_endpoint and (problem := endpoint_problem(topic_endpoint)):
-            raise ConfigError(problem, f"give the topic's endpoint, as `az eventgrid topic show --query endpoint` "
-                                       f"prints it, or unset it; {WHERE}")
+            # the command as Event Grid's quickstart runs it (articles/event-grid/custom-event-quickstart.md)
+            raise ConfigError(problem, "give the topic's endpoint, as `az eventgrid topic show -g <group> -n <topic> "
+                                       f"--query endpoint -o tsv` prints it, or unset it; {WHERE}")
         poll_min_s, poll_max_s = _poll_s(env)
         knobs = OrchestrationKnobs(
             max_shards=MAX_SHARDS,

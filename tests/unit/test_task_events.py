@@ -168,3 +168,18 @@ def test_the_setting_turns_events_on_for_the_orchestrations_and_must_be_https() 
     assert on.event_grid_topic_endpoint == ENDPOINT and on.knobs.task_events is True
     with pytest.raises(ConfigError, match="not an https URL"):
         Settings.from_env({**base, "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT": "http://topic.example/api/events"})
+
+
+def test_a_wrong_topic_endpoint_names_a_command_that_prints_the_right_one() -> None:
+    """The hint's command must run as given: azure-cli's ``az eventgrid topic show`` needs the topic (``--name/-n``)
+    and its group (``--resource-group/-g``) or ``--ids``, as Event Grid's quickstart runs it
+    (articles/event-grid/custom-event-quickstart.md: ``--query "endpoint" --output tsv``); without ``-o tsv`` it
+    prints the endpoint as a JSON string, quotes and all."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                           "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT": "http://topic.example/api/events"})
+    command = info.value.hint.split("`")[1]
+    args = command.split()
+    assert args[:4] == ["az", "eventgrid", "topic", "show"], command
+    assert {"-g", "--resource-group"} & set(args) and {"-n", "--name"} & set(args), command
+    assert "--query endpoint" in command and "-o tsv" in command, command
