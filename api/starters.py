@@ -465,7 +465,9 @@ INSTANCE_LIST_TIMEOUT_S = 200
 # nothing. Running tasks and the preview expiries, which wait for days, must survive it. (devhost README rows 3, 10)
 PURGE_HINT = ("purge old ones: DELETE /runtime/webhooks/durabletask/instances?createdTimeFrom=2000-01-01T00:00:00Z"
               "&createdTimeTo=<a UTC time>&runtimeStatus=Completed,Failed,Terminated&code=<the app's "
-              "durabletask_extension system key: az functionapp keys list> (always with runtimeStatus: without it, "
+              "durabletask_extension system key, as "
+              "az functionapp keys list -g <group> -n <app> --query systemKeys.durabletask_extension -o tsv "
+              "prints it> (always with runtimeStatus: without it, "
               "or with only unfinished states, running tasks and waiting preview expiries are purged too)")
 # POST /api/tasks: its storage and Key Vault calls (the images' account, an image list, a secret, the served
 # generation) and the caller's active tasks are read by this deadline (``start_task``'s ``deadline``): each request

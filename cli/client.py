@@ -276,10 +276,11 @@ class ApiClient:
             sent = " and ".join(w for w, has in (("function key", self._has_key), ("token", self._has_token)) if has)
             return CliError(f"{self.base} refused the request ({sent or 'no key or token was sent'})",
                             "a function key: set TRAPBATCH_KEY, pass --key, or put key = \"...\" into the config "
-                            "file (Azure: az functionapp keys list -g <group> -n <app>; devhost prints its key at "
-                            "start); where the app has App Service Authentication (infra's authClientId) a token "
-                            "too: --auth-client-id <that id> (TRAPBATCH_AUTH_CLIENT_ID) gets and renews one from "
-                            "your Azure sign-in (az login)")
+                            "file (Azure: "
+                            "az functionapp keys list -g <group> -n <app> --query functionKeys.default -o tsv; "
+                            "devhost prints its key at start); where the app has App Service Authentication "
+                            "(infra's authClientId) a token too: --auth-client-id <that id> "
+                            "(TRAPBATCH_AUTH_CLIENT_ID) gets and renews one from your Azure sign-in (az login)")
         if code == 403 and not error:
             # the platform's refusal before the app ran: App Service answers "Error 403 - This web app is stopped."
             # for an app stopped (or disabled by a spending or quota limit), and a plain 403 for a request its access

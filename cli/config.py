@@ -1,7 +1,8 @@
 """Where the CLI finds the app and its credentials: flags, then environment, then a config file.
 
     --url / TRAPBATCH_URL / url                     the app's base address, e.g. https://func-api-xyz.azurewebsites.net
-    --key / TRAPBATCH_KEY / key                     a function key (az functionapp keys list; devhost prints its own)
+    --key / TRAPBATCH_KEY / key                     a function key (the command that prints it: docs/cli.md;
+                                                    devhost prints its own)
     --token / TRAPBATCH_TOKEN / token               a bearer token, where the app identifies callers (easyauth)
     --auth-client-id / TRAPBATCH_AUTH_CLIENT_ID / auth_client_id
                                                     the app's Entra ID application (infra's authClientId): the CLI

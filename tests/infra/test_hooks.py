@@ -294,6 +294,30 @@ def test_the_docs_sign_the_batch_cli_in_with_entra_id_before_a_pool_job_command(
             assert "az batch account login" in text or "Pool jobs by hand" in text, doc.name
 
 
+def test_every_az_functionapp_keys_list_the_docs_and_messages_name_prints_only_the_key() -> None:
+    """Someone copies the command into ``KEY=$(...)``, ``--key`` or a config file. ``az functionapp keys list`` prints
+    the host's keys as one JSON object, ``{"functionKeys": {"default": ...}, "masterKey": ..., "systemKeys": {...}}``
+    (azure-cli ``--key-type {functionKeys, masterKey, systemKeys}``; the host/default/listKeys answer Microsoft's
+    functions-create-function-linux-custom-image.md reads with ``--query functionKeys.default --output tsv``), master
+    key included; it needs ``-g``/``-n``. Each one shown must name the app and pick one key with ``--query`` and
+    ``-o tsv``, as docs/deploy.md and infra/hooks/postdeploy.sh do."""
+    shipped = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for package in ("api", "activities", "adapters", "cli", "core", "orchestrations", "devhost"):
+        shipped += sorted((REPO / package).rglob("*.py"))
+    wrong, seen = [], 0
+    for path in shipped:
+        text = path.read_text()
+        for match in re.finditer(r"az\s+functionapp\s+keys\s+list", text):
+            seen += 1
+            command = re.split(r"[;`)\n]", text[match.end():])[0]
+            args = command.split()
+            if not ({"-g", "--resource-group"} & set(args) and {"-n", "--name"} & set(args)
+                    and re.search(r"--query\s+\S+", command) and re.search(r"(-o|--output)\s+tsv", command)):
+                wrong.append(f"{path.relative_to(REPO)}: az functionapp keys list{command}")
+    assert seen, "the docs name az functionapp keys list"
+    assert not wrong, wrong
+
+
 def test_the_docs_drop_uploads_may_write_a_request_again() -> None:
     """A refused drop or marker is tried again by writing it again (README, "Start a task when an upload is
     complete"; scripts/upload_local.py sends them again for that reason). azure-cli's ``storage blob upload`` and

@@ -2179,8 +2179,8 @@ def test_docs_cli_md_names_every_command_and_option_and_no_other() -> None:
                             if o.startswith("--") and not re.search(rf"`[^`]*{o}\b", doc)]
     assert missing == [], f"docs/cli.md does not name {missing}"
     flags.add("--help")  # click adds it to every command, outside ``params``
-    # flags of other programs the page shows (devhost's, the Panoptes CLI's) are not the CLI's
-    others = {"--with-azurite", "--allow-missing"}
+    # flags of other programs the page shows (devhost's, the Panoptes CLI's, az's) are not the CLI's
+    others = {"--with-azurite", "--allow-missing", "--query"}
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", doc)) - others
     assert sorted(named - flags) == []
 
