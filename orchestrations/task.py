@@ -201,6 +201,15 @@ def _first_line(exc: BaseException, limit: int = 500) -> str:
     return failure_line(exc, limit)
 
 
+# How an operator ends a pool job the task could not close. The Batch account takes Entra ID only: azure-cli's batch
+# data-plane commands need 'az batch account login' (aad mode) first, else they stop at "Specify batch account..."
+# or fetch the shared key the account refuses (azure-cli batch/_validators.py validate_client_parameters; README,
+# docs/deploy.md "Pool jobs by hand"). It reaches the status, the output and the notify/publish activities' inputs;
+# replay compares actions' kinds and names, never inputs (DTFx; devhost/history.py), so a change of it replays.
+_END_JOB_BY_HAND = ("sign in with 'az batch account login -n <account> -g <group>', then end it with "
+                    "'az batch job stop --job-id {job}' (docs/deploy.md \"Pool jobs by hand\")")
+
+
 def _close_job(context: df.DurableOrchestrationContext, task_id: str, job_id: str) -> Generator[Any, Any, None]:
     """End the run's pool job: unfinished tasks stop and the job no longer counts against the account's active jobs
     (100-300 per Batch account). Best effort when the task is failing anyway: the original failure is what counts."""
@@ -229,7 +238,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
                 # no later run closes it (each run has a job of its own): an open job counts against the account's
                 # active jobs and its running tasks hold their nodes until their wall-clock limit
                 error = error.rstrip() + (f" (the pool job {job_id} could not be closed and may still run tasks: "
-                                          f"end it with 'az batch job stop --job-id {job_id}')")
+                                          f"{_END_JOB_BY_HAND.format(job=job_id)})")
         failed = c.TaskStatus(stage=Stage.failed, started=started, error=error,
                               finished=context.current_utc_datetime.isoformat())
         if pool_used[0] or ended:  # shard groups ran (their first submit creates the job, activities.pool): name it.
@@ -498,8 +507,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         yield from _close_job(context, task_id, job_id)
     except Exception as exc:  # noqa: BLE001 - every image ran: the results are still merged; the open job is said
         job_error = (f"the pool job {job_id} could not be closed ({_first_line(exc, 200)}): its tasks have ended, "
-                     f"but it counts against the account's active jobs until 'az batch job stop --job-id "
-                     f"{job_id}'")
+                     f"but it counts against the account's active jobs until it is ended: "
+                     f"{_END_JOB_BY_HAND.format(job=job_id)}")
     pool_used[0] = False
     try:
         _fail_if_the_pool_never_ran(outcomes, enumeration["images"])

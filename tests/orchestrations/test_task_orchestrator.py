@@ -367,6 +367,16 @@ def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> Non
     assert "poll_shards failed" in error and error.index("(403)") < error.index("could not be closed")
     assert "  " not in error and f"the pool job {TASK} could not be closed" in error
     assert f"az batch job stop --job-id {TASK}" in error
+    assert_signs_in_first(error)
+
+
+def assert_signs_in_first(text: str) -> None:
+    """The account takes Entra ID only: azure-cli's batch commands need ``az batch account login`` (``-g``/``-n``)
+    first, or they stop at "Specify batch account..." or fetch the shared key the account refuses (docs/deploy.md
+    "Pool jobs by hand"): the text names that login before the command, and the page that shows both."""
+    login = "az batch account login -n <account> -g <group>"
+    assert login in text and text.index(login) < text.index("az batch job stop"), text
+    assert 'docs/deploy.md "Pool jobs by hand"' in text, text
 
 
 def failing(answer: Any, activity: str, error: Exception) -> Any:
@@ -387,6 +397,7 @@ def test_a_pool_job_that_cannot_be_closed_after_every_image_ran_does_not_lose_th
     assert run.status == "Completed" and run.output["stage"] == Stage.completed
     assert c.MERGE_PART in run.activity_names and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
     assert f"az batch job stop --job-id {TASK}" in run.output["pool_job_error"]
+    assert_signs_in_first(run.output["pool_job_error"])
 
 
 def test_a_cancelled_task_whose_job_cannot_be_closed_says_so() -> None:
