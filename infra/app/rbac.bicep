@@ -37,11 +37,12 @@
 //   vault     Key Vault Secrets Officer      add the SAS tokens that requests name
 //   app vault Key Vault Secrets Officer      set the notification signing key (docs/deploy.md)
 //   batch     Azure Batch Job Submitter      end or enable the pool job a failed task names (az batch job stop /
-//                                            enable; docs/deploy.md "Pool jobs by hand"): the account takes Entra ID
-//                                            only, jobs/* are dataActions (batch-role-based-access-control.md) and
-//                                            Owner/Contributor carry none (whether Batch still honours Contributor,
-//                                            as batch-aad-auth.md says for service principals, is unverified);
-//                                            no pool or key rights
+//                                            enable; docs/deploy.md "Pool jobs by hand") with Entra ID, the only
+//                                            auth the account takes: jobs/* are its dataActions. The Owner or
+//                                            Contributor azd up needs allows it as well, through listKeys/action,
+//                                            which batch-role-based-access-control.md ("Assign a custom role") lists
+//                                            "for any operation"; kept, as it grants jobs and job schedules only (no
+//                                            pool or key rights). Not tried on a live account.
 
 param storageAccountName string
 @description('The state container (TRAPBATCH_CONTAINER): the only one the GPU nodes may write to.')

@@ -174,9 +174,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("user", "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME: the notification signing key",
        SET_SECRET, "app-vault"),
     # the pool job a failed task's status names (orchestrations/task.py, shards.py; docs/deploy.md "Pool jobs by
-    # hand"): the Batch account takes Entra ID only; batch-role-based-access-control.md puts jobs/* among the
-    # dataActions of every Batch role and Owner/Contributor carry no dataActions (built-in-roles general.md), though
-    # batch-aad-auth.md still tells service principals to take Contributor: the user gets a Batch role either way
+    # hand"): the Batch account takes Entra ID only; Azure Batch Job Submitter allows these through its jobs/*
+    # dataActions. (The user's Owner/Contributor, outside infra/, allows them too: batch-role-based-access-control.md
+    # lists listKeys/action "for any operation", within their actions "*".)
     Op("user", "az batch job stop / enable --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/write", "batch"),
     Op("user", "az batch job show --job-id <job>", "Microsoft.Batch/batchAccounts/jobs/read", "batch"),
 )
@@ -325,6 +325,33 @@ def test_deploy_docs_list_every_assignment(templates: dict[str, Template]) -> No
     """docs/deploy.md "Roles and why" is what an operator reads before granting or auditing by hand."""
     assigned = {(identity, BUILTIN_ROLES[role].name) for identity, _, role in assignments(templates)}
     assert _deploy_roles_table() == assigned
+
+
+# Batch's data plane authorizes an Entra ID caller by these control-plane actions too (batch-role-based-access-control.md
+# "Assign a custom role": listKeys/action "for any operation", read "for any read operation"), besides dataActions.
+BATCH_ANY_OPERATION = "Microsoft.Batch/batchAccounts/listKeys/action"
+# Owner and Contributor as built-in-roles/privileged.md defines them: actions "*", no dataActions (Contributor's
+# notActions are Microsoft.Authorization writes and deletes, blueprints, gallery sharing and the like: none of Batch's)
+OWNER_OR_CONTRIBUTOR = Role("Owner/Contributor", ("*",))
+
+
+def test_the_docs_say_what_the_pool_job_commands_need() -> None:
+    """docs/deploy.md "Pool jobs by hand": ``az batch account login`` reads the account through ARM
+    (``batchAccounts/read``; azure-cli batch ``login_account``), which the Azure Batch Job Submitter azd assigns does
+    not give, so the page names it; and the job commands, which the Job Submitter allows through ``jobs/*``
+    dataActions, are open to the Owner or Contributor azd up needs through ``listKeys/action``, which the page says
+    rather than call the question open."""
+    submitter = next(r for r in BUILTIN_ROLES.values() if r.name == "Azure Batch Job Submitter")
+    login = "Microsoft.Batch/batchAccounts/read"
+    assert not allows(submitter, login)
+    jobs = [op for op in OPERATIONS if op.identity == "user" and op.scope == "batch"]
+    assert jobs and all(allows(submitter, op.permission) for op in jobs)
+    assert not OWNER_OR_CONTRIBUTOR.data_actions and allows(OWNER_OR_CONTRIBUTOR, BATCH_ANY_OPERATION)
+    text = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = " ".join(text.split("## Pool jobs by hand", 1)[1].split("\n## ", 1)[0].split())
+    assert f"`{login}`" in section and "*Azure Batch Job Submitter* does not" in section
+    assert f"`{BATCH_ANY_OPERATION}` \"for any operation\"" in section
+    assert "Owner or Contributor that `azd up` needs" in section and "not settled" not in section
 
 
 def test_source_account_errors_name_the_role_and_both_identities() -> None:
