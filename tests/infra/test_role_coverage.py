@@ -327,8 +327,9 @@ def test_deploy_docs_list_every_assignment(templates: dict[str, Template]) -> No
     assert _deploy_roles_table() == assigned
 
 
-# Batch's data plane authorizes an Entra ID caller by these control-plane actions too (batch-role-based-access-control.md
-# "Assign a custom role": listKeys/action "for any operation", read "for any read operation"), besides dataActions.
+# Batch's data plane authorizes an Entra ID caller by these control-plane actions too
+# (batch-role-based-access-control.md "Assign a custom role": listKeys/action "for any operation", read "for any read
+# operation"), besides dataActions.
 BATCH_ANY_OPERATION = "Microsoft.Batch/batchAccounts/listKeys/action"
 # Owner and Contributor as built-in-roles/privileged.md defines them: actions "*", no dataActions (Contributor's
 # notActions are Microsoft.Authorization writes and deletes, blueprints, gallery sharing and the like: none of Batch's)

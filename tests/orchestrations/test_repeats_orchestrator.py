@@ -60,15 +60,20 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
     assert run.custom_status == run.output
 
 
-def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> None:
-    """The parts check it against the task's list before marking anything (a search run again may replace it)."""
+def _answers_with_failing_exports() -> dict[str, Any]:
+    """A removal's activity answers where every step but the exports succeeds."""
     part = {"images": 5, "failed": 0, "with_detections": 1, "detections": 1, "empty": 4, "missing": 0,
             "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 1}
-    answers: dict[str, Any] = {
+    return {
         c.READ_ENUMERATION: {"images": 5, "shards": 1}, c.MERGE_PART: lambda p: {**part, "part": p["part"]},
         c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0},
         c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 3},
         c.EXPORTS: lambda p: (_ for _ in ()).throw(ConnectionError("no exports"))}
+
+
+def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> None:
+    """The parts check it against the task's list before marking anything (a search run again may replace it)."""
+    answers = _answers_with_failing_exports()
     removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00002"],
                                "search": "s20250101T000000Z-abcdef"}
 
@@ -87,13 +92,7 @@ def test_a_re_run_s_removal_s_exports_hint_names_the_task_not_its_generation() -
     """A removal of a re-run's generation runs with its generation key as task id (``<task>/runs/<run>``,
     api.starters.task_repeats): its exports hint said "POST /api/tasks/<task>/runs/<run>/repeats" and "trapbatch
     repeats <task>/runs/<run>", a route and a command that take no generation."""
-    part = {"images": 5, "failed": 0, "with_detections": 1, "detections": 1, "empty": 4, "missing": 0,
-            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 1}
-    answers: dict[str, Any] = {
-        c.READ_ENUMERATION: {"images": 5, "shards": 1}, c.MERGE_PART: lambda p: {**part, "part": p["part"]},
-        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0},
-        c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 3},
-        c.EXPORTS: lambda p: (_ for _ in ()).throw(ConnectionError("no exports"))}
+    answers = _answers_with_failing_exports()
     removal: c.RepeatsInput = {"task_id": f"{TASK}/runs/r260101000000abcdef", "model": "MDV5A", "request_name": "",
                                "remove": ["r00002"], "search": "s20250101T000000Z-abcdef"}
 
