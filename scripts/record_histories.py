@@ -6,7 +6,8 @@ another kind or name than the history holds ("Non-Deterministic workflow detecte
 activity's old result differently fails it too. Tasks run for hours or days, so a release is deployed while tasks run.
 This script runs a scenario that takes every orchestrator through its main branches on this machine (Azurite, devhost,
 the local pool with a random-weight YOLOv5n network, as ``make demo``), snapshots each instance's history as it grows
-(``continue_as_new`` replaces a history; the snapshots keep every execution), and writes them to one gzipped JSON file.
+(``continue_as_new`` replaces a history; the snapshots keep every execution, each to its end: ``EXECUTIONS``), and
+writes them to one gzipped JSON file.
 A later release's tests replay every prefix of those histories, as Azure would after a deployment, and run today's
 activities on the inputs they scheduled (test_upgrade_payloads.py): an activity no recording schedules goes unchecked,
 so the scenario reaches every activity today's orchestrators can still schedule (that test's ``LEGACY`` names the
@@ -20,7 +21,11 @@ process, ``serve``; the orchestrators and the inputs they schedule are today's, 
   task publishes its end; the publisher's token is a local one and its transport posts to the receiver instead);
 * a results zip and a re-render at ``PARTS_THRESHOLD`` cut into about three parts (their ``PART_BYTES``, hundreds of
   MB, are far above this scenario's files); a re-render at any other threshold keeps the single pass;
-* a day of ``previews_expire_days`` lasts ``DAY_S`` seconds (TRAPBATCH_PREVIEWS_EXPIRE_DAY_S, tests only).
+* a day of ``previews_expire_days`` lasts ``DAY_S`` seconds (TRAPBATCH_PREVIEWS_EXPIRE_DAY_S, tests only);
+* every history devhost saves is also kept under ``EXECUTIONS``, one blob per execution, which ``continue_as_new``
+  does not replace: the snapshots, every half second, missed an execution's last episode when the next execution
+  saved over it sooner (a shard group at TRAPBATCH_HISTORY_EVENTS' least goes on as new after each poll, so about
+  half its polls' results, those that decided to go on, were in no recorded history).
 
     .venv/bin/python -m scripts.record_histories --out tests/orchestrations/histories/<release>.json.gz
 
@@ -66,6 +71,7 @@ PARTS_THRESHOLD = 0.35  # a re-render at this threshold passes over the results 
 DAY_S = 3  # seconds in a day of previews_expire_days
 LONG_DAYS = 365  # task A's first expiry: 18 minutes, past the scenario (its re-run moves it to one day)
 CAPTURES_LIST = "lists/captures.csv"
+EXECUTIONS = "recorded-executions/"  # in devhost's state container: every execution's last saved history (serve)
 
 
 def say(msg: str) -> None:
@@ -74,7 +80,8 @@ def say(msg: str) -> None:
 
 class Snapshots:
     """Every (instance, execution) history seen, the longest copy of each, read from devhost's store every
-    ``period_s`` (a thread), so the histories that ``continue_as_new`` replaced are kept too."""
+    ``period_s`` (a thread), and at the end every execution's last saved history (``EXECUTIONS``), so the histories
+    that ``continue_as_new`` replaced are kept too, to their end."""
 
     def __init__(self, store: Store, period_s: float = 0.5) -> None:
         self.store, self.period_s = store, period_s
@@ -89,6 +96,7 @@ class Snapshots:
         self._stop.set()
         self._thread.join()
         self.take()
+        self.take_executions()
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
@@ -100,17 +108,29 @@ class Snapshots:
     def take(self) -> None:
         for inst in self.store.list_instances():
             iid = inst["InstanceId"]
-            doc = self.store.load_history(iid)
-            if not doc or not doc.get("history"):
-                continue
-            key = (iid, str(doc.get("execution_id", "")))
-            old = self.kept.get(key)
-            if old is None or len(doc["history"]) > len(old["history"]):
-                self.kept[key] = {"instance_id": iid, "name": inst.get("Name"), "execution_id": key[1],
-                                  "parent_instance_id": inst.get("ParentInstanceId") or None,
-                                  "input": doc.get("input"), "history": doc["history"],
-                                  "recorded": doc.get("recorded", []), "action_ids": doc.get("action_ids", []),
-                                  "status": inst.get("Status")}
+            self._keep(inst, self.store.load_history(iid))
+
+    def take_executions(self) -> None:
+        """Every execution's last saved history (``EXECUTIONS``), of the instances the store still has."""
+        instances = {inst["InstanceId"]: inst for inst in self.store.list_instances()}
+        for blob in self.store.container.list_blobs(name_starts_with=EXECUTIONS):
+            saved = json.loads(self.store.container.download_blob(blob.name).readall())
+            inst = instances.get(saved["instance_id"])
+            if inst is not None:
+                self._keep(inst, saved["doc"])
+
+    def _keep(self, inst: dict[str, Any], doc: dict[str, Any] | None) -> None:
+        if not doc or not doc.get("history"):
+            return
+        iid = inst["InstanceId"]
+        key = (iid, str(doc.get("execution_id", "")))
+        old = self.kept.get(key)
+        if old is None or len(doc["history"]) > len(old["history"]):
+            self.kept[key] = {"instance_id": iid, "name": inst.get("Name"), "execution_id": key[1],
+                              "parent_instance_id": inst.get("ParentInstanceId") or None,
+                              "input": doc.get("input"), "history": doc["history"],
+                              "recorded": doc.get("recorded", []), "action_ids": doc.get("action_ids", []),
+                              "status": inst.get("Status")}
 
 
 class Api:
@@ -291,7 +311,8 @@ def scenario(api: Api, store: Store, blobs: BlobStore, receiver: Receiver) -> No
 def _stand_ins(receiver: str) -> None:
     """Patch the recording's devhost process (see the module docstring): the Event Grid publisher posts to
     ``receiver`` with a local token, a results zip is cut into about three parts, and so is a re-render at
-    ``PARTS_THRESHOLD``. Only the sizes and the transport change: every orchestrator, activity and input is today's."""
+    ``PARTS_THRESHOLD``; every saved history is kept per execution too (``EXECUTIONS``). Only the sizes, the
+    transport and that copy change: every orchestrator, activity and input is today's."""
     from azure.core.credentials import AccessToken, AccessTokenInfo
     from azure.core.pipeline.transport import RequestsTransport
 
@@ -334,6 +355,17 @@ def _stand_ins(receiver: str) -> None:
 
     results_zip.run_build = zip_in_parts
     rethreshold.run_rethreshold = rethreshold_in_parts
+
+    save_history = Store.save_history
+
+    def save_every_execution(self: Store, instance_id: str, doc: dict[str, Any]) -> None:
+        """devhost's save, and a copy of it that the next execution's saves do not replace (``EXECUTIONS``)."""
+        save_history(self, instance_id, doc)
+        self.container.upload_blob(f"{EXECUTIONS}{doc['execution_id']}.json",
+                                   json.dumps({"instance_id": instance_id, "doc": doc}).encode("utf-8"),
+                                   overwrite=True)
+
+    Store.save_history = save_every_execution  # type: ignore[method-assign]
 
 
 def serve(argv: list[str]) -> int:
