@@ -25,7 +25,18 @@ process, ``serve``; the orchestrators and the inputs they schedule are today's, 
 * every history devhost saves is also kept under ``EXECUTIONS``, one blob per execution, which ``continue_as_new``
   does not replace: the snapshots, every half second, missed an execution's last episode when the next execution
   saved over it sooner (a shard group at TRAPBATCH_HISTORY_EVENTS' least goes on as new after each poll, so about
-  half its polls' results, those that decided to go on, were in no recorded history).
+  half its polls' results, those that decided to go on, were in no recorded history);
+* a storage account that answers "later" (``BusyStorage``) for the attempts ``BUSY_STORAGE_ATTEMPTS`` name, the
+  first launch of each only (task A's): the local pool starts that attempt's real worker with its
+  ``TRAPBATCH_STORAGE_CONNECTION`` pointing there (no key: a SAS of no account), so the worker's manifest read
+  fails and the worker itself exits 69 (``exit_codes.STORAGE_UNAVAILABLE``) through its own classification
+  (``storage_refs.service_did_not_answer``). Every answer is 429, the one "later" that azure-storage-blob 12.31
+  does not retry in place (``_shared/policies.py`` ``is_retry`` retries 408 and every 5xx but 501 and 505): an
+  account that cannot be reached (a refused connection, a 503) is tried three more times, 15 s or more apart
+  (``ExponentialRetry``'s defaults), so that worker would run past this scenario's TRAPBATCH_MAX_TASK_SECONDS and
+  be stopped (137), not exit 69. Between its two exits 69 the shard's attempt crashes after writing a result (a
+  worker fault, as for shard 1): past start-up, so its shard group (``unavailable_restarts``) opens a second wait
+  (orchestrations/shards.py "Unavailable exits").
 
     .venv/bin/python -m scripts.record_histories --out tests/orchestrations/histories/<release>.json.gz
 
@@ -58,6 +69,7 @@ from adapters.blobs import BlobStore, service_client
 from devhost.azurite import start_azurite
 from devhost.port_file import DevhostDidNotStart, wait_for_port_file
 from devhost.store import Store
+from gpu_batch import exit_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "images"
@@ -72,6 +84,9 @@ DAY_S = 3  # seconds in a day of previews_expire_days
 LONG_DAYS = 365  # task A's first expiry: 18 minutes, past the scenario (its re-run moves it to one day)
 CAPTURES_LIST = "lists/captures.csv"
 EXECUTIONS = "recorded-executions/"  # in devhost's state container: every execution's last saved history (serve)
+# task A's shard 3 (of group 1): its worker exits 69 (BusyStorage), crashes past start-up after a result (the
+# faults below), exits 69 again, then runs its missing images
+BUSY_STORAGE_ATTEMPTS = ("s00003/1", "s00003/3")
 
 
 def say(msg: str) -> None:
@@ -196,6 +211,37 @@ class Receiver:
         return hmac.compare_digest(headers.get(notify.SIGNATURE_HEADER, ""), notify.signature(self.secret, body))
 
 
+class BusyStorage:
+    """The storage account of the attempts ``BUSY_STORAGE_ATTEMPTS`` name (module docstring): a local HTTP server that
+    answers every request 429 with Azure Storage's error body, as an account that says "later" would."""
+
+    BODY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code><Message>the recording\'s busy '
+            b'storage stand-in (scripts/record_histories.py): try again later</Message></Error>')
+
+    def __init__(self) -> None:
+        body = self.BODY
+
+        class Handler(BaseHTTPRequestHandler):
+            def _later(self) -> None:
+                self.send_response(429)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_PUT = _later  # noqa: N815 - http.server's names
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # a SAS of no account: nothing here is a key, and the worker sends it only to this server
+        self.connection = (f"BlobEndpoint=http://127.0.0.1:{self._server.server_address[1]}/devstoreaccount1;"
+                           "SharedAccessSignature=sv=2020-02-10&sig=busy-storage-stand-in")
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+
 def _ended(api: Api, task: str) -> bool:
     code, st = api.call("GET", f"tasks/{task}")
     return code == 200 and st.get("runtime_status") in ("Completed", "Failed", "Terminated")
@@ -231,8 +277,9 @@ def scenario(api: Api, store: Store, blobs: BlobStore, receiver: Receiver) -> No
     from gpu_batch import layout
 
     quiet = _quiet(store, (c.EXPIRY_ORCHESTRATOR,))
-    # a task with a crashed shard (resubmitted: only its missing images), a preview expiry (far off, till its re-run
-    # moves it) and the repeat search
+    # a task with a crashed shard (resubmitted: only its missing images), a shard whose worker exits 69 (storage did
+    # not answer: no attempt spent), crashes past start-up and exits 69 again (a second wait) before it runs, a
+    # preview expiry (far off, till its re-run moves it) and the repeat search
     code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories A",
                                            "first_n": 36, "previews_expire_days": LONG_DAYS})
     assert code in (200, 201, 202), (code, ans)
@@ -311,8 +358,9 @@ def scenario(api: Api, store: Store, blobs: BlobStore, receiver: Receiver) -> No
 def _stand_ins(receiver: str) -> None:
     """Patch the recording's devhost process (see the module docstring): the Event Grid publisher posts to
     ``receiver`` with a local token, a results zip is cut into about three parts, and so is a re-render at
-    ``PARTS_THRESHOLD``; every saved history is kept per execution too (``EXECUTIONS``). Only the sizes, the
-    transport and that copy change: every orchestrator, activity and input is today's."""
+    ``PARTS_THRESHOLD``; the attempts ``BUSY_STORAGE_ATTEMPTS`` name read from ``BusyStorage``; every saved
+    history is kept per execution too (``EXECUTIONS``). Only the sizes, the transport, those attempts' storage and
+    that copy change: every orchestrator, activity and input is today's."""
     from azure.core.credentials import AccessToken, AccessTokenInfo
     from azure.core.pipeline.transport import RequestsTransport
 
@@ -320,6 +368,9 @@ def _stand_ins(receiver: str) -> None:
     from adapters import zip_parts
     from adapters.event_grid import EventGridPublisher
     from gpu_batch import layout
+    from gpu_batch.pool.base import ShardTask
+    from gpu_batch.pool.local import LocalPool
+    from gpu_batch.worker.sources import CONNECTION_ENV
 
     class LocalToken:
         def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
@@ -356,6 +407,31 @@ def _stand_ins(receiver: str) -> None:
     results_zip.run_build = zip_in_parts
     rethreshold.run_rethreshold = rethreshold_in_parts
 
+    busy = BusyStorage()
+    left = set(BUSY_STORAGE_ATTEMPTS)
+    launch = LocalPool._launch
+
+    def launch_on_busy_storage(self: LocalPool, row: dict[str, Any], gpu: int | None = None) -> bool:
+        """The pool's launch; for an attempt ``left`` names, its worker (not its runner, which keeps the pool's own
+        storage for the task table and the log) gets ``busy``'s connection. ``_launch`` runs under the pool's lock, so
+        no other launch sees the command meanwhile."""
+        spec = ShardTask.from_dict(json.loads(row["Spec"]))
+        attempt = f"{spec.shard_id}/{spec.attempt}"
+        if attempt not in left:
+            return launch(self, row, gpu)
+        worker = self.worker_command
+        self.worker_command = ["env", f"{CONNECTION_ENV}={busy.connection}", *worker]
+        try:
+            started = launch(self, row, gpu)
+        finally:
+            self.worker_command = worker
+        if started:
+            left.discard(attempt)
+            say(f"{spec.task_id}: its worker reads from the busy storage stand-in")
+        return started
+
+    LocalPool._launch = launch_on_busy_storage  # type: ignore[method-assign]
+
     save_history = Store.save_history
 
     def save_every_execution(self: Store, instance_id: str, doc: dict[str, Any]) -> None:
@@ -374,6 +450,38 @@ def serve(argv: list[str]) -> int:
     from devhost.__main__ import main as devhost_main
 
     return devhost_main(argv[1:])
+
+
+def shard_exits(instances: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, Any]]:
+    """Each shard's worker exit codes by attempt, per shard group (``run_shards`` instance), as the group's polls
+    reported them (the ``completed`` rows of its activities' results, every execution's)."""
+    exits: dict[tuple[str, str], dict[int, Any]] = {}
+    for inst in instances:
+        if inst.get("name") != "run_shards":
+            continue
+        for event in inst["history"]:
+            try:
+                result = json.loads(event.get("Result") or "null")
+            except (TypeError, ValueError):
+                continue
+            for row in result.get("completed", []) if isinstance(result, dict) else []:
+                if isinstance(row, dict) and "shard_id" in row and "attempt" in row:
+                    exits.setdefault((str(inst["instance_id"]), str(row["shard_id"])), {})[int(row["attempt"])] = \
+                        row.get("exit_code")
+    return exits
+
+
+def waited_out(codes_by_attempt: dict[int, Any]) -> tuple[bool, bool]:
+    """Whether a shard's attempts (``shard_exits``) met an exit 69 and then ran (its last attempt exited 0), and
+    whether another exit 69 came after a failed attempt that was no 69 (a second wait, where the attempt between got
+    past start-up, as the scenario's crash after a result does)."""
+    unavailable = exit_codes.STORAGE_UNAVAILABLE
+    codes = [codes_by_attempt[a] for a in sorted(codes_by_attempt)]
+    if unavailable not in codes or codes[-1] != exit_codes.OK:
+        return False, False
+    after = codes[codes.index(unavailable) + 1:]
+    return True, any(code not in (exit_codes.OK, unavailable) and unavailable in after[i + 1:]
+                     for i, code in enumerate(after))
 
 
 def _commit() -> str:
@@ -419,8 +527,10 @@ def main(argv: list[str] | None = None) -> int:
                # shard 1's first attempt crashes after one image: its missing images are resubmitted; shard 2's
                # first attempt hangs until the pool stops it at TRAPBATCH_MAX_TASK_SECONDS, and its group polls long
                # enough meanwhile to continue as new (TRAPBATCH_HISTORY_EVENTS at its least); shard 6 (only task C
-               # has one) exits 3, the model cannot be loaded, on both attempts: task C fails
+               # has one) exits 3, the model cannot be loaded, on both attempts: task C fails; shard 3's second
+               # attempt, between its two exits 69 (BUSY_STORAGE_ATTEMPTS), crashes after one image
                "TRAPBATCH_WORKER_FAULTS": json.dumps({"s00001/1": "crash_after:1", "s00002/1": "hang",
+                                                      "s00003/2": "crash_after:1",
                                                       "s00006/1": "exit:3", "s00006/2": "exit:3"}),
                "TRAPBATCH_MAX_TASK_SECONDS": "60", "TRAPBATCH_HISTORY_EVENTS": "200",
                "TRAPBATCH_PUBLIC_WEB_URL": "https://example.z6.web.core.windows.net/",
@@ -447,6 +557,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             snaps.stop()
         instances = sorted(snaps.kept.values(), key=lambda d: (d["instance_id"], d["history"][0]["Timestamp"]))
+        exits = shard_exits(instances)
+        if not any(waited_out(codes)[1] for codes in exits.values()):  # BUSY_STORAGE_ATTEMPTS' exits 69
+            seen = json.dumps({"/".join(key): codes for key, codes in exits.items()})
+            raise SystemExit("no shard group's history holds a shard whose worker exited 69, failed past start-up, "
+                             f"exited 69 again and then ran (BUSY_STORAGE_ATTEMPTS); nothing written. Exits: {seen}")
         doc = {"format": FORMAT, "release": args.release or _commit(), "commit": _commit(),
                "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "instances": instances}
