@@ -743,7 +743,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         try:
             st = wait_for(fetch, _reporter(answer["id"], True, to_stderr=True), poll_s=1.0)
         except KeyboardInterrupt:
-            raise _interrupted_estimates(answers[index:], failures, estimated, seen[0]) from None
+            raise _interrupted_estimates(answers[index:], failures, estimated, seen[0], fresh) from None
         except CliError as exc:
             if exc.exit_code == EXIT_INTERRUPTED:
                 raise
@@ -795,9 +795,14 @@ def _said_as_json(exc: CliError, as_json: bool, task_id: str = "") -> CliError:
     return exc
 
 
+# why the hint after --fresh names the command without it (``_interrupted_estimates``)
+_FRESH_REFUSED = "; with --fresh the app refuses it while it lists, and counts again once it has ended"
+
+
 def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
                            failures: Sequence[dict[str, Any]] = (),
-                           estimated: Sequence[tuple[str, str]] = (), stage: Any = None) -> Interrupted:
+                           estimated: Sequence[tuple[str, str]] = (), stage: Any = None,
+                           fresh: bool = False) -> Interrupted:
     """Ctrl-C while ``estimate`` waited for a listing: the estimates not yet waited for keep listing in the app, by
     their task ids, and those whose waiting failed before (``failures`` with an id and not ended: the app unreachable
     for a while), with why. Why: the estimate's id is printed nowhere else (a failure is said at the end, which
@@ -806,7 +811,10 @@ def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
     estimated before, for ``--json`` (their figures are printed at the end, which Ctrl-C never reaches); ``stage``:
     the one last seen of the estimate waited for (``unfinished``' first), as ``submit --wait`` names its task's. Of
     those after it, one its request found made before (``found_ended``: without --fresh) lists no more: it is said
-    ended, with its stage (it was said to keep listing, and ``"state": "running"``)."""
+    ended, with its stage (it was said to keep listing, and ``"state": "running"``). ``fresh``: the estimates were
+    posted with ``--fresh`` ("rerun"), which the same command sends again: the app refuses it while the estimate
+    lists (409, api/starters.py ``start_task``) and counts again once it ended, so the hint names the command
+    without ``--fresh``, which finds the same estimate."""
     over = [n > 0 and found_ended(a) for n, (_, a) in enumerate(unfinished)]
     known = ([stop.ended(task_id, folder, Stage.estimated, EXIT_OK) for folder, task_id in estimated]
              + [stop.failed(f) for f in failures]
@@ -823,8 +831,9 @@ def _interrupted_estimates(unfinished: Sequence[tuple[str, dict[str, Any]]],
              + (" show where they are" if lost else " shows where it is"))
     return Interrupted(f"stopped waiting (Ctrl-C); estimate{'s' if len(going) > 1 else ''} {ids} "
                        f"keep{'' if len(going) > 1 else 's'} listing in the app{said}",
-                       f"{where}; the same estimate command run again waits for "
-                       "the same estimate (it is not listed twice)", known)
+                       f"{where}; the same estimate command{' without --fresh' if fresh else ''} run again "
+                       f"waits for the same estimate (it is not listed twice{_FRESH_REFUSED if fresh else ''})",
+                       known)
 
 
 @cli.command(short_help="Show a task's stage, counts, progress and outcome.")
@@ -1103,15 +1112,16 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
             answer = state.client.rerender_previews(task_id, threshold)
         except KeyboardInterrupt:  # the app may have started it: the same command with --wait follows it
             raise Interrupted(stop.STOPPED, f"trapbatch previews {task_id} --threshold {threshold} --wait follows "
-                              "it if it started (it is not sent twice)",
+                              f"it if it started and still runs (not sent twice); {_rerender_ended(task_id)}",
                               [stop.unanswered(id=task_id, threshold=threshold)]) from None
     if wait:
         try:
             answer = _wait_rerender(state.client, task_id)
         except KeyboardInterrupt:  # only the waiting stopped: the re-render goes on in the app
             raise Interrupted(f"stopped waiting (Ctrl-C); the re-render of {task_id} at {threshold} keeps running",
-                              f"trapbatch previews {task_id} --threshold {threshold} --wait follows it again (it is "
-                              "not sent twice)", [stop.running(task_id, threshold=threshold)]) from None
+                              f"trapbatch previews {task_id} --threshold {threshold} --wait follows it again while it "
+                              f"runs (not sent twice); {_rerender_ended(task_id)}",
+                              [stop.running(task_id, threshold=threshold)]) from None
         if answer.get("runtime_status") != "Completed":
             raise CliError(f"the re-render ended {answer.get('runtime_status')}: {answer.get('error', '')}",
                            "see the app's log; the results and the earlier page are unchanged",
@@ -1149,6 +1159,14 @@ def _wait_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:
                            f"see trapbatch results {task_id}; send the re-render again with trapbatch previews "
                            f"{task_id} --threshold T --wait", EXIT_TASK_FAILED)
         time.sleep(RERENDER_POLL_S)
+
+
+def _rerender_ended(task_id: str) -> str:
+    """What a Ctrl-C's hint says of a re-render that has ended by the time the command runs again. Why: the hint said
+    "(it is not sent twice)", true only while it runs (``_running_rerender``): an ended one's threshold is no longer
+    followed, the command posts it again (the app starts another once none runs: api/after_task.py
+    ``post_previews``)."""
+    return f"once it has ended, that command renders it again (trapbatch results {task_id} fetches its CSV)"
 
 
 def _running_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:

@@ -2654,6 +2654,73 @@ def test_ctrl_c_while_previews_waits_says_the_re_render_keeps_running_and_how_to
     assert "error" not in said, said
 
 
+@pytest.mark.parametrize("stop_in", ["post", "wait"])
+def test_ctrl_c_in_previews_says_an_ended_re_render_is_sent_again(
+        stop_in: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The Ctrl-C hints said "previews --threshold T --wait follows it ... (it is not sent twice)"; once that
+    re-render had ended, the same command posted it again (only a running one is followed). The hint says so, and
+    the command does what it says: an ended re-render at T is posted again, a running one is followed."""
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+    posted: list[float] = []
+    rerender = {"runtime_status": "Running", "threshold": 0.3}
+    stop_post = [stop_in == "post"]
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            posted.append(threshold)
+            if stop_post[0]:
+                raise KeyboardInterrupt
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"rerender": dict(rerender)}}
+
+    def stopped(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.time, "sleep", stopped)
+    rerender["runtime_status"] = "Completed" if stop_in == "post" else "Running"
+    assert cli_main.main(["previews", task, "--threshold", "0.3", "--wait"]) == 130
+    said = " ".join(capsys.readouterr().err.split())
+    assert "(it is not sent twice)" not in said, said
+    assert "(not sent twice); once it has ended, that command renders it again" in said, said
+    assert f"trapbatch results {task} fetches its CSV" in said, said
+    assert posted == ([0.3] if stop_in == "post" else []), posted  # running at 0.3: followed, not posted
+    # what the hint says of an ended one: the same command posts it again
+    rerender["runtime_status"], stop_post[0] = "Completed", False
+    posted.clear()
+    assert cli_main.main(["previews", task, "--threshold", "0.3", "--wait"]) == 0
+    assert posted == [0.3], posted
+
+
+def test_ctrl_c_in_a_fresh_estimate_names_the_command_without_fresh(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --fresh`` stopped while its listing went on said "the same estimate command run again waits for
+    the same estimate": run again with --fresh it is refused while the estimate lists (409) and counts again once
+    it ended. The hint names the command without --fresh, which finds that estimate; without --fresh, as before."""
+    from cli import main as cli_main
+
+    class Client(_FolderClient):
+        def status(self, task_id: str) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    for fresh in (["--fresh"], []):
+        client = Client()
+        monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+        assert cli_main.main(["estimate", "--container", "traps", "--prefix", "p/", *fresh]) == 130
+        said = " ".join(capsys.readouterr().err.split())
+        if fresh:
+            assert ("the same estimate command without --fresh run again waits for the same estimate (it is not "
+                    "listed twice; with --fresh the app refuses it while it lists, and counts again once it has "
+                    "ended)") in said, said
+        else:
+            assert ("the same estimate command run again waits for the same estimate (it is not listed twice)"
+                    in said), said
+
+
 # ------------------------------------------------------------------ Ctrl-C with --json (cli/interrupted.py)
 def _stopped_json(captured: Any) -> dict[str, Any]:
     """The one JSON object on standard output after Ctrl-C, checked for what every such object holds."""
