@@ -1245,7 +1245,7 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
             _print_json(started)
         else:
             out.print(f"searching again as list {started.get('search')} with "
-                      + ", ".join(f"{k} {v}" for k, v in (started.get("options") or {}).items()))
+                      + _as_search_flags(started.get("options")), markup=False, highlight=False)
             out.print(f"see its state and the new list: trapbatch repeats {task_id}")
         return
     if keep is not None or remove is not None:
@@ -1275,7 +1275,7 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         out.print(table)
         listed = answer.get("search") or "merge"
         options = answer.get("search_options") or {}
-        out.print(f"list {listed}: " + ", ".join(f"{k} {v}" for k, v in options.items()))
+        out.print(f"list {listed}: " + _as_search_flags(options), markup=False, highlight=False)
         _print_skipped(answer.get("skipped_folders"), task_id)
         searching = answer.get("searching")
         if searching and searching.get("search") != listed:
@@ -1303,6 +1303,17 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         # error: standard output holds the JSON alone
         (err if as_json else out).print(f"preview page: {url}", markup=False)
         click.launch(url)
+
+
+def _as_search_flags(options: Any) -> str:
+    """A list's search options (the API's ``search_options``, a search's ``options``) as the flags of ``repeats
+    --search`` that make that list: ``--occurrence-threshold 2 --iou-threshold 0.9 ...``. Why: the listing said
+    "occurrence_threshold 2, iou_threshold 0.9", the API's names, which the CLI's own hints already give as flags
+    (``named_as_flags``); to search again with one changed, the flags are what a user types. An option the CLI has
+    no flag for (an app newer than it) is shown by the app's name."""
+    if not isinstance(options, dict):
+        return ""
+    return " ".join(f"{FIELD_FLAGS.get(k, k) if k in SEARCH_OPTIONS else k} {v}" for k, v in options.items())
 
 
 def _say_no_page(task_id: str, page: dict[str, Any]) -> None:

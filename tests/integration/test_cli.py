@@ -101,7 +101,7 @@ def test_submit_wait_completes_and_results_downloads_every_file(host, store: Blo
         json.loads(trapbatch("repeats", task_id, "--json", url=host.base_url).stdout)), 120, "the new list")
     assert listed_again["search_options"]["occurrence_threshold"] == 5
     shown = trapbatch("repeats", task_id, url=host.base_url)
-    assert f"list {sid}: occurrence_threshold 5" in shown.stdout
+    assert f"list {sid}: --occurrence-threshold 5" in shown.stdout  # the flags of repeats --search
     assert "no repeated detections in this list: nothing to remove" in shown.stdout  # no "--keep ..." to suggest
     stale = trapbatch("repeats", task_id, "--remove", "all", url=host.base_url)  # chosen from the merge's list
     assert stale.returncode == 4 and "409" in stale.stderr and sid in stale.stderr

@@ -1392,6 +1392,35 @@ def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_
     assert "trapbatch repeats task-0 shows the current list" in shown
 
 
+def test_the_repeats_search_options_are_shown_as_the_search_flags(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The listing's "list s1: occurrence_threshold 2, iou_threshold 0.9" and --search's "searching again as list s1
+    with occurrence_threshold 2, ..." used the API's names: they are the flags of ``repeats --search`` that make the
+    list, as the listing's hints give them; an option the CLI has no flag for keeps the app's name."""
+    from cli import main as cli_main
+
+    options = {"occurrence_threshold": 2, "iou_threshold": 0.9, "min_suspicious_detection_size": 0.0,
+               "max_folder_detections": 800000, "new_option": 1}
+    flags = ("--occurrence-threshold 2 --iou-threshold 0.9 --min-suspicious-detection-size 0.0 "
+             "--max-folder-detections 800000 new_option 1")
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": [], "search": "s1", "search_options": options, "removal": None,
+                    "searching": None}
+
+        def search_repeats(self, task_id: str, given: dict[str, Any]) -> dict[str, Any]:
+            return {"id": task_id, "search": "s2", "options": options}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"list s1: {flags}" in shown and "occurrence_threshold" not in shown, shown
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123", "--search", "--occurrence-threshold", "2"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"searching again as list s2 with {flags}" in shown and "occurrence_threshold" not in shown, shown
+
+
 def test_the_repeats_listing_names_the_folders_not_searched_and_sends_the_folder_cap(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from cli import main as cli_main
