@@ -58,7 +58,21 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Group(click.Group):
+    """The CLI's group: a Ctrl-C no command caught becomes main's "stopped (Ctrl-C)" (``Interrupted``) here, before
+    click's ``Command.main`` sees it. Why: click answers a KeyboardInterrupt out of ``invoke`` by writing an empty
+    line to standard error, then raising Abort (click/core.py ``Command.main``: ``except (EOFError,
+    KeyboardInterrupt): echo(file=sys.stderr); raise Abort()``), so that stop alone began with a blank line, where
+    every other Ctrl-C path starts with its "stopped" line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, []) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--url", help="the app's address (or TRAPBATCH_URL, or url in the config file)")
 @click.option("--key", help="a function key (or TRAPBATCH_KEY, or key in the config file); never printed")
 @click.option("--token", help="a bearer token where the app identifies callers (or TRAPBATCH_TOKEN)")

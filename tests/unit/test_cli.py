@@ -879,6 +879,27 @@ def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatc
     assert "keeps running" in said and "trapbatch status" in said
 
 
+def test_a_ctrl_c_no_command_catches_prints_the_stopped_line_without_a_blank_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C in a command that does not catch it (``list``) went through click, which writes an empty line to
+    standard error before its Abort (click.core.Command.main), so "stopped (Ctrl-C): ..." came after a blank line,
+    where every other Ctrl-C of the CLI starts with its "stopped" line. It prints that line and its next: alone."""
+    from cli import main as cli_main
+    from cli.errors import EXIT_INTERRUPTED
+
+    class Client:
+        def list(self, *a: Any, **k: Any) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["list"]) == EXIT_INTERRUPTED
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "stopped (Ctrl-C): anything the app had already accepted keeps running there",
+        "next: trapbatch list, or trapbatch status <task id>, shows where it is"], captured.err
+    assert captured.out == ""
+
+
 @pytest.mark.parametrize("folders", [[], ["Summer_2018", "Winter_2018"]])
 def test_ctrl_c_during_an_estimates_listing_names_the_estimates_that_keep_listing(
         folders: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
