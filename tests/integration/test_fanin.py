@@ -947,6 +947,49 @@ def test_exports_ignore_views_whose_media_lines_hold_blob_names(task: Any, monke
     assert_older_views_not_used(monkeypatch, written, settings, store, tid, counts["shards"], merged, single, expected)
 
 
+def test_exports_ignore_views_made_before_the_photos_exif_offsets(task: Any, monkeypatch: Any) -> None:
+    """A worker writes a photo's EXIF 2.31 offset beside its ``datetime`` (``exif_metadata``), and the Camtrap DP
+    media timestamps, deployment spans and events place that photo in it (``camtrapdp.exif_offset``). The field goes
+    through the merge into the results file and COCO's images as the entry has it; the CSV keeps the camera's clock.
+    A view made by code before that (version 9) holds Camtrap DP lines that place every such time in UTC: the
+    exports must not take them, or one package mixes a camera's photos at +02:00 (formatted) and +00:00 (a view's),
+    and an older app must not take a newer worker's lines either. So its version is not this one's: the single
+    activity and the fan-out write the bytes they write without views."""
+    from activities.exports import run_exports
+    from gpu_batch.formats import mergeview
+    from gpu_batch.pool import simulated
+
+    plain = simulated.synthetic_entry
+
+    def with_offset(name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        entry = plain(name, *args, **kwargs)
+        if "datetime" in entry and name.startswith("cam1/"):  # a camera whose EXIF says its clock is at UTC+2
+            entry["exif_metadata"] = {"OffsetTimeOriginal": "+02:00"}
+        return entry
+
+    monkeypatch.setattr(simulated, "synthetic_entry", with_offset)
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    results = json.loads(store.read_bytes(settings.container, layout.results_blob(tid)))["images"]
+    own = {e["file"]: e["datetime"] for e in results if e.get("exif_metadata") == {"OffsetTimeOriginal": "+02:00"}}
+    assert own and all(name.startswith("cam1/") for name in own)
+    table = store.read_bytes(settings.container, layout.csv_blob(tid)).decode("utf-8")
+    assert all(when.replace(":", "-", 2) in table for when in own.values())  # the camera's clock, as written
+    single = run_exports(tid, settings, store)
+    expected = exported(settings, store, tid)
+    media = {r["filePath"].rsplit("/", 1)[-1]: r["timestamp"] for r in csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(tid, "media.csv")].decode()))}
+    stamped = {name: media[name.rsplit("/", 1)[-1]] for name in own}
+    assert all(stamp.endswith("+02:00") for stamp in stamped.values()), stamped
+    images = {im["file_name"]: im for im in json.loads(expected[layout.coco_blob(tid)])["images"]}
+    assert all(images[name]["exif_metadata"] == {"OffsetTimeOriginal": "+02:00"} for name in own)
+    with monkeypatch.context() as older:  # what a version-9 worker wrote: the photo's own offset not read
+        older.setattr(mergeview, "VIEW_VERSION", 9)
+        older.setattr(camtrapdp, "exif_offset", lambda entry: None)
+        written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    assert_older_views_not_used(monkeypatch, written, settings, store, tid, counts["shards"], merged, single, expected)
+
+
 def is_dashed_datetime(value: str) -> bool:
     """Whether a COCO image's ``datetime`` has the form the exports write (``YYYY-MM-DD HH:MM:SS``)."""
     return len(value) == 19 and value[4] == value[7] == "-" and value[13] == value[16] == ":"
