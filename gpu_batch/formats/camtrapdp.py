@@ -446,14 +446,21 @@ def exif_offset(entry: Mapping[str, Any]) -> str | None:
     a camera that writes blanks or ``"   :  "`` has none); None for none, and for entries written before the worker
     read them (no ``exif_metadata``), which read as they did. It wins over the image list's ``utc_offset`` and
     the task's: those say where a project's cameras are, the photo says what its own clock was set to (a camera
-    that follows summer time, or a project's cameras the list does not tell apart)."""
+    that follows summer time, or a project's cameras the list does not tell apart).
+
+    A value is read up to its first NUL: an EXIF ASCII value ends there (EXIF 2.32, 4.6.2), and a camera that pads
+    the tag past its 7 bytes reads through PIL as ``"+02:00\x00"`` (the worker keeps the text as PIL gives it,
+    stripped, as MegaDetector's ``read_pil_exif`` does). ``-00:00`` is no offset: RFC 3339 (4.3) writes an unknown
+    local offset so, EXIF fills an unknown one with blanks, and a camera at UTC writes ``+00:00``; taking it as UTC
+    would write a time the list's or the task's offset should place, and call its zone known."""
     tags = entry.get("exif_metadata")
     if not isinstance(tags, Mapping):
         return None
     for name in EXIF_OFFSET_TAGS:
         value = tags.get(name)
         if isinstance(value, str):
-            offset = listfields.utc_offset(value.strip())
+            text = value.split("\x00", 1)[0].strip()
+            offset = listfields.utc_offset(text) if text.replace(":", "") != "-0000" else None
             if offset is not None:
                 return offset
     return None

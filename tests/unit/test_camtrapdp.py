@@ -277,6 +277,34 @@ def test_a_photos_own_exif_offset_places_its_time_over_the_lists_and_the_tasks(t
     assert (image["datetime"], image["exif_metadata"]) == ("2024-05-01 06:30:00", entries[0]["exif_metadata"])
 
 
+@pytest.mark.parametrize(("tags", "want", "issue"), [
+    ({"OffsetTimeOriginal": "+02:00\x00"}, "+02:00", False),  # NUL-padded: EXIF ASCII ends at its first NUL
+    ({"OffsetTimeOriginal": "+05:30\x00\x00\x00", "OffsetTime": "+01:00"}, "+05:30", False),
+    ({"OffsetTimeOriginal": "\x00+09:00"}, "-05:00", True),  # nothing before the NUL: none of its own
+    ({"OffsetTimeOriginal": "+14:00"}, "+14:00", False),  # Kiribati, the largest offset there is
+    ({"OffsetTimeOriginal": "-00:00", "OffsetTime": "-00:00"}, "-05:00", True),  # RFC 3339: offset unknown
+    ({"OffsetTimeOriginal": "-00:00", "OffsetTime": "+03:00"}, "+03:00", False),
+    ({"OffsetTimeOriginal": "-0000"}, "-05:00", True),
+    ({"OffsetTimeOriginal": "+00:00"}, "+00:00", False),  # a camera set to UTC says so
+    ({"OffsetTimeOriginal": "+14:30"}, "-05:00", True),  # no such offset
+    ({"OffsetTimeOriginal": 2}, "-05:00", True)])
+def test_a_photos_exif_offset_as_cameras_write_it(tags: dict[str, Any], want: str, issue: bool) -> None:
+    """EXIF ASCII values end at their first NUL (EXIF 2.32, 4.6.2: "The final byte is terminated with NULL"); a
+    camera that pads ``OffsetTimeOriginal`` past its 7 bytes reads, through PIL, as ``"+02:00\x00"``, which
+    ``str.strip`` keeps: that photo's own offset was passed over and its time written in the task's zone. ``-00:00``
+    is RFC 3339's "local offset unknown" (section 4.3), not a statement that the camera ran at UTC (EXIF 2.32 fills
+    an unknown offset with blanks; a camera at UTC writes ``+00:00``): such a photo's time takes the list's or the
+    task's offset, and, without one, counts as a time zone unknown (``timestampIssues``)."""
+    entry = {"file": "cam/a.jpg", "detections": [], "datetime": "2024:05:01 06:30:00", "exif_metadata": tags}
+    placed = camtrapdp.CamtrapBuilder(0.2, mdformat.DETECTION_CATEGORIES, "2026-12-01T10:00:00", "MDv5a",
+                                      utc_offset="-05:00")
+    assert placed.add(entry)[0][3] == "2024-05-01T06:30:00" + want
+    unplaced = camtrapdp.CamtrapBuilder(0.2, mdformat.DETECTION_CATEGORIES, "2026-12-01T10:00:00", "MDv5a")
+    media = unplaced.add(entry)[0]
+    assert media[3] == "2024-05-01T06:30:00" + ("+00:00" if issue else want)
+    assert bool(unplaced.deployments["cam"].timestamp_issues & camtrapdp.ZONE_ASSUMED) == issue
+
+
 def test_timestamps_and_camera_folders() -> None:
     assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00") == "2024-05-01T06:30:00+00:00"
     assert camtrapdp.camtrap_timestamp("not a time") is None
