@@ -169,7 +169,7 @@ def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
         with BlockBlobWriter(store, container, _fragment(task_id, variant, part, IMAGES_LINKED),
                              "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
             out = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-            link_coco_images(text("images"), frames, out)
+            link_coco_images(text("images"), frames, out, index)
             out.flush()
             out.detach().detach()
     linked["images_bytes"] = blob.bytes_written

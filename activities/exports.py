@@ -756,11 +756,13 @@ def write_stand_ins(media: Iterable[str], stand_ins: Mapping[str, str], out: IO[
     return moved
 
 
-def link_coco_images(images: Iterable[str], frames: camtrap_events.EventFrames, out: IO[str]) -> None:
+def link_coco_images(images: Iterable[str], frames: camtrap_events.EventFrames, out: IO[str],
+                     index: camtrap_events.EventIndex | None = None) -> None:
     """COCO's image lines (as written, from the start) to ``out`` with each time-grouped photo's ``seq_id``,
-    ``seq_num_frames`` and ``frame_num`` (``core.camtrap_events.link_coco_images``)."""
+    ``seq_num_frames`` and ``frame_num`` (``core.camtrap_events.link_coco_images``; ``index``, read back: the list
+    sequences' ids, for the photos that joined one)."""
     buffer = LineBuffer(out)
-    for line in camtrap_events.link_coco_images(images, frames):
+    for line in camtrap_events.link_coco_images(images, frames, index.sequence_names() if index else None):
         buffer.write(line)
     buffer.flush()
 
@@ -883,6 +885,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 moved = write_stand_ins(tmp["media"], stand_ins, restamped)
                 tmp["media"].detach()
                 tmp["media"] = restamped
+            whole = index.lookup()  # read back: what a link part reads of its share (activities.exportevents)
             if index.deployments() or moved:  # the time-grouped photos' media-level rows name their events
                 linked = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                 tmp["observations"].seek(0)
@@ -891,7 +894,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     tmp["media"].seek(0)
                     return tmp["media"]
 
-                link_event_ids(tmp["observations"], media_rows, index.lookup(), camtrap.completed_at, linked, moved)
+                link_event_ids(tmp["observations"], media_rows, whole, camtrap.completed_at, linked, moved)
                 tmp["observations"].detach()
                 tmp["observations"] = linked
             places = camtrap_events.EventFrames.from_bytes(frames.to_bytes(0)) if frames.held(0) else None
@@ -899,7 +902,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 writer.flush()
                 numbered = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                 tmp["images"].seek(0)
-                link_coco_images(tmp["images"], places, numbered)
+                link_coco_images(tmp["images"], places, numbered, whole)
                 tmp["images"].detach()
                 tmp["images"] = writer.images = numbered
             writer.finish(tmp["coco"], ctx.coco_info())

@@ -549,7 +549,8 @@ class EventFrames:
     photos; ``seq_id`` the event's key (the ``eventID`` of its Camtrap DP rows when grouped by time), not
     create_sequences' per-location counter, so the two exports name a visit alike. Photos of an image list's sequence
     are numbered too (their visit, for Zooniverse subjects: ``core.captures.visits``), but their COCO images keep the
-    list's fields (``link_coco_images`` leaves an image with a ``seq_id``).
+    list's fields (``link_coco_images`` leaves an image with a ``seq_id``); a photo without one that joined such a
+    sequence gets its numbers under the list's id (``EventIndex.sequence_names``), not the key.
 
     Memory: with ``sink`` (a part's open binary stream, asked for at its first photo: the events step streams each
     part's share to a blob) only the sinks' buffers, as a share is written as the cameras come; without, 24 bytes a
@@ -814,6 +815,10 @@ class EventIndex:
         # the running maximum of the ends (``_holder``)
         self._spans: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._listed: dict[str, tuple[list[int], list[int], list[int], list[str]]] = {}
+        # those sequences' event keys (``_event_key``, the ``EventFrames`` key of their photos): (deployment, id) ->
+        # key as added; key -> id as read back (``sequence_names``)
+        self._keys: dict[tuple[str, str], int] = {}
+        self._named: dict[str, str] = {}
 
     def add(self, camera: _Camera) -> None:
         if len(camera.start_epoch):
@@ -821,6 +826,10 @@ class EventIndex:
                 (camera.start_epoch, camera.end_epoch, camera.start_offset.astype(np.int16)))
         if camera.spans is not None and len(camera.spans[0]):
             self._spans[camera.deployment] = camera.spans
+        if camera.deployment in self._spans:  # the first run came first: its sequences' keys, in whichever run
+            for key, name, timed in zip(camera.keys, camera.ids, camera.timed.tolist()):
+                if not timed:
+                    self._keys[(camera.deployment, name)] = int(key, 16)
 
     def deployments(self) -> set[str]:
         """The deployments added that have time-grouped events, or list sequences beside photos without one."""
@@ -867,7 +876,9 @@ class EventIndex:
                  end=np.concatenate([a[1] for a in arrays]) if arrays else np.zeros(0, np.int64),
                  offset=np.concatenate([a[2] for a in arrays]) if arrays else np.zeros(0, np.int16),
                  list_start=np.concatenate([f for f, _, _ in listed]).astype(np.int64) if listed else empty,
-                 list_end=np.concatenate([t for _, t, _ in listed]).astype(np.int64) if listed else empty)
+                 list_end=np.concatenate([t for _, t, _ in listed]).astype(np.int64) if listed else empty,
+                 list_key=np.array([self._keys.get((name, i), 0) for name, (_, _, ids) in zip(names, listed)
+                                    for i in ids], dtype=np.uint64))
         return out.getvalue()
 
     @classmethod
@@ -882,6 +893,8 @@ class EventIndex:
             # an index written before the sequences' spans: names alone, and no span (none is joined then)
             first = doc["list_start"].tolist() if "list_start" in doc.files else []
             last = doc["list_end"].tolist() if "list_end" in doc.files else []
+            # an index written before the sequences' keys: none (a joined photo's COCO seq_id is then its key)
+            keys = doc["list_key"].tolist() if "list_key" in doc.files else []
         names, ids = (names, [[] for _ in names]) if not names or isinstance(names[0], str) else names
         for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
             index._lists[name] = (start[lo:hi], end[lo:hi], offset[lo:hi])
@@ -890,8 +903,17 @@ class EventIndex:
             if sequences:
                 a, b = first[at:at + len(sequences)], last[at:at + len(sequences)]
                 index._listed[name] = (a, b, np.maximum.accumulate(np.array(b, np.int64)).tolist(), sequences)
+                for key, sequence in zip(keys[at:at + len(sequences)], sequences):
+                    if key:
+                        index._named[f"{key:016x}"] = sequence
                 at += len(sequences)
         return index
+
+    def sequence_names(self) -> Mapping[str, str]:
+        """The list sequences of the index (read back), by their event's key as ``EventFrames.find`` gives it:
+        what COCO calls the visit of a photo that joined one (``link_coco_images``), the list's ``seq_id`` its
+        listed photos carry, not the key, which no COCO image of that visit has."""
+        return self._named
 
     def holds(self, stamp: str) -> bool:
         """Whether any deployment's event spans the timestamp ``stamp`` (the detection time, which stands in for
@@ -1014,11 +1036,16 @@ def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]
 _COCO_SEQUENCE_FIELDS = ("seq_id", "seq_num_frames", "frame_num")
 
 
-def link_coco_images(lines: Iterable[str], frames: EventFrames) -> Iterator[str]:
+def link_coco_images(lines: Iterable[str], frames: EventFrames,
+                     names: Mapping[str, str] | None = None) -> Iterator[str]:
     """COCO Camera Traps image lines (``coco.CocoWriter``'s: one image a line, a leading comma or none) with each
     time-grouped photo's ``seq_id``, ``seq_num_frames`` and ``frame_num`` added from ``frames`` (after its other
     fields, in create_sequences' order). An image that has any of the three already (an image list's) keeps what it
-    has and gets none: a list's frame number beside a sequence from time would describe two different visits."""
+    has and gets none: a list's frame number beside a sequence from time would describe two different visits.
+    ``names``: the list sequences' ids by their keys (``EventIndex.sequence_names``): a photo without a sequence
+    that joined one (``_join_list_spans``) gets the list's ``seq_id``, which its listed photos carry, so a COCO
+    reader that groups images by ``seq_id`` finds that visit's photos together, as Camtrap DP's eventID does;
+    without it (an index written before the keys) the event's key, which only that photo carries."""
     for line in lines:
         body = line.rstrip("\n")
         lead = 1 if body.startswith(",") else 0
@@ -1030,8 +1057,9 @@ def link_coco_images(lines: Iterable[str], frames: EventFrames) -> Iterator[str]
         if found is None or any(name in image for name in _COCO_SEQUENCE_FIELDS):
             yield line
             continue
-        seq_id, count, frame = found
-        yield f'{body[:-1]},"seq_id":"{seq_id}","seq_num_frames":{count},"frame_num":{frame}}}{line[len(body):]}'
+        key, count, frame = found
+        seq_id = jsonio.dumps_text(names[key]) if names and key in names else f'"{key}"'
+        yield f'{body[:-1]},"seq_id":{seq_id},"seq_num_frames":{count},"frame_num":{frame}}}{line[len(body):]}'
 
 
 def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,

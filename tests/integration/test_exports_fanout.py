@@ -739,3 +739,39 @@ def test_a_fan_out_under_way_runs_its_parts_written_with_blob_names_again(task: 
     got = _snapshot(store, settings.container, "")
     for name in ("media.csv", "observations.csv", "deployments.csv", "datapackage.json"):
         assert got[layout.camtrap_dp_blob(TASK, name)] == expected[layout.camtrap_dp_blob(TASK, name)], name
+
+
+@pytest.mark.parametrize("shards_per_part", [1, 2])
+def test_a_photo_that_joined_a_lists_sequence_is_of_it_in_coco_and_camtrap_dp_in_both_ways(
+        task: Any, shards_per_part: int) -> None:
+    """The image list gives a.jpg the sequence S1#J05#1#7 and b.jpg, taken at the same second, none: b.jpg lies
+    within S1's span (its first and last photo's time, both a.jpg's) and is of that visit. Its Camtrap DP
+    media-level rows name S1's eventID, and its COCO image carries that visit's numbers under the list's
+    ``seq_id``, the one a.jpg carries, not the event's key (which no other image has); the single activity and the
+    fan-out write the same bytes."""
+    import tests.integration.test_exports as exports_tests
+
+    settings, store, _ = task
+    sequence = "S1#J05#1#7"
+    shards = [dict(LIST_SHARDS[0]), dict(LIST_SHARDS[1])]
+    shards[0]["siteA/cam1/b.jpg"] = {**shards[0]["siteA/cam1/b.jpg"], "datetime": "2024-05-01 06:30:00",
+                                     "seq_id": "", "frame": ""}
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(exports_tests, "LIST_SHARDS", shards)
+        with_list(settings, store)
+    parts = _write_fanin_results(store, settings.container, "", SHARDS_OF_LIST, shards_per_part)
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    images = {im["file_name"]: im for im in json.loads(expected[layout.coco_blob(TASK)])["images"]}
+    a, b = images["siteA/cam1/a.jpg"], images["siteA/cam1/b.jpg"]
+    assert (a["seq_id"], a["frame_num"]) == (sequence, 1)  # the list's
+    assert (b["seq_id"], b["seq_num_frames"], b["frame_num"]) == (sequence, 2, 0)  # the visit's, at one time first
+    rows = list(csv.reader(io.StringIO(expected[layout.camtrap_dp_blob(TASK, "observations.csv")].decode())))
+    named = {r[2]: r[3] for r in rows[1:] if r[6] == "media"}
+    media = {blob_name(m["filePath"]): m["mediaID"] for m in csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()))}
+    assert named[media["siteA/cam1/b.jpg"]] == named[media["siteA/cam1/a.jpg"]] == sequence
+    assert _fanned(settings, store, "", parts) == single
+    got = _snapshot(store, settings.container, "")
+    for name in expected:
+        assert got[name] == expected[name], name

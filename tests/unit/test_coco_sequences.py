@@ -198,3 +198,64 @@ def test_a_numbered_document_passes_megadetectors_coco_camera_traps_check() -> N
     _, data, _ = integrity_check_json_db(json.loads(out.getvalue()), options)
     assert len(data["images"]) == len(entries)
     assert all({"seq_id", "seq_num_frames", "frame_num"} <= set(im) for im in doc["images"])
+
+
+def test_a_photo_that_joined_a_lists_sequence_has_that_sequences_coco_seq_id() -> None:
+    """An image list gives ``seq_id`` S1 to ``a`` and ``c`` and nothing to ``b``, taken between them: ``b`` is of
+    S1 (``_join_list_spans``; its Camtrap DP rows name S1). Its COCO image gets the visit's numbers under the list's
+    ``seq_id``, the one ``a`` and ``c`` carry (from the list), so a reader that groups COCO images by ``seq_id``
+    (MegaDetector's sequence tools) finds the three together; before, ``b`` alone carried the event's key with
+    ``seq_num_frames`` 3, a sequence of one image claiming three. Whole (the single activity's index, read back)
+    and cut into parts (each part's share of the index), alike; an index written before the keys names the key."""
+    def shot(name: str, at: str) -> dict[str, Any]:
+        return {"file": name, "datetime": f"2024:06:01 {at}", "detections": [], "width": 640, "height": 480}
+
+    entries = [shot("cam1/a.jpg", "06:00:00"), shot("cam1/b.jpg", "06:05:00"), shot("cam1/c.jpg", "06:10:00"),
+               shot("cam1/x.jpg", "07:00:00"), shot("cam2/b.jpg", "06:05:00")]
+    listed = {"cam1/a.jpg": {"seq_id": "S1 \"wet\" 季"}, "cam1/c.jpg": {"seq_id": "S1 \"wet\" 季"},
+              "cam2/b.jpg": {"seq_id": "S1 \"wet\" 季"}}
+
+    def lines(chosen: list[dict[str, Any]]) -> list[str]:
+        out = io.StringIO()
+        writer = coco.CocoWriter(out, io.StringIO(), 0.2, mdformat.DETECTION_CATEGORIES, continued=True)
+        for e in chosen:
+            writer.add(e, None, listed.get(e["file"]))
+        writer.flush()
+        return out.getvalue().splitlines(keepends=True)
+
+    def numbered(text: list[str], share: ev.EventFrames, index: ev.EventIndex) -> dict[str, dict[str, Any]]:
+        linked = "".join(ev.link_coco_images(text, share, index.sequence_names()))
+        images = [json.loads(line.lstrip(",")) for line in linked.splitlines()]
+        return {im["file_name"]: {k: im.get(k) for k in ("seq_id", "seq_num_frames", "frame_num")} for im in images}
+
+    wanted = {"cam1/a.jpg": {"seq_id": "S1 \"wet\" 季", "seq_num_frames": None, "frame_num": None},
+              "cam1/b.jpg": {"seq_id": "S1 \"wet\" 季", "seq_num_frames": 3, "frame_num": 1},
+              "cam1/c.jpg": {"seq_id": "S1 \"wet\" 季", "seq_num_frames": None, "frame_num": None},
+              "cam2/b.jpg": {"seq_id": "S1 \"wet\" 季", "seq_num_frames": None, "frame_num": None}}
+    records = tapped(entries, listed)[0]
+    index, frames = ev.EventIndex(), ev.EventFrames(1)
+    for _ in ev.event_lines([records], "MD", COMPLETED, index=index, frames=frames):
+        pass
+    whole = numbered(lines(entries), ev.EventFrames.from_bytes(frames.to_bytes(0)), index.lookup())
+    x = whole.pop("cam1/x.jpg")
+    assert whole == wanted and x["seq_num_frames"] == 1 and len(str(x["seq_id"])) == 16  # x: its own visit
+    cuts = [(0, 1), (1, 2), (2, 5)]
+    parts = [tapped(entries[a:b], listed)[0] for a, b in cuts]
+    index, frames = ev.EventIndex(), ev.EventFrames(len(parts))
+    for _ in ev.event_lines(parts, "MD", COMPLETED, index=index, frames=frames):
+        pass
+    shares = [ev.EventFrames.from_bytes(frames.to_bytes(i)) for i in range(len(parts))]
+    seen: dict[str, dict[str, Any]] = {}
+    for (a, b), part, frame_share in zip(cuts, parts, shares):
+        share = ev.EventIndex.from_bytes(index.to_bytes(ev.time_windows(part)))
+        seen.update(numbered(lines(entries[a:b]), frame_share, share))
+    assert seen == {**wanted, "cam1/x.jpg": x}
+    # an index written before the sequences' keys (no list_key): b keeps the event's key, as it did
+    data = index.to_bytes(ev.time_windows(parts[1]))
+    with np.load(io.BytesIO(data[len(ev._INDEX_MAGIC):])) as doc:
+        kept = {name: doc[name] for name in doc.files if name != "list_key"}
+    older = io.BytesIO()
+    older.write(ev._INDEX_MAGIC)
+    np.savez(older, **kept)
+    before = numbered(lines(entries[1:2]), shares[1], ev.EventIndex.from_bytes(older.getvalue()))["cam1/b.jpg"]
+    assert before["seq_num_frames"] == 3 and len(str(before["seq_id"])) == 16
