@@ -695,3 +695,25 @@ def test_mixed_sequences_give_the_same_exclusive_events_however_the_images_were_
             share = ev.EventIndex.from_bytes(index.to_bytes(ev.time_windows(part)))
             text = "".join(tapped(entries[a:b], listed)[2])
             assert {r[2]: r[3] for r in csv.reader(io.StringIO(_link(text, share)))}.items() <= named.items()
+
+
+def test_a_camera_that_follows_summer_time_is_grouped_by_the_instants_its_exif_offsets_give() -> None:
+    """A camera whose EXIF carries ``OffsetTimeOriginal`` across the end of summer time (its clock falls back an
+    hour at 03:00 +02:00): its photos' media timestamps keep their own offsets, and the events, the deployment's
+    span and the visits follow the instants, not the wall clock. c (02:05 +01:00) is 10 minutes after b (02:55
+    +02:00), so of b's visit at a 30-minute interval; d is 35 minutes after c, a visit of its own; the deployment
+    starts at a and ends at d, though d's wall-clock time is earlier than b's."""
+    def shot(name: str, at: str, offset: str, *dets: dict[str, Any]) -> dict[str, Any]:
+        return {"file": name, "datetime": f"2024:10:27 {at}", "detections": list(dets),
+                "exif_metadata": {"OffsetTimeOriginal": offset}}
+
+    entries = [shot("cam/a.jpg", "02:50:00", "+02:00"), shot("cam/b.jpg", "02:55:00", "+02:00", detection("1", 0.9)),
+               shot("cam/c.jpg", "02:05:00", "+01:00"), shot("cam/d.jpg", "02:40:00", "+01:00")]
+    b = builder()
+    records, media, _ = tapped(entries, None, b)
+    assert [m.split(",")[3] for m in media] == ["2024-10-27T02:50:00+02:00", "2024-10-27T02:55:00+02:00",
+                                                "2024-10-27T02:05:00+01:00", "2024-10-27T02:40:00+01:00"]
+    visits = [(e.start, e.end, e.images, e.counts[0]) for e in ev.events([records], 1800)]
+    assert visits == [("2024-10-27T02:50:00+02:00", "2024-10-27T02:05:00+01:00", 3, 1),
+                      ("2024-10-27T02:40:00+01:00", "2024-10-27T02:40:00+01:00", 1, 0)]
+    assert b.deployment_facts()[0][1:4] == ["2024-10-27T02:50:00+02:00", "2024-10-27T02:40:00+01:00", 0]
