@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from megadetector.data_management.cct_json_utils import SequenceOptions, create_sequences  # the oracle
 
@@ -717,3 +718,46 @@ def test_a_camera_that_follows_summer_time_is_grouped_by_the_instants_its_exif_o
     assert visits == [("2024-10-27T02:50:00+02:00", "2024-10-27T02:05:00+01:00", 3, 1),
                       ("2024-10-27T02:40:00+01:00", "2024-10-27T02:40:00+01:00", 1, 0)]
     assert b.deployment_facts()[0][1:4] == ["2024-10-27T02:50:00+02:00", "2024-10-27T02:40:00+01:00", 0]
+
+
+def _brute_holder(starts: list[int], ends: list[int], epoch: int) -> int:
+    """The last span (in order) whose first..last holds ``epoch``, -1 for none: the rule, one span at a time."""
+    return max((i for i, (a, b) in enumerate(zip(starts, ends)) if a <= epoch <= b), default=-1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_sequence_that_holds_a_time_is_the_one_that_started_last_of_those_that_do(seed: int) -> None:
+    """``_holders`` (the joining, ``_join_list_spans``) and ``EventIndex.event_id`` (the link, read back) name the
+    same span as the rule does span by span, for lists whose sequences overlap, nest, share ends and span days."""
+    rnd = random.Random(seed)
+    m = rnd.choice([1, 2, 7, 64, 300])
+    starts = sorted(rnd.randrange(0, 5000) for _ in range(m))
+    ends = [a + rnd.choice([0, 0, 5, 40, 300, 5000]) for a in starts]
+    queries = [rnd.randrange(-10, 11000) for _ in range(2000)] + starts + ends + [e + 1 for e in ends]
+    table = ev._max_table(np.array(ends, np.int64))
+    got = ev._holders(np.array(starts, np.int64), table, np.array(queries, np.int64)).tolist()
+    assert got == [_brute_holder(starts, ends, q) for q in queries]
+    index = ev.EventIndex()
+    index._listed["cam"] = (starts, ends, table, [f"S{i}" for i in range(m)])
+    assert [index.event_id("cam", q) for q in queries[:500]] == \
+        [None if j < 0 else f"S{j}" for j in got[:500]]
+
+
+@pytest.mark.timeout(120)  # about a second; two minutes and more before (each photo walked back over the spans)
+def test_joining_is_not_quadratic_where_a_lists_sequence_spans_the_whole_deployment() -> None:
+    """A list whose sequence ids are reused (``1`` each day: one sequence spans the deployment) beside 20,000 short
+    ones, and 400,000 photos without one: each photo's sequence is found in a few steps (``_holders``), not by
+    walking back over every sequence started before it, which took 145 s at 200,000 photos."""
+    rng = np.random.default_rng(0)
+    m, n = 20000, 400000
+    starts = np.concatenate([[0], np.sort(rng.integers(1, 10 ** 8, m))])
+    ends = np.concatenate([[10 ** 8 + 10], starts[1:] + rng.integers(0, 300, m)])
+    epoch = np.sort(rng.integers(1, 10 ** 8, n))
+    seq = np.full(n, -1, np.int64)
+    joined, _, _, _ = ev._join_list_spans((starts, ends, np.arange(m + 1)), seq, epoch, np.zeros(n, np.int16), None)
+    assert (joined >= 0).all()  # every photo lies within the long sequence, at least
+    probe = rng.choice(n, 200, replace=False)
+    starts_list, ends_list = starts.tolist(), ends.tolist()
+    expected = sorted(_brute_holder(starts_list, ends_list, int(epoch[k])) for k in probe)
+    chosen = ev._holders(starts, ev._max_table(ends), epoch[probe])
+    assert sorted(chosen.tolist()) == expected
