@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar, cast
+from typing import Any, Callable, NamedTuple, Sequence, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -568,7 +568,8 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
     """``submit --folder``: every folder's task is posted (all checked first, so a bad folder starts none), then,
     with ``wait``, followed one after the other (they run side by side on the pool). A folder whose task could not be
     posted or followed is reported with its folder after the others, whose ids are never lost to it."""
-    answers, failures = _post_folders(state, folder_requests(body, folders), as_json, say_ended=not wait)
+    answers, failures = _post_folders(state, folder_requests(body, folders), as_json, say_ended=not wait,
+                                      again=_Again.of(body))
     if not wait:
         if as_json:
             _print_json([{**a, "folder": f} for f, a in answers] + failures)
@@ -649,13 +650,59 @@ def _ended_before(posted: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
             + (f" {answer['stage']}" if answer.get("stage") else "") + " before" for folder, answer in posted]
 
 
-def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool, say_ended: bool = False
-                  ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
+class _Again(NamedTuple):
+    """What made a ``--folder`` command's requests re-runs (``"rerun"``), and the words for their tasks. Why: the
+    same command run again is then no longer found: the app refuses a re-run of a task still running (409,
+    api/starters.py ``start_task``: ``TaskStillRunning``), which ``_post_folders`` takes as the refusal that stops
+    the folders after it, and runs a task that has ended again (``_again_hint``)."""
+
+    flag: str  # as the user gave it: "--rerun", "--only-new", "--fresh"
+    noun: str = "task"
+    follow: str = "trapbatch watch"  # the command, before an id, that follows one
+    follows: str = "follows"  # what that command does
+    runs: str = "runs"  # what the flag does to one that ended
+
+    @staticmethod
+    def of(body: dict[str, Any]) -> _Again | None:
+        """``submit``'s: None when its request is no re-run. ``only_new`` implies ``rerun`` in the app
+        (core.requests ``_only_new``)."""
+        if body.get("only_new"):
+            return _Again("--only-new")
+        return _Again("--rerun") if body.get("rerun") else None  # a request file's "rerun" is sent as --rerun's
+
+
+# estimate --folder ... --fresh's (``_Again``)
+_FRESH = _Again("--fresh", "estimate", "trapbatch status", "shows", "counts")
+
+
+def _again_hint(again: _Again, answers: Sequence[tuple[str, dict[str, Any]]], left: Sequence[str]) -> str:
+    """The hint after a ``--folder`` command posted with a re-run flag stopped before it sent every folder: not the
+    same command, which sends the flag again for the folders whose tasks it started (refused while they run, 409,
+    stopping the folders after them; run a second time once ended), but one that follows those and one that sends
+    the flag for the folders ``left`` alone, the one whose request was unanswered or refused last (``left``'s last):
+    its task may run (the app took the request before Ctrl-C, or refused it as still running), and named last its
+    refusal stops no other folder."""
+    busy = f"an {again.noun} still listing" if again.noun == "estimate" else f"a {again.noun} still running"
+    started = [a["id"] for _, a in answers if not found_ended(a)]
+    follows = "; ".join(f"{again.follow} {task_id}" for task_id in started)
+    flags = " ".join(f"--folder {shlex.quote(folder)}" for folder in left)
+    return (f"not the same command: with {again.flag} the app refuses {busy} (409), which stops the folders after it "
+            f"from being sent, and {again.runs} it again once it has ended; "
+            + (f"{follows} {again.follows if len(started) == 1 else again.follows.rstrip('s')} the {again.noun}"
+               f"{'s' if len(started) > 1 else ''} it started; " if started else "")
+            + f"for the others, run the command with {again.flag} and only {flags}"
+            + (f" (folder {left[-1]} last: its {again.noun} may already run, and then it alone is refused)"
+               if len(left) > 1 else ""))
+
+
+def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool, say_ended: bool = False,
+                  again: _Again | None = None) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
     """Post each folder's request: ``(folder, answer)`` of those the app took, and a failure (``_folder_failure``)
     for the first it refused and for each folder after it, which is not sent: what refuses one folder's request
     (the key, a limit of running tasks, an unreachable app) refuses the next, and the same command run again finds
-    the tasks already started rather than running them twice. ``say_ended``: a task found ended is said with its
-    stage and the app's hint (``submit --folder`` without --wait; with it, ``ended_before_line`` says it once)."""
+    the tasks already started rather than running them twice, unless the requests are re-runs (``again``: the
+    hints name what to run instead, ``_again_hint``). ``say_ended``: a task found ended is said with its stage and
+    the app's hint (``submit --folder`` without --wait; with it, ``ended_before_line`` says it once)."""
     answers: list[tuple[str, dict[str, Any]]] = []
     failures: list[dict[str, Any]] = []
     for n, (folder, request) in enumerate(requests):
@@ -668,16 +715,22 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
                 raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, known) from None
             said = [_keep_running([(f, a) for f, a in answers if not found_ended(a)])]
             said += _ended_before([(f, a) for f, a in answers if found_ended(a)])
+            left = [rest for rest, _ in requests[n + 1:]] + [folder]
             raise Interrupted(f"stopped (Ctrl-C) before folder {folder}'s request was answered; "
                               + "; ".join(line for line in said if line),
+                              _again_hint(again, answers, left) if again else
                               "run the same command again: the tasks already started are found again, not run twice",
                               known) from None
         except CliError as exc:
             failures.append(_folder_failure(folder, exc))
+            left = [rest for rest, _ in requests[n + 1:]] + [folder]
+            hint = (f"once that is fixed, {_again_hint(again, answers, left)}" if again and answers else
+                    "run the same command again once that is fixed" if again else  # it started nothing
+                    "run the same command again once that is fixed: the tasks already started are found again, not "
+                    "run twice")
             failures += [_folder_failure(rest, CliError(
-                f"not sent: the request for folder {folder} was refused before it",
-                "run the same command again once that is fixed: the tasks already started are found again, not "
-                "run twice")) for rest, _ in requests[n + 1:]]
+                f"not sent: the request for folder {folder} was refused before it", hint))
+                for rest, _ in requests[n + 1:]]
             break
         answers.append((folder, answer))
         if not quiet:
@@ -740,7 +793,8 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
             raise _said_as_json(exc, as_json) from None
         failures: list[dict[str, Any]] = []
     else:  # a folder's failure is said with its folder after the others' estimates, which stand
-        answers, failures = _post_folders(state, folder_requests(body, folders), quiet=True)
+        answers, failures = _post_folders(state, folder_requests(body, folders), quiet=True,
+                                          again=_FRESH if body.get("rerun") else None)  # --fresh, or the file's
     estimates: list[tuple[str, dict[str, Any]]] = []
     estimated: list[tuple[str, str]] = []  # (folder, id) of each estimate waited for to its end, for a Ctrl-C
     earlier: list[str] = []

@@ -3134,3 +3134,130 @@ def test_a_request_files_unknown_field_hint_keeps_the_request_fields_it_lists(
     said = " ".join(capsys.readouterr().err.split())
     assert "did you mean preview_threshold? allowed fields: container, prefix, first_n, sample_n," in said, said
     assert "--" not in said.split("next:", 1)[1], said
+
+
+class _RerunApp:
+    """An app that does with a folder's request what api/starters.py ``start_task`` does: a request with "rerun"
+    (or "only_new") of a task still running is refused (409, ``TaskStillRunning``), one of a task that ended starts
+    it again; one without finds a task that ran. The tasks of ``ran`` ended before; Ctrl-C comes while the request
+    of ``stops`` is posted, after the app took it (``took``) or before."""
+
+    def __init__(self, ran: str = "", stops: str = "", took: bool = True, refuses: str = "") -> None:
+        self.running: set[str] = set()
+        self.ended: set[str] = set(ran)
+        self.stops, self.took, self.refuses = stops, took, refuses
+        self.posted: list[str] = []
+        self.started: list[str] = []
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        folder = body["prefix"].rstrip("/").rsplit("/", 1)[-1]
+        self.posted.append(folder)
+        task_id = f"task-{folder:0>20}"
+        if folder == self.refuses:
+            self.refuses = ""  # refused once (e.g. 429, too many running tasks)
+            raise CliError("POST /api/tasks answered 429: too many running tasks", "wait for one to finish")
+        again = bool(body.get("rerun") or body.get("only_new"))
+        if folder in self.running and again:
+            raise CliError(f"POST /api/tasks answered 409: task {task_id} is still running", "wait until it ends")
+        if folder in self.running or (folder in self.ended and not again):
+            return {"id": task_id, "started": False,
+                    "stage": "detecting" if folder in self.running else "completed"}
+        if folder == self.stops:
+            self.stops = ""
+            if self.took:
+                self.running.add(folder)
+                self.started.append(folder)
+            raise KeyboardInterrupt
+        self.running.add(folder)
+        self.started.append(folder)
+        return {"id": task_id, "started": True}
+
+
+def _named_folders(hint: str, flag: str) -> list[str]:
+    """The folders of the command a hint names: "run the command with <flag> and only --folder x --folder y"."""
+    import re
+    import shlex
+
+    found = re.search(rf"run the command with {flag} and only ((?:--folder \S+ ?)+)", hint)
+    assert found, hint
+    return shlex.split(found.group(1))[1::2]
+
+
+@pytest.mark.parametrize("flag", ["--rerun", "--only-new"])
+@pytest.mark.parametrize("took", [True, False])
+def test_ctrl_c_while_submit_per_folder_posts_a_rerun_names_a_command_that_sends_the_folders_left(
+        flag: str, took: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --folder a --folder b --folder c --rerun`` stopped with Ctrl-C while b's request was posted said "run
+    the same command again: the tasks already started are found again, not run twice". With --rerun (or
+    --only-new) the app refuses a task still running (409, api/starters.py ``start_task``), so that command was
+    refused for a's task, and c was never sent. The hint (and the --json object's) names the command that sends
+    c's and b's requests, not a's (b last: the app may have taken it), and how to follow a's task."""
+    from cli import main as cli_main
+
+    app = _RerunApp(ran="abc", stops="b", took=took)
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: app))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", flag]
+    assert cli_main.main([*args, "--json"]) == 130
+    captured = capsys.readouterr()
+    shown = _stopped_json(captured)
+    said = " ".join(captured.err.split())
+    for hint in (shown["hint"], said):
+        assert "run the same command again" not in hint and "found again" not in hint, hint
+        assert "trapbatch watch task-0000000000000000000a" in hint, hint
+    assert _named_folders(said, flag) == _named_folders(shown["hint"], flag) == ["c", "b"], said
+    # what the app does with the same command, as the hint says: a's task refused, b and c not sent
+    app.posted.clear()
+    assert cli_main.main(args) == 4
+    assert app.posted == ["a"], app.posted
+    capsys.readouterr()
+    # the command the hint names sends c (started) and b (started unless the app had taken it before Ctrl-C)
+    app.posted.clear()
+    named = [arg for folder in _named_folders(said, flag) for arg in ("--folder", folder)]
+    assert cli_main.main(["submit", "--container", "traps", *named, flag]) == (4 if took else 0)
+    assert app.posted == ["c", "b"], app.posted
+    assert app.started == (["a", "b", "c"] if took else ["a", "c", "b"]), app.started
+
+
+def test_ctrl_c_while_estimate_per_folder_posts_with_fresh_names_a_command_that_counts_the_folders_left(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``estimate --folder a --folder b --folder c --fresh``, Ctrl-C while b's request was posted: the hint said to
+    run the same command again, which the app refuses for a's estimate while it lists (409) and so never sends c."""
+    from cli import main as cli_main
+
+    app = _RerunApp(ran="abc", stops="b")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: app))
+    args = ["estimate", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c", "--fresh"]
+    assert cli_main.main([*args, "--json"]) == 130
+    hint = _stopped_json(capsys.readouterr())["hint"]
+    assert "run the same command again" not in hint and "an estimate still listing (409)" in hint, hint
+    assert "trapbatch status task-0000000000000000000a" in hint and _named_folders(hint, "--fresh") == ["c", "b"]
+
+
+def test_a_refused_folder_of_a_rerun_per_folder_names_a_command_that_sends_the_folders_left(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --folder a --folder b --folder c --rerun``, b's request refused (429): c's "not sent" said "run the
+    same command again once that is fixed: the tasks already started are found again, not run twice", which the
+    app refuses for a's task while it runs (409) and, once it has ended, runs it a second time. Without --rerun the
+    same command is right and still named."""
+    from cli import main as cli_main
+
+    app = _RerunApp(ran="abc", refuses="b")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: app))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c"]
+    assert cli_main.main([*args, "--rerun", "--json"]) == 4
+    c = json.loads(capsys.readouterr().out)[-1]
+    assert c["folder"] == "c" and c["error"].startswith("not sent"), c
+    assert "found again" not in c["hint"] and c["hint"].startswith("once that is fixed, not the same command"), c
+    assert "trapbatch watch task-0000000000000000000a" in c["hint"] and _named_folders(c["hint"], "--rerun") == [
+        "c", "b"], c
+    app.posted.clear()
+    assert cli_main.main(["submit", "--container", "traps", "--folder", "c", "--folder", "b", "--rerun"]) == 0
+    assert app.started == ["a", "c", "b"], app.started
+    capsys.readouterr()
+
+    app = _RerunApp(refuses="b")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: app))
+    assert cli_main.main([*args, "--json"]) == 4
+    c = json.loads(capsys.readouterr().out)[-1]
+    assert c["hint"] == ("run the same command again once that is fixed: the tasks already started are found again, "
+                         "not run twice"), c
