@@ -168,7 +168,8 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) ->
         _fail_if_every_worker_failed(outcomes)
         return
     reason = next(o["pool_error"] for o in outcomes if o.get("pool_error"))
-    # named before the pool's words, so that a long quote cut at the status's 500 characters leaves it
+    # named before the pool's words, so that a long quote cut at the status's 500 characters leaves it; a pool job
+    # left open is not added here but after that cut (task_orchestrator: ended["job_error"]), so its command stays
     how = ("TaskEnded: it stopped them at their time limit, TRAPBATCH_MAX_TASK_SECONDS, unless they were terminated"
            if reason.startswith(TASK_ENDED) else "it could not start the worker, or stopped it")
     raise PoolNeverRan(f"no image was processed: the pool itself ended every attempt of {shards} shard(s) ({how}). "
@@ -231,6 +232,12 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
         summary = yield from _run_task(context, data, job_id, started, pool_used, ended)
     except Exception as exc:
         error = _first_line(exc)
+        if ended.get("job_error"):  # closed after the pool work, and that failed (_run_task): said after the cut.
+            # Why: inside the failure (up to ~460 characters of the pool's or the worker's words when no image was
+            # processed) the 500-character cut dropped the command that ends the job; the close's own words are in
+            # pool_job_error, as in a completed or cancelled task's status (status text only: replay is unchanged)
+            error = error.rstrip() + (f" (the pool job {job_id} could not be closed, pool_job_error says why: "
+                                      f"{_END_JOB_BY_HAND.format(job=job_id)})")
         if pool_used[0]:
             try:
                 yield from _close_job(context, task_id, job_id)
@@ -246,6 +253,8 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
             failed["pool_job"] = job_id
         if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
             _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]))
+        if ended.get("job_error"):
+            failed["pool_job_error"] = ended["job_error"]
         context.set_custom_status(fit(failed))
         yield from _tell(context, data, failed)
         raise
@@ -509,13 +518,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         job_error = (f"the pool job {job_id} could not be closed ({_first_line(exc, 200)}): its tasks have ended, "
                      f"but it counts against the account's active jobs until it is ended: "
                      f"{_END_JOB_BY_HAND.format(job=job_id)}")
+        ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too
     pool_used[0] = False
-    try:
-        _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
-    except NothingProcessed as never:
-        if job_error:  # the failed status says what to end as well
-            raise type(never)(f"{never}; {job_error}") from None
-        raise
+    _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)

@@ -432,6 +432,52 @@ def test_a_task_whose_pool_never_ran_the_worker_fails_with_the_pools_reason() ->
     assert partly.status == "Completed" and c.MERGE_PART in partly.activity_names
 
 
+def _every_worker_failed_group(name: str, instance_id: str, payload: Any) -> Any:
+    """Every attempt of every shard failed in the worker, with the longest reason a shard group keeps."""
+    n = len(payload["shards"])
+    return {**finished_group(n), "done": 0, "given_up": n, "images_done": 0, "images_missing": 10 * n,
+            "given_up_examples": [{"shard": shard, "attempts": 3, "exit_code": 1,
+                                   "reason": "the worker exited 1: " + "w" * (c.GIVEN_UP_REASON_CHARS - 20)}
+                                  for shard in payload["shards"]]}
+
+
+@pytest.mark.parametrize("children", [_unstarted_group(0), _every_worker_failed_group])
+def test_a_task_that_processed_nothing_and_could_not_close_its_job_says_how_to_end_it_within_the_cut(
+        children: Any) -> None:
+    """No image processed, and the pool job could not be closed either: the job's error (the close's words, then
+    'az batch account login ... then az batch job stop --job-id <job>') was put after the failure (up to ~450
+    characters with the pool's or worker's words) inside the one ``error``, which the status cuts at 500 characters
+    (``_first_line``): the instruction, what the operator needs to end a job that counts against the account's
+    active jobs, was cut off. It now follows the cut, and the job's error is its own status field,
+    ``pool_job_error``, as for a completed or cancelled task (the CLI says it as a failed step)."""
+    closing_fails = raising_on(c.CLOSE_JOB, RuntimeError("Batch unreachable: " + "b" * 400), activities(shards=2))
+    run = run_task(task_input(shards_per_group=1), closing_fails, children=children)
+
+    assert run.status == "Failed" and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
+    status = run.custom_status
+    error = status["error"]
+    assert status["stage"] == Stage.failed and error.startswith("no image was processed"), error
+    assert f"az batch job stop --job-id {TASK}" in error and f"the pool job {TASK} could not be closed" in error
+    assert_signs_in_first(error)
+    assert "pool_job_error" in error, error  # says where the close's own words are
+    job_error = status["pool_job_error"]
+    assert "Batch unreachable" in job_error and f"az batch job stop --job-id {TASK}" in job_error, job_error
+    assert_signs_in_first(job_error)
+    assert "Batch unreachable" not in error, error  # said once, in its field
+
+
+def test_a_task_failing_after_its_job_could_not_be_closed_still_says_how_to_end_the_job() -> None:
+    """Every shard ran, closing the job failed (the results are still merged), then the merge failed: the failed
+    status said "disk full" alone, and nothing of the job left open, counted against the account's active jobs."""
+    closing_fails = raising_on(c.CLOSE_JOB, RuntimeError("Batch unreachable"), activities(shards=1))
+    run = run_task(task_input(), raising_on(c.MERGE_PART, OSError("disk full"), closing_fails))
+
+    assert run.status == "Failed" and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts  # not tried again
+    error = run.custom_status["error"]
+    assert error.startswith("disk full") and f"az batch job stop --job-id {TASK}" in error, error
+    assert "Batch unreachable" in run.custom_status["pool_job_error"]
+
+
 def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     answer = activities(shards=1)
 
