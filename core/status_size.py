@@ -16,7 +16,8 @@ first, until it fits: first what it says twice (``failures_hint``'s counts by re
 then the examples of given-up shards and of unmatched clock corrections down to the first few (their counts stay),
 then the notes of best-effort steps to ``NOTE_CHARS`` characters, then the longest text halved (or cut by less
 where less makes the status fit), again and again, never below ``SHORTEST_CHARS`` (ids and blob paths are shorter:
-they are never cut); the copy says what was cut in ``cut``. The caller keeps the full status as the orchestration's
+they are never cut; ``pool_job_error``, whose first 400 characters hold a command to run, never below those:
+``_FLOORS``); the copy says what was cut in ``cut``. The caller keeps the full status as the orchestration's
 output (the task's and a removal's return value), so nothing is lost but what the status shows. Pure and
 deterministic: an orchestrator may call it on replay.
 """
@@ -66,8 +67,12 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("results", "exports_error"), NOTE_CHARS),
     (("repeated_detections", "error"), NOTE_CHARS),
     (("work_left",), NOTE_CHARS + 200),  # the command that deletes them comes after the error
-    (("pool_job_error",), NOTE_CHARS + 200),  # the job's id and the command that ends it come after the error
+    (("pool_job_error",), NOTE_CHARS + 200),  # the job's id and the command that ends it, then the error
 )
+# Texts the halving below leaves at the length ``_NOTES`` cut them to, not SHORTEST_CHARS: what an operator must run.
+# Why: halved, a completed task's pool_job_error kept "the pool job <id> co…", without the command that ends a job
+# that holds the account's active jobs (orchestrations.task puts that command first, within these characters)
+_FLOORS = {"pool_job_error": NOTE_CHARS + 200}
 # Last resort, should texts cut to SHORTEST_CHARS still not fit (no status of trapbatch comes near): whole blocks go.
 _DROPPED = ("shards_given_up", "not_images", "notification", "task_event", "drop_answer", "cost", "failure_reasons",
             "estimate")
@@ -127,7 +132,7 @@ def fit(status: S, budget: int = STATUS_BUDGET_BYTES) -> S:
         if fits():
             return cast(S, out)
     while True:  # the longest text (in what it costs), halved, or cut by less where less makes the status fit
-        texts = [(status_bytes(text), path) for path, text in _texts(out, ()) if len(text) > SHORTEST_CHARS]
+        texts = [(status_bytes(text), path) for path, text in _texts(out, ()) if len(text) > _floor(path)]
         if not texts:
             break
         _, path = max(texts, key=lambda t: t[0])
@@ -139,7 +144,7 @@ def fit(status: S, budget: int = STATUS_BUDGET_BYTES) -> S:
         # status a few bytes over lost half of its longest text (a failures_hint of 900 characters cut to 450 where
         # ~115 fewer, the cut note's bytes included, would do).
         enough = len(text) - ((status_bytes(out) - budget + 1) // 2 + 1)
-        parent[path[-1]] = shorten(text, max(SHORTEST_CHARS, len(text) // 2, enough))
+        parent[path[-1]] = shorten(text, max(_floor(path), len(text) // 2, enough))
         if fits():
             return cast(S, out)
     for key in _DROPPED:
@@ -149,6 +154,11 @@ def fit(status: S, budget: int = STATUS_BUDGET_BYTES) -> S:
             if fits():
                 break
     return cast(S, out)
+
+
+def _floor(path: Path) -> int:
+    """The fewest characters the halving leaves of the text at ``path``."""
+    return _FLOORS.get(_name(path), SHORTEST_CHARS)
 
 
 def _places(node: Any, path: Path) -> list[tuple[Any, Any]]:

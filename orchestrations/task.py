@@ -211,6 +211,16 @@ _END_JOB_BY_HAND = ("sign in with 'az batch account login -n <account> -g <group
                     "'az batch job stop --job-id {job}' (docs/deploy.md \"Pool jobs by hand\")")
 
 
+def _job_left_open(job_id: str, exc: BaseException) -> str:
+    """``pool_job_error``: the job its work has ended in could not be closed. The command that ends it comes before
+    the close's words, within 400 characters for a job id of Batch's 64 (gpu_batch.layout ``pool_job_id``). Why: a
+    status over its budget cuts this text to 400 characters (core.status_size, ``_NOTES`` and ``_FLOORS``), which
+    with those words (up to 200) first left "sign in with 'az batch accoun…" and no command."""
+    return (f"the pool job {job_id} could not be closed: its tasks have ended, but it counts against the account's "
+            f"active jobs until ended: {_END_JOB_BY_HAND.format(job=job_id)}. Closing it failed with: "
+            f"{_first_line(exc, 200)}")
+
+
 def _close_job(context: df.DurableOrchestrationContext, task_id: str, job_id: str) -> Generator[Any, Any, None]:
     """End the run's pool job: unfinished tasks stop and the job no longer counts against the account's active jobs
     (100-300 per Batch account). Best effort when the task is failing anyway: the original failure is what counts."""
@@ -515,9 +525,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     try:  # no pool work is left: free the job before the long merge
         yield from _close_job(context, task_id, job_id)
     except Exception as exc:  # noqa: BLE001 - every image ran: the results are still merged; the open job is said
-        job_error = (f"the pool job {job_id} could not be closed ({_first_line(exc, 200)}): its tasks have ended, "
-                     f"but it counts against the account's active jobs until it is ended: "
-                     f"{_END_JOB_BY_HAND.format(job=job_id)}")
+        job_error = _job_left_open(job_id, exc)
         ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too
     pool_used[0] = False
     _fail_if_the_pool_never_ran(outcomes, enumeration["images"])

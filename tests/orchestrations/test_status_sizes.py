@@ -245,6 +245,29 @@ def test_a_completed_task_s_largest_status_fits(fail: set[str]) -> None:
     assert run.custom_status["stage"] == Stage.completed_with_errors
     assert run.custom_status["damaged"]["count"] and run.custom_status["damaged"]["examples"]
     assert_fits(run)
+    if c.CLOSE_JOB in fail:
+        assert_ends_the_job(run.custom_status)
+
+
+def assert_ends_the_job(status: dict[str, Any]) -> None:
+    """A job the task could not close keeps the command that ends it in ``pool_job_error``, however much of it the
+    16 KB budget cut (core.status_size: NOTE_CHARS + 200). Why: the close's words (200 characters) came before it,
+    so the cut to 400 characters left "sign in with 'az batch accoun…" and no command."""
+    job_error = status["pool_job_error"]
+    assert "az batch account login -n <account> -g <group>" in job_error, job_error
+    assert f"az batch job stop --job-id {status['pool_job']}'" in job_error, job_error
+
+
+def test_a_job_left_open_names_its_command_within_what_a_cut_status_keeps_for_the_longest_job_id() -> None:
+    """Batch job ids run to 64 characters: the command that ends the job, with the id, fits the 400 characters a
+    status over its budget keeps of ``pool_job_error``."""
+    from core.status_size import NOTE_CHARS, shorten
+    from orchestrations.task import _job_left_open
+
+    job = "j" * 64
+    kept = shorten(_job_left_open(job, RuntimeError("e" * 300)), NOTE_CHARS + 200)
+    assert f"az batch job stop --job-id {job}' (docs/deploy.md \"Pool jobs by hand\")" in kept, kept
+    assert_ends_the_job({"pool_job": job, "pool_job_error": kept})
 
 
 def test_a_task_that_fails_after_its_pool_work_keeps_a_status_that_fits() -> None:
@@ -256,6 +279,7 @@ def test_a_task_that_fails_after_its_pool_work_keeps_a_status_that_fits() -> Non
     assert run.status == "Failed"
     assert run.custom_status["stage"] == Stage.failed and run.custom_status["shards_given_up"]
     assert_fits(run)
+    assert_ends_the_job(run.custom_status)
 
 
 def test_a_dry_run_and_a_task_awaiting_confirmation_fit() -> None:

@@ -145,6 +145,18 @@ def test_the_costliest_text_is_halved_first_named_once_and_never_below_the_short
     assert "shards_given_up" not in given_up and given_up["cost"] == {"usd": 1}
 
 
+def test_the_halving_leaves_pool_job_error_at_its_note_length_where_its_command_is() -> None:
+    """``pool_job_error`` (orchestrations.task: the command that ends a job left open, then the close's words) was
+    halved like any text once the notes were cut, down to "the pool job <id> co…" (seen in the largest completed
+    status, tests/orchestrations/test_status_sizes.py); it stays at its note's 400 characters while other texts are
+    halved, and goes only with nothing else left to cut."""
+    job_error = "end it: " + "j" * 900
+    status = {"stage": "completed", "pool_job_error": job_error, "error": "e" * 3000}
+    out = fit(status, budget=status_bytes(status) - 4000)
+    assert out["pool_job_error"] == shorten(job_error, NOTE_CHARS + 200) and len(out["error"]) < 3000, out
+    assert len(fit(status, budget=1200)["pool_job_error"]) == NOTE_CHARS + 200  # however small the budget
+
+
 @pytest.mark.parametrize("text", ["h" * 900, '"' * 900, "\U0001f98a" * 900, "é" * 900])
 @pytest.mark.parametrize("over", [1, 2, 3, 40, 41, 300])
 def test_a_status_a_little_over_loses_only_what_it_must_of_its_longest_text(text: str, over: int) -> None:
