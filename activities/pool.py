@@ -44,10 +44,11 @@ def _shard_task(settings: Settings, task_id: str, sid: str, attempt: int) -> Sha
                      max_seconds=settings.knobs.max_task_seconds)
 
 
-def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings,
+def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings, store: BlobStore,
                pool: GpuPool, create_job: bool = True) -> c.SubmitOutput:
     """Submit the shards' attempts to the run's pool job; with ``create_job`` (a shard group's first SUBMIT, or an
-    input of before ``SubmitInput.create_job``) create the job first if it is missing.
+    input of before ``SubmitInput.create_job``) create the job first if it is missing, unless the run's job was in the
+    pool before (``_ensure_job_once``).
 
     Without it the job is taken as it is, as ``_submit_to_existing_job`` does for a RESUBMIT: the group has had a task
     in the job, so a job missing now was deleted outside trapbatch, and the pool refuses the submission (AzureBatchPool:
@@ -55,11 +56,36 @@ def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settin
     the group saying what to do. Created again, it hid that deletion and the group went on spending the GPU pool in a
     job the operator had deleted (``orchestrations.shards``, "A job deleted outside trapbatch")."""
     if create_job:
-        pool.ensure_job(job)
+        _ensure_job_once(job, settings, store, pool)
     tasks = [_shard_task(settings, task_id, str(sid), int(attempt)) for sid, attempt in shards]
     pool.submit(job, tasks)
     logger.info("task %s: submitted %d shard attempts", task_id, len(tasks))
     return {"submitted": len(tasks)}
+
+
+def _ensure_job_once(job: str, settings: Settings, store: BlobStore, pool: GpuPool) -> None:
+    """Create the run's pool job if missing, unless it was in the pool before: then take it as it is.
+
+    Why: a group's first SUBMIT (``create_job``) may be tried again for long (Batch answering 503 or 429 while its
+    tasks are added: ``AzureBatchPool.submit`` fails ``BatchUnavailable`` and the shard group retries it through the
+    outage), and each try began with ``ensure_job``. A job an operator deleted meanwhile ('az batch job delete', the
+    portal) was created again under its id by the next try, since Batch's Job - Add succeeds once the deletion is done:
+    the deletion undone, the GPU pool spending on. So the first SUBMIT that finds the job in the pool (created, or
+    there already: 409 JobExists) leaves ``layout.pool_job_marker``, and a SUBMIT that finds the marker, a retried
+    one or another group's first, submits to the job as it is: a job gone (404 JobNotFound) or being deleted
+    (409 JobBeingDeleted: Job - Delete, "All update operations on a Job that is in deleting state will fail with
+    status code 409 (Conflict)", azure-batch 15 ``begin_delete_job``) is refused as ``JobClosed`` with
+    ``closed_outside_hint``'s advice, as for a later SUBMIT. The marker is a blob, not job metadata, which goes with
+    the deleted job; it is written after ``ensure_job`` answered, so a marker always means the job was there (one
+    whose Job - Add failed leaves none, and the next try creates it). Per run: each run has a job of its own.
+    The decision is the activity's, from storage, not the orchestrator's, so histories replay as they ran; a SUBMIT
+    whose run has no marker (its earlier SUBMITs ran in an older release) creates the job, as before."""
+    marker = layout.pool_job_marker(job)
+    if store.exists(settings.container, marker):
+        logger.info("pool job %s: in the pool before (%s); submitted to as it is, not created again", job, marker)
+        return
+    pool.ensure_job(job)
+    store.write_json(settings.container, marker, {"job_id": job})
 
 
 LOG_READ_LIMIT = 1024 * 1024  # a worker log larger than this is not read for its last error
@@ -350,8 +376,8 @@ def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
     s = clients.settings()
     # the time limit the task's run decided (activities.decided); the pool object stays the process's one
     decided = task_settings(s, clients.store(s), payload["task_id"])
-    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], decided, clients.pool(s),
-                      create_job=payload.get("create_job", True))
+    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], decided, clients.store(s),
+                      clients.pool(s), create_job=payload.get("create_job", True))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.POLL)

@@ -235,7 +235,9 @@ class SubmitInput(TypedDict):
     shards: list[tuple[str, int]]  # (shard id, attempt); JSON brings each pair back as a two-item list
     # False: submit to the job as it is, never create it (a shard group's SUBMIT once it has had a task in the job:
     # orchestrations.shards "A job deleted outside trapbatch"). Absent (True): create it first if missing, as every
-    # SUBMIT did before, so an activity already queued, or a recorded history, behaves as it did
+    # SUBMIT did before, so an activity already queued, or a recorded history, behaves as it did; unless a SUBMIT of
+    # the run found the job in the pool before (its marker: activities.pool._ensure_job_once), a retried first SUBMIT
+    # or another group's, which takes the job as it is
     create_job: NotRequired[bool]
 
 

@@ -170,6 +170,13 @@ def cancel_marker(job_id: str) -> str:
     return f"{task_prefix(task_of_pool_job(job_id))}cancel/{job_id}.json"
 
 
+def pool_job_marker(job_id: str) -> str:
+    """The marker a run's first SUBMIT leaves once its pool job was in the pool (created then, or found there): a
+    SUBMIT that finds it takes the job as it is and never creates it again (``activities.pool.run_submit``), so a job
+    deleted outside trapbatch stays deleted. Per run (its pool job), as the cancel marker: the next run's job is new."""
+    return f"{task_prefix(task_of_pool_job(job_id))}jobs/{job_id}.json"
+
+
 def shard_prefix(task_id: str, sid: str) -> str:
     """Every attempt's manifest and results of one shard are under this prefix (the merge lists it)."""
     return f"{task_prefix(task_id)}shards/{sid}/"

@@ -67,10 +67,13 @@ as a RESUBMIT does: a job missing then was deleted ('az batch job delete', the p
 each round SUBMITs its next wave before it polls, so a job an operator deleted to stop the run was created again
 under its id and the group went on, its deleted in-flight tasks later found unknown and run again: the deletion
 silently undone, the GPU pool spending on. Known per group, from its own state: the run's groups share one job and
-each one's first SUBMIT may create it. They start together, so a deletion comes after every first SUBMIT, but for a
-group whose first SUBMIT stayed busy through an outage: that one's later first SUBMIT creates the job again (a limit
-left). Only the SUBMIT's input changed (inputs are not part of the replay check: devhost README, row 7), so a
-recorded history replays as it ran; an input without the field creates the job, as before.
+each one's first SUBMIT may create it, and a first SUBMIT that stayed busy through an outage (Batch answering 503
+while its tasks were added) is tried again after a deletion. So the activity, not this code, decides whether a first
+SUBMIT creates the job: only where no SUBMIT of the run found the job in the pool before (its marker in storage,
+``activities.pool._ensure_job_once``); a retried first SUBMIT, or another group's, takes the job as it is and is
+refused as a later one is. Only the SUBMIT's input changed (inputs are not part of the replay check: devhost README,
+row 7), so a recorded history replays as it ran; an input without the field creates the job where the run has no
+marker, as before.
 
 Unavailable exits: with ``unavailable_wait_s`` in its input (every group a task starts since that field), a worker
 exit ``STORAGE_UNAVAILABLE`` (69: storage, Key Vault, a model's host or the node's identity endpoint, IMDS, did not

@@ -350,7 +350,9 @@ class AzureBatchPool:
     # ---------------------------------------------------------------- jobs
     def ensure_job(self, job_id: str) -> None:
         """Create the job (no ``on_all_tasks_complete``: see ``close_job``); an existing one is fine, one Batch is
-        deleting is ``JobClosed`` (deleted outside trapbatch: not created again under its id)."""
+        deleting is ``JobClosed`` (deleted outside trapbatch: not created again under its id). One whose deletion is
+        done would be created again (Job - Add takes the id again), so the app asks this only until the run's job was
+        in the pool (``activities.pool._ensure_job_once``)."""
         from azure.batch import models as m
         from azure.core.exceptions import HttpResponseError
 

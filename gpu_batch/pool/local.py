@@ -197,7 +197,8 @@ class LocalPool:
     # ---------------------------------------------------------------- API
     def ensure_job(self, job_id: str) -> None:
         """Local jobs are just a partition of the task table; one ``delete_job`` deleted is created again, as Batch's
-        Job - Add creates a job under the id of one whose deletion is done."""
+        Job - Add creates a job under the id of one whose deletion is done. Hence the app asks it only until the run's
+        job was in the pool (``activities.pool._ensure_job_once``), as it asks Batch."""
         try:
             self.jobs.delete_entity(_DELETED_JOBS, job_id)
         except ResourceNotFoundError:

@@ -109,6 +109,8 @@ class SimulatedPool:
 
     # ---------------------------------------------------------------- GpuPool
     def ensure_job(self, job_id: str) -> None:
+        """Create the job, one ``delete_job`` deleted too (as Batch's Job - Add once the deletion is done; the app
+        asks it only until the run's job was in the pool: ``activities.pool._ensure_job_once``)."""
         with self._lock:
             self._deleted.discard(job_id)
             self._tasks.setdefault(job_id, {})

@@ -457,7 +457,7 @@ def test_a_resubmission_to_a_job_deleted_outside_trapbatch_fails_job_closed_inst
             self.added.extend(t.task_id for t in tasks)
 
     batch = Batch()
-    run_submit(TASK, TASK, [(sid, 1)], settings, batch)  # type: ignore[arg-type]  # the first: creates the job
+    run_submit(TASK, TASK, [(sid, 1)], settings, store, batch)  # type: ignore[arg-type]  # the first: creates the job
     batch.jobs.discard(TASK)  # deleted outside trapbatch while the attempt ran
     with pytest.raises(JobClosed, match="deleted"):
         run_resubmit(TASK, TASK, [(sid, 2)], settings, store, batch)  # type: ignore[arg-type]
@@ -469,14 +469,19 @@ def test_a_later_submission_to_a_job_deleted_outside_trapbatch_fails_job_closed_
     """A shard group's SUBMIT after its first (the next wave of pending shards) says ``create_job: false``
     (orchestrations.shards): on LocalPool, as on Batch, a job deleted meanwhile refuses it (``JobClosed``, saying
     what to do) and is not created again; its tasks stay gone. A SUBMIT without the field (an input of before it)
-    creates the job again, as every SUBMIT did."""
-    settings, _ = env
+    is not created again either once a SUBMIT of this run left the job's marker (``activities.pool._ensure_job_once``);
+    without a marker (a run whose SUBMITs ran in an older release) it creates the job again, as every SUBMIT did."""
+    settings, store = env
     pool = LocalPool(storage_connection, log_container=unique_name, table=unique_name + "pool", max_concurrent=1,
                      worker_command=[sys.executable, "-c", "pass"])
-    run_submit(TASK, TASK, [("s00020", 1)], settings, pool)  # the group's first: creates the job
+    run_submit(TASK, TASK, [("s00020", 1)], settings, store, pool)  # the group's first: creates the job
     pool.delete_job(TASK)  # deleted outside trapbatch ('az batch job delete', the portal)
     with pytest.raises(JobClosed, match="was deleted.*Post the same request again"):
-        run_submit(TASK, TASK, [("s00021", 1)], settings, pool, create_job=False)
+        run_submit(TASK, TASK, [("s00021", 1)], settings, store, pool, create_job=False)
     assert pool.job_state(TASK) is JobState.deleted and pool.poll(TASK) == []
-    run_submit(TASK, TASK, [("s00021", 1)], settings, pool)  # no field: created again, as before
+    with pytest.raises(JobClosed, match="was deleted.*Post the same request again"):
+        run_submit(TASK, TASK, [("s00021", 1)], settings, store, pool)  # no field, but the job's marker
+    assert pool.job_state(TASK) is JobState.deleted and pool.poll(TASK) == []
+    store.delete_if_exists(settings.container, layout.pool_job_marker(TASK))  # as before the marker existed
+    run_submit(TASK, TASK, [("s00021", 1)], settings, store, pool)  # no field, no marker: created again, as before
     assert pool.job_state(TASK) is JobState.active and [i.task_id for i in pool.poll(TASK)] == ["s00021-a1"]

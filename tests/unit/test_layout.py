@@ -100,6 +100,14 @@ def test_a_cancel_marker_belongs_to_one_run() -> None:
     assert layout.cancel_marker(first).startswith(layout.task_prefix(TASK))
 
 
+def test_a_pool_job_marker_belongs_to_one_run() -> None:
+    """A run's job created once (activities.pool._ensure_job_once) says nothing of the next run's, a job of its own."""
+    first, second = (layout.pool_job_id(TASK, run) for run in ("r261201153005ab12", "r261202090000cd34"))
+    assert layout.pool_job_marker(first) == f"tasks/{TASK}/jobs/{first}.json"
+    assert layout.pool_job_marker(first) != layout.pool_job_marker(second)
+    assert layout.pool_job_marker(first) != layout.cancel_marker(first)
+
+
 def test_exports_sit_under_their_results_per_variant() -> None:
     assert layout.coco_blob(TASK) == f"results/{TASK}/exports/coco.json"
     assert layout.coco_blob(TASK, layout.REPEATS_REMOVED) == f"results/{TASK}/exports/repeats-removed/coco.json"
