@@ -16,10 +16,10 @@ first, until it fits: first what it says twice (``failures_hint``'s counts by re
 then the examples of given-up shards and of unmatched clock corrections down to the first few (their counts stay),
 then the notes of best-effort steps to ``NOTE_CHARS`` characters, then the longest text halved (or cut by less
 where less makes the status fit), again and again, never below ``SHORTEST_CHARS`` (ids and blob paths are shorter:
-they are never cut; ``pool_job_error``, whose first 400 characters hold a command to run, never below those:
-``_FLOORS``); the copy says what was cut in ``cut``. The caller keeps the full status as the orchestration's
-output (the task's and a removal's return value), so nothing is lost but what the status shows. Pure and
-deterministic: an orchestrator may call it on replay.
+they are never cut; ``pool_job_error`` and ``work_left``, whose first 400 characters hold a command to run, never
+below those: ``_FLOORS``); the copy says what was cut in ``cut``. The caller keeps the full status as the
+orchestration's output (the task's and a removal's return value), so nothing is lost but what the status shows. Pure
+and deterministic: an orchestrator may call it on replay.
 """
 from __future__ import annotations
 
@@ -66,13 +66,16 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("results", "exports", "sizes_unknown_why", "error"), NOTE_CHARS),
     (("results", "exports_error"), NOTE_CHARS),
     (("repeated_detections", "error"), NOTE_CHARS),
-    (("work_left",), NOTE_CHARS + 200),  # the command that deletes them comes after the error
+    (("work_left",), NOTE_CHARS + 200),  # the command that deletes them, then the error
     (("pool_job_error",), NOTE_CHARS + 200),  # the job's id and the command that ends it, then the error
 )
 # Texts the halving below leaves at the length ``_NOTES`` cut them to, not SHORTEST_CHARS: what an operator must run.
 # Why: halved, a completed task's pool_job_error kept "the pool job <id> co…", without the command that ends a job
-# that holds the account's active jobs (orchestrations.task puts that command first, within these characters)
-_FLOORS = {"pool_job_error": NOTE_CHARS + 200}
+# that holds the account's active jobs (orchestrations.task puts that command first, within these characters), and
+# work_left "the work blobs under <container>…", without the command that deletes them (orchestrations.fanin
+# work_left puts it first). Each keeps at most 1,600 bytes (400 characters of up to four bytes); the largest statuses,
+# with both, still fit the budget (tests/orchestrations/test_status_sizes.py: every best-effort step failed)
+_FLOORS = {"pool_job_error": NOTE_CHARS + 200, "work_left": NOTE_CHARS + 200}
 # Last resort, should texts cut to SHORTEST_CHARS still not fit (no status of trapbatch comes near): whole blocks go.
 _DROPPED = ("shards_given_up", "not_images", "notification", "task_event", "drop_answer", "cost", "failure_reasons",
             "estimate")

@@ -158,9 +158,15 @@ def work_left(container: str, prefix: str, exc: BaseException) -> str:
     ``container``: the state container, "" where the caller does not know its name (the app's
     ``TRAPBATCH_CONTAINER``). The command names the account and ``--auth-mode login``: without an account az has
     none to call, and without login it takes the account key from ARM (azure-cli storage
-    ``validate_client_parameters``), which the deployed account, shared-key access off, refuses."""
+    ``validate_client_parameters``), which the deployed account, shared-key access off, refuses.
+
+    The command comes first, the cleanup's words last, and the blobs are named once (in the command): a status over
+    its budget cuts this text to 400 characters (core.status_size ``_NOTES``, and ``_FLOORS`` keeps those 400), which
+    the command fits for a 63-character container and the longest work prefix. Why: with the container and prefix
+    named first and the cleanup's 200 characters before the command, that cut, then the halving down to
+    "the work blobs under <container>…", left no command."""
     container = container or "$TRAPBATCH_CONTAINER"
-    return (f"the work blobs under {container}/{prefix} were not deleted ({failure_line(exc, 200)}); the results do "
-            f"not need them: delete them with 'az storage blob delete-batch --account-name <account> --auth-mode "
-            f"login --source {container} --pattern \"{prefix}*\"' (<account>: the app's storage account, azd's "
-            f"AZURE_STORAGE_ACCOUNT_NAME) to stop paying for their storage")
+    return (f"work blobs were not deleted; the results do not need them: to stop paying for their storage, delete them "
+            f"with 'az storage blob delete-batch --account-name <account> --auth-mode login --source {container} "
+            f"--pattern \"{prefix}*\"' (<account>: the app's storage account, azd's AZURE_STORAGE_ACCOUNT_NAME). "
+            f"Deleting them failed with: {failure_line(exc, 200)}")

@@ -162,7 +162,8 @@ def test_the_work_blobs_are_cleaned_last_and_a_failed_cleanup_does_not_fail_the_
     assert run.activity_names[-1] == c.CLEAN_MERGE_WORK
     assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK}] * STORAGE_RETRY.attempts
     assert run.output["repeated_locations"] == 3
-    assert run.output["work_left"].startswith(f"the work blobs under trapbatch/tasks/{TASK}/merge/ were not deleted")
+    assert run.output["work_left"].startswith("work blobs were not deleted")
+    assert f"--source trapbatch --pattern \"tasks/{TASK}/merge/*\"'" in run.output["work_left"]
 
 
 @pytest.mark.parametrize("failing", [c.SEARCH_REPEATS, c.RANK_REPEATS])

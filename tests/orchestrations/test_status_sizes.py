@@ -17,6 +17,7 @@ no field a person types may hold one, ``core.requests._CONTROL_RE``).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -233,8 +234,8 @@ def run_task(input_: c.TaskInput, answer: Any, kids: Any = children) -> Run:
 @pytest.mark.parametrize("fail", [
     pytest.param(set(), id="completed"),
     # the best-effort steps failing: their errors, at their caps, replace what they would have said
-    pytest.param({c.SEARCH_REPEATS, c.CLOSE_JOB, c.SCHEDULE_EXPIRY, c.DROP_ANSWER, c.NOTIFY, c.PUBLISH_EVENT},
-                 id="completed, every best-effort step failed"),
+    pytest.param({c.SEARCH_REPEATS, c.CLOSE_JOB, c.CLEAN_MERGE_WORK, c.SCHEDULE_EXPIRY, c.DROP_ANSWER, c.NOTIFY,
+                  c.PUBLISH_EVENT}, id="completed, every best-effort step failed"),
     pytest.param({c.EXPORTS, c.SEARCH_REPEATS, c.CLOSE_JOB, c.SCHEDULE_EXPIRY, c.DROP_ANSWER, c.PUBLISH_EVENT},
                  id="completed without exports"),
 ])
@@ -247,6 +248,8 @@ def test_a_completed_task_s_largest_status_fits(fail: set[str]) -> None:
     assert_fits(run)
     if c.CLOSE_JOB in fail:
         assert_ends_the_job(run.custom_status)
+    if c.CLEAN_MERGE_WORK in fail:
+        assert_deletes_the_work(run.custom_status)
 
 
 def assert_ends_the_job(status: dict[str, Any]) -> None:
@@ -256,6 +259,28 @@ def assert_ends_the_job(status: dict[str, Any]) -> None:
     job_error = status["pool_job_error"]
     assert "az batch account login -n <account> -g <group>" in job_error, job_error
     assert f"az batch job stop --job-id {status['pool_job']}'" in job_error, job_error
+
+
+def assert_deletes_the_work(status: dict[str, Any]) -> None:
+    """Work blobs a cleanup left keep the command that deletes them in ``work_left``, however much of it the 16 KB
+    budget cut (core.status_size: NOTE_CHARS + 200, ``_FLOORS``). Why: the cleanup's words (200 characters) and the
+    blobs' container and prefix came before it, so the cut to 400 characters, then the halving, left no command."""
+    left = status["work_left"]
+    assert "'az storage blob delete-batch --account-name <account> --auth-mode login --source " in left, left
+    assert re.search(r"--pattern \"tasks/[^\"]+/merge[^\"]*/\*\"' \(<account>: ", left), left
+
+
+def test_work_left_names_its_command_within_what_a_cut_status_keeps_for_the_longest_names() -> None:
+    """A state container of Azure's 63 characters and the longest merge work prefix (a re-run's generation, the
+    repeats-removed variant): the command that deletes the blobs fits the 400 characters a status over its budget
+    keeps of ``work_left``."""
+    from core.status_size import NOTE_CHARS, shorten
+    from orchestrations.fanin import work_left
+
+    prefix = layout.merge_work_prefix(layout.generation_key(TASK, RUN), layout.REPEATS_REMOVED)
+    kept = shorten(work_left("c" * 63, prefix, RuntimeError(W * 300)), NOTE_CHARS + 200)
+    assert f"--source {'c' * 63} --pattern \"{prefix}*\"'" in kept, kept
+    assert_deletes_the_work({"work_left": kept})
 
 
 def test_a_job_left_open_names_its_command_within_what_a_cut_status_keeps_for_the_longest_job_id() -> None:

@@ -157,6 +157,17 @@ def test_the_halving_leaves_pool_job_error_at_its_note_length_where_its_command_
     assert len(fit(status, budget=1200)["pool_job_error"]) == NOTE_CHARS + 200  # however small the budget
 
 
+def test_the_halving_leaves_work_left_at_its_note_length_where_its_command_is() -> None:
+    """``work_left`` (orchestrations.fanin: the command that deletes the work blobs a cleanup left, then its words)
+    was halved like any text, down to "the work blobs under <container>…" (the largest completed status with every
+    best-effort step failed, tests/orchestrations/test_status_sizes.py); it stays at its note's 400 characters."""
+    left = "delete them: " + "w" * 900
+    status = {"stage": "completed", "work_left": left, "error": "e" * 3000}
+    out = fit(status, budget=status_bytes(status) - 4000)
+    assert out["work_left"] == shorten(left, NOTE_CHARS + 200) and len(out["error"]) < 3000, out
+    assert len(fit(status, budget=1200)["work_left"]) == NOTE_CHARS + 200
+
+
 @pytest.mark.parametrize("text", ["h" * 900, '"' * 900, "\U0001f98a" * 900, "é" * 900])
 @pytest.mark.parametrize("over", [1, 2, 3, 40, 41, 300])
 def test_a_status_a_little_over_loses_only_what_it_must_of_its_longest_text(text: str, over: int) -> None:
