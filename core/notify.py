@@ -30,8 +30,10 @@ SIGNATURE_HEADER = "X-Trapbatch-Signature"
 DELIVERY_HEADER = "X-Trapbatch-Delivery"
 # What of the final status a notification carries: the counts, and every failure a pipeline acting on it must see
 # (why images failed, a failed repeat search or exports in ``results``, files not run, a pool job left open holding
-# nodes, shards given up, pages whose expiry could not be scheduled). Left out on purpose: the pool job's name, the
-# owner, the generation and what became of earlier deliveries (internal), and the preview pages' address.
+# nodes, shards given up, pages whose expiry could not be scheduled). Left out on purpose: the ``pool_job`` field, the
+# owner, the generation and what became of earlier deliveries (internal), and the preview pages' address. The job's
+# name is said inside ``pool_job_error`` (and a failed task's ``error``), whose command that ends the job needs it: no
+# secret (the task id and the run, which a task event's id carries too); docs/cli.md "Word when a task ends" says so.
 STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
                "failure_reasons", "failures_hint", "with_detections", "detections", "empty", "shards", "resubmissions",
                "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate", "cost",

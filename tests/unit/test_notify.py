@@ -70,6 +70,25 @@ def test_the_body_carries_every_failure_and_the_previews_expiry_but_not_their_ad
     assert "previews" not in notify.public_status("t", {"stage": "failed", "previews": {"folder": "f"}})
 
 
+def test_the_body_names_the_pool_job_only_in_the_command_that_ends_it_as_docs_cli_md_says() -> None:
+    """A job left open is said with the command that ends it (orchestrations.task ``_job_left_open``), which needs
+    the job's name: the notification carries that text whole, and not the ``pool_job`` field. docs/cli.md "Word when a
+    task ends" said the notification never carried the pool job's name, which a receiver's author took at its word."""
+    from orchestrations.task import _job_left_open
+
+    job = "task-0123456789abcdef0123_r261206200000ab12"
+    status = {**STATUS, "pool_job": job, "pool_job_error": _job_left_open(job, RuntimeError("BatchUnavailable"))}
+    doc = notify.public_status("task-0123456789abcdef0123", status)
+    assert "pool_job" not in doc
+    assert doc["pool_job_error"] == status["pool_job_error"]
+    assert f"'az batch job stop --job-id {job}'" in doc["pool_job_error"]
+    section = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8").split(
+        "## Word when a task ends")[1].split("\n## ")[0]
+    assert "nor the pool job's name" not in section
+    assert "`pool_job_error` (a pool job left open, still holding nodes: its name and the command that ends it)" in (
+        " ".join(section.split()))
+
+
 @pytest.mark.parametrize("url,allowed,ok", [
     ("https://hooks.example.org/x", ("hooks.example.org",), True),
     ("https://HOOKS.example.org/x", ("hooks.example.org",), True),
