@@ -17,6 +17,8 @@ In the task-state container::
     tasks/<task>/settings.json                           the app settings this generation's outputs follow, decided
                                                          when its first run started (``decided_settings_blob``)
     tasks/<task>/cancel/<job>.json                       the cancel marker of one run, which its polls look for
+    tasks/<task>/jobs/<job>.json                         one run's pool job was in the pool: no SUBMIT creates it
+                                                         again (``pool_job_marker``)
     tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
     tasks/<task>/shards/<shard>/attempt-<n>.progress.json how many images that attempt has done so far (the poll
