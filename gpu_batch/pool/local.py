@@ -61,6 +61,17 @@ own limit, so on a slow machine the first shard could time out while torch was s
 against ~2-8 s of imports before the shard's first image). A preparing task is ended at ``prepare_seconds`` past
 its limit (its runner stuck), and by the heartbeat as a running one.
 
+Host stop: a runner sent SIGINT (``python -m devhost`` stopping on Ctrl-C, devhost/stopping.py) kills its worker
+and puts its task back in the queue, ``active``, as Azure Batch requeues the tasks of a node removed with
+``requeue`` (``local_runner`` says where Batch documents it); the same attempt then runs again at the host's next
+start and resumes from the results its worker flushed. The row names the stopping process (``RequeuedBy``,
+``process_identity.identity``), whose pools do not start it again while it stops; any other process's pool does.
+Once a runner of this process has exited so (``local_runner.REQUEUED_EXIT``), no pool of this process starts another
+task (``_HOST_STOPPING``): the queued ones wait for the next start, not started to be stopped again. Why: the
+scheduler thread started the next queued shard into the slot the requeued one freed, after devhost had asked the
+app's processes to stop, and that runner was left running.
+A *killed* host is unchanged: its runners go on without it.
+
 Liveness: a running task's runner is dead when its process is gone. The row records the runner's pid with the
 process's start time and this machine's boot and pid namespace (``process_identity.record``: the pool right after
 the launch, the runner when it marks the task running), so a pass on this machine tells the very process from a
@@ -93,6 +104,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from gpu_batch import layout
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.pool import process_identity
+from gpu_batch.pool.local_runner import REQUEUED_EXIT
 from gpu_batch.pool.base import (READY_ARG, JobClosed, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult,
                                  TaskState, closed_outside_hint, worker_module)
 
@@ -104,6 +116,8 @@ SWEEP_S = 5.0  # the longest the watcher goes without a pass while tasks are unf
 # boot, or one written before the runner's start time was recorded) is dead once its heartbeat is this old. A runner
 # it can check is judged by its process alone (module docstring: Liveness).
 DEAD_AFTER_S = 60.0
+# Set in this process once one of its runners handed its task back on SIGINT (module docstring: Host stop)
+_HOST_STOPPING = threading.Event()
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
 _DISABLED_JOBS = "disabled"  # the partition that lists jobs disabled outside trapbatch (disable_job)
 _DELETED_JOBS = "deleted"  # the partition that lists jobs deleted outside trapbatch (delete_job), until ensure_job
@@ -193,6 +207,7 @@ class LocalPool:
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
         self._watcher: threading.Thread | None = None  # the scheduler thread while tasks are unfinished (_watch)
         self._wake = threading.Event()  # a pass is wanted now (a slot freed by cancel or close_job)
+        self._identity = process_identity.identity(os.getpid())  # a task requeued by this process's stop: not rerun
 
     # ---------------------------------------------------------------- API
     def ensure_job(self, job_id: str) -> None:
@@ -461,6 +476,8 @@ class LocalPool:
         for row in queued:
             if row["PartitionKey"] in held:  # terminated or disabled outside trapbatch: left active, as on Batch
                 continue  # not waiting: nothing starts it until enable_job (or close_job ends it)
+            if row.get("RequeuedBy") == self._identity or _HOST_STOPPING.is_set():  # module docstring: Host stop
+                continue  # not waiting: the host's next start runs it
             if row["PartitionKey"] in closed:  # submitted while close_job ran: never started, as on Batch
                 self._complete(row, None, "terminated: the job was closed", TASK_ENDED)
                 continue
@@ -500,6 +517,11 @@ class LocalPool:
         exited. ``Popen.poll`` waits without blocking; the table is not read."""
         ended = [key for key, proc in self._children.items() if proc.poll() is not None]
         for key in ended:
+            if self._children[key].returncode == REQUEUED_EXIT and not _HOST_STOPPING.is_set():
+                _HOST_STOPPING.set()  # module docstring: Host stop
+                logger.info("LocalPool %s: runner of %s handed its task back (SIGINT: the host is stopping); this "
+                            "process starts no more tasks, the host's next start runs them", self.table.table_name,
+                            key)
             del self._children[key]
         return bool(ended)
 
@@ -538,6 +560,7 @@ class LocalPool:
     def _launch(self, row: dict[str, Any], gpu: int | None = None) -> bool:
         spec = ShardTask.from_dict(json.loads(row["Spec"]))
         etag = row.pop("_etag")
+        row.pop("RequeuedBy", None)  # REPLACE: a requeue's mark goes with the new start
         row.update(State=TaskState.preparing.value, StartTime=now_iso(), StartedAt=time.time(), Heartbeat=time.time(),
                    Changed=time.time())
         if gpu is not None:

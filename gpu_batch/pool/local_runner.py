@@ -11,6 +11,17 @@ dotnet/api/microsoft.azure.batch.taskconstraints.maxwallclocktime), its ``execut
 preparing, at most ``--prepare-seconds``, with a heartbeat: the resident server starts there, not inside the first
 task's limit, as a Batch node's start task starts it before the node's tasks. A preparation that fails is logged
 and the worker runs all the same (its client then runs the shard itself, as without one).
+
+SIGINT (the host stopping: ``python -m devhost`` sends it to the processes the app started on Ctrl-C,
+devhost/stopping.py) puts the task back in the queue: the worker is killed, the task is ``active`` again and its
+runner exits ``REQUEUED_EXIT``, so the next pool pass (after the host's next start) runs it again, as Azure Batch
+requeues the tasks of a node removed with ``nodeDeallocationOption: requeue`` ("Terminate running Task processes and
+requeue the Tasks. The Tasks will run again when a Compute Node is available": ``ComputeNodeDeallocationOption``,
+learn.microsoft.com dotnet/api/microsoft.azure.batch.common.computenodedeallocationoption). The same attempt runs
+again and resumes from the results its worker flushed (the worker's per-image resume), so a Ctrl-C costs the shard
+none of its attempts. Why: the runner ran on after devhost stopped (it outlives its host by design, for a host that is
+*killed*), against an Azurite devhost had stopped, until its storage retries gave up minutes later; its shard was
+then found with a dead runner and failed. SIGTERM is still LocalPool's cancel, which has recorded the end itself.
 """
 from __future__ import annotations
 
@@ -43,6 +54,7 @@ T = TypeVar("T")
 # launched during a storage outage lost one of its attempts, and a worker's exit that ended in one was never recorded.
 STORAGE_OUTAGE_S = 300.0
 STORAGE_RETRY_S = 2.0
+REQUEUED_EXIT = 130  # 128 + SIGINT: the runner put its task back in the queue (module docstring)
 
 
 def _through_outage(call: Callable[[], T]) -> T:
@@ -127,6 +139,25 @@ def _mark_running(table: Any, key: dict[str, str]) -> bool:
             continue
 
 
+def _requeue(table: Any, key: dict[str, str], launcher: str) -> bool:
+    """Put this runner's task back in the queue (``active``) unless it has ended or is no longer this runner's;
+    whether it did. ``launcher`` (``process_identity.identity`` of the pool's process that started this runner, which
+    is stopping) is recorded as ``RequeuedBy``: that process must not start the task again (its pool's scheduler still
+    runs until it exits), the next one does. One try, conditional on the row read: storage that does not answer leaves
+    the task to the pool's dead-runner check (a failed attempt, resubmitted), never a second runner beside a cancelled
+    task."""
+    try:
+        row = table.get_entity(key["PartitionKey"], key["RowKey"])
+        if row.get("State") not in ("running", "preparing") or int(row.get("Pid") or os.getpid()) != os.getpid():
+            return False
+        table.update_entity({**key, "State": "active", "Pid": 0, "RequeuedBy": launcher, "Changed": time.time()},
+                            mode=UpdateMode.MERGE, etag=row.metadata["etag"],
+                            match_condition=MatchConditions.IfNotModified)
+        return True
+    except Exception:  # noqa: BLE001 - the pool's liveness check takes over (docstring)
+        return False
+
+
 def _state(table: Any, job: str, task: str) -> str:
     return str(_through_outage(lambda: table.get_entity(job, task)).get("State", ""))
 
@@ -148,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     key = {"PartitionKey": args.job, "RowKey": args.task}
     env = dict(os.environ)
     log = tempfile.TemporaryFile()
+    workers: list[subprocess.Popen[bytes]] = []
+    launcher = process_identity.identity(os.getppid())  # the pool's process, read before it can have gone
+
+    def on_int(*_: object) -> None:  # the host stops (module docstring): the task goes back to the queue
+        for worker in workers:
+            worker.kill()
+        # a preparation running is killed by its subprocess.run, which this SystemExit unwinds
+        sys.exit(REQUEUED_EXIT if _requeue(table, key, launcher) else 130)
+
+    signal.signal(signal.SIGINT, on_int)
     if args.prepare:
         if _state(table, args.job, args.task) == "completed":  # ended before this runner got going
             return 143
@@ -158,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         env["TRAPBATCH_WORKER_FAULT"] = args.fault
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    workers.append(proc)
     def on_term(*_: object) -> None:  # LocalPool.cancel: stop the worker too, and say so in the exit code
         proc.kill()
         sys.exit(143)

@@ -84,6 +84,14 @@ def record(pid: int) -> dict[str, str]:
     return {START_FIELD: str(start), HOST_FIELD: host}
 
 
+def identity(pid: int) -> str:
+    """One string that names process ``pid`` of this boot and container (``record``'s fields after the pid), for a
+    row that must tell that very process from a later one of the same pid (``local_runner``'s requeue names the
+    pool's process that must not start the task again)."""
+    fields = record(pid)
+    return f"{pid}/{fields.get(START_FIELD, '')}/{fields.get(HOST_FIELD, '')}"
+
+
 def check(pid: int, start: Any, host: Any) -> Liveness:
     """Whether the process recorded as ``pid`` with ``start`` ticks on ``host`` (``record``'s fields, as read back from
     the table: None when absent) still runs."""

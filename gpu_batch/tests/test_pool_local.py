@@ -760,3 +760,33 @@ def test_a_row_without_the_runners_start_time_keeps_the_heartbeat_rule(pool_args
         for proc in (alive, alive_too, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_a_runner_sent_sigint_requeues_its_task_and_this_process_starts_no_more(pool_args: dict[str, Any],
+                                                                                   storage_connection: str) -> None:
+    """SIGINT is the host stopping (devhost's Ctrl-C, devhost/stopping.py): the runner kills its worker and puts the
+    task back in the queue, as Batch requeues the tasks of a node removed with ``requeue``; no pool of this (stopping)
+    process starts it or the task queued behind it, and a pool of the next process runs both. Before, SIGINT ended
+    the runner by KeyboardInterrupt, its task was then found with a dead runner and failed (an attempt spent), and
+    the scheduler started the queued task into the freed slot while the host was stopping."""
+    from gpu_batch.pool import local
+
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    try:
+        pool.submit("jobint", [task("hang"), task("next")])
+        table = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+        row = wait_until(lambda: (lambda r: r if r["State"] == "running" and r.get("Pid") else None)(
+            table.get_entity("jobint", "hang-a1")), 60, "the task running")
+        os.kill(int(row["Pid"]), signal.SIGINT)
+        wait_until(lambda: table.get_entity("jobint", "hang-a1")["State"] == "active", 30, "the task requeued")
+        wait_until(lambda: not pool._children, 30, "the runner to exit and be waited for")
+        s = states(pool, "jobint")  # a scheduling pass, after the runner's exit was seen
+        assert {t: i.state for t, i in s.items()} == {"hang-a1": TaskState.active, "next-a1": TaskState.active}, s
+        assert local._HOST_STOPPING.is_set()
+    finally:
+        local._HOST_STOPPING.clear()  # the next process: a pool made now runs them
+    again = make_pool("local", max_concurrent=2, **{**pool_args, "faults": {"hang-a1": "exit:0"}})
+    again._identity = "the next process"  # as a pool of devhost's next start (process_identity.identity differs)
+    again._schedule()
+    done = wait_until(lambda: all_done(again, "jobint", 2), 60, "both tasks to run")
+    assert all(i.result is TaskResult.success for i in done.values()), done
