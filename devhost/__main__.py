@@ -7,15 +7,18 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devhost.diagnostics import describe_live_hosts
 from devhost.port_file import remove_port_file, write_port_file
+from devhost.stopping import (STOP_GRACE_S, Stopper, app_processes, become_subreaper, describe, exit_now,
+                              kill_app_processes, lingering_threads, stop_app_processes)
 
 if TYPE_CHECKING:
     from devhost.event_grid import Subscription
+    from devhost.host import DevHost
     from devhost.keys import CallerIdentity
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parent / ".function-key"
@@ -94,15 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Until _serve waits for it: SIGTERM unwinds (SystemExit) through the finally below, which stops the Azurite
     # started here; the default action ended the process mid-start (importing the app takes seconds) and left it.
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, _terminated), signal.getsignal(signal.SIGINT)
     try:
-        return _start_and_serve(args, callers, subscriptions)
+        return _start_and_serve(args, callers, subscriptions, Stopper())
     finally:
-        signal.signal(signal.SIGTERM, previous)  # main() called in-process (tests) leaves the caller's as it was
+        signal.signal(signal.SIGTERM, previous[0])  # main() called in-process (tests) leaves the caller's as it was
+        signal.signal(signal.SIGINT, previous[1])
 
 
 def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity],
-                     subscriptions: list[Subscription]) -> int:
+                     subscriptions: list[Subscription], stopper: Stopper) -> int:
     """Start Azurite where asked, then serve; every way out stops that Azurite again."""
     azurite = None
     if args.with_azurite:
@@ -114,10 +118,14 @@ def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity
             print(f"devhost: --with-azurite: {exc}", file=sys.stderr, flush=True)
             return 2
         os.environ["AzureWebJobsStorage"] = azurite.connection_string
+        stopper.at_once.append(lambda: azurite.stop(timeout=5))  # last: the app's processes go first (_serve)
     try:  # every way out after this stops the Azurite started above (its processes are in sessions of their own)
-        return _serve(args, os.environ["AzureWebJobsStorage"], azurite is not None, callers, subscriptions)
+        return _serve(args, os.environ["AzureWebJobsStorage"], set(azurite.pids.values()) if azurite else None,
+                      callers, subscriptions, stopper)
     finally:
         if azurite:
+            if stopper.requested.is_set():
+                print("devhost: stopping Azurite (it saves its state: the next start resumes from it)", flush=True)
             azurite.stop()
 
 
@@ -140,9 +148,10 @@ def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers: dict[str, CallerIdentity],
-           subscriptions: list[Subscription]) -> int:
-    """Load the app, serve it until SIGTERM/SIGINT, stop it; returns the exit status (3: Azure would not load it)."""
+def _serve(args: argparse.Namespace, connection: str, own_azurite: set[int] | None,
+           callers: dict[str, CallerIdentity], subscriptions: list[Subscription], stopper: Stopper) -> int:
+    """Load the app, serve it until SIGTERM/SIGINT, stop it (devhost/stopping.py); returns the exit status (3: Azure
+    would not load it). ``own_azurite``: the pids of the Azurite devhost started, which it stops last."""
     sys.path.insert(0, os.getcwd())
     module_name, _, attr = args.app.partition(":")
     app = getattr(importlib.import_module(module_name), attr or "app")
@@ -169,10 +178,14 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers
         return 3
     # Before host.start(): from here a SIGTERM or SIGINT is a clean stop (the port file removed, the host stopped),
     # also one sent the moment the port file appears (it was written before these were installed: the default
-    # action ended devhost, the file left behind).
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # action ended devhost, the file left behind); a second one stops at once (devhost/stopping.py).
+    stop = stopper.requested
+    stopper.install()
+    azurite_pids = own_azurite or set()
+    stopper.at_once.insert(0, lambda: kill_app_processes(azurite_pids))
+    if args.port_file:
+        stopper.at_once.insert(0, lambda: remove_port_file(Path(args.port_file)))
+    become_subreaper()  # the resident worker, left by the client that started it, stays devhost's to stop
     # kill -USR1 <pid>: what every part of devhost is doing now (a request that hangs: devhost/diagnostics.py)
     signal.signal(signal.SIGUSR1, lambda *_: print(describe_live_hosts(), file=sys.stderr, flush=True))
     host.start()
@@ -181,7 +194,8 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers
         print(f"devhost: function key ({key_source}): {keys.function_key}\n"
               "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on "
               "Azure", flush=True)
-        if own_azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":  # never a real account's key
+        emulator = connection.strip().rstrip(";") == "UseDevelopmentStorage=true"
+        if own_azurite is not None or emulator:  # never a real account's key
             print(f"devhost: for the trapbatch command: export TRAPBATCH_URL={host.base_url} "
                   f"TRAPBATCH_KEY={keys.function_key}; `trapbatch results` reads from storage with "
                   "--storage-connection UseDevelopmentStorage=true (Azurite on its default ports); photos go up with "
@@ -196,9 +210,39 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers
     finally:
         if args.port_file:
             remove_port_file(Path(args.port_file))
-        host.stop()
+        _stop_in_order(host, stopper, azurite_pids)
     return 0
 
 
+def _stop_in_order(host: DevHost, stopper: Stopper, azurite_pids: set[int]) -> None:
+    """The orderly stop (devhost/stopping.py): the activities in flight get a grace, then the app's processes are
+    asked to stop and killed after another; what it does and what the next start resumes is printed."""
+    t0 = time.monotonic()
+    linux = sys.platform.startswith("linux")
+    running = host.engine.running_activities()
+    print(f"devhost: stopping (Ctrl-C again stops at once): up to {STOP_GRACE_S:.0f} s for "
+          f"{_n(running, 'activity', 'activities')} in flight to finish (one still running then runs again at the next "
+          "start), then the processes the app started (the local pool's runners put their shard back in the queue: it "
+          "resumes at the next start)", flush=True)
+    still = host.stop(STOP_GRACE_S, stopper.hurry)
+    pids = app_processes(azurite_pids) if linux else []
+    if pids:
+        print(f"devhost: stopping {_n(len(pids), 'process', 'processes')} the app started (SIGINT, SIGKILL after "
+              f"{STOP_GRACE_S:.0f} s): " + "; ".join(describe(pid) for pid in pids), flush=True)
+    killed = stop_app_processes(pids, STOP_GRACE_S, stopper.hurry, azurite_pids)
+    ended = len([pid for pid in pids if pid not in killed])
+    print(f"devhost: stopped in {time.monotonic() - t0:.1f} s; {_n(still, 'activity', 'activities')} will run again "
+          f"at the next start; {_n(ended, 'process', 'processes')} of the app ended on SIGINT"
+          + (f", {len(killed)} killed (pids {', '.join(map(str, killed))}; a shard of theirs is resubmitted at the "
+             "next start)" if killed else ""), flush=True)
+
+
+def _n(count: int, one: str, more: str) -> str:
+    return f"{count} {one if count == 1 else more}"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if lingering_threads():  # an activity still running past its grace: not waited for (devhost/stopping.py)
+        exit_now(code)
+    sys.exit(code)

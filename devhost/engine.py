@@ -275,6 +275,10 @@ class Engine:
         self._inflight: set[str] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        # set once a stop's grace for the activities in flight is over: a completion after it is not recorded (the
+        # work item stays, so the activity runs again at the next start), as Azurite may be stopping (Engine.stop)
+        self._closed = threading.Event()
+        self._running = 0  # activities running now (_run_activity), which a stop gives its grace to
         self._threads: list[threading.Thread] = []
         self.wake = threading.Event()
         self.activity_wake = threading.Event()  # set with each work item this engine queues (module docstring: Polling)
@@ -292,13 +296,27 @@ class Engine:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 0.0, hurry: threading.Event | None = None) -> int:
+        """Stop dispatching, then give the activities running now up to ``grace_s`` seconds (cut short when
+        ``hurry`` is set) to finish and record their completion; returns how many still run. Their completions are
+        not recorded after that, so each runs again at the next start (its work item stays in storage), as after a
+        kill (devhost/stopping.py). Work items not yet started are not started."""
         self._stop.set()
         self.wake.set()
         self.activity_wake.set()
         for t in self._threads:
             t.join(timeout=10)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace_s
+        while self.running_activities() and time.monotonic() < deadline and not (hurry and hurry.is_set()):
+            time.sleep(0.05)
+        with self._lock:
+            self._closed.set()
+            return self._running
+
+    def running_activities(self) -> int:
+        with self._lock:
+            return self._running
 
     # ------------------------------------------------------------- client API
     def start_orchestration(self, name: str, input_json: str | None, instance_id: str | None = None,
@@ -888,6 +906,15 @@ class Engine:
         after it was taken (completion queued, row deleted, key out of ``_inflight``) is still in it, and was run a
         second time; its completion then replaced the first (a CI run's ``exports_combine`` succeeded, deleted its
         fragments, and the orchestrator saw the second run's BlobNotFound). So the row is read again first."""
+        with self._lock:
+            self._running += 1
+        try:
+            self._run_activity_counted(item, key)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _run_activity_counted(self, item: dict[str, Any], key: str) -> None:
         try:
             gone = not self.store.activity_exists(item)
         except Exception:  # storage hiccup: leave it for the next listing
@@ -942,7 +969,7 @@ class Engine:
                          Reason=h.activity_failure_reason(name, exc, isinstance(exc, FunctionTimeout)),
                          Details=traceback.format_exc())
         try:
-            if not self._stop.is_set():
+            if not self._closed.is_set():  # stop(): recorded within its grace, else run again at the next start
                 self.store.add_message(iid, ev, execution, message_id=f"act-{execution}-{tid:06d}", first_wins=True)
                 self.store.delete_activity(item)
                 self.wake.set()

@@ -242,13 +242,15 @@ class DevHost:
                     self.base_url, self.hub)
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 0.0, hurry: threading.Event | None = None) -> int:
+        """Stop serving; the activities running get up to ``grace_s`` to finish (``Engine.stop``; ``hurry`` cuts it
+        short). Returns how many still ran then: each runs again at the next start."""
         diagnostics.unregister(self)
         if self._events:
             self._events.stop()
         if self._poller:
             self._poller.stop()
-        self.engine.stop()
+        still_running = self.engine.stop(grace_s, hurry)
         if self._loop and self._loop.is_running():
             try:
                 asyncio.run_coroutine_threadsafe(_close_sdk_session(), self._loop).result(5)
@@ -259,6 +261,7 @@ class DevHost:
             self._thread.join(timeout=10)
         self.front.close()
         self.scratch.__exit__(None, None, None)
+        return still_running
 
     def __enter__(self) -> "DevHost":
         return self.start()

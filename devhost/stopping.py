@@ -1,0 +1,185 @@
+"""How ``python -m devhost`` stops on Ctrl-C (SIGINT) or SIGTERM: promptly, in order, and with nothing left running.
+
+Why: a reviewer's Ctrl-C on a devhost with a task running left it running for over 25 s, until a SIGTERM ended it
+by the default action, and the local pool's runner and resident worker (``gpu_batch/pool/local.py``: sessions of
+their own, so that a *killed* host leaves them running, as Batch nodes outlive a recycled Functions instance) ran on
+after it, against an Azurite devhost had stopped. Two causes: the interpreter's exit joins every activity thread
+(``concurrent.futures`` joins its workers at exit), and an activity still running then met the stopped Azurite and
+waited out the storage SDK's retries (minutes); and nothing told the app's processes to stop. Also, the SIGINT
+handler stayed installed through that wait, so a second Ctrl-C did nothing.
+
+The stop, first signal (``Stopper``): devhost says what it does, stops taking work, gives the activities in flight
+``grace_s`` to finish (one still running then runs again at the next start: its work item stays in storage, as after a
+kill), then sends SIGINT to every process the app started (``app_processes``: devhost's children; the resident worker
+too, which its starter left, because devhost is their child subreaper, ``become_subreaper``), waits ``grace_s`` for
+them and SIGKILLs what is left, with its process group; then Azurite stops and the process exits without waiting for
+threads still running an activity. The local pool's runner hands its shard back on SIGINT (``local_runner``: the
+task goes back to the queue, as Azure Batch requeues a task whose node is removed with ``requeue``), so it resumes at
+the next start from the results it flushed, without spending one of the shard's attempts. A second signal stops at
+once: the app's processes are SIGKILLed (a shard of theirs then counts as a failed attempt and is resubmitted with its
+missing images at the next start), Azurite is stopped, and devhost exits.
+
+A kill (SIGKILL) is unchanged: the runners go on without devhost and the next start takes them over.
+
+Linux only for the process parts (``/proc``, ``prctl``); elsewhere devhost still stops its own threads promptly.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+STOP_GRACE_S = 10.0  # module docstring: for the activities in flight, then again for the app's processes
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def become_subreaper() -> bool:
+    """Make devhost the parent of every orphan among the processes below it (``prctl(PR_SET_CHILD_SUBREAPER)``,
+    man 2 prctl: "a subreaper fulfills the role of init(1) for its descendant processes"). Why: the resident worker is
+    started by a short-lived client of the pool's runner, in a session of its own; once that client exits, the server
+    belonged to init and no stop of devhost could find it. A server that exits while devhost runs (idle for
+    ``TRAPBATCH_RESIDENT_IDLE_S``) stays a zombie under devhost until devhost exits. Returns whether it took."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent pid from ``/proc/<pid>/stat`` (after the command, which may hold any
+    character); None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[0], int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    found = _stat(pid)
+    return found is not None and found[0] not in ("Z", "X")
+
+
+def app_processes(exclude: set[int]) -> list[int]:
+    """devhost's live children (not zombies) other than ``exclude`` (the Azurite devhost started, which it stops
+    last): the processes the app started, and the orphans devhost took in as their subreaper."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        stat = _stat(pid)
+        if stat is not None and stat[1] == me and stat[0] not in ("Z", "X") and pid not in exclude:
+            found.append(pid)
+    return sorted(found)
+
+
+def describe(pid: int, width: int = 160) -> str:
+    """``pid (command line)`` for the stop's message: from a Python module's ``-m`` on, cut to ``width``."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = "?"
+    cmd = cmd[cmd.find(" -m ") + 1:] if " -m " in cmd else cmd
+    return f"{pid} ({cmd[:width]}{'...' if len(cmd) > width else ''})"
+
+
+def _kill_group(pid: int, signum: int) -> None:
+    """``signum`` to ``pid`` and, where it leads a process group (the pool's runners lead their own sessions), to
+    that group: a runner's worker goes with it."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_app_processes(pids: list[int], grace_s: float, hurry: threading.Event, exclude: set[int]) -> list[int]:
+    """SIGINT to each of ``pids``, up to ``grace_s`` (cut short by ``hurry``) for them to end, then SIGKILL to those
+    still running and their process groups, and to any process the app started meanwhile (``app_processes`` but
+    ``exclude``); returns the pids that had to be killed."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace_s
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline and not hurry.is_set():
+        time.sleep(0.1)
+    killed = [pid for pid in pids if _running(pid)]
+    for pid in pids:  # every group: a runner that ended on SIGINT has killed its worker already; this is the backstop
+        _kill_group(pid, signal.SIGKILL)
+    late = [pid for pid in app_processes(set(exclude)) if pid not in pids]  # started meanwhile (an activity past
+    for pid in late:  # its grace): killed too, nothing is left
+        _kill_group(pid, signal.SIGKILL)
+    return killed + late
+
+
+def kill_app_processes(exclude: set[int]) -> list[int]:
+    """SIGKILL every process the app started and its process group (the second signal: at once)."""
+    pids = app_processes(exclude)
+    for pid in pids:
+        _kill_group(pid, signal.SIGKILL)
+    return pids
+
+
+class Stopper:
+    """SIGINT and SIGTERM: the first asks for the orderly stop (``requested``), the second stops at once
+    (``at_once`` runs, then the process exits with 128 + the signal's number).
+
+    Why the second one acts inside the handler: the orderly stop may be waiting (on the activities in flight, on a
+    thread's join); a handler runs in the main thread between its waits, so it is the one way to stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.hurry = threading.Event()
+        self.at_once: list[Callable[[], object]] = []  # run in order by the second signal; each one's errors ignored
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if not self.requested.is_set():
+            self.requested.set()
+            return
+        self.hurry.set()
+        print("devhost: stopping at once (a second signal): the app's processes are killed (a shard they ran is "
+              "resubmitted with its missing images at the next start), Azurite is stopped", file=sys.stderr,
+              flush=True)
+        for step in self.at_once:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - at once: the next step runs whatever this one met
+                pass
+        exit_now(128 + signum)
+
+
+def exit_now(code: int) -> None:
+    """End the process now, without the interpreter's join of threads still running an activity (module docstring):
+    output flushed first."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def lingering_threads() -> list[threading.Thread]:
+    """Threads other than this one still running: the interpreter's exit waits for those that are no daemons, and
+    for every ``concurrent.futures`` worker, daemon or not (its ``_python_exit`` joins them; the activity workers are
+    daemons, as the dispatcher thread that starts them is one)."""
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not me and t.is_alive()]

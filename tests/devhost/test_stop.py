@@ -1,0 +1,88 @@
+"""Ctrl-C on ``python -m devhost`` while an activity runs (devhost/stopping.py): the activity gets a bounded grace, then
+devhost exits without waiting for it (it runs again at the next start); a second Ctrl-C stops at once.
+
+Before: the interpreter's exit joined the activity's thread, so devhost ran on for as long as the activity did (a
+reviewer's: over 25 s, against an Azurite it had stopped, until SIGTERM), and a second Ctrl-C did nothing."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(tmp_path: Path, storage_connection: str, hub: str) -> tuple["subprocess.Popen[bytes]", str, Path]:
+    from devhost.port_file import wait_for_port_file
+
+    port_file, log = tmp_path / "devhost.port", tmp_path / "devhost.log"
+    env = {**os.environ, "AzureWebJobsStorage": storage_connection}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port",
+                                 "0", "--port-file", str(port_file), "--hub", hub, "--key-file",
+                                 str(tmp_path / "function-key")], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, wait_for_port_file(port_file, proc, 120, log), log
+
+
+def _napping(base: str, seconds: float) -> str:
+    """Start an orchestration whose one activity sleeps ``seconds``; its instance id."""
+    return str(requests.post(f"{base}/api/orchestrators/napping", json=seconds, timeout=30).json()["id"])
+
+
+def _nap_running(hub: str, storage_connection: str) -> bool:
+    from azure.data.tables import TableServiceClient
+
+    table = TableServiceClient.from_connection_string(storage_connection).get_table_client(hub + "Activities")
+    try:
+        return any(e["Name"] == "nap" for e in table.list_entities())
+    except Exception:  # noqa: BLE001 - the table comes with the first work item
+        return False
+
+
+def test_ctrl_c_with_an_activity_running_exits_after_a_bounded_grace(storage_connection: str, unique_name: str,
+                                                                      tmp_path: Path) -> None:
+    proc, base, log = _start(tmp_path, storage_connection, unique_name)
+    try:
+        _napping(base, 600)
+        wait_until(lambda: _nap_running(unique_name, storage_connection), 60, "the nap activity")
+        time.sleep(0.5)  # taken by the dispatcher (it polls every 0.1 s while there is work)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)  # the grace (10 s) and the stop; before, the 600-s nap
+        text = log.read_text()
+        assert code == 0, text[-3000:]
+        assert "1 activity will run again at the next start" in text, text[-3000:]
+        assert time.monotonic() - began < 60
+        assert _nap_running(unique_name, storage_connection)  # its work item stays for the next start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_a_second_ctrl_c_stops_at_once(storage_connection: str, unique_name: str, tmp_path: Path) -> None:
+    proc, base, log = _start(tmp_path, storage_connection, unique_name)
+    try:
+        _napping(base, 600)
+        wait_until(lambda: _nap_running(unique_name, storage_connection), 60, "the nap activity")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "devhost: stopping (Ctrl-C again stops at once)" in log.read_text(), 30,
+                   "the stop's first line")
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)  # at once: well inside the first one's 10-s grace on an idle machine
+        assert code == 128 + signal.SIGINT, log.read_text()[-3000:]
+        assert "devhost: stopping at once" in log.read_text()
+        assert not (tmp_path / "devhost.port").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
