@@ -54,7 +54,7 @@ T = TypeVar("T")
 # launched during a storage outage lost one of its attempts, and a worker's exit that ended in one was never recorded.
 STORAGE_OUTAGE_S = 300.0
 STORAGE_RETRY_S = 2.0
-REQUEUED_EXIT = 130  # 128 + SIGINT: the runner put its task back in the queue (module docstring)
+REQUEUED_EXIT = 130  # 128 + SIGINT: the host is stopping; the runner put its task back in the queue where it could
 
 
 def _through_outage(call: Callable[[], T]) -> T:
@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_int(*_: object) -> None:  # the host stops (module docstring): the task goes back to the queue
         for worker in workers:
             worker.kill()
-        # a preparation running is killed by its subprocess.run, which this SystemExit unwinds
-        sys.exit(REQUEUED_EXIT if _requeue(table, key, launcher) else 130)
+        _requeue(table, key, launcher)  # where storage does not answer, the pool's dead-runner check takes over
+        sys.exit(REQUEUED_EXIT)  # a preparation running is killed by its subprocess.run, which this unwinds
 
     signal.signal(signal.SIGINT, on_int)
     if args.prepare:
