@@ -229,8 +229,8 @@ def _stop_in_order(host: DevHost, stopper: Stopper, azurite_pids: set[int]) -> N
     if pids:
         print(f"devhost: stopping {_n(len(pids), 'process', 'processes')} the app started (SIGINT, SIGKILL after "
               f"{STOP_GRACE_S:.0f} s): " + "; ".join(describe(pid) for pid in pids), flush=True)
-    killed = stop_app_processes(pids, STOP_GRACE_S, stopper.hurry, azurite_pids)
-    ended = len([pid for pid in pids if pid not in killed])
+    asked, killed = stop_app_processes(pids, STOP_GRACE_S, stopper.hurry, azurite_pids)
+    ended = len([pid for pid in asked if pid not in killed])
     print(f"devhost: stopped in {time.monotonic() - t0:.1f} s; {_n(still, 'activity', 'activities')} will run again "
           f"at the next start; {_n(ended, 'process', 'processes')} of the app ended on SIGINT"
           + (f", {len(killed)} killed (pids {', '.join(map(str, killed))}; a shard of theirs is resubmitted at the "

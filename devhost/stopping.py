@@ -102,25 +102,32 @@ def _kill_group(pid: int, signum: int) -> None:
         pass
 
 
-def stop_app_processes(pids: list[int], grace_s: float, hurry: threading.Event, exclude: set[int]) -> list[int]:
-    """SIGINT to each of ``pids``, up to ``grace_s`` (cut short by ``hurry``) for them to end, then SIGKILL to those
-    still running and their process groups, and to any process the app started meanwhile (``app_processes`` but
-    ``exclude``); returns the pids that had to be killed."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGINT)
-        except (ProcessLookupError, PermissionError):
-            pass
+def stop_app_processes(pids: list[int], grace_s: float, hurry: threading.Event,
+                       exclude: set[int]) -> tuple[list[int], list[int]]:
+    """SIGINT to each of ``pids``, and to each process that becomes devhost's child meanwhile (a resident worker whose
+    starter has just ended, one started by an activity past its grace: ``app_processes`` but ``exclude``), up to
+    ``grace_s`` in all (cut short by ``hurry``) for them to end; then SIGKILL to whatever still runs, with its process
+    group. Returns the pids asked to stop and those that had to be killed."""
     deadline = time.monotonic() + grace_s
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline and not hurry.is_set():
-        time.sleep(0.1)
-    killed = [pid for pid in pids if _running(pid)]
-    for pid in pids:  # every group: a runner that ended on SIGINT has killed its worker already; this is the backstop
+    asked: list[int] = []
+    todo = list(pids)
+    while todo:
+        for pid in todo:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except (ProcessLookupError, PermissionError):
+                pass
+        asked += todo
+        while any(_running(pid) for pid in asked) and time.monotonic() < deadline and not hurry.is_set():
+            time.sleep(0.1)
+        if time.monotonic() >= deadline or hurry.is_set():
+            break
+        todo = [pid for pid in app_processes(exclude) if pid not in asked]
+    killed = [pid for pid in asked if _running(pid)]
+    killed += [pid for pid in app_processes(exclude) if pid not in killed]
+    for pid in dict.fromkeys(asked + killed):  # every group: a runner ended on SIGINT killed its worker already
         _kill_group(pid, signal.SIGKILL)
-    late = [pid for pid in app_processes(set(exclude)) if pid not in pids]  # started meanwhile (an activity past
-    for pid in late:  # its grace): killed too, nothing is left
-        _kill_group(pid, signal.SIGKILL)
-    return killed + late
+    return asked, killed
 
 
 def kill_app_processes(exclude: set[int]) -> list[int]:
