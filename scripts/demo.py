@@ -346,12 +346,23 @@ def stop_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 15) -> Non
 
 
 def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite, resident: Path) -> None:
-    """Stop devhost (its whole process group: SIGTERM, then SIGKILL after 15 s), the resident worker (a session of
-    its own, which outlives devhost by design: its pid is beside its socket) and Azurite, whatever happened."""
+    """Stop devhost (its whole process group: SIGTERM, then SIGKILL after 15 s), the resident worker and Azurite,
+    whatever happened. devhost stops the resident worker with itself (devhost/stopping.py); ``_stop_resident`` is for
+    a devhost that had to be killed (the server is in a session of its own: its pid is beside its socket), and the
+    pid read before says which server ran."""
+    server = _resident_pid(resident)
     stop_group(devhost)
-    stopped = _stop_resident(resident)
+    stopped = _stop_resident(resident) or server
     azurite.stop()
     say(f"stopped devhost{f', the resident worker (pid {stopped})' if stopped else ''} and Azurite")
+
+
+def _resident_pid(socket_path: Path) -> int:
+    """The pid the resident worker of ``socket_path`` wrote beside its socket; 0 when none runs."""
+    try:
+        return int(Path(f"{socket_path}.pid").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 0
 
 
 def _stop_resident(socket_path: Path) -> int:

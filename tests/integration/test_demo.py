@@ -24,7 +24,7 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "RANDOM weights" in proc.stdout and "meaningless" in proc.stdout  # says so loudly
     assert "img/s" in proc.stdout and "wall time" in proc.stdout
-    # the shards ran on one resident worker, which the demo stopped with the rest (it outlives devhost by design)
+    # the shards ran on one resident worker, stopped with the rest (devhost stops it with itself: devhost/stopping.py)
     stopped = re.search(r"stopped devhost, the resident worker \(pid (\d+)\) and Azurite", proc.stdout)
     assert stopped, proc.stdout[-2000:]
     assert not Path(f"/proc/{stopped.group(1)}").exists() or \
