@@ -1,7 +1,8 @@
 """Runs one LocalPool task: the worker command, its log, its heartbeat, and its exit, recorded in the task table.
 
-Started by ``LocalPool`` in a new process session, so it outlives the host that launched it. The storage connection
-comes from ``TRAPBATCH_STORAGE_CONNECTION`` in the environment (never from arguments, which ``ps`` shows).
+Started by ``LocalPool`` in a new process session, so it outlives a host that is killed (a host that stops sends it
+SIGINT: below). The storage connection comes from ``TRAPBATCH_STORAGE_CONNECTION`` in the environment (never from
+arguments, which ``ps`` shows).
 
 The task is ``preparing`` from its launch until the worker starts, then ``running``: the runner marks it running and
 restamps ``StartedAt`` and ``StartTime`` then, so its time limit counts from there, as Batch's ``maxWallClockTime``
