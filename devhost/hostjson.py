@@ -2,7 +2,8 @@
 
 * ``functionTimeout`` ("hh:mm:ss", "d.hh:mm:ss" or "-1" for none): how long one invocation may run
   (functions-host-json.md#functiontimeout). Without it the host's default for the plan applies: devhost takes 30
-  minutes, the default of the Flex Consumption, Premium and Dedicated plans (the Consumption plan's is 5).
+  minutes, the default of the Flex Consumption, Premium and Dedicated plans (the Consumption plan's is 5). Less than
+  one second stops the host at start-up (``MIN_FUNCTION_TIMEOUT_S``); devhost refuses it too.
 * ``extensions.blobs.poisonBlobThreshold`` (storage extension 5.x, default 5, minimum 1): how many times a blob
   trigger runs for one blob version before the blob goes to the ``webjobs-blobtrigger-poison`` queue
   (functions-bindings-storage-blob.md#hostjson-settings).
@@ -31,6 +32,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
+# Functions host src/WebJobs.Script/Config/ScriptJobHostOptionsSetup.cs ValidateTimeoutValue (MinFunctionTimeout):
+# a shorter functionTimeout, zero included, throws ArgumentException while the host starts; on Flex Consumption
+# (SkuSupportsUnboundedTimeout) there is no upper bound and "-1" (TimeSpan.FromDays(-1)) means none.
+MIN_FUNCTION_TIMEOUT_S = 1.0
 DEFAULT_POISON_BLOB_THRESHOLD = 5
 DEFAULT_MAX_ORCHESTRATION_ACTIONS = 100_000  # ext DurableTaskOptions.MaxOrchestrationActions
 DEFAULT_TASK_HUB = "devhost"  # host.json names no hub (Azure would take one from the site's name)
@@ -114,6 +119,11 @@ class HostConfig:
         timeout: float | None = DEFAULT_FUNCTION_TIMEOUT_S
         if data.get("functionTimeout") is not None:
             timeout = parse_timespan(str(data["functionTimeout"]))
+            if timeout is not None and timeout < MIN_FUNCTION_TIMEOUT_S:
+                raise HostJsonError(f"host.json functionTimeout {data['functionTimeout']!r}: FunctionTimeout must be "
+                                    "greater than 00:00:01 and less than 10675199.02:48:05.4775807. (the Functions "
+                                    "host's words; it does not start, so no function runs): set at least "
+                                    "\"00:00:01\", or \"-1\" for no limit")
         blobs = (data.get("extensions") or {}).get("blobs") or {}
         threshold = int(blobs.get("poisonBlobThreshold", DEFAULT_POISON_BLOB_THRESHOLD))
         if threshold < 1:

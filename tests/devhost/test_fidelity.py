@@ -481,6 +481,22 @@ def test_an_activity_running_past_function_timeout_fails(storage_connection: str
     assert parse_timespan("1.02:03:04.5") == 93784.5 and parse_timespan("-1") is None
 
 
+def test_a_function_timeout_under_a_second_is_refused_as_the_host_refuses_it() -> None:
+    """Functions host ``src/WebJobs.Script/Config/ScriptJobHostOptionsSetup.cs`` (``ValidateTimeoutValue``): a
+    functionTimeout under ``MinFunctionTimeout`` (1 s), zero included, throws "FunctionTimeout must be greater than
+    00:00:01 and less than <max>." while the host starts, so no function of the app runs; on Flex Consumption the
+    max is ``TimeSpan.MaxValue`` and "-1" means no limit. devhost took "00:00:00" and timed out almost every
+    activity and blob trigger at once instead (row 6)."""
+    from devhost.hostjson import HostJsonError
+
+    for bad in ("00:00:00", "00:00:00.5"):
+        with pytest.raises(HostJsonError, match=r"FunctionTimeout must be greater than 00:00:01 and less than "
+                                                r"10675199\.02:48:05\.4775807\."):
+            HostConfig.from_dict({"functionTimeout": bad})
+    assert HostConfig.from_dict({"functionTimeout": "00:00:01"}).function_timeout_s == 1.0
+    assert HostConfig.from_dict({"functionTimeout": "-1"}).function_timeout_s is None
+
+
 # ------------------------------------------------------------------ 25. activities at once: maxConcurrentActivityFunctions
 def test_one_host_runs_as_many_activities_at_once_as_host_json_says(storage_connection: str,
                                                                     unique_name: str) -> None:
