@@ -339,6 +339,69 @@ def test_host_json_follows_the_durable_docs_for_flex_consumption() -> None:
     assert host["functionTimeout"] == "00:30:00"
 
 
+# Every key the Functions host and the Durable extension read from host.json. Both bind with .NET configuration
+# (names compared ignoring case) and skip a key they do not know without a word: a misspelt key is a setting silently
+# left at its default. Sources: Azure/azure-functions-host src/WebJobs.Script/Config/ConfigurationSectionNames.cs and
+# ScriptJobHostOptions.cs (bound from the root of host.json, ScriptJobHostOptionsSetup), the WebJobs SDK's
+# "concurrency" and "singleton" sections; Azure/azure-functions-durable-extension
+# src/WebJobs.Extensions.DurableTask/Options/DurableTaskOptions.cs, AzureStorageOptions.cs (storageProvider, with
+# the provider's "type"), TraceOptions.cs (tracing); docs functions-host-json.md for logging and extensionBundle.
+HOST_JSON_KEYS: dict[str, set[str]] = {
+    "": {"version", "logging", "aggregator", "scale", "healthMonitor", "extensionBundle", "managedDependency",
+         "extensions", "httpWorker", "customHandler", "retry", "sendCanceledInvocationsToWorker", "telemetryMode",
+         "metadataProviderTimeout", "fileWatchingEnabled", "watchDirectories", "watchFiles", "functions",
+         "functionTimeout", "concurrency", "singleton"},
+    "logging": {"fileLoggingMode", "logLevel", "applicationInsights", "console"},
+    "extensionBundle": {"id", "version"},
+    "extensions": {"http", "durableTask", "blobs", "queues", "tables", "eventGrid", "serviceBus", "eventHubs",
+                   "cosmosDB"},
+    "extensions.durableTask": {
+        "hubName", "httpSettings", "storageProvider", "tracing", "notifications", "maxConcurrentActivityFunctions",
+        "maxConcurrentOrchestratorFunctions", "maxConcurrentEntityFunctions", "localRpcEndpointEnabled",
+        "maxEntityOperationBatchSize", "extendedSessionsEnabled", "extendedSessionIdleTimeoutInSeconds",
+        "maxOrchestrationActions", "overridableExistingInstanceStates", "entityMessageReorderWindowInMinutes",
+        "useGracefulShutdown", "rollbackEntityOperationsOnExceptions", "throwStatusExceptionsOnRaiseEvent",
+        "useAppLease", "storeInputsInOrchestrationHistory", "appLeaseOptions"},
+    "extensions.durableTask.storageProvider": {
+        "type", "connectionName", "connectionStringName", "controlQueueBatchSize", "partitionCount",
+        "controlQueueBufferThreshold", "controlQueueVisibilityTimeout", "workItemQueueVisibilityTimeout",
+        "trackingStoreConnectionName", "trackingStoreConnectionStringName", "trackingStoreNamePrefix",
+        "fetchLargeMessagesAutomatically", "maxQueuePollingInterval", "useLegacyPartitionManagement",
+        "useTablePartitionManagement", "allowReplayingTerminalInstances"},
+    "extensions.durableTask.tracing": {"traceInputsAndOutputs", "allowVerboseLinuxTelemetry", "traceReplayEvents",
+                                       "distributedTracingEnabled", "distributedTracingProtocol", "version"},
+}
+
+
+def unknown_host_json_keys(doc: dict[str, Any], path: str = "") -> list[str]:
+    """Keys of ``doc`` under a section of HOST_JSON_KEYS that the host or the extension does not read (any case)."""
+    known = {k.lower() for k in HOST_JSON_KEYS.get(path, set())}
+    unknown = []
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else key
+        if key.lower() not in known:
+            unknown.append(where)
+        elif isinstance(value, dict):
+            section = next((s for s in HOST_JSON_KEYS if s.lower() == where.lower()), None)
+            if section is not None:
+                unknown += unknown_host_json_keys(value, section)
+    return unknown
+
+
+def test_every_host_json_key_is_one_the_host_or_the_durable_extension_reads() -> None:
+    """A misspelt host.json key (maxConcurrentActivityFunction, maxQueuePollInterval) is skipped without an error on
+    Azure and on devhost alike, leaving the setting at its default (100 activities a host, 30 s polls)."""
+    host = json.loads((REPO / "host.json").read_text())
+    assert not unknown_host_json_keys(host), unknown_host_json_keys(host)
+    misspelt = json.loads(json.dumps(host))
+    durable = misspelt["extensions"]["durableTask"]
+    durable["maxConcurrentActivityFunction"] = durable.pop("maxConcurrentActivityFunctions")
+    durable["storageProvider"]["MAXQUEUEPOLLINGINTERVAL"] = durable["storageProvider"].pop("maxQueuePollingInterval")
+    misspelt["functionTimout"] = misspelt.pop("functionTimeout")
+    assert unknown_host_json_keys(misspelt) == ["extensions.durableTask.maxConcurrentActivityFunction",
+                                                "functionTimout"]
+
+
 def test_no_flex_deprecated_setting_anywhere(templates: dict[str, Template]) -> None:
     """Checked on the parsed templates (keys and values), so comments may still name these settings."""
     for t in templates.values():
