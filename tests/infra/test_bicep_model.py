@@ -345,7 +345,10 @@ def test_host_json_follows_the_durable_docs_for_flex_consumption() -> None:
 # ScriptJobHostOptions.cs (bound from the root of host.json, ScriptJobHostOptionsSetup), the WebJobs SDK's
 # "concurrency" and "singleton" sections; Azure/azure-functions-durable-extension
 # src/WebJobs.Extensions.DurableTask/Options/DurableTaskOptions.cs, AzureStorageOptions.cs (storageProvider, with
-# the provider's "type"), TraceOptions.cs (tracing); docs functions-host-json.md for logging and extensionBundle.
+# the provider's "type"), TraceOptions.cs (tracing) at a7c6d69 (2024-10), plus the later keys that
+# durable-functions-host-json-settings.md lists (defaultVersion, versionMatchStrategy, versionFailureStrategy,
+# queueClientMessageEncoding), which a newer extension from the bundle range reads; docs functions-host-json.md for
+# logging and extensionBundle.
 HOST_JSON_KEYS: dict[str, set[str]] = {
     "": {"version", "logging", "aggregator", "scale", "healthMonitor", "extensionBundle", "managedDependency",
          "extensions", "httpWorker", "customHandler", "retry", "sendCanceledInvocationsToWorker", "telemetryMode",
@@ -361,13 +364,14 @@ HOST_JSON_KEYS: dict[str, set[str]] = {
         "maxEntityOperationBatchSize", "extendedSessionsEnabled", "extendedSessionIdleTimeoutInSeconds",
         "maxOrchestrationActions", "overridableExistingInstanceStates", "entityMessageReorderWindowInMinutes",
         "useGracefulShutdown", "rollbackEntityOperationsOnExceptions", "throwStatusExceptionsOnRaiseEvent",
-        "useAppLease", "storeInputsInOrchestrationHistory", "appLeaseOptions"},
+        "useAppLease", "storeInputsInOrchestrationHistory", "appLeaseOptions", "defaultVersion",
+        "versionMatchStrategy", "versionFailureStrategy"},
     "extensions.durableTask.storageProvider": {
         "type", "connectionName", "connectionStringName", "controlQueueBatchSize", "partitionCount",
         "controlQueueBufferThreshold", "controlQueueVisibilityTimeout", "workItemQueueVisibilityTimeout",
         "trackingStoreConnectionName", "trackingStoreConnectionStringName", "trackingStoreNamePrefix",
         "fetchLargeMessagesAutomatically", "maxQueuePollingInterval", "useLegacyPartitionManagement",
-        "useTablePartitionManagement", "allowReplayingTerminalInstances"},
+        "useTablePartitionManagement", "allowReplayingTerminalInstances", "queueClientMessageEncoding"},
     "extensions.durableTask.tracing": {"traceInputsAndOutputs", "allowVerboseLinuxTelemetry", "traceReplayEvents",
                                        "distributedTracingEnabled", "distributedTracingProtocol", "version"},
 }
