@@ -15,6 +15,9 @@
 * ``extensions.durableTask.maxOrchestrationActions`` (default 100,000; ext ``Options/DurableTaskOptions.cs``): how
   many activities, timers and sub-orchestrations one execution of an orchestration may schedule, replayed ones
   included; the next one fails the instance (fidelity row 47).
+* ``extensions.durableTask.maxConcurrentOrchestratorFunctions`` and ``storageProvider.maxQueuePollingInterval`` are
+  not applied (devhost's own polling: fidelity row 42), but values the extension refuses are refused
+  (``_check_unused_durable_settings``).
 * ``extensions.durableTask.hubName``: the task hub. The extension resolves a whole-string ``%NAME%`` from the app
   setting NAME (ext ``DurableTaskExtension.Initialize``: ``nameResolver.TryResolveWholeString``; an unresolved name
   stays as written) and then validates the name (``DurableTaskOptions.Validate`` ->
@@ -46,14 +49,14 @@ class HostJsonError(ValueError):
     """host.json holds a value the Functions host would refuse."""
 
 
-def parse_timespan(text: str) -> float | None:
-    """A .NET TimeSpan string as seconds; ``-1`` means no limit (None)."""
+def parse_timespan(text: str, key: str = "functionTimeout") -> float | None:
+    """A .NET TimeSpan string as seconds; ``-1`` means no limit (None). ``key``: the host.json key, for the error."""
     text = text.strip()
     if text == "-1":
         return None
     m = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?", text)
     if not m:
-        raise HostJsonError(f"host.json functionTimeout {text!r} is not a TimeSpan such as \"00:10:00\"")
+        raise HostJsonError(f"host.json {key} {text!r} is not a TimeSpan such as \"00:10:00\"")
     days, hours, minutes, seconds, frac = m.groups()
     return (int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
             + (int(frac.ljust(7, "0")) / 10_000_000 if frac else 0.0))
@@ -92,6 +95,27 @@ def resolve_app_setting(value: str, env: Mapping[str, str]) -> str:
         if resolved is not None:
             return resolved
     return value
+
+
+def _check_unused_durable_settings(durable: dict[str, Any]) -> None:
+    """Settings devhost does not apply but the extension refuses at start-up, stopping every function of the app:
+    ext ``Options/DurableTaskOptions.cs`` ``Validate`` ("MaxConcurrentOrchestratorFunctions must be a positive integer
+    value.") and ``Options/AzureStorageOptions.cs`` ``Validate`` ("MaxQueuePollingInterval must be non-negative.",
+    thrown for zero too: ``<= TimeSpan.Zero``). trapbatch's host.json sets both (fidelity row 25)."""
+    orchestrators = durable.get("maxConcurrentOrchestratorFunctions")
+    if orchestrators is not None and (isinstance(orchestrators, bool) or not isinstance(orchestrators, int)
+                                      or orchestrators < 1):
+        raise HostJsonError("host.json extensions.durableTask.maxConcurrentOrchestratorFunctions: "
+                            "MaxConcurrentOrchestratorFunctions must be a positive integer value. (the Durable "
+                            f"extension's words; it does not start), got {orchestrators!r}")
+    polling = (durable.get("storageProvider") or {}).get("maxQueuePollingInterval")
+    if polling is not None:
+        key = "extensions.durableTask.storageProvider.maxQueuePollingInterval"
+        seconds = None if str(polling).strip() == "-1" else parse_timespan(str(polling), key)
+        if seconds is None or seconds <= 0:
+            raise HostJsonError(f"host.json {key} {polling!r}: MaxQueuePollingInterval must be non-negative. (the "
+                                "Durable extension's words, for zero too; it does not start): set a positive "
+                                "TimeSpan such as \"00:00:10\"")
 
 
 @dataclass(frozen=True)
@@ -134,6 +158,7 @@ class HostConfig:
                                        or activities < 1):
             raise HostJsonError("host.json extensions.durableTask.maxConcurrentActivityFunctions must be a positive "
                                 f"integer, got {activities!r}")
+        _check_unused_durable_settings(durable)
         hub = durable.get("hubName")
         if hub is not None and not isinstance(hub, str):
             raise HostJsonError(f"host.json extensions.durableTask.hubName must be a string, got {hub!r}")

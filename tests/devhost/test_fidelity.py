@@ -497,6 +497,28 @@ def test_a_function_timeout_under_a_second_is_refused_as_the_host_refuses_it() -
     assert HostConfig.from_dict({"functionTimeout": "-1"}).function_timeout_s is None
 
 
+def test_durable_settings_the_extension_refuses_are_refused_though_devhost_does_not_apply_them() -> None:
+    """Durable extension ``Options/DurableTaskOptions.cs`` and ``Options/AzureStorageOptions.cs`` ``Validate``: a
+    maxConcurrentOrchestratorFunctions under 1 or a maxQueuePollingInterval of zero or less stops the extension at
+    start-up (and with it every function); devhost ignored both keys, so such a host.json ran locally."""
+    from devhost.hostjson import HostJsonError
+
+    def durable(**settings: Any) -> dict[str, Any]:
+        return {"extensions": {"durableTask": settings}}
+
+    for bad in (0, -1, True, "8"):
+        with pytest.raises(HostJsonError, match="MaxConcurrentOrchestratorFunctions must be a positive integer"):
+            HostConfig.from_dict(durable(maxConcurrentOrchestratorFunctions=bad))
+    for polling in ("00:00:00", "-1"):
+        with pytest.raises(HostJsonError, match="MaxQueuePollingInterval must be non-negative"):
+            HostConfig.from_dict(durable(storageProvider={"maxQueuePollingInterval": polling}))
+    with pytest.raises(HostJsonError, match="maxQueuePollingInterval 'ten seconds' is not a TimeSpan"):
+        HostConfig.from_dict(durable(storageProvider={"maxQueuePollingInterval": "ten seconds"}))
+    HostConfig.from_dict(durable(maxConcurrentOrchestratorFunctions=8,
+                                 storageProvider={"maxQueuePollingInterval": "00:00:10"}))
+    HostConfig.load(Path(__file__).resolve().parents[2] / "host.json")
+
+
 # ------------------------------------------------------------------ 25. activities at once: maxConcurrentActivityFunctions
 def test_one_host_runs_as_many_activities_at_once_as_host_json_says(storage_connection: str,
                                                                     unique_name: str) -> None:
