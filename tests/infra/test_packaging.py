@@ -81,6 +81,84 @@ def test_the_package_leaves_out_tests_tools_and_the_worker(packaged: set[str]) -
         assert spec.match_file(path), path
 
 
+# Modules the package imports that come from a requirement's own dependencies rather than a line of requirements.txt,
+# with the chain that brings each in (checked against the installed metadata below).
+TRANSITIVE_IMPORTS = {
+    # gpu_batch/storage_refs.py names the proxy error of azure-core's requests transport
+    "urllib3": ("azure-core", "requests", "urllib3"),
+}
+# The GPU worker's libraries: never in the Functions app (requirements/worker.txt has them).
+WORKER_ONLY = {"torch", "torchvision", "cv2", "nvidia", "yaml"}
+
+
+def _dist_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def third_party_imports(paths: set[str]) -> dict[str, set[str]]:
+    """Every module outside the standard library and the repository that a packaged file imports, anywhere in it
+    (lazy imports inside functions too): {module: files}. ``azure`` is a namespace of many distributions, so its
+    modules keep two parts (``azure.storage``), others only their top name."""
+    local = {p.split("/")[0].removesuffix(".py") for p in paths}
+    found: dict[str, set[str]] = {}
+    for path in sorted(p for p in paths if p.endswith(".py")):
+        for node in ast.walk(ast.parse((REPO / path).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] in sys.stdlib_module_names or parts[0] in local:
+                    continue
+                found.setdefault(".".join(parts[:3] if parts[0] == "azure" else parts[:1]), set()).add(path)
+    return found
+
+
+def distribution_of(module: str) -> str:
+    """The installed distribution whose files hold ``module``: by its top name, or for the ``azure`` namespace (which
+    many distributions share) the azure distribution that has the module's folder or file."""
+    from importlib import metadata
+
+    if not module.startswith("azure."):
+        owners = metadata.packages_distributions().get(module, [])
+        assert owners, f"{module} is imported by the app but no installed distribution holds it"
+        return _dist_name(owners[0])
+    path = module.replace(".", "/")
+    for dist in metadata.distributions():
+        if _dist_name(dist.metadata["Name"]).startswith("azure-") and \
+                any(str(f).startswith(path + "/") or str(f) == path + ".py" for f in dist.files or ()):
+            return _dist_name(dist.metadata["Name"])
+    raise AssertionError(f"{module} is imported by the app but no installed distribution holds it")
+
+
+def test_every_library_the_package_imports_is_a_requirement(packaged: set[str]) -> None:
+    """Remote build installs requirements.txt and what its packages depend on, nothing else
+    (python-build-options.md, "Remote build"): a library the app imports that is only installed here (by
+    requirements/dev.txt, say) raises ModuleNotFoundError on Azure, at indexing (every function gone) or, for a lazy
+    import, the first time that path runs. No torch or other worker library may be imported by the package."""
+    from importlib import metadata
+
+    required = {_dist_name(line.split("==")[0]) for line in requirement_lines(REPO / "requirements.txt")}
+    imports = third_party_imports(packaged)
+    assert not WORKER_ONLY & set(imports), {m: imports[m] for m in WORKER_ONLY & set(imports)}
+    missing = {}
+    for module, files in sorted(imports.items()):
+        dist = distribution_of(module)
+        if dist in required:
+            continue
+        chain = TRANSITIVE_IMPORTS.get(module)
+        if chain is None:
+            missing[module] = (dist, sorted(files))
+            continue
+        assert _dist_name(chain[0]) in required and chain[-1] == dist, (module, chain)
+        for parent, child in zip(chain, chain[1:]):
+            deps = [_dist_name(re.split(r"[\s;<>=!~\[(]", r)[0]) for r in metadata.requires(parent) or ()
+                    if "extra ==" not in r]
+            assert child in deps, f"{parent} no longer depends on {child}: add {module} to requirements.txt"
+    assert not missing, f"imported by the package but not in requirements.txt (remote build would not install): " \
+                        f"{missing}"
+    assert not [line for line in requirement_lines(REPO / "requirements.txt") if line.startswith(("torch", "nvidia"))]
+
+
 def gitignored_examples() -> list[str]:
     """One path each line of .gitignore ignores (``*`` -> ``x``, a folder pattern gets a file below it), plus the tool
     folders that ignore themselves with a .gitignore of their own (Hypothesis' ``.hypothesis/``)."""
