@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from devhost.diagnostics import describe_live_hosts
 from devhost.port_file import remove_port_file, write_port_file
-from devhost.stopping import (STOP_GRACE_S, Stopper, app_processes, become_subreaper, describe, exit_now,
-                              kill_app_processes, lingering_threads, stop_app_processes)
+from devhost.stopping import (STOP_GRACE_S, Stopper, announce_stop, app_processes, become_subreaper, describe,
+                              exit_now, kill_app_processes, lingering_threads, stop_app_processes, withdraw_stop)
 
 if TYPE_CHECKING:
     from devhost.event_grid import Subscription
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous[0])  # main() called in-process (tests) leaves the caller's as it was
         signal.signal(signal.SIGINT, previous[1])
+        withdraw_stop()
 
 
 def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity],
@@ -218,6 +219,7 @@ def _stop_in_order(host: DevHost, stopper: Stopper, azurite_pids: set[int]) -> N
     """The orderly stop (devhost/stopping.py): the activities in flight get a grace, then the app's processes are
     asked to stop and killed after another; what it does and what the next start resumes is printed."""
     t0 = time.monotonic()
+    announce_stop()  # first: the local pool starts nothing more (devhost/stopping.py)
     linux = sys.platform.startswith("linux")
     running = host.engine.running_activities()
     print(f"devhost: stopping (Ctrl-C again stops at once): up to {STOP_GRACE_S:.0f} s for "

@@ -36,6 +36,23 @@ from typing import Callable
 
 STOP_GRACE_S = 10.0  # module docstring: for the activities in flight, then again for the app's processes
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+# In devhost's own environment, its pid while it stops (``announce_stop``); gpu_batch/pool/local.py reads the same name
+STOPPING_ENV = "DEVHOST_STOPPING"
+
+
+def announce_stop() -> None:
+    """Tell the app, in this process, that the host is stopping, before any of its processes is sent SIGINT: the
+    local pool then starts no task (its module docstring: Host stop), so none is started only to be stopped. Why the
+    environment: devhost imports nothing of the app, and the app nothing of devhost; the value is this pid, so a
+    child's inherited copy means nothing to the child. Why said, not inferred from a runner's SIGINT exit: a SIGINT
+    that was no stop (``kill -INT`` on a runner) stopped the pool of a devhost that served on, for good."""
+    os.environ[STOPPING_ENV] = str(os.getpid())
+
+
+def withdraw_stop() -> None:
+    """Undo ``announce_stop`` once ``main()`` returns (called in-process, as tests do, the caller goes on)."""
+    if os.environ.get(STOPPING_ENV) == str(os.getpid()):
+        del os.environ[STOPPING_ENV]
 
 
 def become_subreaper() -> bool:

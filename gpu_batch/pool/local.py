@@ -64,12 +64,17 @@ its limit (its runner stuck), and by the heartbeat as a running one.
 Host stop: a runner sent SIGINT (``python -m devhost`` stopping on Ctrl-C, devhost/stopping.py) kills its worker
 and puts its task back in the queue, ``active``, as Azure Batch requeues the tasks of a node removed with
 ``requeue`` (``local_runner`` says where Batch documents it); the same attempt then runs again at the host's next
-start and resumes from the results its worker flushed. The row names the stopping process (``RequeuedBy``,
-``process_identity.identity``), whose pools do not start it again while it stops; any other process's pool does.
-Once a runner of this process has exited so (``local_runner.REQUEUED_EXIT``), no pool of this process starts another
-task (``_HOST_STOPPING``): the queued ones wait for the next start, not started to be stopped again. Why: the
-scheduler thread started the next queued shard into the slot the requeued one freed, after devhost had asked the
-app's processes to stop, and that runner was left running.
+start and resumes from the results its worker flushed. The row names the process that started the runner
+(``RequeuedBy``, ``process_identity.identity``: a record only, dropped at the next launch).
+While the host stops, no pool of its process starts a task (``host_stopping``): the queued ones, and the ones handed
+back, wait for the next start, not started to be stopped again. Why: the scheduler thread started the next queued
+shard into the slot the requeued one freed, after devhost had asked the app's processes to stop, and that runner was
+left running. The host says so itself: ``python -m devhost`` sets ``HOST_STOPPING_ENV`` to its own pid in its own
+environment as its stop begins (devhost/__main__.py), before it sends any SIGINT; a pool reads it at every pass, and a
+value that is not its own process's pid (a child's inherited copy) does not count. Why not inferred from a runner's
+SIGINT exit (as before): a SIGINT that was no host's stop (``kill -INT`` on a runner, a test's) then stopped every pool
+of a process that went on serving, for good: the task handed back and every queued one were never started again. Such
+a task now runs again at this pool's next pass, as Batch runs a requeued task again.
 A *killed* host is unchanged: its runners go on without it.
 
 Liveness: a running task's runner is dead when its process is gone. The row records the runner's pid with the
@@ -116,8 +121,8 @@ SWEEP_S = 5.0  # the longest the watcher goes without a pass while tasks are unf
 # boot, or one written before the runner's start time was recorded) is dead once its heartbeat is this old. A runner
 # it can check is judged by its process alone (module docstring: Liveness).
 DEAD_AFTER_S = 60.0
-# Set in this process once one of its runners handed its task back on SIGINT (module docstring: Host stop)
-_HOST_STOPPING = threading.Event()
+# Set by a stopping host to its own pid in its own environment (module docstring: Host stop); devhost names it too
+HOST_STOPPING_ENV = "DEVHOST_STOPPING"
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
 _DISABLED_JOBS = "disabled"  # the partition that lists jobs disabled outside trapbatch (disable_job)
 _DELETED_JOBS = "deleted"  # the partition that lists jobs deleted outside trapbatch (delete_job), until ensure_job
@@ -153,6 +158,12 @@ def detect_gpu_count() -> int:
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def host_stopping() -> bool:
+    """Whether the host of this process is stopping (module docstring: Host stop): ``HOST_STOPPING_ENV`` holds this
+    process's pid, as devhost sets it."""
+    return os.environ.get(HOST_STOPPING_ENV, "") == str(os.getpid())
 
 
 def _alive(pid: int) -> bool:
@@ -476,7 +487,7 @@ class LocalPool:
         for row in queued:
             if row["PartitionKey"] in held:  # terminated or disabled outside trapbatch: left active, as on Batch
                 continue  # not waiting: nothing starts it until enable_job (or close_job ends it)
-            if row.get("RequeuedBy") == self._identity or _HOST_STOPPING.is_set():  # module docstring: Host stop
+            if host_stopping():  # module docstring: Host stop
                 continue  # not waiting: the host's next start runs it
             if row["PartitionKey"] in closed:  # submitted while close_job ran: never started, as on Batch
                 self._complete(row, None, "terminated: the job was closed", TASK_ENDED)
@@ -517,11 +528,10 @@ class LocalPool:
         exited. ``Popen.poll`` waits without blocking; the table is not read."""
         ended = [key for key, proc in self._children.items() if proc.poll() is not None]
         for key in ended:
-            if self._children[key].returncode == REQUEUED_EXIT and not _HOST_STOPPING.is_set():
-                _HOST_STOPPING.set()  # module docstring: Host stop
-                logger.info("LocalPool %s: runner of %s handed its task back (SIGINT: the host is stopping); this "
-                            "process starts no more tasks, the host's next start runs them", self.table.table_name,
-                            key)
+            if self._children[key].returncode == REQUEUED_EXIT:  # module docstring: Host stop
+                logger.info("LocalPool %s: runner of %s handed its task back (SIGINT)%s", self.table.table_name, key,
+                            "; the host is stopping: its next start runs it" if host_stopping() else
+                            "; it runs again at the next pass")
             del self._children[key]
         return bool(ended)
 

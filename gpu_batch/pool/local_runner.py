@@ -15,7 +15,7 @@ and the worker runs all the same (its client then runs the shard itself, as with
 
 SIGINT (the host stopping: ``python -m devhost`` sends it to the processes the app started on Ctrl-C,
 devhost/stopping.py) puts the task back in the queue: the worker is killed, the task is ``active`` again and its
-runner exits ``REQUEUED_EXIT``, so the next pool pass (after the host's next start) runs it again, as Azure Batch
+runner exits ``REQUEUED_EXIT``, so a pool pass runs it again (a stopping host's none: its next start's), as Azure Batch
 requeues the tasks of a node removed with ``nodeDeallocationOption: requeue`` ("Terminate running Task processes and
 requeue the Tasks. The Tasks will run again when a Compute Node is available": ``ComputeNodeDeallocationOption``,
 learn.microsoft.com dotnet/api/microsoft.azure.batch.common.computenodedeallocationoption). The same attempt runs
@@ -55,7 +55,7 @@ T = TypeVar("T")
 # launched during a storage outage lost one of its attempts, and a worker's exit that ended in one was never recorded.
 STORAGE_OUTAGE_S = 300.0
 STORAGE_RETRY_S = 2.0
-REQUEUED_EXIT = 130  # 128 + SIGINT: the host is stopping; the runner put its task back in the queue where it could
+REQUEUED_EXIT = 130  # 128 + SIGINT: the runner put its task back in the queue where it could (logged by the pool only)
 
 
 def _through_outage(call: Callable[[], T]) -> T:
@@ -142,11 +142,11 @@ def _mark_running(table: Any, key: dict[str, str]) -> bool:
 
 def _requeue(table: Any, key: dict[str, str], launcher: str) -> bool:
     """Put this runner's task back in the queue (``active``) unless it has ended or is no longer this runner's;
-    whether it did. ``launcher`` (``process_identity.identity`` of the pool's process that started this runner, which
-    is stopping) is recorded as ``RequeuedBy``: that process must not start the task again (its pool's scheduler still
-    runs until it exits), the next one does. One try, conditional on the row read: storage that does not answer leaves
-    the task to the pool's dead-runner check (a failed attempt, resubmitted), never a second runner beside a cancelled
-    task."""
+    whether it did. ``launcher`` (``process_identity.identity`` of the pool's process that started this runner) is
+    recorded as ``RequeuedBy``, a record only: which pools start the task again is theirs to say (``LocalPool``'s
+    module docstring: Host stop; a stopping host's start none). One try, conditional on the row read: storage that
+    does not answer leaves the task to the pool's dead-runner check (a failed attempt, resubmitted), never a second
+    runner beside a cancelled task."""
     try:
         row = table.get_entity(key["PartitionKey"], key["RowKey"])
         if row.get("State") not in ("running", "preparing") or int(row.get("Pid") or os.getpid()) != os.getpid():

@@ -762,8 +762,30 @@ def test_a_row_without_the_runners_start_time_keeps_the_heartbeat_rule(pool_args
             proc.wait()
 
 
-def test_a_runner_sent_sigint_requeues_its_task_and_this_process_starts_no_more(pool_args: dict[str, Any],
-                                                                                   storage_connection: str) -> None:
+def test_a_runner_sent_sigint_in_a_process_that_is_not_stopping_is_run_again(pool_args: dict[str, Any],
+                                                                              storage_connection: str) -> None:
+    """A SIGINT that is not devhost's stop (``kill -INT`` on a runner, a test's): its task is requeued and this pool,
+    whose process goes on, runs it again, and the tasks queued behind it. Before, the first runner exit 130 set a
+    process-wide "host stopping" flag that nothing cleared, and the runner marked the task as requeued by this
+    process: this process (a devhost serving on, a pytest worker) never started that task or any other again."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    table = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+    try:
+        pool.submit("jobstray", [task("hang"), task("next")])
+        row = wait_until(lambda: (lambda r: r if r["State"] == "running" and r.get("Pid") else None)(
+            table.get_entity("jobstray", "hang-a1")), 60, "the task running")
+        os.kill(int(row["Pid"]), signal.SIGINT)
+        again = wait_until(lambda: (lambda r: r if r["State"] == "running" and r.get("Pid") not in (None, row["Pid"])
+                                    else None)(table.get_entity("jobstray", "hang-a1")), 90, "the task run again")
+        pool.cancel("jobstray", "hang-a1")  # the slot frees: the task queued behind it runs too
+        wait_until(lambda: table.get_entity("jobstray", "next-a1")["State"] != "active", 90, "the next task started")
+        assert again["Pid"] != row["Pid"]
+    finally:
+        pool.close_job("jobstray")
+
+
+def test_a_runner_sent_sigint_requeues_its_task_and_this_process_starts_no_more(
+        pool_args: dict[str, Any], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT is the host stopping (devhost's Ctrl-C, devhost/stopping.py): the runner kills its worker and puts the
     task back in the queue, as Batch requeues the tasks of a node removed with ``requeue``; no pool of this (stopping)
     process starts it or the task queued behind it, and a pool of the next process runs both. Before, SIGINT ended
@@ -772,19 +794,18 @@ def test_a_runner_sent_sigint_requeues_its_task_and_this_process_starts_no_more(
     from gpu_batch.pool import local
 
     pool = make_pool("local", max_concurrent=1, **pool_args)
-    try:
-        pool.submit("jobint", [task("hang"), task("next")])
-        table = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
-        row = wait_until(lambda: (lambda r: r if r["State"] == "running" and r.get("Pid") else None)(
-            table.get_entity("jobint", "hang-a1")), 60, "the task running")
-        os.kill(int(row["Pid"]), signal.SIGINT)
-        wait_until(lambda: table.get_entity("jobint", "hang-a1")["State"] == "active", 30, "the task requeued")
-        wait_until(lambda: not pool._children, 30, "the runner to exit and be waited for")
-        s = states(pool, "jobint")  # a scheduling pass, after the runner's exit was seen
-        assert {t: i.state for t, i in s.items()} == {"hang-a1": TaskState.active, "next-a1": TaskState.active}, s
-        assert local._HOST_STOPPING.is_set()
-    finally:
-        local._HOST_STOPPING.clear()  # the next process: a pool made now runs them
+    pool.submit("jobint", [task("hang"), task("next")])
+    table = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+    row = wait_until(lambda: (lambda r: r if r["State"] == "running" and r.get("Pid") else None)(
+        table.get_entity("jobint", "hang-a1")), 60, "the task running")
+    monkeypatch.setenv(local.HOST_STOPPING_ENV, str(os.getpid()))  # as devhost's stop says so, before its SIGINT
+    os.kill(int(row["Pid"]), signal.SIGINT)
+    wait_until(lambda: table.get_entity("jobint", "hang-a1")["State"] == "active", 30, "the task requeued")
+    wait_until(lambda: not pool._children, 30, "the runner to exit and be waited for")
+    s = states(pool, "jobint")  # a scheduling pass, after the runner's exit was seen
+    assert {t: i.state for t, i in s.items()} == {"hang-a1": TaskState.active, "next-a1": TaskState.active}, s
+    wait_until(lambda: pool._watcher is None, 30, "the stopping pool's scheduler to end")  # it would start them
+    monkeypatch.delenv(local.HOST_STOPPING_ENV)  # the next process: a pool made now runs them
     again = make_pool("local", max_concurrent=2, **{**pool_args, "faults": {"hang-a1": "exit:0"}})
     again._identity = "the next process"  # as a pool of devhost's next start (process_identity.identity differs)
     again._schedule()

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.waiting import wait_until
@@ -86,3 +87,37 @@ def test_a_second_ctrl_c_stops_at_once(storage_connection: str, unique_name: str
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_the_stop_tells_the_app_before_its_processes_are_sent_sigint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """devhost's stop says, in its own environment, that the host is stopping (its pid under ``STOPPING_ENV``, the
+    name the local pool reads: gpu_batch/pool/local.py Host stop) before its activities' grace and before any SIGINT,
+    so the local pool starts no task to be stopped; ``main()`` takes it back as it returns. Before, the pool inferred
+    it from a runner's SIGINT exit, and a SIGINT that was no stop stopped the pool of a devhost that served on, for
+    good."""
+    import threading
+    from types import SimpleNamespace
+
+    import devhost.__main__ as entry
+    from devhost import stopping
+    from gpu_batch.pool import local
+
+    assert stopping.STOPPING_ENV == local.HOST_STOPPING_ENV  # the one name both sides use
+    seen: dict[str, object] = {}
+
+    def host_stop(grace_s: float, hurry: threading.Event) -> int:
+        seen["grace"] = local.host_stopping()
+        return 0
+
+    def stop_processes(pids: list[int], *_: object) -> tuple[list[int], list[int]]:
+        seen["sigint"] = local.host_stopping()
+        return [], []
+
+    monkeypatch.delenv(stopping.STOPPING_ENV, raising=False)
+    monkeypatch.setattr(entry, "app_processes", lambda exclude: [])
+    monkeypatch.setattr(entry, "stop_app_processes", stop_processes)
+    host = SimpleNamespace(engine=SimpleNamespace(running_activities=lambda: 0), stop=host_stop)
+    entry._stop_in_order(host, stopping.Stopper(), set())  # type: ignore[arg-type]
+    assert seen == {"grace": True, "sigint": True}
+    stopping.withdraw_stop()  # as main() does on its way out: a caller in this process goes on
+    assert not local.host_stopping()
