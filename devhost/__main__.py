@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from devhost.diagnostics import describe_live_hosts
 from devhost.port_file import remove_port_file, write_port_file
-from devhost.stopping import (STOP_GRACE_S, Stopper, announce_stop, app_processes, become_subreaper, describe,
-                              exit_now, kill_app_processes, lingering_threads, stop_app_processes, withdraw_stop)
+from devhost.stopping import (STOP_GRACE_S, OrphanReaper, Stopper, announce_stop, app_processes, become_subreaper,
+                              describe, exit_now, kill_app_processes, lingering_threads, stop_app_processes,
+                              withdraw_stop)
 
 if TYPE_CHECKING:
     from devhost.event_grid import Subscription
@@ -186,7 +187,9 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: set[int] | No
     stopper.at_once.insert(0, lambda: kill_app_processes(azurite_pids))
     if args.port_file:
         stopper.at_once.insert(0, lambda: remove_port_file(Path(args.port_file)))
-    become_subreaper()  # the resident worker, left by the client that started it, stays devhost's to stop
+    # the resident worker, left by the client that started it, stays devhost's to stop; an orphan that exits is
+    # waited for (devhost/stopping.py)
+    reaper = OrphanReaper().start() if become_subreaper() else None
     # kill -USR1 <pid>: what every part of devhost is doing now (a request that hangs: devhost/diagnostics.py)
     signal.signal(signal.SIGUSR1, lambda *_: print(describe_live_hosts(), file=sys.stderr, flush=True))
     host.start()
@@ -211,6 +214,8 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: set[int] | No
     finally:
         if args.port_file:
             remove_port_file(Path(args.port_file))
+        if reaper:
+            reaper.stop()
         _stop_in_order(host, stopper, azurite_pids)
     return 0
 

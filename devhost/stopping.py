@@ -59,14 +59,78 @@ def become_subreaper() -> bool:
     """Make devhost the parent of every orphan among the processes below it (``prctl(PR_SET_CHILD_SUBREAPER)``,
     man 2 prctl: "a subreaper fulfills the role of init(1) for its descendant processes"). Why: the resident worker is
     started by a short-lived client of the pool's runner, in a session of its own; once that client exits, the server
-    belonged to init and no stop of devhost could find it. A server that exits while devhost runs (idle for
-    ``TRAPBATCH_RESIDENT_IDLE_S``) stays a zombie under devhost until devhost exits. Returns whether it took."""
+    belonged to init and no stop of devhost could find it. The price: an orphan that exits while devhost runs (a
+    resident worker idle for ``TRAPBATCH_RESIDENT_IDLE_S``, a worker whose runner was killed) is devhost's to wait
+    for, which nothing else does (``OrphanReaper``). Returns whether it took."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+class OrphanReaper:
+    """Waits for the orphans devhost took in as their subreaper once they have exited, so they do not stay zombies.
+
+    Why: with ``become_subreaper`` every orphan below devhost that exits (each idle exit of a resident worker, each
+    worker whose runner the pool killed) stayed a ``<defunct>`` child of devhost until it exited: one process-table
+    slot each, for a devhost that runs for days. Only zombies no ``subprocess.Popen`` of this process owns are waited
+    for, and only once seen on two sweeps in a row: a Popen's own child waited for here would read as exit 0 to its
+    owner (Popen takes ECHILD for 0), and the local pool keys on its runners' exit codes. devhost and the app start
+    their processes with ``subprocess`` only (no ``multiprocessing``, no bare ``os.fork``)."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._seen: set[int] = set()  # zombies not owned at the last sweep
+        self._stop = threading.Event()
+
+    def sweep(self) -> list[int]:
+        """Wait for the zombie children seen unowned at the last sweep too; the pids waited for."""
+        zombies = set(children(zombies=True))
+        unowned = zombies - _popen_pids()
+        reaped = []
+        for pid in sorted(unowned & self._seen):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped.append(pid)
+            except ChildProcessError:  # its owner waited for it meanwhile
+                pass
+        self._seen = unowned - set(reaped)
+        return reaped
+
+    def start(self) -> "OrphanReaper":
+        def run() -> None:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    self.sweep()
+                except Exception:  # noqa: BLE001 - a missed sweep is tried again at the next
+                    pass
+
+        threading.Thread(target=run, name="devhost-orphan-reaper", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _popen_pids() -> set[int]:
+    """The pids of this process's ``subprocess.Popen`` objects not yet waited for (their owners wait for them)."""
+    import gc
+    import subprocess
+
+    return {obj.pid for obj in gc.get_objects() if isinstance(obj, subprocess.Popen) and obj.returncode is None}
+
+
+def children(zombies: bool = False) -> list[int]:
+    """This process's children: the zombies among them with ``zombies``, else the live ones."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _stat(int(entry.name))
+        if stat is not None and stat[1] == me and (stat[0] == "Z") == zombies:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def _stat(pid: int) -> tuple[str, int] | None:

@@ -121,3 +121,32 @@ def test_the_stop_tells_the_app_before_its_processes_are_sent_sigint(monkeypatch
     assert seen == {"grace": True, "sigint": True}
     stopping.withdraw_stop()  # as main() does on its way out: a caller in this process goes on
     assert not local.host_stopping()
+
+
+REAPER_SCRIPT = r'''
+import subprocess, sys, time
+from devhost.stopping import OrphanReaper, become_subreaper, children
+
+assert become_subreaper()
+owned = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(7)"])  # its owner waits for it, late
+for _ in range(3):  # orphans: the shell exits at once, its sleep is this process's child once the shell has gone
+    subprocess.run(["sh", "-c", "sleep 0.1 & exit 0"], check=True)
+deadline = time.monotonic() + 60
+while (len(children(zombies=True)) < 4 or children()) and time.monotonic() < deadline:
+    time.sleep(0.1)
+assert len(children(zombies=True)) == 4 and not children(), (children(zombies=True), children())
+reaper = OrphanReaper()
+first = reaper.sweep()  # seen once: not yet
+second = reaper.sweep()
+print("reaped", len(first), len(second), "left", children(zombies=True) == [owned.pid], "owned exit", owned.wait())
+'''
+
+
+def test_the_orphans_devhost_takes_in_are_waited_for_not_its_own_children() -> None:
+    """devhost is its processes' child subreaper (``become_subreaper``), so each orphan below it that exits (a resident
+    worker idle, a worker whose runner was killed) is its child to wait for; ``OrphanReaper`` does (on a second sweep
+    that still finds it), and never waits for a child a ``subprocess.Popen`` owns, whose exit code its owner reads
+    (7 here, not the 0 Popen reports after an ECHILD). Before, every one stayed a zombie until devhost exited. In a
+    process of its own: a subreaper stays one for the rest of its process."""
+    done = subprocess.run([sys.executable, "-c", REAPER_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "reaped 0 3 left True owned exit 7", done.stdout + done.stderr
