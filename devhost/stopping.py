@@ -88,6 +88,9 @@ class OrphanReaper:
     def sweep(self) -> list[int]:
         """Wait for the zombie children seen unowned at the last sweep too; the pids waited for."""
         zombies = set(children(zombies=True))
+        if not zombies:  # the usual case: no need to look for the Popen objects (a walk of the heap)
+            self._seen = set()
+            return []
         unowned = zombies - _popen_pids()
         reaped = []
         for pid in sorted(unowned & self._seen):
@@ -236,6 +239,7 @@ class Stopper:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        announce_stop()  # at once: no pool starts a task from here, one a second signal's kill would leave running
         if not self.requested.is_set():
             self.requested.set()
             return

@@ -150,3 +150,17 @@ def test_the_orphans_devhost_takes_in_are_waited_for_not_its_own_children() -> N
     process of its own: a subreaper stays one for the rest of its process."""
     done = subprocess.run([sys.executable, "-c", REAPER_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "reaped 0 3 left True owned exit 7", done.stdout + done.stderr
+
+
+def test_the_first_signal_tells_the_app_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signal handler says the host is stopping itself, not only the orderly stop that follows it in the main
+    thread: a second signal's kill of the app's processes must not meet a runner the pool started in between (a
+    session of its own: it would outlive devhost, against a stopped Azurite)."""
+    from devhost import stopping
+    from gpu_batch.pool import local
+
+    monkeypatch.delenv(stopping.STOPPING_ENV, raising=False)
+    stopper = stopping.Stopper()
+    stopper._on_signal(signal.SIGINT, None)
+    assert stopper.requested.is_set() and local.host_stopping()
+    stopping.withdraw_stop()
