@@ -70,7 +70,7 @@ While the host stops, no pool of its process starts a task (``host_stopping``): 
 back, wait for the next start, not started to be stopped again. Why: the scheduler thread started the next queued
 shard into the slot the requeued one freed, after devhost had asked the app's processes to stop, and that runner was
 left running. The host says so itself: ``python -m devhost`` sets ``HOST_STOPPING_ENV`` to its own pid in its own
-environment as its stop begins (devhost/__main__.py), before it sends any SIGINT; a pool reads it at every pass, and a
+environment as the first signal arrives (devhost/stopping.py), before any SIGINT; a pool reads it at every pass, and a
 value that is not its own process's pid (a child's inherited copy) does not count. Why not inferred from a runner's
 SIGINT exit (as before): a SIGINT that was no host's stop (``kill -INT`` on a runner, a test's) then stopped every pool
 of a process that went on serving, for good: the task handed back and every queued one were never started again. Such
@@ -218,7 +218,6 @@ class LocalPool:
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
         self._watcher: threading.Thread | None = None  # the scheduler thread while tasks are unfinished (_watch)
         self._wake = threading.Event()  # a pass is wanted now (a slot freed by cancel or close_job)
-        self._identity = process_identity.identity(os.getpid())  # a task requeued by this process's stop: not rerun
 
     # ---------------------------------------------------------------- API
     def ensure_job(self, job_id: str) -> None:

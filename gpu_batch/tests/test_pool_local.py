@@ -807,7 +807,6 @@ def test_a_runner_sent_sigint_requeues_its_task_and_this_process_starts_no_more(
     wait_until(lambda: pool._watcher is None, 30, "the stopping pool's scheduler to end")  # it would start them
     monkeypatch.delenv(local.HOST_STOPPING_ENV)  # the next process: a pool made now runs them
     again = make_pool("local", max_concurrent=2, **{**pool_args, "faults": {"hang-a1": "exit:0"}})
-    again._identity = "the next process"  # as a pool of devhost's next start (process_identity.identity differs)
     again._schedule()
     done = wait_until(lambda: all_done(again, "jobint", 2), 60, "both tasks to run")
     assert all(i.result is TaskResult.success for i in done.values()), done
