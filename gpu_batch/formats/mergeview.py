@@ -165,8 +165,8 @@ class ShardView:
     # and how many of each; None when a success has no size (the exports then read that image's header)
     coco: tuple[bytes, bytes, int, int] | None = None
     # Camtrap DP's media and observation lines with COMPLETED_AT and CLASSIFIED_BY standing for the task's values, their
-    # counts, and the deployments' facts (``CamtrapBuilder.deployment_facts``); None when an entry has a capture
-    # time of its own (a deployment's start and end would then depend on the task's completion time)
+    # counts, and the deployments' facts (``CamtrapBuilder.deployment_facts``); None when a name, a failure or a
+    # listed value holds NUL (``camtrap_lines``)
     camtrap: "CamtrapLines | None" = None
     # Zooniverse's rows of the shard's eligible images, with MIDDLE standing for the task's attribution and license;
     # None when a name holds NUL
