@@ -74,8 +74,9 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
   overlap in time);
 * an offset from UTC (``utc_offset``, ``timezone_offset``...: ``+02:00``) is the zone of that image's capture times
   that have none (EXIF's, the list's), over the task's ``utc_offset``: a project whose cameras span zones; a photo
-  whose EXIF gives its own offset (``OffsetTimeOriginal``, else ``OffsetTime``: the entry's ``exif_metadata``,
-  ``exif_offset``) keeps that one for its EXIF time, over both, and such a time is never "time zone unknown";
+  whose EXIF gives its own offset (``OffsetTimeOriginal``, else ``OffsetTimeDigitized``, else ``OffsetTime``: the
+  entry's ``exif_metadata``, ``exif_offset``) keeps that one for its EXIF time, over both, and such a time is never
+  "time zone unknown";
 * every other column, and a recognised one that cannot be read (a time, a coordinate out of range), goes into the
   media's ``mediaComments``, last, as ``image list: {"season": "S1", ...}`` (a JSON object after that fixed label):
   the 1.0 media table has no other free field, and a column it does not define fails the package's validation.
@@ -436,17 +437,20 @@ def _capture_time(value: str, zone: tzinfo) -> tuple[str | None, bool]:
 
 # The EXIF 2.31 tags a worker writes in an entry's ``exif_metadata`` (``gpu_batch.worker.results.detections_entry``,
 # as MegaDetector's ``--include_exif_tags``), in the order they are taken: the offset of DateTimeOriginal itself,
-# then that of the camera's DateTime (the same clock, where a camera writes only that one)
-EXIF_OFFSET_TAGS = ("OffsetTimeOriginal", "OffsetTime")
+# then that of DateTimeDigitized (which a camera writes equal to DateTimeOriginal: EXIF 2.32 defines it as when the
+# image was stored as digital data, the same contents for a camera that records as it shoots), then that of DateTime
+# (the file's last change, which editing software rewrites with its own computer's zone: the last resort)
+EXIF_OFFSET_TAGS = ("OffsetTimeOriginal", "OffsetTimeDigitized", "OffsetTime")
 
 
 def exif_offset(entry: Mapping[str, Any]) -> str | None:
     """The photo's own offset from UTC (``+HH:MM``) for its ``datetime``: the entry's ``exif_metadata``
-    ``OffsetTimeOriginal``, else its ``OffsetTime``, the first that reads as an offset (``listfields.utc_offset``:
-    a camera that writes blanks or ``"   :  "`` has none); None for none, and for entries written before the worker
-    read them (no ``exif_metadata``), which read as they did. It wins over the image list's ``utc_offset`` and
-    the task's: those say where a project's cameras are, the photo says what its own clock was set to (a camera
-    that follows summer time, or a project's cameras the list does not tell apart).
+    ``OffsetTimeOriginal``, else its ``OffsetTimeDigitized``, else its ``OffsetTime`` (``EXIF_OFFSET_TAGS``: the offset
+    of DateTime, the file's last change, comes last), the first that reads as an offset (``listfields.utc_offset``: a
+    camera that writes blanks or ``"   :  "`` has none); None for none, and for entries written before the worker read
+    them (no ``exif_metadata``), which read as they did. It wins over the image list's ``utc_offset`` and the task's:
+    those say where a project's cameras are, the photo says what its own clock was set to (a camera that follows summer
+    time, or a project's cameras the list does not tell apart).
 
     A value is read up to its first NUL: an EXIF ASCII value ends there (EXIF 2.32, 4.6.2), and a camera that pads
     the tag past its 7 bytes reads through PIL as ``"+02:00\x00"`` (the worker keeps the text as PIL gives it,

@@ -47,6 +47,7 @@ KINDS: dict[str, Any] = {
     "exif_rot8.jpg": lambda: jpeg_bytes(textured(600, 400, 5), exif=_exif(8)),
     "dated_rot6.jpg": lambda: _dated("2024:05:02 09:59:58", orientation=6),
     # EXIF 2.31 offsets: OffsetTimeOriginal (0x9011) and OffsetTime (0x9010) in the Exif IFD, as cameras write them
+    # (OffsetTimeDigitized, 0x9012, in test_the_photos_exif_offsets_come_with_its_capture_time_on_both_decode_paths)
     "zoned.jpg": lambda: _dated("2024:05:02 09:59:58", offsets={0x9011: "+02:00", 0x9010: "+01:00"}),
     "bomb.png": lambda: _png_header_only(20000, 20000),
     "tiny_1x1.png": lambda: _png(Image.new("RGB", (1, 1), (200, 10, 10))),
@@ -177,16 +178,22 @@ def test_a_grayscale_or_rgba_photo_keeps_its_capture_time_and_is_not_turned(mode
 @pytest.mark.parametrize(("offsets", "ifd0", "want"), [
     ({0x9011: "+02:00", 0x9010: "+01:00"}, {}, (("OffsetTimeOriginal", "+02:00"), ("OffsetTime", "+01:00"))),
     ({0x9010: "-05:30"}, {}, (("OffsetTime", "-05:30"),)),  # only the camera's OffsetTime: kept, the fallback
+    # OffsetTimeDigitized (0x9012), DateTimeDigitized's, which a camera writes equal to DateTimeOriginal: read too,
+    # and before OffsetTime (DateTime's, the file's last change, which editing software rewrites)
+    ({0x9012: "+02:00", 0x9010: "+01:00"}, {}, (("OffsetTimeDigitized", "+02:00"), ("OffsetTime", "+01:00"))),
+    ({0x9011: "+03:00", 0x9012: "+02:00"}, {0x9012: "+04:00"},
+     (("OffsetTimeOriginal", "+03:00"), ("OffsetTimeDigitized", "+04:00"))),
     ({0x9011: "      "}, {}, ()),  # a camera that writes blanks: nothing (MegaDetector's would be "")
     ({0x9011: "+02:00"}, {0x9011: "+03:00"}, (("OffsetTimeOriginal", "+03:00"),)),  # IFD0's first, as read_pil_exif
     ({}, {}, ())])
 def test_the_photos_exif_offsets_come_with_its_capture_time_on_both_decode_paths(
         offsets: dict[int, str], ifd0: dict[int, str], want: tuple[tuple[str, str], ...]) -> None:
-    """A real JPEG carrying EXIF 2.31 ``OffsetTimeOriginal`` / ``OffsetTime`` (written by PIL's ``Image.Exif``): the
-    worker's EXIF reading (``image_capture_time``, from the CPU decode and from the header the GPU paths read) gives
-    the time and the photo's own offsets, which the worker writes as MegaDetector's ``exif_metadata``
-    (``results.detections_entry``), and which the Camtrap DP export puts over the task's ``utc_offset``. Before, the
-    offsets were never read: a camera set to UTC+2 in a task without a zone was written as UTC, two hours late."""
+    """A real JPEG carrying EXIF 2.31 ``OffsetTimeOriginal`` / ``OffsetTimeDigitized`` / ``OffsetTime`` (written by
+    PIL's ``Image.Exif``): the worker's EXIF reading (``image_capture_time``, from the CPU decode and from the header
+    the GPU paths read) gives the time and the photo's own offsets, which the worker writes as MegaDetector's
+    ``exif_metadata`` (``results.detections_entry``), and which the Camtrap DP export puts over the task's
+    ``utc_offset``. Before, the offsets were never read: a camera set to UTC+2 in a task without a zone was written as
+    UTC, two hours late."""
     from gpu_batch.worker.devices import gpu_decodable_jpeg
     from gpu_batch.worker.results import detections_entry
 
@@ -198,7 +205,8 @@ def test_the_photos_exif_offsets_come_with_its_capture_time_on_both_decode_paths
     assert entry.get("exif_metadata") == (dict(want) or None)
     builder = camtrapdp.CamtrapBuilder(0.2, {"1": "animal"}, "2024-06-01T00:00:00Z", "MDv5a")
     media, _ = builder.add(entry)
-    own = dict(want).get("OffsetTimeOriginal") or dict(want).get("OffsetTime") or "+00:00"
+    tags = dict(want)
+    own = tags.get("OffsetTimeOriginal") or tags.get("OffsetTimeDigitized") or tags.get("OffsetTime") or "+00:00"
     assert media[3] == "2024-05-02T09:59:58" + own
     assert bool(builder.deployments["cam"].timestamp_issues & camtrapdp.ZONE_ASSUMED) == (not want)
 

@@ -12,7 +12,8 @@ Why this module exists: to give the same answers as MegaDetector (``run_detector
   ``DateTimeOriginal`` (IFD0's before the Exif IFD's, stripped of spaces), when it parses as ``YYYY:MM:DD HH:MM:SS``,
   read with ``Image.getexif`` from the image ``load_image`` returns, so also for grayscale and RGBA images, whose
   conversion to RGB keeps their EXIF (but, in MegaDetector, skips their EXIF orientation); with it, the photo's own
-  offset from UTC (EXIF 2.31 ``OffsetTimeOriginal``, ``OffsetTime``) as ``--include_exif_tags`` writes them
+  offset from UTC (EXIF 2.31 ``OffsetTimeOriginal``, ``OffsetTimeDigitized``, ``OffsetTime``) as
+  ``--include_exif_tags`` writes them
   (``CaptureTime``);
 * letterbox = YOLOv5's ``letterbox(img, 1280, stride=64, auto=True, scaleup=True)``: ``cv2.resize`` INTER_LINEAR to
   the long side, then minimal padding with value 114 to a multiple of the stride.
@@ -46,8 +47,11 @@ _EXIF_ORIENTATION = 274
 _EXIF_ROTATIONS = {3: 180, 6: 270, 8: 90}
 _EXIF_DATETIME_ORIGINAL = 36867  # normally in the Exif IFD; IFD0's wins where both have it (``image_capture_time``)
 _EXIF_IFD = 0x8769
-# EXIF 2.31's offsets from UTC ("+02:00"): of DateTimeOriginal, and of DateTime (the camera's zone at large, a fallback)
-_EXIF_OFFSET_TAGS = ((0x9011, "OffsetTimeOriginal"), (0x9010, "OffsetTime"))
+# EXIF 2.31's offsets from UTC ("+02:00"): of DateTimeOriginal; of DateTimeDigitized, which a camera writes equal to
+# DateTimeOriginal (EXIF 2.32's DateTimeDigitized: when the image was stored as digital data, the same contents as
+# DateTimeOriginal for a camera recording the file as it shoots), so the same clock; and of DateTime, the file's
+# last change, which editing software rewrites (the last fallback)
+_EXIF_OFFSET_TAGS = ((0x9011, "OffsetTimeOriginal"), (0x9012, "OffsetTimeDigitized"), (0x9010, "OffsetTime"))
 _EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 
 
@@ -80,9 +84,10 @@ class CaptureTime:
 
     ``datetime`` is EXIF ``DateTimeOriginal`` as ``--include_image_timestamp`` writes it (no zone: a camera's clock).
     ``offsets`` are the EXIF 2.31 offset tags the photo has, ``(("OffsetTimeOriginal", "+02:00"), ...)`` in that
-    order, each as MegaDetector's ``run_detector_batch --include_exif_tags OffsetTimeOriginal,OffsetTime`` writes
-    it in the entry's ``exif_metadata`` (``read_exif.read_pil_exif``: the tag's name, its value as a stripped
-    string, IFD0's before the Exif IFD's), empty values left out. Why those tags: they are the zone the camera
+    order, each as MegaDetector's ``run_detector_batch --include_exif_tags
+    OffsetTimeOriginal,OffsetTimeDigitized,OffsetTime`` writes it in the entry's ``exif_metadata``
+    (``read_exif.read_pil_exif``: the tag's name, its value as a stripped string, IFD0's before the Exif IFD's),
+    empty values left out. Why those tags: they are the zone the camera
     itself says its clock was in, which the exports put over the image list's and the task's ``utc_offset``
     (``gpu_batch.formats.camtrapdp``). Read only with a ``datetime``: an offset without a time places nothing.
     """
@@ -120,11 +125,11 @@ def image_capture_time(image: Image.Image) -> CaptureTime | None:
 
 
 def image_offsets(exif: Image.Exif) -> tuple[tuple[str, str], ...]:
-    """The EXIF 2.31 offsets from UTC of ``exif`` (``CaptureTime.offsets``): ``OffsetTimeOriginal`` then
-    ``OffsetTime``, each IFD0's before the Exif IFD's (where cameras write them), as stripped text, as
-    MegaDetector's ``read_pil_exif`` reads tags; those absent, empty or not text left out. Whether a value is an
-    offset is the exports' question (``camtrapdp.exif_offset``): the entry keeps what the photo says. Unreadable
-    EXIF: none."""
+    """The EXIF 2.31 offsets from UTC of ``exif`` (``CaptureTime.offsets``): ``OffsetTimeOriginal``,
+    ``OffsetTimeDigitized`` then ``OffsetTime`` (the exports' order), each IFD0's before the Exif IFD's (where
+    cameras write them), as stripped text, as MegaDetector's ``read_pil_exif`` reads tags; those absent, empty or
+    not text left out. Whether a value is an offset is the exports' question (``camtrapdp.exif_offset``): the entry
+    keeps what the photo says. Unreadable EXIF: none."""
     found = []
     try:
         sub = exif.get_ifd(_EXIF_IFD)

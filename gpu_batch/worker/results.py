@@ -16,8 +16,9 @@ EXIF-transposed; megadetector/detection/run_detector_batch.py, agentmorris/MegaD
 turn normalized boxes into pixels (COCO) without reading any image again (trapbatch issue 11).
 ``datetime`` (a success whose EXIF has a readable ``DateTimeOriginal``; absent otherwise) is the capture time as
 MegaDetector writes it with ``--include_image_timestamp``: the exports' capture times (Camtrap DP, COCO) come from it.
-``exif_metadata`` (beside a ``datetime``, when the photo has EXIF 2.31 ``OffsetTimeOriginal``/``OffsetTime``):
-``{"OffsetTimeOriginal": "+02:00"}`` as ``--include_exif_tags OffsetTimeOriginal,OffsetTime`` writes it
+``exif_metadata`` (beside a ``datetime``, when the photo has EXIF 2.31 ``OffsetTimeOriginal``,
+``OffsetTimeDigitized`` or ``OffsetTime``): ``{"OffsetTimeOriginal": "+02:00"}`` as ``--include_exif_tags
+OffsetTimeOriginal,OffsetTimeDigitized,OffsetTime`` writes it
 (``detections_entry``), the zone of the photo's own clock, which the Camtrap DP export uses.
 Per-image failures are data, never exceptions; ``failure_kind``/``failure_reason`` are trapbatch's additions (see
 ``gpu_batch.manifest``): a restarted attempt keeps successes and permanent failures and runs retryable ones again.
@@ -231,7 +232,8 @@ def detections_entry(name: str, detections: list[dict[str, Any]], width: int, he
     them with ``include_image_size`` and ``include_image_timestamp`` (which writes ``null`` for an image without
     one: here the key is left out, ten million nulls being no information), then the photo's EXIF offsets from UTC
     when it has any (``preprocess.CaptureTime``), as ``exif_metadata``, which ``process_image`` writes last with
-    ``include_exif_tags="OffsetTimeOriginal,OffsetTime"`` (left out without any, as ``datetime`` is).
+    ``include_exif_tags="OffsetTimeOriginal,OffsetTimeDigitized,OffsetTime"`` (left out without any, as
+    ``datetime`` is).
 
     Why that key and not the offset inside ``datetime``: MegaDetector's ``get_image_datetime`` writes only
     ``YYYY:MM:DD HH:MM:SS`` there, and readers parse it in that form (``formats.entries.is_exif_time``, Timelapse);

@@ -241,11 +241,12 @@ def test_an_image_lists_utc_offset_is_that_cameras_zone_over_the_tasks(tmp_path:
 
 def test_a_photos_own_exif_offset_places_its_time_over_the_lists_and_the_tasks(tmp_path: Path) -> None:
     """The worker writes a photo's EXIF 2.31 offsets beside its ``datetime`` as MegaDetector's ``exif_metadata``
-    (``gpu_batch.worker.results.detections_entry``). ``OffsetTimeOriginal`` (else ``OffsetTime``) is the zone of
-    that photo's EXIF time, over the image list's ``utc_offset`` and the task's, and such a time is no "time zone
-    unknown" (``timestampIssues`` stays false for a deployment whose every time came with its offset); an offset
-    that does not read as one is passed over; an entry without ``exif_metadata`` (results written before) reads as
-    before. The CSV and COCO keep EXIF's wall-clock ``datetime``, the camera's own reading, as before."""
+    (``gpu_batch.worker.results.detections_entry``). ``OffsetTimeOriginal`` (else ``OffsetTimeDigitized``, else
+    ``OffsetTime``) is the zone of that photo's EXIF time, over the image list's ``utc_offset`` and the task's, and such
+    a time is no "time zone unknown" (``timestampIssues`` stays false for a deployment whose every time came with its
+    offset); an offset that does not read as one is passed over; an entry without ``exif_metadata`` (results written
+    before) reads as before. The CSV and COCO keep EXIF's wall-clock ``datetime``, the camera's own reading, as
+    before."""
     from gpu_batch.formats import coco, detections_csv
 
     def shot(name: str, exif: dict[str, str] | None) -> dict[str, Any]:
@@ -303,6 +304,25 @@ def test_a_photos_exif_offset_as_cameras_write_it(tags: dict[str, Any], want: st
     media = unplaced.add(entry)[0]
     assert media[3] == "2024-05-01T06:30:00" + ("+00:00" if issue else want)
     assert bool(unplaced.deployments["cam"].timestamp_issues & camtrapdp.ZONE_ASSUMED) == issue
+
+
+@pytest.mark.parametrize(("tags", "want"), [
+    ({"OffsetTimeDigitized": "+02:00", "OffsetTime": "+01:00"}, "+02:00"),  # an edited photo: DateTime's moved
+    ({"OffsetTimeOriginal": "+03:00", "OffsetTimeDigitized": "+02:00", "OffsetTime": "+01:00"}, "+03:00"),
+    ({"OffsetTimeOriginal": "-00:00", "OffsetTimeDigitized": "+02:00", "OffsetTime": "+01:00"}, "+02:00"),
+    ({"OffsetTimeDigitized": "   :  ", "OffsetTime": "+01:00"}, "+01:00"),  # blanks: none, DateTime's stands in
+    ({"OffsetTimeDigitized": "+02:00\x00"}, "+02:00")])
+def test_the_offset_of_datetimedigitized_comes_before_that_of_datetime(tags: dict[str, str], want: str) -> None:
+    """``OffsetTimeDigitized`` (0x9012) is the offset of DateTimeDigitized, which a camera writes equal to
+    DateTimeOriginal (EXIF 2.32: when the image was stored as digital data, the same contents for a camera that
+    records the file as it shoots); ``OffsetTime`` (0x9010) is that of DateTime, the file's last change, which
+    editing software rewrites in its own computer's zone. Before, a photo without ``OffsetTimeOriginal`` took
+    ``OffsetTime``: a camera at +02:00 edited on a laptop at +01:00 was written an hour off."""
+    entry = {"file": "cam/a.jpg", "detections": [], "datetime": "2024:05:01 06:30:00", "exif_metadata": tags}
+    assert camtrapdp.exif_offset(entry) == want
+    builder = camtrapdp.CamtrapBuilder(0.2, mdformat.DETECTION_CATEGORIES, "2026-12-01T10:00:00", "MDv5a",
+                                       utc_offset="-05:00")
+    assert builder.add(entry)[0][3] == "2024-05-01T06:30:00" + want
 
 
 def test_timestamps_and_camera_folders() -> None:
