@@ -557,11 +557,17 @@ class LocalPool:
 
     def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str, kill: bool = False,
                                      exit_code: int | None = None, failure_code: str | None = None) -> None:
+        """End the task as failed if it is still the run ``row`` (a pass's snapshot) found: read again, it is
+        started (running or preparing) by the same runner. Why: between the pass's read and this one, its runner may
+        have recorded its exit, or handed the task back on SIGINT (``active``, ``Pid`` 0; module docstring: Host stop)
+        and exited; such a task is queued to run again, and failing it spent an attempt of a shard that nothing had
+        failed."""
         try:
             fresh = dict(self.table.get_entity(row["PartitionKey"], row["RowKey"]))
         except ResourceNotFoundError:
             return
-        if fresh["State"] != TaskState.completed.value:
+        started = (TaskState.running.value, TaskState.preparing.value)
+        if fresh["State"] in started and int(fresh.get("Pid") or 0) == int(row.get("Pid") or 0):
             if kill:
                 self._kill(fresh)
             self._complete(fresh, exit_code, message, failure_code)

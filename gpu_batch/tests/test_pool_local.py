@@ -810,3 +810,38 @@ def test_a_runner_sent_sigint_requeues_its_task_and_this_process_starts_no_more(
     again._schedule()
     done = wait_until(lambda: all_done(again, "jobint", 2), 60, "both tasks to run")
     assert all(i.result is TaskResult.success for i in done.values()), done
+
+
+def test_a_pass_that_read_a_runner_before_it_handed_its_task_back_leaves_the_task_queued(
+        pool_args: dict[str, Any], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner sent SIGINT puts its task back (``active``) and exits; a scheduling pass that had read the row while
+    it still said ``running`` finds that runner gone. The pass must leave the requeued task to be started again, not
+    fail it as "the worker's runner process died": before, it read the row again, saw it unfinished and completed it
+    as a failure, so a Ctrl-C at the wrong moment spent an attempt (and the test of a stray SIGINT timed out)."""
+    import subprocess
+
+    from gpu_batch.pool import local, process_identity
+
+    monkeypatch.setenv(local.HOST_STOPPING_ENV, str(os.getpid()))  # nothing starts: the row stays as submitted
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("jobpass", [task("hang")])
+    wait_until(lambda: pool._watcher is None, 30, "the stopping pool's scheduler to end")
+    monkeypatch.delenv(local.HOST_STOPPING_ENV)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # the runner, exited after its requeue
+    read = pool.table.query_entities
+
+    def before_the_requeue(*args: Any, **kwargs: Any) -> list[Any]:
+        entities = list(read(*args, **kwargs))
+        for e in entities:  # as read a moment before the runner's requeue landed
+            e.update(State=TaskState.running.value, Pid=gone.pid, **{process_identity.START_FIELD: "1",
+                                                                       process_identity.HOST_FIELD: "elsewhere/1"})
+        return entities
+
+    monkeypatch.setattr(pool.table, "query_entities", before_the_requeue)
+    monkeypatch.setattr(local, "DEAD_AFTER_S", -1.0)  # the snapshot's runner counts as dead whatever its beat
+    with pool._lock:
+        pool._schedule_locked()
+    row = TableServiceClient.from_connection_string(storage_connection).get_table_client(
+        pool_args["table"]).get_entity("jobpass", "hang-a1")
+    assert row["State"] == TaskState.active.value, row
