@@ -26,10 +26,20 @@ then found with a dead runner and failed. SIGTERM is still LocalPool's cancel, w
 """
 from __future__ import annotations
 
-import argparse
+import signal
+
+# In the runner's process only (``python -m``; LocalPool imports this module for REQUEUED_EXIT and keeps its own
+# Ctrl-C): a SIGINT that comes while the libraries below load (a third of a second on an idle machine, more under
+# load) is kept, and ``main`` hands the task back once it can. Why: a runner LocalPool launched just as devhost began
+# to stop died of KeyboardInterrupt there, and its task, found with a dead runner at the next start, spent an attempt.
+# Only the interpreter's own start-up, before this line, is left without it.
+_EARLY_SIGINT: list[int] = []
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, lambda signum, frame: _EARLY_SIGINT.append(signum))
+
+import argparse  # noqa: E402 - after the early SIGINT handler (above)
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -190,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(REQUEUED_EXIT)  # a preparation running is killed by its subprocess.run, which this unwinds
 
     signal.signal(signal.SIGINT, on_int)
+    if _EARLY_SIGINT:  # the host stopped while this runner was starting (top of the module)
+        on_int()
     if args.prepare:
         if _state(table, args.job, args.task) == "completed":  # ended before this runner got going
             return 143

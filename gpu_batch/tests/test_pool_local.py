@@ -884,3 +884,56 @@ def test_a_pass_that_read_a_runner_before_it_handed_its_task_back_leaves_the_tas
     row = TableServiceClient.from_connection_string(storage_connection).get_table_client(
         pool_args["table"]).get_entity("jobpass", "hang-a1")
     assert row["State"] == TaskState.active.value, row
+
+
+SLOW_STORAGE_IMPORT = r'''
+import os, sys, time
+
+
+class _SlowAzure:
+    """Holds up the runner's first storage-library import: a SIGINT sent meanwhile comes while it starts."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "azure.core" and os.environ.get("SLOW_IMPORT_MARK"):
+            with open(os.environ.pop("SLOW_IMPORT_MARK"), "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(3)
+        return None
+
+
+sys.meta_path.insert(0, _SlowAzure())
+'''
+
+
+def test_a_runner_sent_sigint_while_it_starts_hands_its_task_back(
+        pool_args: dict[str, Any], storage_connection: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner starting as the host stops gets devhost's SIGINT while it still imports its libraries (a third of a
+    second idle, more under load): it must hand its task back as a started one does, not die of KeyboardInterrupt
+    (the task then found with a dead runner and failed at the next start, an attempt spent)."""
+    from gpu_batch.pool import local
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_STORAGE_IMPORT)
+    mark = tmp_path / "importing"
+    env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.getcwd()]), "SLOW_IMPORT_MARK": str(mark)}
+    pool = make_pool("local", max_concurrent=1, **{**pool_args, "worker_env": env})
+    pool.submit("jobearly", [task("hang")])
+    wait_until(lambda: mark.exists() and mark.read_text(), 60, "the runner to import its storage library")
+    monkeypatch.setenv(local.HOST_STOPPING_ENV, str(os.getpid()))  # as devhost's stop says so, before its SIGINT
+    os.kill(int(mark.read_text()), signal.SIGINT)
+    wait_until(lambda: not pool._children, 60, "the runner to exit and be waited for")
+    row = TableServiceClient.from_connection_string(storage_connection).get_table_client(
+        pool_args["table"]).get_entity("jobearly", "hang-a1")
+    assert row["State"] == TaskState.active.value, row  # handed back: the next start runs the same attempt
+
+
+def test_a_process_that_imports_the_pool_keeps_its_own_ctrl_c() -> None:
+    """Only the runner's own process keeps an early SIGINT for later (``local_runner``'s top): devhost, the CLI and
+    pytest import the pool, and the runner module with it, and must still stop on Ctrl-C."""
+    import subprocess
+
+    code = ("import signal, gpu_batch.pool.local; "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "True", out
