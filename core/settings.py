@@ -126,7 +126,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    said in the log (gpu_batch.pool.local: Resident workers)
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto); given to the workers, whose
                                    ``--device`` defaults to it
-    TRAPBATCH_MODEL_CACHE          where workers cache model files
+    TRAPBATCH_MODEL_CACHE          local pool: where its workers cache model files (unset: ``~/.cache/trapbatch/models``
+                                   of the user running them, gpu_batch.worker.caches); not handed to Azure Batch,
+                                   whose workers keep them in the node's shared folder,
+                                   ``$AZ_BATCH_NODE_SHARED_DIR/trapbatch/models``, for the node's later shards
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}; the local pool
                                    hands each worker its fault as TRAPBATCH_WORKER_FAULT (gpu_batch.worker.faults)
     TRAPBATCH_WORKER_TUNING        GPU worker options added to every shard's command (Batch tasks and the local pool):

@@ -396,6 +396,36 @@ def test_the_settings_docstring_gives_each_default_the_code_uses() -> None:
     assert f"default {resident_protocol.DEFAULT_START_S:g})" in resident.split("TRAPBATCH_RESIDENT_START_S", 1)[1]
 
 
+def test_every_settings_entry_says_what_an_unset_variable_means() -> None:
+    """An entry that names a variable but not what leaving it out does leaves the operator guessing:
+    TRAPBATCH_MODEL_CACHE said only "where workers cache model files", while an unset one is the worker user's
+    ``~/.cache/trapbatch/models`` and Azure Batch nodes never get it (they cache in the node's shared folder). Each
+    entry says its default (or ``unset``), or is one of those below, which name a resource or a secret that has none
+    (infra/ sets them, or leaving them out turns their feature off, as their entries say)."""
+    import re
+
+    import core.settings as module
+    from gpu_batch.worker import caches
+
+    no_default = {"AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "TRAPBATCH_PUBLIC_WEB_URL",
+                  "TRAPBATCH_MODELS_CONTAINER", "TRAPBATCH_WORKER_FAULTS", "TRAPBATCH_KEY_VAULT_URL",
+                  "TRAPBATCH_LOCAL_SECRETS_FILE", "TRAPBATCH_POOL_VM_SIZE", "TRAPBATCH_NOTIFY_SECRET",
+                  "TRAPBATCH_BATCH_ACCOUNT_URL", "TRAPBATCH_WORKER_IDENTITY"}
+    doc = module.__doc__ or ""
+    entries = {name: " ".join(text.split()) for name, text in
+               re.findall(r"^    ((?:TRAPBATCH_|AzureWebJobsStorage)\w*)(.*?)(?=^    \S|\Z)", doc, re.S | re.M)}
+    assert len(entries) >= 60, sorted(entries)
+    unsaid = sorted(name for name, text in entries.items()
+                    if name not in no_default and not re.search(r"\bdefault|\bunset\b", text, re.I))
+    assert unsaid == []
+    # the model cache's entry gives the folders the workers fall back to
+    cache = entries["TRAPBATCH_MODEL_CACHE"]
+    assert caches.model_cache_dir({}) == Path.home() / ".cache" / "trapbatch" / "models"
+    assert "``~/.cache/trapbatch/models``" in cache
+    node = "$AZ_BATCH_NODE_SHARED_DIR"
+    assert f"``{caches.model_cache_dir({'AZ_BATCH_NODE_SHARED_DIR': node})}``" in cache
+
+
 def test_the_settings_docstring_states_each_bound_the_code_refuses_past() -> None:
     """An operator reads a setting's range in core/settings.py's docstring (README sends them there) and learns it
     otherwise only from a refused start: TRAPBATCH_IMAGES_PER_SHARD above 100000, TRAPBATCH_PREVIEW_THRESHOLD below
