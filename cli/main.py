@@ -1075,7 +1075,8 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                    "used 1440: faster uploads); default: only what the byte limit needs")
 @click.option("--keep-metadata", is_flag=True,
               help="keep the photos' EXIF, XMP, IPTC and comments (by default removed: they may hold the camera's "
-                   "position)")
+                   "position); a photo scaled down or written again keeps only its EXIF, and a JPEG its XMP and "
+                   "comment: not its IPTC")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               help="photos fetched at once")
 @click.option("--storage-connection", default=None,

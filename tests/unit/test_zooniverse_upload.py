@@ -406,3 +406,33 @@ def test_a_tiffs_pages_are_no_animation() -> None:
     fitted, how = fit(out.getvalue(), 10**7)
     with Image.open(io.BytesIO(fitted)) as got:
         assert (how, got.format, got.size) == (REENCODED, "JPEG", (400, 300))
+
+
+def test_keep_metadata_keeps_all_of_a_copied_photo_but_only_what_pillow_writes_of_one_written_again() -> None:
+    """``--keep-metadata`` copies a photo that fits byte for byte, every segment kept; a photo scaled down or
+    written again keeps what Pillow writes back, its EXIF (a JPEG's XMP and comment too), never its IPTC (APP13),
+    which Pillow does not write. ``zooniverse --help`` said the flag kept "EXIF, XMP, IPTC and comments" whatever
+    was done to the photo, and README "kept them"; docs/cli.md left out the comment."""
+    import struct
+
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    iptc = b"Photoshop 3.0\x00" + b"8BIM\x04\x04\x00\x00\x00\x00\x00\x0b" + b"\x1c\x02\x5c\x00\x06Site 9"
+    data = photo_like(1600, 1200, quality=95, exif=_gps_exif(), comment=b"GPS 1,2N", xmp=b"<x:xmpmeta>GPS</x:xmpmeta>")
+    data = data[:2] + b"\xff\xed" + struct.pack(">H", len(iptc) + 2) + iptc + data[2:]
+    assert fit(data, len(data), keep_metadata=True) == (data, COPIED)
+    fitted, how = fit(data, len(data) // 5, keep_metadata=True)
+    assert how == SHRUNK and b"Photoshop 3.0" not in fitted  # IPTC gone
+    assert b"GPS 1,2N" in fitted and b"xmpmeta" in fitted
+    with Image.open(io.BytesIO(fitted)) as small:
+        assert small.getexif().get_ifd(0x8825)
+    root = Path(__file__).resolve().parents[2]
+    helped = " ".join(CliRunner().invoke(cli, ["zooniverse", "--help"], terminal_width=400).output.split())
+    said = "a photo scaled down or written again keeps only its EXIF, and a JPEG its XMP and comment: not its IPTC"
+    assert said in helped, helped
+    for doc in ("docs/cli.md", "README.md"):
+        text = " ".join((root / doc).read_text(encoding="utf-8").split())
+        assert "`--keep-metadata` keeps them)" not in text and "keeps EXIF and XMP of a photo written again" not in text
+        assert "of a photo written again only its EXIF (a JPEG's XMP and comment too), not its IPTC" in text, doc
