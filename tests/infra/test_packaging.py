@@ -204,6 +204,32 @@ def test_parameters_file_matches_main_bicep(templates: dict[str, Template]) -> N
     assert values["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
 
 
+def test_the_deploy_steps_azd_env_set_lines_name_parameters_and_give_their_defaults(
+        templates: dict[str, Template]) -> None:
+    """docs/deploy.md "1. Deploy" lists the optional ``azd env set NAME VALUE`` lines with the value the deployment
+    takes when the line is left out: azd fills ``${NAME=default}`` of infra/main.parameters.json from its environment,
+    so a NAME no parameter reads is set in vain, and a VALUE other than that default tells the operator the wrong
+    starting point. A range a line's comment gives (``40 to 1000``) is the parameter's ``@minValue``/``@maxValue``."""
+    doc = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", doc.split("## 1. Deploy", 1)[1], re.S) if "azd up" in b)
+    read = {}
+    for param, spec in json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"].items():
+        found = re.fullmatch(r"\$\{(\w+)(?:=(.*))?\}", spec["value"])
+        assert found, spec
+        read[found.group(1)] = (param, found.group(2))
+    examples = {"AZURE_LOCATION", "TRAPBATCH_SOURCE_ACCOUNTS"}  # a value to choose, shown as an example
+    lines = re.findall(r"^azd env set (\w+) (\S+)(.*)$", block, re.M)
+    assert len(lines) >= 10, lines
+    for name, value, comment in lines:
+        assert name in read, f"{name}: no parameter of infra/main.parameters.json reads it"
+        param, default = read[name]
+        if name not in examples:
+            assert value.strip('"') == default, f"{name} {value}: the deployment's default is {default!r}"
+        if bounds := re.search(r"\((\d+) to (\d+)", comment):
+            decorators = {d["type"]: d["argument"] for d in templates["main.bicep"].params[param]["decorators"]}
+            assert (int(bounds.group(1)), int(bounds.group(2))) == (decorators["min_value"], decorators["max_value"])
+
+
 def test_hooks_name_the_blob_trigger_function_of_the_app() -> None:
     """The Event Grid endpoint names the function (Host.Functions.<name>): it must be the app's blob trigger."""
     tree = ast.parse((REPO / "api" / "starters.py").read_text())

@@ -81,3 +81,70 @@ def test_the_readmes_core_tools_steps_run_func_in_the_virtual_environment_they_f
     assert setup < activate < start, steps
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "requirements/worker.txt" in makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+
+
+def test_the_numbers_the_docs_give_for_the_codes_own_constants_are_theirs() -> None:
+    """A deadline, limit or retry count the docs state beside the constant that holds it (or for the one behaviour it
+    governs) is what an operator plans with: a timeout to set on a gateway, how long a client waits, how many tries
+    a hook makes. Each is checked against the constant, so a changed value fails here until the docs say it."""
+    from activities.zooniverse_captures import RUN_RECORDS
+    from api.arrivals import MARKER_ANSWER_S, MARKER_DELIVERY_DEADLINE_S
+    from api.starters import (BUSY_TRY_WAIT_S, CALLER_WRITABLE_MAX_BYTES, INSTANCE_LIST_TIMEOUT_S, POST_ANSWER_S,
+                              POST_CHECKS_DEADLINE_S)
+    from cli import client, download, zooniverse_upload
+    from gpu_batch.storage_refs import HOST_ASK_EVERY_S, HOST_GONE_AFTER_S
+    from orchestrations.task import NOTIFY_RETRY
+
+    def flat(path: str) -> str:
+        return " ".join((ROOT / path).read_text(encoding="utf-8").split())
+
+    def minutes(seconds: float) -> str:
+        return {60: "a minute", 120: "two minutes"}[int(seconds)]
+
+    notify = [NOTIFY_RETRY.delay_s(n) for n in range(1, NOTIFY_RETRY.attempts)]
+    schedule = (f"{notify[0]:g} s, " + ", ".join(f"{d / 60:g}" for d in notify[1:-1])
+                + f" and {notify[-1] / 60:g} minutes")
+    hook = (ROOT / "infra" / "hooks" / "postdeploy.sh").read_text(encoding="utf-8")
+    hook_default = {name: re.search(rf"\${{{name}:-(\d+)}}", hook).group(1)  # type: ignore[union-attr]
+                    for name in ("TRAPBATCH_KEY_ATTEMPTS", "TRAPBATCH_KEY_WAIT_S", "TRAPBATCH_SUBSCRIBE_ATTEMPTS",
+                                 "TRAPBATCH_SUBSCRIBE_WAIT_S")}
+    said = {
+        "README.md": [
+            f"all together at most {POST_CHECKS_DEADLINE_S:g} s (`api/starters.py` `POST_CHECKS_DEADLINE_S`)",
+            f"within {POST_ANSWER_S:g} s (`POST_ANSWER_S`",
+            f"over {CALLER_WRITABLE_MAX_BYTES // 2 ** 20} MiB, far more than trapbatch writes there",
+            f"the trigger waits {minutes(BUSY_TRY_WAIT_S)} before it fails",
+            f"asked again every {HOST_ASK_EVERY_S:g} s for {minutes(HOST_GONE_AFTER_S)} (`adapters/storage_errors.py`",
+            f"Each delivery ends within {MARKER_DELIVERY_DEADLINE_S:g} s (`api/arrivals.py` "
+            f"`MARKER_DELIVERY_DEADLINE_S`: its storage and Key Vault calls get "
+            f"{MARKER_DELIVERY_DEADLINE_S - MARKER_ANSWER_S:g} s",
+            f"{minutes(HOST_GONE_AFTER_S)} (`gpu_batch/worker/sources.py` `GONE_AFTER_S`)",
+            f"asking DNS again every {HOST_ASK_EVERY_S:g} s",
+            f"503 with what to do if that takes over {INSTANCE_LIST_TIMEOUT_S:g} s",
+            f"in runs of at most {RUN_RECORDS:,}",
+        ],
+        "devhost/README.md": [
+            f"`BUSY_TRY_WAIT_S`, {BUSY_TRY_WAIT_S:g} s",
+            f"`MARKER_DELIVERY_DEADLINE_S` ({MARKER_DELIVERY_DEADLINE_S:g} s",
+            f"`POST_CHECKS_DEADLINE_S`, {POST_CHECKS_DEADLINE_S:g} s",
+        ],
+        "docs/cli.md": [
+            f"`list` waits up to {client.LIST_TIMEOUT_S:g} s (the app answers its own 503 at "
+            f"{INSTANCE_LIST_TIMEOUT_S:g} s",
+            f"({client.ATTEMPTS} requests at most", f"waiting its `Retry-After` up to {client.RETRY_AFTER_MAX_S:g} s",
+            f"a file larger than {download.WINDOW // 2 ** 20} MiB", f"every {download.CHECKPOINT_S:g} seconds",
+            f"last {download.CHECK_TAIL // 2 ** 20} MiB", f"{zooniverse_upload.FIRST_FAILURES} photos in a row",
+            f"after {schedule}",
+        ],
+        "docs/deploy.md": [
+            f"tried {hook_default['TRAPBATCH_KEY_ATTEMPTS']} times, {hook_default['TRAPBATCH_KEY_WAIT_S']} s apart",
+            f"tried {hook_default['TRAPBATCH_SUBSCRIBE_ATTEMPTS']} times, "
+            f"{hook_default['TRAPBATCH_SUBSCRIBE_WAIT_S']} s apart",
+            f"retried after {schedule}",
+        ],
+    }
+    unsaid = [f"{doc}: {words}" for doc, phrases in said.items() for words in phrases if words not in flat(doc)]
+    assert unsaid == [], unsaid
+    ps1 = (ROOT / "infra" / "hooks" / "postdeploy.ps1").read_text(encoding="utf-8")
+    for name, value in hook_default.items():  # the Windows hook's defaults are the same
+        assert re.search(rf"\$env:{name}\) {{[^}}]*}} else {{ {value} }}", ps1), name

@@ -396,6 +396,31 @@ def test_the_settings_docstring_gives_each_default_the_code_uses() -> None:
     assert f"default {resident_protocol.DEFAULT_START_S:g})" in resident.split("TRAPBATCH_RESIDENT_START_S", 1)[1]
 
 
+def test_the_defaults_the_docs_give_beside_a_setting_are_the_codes() -> None:
+    """README.md, docs/ and devhost/README.md repeat a setting's default where they use it (```TRAPBATCH_X`` (60)``,
+    ```TRAPBATCH_X``, 10000``, ```TRAPBATCH_X`` eligible detections (default 800,000``, ``... (50 MiB)``): the
+    docstring's defaults are checked above, these copies were not, and a changed default left them stating the old
+    one. Setting the variable to the value a doc states must change nothing."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    units = {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+    default = Settings.from_env(BASE)
+    stated, differ = [], []
+    for doc in [root / "README.md", root / "devhost" / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        for name, value, unit in re.findall(r"`(TRAPBATCH_[A-Z0-9_]+)`(?:[^`.;()]{0,40}\(default |,? \(?(?:default "
+                                            r"(?:and most |is )?)?)(\d[\d,]*(?:\.\d+)?)(?: (KiB|MiB|GiB|s)\b)?", text):
+            number = value.replace(",", "")
+            if unit in units:
+                number = str(int(float(number) * units[unit]))
+            stated.append(name)
+            if Settings.from_env({**BASE, name: number}) != default:
+                differ.append(f"{doc.relative_to(root)}: {name} {value} {unit}".strip())
+    assert len(stated) >= 12, stated  # the parse still finds them
+    assert differ == []
+
+
 def test_every_settings_entry_says_what_an_unset_variable_means() -> None:
     """An entry that names a variable but not what leaving it out does leaves the operator guessing:
     TRAPBATCH_MODEL_CACHE said only "where workers cache model files", while an unset one is the worker user's
