@@ -148,3 +148,24 @@ def test_the_numbers_the_docs_give_for_the_codes_own_constants_are_theirs() -> N
     ps1 = (ROOT / "infra" / "hooks" / "postdeploy.ps1").read_text(encoding="utf-8")
     for name, value in hook_default.items():  # the Windows hook's defaults are the same
         assert re.search(rf"\$env:{name}\) {{[^}}]*}} else {{ {value} }}", ps1), name
+
+
+def test_the_readme_names_every_setting_a_task_found_again_does_not_take_and_shows_the_start_answer_whole() -> None:
+    """README "Start a task over HTTP" lists the request's settings that, posted with other values than the task
+    found, are not applied but named in ``not_applied``: it left out ``camera_depth``, which ``api.starters``
+    compares too, so a client that posted another depth took the answer for the task it wanted. And the 202 it shows
+    carries every field of the answer, ``"started": true`` included (``TaskStarted`` requires it)."""
+    from api import openapi
+    from api.starters import SETTING_FIELDS
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"Settings that are not part of the id \(([^)]*)\) posted with other values", readme)
+    assert listed, "README says which settings a task found again does not take"
+    assert re.findall(r"`(\w+)`", listed.group(1)) == list(SETTING_FIELDS)
+    answer = re.search(r"# 202 (\{.*?\})(?: |$)", readme)
+    assert answer, "README shows the 202 answer"
+    shown = set(re.findall(r'"(\w+)":', answer.group(1)))
+    schema = openapi.description("http://127.0.0.1:7071")["components"]["schemas"]["TaskStarted"]
+    started = {"id", "started", "status_url", "results_url", "cancel_url"}  # a new task's: api.starters.post_task
+    assert set(schema["required"]) <= started <= set(schema["properties"])
+    assert shown == started, shown
