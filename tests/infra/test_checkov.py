@@ -96,3 +96,14 @@ def test_docs_list_every_suppression() -> None:
     doc = (REPO / "docs" / "deploy.md").read_text()
     missing = sorted({check for _, check in inline_skips()} - set(re.findall(r"CKV2?_AZURE_\d+", doc)))
     assert not missing, f"docs/deploy.md does not mention suppressed checks {missing}"
+
+
+def test_the_docs_give_checkovs_own_summary(report: dict[str, Any]) -> None:
+    """docs/deploy.md "Static checks" states checkov's result and version for a reviewer who does not run it: a
+    check added, passing or suppressed since (a new resource, a checkov upgrade) left those figures behind."""
+    summary = report["summary"]
+    doc = " ".join((REPO / "docs" / "deploy.md").read_text().split())
+    said = (f"checkov result: **{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} "
+            f"suppressed**, {summary['parsing_errors']} parsing errors")
+    assert said in doc, said
+    assert f"(`checkov -d infra --framework bicep`, {summary['checkov_version']})" in doc
