@@ -169,3 +169,25 @@ def test_the_readme_names_every_setting_a_task_found_again_does_not_take_and_sho
     started = {"id", "started", "status_url", "results_url", "cancel_url"}  # a new task's: api.starters.post_task
     assert set(schema["required"]) <= started <= set(schema["properties"])
     assert shown == started, shown
+
+
+def test_devhosts_readme_names_every_option_of_python_m_devhost_with_its_default() -> None:
+    """devhost/README.md "Calling devhost" is its manual: ``--host`` (the address it binds, loopback unless told),
+    ``--app`` and ``--azurite-location`` were in ``--help`` only, and ``--blob-poll-seconds`` without its default.
+    Read from the parser's own ``add_argument`` calls, so a new option fails here until the README names it."""
+    import ast
+
+    source = (ROOT / "devhost" / "__main__.py").read_text(encoding="utf-8")
+    readme = " ".join((ROOT / "devhost" / "README.md").read_text(encoding="utf-8").split())
+    options = {}
+    for call in ast.walk(ast.parse(source)):
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "add_argument"
+                and isinstance(call.args[0], ast.Constant)):
+            default = next((k.value for k in call.keywords if k.arg == "default"), None)
+            options[call.args[0].value] = default.value if isinstance(default, ast.Constant) else None
+    assert len(options) >= 14, options
+    assert sorted(o for o in options if not re.search(rf"(?<![\w-]){o}(?![\w-])", readme)) == []
+    for option in ("--host", "--app", "--azurite-location", "--blob-poll-seconds", "--port"):
+        default = options[option]
+        value = f"{default:g}" if isinstance(default, float) else str(default)
+        assert re.search(rf"`{option}`[^`]{{0,20}}\(default `?{re.escape(value)}(?![\w.])", readme), option
