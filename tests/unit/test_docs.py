@@ -191,3 +191,22 @@ def test_devhosts_readme_names_every_option_of_python_m_devhost_with_its_default
         default = options[option]
         value = f"{default:g}" if isinstance(default, float) else str(default)
         assert re.search(rf"`{option}`[^`]{{0,20}}\(default `?{re.escape(value)}(?![\w.])", readme), option
+
+
+def test_the_readme_names_every_option_of_the_gpu_workers_command() -> None:
+    """README "The GPU worker" is where an operator reads the worker's command line (the pool's task command, local
+    mode, ``TRAPBATCH_WORKER_TUNING``): ``--device``, ``--flush-seconds``, ``--log-seconds`` and
+    ``--cudnn-benchmark-limit`` were in ``--help`` only. Read from the parser, so a new option fails here until the
+    README names it; each default the README gives is the parser's."""
+    from gpu_batch.worker.__main__ import _parser
+
+    section = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split("## The GPU worker", 1)[1]
+                       .split("\n## ", 1)[0].split())
+    parser = _parser()
+    flags = {flag: action for action in parser._actions for flag in action.option_strings if flag.startswith("--")}
+    assert sorted(f for f in flags if f != "--help" and not re.search(rf"(?<![\w-]){f}(?![\w-])", section)) == []
+    for flag, action in flags.items():
+        said = re.search(rf"`{flag}(?: [^`]*)?` \([^)]*?\bdefault (\w[\w.]*)", section)
+        if said and isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool):
+            assert said.group(1) == f"{action.default:g}" if isinstance(action.default, float) \
+                else said.group(1) == str(action.default), flag
