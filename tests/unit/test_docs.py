@@ -210,3 +210,20 @@ def test_the_readme_names_every_option_of_the_gpu_workers_command() -> None:
         if said and isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool):
             assert said.group(1) == f"{action.default:g}" if isinstance(action.default, float) \
                 else said.group(1) == str(action.default), flag
+
+
+def test_the_readme_names_every_option_of_the_local_upload_script() -> None:
+    """README "Without Core Tools: devhost" shows ``python -m scripts.upload_local CONTAINER FOLDER``; its
+    ``--prefix`` (a folder in the container) and ``--connection`` (another account than ``$AzureWebJobsStorage``,
+    else Azurite) were in ``--help`` only, so an upload under ``2024/site-a/`` meant moving the photos first."""
+    import ast
+
+    source = (ROOT / "scripts" / "upload_local.py").read_text(encoding="utf-8")
+    options = [call.args[0].value for call in ast.walk(ast.parse(source))
+               if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+               and call.func.attr == "add_argument" and isinstance(call.args[0], ast.Constant)
+               and str(call.args[0].value).startswith("--")]
+    assert options, "scripts/upload_local.py has options"
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    shown = readme.split("python -m scripts.upload_local", 1)[1][:1500]
+    assert sorted(o for o in options if not re.search(rf"(?<![\w-]){o}(?![\w-])", shown)) == []
