@@ -227,3 +227,24 @@ def test_the_readme_names_every_option_of_the_local_upload_script() -> None:
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     shown = readme.split("python -m scripts.upload_local", 1)[1][:1500]
     assert sorted(o for o in options if not re.search(rf"(?<![\w-]){o}(?![\w-])", shown)) == []
+
+
+def test_the_readme_says_where_each_shard_attempts_worker_log_is() -> None:
+    """A failed status quotes a worker's last error line; the whole log (a traceback, the throughput lines) is in
+    the state container, where Azure Batch uploads a pool task's ``stdout.txt`` and ``stderr.txt`` when it ends and
+    the local pool writes one ``.log`` (``gpu_batch/layout.py``), and no document said so."""
+    from core.settings import Settings
+    from gpu_batch import layout
+
+    task, run, shard = "task-0123456789abcdef0123", "r261206221500ab", layout.shard_id(3)
+    job, pool_task = layout.pool_job_id(task, run), layout.pool_task_id(shard, 2)
+
+    def shown(path: str) -> str:
+        return path.replace(job, "<job>").replace(task, "<task>").replace(pool_task, "<shard>-a<attempt>")
+
+    container = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).container
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    batch = f"{container}/{shown(layout.pool_log_prefix(job, pool_task))}"
+    assert f"`{batch}stdout.txt` and `stderr.txt`" in readme, batch
+    assert f"`{container}/{shown(layout.pool_log_blob(job, pool_task))}`" in readme
+    assert '"../std*.txt"' in (ROOT / "gpu_batch" / "pool" / "azure_batch.py").read_text(encoding="utf-8")
