@@ -248,3 +248,16 @@ def test_the_readme_says_where_each_shard_attempts_worker_log_is() -> None:
     assert f"`{batch}stdout.txt` and `stderr.txt`" in readme, batch
     assert f"`{container}/{shown(layout.pool_log_blob(job, pool_task))}`" in readme
     assert '"../std*.txt"' in (ROOT / "gpu_batch" / "pool" / "azure_batch.py").read_text(encoding="utf-8")
+
+
+def test_the_readme_lists_every_stage_a_task_status_can_show() -> None:
+    """README's ``GET /api/tasks/{id}`` row is where a client author learns the values of ``stage``; a stage added to
+    ``core.contracts.Stage`` (``awaiting_confirmation``, ``expired`` came later) must be listed there too."""
+    from core.contracts import Stage
+
+    row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `GET /api/tasks/{id}` |"))
+    listed = re.search(r"`stage` \(([^`]*?)\), image and shard counts", row)
+    assert listed, "the row lists the stages in parentheses after `stage`"
+    names = [re.sub(r" \(.*", "", part).strip() for part in re.split(r", (?![^()]*\))", listed.group(1))]
+    assert sorted(names) == sorted(s.value for s in Stage)
