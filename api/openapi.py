@@ -303,9 +303,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "total": {"type": "integer", "minimum": 0},
                     "tasks": {"type": "array", "items": {"type": "object", "required": ["id", "stage"], "properties": {
                         "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "stage": {"enum": [*Stage]},
+                        "runtime_status": {"type": ["string", "null"], "description": "the orchestration's "
+                                           "Durable runtime status (Running, Completed, Failed, Terminated...)"},
                         "images": {"type": ["integer", "null"]}, "created": {"type": ["string", "null"]},
                         "request_name": {"type": "string", "description": "the request's label (empty: none)"},
-                        "owner": {"type": "string"}}}}}},
+                        "status_url": {"type": "string"}, "owner": {"type": "string"}}}}}},
                 "TaskStatus": {"type": "object", "required": ["id", "runtime_status", "stage"], "properties": {
                     "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "runtime_status": {"type": "string"},
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},

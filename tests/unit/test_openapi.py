@@ -220,3 +220,27 @@ def test_the_unreachable_shard_count_says_it_overlaps_shards_queued() -> None:
     status = openapi.description("http://127.0.0.1:7071")["components"]["schemas"]["TaskStatus"]["properties"]
     said = status["unreachable"]["properties"]["shards"]["description"]
     assert "shards_waiting" in said and "shards_queued" in said, said
+
+
+def test_the_task_lists_rows_are_described_with_every_field_they_carry() -> None:
+    """``GET /api/tasks`` rows carry ``runtime_status`` and ``status_url`` besides id, request_name, stage, images,
+    created and owner (``api.starters.list_tasks``); the description and README's endpoint row left those two out
+    (README also ``request_name``), so a client generated from the description dropped them. Read from the row the
+    handler builds."""
+    import ast
+    from pathlib import Path
+
+    from api import starters
+
+    tree = ast.parse(Path(starters.__file__).read_text(encoding="utf-8"))
+    handler = next(f for f in ast.walk(tree) if isinstance(f, ast.AsyncFunctionDef) and f.name == "list_tasks")
+    row = next(call.args[0] for call in ast.walk(handler) if isinstance(call, ast.Call)
+               and isinstance(call.func, ast.Attribute) and call.func.attr == "append")
+    assert isinstance(row, ast.Dict)
+    keys = {k.value for d in ast.walk(row) if isinstance(d, ast.Dict) for k in d.keys if isinstance(k, ast.Constant)}
+    assert {"id", "stage", "created", "owner"} <= keys
+    items = openapi.description("http://127.0.0.1:7071")["components"]["schemas"]["TaskList"]["properties"]["tasks"]
+    assert sorted(keys - set(items["items"]["properties"])) == []
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if line.startswith("| `GET /api/tasks` |"))
+    assert sorted(k for k in keys if f"`{k}`" not in line) == [], line
