@@ -261,3 +261,29 @@ def test_the_readme_lists_every_stage_a_task_status_can_show() -> None:
     assert listed, "the row lists the stages in parentheses after `stage`"
     names = [re.sub(r" \(.*", "", part).strip() for part in re.split(r", (?![^()]*\))", listed.group(1))]
     assert sorted(names) == sorted(s.value for s in Stage)
+
+
+def test_the_repeat_search_defaults_the_readme_and_help_give_are_megadetectors_as_the_code_has_them() -> None:
+    """README's ``POST .../repeats/search`` row and ``trapbatch repeats --help`` give each phase-1 option's default
+    (the value a field left out takes): both must be ``gpu_batch.formats.eligible.RepeatOptions``'s, which the search
+    runs with. Bounds are checked in test_openapi.py; these defaults were not."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from gpu_batch.formats.eligible import RepeatOptions
+
+    fields = {"occurrence_threshold": "occurrence_threshold", "iou_threshold": "iou_threshold",
+              "confidence_min": "confidence_min", "confidence_max": "confidence_max",
+              "min_suspicious_detection_size": "min_area", "max_suspicious_detection_size": "max_area"}
+    default = {name: getattr(RepeatOptions(), attr) for name, attr in fields.items()}
+    row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `POST /api/tasks/{id}/repeats/search`"))
+    said: dict[str, float] = {}
+    for names, values in re.findall(r"((?:`[a-z_]+`(?: / )?)+) \([^()]*?default ([\d.]+(?: / [\d.]+)*)", row):
+        said.update(zip(re.findall(r"`([a-z_]+)`", names), (float(v) for v in values.split(" / "))))
+    assert {n: said.get(n) for n in fields} == default
+    helped = " ".join(CliRunner().invoke(cli, ["repeats", "--help"], terminal_width=400).output.split())
+    for name, value in default.items():
+        flag = "--" + name.replace("_", "-")
+        found = re.search(rf"{flag} \w+ --search: [^(]*\(([\d.]+)\)", helped)
+        assert found and float(found.group(1)) == value, flag
