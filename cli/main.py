@@ -460,8 +460,8 @@ def _finish(st: dict[str, Any]) -> int:
               "confirm'")
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
-@click.option("--rerun", is_flag=True, help="run a task that already ended (completed, cancelled) again, as a new "
-              "generation under the same id (the request's \"rerun\": true)")
+@click.option("--rerun", is_flag=True, help="run a task that already ended (completed, failed or cancelled) again, as "
+              "a new generation under the same id (the request's \"rerun\": true)")
 @click.option("--only-new", is_flag=True, help="a re-run that sends only new or changed images, and those that "
               "failed or never ran, to the pool and keeps the served results of the rest (\"only_new\": true)")
 @pass_state
@@ -471,8 +471,8 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     """Start a task over a container, from a request JSON file and/or flags (flags win).
 
     Posting the same request again finds the same task instead of running it twice. With --wait the command follows
-    the task and exits 0 only if it completed and every step after detection succeeded (1 failed or cancelled, 3
-    completed with errors, 5 completed but a step after detection failed). With --folder, one
+    the task and exits 0 only if it completed and every step after detection succeeded (1 failed, cancelled,
+    terminated or expired, 3 completed with errors, 5 completed but a step after detection failed). With --folder, one
     task per folder (the exit code is the worst of theirs). A task over the app's confirmation threshold waits, with
     its estimate, for 'trapbatch confirm' (or --yes)."""
     if confirm and not wait:

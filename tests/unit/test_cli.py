@@ -3261,3 +3261,17 @@ def test_a_refused_folder_of_a_rerun_per_folder_names_a_command_that_sends_the_f
     c = json.loads(capsys.readouterr().out)[-1]
     assert c["hint"] == ("run the same command again once that is fixed: the tasks already started are found again, "
                          "not run twice"), c
+
+
+def test_submit_help_says_every_ending_that_exits_1_and_every_ended_task_rerun_runs_again() -> None:
+    """``exit_code_for`` gives 1 to a task that failed, was cancelled, terminated or expired (never confirmed), as
+    docs/cli.md's table and ``trapbatch --help`` say; ``submit --help`` said "1 failed or cancelled". And ``--rerun``
+    runs a failed task again too (README ``rerun``), where its help listed "completed, cancelled" only."""
+    from core.contracts import Stage
+
+    for stage in (Stage.failed, Stage.cancelled, Stage.terminated, Stage.expired):
+        runtime = "Terminated" if stage == Stage.terminated else "Completed" if stage != Stage.failed else "Failed"
+        assert exit_code_for({"runtime_status": runtime, "stage": stage}) == 1, stage
+    helped = " ".join(CliRunner().invoke(cli, ["submit", "--help"], terminal_width=400).output.split())
+    assert "(1 failed, cancelled, terminated or expired, 3 completed with errors" in helped, helped
+    assert "run a task that already ended (completed, failed or cancelled) again" in helped, helped
