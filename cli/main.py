@@ -779,8 +779,9 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
              **fields: Any) -> None:
     """Enumerate the images a request would run over and estimate the run ("dry_run": true); no GPU starts.
 
-    The figures use the app's TRAPBATCH_WORKER_IMAGES_PER_S, TRAPBATCH_POOL_NODES and TRAPBATCH_NODE_PRICE_PER_HOUR.
-    Run the same request with `trapbatch submit` to start it. With --folder, one estimate per folder."""
+    The figures use the app's TRAPBATCH_WORKER_IMAGES_PER_S, TRAPBATCH_POOL_NODES and
+    TRAPBATCH_NODE_PRICE_PER_HOUR, else the list price of its TRAPBATCH_POOL_VM_SIZE (no price: no cost). Run the
+    same request with `trapbatch submit` to start it. With --folder, one estimate per folder."""
     body = build_request(request_file, fields, dry_run=True)
     if fresh:  # an estimate that ended is run again (a new generation of the estimate's task)
         body["rerun"] = True

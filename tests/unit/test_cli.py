@@ -3275,3 +3275,13 @@ def test_submit_help_says_every_ending_that_exits_1_and_every_ended_task_rerun_r
     helped = " ".join(CliRunner().invoke(cli, ["submit", "--help"], terminal_width=400).output.split())
     assert "(1 failed, cancelled, terminated or expired, 3 completed with errors" in helped, helped
     assert "run a task that already ended (completed, failed or cancelled) again" in helped, helped
+
+
+def test_estimate_help_names_every_setting_its_figures_come_from() -> None:
+    """An estimate prices the node time at TRAPBATCH_NODE_PRICE_PER_HOUR, else at the list price of the pool's
+    TRAPBATCH_POOL_VM_SIZE (core/cost.py; docs/cli.md, README ``dry_run``): ``estimate --help`` named the first only,
+    so an operator without the override could not tell where the cost came from."""
+    helped = " ".join(CliRunner().invoke(cli, ["estimate", "--help"], terminal_width=400).output.split())
+    for setting in ("TRAPBATCH_WORKER_IMAGES_PER_S", "TRAPBATCH_POOL_NODES", "TRAPBATCH_NODE_PRICE_PER_HOUR",
+                    "TRAPBATCH_POOL_VM_SIZE"):
+        assert setting in helped, setting
