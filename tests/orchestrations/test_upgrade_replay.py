@@ -4,7 +4,7 @@ today's orchestrators at every episode, as the Durable extension replays it afte
 A failure here means: a task started by that release and running when this code is deployed would fail
 ("Non-Deterministic workflow detected", or the orchestrator raising on an old activity result). Keep the change
 history-compatible (schedule the new action after the old ones, read old results with defaults), or, when that is
-not possible, say so in the release notes (README "Deploying while tasks run") and record new histories.
+not possible, say so in the release notes (docs/deploy.md "Deploying while tasks run") and record new histories.
 """
 from __future__ import annotations
 

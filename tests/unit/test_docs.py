@@ -305,3 +305,34 @@ def test_the_readme_gives_the_image_lists_path_and_flag_columns_and_words_as_the
     assert yes and set(re.split(r", ", yes.group(1))) == imagelist._TRUTHY
     no = re.search(r"; 0, JSON `false` or `null`, ([a-z, ]+) or empty keep it", section)
     assert no and set(re.split(r", ", no.group(1))) | {"0", "", "null"} == imagelist._FALSY
+
+
+def test_every_section_a_document_or_message_points_to_is_a_heading_of_that_document() -> None:
+    """The app's hints, the docs and the code send readers to a section by its title (``docs/deploy.md "Pool jobs by
+    hand"`` in a failed task's error, ``docs/cli.md "Exit codes"``): a heading renamed or moved leaves them nowhere.
+    (Tests are left out: their docstrings quote the docs' words too.)"""
+    import subprocess
+
+    names = {"README": "README.md", "README.md": "README.md", "docs/cli.md": "docs/cli.md",
+             "docs/deploy.md": "docs/deploy.md", "devhost/README.md": "devhost/README.md"}
+    headings = {path: [re.sub(r"^#+\s*", "", line).replace("`", "").strip()
+                       for line in (ROOT / path).read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+                for path in set(names.values())}
+    pointer = re.compile(r"(?<![\w/.-])(README(?:\.md)?|docs/cli\.md|docs/deploy\.md|devhost/README\.md)`?\)?,?\s+"
+                         r"[\"“]([^\"”\n]{3,80})[\"”]")
+    files = subprocess.run(["git", "ls-files", "--", "*.py", "*.md", "*.sh", "*.ps1", "*.bicep", ":!bench/*",
+                            ":!tests/*", ":!*/tests/*"],  # what users read: the docs, the messages, the code
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    found, nowhere = 0, []
+    for file in files:
+        text = " ".join((ROOT / file).read_text(encoding="utf-8", errors="replace").split()).replace(" # ", " ")
+        for doc, title in pointer.findall(text):
+            if re.search(r"\.\w{2,4}$", title):  # a file's name in the results' README.txt, not a section
+                continue
+            path = "devhost/README.md" if doc == "README" and file.startswith("devhost/") else names[doc]
+            found += 1
+            title = title.replace("`", "")
+            if not any(h.startswith(title) for h in headings[path]):
+                nowhere.append(f"{file}: {doc} \"{title}\"")
+    assert found >= 20, found
+    assert sorted(set(nowhere)) == [], sorted(set(nowhere))
