@@ -336,3 +336,28 @@ def test_every_section_a_document_or_message_points_to_is_a_heading_of_that_docu
                 nowhere.append(f"{file}: {doc} \"{title}\"")
     assert found >= 20, found
     assert sorted(set(nowhere)) == [], sorted(set(nowhere))
+
+
+def test_the_numbers_devhosts_readme_gives_are_devhosts_constants() -> None:
+    """devhost/README.md restates devhost's limits and timings (what it emulates, and how it stops) beside the rows
+    that pin their behaviour; the words were not checked against the constants they describe."""
+    from devhost import event_grid, host, http_server, stopping
+    from devhost.engine import MAX_CUSTOM_STATUS_KB, MAX_INSTANCE_ID_LENGTH
+    from devhost.scratch_disk import FLEX_TEMPORARY_STORAGE_BYTES
+
+    def seconds(value: float) -> str:
+        return f"{value / 60:g} min" if value >= 60 else f"{value:g} s"
+
+    readme = " ".join((ROOT / "devhost" / "README.md").read_text(encoding="utf-8").split())
+    main = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    schedule = ", ".join(seconds(s) for s in event_grid.RETRY_STEPS_S[:4])
+    said = [f"({host.DEFAULT_ACTIVITY_WORKERS} when host.json names none",
+            f"up to {stopping.STOP_GRACE_S:g} s to finish",
+            f"SIGKILLs what still runs {stopping.STOP_GRACE_S:g} s later",
+            f"within about {2 * stopping.OrphanReaper().interval_s:g} s",
+            f"({schedule}, ... for {event_grid.EVENT_TTL_S / 3600:g} h)", f"{http_server.HOST_REQUEST_BODY_LIMIT:,}",
+            f"{http_server.PAGE_SIZE} per page", f"more than {MAX_INSTANCE_ID_LENGTH} characters",
+            f"over {MAX_CUSTOM_STATUS_KB} KB", f"{FLEX_TEMPORARY_STORAGE_BYTES / 1e9:g} GB",
+            f"{http_server.HTTP_RESPONSE_LIMIT_S:g} s"]
+    assert [words for words in said if words not in readme] == []
+    assert f"an activity still running after {stopping.STOP_GRACE_S:g} s runs again then" in main
