@@ -5,6 +5,7 @@ bounds are checked in test_settings.py, the CLI's commands and options in test_c
 ranges in test_openapi.py)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -361,3 +362,17 @@ def test_the_numbers_devhosts_readme_gives_are_devhosts_constants() -> None:
             f"{http_server.HTTP_RESPONSE_LIMIT_S:g} s"]
     assert [words for words in said if words not in readme] == []
     assert f"an activity still running after {stopping.STOP_GRACE_S:g} s runs again then" in main
+
+
+def test_a_function_timeout_the_docs_give_as_todays_is_host_jsons() -> None:
+    """host.json's ``functionTimeout`` went from 10 to 30 minutes (Flex Consumption's default); README measured the
+    results zip against "a 10-minute functionTimeout" as if it still were one. A figure of the past says so."""
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
+    assert seconds == 0
+    stated = []
+    for doc in DOCS:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        stated += [(doc.name, int(n)) for n in
+                   re.findall(r"(\d+)-minute `functionTimeout`(?!,? host\.json(?:'s until| had then))", text)]
+    assert stated and [s for s in stated if s[1] != hours * 60 + minutes] == []
