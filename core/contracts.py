@@ -129,6 +129,9 @@ class ShardState(TypedDict):
     # the owed attempt an exit 69 left is in no RESUBMIT yet (groups with unavailable_wait_s only): the pool cannot
     # know it, so its RESUBMIT keeps the round's change cursor (orchestrations.shards)
     unsent: NotRequired[bool]
+    # images of the shard whose results an ``only_new`` re-run reused from the served generation (its attempt 0, set
+    # by the task orchestrator at the start, never changed): counted in ``covered`` though no pool attempt ran them
+    reused: NotRequired[int]
 
 
 class ShardsInput(TypedDict):
@@ -505,6 +508,9 @@ class ShardsOutcome(ShardCounts, total=False):
     # the first GIVEN_UP_EXAMPLES given-up shards (in shard order) and how each ended; ``given_up`` counts them all.
     # Absent in outcomes of before (and where none was given up)
     given_up_examples: list[GivenUpShard]
+    # of ``images_done``, the images reused from the served generation (``ShardState.reused``), which no pool attempt
+    # ran; absent where the group started with none (and from groups of before, whose states had no such count)
+    images_reused: int
 
 
 class TaskStatus(TypedDict, total=False):

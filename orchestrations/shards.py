@@ -355,6 +355,9 @@ def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome
     examples = [s["gave_up"] for s in state.values() if s["status"] == ShardStatus.given_up and "gave_up" in s]
     if examples:  # the first few only: the outcome goes into the task's history (``given_up`` counts them all)
         out["given_up_examples"] = examples[: c.GIVEN_UP_EXAMPLES]
+    reused = [s["reused"] for s in state.values() if "reused" in s]
+    if reused:  # only_new: what of images_done no pool attempt ran (the task tells the pool's work apart by it)
+        out["images_reused"] = sum(reused)
     return out
 
 

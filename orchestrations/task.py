@@ -153,19 +153,31 @@ class PoolNeverRan(NothingProcessed):
     """No image of the task was processed, and the pool, not a worker's exit, ended the shards' attempts."""
 
 
-def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) -> None:
+def _pool_processed(outcomes: list[c.ShardsOutcome]) -> int:
+    """Images a pool attempt gave a final result (a success or a permanent failure: ``images_done``, which counts the
+    failed too), not those an ``only_new`` re-run reused from the served generation (``images_reused``). Why: reused
+    images are counted done from the start, so an ``only_new`` re-run whose pool never ran a worker counted as
+    having processed images; it merged every new or changed image as "not_processed", ended
+    ``completed_with_errors`` and was promoted over the served generation, where a first run fails with the pool's
+    reason. Replay: ``images_reused`` comes only from groups that ran this code with reused images (a group of
+    before returns none, and counts as before)."""
+    return sum(o.get("images_done", 0) - o.get("images_reused", 0) for o in outcomes)
+
+
+def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, pool_shards: int) -> None:
     """Fail the task, with the pool's own reason, when not one image was processed and shards gave up because the
     pool ended their attempts, not the worker (``gpu_batch.exit_codes.pool_ended``). Azure Batch: a container image it
     cannot pull or a task that cannot start (``failureInfo``, no exit code); its time limit (``failureInfo.code``
     TaskEnded, with an exit code of the operating system's, 0xC000013A in batch-job-task-error-checking.md
     "Constraint errors"). Why: the fan-in would otherwise mark every image "inference failure" and the task would end
-    ``completed_with_errors``, a failure hidden behind a file of failures."""
+    ``completed_with_errors``, a failure hidden behind a file of failures. Processed: by a pool attempt
+    (``_pool_processed``); ``pool_shards``: the shards sent to the pool (an ``only_new`` re-run's shards whose every
+    image was reused are not: they are done from the start)."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
-    processed = sum(o.get("images_done", 0) + o.get("images_failed", 0) for o in outcomes)
-    if processed or not images or any(o.get("cancelled") for o in outcomes):
+    if _pool_processed(outcomes) or not images or any(o.get("cancelled") for o in outcomes):
         return
     if not shards:
-        _fail_if_every_worker_failed(outcomes)
+        _fail_if_every_worker_failed(outcomes, pool_shards)
         return
     reason = next(o["pool_error"] for o in outcomes if o.get("pool_error"))
     # named before the pool's words, so that a long quote cut at the status's 500 characters leaves it; a pool job
@@ -177,7 +189,7 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) ->
                        f"then post the request again with \"rerun\": true. The pool said: {reason[:200]}")
 
 
-def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome]) -> None:
+def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome], pool_shards: int) -> None:
     """Not one image processed, every shard given up, the pool ended none of them: the workers failed every attempt
     (a crash, a kill for memory, results that could not be written). Fail the task with the first worker's exit code
     and words, instead of ``completed_with_errors`` over a file of "not_processed" failures.
@@ -188,7 +200,7 @@ def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome]) -> None:
     recorded histories, scripts/record_histories.py, could not reach it either: their crashed shard is resubmitted and
     succeeds, so images were processed.)"""
     given_up = sum(o.get("given_up", 0) for o in outcomes)
-    shards = sum(o.get("shards", 0) for o in outcomes)
+    shards = pool_shards  # those sent to the pool (of a task without reuse, every shard of the groups)
     if not given_up or given_up != shards or any(o.get("given_up") and "given_up_examples" not in o for o in outcomes):
         return
     first = next(e for o in outcomes for e in o["given_up_examples"])
@@ -433,7 +445,7 @@ def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list
         status["shards_given_up"] = given_up
     # The images that got a result, not all those sent: the node time is that of the attempts that ran, so a task
     # cancelled after 80 of 280 images priced its rate as 280 images' (17.7 images per node-second where 5 ran).
-    status["cost"] = _cost(work, outcomes, knobs, images=status["images_done"])
+    status["cost"] = _cost(work, outcomes, knobs, images=_pool_processed(outcomes))
 
 
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,
@@ -528,7 +540,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         job_error = _job_left_open(job_id, exc)
         ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too
     pool_used[0] = False
-    _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
+    _fail_if_the_pool_never_ran(outcomes, enumeration["images"], work["shards"])
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
@@ -621,12 +633,14 @@ def _reuse(context: df.DurableOrchestrationContext, key: str, previous: str, sha
 
 def _reused_state(group: list[int], reuse: c.ReuseOutput) -> dict[str, c.ShardState]:
     """A shard group's starting state after reuse: a shard with nothing left to run is done (no pool task); the
-    others start pending with their reused images already counted as covered."""
+    others start pending with their reused images already counted as covered, and as ``reused``: the group returns
+    their sum (``ShardsOutcome.images_reused``), so the task tells the pool's work apart (``_pool_processed``).
+    (A key of the sub-orchestration's input: replay compares actions, never inputs.)"""
     state: dict[str, c.ShardState] = {}
     for i in group:
         s = c.ShardState(attempt=1, status=ShardStatus.done if reuse["to_run"][i] == 0 else ShardStatus.pending)
         if reuse["reused"][i]:
-            s["covered"] = s["seen"] = reuse["reused"][i]
+            s["covered"] = s["seen"] = s["reused"] = reuse["reused"][i]
         state[shard_id(i)] = s
     return state
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from core import contracts as c
 from core.contracts import Stage
 from core.ids import shards_instance_id
@@ -11,8 +13,8 @@ from core.shards import REUSE_IMAGES_PER_CALL
 from gpu_batch.layout import generation_key, pool_job_id
 from orchestrations import task
 from tests.orchestrations.replay import HarnessError
-from tests.orchestrations.test_task_orchestrator import (ENUMERATION, TASK, activities, finished_group, run_task,
-                                                         task_input)
+from tests.orchestrations.test_task_orchestrator import (ATTEMPT_S, ENUMERATION, TASK, activities, finished_group,
+                                                         run_task, task_input)
 
 RUN = "r260101120000ab12"
 KEY = generation_key(TASK, RUN)
@@ -151,7 +153,7 @@ def test_only_new_reuses_in_parallel_calls_and_sends_only_shards_with_images_lef
                        for sid, _ in a.input["shards"])
     assert submitted == [f"s{i:05d}" for i, n in enumerate(to_run) if n]
     states = {sid: s for call in run.sub_orchestrations for sid, s in call.input["state"].items()}
-    assert states["s00000"] == {"attempt": 1, "status": "done", "covered": 10, "seen": 10}
+    assert states["s00000"] == {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "reused": 10}
     assert states["s00002"] == {"attempt": 1, "status": "pending"}  # nothing reused: no covered count
     assert run.output["reused"] == sum(reused) and run.output["generation"] == RUN
     assert next(s for s in run.statuses if s["stage"] == Stage.detecting)["reused"] == sum(reused)
@@ -213,3 +215,98 @@ def test_a_rerun_started_before_expiries_moved_schedules_none() -> None:
     del data["moves_expiry"]
     run = run_task(data, answer)
     assert run.status == "Completed" and c.SCHEDULE_EXPIRY not in run.activity_names
+
+
+def _every_attempt_ends(answer: Any, to_run: list[int], row: dict[str, Any]) -> Any:
+    """``answer``, with every pool attempt of the shards with images to run ending as ``row`` says, having covered
+    nothing beyond the shard's reused images (attempt 0, which the coverage counts), and a merge that marks those
+    images not processed."""
+    def run(name: str, payload: Any) -> Any:
+        if name == c.POLL:
+            out = answer(name, payload)
+            out["completed"] = [{**r, "result": "failure", **row, "covered": 10 - to_run[int(r["shard_id"][1:])],
+                                 "missing": to_run[int(r["shard_id"][1:])]} for r in out["completed"]]
+            return out
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": s, "attempt": a, "missing": to_run[int(s[1:])], "submitted": True}
+                               for s, a in payload["shards"]]}
+        if name == c.MERGE_PART:
+            return {**answer(name, payload), "failed": sum(to_run), "missing": sum(to_run),
+                    "failure_reasons": {"not_processed": sum(to_run)}}
+        return answer(name, payload)
+    return run
+
+
+POOL_ENDED = {"exit_code": None, "failure_code": "ContainerPullImageFailed",
+              "failure_message": "ContainerPullImageFailed: the node could not pull the worker's image"}
+WORKER_FAILED = {"exit_code": 137, "failure_code": "FailureExitCode",
+                 "failure_message": "The task exited with an exit code representing a failure"}
+
+
+@pytest.mark.parametrize("row, words", [(POOL_ENDED, "the pool itself ended every attempt of 2 shard(s)"),
+                                        (WORKER_FAILED, "every attempt of 2 shard(s) failed; the worker exited 137")])
+def test_an_only_new_rerun_whose_pool_work_processed_nothing_fails_and_leaves_the_served_generation(
+        row: dict[str, Any], words: str) -> None:
+    """An ``only_new`` re-run whose every pool attempt the pool ended (or whose worker failed every attempt) fails as
+    a first run does, with the reason and what to do, and is not promoted. Why: its reused images were counted as
+    processed (they start covered), so it merged every new or changed image as "not_processed", ended
+    ``completed_with_errors`` and was promoted over the served generation (shard 0, all reused, never reached the
+    pool, so every shard given up was not every shard either)."""
+    to_run = [0, 4, 6]
+    answer, _ = reuse_answers(to_run, [10 - n for n in to_run])
+    run = run_task(only_new_input(previous=""), _every_attempt_ends(answer, to_run, row))
+
+    assert run.status == "Failed", run.output
+    assert c.MERGE_PART not in run.activity_names and c.PROMOTE not in run.activity_names
+    status = run.custom_status
+    assert status["stage"] == Stage.failed and status["error"].startswith("no image was processed"), status["error"]
+    assert words in status["error"]
+    # what the pool work did and cost: it ran none of the images it was sent (the reused ones have their results)
+    assert status["images_done"] == 20 and status["cost"]["images"] == 0 and status["cost"]["attempts"] == 6
+
+    # some image processed by the pool: the re-run's results stand, and it ends as its images say
+    def first_attempt_covers_one(name: str, payload: Any) -> Any:
+        out = _every_attempt_ends(answer, to_run, row)(name, payload)
+        if name == c.POLL:
+            out["completed"] = [{**r, "covered": r["covered"] + 1, "missing": r["missing"] - 1}
+                                if r["shard_id"] == "s00001" else r for r in out["completed"]]
+        return out
+
+    partly = run_task(only_new_input(previous=""), first_attempt_covers_one)
+    assert partly.status == "Completed", partly.error
+    assert c.MERGE_PART in partly.activity_names and c.PROMOTE in partly.activity_names
+
+
+def test_a_cancelled_only_new_rerun_prices_the_images_its_pool_ran_not_those_it_reused() -> None:
+    """Cancelled: the cost's images are those the pool attempts gave a result, not the reused ones, which started
+    counted done (a rate over them priced images no node ran)."""
+    to_run = [0, 4, 6]
+    answer, _ = reuse_answers(to_run, [10 - n for n in to_run])
+
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        reused = sum(s.get("reused", 0) for s in payload["state"].values())
+        return {**finished_group(n, cancelled=True), "images_done": reused + 3, "images_reused": reused,
+                "attempts_ended": 1, "attempts_timed": 1, "node_seconds": ATTEMPT_S}
+
+    run = run_task(only_new_input(previous=""), answer, children=child)
+
+    assert run.output["stage"] == Stage.cancelled and c.PROMOTE not in run.activity_names
+    assert run.output["images_done"] == 20 + 3 * len(run.sub_orchestrations)
+    assert run.output["cost"]["images"] == 3 * len(run.sub_orchestrations)
+
+
+def test_an_only_new_reruns_groups_of_before_without_reused_counts_merge_as_they_did() -> None:
+    """Replay: groups that ended under a release before ``images_reused`` returned none, their reused images in
+    ``images_done``; a history with them went on to merge, and replays so, whatever the pool did."""
+    to_run = [0, 4, 6]
+    answer, _ = reuse_answers(to_run, [10 - n for n in to_run])
+
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        reused = sum(s.get("reused", 0) for s in payload["state"].values())
+        return {**finished_group(n), "done": 0, "given_up": n, "images_done": reused, "pool_error_shards": n,
+                "pool_error": "ContainerPullImageFailed: the node could not pull the worker's image"}
+
+    run = run_task(only_new_input(previous=""), answer, children=child)
+    assert run.status == "Completed" and c.MERGE_PART in run.activity_names
