@@ -397,6 +397,8 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     removed = payload.get("removed") if variant == REPEATS_REMOVED else None
     info = _results_info(task_id, payload["model"], payload["completed_at"], enumeration,
                          (removed or []) if variant == REPEATS_REMOVED else None, payload["failure_reasons"])
+    if variant != REPEATS_REMOVED:  # the variant's first step deletes its own (run_prepare_removal)
+        drop_made_from_other_results(store, settings, task_id, info)
     json_sizes, csv_sizes = payload["json_bytes"], payload["csv_bytes"]
     pieces: list[Piece] = [fanin.results_head(info)]
     pieces += [(layout.merge_part_blob(task_id, p, "json", variant), off, n) for p, off, n in fanin.json_ranges(json_sizes)]
@@ -430,6 +432,42 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     if examples:
         out["damaged_examples"] = examples
     return out
+
+
+def drop_made_from_other_results(store: BlobStore, settings: Settings, task_id: str, info: dict[str, Any]) -> int:
+    """Before the combine writes the results (``info``: their head's), delete what another merge's results under
+    the same key were made into: the exports, the CSVs at other thresholds, the README and the repeated-detection
+    list (not the repeats-removed variant's files); how many went. Another merge's: a results file there whose
+    completion time is not this merge's (a failed or terminated run that a plain request resumes merges again under
+    the same key, ``api.starters._generations``, and shards given up before may now have results). Why: when this
+    run's repeat search or exports then failed, links and the results zip (``adapters.share_links``) handed out that
+    list and those exports beside results they do not describe, while the status said no list and no exports were
+    written. Missing is honest; stale is not (as ``run_prepare_removal`` for a removal). Not this merge's own files:
+    a combine run again after the search and the exports wrote them ("each called activity function will be executed
+    at least once", Durable Task's ``TaskActivity`` reference, learn.microsoft.com) finds its own results there, of
+    its completion time, and deletes nothing."""
+    from activities.exports import read_results_head  # here: activities.exports imports this module
+
+    container = settings.container
+    try:
+        head, _ = read_results_head(store, container, layout.results_blob(task_id))
+    except ResourceNotFoundError:  # no results yet: nothing was made from any
+        return 0
+    except ValueError:  # not the merge's layout: another's results all the same
+        head = {}
+    if (head.get("info") or {}).get("detection_completion_time") == info["detection_completion_time"]:
+        return 0
+    own = layout.exports_prefix(task_id)
+    others = layout.exports_prefix(task_id, REPEATS_REMOVED)  # a folder under the original's: not ours to delete
+    gone = sum(store.delete_if_exists(container, name) for name in list(store.list_names(container, own))
+               if not name.startswith(others))
+    gone += delete_prefix(store, container, layout.threshold_csv_prefix(task_id))
+    gone += drop_readme(store, settings, task_id, "")
+    gone += store.delete_if_exists(container, layout.repeats_blob(task_id))
+    if gone:
+        logger.info("task %s: %d files made from an earlier merge's results deleted before the results are written "
+                    "again", task_id, gone)
+    return gone
 
 
 def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "",

@@ -1260,3 +1260,56 @@ def test_exports_mark_a_photo_cut_short_that_only_its_shards_merge_view_names(ta
         assert sum(data.count(b"\n") - 1 for data in batches.values()) == single["zooniverse_subjects"]
         # its counts are the rows it wrote, not the recorded count (which the exports' summary showed before)
         assert made == {"batches": len(batches), "subjects": single["zooniverse_subjects"], "cut_short": 1}
+
+
+def test_a_merge_again_at_the_same_key_leaves_nothing_made_from_the_results_it_replaces(task: Any) -> None:
+    """A failed or terminated run resumed (a plain request again: ``api.starters._generations``) merges again under
+    the same key, with results that may differ (shards given up before now have theirs). What the earlier merge's
+    results were made into (the exports, the CSVs at other thresholds, the README, the repeated-detection list)
+    was left, so when this run's repeat search or exports then failed, links and the results zip handed out that
+    list and those exports beside results they do not describe, while the status said no list and no exports were
+    written (``MergeOutput.repeat_search_error``, ``results.exports_error``). Missing is honest; stale is not: the
+    combine deletes them before it writes the results, and leaves the repeats-removed variant's files alone."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from adapters.share_links import result_files
+
+    settings, store, tid, counts = task
+    data = {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts}
+    first = run_orchestrator(merge_orchestrator, data, real_activities(settings, store))
+    assert first.status == "Completed" and first.output["repeated_locations"] == 1
+    earlier = {layout.coco_blob(tid): b"{}", layout.exports_prefix(tid) + "camtrap-dp/media.csv": b"x",
+               layout.threshold_csv_prefix(tid) + "0.5.csv": b"x", layout.readme_blob(tid): b"x",
+               layout.coco_blob(tid, REPEATS_REMOVED): b"{}", layout.readme_blob(tid, REPEATS_REMOVED): b"x"}
+    for name, data_bytes in earlier.items():  # the earlier run's (and a removal's, which the merge must not touch)
+        store.write_bytes(settings.container, name, data_bytes)
+    # the first merge's combine delivered again (at least once) after its search, cleanup and exports: they are its
+    # own, kept, and with its parts' work blobs gone it fails without writing anything
+    answer = real_activities(settings, store)
+    results_before = store.read_bytes(settings.container, layout.results_blob(tid))
+    with pytest.raises(ResourceNotFoundError):
+        answer(c.MERGE_COMBINE, first.calls(c.MERGE_COMBINE)[0].input)
+    assert store.read_bytes(settings.container, layout.results_blob(tid)) == results_before
+    names = set(store.list_names(settings.container, layout.results_prefix(tid)))
+    assert set(earlier) | {layout.repeats_blob(tid)} <= names
+    # the resumed run: shard 2, without any result before, now has its images done; its repeat search fails
+    sid = layout.shard_id(2)
+    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+    store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 2), json.dumps(
+        {"images": [{"file": f, "detections": []} for f in m.images]}).encode())
+
+    def search_fails(name: str, payload: Any) -> Any:
+        if name == c.SEARCH_REPEATS:
+            raise OSError("the search's storage went away")
+        return answer(name, payload)
+
+    again = run_orchestrator(merge_orchestrator, data, search_fails, start=T0 + timedelta(hours=2))
+
+    assert again.status == "Completed" and "repeat_search_error" in again.output
+    assert again.output["failed"] == first.output["failed"] - len(m.images)  # other results than the first merge's
+    names = set(store.list_names(settings.container, layout.results_prefix(tid)))
+    assert layout.repeats_blob(tid) not in names  # no list, as the status says: not the first results' list
+    assert not [n for n in earlier if n in names and REPEATS_REMOVED not in n]
+    assert {layout.coco_blob(tid, REPEATS_REMOVED), layout.readme_blob(tid, REPEATS_REMOVED)} <= names
+    files = result_files(store, settings.container, tid)["original"]
+    assert files["exports"] == {} and files["thresholds"] == {} and "readme" not in files and "repeats" not in files
