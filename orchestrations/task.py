@@ -145,6 +145,12 @@ def retryable_hint(reasons: set[str]) -> str:
             "passed, post the request again with \"only_new\": true to run them again and keep every other result")
 
 
+# The verb a failed task's message asks the request to be posted again with: "only_new" for an only_new re-run, which
+# then reuses the served generation's results again ("rerun" alone would send every image to the pool)
+RERUN = '"rerun": true'
+ONLY_NEW = '"only_new": true (reusing the served results)'
+
+
 class NothingProcessed(RuntimeError):
     """No image of the task was processed and every shard was given up: the task fails with the first reason."""
 
@@ -164,7 +170,8 @@ def _pool_processed(outcomes: list[c.ShardsOutcome]) -> int:
     return sum(o.get("images_done", 0) - o.get("images_reused", 0) for o in outcomes)
 
 
-def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, pool_shards: int) -> None:
+def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, pool_shards: int,
+                                again: str = RERUN) -> None:
     """Fail the task, with the pool's own reason, when not one image was processed and shards gave up because the
     pool ended their attempts, not the worker (``gpu_batch.exit_codes.pool_ended``). Azure Batch: a container image it
     cannot pull or a task that cannot start (``failureInfo``, no exit code); its time limit (``failureInfo.code``
@@ -172,12 +179,13 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, po
     "Constraint errors"). Why: the fan-in would otherwise mark every image "inference failure" and the task would end
     ``completed_with_errors``, a failure hidden behind a file of failures. Processed: by a pool attempt
     (``_pool_processed``); ``pool_shards``: the shards sent to the pool (an ``only_new`` re-run's shards whose every
-    image was reused are not: they are done from the start)."""
+    image was reused are not: they are done from the start); ``again``: the verb of the request to post again
+    (``ONLY_NEW`` for such a re-run: ``"rerun"`` alone would detect every reused image again)."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
     if _pool_processed(outcomes) or not images or any(o.get("cancelled") for o in outcomes):
         return
     if not shards:
-        _fail_if_every_worker_failed(outcomes, pool_shards)
+        _fail_if_every_worker_failed(outcomes, pool_shards, again)
         return
     reason = next(o["pool_error"] for o in outcomes if o.get("pool_error"))
     # named before the pool's words, so that a long quote cut at the status's 500 characters leaves it; a pool job
@@ -186,10 +194,10 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, po
            if reason.startswith(TASK_ENDED) else "it could not start the worker, or stopped it")
     raise PoolNeverRan(f"no image was processed: the pool itself ended every attempt of {shards} shard(s) ({how}). "
                        "Fix what it names (the pool's image, registry access, the node start task, the time limit), "
-                       f"then post the request again with \"rerun\": true. The pool said: {reason[:200]}")
+                       f"then post the request again with {again}. The pool said: {reason[:200]}")
 
 
-def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome], pool_shards: int) -> None:
+def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome], pool_shards: int, again: str = RERUN) -> None:
     """Not one image processed, every shard given up, the pool ended none of them: the workers failed every attempt
     (a crash, a kill for memory, results that could not be written). Fail the task with the first worker's exit code
     and words, instead of ``completed_with_errors`` over a file of "not_processed" failures.
@@ -206,7 +214,7 @@ def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome], pool_shards: i
     first = next(e for o in outcomes for e in o["given_up_examples"])
     raise NothingProcessed(f"no image was processed: every attempt of {given_up} shard(s) failed; {first['reason']} "
                            f"(shard {first['shard']}, attempt {first['attempts']}). Fix what it names, then post the "
-                           "request again with \"rerun\": true")
+                           f"request again with {again}")
 
 
 def _first_line(exc: BaseException, limit: int = 500) -> str:
@@ -540,7 +548,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         job_error = _job_left_open(job_id, exc)
         ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too
     pool_used[0] = False
-    _fail_if_the_pool_never_ran(outcomes, enumeration["images"], work["shards"])
+    _fail_if_the_pool_never_ran(outcomes, enumeration["images"], work["shards"],
+                                ONLY_NEW if reuse is not None else RERUN)
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)

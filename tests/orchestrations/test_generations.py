@@ -261,6 +261,8 @@ def test_an_only_new_rerun_whose_pool_work_processed_nothing_fails_and_leaves_th
     status = run.custom_status
     assert status["stage"] == Stage.failed and status["error"].startswith("no image was processed"), status["error"]
     assert words in status["error"]
+    # posted again as "rerun" alone, it would send every reused image to the pool: the re-run's own verb is named
+    assert '"only_new": true' in status["error"] and '"rerun"' not in status["error"], status["error"]
     # what the pool work did and cost: it ran none of the images it was sent (the reused ones have their results)
     assert status["images_done"] == 20 and status["cost"]["images"] == 0 and status["cost"]["attempts"] == 6
 
