@@ -290,24 +290,6 @@ def test_the_repeat_search_defaults_the_readme_and_help_give_are_megadetectors_a
         assert found and float(found.group(1)) == value, flag
 
 
-def test_the_readme_gives_the_image_lists_path_and_flag_columns_and_words_as_the_parser_reads_them() -> None:
-    """README "An explicit image list" is what a list's author writes against: its path columns, flag columns and
-    the words a flag reads as yes or no must be ``core.imagelist``'s, or a list the README promises is refused (or,
-    worse, a row meant to be left out runs)."""
-    from core import imagelist
-
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    section = readme.split("### An explicit image list", 1)[1].split("###", 1)[0]
-    paths = re.search(r"the path under ((?:`\w+`(?:, | or )?)+)", section)
-    assert paths and sorted(re.findall(r"`(\w+)`", paths.group(1))) == sorted(imagelist.PATH_COLUMNS)
-    flags = re.search(r"Flag columns ((?:`\w+`(?:, )?)+) with a truthy", section)
-    assert flags and re.findall(r"`(\w+)`", flags.group(1)) == list(imagelist.FLAG_COLUMNS)
-    yes = re.search(r"or the words ([a-z, ]+) in any case\)", section)
-    assert yes and set(re.split(r", ", yes.group(1))) == imagelist._TRUTHY
-    no = re.search(r"; 0, JSON `false` or `null`, ([a-z, ]+) or empty keep it", section)
-    assert no and set(re.split(r", ", no.group(1))) | {"0", "", "null"} == imagelist._FALSY
-
-
 def test_every_section_a_document_or_message_points_to_is_a_heading_of_that_document() -> None:
     """The app's hints, the docs and the code send readers to a section by its title (``docs/deploy.md "Pool jobs by
     hand"`` in a failed task's error, ``docs/cli.md "Exit codes"``): a heading renamed or moved leaves them nowhere.

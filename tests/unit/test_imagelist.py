@@ -230,6 +230,22 @@ def test_the_readme_gives_every_flag_word_the_list_reader_takes() -> None:
     assert imagelist.is_truthy(None) is False and imagelist.is_truthy(2) is True  # JSON null and a number, as said
 
 
+def test_the_readme_names_the_path_and_flag_columns_the_list_reader_takes() -> None:
+    """README "An explicit image list" is what a list's author writes against: its path and flag columns must be
+    ``core.imagelist``'s, or a list the README promises is refused (or a row meant to be left out runs)."""
+    import re
+    from pathlib import Path
+
+    from core import imagelist
+
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").split())
+    section = readme.split("### An explicit image list", 1)[1].split("###", 1)[0]
+    paths = re.search(r"the path under ((?:`\w+`(?:, | or )?)+)", section)
+    assert paths and sorted(re.findall(r"`(\w+)`", paths.group(1))) == sorted(imagelist.PATH_COLUMNS)
+    flags = re.search(r"Flag columns ((?:`\w+`(?:, )?)+) with a truthy", section)
+    assert flags and re.findall(r"`(\w+)`", flags.group(1)) == list(imagelist.FLAG_COLUMNS)
+
+
 def test_the_readme_gives_the_list_readers_limits() -> None:
     """The metadata limits refused a list with a ``400`` the README's list of refusals did not name."""
     import re
