@@ -244,3 +244,30 @@ def test_the_task_lists_rows_are_described_with_every_field_they_carry() -> None
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     line = next(line for line in readme.splitlines() if line.startswith("| `GET /api/tasks` |"))
     assert sorted(k for k in keys if f"`{k}`" not in line) == [], line
+
+
+def test_the_readme_names_every_route_that_answers_409_until_the_task_has_results() -> None:
+    """The routes that work on a task's results (``api.starters.finished_task``: ``TaskNotFinished``, 409) refuse a
+    task none of whose runs has results yet; README's endpoint table said so for ``GET .../results`` alone, so a
+    client that re-rendered, searched or removed repeats of a running task met a 409 the docs never gave."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    guarded = set()
+    for module in sorted((root / "api").glob("*.py")):
+        for handler in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if not isinstance(handler, ast.AsyncFunctionDef):
+                continue
+            calls = {c.func.id for c in ast.walk(handler) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+            for deco in handler.decorator_list:
+                if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "route"
+                        and "finished_task" in calls):
+                    kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords if k.arg in ("route", "methods")}
+                    route = "/api/" + kw["route"].replace("{task_id}", "{id}")
+                    guarded |= {f"{method} {route}" for method in kw["methods"]}
+    assert len(guarded) >= 6, guarded
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"The routes that work on a task's results \(([^)]*)\) answer `409` until", readme)
+    assert said, "README says which routes answer 409 before the task has results"
+    assert set(re.findall(r"`((?:GET|POST|DELETE) /api/[^`]+)`", said.group(1))) == guarded
