@@ -107,48 +107,55 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
     }
 
 
-def _shards_given_up(outcomes: list[c.ShardsOutcome]) -> dict[str, Any] | None:
+# The verb a failed task's message asks the request to be posted again with: "only_new" for an only_new re-run, which
+# then reuses the served generation's results again ("rerun" alone would send every image to the pool); for a
+# completed task's given-up shards, "only_new" with what it does (``_shards_given_up``)
+RERUN = '"rerun": true'
+ONLY_NEW = '"only_new": true (reusing the served results)'
+ONLY_NEW_KEEPS = '"only_new": true (their images run again, with any new or changed ones; every other result is kept)'
+
+
+def _shards_given_up(outcomes: list[c.ShardsOutcome], again: str = RERUN) -> dict[str, Any] | None:
     """The status's ``shards_given_up``: how many shards failed every attempt, how the first few ended (the worker's
     exit code and words, or the pool's), and what to do; None when none was. Why: their images are only counted as
-    "not_processed", which says nothing of the cause (a crash, a kill for memory, the pool's time limit)."""
+    "not_processed", which says nothing of the cause (a crash, a kill for memory, the pool's time limit).
+
+    ``again``: what to post the request with once the cause is fixed: ``ONLY_NEW_KEEPS`` for a task with results
+    (their "not_processed" images are retryable, so an only_new re-run runs them and keeps every other result; "rerun"
+    sent every image of the task to the pool again, ten million for some, for a few given-up shards)."""
     count = sum(o.get("given_up", 0) for o in outcomes)
     if not count:
         return None
     examples = [e for o in outcomes for e in o.get("given_up_examples", [])][: c.GIVEN_UP_EXAMPLES]
     if any(e.get("failure_code") == TASK_ENDED for e in examples):
-        hint = ("the pool stopped them at their time limit: raise TRAPBATCH_MAX_TASK_SECONDS or send smaller shards "
-                "(the request's images_per_shard), then post the request again with \"rerun\": true")
+        hint = ("the pool stopped them at their time limit: raise TRAPBATCH_MAX_TASK_SECONDS, then post the request "
+                f"again with {again} (a smaller images_per_shard makes it another task, whose every image runs)")
     elif any(e.get("by") == "pool" for e in examples):
         hint = ("the pool could not run the worker: fix what it names (the pool's image, registry access, the node "
-                "start task), then post the request again with \"rerun\": true")
+                f"start task), then post the request again with {again}")
     elif any(e.get("failure_reasons") for e in examples):  # the worker ran, and its images failed as retryable
-        hint = retryable_hint({r for e in examples for r in e.get("failure_reasons", {})})
+        hint = retryable_hint({r for e in examples for r in e.get("failure_reasons", {})}, again)
     else:
         hint = ("the worker failed every attempt: its log (the pool task's stderr) says why; an exit 137 is a kill, "
                 "most often for memory (a smaller --batch-size in TRAPBATCH_WORKER_TUNING, or a larger VM); fix it, "
-                "then post the request again with \"rerun\": true")
+                f"then post the request again with {again}")
     return {"count": count, "examples": examples, "hint": hint}
 
 
-def retryable_hint(reasons: set[str]) -> str:
+def retryable_hint(reasons: set[str], again: str = RERUN) -> str:
     """What to do about shards given up because their images failed as retryable on every attempt (``reasons``:
     ``gpu_batch.manifest`` failure reasons; the worker exited 0). Why apart from the crash hint: such a worker did not
     fail, the images' storage did (refused, busy, gone) or the network's batch did, and "its log says why; an exit 137
     is a kill" sent a person to the wrong place."""
     if REASON_AUTH in reasons:
-        return f"{failure_advice.AUTH_ADVICE}; then post the request again with \"rerun\": true"
+        return f"{failure_advice.AUTH_ADVICE}; then post the request again with {again}"
     if REASON_ACCOUNT_NOT_FOUND in reasons:
         return (f"account_not_found, {failure_advice.ACCOUNT_NOT_FOUND_ADVICE}; then post the request again with "
-                "\"rerun\": true")
+                f"{again}")
     return (f"every attempt's reads or detections of them failed ({', '.join(sorted(reasons))}: storage busy, out of "
             "reach or timing out, or the GPU's batch failing; the pool task's stderr names each image); when that has "
             "passed, post the request again with \"only_new\": true to run them again and keep every other result")
 
-
-# The verb a failed task's message asks the request to be posted again with: "only_new" for an only_new re-run, which
-# then reuses the served generation's results again ("rerun" alone would send every image to the pool)
-RERUN = '"rerun": true'
-ONLY_NEW = '"only_new": true (reusing the served results)'
 
 
 class NothingProcessed(RuntimeError):
@@ -592,7 +599,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if job_error:
         summary["pool_job_error"] = job_error
     summary["cost"] = _cost(work, outcomes, knobs)
-    given_up = _shards_given_up(outcomes)
+    given_up = _shards_given_up(outcomes, ONLY_NEW_KEEPS)  # the task has results (``_shards_given_up``)
     if given_up is not None:
         summary["shards_given_up"] = given_up
     damaged = damaged_status(merged)

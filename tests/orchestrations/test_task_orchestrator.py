@@ -994,6 +994,24 @@ def test_a_shard_stopped_at_the_pools_time_limit_every_attempt_is_named_in_the_s
     assert (example["shard"], example["by"], example["failure_code"]) == (shard_id(1), "pool", "TaskEnded")
     assert "maximum wall clock time" in example["reason"] and "TRAPBATCH_MAX_TASK_SECONDS" in example["reason"]
     assert "time limit" in given_up["hint"] and "TRAPBATCH_MAX_TASK_SECONDS" in given_up["hint"]
+    # the task has results: only the given-up shards' images need to run again, not every image of the task
+    assert '"only_new": true' in given_up["hint"] and '"rerun": true' not in given_up["hint"], given_up["hint"]
+
+
+@pytest.mark.parametrize("row", [
+    {"exit_code": 137, "failure_code": "FailureExitCode", "failure_message": "exit code 137"},
+    {"failure_code": "ContainerPoolingError", "failure_message": "the image could not be pulled"}])
+def test_a_completed_tasks_given_up_shards_are_run_again_with_only_new(row: dict[str, Any]) -> None:
+    """Shard 1 is given up (the worker killed every attempt; the pool could not start it) while shard 0 succeeds:
+    the task completes with errors and has results, so its hint asks for "only_new" (the given-up shards' images,
+    "not_processed" and so retryable, run again; every other result is kept), not "rerun", which would send every
+    image of the task, ten million for some, to the pool again."""
+    run = run_task(task_input(shards_per_group=1),
+                   _every_attempt(activities(shards=2), lambda sid: row if sid == shard_id(1) else None, 6))
+
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed_with_errors
+    hint = run.output["shards_given_up"]["hint"]
+    assert '"only_new": true' in hint and '"rerun": true' not in hint, hint
 
 
 def test_a_task_of_plain_successes_says_no_shard_was_given_up() -> None:
