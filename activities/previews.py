@@ -19,7 +19,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import IO, Any, Callable, Mapping
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from activities.readme import publish_readme
 from adapters import clients
+from adapters.block_writer import open_blob
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
 from adapters.image_sizes import detector_rotation
@@ -284,27 +285,52 @@ MOSTLY_BLANK_SHARE = 0.8  # a camera this share of whose visits (of at least MOS
 MOSTLY_BLANK_VISITS = 20
 
 
+CAMERA_READ_BYTES = 1024 * 1024  # camera-visits.csv is read this much at a time
+
+
 def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str) -> dict[str, Any] | None:
     """The page's table of camera visits, from the exports' ``camera-visits.csv`` (None when the exports wrote none:
-    they failed, or ran before it existed). Cameras whose visits are mostly blank are flagged: something other than
-    animals fires them (vegetation, sun, rain), which costs batteries and storage and hides the real visits."""
-    name = layout.camera_visits_blob(task_id, variant)
-    data = store.read_bytes_or_none(container, name)
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8")))) if data is not None else []
-    if not rows:  # no exports, or no photo with a capture time (the page's "taken" line says so)
+    they failed, or ran before it existed): ``camera_table`` of the blob, read by ranges (``open_blob``)."""
+    try:
+        with open_blob(store, container, layout.camera_visits_blob(task_id, variant), CAMERA_READ_BYTES) as fp:
+            table = camera_table(fp)
+    except ResourceNotFoundError:
         return None
-    flagged = 0
-    cameras = []
-    for row in rows:
+    if table is None:
+        return None
+    name = layout.camera_visits_blob(task_id, variant)
+    return {**table, "blob": f"{container}/{name}", "local": downloaded_path(task_id, variant, name)}
+
+
+def camera_table(fp: IO[bytes]) -> dict[str, Any] | None:
+    """``camera-visits.csv`` (``fp``) as the page's table: its first ``CAMERAS_LISTED`` cameras, the counts over all
+    of them (cameras, visits, those flagged), the interval and threshold; None without a camera (no exports, or no
+    photo with a capture time: the page's "taken" line says so). Cameras whose visits are mostly blank are flagged:
+    something other than animals fires them (vegetation, sun, rain), which costs batteries and storage and hides the
+    real visits.
+
+    Read a row at a time, only the listed rows kept. Why: the camera is MegaDetector's camera folder, so a collection
+    kept in camera-day folders has a camera per folder (ten million images in folders of ten: a million rows, 103 MB);
+    the table read whole, each row a dict twice, held ~1.4 kB of heap a camera, 1.4 GB in the previews activity at
+    a million (``bench/camera_table.py``), for a page that lists a thousand."""
+    reader = csv.DictReader(io.TextIOWrapper(fp, encoding="utf-8", newline=""))
+    total = flagged = visits_total = 0
+    cameras: list[dict[str, Any]] = []
+    first: dict[str, str] | None = None
+    for row in reader:
+        first = first or row
+        total += 1
         visits, blank = int(row["visits"]), int(row["blank_visits"])
+        visits_total += visits
         mostly_blank = visits >= MOSTLY_BLANK_VISITS and blank >= MOSTLY_BLANK_SHARE * visits
         flagged += mostly_blank
-        # the CSV guards a name a spreadsheet would take for a formula; the page shows it as the package names it
-        cameras.append({**row, "deploymentID": unguarded(row["deploymentID"]), "mostly_blank": mostly_blank})
-    return {"rows": cameras[:CAMERAS_LISTED], "total": len(rows), "flagged": flagged,
-            "visits": sum(int(r["visits"]) for r in rows), "blob": f"{container}/{name}",
-            "local": downloaded_path(task_id, variant, name),
-            "interval": rows[0]["event_interval_s"], "threshold": rows[0]["threshold"],
+        if len(cameras) < CAMERAS_LISTED:
+            # the CSV guards a name a spreadsheet would take for a formula; the page shows it as the package names it
+            cameras.append({**row, "deploymentID": unguarded(row["deploymentID"]), "mostly_blank": mostly_blank})
+    if first is None:
+        return None
+    return {"rows": cameras, "total": total, "flagged": flagged, "visits": visits_total,
+            "interval": first["event_interval_s"], "threshold": first["threshold"],
             "blank_share": f"{MOSTLY_BLANK_SHARE:.0%}", "blank_visits": MOSTLY_BLANK_VISITS}
 
 
