@@ -224,6 +224,26 @@ class _Fragment:
         self.blob.restart()
 
 
+DEPLOYMENTS_BLOCK_BYTES = 4 * 1024 * 1024  # deployments.csv's block in memory while the combine writes it
+
+
+def write_deployments(store: BlobStore, container: str, name: str, camtrap: camtrapdp.CamtrapBuilder) -> int:
+    """``deployments.csv`` of the combined deployments, streamed to its blob a row at a time (``csv.writer``'s bytes,
+    as ``_csv_line`` makes them); returns its size. Why: a collection in camera-day folders has a deployment per
+    folder (MegaDetector's camera folder), a million at ten million images in folders of ten, and the table made
+    whole (its rows, their lines, then their join: 231 MB of CSV) held ~560 MB beside the deployments (~650 MB) in the
+    combine, where a Flex instance's 4 GB are shared by up to eight activities."""
+    with BlockBlobWriter(store, container, name, "text/csv; charset=utf-8", DEPLOYMENTS_BLOCK_BYTES) as blob:
+        text = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(camtrapdp.DEPLOYMENT_COLUMNS)
+        for row in camtrap.iter_deployment_rows():
+            writer.writerow(row)
+        text.flush()
+        text.detach().detach()  # the blob commits as the with block ends
+    return blob.bytes_written
+
+
 def _csv_line(row: list[Any]) -> bytes:
     out = io.StringIO(newline="")
     csv.writer(out).writerow(row)
@@ -281,8 +301,10 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
             logger.info("task %s exports: parts %s wrote media filePaths other than %s (written before filePath was "
                         "the image's URL): those run again", task_id, other_paths, ctx.media_base)
         return {"conflict": True, "redo": sorted(redo + other_paths)}
+    del first  # held only to find the parts to run again: a few hundred bytes a deployment
     camtrap = ctx.camtrap()
     exportparts.combine_deployments(camtrap, facts)
+    del facts  # the parts' facts, now in the deployments
     writer = coco.CocoWriter(io.StringIO(), io.StringIO(), ctx.cut, ctx.categories, cameras=ctx.cameras())
     # a linked part's images carry their events' seq_id, seq_num_frames and frame_num (activities.exportevents)
     linked_images = {int(part): int(size) for part, size in payload.get("linked_images") or []}
@@ -328,9 +350,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                   _pieces(task_id, variant, parts, name, False, linked_media, MEDIA_LINKED))
         compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
                      [_csv_line(columns), *pieces, *tail], "text/csv; charset=utf-8")
-    table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])
-    store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
-                      "text/csv; charset=utf-8")
+    write_deployments(store, container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), camtrap)
     write_descriptor(store, ctx, camtrap, events, ctx.event_interval_s(settings))
     # The fragments stay until exports_zooniverse_clean: a combine run again (its completion lost, as Durable's
     # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.

@@ -909,7 +909,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             store_put = [(layout.coco_blob(task_id, variant), tmp["coco"], "application/json")]
             deployments = csv.writer(tmp["deployments"])
             deployments.writerow(camtrapdp.DEPLOYMENT_COLUMNS)
-            deployments.writerows(camtrap.deployment_rows())
+            deployments.writerows(camtrap.iter_deployment_rows())
             for name in ("deployments", "media", "observations"):
                 store_put.append((layout.camtrap_dp_blob(task_id, f"{name}.csv", variant), tmp[name],
                                   "text/csv; charset=utf-8"))

@@ -807,8 +807,15 @@ class CamtrapBuilder:
         return {dep: d.opening() for dep, d in self.deployments.items() if d.timestamp_issues & NO_TIME and d.start}
 
     def deployment_rows(self) -> list[list[Any]]:
-        rows = []
-        for dep, span in sorted(self.deployments.items()):
+        return list(self.iter_deployment_rows())
+
+    def iter_deployment_rows(self) -> Iterator[list[Any]]:
+        """``deployments.csv``'s rows (``DEPLOYMENT_COLUMNS``), by deployment id, made one at a time. Why: the
+        camera is MegaDetector's camera folder, so a collection in camera-day folders has a deployment per folder
+        (a million at ten million images in folders of ten), and the rows made all at once held ~560 bytes a
+        deployment beside the deployments themselves (``activities.exportparts.write_deployments``)."""
+        for dep in sorted(self.deployments):
+            span = self.deployments[dep]
             where = self.locations.get(dep, {})
             coords = self._coordinates(dep, span)
             comments = [] if coords else [NO_COORDINATES]
@@ -822,8 +829,7 @@ class CamtrapBuilder:
                    "deploymentEnd": span.end or self.completed_at,
                    "timestampIssues": "true" if span.timestamp_issues & UNSOLVED else "false",
                    "deploymentComments": "; ".join(comments)}
-            rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
-        return rows
+            yield [row.get(c, "") for c in DEPLOYMENT_COLUMNS]
 
     def descriptor(self, name: str, title: str, created: str, contributors: list[dict[str, str]],
                    licenses: list[dict[str, str]] | None = None,
