@@ -289,7 +289,8 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
             # A task that failed before (listing, too many shards) has no job; naming one sent people looking for it
             failed["pool_job"] = job_id
         if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
-            _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]))
+            _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]),
+                           ended.get("reused"))
         if ended.get("job_error"):
             failed["pool_job_error"] = ended["job_error"]
         context.set_custom_status(fit(failed))
@@ -449,13 +450,20 @@ def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
 
 
 def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
-                   knobs: OrchestrationKnobs) -> None:
+                   knobs: OrchestrationKnobs, reused: int | None = None) -> None:
     """A cancelled or failed task's status after its pool work: the images that got a final result, the failed
     ones, the shards given up and why, and the cost. Why: the node time was spent (and billed) whatever the ending,
-    and without it such a status said nothing of what ran."""
+    and without it such a status said nothing of what ran.
+
+    ``reused``: an ``only_new`` re-run's reused images (None: no reuse step). Said (``reused``: of ``images_done``,
+    those no pool attempt ran, beside an error that may say no image was processed), and its given-up shards' hint
+    asks for ``ONLY_NEW`` as its error does (``_fail_if_the_pool_never_ran``): "rerun" beside it sent every reused
+    image to the pool again, two pieces of advice in one status. Status text only: the actions are the same."""
     status["images_done"] = sum(o.get("images_done", 0) for o in outcomes)
     status["failed"] = sum(o.get("images_failed", 0) for o in outcomes)
-    given_up = _shards_given_up(outcomes)
+    if reused is not None:
+        status["reused"] = reused
+    given_up = _shards_given_up(outcomes, RERUN if reused is None else ONLY_NEW)
     if given_up is not None:
         status["shards_given_up"] = given_up
     # The images that got a result, not all those sent: the node time is that of the attempts that ran, so a task
@@ -548,6 +556,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     pool_used[0] = True
     outcomes: list[c.ShardsOutcome] = yield context.task_all(children)
     ended.update(work=work, outcomes=outcomes)
+    if reuse is not None:  # a failed status's words (_add_pool_work)
+        ended["reused"] = sum(reuse["reused"])
     job_error = ""
     try:  # no pool work is left: free the job before the long merge
         yield from _close_job(context, task_id, job_id)
@@ -560,7 +570,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
-        _add_pool_work(cancelled, work, outcomes, knobs)
+        _add_pool_work(cancelled, work, outcomes, knobs, None if reuse is None else sum(reuse["reused"]))
         if job_error:
             cancelled["pool_job_error"] = job_error
         context.set_custom_status(fit(cancelled))

@@ -312,3 +312,43 @@ def test_an_only_new_reruns_groups_of_before_without_reused_counts_merge_as_they
 
     run = run_task(only_new_input(previous=""), answer, children=child)
     assert run.status == "Completed" and c.MERGE_PART in run.activity_names
+
+
+@pytest.mark.parametrize("row", [POOL_ENDED, WORKER_FAILED])
+def test_a_failed_only_new_reruns_given_up_shards_ask_for_only_new_as_its_error_does(row: dict[str, Any]) -> None:
+    """A failed ``only_new`` re-run's status gives one piece of advice: its ``shards_given_up`` hint names the verb its
+    error names (``"only_new": true``), not ``"rerun": true``, which would send every image it reused to the pool
+    again. And it says how many of its ``images_done`` were reused, beside an error that says no image was
+    processed. Why: the error was changed (``_fail_if_the_pool_never_ran``'s ``again``) and the hint beside it, from
+    the same outcomes, still said "rerun" (status text only: the actions are the same)."""
+    to_run = [0, 4, 6]
+    answer, _ = reuse_answers(to_run, [10 - n for n in to_run])
+    run = run_task(only_new_input(previous=""), _every_attempt_ends(answer, to_run, row))
+
+    assert run.status == "Failed", run.output
+    status = run.custom_status
+    assert '"only_new": true' in status["error"], status["error"]
+    hint = status["shards_given_up"]["hint"]
+    assert '"only_new": true' in hint and '"rerun"' not in hint, hint
+    assert status["images_done"] == 20 and status["reused"] == 20
+
+
+def test_a_cancelled_only_new_reruns_given_up_shards_ask_for_only_new() -> None:
+    """Cancelled with shards given up: an ``only_new`` re-run's hint asks for ``only_new`` again (the served
+    generation's results are reused once more), not ``"rerun"`` (every image to the pool); a first run's keeps
+    ``"rerun"`` (it has no served results to reuse)."""
+    to_run = [0, 4, 6]
+    answer, _ = reuse_answers(to_run, [10 - n for n in to_run])
+    example = {"shard": "s00001", "attempts": 3, "exit_code": 137, "by": "worker", "reason": "the worker exited 137"}
+
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        reused = sum(s.get("reused", 0) for s in (payload.get("state") or {}).values())
+        return {**finished_group(n, cancelled=True), "done": n - 1, "given_up": 1, "given_up_examples": [example],
+                "images_done": reused + 3, "images_reused": reused}
+
+    run = run_task(only_new_input(previous=""), answer, children=child)
+    assert run.output["stage"] == Stage.cancelled
+    hint = run.output["shards_given_up"]["hint"]
+    assert '"only_new": true' in hint and '"rerun"' not in hint, hint
+    assert run.output["reused"] == 20
