@@ -1526,3 +1526,25 @@ def test_a_reruns_first_submission_creates_the_job_though_its_reused_shards_star
     assert pool.created == 1 and pool.submits == [[shard_id(1)], [shard_id(2)]]
     first, second = run.inputs(c.SUBMIT)
     assert "create_job" not in first and second["create_job"] is False
+
+
+def test_an_only_new_groups_reused_counts_survive_continue_as_new_and_resubmissions() -> None:
+    """An ``only_new`` re-run's group returns the images it started with as reused (``images_reused``) however many
+    generations and attempts its shards took: the state, ``reused`` included, is carried whole by
+    ``continue_as_new``, and a completion's ``covered`` (which counts attempt 0's reused entries) never touches it.
+    Why it matters: the task tells the pool's work from the reused by it (``orchestrations.task._pool_processed``).
+    Guard only: today's behaviour."""
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = Pool(runs_for={pool_task_id(s0, 1): 40}, missing={pool_task_id(s0, 1): 2})
+    state = {s0: {"attempt": 1, "status": ShardStatus.pending, "covered": 4, "seen": 4, "reused": 4},
+             s1: {"attempt": 1, "status": ShardStatus.done, "covered": 10, "seen": 10, "reused": 10}}
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_in_flight=1, history_events=200,
+                                                                        poll_min_s=30, poll_max_s=300),
+                                        "shards": [s0, s1], "state": state}, pool, instance_id=f"{TASK}-shards-0000")
+
+    assert run.status == "Completed"
+    assert len(run.continued_as_new) >= 2
+    assert all(i["state"][s0]["reused"] == 4 and i["state"][s1]["reused"] == 10 for i in run.continued_as_new)
+    assert [call.input["shards"] for call in run.calls(c.RESUBMIT)] == [[[s0, 2]]]
+    assert run.output["images_done"] == 2 * IMAGES and run.output["images_reused"] == 14
+    assert run.output["resubmissions"] == 1
