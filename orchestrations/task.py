@@ -146,7 +146,9 @@ def retryable_hint(reasons: set[str], again: str = RERUN) -> str:
     """What to do about shards given up because their images failed as retryable on every attempt (``reasons``:
     ``gpu_batch.manifest`` failure reasons; the worker exited 0). Why apart from the crash hint: such a worker did not
     fail, the images' storage did (refused, busy, gone) or the network's batch did, and "its log says why; an exit 137
-    is a kill" sent a person to the wrong place."""
+    is a kill" sent a person to the wrong place. ``again``: the verb of the status it is in, as for every other
+    cause (``_shards_given_up``): a failed first run's error asks for "rerun" (it has no results to keep), so this
+    hint, beside it, said "only_new" "to keep every other result" where there was none."""
     if REASON_AUTH in reasons:
         return f"{failure_advice.AUTH_ADVICE}; then post the request again with {again}"
     if REASON_ACCOUNT_NOT_FOUND in reasons:
@@ -154,7 +156,7 @@ def retryable_hint(reasons: set[str], again: str = RERUN) -> str:
                 f"{again}")
     return (f"every attempt's reads or detections of them failed ({', '.join(sorted(reasons))}: storage busy, out of "
             "reach or timing out, or the GPU's batch failing; the pool task's stderr names each image); when that has "
-            "passed, post the request again with \"only_new\": true to run them again and keep every other result")
+            f"passed, post the request again with {again}")
 
 
 

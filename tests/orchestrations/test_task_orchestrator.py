@@ -1014,6 +1014,28 @@ def test_a_completed_tasks_given_up_shards_are_run_again_with_only_new(row: dict
     assert '"only_new": true' in hint and '"rerun": true' not in hint, hint
 
 
+def test_a_failed_tasks_given_up_shards_whose_reads_failed_ask_for_the_verb_its_error_does() -> None:
+    """Every attempt of every shard exits 0 with its images failed as retryable (storage busy): the task fails (no
+    image processed) asking for "rerun", and its ``shards_given_up`` hint, beside that error, asks for the same, not
+    for "only_new" "to keep every other result" (a first run has none). A completed task's hint keeps "only_new"
+    (``test_a_completed_tasks_given_up_shards_are_run_again_with_only_new``)."""
+    row = {"exit_code": 0, "result": "success", "retryable_reasons": {"busy": 10}}
+    run = run_task(task_input(shards_per_group=1), _every_attempt(activities(shards=2), lambda sid: row, 20))
+
+    assert run.status == "Failed"
+    status = run.custom_status
+    assert '"rerun": true' in status["error"], status["error"]
+    hint = status["shards_given_up"]["hint"]
+    assert "busy" in hint and '"rerun": true' in hint and "only_new" not in hint, hint
+
+    # completed with errors: the given-up shard's retryable images run again with only_new, the rest kept
+    done = run_task(task_input(shards_per_group=1),
+                    _every_attempt(activities(shards=2), lambda sid: row if sid == shard_id(1) else None, 10))
+    assert done.output["stage"] == Stage.completed_with_errors
+    hint = done.output["shards_given_up"]["hint"]
+    assert "busy" in hint and '"only_new": true' in hint and '"rerun"' not in hint, hint
+
+
 def test_a_task_of_plain_successes_says_no_shard_was_given_up() -> None:
     run = run_task(task_input(shards_per_group=1), activities(shards=2))
     assert run.output["stage"] == Stage.completed and "shards_given_up" not in run.output
