@@ -576,8 +576,14 @@ class LocalPool:
         spec = ShardTask.from_dict(json.loads(row["Spec"]))
         etag = row.pop("_etag")
         row.pop("RequeuedBy", None)  # REPLACE: a requeue's mark goes with the new start
+        # ... and so does any runner the row names: the claim names none (Pid 0) until the launch records its own
+        # below. Why: a runner that handed the task back before this pool recorded its pid (an early SIGINT) left
+        # ``active`` with that gone runner's pid (the record landed after the requeue), and another pool object's
+        # pass between this claim and the record read it as this launch's runner, dead, and failed the task
+        for field in (process_identity.START_FIELD, process_identity.HOST_FIELD):
+            row.pop(field, None)
         row.update(State=TaskState.preparing.value, StartTime=now_iso(), StartedAt=time.time(), Heartbeat=time.time(),
-                   Changed=time.time())
+                   Changed=time.time(), Pid=0)
         if gpu is not None:
             row["Gpu"] = gpu
         try:  # etag-checked: another process's scheduler may have claimed the task first

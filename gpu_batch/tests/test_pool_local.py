@@ -937,3 +937,45 @@ def test_a_process_that_imports_the_pool_keeps_its_own_ctrl_c() -> None:
             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "True", out
+
+
+def test_a_pass_of_another_pool_object_during_a_launch_leaves_a_task_requeued_before_its_pid_was_recorded(
+        pool_args: dict[str, Any], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner that hands its task back before the pool recorded its pid (an early SIGINT: the requeue writes
+    ``active`` with ``Pid`` 0, then the pool's unconditional merge of the pid lands) leaves an ``active`` row naming
+    that gone runner. The next launch claims the row as ``preparing`` and records the new runner's pid only after
+    starting it; a pass of another pool object on the same table in between (another process's, or the pool cache's
+    for another configuration) must not read the gone runner's pid as this launch's and fail the task as "the worker's
+    runner process died": that spent an attempt of a shard nothing had failed, and the new runner found its task
+    completed. The claim names no runner (``Pid`` 0) until the launch records one."""
+    import subprocess
+
+    from gpu_batch.pool import local, process_identity
+
+    monkeypatch.setenv(local.HOST_STOPPING_ENV, str(os.getpid()))  # nothing starts: the row stays as submitted
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("joblaunch", [task("hang")])
+    wait_until(lambda: pool._watcher is None, 30, "the stopping pool's scheduler to end")
+    monkeypatch.delenv(local.HOST_STOPPING_ENV)
+    gone = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    recorded = process_identity.record(gone.pid)
+    gone.communicate(b"")  # the runner that handed the task back, exited
+    table = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+    table.update_entity({"PartitionKey": "joblaunch", "RowKey": "hang-a1", "Pid": gone.pid, **recorded})
+
+    other = make_pool("local", max_concurrent=1, **pool_args)
+    seen: list[str] = []
+    popen = subprocess.Popen
+
+    def launching(args: list[str], **kwargs: Any) -> Any:
+        if "gpu_batch.pool.local_runner" in args:  # the row is claimed, the runner not yet started
+            with other._lock:
+                other._schedule_locked()
+            seen.append(table.get_entity("joblaunch", "hang-a1")["State"])
+            return popen([sys.executable, "-c", "pass"], **kwargs)  # a stand-in runner: the row is what is tested
+        return popen(args, **kwargs)
+
+    monkeypatch.setattr(local.subprocess, "Popen", launching)
+    with pool._lock:
+        pool._schedule_locked()
+    assert seen == [TaskState.preparing.value], seen
