@@ -9,6 +9,14 @@ Nothing is sent to a host outside ``TRAPBATCH_NOTIFY_HOSTS``, or without ``TRAPB
 says why, and the orchestrator does not retry (retrying cannot change a setting). A receiver that cannot be reached
 or answers other than 2xx raises, so the orchestrator retries with back-off (orchestrations/task.py NOTIFY_RETRY).
 Redirects are not followed: a redirect could lead to a host the allow-list does not name.
+
+A request's ``notify_url_secret`` names the secret holding the address (one that carries a secret: a Logic Apps
+trigger's ``sig``, a chat webhook's path). It is read here, from the store the signing key is read from, when the
+notification is sent, and checked as a ``notify_url`` is at the edge (``core.notify.address_problem``) and against the
+allow-list. Nothing that leaves this activity names the address or any part of it, the host included (the reason in
+the status, the failure the orchestrator retries, the log): they say "the address in secret '<name>'". A secret the
+store lacks, or could not read, fails as the signing key does (tried again: it may have just been set); an address
+that is no https address, or whose host the allow-list lacks, is not sent to, with the reason.
 """
 from __future__ import annotations
 
@@ -27,8 +35,8 @@ from core import notify
 from core.failures import failures_without_secrets
 from adapters.blobs import BlobStore
 from gpu_batch import layout
-from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SecretStoreUnavailable, SourceAccessError,
-                                    secret_reader_from_env)
+from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SecretReader, SecretStoreUnavailable,
+                                    SourceAccessError, secret_reader_from_env)
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -68,16 +76,55 @@ class SigningKeyUnavailable(RuntimeError):
     """The signing key could not be read; the orchestrator retries (it may have just been set)."""
 
 
+class AddressUnavailable(RuntimeError):
+    """The secret holding the notification's address could not be read; the orchestrator retries (it may have just
+    been set, or the vault did not answer)."""
+
+
+def _address_from_secret(read: SecretReader, name: str, allowed_hosts: tuple[str, ...],
+                         secret_env: dict[str, str]) -> tuple[str, str]:
+    """``(address, "")`` read from secret ``name``, or ``("", why it is not sent to)``; raises
+    ``AddressUnavailable`` when the secret could not be read. No message names the value or any part of it: the
+    secret reader's words name the vault and the secret's name only, and their advice is cut off (it is for a
+    source account's SAS token)."""
+    try:
+        url = read(name).strip()
+    except SecretStoreUnavailable as exc:
+        raise AddressUnavailable(
+            f"the notification address in secret {name!r} (notify_url_secret) could not be read: {str(exc)[:300]}; "
+            "a passing failure, tried again with the notification (nothing to set or grant)") from None
+    except SourceAccessError as exc:
+        where = secret_env.get(KEY_VAULT_ENV) or secret_env.get(LOCAL_SECRETS_ENV) or "the secret store"
+        raise AddressUnavailable(
+            f"the notification address in secret {name!r} (notify_url_secret) could not be read from {where}: "
+            f"{str(exc).split(';')[0]}; put the receiver's address there (docs/deploy.md, 'Signed notifications': "
+            f"az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME -n {name} --value '<address>')") from None
+    why = notify.address_problem(url)
+    if why is not None:
+        return "", f"the address in secret {name!r} (notify_url_secret) {why}"
+    if not notify.host_allowed(url, allowed_hosts):
+        return "", (f"the address in secret {name!r} (notify_url_secret) is on a host not in TRAPBATCH_NOTIFY_HOSTS "
+                    "(the operator adds it, as the secret shows it)")
+    return url, ""
+
+
 def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
          secret_env: dict[str, str]) -> c.NotifyOutput:
-    url = payload["url"]
+    address_secret = str(payload.get("url_secret") or "")
     # the app's identity (AppCredential): a token endpoint that did not answer is a store that did not answer. The
     # vault's client is made per send (the settings are read per send), over the process's shared session: one
     # connection to the vault reused, not a TLS connection per send (adapters.transport.shared_session_options)
     read = (secret_reader_from_env(secret_env, credential=app_credential(), transport=shared_session_transport())
-            if secret_name else None)
-    reason = notify.not_sendable(url, allowed_hosts, read is not None)
-    if reason is not None or read is None:
+            if secret_name or address_secret else None)
+    if address_secret:  # named as the secret, never as the address or its host
+        url, shown = "", f"the address in secret {address_secret!r}"
+        reason = notify.not_sendable_from_secret(address_secret, allowed_hosts, secret_name, read is not None)
+        if reason is None and read is not None:
+            url, reason = _address_from_secret(read, address_secret, allowed_hosts, secret_env)
+    else:
+        url, shown = payload["url"], notify.shown_host(payload["url"])
+        reason = notify.not_sendable(url, allowed_hosts, bool(secret_name) and read is not None)
+    if reason or read is None:
         reason = reason or "no secret store"
         logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
         return {"sent": False, "status_code": 0, "reason": reason}
@@ -94,10 +141,10 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
     except urllib.error.HTTPError as exc:
         code = int(exc.code)
     except (urllib.error.URLError, OSError) as exc:
-        raise ReceiverFailed(f"notification to {notify.shown_host(url)} failed: {type(exc).__name__}") from None
+        raise ReceiverFailed(f"notification to {shown} failed: {type(exc).__name__}") from None
     if not 200 <= code < 300:
-        raise ReceiverFailed(f"notification to {notify.shown_host(url)} answered {code}")
-    logger.info("task %s: notified %s (%s)", payload["task_id"], notify.shown_host(url), stage)
+        raise ReceiverFailed(f"notification to {shown} answered {code}")
+    logger.info("task %s: notified %s (%s)", payload["task_id"], shown, stage)
     return {"sent": True, "status_code": code, "reason": ""}
 
 

@@ -205,6 +205,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
                                  "the operator adds the receiver's host to TRAPBATCH_NOTIFY_HOSTS and sets "
                                  "TRAPBATCH_NOTIFY_SECRET (docs/cli.md 'Word when a task ends'); or leave "
                                  "'notify_url' out and poll GET /api/tasks/{id}")
+    if request.notify_url_secret:  # the secret itself is read only when the notification is sent (activities.notify)
+        _check_notify_url_secret(request.notify_url_secret, settings)
     request = await asyncio.to_thread(_check_source, request, settings, deadline)  # blocking calls: off the loop
     task_id = request.task_id_for(caller.id)
     existing = await read_status(client, task_id, show_input=True)
@@ -420,10 +422,28 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
                                  "and posting it with \"rerun\" once it has ended runs it again)") from None
 
 
+def _check_notify_url_secret(name: str, settings: Settings) -> None:
+    """Refuse (400) a ``notify_url_secret`` this app could never read or send to, as ``notify_url`` and
+    ``credential_secret`` are refused: no secret store for the app's own secrets (``Settings.app_secret_store_env``,
+    where the signing key is read), no host allowed, no signing key, or the signing key's own name. The secret is not
+    read here: it is resolved when the notification is sent, and whether its address is allowed is said then."""
+    if not settings.app_secret_store_env():
+        raise RequestInvalid(f"the request names secret {name!r} as its notification address (notify_url_secret), "
+                             "but this trapbatch has no Key Vault configured",
+                             "set TRAPBATCH_APP_KEY_VAULT_URL (infra/ does) or TRAPBATCH_KEY_VAULT_URL in the app "
+                             "settings; or leave 'notify_url_secret' out and poll GET /api/tasks/{id}")
+    why = notify.not_sendable_from_secret(name, settings.notify_hosts, settings.notify_secret, True)
+    if why is not None:
+        raise RequestInvalid(f"'notify_url_secret' cannot be told: {why}",
+                             "the operator adds the receiver's host to TRAPBATCH_NOTIFY_HOSTS and sets "
+                             "TRAPBATCH_NOTIFY_SECRET (docs/cli.md 'Word when a task ends'), and the address goes into "
+                             "a secret of its own; or leave 'notify_url_secret' out and poll GET /api/tasks/{id}")
+
+
 # What a request sets about how its task runs and reports, without being part of the task id: posted again with
 # other values, the task found is not changed by them (they apply to a re-run)
-SETTING_FIELDS = ("max_failed_fraction", "preview_threshold", "notify_url", "previews_expire_days", "utc_offset",
-                  "event_interval_s", "clock_corrections", "zooniverse_visit_frames", "camera_depth")
+SETTING_FIELDS = ("max_failed_fraction", "preview_threshold", "notify_url", "notify_url_secret", "previews_expire_days",
+                  "utc_offset", "event_interval_s", "clock_corrections", "zooniverse_visit_frames", "camera_depth")
 
 
 async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links: dict[str, str],

@@ -1036,11 +1036,15 @@ class CleanMergeWorkOutput(TypedDict):
 
 
 class NotifyInput(TypedDict):
-    """The notification of a task's end (core/notify.py): sent to ``url`` once per final stage."""
+    """The notification of a task's end (core/notify.py): sent to ``url`` once per final stage, or to the address in
+    the secret ``url_secret`` names (the request's ``notify_url_secret``; ``url`` is then "")."""
 
     task_id: str
     url: str
     status: dict[str, Any]  # the final TaskStatus
+    # the secret's name, never its value (the address): absent for a notify_url, so that such a task's input to this
+    # activity is what it always was
+    url_secret: NotRequired[str]
 
 
 class NotifyOutput(TypedDict):

@@ -14,6 +14,12 @@ an activity Durable ran twice).
 
 Where: only hosts in ``TRAPBATCH_NOTIFY_HOSTS`` (comma-separated host names, ``host:port`` for a port) are sent to;
 the app would otherwise POST to any address a request names, from inside its network.
+
+An address that carries a secret (a Logic Apps trigger's ``sig``, a function key's ``code``, a chat webhook's path) is
+not given in the request, whose fields Durable keeps in plain tables: the request names the Key Vault secret holding
+it (``notify_url_secret``), read by the sending activity only (``address_problem``, ``not_sendable_from_secret``), and
+no status, log or history names the address, nor anything of it, the host included: a requester may name any secret
+of the store, and the reason of a refusal must not tell them what another secret holds.
 """
 from __future__ import annotations
 
@@ -125,5 +131,54 @@ def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -
     if not host_allowed(url, allowed):
         return f"host {shown_host(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS"
     if not signing_configured:
-        return "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
+        return NOT_SIGNED
+    return None
+
+
+NOT_SIGNED = "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
+
+
+ADDRESS_CHARS = 2000  # the most of a notify_url (core.requests), and of the address a notify_url_secret holds
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def address_problem(url: str) -> str | None:
+    """Why ``url``, read from the secret a request's ``notify_url_secret`` names, is no address a notification goes
+    to (None: it is one): the rules ``core.requests`` applies to a ``notify_url`` (an https address, http only for
+    localhost, no credentials, no fragment, a host DNS can hold, at most ``ADDRESS_CHARS``) and ASCII only (what
+    urllib can send), said without any part of the address, which is a secret."""
+    if len(url) > ADDRESS_CHARS:
+        return f"is longer than {ADDRESS_CHARS} characters"
+    if _CONTROL_RE.search(url):
+        return "contains control characters"
+    if not url.isascii():  # http.client sends the request line as ASCII: it failed (UnicodeEncodeError) each retry
+        return "has characters other than ASCII (percent-encode them; a host as its xn-- name)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number (urllib names it)
+    except ValueError:
+        return "is no URL urllib can read (a malformed host or port)"
+    if parts.username or parts.password or parts.fragment:
+        return "carries credentials or a fragment"
+    local = parts.hostname in ("127.0.0.1", "localhost")
+    if not parts.hostname or (parts.scheme != "https" and not (parts.scheme == "http" and local)):
+        return "is not an https address (http only for localhost)"
+    if host_name_problem(url) is not None:
+        return "has a host DNS cannot hold (over 253 characters, or a label empty or over 63)"
+    return None
+
+
+def not_sendable_from_secret(name: str, allowed: tuple[str, ...], signing_name: str,
+                             store_configured: bool) -> str | None:
+    """Why this app would not send a notification to the address in secret ``name`` (None: it may, once the
+    address read then passes ``address_problem`` and ``host_allowed``). Checked at the edge without reading the
+    secret (it is read only when the notification is sent), and again by the sending activity."""
+    if not store_configured:
+        return "no Key Vault (or local secrets file) is configured to read it from"
+    if signing_name and name.casefold() == signing_name.casefold():  # Key Vault names are case-insensitive
+        return f"secret {name!r} is the key that signs notifications (TRAPBATCH_NOTIFY_SECRET), not an address"
+    if not any(a.strip() for a in allowed):
+        return "TRAPBATCH_NOTIFY_HOSTS names no host"
+    if not signing_name:
+        return NOT_SIGNED
     return None

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
-from core.notify import host_name_problem
+from core.notify import ADDRESS_CHARS, host_name_problem
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
 from core.status_size import shorten
@@ -28,10 +28,10 @@ ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
                   "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
                   "only_new", "utc_offset", "event_interval_s", "clock_corrections", "zooniverse_visit_frames",
-                  "camera_depth")
+                  "camera_depth", "notify_url_secret")
 # Fields added after tasks were stored: written by ``to_dict`` only when set, so a request without one keeps the
 # stored form (tasks/<id>/request.json, the orchestration's input) it always had.
-LATER_FIELDS = ("camera_depth",)
+LATER_FIELDS = ("camera_depth", "notify_url_secret")
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -84,6 +84,11 @@ class TaskRequest:
     # Where to POST one signed JSON notification when the task ends (core/notify.py); hosts must be in the app's
     # TRAPBATCH_NOTIFY_HOSTS. Not part of the task id: it says whom to tell, not what to compute.
     notify_url: str = ""
+    # The *name* of a secret in the app's secret store (the one TRAPBATCH_NOTIFY_SECRET is read from) whose value is
+    # the address to tell, for an address that carries a secret (a Logic Apps trigger's sig=, a chat webhook's
+    # path): read only when the notification is sent (activities/notify.py), so the address is never in the request,
+    # the orchestration's history or the status. Instead of notify_url; not part of the task id either.
+    notify_url_secret: str = ""
     # Days after the task ends that its preview folder comes off the public website (a durable timer, see
     # orchestrations/expiry.py); None: the pages stay until DELETE /api/tasks/{id}/previews. Not part of the task id:
     # it says how long to publish, not what to compute.
@@ -134,7 +139,7 @@ class TaskRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (*ALLOWED_FIELDS, *EDGE_FIELDS)
-                if k not in LATER_FIELDS or getattr(self, k) is not None}
+                if k not in LATER_FIELDS or getattr(self, k) not in (None, "")}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TaskRequest":
@@ -328,7 +333,7 @@ def _opt_threshold(body: Mapping[str, Any], name: str, optional: bool = True) ->
 
 
 def _notify_url(body: Mapping[str, Any]) -> str:
-    url = _opt_str(body, "notify_url", 2000).strip()
+    url = _opt_str(body, "notify_url", ADDRESS_CHARS).strip()
     if not url:
         return ""
     parsed = urlsplit(url)
@@ -343,6 +348,21 @@ def _notify_url(body: Mapping[str, Any]) -> str:
     if named is not None:
         raise RequestInvalid(f"'notify_url': {named}", "give the address of a host that can be reached")
     return url
+
+
+def _notify_url_secret(body: Mapping[str, Any], notify_url: str) -> str:
+    """``notify_url_secret``: a Key Vault secret's name (never the address: the message does not repeat the value,
+    which may be one), and not with ``notify_url``."""
+    name = _opt_str(body, "notify_url_secret", 127).strip()
+    if name and not _SECRET_NAME_RE.match(name):
+        raise RequestInvalid("'notify_url_secret' must be the *name* of a Key Vault secret (letters, digits, hyphens)",
+                             "store the receiver's address as a secret in the app's Key Vault and give the secret's "
+                             "name, never the address")
+    if name and notify_url:
+        raise RequestInvalid("'notify_url' and 'notify_url_secret' cannot both be set",
+                             "give the address in 'notify_url' when it carries no secret, or the name of the Key Vault "
+                             "secret holding it in 'notify_url_secret', not both")
+    return name
 
 
 def _opt_bool(body: Mapping[str, Any], name: str) -> bool:
@@ -419,6 +439,8 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
     if credential_secret and not source_account_url:
         raise RequestInvalid("'credential_secret' needs 'source_account_url'",
                              "name the storage account the secret opens, or drop 'credential_secret'")
+    notify_url = _notify_url(body)
+    notify_url_secret = _notify_url_secret(body, notify_url)
     return TaskRequest(
         container=container,
         prefix=prefix,
@@ -434,7 +456,8 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
         preview_threshold=_opt_threshold(body, "preview_threshold"),
         dry_run=_opt_bool(body, "dry_run"),
-        notify_url=_notify_url(body),
+        notify_url=notify_url,
+        notify_url_secret=notify_url_secret,
         previews_expire_days=_opt_int(body, "previews_expire_days", 1, MAX_PREVIEWS_EXPIRE_DAYS),
         image_list=image_list,
         rerun=_opt_bool(body, "rerun") or _only_new(body),

@@ -419,15 +419,20 @@ NOTIFY_RETRY = RetryPolicy(attempts=6, first_delay_s=30.0, backoff=2.0)
 
 def _notify(context: df.DurableOrchestrationContext, data: c.TaskInput,
             status: c.TaskStatus) -> Generator[Any, Any, c.NotifyOutput | None]:
-    """One signed POST of the final status to the request's ``notify_url`` (core/notify.py), if it names one: what
-    became of it (None: no ``notify_url``). A receiver that stays down does not change how the task ended."""
+    """One signed POST of the final status to the request's ``notify_url`` (core/notify.py), or to the address in
+    the secret its ``notify_url_secret`` names, if it names one: what became of it (None: neither). Only the secret's
+    name is passed: the activity reads the address, so it is in no input, output or history. A receiver that stays
+    down does not change how the task ended. A request recorded before ``notify_url_secret`` existed has none: its
+    activity input is what it always was."""
     url = data["request"].get("notify_url")
-    if not url:
+    url_secret = data["request"].get("notify_url_secret")
+    if not url and not url_secret:
         return None
+    payload = c.NotifyInput(task_id=data["task_id"], url=str(url or ""), status=dict(status))
+    if url_secret:
+        payload["url_secret"] = str(url_secret)
     try:
-        told: c.NotifyOutput = yield from call(context, c.NOTIFY, NOTIFY_RETRY,
-                                               c.NotifyInput(task_id=data["task_id"], url=str(url),
-                                                             status=dict(status)))
+        told: c.NotifyOutput = yield from call(context, c.NOTIFY, NOTIFY_RETRY, payload)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
         return c.NotifyOutput(sent=False, status_code=0, reason=f"{_first_line(exc)} (after "
                                                                   f"{NOTIFY_RETRY.attempts} attempts)")

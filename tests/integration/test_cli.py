@@ -294,3 +294,60 @@ def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: Blo
     told = wait_until(lambda: json.loads(trapbatch("status", doc["task_id"], "--json", url=host.base_url).stdout)
                       .get("notification"), 60, "the status to say the receiver was told")
     assert told == {"sent": True, "status_code": 200, "reason": ""}
+
+
+def test_an_address_held_in_a_secret_is_told_and_kept_out_of_the_tasks_history(  # type: ignore[no-untyped-def]
+        host, store: BlobStore, unique_name: str, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """On devhost (real orchestration, real activity, a real HTTP receiver): ``trapbatch estimate
+    --notify-url-secret`` names a secret of the local secrets file whose value is the address, query and all (as a
+    Logic Apps trigger URL's ``sig``). The receiver gets the signed POST at that address; the address is in no
+    orchestration input or history, status or request file, which hold the secret's name."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from core import notify
+    from gpu_batch import layout
+
+    got: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append((self.path, dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sig = "q7PiT3stSaSsIgNaTuRe0"
+    hook = f"http://127.0.0.1:{server.server_port}/workflows/w1/triggers/manual/run?sv=1.0&sig={sig}"
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac", "lab-hook": hook}))
+    upload_images(store, unique_name, 3, corrupt=0)
+    monkeypatch.setenv("TRAPBATCH_NOTIFY_HOSTS", f"127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("TRAPBATCH_NOTIFY_SECRET", "notify-key")
+    monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
+    try:
+        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url-secret", "lab-hook",
+                        url=host.base_url)
+        assert est.returncode == 0, est.stderr
+        wait_until(lambda: got, 60, "the notification")
+    finally:
+        server.shutdown()
+    [(path, headers, raw)] = got
+    assert path == f"/workflows/w1/triggers/manual/run?sv=1.0&sig={sig}"
+    assert notify.verify("s3cret-for-hmac", raw, headers[notify.SIGNATURE_HEADER])
+    task_id = json.loads(raw)["task_id"]
+    status = wait_until(lambda: (lambda st: st if st.get("notification") else None)(
+        json.loads(trapbatch("status", task_id, "--json", url=host.base_url).stdout)), 60, "the status")
+    assert status["notification"] == {"sent": True, "status_code": 200, "reason": ""}
+    kept = [json.dumps(status), json.dumps(store.read_json(app_env["TRAPBATCH_CONTAINER"],
+                                                           layout.request_blob(task_id)))]
+    for inst in host.store.list_instances():
+        if inst["InstanceId"].startswith(task_id):
+            kept += [json.dumps(inst), json.dumps(host.store.load_history(inst["InstanceId"]))]
+    assert len(kept) > 2 and any("lab-hook" in text for text in kept[2:]), "the orchestration's input names the secret"
+    assert [text for text in kept if sig in text or "/workflows/w1" in text] == []

@@ -723,6 +723,36 @@ def test_a_notification_not_sent_is_said_in_the_status() -> None:
     assert run.output["stage"] == Stage.completed and run.output["notification"] == refused
 
 
+def test_a_notify_url_secret_passes_the_secrets_name_to_the_activity_and_old_requests_pass_what_they_did() -> None:
+    """The address is read by the activity (activities/notify.py), so the orchestration's history holds the secret's
+    name only. A request without ``notify_url_secret`` (every task recorded before it existed) hands the activity
+    the same input as before: the three keys, no ``url_secret``."""
+    answer, _ = with_notify(activities(shards=1))
+    run = run_task(task_input({**REQUEST, "notify_url_secret": "lab-hook"}), answer)
+
+    assert run.status == "Completed"
+    [sent] = run.inputs(c.NOTIFY)
+    assert sent["url_secret"] == "lab-hook" and sent["url"] == "" and sent["status"]["stage"] == Stage.completed
+    assert run.custom_status["notification"] == {"sent": True, "status_code": 204, "reason": ""}
+    answer, _ = with_notify(activities(shards=1))
+    [old] = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), answer).inputs(c.NOTIFY)
+    assert sorted(old) == ["status", "task_id", "url"] and old["url"] == NOTIFY_URL
+
+
+def test_an_address_secret_that_cannot_be_read_is_the_reason_and_the_task_ends_as_it_would() -> None:
+    """A secret that stays missing fails every attempt (``AddressUnavailable``, retried as a receiver that is
+    down): the status says why, naming the secret, and the task still completes."""
+    from activities.notify import AddressUnavailable
+
+    missing = AddressUnavailable("the notification address in secret 'lab-hook' (notify_url_secret) could not be "
+                                 "read from /s.json: the local secrets file /s.json has no secret named 'lab-hook'")
+    run = run_task(task_input({**REQUEST, "notify_url_secret": "lab-hook"}),
+                   raising_on(c.NOTIFY, missing, activities(shards=1)))
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    told = run.custom_status["notification"]
+    assert told["sent"] is False and "'lab-hook'" in told["reason"] and "after 6 attempts" in told["reason"]
+
+
 def test_no_notify_url_sends_nothing() -> None:
     answer, seen = with_notify(activities(shards=1))
     assert run_task(task_input(), answer).status == "Completed" and seen["n"] == 0

@@ -40,6 +40,8 @@ BODIES: list[dict[str, Any]] = [
     *({"container": "cams", "event_interval_s": v} for v in (60, 0, 1800.5, 86400, 86400.01, -1, "60", True, None)),
     *({"container": "cams", "zooniverse_visit_frames": v} for v in (1, 3, 20, 0, 21, 2.5, "3", True, None)),
     *({"container": "cams", "camera_depth": v} for v in (1, 2, 32, 0, 33, -1, 1.5, "1", True, None, [1])),
+    *({"container": "cams", "notify_url_secret": v} for v in ("lab-hook", "a" * 127, "a" * 128, "lab_hook", "", None, 5,
+                                                               "https://hooks.example.org/x")),
     *({"container": "cams", "clock_corrections": v} for v in (
         {"site-a/cam-3": 3600}, {"a": -3600, "b/c/": 0}, {"a": 1.5}, {"a": True}, {"a": "60"}, {"": 1}, {"/": 1},
         {"a\x01": 1}, {"a": 10**10}, [1], None, {},

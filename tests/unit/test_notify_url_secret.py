@@ -1,0 +1,231 @@
+"""A notification address that carries a secret stays out of the task's history: the request names the Key Vault
+secret holding it (``notify_url_secret``, core/requests.py), the edge refuses one it could never send (api/starters.py),
+the sending activity reads it (activities/notify.py), and a ``notify_url`` that visibly carries a secret is refused.
+
+Why: Durable keeps a task's input and its activities' inputs and outputs in plain tables, and a Logic Apps trigger URL
+carries a SAS (``sig``), a Functions URL its key (``code``), a chat webhook a secret in its path."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+from activities.notify import AddressUnavailable, ReceiverFailed, send
+from api import starters
+from core import notify
+from core.errors import RequestInvalid
+from core.requests import TaskRequest, parse_task_request
+from core.settings import Settings
+
+SIGNING = "notify-signing-value"
+HOOK_SIG = "Zq3sEcReTsIgNaTuRe"  # what a Logic Apps trigger URL's sig carries: must never leave the secret store
+LOGIC_APP = ("https://prod-03.westus.logic.azure.com:443/workflows/c4ed9335/triggers/manual/run?api-version=2016-06-01"
+             f"&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={HOOK_SIG}")
+STATUS = {"stage": "completed", "images": 10, "failed": 1}
+TASK = "task-0123456789abcdef0123"
+
+
+# ------------------------------------------------------------------ the request
+
+
+def test_notify_url_secret_is_a_secret_name_kept_with_the_request_and_not_part_of_the_task_id() -> None:
+    plain = parse_task_request({"container": "cams"})
+    named = parse_task_request({"container": "cams", "notify_url_secret": " lab-teams-hook "})
+    told = parse_task_request({"container": "cams", "notify_url": "https://hooks.example.org/t"})
+    assert named.notify_url_secret == "lab-teams-hook" and named.notify_url == ""
+    assert named.task_id == plain.task_id == told.task_id  # a setting: posting it again finds the same task
+    assert named.to_dict()["notify_url_secret"] == "lab-teams-hook" and TaskRequest.from_dict(named.to_dict()) == named
+    # a request without it keeps the stored form (request file, orchestration input) it always had
+    assert "notify_url_secret" not in plain.to_dict() and "notify_url_secret" not in told.to_dict()
+    assert TaskRequest.from_dict(plain.to_dict()) == plain
+
+
+@pytest.mark.parametrize("value", [LOGIC_APP, "lab_hook", "a" * 128, "hook/1"])
+def test_notify_url_secret_must_be_a_name_and_the_refusal_never_repeats_it(value: str) -> None:
+    """Someone who pastes the address itself gets told to store it, without the address echoed in the answer."""
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", "notify_url_secret": value})
+    said = info.value.message + info.value.hint
+    assert "notify_url_secret" in info.value.message and value not in said and HOOK_SIG not in said
+
+
+def test_notify_url_and_notify_url_secret_are_one_or_the_other() -> None:
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", "notify_url": "https://hooks.example.org/t",
+                            "notify_url_secret": "lab-hook"})
+    assert "cannot both be set" in info.value.message and "notify_url_secret" in info.value.hint
+    # an empty notify_url is none
+    blank = parse_task_request({"container": "cams", "notify_url": " ", "notify_url_secret": "lab-hook"})
+    assert blank.notify_url == "" and blank.notify_url_secret == "lab-hook"
+
+
+# ------------------------------------------------------------------ the edge
+
+
+def _settings(**env: str) -> Settings:
+    return Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_MODEL": "MDV5A", **env})
+
+
+class _Stored:
+    """A task hub holding one running task whose input is ``request`` (None: no task)."""
+
+    def __init__(self, request: dict[str, Any] | None = None) -> None:
+        self.request = request
+
+    async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        if self.request is None:
+            return SimpleNamespace(runtime_status=None, custom_status={}, input_=None)
+        return SimpleNamespace(runtime_status=SimpleNamespace(value="Running"), custom_status={"stage": "detecting"},
+                               input_={"task_id": instance_id, "request": self.request})
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"notify-key": SIGNING}))
+    return {"TRAPBATCH_LOCAL_SECRETS_FILE": str(path), "TRAPBATCH_NOTIFY_HOSTS": "hooks.example.org",
+            "TRAPBATCH_NOTIFY_SECRET": "notify-key"}
+
+
+@pytest.mark.parametrize("drop, said", [
+    ("TRAPBATCH_LOCAL_SECRETS_FILE", "no Key Vault configured"),
+    ("TRAPBATCH_NOTIFY_HOSTS", "TRAPBATCH_NOTIFY_HOSTS names no host"),
+    ("TRAPBATCH_NOTIFY_SECRET", "TRAPBATCH_NOTIFY_SECRET"),
+])
+def test_the_edge_refuses_a_notify_url_secret_the_app_could_never_read_or_send(
+        monkeypatch: pytest.MonkeyPatch, local_store: dict[str, str], drop: str, said: str) -> None:
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
+    body = {"container": "photos", "notify_url_secret": "lab-hook"}
+    env = {k: v for k, v in local_store.items() if k != drop}
+    with pytest.raises(RequestInvalid) as info:
+        asyncio.run(starters.start_task(_Stored(), body, _settings(**env)))
+    assert info.value.status_code == 400 and said in info.value.message and "'lab-hook'" not in info.value.hint
+    assert "notify_url_secret" in info.value.message + info.value.hint
+
+
+def test_the_edge_refuses_the_signing_keys_own_secret_as_an_address(monkeypatch: pytest.MonkeyPatch,
+                                                                      local_store: dict[str, str]) -> None:
+    """Read as an address, the key would be sent nowhere (it is no URL), but naming it is a mistake said at once."""
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
+    with pytest.raises(RequestInvalid) as info:
+        asyncio.run(starters.start_task(_Stored(), {"container": "photos", "notify_url_secret": "Notify-Key"},
+                                        _settings(**local_store)))
+    assert "signs notifications" in info.value.message and SIGNING not in info.value.message
+
+
+def test_the_edge_takes_a_notify_url_secret_without_reading_it_and_names_it_when_not_applied(
+        monkeypatch: pytest.MonkeyPatch, local_store: dict[str, str]) -> None:
+    """The secret need not exist yet at the start (it is read when the task ends); a task found again that was
+    started with the address in the clear says the secret was not applied to it (a re-run takes it)."""
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
+    body = {"container": "photos", "notify_url_secret": "not-created-yet"}
+    started, task_id = asyncio.run(starters.start_task(_Stored({"container": "photos"}), body,
+                                                       _settings(**local_store)))
+    assert not started and task_id == parse_task_request({"container": "photos", "model": "MDV5A"}).task_id
+    stored = TaskRequest(container="photos", model="MDV5A", notify_url="https://hooks.example.org/old").to_dict()
+    posted = parse_task_request({**body, "model": "MDV5A"}).to_dict()
+    links = {"status_url": "s", "results_url": "r"}
+    answer = asyncio.run(starters._known_task(_Stored(stored), task_id, links, posted))  # type: ignore[arg-type]
+    assert answer["not_applied"] == ["notify_url", "notify_url_secret"]
+    same = asyncio.run(starters._known_task(_Stored(posted), task_id, links, posted))  # type: ignore[arg-type]
+    assert "not_applied" not in same
+
+
+# ------------------------------------------------------------------ the sending activity
+
+
+@pytest.fixture
+def receiver() -> Iterator[dict[str, Any]]:
+    """A real HTTP receiver on loopback (``answer``: its status code; ``got``: what arrived, path and body)."""
+    state: dict[str, Any] = {"answer": 204, "got": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            state["got"].append((self.path, dict(self.headers), raw))
+            self.send_response(state["answer"])
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["host"] = f"127.0.0.1:{server.server_port}"
+    state["url"] = f"http://{state['host']}/workflows/x/run?sv=1.0&sig={HOOK_SIG}"
+    yield state
+    server.shutdown()
+
+
+def _store(tmp_path: Path, **secrets: str) -> dict[str, str]:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"notify-key": SIGNING, **secrets}))
+    return {"TRAPBATCH_LOCAL_SECRETS_FILE": str(path)}
+
+
+def _payload(name: str) -> Any:
+    return {"task_id": TASK, "url": "", "status": STATUS, "url_secret": name}
+
+
+def test_the_activity_reads_the_address_from_the_secret_and_names_it_nowhere(
+        receiver: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = _store(tmp_path, **{"lab-hook": receiver["url"]})
+    out = send(_payload("lab-hook"), (receiver["host"],), "notify-key", env)
+
+    assert out == {"sent": True, "status_code": 204, "reason": ""}
+    [(path, headers, raw)] = receiver["got"]
+    assert path == f"/workflows/x/run?sv=1.0&sig={HOOK_SIG}"  # the whole address, its query included
+    assert notify.verify(SIGNING, raw, headers[notify.SIGNATURE_HEADER])
+    assert HOOK_SIG not in caplog.text and receiver["host"] not in caplog.text and "'lab-hook'" in caplog.text
+
+
+@pytest.mark.parametrize("address, said", [
+    ("ftp://127.0.0.1/x?sig=" + HOOK_SIG, "is not an https address"),
+    ("https://user:" + HOOK_SIG + "@hooks.example.org/x", "carries credentials or a fragment"),
+    ("https://hooks.example.org/x#" + HOOK_SIG, "carries credentials or a fragment"),
+    ("https://hooks.example.org:" + HOOK_SIG + "/x", "is no URL"),
+    ("https://other.example.org/x?sig=" + HOOK_SIG, "not in TRAPBATCH_NOTIFY_HOSTS"),
+    ("https://hooks.example.org/é?sig=" + HOOK_SIG, "other than ASCII"),
+    ("https://" + "h" * 64 + ".example.org/x", "DNS"),
+])
+def test_an_address_the_app_would_not_send_to_is_the_reason_without_any_of_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, address: str, said: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    out = send(_payload("lab-hook"), ("hooks.example.org", "h" * 64 + ".example.org"), "notify-key",
+               _store(tmp_path, **{"lab-hook": address}))
+    assert out["sent"] is False and said in out["reason"] and "'lab-hook'" in out["reason"], out
+    for text in (out["reason"], caplog.text):
+        assert HOOK_SIG not in text and "example.org" not in text and "hhhh" not in text, text
+
+
+def test_a_secret_not_in_the_store_is_tried_again_and_says_where_it_goes(tmp_path: Path) -> None:
+    with pytest.raises(AddressUnavailable) as info:
+        send(_payload("lab-hook"), ("hooks.example.org",), "notify-key", _store(tmp_path))
+    message = str(info.value)
+    assert "'lab-hook'" in message and "az keyvault secret set" in message and "SAS" not in message
+
+
+def test_no_signing_key_or_the_signing_keys_name_is_not_sent_and_not_read(receiver: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    env = _store(tmp_path, **{"lab-hook": receiver["url"]})
+    unsigned = send(_payload("lab-hook"), (receiver["host"],), "", env)
+    the_key = send(_payload("NOTIFY-KEY"), (receiver["host"],), "notify-key", env)
+    assert not unsigned["sent"] and "TRAPBATCH_NOTIFY_SECRET" in unsigned["reason"]
+    assert not the_key["sent"] and "signs notifications" in the_key["reason"] and SIGNING not in the_key["reason"]
+    assert receiver["got"] == []
+
+
+def test_a_receiver_that_fails_is_named_by_the_secret_not_the_host(receiver: dict[str, Any], tmp_path: Path) -> None:
+    receiver["answer"] = 503
+    with pytest.raises(ReceiverFailed) as info:
+        send(_payload("lab-hook"), (receiver["host"],), "notify-key",
+             _store(tmp_path, **{"lab-hook": receiver["url"]}))
+    assert "503" in str(info.value) and "'lab-hook'" in str(info.value) and "127.0.0.1" not in str(info.value)
