@@ -28,7 +28,7 @@ import hmac
 import json
 import re
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from core.status_size import shorten
 
@@ -136,6 +136,31 @@ def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -
 
 
 NOT_SIGNED = "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
+# Query parameters whose value opens the receiver to whoever reads the address, as the receivers Azure users point a
+# notification at hand them out (names compared case-insensitively): ``sig``, the Shared Access Signature of a Logic
+# Apps "When an HTTP request is received" trigger URL (``...?api-version=...&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&
+# sig=<value>``, as Get-AzLogicAppTriggerCallbackUrl prints it; learn.microsoft.com logic-apps-securing-a-logic-app's
+# SAS table: "Specifies the signature to use for authenticating access to the trigger") and of a storage SAS; ``code``,
+# an Azure Functions access key passed in the query (learn.microsoft.com function-keys-how-to); ``access_token``,
+# OAuth 2.0's bearer token in a URI (RFC 6750 2.3); and the names other services give keys and tokens.
+SECRET_QUERY_PARAMS = frozenset({"sig", "signature", "code", "token", "access_token", "key", "apikey", "api_key",
+                                 "api-key", "secret"})
+# A storage SAS is also told by its signed version with its signed expiry (``sv`` and ``se``, learn.microsoft.com
+# rest/api/storageservices create-service-sas); a Logic Apps trigger URL has ``sv`` without ``se``: not enough alone.
+SAS_QUERY_PAIR = ("sv", "se")
+
+
+def secret_query_params(url: str) -> list[str]:
+    """The query parameters of ``url`` that look like a secret (``SECRET_QUERY_PARAMS``, or ``sv`` with ``se``),
+    lower-case and sorted: names only, never their values."""
+    try:
+        names = {name.strip().lower() for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:  # a query urllib cannot split: nothing it could name
+        return []
+    found = names & SECRET_QUERY_PARAMS
+    if all(n in names for n in SAS_QUERY_PAIR):
+        found |= set(SAS_QUERY_PAIR)
+    return sorted(found)
 
 
 ADDRESS_CHARS = 2000  # the most of a notify_url (core.requests), and of the address a notify_url_secret holds

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
-from core.notify import ADDRESS_CHARS, host_name_problem
+from core.notify import ADDRESS_CHARS, host_name_problem, secret_query_params
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
 from core.status_size import shorten
@@ -332,10 +332,21 @@ def _opt_threshold(body: Mapping[str, Any], name: str, optional: bool = True) ->
     return float(value)
 
 
+# What a request whose notification address carries a secret does instead (core.notify.secret_query_params)
+NOTIFY_SECRET_HINT = ("store the address as a secret in the app's Key Vault (docs/deploy.md, 'Signed notifications': "
+                      "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME -n <name> --value '<address>') "
+                      "and give its name as 'notify_url_secret' (requests are kept in plain tables)")
+
+
 def _notify_url(body: Mapping[str, Any]) -> str:
     url = _opt_str(body, "notify_url", ADDRESS_CHARS).strip()
     if not url:
         return ""
+    # before any message that repeats the address: a secret it carries must not reach the answer or the log
+    secret = secret_query_params(url)
+    if secret:
+        raise RequestInvalid(f"'notify_url' carries what looks like a secret in its query ({', '.join(secret)}), "
+                             "which would be kept in plain text with the task", NOTIFY_SECRET_HINT)
     parsed = urlsplit(url)
     if parsed.username or parsed.password or parsed.fragment:
         raise RequestInvalid("'notify_url' must not carry credentials or a fragment",

@@ -302,7 +302,8 @@ def test_an_address_held_in_a_secret_is_told_and_kept_out_of_the_tasks_history( 
     """On devhost (real orchestration, real activity, a real HTTP receiver): ``trapbatch estimate
     --notify-url-secret`` names a secret of the local secrets file whose value is the address, query and all (as a
     Logic Apps trigger URL's ``sig``). The receiver gets the signed POST at that address; the address is in no
-    orchestration input or history, status or request file, which hold the secret's name."""
+    orchestration input or history, status or request file, which hold the secret's name. The same address given as
+    ``--notify-url`` is refused before anything is sent, with the way out."""
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -327,6 +328,8 @@ def test_an_address_held_in_a_secret_is_told_and_kept_out_of_the_tasks_history( 
     secrets = tmp_path / "secrets.json"
     secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac", "lab-hook": hook}))
     upload_images(store, unique_name, 3, corrupt=0)
+    clear = trapbatch("estimate", "--container", unique_name, "--notify-url", hook, url=host.base_url)
+    assert clear.returncode == 2 and "--notify-url-secret" in clear.stderr and sig not in clear.stderr, clear.stderr
     monkeypatch.setenv("TRAPBATCH_NOTIFY_HOSTS", f"127.0.0.1:{server.server_port}")
     monkeypatch.setenv("TRAPBATCH_NOTIFY_SECRET", "notify-key")
     monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))

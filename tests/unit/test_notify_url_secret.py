@@ -66,6 +66,44 @@ def test_notify_url_and_notify_url_secret_are_one_or_the_other() -> None:
     assert blank.notify_url == "" and blank.notify_url_secret == "lab-hook"
 
 
+@pytest.mark.parametrize("url, names", [
+    (LOGIC_APP, "sig"),
+    ("https://fn.azurewebsites.net/api/hook?code=abc123", "code"),
+    ("https://hooks.example.org/t?Token=abc", "token"),
+    ("https://hooks.example.org/t?a=1&ACCESS_TOKEN=abc", "access_token"),
+    ("https://hooks.example.org/t?%73ig=abc", "sig"),  # percent-encoded names are names
+    ("https://acct.blob.core.windows.net/c?sv=2024-11-04&SE=2027-01-01", "se, sv"),
+    ("https://hooks.example.org/t?api-key=abc&x=1", "api-key"),
+    ("http://localhost:9/t?secret=abc", "secret"),
+])
+def test_a_notify_url_that_carries_a_secret_in_its_query_is_refused_and_told_to_use_the_secret(url: str,
+                                                                                             names: str) -> None:
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", "notify_url": url})
+    assert f"({names})" in info.value.message and "'notify_url_secret'" in info.value.hint
+    assert "az keyvault secret set" in info.value.hint
+    said = info.value.message + info.value.hint
+    assert "abc" not in said and HOOK_SIG not in said and url not in said  # neither the value nor the address
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.org/t?site=a", "https://hooks.example.org/t?sv=1.0",
+                                 "https://hooks.example.org/t?keys=1&codes=2", "https://hooks.example.org/sig/code"])
+def test_a_query_without_a_secret_looking_parameter_is_still_taken(url: str) -> None:
+    assert parse_task_request({"container": "cams", "notify_url": url}).notify_url == url
+
+
+def test_a_task_started_with_such_a_notify_url_is_found_again_by_the_secret_that_replaces_it() -> None:
+    """A request accepted before the refusal, posted again (a retry, resuming a failed task), is refused; the same
+    request with the address moved into a secret is the same task (both are settings, not identity), so it finds
+    the task rather than starting the work a second time."""
+    body = {"container": "cams", "model": "MDV5A", "request_name": "site A", "notify_url": LOGIC_APP}
+    before = TaskRequest(**body)  # what an earlier release took and stored
+    with pytest.raises(RequestInvalid):
+        parse_task_request(body)
+    moved = parse_task_request({**body, "notify_url": None, "notify_url_secret": "lab-hook"})
+    assert moved.task_id == before.task_id and moved.task_id_for("ana") == before.task_id_for("ana")
+
+
 # ------------------------------------------------------------------ the edge
 
 
