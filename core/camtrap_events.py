@@ -830,7 +830,15 @@ class EventIndex:
     overlaps such a span, so at most one of the two kinds holds a time)."""
 
     def __init__(self) -> None:
-        self._runs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        # every deployment's time-grouped events as added, in three flat arrays (a camera's runs come one after
+        # another), and where each deployment's are in them: its slot in ``_lo``/``_hi`` (one range; a deployment
+        # added again after another gets its further ranges in ``_more``). Why not arrays of each camera's own:
+        # three of them, a tuple and a list, ~680 bytes a camera besides its events, and a collection in
+        # camera-day folders has a camera a folder (a million at ten million images in folders of ten)
+        self._start, self._end, self._offset = array("q"), array("q"), array("h")
+        self._where: dict[str, int] = {}
+        self._lo, self._hi = array("q"), array("q")
+        self._more: dict[str, list[tuple[int, int]]] = {}
         self._lists: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self._ids: dict[tuple[str, int], str] = {}
         self._stamps: dict[str, list[str]] = {}
@@ -845,8 +853,19 @@ class EventIndex:
 
     def add(self, camera: _Camera) -> None:
         if len(camera.start_epoch):
-            self._runs.setdefault(camera.deployment, []).append(
-                (camera.start_epoch, camera.end_epoch, camera.start_offset.astype(np.int16)))
+            at = len(self._start)
+            self._start.frombytes(camera.start_epoch.astype(np.int64).tobytes())
+            self._end.frombytes(camera.end_epoch.astype(np.int64).tobytes())
+            self._offset.frombytes(camera.start_offset.astype(np.int16).tobytes())
+            slot = self._where.get(camera.deployment)
+            if slot is None:
+                self._where[camera.deployment] = len(self._lo)
+                self._lo.append(at)
+                self._hi.append(len(self._start))
+            elif self._hi[slot] == at and camera.deployment not in self._more:  # the camera's next run
+                self._hi[slot] = len(self._start)
+            else:
+                self._more.setdefault(camera.deployment, []).append((at, len(self._start)))
         if camera.spans is not None and len(camera.spans[0]):
             self._spans[camera.deployment] = camera.spans
         if camera.deployment in self._spans:  # the first run came first: its sequences' keys, in whichever run
@@ -856,29 +875,36 @@ class EventIndex:
 
     def deployments(self) -> set[str]:
         """The deployments added that have time-grouped events, or list sequences beside photos without one."""
-        return set(self._runs) | set(self._spans)
+        return set(self._where) | set(self._spans)
 
     def lookup(self) -> "EventIndex":
         """Every deployment added, ready for ``event_id`` (the single exports activity's whole index)."""
         return EventIndex.from_bytes(self.to_bytes({d: None for d in self.deployments()}))
 
     def _arrays(self, deployment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        runs = self._runs[deployment]
-        if len(runs) > 1:  # joined once (a camera's runs), then sliced for each part that holds it
-            runs[:] = [(np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs]),
-                        np.concatenate([r[2] for r in runs]))]
-        return runs[0]
+        """The deployment's events: views of the flat arrays where they are one range (no copy: ``to_bytes`` slices
+        them for each part that holds the camera, and lets them go before it returns, so the arrays can grow again),
+        joined where they are several."""
+        slot = self._where[deployment]
+        ranges = [(self._lo[slot], self._hi[slot]), *self._more.get(deployment, ())]
+        views = [(np.frombuffer(self._start, np.int64, hi - lo, lo * 8),
+                  np.frombuffer(self._end, np.int64, hi - lo, lo * 8),
+                  np.frombuffer(self._offset, np.int16, hi - lo, lo * 2)) for lo, hi in ranges]
+        if len(views) == 1:
+            return views[0]
+        return (np.concatenate([v[0] for v in views]), np.concatenate([v[1] for v in views]),
+                np.concatenate([v[2] for v in views]))
 
     def to_bytes(self, windows: Mapping[str, tuple[int, int] | None]) -> bytes:
         """The index of the deployments in ``windows`` (those with time-grouped events) as one document: of each,
         the events that overlap its window (first and last epoch of a part's photos of it: a camera of a million
         photos spread over five parts gives each part its own fifth), all of them for None."""
-        names = sorted(d for d in windows if d in self._runs or d in self._spans)
+        names = sorted(d for d in windows if d in self._where or d in self._spans)
         arrays = []
         listed: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
         empty = np.zeros(0, np.int64)
         for name in names:
-            start, end, offset = self._arrays(name) if name in self._runs else (empty, empty, np.zeros(0, np.int16))
+            start, end, offset = self._arrays(name) if name in self._where else (empty, empty, np.zeros(0, np.int16))
             window = windows[name]
             if window is not None:  # disjoint spans in order: the ends are sorted as the starts are
                 lo, hi = int(np.searchsorted(end, window[0], "left")), int(np.searchsorted(start, window[1], "right"))

@@ -761,3 +761,59 @@ def test_joining_is_not_quadratic_where_a_lists_sequence_spans_the_whole_deploym
     expected = sorted(_brute_holder(starts_list, ends_list, int(epoch[k])) for k in probe)
     chosen = ev._holders(starts, ev._max_table(ends), epoch[probe])
     assert sorted(chosen.tolist()) == expected
+
+
+def test_the_event_index_holds_a_camera_in_flat_arrays(tmp_path: Path) -> None:
+    """``EventIndex`` keeps every camera's time-grouped events in three flat arrays and where each camera's are, not
+    arrays, a tuple and a list of each camera's own (~600 bytes a camera beside its events: camera-day folders make
+    a camera a folder, a million at ten million images in folders of ten)."""
+    import gc
+    import tracemalloc
+
+    from bench.camtrap_events import make_fragments
+
+    held = {}
+    for cameras in (500, 5_000):
+        folder = tmp_path / str(cameras)
+        folder.mkdir()
+        make_fragments(folder, 3 * cameras, cameras, 2, 3, 1)  # a burst of three photos a camera: one event
+        parts = [ev.EventRecords.from_bytes(p.read_bytes()) for p in sorted(folder.glob("*.events"))]
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            index = ev.EventIndex()
+            events = sum(found for _, _, found in ev.event_lines(parts, "MD", COMPLETED, index=index))
+            gc.collect()
+            held[cameras] = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert events >= cameras and len(index.deployments()) == cameras
+        whole = ev.EventIndex.from_bytes(index.to_bytes({d: None for d in index.deployments()}))
+        assert whole.event_id("site000/cam00", 1_717_200_000 + 10**9) is None  # read back, and after its events
+        del index, parts
+    per_camera = (held[5_000] - held[500]) / 4_500
+    assert per_camera < 400, (held, per_camera)  # bytes a camera (18 of them its event's); arrays of its own: ~680
+
+
+def test_a_camera_added_again_after_another_keeps_all_its_events(tmp_path: Path) -> None:
+    """The flat arrays hold a deployment's events in several ranges when it comes again after another (an index
+    fed twice): its share has them all, in the order added."""
+    from bench.camtrap_events import make_fragments
+
+    index, alone, sizes = ev.EventIndex(), ev.EventIndex(), []
+    for seed in (1, 2):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        make_fragments(folder, 60, 2, 1, 3, seed)  # cameras site000/cam00 and site000/cam01
+        parts = [ev.EventRecords.from_bytes(p.read_bytes()) for p in sorted(folder.glob("*.events"))]
+        sizes.append(sum(found for _, _, found in ev.event_lines(parts, "MD", COMPLETED, index=index)))
+        if seed == 1:
+            list(ev.event_lines(parts, "MD", COMPLETED, index=alone))
+    cams = ("site000/cam00", "site000/cam01")
+    back = ev.EventIndex.from_bytes(index.to_bytes({d: None for d in cams}))
+    first = ev.EventIndex.from_bytes(alone.to_bytes({d: None for d in cams}))
+    assert sum(len(back._lists[d][0]) for d in cams) == sum(sizes)
+    for d in cams:  # the first feed's events, then the second's
+        assert back._lists[d][0][:len(first._lists[d][0])] == first._lists[d][0]
+        assert len(back._lists[d][0]) > len(first._lists[d][0])
