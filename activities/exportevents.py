@@ -21,8 +21,10 @@ The combine then composes ``observations.csv`` and ``coco.json`` from the linked
 activity, which links its own lines the same way (``activities.exports.link_event_ids``, ``link_coco_images``).
 Idempotent: each writes the same bytes. A part whose records were written before they named their photos, or a link
 after an events step that numbered no frames (both recorded before), leaves its COCO images as they were.
-Memory: the records (50 bytes a timed image), one camera's times and order, the index (18 bytes an event) and the
-frames (24 bytes a time-grouped photo) for the grouping (``bench/camtrap_events.py``, bench/RESULTS.md); for a link,
+Memory: the records (50 bytes a timed image), one camera's times and order, the index (18 bytes an event, ~240 a
+camera) and the frames (24 bytes a time-grouped photo) for the grouping (``bench/camtrap_events.py``,
+bench/RESULTS.md); ``camera-visits.csv`` and ``camera-days.csv`` are streamed as each camera is done (a camera a
+folder in camera-day folders: a million of them at ten million images in folders of ten); for a link,
 the part's shares (the events its photos span, ``time_windows``, and its own photos' frames) and, only when the
 detection time falls inside an event, its photos without a capture time.
 """
@@ -39,8 +41,8 @@ import azure.durable_functions as df
 from activities.decided import task_settings
 from activities.exportparts import (DEPLOYMENTS, EVENT_ROWS, FRAGMENT_BLOCK_BYTES, FRAMES, IMAGES_LINKED, INDEX,
                                     LINKED, MEDIA_LINKED, STAND_INS, _fragment, _work, read_event_records)
-from activities.exports import (CameraDaysWriter, link_coco_images, link_event_ids, prepare, read_results_head,
-                                write_camera_visits, write_events, write_stand_ins)
+from activities.exports import (CameraDaysWriter, CameraVisitsWriter, link_coco_images, link_event_ids, prepare,
+                                read_results_head, write_events, write_stand_ins)
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
@@ -65,7 +67,6 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
     camtrap = ctx.camtrap()
     stand_ins = part_stand_ins(store, container, task_id, variant, payload["parts"])  # before the records' peak
     records = read_event_records(store, container, task_id, variant, payload["parts"])
-    cameras: list[camtrap_events.CameraVisits] = []
     index = camtrap_events.EventIndex()
     rows_blob = f"{_work(task_id, variant)}{EVENT_ROWS}"
     with ExitStack() as shares:
@@ -77,13 +78,14 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
 
         frames = camtrap_events.EventFrames(len(records), share)
         days = shares.enter_context(CameraDaysWriter(store, ctx, ctx.event_interval_s(settings)))
+        cameras = shares.enter_context(CameraVisitsWriter(store, ctx, ctx.event_interval_s(settings)))
         with BlockBlobWriter(store, container, rows_blob, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
             stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
             events, rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras, index,
                                         frames, days)
             stream.flush()
             stream.detach().detach()  # the blob commits as the with block ends
-    visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
+    visits = cameras.name
     link = []
     for part, held, stand_in in zip(payload["parts"], records, stand_ins):
         windows = camtrap_events.time_windows(held)  # the events of its photos' spans, not of whole cameras
@@ -94,9 +96,9 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
                               json.dumps(stand_in, ensure_ascii=False).encode("utf-8"), "application/json")
             link.append(part)
     logger.info("task %s exports: %d events at %d cameras; %d of %d parts have photos grouped by time or given "
-                "their deployment's first capture time", task_id, events, len(cameras), len(link),
+                "their deployment's first capture time", task_id, events, cameras.cameras, len(link),
                 len(payload["parts"]))
-    return {"events": events, "event_observations": rows, "rows_bytes": blob.bytes_written, "cameras": len(cameras),
+    return {"events": events, "event_observations": rows, "rows_bytes": blob.bytes_written, "cameras": cameras.cameras,
             "camera_visits": visits, "camera_days": days.name, "link": link}
 
 

@@ -711,7 +711,7 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
 
 def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
                  parts: Sequence[camtrap_events.EventRecords], interval_s: float,
-                 cameras: list[camtrap_events.CameraVisits] | None = None,
+                 cameras: camtrap_events.VisitsSink | None = None,
                  index: camtrap_events.EventIndex | None = None,
                  frames: camtrap_events.EventFrames | None = None,
                  days: "CameraDaysWriter | None" = None) -> tuple[int, int]:
@@ -778,6 +778,37 @@ def write_camera_visits(store: BlobStore, ctx: "ExportContext", cameras: Sequenc
 
 
 DAYS_BLOCK_BYTES = 4 * 1024 * 1024  # camera-days.csv's block in memory while it is written
+VISITS_BLOCK_BYTES = 4 * 1024 * 1024  # camera-visits.csv's, the same
+
+
+class CameraVisitsWriter:
+    """``camera-visits.csv`` (``layout.camera_visits_blob``) streamed a row at a time as the grouping finishes each
+    camera (``event_lines``' ``cameras``): the same bytes as ``write_camera_visits``, with no camera held. Why: the
+    camera is MegaDetector's camera folder, so camera-day folders make a camera a folder (a million at ten million
+    images in folders of ten), and the events step held each camera's visits (~390 bytes) and then the table whole
+    (~200 more). ``cameras``: how many rows. Committed as the ``with`` block ends (nothing on an error)."""
+
+    def __init__(self, store: BlobStore, ctx: "ExportContext", interval_s: float) -> None:
+        self.name = layout.camera_visits_blob(ctx.task_id, ctx.variant)
+        self._interval_s, self._threshold = interval_s, ctx.cut
+        self._blob = BlockBlobWriter(store, ctx.container, self.name, "text/csv; charset=utf-8", VISITS_BLOCK_BYTES)
+        self._text = io.TextIOWrapper(io.BufferedWriter(self._blob, 1 << 16), encoding="utf-8", newline="")
+        self._writer = csv.writer(self._text)
+        self._writer.writerow(camtrap_events.CAMERA_VISITS_COLUMNS)
+        self.cameras = 0
+
+    def append(self, visits: camtrap_events.CameraVisits) -> None:
+        self._writer.writerow(camtrap_events.camera_visits_row(visits, self._interval_s, self._threshold))
+        self.cameras += 1
+
+    def __enter__(self) -> "CameraVisitsWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self._text.flush()
+        self._text.detach().detach()
+        self._blob.__exit__(*exc)
 
 
 class CameraDaysWriter:

@@ -812,9 +812,21 @@ def camera_visits_csv(cameras: Sequence[CameraVisits], interval_s: float, thresh
     writer = csv.writer(out)
     writer.writerow(CAMERA_VISITS_COLUMNS)
     for cam in cameras:
-        writer.writerow([spreadsheet_safe(cam.deployment), cam.first, cam.last, f"{cam.span_s / 86400:.2f}", cam.images, cam.visits,
-                         *cam.with_kind, cam.blank, f"{interval_s:g}", f"{threshold:g}"])
+        writer.writerow(camera_visits_row(cam, interval_s, threshold))
     return out.getvalue().encode("utf-8")
+
+
+def camera_visits_row(cam: CameraVisits, interval_s: float, threshold: float) -> list[Any]:
+    """One camera's row of ``camera-visits.csv`` (for ``csv.writer``)."""
+    return [spreadsheet_safe(cam.deployment), cam.first, cam.last, f"{cam.span_s / 86400:.2f}", cam.images,
+            cam.visits, *cam.with_kind, cam.blank, f"{interval_s:g}", f"{threshold:g}"]
+
+
+class VisitsSink(Protocol):
+    """Where ``event_lines`` puts each camera's visits, its runs joined, once the camera is done: a list, or a
+    writer of ``camera-visits.csv`` that holds none of them (``activities.exports.CameraVisitsWriter``)."""
+
+    def append(self, visits: CameraVisits, /) -> Any: ...
 
 
 _INDEX_MAGIC = b"trapbatch-event-index-1\n"
@@ -1115,29 +1127,32 @@ def link_coco_images(lines: Iterable[str], frames: EventFrames,
 
 def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,
                 interval_s: float = DEFAULT_INTERVAL_S,
-                cameras: list[CameraVisits] | None = None,
+                cameras: VisitsSink | None = None,
                 index: EventIndex | None = None,
                 frames: EventFrames | None = None,
                 days: Callable[[CameraDays], object] | None = None) -> Iterator[tuple[str, int, int]]:
     """The event rows of the parts' records (``events``, ``camtrapdp.OBSERVATION_COLUMNS`` order) as CSV text, with
     how many rows and events it holds, a few thousand rows a chunk, joined from constant fields rather than through
     ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``).
-    ``cameras`` gets each camera's summary (``CameraVisits``) as its rows are made, ``index`` its time-grouped
+    ``cameras`` gets each camera's summary (``CameraVisits``) once its rows are made, ``index`` its time-grouped
     events (``EventIndex``), ``frames`` their photos' places in them (``EventFrames``), ``days`` each camera's
     photos and visits by day (``CameraDays``) as soon as the camera is done (one camera's table held at a time)."""
     field = csvline.field
     tail = f",,,,,,,,,,,,machine,{field(classified_by)},{field(completed_at)},"
     pending: list[CameraDays] = []  # the current camera's runs' days
+    visits: CameraVisits | None = None  # the current camera's visits, its runs so far joined
     chunk: list[str] = []
     events_in_chunk = 0
     for camera in _cameras(parts, interval_s, frames):
         if index is not None:
             index.add(camera)
         if cameras is not None:
-            if camera.continued:
-                cameras[-1] = cameras[-1].plus(camera.visits)
+            if camera.continued and visits is not None:
+                visits = visits.plus(camera.visits)
             else:
-                cameras.append(camera.visits)
+                if visits is not None:
+                    cameras.append(visits)
+                visits = camera.visits
         if days is not None:  # a camera's runs joined once it is done (``CameraDays.join``)
             if not camera.continued and pending:
                 days(CameraDays.join(pending))
@@ -1163,5 +1178,7 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
                 chunk, events_in_chunk = [], 0
     if days is not None and pending:
         days(CameraDays.join(pending))
+    if cameras is not None and visits is not None:
+        cameras.append(visits)
     if chunk:
         yield "".join(chunk), len(chunk), events_in_chunk
