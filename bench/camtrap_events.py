@@ -23,6 +23,8 @@ Prints one JSON line. Never a test: timings depend on the machine.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import subprocess
@@ -97,7 +99,21 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     t0, c0 = time.perf_counter(), time.process_time()
     parts = [ev.EventRecords.from_bytes(path.read_bytes()) for path in sorted(folder.glob("*.events"))]
     loaded = time.process_time() - c0
-    cameras: list[ev.CameraVisits] = []
+    class VisitsRows:
+        """camera-visits.csv's rows formatted as each camera is done, counted (as exports_events streams them)."""
+
+        def __init__(self) -> None:
+            self.count, self.bytes, self._out = 0, len(ev.camera_visits_csv([], interval_s, 0.2)), io.StringIO()
+            self._writer = csv.writer(self._out)
+
+        def append(self, visits: ev.CameraVisits) -> None:
+            self._writer.writerow(ev.camera_visits_row(visits, interval_s, 0.2))
+            self.bytes += len(self._out.getvalue().encode("utf-8"))
+            self._out.seek(0)
+            self._out.truncate()
+            self.count += 1
+
+    cameras = VisitsRows()
     index = ev.EventIndex()
     shares: dict[int, object] = {}  # each part's frames, streamed to a file as exports_events streams them to blobs
     frames = ev.EventFrames(len(parts), lambda i: shares.setdefault(i, (folder / f"{i:05d}.frames").open("wb")))
@@ -112,7 +128,6 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
         written += len(text.encode("utf-8"))
         rows += n
         events += found
-    table = ev.camera_visits_csv(cameras, interval_s, 0.2)
     for stream in shares.values():
         stream.close()  # type: ignore[attr-defined]
     frames_bytes = [(folder / f"{i:05d}.frames").stat().st_size for i in shares]
@@ -139,7 +154,7 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     numbered_lines = sum(1 for line in ev.link_coco_images(iter(images), part_frames) if "frame_num" in line)
     coco_cpu = time.process_time() - c1
     return {"records": sum(len(p) for p in parts), "events": events, "event_rows": rows, "event_rows_bytes": written,
-            "cameras": len(cameras), "camera_visits_bytes": len(table), "camera_days_bytes": days_bytes[0],
+            "cameras": cameras.count, "camera_visits_bytes": cameras.bytes, "camera_days_bytes": days_bytes[0],
             "read_s_cpu": round(loaded, 2),
             "index_mib_all_parts": round(sum(index_bytes) / 2**20, 1),
             "frames_mib_all_parts": round(sum(frames_bytes) / 2**20, 1),
