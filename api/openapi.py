@@ -217,6 +217,70 @@ def _errors(*codes: int) -> dict[str, Any]:
     return answers
 
 
+def _task_status_fields() -> dict[str, Any]:
+    """The fields of ``GET /api/tasks/{id}`` beside id, stage, progress and the blocks: the task orchestration's
+    custom status (``core.contracts.TaskStatus``, every key of which the handler passes on) and the shard groups'
+    counts the handler sums while the task detects (``api.starters._describe``). A client generated from a
+    description that left them out dropped them (tests/orchestrations/test_openapi_status.py checks every status the
+    orchestration tests see against this, with no field left undescribed)."""
+    time = {"type": "string", "format": "date-time"}
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "started": {**time, "description": "when this run of the task started"},
+        "detecting_since": {**time, "description": "stage detecting: when the pool work began (the rate and ETA "
+                                                   "count from here)"},
+        "finished": {**time, "description": "when the task ended (completed, cancelled, failed, expired, estimated)"},
+        "generation": {"type": "string", "description": "a re-run: its run id (its results are under "
+                                                        "results/<task>/runs/<run>/); absent: the task's first run"},
+        "groups_run": {"type": "string", "description": "the run in the shard groups' instance ids"},
+        "pool_job": {"type": "string", "description": "the run's pool job"},
+        "pool_job_error": {"type": "string", "description": "the run's pool job could not be closed after its work "
+                                                            "ended (it counts against the account's active jobs): the "
+                                                            "command that ends it, then the error"},
+        "shards": {**count, "description": "shards the images were cut into"},
+        "groups": {**count, "description": "shard groups (sub-orchestrations) running them"},
+        "shards_done": {**count, "description": "stage detecting: shards finished or given up"},
+        "shards_running": {**count, "description": "stage detecting: shards whose pool task runs"},
+        "shards_queued": {**count, "description": "stage detecting: shards whose pool task waits in the pool's queue"},
+        "images_failed": {**count, "description": "stage detecting: images whose final result is a failure so far"},
+        "images_missing": {**count, "description": "stage detecting: images a finished attempt left without a "
+                                                   "result (they go to the pool again)"},
+        "resubmissions": {**count, "description": "shard attempts after the first"},
+        "reused": {**count, "description": "an only_new re-run: images whose previous results were reused (not sent "
+                                           "to the pool)"},
+        "failed": {**count, "description": "images whose result is a failure"},
+        "missing": {**count, "description": "images left without a result after the merge"},
+        "failed_fraction": {"type": "number", "minimum": 0, "description": "failed / images; 'completed' needs it "
+                                                                          "<= max_failed_fraction and none missing"},
+        "max_failed_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+        "failure_reasons": {"type": "object", "additionalProperties": {"type": "integer"},
+                            "description": "failed images by failure reason (auth, undecodable, not_processed...)"},
+        "failures_hint": {"type": "string", "description": "some images failed: how many, why and what to do"},
+        "with_detections": count, "detections": count, "empty": count,
+        "work_left": {"type": "string", "description": "work blobs a cleanup left: the command that deletes them, "
+                                                       "then the error. Absent: none"},
+        "repeated_detections": {
+            "type": "object", "description": "the task's current repeated-detection list (GET .../repeats shows "
+            "it): how many places, its blob, which search made it ('merge': the task's own; else a search run again, "
+            "started at 'searched'), folders too large to search, or why the search failed, and what to do",
+            "properties": {"locations": count, "blob": {"type": "string", "description": "empty: no list (the "
+                                                                                          "search failed)"},
+                           "search": {"type": "string"}, "searched": {"type": ["string", "null"]},
+                           "folders_skipped": count, "detections_skipped": count, "error": {"type": "string"},
+                           "hint": {"type": "string"},
+                           "note": {"type": "string", "description": "the latest search's list could not be read "
+                                                                     "just now: this is the merge's"}}},
+        "previews": {
+            "type": "object", "description": "the preview pages (GET .../results links them): their counts, when "
+            "they come off the website (expires) or why no expiry was scheduled, why nothing was written "
+            "(not_published), pictures the page has none of, and a README that could not be written",
+            "properties": {"container": {"type": "string"},
+                           "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                           "expires": time, "expiry_error": {"type": "string"}, "not_published": {"type": "string"},
+                           "pictures_missing": {"type": "object"}, "readme_error": {"type": "string"}}},
+    }
+
+
 TASK_ID_PARAM = {"name": "task_id", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": TASK_ID_PATTERN}, "description": "the id POST /api/tasks gave"}
 
@@ -316,6 +380,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
+                    **_task_status_fields(),
                     "waiting": {"type": "object", "description": "a step of the task (or of one of its shard groups) "
                                 "waiting out a busy storage account or Batch service (or a pool job disabled outside "
                                 "trapbatch) before it is tried again "
@@ -398,10 +463,16 @@ def description(base_url: str = "") -> dict[str, Any]:
                                "whose results the task still hands out (empty: the first run's)", "properties": {
                                    "generation": {"type": "string"}, "results_url": {"type": "string"},
                                    "hint": {"type": "string"}}},
-                    "estimate": {"type": "object", "properties": {
+                    "estimate": {"type": "object", "description": "core/estimate.py: the GPU-hours, wall time "
+                                 "and cost of the images and shards, from the worker's rate, the pool's nodes and "
+                                 "price, and a worker's start (cost null: no node price set)", "properties": {
                         "images": {"type": "integer"}, "shards": {"type": "integer"},
-                        "gpu_hours": {"type": "number"}, "wall_seconds": {"type": "integer"},
-                        "cost": {"type": ["number", "null"]}}},
+                        "images_per_shard": {"type": "integer"}, "gpu_hours": {"type": "number"},
+                        "wall_seconds": {"type": "integer"}, "nodes_used": {"type": "integer"},
+                        "cost": {"type": ["number", "null"]}, "worker_images_per_s": {"type": "number"},
+                        "pool_nodes": {"type": "integer"}, "node_price_per_hour": {"type": "number"},
+                        "shard_start_s": {"type": "number"}, "warm_shard_start_s": {"type": ["number", "null"]},
+                        "assumes": {"type": "string"}}},
                     "cost": {"type": "object", "description": "a finished task: what its pool work cost "
                              "(core/cost.py). node_seconds is the wall time of every shard attempt's pool task, so "
                              "the figures are a lower bound of the bill (node boot, idle nodes and a task's runs cut "

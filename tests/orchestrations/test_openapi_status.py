@@ -1,0 +1,181 @@
+"""``GET /api/tasks/{id}`` answers only what its OpenAPI description (api/openapi.py ``TaskStatus``) says, field for
+field and type for type, at every stage.
+
+Why: the handler passes the task orchestration's custom status on whole (``api.starters._describe``), so every key
+an orchestrator puts in it is an answer field; the description gave about a third of them (``started``, ``finished``,
+``failed``, ``previews``, ``repeated_detections``, ``pool_job_error``... were missing), so a client generated from it
+dropped them and a validator with ``additionalProperties: false`` refused the answer.
+
+The answers checked are real ones: every custom status the task orchestrator set in the orchestration tests
+(tests/orchestrations/test_task_orchestrator.py, test_generations.py and test_status_sizes.py, whose worst cases
+hold every block at its largest, run here again with the harness recording each run), each shown as the API shows it
+(the real ``get_task`` handler: while running, once it ended Completed or Failed, and terminated; a detecting task
+with its shard groups' own statuses summed). They are validated against the description made strict: every object
+the description gives properties for takes no other property. A field added to a status without its description, or
+a value of another type than described, fails here.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import itertools
+import json
+from enum import Enum
+from types import SimpleNamespace
+from typing import Any, get_type_hints
+from unittest import mock
+
+import azure.functions as func
+import pytest
+from _pytest.mark.structures import ParameterSet
+from jsonschema import Draft202012Validator
+
+from adapters import clients
+from api import openapi, starters
+from core import contracts as c
+from tests.orchestrations import replay
+
+# The orchestration tests whose task runs are shown through the API (module docstring).
+SCENARIO_MODULES = ("tests.orchestrations.test_task_orchestrator", "tests.orchestrations.test_generations",
+                    "tests.orchestrations.test_status_sizes")
+
+
+def strict(node: Any) -> Any:
+    """The description with ``additionalProperties: false`` on every object schema that lists properties and does
+    not say otherwise: what a generated client keeps, and what a strict validator accepts."""
+    if isinstance(node, dict):
+        out = {k: strict(v) for k, v in node.items()}
+        if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [strict(v) for v in node]
+    return node
+
+
+def validator(schema_name: str) -> Draft202012Validator:
+    """A validator of one component of the strict description (its ``$ref``s resolve in the document)."""
+    return Draft202012Validator({**strict(openapi.description("http://h")),
+                                 "$ref": f"#/components/schemas/{schema_name}"})
+
+
+def _combinations(fn: Any) -> list[dict[str, Any]]:
+    """The keyword arguments of each case of a test function's ``pytest.mark.parametrize`` marks."""
+    cases: list[dict[str, Any]] = [{}]
+    for mark in getattr(fn, "pytestmark", []):
+        if mark.name != "parametrize":
+            continue
+        names = [n.strip() for n in mark.args[0].split(",")] if isinstance(mark.args[0], str) else list(mark.args[0])
+        values = [v.values if isinstance(v, ParameterSet) else (v if len(names) > 1 else (v,)) for v in mark.args[1]]
+        cases = [{**case, **dict(zip(names, value))} for case, value in itertools.product(cases, values)]
+    return cases
+
+
+def recorded_runs(modules: tuple[str, ...] = SCENARIO_MODULES) -> list[tuple[replay.Run, Any]]:
+    """Every orchestration run (with its input) the test functions of ``modules`` make, each case of each one.
+
+    Their own fixtures-free test functions are called with ``Harness.run`` recording; none of them takes a fixture
+    (a test that did is refused here, so it is noticed)."""
+    runs: list[tuple[replay.Run, Any]] = []
+    original = replay.Harness.run
+
+    def recording(self: Any, orchestrator: Any, input_: Any, *args: Any, **kwargs: Any) -> replay.Run:
+        run = original(self, orchestrator, input_, *args, **kwargs)
+        runs.append((run, input_))
+        return run
+
+    with mock.patch.object(replay.Harness, "run", recording):
+        for name in modules:
+            module = importlib.import_module(name)
+            for fname, fn in vars(module).items():
+                if not (fname.startswith("test_") and inspect.isfunction(fn)):
+                    continue
+                for kwargs in _combinations(fn):
+                    assert set(inspect.signature(fn).parameters) == set(kwargs), f"{name}.{fname} takes a fixture"
+                    fn(**kwargs)
+    return runs
+
+
+class _Runtime(Enum):
+    Running = "Running"
+    Completed = "Completed"
+    Failed = "Failed"
+    Terminated = "Terminated"
+
+
+class _Client:
+    """What the status route reads of the durable client: the task's status, input and output."""
+
+    def __init__(self, statuses: dict[str, Any]) -> None:
+        self.statuses = statuses
+
+    async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        return self.statuses.get(instance_id, SimpleNamespace(runtime_status=None, custom_status=None, output=None,
+                                                              input_=None))
+
+
+class _NoList:
+    def read_json_or_none(self, container: str, name: str) -> Any:
+        return None
+
+
+def answers_of(run: replay.Run, input_: Any, groups: list[replay.Run]) -> list[dict[str, Any]]:
+    """``GET /api/tasks/{id}`` of ``run`` at each custom status it set (running), at its end (its runtime status)
+    and terminated there; ``groups``: its shard-group runs, whose last statuses the detecting answers sum."""
+    task_id = run.instance_id
+
+    async def instances(client: Any, prefix: str, *args: Any, **kwargs: Any) -> list[Any]:
+        return [SimpleNamespace(instance_id=g.instance_id, custom_status=g.statuses[-1] if g.statuses else None)
+                for g in groups if g.instance_id.startswith(prefix)]
+
+    shown = [(status, "Running") for status in run.statuses]
+    if run.statuses:
+        shown += [(run.statuses[-1], run.status), (run.statuses[-1], "Terminated")]
+    handler = starters.get_task._function.get_user_function().__wrapped__  # http_edge(get_task), no binding
+    answers = []
+    with mock.patch.object(clients, "store", lambda s=None: _NoList()), \
+            mock.patch.object(clients, "settings", lambda: SimpleNamespace(container="trapbatch")), \
+            mock.patch.object(starters, "_all_instances", instances):
+        for custom, runtime in shown:
+            client = _Client({task_id: SimpleNamespace(runtime_status=_Runtime(runtime), custom_status=custom,
+                                                       output=run.error, input_=json.dumps(input_))})
+            req = func.HttpRequest("GET", f"http://h/api/tasks/{task_id}", body=b"", route_params={"task_id": task_id})
+            response = asyncio.run(handler(req, client))
+            assert response.status_code == 200, response.get_body()
+            answers.append(json.loads(response.get_body()))
+    return answers
+
+
+@pytest.fixture(scope="module")
+def task_answers() -> list[dict[str, Any]]:
+    runs = recorded_runs()
+    tasks = [(run, input_) for run, input_ in runs if run.name == c.TASK_ORCHESTRATOR]
+    assert len(tasks) >= 50, len(tasks)
+    groups = [run for run, _ in runs if run.name == c.SHARDS_ORCHESTRATOR]
+    return [answer for run, input_ in tasks
+            for answer in answers_of(run, input_, [g for g in groups if g.instance_id.startswith(run.instance_id)])]
+
+
+def test_every_task_status_the_orchestration_tests_see_is_what_the_description_says(
+        task_answers: list[dict[str, Any]]) -> None:
+    check = validator("TaskStatus")
+    wrong = sorted({f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message[:300]}"
+                    for answer in task_answers for e in check.iter_errors(answer)})
+    assert wrong == [], "\n".join(wrong)
+    # the answers cover every stage a task shows, and the blocks of a finished one
+    stages = {answer["stage"] for answer in task_answers}
+    assert stages >= {"enumerating", "detecting", "merging", "publishing", "completed", "completed_with_errors",
+                      "cancelled", "failed", "terminated", "estimated", "awaiting_confirmation", "expired"}, stages
+    seen = set().union(*task_answers)
+    assert seen >= {"cost", "damaged", "shards_given_up", "pool_job_error", "previews", "results", "estimate",
+                    "repeated_detections", "not_images", "notification", "task_event", "drop_answer", "cut",
+                    "served", "shards_done", "detecting_since", "work_left", "reused"}, sorted(seen)
+
+
+def test_every_key_a_task_status_may_hold_is_described() -> None:
+    """The keys of ``core.contracts.TaskStatus`` (the custom status the handler passes on), whether or not a test
+    sets them: a key added there without its description fails here even before a test shows it."""
+    described = openapi.description("http://h")["components"]["schemas"]["TaskStatus"]["properties"]
+    keys = set(get_type_hints(c.TaskStatus)) - {"task_id"}  # task_id: the output's, not the status's
+    assert sorted(keys - set(described)) == []
