@@ -508,6 +508,14 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "results": {"type": "object", "required": ["container", "blob"], "properties": {
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"},
+                        "exports": {"type": "object", "description": "per results variant (original, "
+                                    "repeats-removed), its exports: name in the variant's exports folder -> blob",
+                                    "additionalProperties": {"type": "object",
+                                                             "additionalProperties": {"type": "string"}}},
+                        "thresholds": {"type": "object", "description": "per results variant, the CSVs at other "
+                                       "thresholds that POST .../previews wrote: threshold -> blob",
+                                       "additionalProperties": {"type": "object",
+                                                                "additionalProperties": {"type": "string"}}},
                         "files": {"type": "object", "description": "per results variant (original, repeats-removed), "
                                   "its blob names: results, csv, exports, thresholds, damaged (damaged.csv: "
                                   "the photos cut short, when there were any; the same list under both variants, "

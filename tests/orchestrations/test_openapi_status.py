@@ -10,8 +10,8 @@ The answers checked are real ones: every custom status the task orchestrator set
 (tests/orchestrations/test_task_orchestrator.py, test_generations.py and test_status_sizes.py, whose worst cases
 hold every block at its largest, run here again with the harness recording each run), each shown as the API shows it
 (the real ``get_task`` handler: while running, once it ended Completed or Failed, and terminated; a detecting task
-with its shard groups' own statuses summed). They are validated against the description made strict: every object
-the description gives properties for takes no other property. A field added to a status without its description, or
+with its shard groups' own statuses summed). They are validated against the description made strict
+(tests/openapi_answers.py: every object the description gives properties for takes no other property). A field added to a status without its description, or
 a value of another type than described, fails here.
 """
 from __future__ import annotations
@@ -29,35 +29,16 @@ from unittest import mock
 import azure.functions as func
 import pytest
 from _pytest.mark.structures import ParameterSet
-from jsonschema import Draft202012Validator
 
 from adapters import clients
 from api import openapi, starters
 from core import contracts as c
+from tests.openapi_answers import undescribed
 from tests.orchestrations import replay
 
 # The orchestration tests whose task runs are shown through the API (module docstring).
 SCENARIO_MODULES = ("tests.orchestrations.test_task_orchestrator", "tests.orchestrations.test_generations",
                     "tests.orchestrations.test_status_sizes")
-
-
-def strict(node: Any) -> Any:
-    """The description with ``additionalProperties: false`` on every object schema that lists properties and does
-    not say otherwise: what a generated client keeps, and what a strict validator accepts."""
-    if isinstance(node, dict):
-        out = {k: strict(v) for k, v in node.items()}
-        if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
-            out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [strict(v) for v in node]
-    return node
-
-
-def validator(schema_name: str) -> Draft202012Validator:
-    """A validator of one component of the strict description (its ``$ref``s resolve in the document)."""
-    return Draft202012Validator({**strict(openapi.description("http://h")),
-                                 "$ref": f"#/components/schemas/{schema_name}"})
 
 
 def _combinations(fn: Any) -> list[dict[str, Any]]:
@@ -159,9 +140,7 @@ def task_answers() -> list[dict[str, Any]]:
 
 def test_every_task_status_the_orchestration_tests_see_is_what_the_description_says(
         task_answers: list[dict[str, Any]]) -> None:
-    check = validator("TaskStatus")
-    wrong = sorted({f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message[:300]}"
-                    for answer in task_answers for e in check.iter_errors(answer)})
+    wrong = undescribed("TaskStatus", *task_answers)
     assert wrong == [], "\n".join(wrong)
     # the answers cover every stage a task shows, and the blocks of a finished one
     stages = {answer["stage"] for answer in task_answers}
