@@ -277,8 +277,58 @@ def _task_status_fields() -> dict[str, Any]:
             "properties": {"container": {"type": "string"},
                            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
                            "expires": time, "expiry_error": {"type": "string"}, "not_published": {"type": "string"},
-                           "pictures_missing": {"type": "object"}, "readme_error": {"type": "string"}}},
+                           "pictures_missing": _pictures_missing(), "readme_error": {"type": "string"}}},
     }
+
+
+def _misses(what: str) -> dict[str, Any]:
+    """How many of what was wanted are missing, by why, the first few names, the first error and what to do."""
+    return {"type": "object", "description": what, "properties": {
+        "count": {"type": "integer", "minimum": 1}, "of": {"type": "integer"},
+        "reasons": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "examples": {"type": "array", "items": {"type": "string"}}, "error": {"type": "string"},
+        "hint": {"type": "string"}}}
+
+
+def _pictures_missing() -> dict[str, Any]:
+    return _misses("images the page wanted a picture of and has none (activities.previews): how many of how many, "
+                   "by why, the first few, the first read error and what to do. Absent: every picture was made")
+
+
+def _given_up_shard() -> dict[str, Any]:
+    """core.contracts.GivenUpShard: how a given-up shard's last attempt ended."""
+    return {"type": "object", "properties": {
+        "shard": {"type": "string"}, "attempts": {"type": "integer"},
+        "exit_code": {"type": ["integer", "null"], "description": "the worker's (or the operating system's, when "
+                                                                  "the pool ended it); null: none"},
+        "failure_code": {"type": "string", "description": "the pool's (TaskEnded: its time limit or a terminate)"},
+        "by": {"enum": ["worker", "pool"]}, "reason": {"type": "string"},
+        "failure_reasons": {"type": "object", "additionalProperties": {"type": "integer"},
+                            "description": "the attempt's retryable failures by reason, when the worker exited 0"}}}
+
+
+def _exports_ref() -> dict[str, Any]:
+    """core.contracts.ExportsOutput: where a finished task's exports are (blob names) and what they hold."""
+    count = {"type": "integer", "minimum": 0}
+    return {"type": "object", "description": "the COCO, Camtrap DP and Zooniverse exports beside the results: their "
+            "blobs (in container) and counts", "properties": {
+                "container": {"type": "string"}, "prefix": {"type": "string"}, "coco": {"type": "string"},
+                "camtrap_dp": {"type": "string", "description": "the package's folder"},
+                "zooniverse": {"type": "string", "description": "the manifests' folder (batch-001.csv...)"},
+                "zooniverse_batches": count, "threshold": {"type": "number"}, "images": count,
+                "annotations": count, "observations": count, "deployments": count, "zooniverse_subjects": count,
+                "sizes_unknown": {**count, "description": "images whose size could not be read: their COCO boxes "
+                                                          "stay normalized"},
+                "sizes_unknown_why": _misses("why sizes are unknown: by reason, the first names, the first error "
+                                             "and what to do"),
+                "zooniverse_cut_short": {**count, "description": "photos cut short left out of the subjects"},
+                "zooniverse_capture_images": count, "events": count, "event_observations": count,
+                "camera_visits": {"type": "string"}, "camera_days": {"type": "string"}, "cameras": count,
+                "clock_corrections_unmatched": {"type": "array", "items": {"type": "string"},
+                                                "description": "clock_corrections folders matching no camera "
+                                                               "folder, each with the folder it may have meant"},
+                "clock_corrections_unmatched_count": {**count, "description": "of how many, when more than "
+                                                                              "listed"}}}
 
 
 TASK_ID_PARAM = {"name": "task_id", "in": "path", "required": True,
@@ -419,7 +469,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                                         "few with how their last attempt ended (the worker's exit code and words, or "
                                         "the pool's, e.g. TaskEnded at the time limit) and what to do. Absent: none",
                                         "properties": {"count": {"type": "integer", "minimum": 1},
-                                                       "examples": {"type": "array", "items": {"type": "object"}},
+                                                       "examples": {"type": "array", "items": _given_up_shard()},
                                                        "hint": {"type": "string"}}},
                     "damaged": {"type": "object", "description": "photos cut short (JPEGs without their end-of-image "
                                 "marker: power lost mid-write, a partial copy), detected as far as they go with gray "
@@ -444,7 +494,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                                 "(GET .../results links them); when the exports failed after their retries (the "
                                 "results JSON and CSV stand), exports_error says why and exports_hint what to do",
                                 "properties": {"container": {"type": "string"}, "blob": {"type": "string"},
-                                               "csv": {"type": "string"}, "exports": {"type": "object"},
+                                               "csv": {"type": "string"}, "exports": _exports_ref(),
                                                "exports_error": {"type": "string"},
                                                "exports_hint": {"type": "string"}}},
                     "drop_answer": {"type": "object", "description": "a dropped request's done file could not be "

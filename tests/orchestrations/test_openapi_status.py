@@ -158,3 +158,16 @@ def test_every_key_a_task_status_may_hold_is_described() -> None:
     described = openapi.description("http://h")["components"]["schemas"]["TaskStatus"]["properties"]
     keys = set(get_type_hints(c.TaskStatus)) - {"task_id"}  # task_id: the output's, not the status's
     assert sorted(keys - set(described)) == []
+
+
+@pytest.mark.parametrize("typed, path", [
+    (c.ExportsOutput, ("results", "exports")), (c.PreviewsOutput, ("previews",)), (c.ResultsRef, ("results",)),
+    (c.RepeatsRef, ("repeated_detections",)), (c.GivenUpShard, ("shards_given_up", "examples", "items")),
+    (c.NotifyOutput, ("notification",)), (c.PublishEventOutput, ("task_event",))])
+def test_every_key_of_the_blocks_a_task_status_holds_is_described(typed: Any, path: tuple[str, ...]) -> None:
+    """The blocks the status carries (their TypedDicts in core.contracts), NotRequired keys included."""
+    node = openapi.description("http://h")["components"]["schemas"]["TaskStatus"]
+    for key in path:
+        node = node["items"] if key == "items" else node["properties"][key]
+    keys = set(get_type_hints(typed))
+    assert sorted(keys - set(node["properties"])) == []
