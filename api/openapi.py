@@ -270,15 +270,106 @@ def _task_status_fields() -> dict[str, Any]:
                            "hint": {"type": "string"},
                            "note": {"type": "string", "description": "the latest search's list could not be read "
                                                                      "just now: this is the merge's"}}},
-        "previews": {
-            "type": "object", "description": "the preview pages (GET .../results links them): their counts, when "
+        "previews": _previews_output(),
+    }
+
+
+def _damaged() -> dict[str, Any]:
+    return {"type": "object", "description": "photos cut short (JPEGs without their end-of-image "
+                                "marker: power lost mid-write, a partial copy), detected as far as they go with gray "
+                                "fill as MegaDetector does: their results stand, but copy them again from the cards. "
+                                "How many, the first few names, the blob listing all of them (damaged.csv, which GET "
+                                ".../results links) and what to do. Absent: none",
+                                "properties": {"count": {"type": "integer", "minimum": 1},
+                                               "examples": {"type": "array", "items": {"type": "string"}},
+                                               "blob": {"type": "string"}, "hint": {"type": "string"}}}
+
+
+def _results_ref() -> dict[str, Any]:
+    """core.contracts.ResultsRef."""
+    return {"type": "object", "description": "a finished task: where its results are "
+                                "(GET .../results links them); when the exports failed after their retries (the "
+                                "results JSON and CSV stand), exports_error says why and exports_hint what to do",
+                                "properties": {"container": {"type": "string"}, "blob": {"type": "string"},
+                                               "csv": {"type": "string"}, "exports": _exports_ref(),
+                                               "exports_error": {"type": "string"},
+                                               "exports_hint": {"type": "string"}}}
+
+
+def _previews_output(**more: Any) -> dict[str, Any]:
+    """core.contracts.PreviewsOutput, and ``more`` properties."""
+    return {"type": "object", "description": "the preview pages (GET .../results links them): their counts, when "
             "they come off the website (expires) or why no expiry was scheduled, why nothing was written "
             "(not_published), pictures the page has none of, and a README that could not be written",
             "properties": {"container": {"type": "string"},
                            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                           "expires": time, "expiry_error": {"type": "string"}, "not_published": {"type": "string"},
-                           "pictures_missing": _pictures_missing(), "readme_error": {"type": "string"}}},
-    }
+                           "expires": {"type": "string", "format": "date-time"}, "expiry_error": {"type": "string"},
+                           "not_published": {"type": "string"}, "pictures_missing": _pictures_missing(),
+                           "readme_error": {"type": "string"}, **more}}
+
+
+# Where a preview page is (api.starters._preview_page): its folder and blob, its addresses and a word of caution, or,
+# without pages, why (error) and what that means (hint).
+PAGE_PROPERTIES: dict[str, Any] = {
+    "container": {"type": "string"}, "folder": {"type": "string"}, "blob": {"type": "string"},
+    "public_url": {"type": "string", "description": "the static website's address (TRAPBATCH_PUBLIC_WEB_URL set)"},
+    "local_url": {"type": "string", "description": "devhost's address of the page"},
+    "hint": {"type": "string"}, "error": {"type": "string", "description": "no pages: why"}}
+
+
+def _instance(description: str, **properties: Any) -> dict[str, Any]:
+    """An orchestration after the task as GET .../results and .../repeats show it (api.after_task._instance): its
+    runtime status and custom status, a failed one's stage failed and error; null: none ran."""
+    return {"type": ["object", "null"], "description": description, "properties": {
+        "runtime_status": {"type": "string"}, "stage": {"type": "string"}, "error": {"type": "string"},
+        "started": {"type": "string", "format": "date-time"}, "finished": {"type": "string", "format": "date-time"},
+        **properties}}
+
+
+def _removal() -> dict[str, Any]:
+    """core.contracts.RemovalStatus, its page laid over its previews (api.starters.task_repeats)."""
+    count = {"type": "integer", "minimum": 0}
+    return _instance("the latest removal of the served results: stage, locations, detections_marked, results (the "
+                     "repeats-removed files), previews (with the page once completed), and damaged as the task's "
+                     "status has it (the same photos cut short and damaged.csv: removing repeated detections changes "
+                     "no photo)", search=_STRING, locations=count, detections_marked=count, results=_results_ref(),
+                     previews=_previews_output(**PAGE_PROPERTIES), damaged=_damaged(), work_left=_STRING,
+                     cut=_STRING)
+
+
+def _searching() -> dict[str, Any]:
+    """core.contracts.RepeatSearchStatus (api.repeat_search.search_status)."""
+    count = {"type": "integer", "minimum": 0}
+    return _instance("the latest search run again over the served results: its list id (search), options, how far "
+                     "it got, the places found, the folders it skipped; null: none ran", search=_STRING,
+                     options={"type": "object"}, parts=count, groups=count, detections_considered=count,
+                     locations=count, folders_skipped=count, detections_skipped=count,
+                     previews=_previews_output(), work_left=_STRING)
+
+
+def _results_previews() -> dict[str, Any]:
+    """GET .../results' previews: the page, and the last re-render and the expiry (core.contracts.RerenderStatus,
+    ExpiryStatus)."""
+    return {"type": "object", "description": "the served generation's preview page, its last re-render at another "
+            "threshold (null: none of this generation) and its expiry (null: none scheduled)", "properties": {
+                **PAGE_PROPERTIES,
+                "rerender": _instance("the last re-render (POST .../previews)", key=_STRING,
+                                      threshold={"type": "number"},
+                                      csv={"type": "object", "additionalProperties": {"type": "string"}},
+                                      previews={"type": "object", "additionalProperties": _previews_output()}),
+                "expiry": _instance("when the pages come off the public website (previews_expire_days)",
+                                    expires={"type": "string"}, deleted={"type": "integer", "minimum": 0})}}
+
+
+def _links() -> dict[str, Any]:
+    """adapters.share_links.linked, with the zip's link (api.after_task.extend_results) or why there are none."""
+    return {"type": "object", "description": "read-only links to every file (the same layout as results.files) and "
+            "the zip, until expires; without links: why (error) and what to do (hint)", "properties": {
+                "expires": {"type": "string", "format": "date-time"}, "kind": _STRING, "read_only": {"type": "boolean"},
+                "files": {"type": "object"}, "zip": _STRING, "zip_error": _STRING, "error": _STRING, "hint": _STRING}}
+
+
+_STRING = {"type": "string"}
 
 
 def _misses(what: str) -> dict[str, Any]:
@@ -471,14 +562,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                                         "properties": {"count": {"type": "integer", "minimum": 1},
                                                        "examples": {"type": "array", "items": _given_up_shard()},
                                                        "hint": {"type": "string"}}},
-                    "damaged": {"type": "object", "description": "photos cut short (JPEGs without their end-of-image "
-                                "marker: power lost mid-write, a partial copy), detected as far as they go with gray "
-                                "fill as MegaDetector does: their results stand, but copy them again from the cards. "
-                                "How many, the first few names, the blob listing all of them (damaged.csv, which GET "
-                                ".../results links) and what to do. Absent: none",
-                                "properties": {"count": {"type": "integer", "minimum": 1},
-                                               "examples": {"type": "array", "items": {"type": "string"}},
-                                               "blob": {"type": "string"}, "hint": {"type": "string"}}},
+                    "damaged": _damaged(),
                     "not_images": {"type": "object", "description": "files the listing found that are not images "
                                    "trapbatch runs (videos, other formats, sidecar and hidden files): how many, and "
                                    "the largest kinds (by extension); GET .../results lists every kind with "
@@ -490,13 +574,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                                      "why not (reason)", "properties": {
                                          "sent": {"type": "boolean"}, "status_code": {"type": "integer"},
                                          "reason": {"type": "string"}}},
-                    "results": {"type": "object", "description": "a finished task: where its results are "
-                                "(GET .../results links them); when the exports failed after their retries (the "
-                                "results JSON and CSV stand), exports_error says why and exports_hint what to do",
-                                "properties": {"container": {"type": "string"}, "blob": {"type": "string"},
-                                               "csv": {"type": "string"}, "exports": _exports_ref(),
-                                               "exports_error": {"type": "string"},
-                                               "exports_hint": {"type": "string"}}},
+                    "results": _results_ref(),
                     "drop_answer": {"type": "object", "description": "a dropped request's done file could not be "
                                     "written: which file, why and what to do (absent: written, or no dropped "
                                     "request)",
@@ -539,13 +617,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                                  "usd_per_million_images": {"type": ["number", "null"]},
                                  "measures": {"type": "string"}, "note": {"type": "string"}}}}},
                 "Results": {"type": "object", "required": ["id", "stage", "results", "previews"], "properties": {
-                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj,
+                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": _results_previews(),
                     "generation": {"type": "string", "description": "the run id of the generation served (a "
                                    "re-run's, once promoted); empty for the task's first run"},
                     "rerun": {"type": "object", "description": "present while a re-run runs: these results are the "
                               "previous generation's", "properties": {"stage": {"enum": [*Stage]},
                                                                         "hint": {"type": "string"}}},
-                    "links": obj,
+                    "links": _links(),
                     "source": {"type": "object", "description": "where the task's images are: their container, and "
                                "the storage account the request named (empty: the app's own)", "properties": {
                                    "container": {"type": "string"}, "account_url": {"type": "string"}}},
@@ -587,11 +665,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "search": {"type": "string", "description": "the list's id: send it with a removal"},
                     "searched": {"type": ["string", "null"]}, "search_options": obj,
                     "blob": {"type": "string"},
-                    "removal": {"type": ["object", "null"], "description": "the latest removal of the served "
-                                "results: stage, locations, detections_marked, results (the repeats-removed files), "
-                                "previews, and damaged as the task's status has it (the same photos cut short and "
-                                "damaged.csv: removing repeated detections changes no photo)"},
-                    "searching": {"type": ["object", "null"]},
+                    "removal": _removal(), "searching": _searching(),
                     "skipped_folders": {
                         "type": ["object", "null"], "description": "folders not searched, each holding more than "
                         "max_folder_detections eligible detections: how many (folders), their detections, the first "

@@ -37,3 +37,42 @@ def undescribed(schema_name: str, *answers: Any) -> list[str]:
     check = validator(schema_name)
     return sorted({f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message[:300]}"
                    for answer in answers for e in check.iter_errors(answer)})
+
+
+def schema_name_of(method: str, path: str, status: int) -> str | None:
+    """The component the description names for ``method path`` answering ``status`` (None: no JSON body, or no
+    such route or status in the description)."""
+    import re
+
+    from api import openapi
+
+    for template, item in openapi.description("http://h")["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), path):
+            answer = item.get(method.lower(), {}).get("responses", {}).get(str(status), {})
+            ref = answer.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+            return ref.rsplit("/", 1)[-1] or None
+    return None
+
+
+class AnswerRecorder:
+    """The JSON answers of the app's routes a test's session received, to check against the description at the end
+    (a check inside a request would fail within a test's polling loop)."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, str, int, Any]] = []
+
+    def record(self, response: Any) -> None:
+        from urllib.parse import urlsplit
+
+        path = urlsplit(response.request.url).path
+        if path.startswith("/api/") and "json" in response.headers.get("Content-Type", ""):
+            self.answers.append((response.request.method, path, response.status_code, response.json()))
+
+    def undescribed(self) -> list[str]:
+        """Each answer the strict description refuses (or has no schema for), with its route and status."""
+        wrong = []
+        for method, path, status, body in self.answers:
+            name = schema_name_of(method, path, status)
+            said = [f"no JSON answer {status} described"] if name is None else undescribed(name, body)
+            wrong += [f"{method} {path} {status}: {line}" for line in said]
+        return sorted(set(wrong))

@@ -20,11 +20,14 @@ from adapters.blobs import BlobStore
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval, eligible_detections
 from gpu_batch import layout
 from tests.api_session import DiagnosingSession
+from tests.openapi_answers import AnswerRecorder
 from tests.waiting import wait_until
 
 FUNCTION_KEY = "repeat-search-tests-key"
 api = DiagnosingSession()
 api.headers["x-functions-key"] = FUNCTION_KEY
+answers = AnswerRecorder()  # every JSON answer of the app, checked against its OpenAPI description at the end
+api.hooks["response"].append(lambda response, *args, **kwargs: answers.record(response))
 ENDED = ("Completed", "Failed", "Terminated")
 FOLDERS = {"camA": 600, "camB": 300, "camC": 120, "camD/night": 40}
 
@@ -179,6 +182,9 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     assert started_with["knobs"]["merge_images_per_part"] == 300
     assert store.read_json(container, layout.results_blob(task_id, layout.REPEATS_REMOVED))["images"] == cleaned
     check_both_variants_handed_off(host, store, container, task_id, monkeypatch, tmp_path)
+    # every answer above (status, results, repeats before and after searches and a removal, the 202s, the 4xx) has
+    # each of its fields described in GET /api/openapi.json, with its type: a generated client keeps them all
+    assert answers.undescribed() == []
 
 
 def check_both_variants_handed_off(host: Any, store: BlobStore, container: str, task_id: str,

@@ -171,3 +171,17 @@ def test_every_key_of_the_blocks_a_task_status_holds_is_described(typed: Any, pa
         node = node["items"] if key == "items" else node["properties"][key]
     keys = set(get_type_hints(typed))
     assert sorted(keys - set(node["properties"])) == []
+
+
+@pytest.mark.parametrize("typed, schema, path", [
+    (c.RemovalStatus, "Repeats", ("removal",)), (c.RepeatSearchStatus, "Repeats", ("searching",)),
+    (c.RerenderStatus, "Results", ("previews", "rerender")), (c.ExpiryStatus, "Results", ("previews", "expiry")),
+    (c.ResultsRef, "Repeats", ("removal", "results")), (c.PreviewsOutput, "Repeats", ("removal", "previews"))])
+def test_every_key_of_the_statuses_after_the_task_is_described(typed: Any, schema: str, path: tuple[str, ...]) -> None:
+    """GET .../repeats shows the removal's and the search's custom statuses, GET .../results the re-render's and
+    the expiry's (api.after_task._instance): every key of their core.contracts TypedDicts is an answer field.
+    tests/integration/test_repeat_search.py checks the real answers against the strict description."""
+    node = openapi.description("http://h")["components"]["schemas"][schema]
+    for key in path:
+        node = node["properties"][key]
+    assert sorted(set(get_type_hints(typed)) - set(node["properties"])) == []
