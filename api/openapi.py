@@ -199,21 +199,35 @@ def _answer(description: str, schema: str) -> dict[str, Any]:
                                                                                               f"{schema}"}}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, also: dict[int, str] | None = None) -> dict[str, Any]:
+    """The error answers of a route: ``codes``, each ``{error, hint}`` (core.errors; the edge, api.edge), with
+    ``also`` adding what else a code means on this route; 502 and 503 on every route."""
     why = {400: "invalid request (the body names the field and the fix)", 401: "no or wrong function key, or no "
            "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
-           "or container", 409: "the task is not in a stage that allows this", 413: "body over 64 KiB (the hint names the field that "
-           "takes most of it, where one does)", 415: "body not sent as JSON (Content-Type: application/json)", 429: "too many running tasks for this caller (Retry-After)",
+           "or container", 409: "the task is not in a stage that allows this", 413: "body over 64 KiB (the hint "
+           "names the field that takes most of it, where one does)", 415: "body not sent as JSON (Content-Type: "
+           "application/json)", 429: "too many running tasks for this caller: ask again after Retry-After seconds",
+           502: "trapbatch's own storage refused the app's identity (a role assignment is missing) or answered "
+                "something trapbatch cannot use: a deployment problem, not the request's; the hint says what to check",
            503: "trapbatch's storage or task hub, or the images' storage account or Key Vault, is busy or "
                 "unreachable: ask again after Retry-After seconds "
                 "(GET /api/tasks also when its instance list took too long to read: the body says how to purge old "
                 "instances)"}
+    for code, more in (also or {}).items():
+        why[code] = f"{why[code]}; {more}"
+    retry_after: dict[str, Any] = {"Retry-After": {"description": "seconds to wait before asking again",
+                                                   "schema": {"type": "integer", "minimum": 0}}}
     # 401 without a key is the Functions host's own answer, before the app runs: no body at all (devhost does the same)
-    answers = {str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
+    answers: dict[str, dict[str, Any]] = {
+        str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
+    if "429" in answers:  # core.errors.TooManyActiveTasks: Retry-After 60
+        answers["429"]["headers"] = retry_after
     # every route reads the task hub or storage, whose failures answer 503 (core.errors TaskHubUnavailable,
-    # StorageUnavailable, and SourceBusy for the images' account: Retry-After 30, which the CLI waits and asks again)
-    answers["503"] = {**_answer(why[503], "Error"), "headers": {"Retry-After": {
-        "description": "seconds to wait before asking again", "schema": {"type": "integer", "minimum": 0}}}}
+    # StorageUnavailable, and SourceBusy for the images' account: Retry-After 30, which the CLI waits and asks again),
+    # and storage that refused trapbatch's identity or answered oddly 502 (core.errors StorageAccessDenied,
+    # StorageError: adapters.storage_errors maps every storage SDK error at the edge)
+    answers["502"] = _answer(why[502], "Error")
+    answers["503"] = {**_answer(why[503], "Error"), "headers": retry_after}
     return answers
 
 
@@ -445,7 +459,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                          "responses": {"202": _answer("started", "TaskStarted"),
                                        "200": _answer("the same request's task already runs or completed",
                                                       "TaskStarted"),
-                                       **_errors(400, 401, 403, 404, 409, 413, 415, 429)}},
+                                       **_errors(400, 401, 403, 404, 409, 413, 415, 429, also={
+                                           409: "a re-run (rerun, only_new) of a task that still runs"})}},
                 "get": {"operationId": "listTasks", "summary": "tasks, newest first",
                         "parameters": [{"name": "limit", "in": "query", "required": False,
                                         "schema": {"type": "integer", "minimum": 1, "default": 50}}],
@@ -468,7 +483,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                               **_errors(401, 403, 404, 409)}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
-                "responses": {"200": _answer("deleted", "PreviewsDeleted"), **_errors(401, 403, 404, 409)}},
+                "responses": {"200": _answer("deleted", "PreviewsDeleted"),
+                              **_errors(401, 403, 404, 409, also={404: "or the task has no preview pages (deleted "
+                                                                       "already, or never published)"})}},
                 "post": {"operationId": "rerenderPreviews", "summary": "re-render the preview pages, their counts "
                          "and a CSV at another threshold (the results are unchanged)",
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -481,12 +498,17 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "responses": {"202": _answer("confirmed", "Confirmed"), **_errors(401, 403, 404, 409)}}},
             "/api/tasks/{task_id}/repeats": {**task_ref, "get": {
                 "operationId": "getRepeats", "summary": "repeated detections and the state of their removal",
-                "responses": {"200": _answer("places", "Repeats"), **_errors(401, 403, 404, 409)}},
+                "responses": {"200": _answer("places", "Repeats"),
+                              **_errors(401, 403, 404, 409, also={404: "or the task has no repeated-detection list "
+                                                                       "(its search failed)"})}},
                 "post": {"operationId": "removeRepeats", "summary": "remove chosen repeated detections",
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
                              "$ref": "#/components/schemas/RepeatChoice"}}}},
                          "responses": {"202": _answer("removal started", "RemovalStarted"),
-                                       **_errors(400, 401, 403, 404, 409, 413, 415)}}},
+                                       **_errors(400, 401, 403, 404, 409, 413, 415, also={
+                                           404: "or the task has no repeated-detection list (its search failed)",
+                                           409: "or a search or removal is still running, or the ids are of a list "
+                                                "a search has replaced"})}}},
             "/api/tasks/{task_id}/repeats/search": {**task_ref, "post": {
                 "operationId": "searchRepeats", "summary": "search for repeated detections again with other options; "
                                                            "the new list replaces the current one",

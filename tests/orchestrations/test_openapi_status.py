@@ -11,8 +11,8 @@ The answers checked are real ones: every custom status the task orchestrator set
 hold every block at its largest, run here again with the harness recording each run), each shown as the API shows it
 (the real ``get_task`` handler: while running, once it ended Completed or Failed, and terminated; a detecting task
 with its shard groups' own statuses summed). They are validated against the description made strict
-(tests/openapi_answers.py: every object the description gives properties for takes no other property). A field added to a status without its description, or
-a value of another type than described, fails here.
+(tests/openapi_answers.py: every object the description gives properties for takes no other property). A field
+added to a status without its description, or a value of another type than described, fails here.
 """
 from __future__ import annotations
 

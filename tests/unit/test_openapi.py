@@ -96,6 +96,11 @@ def test_the_description_is_valid_openapi_3_1() -> None:
     # status read, StorageUnavailable): a client generated from the description must expect it on each
     for op in operations(schema):
         assert op.definition.raw["responses"]["503"]["headers"]["Retry-After"], op.label
+        # storage that refused trapbatch's identity, or answered oddly, is a 502 at the edge on any route
+        # (core.errors StorageAccessDenied, StorageError; adapters.storage_errors)
+        assert "502" in op.definition.raw["responses"], op.label
+    # too many running tasks answers 429 with Retry-After (core.errors.TooManyActiveTasks.headers)
+    assert doc["paths"]["/api/tasks"]["post"]["responses"]["429"]["headers"]["Retry-After"]
     assert "instance list" in doc["paths"]["/api/tasks"]["get"]["responses"]["503"]["description"]
     for name, sub in doc["components"]["schemas"].items():
         Draft202012Validator.check_schema(sub)
