@@ -33,6 +33,7 @@ from _pytest.mark.structures import ParameterSet
 from adapters import clients
 from api import openapi, starters
 from core import contracts as c
+from core.ids import shards_instance_id
 from tests.openapi_answers import undescribed
 from tests.orchestrations import replay
 
@@ -101,30 +102,39 @@ class _NoList:
         return None
 
 
-def answers_of(run: replay.Run, input_: Any, groups: list[replay.Run]) -> list[dict[str, Any]]:
+def answers_of(run: replay.Run, input_: Any, groups: list[replay.Run],
+               noted: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
     """``GET /api/tasks/{id}`` of ``run`` at each custom status it set (running), at its end (its runtime status)
-    and terminated there; ``groups``: its shard-group runs, whose last statuses the detecting answers sum."""
+    and terminated there; ``groups``: its shard-group runs, whose last statuses the detecting answers sum; ``noted``:
+    shard-group statuses each shown as the task's first group at its last detecting status (``waiting``,
+    ``unreachable``: the answer shows them)."""
     task_id = run.instance_id
-
-    async def instances(client: Any, prefix: str, *args: Any, **kwargs: Any) -> list[Any]:
-        return [SimpleNamespace(instance_id=g.instance_id, custom_status=g.statuses[-1] if g.statuses else None)
-                for g in groups if g.instance_id.startswith(prefix)]
-
-    shown = [(status, "Running") for status in run.statuses]
+    shown: list[tuple[Any, str, list[tuple[str, Any]]]] = [
+        (status, "Running", [(g.instance_id, g.statuses[-1] if g.statuses else None) for g in groups])
+        for status in run.statuses]
     if run.statuses:
-        shown += [(run.statuses[-1], run.status), (run.statuses[-1], "Terminated")]
+        shown += [(run.statuses[-1], run.status, shown[-1][2]), (run.statuses[-1], "Terminated", shown[-1][2])]
+    detecting = [status for status in run.statuses if status.get("stage") == c.Stage.detecting]
+    if detecting and noted:
+        first = shards_instance_id(task_id, 0, str(detecting[-1].get("groups_run") or ""))
+        shown += [(detecting[-1], "Running", [(first, status)]) for status in noted]
     handler = starters.get_task._function.get_user_function().__wrapped__  # http_edge(get_task), no binding
     answers = []
-    with mock.patch.object(clients, "store", lambda s=None: _NoList()), \
-            mock.patch.object(clients, "settings", lambda: SimpleNamespace(container="trapbatch")), \
-            mock.patch.object(starters, "_all_instances", instances):
-        for custom, runtime in shown:
-            client = _Client({task_id: SimpleNamespace(runtime_status=_Runtime(runtime), custom_status=custom,
-                                                       output=run.error, input_=json.dumps(input_))})
-            req = func.HttpRequest("GET", f"http://h/api/tasks/{task_id}", body=b"", route_params={"task_id": task_id})
+    for custom, runtime, group_statuses in shown:
+        async def instances(client: Any, prefix: str, *args: Any, listed: Any = group_statuses,
+                            **kwargs: Any) -> list[Any]:
+            return [SimpleNamespace(instance_id=i, custom_status=status) for i, status in listed
+                    if i.startswith(prefix)]
+
+        client = _Client({task_id: SimpleNamespace(runtime_status=_Runtime(runtime), custom_status=custom,
+                                                   output=run.error, input_=json.dumps(input_))})
+        req = func.HttpRequest("GET", f"http://h/api/tasks/{task_id}", body=b"", route_params={"task_id": task_id})
+        with mock.patch.object(clients, "store", lambda s=None: _NoList()), \
+                mock.patch.object(clients, "settings", lambda: SimpleNamespace(container="trapbatch")), \
+                mock.patch.object(starters, "_all_instances", instances):
             response = asyncio.run(handler(req, client))
-            assert response.status_code == 200, response.get_body()
-            answers.append(json.loads(response.get_body()))
+        assert response.status_code == 200, response.get_body()
+        answers.append(json.loads(response.get_body()))
     return answers
 
 
@@ -134,8 +144,16 @@ def task_answers() -> list[dict[str, Any]]:
     tasks = [(run, input_) for run, input_ in runs if run.name == c.TASK_ORCHESTRATOR]
     assert len(tasks) >= 50, len(tasks)
     groups = [run for run, _ in runs if run.name == c.SHARDS_ORCHESTRATOR]
-    return [answer for run, input_ in tasks
-            for answer in answers_of(run, input_, [g for g in groups if g.instance_id.startswith(run.instance_id)])]
+    # every distinct group status that waits out a busy service or worker exits 69, shown once with one task
+    noted = tuple({json.dumps(status, sort_keys=True): status for g in groups for status in g.statuses
+                   if c.WAITING_KEY in status or c.UNREACHABLE_KEY in status}.values())
+    assert noted
+    answers = []
+    for run, input_ in tasks:
+        mine = [g for g in groups if g.instance_id.startswith(run.instance_id)]
+        answers += answers_of(run, input_, mine, noted)
+        noted = noted if not any(s.get("stage") == c.Stage.detecting for s in run.statuses) else ()
+    return answers
 
 
 def test_every_task_status_the_orchestration_tests_see_is_what_the_description_says(
@@ -149,7 +167,8 @@ def test_every_task_status_the_orchestration_tests_see_is_what_the_description_s
     seen = set().union(*task_answers)
     assert seen >= {"cost", "damaged", "shards_given_up", "pool_job_error", "previews", "results", "estimate",
                     "repeated_detections", "not_images", "notification", "task_event", "drop_answer", "cut",
-                    "served", "shards_done", "detecting_since", "work_left", "reused"}, sorted(seen)
+                    "served", "shards_done", "detecting_since", "work_left", "reused", "waiting",
+                    "unreachable"}, sorted(seen)
 
 
 def test_every_key_a_task_status_may_hold_is_described() -> None:
