@@ -57,8 +57,8 @@ def _combinations(fn: Any) -> list[dict[str, Any]]:
 def recorded_runs(modules: tuple[str, ...] = SCENARIO_MODULES) -> list[tuple[replay.Run, Any]]:
     """Every orchestration run (with its input) the test functions of ``modules`` make, each case of each one.
 
-    Their own fixtures-free test functions are called with ``Harness.run`` recording; none of them takes a fixture
-    (a test that did is refused here, so it is noticed)."""
+    Their test functions are called with ``Harness.run`` recording, ``monkeypatch`` given where one takes it; one
+    that takes another fixture is refused here, so it is noticed (and given it here)."""
     runs: list[tuple[replay.Run, Any]] = []
     original = replay.Harness.run
 
@@ -74,8 +74,10 @@ def recorded_runs(modules: tuple[str, ...] = SCENARIO_MODULES) -> list[tuple[rep
                 if not (fname.startswith("test_") and inspect.isfunction(fn)):
                     continue
                 for kwargs in _combinations(fn):
-                    assert set(inspect.signature(fn).parameters) == set(kwargs), f"{name}.{fname} takes a fixture"
-                    fn(**kwargs)
+                    fixtures = set(inspect.signature(fn).parameters) - set(kwargs)
+                    assert fixtures <= {"monkeypatch"}, f"{name}.{fname} takes fixtures {fixtures}: give them here"
+                    with pytest.MonkeyPatch.context() as patch:
+                        fn(**kwargs, **({"monkeypatch": patch} if fixtures else {}))
     return runs
 
 
@@ -204,3 +206,32 @@ def test_every_key_of_the_statuses_after_the_task_is_described(typed: Any, schem
     for key in path:
         node = node["properties"][key]
     assert sorted(set(get_type_hints(typed)) - set(node["properties"])) == []
+
+
+# The orchestrations after a task whose custom statuses GET .../repeats and GET .../results show
+# (api.after_task._instance, api.starters._removal_status, api.repeat_search.search_status): where in the description.
+AFTER_TASK = {c.REPEATS_ORCHESTRATOR: "Repeats/properties/removal",
+              c.REPEAT_SEARCH_ORCHESTRATOR: "Repeats/properties/searching",
+              c.RERENDER_ORCHESTRATOR: "Results/properties/previews/properties/rerender",
+              c.EXPIRY_ORCHESTRATOR: "Results/properties/previews/properties/expiry"}
+
+
+def test_every_status_of_the_orchestrations_after_a_task_is_what_the_description_says() -> None:
+    """Each custom status the removal, search, re-render and expiry orchestration tests saw, as the routes show it
+    (with its runtime status; a failed one's stage and error), against the strict description."""
+    runs = recorded_runs(("tests.orchestrations.test_repeats_orchestrator",
+                          "tests.orchestrations.test_repeat_search_orchestrator",
+                          "tests.orchestrations.test_after_task_orchestrators", "tests.orchestrations.test_status_sizes"))
+    wrong: list[str] = []
+    shown: set[str] = set()
+    for run, _ in runs:
+        where = AFTER_TASK.get(run.name)
+        if where is None:
+            continue
+        shown.add(run.name)
+        answers = [{"runtime_status": "Running", **status} for status in run.statuses if isinstance(status, dict)]
+        if answers and run.status == "Failed":
+            answers.append({**answers[-1], "runtime_status": "Failed", "stage": "failed", "error": "boom"})
+        wrong += [f"{run.name}: {line}" for line in undescribed(where, *answers)]
+    assert shown == set(AFTER_TASK)
+    assert sorted(set(wrong)) == []
