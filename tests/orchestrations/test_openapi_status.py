@@ -221,7 +221,8 @@ def test_every_status_of_the_orchestrations_after_a_task_is_what_the_description
     (with its runtime status; a failed one's stage and error), against the strict description."""
     runs = recorded_runs(("tests.orchestrations.test_repeats_orchestrator",
                           "tests.orchestrations.test_repeat_search_orchestrator",
-                          "tests.orchestrations.test_after_task_orchestrators", "tests.orchestrations.test_status_sizes"))
+                          "tests.orchestrations.test_after_task_orchestrators",
+                          "tests.orchestrations.test_status_sizes"))
     wrong: list[str] = []
     shown: set[str] = set()
     for run, _ in runs:
