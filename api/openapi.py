@@ -289,25 +289,24 @@ def _task_status_fields() -> dict[str, Any]:
 
 
 def _damaged() -> dict[str, Any]:
-    return {"type": "object", "description": "photos cut short (JPEGs without their end-of-image "
-                                "marker: power lost mid-write, a partial copy), detected as far as they go with gray "
-                                "fill as MegaDetector does: their results stand, but copy them again from the cards. "
-                                "How many, the first few names, the blob listing all of them (damaged.csv, which GET "
-                                ".../results links) and what to do. Absent: none",
-                                "properties": {"count": {"type": "integer", "minimum": 1},
-                                               "examples": {"type": "array", "items": {"type": "string"}},
-                                               "blob": {"type": "string"}, "hint": {"type": "string"}}}
+    """The photos cut short (core.contracts.TaskStatus.damaged; a removal's is the task's)."""
+    return {"type": "object", "description": "photos cut short (JPEGs without their end-of-image marker: power lost "
+            "mid-write, a partial copy), detected as far as they go with gray fill as MegaDetector does: their "
+            "results stand, but copy them again from the cards. How many, the first few names, the blob listing all "
+            "of them (damaged.csv, which GET .../results links) and what to do. Absent: none",
+            "properties": {"count": {"type": "integer", "minimum": 1},
+                           "examples": {"type": "array", "items": {"type": "string"}},
+                           "blob": {"type": "string"}, "hint": {"type": "string"}}}
 
 
 def _results_ref() -> dict[str, Any]:
     """core.contracts.ResultsRef."""
-    return {"type": "object", "description": "a finished task: where its results are "
-                                "(GET .../results links them); when the exports failed after their retries (the "
-                                "results JSON and CSV stand), exports_error says why and exports_hint what to do",
-                                "properties": {"container": {"type": "string"}, "blob": {"type": "string"},
-                                               "csv": {"type": "string"}, "exports": _exports_ref(),
-                                               "exports_error": {"type": "string"},
-                                               "exports_hint": {"type": "string"}}}
+    return {"type": "object", "description": "a finished task: where its results are (GET .../results links them); "
+            "when the exports failed after their retries (the results JSON and CSV stand), exports_error says why "
+            "and exports_hint what to do",
+            "properties": {"container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
+                           "exports": _exports_ref(), "exports_error": {"type": "string"},
+                           "exports_hint": {"type": "string"}}}
 
 
 def _previews_output(**more: Any) -> dict[str, Any]:
