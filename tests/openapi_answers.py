@@ -76,3 +76,10 @@ class AnswerRecorder:
             said = [f"no JSON answer {status} described"] if name is None else undescribed(name, body)
             wrong += [f"{method} {path} {status}: {line}" for line in said]
         return sorted(set(wrong))
+
+
+def recording(session: Any) -> AnswerRecorder:
+    """An ``AnswerRecorder`` of every answer ``session`` (a ``requests.Session``) receives from now on."""
+    recorder = AnswerRecorder()
+    session.hooks["response"].append(lambda response, *args, **kwargs: recorder.record(response))
+    return recorder
