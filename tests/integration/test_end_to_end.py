@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -23,6 +23,7 @@ from gpu_batch.layout import results_blob
 from gpu_batch.manifest import ShardManifest
 from tests.api_session import DiagnosingSession
 from tests.integration.conftest import upload_images
+from tests.openapi_answers import recording
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,16 @@ def check_results(store: BlobStore, env: dict[str, str], task_id: str, names: li
 FUNCTION_KEY = "integration-tests-function-key"
 api = DiagnosingSession()
 api.headers["x-functions-key"] = FUNCTION_KEY
+answers = recording(api)  # every JSON answer of the app, checked against its OpenAPI description after each test
+
+
+@pytest.fixture(autouse=True)
+def described_answers() -> Iterator[None]:
+    """Every JSON answer a test gets from the app has each of its fields described in GET /api/openapi.json, with
+    its type (tests/openapi_answers.py): a client generated from the description keeps them all."""
+    answers.answers.clear()
+    yield
+    assert answers.undescribed() == []
 
 
 @pytest.fixture
