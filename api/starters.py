@@ -89,7 +89,21 @@ def _runtime(status: Any) -> str | None:
 
 def _stage(runtime: str | None, custom: dict[str, Any]) -> Any:
     """The stage a task is shown in: its custom status's, except that a failed or terminated instance says so (its
-    last custom status still names the stage it was in, e.g. ``detecting``)."""
+    last custom status still names the stage it was in, e.g. ``detecting``), unless that stage is a finished one.
+
+    Why the exception: the orchestrator sets its final status (completed, completed_with_errors) once the results are
+    complete and served, and only then sends word of the end (orchestrations.task ``_tell``: the done file, the
+    notification's retries on durable timers, up to ~30 minutes, the event). An instance terminated or failed there
+    (an operator ending a task whose receiver stayed down) has its results: shown "terminated", they were answered 409
+    "without results", and a plain post of the request resumed the run in place over the results being served. The
+    runtime status stays in the answer (``runtime_status``). The finished stage survives the termination: dtfx handles
+    ``ExecutionTerminatedEvent`` inside a replay of the orchestration (``TaskOrchestrationExecutor.ExecuteCore``,
+    ``TaskOrchestrationContext.HandleExecutionTerminatedEvent``), whose result carries the custom status the replay set
+    (``TaskOrchestrationDispatcher``: ``runtimeState.Status = result?.CustomStatus``), which ``AzureTableTrackingStore``
+    stores as the instance's ``CustomStatus``."""
+    stage = custom.get("stage")
+    if runtime in ("Failed", "Terminated") and stage in FINISHED:
+        return stage
     if runtime == "Failed":
         return Stage.failed
     if runtime == "Terminated":
@@ -225,8 +239,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise TaskStillRunning(f"task {task_id} is still running (stage: {_stage_of(existing)}); it can be run again "
                                "once it has finished", f"wait until GET /api/tasks/{task_id} shows it finished, or "
                                f"POST /api/tasks/{task_id}/cancel it, then post the request with \"rerun\" again")
-    if runtime in ACTIVE or (runtime == "Completed" and not request.rerun):
-        return False, task_id
+    if runtime in ACTIVE or (not request.rerun and (runtime == "Completed" or _stage_of(existing) in FINISHED)):
+        return False, task_id  # running, or it has its results (``_stage``: one ended while telling of its end)
     await _enforce_active_limit(client, caller, settings, deadline)
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
     if request.max_failed_fraction is not None:
