@@ -20,6 +20,7 @@ that is no https address, or whose host the allow-list lacks, is not sent to, wi
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import urllib.error
 import urllib.request
@@ -142,6 +143,12 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
         code = int(exc.code)
     except (urllib.error.URLError, OSError) as exc:
         raise ReceiverFailed(f"notification to {shown} failed: {type(exc).__name__}") from None
+    except (ValueError, http.client.InvalidURL) as exc:  # http.client's InvalidURL (an HTTPException, not an
+        # OSError urllib wraps) and urllib's "unknown url type" (a ValueError) quote the address: not retried (the
+        # same address fails the same way), and said by their type only
+        reason = f"{shown} was refused by urllib ({type(exc).__name__}); the operator corrects it"
+        logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
+        return {"sent": False, "status_code": 0, "reason": reason}
     if not 200 <= code < 300:
         raise ReceiverFailed(f"notification to {shown} answered {code}")
     logger.info("task %s: notified %s (%s)", payload["task_id"], shown, stage)

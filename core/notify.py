@@ -170,12 +170,15 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 def address_problem(url: str) -> str | None:
     """Why ``url``, read from the secret a request's ``notify_url_secret`` names, is no address a notification goes
     to (None: it is one): the rules ``core.requests`` applies to a ``notify_url`` (an https address, http only for
-    localhost, no credentials, no fragment, a host DNS can hold, at most ``ADDRESS_CHARS``) and ASCII only (what
-    urllib can send), said without any part of the address, which is a secret."""
+    localhost, no credentials, no fragment, a host DNS can hold, at most ``ADDRESS_CHARS``), ASCII only and no space
+    (what urllib can send: http.client's ``_validate_path``/``_validate_host`` refuse ``\\x00-\\x20\\x7f`` with an
+    ``InvalidURL`` that quotes the path), said without any part of the address, which is a secret."""
     if len(url) > ADDRESS_CHARS:
         return f"is longer than {ADDRESS_CHARS} characters"
     if _CONTROL_RE.search(url):
         return "contains control characters"
+    if " " in url:  # http.client refuses it (InvalidURL), quoting the path: the secret of a webhook's path
+        return "contains a space (percent-encode it as %20)"
     if not url.isascii():  # http.client sends the request line as ASCII: it failed (UnicodeEncodeError) each retry
         return "has characters other than ASCII (percent-encode them; a host as its xn-- name)"
     try:

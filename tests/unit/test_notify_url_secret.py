@@ -267,3 +267,31 @@ def test_a_receiver_that_fails_is_named_by_the_secret_not_the_host(receiver: dic
         send(_payload("lab-hook"), (receiver["host"],), "notify-key",
              _store(tmp_path, **{"lab-hook": receiver["url"]}))
     assert "503" in str(info.value) and "'lab-hook'" in str(info.value) and "127.0.0.1" not in str(info.value)
+
+
+@pytest.mark.parametrize("address", [
+    "http://{host}/services/T0/B0/" + HOOK_SIG + " x",  # a space: http.client refuses the path, quoting it
+    "http://{host}/workflows/x/run?sv=1.0&sig=" + HOOK_SIG + " x",
+])
+def test_an_address_urllib_refuses_is_the_reason_without_any_of_it(
+        receiver: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture, address: str) -> None:
+    """http.client refuses a path with a space (``InvalidURL: URL can't contain control characters. '<path>'``,
+    cpython Lib/http/client.py ``_validate_path``, characters ``\\x00-\\x20\\x7f``), a ValueError the activity did not
+    catch: the path, a Slack/Teams/Discord webhook's secret, reached the failure Durable records and the reason."""
+    caplog.set_level(logging.DEBUG)
+    env = _store(tmp_path, **{"lab-hook": address.format(host=receiver["host"])})
+    out = send(_payload("lab-hook"), (receiver["host"],), "notify-key", env)
+    assert out["sent"] is False and "'lab-hook'" in out["reason"] and "space" in out["reason"], out
+    assert HOOK_SIG not in out["reason"] + caplog.text and receiver["got"] == []
+
+
+def test_whatever_urllib_refuses_past_the_checks_is_said_by_its_type_only(
+        receiver: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ValueError from urllib (InvalidURL quotes the path) is not let out of the activity, whatever check missed it."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(notify, "address_problem", lambda url: None)
+    env = _store(tmp_path, **{"lab-hook": f"http://{receiver['host']}/services/{HOOK_SIG}\x7f"})
+    out = send(_payload("lab-hook"), (receiver["host"],), "notify-key", env)
+    assert out["sent"] is False and "InvalidURL" in out["reason"] and "'lab-hook'" in out["reason"], out
+    assert HOOK_SIG not in out["reason"] + caplog.text
