@@ -110,7 +110,7 @@ def _address_from_secret(read: SecretReader, name: str, allowed_hosts: tuple[str
 
 
 def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
-         secret_env: dict[str, str]) -> c.NotifyOutput:
+         secret_env: dict[str, str], url_secret_prefix: str = notify.URL_SECRET_PREFIX) -> c.NotifyOutput:
     address_secret = str(payload.get("url_secret") or "")
     # the app's identity (AppCredential): a token endpoint that did not answer is a store that did not answer. The
     # vault's client is made per send (the settings are read per send), over the process's shared session: one
@@ -119,7 +119,8 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
             if secret_name or address_secret else None)
     if address_secret:  # named as the secret, never as the address or its host
         url, shown = "", f"the address in secret {address_secret!r}"
-        reason = notify.not_sendable_from_secret(address_secret, allowed_hosts, secret_name, read is not None)
+        reason = notify.not_sendable_from_secret(address_secret, allowed_hosts, secret_name, read is not None,
+                                                 url_secret_prefix)
         if reason is None and read is not None:
             url, reason = _address_from_secret(read, address_secret, allowed_hosts, secret_env)
     else:
@@ -159,7 +160,7 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
 @failures_without_secrets
 def notify_task_end(payload: c.NotifyInput) -> c.NotifyOutput:
     s = clients.settings()
-    return send(payload, s.notify_hosts, s.notify_secret, s.app_secret_store_env())
+    return send(payload, s.notify_hosts, s.notify_secret, s.app_secret_store_env(), s.notify_url_secret_prefix)
 
 
 def write_drop_answer(payload: c.DropAnswerInput, store: BlobStore) -> c.DropAnswerOutput:

@@ -439,14 +439,23 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
 def _check_notify_url_secret(name: str, settings: Settings) -> None:
     """Refuse (400) a ``notify_url_secret`` this app could never read or send to, as ``notify_url`` and
     ``credential_secret`` are refused: no secret store for the app's own secrets (``Settings.app_secret_store_env``,
-    where the signing key is read), no host allowed, no signing key, or the signing key's own name. The secret is not
-    read here: it is resolved when the notification is sent, and whether its address is allowed is said then."""
+    where the signing key is read), no host allowed, no signing key, or the signing key's own name; and first, a name
+    without TRAPBATCH_NOTIFY_URL_SECRET_PREFIX (core.notify.URL_SECRET_PREFIX: no other secret of the store can be
+    named, nor probed). The secret is not read here: it is resolved when the notification is sent, and whether its
+    address is allowed is said then."""
+    prefix = settings.notify_url_secret_prefix
+    if not name.casefold().startswith(prefix.casefold()):
+        raise RequestInvalid(f"'notify_url_secret' must name a secret whose name starts with {prefix!r} "
+                             "(TRAPBATCH_NOTIFY_URL_SECRET_PREFIX)",
+                             f"ask the operator to store the receiver's address as a secret named '{prefix}<name>' "
+                             "(docs/deploy.md, 'Signed notifications') and give that name; or leave "
+                             "'notify_url_secret' out and poll GET /api/tasks/{id}")
     if not settings.app_secret_store_env():
         raise RequestInvalid(f"the request names secret {name!r} as its notification address (notify_url_secret), "
                              "but this trapbatch has no Key Vault configured",
                              "set TRAPBATCH_APP_KEY_VAULT_URL (infra/ does) or TRAPBATCH_KEY_VAULT_URL in the app "
                              "settings; or leave 'notify_url_secret' out and poll GET /api/tasks/{id}")
-    why = notify.not_sendable_from_secret(name, settings.notify_hosts, settings.notify_secret, True)
+    why = notify.not_sendable_from_secret(name, settings.notify_hosts, settings.notify_secret, True, prefix)
     if why is not None:
         raise RequestInvalid(f"'notify_url_secret' cannot be told: {why}",
                              "the operator adds the receiver's host to TRAPBATCH_NOTIFY_HOSTS and sets "

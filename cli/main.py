@@ -112,7 +112,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
      "preview, the CSV and the exports (default: the app's, else the model's typical threshold)"),
     ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
     ("--notify-url-secret", "notify_url_secret", str, "name of the Key Vault secret holding that address, for one "
-     "that carries a secret (sig=, code=, a webhook's path); not with --notify-url"),
+     "that carries a secret (sig=, code=, a webhook's path): notify-url-<name> unless the app sets another prefix; "
+     "not with --notify-url"),
     ("--previews-expire-days", "previews_expire_days", int, "days after the task ends that its preview pages come "
      "off the public website"),
     ("--image-list", "image_list", str, "a JSON or CSV blob in the container naming exactly the images to run"),

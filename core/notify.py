@@ -196,11 +196,31 @@ def address_problem(url: str) -> str | None:
     return None
 
 
+# What every secret a request may name as its notification address starts with, unless the operator sets another
+# (TRAPBATCH_NOTIFY_URL_SECRET_PREFIX). Why a prefix at all: the store is the app's (the signing key's; without
+# TRAPBATCH_APP_KEY_VAULT_URL the sources' vault, holding every caller's credential_secret), and a request could
+# otherwise name any secret in it: the reason in its status says whether that secret exists, and whether its value
+# is an https address, a long one, ASCII, one with credentials, on an allowed host; an allowed host would be POSTed
+# the task's status at another secret's address. Only secrets the operator stored under this prefix, as
+# notification addresses, can be named.
+URL_SECRET_PREFIX = "notify-url-"
+
+
+def url_secret_prefix(configured: str) -> str:
+    """The prefix in force: ``configured`` (TRAPBATCH_NOTIFY_URL_SECRET_PREFIX) stripped, else ``URL_SECRET_PREFIX``
+    (an empty setting is no opt-out: every secret of the store would be nameable)."""
+    return configured.strip() or URL_SECRET_PREFIX
+
+
 def not_sendable_from_secret(name: str, allowed: tuple[str, ...], signing_name: str,
-                             store_configured: bool) -> str | None:
+                             store_configured: bool, prefix: str = URL_SECRET_PREFIX) -> str | None:
     """Why this app would not send a notification to the address in secret ``name`` (None: it may, once the
     address read then passes ``address_problem`` and ``host_allowed``). Checked at the edge without reading the
-    secret (it is read only when the notification is sent), and again by the sending activity."""
+    secret (it is read only when the notification is sent), and again by the sending activity. A name without
+    ``prefix`` is refused first, whatever the store holds: the reason tells nothing of other secrets."""
+    if not name.casefold().startswith(prefix.casefold()):  # Key Vault names are case-insensitive
+        return (f"secret {name!r} does not start with {prefix!r} (TRAPBATCH_NOTIFY_URL_SECRET_PREFIX): only secrets "
+                "the operator stored under that prefix, as notification addresses, can be named")
     if not store_configured:
         return "no Key Vault (or local secrets file) is configured to read it from"
     if signing_name and name.casefold() == signing_name.casefold():  # Key Vault names are case-insensitive

@@ -191,6 +191,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (in TRAPBATCH_APP_KEY_VAULT_URL's vault when set;
                                    locally: of the local secrets file) whose value signs notifications (HMAC-SHA256);
                                    without it none is sent
+    TRAPBATCH_NOTIFY_URL_SECRET_PREFIX  what the secret a request names as ``notify_url_secret`` must start with
+                                   (default ``notify-url-``; empty is the default): a request cannot name other
+                                   secrets of the store (core.notify.URL_SECRET_PREFIX says why)
     TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT  an Event Grid custom topic's endpoint (``https://<topic>.<region>-1.eventgrid.
                                    azure.net/api/events``; infra/ sets it): every task's end is published there as a
                                    CloudEvents event (core/task_events.py) with the app's managed identity (role
@@ -213,6 +216,7 @@ from core.fanin import SAFE_MAX_PARTS
 from core.expiry import MAX_TIMER_STEP
 from core.worker_tuning import parse_worker_tuning
 from core.mdformat import typical_threshold
+from core.notify import url_secret_prefix
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS
 from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_EVENT_INTERVAL_S, MAX_IMAGES_PER_SHARD,
                            MIN_PREVIEW_THRESHOLD, normalize_account_url)
@@ -511,6 +515,7 @@ class Settings:
     caller_min_images_per_shard: int = 0
     notify_hosts: tuple[str, ...] = ()
     notify_secret: str = ""
+    notify_url_secret_prefix: str = "notify-url-"
     event_grid_topic_endpoint: str = ""
 
     @property
@@ -665,6 +670,7 @@ class Settings:
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
             notify_hosts=tuple(h.lower() for h in env.get("TRAPBATCH_NOTIFY_HOSTS", "").replace(",", " ").split()),
             notify_secret=env.get("TRAPBATCH_NOTIFY_SECRET", "").strip(),
+            notify_url_secret_prefix=url_secret_prefix(env.get("TRAPBATCH_NOTIFY_URL_SECRET_PREFIX", "")),
             event_grid_topic_endpoint=topic_endpoint,
 
 

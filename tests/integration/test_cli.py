@@ -326,7 +326,7 @@ def test_an_address_held_in_a_secret_is_told_and_kept_out_of_the_tasks_history( 
     sig = "q7PiT3stSaSsIgNaTuRe0"
     hook = f"http://127.0.0.1:{server.server_port}/workflows/w1/triggers/manual/run?sv=1.0&sig={sig}"
     secrets = tmp_path / "secrets.json"
-    secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac", "lab-hook": hook}))
+    secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac", "notify-url-lab-hook": hook}))
     upload_images(store, unique_name, 3, corrupt=0)
     clear = trapbatch("estimate", "--container", unique_name, "--notify-url", hook, url=host.base_url)
     assert clear.returncode == 2 and "--notify-url-secret" in clear.stderr and sig not in clear.stderr, clear.stderr
@@ -334,8 +334,8 @@ def test_an_address_held_in_a_secret_is_told_and_kept_out_of_the_tasks_history( 
     monkeypatch.setenv("TRAPBATCH_NOTIFY_SECRET", "notify-key")
     monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
     try:
-        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url-secret", "lab-hook",
-                        url=host.base_url)
+        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url-secret",
+                        "notify-url-lab-hook", url=host.base_url)
         assert est.returncode == 0, est.stderr
         wait_until(lambda: got, 60, "the notification")
     finally:
@@ -352,5 +352,6 @@ def test_an_address_held_in_a_secret_is_told_and_kept_out_of_the_tasks_history( 
     for inst in host.store.list_instances():
         if inst["InstanceId"].startswith(task_id):
             kept += [json.dumps(inst), json.dumps(host.store.load_history(inst["InstanceId"]))]
-    assert len(kept) > 2 and any("lab-hook" in text for text in kept[2:]), "the orchestration's input names the secret"
+    assert len(kept) > 2 and any("notify-url-lab-hook" in text for text in kept[2:]), \
+        "the orchestration's input names the secret"
     assert [text for text in kept if sig in text or "/workflows/w1" in text] == []

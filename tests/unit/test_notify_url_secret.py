@@ -59,11 +59,11 @@ def test_notify_url_secret_must_be_a_name_and_the_refusal_never_repeats_it(value
 def test_notify_url_and_notify_url_secret_are_one_or_the_other() -> None:
     with pytest.raises(RequestInvalid) as info:
         parse_task_request({"container": "cams", "notify_url": "https://hooks.example.org/t",
-                            "notify_url_secret": "lab-hook"})
+                            "notify_url_secret": "notify-url-lab-hook"})
     assert "cannot both be set" in info.value.message and "notify_url_secret" in info.value.hint
     # an empty notify_url is none
-    blank = parse_task_request({"container": "cams", "notify_url": " ", "notify_url_secret": "lab-hook"})
-    assert blank.notify_url == "" and blank.notify_url_secret == "lab-hook"
+    blank = parse_task_request({"container": "cams", "notify_url": " ", "notify_url_secret": "notify-url-lab-hook"})
+    assert blank.notify_url == "" and blank.notify_url_secret == "notify-url-lab-hook"
 
 
 @pytest.mark.parametrize("url, names", [
@@ -100,7 +100,7 @@ def test_a_task_started_with_such_a_notify_url_is_found_again_by_the_secret_that
     before = TaskRequest(**body)  # what an earlier release took and stored
     with pytest.raises(RequestInvalid):
         parse_task_request(body)
-    moved = parse_task_request({**body, "notify_url": None, "notify_url_secret": "lab-hook"})
+    moved = parse_task_request({**body, "notify_url": None, "notify_url_secret": "notify-url-lab-hook"})
     assert moved.task_id == before.task_id and moved.task_id_for("ana") == before.task_id_for("ana")
 
 
@@ -140,11 +140,12 @@ def local_store(tmp_path: Path) -> dict[str, str]:
 def test_the_edge_refuses_a_notify_url_secret_the_app_could_never_read_or_send(
         monkeypatch: pytest.MonkeyPatch, local_store: dict[str, str], drop: str, said: str) -> None:
     monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
-    body = {"container": "photos", "notify_url_secret": "lab-hook"}
+    body = {"container": "photos", "notify_url_secret": "notify-url-lab-hook"}
     env = {k: v for k, v in local_store.items() if k != drop}
     with pytest.raises(RequestInvalid) as info:
         asyncio.run(starters.start_task(_Stored(), body, _settings(**env)))
-    assert info.value.status_code == 400 and said in info.value.message and "'lab-hook'" not in info.value.hint
+    assert info.value.status_code == 400 and said in info.value.message
+    assert "'notify-url-lab-hook'" not in info.value.hint
     assert "notify_url_secret" in info.value.message + info.value.hint
 
 
@@ -154,7 +155,7 @@ def test_the_edge_refuses_the_signing_keys_own_secret_as_an_address(monkeypatch:
     monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
     with pytest.raises(RequestInvalid) as info:
         asyncio.run(starters.start_task(_Stored(), {"container": "photos", "notify_url_secret": "Notify-Key"},
-                                        _settings(**local_store)))
+                                        _settings(**local_store, TRAPBATCH_NOTIFY_URL_SECRET_PREFIX="notify-")))
     assert "signs notifications" in info.value.message and SIGNING not in info.value.message
 
 
@@ -163,7 +164,7 @@ def test_the_edge_takes_a_notify_url_secret_without_reading_it_and_names_it_when
     """The secret need not exist yet at the start (it is read when the task ends); a task found again that was
     started with the address in the clear says the secret was not applied to it (a re-run takes it)."""
     monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
-    body = {"container": "photos", "notify_url_secret": "not-created-yet"}
+    body = {"container": "photos", "notify_url_secret": "notify-url-not-created-yet"}
     started, task_id = asyncio.run(starters.start_task(_Stored({"container": "photos"}), body,
                                                        _settings(**local_store)))
     assert not started and task_id == parse_task_request({"container": "photos", "model": "MDV5A"}).task_id
@@ -215,14 +216,15 @@ def _payload(name: str) -> Any:
 def test_the_activity_reads_the_address_from_the_secret_and_names_it_nowhere(
         receiver: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    env = _store(tmp_path, **{"lab-hook": receiver["url"]})
-    out = send(_payload("lab-hook"), (receiver["host"],), "notify-key", env)
+    env = _store(tmp_path, **{"notify-url-lab-hook": receiver["url"]})
+    out = send(_payload("notify-url-lab-hook"), (receiver["host"],), "notify-key", env)
 
     assert out == {"sent": True, "status_code": 204, "reason": ""}
     [(path, headers, raw)] = receiver["got"]
     assert path == f"/workflows/x/run?sv=1.0&sig={HOOK_SIG}"  # the whole address, its query included
     assert notify.verify(SIGNING, raw, headers[notify.SIGNATURE_HEADER])
-    assert HOOK_SIG not in caplog.text and receiver["host"] not in caplog.text and "'lab-hook'" in caplog.text
+    assert HOOK_SIG not in caplog.text and receiver["host"] not in caplog.text
+    assert "'notify-url-lab-hook'" in caplog.text
 
 
 @pytest.mark.parametrize("address, said", [
@@ -237,25 +239,25 @@ def test_the_activity_reads_the_address_from_the_secret_and_names_it_nowhere(
 def test_an_address_the_app_would_not_send_to_is_the_reason_without_any_of_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, address: str, said: str) -> None:
     caplog.set_level(logging.DEBUG)
-    out = send(_payload("lab-hook"), ("hooks.example.org", "h" * 64 + ".example.org"), "notify-key",
-               _store(tmp_path, **{"lab-hook": address}))
-    assert out["sent"] is False and said in out["reason"] and "'lab-hook'" in out["reason"], out
+    out = send(_payload("notify-url-lab-hook"), ("hooks.example.org", "h" * 64 + ".example.org"), "notify-key",
+               _store(tmp_path, **{"notify-url-lab-hook": address}))
+    assert out["sent"] is False and said in out["reason"] and "'notify-url-lab-hook'" in out["reason"], out
     for text in (out["reason"], caplog.text):
         assert HOOK_SIG not in text and "example.org" not in text and "hhhh" not in text, text
 
 
 def test_a_secret_not_in_the_store_is_tried_again_and_says_where_it_goes(tmp_path: Path) -> None:
     with pytest.raises(AddressUnavailable) as info:
-        send(_payload("lab-hook"), ("hooks.example.org",), "notify-key", _store(tmp_path))
+        send(_payload("notify-url-lab-hook"), ("hooks.example.org",), "notify-key", _store(tmp_path))
     message = str(info.value)
-    assert "'lab-hook'" in message and "az keyvault secret set" in message and "SAS" not in message
+    assert "'notify-url-lab-hook'" in message and "az keyvault secret set" in message and "SAS" not in message
 
 
 def test_no_signing_key_or_the_signing_keys_name_is_not_sent_and_not_read(receiver: dict[str, Any],
                                                                           tmp_path: Path) -> None:
-    env = _store(tmp_path, **{"lab-hook": receiver["url"]})
-    unsigned = send(_payload("lab-hook"), (receiver["host"],), "", env)
-    the_key = send(_payload("NOTIFY-KEY"), (receiver["host"],), "notify-key", env)
+    env = _store(tmp_path, **{"notify-url-lab-hook": receiver["url"]})
+    unsigned = send(_payload("notify-url-lab-hook"), (receiver["host"],), "", env)
+    the_key = send(_payload("NOTIFY-KEY"), (receiver["host"],), "notify-key", env, url_secret_prefix="notify-")
     assert not unsigned["sent"] and "TRAPBATCH_NOTIFY_SECRET" in unsigned["reason"]
     assert not the_key["sent"] and "signs notifications" in the_key["reason"] and SIGNING not in the_key["reason"]
     assert receiver["got"] == []
@@ -264,9 +266,10 @@ def test_no_signing_key_or_the_signing_keys_name_is_not_sent_and_not_read(receiv
 def test_a_receiver_that_fails_is_named_by_the_secret_not_the_host(receiver: dict[str, Any], tmp_path: Path) -> None:
     receiver["answer"] = 503
     with pytest.raises(ReceiverFailed) as info:
-        send(_payload("lab-hook"), (receiver["host"],), "notify-key",
-             _store(tmp_path, **{"lab-hook": receiver["url"]}))
-    assert "503" in str(info.value) and "'lab-hook'" in str(info.value) and "127.0.0.1" not in str(info.value)
+        send(_payload("notify-url-lab-hook"), (receiver["host"],), "notify-key",
+             _store(tmp_path, **{"notify-url-lab-hook": receiver["url"]}))
+    assert "503" in str(info.value) and "'notify-url-lab-hook'" in str(info.value)
+    assert "127.0.0.1" not in str(info.value)
 
 
 @pytest.mark.parametrize("address", [
@@ -279,9 +282,9 @@ def test_an_address_urllib_refuses_is_the_reason_without_any_of_it(
     cpython Lib/http/client.py ``_validate_path``, characters ``\\x00-\\x20\\x7f``), a ValueError the activity did not
     catch: the path, a Slack/Teams/Discord webhook's secret, reached the failure Durable records and the reason."""
     caplog.set_level(logging.DEBUG)
-    env = _store(tmp_path, **{"lab-hook": address.format(host=receiver["host"])})
-    out = send(_payload("lab-hook"), (receiver["host"],), "notify-key", env)
-    assert out["sent"] is False and "'lab-hook'" in out["reason"] and "space" in out["reason"], out
+    env = _store(tmp_path, **{"notify-url-lab-hook": address.format(host=receiver["host"])})
+    out = send(_payload("notify-url-lab-hook"), (receiver["host"],), "notify-key", env)
+    assert out["sent"] is False and "'notify-url-lab-hook'" in out["reason"] and "space" in out["reason"], out
     assert HOOK_SIG not in out["reason"] + caplog.text and receiver["got"] == []
 
 
@@ -291,7 +294,43 @@ def test_whatever_urllib_refuses_past_the_checks_is_said_by_its_type_only(
     """A ValueError from urllib (InvalidURL quotes the path) is not let out of the activity, whatever check missed it."""
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(notify, "address_problem", lambda url: None)
-    env = _store(tmp_path, **{"lab-hook": f"http://{receiver['host']}/services/{HOOK_SIG}\x7f"})
-    out = send(_payload("lab-hook"), (receiver["host"],), "notify-key", env)
-    assert out["sent"] is False and "InvalidURL" in out["reason"] and "'lab-hook'" in out["reason"], out
+    env = _store(tmp_path, **{"notify-url-lab-hook": f"http://{receiver['host']}/services/{HOOK_SIG}\x7f"})
+    out = send(_payload("notify-url-lab-hook"), (receiver["host"],), "notify-key", env)
+    assert out["sent"] is False and "InvalidURL" in out["reason"] and "'notify-url-lab-hook'" in out["reason"], out
     assert HOOK_SIG not in out["reason"] + caplog.text
+
+
+
+# ------------------------------------------------------------------ only secrets stored as notification addresses
+
+
+def test_the_prefix_is_an_operator_setting_whose_default_is_notify_url() -> None:
+    assert _settings().notify_url_secret_prefix == notify.URL_SECRET_PREFIX == "notify-url-"
+    assert _settings(TRAPBATCH_NOTIFY_URL_SECRET_PREFIX=" ").notify_url_secret_prefix == "notify-url-"  # no opt-out
+    assert _settings(TRAPBATCH_NOTIFY_URL_SECRET_PREFIX="lab-hooks-").notify_url_secret_prefix == "lab-hooks-"
+
+
+@pytest.mark.parametrize("name", ["partner-sas", "notify-key", "Notify-UrlX"])
+def test_the_edge_refuses_a_secret_outside_the_prefix_whatever_the_store_holds(
+        monkeypatch: pytest.MonkeyPatch, local_store: dict[str, str], name: str) -> None:
+    """A caller who names another caller's credential_secret (or any secret of the store) learns nothing of it:
+    refused before anything is read, with the same words whether it exists or not."""
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
+    with pytest.raises(RequestInvalid) as info:
+        asyncio.run(starters.start_task(_Stored(), {"container": "photos", "notify_url_secret": name},
+                                        _settings(**local_store)))
+    assert info.value.status_code == 400 and "'notify-url-'" in info.value.message, info.value.message
+    assert "TRAPBATCH_NOTIFY_URL_SECRET_PREFIX" in info.value.message and "signs" not in info.value.message
+
+
+def test_the_activity_does_not_read_or_send_to_a_secret_outside_the_prefix(
+        receiver: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A task started before the operator narrowed the prefix, or an input that names another secret, reads nothing:
+    the reason is the same for a secret that holds an allowed address and for one that does not exist."""
+    caplog.set_level(logging.DEBUG)
+    env = _store(tmp_path, **{"partner-sas": receiver["url"]})
+    there = send(_payload("partner-sas"), (receiver["host"],), "notify-key", env)
+    absent = send(_payload("partner-none"), (receiver["host"],), "notify-key", env)
+    assert there["sent"] is False and "TRAPBATCH_NOTIFY_URL_SECRET_PREFIX" in there["reason"], there
+    assert there["reason"].replace("partner-sas", "X") == absent["reason"].replace("partner-none", "X")
+    assert receiver["got"] == [] and HOOK_SIG not in caplog.text + there["reason"]
