@@ -28,7 +28,7 @@ import hmac
 import json
 import re
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from core.status_size import shorten
 
@@ -161,6 +161,42 @@ def secret_query_params(url: str) -> list[str]:
     if all(n in names for n in SAS_QUERY_PAIR):
         found |= set(SAS_QUERY_PAIR)
     return sorted(found)
+
+
+# Receivers whose address carries its secret in the *path*, as their makers hand it out (host, or a subdomain of it;
+# path start, compared lower-case after percent-decoding): whoever reads the address can post to the channel.
+# Slack: an incoming webhook is https://hooks.slack.com/services/T.../B.../<secret> ("we don't recommend embedding a
+# webhook URL in your source code", docs.slack.dev incoming-webhooks), a Workflow Builder webhook trigger
+# hooks.slack.com/triggers/... or /workflows/... ("whoever holds the URL can start the workflow"). Teams: an Office 365
+# connector's incoming webhook https://<tenant>.webhook.office.com/webhookb2/<group>@<tenant>/IncomingWebhook/<id>/
+# <owner>, formerly outlook.office.com/webhook/... (MicrosoftDocs msteams-docs add-incoming-webhook.md). Discord:
+# https://discord.com/api/webhooks/<webhook.id>/<webhook.token> (discord.com/developers/docs/resources/webhook
+# "Execute Webhook", /api/v<n>/ too; discordapp.com, ptb. and canary. alike). Power Automate / Logic Apps workflow
+# URLs (prod-NN.<region>.logic.azure.com, *.environment.api.powerplatform.com) carry theirs as ``sig``: the query
+# check refuses them.
+SECRET_PATH_RECEIVERS: tuple[tuple[str, str, str], ...] = (
+    ("hooks.slack.com", r"/(services|workflows|triggers)/", "a Slack webhook"),
+    ("webhook.office.com", r"/webhook(b2)?/", "a Teams incoming webhook"),
+    ("outlook.office.com", r"/webhook(b2)?/", "a Teams incoming webhook"),
+    ("outlook.office365.com", r"/webhook(b2)?/", "a Teams incoming webhook"),
+    ("discord.com", r"/api(/v\d+)?/webhooks/", "a Discord webhook"),
+    ("discordapp.com", r"/api(/v\d+)?/webhooks/", "a Discord webhook"),
+)
+
+
+def secret_path_receiver(url: str) -> str | None:
+    """Which well-known receiver ``url`` is whose path is its secret (``SECRET_PATH_RECEIVERS``), or None; said
+    without any of the address."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:  # a host urllib cannot read: refused for that, later
+        return None
+    path = unquote(parts.path).lower()
+    for domain, start, what in SECRET_PATH_RECEIVERS:
+        if (host == domain or host.endswith("." + domain)) and re.match(start, path):
+            return what
+    return None
 
 
 ADDRESS_CHARS = 2000  # the most of a notify_url (core.requests), and of the address a notify_url_secret holds

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
-from core.notify import ADDRESS_CHARS, host_name_problem, secret_query_params
+from core.notify import ADDRESS_CHARS, host_name_problem, secret_path_receiver, secret_query_params
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
 from core.status_size import shorten
@@ -334,7 +334,7 @@ def _opt_threshold(body: Mapping[str, Any], name: str, optional: bool = True) ->
 
 # What a request whose notification address carries a secret does instead (core.notify.secret_query_params)
 NOTIFY_SECRET_HINT = ("store the address as a secret in the app's Key Vault (docs/deploy.md, 'Signed notifications': "
-                      "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME -n <name> --value '<address>') "
+                      "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME -n notify-url-<name> --value '<address>') "
                       "and give its name as 'notify_url_secret' (requests are kept in plain tables)")
 
 
@@ -347,6 +347,11 @@ def _notify_url(body: Mapping[str, Any]) -> str:
     if secret:
         raise RequestInvalid(f"'notify_url' carries what looks like a secret in its query ({', '.join(secret)}), "
                              "which would be kept in plain text with the task", NOTIFY_SECRET_HINT)
+    receiver = secret_path_receiver(url)
+    if receiver is not None:
+        raise RequestInvalid(f"'notify_url' is {receiver}'s address, whose path is its secret (whoever reads it can "
+                             "post to the channel), which would be kept in plain text with the task",
+                             NOTIFY_SECRET_HINT)
     parsed = urlsplit(url)
     if parsed.username or parsed.password or parsed.fragment:
         raise RequestInvalid("'notify_url' must not carry credentials or a fragment",

@@ -86,6 +86,50 @@ def test_a_notify_url_that_carries_a_secret_in_its_query_is_refused_and_told_to_
     assert "abc" not in said and HOOK_SIG not in said and url not in said  # neither the value nor the address
 
 
+WEBHOOK_SECRET = "xXwEbHoOkSeCrEtXx"
+
+
+@pytest.mark.parametrize("url, receiver", [
+    (f"https://hooks.slack.com/services/T0123/B0456/{WEBHOOK_SECRET}", "Slack"),
+    (f"https://HOOKS.SLACK.COM/%73ervices/T0123/B0456/{WEBHOOK_SECRET}", "Slack"),  # case and percent-encoding alike
+    (f"https://hooks.slack.com/triggers/T0123/1234/{WEBHOOK_SECRET}", "Slack"),
+    (f"https://hooks.slack.com/workflows/T0123/A0/1234/{WEBHOOK_SECRET}", "Slack"),
+    (f"https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/{WEBHOOK_SECRET}/c", "Teams"),
+    (f"https://outlook.office.com/webhook/a@b/IncomingWebhook/{WEBHOOK_SECRET}/c", "Teams"),
+    (f"https://discord.com/api/webhooks/1234567890/{WEBHOOK_SECRET}", "Discord"),
+    (f"https://canary.discordapp.com/api/v10/webhooks/1234567890/{WEBHOOK_SECRET}", "Discord"),
+    (f"https://hooks.slack.com./services/T0123/B0456/{WEBHOOK_SECRET}", "Slack"),  # the root's dot
+])
+def test_a_notify_url_whose_path_is_a_webhooks_secret_is_refused_and_told_to_use_the_secret(url: str,
+                                                                                          receiver: str) -> None:
+    """Slack, Teams and Discord webhooks keep their secret in the path, which the query check does not see."""
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", "notify_url": url})
+    assert receiver in info.value.message and "'notify_url_secret'" in info.value.hint
+    assert "notify-url-<name>" in info.value.hint
+    said = info.value.message + info.value.hint
+    assert WEBHOOK_SECRET not in said and "T0123" not in said and "1234567890" not in said
+
+
+@pytest.mark.parametrize("url", [
+    "https://prod-03.westus.logic.azure.com:443/workflows/c4ed/triggers/manual/paths/invoke?api-version=2016-06-01"
+    "&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=" + HOOK_SIG,
+    "https://default1234.56.environment.api.powerplatform.com:443/powerautomate/automations/direct/workflows/abc/"
+    "triggers/manual/paths/invoke?api-version=1&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=" + HOOK_SIG,
+])
+def test_power_automate_and_logic_apps_workflow_urls_are_refused_by_their_sig(url: str) -> None:
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", "notify_url": url})
+    assert "(sig)" in info.value.message and HOOK_SIG not in info.value.message + info.value.hint
+
+
+@pytest.mark.parametrize("url", ["https://hooks.slack.com/other", "https://notslack.example.org/services/a/b/c",
+                                 "https://discord.com/channels/1/2", "https://evilhooks.slack.com.example.org/"
+                                 "services/a", "https://webhook.office.com.example.org/webhookb2/x"])
+def test_other_addresses_on_or_beside_those_hosts_are_still_taken(url: str) -> None:
+    assert parse_task_request({"container": "cams", "notify_url": url}).notify_url == url
+
+
 @pytest.mark.parametrize("url", ["https://hooks.example.org/t?site=a", "https://hooks.example.org/t?sv=1.0",
                                  "https://hooks.example.org/t?keys=1&codes=2", "https://hooks.example.org/sig/code"])
 def test_a_query_without_a_secret_looking_parameter_is_still_taken(url: str) -> None:
