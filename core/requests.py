@@ -334,8 +334,9 @@ def _opt_threshold(body: Mapping[str, Any], name: str, optional: bool = True) ->
 
 # What a request whose notification address carries a secret does instead (core.notify.secret_query_params)
 NOTIFY_SECRET_HINT = ("store the address as a secret in the app's Key Vault (docs/deploy.md, 'Signed notifications': "
-                      "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME -n notify-url-<name> --value '<address>') "
-                      "and give its name as 'notify_url_secret' (requests are kept in plain tables)")
+                      "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME -n notify-url-<name> "
+                      "--value '<address>') and give its name as 'notify_url_secret' (requests are kept in plain "
+                      "tables)")
 
 
 def _notify_url(body: Mapping[str, Any]) -> str:
