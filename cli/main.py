@@ -24,7 +24,8 @@ from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAI
 from cli.folders import folder_requests
 from cli.hints import for_task, named_as_flags, translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
-from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, printable,
+from cli.progress import (BarReporter, LineReporter, awaiting_line, ended_while_telling, exit_code_for, failed_steps,
+                          is_final, printable,
                           unreachable_note, wait_for, waiting_note, zooniverse_cut_short_line)
 from core.contracts import Stage
 from core.errors import TrapbatchError
@@ -438,7 +439,14 @@ def _finish(st: dict[str, Any]) -> int:
     """Say how the task ended when that is not plain success, each step after detection that failed with its
     ``next:`` line (``failed_steps``), and answer the exit code."""
     code = exit_code_for(st)
-    if code != EXIT_OK:
+    telling = ended_while_telling(st)
+    if telling:  # its results stand (exit as for its stage); what may not have gone out is the word of its end
+        err.print(f"[bold yellow]task {st.get('id')} ended {st.get('stage')} (its results are complete), but was "
+                  f"{str(st.get('runtime_status')).lower()} while telling of its end[/]"
+                  + (f": {escape(printable(str(st['error'])))}" if st.get("error") else "")
+                  + f"; its notification, done file or event may not have gone out: trapbatch results {st.get('id')} "
+                  "has the results")
+    if code != EXIT_OK and not (telling and code == EXIT_COMPLETED_WITH_ERRORS):
         folder = f" (folder {st['folder']})" if st.get("folder") else ""  # submit --folder: which of them
         ended = "completed, but a step after detection failed" if code == EXIT_FOLLOW_UP_FAILED else \
             f"ended {st.get('stage')}"

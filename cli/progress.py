@@ -73,15 +73,25 @@ def zooniverse_cut_short_line(exports: Any, task_id: str) -> str:
             "--only-new")
 
 
+def ended_while_telling(status: dict[str, Any]) -> bool:
+    """Whether the task was terminated or failed after its results were complete and served, while telling of its end
+    (the done file, the notification's retries, the event): the app then shows its finished stage, ``completed`` or
+    ``completed_with_errors``, beside that runtime status (api.starters ``_stage``)."""
+    return (status.get("runtime_status") in ("Failed", "Terminated")
+            and status.get("stage") in (Stage.completed, Stage.completed_with_errors))
+
+
 def exit_code_for(status: dict[str, Any]) -> int:
     """0 for a task that ended completed (or estimated) with nothing after detection failed; 5 when a step after
-    detection failed (``failed_steps``); 3 completed_with_errors; 1 for the rest (docs/cli.md, "Exit codes")."""
+    detection failed (``failed_steps``); 3 completed_with_errors; 1 for the rest (docs/cli.md, "Exit codes"). A task
+    ended while telling of its end (``ended_while_telling``) exits as for its stage: its results are there."""
     from cli.errors import EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAILED, EXIT_OK, EXIT_TASK_FAILED
 
     stage = status.get("stage")
-    if status.get("runtime_status") == "Completed" and stage in SUCCESS_STAGES:
+    ended = status.get("runtime_status") == "Completed" or ended_while_telling(status)
+    if ended and stage in SUCCESS_STAGES:
         return EXIT_FOLLOW_UP_FAILED if failed_steps(status) else EXIT_OK
-    if status.get("runtime_status") == "Completed" and stage == Stage.completed_with_errors:
+    if ended and stage == Stage.completed_with_errors:
         return EXIT_COMPLETED_WITH_ERRORS
     return EXIT_TASK_FAILED
 
