@@ -64,7 +64,8 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                    "ends (hosts allowed by the app's TRAPBATCH_NOTIFY_HOSTS)"},
     "notify_url_secret": {**_STR, "maxLength": 127, "pattern": r"^([0-9A-Za-z-]{1,127})?$",
                           "description": "name of the Key Vault secret holding the address to notify, for one that "
-                          "carries a secret (sig=, code=, a webhook's path); not with notify_url"},
+                          "carries a secret (sig=, code=, a webhook's path); it starts with the app's "
+                          "TRAPBATCH_NOTIFY_URL_SECRET_PREFIX (default notify-url-); not with notify_url"},
     "previews_expire_days": {**_int(1, rq.MAX_PREVIEWS_EXPIRE_DAYS), "description": "days after the task ends that "
                              "its preview pages come off the public website (a durable timer); not part of the task "
                              "id"},
