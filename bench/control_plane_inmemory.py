@@ -6,10 +6,13 @@ usage: ``python bench/control_plane_inmemory.py N [merge|search|exports ...]`` (
 finished in one attempt has, so the merge part composes bytes instead of reading entries). Entries are
 ``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000 per folder, as ``bench/control_plane.py`` makes them. Prints us
 of thread CPU per image per stage and an md5 of each stage's output blobs: a change that keeps the md5s keeps the bytes
-(for these inputs). Benchmark only: it patches the activities' blob helpers to an in-memory store."""
+(for these inputs). Benchmark only: it patches the activities' blob helpers to an in-memory store, whose ``service``
+offers the blob clients the activities' streams write through (``adapters.block_writer``; smoke-tested at a tiny size by
+tests/unit/test_control_plane_inmemory_bench.py)."""
 import cProfile, hashlib, io, json, os, pstats, sys, time, tempfile
 from typing import Any, IO, Iterator
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from adapters import blob_requests
 from adapters.blobs import BlobStore
 from core import collector
 collector.apply()  # the function app's thresholds, as its worker process runs these activities
@@ -21,10 +24,40 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.pool.simulated import synthetic_entry
 
+class MemBlob:
+    """One blob of ``Mem`` with the few BlobClient operations the activities' streams use (``adapters.block_writer``:
+    staged blocks and their commit, ranged reads, properties, delete), so the merge parts and exports write through
+    the same ``BlockBlobWriter``/``BlobSpool`` code as in Azure. The Put Blob of a small stream goes through
+    ``blob_requests.put_blob``, patched below to ``put``."""
+    def __init__(self, mem, container, name): self.mem, self.key, self.blob_name = mem, (container, name), name
+    def _data(self):
+        from azure.core.exceptions import ResourceNotFoundError
+        try: return self.mem.blobs[self.key]
+        except KeyError: raise ResourceNotFoundError(self.blob_name)
+    def put(self, data):
+        self.mem.blobs[self.key] = bytes(data); return hashlib.md5(self.mem.blobs[self.key]).hexdigest()
+    def stage_block(self, block_id, data): self.mem.staged.setdefault(self.key, {})[block_id] = bytes(data)
+    def commit_block_list(self, blocks, content_settings=None, **_):
+        staged = self.mem.staged.pop(self.key, {})  # the service drops the blocks left out of the list
+        return {"etag": self.put(b"".join(staged[b.id] for b in blocks))}
+    def download_blob(self, offset=0, length=None, **_):
+        data = self._data(); end = len(data) if length is None else offset + length
+        return type("D", (), {"readall": lambda _s: data[offset:end]})()
+    def get_blob_properties(self):
+        data = self._data(); return type("P", (), {"size": len(data), "etag": hashlib.md5(data).hexdigest()})()
+    def exists(self): return self.key in self.mem.blobs
+    def delete_blob(self): self._data(); del self.mem.blobs[self.key]
+
+class MemService:
+    """The BlobServiceClient ``BlobStore`` wraps, as far as the activities use it: blob clients and the endpoint."""
+    account_name, scheme, primary_hostname = "mem", "http", "mem.invalid"
+    def __init__(self, mem): self.mem = mem
+    def get_blob_client(self, container, name): return MemBlob(self.mem, container, name)
+
 class Mem(BlobStore):
-    def __init__(self): self.blobs: dict[tuple[str, str], bytes] = {}
-    @property
-    def account(self): return "mem"
+    def __init__(self):
+        self.blobs: dict[tuple[str, str], bytes] = {}; self.staged: dict[tuple[str, str], dict[str, bytes]] = {}
+        super().__init__(MemService(self))  # type: ignore[arg-type]
     def list_names(self, container, prefix=""):
         return iter(sorted(n for c, n in self.blobs if c == container and n.startswith(prefix)))
     def read_bytes(self, container, name):
@@ -33,13 +66,15 @@ class Mem(BlobStore):
         except KeyError: raise ResourceNotFoundError(name)
     def list_etags(self, container, prefix):
         return {n: hashlib.md5(self.blobs[(container, n)]).hexdigest() for n in self.list_names(container, prefix)}
-    def write_bytes(self, container, name, data, content_type=None): self.blobs[(container, name)] = bytes(data)
-    def upload_file(self, container, name, data, content_type=None): self.blobs[(container, name)] = data.read()
+    def write_bytes(self, container, name, data, content_type=None, cache_control=None):
+        return MemBlob(self, container, name).put(data)
+    def upload_file(self, container, name, data, content_type=None): MemBlob(self, container, name).put(data.read())
 
 def _dl(store, container, name, fp):
     b = store.read_bytes(container, name); fp.write(b); return len(b)
 def _del(store, container, prefix, keep):
     return 0
+blob_requests.put_blob = lambda client, data, content_type=None, cache_control=None: client.put(data)
 blob_files.download_to = ex.download_to = _dl
 blob_files.delete_under = ex.delete_under = _del
 fa.read_range = lambda store, c, n, o, l: store.read_bytes(c, n)[o:o + l]
