@@ -202,12 +202,16 @@ def _answer(description: str, schema: str) -> dict[str, Any]:
 
 def _errors(*codes: int, also: dict[int, str] | None = None) -> dict[str, Any]:
     """The error answers of a route: ``codes``, each ``{error, hint}`` (core.errors; the edge, api.edge), with
-    ``also`` adding what else a code means on this route; 502 and 503 on every route."""
+    ``also`` adding what else a code means on this route; 500, 502 and 503 on every route."""
     why = {400: "invalid request (the body names the field and the fix)", 401: "no or wrong function key, or no "
            "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
            "or container", 409: "the task is not in a stage that allows this", 413: "body over 64 KiB (the hint "
            "names the field that takes most of it, where one does)", 415: "body not sent as JSON (Content-Type: "
            "application/json)", 429: "too many running tasks for this caller: ask again after Retry-After seconds",
+           500: "trapbatch's own settings are missing or wrong (ConfigError: the hint names the setting), its storage "
+                "account's host name does not resolve (a misspelt or deleted account in AzureWebJobsStorage), or an "
+                "unforeseen failure ('internal error (<kind>)': retry, and report it with the time of the request if "
+                "it persists; the function log has the details)",
            502: "trapbatch's own storage refused the app's identity (a role assignment is missing) or answered "
                 "something trapbatch cannot use: a deployment problem, not the request's; the hint says what to check",
            503: "trapbatch's storage or task hub, or the images' storage account or Key Vault, is busy or "
@@ -227,6 +231,9 @@ def _errors(*codes: int, also: dict[int, str] | None = None) -> dict[str, Any]:
     # StorageUnavailable, and SourceBusy for the images' account: Retry-After 30, which the CLI waits and asks again),
     # and storage that refused trapbatch's identity or answered oddly 502 (core.errors StorageAccessDenied,
     # StorageError: adapters.storage_errors maps every storage SDK error at the edge)
+    # and anything else 500 (api.edge.as_trapbatch_error: core.errors ConfigError, StorageHostUnresolvable, and
+    # InternalError for an exception nobody foresaw), each {error, hint} as every error
+    answers["500"] = _answer(why[500], "Error")
     answers["502"] = _answer(why[502], "Error")
     answers["503"] = {**_answer(why[503], "Error"), "headers": retry_after}
     return answers

@@ -8,7 +8,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from api import openapi
-from core.errors import RequestInvalid
+from core.errors import ConfigError, RequestInvalid, StorageHostUnresolvable
 from core.requests import ALLOWED_FIELDS, parse_task_request
 
 VALIDATOR = Draft202012Validator(openapi.request_schema())
@@ -278,3 +278,36 @@ def test_the_readme_names_every_route_that_answers_409_until_the_task_has_result
     said = re.search(r"The routes that work on a task's results \(([^)]*)\) answer `409` until", readme)
     assert said, "README says which routes answer 409 before the task has results"
     assert set(re.findall(r"`((?:GET|POST|DELETE) /api/[^`]+)`", said.group(1))) == guarded
+
+
+def _routes(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(METHOD, a concrete path) of every operation the description gives."""
+    return [(method.upper(), template.replace("{task_id}", "task-" + "0" * 20))
+            for template, item in doc["paths"].items() for method in item if method != "parameters"]
+
+
+@pytest.mark.parametrize("failure", [
+    ConfigError("TRAPBATCH_CONTAINER is not set", "set it in the function app's settings"),
+    StorageHostUnresolvable("trapbatch's storage account host name does not resolve", "check AzureWebJobsStorage"),
+    RuntimeError("an unforeseen failure")], ids=lambda e: type(e).__name__)
+def test_every_route_describes_the_edges_500_answers(failure: Exception) -> None:
+    """A setting missing or wrong (``ConfigError``), the app's own storage host name that DNS does not know
+    (``StorageHostUnresolvable``) and anything unforeseen (``InternalError``) answer 500 ``{error, hint}`` at the
+    edge on any route (``api.edge.as_trapbatch_error``); the description gave no 500, so a client generated from it
+    had no type for that answer."""
+    import asyncio
+    import json
+
+    from api.edge import http_edge
+    from tests.openapi_answers import schema_name_of, undescribed
+
+    async def handler() -> Any:
+        raise failure
+
+    response = asyncio.run(http_edge(handler)())
+    body = json.loads(response.get_body())
+    assert response.status_code == 500 and body["hint"], body
+    doc = openapi.description("http://h")
+    assert sorted(f"{m} {p}" for m, p in _routes(doc) if schema_name_of(m, p, 500) != "Error") == []
+    assert undescribed("Error", body) == []
+
