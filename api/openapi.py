@@ -20,7 +20,8 @@ import azure.functions as func
 from api.edge import http_edge, json_response
 from core import requests as rq
 from core.contracts import Stage
-from core.repeats import MAX_FOLDER_DETECTIONS
+from core.repeats import MAX_FOLDER_DETECTIONS, RepeatOptions
+from gpu_batch import layout
 
 bp = df.Blueprint()  # as api/starters.py: DFApp registers durable blueprints
 
@@ -363,7 +364,7 @@ def _searching() -> dict[str, Any]:
     count = {"type": "integer", "minimum": 0}
     return _instance("the latest search run again over the served results: its list id (search), options, how far "
                      "it got, the places found, the folders it skipped; null: none ran", search=_STRING,
-                     options={"type": "object"}, parts=count, groups=count, detections_considered=count,
+                     options=repeat_options(), parts=count, groups=count, detections_considered=count,
                      locations=count, folders_skipped=count, detections_skipped=count,
                      previews=_previews_output(), work_left=_STRING)
 
@@ -387,7 +388,8 @@ def _links() -> dict[str, Any]:
     return {"type": "object", "description": "read-only links to every file (the same layout as results.files) and "
             "the zip, until expires; without links: why (error) and what to do (hint)", "properties": {
                 "expires": {"type": "string", "format": "date-time"}, "kind": _STRING, "read_only": {"type": "boolean"},
-                "files": {"type": "object"}, "zip": _STRING, "zip_error": _STRING, "error": _STRING, "hint": _STRING}}
+                "files": {**_variant_files("link"), "description": "as results.files, each blob's link"},
+                "zip": _STRING, "zip_error": _STRING, "error": _STRING, "hint": _STRING}}
 
 
 _STRING = {"type": "string"}
@@ -443,6 +445,82 @@ def _exports_ref() -> dict[str, Any]:
                                                                               "listed"}}}
 
 
+# One entry per core.repeats.RepeatOptions field (repeat_options() refuses any difference): the options a
+# repeated-detection list records (its document's ``options``, RepeatOptions.to_dict), in the search's own names.
+REPEAT_OPTIONS_PROPERTIES: dict[str, dict[str, Any]] = {
+    "confidence_min": {"type": "number", "description": "confidence_min of POST .../repeats/search"},
+    "confidence_max": {"type": "number", "description": "confidence_max of POST .../repeats/search"},
+    "iou_threshold": {"type": "number", "description": "iou_threshold of POST .../repeats/search"},
+    "occurrence_threshold": {"type": "integer", "description": "occurrence_threshold of POST .../repeats/search"},
+    "min_area": {"type": "number", "description": "min_suspicious_detection_size of POST .../repeats/search"},
+    "max_area": {"type": "number", "description": "max_suspicious_detection_size of POST .../repeats/search"},
+    "files_listed": {"type": "integer", "description": "file names kept per place (the first ones)"},
+    "max_folder_detections": {"type": "integer", "description": "max_folder_detections of POST .../repeats/search "
+                              "(absent from a list made before that option existed: every folder was searched)"},
+}
+
+
+def repeat_options(properties: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The options a repeated-detection list records, as GET .../repeats shows them (``options``, and the search's
+    under ``searching``); raises ``SchemaDrift`` when ``properties`` and ``RepeatOptions``'s fields differ."""
+    properties = REPEAT_OPTIONS_PROPERTIES if properties is None else properties
+    fields = list(RepeatOptions.__slots__)
+    if sorted(properties) != sorted(fields):
+        raise SchemaDrift(f"api/openapi.py REPEAT_OPTIONS_PROPERTIES and core.repeats.RepeatOptions differ: without "
+                          f"a schema {sorted(set(fields) - set(properties))}, not an option "
+                          f"{sorted(set(properties) - set(fields))}")
+    return {"type": "object", "description": "the search's options in RepeatOptions' names (the list's record)",
+            "properties": {name: properties[name] for name in fields}}
+
+
+def _search_options() -> dict[str, Any]:
+    """The options in the names POST .../repeats/search takes (``core.requests.repeat_search_fields``): each a value,
+    never null (a list made before an option existed leaves that one out)."""
+    def plain(schema: dict[str, Any]) -> dict[str, Any]:
+        kinds = [k for k in schema["type"] if k != "null"]
+        return {"type": kinds[0] if len(kinds) == 1 else kinds}
+
+    return {"type": "object", "description": "the options in the names POST .../repeats/search takes: send them "
+            "back (changed) to search again", "properties": {
+                name: plain(schema) for name, schema in REPEAT_SEARCH_PROPERTIES.items()}}
+
+
+def _place() -> dict[str, Any]:
+    """One repeated-detection place (core.repeats.rank_locations, its search's ``suspicious``)."""
+    number = {"type": "number"}
+    return {"type": "object", "required": ["id", "folder", "bbox", "count"], "properties": {
+        "id": {"type": "string", "description": "the place's id (r00001...), to keep or remove it"},
+        "folder": {"type": "string"}, "category": {"type": "string", "description": "the detection category"},
+        "bbox": {"type": "array", "items": number, "minItems": 4, "maxItems": 4,
+                 "description": "x, y, width, height (normalized) of its first detection"},
+        "count": {"type": "integer", "minimum": 1, "description": "images of the folder it recurs in"},
+        "conf_min": number, "conf_max": number,
+        "files": {"type": "array", "items": {"type": "string"}, "description": "the first few of those images"}}}
+
+
+def _skipped_folders() -> dict[str, Any]:
+    """core.repeats.skipped_summary."""
+    count = {"type": "integer", "minimum": 0}
+    return {"type": ["object", "null"], "description": "folders not searched, each holding more than "
+            "max_folder_detections eligible detections: how many (folders), their detections, the first 100 by name "
+            "(listed) and the rest's count (more), and what to do (hint); null: none", "properties": {
+                "folders": count, "detections": count, "more": count, "hint": _STRING,
+                "listed": {"type": "array", "items": {"type": "object", "properties": {
+                    "folder": _STRING, "detections": count}}}}}
+
+
+def _variant_files(kind: str) -> dict[str, Any]:
+    """adapters.share_links.result_files (``kind`` "blob": names) or linked (``kind`` "link"): per results variant,
+    each of its files."""
+    one = {"type": "string"}
+    group = {"type": "object", "additionalProperties": one}
+    return {"type": "object", "propertyNames": {"enum": ["original", layout.REPEATS_REMOVED]},
+            "additionalProperties": {"type": "object", "properties": {
+                "results": one, "csv": one, "damaged": one, "readme": one, "repeats": one,
+                "exports": {**group, "description": f"name in the variant's exports folder -> {kind}"},
+                "thresholds": {**group, "description": f"threshold -> the CSV's {kind}"}}}}
+
+
 TASK_ID_PARAM = {"name": "task_id", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": TASK_ID_PATTERN}, "description": "the id POST /api/tasks gave"}
 
@@ -450,7 +528,6 @@ TASK_ID_PARAM = {"name": "task_id", "in": "path", "required": True,
 def description(base_url: str = "") -> dict[str, Any]:
     """The OpenAPI 3.1 document; ``base_url`` becomes its server."""
     task_ref = {"parameters": [TASK_ID_PARAM]}
-    obj: dict[str, Any] = {"type": "object"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "trapbatch", "version": "1",
@@ -673,7 +750,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                                        "thresholds that POST .../previews wrote: threshold -> blob",
                                        "additionalProperties": {"type": "object",
                                                                 "additionalProperties": {"type": "string"}}},
-                        "files": {"type": "object", "description": "per results variant (original, repeats-removed), "
+                        "files": {**_variant_files("blob"), "description": "per results variant (original, "
+                                  "repeats-removed), "
                                   "its blob names: results, csv, exports, thresholds, damaged (damaged.csv: "
                                   "the photos cut short, when there were any; the same list under both variants, "
                                   "since removing repeated detections changes no photo), readme (README.txt, a "
@@ -690,15 +768,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "id": {"type": "string"}, "confirmed": {"const": True}, "status_url": {"type": "string"},
                     "hint": {"type": "string"}}},
                 "Repeats": {"type": "object", "required": ["id", "locations", "search"], "properties": {
-                    "id": {"type": "string"}, "locations": {"type": "array", "items": obj}, "options": obj,
+                    "id": {"type": "string"}, "locations": {"type": "array", "items": _place()},
+                    "options": repeat_options(),
                     "search": {"type": "string", "description": "the list's id: send it with a removal"},
-                    "searched": {"type": ["string", "null"]}, "search_options": obj,
+                    "searched": {"type": ["string", "null"]}, "search_options": _search_options(),
                     "blob": {"type": "string"},
                     "removal": _removal(), "searching": _searching(),
-                    "skipped_folders": {
-                        "type": ["object", "null"], "description": "folders not searched, each holding more than "
-                        "max_folder_detections eligible detections: how many (folders), their detections, the first "
-                        "100 by name (listed) and the rest's count (more), and what to do (hint); null: none"}}},
+                    "skipped_folders": _skipped_folders()}},
                 "RepeatChoice": {"type": "object", "additionalProperties": False, "properties": {
                     "keep": {"type": "array", "items": {"type": "string"}},
                     "remove": {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]},
@@ -709,7 +785,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                               {"required": ["remove"], "not": {"required": ["keep"]}}]},
                 "RepeatSearch": repeat_search_schema(),
                 "SearchStarted": {"type": "object", "required": ["id", "search", "options"], "properties": {
-                    "id": {"type": "string"}, "search": {"type": "string"}, "options": obj,
+                    "id": {"type": "string"}, "search": {"type": "string"}, "options": _search_options(),
                     "status_url": {"type": "string"}, "hint": {"type": "string"}}},
                 "RerenderRequest": {"type": "object", "additionalProperties": False, "required": ["threshold"],
                                     "properties": {"threshold": {
@@ -718,7 +794,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                        "counts and the new CSV"}}},
                 "RerenderStarted": {"type": "object", "required": ["id", "threshold"], "properties": {
                     "id": {"type": "string"}, "threshold": {"type": "number"}, "status_url": {"type": "string"},
-                    "csv": {"type": "object"}, "hint": {"type": "string"}}},
+                    "csv": {"type": "object", "description": "per results variant, the CSV at this threshold (blob)",
+                            "additionalProperties": {"type": "string"}}, "hint": {"type": "string"}}},
                 "RemovalStarted": {"type": "object", "required": ["id", "removing"], "properties": {
                     "id": {"type": "string"}, "removing": {"type": "array", "items": {"type": "string"}},
                     "status_url": {"type": "string"}, "hint": {"type": "string"}}},
@@ -729,6 +806,7 @@ def description(base_url: str = "") -> dict[str, Any]:
 
 request_schema()  # at import: a request field without a schema fails here, before any route is served
 repeat_search_schema()
+repeat_options()
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

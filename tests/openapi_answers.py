@@ -2,7 +2,9 @@
 
 Why strict: a description that leaves a field out still validates the answer as written (JSON Schema lets unknown
 properties pass), while a generated client drops the field and a validator with ``additionalProperties: false``
-refuses the answer. So every object schema that lists properties, and does not say otherwise, takes no other here.
+refuses the answer. So every object schema that lists properties, and does not say otherwise, takes no other here,
+and an object schema that says nothing of its content (a bare ``{"type": "object"}``: a generated client keeps it as
+an untyped map) takes no property at all: what an answer carries in it must be described.
 """
 from __future__ import annotations
 
@@ -11,12 +13,19 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 
+def is_bare_object(node: Any) -> bool:
+    """Whether ``node`` is an object schema that says nothing of what the object holds."""
+    kinds = node.get("type") if isinstance(node, dict) else None
+    return (kinds == "object" or (isinstance(kinds, list) and "object" in kinds)) and not (
+        {"properties", "additionalProperties", "patternProperties", "$ref", "oneOf", "anyOf", "allOf"} & set(node))
+
+
 def strict(node: Any) -> Any:
     """The description with ``additionalProperties: false`` on every object schema that lists properties and does
-    not say otherwise."""
+    not say otherwise, and on every bare object schema (``is_bare_object``)."""
     if isinstance(node, dict):
         out = {k: strict(v) for k, v in node.items()}
-        if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
+        if (isinstance(node.get("properties"), dict) and "additionalProperties" not in node) or is_bare_object(node):
             out["additionalProperties"] = False
         return out
     if isinstance(node, list):

@@ -34,6 +34,7 @@ from adapters import clients
 from api import openapi, starters
 from core import contracts as c
 from core.ids import shards_instance_id
+from core.repeats import RepeatOptions
 from tests.openapi_answers import undescribed
 from tests.orchestrations import replay
 
@@ -197,10 +198,12 @@ def test_every_key_of_the_blocks_a_task_status_holds_is_described(typed: Any, pa
 @pytest.mark.parametrize("typed, schema, path", [
     (c.RemovalStatus, "Repeats", ("removal",)), (c.RepeatSearchStatus, "Repeats", ("searching",)),
     (c.RerenderStatus, "Results", ("previews", "rerender")), (c.ExpiryStatus, "Results", ("previews", "expiry")),
-    (c.ResultsRef, "Repeats", ("removal", "results")), (c.PreviewsOutput, "Repeats", ("removal", "previews"))])
+    (c.ResultsRef, "Repeats", ("removal", "results")), (c.PreviewsOutput, "Repeats", ("removal", "previews")),
+    (RepeatOptions, "Repeats", ("searching", "options")), (RepeatOptions, "Repeats", ("options",))])
 def test_every_key_of_the_statuses_after_the_task_is_described(typed: Any, schema: str, path: tuple[str, ...]) -> None:
     """GET .../repeats shows the removal's and the search's custom statuses, GET .../results the re-render's and
-    the expiry's (api.after_task._instance): every key of their core.contracts TypedDicts is an answer field.
+    the expiry's (api.after_task._instance): every key of their core.contracts TypedDicts is an answer field, and
+    every field of the search options they and the list record (core.repeats.RepeatOptions.to_dict).
     tests/integration/test_repeat_search.py checks the real answers against the strict description."""
     node = openapi.description("http://h")["components"]["schemas"][schema]
     for key in path:

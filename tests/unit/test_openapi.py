@@ -144,6 +144,15 @@ def test_a_search_field_added_without_its_schema_fails() -> None:
                                       if k != "iou_threshold"})
 
 
+def test_a_repeat_option_added_without_its_schema_fails() -> None:
+    """GET .../repeats shows the options a list records (``RepeatOptions.to_dict``): one added there without its
+    description fails at import (``repeat_options``), as a request field does."""
+    with pytest.raises(openapi.SchemaDrift, match="files_listed"):
+        openapi.repeat_options({k: v for k, v in openapi.REPEAT_OPTIONS_PROPERTIES.items() if k != "files_listed"})
+    with pytest.raises(openapi.SchemaDrift, match="new_option"):
+        openapi.repeat_options({**openapi.REPEAT_OPTIONS_PROPERTIES, "new_option": {"type": "number"}})
+
+
 def served_routes() -> set[str]:
     """``METHOD /api/<route>`` for every HTTP trigger function_app.py registers (as the worker indexes them)."""
     import function_app
@@ -311,3 +320,89 @@ def test_every_route_describes_the_edges_500_answers(failure: Exception) -> None
     assert sorted(f"{m} {p}" for m, p in _routes(doc) if schema_name_of(m, p, 500) != "Error") == []
     assert undescribed("Error", body) == []
 
+
+def test_no_object_in_the_answers_is_left_without_its_content_described() -> None:
+    """A bare ``{"type": "object"}`` says nothing of what it holds: a generated client keeps it as an untyped map and
+    the strict check (tests/openapi_answers.strict) refuses any key in it. The repeats' places and options, the
+    links' and results' files, the search's options and a re-render's CSVs were such."""
+    from tests.openapi_answers import is_bare_object
+
+    bare: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if is_bare_object(node):
+                bare.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}/{i}")
+
+    walk(openapi.description("http://h")["components"]["schemas"], "")
+    assert bare == []
+
+
+def _result_names(key: str) -> set[str]:
+    """Every blob ``adapters.share_links.result_files`` lists, for both variants of the task ``key``."""
+    from gpu_batch import layout
+
+    names = {layout.damaged_blob(key), layout.repeats_blob(key)}
+    for variant in ("", layout.REPEATS_REMOVED):
+        names |= {layout.results_blob(key, variant), layout.csv_blob(key, variant), layout.readme_blob(key, variant),
+                  layout.exports_prefix(key, variant) + "coco.json",
+                  layout.exports_prefix(key, variant) + "camtrap-dp/datapackage.json",
+                  layout.threshold_csv_blob(key, 0.5, variant)}
+    return names
+
+
+def test_the_inner_objects_of_the_repeats_results_and_search_answers_are_described() -> None:
+    """What the routes put in them, made by the code that makes them: GET .../repeats' places (``core.repeats``
+    ranked from a real folder search), its options (the document's, ``RepeatOptions.to_dict``), search_options and
+    skipped_folders (``api.repeat_search.list_fields``) and searching's options; POST .../repeats/search's options
+    (``core.requests.repeat_search_fields``); GET .../results' files and their links (``adapters.share_links``);
+    POST .../previews' CSVs (``api.after_task``). Each checked against the strict description."""
+    from datetime import datetime, timezone
+
+    from adapters import share_links
+    from api.repeat_search import list_fields
+    from core.repeats import rank_locations, search_folder
+    from core.requests import repeat_search_fields
+    from gpu_batch import layout
+    from gpu_batch.formats.eligible import RepeatOptions
+    from tests.openapi_answers import undescribed
+
+    task = "task-" + "0" * 20
+    options = RepeatOptions(occurrence_threshold=2)
+    rows = [(f"IMG_{i}.JPG", "1", 0.1, 0.2, 0.05, 0.05, 0.9) for i in range(3)]
+    found = rank_locations(search_folder("site-a/cam-1", rows, options), options, 3, [("site-b/cam-2", 900_000)],
+                           task)
+    assert found["locations"] and found["skipped_folders"]
+    searching = {"runtime_status": "Running", "stage": "searching", "search": "s1", "options": options.to_dict()}
+    repeats = {"id": task, "locations": found["locations"], "options": found["options"], **list_fields(found),
+               "blob": layout.repeats_blob(task), "removal": None, "searching": searching}
+    assert undescribed("Repeats", repeats) == []
+    started = {"id": task, "search": "s1", "options": repeat_search_fields(options), "status_url": "u", "hint": "h"}
+    assert undescribed("SearchStarted", started) == []
+
+    class Names:
+        def __init__(self, names: set[str]) -> None:
+            self.names = names
+
+        def exists(self, container: str, name: str) -> bool:
+            return name in self.names
+
+        def list_names(self, container: str, prefix: str = "") -> Any:
+            return iter(sorted(n for n in self.names if n.startswith(prefix)))
+
+    files = share_links.result_files(Names(_result_names(task)), "trapbatch", task)  # type: ignore[arg-type]
+    assert set(files) == {"original", "repeats-removed"} and files["original"]["exports"], files
+    links = share_links.linked(files, share_links.Links(datetime(2030, 1, 1, tzinfo=timezone.utc), "user-delegation",
+                                                        {n: f"https://a/{n}?sig=x" for n in share_links.all_names(
+                                                            files)}))
+    results = {"id": task, "stage": "completed", "previews": {"container": "$web"}, "links": links,
+               "results": {"container": "trapbatch", "blob": layout.results_blob(task),
+                           "exports": {v: e["exports"] for v, e in files.items()}, "files": files}}
+    assert undescribed("Results", results) == []
+    csv = {v or "original": layout.threshold_csv_blob(task, 0.5, v) for v in ("", layout.REPEATS_REMOVED)}
+    assert undescribed("RerenderStarted", {"id": task, "threshold": 0.5, "csv": csv}) == []
