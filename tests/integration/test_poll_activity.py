@@ -186,7 +186,7 @@ def test_a_shard_batch_ended_at_its_time_limit_on_every_attempt_fails_the_task_w
     assert run.output["pool_error_shards"] == 1
     assert run.output["pool_error"] == "TaskEnded: The task exceeded its maximum wall clock time"
     with pytest.raises(PoolNeverRan, match="no image was processed") as failed:
-        _fail_if_the_pool_never_ran([run.output], 2)
+        _fail_if_the_pool_never_ran([run.output], 2, 1)  # 2 images, 1 shard sent to the pool
     assert "TaskEnded" in str(failed.value) and "time limit, TRAPBATCH_MAX_TASK_SECONDS" in str(failed.value)
 
 
