@@ -8,8 +8,9 @@ an untyped map) takes no property at all: what an answer carries in it must be d
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import pytest
 from jsonschema import Draft202012Validator
 
 
@@ -92,3 +93,17 @@ def recording(session: Any) -> AnswerRecorder:
     recorder = AnswerRecorder()
     session.hooks["response"].append(lambda response, *args, **kwargs: recorder.record(response))
     return recorder
+
+
+def described_answers_fixture(recorder: AnswerRecorder) -> Callable[[], Iterator[None]]:
+    """An autouse fixture (assign it to a module-level name) that fails a test any of whose JSON answers has a field
+    the OpenAPI description does not give, with its type: a client generated from the description keeps them all.
+    Checked after the test, as a check inside a request would fail within a test's polling loop."""
+
+    @pytest.fixture(autouse=True)
+    def described_answers() -> Iterator[None]:
+        recorder.answers.clear()
+        yield
+        assert recorder.undescribed() == []
+
+    return described_answers

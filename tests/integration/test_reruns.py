@@ -17,7 +17,7 @@ from gpu_batch import layout
 from tests.camtrap_media import by_blob_name
 from tests.api_session import DiagnosingSession
 from tests.integration.conftest import upload_images
-from tests.openapi_answers import recording
+from tests.openapi_answers import described_answers_fixture, recording
 from tests.waiting import wait_until
 
 FUNCTION_KEY = "rerun-tests-function-key"
@@ -26,13 +26,7 @@ api.headers["x-functions-key"] = FUNCTION_KEY
 answers = recording(api)  # every JSON answer of the app, checked against its OpenAPI description after each test
 
 
-@pytest.fixture(autouse=True)
-def described_answers() -> Iterator[None]:
-    """Every JSON answer a test gets from the app has each of its fields described in GET /api/openapi.json, with
-    its type (tests/openapi_answers.py): a client generated from the description keeps them all."""
-    answers.answers.clear()
-    yield
-    assert answers.undescribed() == []
+described_answers = described_answers_fixture(answers)  # each JSON answer fully described (tests/openapi_answers.py)
 
 
 @pytest.fixture
