@@ -379,7 +379,9 @@ class Engine:
     def terminate(self, instance_id: str, reason: str) -> None:
         """Terminate a running or pending instance; a waiting parent sees its sub-orchestration fail with ``reason``,
         as DTFx's ``TaskOrchestrationDispatcher`` sends a ``SubOrchestrationInstanceFailedEvent`` for a Terminated
-        child. The instance's own children are not terminated (DTFx does not cascade either)."""
+        child. The instance's own children are not terminated (DTFx does not cascade either). A started instance's
+        custom status becomes what the orchestrator's replay over its history and the terminate sets, as the
+        extension runs the terminate as an episode (``_terminate_replay_status``; fidelity row 48)."""
         with self._lock:
             inst = self.store.get_instance(instance_id)
             if inst is None:
@@ -388,16 +390,53 @@ class Engine:
                 raise InstanceGone(f"Cannot terminate the orchestration instance {instance_id} because instance is in "
                                    f"the {inst['Status']} state.")
             doc = self.store.load_history(instance_id)
+            fields: dict[str, Any] = {}
             if doc is not None:
-                doc["history"].append(h.event(h.EXECUTION_TERMINATED, Input=json.dumps(reason)))
+                terminated = h.event(h.EXECUTION_TERMINATED, Input=json.dumps(reason))
+                if doc.get("execution_id") == inst.get("ExecutionId") and any(
+                        e["EventType"] == h.EXECUTION_STARTED for e in doc["history"]):
+                    fields["CustomStatus"] = self._terminate_replay_status(instance_id, inst, doc, terminated)
+                doc["history"].append(terminated)
                 self.store.save_history(instance_id, doc)
             # the reason as given, as dtfx's AzureTableTrackingStore writes it to Output (fidelity row 40); the
             # status parses it as the extension does (status_from)
-            self.store.put_instance(instance_id, Status="Terminated", Output=reason, UpdatedTime=h.ts(h.utcnow()))
+            self.store.put_instance(instance_id, Status="Terminated", Output=reason, UpdatedTime=h.ts(h.utcnow()),
+                                    **fields)
             self.store.delete_messages_of(instance_id)
             self.store.delete_activities_of(instance_id)
             self._notify_parent({**inst, "Output": reason, "Error": reason}, "Terminated")
         logger.info("[%s] terminated: %s", instance_id, reason)
+
+    def _terminate_replay_status(self, iid: str, inst: dict[str, Any], doc: dict[str, Any],
+                                 terminated: dict[str, Any]) -> str:
+        """The custom status a terminate leaves, as stored text ("" for none): what the orchestrator's replay over its
+        history and the terminate sets (fidelity row 48).
+
+        Why replay: on Azure a terminate of a started instance is an orchestration episode like any other. dtfx
+        ``TaskOrchestrationDispatcher`` runs the work item holding ``ExecutionTerminatedEvent`` through
+        ``ExecuteOrchestrationAsync``, the extension's ``OrchestrationMiddleware`` invokes the Python orchestrator with
+        the whole history (``OrchestrationTriggerAttributeBindingProvider.OrchestrationContextToString``), the SDK
+        replays it (it ignores ``ExecutionTerminated``, ``TaskOrchestrationExecutor.process_event``) and returns its
+        last ``set_custom_status`` (omitted when falsy, ``OrchestratorState.to_json``), the out-of-proc shim sets it on
+        a fresh context (``OutOfProcOrchestrationShim.ScheduleDurableTaskEvents``), dtfx
+        ``TaskOrchestrationContext.HandleExecutionTerminatedEvent`` ends the instance Terminated and
+        ``TaskOrchestrationExecutor.ExecuteCore`` returns ``CustomStatus = GetStatus()``, which the dispatcher stores
+        (``runtimeState.Status = result?.CustomStatus``) and ``AzureTableTrackingStore.UpdateStateAsync`` writes
+        (``CustomStatus = Status ?? "null"``). So an unchanged orchestrator shows its last status again, a
+        generation that set none yet shows none (the status carried over ``continue_as_new``, row 33, is gone), an
+        orchestrator deployed anew in between shows what the new code sets, and one that raises in this replay
+        shows what it set before raising (the instance stays Terminated: ``CompleteOrchestration`` ignores the
+        failure after the terminate). A status over 16 KB is refused by ``SetCustomStatus``, and an orchestrator the
+        app no longer has is not run (``GetInvalidOrchestratorFunctionMessage``): none is stored.
+        devhost drops the messages queued for the instance (row 2's timing), so no new completion reaches the
+        replay; on Azure one delivered in the terminate's batch would.
+        """
+        if inst.get("Name") not in self.index.orchestrators:  # the shim fails it unrun: no status is set
+            return ""
+        replay_doc = {**doc, "history": [{**e, "IsPlayed": True} for e in doc["history"]]
+                      + [h.event(h.ORCHESTRATOR_STARTED, at=h.utcnow()), {**terminated, "IsPlayed": False}]}
+        custom = self._replay(iid, inst, replay_doc).get("customStatus")
+        return "" if custom is None or custom_status_error(custom) else json.dumps(custom)
 
     def status(self, instance_id: str, show_input: bool = True, show_history: bool = False,
                input_as_text: bool = False, show_history_output: bool = False) -> dict[str, Any] | None:

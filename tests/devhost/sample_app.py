@@ -198,6 +198,23 @@ def status_across_generations(context: df.DurableOrchestrationContext):  # type:
     return "done"
 
 
+STATUS_VERSION = {"value": "v1"}  # the orchestrator's code version; a test changes it, as a deployment would
+
+
+@app.orchestration_trigger(context_name="context")
+def status_then_waits(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Sets a status naming the code's version (``STATUS_VERSION``) and waits an hour; with input "continued", it
+    first goes on as new once, and its second generation waits without setting one."""
+    if context.get_input() == "continued":
+        context.set_custom_status({"version": STATUS_VERSION["value"], "gen": 0})
+        context.continue_as_new("second")
+        return None
+    if context.get_input() != "second":
+        context.set_custom_status({"version": STATUS_VERSION["value"]})
+    yield context.create_timer(context.current_utc_datetime + dt.timedelta(hours=1))
+    return "woke"
+
+
 @app.orchestration_trigger(context_name="context")
 def slow_steps(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     path = context.get_input()

@@ -1175,3 +1175,43 @@ def test_a_failed_activity_s_record_keeps_its_causes_text_unless_the_app_cleaned
         assert secrets_app.SECRET not in json.dumps(st), st
     finally:
         host.stop()
+
+
+# ------------------------------------------------------------------ 48. a terminated instance's custom status
+@pytest.mark.parametrize("deployed, shown", [("v1", {"version": "v1"}), ("v2", {"version": "v2"})])
+def test_a_terminated_instances_custom_status_is_the_one_its_terminate_replay_sets(
+        host: DevHost, monkeypatch: pytest.MonkeyPatch, deployed: str, shown: Any) -> None:
+    """A terminate of a started instance is an episode (dtfx DurableTask.Core/TaskOrchestrationDispatcher.cs
+    ``ExecuteOrchestrationAsync``): the extension's ``OrchestrationMiddleware`` invokes the Python orchestrator with the
+    whole history (ext Bindings/OrchestrationTriggerAttributeBindingProvider.cs ``OrchestrationContextToString``), the
+    SDK replays it (ignoring ``ExecutionTerminated``) and returns its custom status, the out-of-proc shim sets it
+    (ext Listener/OutOfProcOrchestrationShim.cs ``ScheduleDurableTaskEvents``), dtfx ``TaskOrchestrationExecutor.
+    ExecuteCore`` returns ``CustomStatus = GetStatus()`` after ``HandleExecutionTerminatedEvent`` and
+    ``AzureTableTrackingStore.UpdateStateAsync`` writes it (``Status ?? "null"``). So an unchanged orchestrator keeps
+    its last status (what ``api.starters._stage`` relies on), and one deployed anew before the terminate shows what
+    the new code sets. devhost kept the stored status whatever the replay would set."""
+    iid = host.start_orchestration("status_then_waits")
+    wait_until(lambda: (host.get_status(iid) or {}).get("customStatus") == {"version": "v1"}, 20, "the first status")
+    monkeypatch.setitem(sample_app.STATUS_VERSION, "value", deployed)
+    assert requests.post(f"{host.rpc_base_url}instances/{iid}/terminate?reason=stop", timeout=10).status_code == 202
+    st = host.wait_for(iid, 30)
+    assert st["runtimeStatus"] == "Terminated" and st["customStatus"] == shown, st
+    answered = requests.get(f"{host.rpc_base_url}instances/{iid}", timeout=10).json()
+    assert answered["customStatus"] == shown and sdk(host, lambda c: c.get_status(iid)).custom_status == shown
+
+
+def test_a_terminated_generation_that_set_no_status_yet_shows_none(host: DevHost) -> None:
+    """The status a generation carried over ``continue_as_new`` (row 33: dtfx keeps it for the work item that went on
+    as new) is not the terminate's: the terminate's replay sets none, the shim leaves a fresh context's status null
+    and ``AzureTableTrackingStore`` writes "null" (dtfx src/DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs
+    ``UpdateStateAsync``: ``["CustomStatus"] = newRuntimeState.Status ?? "null"``). devhost kept the carried one."""
+    iid = host.start_orchestration("status_then_waits", "continued")
+    carried = wait_until(lambda: (lambda st: st if st and st.get("input") == "second" else None)(
+        host.engine.status(iid)), 30, "the second generation")
+    assert carried["customStatus"] == {"version": "v1", "gen": 0} and carried["runtimeStatus"] == "Running", carried
+    wait_until(lambda: any(e["EventType"] == h.TIMER_CREATED
+                           for e in (host.engine.store.load_history(iid) or {}).get("history", [])),
+               20, "the second generation's timer")  # the first generation schedules none
+    host.engine.terminate(iid, "stop")
+    st = sdk(host, lambda c: c.get_status(iid))
+    assert st.runtime_status.value == "Terminated" and st.custom_status is None, st.to_json()
