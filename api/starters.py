@@ -98,9 +98,12 @@ def _stage(runtime: str | None, custom: dict[str, Any]) -> Any:
     "without results", and a plain post of the request resumed the run in place over the results being served. The
     runtime status stays in the answer (``runtime_status``). The finished stage survives the termination: dtfx handles
     ``ExecutionTerminatedEvent`` inside a replay of the orchestration (``TaskOrchestrationExecutor.ExecuteCore``,
-    ``TaskOrchestrationContext.HandleExecutionTerminatedEvent``), whose result carries the custom status the replay set
-    (``TaskOrchestrationDispatcher``: ``runtimeState.Status = result?.CustomStatus``), which ``AzureTableTrackingStore``
-    stores as the instance's ``CustomStatus``."""
+    ``TaskOrchestrationContext.HandleExecutionTerminatedEvent``), for which the Durable extension invokes the Python
+    orchestrator with the whole history and sets the custom status its replay returns (``OrchestrationMiddleware``,
+    ``OutOfProcOrchestrationShim.ScheduleDurableTaskEvents``); the result carries it (``TaskOrchestrationDispatcher``:
+    ``runtimeState.Status = result?.CustomStatus``) and ``AzureTableTrackingStore`` stores it as the instance's
+    ``CustomStatus`` (null when the replay set none). The task orchestrator sets its status from its first step and
+    never goes on as new, so that replay sets the finished stage again (devhost README, fidelity row 48)."""
     stage = custom.get("stage")
     if runtime in ("Failed", "Terminated") and stage in FINISHED:
         return stage
