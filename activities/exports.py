@@ -607,7 +607,7 @@ class ExportContext:
         listed = captures.capture_columns(self.manifest.metadata_columns) if self.list_shards else None
         frames = self.request.get("zooniverse_visit_frames")
         if listed is None and isinstance(frames, int) and not isinstance(frames, bool) and frames > 0:
-            return captures.visit_captures(frames)
+            return captures.visit_captures(min(frames, self.manifest.max_frames))  # no subject above the app's cap
         return listed
 
     def coco_info(self) -> dict[str, Any]:
@@ -630,7 +630,7 @@ def prepare(task_id: str, settings: Settings, store: BlobStore, variant: str, th
     cut = settings.threshold_for(model, threshold if threshold is not None else request.get("preview_threshold"))
     manifest = zooniverse.ManifestOptions(
         threshold=cut, attribution=settings.export_attribution, license=settings.export_license,
-        max_batch_size=settings.zooniverse_batch_size,
+        max_batch_size=settings.zooniverse_batch_size, max_frames=settings.zooniverse_max_frames,
         seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16),
         metadata_columns=tuple((enumeration.get("image_list") or {}).get("metadata_columns") or ()))
     shards = int(enumeration.get("shards") or 0)

@@ -188,10 +188,12 @@ def _records(store: BlobStore, container: str, name: str, chunk: int) -> Iterato
             yield jsonio.loads(line)
 
 
-def _captures(store: BlobStore, container: str, runs: list[str]) -> Iterator[captures.Capture]:
-    """Every capture, whole, in key order: the runs merged as they stream from their blobs."""
+def _captures(store: BlobStore, container: str, runs: list[str], max_frames: int) -> Iterator[captures.Capture]:
+    """Every subject in key order: the runs merged as they stream from their blobs into whole captures, a capture
+    of more than ``max_frames`` images split (``core.captures.subjects``)."""
     chunk = max(MIN_READ_BYTES, min(READ_BYTES, READ_BUDGET // max(len(runs), 1)))
-    return captures.group(heapq.merge(*(_records(store, container, r, chunk) for r in runs), key=captures.sort_key))
+    merged = heapq.merge(*(_records(store, container, r, chunk) for r in runs), key=captures.sort_key)
+    return captures.subjects(captures.group(merged), max_frames)
 
 
 def _bucket_blob(ctx: ExportContext, bucket: int) -> str:
@@ -203,13 +205,14 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
 
     Nothing on the local disk (a Flex Consumption instance has 0.8 GB for every activity it runs: ``core.scratch``),
     memory bounded whatever the task size. Three passes: (1) merge the runs to count the subjects and the widest
-    capture (the batch assignment and the rows' padding need both); (2) merge them again, make each subject's row and
-    append it to the work blob of its batch's bucket (a bucket: consecutive batches, about ``BUCKET_BYTES`` of rows,
-    streamed in blocks); (3) read each bucket whole, split it into its batches (key order inside a batch, as the
-    merge gave them) and write them."""
+    one (the batch assignment and the rows' padding need both; a capture of more than ``max_frames`` images is
+    several subjects, ``core.captures.subjects``, so the padding is at most that many image columns); (2) merge them
+    again, make each subject's row and append it to the work blob of its batch's bucket (a bucket: consecutive
+    batches, about ``BUCKET_BYTES`` of rows, streamed in blocks); (3) read each bucket whole, split it into its
+    batches (key order inside a batch, as the merge gave them) and write them."""
     container, options = ctx.container, ctx.manifest
     subjects = widest = images = 0
-    for capture in _captures(store, container, runs):
+    for capture in _captures(store, container, runs, options.max_frames):
         subjects += 1
         widest = max(widest, len(capture.files))
         images += len(capture.files)
@@ -228,7 +231,7 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
                                                                "application/octet-stream", BUCKET_BLOCK_BYTES, pool,
                                                                in_flight=1))
                            for k in range(buckets)]
-                for i, capture in enumerate(_captures(store, container, runs)):
+                for i, capture in enumerate(_captures(store, container, runs, options.max_frames)):
                     names, rest = captures.row_parts(capture, options)
                     row = (names + "," * (widest - len(capture.files)) + rest).encode("utf-8")
                     b = batch_of[i]

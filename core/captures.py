@@ -17,7 +17,17 @@ goes to is ``core.zooniverse.BatchAssigner`` over the subjects' ordinals, as for
 * the key: the list's ``capture_id`` column where it has one, else ``season#site#roll#capture`` (the seed
   pipeline's capture id) where all four columns exist; an image whose key cells are blank is a subject of its own;
 * the rank: the list's ``image_rank_in_capture`` or ``image`` column when a whole number, else the file name;
-* a subject's hidden detector fields: the highest confidence of its images, and that image's top category.
+* a subject's hidden detector fields: the highest confidence of its images, and that image's top category;
+* a capture of more than ``ManifestOptions.max_frames`` images (``TRAPBATCH_ZOONIVERSE_MAX_FRAMES``, default 20) is
+  several subjects (``subjects``), each of at most that many in rank order, the hidden ``#capture_part`` saying which
+  (``2 of 3``; empty for a capture that is one subject). Why: the manifest has one image column per image of its
+  largest subject and every row carries them all, so one burst of 500 frames (or a captures file whose clock stuck,
+  making every photo one capture) gave every row 500 columns, most empty; the Panoptes CLI makes each column of a row
+  subject metadata (zooniverse/panoptes-cli ``subject_set.py``: ``metadata = dict(zip(cleaned_headers, row))``),
+  must be told every image column (``-f``), and the classifier shows a subject's images as one flipbook a volunteer
+  steps through (zooniverse/front-end-monorepo ``docs/arch/adr-49.md``). Panoptes itself sets no maximum on a
+  subject's ``locations`` (zooniverse/panoptes ``app/schemas/subject_create_schema.rb``): the limit is ours, the
+  same 20 as a request's visits (``core.requests.MAX_VISIT_FRAMES``).
 
 Column names are matched as ``gpu_batch.formats.listfields`` matches them (case-insensitive, spaces and hyphens as
 underscores). Must not: do I/O.
@@ -25,7 +35,7 @@ underscores). Must not: do I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from core.zooniverse import ManifestOptions, metadata_column
@@ -37,8 +47,8 @@ CAPTURE_ID = "capture_id"
 CAPTURE_PARTS = ("season", "site", "roll", "capture")
 RANK_COLUMNS = ("image_rank_in_capture", "image")
 ALONE = "\x00"  # the key prefix of an image without a capture (before every real key): a subject of its own
-FIXED = ["folder", "attribution", "license", "#capture_id", "#images", "#detector_max_conf", "#detector_top_category",
-         "#detector_threshold"]
+FIXED = ["folder", "attribution", "license", "#capture_id", "#capture_part", "#images", "#detector_max_conf",
+         "#detector_top_category", "#detector_threshold"]
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
@@ -73,14 +83,25 @@ def visits(records: Iterable[list[Any]], visit_of: VisitOf, frames: int) -> Iter
 
     Why split rather than one subject a visit: a visit is every photo a camera took with gaps under the event
     interval (a grazing herd can give hundreds), while a Zooniverse subject is a flipbook a volunteer steps through;
-    Snapshot Safari's captures are one trigger's burst, three photos."""
+    Snapshot Safari's captures are one trigger's burst, three photos. A part's record carries its ``#capture_part``
+    (``2 of 3``) after the record's fields, as ``subjects`` labels a list's capture split."""
     for rec in records:
         found = visit_of(str(rec[2]))
         if found is not None:
             seq_id, count, frame = found
-            rec[0] = seq_id if count <= frames else f"{seq_id}#{frame // frames + 1}"
+            if count <= frames:
+                rec[0] = seq_id
+            else:
+                rec[0] = f"{seq_id}#{frame // frames + 1}"
+                rec[6:] = [part_label(frame // frames + 1, -(-count // frames))]
             rec[1] = frame
         yield rec
+
+
+def part_label(part: int, parts: int) -> str:
+    """``#capture_part`` of the ``part``-th (1-based) of ``parts`` subjects a capture was split into: ``2 of 3``
+    (words, not ``2/3``, which a spreadsheet would read as a date)."""
+    return f"{part} of {parts}"
 
 
 def capture_columns(metadata_columns: Sequence[str]) -> CaptureColumns | None:
@@ -130,13 +151,17 @@ def sort_key(rec: Sequence[Any]) -> tuple[str, int, str]:
 
 @dataclass(slots=True)
 class Capture:
-    """One subject: its key ("" for an image alone), its images in order, its detector fields and metadata."""
+    """One subject: its key ("" for an image alone), its images in order, its detector fields and metadata;
+    ``part``: its ``#capture_part`` when it is one of the subjects a capture was split into (``part_label``), else "";
+    ``scores``: each image's (max conf, top category), for ``subjects`` to give each part its own detector fields."""
 
     key: str
     files: list[str]
     conf: float
     top: str
     metadata: list[str]
+    part: str = ""
+    scores: list[tuple[float, str]] = field(default_factory=list)
 
 
 def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
@@ -146,14 +171,37 @@ def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
         key = str(rec[0])
         if current is not None and key == current.key and not key.startswith(ALONE):
             current.files.append(str(rec[2]))
+            current.scores.append((float(rec[3]), str(rec[4])))
             if float(rec[3]) > current.conf:
                 current.conf, current.top = float(rec[3]), str(rec[4])
             continue
         if current is not None:
             yield current
-        current = Capture(key, [str(rec[2])], float(rec[3]), str(rec[4]), [str(v) for v in rec[5]])
+        current = Capture(key, [str(rec[2])], float(rec[3]), str(rec[4]), [str(v) for v in rec[5]],
+                          str(rec[6]) if len(rec) > 6 else "", [(float(rec[3]), str(rec[4]))])
     if current is not None:
         yield current
+
+
+def subjects(whole: Iterable[Capture], max_frames: int) -> Iterator[Capture]:
+    """The ``whole`` captures (``group``'s) as Zooniverse subjects: a capture of at most ``max_frames`` images is
+    one, a longer one is subjects of ``max_frames`` images (the last one fewer) in its rank order, each with its
+    ``part`` (``part_label``), the capture's key and metadata, and the detector fields of its own images (a volunteer
+    sees only those). See the module doc for why."""
+    for capture in whole:
+        count = len(capture.files)
+        if count <= max_frames:
+            yield capture
+            continue
+        parts = -(-count // max_frames)
+        for k in range(parts):
+            files = capture.files[k * max_frames:(k + 1) * max_frames]
+            scores = capture.scores[k * max_frames:(k + 1) * max_frames]
+            conf, top = scores[0]
+            for c, t in scores[1:]:
+                if c > conf:  # the first of the best, as ``group`` takes it
+                    conf, top = c, t
+            yield Capture(capture.key, files, conf, top, capture.metadata, part_label(k + 1, parts), scores)
 
 
 def columns(options: ManifestOptions, images: int) -> list[str]:
@@ -167,7 +215,8 @@ def row_parts(capture: Capture, options: ManifestOptions) -> tuple[str, str]:
     ``\\r\\n`` ended): a row can be made before the widest capture is known, and padded when it is written."""
     first = capture.files[0]
     rest = [first.rsplit("/", 1)[0] if "/" in first else "", options.attribution, options.license,
-            "" if capture.key.startswith(ALONE) else capture.key, len(capture.files), capture.conf, capture.top,
+            "" if capture.key.startswith(ALONE) else capture.key, capture.part, len(capture.files), capture.conf,
+            capture.top,
             options.threshold, *capture.metadata]
     names = ",".join([csvline.manifest_field(f) for f in capture.files])
     return names, "," + csvline.manifest_line([cell(v) for v in rest])

@@ -867,10 +867,10 @@ class ExportsCapturesCombineInput(TypedDict):
 
 
 class ExportsCapturesCombineOutput(TypedDict):
-    subjects: int  # captures written (an image without a capture is one)
+    subjects: int  # subjects written (an image without a capture is one; a capture split is several)
     images: int
     batches: int
-    widest: int  # images of the largest capture: the manifests' image columns
+    widest: int  # images of the largest subject: the manifests' image columns (at most ``max_frames``)
 
 
 # ---------------------------------------------------------------- parallel fan-in (orchestrations.fanin)

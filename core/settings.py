@@ -92,6 +92,11 @@ Variables (names shared with infra/main.bicep app settings):
                                    without TRAPBATCH_EXPORT_LICENSE no licence is claimed (default empty: the
                                    images' licence)
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
+    TRAPBATCH_ZOONIVERSE_MAX_FRAMES   images in one Zooniverse subject of a capture or visit at most (default 20, at
+                                   least 1): a longer capture is several subjects of this many in rank order, the
+                                   hidden ``#capture_part`` saying ``2 of 3`` (core.captures.subjects), so no
+                                   manifest carries hundreds of image columns; a request's ``zooniverse_visit_frames``
+                                   above it is taken as it
     TRAPBATCH_EVENT_INTERVAL_S     a camera's images more than this many seconds apart are two events in the Camtrap
                                    DP export's event-level observations (default 60, MegaDetector's sequence gap;
                                    0 to 86400, as a request's ``event_interval_s``; core.camtrap_events)
@@ -480,6 +485,7 @@ class Settings:
     export_license: str = ""
     export_data_license: str = ""  # TRAPBATCH_EXPORT_DATA_LICENSE; "": export_license stands for the data too
     zooniverse_batch_size: int = 10_000
+    zooniverse_max_frames: int = 20  # core.zooniverse.DEFAULT_MAX_FRAMES
     event_interval_s: float = 60.0
     export_image_sizes: bool = True
     merge_views_mode: str = "auto"  # TRAPBATCH_MERGE_VIEWS; ``merge_views`` decides
@@ -635,6 +641,7 @@ class Settings:
             export_license=_license(env, "TRAPBATCH_EXPORT_LICENSE"),
             export_data_license=_license(env, "TRAPBATCH_EXPORT_DATA_LICENSE"),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
+            zooniverse_max_frames=_int(env, "TRAPBATCH_ZOONIVERSE_MAX_FRAMES", 20),
             event_interval_s=_event_interval_s(env),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
             merge_views_mode=_choice(env, "TRAPBATCH_MERGE_VIEWS", ("auto", "on", "off"), "auto"),
@@ -711,6 +718,7 @@ class DecidedSettings:
     export_data_license: str | None = None
     export_attribution: str | None = None
     zooniverse_batch_size: int | None = None
+    zooniverse_max_frames: int | None = None
     max_task_seconds: int | None = None
 
     @classmethod
@@ -722,6 +730,7 @@ class DecidedSettings:
                    export_data_license=settings.export_data_license,
                    export_attribution=settings.export_attribution,
                    zooniverse_batch_size=settings.zooniverse_batch_size,
+                   zooniverse_max_frames=settings.zooniverse_max_frames,
                    max_task_seconds=settings.knobs.max_task_seconds)
 
     def to_dict(self) -> dict[str, Any]:
@@ -736,7 +745,8 @@ class DecidedSettings:
         pool, stay the environment's)."""
         changes: dict[str, Any] = {k: getattr(self, k) for k in
                                    ("detection_threshold", "event_interval_s", "export_image_sizes", "export_license",
-                                    "export_data_license", "export_attribution", "zooniverse_batch_size")
+                                    "export_data_license", "export_attribution", "zooniverse_batch_size",
+                                    "zooniverse_max_frames")
                                    if getattr(self, k) is not None}
         if self.preview_threshold is not None:
             changes.update(preview_threshold=self.preview_threshold, preview_threshold_set=True)

@@ -41,6 +41,9 @@ COLUMNS = ["image_name_1", "folder", "attribution", "license", "#file", "#detect
            "#detector_top_category", "#detector_threshold"]
 DEFAULT_MAX_BATCH_SIZE = 10_000
 MAX_BATCHES = 10_000
+# Images in one subject of a capture or visit at most (``core.captures.subjects``: a longer one is split; the
+# setting TRAPBATCH_ZOONIVERSE_MAX_FRAMES, core.settings, the same default)
+DEFAULT_MAX_FRAMES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,14 @@ class ManifestOptions:
     # The image list's metadata columns (core.imagelist), after the fixed ones: the seed's manifests carry the
     # captures file's columns (season, site, roll, capture...) as subject metadata.
     metadata_columns: tuple[str, ...] = ()
+    # A capture's (or visit's) images in one subject at most (``core.captures.subjects``): a longer one is split into
+    # subjects of this many, so no manifest row carries hundreds of image columns.
+    max_frames: int = DEFAULT_MAX_FRAMES
 
     def __post_init__(self) -> None:
+        if self.max_frames < 1:
+            raise RequestInvalid(f"'max_frames' must be a positive integer, got {self.max_frames}",
+                                 "TRAPBATCH_ZOONIVERSE_MAX_FRAMES: e.g. 20")
         if self.max_batch_size is not None and self.number_of_batches is not None:
             raise RequestInvalid("give 'max_batch_size' or 'number_of_batches', not both",
                                  "the seed workflow's split_manifest_into_batches takes one of them")

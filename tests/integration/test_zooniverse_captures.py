@@ -167,6 +167,57 @@ def test_captures_come_out_whole_and_the_fan_out_writes_the_single_passes_bytes(
                 in n]  # the work blobs went with the clean-up
 
 
+def test_a_capture_longer_than_max_frames_is_split_in_rank_order_and_the_fan_out_writes_the_same_bytes(
+        task: Any) -> None:  # noqa: F811
+    """With TRAPBATCH_ZOONIVERSE_MAX_FRAMES 2, a capture of three images is two subjects (``1 of 2``: its first two
+    in rank order, ``2 of 2``: the third), both with the capture's id, so the manifests have two image columns, not
+    the largest capture's count; the fan-out writes the single activity's bytes."""
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False, zooniverse_max_frames=2)
+    doc, rows, parts = _setup(settings, store, [40, 40, 40, 17], 2)
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    want = _expected_subjects(doc, rows)
+    assert max(len(v) for v in want.values()) == 3 and sum(len(v) > 2 for v in want.values()) > 5
+    subjects = [r for name, data in sorted(expected.items()) if "/zooniverse/batch-" in name
+                for r in csv.DictReader(io.StringIO(data.decode()))]
+    headers = {data.decode().split("\r\n", 1)[0] for name, data in expected.items() if "/zooniverse/batch-" in name}
+    assert headers and all(h.startswith("image_name_1,image_name_2,folder,") for h in headers)  # two, not three
+    assert all("#capture_part" in h.split(",") for h in headers)
+    got: dict[str, dict[str, list[str]]] = {}
+    for r in subjects:
+        files = [r[f"image_name_{i}"] for i in (1, 2) if r[f"image_name_{i}"]]
+        assert int(r["#images"]) == len(files) <= 2
+        got.setdefault(r["#capture_id"] or files[0], {})[r["#capture_part"]] = files
+    assert len(subjects) == single["zooniverse_subjects"] == sum(-(-len(v) // 2) for v in want.values())
+    for key, images in want.items():
+        if len(images) <= 2:
+            assert got[key] == {"": images}
+        else:
+            assert got[key] == {"1 of 2": images[:2], "2 of 2": images[2:]}  # rank order kept across the parts
+    assert _fanned(settings, store, parts) == single
+    again = _snapshot(store, settings.container, "")
+    assert {name: again[name] for name in expected} == expected
+
+
+def test_visits_longer_than_the_apps_max_frames_are_split_at_it(task: Any) -> None:  # noqa: F811
+    """A request's ``zooniverse_visit_frames`` above TRAPBATCH_ZOONIVERSE_MAX_FRAMES is taken as the app's cap, and
+    a split visit's subjects say which part they are in ``#capture_part``."""
+    settings, store, parts, request = _many_in_four_parts(task)
+    settings = replace(settings, zooniverse_max_frames=2)
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 20})
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    subjects = [r for b in range(1, single["zooniverse_batches"] + 1) for r in csv.DictReader(io.StringIO(
+        expected[layout.zooniverse_batch_blob(TASK, b)].decode()))]
+    assert all(1 <= int(r["#images"]) <= 2 for r in subjects) and "image_name_3" not in subjects[0]
+    split = [r for r in subjects if "#" in r["#capture_id"]]
+    assert split and all(r["#capture_part"] == f"{r['#capture_id'].rsplit('#', 1)[1]} of "
+                         f"{r['#capture_part'].split(' of ')[1]}" for r in split)
+    assert all(r["#capture_part"] == "" for r in subjects if "#" not in r["#capture_id"])
+    assert _fanned(settings, store, parts) == single
+
+
 def test_a_list_without_capture_columns_keeps_one_subject_per_image(task: Any) -> None:  # noqa: F811
     settings, store, _ = task
     settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False)

@@ -63,7 +63,7 @@ def test_a_row_pads_to_the_widest_capture_and_reads_back() -> None:
                                                                                              "2", "0.9")
     assert (row["attribution"], row["license"], row["note"]) == ("Univ. of X", "CC-BY-4.0", 'say "hi"')
     alone = row_line(Capture(captures.ALONE + "b.jpg", ["b.jpg"], 0.0, "empty", [""] * 6), OPTIONS, 1)
-    assert alone.startswith("b.jpg,,Univ. of X,CC-BY-4.0,,1,0.0,empty,0.2,")  # no capture id, no folder
+    assert alone.startswith("b.jpg,,Univ. of X,CC-BY-4.0,,,1,0.0,empty,0.2,")  # no capture id, part or folder
     clash = captures.columns(ManifestOptions(threshold=0.2, metadata_columns=("folder", "capture", "image_name_4")), 1)
     assert clash[-3:] == ["list_folder", "capture", "list_image_name_4"]  # never taken for a photo column
     spaced = row_line(Capture("c1", [" a/lead.jpg", "a/z.jpg"], 0.9, "animal", [" S1", "J05", "1", "14", "1", ""]),
@@ -119,6 +119,42 @@ def test_visits_key_a_visits_photos_by_its_id_and_split_a_long_one_in_frame_orde
     records = [[captures.capture_key({}, key, f), 2**62, f, 0.5, "animal", []]
                for f in ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg", "untimed.jpg"]]
     assert records[-1][0] == ALONE + "untimed.jpg"
-    subjects = {c.key: c.files for c in group(sorted(visits(records, places.get, 2), key=sort_key))}
+    made = list(group(sorted(visits(records, places.get, 2), key=sort_key)))
+    subjects = {c.key: c.files for c in made}
     assert subjects == {ALONE + "untimed.jpg": ["untimed.jpg"], "e1": ["b.jpg", "a.jpg"], "e2#1": ["d.jpg", "f.jpg"],
                         "e2#2": ["e.jpg", "g.jpg"], "e2#3": ["c.jpg"]}
+    # a split visit's subjects say which part they are, in the column a split capture uses (``subjects``)
+    assert {c.key: c.part for c in made} == {ALONE + "untimed.jpg": "", "e1": "", "e2#1": "1 of 3", "e2#2": "2 of 3",
+                                             "e2#3": "3 of 3"}
+    assert list(captures.subjects(made, 2)) == made  # already no longer than the cap: left as they are
+
+
+def test_a_capture_longer_than_max_frames_is_subjects_of_at_most_that_many_in_rank_order() -> None:
+    """One burst of 45 frames (or a captures file that made every photo of a stuck clock one capture) padded every
+    row of the manifest to 45 image columns; now a capture of more than ``max_frames`` images is several subjects of
+    at most that many, in rank order, each saying which part it is and carrying its own images' detector fields, and
+    the header has ``max_frames`` image columns at most."""
+    recs = [["burst", rank, f"b/{rank:03d}.jpg", 0.9 if rank == 30 else rank / 1000, "animal" if rank == 30 else "x",
+             ["S1"]] for rank in range(45, 0, -1)]
+    recs.append(["short", 1, "s/1.jpg", 0.4, "person", ["S2"]])
+    whole = list(group(sorted(recs, key=sort_key)))
+    assert [len(c.files) for c in whole] == [45, 1]
+    made = list(captures.subjects(whole, 20))
+    assert [(c.key, c.part, len(c.files)) for c in made] == [("burst", "1 of 3", 20), ("burst", "2 of 3", 20),
+                                                            ("burst", "3 of 3", 5), ("short", "", 1)]
+    assert [f for c in made[:3] for f in c.files] == [f"b/{r:03d}.jpg" for r in range(1, 46)]  # rank order kept
+    assert [(c.conf, c.top) for c in made] == [(0.02, "x"), (0.9, "animal"), (0.045, "x"), (0.4, "person")]
+    assert all(c.metadata == ["S1"] for c in made[:3])
+    options = ManifestOptions(threshold=0.2, metadata_columns=("season",))
+    assert options.max_frames == 20 == zooniverse_default_frames()
+    header = captures.columns(options, max(len(c.files) for c in made))
+    assert header.count("image_name_20") == 1 and "image_name_21" not in header
+    [row] = list(csv.DictReader(io.StringIO(",".join(header) + "\r\n" + row_line(made[1], options, 20),
+                                            newline="")))
+    assert (row["#capture_id"], row["#capture_part"], row["#images"], row["image_name_1"]) == (
+        "burst", "2 of 3", "20", "b/021.jpg")
+
+
+def zooniverse_default_frames() -> int:
+    from core.zooniverse import DEFAULT_MAX_FRAMES
+    return DEFAULT_MAX_FRAMES

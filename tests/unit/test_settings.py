@@ -155,14 +155,16 @@ def test_the_preview_threshold_comes_from_the_request_the_app_or_the_model(
 def test_export_settings() -> None:
     s = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_EXPORT_ATTRIBUTION": "Univ. of X",
                            "TRAPBATCH_EXPORT_LICENSE": "CC-BY-4.0", "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "500",
-                           "TRAPBATCH_EXPORT_IMAGE_SIZES": "false"})
+                           "TRAPBATCH_EXPORT_IMAGE_SIZES": "false", "TRAPBATCH_ZOONIVERSE_MAX_FRAMES": "5"})
     assert (s.export_attribution, s.export_license, s.zooniverse_batch_size, s.export_image_sizes) == \
         ("Univ. of X", "CC-BY-4.0", 500, False)
+    assert s.zooniverse_max_frames == 5
     assert Settings.from_env({"AzureWebJobsStorage": "x"}).export_image_sizes is True
+    assert Settings.from_env({"AzureWebJobsStorage": "x"}).zooniverse_max_frames == 20  # a request's visits' most
     for name, bad in (("TRAPBATCH_EXPORT_IMAGE_SIZES", "maybe"), ("TRAPBATCH_PREVIEW_THRESHOLD", "1.5"),
                       ("TRAPBATCH_PREVIEW_THRESHOLD", "0.001"),  # below what a request may ask (0.005)
                       ("TRAPBATCH_IMAGES_PER_SHARD", "100001"),  # above what a request may ask
-                      ("TRAPBATCH_ZOONIVERSE_BATCH_SIZE", "0")):
+                      ("TRAPBATCH_ZOONIVERSE_BATCH_SIZE", "0"), ("TRAPBATCH_ZOONIVERSE_MAX_FRAMES", "0")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({"AzureWebJobsStorage": "x", name: bad})
 
@@ -278,7 +280,8 @@ def test_decided_settings_replace_the_environments_and_leave_the_rest() -> None:
             "TRAPBATCH_BATCH_ACCOUNT_URL": "https://b", "TRAPBATCH_BATCH_POOL_ID": "p", "TRAPBATCH_WORKER_IMAGE": "i",
             "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID": "r", "TRAPBATCH_STORAGE_ACCOUNT_URL": "https://s"}
     start = Settings.from_env({**base, "TRAPBATCH_DETECTION_THRESHOLD": "0.01", "TRAPBATCH_EVENT_INTERVAL_S": "0",
-                               "TRAPBATCH_EXPORT_IMAGE_SIZES": "false", "TRAPBATCH_MAX_TASK_SECONDS": "600"})
+                               "TRAPBATCH_EXPORT_IMAGE_SIZES": "false", "TRAPBATCH_MAX_TASK_SECONDS": "600",
+                               "TRAPBATCH_ZOONIVERSE_MAX_FRAMES": "3"})
     now = Settings.from_env({**base, "TRAPBATCH_PREVIEW_THRESHOLD": "0.6", "TRAPBATCH_MERGE_VIEWS": "on",
                              "TRAPBATCH_EXPORT_LICENSE": "CC0-1.0", "TRAPBATCH_EXPORT_DATA_LICENSE": "CC-BY-4.0",
                              "TRAPBATCH_CONTAINER": "elsewhere"})
@@ -291,6 +294,7 @@ def test_decided_settings_replace_the_environments_and_leave_the_rest() -> None:
     assert applied.merge_views is False  # Azure Batch with the CLI worker: auto was off at the start
     assert (applied.export_license, applied.knobs.max_task_seconds, applied.container) == ("", 600, "elsewhere")
     assert applied.export_data_license == ""  # decided too: the start had none
+    assert applied.zooniverse_max_frames == 3 != now.zooniverse_max_frames  # the subjects' split too
     assert applied.knobs.poll_min_s == now.knobs.poll_min_s
     assert DecidedSettings.from_dict({}).apply(now) == now
     older = DecidedSettings.from_dict({"detection_threshold": 0.01}).apply(now)
