@@ -43,6 +43,7 @@ from cli.download import _fetch, _safe_join, local_paths, open_new, signed_in_cl
 from cli.errors import EXIT_API, EXIT_USAGE, CliError
 from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit
 from core.zooniverse import IMAGE_COLUMN  # the manifests' own rule: a list's column never matches it
+from gpu_batch.formats.detections_csv import spreadsheet_safe
 
 # Under both limits: the Panoptes CLI's 1,048,576 bytes and the Project Builder's 1,000 KB.
 MAX_BYTES = 1_000_000
@@ -269,16 +270,23 @@ def prepare(results_service: Any, source_service: Any, source_container: str,
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         if report.problems:
-            text = io.StringIO(newline="")
-            writer = csv.writer(text)
-            writer.writerow(["photo", "problem"])
-            writer.writerows(sorted(report.problems))
             with open_new(report.problems_file) as fh:  # not through a link planted at its name
-                fh.write(text.getvalue().encode("utf-8"))
+                fh.write(problems_csv(report.problems))
         else:
             report.problems_file.unlink(missing_ok=True)
         done.append(report)
     return done
+
+
+def problems_csv(problems: Iterable[tuple[str, str]]) -> bytes:
+    """``batch-NNN.problems.csv``: a row per photo that could not be prepared, sorted. A table people open in a
+    spreadsheet, so each cell has the exports' CSV guard (``detections_csv.spreadsheet_safe``: a photo named
+    ``=HYPERLINK(...)`` stays text; a cell that starts with ``'`` had one added, remove one)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["photo", "problem"])
+    writer.writerows([spreadsheet_safe(name), spreadsheet_safe(problem)] for name, problem in sorted(problems))
+    return text.getvalue().encode("utf-8")
 
 
 KEPT = "kept"

@@ -436,3 +436,19 @@ def test_keep_metadata_keeps_all_of_a_copied_photo_but_only_what_pillow_writes_o
         text = " ".join((root / doc).read_text(encoding="utf-8").split())
         assert "`--keep-metadata` keeps them)" not in text and "keeps EXIF and XMP of a photo written again" not in text
         assert "of a photo written again only its EXIF (a JPEG's XMP and comment too), not its IPTC" in text, doc
+
+
+def test_the_problems_table_guards_its_cells_as_the_exports_csvs_do() -> None:
+    """``batch-NNN.problems.csv`` is opened in a spreadsheet like detections.csv: a photo named like a formula is
+    text there, and the guard reads back without doubt (``'=x.jpg`` and ``=x.jpg`` are two rows, not one cell)."""
+    import csv as csv_module
+    import io as io_module
+
+    from cli.zooniverse_upload import problems_csv
+    from gpu_batch.formats.detections_csv import unguarded
+
+    problems = [("=x.jpg", "-1 bytes"), ("'=x.jpg", "gone"), ("cam/a.jpg", "gone")]
+    rows = list(csv_module.reader(io_module.StringIO(problems_csv(problems).decode("utf-8"), newline="")))
+    assert rows == [["photo", "problem"], ["''=x.jpg", "gone"], ["'=x.jpg", "'-1 bytes"], ["cam/a.jpg", "gone"]]
+    assert sorted((unguarded(a), unguarded(b)) for a, b in rows[1:]) == sorted(problems)
+
