@@ -169,7 +169,8 @@ DAMAGED_HEADER = b"file\r\n"
 
 def damaged_rows(names: list[str]) -> bytes:
     """CSV rows of ``names`` (one column, quoted where a name needs it), as the ``csv`` module writes them. A name
-    that starts like a formula (``=``, ``+``, ``-``, ``@``...) gets a leading apostrophe, as in detections.csv: the
+    that starts like a formula (``=``, ``+``, ``-``, ``@``...) or with ``'`` gets a leading apostrophe, as in
+    detections.csv (``spreadsheet_safe``: a cell that starts with ``'`` had one added, remove one): the
     results' README.txt says a spreadsheet opens this list, and blob names are chosen by whoever uploads the images
     (``activities.previews`` reads it back with ``unguarded``)."""
     text = io.StringIO(newline="")

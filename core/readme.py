@@ -103,7 +103,8 @@ def describe(path: str, facts: ReadmeFacts) -> str:
         return (f"One row per image: folder, capture time (the camera's clock, from EXIF, no time zone), ok or "
                 f"failed and why, animals, people and vehicles at threshold {t} and the best confidence of each "
                 "(0 to 1, to apply another threshold). Opens in a spreadsheet (Excel: Data > From Text/CSV, "
-                "UTF-8).")
+                "UTF-8). A name starting with =, +, -, @ or ' has a ' added so that no spreadsheet runs it (in "
+                "every CSV here but Zooniverse manifests and data package tables): remove one to get the name.")
     if file == "damaged.csv":
         return ("The photos cut short (a JPEG without its end: a camera that lost power, a partial copy), one per "
                 "row. They were detected as far as they go; copy them again from the cards. A spreadsheet.")

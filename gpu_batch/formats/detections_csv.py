@@ -14,8 +14,12 @@ the highest confidence of each category (any value, so a lower threshold can be 
 repeated false positives (negative confidence) count nowhere.
 
 Text cells come from blob names, which whoever uploads the images chooses: a name starting with ``=``, ``+``, ``-``,
-``@``, a tab or a carriage return would run as a formula when the CSV is opened in a spreadsheet (CSV injection), so
-such a cell gets a leading apostrophe, as OWASP recommends (the results JSON keeps the exact name).
+``@``, a tab, a carriage return, a line feed or a NUL would run as a formula when the CSV is opened in a spreadsheet
+(CSV injection), so such a cell gets a leading apostrophe, as OWASP recommends (owasp.org/www-community/attacks/
+CSV_Injection, which lists line feed since OWASP/www-community#1116; ASVS 1.2.10 adds NUL). A name that already
+starts with an apostrophe gets one too, so the rule reads back without doubt: **a cell that starts with ``'`` had one
+added; remove one** (``unguarded``). Without it, ``'=x.jpg`` and ``=x.jpg`` were both written ``'=x.jpg``. The results
+JSON keeps the exact name.
 
 Must not: do I/O.
 """
@@ -35,17 +39,22 @@ CSV_COLUMNS = (["file", "folder", "capture_time", "status", "failure"] + [f"{n}_
                + [f"{n}_max_conf" for n in _NAMES] + ["max_conf", "threshold"])
 
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
+# What gets the apostrophe: a formula's start, and the apostrophe itself, so that every guarded cell starts with one
+# and every cell that starts with one was guarded (``unguarded`` removes exactly one).
+_GUARDED_STARTS = _FORMULA_STARTS + ("'",)
 
 
 def spreadsheet_safe(text: str) -> str:
-    """``text`` as a cell that a spreadsheet shows as text and never evaluates (see the module doc)."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    """``text`` as a cell that a spreadsheet shows as text and never evaluates, with a leading ``'`` when it starts
+    like a formula or with ``'`` (see the module doc): ``=x.jpg`` is ``'=x.jpg``, ``'=x.jpg`` is ``''=x.jpg``."""
+    return "'" + text if text.startswith(_GUARDED_STARTS) else text
 
 
 def unguarded(cell: str) -> str:
-    """A ``spreadsheet_safe`` cell as the name it guards, for a reader that is no spreadsheet (the preview page)."""
-    return cell[1:] if cell[:1] == "'" and cell[1:2] and cell[1:].startswith(_FORMULA_STARTS) else cell
+    """A ``spreadsheet_safe`` cell as the name it guards, for a reader that is no spreadsheet (the preview page):
+    one leading ``'`` removed, as every cell that starts with one had it added."""
+    return cell[1:] if cell[:1] == "'" else cell
 
 
 def capture_time(entry: Mapping[str, Any]) -> str:
@@ -134,7 +143,7 @@ class CsvLines:
         folder = self._folders.get(head)
         if folder is None:
             folder = self._folders[head] = spreadsheet_safe(posixpath.dirname(raw))
-        file = "'" + raw if raw.startswith(_FORMULA_STARTS) else raw
+        file = "'" + raw if raw.startswith(_GUARDED_STARTS) else raw  # ``spreadsheet_safe``, inlined
         when = capture_time(entry) if "datetime" in entry else ""
         if when and not _plain(when):
             return _writer_text(csv_row(entry, threshold))

@@ -86,14 +86,16 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # the URL: a package never mixes URLs and relative paths. 10: a Camtrap DP media line places a photo's EXIF time in
 # its own EXIF offset (the entry's ``exif_metadata``, ``camtrapdp.exif_offset``), as do the deployments' span facts;
 # 9's code placed it in UTC, so an app of version 9 must not take a newer worker's lines (it would write a camera's
-# photos of formatted shards at +00:00 beside a view's at +02:00), nor this app a version-9 view's.
+# photos of formatted shards at +00:00 beside a view's at +02:00), nor this app a version-9 view's. 11: a CSV line's
+# guard (``detections_csv.spreadsheet_safe``) also quotes a name that starts with ``'``, a line feed or a NUL, so
+# every cell that starts with ``'`` had one added (10's wrote ``'=x.jpg`` for both ``=x.jpg`` and ``'=x.jpg``).
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one
 # file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
 # A header field added (``damaged``) is no new version: an older app reads past it, and this one reads a view
 # without it as one whose worker did not name the photos cut short (``ShardView.damaged`` None).
-VIEW_VERSION = 10
+VIEW_VERSION = 11
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 

@@ -504,7 +504,7 @@ def test_the_camera_tables_never_hand_a_spreadsheet_a_formula() -> None:
         [day] = list(csv.DictReader(io.StringIO("".join(ev.camera_days_lines([days], 60, 0.2)))))
         assert row["deploymentID"] == day["deploymentID"] == "'" + name
         assert unguarded(row["deploymentID"]) == name  # as the preview page shows it (activities.previews)
-    assert unguarded("'plain") == "'plain" and unguarded("") == ""
+    assert unguarded("''plain") == "'plain" and unguarded("") == ""  # one added to a name that had one
 
 
 # ---------------------------------------------------------------- pinned rules (a mutation audit found them unpinned)

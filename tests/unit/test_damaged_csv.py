@@ -10,8 +10,8 @@ from activities.fanin import DAMAGED_HEADER, damaged_rows
 from activities.previews import _damaged
 from gpu_batch import layout
 
-NAMES = ["=HYPERLINK(\"http://example.invalid\")/a.jpg", "+cam/b.jpg", "-cam/c.jpg", "@cam/d.jpg", "cam/e.jpg",
-         "cam/line\nbreak, \"quoted\".jpg"]
+NAMES = ["=HYPERLINK(\"http://example.invalid\")/a.jpg", "+cam/b.jpg", "-cam/c.jpg", "@cam/d.jpg", "'=cam/q.jpg",
+         "cam/e.jpg", "cam/line\nbreak, \"quoted\".jpg"]
 
 
 class _Store:
@@ -28,12 +28,13 @@ def test_a_photo_cut_short_whose_name_starts_like_a_formula_is_text_in_damaged_c
     rows = list(csv.reader(io.StringIO((DAMAGED_HEADER + damaged_rows(NAMES)).decode("utf-8"), newline="")))
     assert rows[0] == ["file"]
     cells = [r[0] for r in rows[1:]]
-    assert cells == ["'" + n for n in NAMES[:4]] + NAMES[4:]  # only the formula starts change, as in detections.csv
+    assert cells == ["'" + n for n in NAMES[:5]] + NAMES[5:]  # formula and apostrophe starts, as in detections.csv
     assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
 
 
 def test_the_preview_page_still_finds_its_pictures_in_a_guarded_damaged_csv() -> None:
     store = _Store({layout.damaged_blob("t"): DAMAGED_HEADER + damaged_rows(NAMES)})
-    total, shown = _damaged(store, "c", "t", {NAMES[0], NAMES[1], NAMES[5], "cam/whole.jpg"})  # type: ignore[arg-type]
+    wanted = {NAMES[0], NAMES[1], NAMES[4], NAMES[6], "cam/whole.jpg", "=cam/q.jpg"}
+    total, shown = _damaged(store, "c", "t", wanted)  # type: ignore[arg-type]
     assert total == len(NAMES)
-    assert shown == {NAMES[0], NAMES[1], NAMES[5]}
+    assert shown == {NAMES[0], NAMES[1], NAMES[4], NAMES[6]}  # ``'=cam/q.jpg``, not ``=cam/q.jpg``

@@ -73,6 +73,28 @@ def test_names_that_a_spreadsheet_would_run_as_formulas_stay_text() -> None:
     assert rows[1]["failure"] == "image access failure"
 
 
+def test_the_guard_reads_back_without_doubt_a_leading_apostrophe_was_added() -> None:
+    """``=x.jpg`` and ``'=x.jpg`` were both written ``'=x.jpg``: a reader could not tell which photo a row was.
+    Now a name that starts with ``'`` gets one more, so every cell that starts with ``'`` had exactly one added
+    (``unguarded`` removes it), in csv_row's and CsvLines' rows alike; a line feed or NUL start is guarded too
+    (OWASP's CSV injection page, ASVS 1.2.10)."""
+    from gpu_batch.formats.detections_csv import spreadsheet_safe, unguarded
+
+    names = ["=x.jpg", "'=x.jpg", "'plain.jpg", "''.jpg", "\nnl.jpg", "\x00nul.jpg", "plain'.jpg", "cam/'a.jpg",
+             "'cam/a.jpg"]
+    entries: list[dict[str, object]] = [{"file": n, "detections": []} for n in names]
+    rows = _table(entries)
+    assert [r["file"] for r in rows] == ["'=x.jpg", "''=x.jpg", "''plain.jpg", "'''.jpg", "'\nnl.jpg", "'\x00nul.jpg",
+                                         "plain'.jpg", "cam/'a.jpg", "''cam/a.jpg"]
+    assert len({r["file"] for r in rows}) == len(names)  # no two names share a cell
+    assert [unguarded(r["file"]) for r in rows] == names
+    assert [r["folder"] for r in rows][-2:] == ["cam", "''cam"]
+    lines = CsvLines(0.2)  # the merge's fast rows write the same cells
+    assert [next(csv.DictReader(io.StringIO(",".join(CSV_COLUMNS) + "\r\n" + lines.line(e))))["file"]
+            for e in entries] == [r["file"] for r in rows]
+    assert all(unguarded(spreadsheet_safe(n)) == n for n in names + ["", "'", "-", "a"])
+
+
 def _random_entries(seed: int, n: int) -> list[dict[str, Any]]:
     """Entries with adversarial names and failures (commas, quotes, CR/LF, NUL, formula starts, non-ASCII) and
     detections of every odd shape JSON could give (int/str/None confs and categories, edge floats, non-dicts)."""
