@@ -100,8 +100,9 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
     "zooniverse_visit_frames": {"type": ["integer", "null"], "minimum": 1, "maximum": rq.MAX_VISIT_FRAMES,
                                 "description": "Zooniverse subjects made of visits instead of single images: each "
                                 "camera's photos grouped by time as the Camtrap DP export's events (event_interval_s), "
-                                "at most this many frames a subject in capture-time order (a longer visit is several "
-                                "subjects); an image list's own captures (capture_id, or season, site, roll and "
+                                "at most this many frames a subject in capture-time order, and at most the app's "
+                                "TRAPBATCH_ZOONIVERSE_MAX_FRAMES (a longer visit is several subjects, each saying "
+                                "its #capture_part); an image list's own captures (capture_id, or season, site, roll and "
                                 "capture) win; default: a subject per image; not part of the task id",
                                 "examples": [3]},
     "camera_depth": {"type": ["integer", "null"], "minimum": 1, "maximum": rq.MAX_CAMERA_DEPTH,
