@@ -640,11 +640,15 @@ def _run_shards(context: df.DurableOrchestrationContext,
     unavailable_wait = int(data.get("unavailable_wait_s") or 0)
     # ... of the outage under way: an attempt that got past start-up opens a new wait for the shard's next 69
     unavailable_restarts = bool(data.get("unavailable_restarts")) and unavailable_wait > 0
-    # Went on as new in an outage: the status and its note come first, so the retries of the generation's first step
-    # (a SUBMIT) keep since and until (retries.show_waiting); custom status is no history action: replay is unchanged
+    # The status comes first in every generation, before its first step is awaited (a SUBMIT in the first generation,
+    # or in one gone on as new in an outage): on Azure an episode whose generation has set none stores none (only the
+    # work item that went on as new keeps the status carried over: devhost README, fidelity row 33), so while that
+    # SUBMIT retried a busy Batch the group showed no counts and no note that it waits (retries.show_waiting notes
+    # only a status that is there). Went on as new in an outage, its note comes first too, so those retries keep
+    # since and until. Custom status is no history action: replay is unchanged
+    context.set_custom_status({"stage": Stage.detecting, **_progress(state),
+                               **_unreachable(state, unavailable_wait, context.current_utc_datetime)})
     if outage is not None:
-        context.set_custom_status({"stage": Stage.detecting, **_progress(state),
-                                   **_unreachable(state, unavailable_wait, context.current_utc_datetime)})
         show_waiting(context, _outage_note(outage, outage_limit, context.current_utc_datetime))
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)

@@ -15,6 +15,9 @@ What the Durable extension does for an out-of-process Python app, reduced to one
   host's job; DTFx also waits one extra timer after the last attempt before the failure reaches the orchestrator);
   delivering one event per episode makes those numbers "the event's first, then the episode's new actions";
 * ``continue_as_new`` starts a new execution (fresh history) with the new input;
+* ``Run.stored`` is the custom status Azure stores after each work item, as dtfx does (devhost README, fidelity rows
+  33 and 43): what the episode's replay set, else none, except the new execution's first episode after
+  ``continue_as_new``, which runs in the work item that went on as new and keeps what that episode set;
 * the replayed action prefix is compared with what earlier episodes recorded (the extension's non-determinism check),
   and an SDK "duplicate completion" warning (a wrong task id) is an error, not a silent hang;
 * a custom status over the extension's 16 KB (``devhost.engine.custom_status_error``), which fails the orchestration
@@ -114,6 +117,8 @@ class Run:
     error: str | None = None
     custom_status: Any = None
     statuses: list[Any] = field(default_factory=list)  # distinct custom status values, in order
+    # the custom status stored after each work item (None: dtfx writes "null"; module docstring), in order
+    stored: list[Any] = field(default_factory=list)
     activities: list[ActivityCall] = field(default_factory=list)
     timers: list[TimerCall] = field(default_factory=list)
     sub_orchestrations: list[SubOrchestrationCall] = field(default_factory=list)
@@ -214,8 +219,9 @@ class Harness:
         label = name or (orchestrator if isinstance(orchestrator, str) else str(getattr(fn, "__name__", "orch")))
         run = Run(name=label, instance_id=instance_id)
         input_json: str | None = None if input_ is None else json.dumps(input_)
+        carried: Any = None  # what the episode that went on as new set (module docstring, ``Run.stored``)
         while True:
-            continued, input_json = self._execution(fn, run, input_json, parent_instance_id)
+            continued, input_json, carried = self._execution(fn, run, input_json, parent_instance_id, carried)
             run.executions += 1
             if not continued:
                 return run
@@ -255,8 +261,10 @@ class Harness:
         history.append(h.event(h.ORCHESTRATOR_STARTED, at=self.now))
         history.append({**event, "Timestamp": h.ts(self.now)})
 
-    def _execution(self, fn: Callable[..., Any], run: Run, input_json: str | None,
-                   parent_instance_id: str | None) -> tuple[bool, str | None]:
+    def _execution(self, fn: Callable[..., Any], run: Run, input_json: str | None, parent_instance_id: str | None,
+                   carried: Any = None) -> tuple[bool, str | None, Any]:
+        """One execution to its end: (whether it went on as new, the new input, the status its last episode set).
+        ``carried``: the status the episode that went on as new into this execution set (``Run.stored``)."""
         execution = run.executions
         history: list[dict[str, Any]] = [
             h.event(h.ORCHESTRATOR_STARTED, at=self.now),
@@ -270,6 +278,7 @@ class Harness:
         queue: deque[_Work] = deque()
         delivered: _Work | None = None
         delivered_failed = False
+        first_episode = run.episodes + 1
         while True:
             run.episodes += 1
             if run.episodes > self.max_episodes:
@@ -342,16 +351,18 @@ class Harness:
                 else:
                     raise HarnessError(f"action type {kind} is not emulated: {action}")
 
+            if not continued:  # the episode that goes on as new is stored with the next execution's first
+                run.stored.append(custom if custom is not None or run.episodes > first_episode else carried)
             if state.get("error") or continued or state.get("isDone"):
                 run.history_events.append(len(history) + 2)  # + OrchestratorCompleted, ExecutionCompleted
             if state.get("error"):
                 run.status, run.error = "Failed", str(state["error"])
-                return False, None
+                return False, None, custom
             if continued:
-                return True, continue_input
+                return True, continue_input, custom
             if state.get("isDone"):
                 run.status, run.output = "Completed", state.get("output")
-                return False, None
+                return False, None, custom
             if not queue:
                 raise HarnessError(f"{run.name} waits for something nobody will deliver (custom status {custom!r})")
 

@@ -112,3 +112,26 @@ def test_more_actions_in_one_execution_than_the_extension_allows_is_an_error() -
     assert Harness({"work": 1}, max_actions=4).run(orchestrator, 1).status == "Completed"  # 1, 2, then 3 + 1
     with pytest.raises(HarnessError, match=r"Maximum amount of orchestration actions \(3\) has been reached"):
         Harness({"work": 1}, max_actions=3).run(orchestrator, 1)
+
+
+def test_the_stored_status_keeps_a_carried_status_for_the_first_episode_after_continue_as_new_only() -> None:
+    """As dtfx stores it (devhost README, fidelity rows 33 and 43): each work item stores what its episode's replay
+    set, or none; the work item that goes on as new runs the next execution's first episode and stores that
+    episode's status, else the one carried over (TaskOrchestrationDispatcher ``carryOverStatus``); the episode that
+    went on as new is no work item of its own."""
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        if context.get_input() == 0:
+            context.set_custom_status("first")
+            yield context.call_activity("step", 0)
+            context.continue_as_new(1)
+            return None
+        yield context.call_activity("step", 1)  # the carried status, stored with the work item that went on as new
+        yield context.call_activity("step", 2)  # none: this generation has set none yet
+        context.set_custom_status("second")
+        return "done"
+
+    run = run_orchestrator(orchestrator, 0, {"step": "ok"})
+
+    assert run.status == "Completed" and run.executions == 2
+    assert run.stored == ["first", "first", None, "second"], run.stored
+    assert run.custom_status == "second"

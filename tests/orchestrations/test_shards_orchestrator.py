@@ -1548,3 +1548,22 @@ def test_an_only_new_groups_reused_counts_survive_continue_as_new_and_resubmissi
     assert [call.input["shards"] for call in run.calls(c.RESUBMIT)] == [[[s0, 2]]]
     assert run.output["images_done"] == 2 * IMAGES and run.output["images_reused"] == 14
     assert run.output["resubmissions"] == 1
+
+
+def test_a_group_shows_its_counts_from_its_first_episode_in_every_generation() -> None:
+    """On Azure only the work item that goes on as new keeps the status carried over; any other episode that set none
+    stores none (devhost README, fidelity row 33; ``Run.stored`` as dtfx stores it), and the task's status then counts
+    nothing of the group (``api.starters._child_progress``). The group sets its status before its first step in every
+    generation: before, its first SUBMIT came first, so while Batch stayed busy its status was none, without the
+    note saying the SUBMIT waits (``retries.show_waiting`` notes only a status that is there)."""
+    s0 = shard_id(0)
+    pool = Pool(runs_for={pool_task_id(s0, 1): 40})
+    run = outage_group(2, busy_for(pool, c.SUBMIT, 2), max_in_flight=1, history_events=200)
+
+    assert run.status == "Completed", run.error
+    assert len(run.continued_as_new) >= 2
+    assert all(isinstance(s, dict) and s["shards"] == 2 for s in run.stored), [
+        i for i, s in enumerate(run.stored) if not isinstance(s, dict)]
+    assert any(s.get(c.WAITING_KEY, {}).get("step") == c.SUBMIT for s in run.stored[:3]), run.stored[:3]
+    shown = [s["images_progress"] for s in run.stored]  # what the task sums (api.starters._child_progress)
+    assert shown == sorted(shown)  # never lower from one work item to the next, generations included
