@@ -662,6 +662,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "shards_waiting": {"type": "integer", "minimum": 0, "description": "shards in no pool task, "
                                        "waiting out a worker exit 69's back-off (see unreachable); shards_done, "
                                        "shards_running, shards_queued and it add up to the submitted shards"},
+                    "groups_unknown": {"type": "integer", "minimum": 1, "description": "shard groups that show no "
+                                       "counts yet (starting: a group's status is stored after its first step), so "
+                                       "their shards and images are in none of the counts (not done, not missing). "
+                                       "Absent: every group shows its counts"},
                     "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
                                         "(their images are failures with reason not_processed): how many, the first "
                                         "few with how their last attempt ended (the worker's exit code and words, or "

@@ -667,8 +667,8 @@ UNREACHABLE_CHECK = ("the pool nodes' outbound network to what the reason names:
                      "'until'; from then its exits count, and it is given up after its max attempts")
 
 
-async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int,
-                          run: str = "") -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None]:
+async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int, run: str = ""
+                          ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
 
     Why a query by id prefix rather than one status read per group: each read cost a round trip (~12.5 ms per group
@@ -679,20 +679,24 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
 
     ``images_progress`` sums each group's own never-decreasing count; a group from before that count reports its
     final and in-progress images instead. Also returns the first ``waiting`` a group shows (a step waiting out a
-    busy service: ``orchestrations.retries``), or None, and the groups' ``unreachable`` notes as one
-    (``_merge_unreachable``), or None.
+    busy service: ``orchestrations.retries``), or None, the groups' ``unreachable`` notes as one
+    (``_merge_unreachable``), or None, and how many of the run's groups show no counts: not listed yet, or with no
+    status (``null`` on Azure until a group's first work item is stored; devhost README, fidelity rows 33 and 43).
+    Such a group counts nothing: its images are neither done nor missing, only not known yet.
     """
     wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
     prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
     totals: dict[str, int] = {}
     waiting: dict[str, Any] | None = None
     unreachable: dict[str, Any] | None = None
+    counted = 0
     for child in await _all_instances(client, prefix, show_input=False):
         if str(getattr(child, "instance_id", "") or "") not in wanted:
             continue
         status = getattr(child, "custom_status", None)
         if not isinstance(status, dict):
             continue
+        counted += 1
         counts = {k: v for k, v in status.items() if isinstance(v, int) and not isinstance(v, bool)}
         counts.setdefault("images_progress", counts.get("images_done", 0) + counts.get("images_in_progress", 0))
         for key, value in counts.items():
@@ -701,7 +705,7 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
             waiting = status[c.WAITING_KEY]
         if isinstance(status.get(c.UNREACHABLE_KEY), dict):
             unreachable = _merge_unreachable(unreachable, status[c.UNREACHABLE_KEY])
-    return totals, waiting, unreachable
+    return totals, waiting, unreachable, len(wanted) - counted
 
 
 def _merge_unreachable(so_far: dict[str, Any] | None, note: dict[str, Any]) -> dict[str, Any]:
@@ -757,8 +761,10 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
     if runtime == "Failed":
         out["error"] = failure_message(str(custom.get("error") or status.output or ""))
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress, waiting, unreachable = await _child_progress(client, task_id, int(custom["groups"]),
-                                                               str(custom.get("groups_run") or ""))
+        progress, waiting, unreachable, unknown = await _child_progress(client, task_id, int(custom["groups"]),
+                                                                        str(custom.get("groups_run") or ""))
+        if unknown:  # starting (no status stored yet): in none of the counts, not lost
+            out["groups_unknown"] = unknown
         if waiting is not None and c.WAITING_KEY not in out:  # a shard group waiting out a busy Batch or storage
             out[c.WAITING_KEY] = waiting
         if unreachable is not None:  # shards whose workers exited 69, waiting to be tried again: why, what to check

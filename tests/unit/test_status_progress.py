@@ -259,3 +259,28 @@ def test_shards_waiting_out_an_exit_69_back_off_are_counted_in_the_tasks_status_
     assert out["shards_done"] + out["shards_running"] + out["shards_queued"] + out["shards_waiting"] == out["shards"]
     assert "3/10 done, 1 running, 1 queued, 5 waiting to be tried again, " in progress_line(out), progress_line(out)
     assert " waiting to be tried again" not in progress_line({**out, "shards_waiting": 0})
+
+
+def test_a_group_with_no_status_yet_is_shown_unknown_and_its_images_are_not_counted_lost() -> None:
+    """A group's custom status is ``null`` until its first work item is stored, and on Azure again in any episode of
+    a generation that set none yet (devhost README, fidelity rows 33 and 43); a group may not be listed yet at all.
+    The task's status sums the groups that show counts, says how many do not (``groups_unknown``) and counts none of
+    their images, done or missing, instead of failing or losing them."""
+    from tests.openapi_answers import undescribed
+
+    groups: dict[str, Any] = {shards_instance_id(TASK, 0): group_status(done=1, progress=13),
+                              shards_instance_id(TASK, 1): None}  # listed, no status; group 2 not listed yet
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 3}), TASK)
+
+    out = with_api(groups, body)
+    assert out["groups_unknown"] == 2, out
+    assert out["images_done"] == 13 and out["images_missing"] == 0 and out["images_failed"] == 0
+    assert out["shards_done"] == 1 and out["shards_running"] == 4
+    assert undescribed("TaskStatus", out) == [], undescribed("TaskStatus", out)
+
+    async def known(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 1}), TASK)
+
+    assert "groups_unknown" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, known)
