@@ -169,6 +169,26 @@ def custom_status_error(custom: Any) -> str | None:
     return None
 
 
+def episode_status(custom: Any, carried: str | None) -> str:
+    """The custom status an episode leaves, as stored text ("" for none; fidelity rows 33 and 43).
+
+    ``custom``: what the SDK's replay returned (a falsy status is left out, ``OrchestratorState.to_json``).
+    ``carried``: for the first episode of a generation gone on as new, what the episode that went on as new set ("" for
+    none; devhost stores it with the new generation's start, ``_finish_episode``), else None.
+
+    Why: the out-of-proc shim sets a status only when the replay returned one (ext
+    ``Listener/OutOfProcOrchestrationShim.cs`` ``ScheduleDurableTaskEvents``), on a fresh context; one over 16 KB is
+    refused by ``SetCustomStatus`` (none is set); dtfx ``TaskOrchestrationDispatcher.ExecuteOrchestrationAsync``
+    stores ``runtimeState.Status = result?.CustomStatus`` and ``AzureTableTrackingStore.UpdateStateAsync`` writes
+    ``Status ?? "null"``: an episode that set none stores none. The one exception is the continue-as-new work item:
+    the dispatcher runs the new generation's first episode in it (``carryOverStatus``, then
+    ``runtimeState.Status ?? carryOverStatus`` before the work item is completed), so that episode alone keeps the
+    status the episode before it set, failing or not.
+    """
+    own = "" if custom is None or custom_status_error(custom) else json.dumps(custom)
+    return own or (carried or "")
+
+
 class _UnscheduledCompletion(Exception):
     """A completion arrived for a task id the history never scheduled; the orchestration fails (a host bug)."""
 
@@ -596,15 +616,16 @@ class Engine:
             self.wake.clear()
 
     def _fail(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], message: str,
-              custom: Any = None) -> None:
-        """Fail the instance with ``message``; ``custom``: the custom status the failing episode set (None: it set
-        none, or it could not be stored, and the stored one stays, as in ``_finish_episode``)."""
+              status: str | None = None) -> None:
+        """Fail the instance with ``message``; ``status``: the custom status the failing episode leaves, as stored
+        text (``episode_status``: "" for none), or None where no episode ran (devhost's own failures), which leaves
+        the stored one."""
         logger.error("[%s] orchestration failed: %s", iid, message)
         doc["history"].append(h.event(h.EXECUTION_FAILED, Reason=message))
         self.store.save_history(iid, doc)
         fields: dict[str, Any] = {}
-        if custom is not None:
-            fields["CustomStatus"] = json.dumps(custom)
+        if status is not None:
+            fields["CustomStatus"] = status
         self.store.put_instance(iid, Status="Failed", Output=json.dumps(message), Error=message,
                                 UpdatedTime=h.ts(h.utcnow()), **fields)
         self.store.delete_activities_of(iid)
@@ -631,12 +652,16 @@ class Engine:
             return False  # nothing can happen before the start message arrives
 
         now = h.utcnow()
-        if not doc["history"] and any(m["RowKey"].startswith(CONTINUED_START + "-") for m in consumed):
+        continued = not doc["history"] and any(m["RowKey"].startswith(CONTINUED_START + "-") for m in consumed)
+        if continued:
             # dtfx TaskOrchestrationDispatcher: a generation gone on as new begins OrchestratorStarted,
             # ExecutionStarted, OrchestratorCompleted; its first episode's events follow (fidelity row 35)
             new_events.insert(1, h.event(h.ORCHESTRATOR_COMPLETED))
         _append_to_history(doc, new_events, consumed, special, now)
-        self._replay_and_apply(iid, inst, doc, special, now)
+        # that first episode runs in the work item that went on as new on Azure: it keeps the status carried over,
+        # which the episode that went on as new stored (_finish_episode)
+        carried = str(inst.get("CustomStatus") or "") if continued else None
+        self._replay_and_apply(iid, inst, doc, special, now, carried)
         self._delete_messages(consumed)
         return True
 
@@ -706,9 +731,9 @@ class Engine:
         return new_events, consumed, special
 
     def _replay_and_apply(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], special: _Special | None,
-                          now: Any) -> None:
+                          now: Any, carried: str | None = None) -> None:
         """Replay the orchestrator over ``doc``, check and record its new actions, then save and carry them out;
-        or fail the instance when the orchestrator raised or broke determinism.
+        or fail the instance when the orchestrator raised or broke determinism. ``carried``: see ``episode_status``.
         """
         with Timer() as timer:
             state = self._replay(iid, inst, doc)
@@ -725,11 +750,11 @@ class Engine:
         if error:
             # dtfx TaskOrchestrationExecutor.ExecuteCore returns GetStatus() after FailOrchestration and
             # TaskOrchestrationDispatcher stores it (runtimeState.Status = result.CustomStatus): a failing episode's
-            # custom status stands, as the shim set it before the failure; not one over 16 KB, whose SetCustomStatus
-            # threw (fidelity row 43)
-            self._fail(iid, inst, doc, error, None if too_big else state.get("customStatus"))
+            # custom status stands, as the shim set it before the failure; one over 16 KB, whose SetCustomStatus
+            # threw, or none leaves none, unless carried over continue_as_new (episode_status; fidelity row 43)
+            self._fail(iid, inst, doc, error, episode_status(state.get("customStatus"), carried))
         else:
-            self._finish_episode(iid, inst, doc, state, effects)
+            self._finish_episode(iid, inst, doc, state, effects, carried)
         self.metrics.history(iid, len(doc["history"]))
 
     def _replay(self, iid: str, inst: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
@@ -840,15 +865,13 @@ class Engine:
                                due=fire_at, message_id=f"timer-{execution}-{tid:06d}")
 
     def _finish_episode(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], state: dict[str, Any],
-                        effects: list[tuple[Any, ...]]) -> None:
+                        effects: list[tuple[Any, ...]], carried: str | None = None) -> None:
         execution = doc["execution_id"]
-        custom = state.get("customStatus")
-        # An episode that set no custom status keeps the stored one: within a generation the SDK replays every
-        # set_custom_status, so None means this generation has set none yet, and DTFx carries the previous
-        # generation's over continue_as_new (TaskOrchestrationDispatcher; fidelity row 33). A new start clears it.
+        # An episode stores the status its replay set, or none; only the first episode of a generation gone on as new
+        # keeps the one carried over (episode_status; fidelity row 33). Within a generation the SDK replays every
+        # set_custom_status, so "none" means this generation has set none yet.
+        status = episode_status(state.get("customStatus"), carried)
         fields: dict[str, Any] = {"UpdatedTime": h.ts(h.utcnow())}
-        if custom is not None:
-            fields["CustomStatus"] = json.dumps(custom)
         # dtfx TaskOrchestrationExecutor: an orchestrator that returned, raised or went on as new ends its execution
         # only once no task it scheduled is open (activities, sub-orchestrations, timers not cancelled); until then
         # it stays Running and each completion replays it again (fidelity row 26)
@@ -858,7 +881,9 @@ class Engine:
             doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
             self.store.save_history(iid, doc)
             new_execution = uuid.uuid4().hex
-            self.store.put_instance(iid, Status="Running", ExecutionId=new_execution,
+            # on Azure the new generation's first episode runs in this work item, which stores that episode's status,
+            # or this one's when it sets none: devhost stores this one's now, and that episode keeps it (_episode)
+            self.store.put_instance(iid, Status="Running", ExecutionId=new_execution, CustomStatus=status,
                                     Input=cont[1] if cont[1] is not None else "", InputIsNull=cont[1] is None, **fields)
             self.store.delete_activities_of(iid)
             parent = ((inst["ParentInstanceId"], int(inst["ParentTaskId"]), inst.get("ParentExecutionId", ""))
@@ -871,14 +896,14 @@ class Engine:
             doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
             doc["history"].append(h.event(h.EXECUTION_COMPLETED, Result=_json_or_none(output)))
             self.store.save_history(iid, doc)
-            self.store.put_instance(iid, Status="Completed", Output=json.dumps(output), **fields)
+            self.store.put_instance(iid, Status="Completed", Output=json.dumps(output), CustomStatus=status, **fields)
             self.store.delete_activities_of(iid)
             logger.info("[%s] completed", iid)
             self._notify_parent({**inst, "Output": json.dumps(output)}, "Completed")
             return
         doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
         self.store.save_history(iid, doc)
-        self.store.put_instance(iid, Status="Running", **fields)
+        self.store.put_instance(iid, Status="Running", CustomStatus=status, **fields)
         for effect in effects:
             kind = effect[0]
             if kind == "activity":

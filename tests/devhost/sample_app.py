@@ -384,9 +384,40 @@ def gate(name: str) -> threading.Event:
 
 @app.activity_trigger(input_name="name")
 def gated(name: str) -> str:
-    """Runs until a test opens ``gate(name)``: an activity that stays open for as long as a test needs."""
+    """Runs until a test opens ``gate(name)``: an activity that stays open for as long as a test needs. Opens
+    ``gate(name + ":started")`` first, so a test knows the episode that scheduled it has been stored."""
+    gate(name + ":started").set()
     gate(name).wait(120)
     return name
+
+
+@app.orchestration_trigger(context_name="context")
+def status_carried_one_episode(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Sets a status and goes on as new; the second generation sets none while it runs ``gated`` twice (gates
+    ``<gate>-a`` then ``<gate>-b``), then sets one. ``fail``: "first" raises in that generation's first episode,
+    "later" after its first activity, both without setting a status."""
+    state = context.get_input()
+    if state["gen"] == 0:
+        context.set_custom_status({"gen": 0})
+        context.continue_as_new({**state, "gen": 1})
+        return None
+    if state.get("fail") == "first":
+        raise RuntimeError("the second generation failed at once")
+    yield context.call_activity("gated", state["gate"] + "-a")
+    if state.get("fail") == "later":
+        raise RuntimeError("the second generation failed later")
+    yield context.call_activity("gated", state["gate"] + "-b")
+    context.set_custom_status({"gen": 1})
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
+def outgrows_its_status(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Sets a small status, runs an activity, then sets one over the extension's 16 KB (which fails it)."""
+    context.set_custom_status({"stage": "working"})
+    yield context.call_activity("say_hello", "grow")
+    context.set_custom_status("x" * 9000)
+    return "done"
 
 
 @app.orchestration_trigger(context_name="context")

@@ -595,6 +595,29 @@ def test_a_failing_episodes_custom_status_is_the_failed_instances(host: DevHost)
     assert failed["customStatus"] == {"stage": "failed", "hint": "do this next"}, failed
 
 
+def test_a_failing_episode_that_sets_no_status_or_one_over_16_kb_leaves_none(host: DevHost) -> None:
+    """The failing episode's status is ``GetStatus()`` of the shim's fresh context (ext
+    Listener/OutOfProcOrchestrationShim.cs ``ScheduleDurableTaskEvents``: set only when the replay returned one; ext
+    ContextImplementations/DurableOrchestrationContext.cs ``SetCustomStatus`` throws over 16 KB before it keeps
+    one), stored by dtfx TaskOrchestrationDispatcher.cs (``runtimeState.Status = result?.CustomStatus``) and written
+    ``Status ?? "null"`` (DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs ``UpdateStateAsync``): none.
+    Only a generation's first episode after ``continue_as_new`` keeps the carried status when it fails
+    (``runtimeState.Status ?? carryOverStatus``, row 33). devhost kept the previous episode's status."""
+    too_big = host.wait_for(host.start_orchestration("outgrows_its_status"), 30)
+    assert too_big["runtimeStatus"] == "Failed" and "16 KB" in too_big["output"], too_big
+    assert too_big["customStatus"] is None, too_big
+    gate = "fails-" + uuid.uuid4().hex[:8]
+    sample_app.gate(gate + "-a").set()
+    later = host.wait_for(host.start_orchestration("status_carried_one_episode",
+                                                   {"gen": 0, "gate": gate, "fail": "later"}), 30)
+    assert later["runtimeStatus"] == "Failed" and "failed later" in later["output"], later
+    assert later["customStatus"] is None, later
+    first = host.wait_for(host.start_orchestration("status_carried_one_episode",
+                                                   {"gen": 0, "gate": gate, "fail": "first"}), 30)
+    assert first["runtimeStatus"] == "Failed" and "failed at once" in first["output"], first
+    assert first["customStatus"] == {"gen": 0}, first
+
+
 # ------------------------------------------------------------------ 9. instance id rules
 @pytest.mark.parametrize("bad", ["@entity", "back\\slash", "ctl\x01char", "del\x7f", "x" * 257, "a/b"])
 def test_start_new_with_an_invalid_instance_id_raises(host: DevHost, bad: str) -> None:
@@ -974,12 +997,13 @@ def test_a_failed_python_activity_reaches_the_orchestrator_worded_as_the_extensi
 
 
 # ------------------------------------------------------------------ 33. custom status across continue_as_new
-def test_a_generation_that_sets_no_custom_status_yet_keeps_the_last_one(storage_connection: str, unique_name: str,
-                                                                         tmp_path: Any, monkeypatch: Any) -> None:
+def test_a_generation_that_sets_no_custom_status_yet_keeps_the_last_one_in_its_first_episode(
+        storage_connection: str, unique_name: str, tmp_path: Any, monkeypatch: Any) -> None:
     """dtfx TaskOrchestrationDispatcher runs a continued generation's first episode in the same work item and keeps
     the runtime state's Status unless that episode sets one; AzureTableTrackingStore writes CustomStatus from it.
     devhost cleared it, so a shard group going on as new showed no progress until its next status (the task's
-    images_done dipped)."""
+    images_done dipped). Only that first episode keeps it:
+    ``test_only_the_first_episode_of_a_generation_gone_on_as_new_keeps_the_status_carried_over``."""
     monkeypatch.setenv("SAMPLE_SLOW_S", "4")
     host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
                    host_config=HostConfig()).start()
@@ -992,6 +1016,32 @@ def test_a_generation_that_sets_no_custom_status_yet_keeps_the_last_one(storage_
     finally:
         host.stop()
     assert done["customStatus"] == {"gen": 1} and done["output"] == "done"
+
+
+def test_only_the_first_episode_of_a_generation_gone_on_as_new_keeps_the_status_carried_over(host: DevHost) -> None:
+    """dtfx src/DurableTask.Core/TaskOrchestrationDispatcher.cs ``OnProcessWorkItemAsync``: the work item that goes on
+    as new runs the new generation's first episode too (the ``do ... while (continuedAsNew)`` loop), keeps the status
+    the old generation set (``carryOverStatus``) and stores ``runtimeState.Status ?? carryOverStatus``. A later work
+    item has no carry: ``ExecuteOrchestrationAsync`` stores ``runtimeState.Status = result?.CustomStatus``, null when
+    the replay set none (ext Listener/OutOfProcOrchestrationShim.cs ``ScheduleDurableTaskEvents`` sets a status only
+    when the SDK returned one; sdk 1.7 ``OrchestratorState.to_json`` leaves a falsy one out), and
+    src/DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs ``UpdateStateAsync`` writes
+    ``newRuntimeState.Status ?? "null"``. devhost kept the carried status in every episode of the new generation."""
+    gate = "carried-" + uuid.uuid4().hex[:8]
+    iid = host.start_orchestration("status_carried_one_episode", {"gen": 0, "gate": gate})
+    try:
+        assert sample_app.gate(gate + "-a:started").wait(60), "the second generation's first activity never ran"
+        first = host.engine.status(iid)
+        assert first["customStatus"] == {"gen": 0} and first["runtimeStatus"] == "Running", first
+        sample_app.gate(gate + "-a").set()
+        assert sample_app.gate(gate + "-b:started").wait(60), "the second generation's second activity never ran"
+        later = sdk(host, lambda c: c.get_status(iid))
+        assert later.runtime_status.value == "Running" and later.custom_status is None, later.to_json()
+    finally:
+        sample_app.gate(gate + "-a").set()
+        sample_app.gate(gate + "-b").set()
+    done = host.wait_for(iid, 30)
+    assert done["customStatus"] == {"gen": 1} and done["output"] == "done", done
 
 
 def test_a_generation_gone_on_as_new_begins_with_a_completed_start_episode(storage_connection: str,
