@@ -315,6 +315,10 @@ def _summary(st: dict[str, Any]) -> None:
             table.add_row(k, escape(printable(str(st[k]))))  # "error" is a service's text: its [words], no ESC
     if waiting_note(st):
         table.add_row("waiting", escape(waiting_note(st).removeprefix("; waiting for ")))  # a service's [words]
+    if isinstance(st.get("groups_unknown"), int) and st["groups_unknown"] > 0:  # not in any count yet (api.starters)
+        n = st["groups_unknown"]
+        table.add_row("starting", f"{n} shard group{'' if n == 1 else 's'} not reporting yet: their shards and images "
+                      "are in none of the counts above")
     if unreachable_note(st):  # shards waiting out worker exits 69: the worker's words, since, until, what to check
         table.add_row("unreachable", escape(unreachable_note(st).removeprefix("; ")))
     if st.get("failure_reasons"):

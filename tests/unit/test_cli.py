@@ -3285,3 +3285,15 @@ def test_estimate_help_names_every_setting_its_figures_come_from() -> None:
     for setting in ("TRAPBATCH_WORKER_IMAGES_PER_S", "TRAPBATCH_POOL_NODES", "TRAPBATCH_NODE_PRICE_PER_HOUR",
                     "TRAPBATCH_POOL_VM_SIZE"):
         assert setting in helped, setting
+
+
+def test_the_summary_says_how_many_shard_groups_are_not_in_its_counts_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    """A group whose first work item is not stored yet shows no custom status (null on Azure): its images are in
+    none of the counts, so the summary says so rather than let the counts look short."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "detecting", "images": 30000, "images_done": 100, "groups_unknown": 2})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 shard groups not reporting yet" in out and "none of the counts" in out
+    _summary({"id": "task-0", "stage": "detecting", "images": 30000, "images_done": 100})
+    assert "not reporting" not in capsys.readouterr().out
