@@ -209,13 +209,17 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
     several subjects, ``core.captures.subjects``, so the padding is at most that many image columns); (2) merge them
     again, make each subject's row and append it to the work blob of its batch's bucket (a bucket: consecutive
     batches, about ``BUCKET_BYTES`` of rows, streamed in blocks); (3) read each bucket whole, split it into its
-    batches (key order inside a batch, as the merge gave them) and write them."""
+    batches (key order inside a batch, as the merge gave them) and write them. A split visit's parts are labelled
+    by those the manifests hold (``core.captures.SplitVisits``: pass 1 sees them, pass 2 labels them)."""
     container, options = ctx.container, ctx.manifest
     subjects = widest = images = 0
+    split_visits = captures.SplitVisits()
     for capture in _captures(store, container, runs, options.max_frames):
+        split_visits.see(capture)
         subjects += 1
         widest = max(widest, len(capture.files))
         images += len(capture.files)
+    lacking = split_visits.settle()
     batches = zooniverse.batch_count(subjects, options)
     if batches:
         run_bytes = sum(store.size_or_none(container, r) or 0 for r in runs)
@@ -232,7 +236,7 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
                                                                in_flight=1))
                            for k in range(buckets)]
                 for i, capture in enumerate(_captures(store, container, runs, options.max_frames)):
-                    names, rest = captures.row_parts(capture, options)
+                    names, rest = captures.row_parts(captures.relabelled(capture, lacking), options)
                     row = (names + "," * (widest - len(capture.files)) + rest).encode("utf-8")
                     b = batch_of[i]
                     writers[b // per_bucket].write(_ROW_HEAD.pack(b, len(row)) + row)

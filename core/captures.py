@@ -34,6 +34,7 @@ underscores). Must not: do I/O.
 """
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -84,7 +85,9 @@ def visits(records: Iterable[list[Any]], visit_of: VisitOf, frames: int) -> Iter
     Why split rather than one subject a visit: a visit is every photo a camera took with gaps under the event
     interval (a grazing herd can give hundreds), while a Zooniverse subject is a flipbook a volunteer steps through;
     Snapshot Safari's captures are one trigger's burst, three photos. A part's record carries its ``#capture_part``
-    (``2 of 3``) after the record's fields, as ``subjects`` labels a list's capture split."""
+    (``2 of 3``) and its visit's id after the record's fields, as ``subjects`` labels a list's capture split; the
+    part counts the visit's frames, photos left out of the manifests (flagged, cut short) included, so the combine
+    labels the parts again by those the manifests hold (``SplitVisits``)."""
     for rec in records:
         found = visit_of(str(rec[2]))
         if found is not None:
@@ -93,7 +96,7 @@ def visits(records: Iterable[list[Any]], visit_of: VisitOf, frames: int) -> Iter
                 rec[0] = seq_id
             else:
                 rec[0] = f"{seq_id}#{frame // frames + 1}"
-                rec[6:] = [part_label(frame // frames + 1, -(-count // frames))]
+                rec[6:] = [part_label(frame // frames + 1, -(-count // frames)), seq_id]
             rec[1] = frame
         yield rec
 
@@ -102,6 +105,12 @@ def part_label(part: int, parts: int) -> str:
     """``#capture_part`` of the ``part``-th (1-based) of ``parts`` subjects a capture was split into: ``2 of 3``
     (words, not ``2/3``, which a spreadsheet would read as a date)."""
     return f"{part} of {parts}"
+
+
+def part_numbers(label: str) -> tuple[int, int]:
+    """``part_label``'s two numbers."""
+    part, parts = label.split(" of ")
+    return int(part), int(parts)
 
 
 def capture_columns(metadata_columns: Sequence[str]) -> CaptureColumns | None:
@@ -153,7 +162,8 @@ def sort_key(rec: Sequence[Any]) -> tuple[str, int, str]:
 class Capture:
     """One subject: its key ("" for an image alone), its images in order, its detector fields and metadata;
     ``part``: its ``#capture_part`` when it is one of the subjects a capture was split into (``part_label``), else "";
-    ``scores``: each image's (max conf, top category), for ``subjects`` to give each part its own detector fields."""
+    ``scores``: each image's (max conf, top category), for ``subjects`` to give each part its own detector fields;
+    ``visit``: the id of the visit it is a part of, when ``visits`` split one (``SplitVisits``), else ""."""
 
     key: str
     files: list[str]
@@ -162,6 +172,7 @@ class Capture:
     metadata: list[str]
     part: str = ""
     scores: list[tuple[float, str]] = field(default_factory=list)
+    visit: str = ""
 
 
 def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
@@ -178,7 +189,8 @@ def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
         if current is not None:
             yield current
         current = Capture(key, [str(rec[2])], float(rec[3]), str(rec[4]), [str(v) for v in rec[5]],
-                          str(rec[6]) if len(rec) > 6 else "", [(float(rec[3]), str(rec[4]))])
+                          str(rec[6]) if len(rec) > 6 else "", [(float(rec[3]), str(rec[4]))],
+                          str(rec[7]) if len(rec) > 7 else "")
     if current is not None:
         yield current
 
@@ -202,6 +214,46 @@ def subjects(whole: Iterable[Capture], max_frames: int) -> Iterator[Capture]:
                 if c > conf:  # the first of the best, as ``group`` takes it
                     conf, top = c, t
             yield Capture(capture.key, files, conf, top, capture.metadata, part_label(k + 1, parts), scores)
+
+
+class SplitVisits:
+    """The parts of each split visit (``visits``) that reach the manifests, seen in the combine's first pass, so that
+    its second labels each part by them (``relabelled``).
+
+    Why: ``visits`` numbers a visit's parts by its frames, which count every photo the events step grouped, photos
+    the manifests leave out (flagged, cut short: a camera whose battery died mid-burst) included, so a visit of 21
+    frames at 20 a subject whose last photo was cut short said ``1 of 2`` of its one subject, and an ecologist looked
+    for the second. Memory: a few numbers per split visit in the first pass, then only the visits whose parts
+    are not all there."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, list[int]]] = {}
+
+    def see(self, capture: Capture) -> None:
+        if capture.visit:
+            part, parts = part_numbers(capture.part)
+            self._seen.setdefault(capture.visit, (parts, []))[1].append(part)
+
+    def settle(self) -> dict[str, list[int]]:
+        """Each split visit some of whose parts the manifests lack, with the parts they hold, in order."""
+        lacking: dict[str, list[int]] = {}
+        for visit, (parts, present) in self._seen.items():
+            present.sort()
+            if present != list(range(1, parts + 1)):
+                lacking[visit] = present
+        self._seen.clear()
+        return lacking
+
+
+def relabelled(capture: Capture, lacking: Mapping[str, list[int]]) -> Capture:
+    """``capture`` with its ``#capture_part`` counting the parts of its visit the manifests hold (``lacking``:
+    ``SplitVisits.settle``), empty when it is the only one (as a visit that is one subject); its key stays, the
+    Camtrap DP frames' (``<id>#3`` may be ``2 of 2``)."""
+    present = lacking.get(capture.visit) if capture.visit else None
+    if present is not None:
+        at = bisect.bisect_left(present, part_numbers(capture.part)[0])
+        capture.part = part_label(at + 1, len(present)) if len(present) > 1 else ""
+    return capture
 
 
 def columns(options: ManifestOptions, images: int) -> list[str]:

@@ -211,9 +211,13 @@ def test_visits_longer_than_the_apps_max_frames_are_split_at_it(task: Any) -> No
     subjects = [r for b in range(1, single["zooniverse_batches"] + 1) for r in csv.DictReader(io.StringIO(
         expected[layout.zooniverse_batch_blob(TASK, b)].decode()))]
     assert all(1 <= int(r["#images"]) <= 2 for r in subjects) and "image_name_3" not in subjects[0]
-    split = [r for r in subjects if "#" in r["#capture_id"]]
-    assert split and all(r["#capture_part"] == f"{r['#capture_id'].rsplit('#', 1)[1]} of "
-                         f"{r['#capture_part'].split(' of ')[1]}" for r in split)
+    split: dict[str, list[str]] = {}
+    for r in subjects:
+        if "#" in r["#capture_id"]:
+            split.setdefault(r["#capture_id"].rsplit("#", 1)[0], []).append(r["#capture_part"])
+    # each split visit's subjects are its parts 1 to n of the n the manifests hold (one left: no part)
+    assert split and all(sorted(labels) == sorted(f"{i} of {len(labels)}" for i in range(1, len(labels) + 1))
+                         or labels == [""] for labels in split.values())
     assert all(r["#capture_part"] == "" for r in subjects if "#" not in r["#capture_id"])
     assert _fanned(settings, store, parts) == single
 
@@ -432,3 +436,25 @@ def test_a_photo_cut_short_is_in_no_capture_and_both_ways_count_it_alike(task: A
     assert fanned == single
     again = _snapshot(store, settings.container, "")
     assert sorted(again) == sorted(expected) and all(again[n] == expected[n] for n in expected)
+
+
+def test_a_split_visits_parts_say_how_many_subjects_it_has_in_the_manifests(task: Any) -> None:  # noqa: F811
+    """A visit's photos left out of the manifests (flagged, cut short) are still among the frames the events step
+    numbered; a split visit's ``#capture_part`` counts the subjects the manifests hold, so none says ``1 of 2`` of
+    a visit whose second part is not there (its last photo cut short: a camera whose battery died mid-burst)."""
+    settings, store, parts, request = _many_in_four_parts(task)
+    settings = replace(settings, zooniverse_max_frames=2)
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 2})
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    subjects = [r for b in range(1, single["zooniverse_batches"] + 1) for r in csv.DictReader(io.StringIO(
+        expected[layout.zooniverse_batch_blob(TASK, b)].decode()))]
+    found: dict[str, set[str]] = {}
+    for r in subjects:
+        if r["#capture_part"]:
+            found.setdefault(r["#capture_id"].rsplit("#", 1)[0], set()).add(r["#capture_part"])
+    assert found and not any(label.endswith(" of 1") for labels in found.values() for label in labels)
+    for visit, labels in found.items():
+        last = max(int(label.split(" of ")[0]) for label in labels)
+        assert {label.split(" of ")[1] for label in labels} == {str(last)}, (visit, sorted(labels))
+    assert _fanned(settings, store, parts) == single

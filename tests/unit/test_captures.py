@@ -158,3 +158,25 @@ def test_a_capture_longer_than_max_frames_is_subjects_of_at_most_that_many_in_ra
 def zooniverse_default_frames() -> int:
     from core.zooniverse import DEFAULT_MAX_FRAMES
     return DEFAULT_MAX_FRAMES
+
+
+def test_a_split_visits_parts_are_labelled_by_those_the_manifests_hold() -> None:
+    """``visits`` numbers a visit's parts by its frames, photos left out of the manifests (flagged, cut short)
+    included; the combine labels the parts again by those that are there: a visit of 5 frames at 2 a subject whose
+    last photo and two middle ones are left out is two subjects, ``1 of 2`` and ``2 of 2``; one whose second part
+    alone is left is one subject, no part; one whose parts are all there keeps its labels."""
+    from core.captures import SplitVisits, relabelled, visits
+
+    places = {f"{v}{i}.jpg": (v, 5, i) for v in ("a", "b", "c") for i in range(5)}
+    kept = ["a0.jpg", "a1.jpg", "a4.jpg", "b2.jpg", "b3.jpg"] + [f"c{i}.jpg" for i in range(5)]
+    records = [["", 2**62, f, 0.5, "animal", []] for f in kept]
+    made = list(group(sorted(visits(records, places.get, 2), key=sort_key)))
+    assert {c.key: c.part for c in made} == {"a#1": "1 of 3", "a#3": "3 of 3", "b#2": "2 of 3", "c#1": "1 of 3",
+                                             "c#2": "2 of 3", "c#3": "3 of 3"}
+    seen = SplitVisits()
+    for capture in made:
+        seen.see(capture)
+    lacking = seen.settle()
+    assert lacking == {"a": [1, 3], "b": [2]}
+    assert {c.key: relabelled(c, lacking).part for c in made} == {
+        "a#1": "1 of 2", "a#3": "2 of 2", "b#2": "", "c#1": "1 of 3", "c#2": "2 of 3", "c#3": "3 of 3"}
