@@ -16,9 +16,10 @@ subjects and the largest capture (the header's image columns), assigns batches o
 * ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches, in three passes
   (``combine``): nothing on the local disk, which a Flex Consumption instance shares, 0.8 GB, among every activity it
   runs (``core.scratch``), while the runs grow with the task (~150 bytes an image, 1.5 GB at ten million). Memory:
-  8 bytes per subject (its batch), 32 MB of run reads, 32 MB of bucket blocks and as much in flight (one block a
-  bucket, on ``WRITE_THREADS`` threads), then one bucket (~32 MB) at a time: ~180 MB at ten million subjects, of
-  the ~256 MB an activity's share of an instance's 2 GB is (``instanceMemoryMB``, eight activities).
+  8 bytes per subject (its batch; and a split visit's parts, ``core.captures.SplitVisits``), 32 MB of run reads,
+  32 MB of bucket blocks and as much in flight (one block a bucket, on ``WRITE_THREADS`` threads), then one bucket
+  (~32 MB) at a time: ~180 MB at ten million subjects, of the ~256 MB an activity's share of an instance's 2 GB is
+  (``instanceMemoryMB``, eight activities).
   CPU, measured here: ~5 us an image in a part, ~3 in the combine's merges (``tests/integration/
   test_zooniverse_captures.py`` checks the fan-out's bytes equal the single pass's, and every capture whole).
 
