@@ -205,6 +205,21 @@ def _new_doc(execution_id: str) -> dict[str, Any]:
 CONTINUED_START = "continued"  # the start message of a generation gone on as new (its row key's prefix)
 
 
+def _continued_doc(inst: dict[str, Any]) -> dict[str, Any]:
+    """The history of a generation gone on as new before its first episode ran (the instance names the new execution
+    and its input; the stored history is still the previous generation's): OrchestratorStarted, ExecutionStarted,
+    OrchestratorCompleted, as dtfx begins it (fidelity row 35). Why: on Azure there is no such moment, dtfx
+    ``TaskOrchestrationDispatcher.OnProcessWorkItemAsync`` runs the new generation's first episode in the work item
+    that went on as new (its ``do ... while (continuedAsNew)`` loop), so a terminate always replays the new
+    generation (row 48); devhost runs that episode apart, and a terminate in between replays it from here."""
+    doc = _new_doc(inst["ExecutionId"])
+    doc["input"] = None if inst.get("InputIsNull") else inst.get("Input")
+    doc["history"] = [h.event(h.ORCHESTRATOR_STARTED), h.event(h.EXECUTION_STARTED, Name=inst["Name"],
+                                                               Input=doc["input"]),
+                      h.event(h.ORCHESTRATOR_COMPLETED)]
+    return doc
+
+
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
@@ -416,6 +431,9 @@ class Engine:
                 if doc.get("execution_id") == inst.get("ExecutionId") and any(
                         e["EventType"] == h.EXECUTION_STARTED for e in doc["history"]):
                     fields["CustomStatus"] = self._terminate_replay_status(instance_id, inst, doc, terminated)
+                elif inst["Status"] == "Running" and doc.get("execution_id") != inst.get("ExecutionId"):
+                    fields["CustomStatus"] = self._terminate_replay_status(instance_id, inst,
+                                                                           _continued_doc(inst), terminated)
                 doc["history"].append(terminated)
                 self.store.save_history(instance_id, doc)
             # the reason as given, as dtfx's AzureTableTrackingStore writes it to Output (fidelity row 40); the

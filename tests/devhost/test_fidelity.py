@@ -1265,3 +1265,30 @@ def test_a_terminated_generation_that_set_no_status_yet_shows_none(host: DevHost
     host.engine.terminate(iid, "stop")
     st = sdk(host, lambda c: c.get_status(iid))
     assert st.runtime_status.value == "Terminated" and st.custom_status is None, st.to_json()
+
+
+def test_a_generation_terminated_before_its_first_episode_shows_the_status_its_replay_sets(
+        host: DevHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dtfx runs a new generation's first episode in the work item that went on as new (dtfx
+    DurableTask.Core/TaskOrchestrationDispatcher.cs ``OnProcessWorkItemAsync``: ``do ... while (continuedAsNew)``),
+    so on Azure a terminate always replays the new generation (row 48), which here sets no status: none is shown.
+    devhost runs that episode apart; a terminate between the two skipped the replay (the stored history still the
+    previous generation's) and kept the status carried over ``continue_as_new``. The new generation's start message
+    is held back so that moment lasts."""
+    held: list[tuple[Any, ...]] = []
+    add_start = host.engine._add_start_message
+
+    def hold_continued(*args: Any, continued: bool = False) -> None:
+        if continued:
+            held.append(args)
+            return
+        add_start(*args)
+
+    monkeypatch.setattr(host.engine, "_add_start_message", hold_continued)
+    iid = host.start_orchestration("status_then_waits", "continued")
+    carried = wait_until(lambda: (lambda st: st if st and st.get("input") == "second" else None)(
+        host.engine.status(iid)), 30, "the second generation")
+    assert held and carried["customStatus"] == {"version": "v1", "gen": 0}, carried
+    host.engine.terminate(iid, "stop")
+    st = sdk(host, lambda c: c.get_status(iid))
+    assert st.runtime_status.value == "Terminated" and st.custom_status is None, st.to_json()
