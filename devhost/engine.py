@@ -900,8 +900,12 @@ class Engine:
             self.store.save_history(iid, doc)
             new_execution = uuid.uuid4().hex
             # on Azure the new generation's first episode runs in this work item, which stores that episode's status,
-            # or this one's when it sets none: devhost stores this one's now, and that episode keeps it (_episode)
-            self.store.put_instance(iid, Status="Running", ExecutionId=new_execution, CustomStatus=status,
+            # or this one's when it sets none: devhost stores this one's now, and that episode keeps it (_episode).
+            # This episode's own, never what was carried into it: dtfx carries the status the episode that went on as
+            # new returned (carryOverStatus = workItem.OrchestrationRuntimeState.Status, which
+            # ExecuteOrchestrationAsync set to result?.CustomStatus), one continue_as_new only
+            self.store.put_instance(iid, Status="Running", ExecutionId=new_execution,
+                                    CustomStatus=episode_status(state.get("customStatus"), None),
                                     Input=cont[1] if cont[1] is not None else "", InputIsNull=cont[1] is None, **fields)
             self.store.delete_activities_of(iid)
             parent = ((inst["ParentInstanceId"], int(inst["ParentTaskId"]), inst.get("ParentExecutionId", ""))

@@ -204,12 +204,23 @@ STATUS_VERSION = {"value": "v1"}  # the orchestrator's code version; a test chan
 @app.orchestration_trigger(context_name="context")
 def status_then_waits(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     """Sets a status naming the code's version (``STATUS_VERSION``) and waits an hour; with input "continued", it
-    first goes on as new once, and its second generation waits without setting one."""
-    if context.get_input() == "continued":
-        context.set_custom_status({"version": STATUS_VERSION["value"], "gen": 0})
+    first goes on as new once, and its second generation waits without setting one; with "continued, sets", its
+    second generation sets its own first (``gen`` 1); with "continued twice", its second generation goes on as new at
+    once without setting one, and its third waits without setting one."""
+    if context.get_input() == "continued, none":
         context.continue_as_new("second")
         return None
-    if context.get_input() != "second":
+    if context.get_input() == "continued twice":
+        context.set_custom_status({"version": STATUS_VERSION["value"], "gen": 0})
+        context.continue_as_new("continued, none")
+        return None
+    if context.get_input() in ("continued", "continued, sets"):
+        context.set_custom_status({"version": STATUS_VERSION["value"], "gen": 0})
+        context.continue_as_new("second" if context.get_input() == "continued" else "second, sets")
+        return None
+    if context.get_input() == "second, sets":
+        context.set_custom_status({"version": STATUS_VERSION["value"], "gen": 1})
+    elif context.get_input() != "second":
         context.set_custom_status({"version": STATUS_VERSION["value"]})
     yield context.create_timer(context.current_utc_datetime + dt.timedelta(hours=1))
     return "woke"

@@ -1044,6 +1044,24 @@ def test_only_the_first_episode_of_a_generation_gone_on_as_new_keeps_the_status_
     assert done["customStatus"] == {"gen": 1} and done["output"] == "done", done
 
 
+def test_a_status_is_carried_over_one_continue_as_new_only(host: DevHost) -> None:
+    """dtfx src/DurableTask.Core/TaskOrchestrationDispatcher.cs ``OnProcessWorkItemAsync``: ``carryOverStatus`` is
+    the status the episode that went on as new returned (``carryOverStatus = workItem.OrchestrationRuntimeState.Status``,
+    set by ``ExecuteOrchestrationAsync`` to ``result?.CustomStatus``), not what was carried into that episode's own
+    generation: each generation's first episode runs ``ExecuteOrchestrationAsync`` again, which overwrites
+    ``runtimeState.Status``, and the work item stores ``runtimeState.Status ?? carryOverStatus``. So a generation that
+    goes on as new in its first episode without setting a status carries none on: the third generation here shows
+    none, as its own replay set none. devhost carried the first generation's status on through every generation
+    that set none in its first episode."""
+    iid = host.start_orchestration("status_then_waits", "continued twice")
+    wait_until(lambda: any(e["EventType"] == h.TIMER_CREATED
+                           for e in (host.engine.store.load_history(iid) or {}).get("history", [])
+                           ) and host.engine.status(iid)["input"] == "second", 30, "the third generation's timer")
+    st = sdk(host, lambda c: c.get_status(iid))
+    assert st.runtime_status.value == "Running" and st.custom_status is None, st.to_json()
+    host.terminate(iid, "done")
+
+
 def test_a_generation_gone_on_as_new_begins_with_a_completed_start_episode(storage_connection: str,
                                                                           unique_name: str, tmp_path: Any) -> None:
     """dtfx TaskOrchestrationDispatcher (the continuedAsNew branch): the new runtime state is OrchestratorStarted,
