@@ -1046,10 +1046,11 @@ def test_only_the_first_episode_of_a_generation_gone_on_as_new_keeps_the_status_
 
 def test_a_status_is_carried_over_one_continue_as_new_only(host: DevHost) -> None:
     """dtfx src/DurableTask.Core/TaskOrchestrationDispatcher.cs ``OnProcessWorkItemAsync``: ``carryOverStatus`` is
-    the status the episode that went on as new returned (``carryOverStatus = workItem.OrchestrationRuntimeState.Status``,
-    set by ``ExecuteOrchestrationAsync`` to ``result?.CustomStatus``), not what was carried into that episode's own
-    generation: each generation's first episode runs ``ExecuteOrchestrationAsync`` again, which overwrites
-    ``runtimeState.Status``, and the work item stores ``runtimeState.Status ?? carryOverStatus``. So a generation that
+    the status the episode that went on as new returned (``carryOverStatus =
+    workItem.OrchestrationRuntimeState.Status``, set by ``ExecuteOrchestrationAsync`` to ``result?.CustomStatus``),
+    not what was carried into that episode's own generation: each generation's first episode runs
+    ``ExecuteOrchestrationAsync`` again, which overwrites ``runtimeState.Status``, and the work item stores
+    ``runtimeState.Status ?? carryOverStatus``. So a generation that
     goes on as new in its first episode without setting a status carries none on: the third generation here shows
     none, as its own replay set none. devhost carried the first generation's status on through every generation
     that set none in its first episode."""
