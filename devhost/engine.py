@@ -205,21 +205,6 @@ def _new_doc(execution_id: str) -> dict[str, Any]:
 CONTINUED_START = "continued"  # the start message of a generation gone on as new (its row key's prefix)
 
 
-def _continued_doc(inst: dict[str, Any]) -> dict[str, Any]:
-    """The history of a generation gone on as new before its first episode ran (the instance names the new execution
-    and its input; the stored history is still the previous generation's): OrchestratorStarted, ExecutionStarted,
-    OrchestratorCompleted, as dtfx begins it (fidelity row 35). Why: on Azure there is no such moment, dtfx
-    ``TaskOrchestrationDispatcher.OnProcessWorkItemAsync`` runs the new generation's first episode in the work item
-    that went on as new (its ``do ... while (continuedAsNew)`` loop), so a terminate always replays the new
-    generation (row 48); devhost runs that episode apart, and a terminate in between replays it from here."""
-    doc = _new_doc(inst["ExecutionId"])
-    doc["input"] = None if inst.get("InputIsNull") else inst.get("Input")
-    doc["history"] = [h.event(h.ORCHESTRATOR_STARTED), h.event(h.EXECUTION_STARTED, Name=inst["Name"],
-                                                               Input=doc["input"]),
-                      h.event(h.ORCHESTRATOR_COMPLETED)]
-    return doc
-
-
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
@@ -428,12 +413,11 @@ class Engine:
             fields: dict[str, Any] = {}
             if doc is not None:
                 terminated = h.event(h.EXECUTION_TERMINATED, Input=json.dumps(reason))
-                if doc.get("execution_id") == inst.get("ExecutionId") and any(
-                        e["EventType"] == h.EXECUTION_STARTED for e in doc["history"]):
-                    fields["CustomStatus"] = self._terminate_replay_status(instance_id, inst, doc, terminated)
-                elif inst["Status"] == "Running" and doc.get("execution_id") != inst.get("ExecutionId"):
-                    fields["CustomStatus"] = self._terminate_replay_status(instance_id, inst,
-                                                                           _continued_doc(inst), terminated)
+                started = any(e["EventType"] == h.EXECUTION_STARTED for e in doc["history"])
+                current = (doc if doc.get("execution_id") == inst.get("ExecutionId") else
+                           self._continued_start(instance_id, inst)) if started else None  # never started: as is
+                if current is not None:
+                    fields["CustomStatus"] = self._terminate_replay_status(instance_id, inst, current, terminated)
                 doc["history"].append(terminated)
                 self.store.save_history(instance_id, doc)
             # the reason as given, as dtfx's AzureTableTrackingStore writes it to Output (fidelity row 40); the
@@ -444,6 +428,29 @@ class Engine:
             self.store.delete_activities_of(instance_id)
             self._notify_parent({**inst, "Output": reason, "Error": reason}, "Terminated")
         logger.info("[%s] terminated: %s", instance_id, reason)
+
+    def _continued_start(self, iid: str, inst: dict[str, Any]) -> dict[str, Any] | None:
+        """The history a generation gone on as new has on Azure once the work item that went on as new is done, when
+        devhost has not run that generation's first episode yet (its ``continued-<execution>`` start message still
+        queued), else None. Only for the terminate's replay (``terminate``), never saved.
+
+        Why: dtfx ``TaskOrchestrationDispatcher.OnProcessWorkItemAsync`` runs that first episode in the work item
+        that went on as new (fidelity rows 33, 35), so on Azure a terminate always comes after it and its replay
+        covers the new generation: it stores what that generation sets, or none (row 48), never the status carried
+        over. devhost runs the first episode as a work item of its own, and a terminate may come in between. The
+        history is the generation's start as dtfx writes it (``OrchestratorStarted``, ``ExecutionStarted``,
+        ``OrchestratorCompleted``); the first episode's own actions would add nothing the replay's status depends on.
+        """
+        message = self.store.message(iid, f"{CONTINUED_START}-{inst.get('ExecutionId', '')}")
+        if message is None and not inst.get("ExecutionId"):
+            return None  # nothing names the new generation
+        # the start message not queued yet (the instance already names the new execution): its start from the row
+        start = self.store.message_event(message) if message is not None else h.event(
+            h.EXECUTION_STARTED, Name=inst.get("Name"), Input=None if inst.get("InputIsNull") else inst.get("Input"))
+        doc = _new_doc(str(inst.get("ExecutionId", "")))
+        doc["input"] = start.get("Input")
+        _append_to_history(doc, [start, h.event(h.ORCHESTRATOR_COMPLETED)], [], None, h.utcnow())
+        return doc
 
     def _terminate_replay_status(self, iid: str, inst: dict[str, Any], doc: dict[str, Any],
                                  terminated: dict[str, Any]) -> str:

@@ -206,6 +206,13 @@ class Store:
         for e in self.messages.list_entities():
             yield dict(e)
 
+    def message(self, instance_id: str, message_id: str) -> dict[str, Any] | None:
+        """The queued message ``message_id`` of the instance, or None when there is none."""
+        try:
+            return dict(self.messages.get_entity(_key(instance_id), message_id))
+        except ResourceNotFoundError:
+            return None
+
     def message_event(self, entity: dict[str, Any]) -> dict[str, Any]:
         event: dict[str, Any] = json.loads(self._unpack(entity) or "{}")
         return event

@@ -1311,3 +1311,33 @@ def test_a_generation_terminated_before_its_first_episode_shows_the_status_its_r
     host.engine.terminate(iid, "stop")
     st = sdk(host, lambda c: c.get_status(iid))
     assert st.runtime_status.value == "Terminated" and st.custom_status is None, st.to_json()
+
+
+@pytest.mark.parametrize("given, shown", [("continued", None), ("continued, sets", {"version": "v1", "gen": 1})])
+def test_a_terminate_before_a_continued_generation_s_first_episode_ran_stores_that_generation_s_status(
+        host: DevHost, monkeypatch: pytest.MonkeyPatch, given: str, shown: Any) -> None:
+    """devhost runs a continued generation's first episode as a work item of its own (row 35), so a terminate can
+    come between it and the episode that went on as new; on Azure it cannot: dtfx
+    src/DurableTask.Core/TaskOrchestrationDispatcher.cs ``OnProcessWorkItemAsync`` runs that first episode in the work
+    item that went on as new (``do ... while (continuedAsNew)``), and the terminate is a later work item whose replay
+    covers the new generation: ``runtimeState.Status = result?.CustomStatus`` with no ``carryOverStatus`` (row 48),
+    written ``Status ?? "null"`` (src/DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs
+    ``UpdateStateAsync``). So the terminate stores what the new generation's replay sets, or none. devhost kept the
+    status carried over, which Azure never shows after that terminate."""
+    held = threading.Event()
+    episode = host.engine._episode
+
+    def hold_the_continued_start(iid: str, msgs: list[dict[str, Any]]) -> bool:
+        if any(m["RowKey"].startswith("continued-") for m in msgs):
+            held.set()
+            return False  # the continued generation's first episode waits (until the terminate drops its message)
+        return episode(iid, msgs)
+
+    monkeypatch.setattr(host.engine, "_episode", hold_the_continued_start)
+    iid = host.start_orchestration("status_then_waits", given)
+    assert held.wait(30), "the first generation never went on as new"
+    carried = host.engine.status(iid)
+    assert carried["customStatus"] == {"version": "v1", "gen": 0} and carried["input"].startswith("second"), carried
+    host.engine.terminate(iid, "stop")
+    st = sdk(host, lambda c: c.get_status(iid))
+    assert st.runtime_status.value == "Terminated" and st.custom_status == shown, st.to_json()
