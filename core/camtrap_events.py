@@ -37,9 +37,10 @@ photos that may be in other exports parts), and its COCO image the same id as ``
 How, at any scale: each exports step reads the Camtrap DP lines it writes anyway (from the entries or the workers'
 views: ``EventTap.feed``) and keeps per timed image 50 bytes of numbers (``EventRecords``); the fanned-out exports'
 parts hand theirs to the combine as a fragment. The combine sorts each part's records in place and then takes one
-deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (477 MiB at
-ten million timed images) and one camera's times and order (18-22 bytes a photo; its boxes, confidences and photos
-are gathered ``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``EVENTS_PER_RUN`` events at a time,
+deployment at a time from all parts (a camera's images may be in any of them; small cameras, as camera-day folders
+make them, many at a time: ``_small_cameras``), so it holds the records (477 MiB at ten million timed images) and
+one camera's times and order (18-22 bytes a photo; its boxes, confidences and photos are gathered
+``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``EVENTS_PER_RUN`` events at a time,
 and appends the event rows to ``observations.csv`` (``bench/camtrap_events.py``: 558-900 MiB and 11-25 s of CPU at
 ten million images, the index included and the frames streamed, from 1,000 cameras to one folder holding them
 all; bench/RESULTS.md twenty-seventh session). Each camera's visits are summed up as they go (``CameraVisits``:
@@ -287,15 +288,18 @@ class Event:
     best: tuple[float, ...]
 
 
-def _sorted_runs(parts: Sequence[EventRecords]) -> tuple[list[str], list[str], list[np.ndarray]]:
+def _sorted_runs(parts: Sequence[EventRecords]) -> tuple[list[str], list[str], list[tuple[np.ndarray, np.ndarray]]]:
     """Renumber every part's deployments and sequences by name over all parts and sort each part's records by
     (deployment, sequence, time), in place, one array at a time (memory: the records and one array's copy). Returns
-    the names and, per part, where each deployment's records start (``len(deployments) + 1`` offsets)."""
+    the names and, per part, the deployments it holds (sorted) and where each one's records start (and the end).
+
+    Why not where every deployment starts in every part (``len(deployments) + 1`` offsets each): 8 bytes a camera
+    a part, 400 MB at a million cameras (camera-day folders) and fifty parts; a part holds its own few."""
     deployments = sorted({d for p in parts for d in p.deployments})
     sequences = sorted({s for p in parts for s in p.sequences})
     dep_index = {d: i for i, d in enumerate(deployments)}
     seq_index = {s: i for i, s in enumerate(sequences)}
-    bounds = []
+    held = []
     for p in parts:
         if len(p):
             p.deployment = np.array([dep_index[d] for d in p.deployments], dtype=np.int32)[p.deployment]
@@ -306,8 +310,21 @@ def _sorted_runs(parts: Sequence[EventRecords]) -> tuple[list[str], list[str], l
                                                                                            else ()):
                 setattr(p, name, getattr(p, name)[order])
         p.deployments, p.sequences = deployments, sequences
-        bounds.append(np.searchsorted(p.deployment, np.arange(len(deployments) + 1)))
-    return deployments, sequences, bounds
+        cuts = np.flatnonzero(np.concatenate([[True], p.deployment[1:] != p.deployment[:-1]])) if len(p) else \
+            np.zeros(0, np.int64)
+        held.append((p.deployment[cuts], np.append(cuts, len(p)).astype(np.int64)))
+    return deployments, sequences, held
+
+
+def _pieces(held: Sequence[tuple[np.ndarray, np.ndarray]], low: int, high: int) -> list[tuple[int, int, int]]:
+    """Of each part (``_sorted_runs``' ``held``) holding records of deployments ``low`` to ``high - 1``: its index
+    and where those records start and end (they are contiguous: a part is sorted by deployment)."""
+    found = []
+    for i, (ids, at) in enumerate(held):
+        lo, hi = np.searchsorted(ids, (low, high)).tolist()
+        if hi > lo:
+            found.append((i, int(at[lo]), int(at[hi])))
+    return found
 
 
 @dataclass(frozen=True)
@@ -480,75 +497,194 @@ def _join_list_spans(spans: tuple[np.ndarray, np.ndarray, np.ndarray], seq: np.n
             again if order is None else order[again])
 
 
+SMALL_CAMERA_RECORDS = 1024  # a camera of at most this many records is grouped beside others (``_small_cameras``)
+SMALL_CAMERAS_RECORDS = 4096  # small cameras' records grouped at a time: their events' strings and lists (a few
+# MB), as a camera's run of ``EVENTS_PER_RUN`` events holds at most
+
+
 def _cameras(parts: Sequence[EventRecords], interval_s: float,
              frames: "EventFrames | None" = None) -> Iterator[_Camera]:
     """Each deployment's events, by deployment name, then list sequence (time-grouped images first), then time: the
     same however the images were cut into parts. A deployment at a time, so memory stays the records' own plus one
     deployment's sequences, times and order (14 and 4-8 bytes a record: a camera's images may be in any of the
     parts), and its events as strings and lists at most ``EVENTS_PER_RUN`` at a time (a run of the same deployment
-    with ``continued``). ``frames`` gets each time-grouped photo's place in its event."""
-    deployments, sequences, bounds = _sorted_runs(parts)
-    for d, deployment in enumerate(deployments):
-        owners = [i for i, b in enumerate(bounds) if b[d + 1] > b[d]]  # the parts holding this deployment
-        pieces = [(parts[i], int(bounds[i][d]), int(bounds[i][d + 1])) for i in owners]
-        if not pieces:
-            continue
-        order: np.ndarray | None = None
-        if len(pieces) == 1:  # already in order
-            p, lo, hi = pieces[0]
-            seq, epoch, offset = p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
-            gather = _Gather(pieces, None)
-        else:  # reordered an array at a time: one camera may hold every image of the task
-            seq = np.concatenate([p.sequence[lo:hi] for p, lo, hi in pieces])
-            epoch = np.concatenate([p.epoch[lo:hi] for p, lo, hi in pieces])
-            order = np.lexsort((epoch, seq))
-            if len(order) < 2 ** 31:
-                order = order.astype(np.int32)
-            seq, epoch = seq[order], epoch[order]
-            offset = np.concatenate([p.offset[lo:hi] for p, lo, hi in pieces])[order]
+    with ``continued``). ``frames`` gets each time-grouped photo's place in its event.
+
+    Small cameras (at most ``SMALL_CAMERA_RECORDS`` records, no list sequence beside photos without one) are
+    grouped many at a time, up to ``SMALL_CAMERAS_RECORDS`` records (``_small_cameras``): a camera's own chain of
+    numpy calls cost ~320 us, 5-6 minutes at a million cameras (camera-day folders, bench/RESULTS.md forty-eighth
+    session); the bytes written are the same (tests/unit/test_camtrap_events.py holds the two ways to each other)."""
+    deployments, sequences, held = _sorted_runs(parts)
+    total = np.zeros(len(deployments), np.int64)  # each deployment's records, and of those in a list's sequence
+    listed = np.zeros(len(deployments), np.int64)
+    for p, (ids, at) in zip(parts, held):
+        if len(ids):
+            total[ids] += np.diff(at)
+            if len(p.sequences):
+                listed[ids] += np.add.reduceat(p.sequence >= 0, at[:-1])
+    # joining a list's sequences to photos without one (``_join_list_spans``) is done a camera at a time
+    batch = min(SMALL_CAMERAS_RECORDS, EVENTS_PER_RUN)
+    limit = min(SMALL_CAMERA_RECORDS, batch, MAX_CAMERA_DAYS)  # one run, its days never too many to count
+    alone = np.flatnonzero((total > limit) | ((listed > 0) & (listed < total)))
+    del listed
+    d = 0
+    for big in [*alone.tolist(), len(deployments)]:
+        while d < big:  # the small cameras before it, ``batch`` records at a time (at least a camera)
+            reach = np.cumsum(total[d:min(big, d + batch)])
+            end = d + max(1, int(np.searchsorted(reach, batch, "right")))
+            pieces = _pieces(held, d, end)
+            if pieces:
+                yield from _small_cameras([(parts[i], lo, hi) for i, lo, hi in pieces], [i for i, _, _ in pieces],
+                                          deployments, sequences, interval_s, frames)
+            d = end
+        if big < len(deployments):
+            pieces = _pieces(held, big, big + 1)
+            if pieces:
+                yield from _camera_runs([(parts[i], lo, hi) for i, lo, hi in pieces], [i for i, _, _ in pieces],
+                                        deployments[big], sequences, interval_s, frames)
+            d = big + 1
+
+
+def _camera_runs(pieces: Sequence[tuple[EventRecords, int, int]], owners: Sequence[int], deployment: str,
+                 sequences: Sequence[str], interval_s: float, frames: "EventFrames | None") -> Iterator[_Camera]:
+    """One deployment's events (its records in ``pieces``, of the parts ``owners``), ``EVENTS_PER_RUN`` at a time."""
+    order: np.ndarray | None = None
+    if len(pieces) == 1:  # already in order
+        p, lo, hi = pieces[0]
+        seq, epoch, offset = p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
+        gather = _Gather(pieces, None)
+    else:  # reordered an array at a time: one camera may hold every image of the task
+        seq = np.concatenate([p.sequence[lo:hi] for p, lo, hi in pieces])
+        epoch = np.concatenate([p.epoch[lo:hi] for p, lo, hi in pieces])
+        order = np.lexsort((epoch, seq))
+        if len(order) < 2 ** 31:
+            order = order.astype(np.int32)
+        seq, epoch = seq[order], epoch[order]
+        offset = np.concatenate([p.offset[lo:hi] for p, lo, hi in pieces])[order]
+        gather = _Gather(pieces, order)
+    spans = _list_spans(seq, epoch)
+    if len(spans[0]) and seq[0] < 0:  # photos without a sequence beside the list's (those sort first)
+        seq, epoch, offset, order = _join_list_spans(spans, seq, epoch, offset, order)
+        if order is not None:
             gather = _Gather(pieces, order)
-        spans = _list_spans(seq, epoch)
-        if len(spans[0]) and seq[0] < 0:  # photos without a sequence beside the list's (those sort first)
-            seq, epoch, offset, order = _join_list_spans(spans, seq, epoch, offset, order)
-            if order is not None:
-                gather = _Gather(pieces, order)
-        else:
-            spans = _NO_SPANS  # nothing to link to them: no photo of the camera is without a sequence
-        n = len(epoch)
-        new = np.ones(n, dtype=bool)
-        new[1:] = (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
-        if len(spans[0]):  # a time-grouped event never spans a sequence: cut where one starts between two photos
-            timed_end = int(np.searchsorted(seq, 0))  # the photos without a sequence sort first (-1)
-            new[1:timed_end] |= np.diff(np.searchsorted(spans[0], epoch[:timed_end], "right")) != 0
-        firsts = np.flatnonzero(new)
-        del new
-        if n < 2 ** 31:  # half the size: a timelapse camera's photos are each an event
-            firsts = firsts.astype(np.int32)
-        early, late = int(np.argmin(epoch)), int(np.argmax(epoch))
-        ends = _timestamps(epoch[[early, late]], offset[[early, late]])
-        for at in range(0, len(firsts), EVENTS_PER_RUN):
-            first = firsts[at:at + EVENTS_PER_RUN]
-            last = np.append(firsts[at + 1:at + EVENTS_PER_RUN + 1], n)[:len(first)] - 1
-            starts = _timestamps(epoch[first], offset[first])
-            listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
-            keys = [_event_key(deployment, name, start) for name, start in zip(listed, starts)]
-            most, top = _most(gather, first, last)
-            visits = CameraVisits(deployment, ends[0], ends[1], int(epoch[late] - epoch[early]),
-                                  int((last - first + 1).sum()), len(first),
-                                  tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
-            if at == 0:  # the camera's photos by day, once (None: too many dates to count by)
-                photo_days = _photo_days(deployment, epoch, offset)
-            days = None if photo_days is None else _event_days(deployment, epoch[first], offset[first], most)
-            if at == 0 and days is not None and photo_days is not None:
-                days = CameraDays.join([days, photo_days])
-            timed = seq[first] < 0
-            if frames is not None:  # every event's photos: a list's sequence is a visit too (Zooniverse subjects)
-                frames.take(gather, owners, first, last, [int(key, 16) for key in keys])
-            yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
-                          _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
-                          top.tolist(), visits, days, at > 0, timed, epoch[first][timed], epoch[last][timed],
-                          offset[first][timed],
-                          (spans[0], spans[1], [sequences[i] for i in spans[2].tolist()]) if at == 0 else None)
+    else:
+        spans = _NO_SPANS  # nothing to link to them: no photo of the camera is without a sequence
+    n = len(epoch)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
+    if len(spans[0]):  # a time-grouped event never spans a sequence: cut where one starts between two photos
+        timed_end = int(np.searchsorted(seq, 0))  # the photos without a sequence sort first (-1)
+        new[1:timed_end] |= np.diff(np.searchsorted(spans[0], epoch[:timed_end], "right")) != 0
+    firsts = np.flatnonzero(new)
+    del new
+    if n < 2 ** 31:  # half the size: a timelapse camera's photos are each an event
+        firsts = firsts.astype(np.int32)
+    early, late = int(np.argmin(epoch)), int(np.argmax(epoch))
+    ends = _timestamps(epoch[[early, late]], offset[[early, late]])
+    for at in range(0, len(firsts), EVENTS_PER_RUN):
+        first = firsts[at:at + EVENTS_PER_RUN]
+        last = np.append(firsts[at + 1:at + EVENTS_PER_RUN + 1], n)[:len(first)] - 1
+        starts = _timestamps(epoch[first], offset[first])
+        listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
+        keys = [_event_key(deployment, name, start) for name, start in zip(listed, starts)]
+        most, top = _most(gather, first, last)
+        visits = CameraVisits(deployment, ends[0], ends[1], int(epoch[late] - epoch[early]),
+                              int((last - first + 1).sum()), len(first),
+                              tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
+        if at == 0:  # the camera's photos by day, once (None: too many dates to count by)
+            photo_days = _photo_days(deployment, epoch, offset)
+        days = None if photo_days is None else _event_days(deployment, epoch[first], offset[first], most)
+        if at == 0 and days is not None and photo_days is not None:
+            days = CameraDays.join([days, photo_days])
+        timed = seq[first] < 0
+        if frames is not None:  # every event's photos: a list's sequence is a visit too (Zooniverse subjects)
+            frames.take(gather, owners, first, last, [int(key, 16) for key in keys])
+        yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
+                      _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
+                      top.tolist(), visits, days, at > 0, timed, epoch[first][timed], epoch[last][timed],
+                      offset[first][timed],
+                      (spans[0], spans[1], [sequences[i] for i in spans[2].tolist()]) if at == 0 else None)
+
+
+_NO_SPAN_IDS: tuple[np.ndarray, np.ndarray, list[str]] = (_NO_SPANS[0], _NO_SPANS[1], [])
+
+
+def _small_cameras(pieces: Sequence[tuple[EventRecords, int, int]], owners: Sequence[int], deployments: Sequence[str],
+                   sequences: Sequence[str], interval_s: float, frames: "EventFrames | None") -> Iterator[_Camera]:
+    """The events of many small cameras (their records in ``pieces``, of the parts ``owners``; each camera one run,
+    with no list sequence beside photos without one), each camera's ``_Camera`` as ``_camera_runs`` makes it, from
+    one pass of numpy calls over them all: sorted by (deployment, sequence, time) at once (stably, so equal times
+    keep the parts' order, as a camera's own sort does), cut where the deployment changes too, and each camera's
+    first and last photo, visits and days reduced over the cameras' ranges."""
+    order: np.ndarray | None = None
+    if len(pieces) == 1:  # already in order
+        p, lo, hi = pieces[0]
+        dep, seq, epoch, offset = p.deployment[lo:hi], p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
+    else:
+        dep = np.concatenate([p.deployment[lo:hi] for p, lo, hi in pieces])
+        seq = np.concatenate([p.sequence[lo:hi] for p, lo, hi in pieces])
+        epoch = np.concatenate([p.epoch[lo:hi] for p, lo, hi in pieces])
+        order = np.lexsort((epoch, seq, dep)).astype(np.int32)  # at most SMALL_CAMERAS_RECORDS records
+        dep, seq, epoch = dep[order], seq[order], epoch[order]
+        offset = np.concatenate([p.offset[lo:hi] for p, lo, hi in pieces])[order]
+    gather = _Gather(pieces, order)
+    n = len(epoch)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (dep[1:] != dep[:-1]) | (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
+    first = np.flatnonzero(new).astype(np.int32)
+    last = np.append(first[1:], n).astype(np.int32) - 1
+    camera = dep[first]  # each event's
+    opens = np.flatnonzero(np.concatenate([[True], camera[1:] != camera[:-1]]))  # each camera's first event
+    bounds = np.append(opens, len(first))
+    start = first[opens]  # each camera's first record
+    photos = np.diff(np.append(start, n))
+    names = [deployments[i] for i in camera.tolist()]
+    starts = _timestamps(epoch[first], offset[first])
+    listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
+    keys = [_event_key(name, sequence, at) for name, sequence, at in zip(names, listed, starts)]
+    most, top = _most(gather, first, last)
+    # each camera's earliest and latest photo: the first record at its least and at its most time (argmin, argmax)
+    low, high = np.minimum.reduceat(epoch, start), np.maximum.reduceat(epoch, start)
+    at_low, at_high = np.flatnonzero(epoch == np.repeat(low, photos)), np.flatnonzero(epoch == np.repeat(high, photos))
+    early, late = at_low[np.searchsorted(at_low, start)], at_high[np.searchsorted(at_high, start)]
+    earliest, latest = _timestamps(epoch[early], offset[early]), _timestamps(epoch[late], offset[late])
+    with_kind = np.add.reduceat((most > 0).astype(np.int64), opens, axis=0).tolist()
+    blank = np.add.reduceat((~most.any(axis=1)).astype(np.int64), opens).tolist()
+    # each camera's days: its photos on each, and the visits that start on each (``_photo_days``, ``_event_days``)
+    cams = len(opens)
+    owner = np.concatenate([np.repeat(np.arange(cams), photos), np.repeat(np.arange(cams), np.diff(bounds))])
+    local = _local_days(epoch, offset)
+    day = np.concatenate([local, local[first]])
+    rows = np.zeros((len(day), len(DAY_COUNTS)), np.int32)
+    rows[:n, 0] = 1
+    rows[n:, 1] = 1
+    rows[n:, 2:2 + len(KINDS)] = most > 0
+    rows[n:, -1] = ~most.any(axis=1)
+    by = np.lexsort((day, owner))
+    owner, day, rows = owner[by], day[by], rows[by]
+    cut = np.flatnonzero(np.concatenate([[True], (owner[1:] != owner[:-1]) | (day[1:] != day[:-1])]))
+    days, day_counts = day[cut], np.add.reduceat(rows, cut, axis=0).astype(np.int32)
+    day_bounds = np.searchsorted(owner[cut], np.arange(cams + 1)).tolist()
+    # the time-grouped events (no list sequence), for the index
+    timed = seq[first] < 0
+    held = np.flatnonzero(timed)
+    timed_start, timed_end, timed_offset = epoch[first[held]], epoch[last[held]], offset[first[held]]
+    timed_bounds = np.searchsorted(held, bounds).tolist()
+    if frames is not None:  # every event's photos: a list's sequence is a visit too (Zooniverse subjects)
+        frames.take(gather, owners, first, last, [int(key, 16) for key in keys])
+    ends = _timestamps(epoch[last], offset[last])
+    images = (last - first + 1).tolist()
+    ids = [sequence or key for sequence, key in zip(listed, keys)]
+    most_rows, top_rows = most.tolist(), top.tolist()
+    span = (high - low).tolist()
+    for c, (a, b, count) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), photos.tolist())):
+        name = names[a]
+        visits = CameraVisits(name, earliest[c], latest[c], span[c], count, b - a, tuple(with_kind[c]), blank[c])
+        t0, t1 = timed_bounds[c], timed_bounds[c + 1]
+        yield _Camera(name, keys[a:b], ids[a:b], starts[a:b], ends[a:b], images[a:b], most_rows[a:b], top_rows[a:b],
+                      visits, CameraDays(name, days[day_bounds[c]:day_bounds[c + 1]],
+                                         day_counts[day_bounds[c]:day_bounds[c + 1]]),
+                      False, timed[a:b], timed_start[t0:t1], timed_end[t0:t1], timed_offset[t0:t1], _NO_SPAN_IDS)
 
 
 class FrameSink(Protocol):
@@ -782,11 +918,32 @@ def camera_days_lines(cameras: Iterable[CameraDays], interval_s: float, threshol
         yield from camera_days_rows(cam, interval_s, threshold)
 
 
+_FEW_DAYS = 64  # a camera's dates with photos written without numpy (``camera_days_rows``)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _date_text(day: int) -> str:
+    """A date (days since 1970-01-01) as ``np.datetime_as_string`` writes it: a collection's few dates, each
+    formatted once, rather than a numpy call a camera."""
+    return str(np.datetime_as_string(np.datetime64(day, "D")))
+
+
 def camera_days_rows(cam: CameraDays, interval_s: float, threshold: float) -> Iterator[str]:
     """One camera's rows of ``camera_days_lines`` (none for a camera without days), ``DAYS_PER_CHUNK`` at a time."""
     tail = f",{interval_s:g},{threshold:g}\r\n"
     zeros = "," + ",".join("0" * len(DAY_COUNTS))
     where = csvline.field(spreadsheet_safe(cam.deployment))  # a table for spreadsheets: never a formula
+    if len(cam.day) <= _FEW_DAYS:  # the same rows without numpy's cost a call (a camera a folder: a million)
+        lines: list[str] = []
+        previous = None
+        for d, counts in zip(cam.day.tolist(), cam.counts.tolist()):
+            if previous is not None and d - previous - 1 <= MAX_IDLE_DAYS:  # the days without a photo before
+                lines.extend(f"{where},{_date_text(empty)}{zeros}{tail}" for empty in range(previous + 1, d))
+            lines.append(f"{where},{_date_text(d)},{','.join(map(str, counts))}{tail}")
+            previous = d
+        if lines:
+            yield "".join(lines)
+        return
     for a in range(0, len(cam.day), DAYS_PER_CHUNK):  # days with photos, a chunk at a time, and the gaps before
         day = cam.day[a:a + DAYS_PER_CHUNK].astype(np.int64)
         previous = np.concatenate([[cam.day[a - 1] if a else day[0] - 1], day[:-1]])
@@ -830,6 +987,8 @@ class VisitsSink(Protocol):
 
 
 _INDEX_MAGIC = b"trapbatch-event-index-1\n"
+_FEW_EVENTS = 64  # a camera's events counted beside others' (``EventIndex._shares``); more: searched
+_NAMES_AT_A_TIME = 4096  # cameras counted at a time (at most 262,144 events' indexes and times)
 
 
 class EventIndex:
@@ -912,8 +1071,96 @@ class EventIndex:
         the events that overlap its window (first and last epoch of a part's photos of it: a camera of a million
         photos spread over five parts gives each part its own fifth), all of them for None."""
         names = sorted(d for d in windows if d in self._where or d in self._spans)
+        start, end, offset, sizes = self._shares(names, windows)
+        listed: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}  # of the names with list sequences
+        for name in names:
+            spans = self._spans.get(name)
+            if spans is None:
+                continue
+            first, last, ids = spans
+            window = windows[name]
+            if window is not None and len(first):  # the sequences around the window's photos (they may overlap)
+                kept = np.flatnonzero((last >= window[0]) & (first <= window[1]))
+                first, last, ids = first[kept], last[kept], [ids[i] for i in kept.tolist()]
+            listed[name] = (first, last, ids)
+        out = io.BytesIO()
+        out.write(_INDEX_MAGIC)
+        encoded = json.dumps([names, [listed[name][2] if name in listed else [] for name in names]]
+                             if any(len(f) for f, _, _ in listed.values()) else names,
+                             ensure_ascii=False).encode("utf-8")
+        empty = np.zeros(0, np.int64)
+        np.savez(out, names=np.frombuffer(encoded, dtype=np.uint8), sizes=sizes, start=start, end=end, offset=offset,
+                 list_start=np.concatenate([f for f, _, _ in listed.values()]).astype(np.int64) if listed else empty,
+                 list_end=np.concatenate([t for _, t, _ in listed.values()]).astype(np.int64) if listed else empty,
+                 list_key=np.array([self._keys.get((name, i), 0) for name, (_, _, ids) in listed.items()
+                                    for i in ids], dtype=np.uint64))
+        return out.getvalue()
+
+    def _shares(self, names: Sequence[str], windows: Mapping[str, tuple[int, int] | None]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Of each of ``names``, its time-grouped events that overlap its window (all of them for None): their start
+        and end epochs and start offsets, one name's after another's, and how many each name has.
+
+        Why not a name at a time, as before: a part of a collection in camera-day folders holds tens of thousands
+        of cameras of a few events each, and a few numpy calls a camera (~15 us) were the events step's next cost
+        after the grouping. The cameras of at most ``_FEW_EVENTS`` events have their window's range counted
+        ``_NAMES_AT_A_TIME`` at a time (a camera's spans are disjoint and in order, so those before its window and
+        those within it are counts; a camera whose spans are not in order is searched as before), others searched;
+        then runs of ranges that follow each other in the flat arrays are copied as one slice."""
+        slots = [self._where.get(name, -1) for name in names]
+        if not any(slot >= 0 for slot in slots):
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16),
+                    np.zeros(len(names), np.int64))
+        if any(name in self._more for name in names):  # a camera added again after another (never by the grouping)
+            return self._shares_one_by_one(names, windows)
+        lows, highs = np.frombuffer(self._lo, np.int64), np.frombuffer(self._hi, np.int64)
+        index = np.array(slots, np.int64)
+        has = index >= 0
+        a = np.where(has, lows[np.maximum(index, 0)], 0)
+        b = np.where(has, highs[np.maximum(index, 0)], 0)
+        least, most = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        w0 = np.array([w[0] if w is not None else least for w in (windows[name] for name in names)], np.int64)
+        w1 = np.array([w[1] if w is not None else most for w in (windows[name] for name in names)], np.int64)
+        starts, ends = np.frombuffer(self._start, np.int64), np.frombuffer(self._end, np.int64)
+        lo, hi = np.zeros(len(names), np.int64), b - a
+        few = np.flatnonzero((hi > 0) & (hi <= _FEW_EVENTS))
+        searched = np.flatnonzero(hi > _FEW_EVENTS).tolist()
+        for g in range(0, len(few), _NAMES_AT_A_TIME):
+            group = few[g:g + _NAMES_AT_A_TIME]
+            size = hi[group]
+            which = np.repeat(np.arange(len(group)), size)  # each event's name, by its place in the group
+            at = np.repeat(a[group] - np.cumsum(size) + size, size) + np.arange(int(size.sum()))
+            st, en = starts[at], ends[at]
+            same = which[1:] == which[:-1]
+            unsorted = np.unique(which[1:][same & ((st[1:] < st[:-1]) | (en[1:] < en[:-1]))])
+            lo[group] = np.bincount(which[en < w0[group][which]], minlength=len(group))
+            hi[group] = np.bincount(which[st <= w1[group][which]], minlength=len(group))
+            searched.extend(group[unsorted].tolist())
+        for k in searched:  # as the one at a time did (a window of None: all of them)
+            if w0[k] != least or w1[k] != most:
+                lo[k] = np.searchsorted(ends[a[k]:b[k]], w0[k], "left")
+                hi[k] = np.searchsorted(starts[a[k]:b[k]], w1[k], "right")
+        sizes = np.maximum(hi - lo, 0)
+        first = a + lo
+        keep = np.flatnonzero(sizes)
+        if not len(keep):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16), sizes
+        begin, stop = first[keep], first[keep] + sizes[keep]
+        runs = np.flatnonzero(np.concatenate([[True], begin[1:] != stop[:-1]]))  # ranges that follow each other
+        total = int(sizes.sum())
+        out: list[np.ndarray] = [np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.int16)]
+        flat: list[np.ndarray] = [starts, ends, np.frombuffer(self._offset, np.int16)]
+        filled = 0
+        for x, y in zip(begin[runs].tolist(), np.append(stop[runs[1:] - 1], stop[-1:]).tolist()):
+            for target, source in zip(out, flat):
+                target[filled:filled + y - x] = source[x:y]
+            filled += y - x
+        return out[0], out[1], out[2], sizes
+
+    def _shares_one_by_one(self, names: Sequence[str], windows: Mapping[str, tuple[int, int] | None]
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``_shares`` a name at a time (a deployment whose events are in several ranges)."""
         arrays = []
-        listed: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
         empty = np.zeros(0, np.int64)
         for name in names:
             start, end, offset = self._arrays(name) if name in self._where else (empty, empty, np.zeros(0, np.int16))
@@ -922,25 +1169,8 @@ class EventIndex:
                 lo, hi = int(np.searchsorted(end, window[0], "left")), int(np.searchsorted(start, window[1], "right"))
                 start, end, offset = start[lo:hi], end[lo:hi], offset[lo:hi]
             arrays.append((start, end, offset))
-            first, last, ids = self._spans.get(name, (empty, empty, []))
-            if window is not None and len(first):  # the sequences around the window's photos (they may overlap)
-                kept = np.flatnonzero((last >= window[0]) & (first <= window[1]))
-                first, last, ids = first[kept], last[kept], [ids[i] for i in kept.tolist()]
-            listed.append((first, last, ids))
-        out = io.BytesIO()
-        out.write(_INDEX_MAGIC)
-        encoded = json.dumps([names, [ids for _, _, ids in listed]] if any(len(f) for f, _, _ in listed) else names,
-                             ensure_ascii=False).encode("utf-8")
-        np.savez(out, names=np.frombuffer(encoded, dtype=np.uint8),
-                 sizes=np.array([len(a[0]) for a in arrays], dtype=np.int64),
-                 start=np.concatenate([a[0] for a in arrays]) if arrays else np.zeros(0, np.int64),
-                 end=np.concatenate([a[1] for a in arrays]) if arrays else np.zeros(0, np.int64),
-                 offset=np.concatenate([a[2] for a in arrays]) if arrays else np.zeros(0, np.int16),
-                 list_start=np.concatenate([f for f, _, _ in listed]).astype(np.int64) if listed else empty,
-                 list_end=np.concatenate([t for _, t, _ in listed]).astype(np.int64) if listed else empty,
-                 list_key=np.array([self._keys.get((name, i), 0) for name, (_, _, ids) in zip(names, listed)
-                                    for i in ids], dtype=np.uint64))
-        return out.getvalue()
+        return (np.concatenate([x[0] for x in arrays]), np.concatenate([x[1] for x in arrays]),
+                np.concatenate([x[2] for x in arrays]), np.array([len(x[0]) for x in arrays], dtype=np.int64))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EventIndex":
@@ -1154,8 +1384,8 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
                     cameras.append(visits)
                 visits = camera.visits
         if days is not None:  # a camera's runs joined once it is done (``CameraDays.join``)
-            if not camera.continued and pending:
-                days(CameraDays.join(pending))
+            if not camera.continued and pending:  # one run's days are joined already
+                days(pending[0] if len(pending) == 1 else CameraDays.join(pending))
                 pending.clear()
             pending.append(camera.days or CameraDays.empty(camera.deployment))
         where = field(camera.deployment)
@@ -1177,7 +1407,7 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
                 yield "".join(chunk), len(chunk), events_in_chunk
                 chunk, events_in_chunk = [], 0
     if days is not None and pending:
-        days(CameraDays.join(pending))
+        days(pending[0] if len(pending) == 1 else CameraDays.join(pending))
     if cameras is not None and visits is not None:
         cameras.append(visits)
     if chunk:

@@ -8,6 +8,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core import camtrap_events as ev
@@ -106,6 +107,7 @@ def test_days_without_a_photo_are_zeros_up_to_a_year_and_a_longer_gap_is_left_ou
     assert len(year) == ev.MAX_IDLE_DAYS + 2 and all(r[2] == "0" for r in year[1:-1])
     assert [r[1] for r in rows(ev.MAX_IDLE_DAYS + 2)] == ["2023-01-01", "2024-01-04"]  # a camera not out, or a clock
     in_one_chunk = rows(3)
+    monkeypatch.setattr(ev, "_FEW_DAYS", 0)  # numpy's way, a chunk at a time
     monkeypatch.setattr(ev, "DAYS_PER_CHUNK", 1)  # the gap before a chunk's first day, from the chunk before
     assert rows(3) == in_one_chunk and [r[2] for r in in_one_chunk] == ["1", "0", "0", "1"]
 
@@ -140,3 +142,24 @@ def test_a_camera_with_photos_on_exactly_the_most_dates_keeps_its_rows(monkeypat
     monkeypatch.setattr(ev, "MAX_CAMERA_DAYS", 5)
     monkeypatch.setattr(ev, "RECORDS_PER_GATHER", per_gather)
     assert table([tapped(entries)[0]]) == before and len(before.splitlines()) == 6
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_cameras_few_dates_are_written_as_numpy_writes_many(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """A camera with at most ``_FEW_DAYS`` dates (camera-day folders: a million cameras of a day or two) has its
+    rows written without numpy, each date's text formatted once: the same bytes as the chunked numpy way, gaps up to
+    ``MAX_IDLE_DAYS`` as zeros and longer ones left out, dates before 1970 and after 9999 too."""
+    rnd = random.Random(seed)
+    cameras = []
+    for c in range(60):
+        day, days = rnd.choice([-800_000, -3, 0, 19_000, 2_930_000]), []
+        for _ in range(rnd.randint(0, ev._FEW_DAYS)):
+            day += rnd.choice([1, 1, 2, 5, ev.MAX_IDLE_DAYS, ev.MAX_IDLE_DAYS + 1, ev.MAX_IDLE_DAYS + 2, 4000])
+            days.append(day)
+        counts = np.array([[rnd.randint(0, 30) for _ in ev.DAY_COUNTS] for _ in days], np.int32).reshape(
+            len(days), len(ev.DAY_COUNTS))
+        cameras.append(ev.CameraDays(f"cam{c}" if c % 5 else "=cam, 1", np.array(days, np.int32), counts))
+    few = ["".join(ev.camera_days_rows(cam, 60, 0.2)) for cam in cameras]
+    monkeypatch.setattr(ev, "_FEW_DAYS", -1)
+    many = ["".join(ev.camera_days_rows(cam, 60, 0.2)) for cam in cameras]
+    assert few == many and sum(text.count("\r\n") for text in few) > 10_000

@@ -817,3 +817,133 @@ def test_a_camera_added_again_after_another_keeps_all_its_events(tmp_path: Path)
     for d in cams:  # the first feed's events, then the second's
         assert back._lists[d][0][:len(first._lists[d][0])] == first._lists[d][0]
         assert len(back._lists[d][0]) > len(first._lists[d][0])
+
+
+def _collection(seed: int, small: int = 240) -> list[bytes]:
+    """The parts' records (as fragments) of many small cameras (1 to 11 photos: camera-day folders) and two big
+    ones (more than ``SMALL_CAMERA_RECORDS``), in every way a camera's photos come: grouped by time only, in a
+    list's sequences only, both (joined a camera at a time), equal times, offsets that differ within one camera
+    (equal epochs, different local times), photos cut short, photos without a mediaID, a name that needs quoting;
+    the photos spread over the parts at random, as shards in any order cut them."""
+    rnd = np.random.default_rng(seed)
+    names = [f"site{c % 7}/cam{c:04d}" for c in range(small + 2)]
+    names[3] = 'odd, "name"'
+    rnd.shuffle(names)
+    found: list[tuple[str, str, int, int, list[int], list[float], int]] = []
+    for c, name in enumerate(names):
+        photos = int(rnd.integers(1030, 1100)) if c < 2 else int(rnd.integers(1, 12))
+        style = int(rnd.integers(0, 6))  # 0, 3: by time; 1: a list's sequences; 2: both; 4: offsets; 5: cut short
+        at = 1_717_200_000 + int(rnd.integers(0, 10 * 86400))
+        for _ in range(photos):
+            at += int(rnd.choice([0, 0, 1, 30, 59, 60, 61, 120, 3600, 86400]))
+            sequence = (f"S{int(rnd.integers(0, 5))}" if style == 1 else
+                        f"S{int(rnd.integers(0, 3))}" if style == 2 and rnd.random() < 0.4 else "")
+            counts = [int(rnd.choice([0, 0, 1, 2])) for _ in ev.KINDS]
+            best = [float(np.float32(rnd.random())) if n else 0.0 for n in counts]
+            if style == 5 and rnd.random() < 0.3:
+                counts, best = [0, 0, 0, 1], [0.0] * len(ev.KINDS)
+            offset = int(rnd.choice([0, 60, -330, 345])) if style == 4 else 0
+            found.append((name, sequence, at, offset, counts, best, len(found) + 1 if rnd.random() > 0.05 else 0))
+    order = rnd.permutation(len(found))
+    cuts = sorted(rnd.choice(np.arange(1, len(found)), 4, replace=False).tolist())
+    parts = []
+    for a, b in zip([0, *cuts], [*cuts, len(found)]):
+        chunk = [found[i] for i in order[a:b]]
+        deployments = sorted({r[0] for r in chunk}, key=lambda _: rnd.random())
+        sequences = sorted({r[1] for r in chunk if r[1]})
+        d, s = {x: i for i, x in enumerate(deployments)}, {x: i for i, x in enumerate(sequences)}
+        parts.append(ev.EventRecords(
+            deployments, sequences, np.array([d[r[0]] for r in chunk], np.int32),
+            np.array([s[r[1]] if r[1] else -1 for r in chunk], np.int32), np.array([r[2] for r in chunk], np.int64),
+            np.array([r[3] for r in chunk], np.int16), np.array([r[4] for r in chunk], np.uint16),
+            np.array([r[5] for r in chunk], np.float32), np.array([r[6] for r in chunk], np.uint64)).to_bytes())
+    return parts
+
+
+def _step(fragments: list[bytes], interval_s: float) -> dict[str, Any]:
+    """What the events step writes of the fragments (``activities.exportevents``): the event rows,
+    camera-visits.csv, camera-days.csv, every part's share of the index and of the frames (what the link writes
+    into observations.csv and coco.json), the whole index (the single activity's), and the events."""
+    parts = [ev.EventRecords.from_bytes(data) for data in fragments]
+    cameras: list[ev.CameraVisits] = []
+    index, frames, days = ev.EventIndex(), ev.EventFrames(len(parts)), io.StringIO()
+    rows = "".join(text for text, *_ in ev.event_lines(
+        parts, "MD", COMPLETED, interval_s, cameras, index, frames,
+        lambda camera: days.writelines(ev.camera_days_rows(camera, interval_s, 0.2))))
+    return {"rows": rows, "visits": ev.camera_visits_csv(cameras, interval_s, 0.2), "days": days.getvalue(),
+            "shares": [index.to_bytes(ev.time_windows(p)) for p in parts],
+            "whole": index.to_bytes({d: None for d in index.deployments()}),
+            "frames": [frames.to_bytes(i) for i in range(len(parts))],
+            "events": list(ev.events([ev.EventRecords.from_bytes(data) for data in fragments], interval_s))}
+
+
+@pytest.mark.parametrize("seed, interval_s", [(1, 60.0), (2, 0.0), (3, 600.0)])
+def test_small_cameras_grouped_many_at_a_time_write_the_bytes_of_a_camera_at_a_time(
+        monkeypatch: pytest.MonkeyPatch, seed: int, interval_s: float) -> None:
+    """Camera-day folders make a camera of each folder of ten photos (a million at ten million images): the small
+    cameras are grouped many at a time (``_small_cameras``: one pass of numpy calls, not ~320 us of them a camera),
+    and every byte the events step writes is what the grouping of a camera at a time (``_camera_runs``, which the
+    big cameras and those with a list's sequence beside photos without one still take) writes."""
+    fragments = _collection(seed)
+    grouped: list[int] = []
+    small_cameras = ev._small_cameras
+
+    def counted(*args: Any) -> Any:
+        for camera in small_cameras(*args):
+            grouped.append(1)
+            yield camera
+
+    monkeypatch.setattr(ev, "_small_cameras", counted)
+    monkeypatch.setattr(ev, "SMALL_CAMERA_RECORDS", 0)  # every camera alone
+    alone = _step(fragments, interval_s)
+    assert not grouped and alone["rows"].count("\r\n") > 1000 and any(alone["frames"])
+    monkeypatch.setattr(ev, "SMALL_CAMERA_RECORDS", 1024)
+    assert _step(fragments, interval_s) == alone
+    assert len(grouped) > 150  # most cameras were grouped (the big ones and the mixed ones were not)
+    # groups cut small, boxes gathered a few at a time, middling cameras alone
+    monkeypatch.setattr(ev, "SMALL_CAMERAS_RECORDS", 25)
+    monkeypatch.setattr(ev, "RECORDS_PER_GATHER", 7)
+    monkeypatch.setattr(ev, "SMALL_CAMERA_RECORDS", 6)
+    assert _step(fragments, interval_s) == alone
+
+
+def _timed_camera(deployment: str, starts: list[int], ends: list[int]) -> ev._Camera:
+    """A run of time-grouped events as the grouping hands it to ``EventIndex.add``."""
+    n = len(starts)
+    return ev._Camera(deployment, [f"{i:016x}" for i in range(n)], [f"{i:016x}" for i in range(n)], [""] * n,
+                      [""] * n, [1] * n, [[0] * len(ev.KINDS)] * n, [[0.0] * len(ev.KINDS)] * n,
+                      ev.CameraVisits(deployment, "", "", 0, n, n, (0,) * len(ev.KINDS), n), None, False,
+                      np.ones(n, bool), np.array(starts, np.int64), np.array(ends, np.int64),
+                      np.arange(n, dtype=np.int16))
+
+
+def test_a_parts_share_of_the_index_counted_for_many_cameras_at_once_is_the_one_searched_a_camera_at_a_time(
+        ) -> None:
+    """``EventIndex.to_bytes`` takes each camera's events within a part's window for many cameras at once
+    (``_shares``): the same as searching each camera's (``_shares_one_by_one``), for windows that cut a camera's
+    events anywhere, or none, cameras of many events (searched), and a camera whose spans are not in order
+    (never from the grouping; searched, as before)."""
+    rnd = random.Random(4)
+    index = ev.EventIndex()
+    windows: dict[str, tuple[int, int] | None] = {}
+    for c in range(300):
+        n = 5 if c == 7 else rnd.choice([1, 2, 5, 64, 65, 200])
+        starts = sorted(rnd.sample(range(0, 100_000, 10), n))
+        ends = [s + rnd.choice([0, 3, 9]) for s in starts]
+        if c == 7:
+            starts.reverse()
+            ends.reverse()
+        name = f"cam{c:03d}"
+        index.add(_timed_camera(name, starts, ends))
+        window = rnd.choice([None, (starts[0], ends[-1]), (starts[0] - 5, starts[0] - 1), (ends[-1] + 1, ends[-1] + 9),
+                             tuple(sorted(rnd.sample(range(-10, 100_010), 2)))])
+        if c % 9:  # the others: not in this part
+            windows[name] = window  # type: ignore[assignment]
+    windows["cam007"] = (50_000, 60_000)
+    names = sorted(windows)
+    got, want = index._shares(names, windows), index._shares_one_by_one(names, windows)
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got, want))
+    assert 0 < len(got[0]) < sum(len(index._arrays(name)[0]) for name in names)  # the windows cut some out
+    nothing = {name: (-100, -50) for name in names}
+    assert all(np.array_equal(a, b) for a, b in zip(index._shares(names, nothing),
+                                                    index._shares_one_by_one(names, nothing)))
