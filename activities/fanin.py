@@ -476,21 +476,27 @@ def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_
     """Plan the search's folder groups from the parts' folder indexes (``core.fanin.plan_search``), write each
     group's plan and the folders left out for holding more than ``max_folder_detections`` eligible detections (None:
     the default cap, ``RepeatOptions``), and return how many groups there are. The skipped folders are written even
-    when there are none, so a list from an earlier search in the same work folder is never read as this one's."""
-    indexes = [store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json", work))
-               for p in range(parts)]
+    when there are none, so a list from an earlier search in the same work folder is never read as this one's.
+    Memory: the folders' rows (``core.fanin.search_groups``), one part's index as read and one group's plan (all
+    the parts' indexes and every group held at once were ~450-520 bytes a folder: 524 MB at a million folders)."""
+    def indexes() -> Iterator[Any]:
+        for p in range(parts):
+            yield store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json", work))
+
     cap = max_folder_detections if max_folder_detections is not None else RepeatOptions().max_folder_detections
-    plan = fanin.plan_search(indexes, per_group, cap)
-    for g, group in enumerate(plan.groups):
-        store.write_bytes(container, layout.repeat_search_blob(task_id, g, "plan.json", work),
+    skipped: list[tuple[str, int]] = []
+    groups = 0
+    for group in fanin.search_groups(indexes(), per_group, cap, skipped):
+        store.write_bytes(container, layout.repeat_search_blob(task_id, groups, "plan.json", work),
                           json.dumps(group, ensure_ascii=False).encode("utf-8"), "application/json")
+        groups += 1
     store.write_bytes(container, layout.repeat_search_skipped_blob(task_id, work), json.dumps(
-        {"max_folder_detections": cap, "folders": plan.skipped}, ensure_ascii=False).encode("utf-8"),
+        {"max_folder_detections": cap, "folders": skipped}, ensure_ascii=False).encode("utf-8"),
         "application/json")
-    if plan.skipped:
+    if skipped:
         logger.warning("task %s: %d folder(s) over %d eligible detections are not searched for repeats (largest: %s)",
-                       task_id, len(plan.skipped), cap, max(plan.skipped, key=lambda f: f[1]))
-    return len(plan.groups)
+                       task_id, len(skipped), cap, max(skipped, key=lambda f: f[1]))
+    return groups
 
 
 SEARCH_READ_BYTES = 16 << 20  # a repeat-search group reads its folders' lines this much at a time

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from array import array
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from core import mdformat
 # the entries' bytes, shared with the GPU worker's merge view; re-exported here for the merges
@@ -93,30 +94,76 @@ def plan_search(indexes: Iterable[Sequence[Sequence[Any]]], per_group: int = SEA
     the last range holding its lines: its search can end there, so a group holds the candidates of the folders being
     read, not of all of its folders (``activities.fanin.run_search_repeats``).
     """
-    where: dict[str, list[tuple[int, int, int, int]]] = {}
-    for part, rows in enumerate(indexes):
-        for folder, offset, length, count in rows:
-            where.setdefault(str(folder), []).append((part, int(offset), int(length), int(count)))
-    groups: list[dict[str, Any]] = []
     skipped: list[tuple[str, int]] = []
+    groups = list(search_groups(indexes, per_group, max_folder_detections, skipped))
+    return SearchPlan(groups, skipped)
+
+
+def search_groups(indexes: Iterable[Sequence[Sequence[Any]]], per_group: int, max_folder_detections: int | None,
+                  skipped: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+    """``plan_search``'s groups one at a time, as each is complete (a caller writes one and lets it go), the folders
+    left out appended to ``skipped`` as they come (all of them once the groups are done). ``indexes`` is read a part
+    at a time (each may be a part's index as it is read: only the folders' rows are kept, ``_FolderRows``)."""
+    where = _FolderRows(indexes)
     current: list[str] = []
     load = 0
-    for folder in sorted(where):
-        count = sum(r[3] for r in where[folder])
+    for folder in sorted(where.first):
+        count = where.count(folder)
         if max_folder_detections is not None and count > max_folder_detections:
             skipped.append((folder, count))
             if current:  # a group's ranges must not span the skipped folder's lines (read whole, a line a part)
-                groups.append(_group(current, where))
+                yield _group(current, where)
                 current, load = [], 0
             continue
         if current and load + count > per_group:
-            groups.append(_group(current, where))
+            yield _group(current, where)
             current, load = [], 0
         current.append(folder)
         load += count
     if current:
-        groups.append(_group(current, where))
-    return SearchPlan(groups, skipped)
+        yield _group(current, where)
+
+
+class _FolderRows:
+    """The parts' index rows by folder: of each folder its last row read (``first``: the chain starts there) and of
+    each row the folder's row read before it (``before``, -1: none), part, offset, length and detections, in flat
+    arrays. Why not a list of tuples a folder: with the parts' parsed indexes all held, the plan took ~450-520 bytes
+    a folder (a million folders of camera-day collections: 524 MB, bench/RESULTS.md forty-eighth session); this is
+    the folder's name, a dict entry and 40 bytes a row, and only one part's parsed index is held at a time
+    (tests/unit/test_fanin_plan.py: ~180 bytes a folder with ``activities.fanin.plan_groups``)."""
+
+    def __init__(self, indexes: Iterable[Sequence[Sequence[Any]]]) -> None:
+        self.first: dict[str, int] = {}
+        self._before, self._part, self._offset, self._length, self._count = (array("q") for _ in range(5))
+        for part, rows in enumerate(indexes):
+            for folder, offset, length, count in rows:
+                name = str(folder)
+                self._before.append(self.first.get(name, -1))
+                self.first[name] = len(self._part)
+                self._part.append(part)
+                self._offset.append(int(offset))
+                self._length.append(int(length))
+                self._count.append(int(count))
+
+    def rows(self, folder: str) -> list[tuple[int, int, int, int]]:
+        """``(part, offset, length, detections)`` of each of the folder's rows, in the order they were read."""
+        row = self.first[folder]
+        if self._before[row] < 0:  # the usual folder: in one part
+            return [(self._part[row], self._offset[row], self._length[row], self._count[row])]
+        found = []
+        while row >= 0:
+            found.append((self._part[row], self._offset[row], self._length[row], self._count[row]))
+            row = self._before[row]
+        found.reverse()
+        return found
+
+    def count(self, folder: str) -> int:
+        """The folder's detections in all parts."""
+        total, row = 0, self.first[folder]
+        while row >= 0:
+            total += self._count[row]
+            row = self._before[row]
+        return total
 
 
 def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]], per_group: int = SEARCH_DETECTIONS_PER_GROUP,
@@ -125,10 +172,11 @@ def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]], per_group: in
     return plan_search(indexes, per_group, max_folder_detections).groups
 
 
-def _group(folders: list[str], where: Mapping[str, list[tuple[int, int, int, int]]]) -> dict[str, Any]:
+def _group(folders: list[str], where: _FolderRows) -> dict[str, Any]:
     spans: dict[int, list[int]] = {}
-    for folder in folders:
-        for part, offset, length, _ in where[folder]:
+    held = [where.rows(folder) for folder in folders]
+    for rows in held:
+        for part, offset, length, _ in rows:
             span = spans.get(part)
             if span is None:
                 spans[part] = [offset, offset + length]
@@ -136,4 +184,4 @@ def _group(folders: list[str], where: Mapping[str, list[tuple[int, int, int, int
                 span[0], span[1] = min(span[0], offset), max(span[1], offset + length)
     order = {part: i for i, part in enumerate(sorted(spans))}
     return {"folders": folders, "ranges": [[part, lo, hi - lo] for part, (lo, hi) in sorted(spans.items())],
-            "last": {folder: max(order[part] for part, *_ in where[folder]) for folder in folders}}
+            "last": {folder: max(order[part] for part, *_ in rows) for folder, rows in zip(folders, held)}}

@@ -1,13 +1,17 @@
 """The parallel fan-in's pure parts (core.fanin): part ranges, the byte layout of fragments, search groups."""
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core import fanin
+from gpu_batch import layout
 
 
 @given(shards=st.integers(0, 5000), per_shard=st.integers(1, 20_000), per_part=st.integers(1, 500_000))
@@ -113,3 +117,90 @@ def test_folders_are_planned_in_name_order_whatever_order_the_parts_name_them() 
     plan = fanin.plan_search(indexes, per_group=1, max_folder_detections=10)
     assert [g["folders"] for g in plan.groups] == [["b"], ["z"]]
     assert plan.skipped == [("a", 30), ("y", 20)]
+
+
+def _reference_plan(indexes: list[list[list[Any]]], per_group: int, cap: int | None) -> fanin.SearchPlan:
+    """The plan as first written, plainly: each folder's rows in a list, folders in name order, groups filled to
+    ``per_group``, a folder over ``cap`` skipped and ending the group before it."""
+    where: dict[str, list[tuple[int, int, int, int]]] = {}
+    for part, rows in enumerate(indexes):
+        for folder, offset, length, count in rows:
+            where.setdefault(folder, []).append((part, offset, length, count))
+    groups: list[list[str]] = [[]]
+    loads, skipped = [0], []
+    for folder in sorted(where):
+        count = sum(r[3] for r in where[folder])
+        if cap is not None and count > cap:
+            skipped.append((folder, count))
+            groups.append([])
+            loads.append(0)
+        elif groups[-1] and loads[-1] + count > per_group:
+            groups.append([folder])
+            loads.append(count)
+        else:
+            groups[-1].append(folder)
+            loads[-1] += count
+    plans = []
+    for folders in (g for g in groups if g):
+        spans: dict[int, tuple[int, int]] = {}
+        for folder in folders:
+            for part, offset, length, _ in where[folder]:
+                lo, hi = spans.get(part, (offset, offset + length))
+                spans[part] = (min(lo, offset), max(hi, offset + length))
+        parts = sorted(spans)
+        plans.append({"folders": folders, "ranges": [[p, spans[p][0], spans[p][1] - spans[p][0]] for p in parts],
+                      "last": {f: max(parts.index(p) for p, *_ in where[f]) for f in folders}})
+    return fanin.SearchPlan(plans, skipped)
+
+
+@given(rows=st.lists(st.tuples(st.integers(0, 4), st.sampled_from("abcdefghij"), st.integers(0, 30)), max_size=40),
+       per_group=st.integers(1, 60), cap=st.one_of(st.none(), st.integers(0, 40)))
+def test_the_plan_is_the_plain_one_for_folders_in_any_parts_and_order(rows: list[tuple[int, str, int]],
+                                                                      per_group: int, cap: int | None) -> None:
+    indexes: list[list[list[Any]]] = [[] for _ in range(5)]
+    for part, folder, count in rows:
+        at = sum(r[2] for r in indexes[part])
+        indexes[part].append([folder, at, 10 + count, count])
+    assert fanin.plan_search(indexes, per_group, cap) == _reference_plan(indexes, per_group, cap)
+
+
+class _IndexStore:
+    """The parts' folder indexes as a store holds them (read back as each is asked for); plans written, counted."""
+
+    def __init__(self, docs: list[bytes]) -> None:
+        self.docs = {layout.merge_part_blob("t", p, "folders-index.json"): doc for p, doc in enumerate(docs)}
+        self.written = 0
+
+    def read_json(self, container: str, name: str) -> Any:
+        return json.loads(self.docs[name])
+
+    def write_bytes(self, container: str, name: str, data: bytes, content_type: str) -> None:
+        self.written += 1
+
+
+def test_planning_the_search_holds_the_folders_rows_not_every_parts_index_and_group() -> None:
+    """A collection kept in camera-day folders has a folder with detections for every ten images (a million at ten
+    million): the plan held every part's parsed index and every group's plan at once, ~470 bytes a folder (470 MB);
+    now one part's index and one group at a time beside each folder's name and rows (~200 bytes)."""
+    from activities import fanin as fa
+
+    def docs(folders: int, parts: int = 10) -> list[bytes]:
+        per = folders // parts
+        return [json.dumps([[f"site{f // 1000:04d}/2024-06-{f % 1000:04d}", 4800 * (f - p * per), 4800, 12]
+                            for f in range(p * per, (p + 1) * per)]).encode() for p in range(parts)]
+
+    sizes = (5_000, 40_000)
+    stores = {n: _IndexStore(docs(n)) for n in sizes}
+    peaks = {}
+    for n, store in stores.items():
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            groups = fa.plan_groups(store, "c", "t", 10, 12_000)  # type: ignore[arg-type]
+            peaks[n] = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert groups == n * 12 // 12_000 and store.written == groups + 1  # and the skipped folders' list
+    per_folder = (peaks[sizes[1]] - peaks[sizes[0]]) / (sizes[1] - sizes[0])
+    assert per_folder < 300, (peaks, per_folder)  # bytes a folder; every index and group held: ~450
