@@ -689,14 +689,15 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     totals: dict[str, int] = {}
     waiting: dict[str, Any] | None = None
     unreachable: dict[str, Any] | None = None
-    counted = 0
+    counted: set[str] = set()  # distinct ids: a group listed twice is one group
     for child in await _all_instances(client, prefix, show_input=False):
-        if str(getattr(child, "instance_id", "") or "") not in wanted:
+        child_id = str(getattr(child, "instance_id", "") or "")
+        if child_id not in wanted:
             continue
         status = getattr(child, "custom_status", None)
         if not isinstance(status, dict):
             continue
-        counted += 1
+        counted.add(child_id)
         counts = {k: v for k, v in status.items() if isinstance(v, int) and not isinstance(v, bool)}
         counts.setdefault("images_progress", counts.get("images_done", 0) + counts.get("images_in_progress", 0))
         for key, value in counts.items():
@@ -705,7 +706,7 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
             waiting = status[c.WAITING_KEY]
         if isinstance(status.get(c.UNREACHABLE_KEY), dict):
             unreachable = _merge_unreachable(unreachable, status[c.UNREACHABLE_KEY])
-    return totals, waiting, unreachable, len(wanted) - counted
+    return totals, waiting, unreachable, len(wanted - counted)
 
 
 def _merge_unreachable(so_far: dict[str, Any] | None, note: dict[str, Any]) -> dict[str, Any]:

@@ -284,3 +284,22 @@ def test_a_group_with_no_status_yet_is_shown_unknown_and_its_images_are_not_coun
         return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 1}), TASK)
 
     assert "groups_unknown" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, known)
+
+
+def test_a_group_listed_twice_is_counted_once_among_the_known_groups() -> None:
+    """``groups_unknown`` is the run's groups less the distinct ones that show counts: a listing that names a group
+    twice (a page boundary moving under a listing, a test's fake) must not make it negative, which the description's
+    ``minimum: 1`` refuses and a client would show as nonsense."""
+    import asyncio
+    from types import SimpleNamespace
+    from unittest import mock
+
+    listed = [SimpleNamespace(instance_id=shards_instance_id(TASK, 0), custom_status=group_status(done=1, progress=4))
+              for _ in range(3)]
+
+    async def instances(*args: Any, **kwargs: Any) -> list[Any]:
+        return listed
+
+    with mock.patch.object(starters, "_all_instances", instances):
+        _, _, _, unknown = asyncio.run(starters._child_progress(mock.Mock(), TASK, 2))
+    assert unknown == 1
