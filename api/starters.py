@@ -259,6 +259,9 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:
             task_input["previous"] = generations["previous"]
+        ended = _ended_run(runtime, last)
+        if ended is not None:  # its shard groups and pool job outlived it: this run ends them first
+            task_input["ends_run"] = ended
         if caller.verified:
             task_input["owner"] = caller.id
         if drop:  # answers (done, estimate) go beside the dropped request
@@ -330,6 +333,21 @@ def resumed_request(request: TaskRequest, last: dict[str, Any]) -> TaskRequest:
         return request
     only_new = bool(stored.get("only_new"))
     return dataclasses.replace(request, rerun=bool(stored.get("rerun")) or only_new, only_new=only_new)
+
+
+def _ended_run(runtime: str | None, last: dict[str, Any]) -> str | None:
+    """The run whose pool work the new run ends first (``TaskInput.ends_run``, orchestrations.task
+    ``_end_terminated_run``), or None: the last run when it was terminated, whatever this start is (a resume or a
+    ``rerun``), since terminating an orchestration leaves its shard groups (sub-orchestrations) and its pool tasks
+    running ("no effect on any in-flight activity function executions or sub-orchestrations", Durable Functions
+    ``TerminateAsync``); and the last run's own ``ends_run`` when that run failed (it may have failed ending it: its
+    error says to post the request again). A run that failed or completed by itself closed its own job (or said it
+    could not, ``pool_job_error``)."""
+    if runtime == "Terminated":
+        return str(last.get("run") or "")  # "": a run started before runs had ids, whose job is the task id
+    if runtime == "Failed" and "ends_run" in last:
+        return str(last["ends_run"])
+    return None
 
 
 class _Generations(TypedDict, total=False):

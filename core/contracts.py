@@ -93,6 +93,11 @@ class TaskInput(TypedDict):
     # True for tasks started by code whose re-runs move a waiting preview expiry (orchestrations.task
     # _schedule_expiry): absent in tasks started before, whose history has no such activity to replay
     moves_expiry: NotRequired[bool]
+    # The run of this task that was terminated before this one started (its ``run``; "" for one started before runs
+    # had ids): terminating an orchestration leaves its shard groups and its pool job running (Durable Functions
+    # ``TerminateAsync``: "no effect on any in-flight activity function executions or sub-orchestrations"), so this
+    # run ends that run's pool work before its own (orchestrations.task ``_end_terminated_run``). Absent: none
+    ends_run: NotRequired[str]
 
 
 class ShardState(TypedDict):

@@ -250,6 +250,37 @@ def _job_left_open(job_id: str, exc: BaseException) -> str:
             f"{_first_line(exc, 200)}")
 
 
+class TerminatedRunGoesOn(RuntimeError):
+    """The pool job of the task's terminated run could not be ended: this run does not start beside it."""
+
+
+def _end_terminated_run(context: df.DurableOrchestrationContext, task_id: str, ended_run: str,
+                        run: str) -> Generator[Any, Any, None]:
+    """Stop the pool work of the task's run that was terminated (``TaskInput.ends_run``) before this run starts its own.
+
+    Why: terminating an orchestration ends it alone. "Terminating an orchestration instance has no effect on any
+    in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
+    (Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com); devhost's terminate does
+    not cascade either (devhost/engine.py). So that run's shard groups went on submitting, polling and resubmitting
+    into its pool job, whose tasks ran on, billed, beside this run's (the same shards, the same attempts' results
+    blobs), and nothing ever closed the job: the run that would close it was gone, and the job counted against the
+    Batch account's active jobs for good. First that run's cancel marker (STOP_GROUPS, as a failing group writes it):
+    each of its groups cancels its own tasks at its next poll and ends without resubmitting anything; then its job is
+    closed (its unfinished tasks end; a closed or unknown job is fine). A failure after the retries fails this run
+    with the command that ends the job by hand: it does not run beside work it could not stop, and posting the request
+    again tries again (``api.starters`` carries ``ends_run`` from a run that failed)."""
+    job = pool_job_id(task_id, ended_run)
+    try:
+        yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
+            task_id=task_id, job_id=job, reason=f"the run was terminated; run {run or '?'} of the task replaces it"))
+        yield from _close_job(context, task_id, job)
+    except Exception as exc:  # noqa: BLE001 - said with what to do; the original failure is in the words
+        raise TerminatedRunGoesOn(
+            f"the pool job {job} of this task's terminated run could not be ended, and its shard work may still run: "
+            f"{_END_JOB_BY_HAND.format(job=job)}, then post the request again. Ending it failed with: "
+            f"{_first_line(exc, 200)}") from None
+
+
 def _close_job(context: df.DurableOrchestrationContext, task_id: str, job_id: str) -> Generator[Any, Any, None]:
     """End the run's pool job: unfinished tasks stop and the job no longer counts against the account's active jobs
     (100-300 per Batch account). Best effort when the task is failing anyway: the original failure is what counts."""
@@ -486,6 +517,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     request = data["request"]
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
+    if "ends_run" in data:  # a run of this task was terminated: its pool work still goes on (only then: replay)
+        yield from _end_terminated_run(context, task_id, data["ends_run"], data.get("run", ""))
 
     enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request, job_id,
                                                                       knobs.max_shards)

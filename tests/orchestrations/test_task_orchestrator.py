@@ -1184,3 +1184,48 @@ def test_no_images_under_the_prefix_says_the_case_mismatch_within_what_the_statu
     run = run_task(task_input({**REQUEST, "prefix": "projects/2024/site-a/camera-07/"}), with_nearby)
     assert run.status == "Failed"
     assert "'projects/2024/Site-A/' differs from the prefix only in case" in run.custom_status["error"]
+
+
+def test_a_run_after_a_terminated_one_ends_that_runs_pool_work_before_its_own() -> None:
+    """Terminating an orchestration leaves its shard groups and their pool tasks running ("no effect on any in-flight
+    activity function executions or sub-orchestrations", Durable Functions ``TerminateAsync``): they went on
+    submitting into the terminated run's job, beside this run's work on the same shards, and nothing closed that job.
+    Now this run writes that run's cancel marker (its groups cancel their tasks at their next poll and end) and closes
+    its job, before its own listing. Fails without the change: neither call was made."""
+    answer = activities(shards=2)
+
+    def answering(name: str, payload: Any) -> Any:
+        return {"stopped": True} if name == c.STOP_GROUPS else answer(name, payload)
+
+    run = run_task({**task_input(), "run": "r261201130000cd34", "ends_run": "r261201120000ab12"}, answering)
+
+    old_job = f"{TASK}_r261201120000ab12"
+    assert run.status == "Completed"
+    assert run.activity_names[:2] == [c.STOP_GROUPS, c.CLOSE_JOB] and run.activity_names[2] == ENUMERATION[0]
+    assert run.inputs(c.STOP_GROUPS)[0]["job_id"] == old_job
+    assert "r261201130000cd34" in run.inputs(c.STOP_GROUPS)[0]["reason"]
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": old_job},  # the terminated run's, first
+                                       {"task_id": TASK, "job_id": f"{TASK}_r261201130000cd34"}]  # then its own
+    assert all(s.input["job_id"] == f"{TASK}_r261201130000cd34" for s in run.sub_orchestrations)
+
+
+def test_a_terminated_run_whose_job_cannot_be_ended_fails_the_new_run_before_any_pool_work() -> None:
+    """Not run beside work it could not stop: the status names the job and the command that ends it, and posting the
+    request again tries again (the starter passes ``ends_run`` on from a failed run)."""
+    answer = activities(shards=2)
+
+    def answering(name: str, payload: Any) -> Any:
+        if name == c.CLOSE_JOB:
+            raise RuntimeError("Batch unreachable")
+        if name == c.STOP_GROUPS:
+            return {"stopped": True}
+        return answer(name, payload)
+
+    run = run_task({**task_input(), "run": "r2", "ends_run": "r1"}, answering)
+
+    assert run.status == "Failed" and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
+    assert not run.sub_orchestrations and ENUMERATION[0] not in run.activity_names
+    error = run.custom_status["error"]
+    assert f"the pool job {TASK}_r1 of this task's terminated run could not be ended" in error
+    assert f"az batch job stop --job-id {TASK}_r1" in error and "Batch unreachable" in error
+    assert "pool_job" not in run.custom_status  # this run made no job of its own

@@ -1,0 +1,87 @@
+"""A run started after a terminated one ends that run's pool work first (``TaskInput.ends_run``).
+
+Terminating an orchestration ends it alone: "Terminating an orchestration instance has no effect on any in-flight
+activity function executions or sub-orchestrations that were started by the terminated orchestration" (Durable
+Functions, ``IDurableOrchestrationClient.TerminateAsync``). Its shard groups went on submitting into its pool job
+beside the new run's, and nothing closed that job. The starter names the run to end; the task orchestrator ends it
+(tests/orchestrations/test_task_orchestrator.py). Driven through the SDK's real client, the management API's answers
+scripted as in tests/unit/test_task_hub_unavailable.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import azure.durable_functions as df
+import pytest
+
+from api import starters
+from core.requests import parse_task_request
+from core.settings import Settings
+from devhost.http_server import binding_json
+
+BODY = {"container": "photos", "model": "MDV5A"}
+
+
+class Hub(df.DurableOrchestrationClient):
+    """The SDK's client: the instance's status is ``status``; a start records the input it was given."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__(binding_json("http://127.0.0.1:7071", "hub"))
+        self.inputs: list[Any] = []
+
+        async def get(url: str) -> list[Any]:
+            return [200, status]
+
+        async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+            self.inputs.append(json.loads(data) if isinstance(data, str) else data)
+            return [202, {"id": status["instanceId"]}]
+
+        self._get_async_request = get
+        self._post_async_request = post
+
+
+def _started_input(monkeypatch: pytest.MonkeyPatch, runtime: str, last: dict[str, Any],
+                   body: dict[str, Any] | None = None) -> dict[str, Any]:
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)  # no storage
+    monkeypatch.setattr(starters, "_generations", lambda *a: {})
+    body = body or BODY
+    status = {"name": "task_orchestrator", "instanceId": parse_task_request(BODY).task_id_for(),
+              "runtimeStatus": runtime, "createdTime": "2026-01-01T00:00:00Z",
+              "lastUpdatedTime": "2026-01-02T00:00:00Z", "input": json.dumps({"request": {}, **last}),
+              "output": None, "customStatus": {"stage": "detecting"}}
+    hub = Hub(status)
+    started, _ = asyncio.run(starters.start_task(hub, body, Settings.from_env(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true"})))
+    assert started and len(hub.inputs) == 1
+    data = hub.inputs[0]
+    return json.loads(data) if isinstance(data, str) else data  # start_new encodes its input twice
+
+
+@pytest.mark.parametrize("body", [BODY, {**BODY, "rerun": True}])
+def test_a_start_after_a_terminated_run_names_that_run_to_end(monkeypatch: pytest.MonkeyPatch,
+                                                              body: dict[str, Any]) -> None:
+    """A resume (plain post) and a re-run alike: the terminated run's groups and job outlive it either way. Fails
+    without the change: the input named no run to end, and the terminated run's pool work went on."""
+    started = _started_input(monkeypatch, "Terminated", {"run": "r260101000000ab12"}, body)
+    assert started["ends_run"] == "r260101000000ab12"
+    assert started["run"] != "r260101000000ab12"  # the new run has a job of its own
+
+
+def test_a_terminated_run_from_before_run_ids_names_the_task_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without a ``run`` had the task id as its pool job (``layout.pool_job_id(task, "")``)."""
+    assert _started_input(monkeypatch, "Terminated", {})["ends_run"] == ""
+
+
+def test_a_failed_run_passes_on_the_run_it_was_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that failed ending the terminated run's job says to post the request again: that post tries again."""
+    started = _started_input(monkeypatch, "Failed", {"run": "r2", "ends_run": "r1"})
+    assert started["ends_run"] == "r1"
+
+
+@pytest.mark.parametrize("runtime", ["Failed", "Completed"])
+def test_a_run_that_ended_by_itself_is_not_ended_again(monkeypatch: pytest.MonkeyPatch, runtime: str) -> None:
+    """It closed its own job (or said it could not, ``pool_job_error``): no step, so its input is as before."""
+    body = {**BODY, "rerun": True} if runtime == "Completed" else BODY
+    assert "ends_run" not in _started_input(monkeypatch, runtime, {"run": "r1"}, body)
