@@ -45,6 +45,7 @@ from activities.decided import task_settings
 from activities.merge import _merged_shard, _results_info, task_threshold
 from activities.readme import drop_readme
 from activities.shard_results import shard_damaged
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
@@ -102,6 +103,7 @@ def _task_model(store: BlobStore, settings: Settings, task_id: str) -> str:
 
 def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobStore) -> c.MergePartOutput:
     task_id, part = payload["task_id"], payload["part"]
+    refuse_if_superseded(store, settings, payload, f"merge part {part}")  # a terminated run's queued part
     settings = task_settings(settings, store, task_id)  # the threshold its run decided (activities.decided)
     variant = payload.get("variant", "")
     removal = (_removal(store, settings, task_id, _chosen_ids(store, settings, payload), payload.get("search"))
@@ -392,6 +394,8 @@ def write_folders(store: BlobStore, container: str, task_id: str, part: int, fol
 
 def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: BlobStore) -> c.MergeCombineOutput:
     task_id, variant = payload["task_id"], payload["variant"]
+    # a terminated run's: it would delete what the run replacing it made of its results, then compose over them
+    refuse_if_superseded(store, settings, payload, "the merge's combine")
     settings = task_settings(settings, store, task_id)  # the sample's threshold, as the parts' (activities.decided)
     container = settings.container
     enumeration = store.read_json(container, layout.enumeration_blob(task_id))
@@ -522,6 +526,7 @@ def range_lines(store: BlobStore, container: str, name: str, offset: int, length
 
 def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store: BlobStore) -> c.SearchRepeatsOutput:
     task_id, group = payload["task_id"], payload["group"]
+    refuse_if_superseded(store, settings, payload, f"repeat search group {group}")
     container = settings.container
     work = payload.get("work", "")
     plan = store.read_json(container, layout.repeat_search_blob(task_id, group, "plan.json", work))
@@ -564,6 +569,7 @@ def run_rank_repeats(payload: c.RankRepeatsInput, settings: Settings, store: Blo
     folders the plan left out (``plan_groups``; none from a plan made before it wrote them) are named in the document
     and counted in the output (counts only: the output is kept in the orchestration's history)."""
     task_id, work = payload["task_id"], payload.get("work", "")
+    refuse_if_superseded(store, settings, payload, "the repeat search's ranking")
     found: list[dict[str, Any]] = []
     for g in range(payload["groups"]):
         found.extend(store.read_json(settings.container, layout.repeat_search_blob(task_id, g, "found.json", work)))
@@ -586,7 +592,9 @@ def run_rank_repeats(payload: c.RankRepeatsInput, settings: Settings, store: Blo
 
 
 def run_clean_merge_work(payload: c.CleanMergeWorkInput, settings: Settings, store: BlobStore) -> c.CleanMergeWorkOutput:
-    """Delete the fan-in's work blobs of one variant (fragments as large as the results themselves)."""
+    """Delete the fan-in's work blobs of one variant (fragments as large as the results themselves); not those of the
+    run that replaced a terminated one, whose merge may be reading them (``activities.superseded``)."""
+    refuse_if_superseded(store, settings, payload, "the merge's cleanup")
     deleted = delete_prefix(store, settings.container, layout.merge_work_prefix(payload["task_id"],
                                                                                 payload.get("variant", "")))
     return {"deleted": deleted}

@@ -13,6 +13,7 @@ import logging
 
 import azure.durable_functions as df
 
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.preview_folders import delete_preview_folder
@@ -43,4 +44,6 @@ def run_promote(task_id: str, generation: str, previous: str | None, settings: S
 @failures_without_secrets
 def promote_generation(payload: c.PromoteInput) -> c.PromoteOutput:
     s = clients.settings()
+    # a terminated run's: it would serve its generation over the run that replaced it
+    refuse_if_superseded(clients.store(s), s, payload, "the promotion of its generation")
     return run_promote(payload["task_id"], payload["generation"], payload.get("previous"), s, clients.store(s))

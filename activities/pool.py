@@ -416,10 +416,13 @@ def run_stop_groups(payload: c.StopGroupsInput, settings: Settings, store: BlobS
     poll. Why: the task fails when one group fails, but the Durable extension sends the task's next action (its pool
     job's close) only once every group of its ``task_all`` has ended (devhost README, row 26): without this the others
     went on submitting and resubmitting for hours, the status saying ``detecting``, before the task ended failed."""
-    store.write_json(settings.container, layout.cancel_marker(payload["job_id"]),
-                     {"requested": datetime.now(timezone.utc).isoformat(), "by": "a failing shard group",
-                      "reason": payload["reason"][:500]})
-    logger.info("task %s: a shard group failed; the run's other groups stop at their next poll", payload["task_id"])
+    marker = {"requested": datetime.now(timezone.utc).isoformat(), "by": "a failing shard group",
+              "reason": payload["reason"][:500]}
+    if payload.get("superseded_by") is not None:  # a terminated run's: its late activities write nothing either
+        marker.update(by="the run that replaces it", superseded_by=payload["superseded_by"])
+    store.write_json(settings.container, layout.cancel_marker(payload["job_id"]), marker)
+    logger.info("task %s: the run's shard groups stop at their next poll (asked by %s)", payload["task_id"],
+                marker["by"])
     return {"stopped": True}
 
 

@@ -26,6 +26,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from activities.readme import publish_readme
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.block_writer import open_blob
 from adapters.blobs import BlobStore
@@ -511,6 +512,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
 def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
     s = clients.settings()
     own = clients.store(s)
+    refuse_if_superseded(own, s, payload, "the preview pages")  # a terminated run's: over the replacing run's pages
     enumeration = own.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
     source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
     out = run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,

@@ -350,6 +350,9 @@ class StopGroupsInput(TypedDict):
     task_id: str
     job_id: str
     reason: str
+    # The run that replaces the run of ``job_id`` (a terminated run's, orchestrations.task ``_end_terminated_run``):
+    # recorded in the marker, so that run's late activities write nothing (activities.superseded). Absent: a group's
+    superseded_by: NotRequired[str]
 
 
 class StopGroupsOutput(TypedDict):
@@ -414,6 +417,10 @@ class PreviewsInput(TypedDict):
     # the merge's repeated-detection search failed (MergeOutput.repeat_search_error): the page says so and how to run
     # it again, instead of showing no repeats section at all
     repeat_search_error: NotRequired[str]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class PreviewsOutput(TypedDict):
@@ -909,6 +916,10 @@ class MergePartInput(TypedDict):
     remove: NotRequired[list[str]]  # the variant's repeated locations to mark (ids in the repeats blob)
     remove_blob: NotRequired[str]  # instead of ``remove``: the blob holding them (PREPARE_REMOVAL wrote it)
     search: NotRequired[str]  # the variant: the search id of the list ``remove`` refers to (checked against the blob)
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 DAMAGED_EXAMPLES = 3  # photos cut short named in a task's status (``TaskStatus.damaged``); the list has them all
@@ -953,6 +964,10 @@ class MergeCombineInput(TypedDict):
     # per part, the bytes of its ``damaged.csv`` fragment (photos cut short): the combine writes ``layout.damaged_blob``
     # from them; absent: no part found any (or parts that ran before they were counted)
     damaged_bytes: NotRequired[list[int]]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class MergeCombineOutput(TypedDict):
@@ -974,6 +989,10 @@ class SearchRepeatsInput(TypedDict):
     group: int
     options: NotRequired[dict[str, Any]]  # core.repeats.RepeatOptions.to_dict(); absent: the defaults (the merge)
     work: NotRequired[str]  # the work folder's name (gpu_batch.layout.merge_work_prefix); absent: the merge's
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class SearchRepeatsOutput(TypedDict):
@@ -989,6 +1008,10 @@ class RankRepeatsInput(TypedDict):
     work: NotRequired[str]
     search: NotRequired[str]  # a search run again: the new list's id, written into the document
     searched: NotRequired[str]  # ... and when it started (orchestration clock, ISO 8601)
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class RankRepeatsOutput(TypedDict):
@@ -1034,6 +1057,10 @@ class PlanSearchOutput(TypedDict):
 class CleanMergeWorkInput(TypedDict):
     task_id: str
     variant: NotRequired[str]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class CleanMergeWorkOutput(TypedDict):
@@ -1328,6 +1355,10 @@ class PromoteInput(TypedDict):
     task_id: str
     generation: str
     previous: NotRequired[str]  # absent: no generation was served before this one
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class PromoteOutput(TypedDict):

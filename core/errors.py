@@ -11,6 +11,7 @@
     ├── RepeatsBusy(TrapbatchError, RuntimeError)      a repeat search or removal of the task still runs (409)
     ├── RepeatListChanged(TrapbatchError, RuntimeError)  a removal names ids of a replaced repeats list (409)
     ├── TaskStillRunning(TrapbatchError, RuntimeError) a re-run asked for while the task runs (HTTP 409)
+    ├── RunSuperseded(TrapbatchError, RuntimeError)    a late activity of a terminated run another run replaced
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
     ├── SourceBusy(TrapbatchError, ConnectionError)    that account or its secret store did not answer (503)
     ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
@@ -111,6 +112,11 @@ class TaskStillRunning(TrapbatchError, RuntimeError):
     """``"rerun": true`` for a task that is still running: a task runs one generation at a time."""
 
     status_code = 409
+
+
+class RunSuperseded(TrapbatchError, RuntimeError):
+    """An activity of a task's run that was terminated and that a later run replaced (``activities.superseded``):
+    it writes nothing. Nobody waits for it (its orchestration is gone); the log says why it stopped."""
 
 
 class SourceUnavailable(TrapbatchError, PermissionError):

@@ -67,10 +67,17 @@ def damaged_status(merged: c.MergeOutput) -> dict[str, Any] | None:
 def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, images: int, shards: int,
            knobs: OrchestrationKnobs, variant: str = "",
            remove: list[str] | None = None, search: str | None = None,
-           remove_blob: str | None = None) -> Generator[Any, Any, c.MergeOutput]:
+           remove_blob: str | None = None, run_job: str = "") -> Generator[Any, Any, c.MergeOutput]:
     """Merge every shard's results (or write the repeats-removed ``variant`` for the location ids ``remove`` of the
     list ``search``: the parts refuse to mark anything when the task's list is another one). ``remove_blob``: the
-    parts read the ids from it instead of each carrying them (``contracts.PREPARE_REMOVAL``)."""
+    parts read the ids from it instead of each carrying them (``contracts.PREPARE_REMOVAL``). ``run_job``: the pool
+    job of the task's run, in every call's input (not when ""): a call of a run terminated and replaced since writes
+    nothing (``activities.superseded``; inputs only, so histories replay as they ran)."""
+    def of_run(payload: Any) -> Any:
+        if run_job:
+            payload["run_job"] = run_job
+        return payload
+
     completed_at = context.current_utc_datetime.isoformat()
     payloads: list[c.MergePartInput] = []
     plan = plan_parts(shards, images, knobs.merge_images_per_part, knobs.merge_max_parts or MAX_PARTS)
@@ -84,7 +91,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
                 payload["remove"] = list(remove or [])
             if search is not None:
                 payload["search"] = search
-        payloads.append(payload)
+        payloads.append(of_run(payload))
     parts: list[c.MergePartOutput] = yield from call_all(context, c.MERGE_PART, payloads)
     rows: list[dict[str, Any]] = [dict(p) for p in parts]
     counts = {k: sum(int(r[k]) for r in rows) for k in COUNTS}
@@ -104,7 +111,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         damaged = sum(int(p.get("damaged", 0)) for p in parts)  # absent from parts recorded before: none
         if damaged:  # only then: a combine input without it is what it was before
             combine["damaged_bytes"] = [int(p.get("damaged_bytes", 0)) for p in parts]
-    combined: c.MergeCombineOutput = yield from call(context, c.MERGE_COMBINE, STORAGE_RETRY, combine)
+    combined: c.MergeCombineOutput = yield from call(context, c.MERGE_COMBINE, STORAGE_RETRY, of_run(combine))
     merged: c.MergeOutput = {
         "results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),
         "repeats_blob": repeats_blob(task_id), "failure_reasons": failure_reasons, "container": combined["container"],
@@ -130,10 +137,11 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
             merged["damaged_examples"] = list(combined.get("damaged_examples", []))
         groups = combined["search_groups"]
         try:  # the results are written: a search failing after its retries must not fail the task that holds them
-            yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)
+            yield from call_all(context, c.SEARCH_REPEATS, [of_run(c.SearchRepeatsInput(task_id=task_id, group=g))
                                                             for g in range(groups)])
-            ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
-                task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))
+            ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, of_run(
+                c.RankRepeatsInput(task_id=task_id, groups=groups,
+                                   detections_considered=sum(p["detections_considered"] for p in parts))))
         except Exception as exc:  # noqa: BLE001 - the activity's last failure; POST .../repeats/search runs it again
             merged["repeat_search_error"] = failure_line(exc)
         else:
@@ -145,7 +153,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
     if variant:
         clean["variant"] = variant
     try:  # the results are written; the work blobs (as large as they are) only cost storage from here on
-        yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, clean)
+        yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, of_run(clean))
     except Exception as exc:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge*/ harm nothing ...
         # ... but cost storage (as much as the results): said in the status, with how to delete them (status only)
         merged["work_left"] = work_left(merged["container"], merge_work_prefix(task_id, variant), exc)

@@ -272,7 +272,8 @@ def _end_terminated_run(context: df.DurableOrchestrationContext, task_id: str, e
     job = pool_job_id(task_id, ended_run)
     try:
         yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
-            task_id=task_id, job_id=job, reason=f"the run was terminated; run {run or '?'} of the task replaces it"))
+            task_id=task_id, job_id=job, reason=f"the run was terminated; run {run or '?'} of the task replaces it",
+            superseded_by=run))  # its late merge and publishing calls write nothing either (activities.superseded)
         yield from _close_job(context, task_id, job)
     except Exception as exc:  # noqa: BLE001 - said with what to do; the original failure is in the words
         raise TerminatedRunGoesOn(
@@ -618,8 +619,11 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     context.set_custom_status(noted(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
                                                  shards=enumeration["shards"])))
+    # a run with an id names its job in the calls that write the results: terminated and replaced, its late calls
+    # write nothing (activities.superseded); a run without one (started before runs had ids) is never replaced so
+    run_job = job_id if data.get("run") else ""
     merged: c.MergeOutput = yield from fan_in(context, key, request["model"], enumeration["images"],
-                                              enumeration["shards"], knobs)
+                                              enumeration["shards"], knobs, run_job=run_job)
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # COCO, Camtrap DP, Zooniverse (orchestrations.exports); the results stand without them, so a failure is noted
@@ -632,11 +636,15 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     page = c.PreviewsInput(task_id=key, model=request["model"], request_name=request.get("request_name", ""))
     if merged.get("repeat_search_error"):  # absent otherwise: the input stays as recorded before
         page["repeat_search_error"] = merged["repeat_search_error"]
+    if run_job:
+        page["run_job"] = run_job
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, page)
     if generation:  # a re-run's results are complete: from now on they are the task's
         promote = c.PromoteInput(task_id=task_id, generation=generation)
         if "previous" in data:
             promote["previous"] = data["previous"]
+        if run_job:
+            promote["run_job"] = run_job
         yield from call(context, c.PROMOTE, STORAGE_RETRY, promote)
 
     summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,

@@ -74,7 +74,9 @@ def test_a_rerun_writes_under_its_own_key_and_is_promoted_after_its_previews() -
     assert run.activity_names[-3:] == [c.PREVIEWS, c.PROMOTE, c.SCHEDULE_EXPIRY]
     assert run.inputs(c.SCHEDULE_EXPIRY) == [{"task_id": TASK, "expires": "", "move": True}]
     assert "expires" not in run.output["previews"]
-    assert run.inputs(c.PROMOTE) == [{"task_id": TASK, "generation": RUN, "previous": ""}]
+    # with the run's job: a late promotion of a run terminated and replaced since is refused (activities.superseded)
+    assert run.inputs(c.PROMOTE) == [{"task_id": TASK, "generation": RUN, "previous": "",
+                                      "run_job": pool_job_id(TASK, RUN)}]
     assert run.output["stage"] == Stage.completed and run.output["generation"] == RUN
     assert run.output["results"]["blob"] == f"results/{TASK}/runs/{RUN}/detections.json"
     assert run.output["pool_job"] == pool_job_id(TASK, RUN)
@@ -85,7 +87,7 @@ def test_a_rerun_of_a_task_that_never_had_results_is_promoted_without_a_previous
     run = run_task(rerun_input(), answer)
 
     assert run.status == "Completed"
-    assert run.inputs(c.PROMOTE) == [{"task_id": TASK, "generation": RUN}]
+    assert run.inputs(c.PROMOTE) == [{"task_id": TASK, "generation": RUN, "run_job": pool_job_id(TASK, RUN)}]
 
 
 def test_a_first_generation_is_never_promoted() -> None:

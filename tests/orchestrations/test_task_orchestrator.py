@@ -1207,6 +1207,11 @@ def test_a_run_after_a_terminated_one_ends_that_runs_pool_work_before_its_own() 
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": old_job},  # the terminated run's, first
                                        {"task_id": TASK, "job_id": f"{TASK}_r261201130000cd34"}]  # then its own
     assert all(s.input["job_id"] == f"{TASK}_r261201130000cd34" for s in run.sub_orchestrations)
+    # the terminated run's marker says which run replaces it: that run's late merge and publishing calls, which carry
+    # their run's job as this run's do, write nothing (activities.superseded; tests/integration/test_superseded_run.py)
+    assert run.inputs(c.STOP_GROUPS)[0]["superseded_by"] == "r261201130000cd34"
+    for name in (c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.PREVIEWS):
+        assert all(p["run_job"] == f"{TASK}_r261201130000cd34" for p in run.inputs(name)), name
 
 
 def test_a_terminated_run_whose_job_cannot_be_ended_fails_the_new_run_before_any_pool_work() -> None:

@@ -1,0 +1,49 @@
+"""Refuse the late writes of a task's run that a later run replaced: a run terminated, then resumed or re-run.
+
+Why: terminating an orchestration stops it alone; "Terminating an orchestration instance has no effect on any
+in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
+(Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com), and the activity messages it
+had queued are still run by the activity dispatcher: a fan-out of merge parts runs on, eight at a time
+(host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes the terminated
+run under the same key (``api.starters._generations``), so its merge parts, combine, repeat search, cleanup and
+preview pages wrote over the new run's: parts of other sizes under the names the new combine composes, the new
+results' repeated-detection list and exports deleted by a late combine that found "another merge's" results
+(``activities.fanin.drop_made_from_other_results``), the merge's work deleted under the new merge.
+
+How: the new run first writes the terminated run's cancel marker with ``superseded_by`` (orchestrations.task
+``_end_terminated_run``, activities.pool ``run_stop_groups``). Each guarded activity carries its run's pool job
+(``run_job``, absent in calls made before it existed: they are not guarded) and reads that marker before it writes:
+one small read. Must not: refuse a run cancelled by POST .../cancel (its marker has no ``superseded_by``: a cancelled
+run's groups end and it writes nothing after them anyway), nor a call without ``run_job``.
+
+What it does not close: a guarded activity already past its check when the marker is written finishes its writes (the
+new run reaches the same step only after its listing and its pool work, minutes at least).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from adapters.blobs import BlobStore
+from core.errors import RunSuperseded
+from core.settings import Settings
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+
+
+def refuse_if_superseded(store: BlobStore, settings: Settings, payload: Mapping[str, Any], what: str) -> None:
+    """Raise ``RunSuperseded`` when the run that made this call (``payload["run_job"]``) was replaced by a later run
+    of its task; return otherwise, and at once for a call without ``run_job``. ``what``: the step, for the words."""
+    job = payload.get("run_job")
+    if not job:
+        return
+    marker = store.read_json_or_none(settings.container, layout.cancel_marker(str(job)))
+    by = marker.get("superseded_by") if isinstance(marker, dict) else None
+    if by is None:
+        return
+    logger.warning("task %s: %s of run job %s not done: run %s replaced that run", payload.get("task_id"), what, job,
+                   by or "?")
+    raise RunSuperseded(f"task {payload.get('task_id')}: {what} of the run with pool job {job} was not done: that run "
+                        f"was terminated and run {by or '?'} of the task replaces it",
+                        "nothing to do: the run that replaces it writes the task's results; follow GET /api/tasks/<id>")

@@ -1,0 +1,93 @@
+"""A terminated run's late merge calls against Azurite, after a resumed run merged under the same key.
+
+Terminating an orchestration leaves its activities to run: "Terminating an orchestration instance has no effect on any
+in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
+(Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``), and the activity messages it queued are still
+dispatched. A plain post resumes the run under the same key (``api.starters._generations``). The resumed run's first
+step marks the terminated run superseded (orchestrations.task ``_end_terminated_run``, STOP_GROUPS with
+``superseded_by``); the terminated run's merge parts, combine, search and cleanup then write nothing
+(``activities.superseded``). Real fan-in activities, the real ``orchestrations.fanin`` replayed by the SDK.
+"""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from activities.pool import run_stop_groups
+from core import contracts as c
+from core.errors import RunSuperseded
+from core.settings import OrchestrationKnobs
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest
+from orchestrations.fanin import fan_in
+from tests.integration.test_fanin import MODEL, real_activities, task  # noqa: F401 - ``task`` is a fixture
+from tests.orchestrations.replay import T0, run_orchestrator
+
+FIRST, SECOND = "r261201120000ab12", "r261201130000cd34"
+
+
+def run_merge(context: Any) -> Any:
+    d = context.get_input()
+    return (yield from fan_in(context, d["task_id"], d["model"], d["images"], d["shards"],
+                              OrchestrationKnobs(merge_images_per_part=d["images_per_part"]), run_job=d["run_job"]))
+
+
+def served(settings: Any, store: Any, tid: str) -> dict[str, bytes]:
+    names = [layout.results_blob(tid), layout.csv_blob(tid), layout.preview_sample_blob(tid), layout.repeats_blob(tid)]
+    return {name: store.read_bytes(settings.container, name) for name in names}
+
+
+def test_a_terminated_runs_late_merge_calls_leave_the_resumed_runs_results_as_they_are(task: Any) -> None:
+    """The terminated run's part, combine, search and cleanup delivered after the resumed run merged. Before, the
+    part wrote work blobs again under the names the resumed run's combine composes, and the combine, finding
+    "another merge's" results, deleted what they were made into (the repeated-detection list, the exports, the README)
+    and rewrote the served results file and preview sample with its own head: the terminated run's completion time
+    and failure counts (shard 2's images counted failed) above entries that have them processed; its own part sizes
+    over whatever part blobs were there. Fails without the change (the results file and sample differ)."""
+    settings, store, tid, counts = task
+    old_job, new_job = layout.pool_job_id(tid, FIRST), layout.pool_job_id(tid, SECOND)
+    data = {"task_id": tid, "model": MODEL, "images_per_part": 1000, **counts}
+    first = run_orchestrator(run_merge, {**data, "run_job": old_job}, real_activities(settings, store))
+    assert first.status == "Completed"
+    late = {name: first.calls(name)[0].input for name in (c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS,
+                                                          c.RANK_REPEATS, c.CLEAN_MERGE_WORK)}
+    assert all(payload["run_job"] == old_job for payload in late.values())
+    # the resumed run's first step (before its listing); then its pool work gave shard 2 the results it lacked
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    sid = layout.shard_id(2)
+    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+    store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 2), json.dumps(
+        {"images": [{"file": f, "detections": []} for f in m.images]}).encode())
+    again = run_orchestrator(run_merge, {**data, "run_job": new_job}, real_activities(settings, store),
+                             start=T0 + timedelta(hours=2))
+    assert again.status == "Completed" and again.output["failed"] == first.output["failed"] - len(m.images)
+    theirs = served(settings, store, tid)
+
+    answer = real_activities(settings, store)
+    refused = []
+    for name, payload in late.items():
+        try:
+            answer(name, payload)
+        except RunSuperseded as exc:
+            refused.append(str(exc))
+
+    assert served(settings, store, tid) == theirs
+    assert not list(store.list_names(settings.container, layout.merge_work_prefix(tid, "")))  # no part written
+    assert len(refused) == len(late)
+    assert all(f"pool job {old_job} was not done: that run was terminated and run {SECOND} of the task replaces "
+               "it" in words for words in refused)
+
+
+def test_a_cancelled_run_and_a_call_without_its_run_are_not_refused(task: Any) -> None:
+    """POST .../cancel writes the same marker without ``superseded_by``: a run cancelled as its groups ended merges
+    as before; and a call made before calls carried their run (no ``run_job``) is never refused."""
+    settings, store, tid, counts = task
+    job = layout.pool_job_id(tid, FIRST)
+    store.write_json(settings.container, layout.cancel_marker(job), {"requested": "2026-12-01T12:00:00+00:00"})
+    data = {"task_id": tid, "model": MODEL, "images_per_part": 1000, **counts}
+    assert run_orchestrator(run_merge, {**data, "run_job": job}, real_activities(settings, store)).status == "Completed"
+    run_stop_groups({"task_id": tid, "job_id": job, "reason": "terminated", "superseded_by": SECOND}, settings, store)
+    assert run_orchestrator(run_merge, {**data, "run_job": ""}, real_activities(settings, store),
+                            start=T0 + timedelta(hours=1)).status == "Completed"
