@@ -91,3 +91,46 @@ def test_a_cancelled_run_and_a_call_without_its_run_are_not_refused(task: Any) -
     run_stop_groups({"task_id": tid, "job_id": job, "reason": "terminated", "superseded_by": SECOND}, settings, store)
     assert run_orchestrator(run_merge, {**data, "run_job": ""}, real_activities(settings, store),
                             start=T0 + timedelta(hours=1)).status == "Completed"
+
+
+def test_a_terminated_runs_late_preview_pages_and_promotion_are_not_written(
+        storage_connection: str, unique_name: str, monkeypatch: Any) -> None:
+    """The previews and promote activities (their shells, as the host calls them): the terminated run's late pages
+    would replace the resumed run's under the same key, and its late promotion would serve its generation, and take
+    the served generation's pages off the website, under a re-run started after it. Fails without the change (the
+    pages and README are written, the pointer moves)."""
+    from activities.generations import promote_generation
+    from activities.previews import render_previews
+    from adapters.blobs import BlobStore, service_client
+    from adapters.preview_folders import existing_preview_folder
+    from core.settings import Settings
+    from tests.integration.test_readme import _merged_task_of_jpegs
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    tid = _merged_task_of_jpegs(settings, store, unique_name, ("a",), 3)
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    old_job = layout.pool_job_id(tid, FIRST)
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    before = set(store.list_names(settings.container, layout.results_prefix(tid)))
+
+    previews = render_previews._function.get_user_function()  # type: ignore[attr-defined]
+    promote = promote_generation._function.get_user_function()  # type: ignore[attr-defined]
+    refused = []
+    for shell, payload in ((previews, {"task_id": tid, "model": "m.pt", "request_name": "", "run_job": old_job}),
+                           (promote, {"task_id": tid, "generation": FIRST, "run_job": old_job})):
+        try:
+            shell(payload)
+        except RunSuperseded as exc:
+            refused.append(str(exc))
+
+    assert not store.exists(settings.container, layout.current_generation_blob(tid))  # nothing promoted
+    assert set(store.list_names(settings.container, layout.results_prefix(tid))) == before  # no README
+    assert existing_preview_folder(store, settings, tid) is None  # no page: the folder is made with the first
+    assert len(refused) == 2 and all(f"run {SECOND} of the task replaces it" in words for words in refused)
+    # the resumed run's own calls (its job's marker names no replacement) go on
+    assert previews({"task_id": tid, "model": "m.pt", "request_name": "",
+                     "run_job": layout.pool_job_id(tid, SECOND)})["counts"]
