@@ -43,6 +43,7 @@ from activities.exportparts import (DEPLOYMENTS, EVENT_ROWS, FRAGMENT_BLOCK_BYTE
                                     LINKED, MEDIA_LINKED, STAND_INS, _fragment, _work, read_event_records)
 from activities.exports import (CameraDaysWriter, CameraVisitsWriter, link_coco_images, link_event_ids, prepare,
                                 read_results_head, write_events, write_stand_ins)
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
@@ -60,6 +61,7 @@ FRAMES_BLOCK_BYTES = 256 * 1024  # each part's frames share buffers this much wh
 
 def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store: BlobStore) -> c.ExportsEventsOutput:
     task_id, variant = payload["task_id"], payload["variant"]
+    refuse_if_superseded(store, settings, payload, "the exports' events")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
@@ -123,6 +125,7 @@ def part_stand_ins(store: BlobStore, container: str, task_id: str, variant: str,
 def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
                           store: BlobStore) -> c.ExportsLinkPartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    refuse_if_superseded(store, settings, payload, "an exports link part")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))

@@ -50,6 +50,7 @@ from activities.exports import (CameraDaysWriter, LineBuffer, ListMetadata, View
                                write_descriptor, write_events)
 from activities.fanin import iter_export_views, range_lines
 from activities.shard_results import shards_damaged
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blob_files import ResultsNotFound
@@ -120,6 +121,7 @@ def _lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: BlobStore,
                      source: BlobStore | None = None) -> c.ExportsPartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    refuse_if_superseded(store, settings, payload, "an exports part")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
@@ -282,6 +284,7 @@ def read_event_records(store: BlobStore, container: str, task_id: str, variant: 
 def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                         store: BlobStore) -> c.ExportsCombineOutput:
     task_id, variant, parts = payload["task_id"], payload["variant"], payload["parts"]
+    refuse_if_superseded(store, settings, payload, "the exports' combine")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     facts = [part_facts(store, container, task_id, variant, p) for p in parts]
@@ -391,6 +394,7 @@ def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings
     which put those photos' grey parts before volunteers. Why the counts: ``payload["eligible"]`` (the combine's,
     recorded before those photos were left out) counted them, and the task's summary showed it as the subjects."""
     task_id, variant = payload["task_id"], payload["variant"]
+    refuse_if_superseded(store, settings, payload, "the Zooniverse batches")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     try:  # read by ranges, not copied to the local disk (gigabytes at millions of images: core.scratch)
         results = open_blob(store, settings.container, layout.results_blob(task_id, variant))

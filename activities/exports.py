@@ -58,6 +58,7 @@ import azure.durable_functions as df
 from activities.decided import task_settings
 from activities.fanin import iter_export_views
 from activities.shard_results import shards_damaged
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.block_writer import BlockBlobWriter
@@ -1016,6 +1017,7 @@ def _shortened(text: str) -> str:
 def write_exports(payload: c.ExportsInput) -> c.ExportsOutput:
     s = clients.settings()
     store = clients.store(s)
+    refuse_if_superseded(store, s, payload, "the exports")  # a terminated run's late call
     enumeration = store.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
     source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
     return run_exports(payload["task_id"], s, store, source, payload.get("variant", ""), payload.get("threshold"))

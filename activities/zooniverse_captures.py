@@ -44,6 +44,7 @@ from activities.exportparts import FRAMES, _fragment, _lines
 from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
 from activities.fanin import export_views, range_lines
 from activities.shard_results import shards_damaged
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
 from adapters.blob_files import delete_under
@@ -141,6 +142,7 @@ def _views(settings: Settings, store: BlobStore, ctx: ExportContext, first: int,
 def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
                       store: BlobStore) -> c.ExportsCapturesPartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    refuse_if_superseded(store, settings, payload, "a captures part")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
@@ -275,6 +277,7 @@ def _upload_batch(store: BlobStore, ctx: ExportContext, b: int, body: bytes) -> 
 def run_captures_combine(payload: c.ExportsCapturesCombineInput, settings: Settings,
                          store: BlobStore) -> c.ExportsCapturesCombineOutput:
     task_id, variant = payload["task_id"], payload["variant"]
+    refuse_if_superseded(store, settings, payload, "the captures' combine")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     head, _ = read_results_head(store, settings.container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)

@@ -37,6 +37,7 @@ from activities.exportparts import _csv_line, _lines, work_prefix
 from activities.exports import ListMetadata, prepare, read_results_head, write_view_rows
 from activities.fanin import export_views, range_lines
 from activities.shard_results import shards_damaged
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.blob_files import delete_under
 from adapters.blobs import BlobStore
@@ -69,6 +70,7 @@ def _index_blob(task_id: str, variant: str, part: int) -> str:
 def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Settings,
                         store: BlobStore) -> c.ExportsZooniversePartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    refuse_if_superseded(store, settings, payload, "a Zooniverse part")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
@@ -141,6 +143,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
 def run_zooniverse_combine(payload: c.ExportsZooniverseCombineInput, settings: Settings, store: BlobStore) -> int:
     """Compose batches ``first`` .. ``first + count - 1``; returns how many."""
     task_id, variant, first, count = payload["task_id"], payload["variant"], payload["first"], payload["count"]
+    refuse_if_superseded(store, settings, payload, "a Zooniverse combine")  # a terminated run's late call
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
@@ -167,6 +170,7 @@ def run_zooniverse_clean(payload: c.ExportsZooniverseCleanInput, settings: Setti
     """Delete the work blobs (this fan-out's and exports_combine's fragments) and stale batches; returns how many
     blobs went."""
     task_id, variant = payload["task_id"], payload["variant"]
+    refuse_if_superseded(store, settings, payload, "the Zooniverse cleanup")  # a terminated run's late call
     container = settings.container
     gone = delete_prefix(store, container, _work(task_id, variant))
     gone += delete_prefix(store, container, work_prefix(task_id, variant))  # exports_combine's fragments

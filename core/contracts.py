@@ -620,6 +620,10 @@ class ExportsInput(TypedDict):
     task_id: str
     variant: NotRequired[str]
     threshold: NotRequired[float]  # overrides the request's preview_threshold / the model's typical threshold
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsRef(TypedDict):
@@ -683,6 +687,10 @@ class ExportsPartInput(TypedDict):
     threshold: NotRequired[float]
     shards: NotRequired[int]  # how many shards from first_shard (the workers' merge views hold their COCO lines)
     given: NotRequired[bool]  # again from the deployments' first facts the combine wrote (ExportsCombineOutput.redo)
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsPartOutput(TypedDict):
@@ -724,6 +732,10 @@ class ExportsEventsInput(TypedDict):
     variant: str
     parts: list[int]  # every part, in order
     threshold: NotRequired[float]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsEventsOutput(TypedDict):
@@ -742,6 +754,10 @@ class ExportsLinkPartInput(TypedDict):
     task_id: str
     variant: str
     part: int
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsLinkPartOutput(TypedDict):
@@ -766,6 +782,10 @@ class ExportsCombineInput(TypedDict):
     linked: NotRequired[list[list[int]]]
     linked_images: NotRequired[list[list[int]]]  # the parts whose COCO images were numbered: [part, bytes]
     linked_media: NotRequired[list[list[int]]]  # the parts whose media rows got stand-in times: [part, bytes]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsCombineOutput(TypedDict):
@@ -788,6 +808,10 @@ class ExportsZooniverseInput(TypedDict):
     variant: str
     eligible: int
     threshold: NotRequired[float]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsZooniverseOutput(TypedDict):
@@ -825,6 +849,10 @@ class ExportsZooniversePartInput(TypedDict):
     # True when the exports part left photos cut short out of ``rows`` (ExportsPartOutput.zooniverse_cut_short): this
     # part leaves them out too. Absent (parts counted before, and parts without any): the rows are counted as before
     cut_short: NotRequired[bool]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsZooniversePartOutput(TypedDict):
@@ -840,12 +868,20 @@ class ExportsZooniverseCombineInput(TypedDict):
     first: int  # the group's first batch, 0-based (its blob is batch-<first + 1>)
     count: int
     threshold: NotRequired[float]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsZooniverseCleanInput(TypedDict):
     task_id: str
     variant: str
     batches: int  # batches 1..batches stay; every other blob under the manifests' folder goes, as do the work blobs
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 # Zooniverse subjects by capture (core.captures, activities.zooniverse_captures): per merge part its records in
@@ -863,6 +899,10 @@ class ExportsCapturesPartInput(TypedDict):
     length: int
     threshold: NotRequired[float]
     shards: NotRequired[int]  # as ExportsPartInput: with every shard's merge view, the rows come from the views
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsCapturesPartOutput(TypedDict):
@@ -876,6 +916,10 @@ class ExportsCapturesCombineInput(TypedDict):
     variant: str
     runs: list[tuple[int, int]]  # (part, runs) of every part that wrote runs, in part order
     threshold: NotRequired[float]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ExportsCapturesCombineOutput(TypedDict):

@@ -22,7 +22,7 @@ without ``zooniverse_parts`` takes the single ``exports_zooniverse`` over the wh
 """
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import azure.durable_functions as df
 
@@ -45,24 +45,31 @@ def single_zooniverse_output(output: c.ExportsOutput, made: int | c.ExportsZooni
 
 
 def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
-            merged: c.MergeOutput) -> Generator[Any, Any, c.ExportsOutput]:
+            merged: c.MergeOutput, run_job: str = "") -> Generator[Any, Any, c.ExportsOutput]:
+    """``run_job``: the pool job of the task's run, in every call's input (not when ""): a call of a run terminated
+    and replaced since writes nothing (``activities.superseded``; inputs only, so histories replay as they ran)."""
+    def of_run(payload: Any) -> Any:
+        if run_job:
+            payload["run_job"] = run_job
+        return payload
+
     ranges = part_ranges(merged.get("parts") or [])
     if not ranges or (len(ranges) == 1 and not merged.get("exports_fan_out")):
         single: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,
-                                                  c.ExportsInput(task_id=task_id, variant=variant))
+                                                  of_run(c.ExportsInput(task_id=task_id, variant=variant)))
         return single
     shards = [int(p[1]) for p in merged.get("parts") or []]  # MergeOutput.parts: [first shard, shards, json bytes]
     parts: list[c.ExportsPartOutput] = yield from call_all(context, c.EXPORTS_PART, [
-        c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
-                           length=length, shards=shards[part]) for part, first, offset, length in ranges])
+        of_run(c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
+                                  length=length, shards=shards[part])) for part, first, offset, length in ranges])
     events: c.ExportsEventsOutput | None = None
     linked: list[c.ExportsLinkPartOutput] = []
     # parts of this release say "link"; for parts recorded before it (on replay) the combine groups the events itself
     if all(p.get("link") for p in parts):
-        events = yield from call(context, c.EXPORTS_EVENTS, STORAGE_RETRY, c.ExportsEventsInput(
-            task_id=task_id, variant=variant, parts=[p["part"] for p in parts]))
+        events = yield from call(context, c.EXPORTS_EVENTS, STORAGE_RETRY, of_run(c.ExportsEventsInput(
+            task_id=task_id, variant=variant, parts=[p["part"] for p in parts])))
         linked = yield from call_all(context, c.EXPORTS_LINK_PART, [
-            c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=part) for part in events["link"]])
+            of_run(c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=part)) for part in events["link"]])
 
     def combine_input() -> c.ExportsCombineInput:
         payload = c.ExportsCombineInput(task_id=task_id, variant=variant, parts=parts)
@@ -73,6 +80,7 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
             media = [[k["part"], k["media_bytes"]] for k in linked if "media_bytes" in k]
             if media:  # absent from combines recorded before: their inputs stay as they were
                 payload["linked_media"] = media
+        of_run(payload)
         return payload
 
     combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())
@@ -80,8 +88,8 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
         # parts that saw other first coordinates or cameras for a deployment: again, from the task's first ones
         redo = set(combined.get("redo") or [])
         again: list[c.ExportsPartOutput] = yield from call_all(context, c.EXPORTS_PART, [
-            c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
-                               length=length, shards=shards[part], given=True)
+            of_run(c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
+                                      length=length, shards=shards[part], given=True))
             for part, first, offset, length in ranges if part in redo])
         by_part = {p["part"]: p for p in again}
         parts = [by_part.get(p["part"], p) for p in parts]
@@ -90,28 +98,28 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
         relink = [k["part"] for k in linked if "media_bytes" in k and k["part"] in redo]
         if relink:
             fresh: list[c.ExportsLinkPartOutput] = yield from call_all(context, c.EXPORTS_LINK_PART, [
-                c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=part) for part in relink])
+                of_run(c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=part)) for part in relink])
             by_link = {k["part"]: k for k in fresh}
             linked = [by_link.get(k["part"], k) for k in linked]
         combined = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())
     if combined["conflict"] or "output" not in combined:
         fallback: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,
-                                                    c.ExportsInput(task_id=task_id, variant=variant))
+                                                    of_run(c.ExportsInput(task_id=task_id, variant=variant)))
         return fallback
     output = combined["output"]
     if combined.get("zooniverse_captures"):  # subjects are captures: sorted runs per part, one merge writes them
-        made = yield from _captures(context, task_id, variant, ranges, shards)
+        made = yield from _captures(context, task_id, variant, ranges, shards, of_run)
         return {**output, "zooniverse_subjects": made["subjects"], "zooniverse_batches": made["batches"],
                 "zooniverse_capture_images": made["images"]}
     if not combined.get("zooniverse_parts"):  # a combine recorded before the Zooniverse fan-out
         made_single: int | c.ExportsZooniverseOutput = yield from call(
             context, c.EXPORTS_ZOONIVERSE, STORAGE_RETRY,
-            c.ExportsZooniverseInput(task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"]))
+            of_run(c.ExportsZooniverseInput(task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"])))
         return single_zooniverse_output(output, made_single)
     total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
-    zparts = [c.ExportsZooniversePartInput(task_id=task_id, variant=variant, part=part, first_shard=first,
-                                           offset=offset, length=length, before=before, rows=p["eligible"],
-                                           eligible=total, batches=count, shards=shards[part])
+    zparts = [of_run(c.ExportsZooniversePartInput(task_id=task_id, variant=variant, part=part, first_shard=first,
+                                                  offset=offset, length=length, before=before, rows=p["eligible"],
+                                                  eligible=total, batches=count, shards=shards[part]))
               for (part, first, offset, length), p, before in zip(ranges, parts,
                                                                   eligible_before([p["eligible"] for p in parts]))
               if p["eligible"]]
@@ -121,26 +129,28 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
     written: list[c.ExportsZooniversePartOutput] = yield from call_all(context, c.EXPORTS_ZOONIVERSE_PART, zparts)
     with_rows = [w["part"] for w in written if w["rows"]]
     yield from call_all(context, c.EXPORTS_ZOONIVERSE_COMBINE, [
-        c.ExportsZooniverseCombineInput(task_id=task_id, variant=variant, parts=with_rows, first=first, count=n)
+        of_run(c.ExportsZooniverseCombineInput(task_id=task_id, variant=variant, parts=with_rows, first=first,
+                                               count=n))
         for first, n in zooniverse_groups(count, len(with_rows))])
     yield from call(context, c.EXPORTS_ZOONIVERSE_CLEAN, STORAGE_RETRY,
-                    c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=count))
+                    of_run(c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=count)))
     return output
 
 
 def _captures(context: df.DurableOrchestrationContext, task_id: str, variant: str,
-              ranges: list[tuple[int, int, int, int]],
-              shards: list[int]) -> Generator[Any, Any, c.ExportsCapturesCombineOutput]:
+              ranges: list[tuple[int, int, int, int]], shards: list[int],
+              of_run: Callable[[Any], Any]) -> Generator[Any, Any, c.ExportsCapturesCombineOutput]:
     """The manifests of captures (``activities.zooniverse_captures``): every part's sorted runs in parallel, the
     merge that writes the batches, then the clean-up of the work blobs (the per-image fan-out's, which covers them)."""
     runs: list[c.ExportsCapturesPartOutput] = yield from call_all(context, c.EXPORTS_CAPTURES_PART, [
-        c.ExportsCapturesPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
-                                   length=length, shards=shards[part]) for part, first, offset, length in ranges])
+        of_run(c.ExportsCapturesPartInput(task_id=task_id, variant=variant, part=part, first_shard=first,
+                                          offset=offset, length=length, shards=shards[part]))
+        for part, first, offset, length in ranges])
     made: c.ExportsCapturesCombineOutput = yield from call(context, c.EXPORTS_CAPTURES_COMBINE, STORAGE_RETRY,
-                                                           c.ExportsCapturesCombineInput(
+                                                           of_run(c.ExportsCapturesCombineInput(
                                                                task_id=task_id, variant=variant,
                                                                runs=[(r["part"], r["runs"]) for r in runs
-                                                                     if r["runs"]]))
+                                                                     if r["runs"]])))
     yield from call(context, c.EXPORTS_ZOONIVERSE_CLEAN, STORAGE_RETRY,
-                    c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=made["batches"]))
+                    of_run(c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=made["batches"])))
     return made

@@ -627,7 +627,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # COCO, Camtrap DP, Zooniverse (orchestrations.exports); the results stand without them, so a failure is noted
-        exports = yield from run_exports(context, key, "", merged)
+        exports = yield from run_exports(context, key, "", merged, run_job=run_job)
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
         exports_error = _first_line(exc)
 

@@ -134,3 +134,66 @@ def test_a_terminated_runs_late_preview_pages_and_promotion_are_not_written(
     # the resumed run's own calls (its job's marker names no replacement) go on
     assert previews({"task_id": tid, "model": "m.pt", "request_name": "",
                      "run_job": layout.pool_job_id(tid, SECOND)})["counts"]
+
+
+def exports_activities(settings: Any, store: Any) -> Any:
+    """The exports step's real activity bodies against Azurite (the single activity is not reached: the merge's
+    output fans out, even over one part)."""
+    from activities.exportevents import run_exports_events, run_exports_link_part
+    from activities.exportparts import run_exports_combine, run_exports_part, run_exports_zooniverse
+    from activities.zooniverse_captures import run_captures_combine, run_captures_part
+    from activities.zooniverseparts import run_zooniverse_clean, run_zooniverse_combine, run_zooniverse_part
+
+    bodies: dict[str, Any] = {
+        c.EXPORTS_PART: run_exports_part, c.EXPORTS_EVENTS: run_exports_events,
+        c.EXPORTS_LINK_PART: run_exports_link_part, c.EXPORTS_COMBINE: run_exports_combine,
+        c.EXPORTS_ZOONIVERSE: run_exports_zooniverse, c.EXPORTS_ZOONIVERSE_PART: run_zooniverse_part,
+        c.EXPORTS_ZOONIVERSE_COMBINE: run_zooniverse_combine, c.EXPORTS_ZOONIVERSE_CLEAN: run_zooniverse_clean,
+        c.EXPORTS_CAPTURES_PART: run_captures_part, c.EXPORTS_CAPTURES_COMBINE: run_captures_combine}
+    return lambda name, payload: bodies[name](payload, settings, store)
+
+
+def run_exports_step(context: Any) -> Any:
+    from orchestrations.exports import exports
+
+    d = context.get_input()
+    return (yield from exports(context, d["task_id"], "", d["merged"], run_job=d["run_job"]))
+
+
+def test_a_terminated_runs_late_exports_calls_leave_the_resumed_runs_exports_as_they_are(task: Any) -> None:
+    """The exports step's calls of the terminated run delivered after the resumed run wrote its exports (its parts,
+    events, links, combine, Zooniverse parts, combines and cleanup): each refuses, and the resumed run's exports
+    stay as they were. Before, they read the resumed run's results file at the terminated run's byte ranges and
+    composed the exports from what they wrote. Fails without the change (they ran)."""
+    settings, store, tid, counts = task
+    old_job, new_job = layout.pool_job_id(tid, FIRST), layout.pool_job_id(tid, SECOND)
+    data = {"task_id": tid, "model": MODEL, "images_per_part": 24, **counts}
+    first = run_orchestrator(run_merge, {**data, "run_job": old_job}, real_activities(settings, store))
+    exported = run_orchestrator(run_exports_step, {"task_id": tid, "merged": first.output, "run_job": old_job},
+                                exports_activities(settings, store))
+    assert exported.status == "Completed", exported.error
+    late = [(call.name, call.input) for call in exported.activities]
+    assert len({name for name, _ in late}) >= 4 and all(p["run_job"] == old_job for _, p in late)
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    sid = layout.shard_id(2)
+    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+    store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 2), json.dumps(
+        {"images": [{"file": f, "detections": []} for f in m.images]}).encode())
+    again = run_orchestrator(run_merge, {**data, "run_job": new_job}, real_activities(settings, store),
+                             start=T0 + timedelta(hours=2))
+    assert run_orchestrator(run_exports_step, {"task_id": tid, "merged": again.output, "run_job": new_job},
+                            exports_activities(settings, store)).status == "Completed"
+    prefix = layout.exports_prefix(tid)
+    theirs = {n: store.read_bytes(settings.container, n) for n in store.list_names(settings.container, prefix)}
+
+    answer = exports_activities(settings, store)
+    refused = 0
+    for name, payload in late:
+        try:
+            answer(name, payload)
+        except RunSuperseded:
+            refused += 1
+
+    assert {n: store.read_bytes(settings.container, n) for n in store.list_names(settings.container, prefix)} == theirs
+    assert refused == len(late)

@@ -419,3 +419,46 @@ def test_an_image_list_with_captures_gets_manifests_of_captures() -> None:
     assert run.inputs(c.EXPORTS_CAPTURES_COMBINE) == [{"task_id": TASK, "variant": "", "runs": [[0, 1], [3, 1]]}]
     assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": "", "batches": 2}]
     assert run.output == {**OUTPUT, "zooniverse_subjects": 3, "zooniverse_batches": 2, "zooniverse_capture_images": 8}
+
+
+def exports_of_run(context: Any) -> Any:
+    d = context.get_input()
+    return (yield from exports(context, TASK, d["variant"], d["merged"], run_job=d["run_job"]))
+
+
+def test_every_exports_call_of_a_run_carries_its_pool_job() -> None:
+    """A run terminated and replaced since has its late exports calls refuse to write (``activities.superseded``):
+    each names its run's pool job, on every path (fan-out with links and Zooniverse parts, captures, the single
+    activity); a call without one (a step of before, or a removal's) is never refused."""
+    job = f"{TASK}_r261201120000ab12"
+    fan = fan_script(3)
+
+    def linking(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            return {**fan(name, payload), "link": True}
+        if name == c.EXPORTS_EVENTS:
+            return EVENTS
+        if name == c.EXPORTS_LINK_PART:
+            return {"part": payload["part"], "bytes": 100, "images_bytes": 200}
+        return fan(name, payload)
+
+    def captures(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_COMBINE:
+            return {"conflict": False, "zooniverse_parts": True, "zooniverse_captures": True, "output": OUTPUT}
+        if name == c.EXPORTS_CAPTURES_PART:
+            return {"part": payload["part"], "records": 4, "runs": 1}
+        if name == c.EXPORTS_CAPTURES_COMBINE:
+            return {"subjects": 3, "images": 8, "batches": 2, "widest": 3}
+        if name == c.EXPORTS_ZOONIVERSE_CLEAN:
+            return 5
+        return script()(name, payload)
+
+    names: set[str] = set()
+    for parts, answer in ((PARTS, linking), (PARTS, captures), (None, script())):
+        run = run_orchestrator(exports_of_run, {"variant": "", "merged": merged(parts), "run_job": job}, answer)
+        assert run.status == "Completed", run.error
+        assert run.activities and all(call.input["run_job"] == job for call in run.activities)
+        names |= set(run.activity_names)
+    assert names == {c.EXPORTS_PART, c.EXPORTS_EVENTS, c.EXPORTS_LINK_PART, c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE_PART,
+                     c.EXPORTS_ZOONIVERSE_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN, c.EXPORTS_CAPTURES_PART,
+                     c.EXPORTS_CAPTURES_COMBINE, c.EXPORTS}
