@@ -572,9 +572,15 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     detecting = c.TaskStatus(stage=Stage.detecting, started=started, images=enumeration["images"],
                              shards=enumeration["shards"], groups=len(groups), pool_job=job_id,
                              detecting_since=context.current_utc_datetime.isoformat())
-    groups_run = data.get("run", "") if generation else ""  # a re-run's groups get ids of their own
+    # A re-run's groups get ids of their own; so do those of a run that replaces a terminated one (``ends_run``),
+    # whose groups may still run under the first generation's ids (terminate does not reach sub-orchestrations) until
+    # their next poll finds their cancel marker: started again under those ids, they met an instance still running,
+    # whose replacement DTFx does not promise (it de-duplicates no sub-orchestration start; devhost fidelity row 30)
+    groups_run = data.get("run", "") if generation or "ends_run" in data else ""
     if groups_run:
-        detecting["generation"], detecting["groups_run"] = generation, groups_run
+        detecting["groups_run"] = groups_run
+        if generation:
+            detecting["generation"] = generation
     if reuse is not None:
         detecting["reused"] = sum(reuse["reused"])
     context.set_custom_status(noted(detecting))

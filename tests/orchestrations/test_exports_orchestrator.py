@@ -459,6 +459,6 @@ def test_every_exports_call_of_a_run_carries_its_pool_job() -> None:
         assert run.status == "Completed", run.error
         assert run.activities and all(call.input["run_job"] == job for call in run.activities)
         names |= set(run.activity_names)
-    assert names == {c.EXPORTS_PART, c.EXPORTS_EVENTS, c.EXPORTS_LINK_PART, c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE_PART,
-                     c.EXPORTS_ZOONIVERSE_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN, c.EXPORTS_CAPTURES_PART,
+    assert names == {c.EXPORTS_PART, c.EXPORTS_EVENTS, c.EXPORTS_LINK_PART, c.EXPORTS_COMBINE,
+                     c.EXPORTS_ZOONIVERSE_PART, c.EXPORTS_ZOONIVERSE_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN, c.EXPORTS_CAPTURES_PART,
                      c.EXPORTS_CAPTURES_COMBINE, c.EXPORTS}

@@ -1207,6 +1207,10 @@ def test_a_run_after_a_terminated_one_ends_that_runs_pool_work_before_its_own() 
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": old_job},  # the terminated run's, first
                                        {"task_id": TASK, "job_id": f"{TASK}_r261201130000cd34"}]  # then its own
     assert all(s.input["job_id"] == f"{TASK}_r261201130000cd34" for s in run.sub_orchestrations)
+    # groups of its own: the terminated run's may still run under the first generation's ids until their next poll
+    assert [s.instance_id for s in run.sub_orchestrations] == [shards_instance_id(TASK, 0, "r261201130000cd34")]
+    detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
+    assert detecting["groups_run"] == "r261201130000cd34" and "generation" not in detecting  # the first generation
     # the terminated run's marker says which run replaces it: that run's late merge and publishing calls, which carry
     # their run's job as this run's do, write nothing (activities.superseded; tests/integration/test_superseded_run.py)
     assert run.inputs(c.STOP_GROUPS)[0]["superseded_by"] == "r261201130000cd34"
