@@ -355,3 +355,49 @@ def test_a_wrong_camera_clock_is_corrected_by_an_only_new_rerun_without_running_
     assert media["camB/IMG_1.JPG"]["timestamp"] == "2024-06-01T00:00:10+00:00"  # another camera: as it was
     results = {im["file"]: im for im in store.read_json(state, layout.results_blob(key))["images"]}
     assert results["camA/IMG_1.JPG"]["datetime"] == "2000:01:01 00:00:10"  # the results keep the camera's clock
+
+
+def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_run_that_resumes_it(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Terminate stops the orchestration alone ("no effect on any in-flight activity function executions or
+    sub-orchestrations", Durable Functions ``TerminateAsync``; devhost's terminate does not cascade either): the
+    terminated run's shard groups and their workers, here hung on both of LocalPool's two slots, ran on in its job.
+    The run that resumes it first writes that run's cancel marker and closes its job: the hung workers end, its groups
+    end at their next poll, and the resumed run's own shards (in groups of its own run) get the slots and complete.
+    Before, the old job was never closed: its hung workers held both slots for good and the resumed run never ran."""
+    import json
+
+    from azure.data.tables import TableServiceClient
+
+    from core.ids import shards_instance_id
+    from devhost.store import TERMINAL
+
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
+    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    base, body = host.base_url, {"container": unique_name}
+    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    assert api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
+    running = wait_until(lambda: (lambda s: s if s.get("shards_running") == 2 else None)(status(host, task_id)), 180,
+                         "both hung shards running")
+    old_job = running["pool_job"]
+    host.terminate(task_id, "an operator ended it")
+    wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the run terminated")
+    monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
+
+    resumed = api.post(f"{base}/api/tasks", json=body, timeout=120)  # plainly: it resumes the terminated run
+    assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
+    final = confirm_and_finish(host, task_id, timeout=300)  # ~30 s here: the rest is margin for a loaded machine
+
+    assert final["stage"] == Stage.completed and final["pool_job"] != old_job, final
+    assert final["images"] == len(names) and final["failed"] == 0 and final["missing"] == 0, final
+    tables = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"])
+    pool = tables.get_table_client("trapbatchpool")
+    old_rows = list(pool.query_entities("PartitionKey eq @j", parameters={"j": old_job}))
+    assert old_rows and {r["State"] for r in old_rows} == {"completed"}  # the hung workers were ended
+    # the terminated run's group ended on its own (its cancel marker), and the resumed run's had an id of its run
+    wait_until(lambda: (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") in TERMINAL, 120,
+               "the terminated run's shard group ending")
+    assert host.get_status(shards_instance_id(task_id, 0, final["pool_job"].split("_", 1)[1])) is not None
