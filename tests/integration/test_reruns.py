@@ -358,7 +358,8 @@ def test_a_wrong_camera_clock_is_corrected_by_an_only_new_rerun_without_running_
 
 
 def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_run_that_resumes_it(
-        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Terminate stops the orchestration alone ("no effect on any in-flight activity function executions or
     sub-orchestrations", Durable Functions ``TerminateAsync``; devhost's terminate does not cascade either): the
     terminated run's shard groups and their workers, here hung on both of LocalPool's two slots, ran on in its job.
