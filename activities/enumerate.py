@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator
 import azure.durable_functions as df
 
 from activities import decided, image_list
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.storage_errors import source_listing
@@ -418,6 +419,7 @@ def _source(s: Settings, request: TaskRequest) -> BlobStore:
 @failures_without_secrets
 def plan_listing(payload: c.EnumerateInput) -> c.PlanListingOutput:
     s = clients.settings()
+    refuse_if_superseded(clients.store(s), s, payload, "the listing's plan")  # a terminated run's late call
     request = TaskRequest.from_dict(payload["request"])
     return run_plan_listing(payload["task_id"], request, s, clients.store(s), _source(s, request))
 
@@ -426,6 +428,7 @@ def plan_listing(payload: c.EnumerateInput) -> c.PlanListingOutput:
 @failures_without_secrets
 def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
     s = clients.settings()
+    refuse_if_superseded(clients.store(s), s, payload, f"listing part {payload['part']} of unit {payload['unit']}")
     request = TaskRequest.from_dict(payload["request"])
     return run_list_part(payload["task_id"], request, s, clients.store(s), payload["unit"], payload["part"],
                          _source(s, request), payload.get("max_images"))
@@ -435,6 +438,7 @@ def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
 @failures_without_secrets
 def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
     s = clients.settings()
+    refuse_if_superseded(clients.store(s), s, payload, "the sample's choice")  # a terminated run's late call
     return run_choose_sample(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                              [(int(u), int(p)) for u, p in payload["parts"]])
 
@@ -443,6 +447,7 @@ def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
 @failures_without_secrets
 def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
     s = clients.settings()
+    refuse_if_superseded(clients.store(s), s, payload, "the shard manifests")  # a terminated run's late call
     return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                             [(int(u), int(p)) for u, p in payload["parts"]], payload["first"], payload["count"],
                             payload["slices"], payload["sampled"], payload.get("not_found"))
@@ -452,6 +457,7 @@ def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
 @failures_without_secrets
 def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
+    refuse_if_superseded(clients.store(s), s, payload, "the listing's summary")  # a terminated run's late call
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                                   payload["images"], payload["shards"], payload["found"], payload["parts"],
                                   payload.get("not_found", 0), payload.get("not_images_plan", False),

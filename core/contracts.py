@@ -227,6 +227,10 @@ class RepeatSearchInput(TypedDict):
 class EnumerateInput(TypedDict):
     task_id: str
     request: dict[str, Any]
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class EnumerateOutput(TypedDict):
@@ -1186,6 +1190,10 @@ class ListPartInput(TypedDict):
     unit: int
     part: int
     max_images: NotRequired[int]  # stop once this many images are found (first_n: later ones are not needed)
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ListPartOutput(TypedDict):
@@ -1200,6 +1208,10 @@ class ChooseSampleInput(TypedDict):
     task_id: str
     request: dict[str, Any]
     parts: list[tuple[int, int]]  # (unit, part) of every part, in listing order
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ChooseSampleOutput(TypedDict):
@@ -1215,6 +1227,10 @@ class WriteShardsInput(TypedDict):
     slices: list[dict[str, int]]  # core.shards.Slice, with ``part`` an index into ``parts``
     sampled: bool  # apply the sample threshold (sample_n smaller than the images found)
     not_found: NotRequired[list[list[int]]]  # image list: [unit, part, shard] whose names not found a shard reports
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class WriteShardsOutput(TypedDict):
@@ -1234,6 +1250,10 @@ class FinishEnumerationInput(TypedDict):
     not_images_plan: NotRequired[bool]
     not_images_parts: NotRequired[list[tuple[int, int]]]
     cancel_job: NotRequired[str]  # the run's pool job, whose cancel marker says a cancel came during the listing
+    # The pool job of the run that made this call (gpu_batch.layout.pool_job_id), absent in calls of before: a call
+    # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
+    # (activities.superseded)
+    run_job: NotRequired[str]
 
 
 # ---------------------------------------------------------------- after the task: re-render, expiry, zip

@@ -42,13 +42,21 @@ IMAGES_PER_WRITE = 200_000  # images of the shards one write_shard_manifests cal
 
 
 def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str, request: dict[str, Any],
-                          cancel_job: str = "", max_shards: int = 0) -> Generator[Any, Any, c.EnumerateOutput]:
+                          cancel_job: str = "", max_shards: int = 0,
+                          run_job: str = "") -> Generator[Any, Any, c.EnumerateOutput]:
     """Enumerate the request's images into shard manifests; returns the counts (``EnumerateOutput``), and
     ``cancelled`` when the cancel marker of the run's pool job ``cancel_job`` was written meanwhile. More shards
     than ``max_shards`` (the task's knob; 0: a task started before the limit, unchecked) raise ``TooManyShards``
-    before any manifest is written."""
+    before any manifest is written. ``run_job``: the run's pool job, in every call's input (not when ""): a call
+    of a run terminated and replaced since writes nothing (``activities.superseded``): its queued listing parts and
+    manifest writes would otherwise write another listing's names under the key the replacing run lists into."""
+    def of_run(payload: Any) -> Any:
+        if run_job:
+            payload["run_job"] = run_job
+        return payload
+
     plan: c.PlanListingOutput = yield from call(context, c.PLAN_LISTING, STORAGE_RETRY,
-                                                c.EnumerateInput(task_id=task_id, request=request))
+                                                of_run(c.EnumerateInput(task_id=task_id, request=request)))
     units = plan["units"]
     parsed = TaskRequest.from_dict(request)
     first_n, sample_n = parsed.first_n, parsed.sample_n
@@ -64,7 +72,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
             payload = c.ListPartInput(task_id=task_id, request=request, unit=u, part=len(counts[u]))
             if first_n is not None:
                 payload["max_images"] = first_n
-            payloads.append(payload)
+            payloads.append(of_run(payload))
         outputs: list[c.ListPartOutput] = yield from call_all(context, c.LIST_PART, payloads)
         for u, out in zip(active, outputs):
             counts[u].append(out["images"])
@@ -82,8 +90,8 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     found = [n for unit in counts for n in unit]
     sampled = sample_n is not None and sample_n < sum(found)
     if sampled:
-        chosen: c.ChooseSampleOutput = yield from call(context, c.CHOOSE_SAMPLE, STORAGE_RETRY, c.ChooseSampleInput(
-            task_id=task_id, request=request, parts=parts))
+        chosen: c.ChooseSampleOutput = yield from call(context, c.CHOOSE_SAMPLE, STORAGE_RETRY, of_run(
+            c.ChooseSampleInput(task_id=task_id, request=request, parts=parts)))
         selected = chosen["counts"]
     else:
         selected = selected_counts(found, first_n)
@@ -96,9 +104,9 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     for batch in batches:
         used = [s["part"] for s in batch["slices"]]
         slices = [{"part": k, "skip": s["skip"], "take": s["take"]} for k, s in enumerate(batch["slices"])]
-        writes.append(c.WriteShardsInput(
+        writes.append(of_run(c.WriteShardsInput(
             task_id=task_id, request=request, parts=[parts[p] for p in used], first=batch["first"],
-            count=batch["count"], slices=slices, sampled=sampled))
+            count=batch["count"], slices=slices, sampled=sampled)))
     not_found = [n for unit in missing for n in unit]
     if any(not_found):  # an image list's names not found: each part's are reported by one shard (core.imagelist)
         for write, extra in zip(writes, not_found_by_batch(batches, parts, selected, not_found,
@@ -117,7 +125,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
         finish["not_images_parts"] = passed_over
     if cancel_job:
         finish["cancel_job"] = cancel_job
-    result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, finish)
+    result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, of_run(finish))
     if "nearby" in plan:  # the prefix named nothing: the task's error says what is near it
         result["nearby"] = plan["nearby"]
     return result

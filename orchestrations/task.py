@@ -520,9 +520,13 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
     if "ends_run" in data:  # a run of this task was terminated: its pool work still goes on (only then: replay)
         yield from _end_terminated_run(context, task_id, data["ends_run"], data.get("run", ""))
+    # a run with an id names its job in the calls that write the task's state and results: terminated and replaced,
+    # its late calls write nothing (activities.superseded); a run without one (started before runs had ids) is never
+    # replaced so
+    run_job = job_id if data.get("run") else ""
 
     enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request, job_id,
-                                                                      knobs.max_shards)
+                                                                      knobs.max_shards, run_job=run_job)
     passed_over = enumeration.get("not_images")  # files listed that are not images (core.notimages), said everywhere
     if enumeration.get("cancelled"):  # POST .../cancel while the images were listed: nothing reaches the pool
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
@@ -625,9 +629,6 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     context.set_custom_status(noted(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
                                                  shards=enumeration["shards"])))
-    # a run with an id names its job in the calls that write the results: terminated and replaced, its late calls
-    # write nothing (activities.superseded); a run without one (started before runs had ids) is never replaced so
-    run_job = job_id if data.get("run") else ""
     merged: c.MergeOutput = yield from fan_in(context, key, request["model"], enumeration["images"],
                                               enumeration["shards"], knobs, run_job=run_job)
     exports: c.ExportsOutput | None = None

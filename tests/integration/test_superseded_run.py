@@ -197,3 +197,47 @@ def test_a_terminated_runs_late_exports_calls_leave_the_resumed_runs_exports_as_
 
     assert {n: store.read_bytes(settings.container, n) for n in store.list_names(settings.container, prefix)} == theirs
     assert refused == len(late)
+
+
+def test_a_terminated_runs_late_listing_calls_write_nothing(storage_connection: str, unique_name: str,
+                                                             monkeypatch: Any) -> None:
+    """The listing's calls (plan, parts, sample, manifests, summary; their shells, as the host calls them): a run
+    terminated while it listed leaves them queued, and the run that resumes it lists again under the same key, maybe
+    after more images were uploaded. Before, the terminated run's late parts and manifest writes wrote its own
+    listing's names there, beside or over the new listing's: shards cut from another listing than the one counted.
+    Fails without the change (the plan's blobs are written)."""
+    from activities import enumerate as listing
+    from adapters.blobs import BlobStore, service_client
+    from core.requests import parse_task_request
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    store.ensure_container(settings.container)
+    for i in range(6):
+        store.write_bytes(unique_name, f"cam/img{i}.jpg", b"x")
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    parsed = parse_task_request({"container": unique_name, "model": MODEL, "images_per_shard": 4})
+    request, tid = parsed.to_dict(), parsed.task_id
+    old_job = layout.pool_job_id(tid, FIRST)
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    common = {"task_id": tid, "request": request, "run_job": old_job}
+    calls = [(listing.plan_listing, common), (listing.list_images_part, {**common, "unit": 0, "part": 0}),
+             (listing.choose_sample, {**common, "parts": [[0, 0]]}),
+             (listing.write_shard_manifests, {**common, "parts": [[0, 0]], "first": 0, "count": 2,
+                                              "slices": [{"part": 0, "skip": 0, "take": 6}], "sampled": False}),
+             (listing.finish_enumeration, {**common, "images": 6, "shards": 2, "found": 6, "parts": 1})]
+    refused = 0
+    for activity, payload in calls:
+        try:
+            activity._function.get_user_function()(payload)  # type: ignore[attr-defined]
+        except RunSuperseded:
+            refused += 1
+        except Exception:  # noqa: BLE001 - without the check, a call whose earlier step never ran may fail
+            pass
+
+    assert list(store.list_names(settings.container, layout.task_prefix(tid))) == [layout.cancel_marker(old_job)]
+    assert refused == len(calls)

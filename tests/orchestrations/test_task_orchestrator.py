@@ -1214,8 +1214,8 @@ def test_a_run_after_a_terminated_one_ends_that_runs_pool_work_before_its_own() 
     # the terminated run's marker says which run replaces it: that run's late merge and publishing calls, which carry
     # their run's job as this run's do, write nothing (activities.superseded; tests/integration/test_superseded_run.py)
     assert run.inputs(c.STOP_GROUPS)[0]["superseded_by"] == "r261201130000cd34"
-    for name in (c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.EXPORTS,
-                 c.PREVIEWS):
+    for name in (*ENUMERATION, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.RANK_REPEATS, c.CLEAN_MERGE_WORK,
+                 c.EXPORTS, c.PREVIEWS):
         assert all(p["run_job"] == f"{TASK}_r261201130000cd34" for p in run.inputs(name)), name
 
 
