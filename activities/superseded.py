@@ -5,10 +5,11 @@ in-flight activity function executions or sub-orchestrations that were started b
 (Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com), and the activity messages it
 had queued are still run by the activity dispatcher: a fan-out of merge parts runs on, eight at a time
 (host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes the terminated
-run under the same key (``api.starters._generations``), so its merge parts, combine, repeat search, cleanup and
-preview pages wrote over the new run's: parts of other sizes under the names the new combine composes, the new
-results' repeated-detection list and exports deleted by a late combine that found "another merge's" results
-(``activities.fanin.drop_made_from_other_results``), the merge's work deleted under the new merge.
+run under the same key (``api.starters._generations``), so its listing, merge, exports and publishing calls wrote
+over the new run's: another listing's names, manifests and summary; merge parts of other sizes under the names the new
+combine composes, and a late combine that found "another merge's" results deleted what the new results were made into
+(``activities.fanin.drop_made_from_other_results``) and rewrote the served file's head; exports read from the new
+results file at the old run's byte ranges; the merge's work deleted under the new merge; pages; a promotion.
 
 How: the new run first writes the terminated run's cancel marker with ``superseded_by`` (orchestrations.task
 ``_end_terminated_run``, activities.pool ``run_stop_groups``). Each guarded activity carries its run's pool job
