@@ -2,8 +2,10 @@
 
 Why: terminating an orchestration stops it alone; "Terminating an orchestration instance has no effect on any
 in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
-(Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com), and the activity messages it
-had queued are still run by the activity dispatcher: a fan-out of merge parts runs on, eight at a time
+(Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com). The activity messages it had
+queued may be run too: the activity side does not look at the orchestration's state (microsoft/durabletask-mssql#81
+shows an activity of a terminated orchestration running, and failing only when its result is stored; not verified
+here for the Azure Storage provider's queued messages). A fan-out of merge parts would then run on, eight at a time
 (host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes the terminated
 run under the same key (``api.starters._generations``), so its listing, merge, exports and publishing calls wrote
 over the new run's: another listing's names, manifests and summary; merge parts of other sizes under the names the new
