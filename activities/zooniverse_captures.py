@@ -6,9 +6,11 @@ events step numbered, ``activities.exportevents``).
 Why this shape: a capture's images may sit in any shards (a captures file is not required to list them together),
 so no part can write a subject's row alone, unlike the per-image rows (``activities.zooniverseparts``). Each part
 turns its images into records and writes them sorted, in runs of at most ``RUN_RECORDS`` (memory per activity stays
-bounded whatever the part holds); the combine merges every run by key, so each capture comes out whole, counts the
-subjects and the largest capture (the header's image columns), assigns batches over the subjects' ordinals
-(``core.zooniverse.BatchAssigner``, seeded as the per-image manifests) and writes each batch.
+bounded whatever the part holds); the combine merges every run by key, so each capture's records come out together,
+counts the subjects and the largest one (the header's image columns), assigns batches over the subjects' ordinals
+(``core.zooniverse.BatchAssigner``, seeded as the per-image manifests) and writes each batch, cutting a capture
+longer than ``max_frames`` into its subjects as its records stream past (``core.captures.tally``, ``subjects``), so
+no capture is held whole, however many photos it has (a captures file whose clock stuck may make millions one).
 
 * ``run_captures_part`` (fan-out: ``exports_captures_part`` per merge part, in parallel): the part's entries (the byte
   range ``exports_part`` read) and the image list's rows, as ``exports_zooniverse_part`` reads them. The single
@@ -16,12 +18,15 @@ subjects and the largest capture (the header's image columns), assigns batches o
 * ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches, in three passes
   (``combine``): nothing on the local disk, which a Flex Consumption instance shares, 0.8 GB, among every activity it
   runs (``core.scratch``), while the runs grow with the task (~150 bytes an image, 1.5 GB at ten million). Memory:
-  8 bytes per subject (its batch; and a split visit's parts, ``core.captures.SplitVisits``), 32 MB of run reads,
-  32 MB of bucket blocks and as much in flight (one block a bucket, on ``WRITE_THREADS`` threads), then one bucket
-  (~32 MB) at a time: ~180 MB at ten million subjects, of the ~256 MB an activity's share of an instance's 2 GB is
-  (``instanceMemoryMB``, eight activities).
+  8 bytes per subject (its batch; and a split visit's parts, ``core.captures.SplitVisits``), 8 per capture longer
+  than ``max_frames`` (its count, ``core.captures.Tally.long``), one subject's records at a time (``max_frames`` at
+  most, whatever its capture's size: a capture of 200,000 photos peaked at 46 MB of heap held whole, 3.5 MB cut as
+  it streams, this module's buffers set small), 32 MB of run reads, 32 MB of bucket blocks and as much in flight
+  (one block a bucket, on ``WRITE_THREADS`` threads), then one bucket (~32 MB) at a time: ~180 MB at ten million
+  subjects, of the ~256 MB an activity's share of an instance's 2 GB is (``instanceMemoryMB``, eight activities).
   CPU, measured here: ~5 us an image in a part, ~3 in the combine's merges (``tests/integration/
-  test_zooniverse_captures.py`` checks the fan-out's bytes equal the single pass's, and every capture whole).
+  test_zooniverse_captures.py`` checks the fan-out's bytes equal the single pass's and the whole captures', and
+  every capture's images there in rank order).
 
 Records come from the workers' merge views (their per-image rows read back, ``view_records``) when every shard of
 the part has one, else from the entries. Every step is idempotent; the work blobs go with the
@@ -191,12 +196,11 @@ def _records(store: BlobStore, container: str, name: str, chunk: int) -> Iterato
             yield jsonio.loads(line)
 
 
-def _captures(store: BlobStore, container: str, runs: list[str], max_frames: int) -> Iterator[captures.Capture]:
-    """Every subject in key order: the runs merged as they stream from their blobs into whole captures, a capture
-    of more than ``max_frames`` images split (``core.captures.subjects``)."""
+def _merged(store: BlobStore, container: str, runs: list[str]) -> Iterator[list[Any]]:
+    """Every record in key order: the runs merged as they stream from their blobs (consecutive records of a key are
+    one capture, ``core.captures.tally`` and ``subjects`` take them as they pass)."""
     chunk = max(MIN_READ_BYTES, min(READ_BYTES, READ_BUDGET // max(len(runs), 1)))
-    merged = heapq.merge(*(_records(store, container, r, chunk) for r in runs), key=captures.sort_key)
-    return captures.subjects(captures.group(merged), max_frames)
+    return heapq.merge(*(_records(store, container, r, chunk) for r in runs), key=captures.sort_key)
 
 
 def _bucket_blob(ctx: ExportContext, bucket: int) -> str:
@@ -207,22 +211,20 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
     """Merge the runs into captures and write the batches (deleting batches an earlier run wrote beyond them).
 
     Nothing on the local disk (a Flex Consumption instance has 0.8 GB for every activity it runs: ``core.scratch``),
-    memory bounded whatever the task size. Three passes: (1) merge the runs to count the subjects and the widest
-    one (the batch assignment and the rows' padding need both; a capture of more than ``max_frames`` images is
-    several subjects, ``core.captures.subjects``, so the padding is at most that many image columns); (2) merge them
-    again, make each subject's row and append it to the work blob of its batch's bucket (a bucket: consecutive
-    batches, about ``BUCKET_BYTES`` of rows, streamed in blocks); (3) read each bucket whole, split it into its
-    batches (key order inside a batch, as the merge gave them) and write them. A split visit's parts are labelled
-    by those the manifests hold (``core.captures.SplitVisits``: pass 1 sees them, pass 2 labels them)."""
+    memory bounded whatever the task size, and whatever a capture's size. Three passes: (1) merge the runs to count
+    the subjects and the widest one (the batch assignment and the rows' padding need both; a capture of more than
+    ``max_frames`` images is several subjects, so the padding is at most that many image columns), counting each
+    capture's records as they pass (``core.captures.tally``: a number kept only per capture longer than
+    ``max_frames``); (2) merge them again, making the subjects as the records pass (``core.captures.subjects``: one
+    subject of ``max_frames`` images held at a time, a long capture's ``of n`` from pass 1's count), and append each
+    subject's row to the work blob of its batch's bucket (a bucket: consecutive batches, about ``BUCKET_BYTES`` of
+    rows, streamed in blocks); (3) read each bucket whole, split it into its batches (key order inside a batch, as
+    the merge gave them) and write them. A split visit's parts are labelled by those the manifests hold
+    (``core.captures.SplitVisits``: pass 1 sees them, pass 2 labels them)."""
     container, options = ctx.container, ctx.manifest
-    subjects = widest = images = 0
-    split_visits = captures.SplitVisits()
-    for capture in _captures(store, container, runs, options.max_frames):
-        split_visits.see(capture)
-        subjects += 1
-        widest = max(widest, len(capture.files))
-        images += len(capture.files)
-    lacking = split_visits.settle()
+    counted = captures.tally(_merged(store, container, runs), options.max_frames)
+    subjects, widest, images = counted.subjects, counted.widest, counted.images
+    lacking = counted.split_visits.settle()
     batches = zooniverse.batch_count(subjects, options)
     if batches:
         run_bytes = sum(store.size_or_none(container, r) or 0 for r in runs)
@@ -238,7 +240,8 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
                                                                "application/octet-stream", BUCKET_BLOCK_BYTES, pool,
                                                                in_flight=1))
                            for k in range(buckets)]
-                for i, capture in enumerate(_captures(store, container, runs, options.max_frames)):
+                made = captures.subjects(_merged(store, container, runs), options.max_frames, counted.long)
+                for i, capture in enumerate(made):
                     names, rest = captures.row_parts(captures.relabelled(capture, lacking), options)
                     row = (names + "," * (widest - len(capture.files)) + rest).encode("utf-8")
                     b = batch_of[i]

@@ -11,8 +11,11 @@ image (``core.zooniverse``), as before.
 How, in bounded memory at any scale: each image that would be in a manifest (``core.zooniverse.excluded`` says which
 not) becomes a *record*, ``[capture key, rank, file, max conf, top category, metadata values]``; records are sorted by
 (key, rank, file) in runs, runs are merged (``heapq.merge``), and consecutive records of a key are one capture. So a
-capture may be spread over any shards and parts. The subjects' order is their keys' order; which batch a subject
-goes to is ``core.zooniverse.BatchAssigner`` over the subjects' ordinals, as for images.
+capture may be spread over any shards and parts. No capture is held whole, however many images it has (a captures
+file whose clock stuck may make millions of photos one): the merge is read twice, ``tally`` counting each capture as
+it passes (a number kept only for one longer than ``max_frames``), ``subjects`` then making the subjects as it passes
+(one subject, at most ``max_frames`` images, at a time). The subjects' order is their keys' order; which batch a
+subject goes to is ``core.zooniverse.BatchAssigner`` over the subjects' ordinals, as for images.
 
 * the key: the list's ``capture_id`` column where it has one, else ``season#site#roll#capture`` (the seed
   pipeline's capture id) where all four columns exist; an image whose key cells are blank is a subject of its own;
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -162,7 +166,6 @@ def sort_key(rec: Sequence[Any]) -> tuple[str, int, str]:
 class Capture:
     """One subject: its key ("" for an image alone), its images in order, its detector fields and metadata;
     ``part``: its ``#capture_part`` when it is one of the subjects a capture was split into (``part_label``), else "";
-    ``scores``: each image's (max conf, top category), for ``subjects`` to give each part its own detector fields;
     ``visit``: the id of the visit it is a part of, when ``visits`` split one (``SplitVisits``), else ""."""
 
     key: str
@@ -171,49 +174,7 @@ class Capture:
     top: str
     metadata: list[str]
     part: str = ""
-    scores: list[tuple[float, str]] = field(default_factory=list)
     visit: str = ""
-
-
-def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
-    """Consecutive records of one key (``records`` sorted by ``sort_key``) as captures."""
-    current: Capture | None = None
-    for rec in records:
-        key = str(rec[0])
-        if current is not None and key == current.key and not key.startswith(ALONE):
-            current.files.append(str(rec[2]))
-            current.scores.append((float(rec[3]), str(rec[4])))
-            if float(rec[3]) > current.conf:
-                current.conf, current.top = float(rec[3]), str(rec[4])
-            continue
-        if current is not None:
-            yield current
-        current = Capture(key, [str(rec[2])], float(rec[3]), str(rec[4]), [str(v) for v in rec[5]],
-                          str(rec[6]) if len(rec) > 6 else "", [(float(rec[3]), str(rec[4]))],
-                          str(rec[7]) if len(rec) > 7 else "")
-    if current is not None:
-        yield current
-
-
-def subjects(whole: Iterable[Capture], max_frames: int) -> Iterator[Capture]:
-    """The ``whole`` captures (``group``'s) as Zooniverse subjects: a capture of at most ``max_frames`` images is
-    one, a longer one is subjects of ``max_frames`` images (the last one fewer) in its rank order, each with its
-    ``part`` (``part_label``), the capture's key and metadata, and the detector fields of its own images (a volunteer
-    sees only those). See the module doc for why."""
-    for capture in whole:
-        count = len(capture.files)
-        if count <= max_frames:
-            yield capture
-            continue
-        parts = -(-count // max_frames)
-        for k in range(parts):
-            files = capture.files[k * max_frames:(k + 1) * max_frames]
-            scores = capture.scores[k * max_frames:(k + 1) * max_frames]
-            conf, top = scores[0]
-            for c, t in scores[1:]:
-                if c > conf:  # the first of the best, as ``group`` takes it
-                    conf, top = c, t
-            yield Capture(capture.key, files, conf, top, capture.metadata, part_label(k + 1, parts), scores)
 
 
 class SplitVisits:
@@ -229,10 +190,11 @@ class SplitVisits:
     def __init__(self) -> None:
         self._seen: dict[str, tuple[int, list[int]]] = {}
 
-    def see(self, capture: Capture) -> None:
-        if capture.visit:
-            part, parts = part_numbers(capture.part)
-            self._seen.setdefault(capture.visit, (parts, []))[1].append(part)
+    def see(self, visit: str, part: str) -> None:
+        """A subject that is the ``part`` (``part_label``) of ``visit`` ("" for none: nothing to note)."""
+        if visit:
+            number, parts = part_numbers(part)
+            self._seen.setdefault(visit, (parts, []))[1].append(number)
 
     def settle(self) -> dict[str, list[int]]:
         """Each split visit some of whose parts the manifests lack, with the parts they hold, in order."""
@@ -243,6 +205,116 @@ class SplitVisits:
                 lacking[visit] = present
         self._seen.clear()
         return lacking
+
+
+@dataclass(slots=True)
+class Tally:
+    """The combine's first pass over the sorted records (``tally``): what the second (``subjects``) and the batches
+    need, without holding a capture. ``long``: the image count of each capture of more than ``max_frames`` images,
+    in key order (8 bytes each), so that the second pass can label its parts (``2 of 3``) as they stream past."""
+
+    max_frames: int
+    subjects: int = 0
+    images: int = 0
+    widest: int = 0  # images in the largest subject: the manifests' image columns
+    long: "array[int]" = field(default_factory=lambda: array("q"))
+    split_visits: SplitVisits = field(default_factory=SplitVisits)
+
+    def capture(self, first: Sequence[Any], count: int) -> None:
+        """A capture of ``count`` records, ``first`` the first of them in rank order."""
+        self.images += count
+        if count > self.max_frames:
+            self.long.append(count)
+            self.subjects += -(-count // self.max_frames)
+            self.widest = max(self.widest, self.max_frames)
+            return
+        self.subjects += 1
+        self.widest = max(self.widest, count)
+        self.split_visits.see(str(first[7]) if len(first) > 7 else "", str(first[6]) if len(first) > 6 else "")
+
+
+def _alone_or_new(key: str, current: str | None) -> bool:
+    """Whether a record of ``key`` starts a capture after one of ``current`` (an image alone is always one)."""
+    return key != current or key.startswith(ALONE)
+
+
+def tally(records: Iterable[Sequence[Any]], max_frames: int) -> Tally:
+    """The combine's first pass: counts each capture of the ``records`` (sorted by ``sort_key``) as they stream
+    past, keeping a number only for a capture split into several subjects (``Tally.long``, 8 bytes) and for each
+    part of a split visit (``SplitVisits``): memory does not grow with a capture's images."""
+    out = Tally(max_frames)
+    key: str | None = None
+    first: Sequence[Any] = ()
+    count = 0
+    for rec in records:
+        k = str(rec[0])
+        if not _alone_or_new(k, key):
+            count += 1
+            continue
+        if key is not None:
+            out.capture(first, count)
+        key, first, count = k, rec, 1
+    if key is not None:
+        out.capture(first, count)
+    return out
+
+
+def subjects(records: Iterable[Sequence[Any]], max_frames: int, long: Iterable[int]) -> Iterator[Capture]:
+    """The Zooniverse subjects of the ``records`` (sorted by ``sort_key``; consecutive records of one key are one
+    capture), made as they stream past: a capture of at most ``max_frames`` images is one, a longer one is subjects
+    of ``max_frames`` images (the last one fewer) in its rank order, each with its ``part`` (``part_label``), the
+    capture's key and metadata (its first image's), and the detector fields of its own images (a volunteer sees only
+    those): the highest confidence, the first image that has it. See the module doc for why.
+
+    ``long``: ``tally(records).long`` of the same records, a longer capture's image count, in key order: a
+    capture's first subject is known to be one of several when its ``max_frames + 1``-th image arrives, and its
+    ``of n`` then comes from there. So memory holds one subject, ``max_frames`` images, however long the capture (a
+    captures file whose clock stuck may make millions of photos one); holding the capture whole took ~230 bytes an
+    image (its names and scores: 46 MB of heap for 200,000). Raises ValueError when the records are not those
+    ``long`` was counted from."""
+    counts = iter(long)
+    current: Capture | None = None
+    key = ""
+    count = seen = parts = 0  # the current capture's images (when long), those seen, its subjects (0: one so far)
+    for rec in records:
+        k = str(rec[0])
+        if current is not None and not _alone_or_new(k, key):
+            seen += 1
+            file, conf, top = str(rec[2]), float(rec[3]), str(rec[4])
+            if len(current.files) < max_frames:
+                current.files.append(file)
+                if conf > current.conf:  # the first of the best
+                    current.conf, current.top = conf, top
+                continue
+            if not parts:  # its (max_frames + 1)-th image: a long capture, whose count the first pass noted
+                count = next(counts, 0)
+                parts = -(-count // max_frames)
+                if count < seen:
+                    raise ValueError(_changed(key, count, seen))
+                current.part, current.visit = part_label(1, parts), ""
+            yield current
+            current = Capture(key, [file], conf, top, current.metadata, part_label((seen - 1) // max_frames + 1, parts))
+            continue
+        if current is not None:
+            if parts and seen != count:
+                raise ValueError(_changed(key, count, seen))
+            yield current
+        key, seen, parts = k, 1, 0
+        current = Capture(k, [str(rec[2])], float(rec[3]), str(rec[4]), [str(v) for v in rec[5]],
+                          str(rec[6]) if len(rec) > 6 else "", str(rec[7]) if len(rec) > 7 else "")
+    if current is not None:
+        if parts and seen != count:
+            raise ValueError(_changed(key, count, seen))
+        yield current
+    if next(counts, None) is not None:
+        raise ValueError(_changed("", 0, 0))
+
+
+def _changed(key: str, counted: int, seen: int) -> str:
+    what = f"capture {key!r} counted {counted} images in the first pass and {seen} in the second" if key else \
+        "the first pass counted more long captures than the second met"
+    return (f"{what}: the captures runs changed between the combine's passes (rewritten while it ran?); run the "
+            "exports again: submit the same request, its finished shards are reused")
 
 
 def relabelled(capture: Capture, lacking: Mapping[str, list[int]]) -> Capture:

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -458,3 +458,116 @@ def test_a_split_visits_parts_say_how_many_subjects_it_has_in_the_manifests(task
         last = max(int(label.split(" of ")[0]) for label in labels)
         assert {label.split(" of ")[1] for label in labels} == {str(last)}, (visit, sorted(labels))
     assert _fanned(settings, store, parts) == single
+
+
+def _giant_capture(images: int, width: int) -> Iterator[list[Any]]:
+    """A captures file whose stuck camera clock made every photo of a camera one capture: ``images`` records of one
+    key (no rank: by file name), ``width`` metadata values each."""
+    for i in range(images):
+        yield ["S1#J05#1#stuck", 2**62, f"S1/J05/J05_R1/IMAG{i:07d}.JPG", ((i * 7919) % 1000) / 1000, "animal",
+               [f"v{i % 10}"] * width]
+
+
+def test_a_giant_captures_combine_holds_no_more_than_a_subject_of_it(task: Any, monkeypatch: Any) -> None:  # noqa: F811
+    """A captures file whose stuck clock makes every photo of a camera one capture can mean millions of photos in
+    one capture, while an activity has ~256 MB (Flex Consumption: 2 GB an instance, eight activities). The combine
+    splits it into subjects of TRAPBATCH_ZOONIVERSE_MAX_FRAMES while the merged records stream past, so its heap
+    holds a subject, not the capture: with its own buffers (run reads, bucket blocks) set small, combining a
+    capture of 200,000 images peaks far below what holding the capture whole took (its images' names and scores:
+    measured 46 MB before, 3.5 MB since)."""
+    import tracemalloc
+
+    from activities import zooniverse_captures
+    from activities.exports import prepare, read_results_head
+
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=500, export_image_sizes=False)
+    head, _ = read_results_head(store, settings.container, layout.results_blob(TASK))
+    ctx = prepare(TASK, settings, store, "", None, head)
+    images, frames = 200_000, ctx.manifest.max_frames
+    records, runs = zooniverse_captures.write_runs(store, ctx, 0, _giant_capture(images, len(
+        ctx.manifest.metadata_columns)))
+    assert records == images
+    for name, value in (("READ_BYTES", 256 * 1024), ("MIN_READ_BYTES", 256 * 1024), ("BUCKET_BYTES", 256 * 1024),
+                        ("BUCKET_BLOCK_BYTES", 64 * 1024)):  # bounded by settings, not by the capture: small here
+        monkeypatch.setattr(zooniverse_captures, name, value)
+    tracemalloc.start()
+    try:
+        made = zooniverse_captures.combine(store, ctx, [zooniverse_captures._run_blob(TASK, "", 0, r)
+                                                        for r in range(runs)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    parts = images // frames
+    assert made == {"subjects": parts, "images": images, "batches": parts // 500, "widest": frames}
+    assert peak < 12 * 1024 * 1024, f"the combine's heap peaked at {peak / 2**20:.1f} MB"
+    rows = [r for b in range(1, made["batches"] + 1) for r in csv.DictReader(io.StringIO(store.read_bytes(
+        settings.container, layout.zooniverse_batch_blob(TASK, b)).decode()))]
+    assert sorted(r["#capture_part"] for r in rows) == sorted(f"{k} of {parts}" for k in range(1, parts + 1))
+    first = next(r for r in rows if r["#capture_part"] == "1 of 10000")
+    assert first["image_name_1"] == "S1/J05/J05_R1/IMAG0000000.JPG" and first["#images"] == str(frames)
+    last = next(r for r in rows if r["#capture_part"] == f"{parts} of {parts}")
+    assert last[f"image_name_{frames}"] == f"S1/J05/J05_R1/IMAG{images - 1:07d}.JPG"
+
+
+def _whole_captures(monkeypatch: Any) -> None:
+    """The combine as it was before it streamed: each capture held whole, then cut (the reference
+    ``tests.unit.test_captures._whole_then_split``), pass 1 counting the subjects that made."""
+    from core import captures
+    from tests.unit.test_captures import _whole_then_split
+
+    def tally(records: Any, max_frames: int) -> captures.Tally:
+        out = captures.Tally(max_frames)
+        for capture in _whole_then_split(list(records), max_frames):
+            out.subjects += 1
+            out.images += len(capture.files)
+            out.widest = max(out.widest, len(capture.files))
+            out.split_visits.see(capture.visit, capture.part)
+        return out
+
+    monkeypatch.setattr(captures, "tally", tally)
+    monkeypatch.setattr(captures, "subjects", lambda records, max_frames, _long: _whole_then_split(list(records),
+                                                                                                   max_frames))
+
+
+@pytest.mark.parametrize("kind,max_frames", [("list", 1), ("list", 2), ("visits", 2), ("visits", 3)])
+def test_the_streamed_split_writes_the_bytes_the_whole_captures_did_in_both_ways(
+        task: Any, monkeypatch: Any, kind: str, max_frames: int) -> None:  # noqa: F811
+    """The combine splits a long capture as its records stream past; the manifests keep the bytes of the whole
+    captures cut after, in the single activity and the fan-out: a list's captures of 1, 2 and 3 images at a cap of
+    1 (N, N+1, 2N+1) and 2, visits split at the cap, flagged, failed and cut-short photos left out."""
+    from gpu_batch.formats.entries import damaged_document
+
+    if kind == "list":
+        settings, store, _ = task
+        settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False)
+        doc, rows, parts = _setup(settings, store, [40, 40, 40, 17], 2)
+        sizes = {len(v) for v in _expected_subjects(doc, rows).values()}
+        assert {1, 2, 3} <= sizes  # N, N+1 and 2N+1 at 1; 1, N and N+1 at 2
+        cut = next(e["file"] for e in doc["images"][:40] if not zooniverse.excluded(e) and rows[e["file"]]["capture"])
+    else:
+        settings, store, parts, request = _many_in_four_parts(task)
+        store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 20})
+        cut = next(e["file"] for e in _many(97)["images"][:10] if not zooniverse.excluded(e) and e.get("datetime"))
+    settings = replace(settings, zooniverse_max_frames=max_frames)
+    sid = layout.shard_id(0)
+    etag = store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 1), {"images": []})
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(TASK, sid, 1), damaged_document(etag, [cut]))
+    store.write_bytes(settings.container, layout.damaged_blob(TASK), f"file\r\n{cut}\r\n".encode())
+
+    def manifests(files: dict[str, bytes]) -> dict[str, bytes]:
+        return {n: data for n, data in files.items() if "/zooniverse/" in n}
+
+    single = run_exports(TASK, settings, store)
+    streamed = manifests(_clear(store, settings.container, ""))
+    assert _fanned(settings, store, parts, with_shards=True) == single
+    assert manifests(_clear(store, settings.container, "")) == streamed
+    with monkeypatch.context() as whole:
+        _whole_captures(whole)
+        assert run_exports(TASK, settings, store) == single
+        assert manifests(_clear(store, settings.container, "")) == streamed
+        assert _fanned(settings, store, parts, with_shards=True) == single
+        assert manifests(_snapshot(store, settings.container, "")) == streamed
+    made = [r for data in streamed.values() for r in csv.DictReader(io.StringIO(data.decode()))]
+    assert single["zooniverse_cut_short"] == 1 and not any(cut in r.values() for r in made)
+    assert {r["#capture_part"] for r in made} >= {"", "1 of 2", "2 of 2"}  # whole and split captures (or visits)
