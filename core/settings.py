@@ -93,10 +93,11 @@ Variables (names shared with infra/main.bicep app settings):
                                    images' licence)
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
     TRAPBATCH_ZOONIVERSE_MAX_FRAMES   images in one Zooniverse subject of a capture or visit at most (default 20, at
-                                   least 1): a longer capture is several subjects of this many in rank order, the
-                                   hidden ``#capture_part`` saying ``2 of 3`` (core.captures.subjects), so no
-                                   manifest carries hundreds of image columns; a request's ``zooniverse_visit_frames``
-                                   above it is taken as it
+                                   least 1, at most 1000: the combine holds one subject at a time): a longer
+                                   capture is several subjects of this many in rank order, the hidden
+                                   ``#capture_part`` saying ``2 of 3`` (core.captures.subjects), so no manifest
+                                   carries hundreds of image columns; a request's ``zooniverse_visit_frames`` above
+                                   it is taken as it
     TRAPBATCH_EVENT_INTERVAL_S     a camera's images more than this many seconds apart are two events in the Camtrap
                                    DP export's event-level observations (default 60, MegaDetector's sequence gap;
                                    0 to 86400, as a request's ``event_interval_s``; core.camtrap_events)
@@ -251,6 +252,9 @@ POOL_KINDS = ("local", "azure_batch", "simulated")
 CONFIRM_TIMEOUT_MAX_S = int(MAX_TIMER_STEP.total_seconds())  # six days: see _confirm_timeout_s
 WHERE = ("set it in the environment (devhost, make demo), in local.settings.json Values (func host start), or in "
          "the Function App settings (infra/main.bicep)")
+
+
+ZOONIVERSE_MAX_FRAMES_LIMIT = 1000  # a subject is held whole while written, and each frame is a manifest column
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
@@ -641,7 +645,8 @@ class Settings:
             export_license=_license(env, "TRAPBATCH_EXPORT_LICENSE"),
             export_data_license=_license(env, "TRAPBATCH_EXPORT_DATA_LICENSE"),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
-            zooniverse_max_frames=_int(env, "TRAPBATCH_ZOONIVERSE_MAX_FRAMES", 20),
+            zooniverse_max_frames=_int(env, "TRAPBATCH_ZOONIVERSE_MAX_FRAMES", 20,
+                                       maximum=ZOONIVERSE_MAX_FRAMES_LIMIT),
             event_interval_s=_event_interval_s(env),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
             merge_views_mode=_choice(env, "TRAPBATCH_MERGE_VIEWS", ("auto", "on", "off"), "auto"),

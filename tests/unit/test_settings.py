@@ -164,7 +164,8 @@ def test_export_settings() -> None:
     for name, bad in (("TRAPBATCH_EXPORT_IMAGE_SIZES", "maybe"), ("TRAPBATCH_PREVIEW_THRESHOLD", "1.5"),
                       ("TRAPBATCH_PREVIEW_THRESHOLD", "0.001"),  # below what a request may ask (0.005)
                       ("TRAPBATCH_IMAGES_PER_SHARD", "100001"),  # above what a request may ask
-                      ("TRAPBATCH_ZOONIVERSE_BATCH_SIZE", "0"), ("TRAPBATCH_ZOONIVERSE_MAX_FRAMES", "0")):
+                      ("TRAPBATCH_ZOONIVERSE_BATCH_SIZE", "0"), ("TRAPBATCH_ZOONIVERSE_MAX_FRAMES", "0"),
+                      ("TRAPBATCH_ZOONIVERSE_MAX_FRAMES", "1001")):  # bounds the subject the combine holds
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({"AzureWebJobsStorage": "x", name: bad})
 
