@@ -38,6 +38,18 @@ def served(settings: Any, store: Any, tid: str) -> dict[str, bytes]:
     return {name: store.read_bytes(settings.container, name) for name in names}
 
 
+def resume_replacing(settings: Any, store: Any, tid: str, old_job: str, data: dict[str, Any]) -> tuple[Any, Any]:
+    """The resumed run: its first step ends the terminated run (the cancel marker names the run replacing it), its
+    pool work gives shard 2 the results it lacked, then it merges. Returns the merge's run and shard 2's manifest."""
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    sid = layout.shard_id(2)
+    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+    store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 2), json.dumps(
+        {"images": [{"file": f, "detections": []} for f in m.images]}).encode())
+    return run_orchestrator(run_merge, data, real_activities(settings, store), start=T0 + timedelta(hours=2)), m
+
+
 def test_a_terminated_runs_late_merge_calls_leave_the_resumed_runs_results_as_they_are(task: Any) -> None:
     """The terminated run's part, combine, search and cleanup delivered after the resumed run merged. Before, the
     part wrote work blobs again under the names the resumed run's combine composes, and the combine, finding
@@ -54,14 +66,7 @@ def test_a_terminated_runs_late_merge_calls_leave_the_resumed_runs_results_as_th
                                                           c.RANK_REPEATS, c.CLEAN_MERGE_WORK)}
     assert all(payload["run_job"] == old_job for payload in late.values())
     # the resumed run's first step (before its listing); then its pool work gave shard 2 the results it lacked
-    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
-                    settings, store)
-    sid = layout.shard_id(2)
-    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
-    store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 2), json.dumps(
-        {"images": [{"file": f, "detections": []} for f in m.images]}).encode())
-    again = run_orchestrator(run_merge, {**data, "run_job": new_job}, real_activities(settings, store),
-                             start=T0 + timedelta(hours=2))
+    again, m = resume_replacing(settings, store, tid, old_job, {**data, "run_job": new_job})
     assert again.status == "Completed" and again.output["failed"] == first.output["failed"] - len(m.images)
     theirs = served(settings, store, tid)
 
@@ -174,14 +179,7 @@ def test_a_terminated_runs_late_exports_calls_leave_the_resumed_runs_exports_as_
     assert exported.status == "Completed", exported.error
     late = [(call.name, call.input) for call in exported.activities]
     assert len({name for name, _ in late}) >= 4 and all(p["run_job"] == old_job for _, p in late)
-    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
-                    settings, store)
-    sid = layout.shard_id(2)
-    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
-    store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 2), json.dumps(
-        {"images": [{"file": f, "detections": []} for f in m.images]}).encode())
-    again = run_orchestrator(run_merge, {**data, "run_job": new_job}, real_activities(settings, store),
-                             start=T0 + timedelta(hours=2))
+    again, _ = resume_replacing(settings, store, tid, old_job, {**data, "run_job": new_job})
     assert run_orchestrator(run_exports_step, {"task_id": tid, "merged": again.output, "run_job": new_job},
                             exports_activities(settings, store)).status == "Completed"
     prefix = layout.exports_prefix(tid)
