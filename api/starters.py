@@ -259,9 +259,11 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:
             task_input["previous"] = generations["previous"]
-        ended = _ended_run(runtime, last)
-        if ended is not None:  # its shard groups and pool job outlived it: this run ends them first
-            task_input["ends_run"] = ended
+        ended = _ended_runs(runtime, last)
+        if ended:  # their shard groups and pool jobs outlived them: this run ends them first
+            task_input["ends_run"] = ended[-1]
+            if ended[:-1]:  # only then: an input as before otherwise
+                task_input["ends_earlier"] = ended[:-1]
         if caller.verified:
             task_input["owner"] = caller.id
         if drop:  # answers (done, estimate) go beside the dropped request
@@ -335,19 +337,29 @@ def resumed_request(request: TaskRequest, last: dict[str, Any]) -> TaskRequest:
     return dataclasses.replace(request, rerun=bool(stored.get("rerun")) or only_new, only_new=only_new)
 
 
-def _ended_run(runtime: str | None, last: dict[str, Any]) -> str | None:
-    """The run whose pool work the new run ends first (``TaskInput.ends_run``, orchestrations.task
-    ``_end_terminated_run``), or None: the last run when it was terminated, whatever this start is (a resume or a
-    ``rerun``), since terminating an orchestration leaves its shard groups (sub-orchestrations) and its pool tasks
-    running ("no effect on any in-flight activity function executions or sub-orchestrations", Durable Functions
-    ``TerminateAsync``); and the last run's own ``ends_run`` when that run failed (it may have failed ending it: its
-    error says to post the request again). A run that failed or completed by itself closed its own job (or said it
-    could not, ``pool_job_error``)."""
+# Runs a start names to end at most (``_ended_runs``): the most recent. Each costs the new run two short calls; a chain
+# longer than this needs a run terminated that many times in a row, each of which had its own tries at the oldest.
+ENDS_RUNS_MAX = 8
+
+
+def _ended_runs(runtime: str | None, last: dict[str, Any]) -> list[str]:
+    """The runs whose pool work the new run ends first, oldest first (``TaskInput.ends_run`` the last of them,
+    ``ends_earlier`` the others; orchestrations.task ``_end_terminated_run``), or none: the last run when it was
+    terminated, whatever this start is (a resume or a ``rerun``), since terminating an orchestration leaves its shard
+    groups (sub-orchestrations) and its pool tasks running ("no effect on any in-flight activity function executions
+    or sub-orchestrations", Durable Functions ``TerminateAsync``); before it, the runs the last run was to end itself
+    (its ``ends_earlier`` and ``ends_run``) when it was terminated or failed: it may have ended before it ended them
+    (a failure says to post the request again; a close held in its retries by a Batch outage gets terminated), and no
+    later input names them again. A run that failed or completed by itself closed its own job (or said it could not,
+    ``pool_job_error``)."""
+    if runtime not in ("Terminated", "Failed"):
+        return []
+    runs = [str(r) for r in last.get("ends_earlier") or [] if isinstance(r, str)]
+    if "ends_run" in last:
+        runs.append(str(last["ends_run"]))
     if runtime == "Terminated":
-        return str(last.get("run") or "")  # "": a run started before runs had ids, whose job is the task id
-    if runtime == "Failed" and "ends_run" in last:
-        return str(last["ends_run"])
-    return None
+        runs.append(str(last.get("run") or ""))  # "": a run started before runs had ids, whose job is the task id
+    return list(dict.fromkeys(runs))[-ENDS_RUNS_MAX:]  # a run named twice is ended once
 
 
 class _Generations(TypedDict, total=False):

@@ -98,6 +98,9 @@ class TaskInput(TypedDict):
     # ``TerminateAsync``: "no effect on any in-flight activity function executions or sub-orchestrations"), so this
     # run ends that run's pool work before its own (orchestrations.task ``_end_terminated_run``). Absent: none
     ends_run: NotRequired[str]
+    # ... and, ended before it (oldest first), the runs that an earlier run was to end and may not have: a run
+    # terminated or failed while it ended the run it replaced (api.starters ``_ended_runs``). Absent: none
+    ends_earlier: NotRequired[list[str]]
 
 
 class ShardState(TypedDict):

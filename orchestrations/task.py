@@ -519,7 +519,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
     if "ends_run" in data:  # a run of this task was terminated: its pool work still goes on (only then: replay)
-        yield from _end_terminated_run(context, task_id, data["ends_run"], data.get("run", ""))
+        # first those an earlier run was to end and may not have (``ends_earlier``, absent in inputs of before)
+        for ended_run in [*data.get("ends_earlier", []), data["ends_run"]]:
+            yield from _end_terminated_run(context, task_id, ended_run, data.get("run", ""))
     # a run with an id names its job in the calls that write the task's state and results: terminated and replaced,
     # its late calls write nothing (activities.superseded); a run without one (started before runs had ids) is never
     # replaced so

@@ -1219,6 +1219,25 @@ def test_a_run_after_a_terminated_one_ends_that_runs_pool_work_before_its_own() 
         assert all(p["run_job"] == f"{TASK}_r261201130000cd34" for p in run.inputs(name)), name
 
 
+def test_a_run_ends_the_runs_an_earlier_run_was_to_end_before_the_one_it_replaces() -> None:
+    """``ends_earlier`` (api.starters ``_ended_runs``): runs r0 and r1, which the terminated run r2 was to end and may
+    not have, are ended first, each as r2 is (marker naming this run, then its job closed). Fails without the change:
+    only r2's pool work was ended, and r1's groups and job ran on."""
+    answer = activities(shards=2)
+
+    def answering(name: str, payload: Any) -> Any:
+        return {"stopped": True} if name == c.STOP_GROUPS else answer(name, payload)
+
+    run = run_task({**task_input(), "run": "r3", "ends_run": "r2", "ends_earlier": ["r0", "r1"]}, answering)
+
+    assert run.status == "Completed"
+    jobs = [f"{TASK}_r0", f"{TASK}_r1", f"{TASK}_r2"]
+    assert [p["job_id"] for p in run.inputs(c.STOP_GROUPS)] == jobs
+    assert all(p["superseded_by"] == "r3" for p in run.inputs(c.STOP_GROUPS))
+    assert [p["job_id"] for p in run.inputs(c.CLOSE_JOB)] == [*jobs, f"{TASK}_r3"]  # then its own, after its work
+    assert run.activity_names[:6] == [c.STOP_GROUPS, c.CLOSE_JOB] * 3 and run.activity_names[6] == ENUMERATION[0]
+
+
 def test_a_terminated_run_whose_job_cannot_be_ended_fails_the_new_run_before_any_pool_work() -> None:
     """Not run beside work it could not stop: the status names the job and the command that ends it, and posting the
     request again tries again (the starter passes ``ends_run`` on from a failed run)."""

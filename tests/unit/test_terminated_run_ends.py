@@ -85,3 +85,27 @@ def test_a_run_that_ended_by_itself_is_not_ended_again(monkeypatch: pytest.Monke
     """It closed its own job (or said it could not, ``pool_job_error``): no step, so its input is as before."""
     body = {**BODY, "rerun": True} if runtime == "Completed" else BODY
     assert "ends_run" not in _started_input(monkeypatch, runtime, {"run": "r1"}, body)
+
+
+@pytest.mark.parametrize("runtime", ["Terminated", "Failed"])
+def test_a_run_that_ended_before_ending_its_terminated_run_passes_that_run_on(monkeypatch: pytest.MonkeyPatch,
+                                                                              runtime: str) -> None:
+    """Run r2 was to end the terminated run r1 (its ``ends_run``) and was itself terminated (or failed) before that
+    was done: a Batch outage held its close of r1's job in its retries, and the operator terminated it. The next run
+    ends r2's pool work and r1's too; else r1's groups and job ran on unended, and no later run ever named r1 again.
+    Fails without the change: only r2 was named (``ends_run``), nothing earlier."""
+    last = {"run": "r3", "ends_run": "r2", "ends_earlier": ["r1"]}
+    started = _started_input(monkeypatch, runtime, last)
+    if runtime == "Terminated":  # r3 itself was terminated: it is ended last, after what it was to end
+        assert started["ends_run"] == "r3" and started["ends_earlier"] == ["r1", "r2"]
+    else:  # r3 failed by itself (its own job closed): what it was to end
+        assert started["ends_run"] == "r2" and started["ends_earlier"] == ["r1"]
+
+
+def test_the_runs_passed_on_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Terminated again and again, each run names the ones before: the most recent ``ENDS_RUNS_MAX`` are kept (each
+    costs the next run two short calls), the oldest of which earlier runs have had the most tries to end."""
+    earlier = [f"r{i}" for i in range(40)]
+    started = _started_input(monkeypatch, "Terminated", {"run": "r99", "ends_run": "r40", "ends_earlier": earlier})
+    ended = [*started["ends_earlier"], started["ends_run"]]
+    assert len(ended) == starters.ENDS_RUNS_MAX and ended[-3:] == ["r39", "r40", "r99"]
