@@ -19,8 +19,12 @@ How: the new run first writes the terminated run's cancel marker with ``supersed
 one small read. Must not: refuse a run cancelled by POST .../cancel (its marker has no ``superseded_by``: a cancelled
 run's groups end and it writes nothing after them anyway), nor a call without ``run_job``.
 
-What it does not close: a guarded activity already past its check when the marker is written finishes its writes (the
-new run reaches the same step only after its listing and its pool work, minutes at least).
+What it does not close: a guarded activity already past its check when the marker is written finishes its writes. For
+the merge, exports and publishing the new run reaches the same step only after its listing and its pool work (minutes
+at least). Not so for the listing: it is the new run's first step after the marker, so a listing call of the
+terminated run running then (one slice of ``names_per_call`` names, seconds) may write its part and cursor over the
+new run's part of the same number, read against the new run's plan; the same names unless the container changed in
+those seconds. Closing that needs listing parts named by run (not done).
 """
 from __future__ import annotations
 
