@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from megadetector.data_management.cct_json_utils import SequenceOptions, create_sequences  # the oracle
 
 from core import camtrap_events as ev
@@ -947,3 +949,120 @@ def test_a_parts_share_of_the_index_counted_for_many_cameras_at_once_is_the_one_
     nothing = {name: (-100, -50) for name in names}
     assert all(np.array_equal(a, b) for a, b in zip(index._shares(names, nothing),
                                                     index._shares_one_by_one(names, nothing)))
+
+
+# names that sort differently as str and as UTF-8 bytes, by case, or by combining marks; NUL, empty, to be quoted
+_AWKWARD_NAMES = ["a", "B", "b", "Ä", "ä", "é", "e\u0301", "\U0001F98C", "\uffff", "cam\x00", "", " cam", "CAM",
+                  "ß", "ss", "日本", "=cam", 'q"q,']
+_BASES = [-2_208_988_800, -86_401, 0, 1_717_200_000, 4_102_444_800, 253_402_300_799]  # 1900, 1969, 1970, 2100, 9999
+_STEPS = [0, 0, 1, 59, 60, 61, 86_399, 86_400, 10_000_000, 366 * 86_400, 367 * 86_400]  # 366: MAX_IDLE_DAYS
+
+
+def _fragments(cameras: list[tuple[str, int, int, list[tuple[int, int, int, int, bool, int]]]], parts: int,
+               unnamed: set[int], rnd: random.Random) -> list[bytes]:
+    """Fragments of ``parts`` parts (some perhaps empty) of the cameras' photos: (name, style, base epoch, photos
+    as (step, sequence, offset minutes, kinds as bits, named, part)); style 0 by time, 1 a list's sequences, 2 both.
+    Each part numbers its own deployments and sequences in an order of its own; ``unnamed`` parts were written
+    before records named their photos."""
+    found: list[list[tuple[str, str, int, int, list[int], list[float], int]]] = [[] for _ in range(parts)]
+    serial = 0
+    for name, style, at, photos in cameras:
+        for step, sequence, offset, kinds, named, part in photos:
+            at += step
+            listed = f"S{sequence}" if style == 1 or (style == 2 and sequence) else ""
+            counts = [(kinds >> k & 1) * (k + 1) for k in range(len(ev.KINDS))]
+            serial += 1
+            found[part % parts].append((name, listed, at, offset, counts, [0.25 * n for n in counts],
+                                        serial if named else 0))
+    out = []
+    for p, chunk in enumerate(found):
+        deployments = sorted({r[0] for r in chunk}, key=lambda _: rnd.random())
+        sequences = sorted({r[1] for r in chunk if r[1]}, key=lambda _: rnd.random())
+        d, s = {x: i for i, x in enumerate(deployments)}, {x: i for i, x in enumerate(sequences)}
+        out.append(ev.EventRecords(
+            deployments, sequences, np.array([d[r[0]] for r in chunk], np.int32),
+            np.array([s[r[1]] if r[1] else -1 for r in chunk], np.int32), np.array([r[2] for r in chunk], np.int64),
+            np.array([r[3] for r in chunk], np.int16),
+            np.array([r[4] for r in chunk], np.uint16).reshape(len(chunk), len(ev.KINDS)),
+            np.array([r[5] for r in chunk], np.float32).reshape(len(chunk), len(ev.KINDS)),
+            np.zeros(0, np.uint64) if p in unnamed else np.array([r[6] for r in chunk], np.uint64)).to_bytes())
+    return out
+
+
+def _alone(interval_s: float, fragments: list[bytes], max_days: int = ev.MAX_CAMERA_DAYS) -> dict[str, Any]:
+    """``_step`` with every camera grouped alone, every share searched and every day table written by numpy."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "MAX_CAMERA_DAYS", max_days)
+        mp.setattr(ev, "SMALL_CAMERA_RECORDS", 0)
+        mp.setattr(ev, "_FEW_EVENTS", 0)
+        mp.setattr(ev, "_FEW_DAYS", -1)
+        return _step(fragments, interval_s)
+
+
+_photo = st.tuples(st.sampled_from(_STEPS), st.integers(0, 3), st.sampled_from([0, 0, 60, -330, 345, 840, -720]),
+                   st.integers(0, 15), st.booleans(), st.integers(0, 7))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cameras=st.lists(st.tuples(st.sampled_from(_AWKWARD_NAMES), st.integers(0, 2), st.sampled_from(_BASES),
+                                  st.lists(_photo, min_size=1, max_size=20)),
+                        min_size=1, max_size=10, unique_by=lambda c: c[0]),
+       parts=st.integers(1, 8), unnamed=st.sets(st.integers(0, 7), max_size=2),
+       interval_s=st.sampled_from([-5.0, 0.0, 0.5, 60.0, 86_400.0, 1e18, float("inf")]),
+       small=st.sampled_from([1, 3, 8, 20]), per_group=st.sampled_from([1, 4, 8, 9, 16, 4096]),
+       few=st.sampled_from([1, 64]), names_at_a_time=st.sampled_from([1, 3, 4096]),
+       max_days=st.sampled_from([ev.MAX_CAMERA_DAYS, 2, 5]), seed=st.integers(0, 3))
+def test_grouping_many_small_cameras_at_once_writes_what_a_camera_at_a_time_writes_for_any_records(
+        cameras: list[tuple[str, int, int, list[tuple[int, int, int, int, bool, int]]]], parts: int,
+        unnamed: set[int], interval_s: float, small: int, per_group: int, few: int, names_at_a_time: int,
+        max_days: int, seed: int) -> None:
+    """The fast paths (``_small_cameras``, ``EventIndex._shares``, ``camera_days_rows``' few dates) write every byte
+    the camera-at-a-time ones do, for records the collection test does not make: names that sort differently as
+    str and as bytes or by case, times before 1970 and after 2100 (to 9999), equal times in several parts, offsets
+    of +14:00 and -12:00 within a camera, negative, zero and endless intervals, photos spread over up to eight parts
+    (some empty, some written before records named their photos), cameras of one photo, and cameras and groups at,
+    just under and just over their record limits (``small``, ``per_group``), or photos on more dates than a camera's
+    days are counted for (``MAX_CAMERA_DAYS``: no rows; never grouped)."""
+    fragments = _fragments(cameras, parts, unnamed, random.Random(seed))
+    want = _alone(interval_s, fragments, max_days)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "MAX_CAMERA_DAYS", max_days)
+        mp.setattr(ev, "SMALL_CAMERA_RECORDS", small)
+        mp.setattr(ev, "SMALL_CAMERAS_RECORDS", per_group)
+        mp.setattr(ev, "_FEW_EVENTS", few)
+        mp.setattr(ev, "_NAMES_AT_A_TIME", names_at_a_time)
+        assert _step(fragments, interval_s) == want
+
+
+def test_cameras_at_and_over_the_grouping_limits_write_what_a_camera_at_a_time_writes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the shipped limits: cameras of exactly ``SMALL_CAMERA_RECORDS`` records (1,024: grouped), one more
+    (alone), four of 1,024 filling a group of ``SMALL_CAMERAS_RECORDS`` exactly (4,096: one group), one photo and
+    four more of 1,024 (the fourth one record past a group: the next group's), and a camera with a list's sequences
+    beside photos without one (alone), spread over fifty parts of which some are empty: the same bytes as every
+    camera alone."""
+    rnd = random.Random(5)
+    limit, per_group = ev.SMALL_CAMERA_RECORDS, ev.SMALL_CAMERAS_RECORDS
+    whole = per_group // limit  # cameras of ``limit`` records that fill a group
+    sizes = [limit - 1, limit, limit + 1, *[limit] * whole, 1, *[limit] * whole, 2, limit]
+    cameras = [(f"cam{c:02d}", 2 if c == len(sizes) - 1 else c % 2, 1_717_200_000 + c,
+                [(rnd.choice(_STEPS[:6]), rnd.randint(0, 3), 0, rnd.randint(0, 15), True, rnd.randint(0, 39))
+                 for _ in range(size)]) for c, size in enumerate(sizes)]
+    fragments = _fragments(cameras, 50, set(), rnd)
+    groups: list[list[str]] = []
+    small_cameras = ev._small_cameras
+
+    def counted(*args: Any) -> Any:
+        groups.append([])
+        for camera in small_cameras(*args):
+            groups[-1].append(camera.deployment)
+            yield camera
+
+    monkeypatch.setattr(ev, "_small_cameras", counted)
+    want = _alone(60.0, fragments)
+    assert not groups
+    assert _step(fragments, 60.0) == want
+    names = [f"cam{c:02d}" for c in range(len(sizes))]  # cam02: over the limit, the last: mixed; both alone
+    a, b = 3 + whole, 3 + 2 * whole
+    assert groups[:4] == [names[:2], names[3:a], names[a:b], names[b:b + 2]]
