@@ -15,6 +15,9 @@ photo, ``link_observations``) and says what that cost a row. Its peak resident
 memory (VmHWM) is measured against its own baseline after the imports, before the link (``grouping_peak...``: what
 the events step holds) and at the end (``peak...``: the link is another activity on Azure, with only its part's share). Photos come in bursts of ``--burst`` a few
 seconds apart, bursts minutes to days apart (``--burst 1``: every photo its own event, the worst case for time).
+``--mixed``: every fourth burst of each camera is a list's sequence (its own id within the camera), the others
+have none, as where a captures file covers only some photos: every camera is then grouped alone
+(``_camera_runs``), its sequences' spans joined.
 
     python bench/camtrap_events.py --images 10000000 --cameras 1000 --parts 50 --burst 3
 
@@ -45,7 +48,8 @@ def _peak_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: int, seed: int) -> int:
+def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: int, seed: int,
+                   mixed: bool = False) -> int:
     """Write the parts' fragments; returns their total size in bytes."""
     import numpy as np
 
@@ -62,6 +66,13 @@ def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: i
     for c in range(cameras):
         lo, hi = c * per_camera, min(images, (c + 1) * per_camera)
         epoch[lo:hi] = start + np.cumsum(gap[lo:hi])
+    sequence = np.full(images, -1, np.int64)
+    if mixed:  # each camera's bursts numbered from 0; every fourth one a list's sequence named by that number
+        opens = np.arange(images) % burst == 0
+        number = np.cumsum(opens) - 1
+        first_of_camera = np.searchsorted(camera, np.arange(cameras))
+        number -= number[np.minimum(first_of_camera, images - 1)][camera]
+        sequence = np.where(number % 4 == 0, number, -1)
     counts = np.zeros((images, len(ev.KINDS)), np.uint16)
     kind = rnd.integers(0, 8, images)  # about half the photos blank, an animal in most of the rest
     counts[kind == 1, 0] = counts[kind == 2, 0] = 1
@@ -77,8 +88,10 @@ def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: i
     for p, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         used = np.unique(camera[lo:hi])
         local = np.searchsorted(used, camera[lo:hi]).astype(np.int32)
-        records = ev.EventRecords([names[c] for c in used.tolist()], [], local, np.full(hi - lo, -1, np.int32),
-                                  epoch[lo:hi].copy(), np.zeros(hi - lo, np.int16), counts[lo:hi].copy(),
+        listed = np.unique(sequence[lo:hi][sequence[lo:hi] >= 0])
+        mine = np.where(sequence[lo:hi] >= 0, np.searchsorted(listed, sequence[lo:hi]), -1).astype(np.int32)
+        records = ev.EventRecords([names[c] for c in used.tolist()], [f"seq{k}" for k in listed.tolist()], local,
+                                  mine, epoch[lo:hi].copy(), np.zeros(hi - lo, np.int16), counts[lo:hi].copy(),
                                   best[lo:hi].copy(), media[lo:hi].copy())
         data = records.to_bytes()
         (folder / f"{p:05d}.events").write_bytes(data)
@@ -175,6 +188,8 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=1000)
     ap.add_argument("--parts", type=int, default=50, help="merge parts (200,000 images each at ten million)")
     ap.add_argument("--burst", type=int, default=3, help="photos per burst (1: every photo its own event)")
+    ap.add_argument("--mixed", action="store_true",
+                    help="every fourth burst a list's sequence, the rest none (every camera grouped alone)")
     ap.add_argument("--interval-s", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--combine-only", type=Path, help=argparse.SUPPRESS)  # the measured child
@@ -185,13 +200,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        size = make_fragments(folder, args.images, args.cameras, args.parts, args.burst, args.seed)
+        size = make_fragments(folder, args.images, args.cameras, args.parts, args.burst, args.seed,
+                              args.mixed)
         made = time.perf_counter() - t0
         child = subprocess.run([sys.executable, __file__, "--combine-only", str(folder),
                                 "--interval-s", str(args.interval_s)], capture_output=True, text=True, check=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
         result = json.loads(child.stdout)
     print(json.dumps({"images": args.images, "cameras": args.cameras, "parts": args.parts, "burst": args.burst,
+                      "mixed": args.mixed,
                       "fragments_mib": round(size / 2**20, 1), "made_s": round(made, 1), **result}))
 
 
