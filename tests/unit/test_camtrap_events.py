@@ -1066,3 +1066,69 @@ def test_cameras_at_and_over_the_grouping_limits_write_what_a_camera_at_a_time_w
     names = [f"cam{c:02d}" for c in range(len(sizes))]  # cam02: over the limit, the last: mixed; both alone
     a, b = 3 + whole, 3 + 2 * whole
     assert groups[:4] == [names[:2], names[3:a], names[a:b], names[b:b + 2]]
+
+
+def _held(sizes: list[int], rnd: random.Random) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``_sorted_runs``' ``held`` of parts holding ``sizes`` deployments each (some none) out of 40, records of each
+    one to nine."""
+    held = []
+    for size in sizes:
+        ids = np.array(sorted(rnd.sample(range(40), size)), np.int32)
+        held.append((ids, np.cumsum([0] + [rnd.randint(1, 9) for _ in range(size)]).astype(np.int64)))
+    return held
+
+
+def test_the_parts_holding_a_range_of_deployments_are_found_as_searching_each_part_finds_them() -> None:
+    """``_Holdings.pieces``: of each part that holds records of deployments ``low`` to ``high - 1``, in the parts'
+    order, its index and where those records start and end; for one deployment and ranges, with empty parts, parts
+    that hold none of the range, and ranges before, after and between the held ones."""
+    rnd = random.Random(11)
+    for _ in range(40):
+        held = _held([rnd.choice([0, 1, 3, 10, 40]) for _ in range(rnd.randint(1, 12))], rnd)
+        holdings = ev._Holdings(held)
+        for low in range(-1, 42):
+            for high in {low, low + 1, low + rnd.randint(2, 5), 45}:
+                want = []
+                for i, (ids, at) in enumerate(held):  # every part searched
+                    mine = np.flatnonzero((ids >= low) & (ids < high))
+                    if len(mine):
+                        want.append((i, int(at[mine[0]]), int(at[mine[-1] + 1])))
+                assert holdings.pieces(low, high) == want
+
+
+class _CountingNumpy:
+    """numpy, with its ``searchsorted`` calls counted (set as ``core.camtrap_events.np``)."""
+
+    def __init__(self) -> None:
+        self.searches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def searchsorted(self, *args: Any, **kwargs: Any) -> Any:
+        self.searches += 1
+        return np.searchsorted(*args, **kwargs)
+
+
+def test_a_camera_grouped_alone_is_looked_up_only_in_the_parts_that_hold_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera grouped alone (a list's sequences beside photos without one, or over ``SMALL_CAMERA_RECORDS``) whose
+    photos are all in one part of fifty costs the searches it costs in a single part: finding its records does not
+    search every part (~85 us a camera at fifty parts, more than grouping it where a captures file covers only some
+    photos: bench/camtrap_events.py --mixed). The rows are the same however the cameras are spread."""
+    rnd = random.Random(12)
+    cameras = [(f"cam{c:03d}", 2, 1_717_200_000 + c,
+                [(rnd.choice(_STEPS[:6]), k % 4, 0, rnd.randint(0, 15), True, c)
+                 for k in range(ev.SMALL_CAMERA_RECORDS + 6 if c == 7 else rnd.randint(4, 12))]) for c in range(60)]
+    searches, written = [], []
+    for parts in (1, 50):  # every camera in the one part, or each in a part of its own (ten parts holding two)
+        fragments = _fragments(cameras, parts, set(), rnd)
+        counting = _CountingNumpy()
+        monkeypatch.setattr(ev, "np", counting)
+        written.append(_step(fragments, 60.0))  # its parts' shares of the index and frames included
+        monkeypatch.setattr(ev, "np", np)
+        searches.append(counting.searches)
+    same = ("rows", "visits", "days", "whole", "events")  # the parts' shares are each part's own
+    assert [written[0][k] for k in same] == [written[1][k] for k in same]
+    assert "S1" in written[0]["rows"] and len(written[0]["visits"].splitlines()) == 61  # mixed cameras, all 60
+    # not one search more a camera (searching every part: 49 more a camera each time the step groups them, 5,880)
+    assert searches[1] - searches[0] < len(cameras), searches
