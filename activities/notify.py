@@ -34,6 +34,7 @@ from adapters.transport import shared_session_transport
 from core import contracts as c
 from core import notify
 from core.failures import failures_without_secrets
+from activities.superseded import refuse_if_superseded
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SecretReader, SecretStoreUnavailable,
@@ -130,12 +131,13 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
         reason = reason or "no secret store"
         logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
         return {"sent": False, "status_code": 0, "reason": reason}
-    raw = notify.body(payload["task_id"], payload["status"])
+    run = str(payload.get("run") or "")
+    raw = notify.body(payload["task_id"], payload["status"], run)
     stage = str(payload["status"].get("stage", ""))
     request = urllib.request.Request(url, data=raw, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "trapbatch",
         notify.SIGNATURE_HEADER: notify.signature(_signing_key(read, secret_name, secret_env), raw),
-        notify.DELIVERY_HEADER: f"{payload['task_id']}/{stage}"})
+        notify.DELIVERY_HEADER: notify.delivery(payload["task_id"], run, stage)})
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(request, timeout=TIMEOUT_S) as resp:
@@ -160,6 +162,8 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
 @failures_without_secrets
 def notify_task_end(payload: c.NotifyInput) -> c.NotifyOutput:
     s = clients.settings()
+    # a terminated run's late word, once a later run replaced it: it would tell of an old end as if current
+    refuse_if_superseded(clients.store(s), s, payload, "the notification of its end")
     return send(payload, s.notify_hosts, s.notify_secret, s.app_secret_store_env(), s.notify_url_secret_prefix)
 
 
@@ -175,4 +179,6 @@ def write_drop_answer(payload: c.DropAnswerInput, store: BlobStore) -> c.DropAns
 @failures_without_secrets
 def drop_answer(payload: c.DropAnswerInput) -> c.DropAnswerOutput:
     s = clients.settings()
+    # a terminated run's late file, once a later run replaced it: it would answer for the replacing run
+    refuse_if_superseded(clients.store(s), s, payload, f"the {payload['kind']} file beside its dropped request")
     return write_drop_answer(payload, clients.store(s))

@@ -13,6 +13,7 @@ import logging
 
 import azure.durable_functions as df
 
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.event_grid import EventGridPublisher
 from core import contracts as c
@@ -45,5 +46,8 @@ def _publisher(endpoint: str) -> EventGridPublisher:
 @bp.activity_trigger(input_name="payload", activity=c.PUBLISH_EVENT)
 @failures_without_secrets
 def publish_task_event(payload: c.PublishEventInput) -> c.PublishEventOutput:
-    endpoint = clients.settings().event_grid_topic_endpoint
+    s = clients.settings()
+    # a terminated run's late event, once a later run replaced it: subscribers would act on an old end
+    refuse_if_superseded(clients.store(s), s, payload, "the event of its end")
+    endpoint = s.event_grid_topic_endpoint
     return publish(payload, _publisher(endpoint) if endpoint else None)

@@ -1128,6 +1128,11 @@ class NotifyInput(TypedDict):
     # the secret's name, never its value (the address): absent for a notify_url, so that such a task's input to this
     # activity is what it always was
     url_secret: NotRequired[str]
+    # the task run's id and its pool job, for a run with an id (absent otherwise: the input of before). ``run`` is
+    # the body's ``run``; ``run_job``: a terminated run's late notification is not sent once a later run replaced it
+    # (activities.superseded)
+    run: NotRequired[str]
+    run_job: NotRequired[str]
 
 
 class NotifyOutput(TypedDict):
@@ -1142,6 +1147,7 @@ class PublishEventInput(TypedDict):
     task_id: str
     run: str  # the task run's id ("" when none): part of the event id, so each run's end is an event of its own
     status: dict[str, Any]  # the final TaskStatus
+    run_job: NotRequired[str]  # its run's pool job, for a run with an id: a replaced run's late event is not sent
 
 
 class PublishEventOutput(TypedDict):
@@ -1160,6 +1166,7 @@ class DropAnswerInput(TypedDict):
     drop: str
     kind: str
     status: dict[str, Any]
+    run_job: NotRequired[str]  # its run's pool job, for a run with an id: a replaced run's late file is not written
 
 
 class DropAnswerOutput(TypedDict):

@@ -9,8 +9,8 @@ Signature: ``X-Trapbatch-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` w
 nodes cannot read; without it of ``TRAPBATCH_KEY_VAULT_URL``'s; or locally an entry of
 ``TRAPBATCH_LOCAL_SECRETS_FILE``; read as gpu_batch/storage_refs.py reads source-account secrets). The receiver
 recomputes it over the bytes it got and compares in constant time (``verify``). ``X-Trapbatch-Delivery``
-(``<task id>/<stage>``) is the same on every retry, so a receiver can drop a repeat (a retry after a lost answer, or
-an activity Durable ran twice).
+(``<task id>/<run>/<stage>``, ``delivery``) is the same on every retry, so a receiver can drop a repeat (a retry after
+a lost answer, or an activity Durable ran twice); the body's ``run`` says which run of the task ended.
 
 Where: only hosts in ``TRAPBATCH_NOTIFY_HOSTS`` (comma-separated host names, ``host:port`` for a port) are sent to;
 the app would otherwise POST to any address a request names, from inside its network.
@@ -50,18 +50,28 @@ STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "mis
 PREVIEW_KEYS = ("container", "counts", "expires", "expiry_error", "not_published", "pictures_missing", "readme_error")
 
 
-def public_status(task_id: str, status: Mapping[str, Any]) -> dict[str, Any]:
-    """The task id and the final status's public fields: what a notification and an Event Grid event carry."""
-    out = {"task_id": task_id, **{k: status[k] for k in STATUS_KEYS if k in status}}
+def public_status(task_id: str, status: Mapping[str, Any], run: str = "") -> dict[str, Any]:
+    """The task id, the run's id (``run``, where the run has one) and the final status's public fields: what a
+    notification and an Event Grid event carry. Why the run: a task ends once per run (a re-run, a run resuming a
+    terminated one), and a receiver told of two ends of one task must tell which is the latest."""
+    out = {"task_id": task_id, **({"run": run} if run else {}), **{k: status[k] for k in STATUS_KEYS if k in status}}
     previews = status.get("previews")
     if isinstance(previews, Mapping) and any(k in previews for k in PREVIEW_KEYS):
         out["previews"] = {k: previews[k] for k in PREVIEW_KEYS if k in previews}
     return out
 
 
-def body(task_id: str, status: Mapping[str, Any]) -> bytes:
+def body(task_id: str, status: Mapping[str, Any], run: str = "") -> bytes:
     """The notification's bytes: ``public_status`` as canonical JSON."""
-    return json.dumps(public_status(task_id, status), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return json.dumps(public_status(task_id, status, run), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def delivery(task_id: str, run: str, stage: str) -> str:
+    """``X-Trapbatch-Delivery``: ``<task id>/<run>/<stage>`` (``<task id>/<stage>`` for a run without an id), the
+    same on every retry of one run's word, so a receiver can drop a repeat, and the Event Grid event's ``id``
+    (core.task_events). Why the run: without it a re-run's end (a stage such as ``completed`` again) had the first
+    run's delivery id, and a receiver that dropped repeats dropped it."""
+    return "/".join(p for p in (task_id, run, stage) if p)
 
 
 def signature(secret: str, raw: bytes) -> str:

@@ -15,11 +15,11 @@ estimated)::
 
     {"specversion": "1.0", "id": "<task id>/<run>/<stage>", "source": "/trapbatch", "subject": "/tasks/<task id>",
      "type": "trapbatch.task.completed", "time": "<finished, RFC 3339>", "datacontenttype": "application/json",
-     "data": {"task_id": ..., "stage": ..., "images": ..., ...}}
+     "data": {"task_id": ..., "run": ..., "stage": ..., "images": ..., ...}}
 
-``data`` is what a ``notify_url`` receives (``core.notify.public_status``): no preview address (unguessable on
-purpose), no secrets, no owner. ``id`` is the same on every retry of one task run's final stage, so a subscriber
-can drop a repeat (source + id identify an event, CloudEvents 1.0 "id").
+``data`` is what a ``notify_url`` receives (``core.notify.public_status``, ``run`` included): no preview address
+(unguessable on purpose), no secrets, no owner. ``id`` is the same on every retry of one task run's final stage,
+so a subscriber can drop a repeat (source + id identify an event, CloudEvents 1.0 "id").
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def task_event(task_id: str, status: Mapping[str, Any], run: str = "") -> dict[s
         "subject": f"/tasks/{task_id}",
         "type": event_type(stage),
         "datacontenttype": "application/json",
-        "data": public_status(task_id, status),
+        "data": public_status(task_id, status, run),
     }
     if status.get("finished"):
         event["time"] = str(status["finished"])

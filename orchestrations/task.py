@@ -334,12 +334,23 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
     return {"task_id": task_id, **summary}
 
 
+def _run_job(data: c.TaskInput) -> str:
+    """The run's pool job that its calls carry as ``run_job`` (activities.superseded), "" for a run without an id
+    (started before runs had ids: never replaced so, and its calls' inputs stay those of before)."""
+    return pool_job_id(data["task_id"], data["run"]) if data.get("run") else ""
+
+
 def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
           status: c.TaskStatus) -> Generator[Any, Any, None]:
     """Word that the task ended: the done file beside a dropped request, the request's ``notify_url``, and the Event
     Grid event where a topic is configured. Each is best effort: none changes how the task ended. Whether the
     ``notify_url`` was told, and whether the event was published, is then added to the status (``notification``,
-    ``task_event``), so word that never arrived is seen in ``GET /api/tasks/{id}``, not only in the app's log."""
+    ``task_event``), so word that never arrived is seen in ``GET /api/tasks/{id}``, not only in the app's log.
+
+    Each call carries the run's pool job (``run_job``): a run terminated while it told of its end (the notification
+    retries for up to ~15 minutes; terminate leaves its in-flight and queued activities to run) and replaced by a later
+    run of the task has its late word refused (activities.superseded), not delivered as if it were the current run's.
+    The notification and the event also name the run, so a receiver can tell runs apart."""
     unwritten = yield from _drop_answer(context, data, "done", status)
     told = yield from _notify(context, data, status)
     published = yield from _publish_event(context, data, status)
@@ -363,9 +374,11 @@ def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kin
     drop = data.get("drop")
     if not drop:
         return None
+    asked = c.DropAnswerInput(task_id=data["task_id"], drop=drop, kind=kind, status=dict(status))
+    if _run_job(data):  # a replaced run's late file is not written over the replacing run's (activities.superseded)
+        asked["run_job"] = _run_job(data)
     try:
-        yield from call(context, c.DROP_ANSWER, STORAGE_RETRY, c.DropAnswerInput(
-            task_id=data["task_id"], drop=drop, kind=kind, status=dict(status)))
+        yield from call(context, c.DROP_ANSWER, STORAGE_RETRY, asked)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
         return {"written": False, "file": f"{INCOMING_CONTAINER}/{drop_answer_blob(drop, kind)}",
                 "reason": failure_line(exc, 300), "hint": drop_answer_hint(data["task_id"])}
@@ -463,6 +476,9 @@ def _notify(context: df.DurableOrchestrationContext, data: c.TaskInput,
     payload = c.NotifyInput(task_id=data["task_id"], url=str(url or ""), status=dict(status))
     if url_secret:
         payload["url_secret"] = str(url_secret)
+    if data.get("run"):  # the body names the run; a replaced run's late call is not sent (activities.superseded)
+        payload["run"] = data["run"]
+        payload["run_job"] = _run_job(data)
     try:
         told: c.NotifyOutput = yield from call(context, c.NOTIFY, NOTIFY_RETRY, payload)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
@@ -478,10 +494,11 @@ def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
     unreachable does not change how the task ended."""
     if not OrchestrationKnobs.from_dict(data["knobs"]).task_events:
         return None
+    asked = c.PublishEventInput(task_id=data["task_id"], run=data.get("run", ""), status=dict(status))
+    if _run_job(data):  # a replaced run's late event is not published (activities.superseded)
+        asked["run_job"] = _run_job(data)
     try:
-        published: c.PublishEventOutput = yield from call(
-            context, c.PUBLISH_EVENT, NOTIFY_RETRY,
-            c.PublishEventInput(task_id=data["task_id"], run=data.get("run", ""), status=dict(status)))
+        published: c.PublishEventOutput = yield from call(context, c.PUBLISH_EVENT, NOTIFY_RETRY, asked)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
         return c.PublishEventOutput(sent=False, status_code=0, reason=f"{_first_line(exc)} (after "
                                                                        f"{NOTIFY_RETRY.attempts} attempts)")

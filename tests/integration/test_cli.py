@@ -290,7 +290,7 @@ def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: Blo
     assert notify.verify("s3cret-for-hmac", raw, headers[notify.SIGNATURE_HEADER])
     doc = json.loads(raw)
     assert doc["stage"] == "estimated" and doc["estimate"]["images"] == 3
-    assert headers[notify.DELIVERY_HEADER] == f"{doc['task_id']}/estimated"
+    assert doc["run"] and headers[notify.DELIVERY_HEADER] == f"{doc['task_id']}/{doc['run']}/estimated"
     told = wait_until(lambda: json.loads(trapbatch("status", doc["task_id"], "--json", url=host.base_url).stdout)
                       .get("notification"), 60, "the status to say the receiver was told")
     assert told == {"sent": True, "status_code": 200, "reason": ""}

@@ -22,6 +22,7 @@ from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
 from orchestrations.fanin import fan_in
 from tests.integration.test_fanin import MODEL, real_activities, task  # noqa: F401 - ``task`` is a fixture
+from tests.unit.test_notify import receiver  # noqa: F401 - a fixture
 from tests.orchestrations.replay import T0, run_orchestrator
 
 FIRST, SECOND = "r261201120000ab12", "r261201130000cd34"
@@ -239,3 +240,71 @@ def test_a_terminated_runs_late_listing_calls_write_nothing(storage_connection: 
 
     assert list(store.list_names(settings.container, layout.task_prefix(tid))) == [layout.cancel_marker(old_job)]
     assert refused == len(calls)
+
+
+def test_a_terminated_runs_late_word_of_its_end_is_not_delivered(storage_connection: str, unique_name: str,
+                                                                  receiver: dict[str, Any], tmp_path: Any,
+                                                                  monkeypatch: Any) -> None:
+    """The notification, the done file beside a dropped request and the Event Grid event (their shells, as the host
+    calls them): a run terminated while it told of its end (the notification retries for minutes) leaves its calls to
+    run, and a later run of the task may have started by then. Before, the receiver got the old run's "completed" or
+    "failed" as if it were the task's current end, the done file said the old run's end beside the request the new
+    run works on, and subscribers got its event. Now each refuses once the marker names the replacing run; the
+    replacing run's own word goes out, naming its run. Fails without the change (all three were delivered)."""
+    from activities import notify as notify_activity
+    from activities import task_events as events_activity
+    from adapters.blobs import BlobStore, service_client
+    from core import notify
+    from core.settings import Settings
+    from tests.unit.test_notify import SECRET, STATUS
+
+    hook = receiver
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"notify-key": SECRET}))
+    env = {"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
+           "TRAPBATCH_NOTIFY_HOSTS": hook["host"], "TRAPBATCH_NOTIFY_SECRET": "notify-key",
+           "TRAPBATCH_LOCAL_SECRETS_FILE": str(secrets),
+           "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT": "https://topic.westeurope-1.eventgrid.azure.net/api/events"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env(env)
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(layout.INCOMING_CONTAINER)
+    store.ensure_container(settings.container)
+    published: list[dict[str, Any]] = []
+
+    class Topic:
+        def publish(self, events: list[dict[str, Any]]) -> int:
+            published.extend(events)
+            return 200
+
+    monkeypatch.setattr(events_activity, "_publisher", lambda endpoint: Topic())
+    tid = "task-" + unique_name
+    run_stop_groups({"task_id": tid, "job_id": layout.pool_job_id(tid, FIRST), "reason": "terminated",
+                     "superseded_by": SECOND}, settings, store)
+    drop = f"{unique_name}/survey.json"
+    shells = [(notify_activity.notify_task_end, {"task_id": tid, "url": hook["url"], "status": STATUS}),
+              (notify_activity.drop_answer, {"task_id": tid, "drop": drop, "kind": "done", "status": STATUS}),
+              (events_activity.publish_task_event, {"task_id": tid, "status": STATUS})]
+    def of_run(payload: dict[str, Any], run: str) -> dict[str, Any]:
+        named = {} if "drop" in payload else {"run": run}  # the notification and the event name their run
+        return {**payload, **named, "run_job": layout.pool_job_id(tid, run)}
+
+    refused = []
+    for shell, payload in shells:
+        try:
+            shell._function.get_user_function()(of_run(payload, FIRST))  # type: ignore[attr-defined]
+        except RunSuperseded as exc:
+            refused.append(str(exc))
+
+    assert hook["got"] == [] and published == []
+    assert not store.exists(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"))
+    assert len(refused) == 3 and all(f"run {SECOND} of the task replaces it" in words for words in refused)
+
+    # the replacing run's own word goes out, and names its run (body, delivery id, event id and data)
+    for shell, payload in shells:
+        shell._function.get_user_function()(of_run(payload, SECOND))  # type: ignore[attr-defined]
+    [(headers, raw)] = hook["got"]
+    assert json.loads(raw)["run"] == SECOND and headers[notify.DELIVERY_HEADER] == f"{tid}/{SECOND}/completed"
+    assert published[0]["id"] == f"{tid}/{SECOND}/completed" and published[0]["data"]["run"] == SECOND
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"))["id"] == tid

@@ -805,6 +805,41 @@ def test_a_done_file_that_cannot_be_written_is_said_in_the_status() -> None:
     assert "Storage Blob Data Owner" in said["hint"]
 
 
+@pytest.mark.parametrize("images, extra_knobs", [(25, {}), (0, {}), (25, {"confirm_above_images": 10,
+                                                                            "confirm_timeout_s": 60})])
+def test_word_of_a_runs_end_carries_its_run_so_a_replaced_runs_late_word_is_refused(
+        images: int, extra_knobs: dict[str, Any]) -> None:
+    """The notification, the answer files beside a dropped request and the event carry their run's pool job
+    (``run_job``), as the merge and publishing calls do: a run terminated while it told of its end, and replaced by
+    a later run, has its late word refused (activities.superseded) instead of telling the receiver of an old run's
+    end that looks current. The notification carries the run too (its body's ``run``). A run without an id (started
+    before runs had ids) carries neither. Completed, failed and expired (estimate and done files). Fails without the
+    change: no ``run_job`` in those inputs."""
+    def answering(answer: Any) -> Any:
+        def wrapped(name: str, payload: Any) -> Any:
+            if name == c.DROP_ANSWER:
+                return {"blob": payload["drop"]}
+            return answer(name, payload)
+        return wrapped
+
+    for run_id in ("r261201130000cd34", ""):
+        data = task_input({**REQUEST, "notify_url": NOTIFY_URL}, task_events=True, **extra_knobs)
+        data["drop"] = "survey.json"
+        if run_id:
+            data["run"] = run_id
+        answer, _ = with_events(with_notify(answering(activities(images=images, shards=1 if images else 0)))[0])
+        run = run_task(data, answer)
+
+        assert run.custom_status["stage"] in (Stage.completed, Stage.failed, Stage.expired)
+        told = [*run.inputs(c.NOTIFY), *run.inputs(c.DROP_ANSWER), *run.inputs(c.PUBLISH_EVENT)]
+        assert len(told) == (4 if extra_knobs else 3)
+        if run_id:
+            assert all(p["run_job"] == f"{TASK}_{run_id}" for p in told)
+            assert run.inputs(c.NOTIFY)[0]["run"] == run_id
+        else:  # the inputs are those of before
+            assert not any("run_job" in p for p in told) and "run" not in run.inputs(c.NOTIFY)[0]
+
+
 def test_a_dry_run_notifies_its_estimate() -> None:
     answer, _ = with_notify(activities(images=30, shards=3))
     run = run_task(task_input({**REQUEST, "dry_run": True, "notify_url": NOTIFY_URL}), answer)

@@ -158,6 +158,24 @@ def test_the_activity_posts_one_signed_notification(receiver: dict[str, Any], se
     assert json.loads(raw)["images"] == 10 and SECRET.encode() not in raw
 
 
+def test_the_body_and_the_delivery_id_name_the_run_so_two_runs_ends_differ(
+        receiver: dict[str, Any], secrets_env: dict[str, str]) -> None:
+    """A task ends once per run (a re-run, a run resuming a terminated one): the body's ``run`` says which, and the
+    delivery id (``<task id>/<run>/<stage>``, the event's id) differs between runs. Before, a re-run's "completed"
+    had the first run's delivery id, and a receiver that drops repeats by it, as docs/cli.md advises, dropped it. A
+    run without an id is sent as before."""
+    tid = "task-0123456789abcdef0123"
+    for run in ("r261201120000ab12", "r261201130000cd34", ""):
+        payload = {"task_id": tid, "url": receiver["url"], "status": STATUS, **({"run": run} if run else {})}
+        assert send(payload, (receiver["host"],), "notify-key", secrets_env)["sent"]  # type: ignore[arg-type]
+
+    [first, second, without] = receiver["got"]
+    assert [h[notify.DELIVERY_HEADER] for h, _ in receiver["got"]] == [
+        f"{tid}/r261201120000ab12/completed", f"{tid}/r261201130000cd34/completed", f"{tid}/completed"]
+    assert json.loads(first[1])["run"] == "r261201120000ab12" and json.loads(second[1])["run"] == "r261201130000cd34"
+    assert "run" not in json.loads(without[1]) and without[1] == notify.body(tid, STATUS)
+
+
 def test_nothing_is_sent_to_a_host_off_the_list_or_without_a_secret(receiver: dict[str, Any],
                                                                    secrets_env: dict[str, str]) -> None:
     payload = {"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS}
