@@ -1424,7 +1424,8 @@ PROMOTE = "promote_generation"
 
 
 class PromoteInput(TypedDict):
-    """Make ``generation`` the task's results (``current.json``) and take ``previous``'s preview pages offline."""
+    """Make ``generation`` the task's results (``current.json``) and take ``previous``'s preview pages offline, and
+    those of any other re-run generation no run serves."""
 
     task_id: str
     generation: str
@@ -1437,7 +1438,9 @@ class PromoteInput(TypedDict):
 
 class PromoteOutput(TypedDict):
     promoted: str  # the generation key now served
-    previews_deleted: int  # blobs of the previous generation's preview folder taken off the static website
+    # blobs taken off the static website: the previous generation's preview folder, and any unserved re-run
+    # generation's (activities.generations.unserved_generations_with_pages)
+    previews_deleted: int
 
 
 

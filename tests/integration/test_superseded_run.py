@@ -308,3 +308,41 @@ def test_a_terminated_runs_late_word_of_its_end_is_not_delivered(storage_connect
     assert json.loads(raw)["run"] == SECOND and headers[notify.DELIVERY_HEADER] == f"{tid}/{SECOND}/completed"
     assert published[0]["id"] == f"{tid}/{SECOND}/completed" and published[0]["data"]["run"] == SECOND
     assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"))["id"] == tid
+
+
+def test_a_promotion_takes_off_the_pages_of_a_terminated_reruns_generation(storage_connection: str,
+                                                                             unique_name: str) -> None:
+    """Re-run FIRST published its pages and was terminated before its promotion; a new re-run, SECOND, then ran under
+    a generation of its own, ``previous`` the first generation, which was served. Before, SECOND's promotion took the
+    first generation's pages off and FIRST's stayed on the public website with nothing to delete them (``DELETE
+    .../previews`` and the expiry act on the served generation). Now they go too; the served generation's pages stay.
+    Fails without the change (FIRST's pages and folder record stay)."""
+    from activities.generations import run_promote
+    from adapters.blobs import BlobStore, service_client
+    from adapters.preview_folders import existing_preview_folder, preview_folder
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
+                                  "TRAPBATCH_WEB_CONTAINER": unique_name + "w"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    store.ensure_container(settings.web_container)
+    tid = "task-" + unique_name
+    keys = {run: layout.generation_key(tid, run) for run in ("", FIRST, SECOND)}
+    folders = {}
+    for run, key in keys.items():
+        folders[run] = preview_folder(store, settings, key)
+        store.write_bytes(settings.web_container, layout.page_blob(folders[run]), b"<html>", "text/html")
+    # a generation folder without pages, and a folder that is no generation's: left alone
+    store.write_json(settings.container, layout.results_blob(layout.generation_key(tid, "r261201110000ef56")), {})
+    store.write_json(settings.container, layout.results_prefix(tid) + "runs/notarun/x.json", {})
+
+    out = run_promote(tid, SECOND, "", settings, store)
+
+    assert store.read_json(settings.container, layout.current_generation_blob(tid)) == {"generation": SECOND}
+    assert existing_preview_folder(store, settings, keys[FIRST]) is None  # the terminated re-run's: gone
+    assert existing_preview_folder(store, settings, keys[""]) is None  # previous: gone, as before
+    assert existing_preview_folder(store, settings, keys[SECOND]) == folders[SECOND]  # the served generation's: kept
+    left = set(store.list_names(settings.web_container))
+    assert left == {layout.page_blob(folders[SECOND])} and out["previews_deleted"] == 2
+    assert run_promote(tid, SECOND, "", settings, store)["previews_deleted"] == 0  # a retry finds them gone
