@@ -665,7 +665,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "groups_unknown": {"type": "integer", "minimum": 1, "description": "shard groups that show no "
                                        "counts yet (starting: a group's status is stored after its first step), so "
                                        "their shards and images are in none of the counts (not done, not missing). "
-                                       "Absent: every group shows its counts"},
+                                       "Groups that ended are not among them (groups_ended_without_counts). Absent: "
+                                       "every group shows its counts or has ended"},
+                    "groups_ended_without_counts": {
+                        "type": "integer", "minimum": 1, "description": "shard groups that ended (their instance "
+                        "failed, was terminated, completed or was canceled) before any status of theirs was stored: "
+                        "not starting, and never showing counts, so their shards and images are in none of the counts "
+                        "(not done, not missing) and will not be. Absent: none"},
                     "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
                                         "(their images are failures with reason not_processed): how many, the first "
                                         "few with how their last attempt ended (the worker's exit code and words, or "

@@ -697,8 +697,12 @@ UNREACHABLE_CHECK = ("the pool nodes' outbound network to what the reason names:
                      "'until'; from then its exits count, and it is given up after its max attempts")
 
 
+# An instance's runtime statuses once it has ended (Durable's OrchestrationRuntimeStatus): it runs no more episodes
+ENDED_RUNTIMES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
+
+
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int, run: str = ""
-                          ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int]:
+                          ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int, int]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
 
     Why a query by id prefix rather than one status read per group: each read cost a round trip (~12.5 ms per group
@@ -711,8 +715,11 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     final and in-progress images instead. Also returns the first ``waiting`` a group shows (a step waiting out a
     busy service: ``orchestrations.retries``), or None, the groups' ``unreachable`` notes as one
     (``_merge_unreachable``), or None, and how many of the run's groups show no counts: not listed yet, or with no
-    status (``null`` on Azure until a group's first work item is stored; devhost README, fidelity rows 33 and 43).
-    Such a group counts nothing: its images are neither done nor missing, only not known yet.
+    status (``null`` on Azure until a group's first work item is stored; devhost README, fidelity rows 33 and 43),
+    and how many of those had ended (their instance's runtime status, in the same listing: Completed, Failed,
+    Terminated, Canceled), so will never show counts: a group that failed or was terminated before its status was
+    stored. Such groups count nothing: their images are neither done nor missing, only not known; those ended are not
+    "starting", as the answer said of every group without counts before.
     """
     wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
     prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
@@ -720,12 +727,15 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     waiting: dict[str, Any] | None = None
     unreachable: dict[str, Any] | None = None
     counted: set[str] = set()  # distinct ids: a group listed twice is one group
+    ended: set[str] = set()  # listed without a status, and ended: it will not show counts
     for child in await _all_instances(client, prefix, show_input=False):
         child_id = str(getattr(child, "instance_id", "") or "")
         if child_id not in wanted:
             continue
         status = getattr(child, "custom_status", None)
         if not isinstance(status, dict):
+            if _runtime(child) in ENDED_RUNTIMES:
+                ended.add(child_id)
             continue
         counted.add(child_id)
         counts = {k: v for k, v in status.items() if isinstance(v, int) and not isinstance(v, bool)}
@@ -736,7 +746,7 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
             waiting = status[c.WAITING_KEY]
         if isinstance(status.get(c.UNREACHABLE_KEY), dict):
             unreachable = _merge_unreachable(unreachable, status[c.UNREACHABLE_KEY])
-    return totals, waiting, unreachable, len(wanted - counted)
+    return totals, waiting, unreachable, len(wanted - counted - ended), len(ended - counted)
 
 
 def _merge_unreachable(so_far: dict[str, Any] | None, note: dict[str, Any]) -> dict[str, Any]:
@@ -792,10 +802,12 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
     if runtime == "Failed":
         out["error"] = failure_message(str(custom.get("error") or status.output or ""))
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress, waiting, unreachable, unknown = await _child_progress(client, task_id, int(custom["groups"]),
-                                                                        str(custom.get("groups_run") or ""))
+        progress, waiting, unreachable, unknown, silent = await _child_progress(
+            client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""))
         if unknown:  # starting (no status stored yet): in none of the counts, not lost
             out["groups_unknown"] = unknown
+        if silent:  # ended before a status was stored: in none of the counts, and never will be
+            out["groups_ended_without_counts"] = silent
         if waiting is not None and c.WAITING_KEY not in out:  # a shard group waiting out a busy Batch or storage
             out[c.WAITING_KEY] = waiting
         if unreachable is not None:  # shards whose workers exited 69, waiting to be tried again: why, what to check

@@ -319,6 +319,10 @@ def _summary(st: dict[str, Any]) -> None:
         n = st["groups_unknown"]
         table.add_row("starting", f"{n} shard group{'' if n == 1 else 's'} not reporting yet: their shards and images "
                       "are in none of the counts above")
+    ended = st.get("groups_ended_without_counts")
+    if isinstance(ended, int) and ended > 0:  # ended before any status: they never will report (api.starters)
+        table.add_row("ended", f"{ended} shard group{'' if ended == 1 else 's'} ended (failed or terminated) without "
+                      "reporting: their shards and images are in none of the counts above and will not be")
     if unreachable_note(st):  # shards waiting out worker exits 69: the worker's words, since, until, what to check
         table.add_row("unreachable", escape(unreachable_note(st).removeprefix("; ")))
     if st.get("failure_reasons"):

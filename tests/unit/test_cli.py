@@ -3297,3 +3297,20 @@ def test_the_summary_says_how_many_shard_groups_are_not_in_its_counts_yet(capsys
     assert "2 shard groups not reporting yet" in out and "none of the counts" in out
     _summary({"id": "task-0", "stage": "detecting", "images": 30000, "images_done": 100})
     assert "not reporting" not in capsys.readouterr().out
+
+
+def test_the_summary_says_shard_groups_that_ended_without_counts_are_not_starting(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A group that failed or was terminated before it showed counts will not report: said as ended, not as
+    "starting ... not reporting yet". Fails without the change (nothing was said of them)."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "detecting", "images": 30000, "images_done": 100,
+              "groups_ended_without_counts": 1, "groups_unknown": 2})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 shard group ended (failed or terminated) without reporting" in out and "will not be" in out
+    assert "2 shard groups not reporting yet" in out
+    _summary({"id": "task-0", "stage": "detecting", "images": 30000, "images_done": 100,
+              "groups_ended_without_counts": 3})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 shard groups ended" in out and "not reporting yet" not in out

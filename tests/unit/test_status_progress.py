@@ -24,8 +24,9 @@ TASK = "task-0123456789abcdef0123"
 class ManagementApi:
     """Instances by id; ``/instances/`` lists them by prefix, 100 a page, counting requests and recording queries."""
 
-    def __init__(self, instances: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, instances: dict[str, dict[str, Any]], runtimes: dict[str, str] | None = None) -> None:
         self.instances = instances
+        self.runtimes = runtimes or {}  # an instance's runtimeStatus, "Running" unless named here
         self.queries: list[dict[str, str]] = []
 
     async def list(self, request: web.Request) -> web.Response:
@@ -34,7 +35,7 @@ class ManagementApi:
         ids = sorted(i for i in self.instances if i.startswith(prefix))
         start = int(request.headers.get("x-ms-continuation-token") or 0)
         page = ids[start:start + 100]
-        body = [{"instanceId": i, "runtimeStatus": "Running", "customStatus": self.instances[i],
+        body = [{"instanceId": i, "runtimeStatus": self.runtimes.get(i, "Running"), "customStatus": self.instances[i],
                  "createdTime": "2026-12-01T10:00:00Z", "lastUpdatedTime": "2026-12-01T10:00:00Z"} for i in page]
         token = str(start + 100) if start + 100 < len(ids) else ""
         return web.json_response(body, headers={"x-ms-continuation-token": token})
@@ -60,9 +61,9 @@ def group_status(done: int, progress: int) -> dict[str, Any]:
             "images_in_progress": progress - done * 10, "pool_running": 4, "pool_queued": 0, "flag": True}
 
 
-def with_api(instances: dict[str, dict[str, Any]], body: Any) -> Any:
+def with_api(instances: dict[str, dict[str, Any]], body: Any, runtimes: dict[str, str] | None = None) -> Any:
     async def main() -> Any:
-        api = ManagementApi(instances)
+        api = ManagementApi(instances, runtimes)
         app = web.Application()
         app.router.add_get("/runtime/webhooks/durabletask/instances/", api.list)
         runner = web.AppRunner(app)
@@ -286,6 +287,35 @@ def test_a_group_with_no_status_yet_is_shown_unknown_and_its_images_are_not_coun
     assert "groups_unknown" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, known)
 
 
+def test_a_group_that_ended_without_a_status_is_said_ended_not_starting() -> None:
+    """A group that failed or was terminated before its status was stored shows none, and never will: counted in
+    ``groups_unknown`` ("starting", the CLI's "not reporting yet") it was said to be on its way. Now such groups,
+    told apart by their instance's runtime status in the same listing, are ``groups_ended_without_counts``; their
+    shards and images stay in none of the counts. Fails without the change (all three were ``groups_unknown``)."""
+    from tests.openapi_answers import undescribed
+
+    ids = [shards_instance_id(TASK, g) for g in range(4)]
+    groups: dict[str, Any] = {ids[0]: group_status(done=1, progress=13), ids[1]: None, ids[2]: None, ids[3]: None}
+    runtimes = {ids[1]: "Failed", ids[2]: "Terminated"}  # ids[3] Running: starting
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 5}), TASK)
+
+    out = with_api(groups, body, runtimes)
+    assert out["groups_ended_without_counts"] == 2 and out["groups_unknown"] == 2, out  # group 4 is not listed yet
+    assert out["images_done"] == 13 and out["images_missing"] == 0
+    assert undescribed("TaskStatus", out) == [], undescribed("TaskStatus", out)
+    runtimes[ids[3]] = "Failed"
+    groups.pop(ids[3])  # not listed at all: not known to have ended
+
+    async def four(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 4}), TASK)
+
+    out = with_api(groups, four, runtimes)
+    assert out["groups_ended_without_counts"] == 2 and out["groups_unknown"] == 1, out
+    assert "groups_ended_without_counts" not in with_api({ids[0]: group_status(done=1, progress=10)}, four)
+
+
 def test_a_group_listed_twice_is_counted_once_among_the_known_groups() -> None:
     """``groups_unknown`` is the run's groups less the distinct ones that show counts: a listing that names a group
     twice (a page boundary moving under a listing, a test's fake) must not make it negative, which the description's
@@ -301,5 +331,5 @@ def test_a_group_listed_twice_is_counted_once_among_the_known_groups() -> None:
         return listed
 
     with mock.patch.object(starters, "_all_instances", instances):
-        _, _, _, unknown = asyncio.run(starters._child_progress(mock.Mock(), TASK, 2))
-    assert unknown == 1
+        _, _, _, unknown, ended = asyncio.run(starters._child_progress(mock.Mock(), TASK, 2))
+    assert unknown == 1 and ended == 0
