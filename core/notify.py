@@ -40,6 +40,7 @@ DELIVERY_HEADER = "X-Trapbatch-Delivery"
 # owner, the generation and what became of earlier deliveries (internal), and the preview pages' address. The job's
 # name is said inside ``pool_job_error`` (and a failed task's ``error``), whose command that ends the job needs it: no
 # secret (the task id and the run, which a task event's id carries too); docs/cli.md "Word when a task ends" says so.
+# The run itself is carried beside these (``public_status``'s ``run``), not from the status, which has none.
 STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
                "failure_reasons", "failures_hint", "with_detections", "detections", "empty", "shards", "resubmissions",
                "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate", "cost",
