@@ -347,9 +347,10 @@ def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
     ``notify_url`` was told, and whether the event was published, is then added to the status (``notification``,
     ``task_event``), so word that never arrived is seen in ``GET /api/tasks/{id}``, not only in the app's log.
 
-    Each call carries the run's pool job (``run_job``): a run terminated while it told of its end (the notification
-    retries for up to ~15 minutes; terminate leaves its in-flight and queued activities to run) and replaced by a later
-    run of the task has its late word refused (activities.superseded), not delivered as if it were the current run's.
+    Each call carries the run's pool job (``run_job``): a run terminated while it told of its end (a receiver that is
+    down keeps it there for up to ~15 minutes of retries; terminate leaves the call in flight or queued to run) and
+    replaced by a later run of the task has that late call refused (activities.superseded), not delivered as if it were
+    the current run's word.
     The notification and the event also name the run, so a receiver can tell runs apart."""
     unwritten = yield from _drop_answer(context, data, "done", status)
     told = yield from _notify(context, data, status)
