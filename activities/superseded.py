@@ -10,8 +10,9 @@ here for the Azure Storage provider's queued messages). A fan-out of merge parts
 run under the same key (``api.starters._generations``), so its listing, merge, exports, publishing calls and word of
 its end (notification, a dropped request's answer file, the Event Grid event: activities.notify, task_events) wrote
 over the new run's, or told of an old end as if it were current: another listing's names, manifests and summary;
-merge parts of other sizes under the names the new combine composes, and a late combine that found "another merge's" results deleted what the new results were made into
-(``activities.fanin.drop_made_from_other_results``) and rewrote the served file's head; exports read from the new
+merge parts of other sizes under the names the new combine composes, and a late combine that found "another
+merge's" results deleted what the new results were made into (``activities.fanin.drop_made_from_other_results``) and
+rewrote the served file's head; exports read from the new
 results file at the old run's byte ranges; the merge's work deleted under the new merge; pages; a promotion; a
 "completed" or "failed" of the old run delivered after the new run started.
 
