@@ -105,7 +105,8 @@ def _write_summary(task_id: str, request: TaskRequest, settings: Settings, store
 # ---------------------------------------------------------------- parallel enumeration
 
 def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
-                     source: BlobStore | None = None, limits: ListingLimits = ListingLimits()) -> c.PlanListingOutput:
+                     source: BlobStore | None = None, limits: ListingLimits = ListingLimits(),
+                     run: str = "") -> c.PlanListingOutput:
     """List one level of virtual folders under the request's prefix (two while there are few folders), within
     ``limits.plan_items`` blobs and ``limits.plan_folders`` folders, and write the listing units. A level too large to
     list within that budget (a flat folder of millions of blobs) stays one folder leaf: it is then listed in bounded
@@ -114,12 +115,14 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     held (``core.shards.folder_weight_estimate``), so the units share them instead of the last unit taking them all.
 
     The run's first activity: it decides the app settings the run's outputs follow (``activities.decided``), before
-    ``write_shard_manifests`` writes any manifest with them."""
+    ``write_shard_manifests`` writes any manifest with them. ``run``: the run's pool job, whose own working files the
+    listing writes (``layout.listing_work_prefix``; "": the task's, as before); the output names it (``listing_run``)
+    so that the orchestration passes it to the listing's later calls, which then read and write there."""
     store.ensure_container(settings.container)
     decided.decide(task_id, request.model, settings, store)
     src = source or store
     if request.image_list:  # an explicit list names the images: no listing of the container (activities.image_list)
-        return image_list.run_plan_image_list(task_id, request, settings, store, src, limits)
+        return image_list.run_plan_image_list(task_id, request, settings, store, src, limits, run)
     budget = limits.plan_items
     etags: dict[str, str] = {}
     sizes: dict[str, int] = {}
@@ -169,15 +172,17 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
             leaf["etag"] = etags[leaf["name"]]
     units = group_leaves(leaves, limits.max_units)
     for u, unit in enumerate(units):
-        store.write_json(settings.container, layout.listing_unit_blob(task_id, u), unit)
-    store.write_json(settings.container, layout.listing_plan_blob(task_id),
+        store.write_json(settings.container, layout.listing_unit_blob(task_id, u, run), unit)
+    store.write_json(settings.container, layout.listing_plan_blob(task_id, run),
                      {"units": len(units), "leaves": len(leaves), "limits": limits.to_dict()})
     logger.info("task %s: listing plan of %d units over %d folders and blobs", task_id, len(units), len(leaves))
     out = c.PlanListingOutput(units=len(units), leaves=len(leaves), images_per_write=limits.images_per_write)
+    if run:
+        out["listing_run"] = run
     if near is not None:
         out["nearby"] = near
     if passed_over.files:
-        store.write_json(settings.container, layout.listing_not_images_blob(task_id), passed_over.to_dict())
+        store.write_json(settings.container, layout.listing_not_images_blob(task_id, run=run), passed_over.to_dict())
         out["not_images"] = passed_over.files
     return out
 
@@ -200,19 +205,19 @@ MAX_REQUESTS_PER_CALL = 4000  # listing requests one ``run_list_part`` call make
 
 
 def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
-                  source: BlobStore | None = None, max_images: int | None = None) -> c.ListPartOutput:
+                  source: BlobStore | None = None, max_images: int | None = None, run: str = "") -> c.ListPartOutput:
     """List one bounded slice of a unit, from where part ``part - 1`` stopped, and write its image names as part
     ``part``, and where the next part goes on (a cursor blob: the leaf and the service's continuation marker, which
-    may encode a blob name, so it never enters the orchestration history)."""
+    may encode a blob name, so it never enters the orchestration history). ``run``: the plan's ``listing_run``."""
     src = source or store
     if request.image_list:
-        return image_list.run_list_image_part(task_id, request, settings, store, unit, part, src)
-    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+        return image_list.run_list_image_part(task_id, request, settings, store, unit, part, src, run)
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id, run))
     limits = ListingLimits(**plan["limits"])
-    leaves: list[Leaf] = store.read_json(settings.container, layout.listing_unit_blob(task_id, unit))
+    leaves: list[Leaf] = store.read_json(settings.container, layout.listing_unit_blob(task_id, unit, run))
     leaf, marker = 0, None
     if part > 0:
-        cursor = store.read_json(settings.container, layout.listing_cursor_blob(task_id, unit, part - 1))
+        cursor = store.read_json(settings.container, layout.listing_cursor_blob(task_id, unit, part - 1, run))
         leaf, marker = int(cursor["leaf"]), cursor["marker"]
     images: list[str] = []
     etags: list[str] = []  # beside ``images``: each image's ETag ("" unknown), for a later ``only_new`` re-run
@@ -222,7 +227,7 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
     while leaf < len(leaves):
         if listed >= limits.names_per_call or (max_images is not None and len(images) >= max_images):
             more = True
-            store.write_json(settings.container, layout.listing_cursor_blob(task_id, unit, part),
+            store.write_json(settings.container, layout.listing_cursor_blob(task_id, unit, part, run),
                              {"leaf": leaf, "marker": marker})
             break
         item = leaves[leaf]
@@ -249,14 +254,15 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
             leaf += 1
     # orjson (gpu_batch.formats.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per
     # image, orjson ~0.02); its readers (_selected_names, BlobStore.read_json) read any JSON
-    store.write_compact_json(settings.container, layout.listing_part_blob(task_id, unit, part),
+    store.write_compact_json(settings.container, layout.listing_part_blob(task_id, unit, part, run),
                              {"names": images, "etags": etags})
     if request.sample_n is not None:
         keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
-        store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)
+        store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part, run), keys)
     out = c.ListPartOutput(images=len(images), listed=listed, more=more)
     if passed_over.files:
-        store.write_json(settings.container, layout.listing_not_images_blob(task_id, unit, part), passed_over.to_dict())
+        store.write_json(settings.container, layout.listing_not_images_blob(task_id, unit, part, run),
+                         passed_over.to_dict())
         out["not_images"] = passed_over.files
     return out
 
@@ -265,7 +271,7 @@ SAMPLE_BUCKET_HEX = 4  # choose_sample's first pass counts keys by the first 4 h
 
 
 def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
-                      parts: Iterable[tuple[int, int]]) -> c.ChooseSampleOutput:
+                      parts: Iterable[tuple[int, int]], run: str = "") -> c.ChooseSampleOutput:
     """The ``sample_n``-th smallest sample key over all parts is the threshold (written to blob: it holds a name), and
     each part contributes its keys up to it.
 
@@ -280,7 +286,7 @@ def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, st
 
     def keys_of(unit: int, part: int) -> list[tuple[str, str]]:
         return [(str(k[0]), str(k[1])) for k in store.read_json(settings.container,
-                                                                layout.listing_sample_blob(task_id, unit, part))]
+                                                                layout.listing_sample_blob(task_id, unit, part, run))]
 
     def bucket(key: tuple[str, str]) -> int:
         return int(key[0][:SAMPLE_BUCKET_HEX], 16)
@@ -307,14 +313,14 @@ def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, st
             in_target.extend(mine[-1])
         threshold = sorted(in_target)[wanted - before - 1]
         counts = [n + sum(1 for k in keys if k <= threshold) for n, keys in zip(below, mine)]
-    store.write_json(settings.container, layout.sample_threshold_blob(task_id), {"key": list(threshold)})
+    store.write_json(settings.container, layout.sample_threshold_blob(task_id, run), {"key": list(threshold)})
     return {"counts": counts}
 
 
 def _selected_names(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
-                    threshold: tuple[str, str] | None) -> list[tuple[str, str]]:
+                    threshold: tuple[str, str] | None, run: str = "") -> list[tuple[str, str]]:
     """The part's selected names with their ETags ("" where the part recorded none: parts from before ETags)."""
-    doc = jsonio.loads(store.read_bytes(settings.container, layout.listing_part_blob(task_id, unit, part)))
+    doc = jsonio.loads(store.read_bytes(settings.container, layout.listing_part_blob(task_id, unit, part, run)))
     names: list[str] = doc["names"]
     etags = doc.get("etags")
     pairs = list(zip(names, etags)) if isinstance(etags, list) and len(etags) == len(names) else [(n, "") for n in names]
@@ -325,25 +331,26 @@ def _selected_names(task_id: str, request: TaskRequest, settings: Settings, stor
 
 def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
                      parts: list[tuple[int, int]], first: int, count: int, slices: list[dict[str, int]],
-                     sampled: bool, not_found: list[list[int]] | None = None) -> c.WriteShardsOutput:
-    """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts, with the
-    detection threshold and merge views the run decided (``activities.decided``: every batch alike)."""
+                     sampled: bool, not_found: list[list[int]] | None = None, run: str = "") -> c.WriteShardsOutput:
+    """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts (of the
+    listing ``run``, the plan's ``listing_run``), with the detection threshold and merge views the run decided
+    (``activities.decided``: every batch alike)."""
     settings = decided.task_settings(settings, store, task_id)
     threshold: tuple[str, str] | None = None
     if sampled:
-        key = store.read_json(settings.container, layout.sample_threshold_blob(task_id))["key"]
+        key = store.read_json(settings.container, layout.sample_threshold_blob(task_id, run))["key"]
         threshold = (str(key[0]), str(key[1]))
 
     etag_of: dict[str, str] = {}  # the batch's names with a known ETag (about images_per_write of them)
     list_columns: tuple[str, ...] = ()
     if request.image_list:
-        plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+        plan = store.read_json(settings.container, layout.listing_plan_blob(task_id, run))
         list_columns = tuple(str(c) for c in (plan.get("image_list") or {}).get("metadata_columns") or ())
 
     def stream() -> Iterator[str]:
         for s in slices:
             unit, part = parts[s["part"]]
-            pairs = _selected_names(task_id, request, settings, store, unit, part, threshold)
+            pairs = _selected_names(task_id, request, settings, store, unit, part, threshold, run)
             for name, etag in pairs[s["skip"]: s["skip"] + s["take"]]:
                 if etag:
                     etag_of[name] = etag
@@ -365,7 +372,7 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
             written.append(shard)
     store.write_json(settings.container, layout.shard_ranges_blob(task_id, first), ranges)
     if request.image_list:
-        image_list.write_list_shards(task_id, settings, store, first, written, parts, not_found or [])
+        image_list.write_list_shards(task_id, settings, store, first, written, parts, not_found or [], run)
     if shards != count:
         raise RuntimeError(f"task {task_id}: shards {first}..{first + count - 1} came out as {shards} shards; the "
                            "listing parts changed under the enumeration")
@@ -374,20 +381,22 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
 
 def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
                            shards: int, found: int, parts: int, not_found: int = 0, not_images_plan: bool = False,
-                           not_images_parts: Iterable[tuple[int, int]] = (), cancel_job: str = "") -> c.EnumerateOutput:
+                           not_images_parts: Iterable[tuple[int, int]] = (), cancel_job: str = "",
+                           run: str = "") -> c.EnumerateOutput:
     """Write the enumeration summary. ``not_images_plan`` / ``not_images_parts``: the listings that passed over
     files that are not images (their tallies are added up here: ``core.notimages``). ``cancel_job``: the run's pool
     job, whose cancel marker (POST .../cancel during the listing, which only the shard groups' polls read otherwise)
     makes the output ``cancelled``: the task then ends before a confirmation wait, an estimate or a first submission
-    (the answer is in this activity's output, so the orchestration's history gains no event for it)."""
+    (the answer is in this activity's output, so the orchestration's history gains no event for it). ``run``: the
+    plan's ``listing_run``, whose working files hold the tallies."""
     extra: dict[str, Any] = {}
     if request.image_list:
-        extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found)
+        extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found, run)
         if camtrapdp.wants_first_facts(extra["image_list"].get("metadata_columns") or ()):
             image_list.write_first_facts(task_id, settings, store)
     passed_over = notimages.NotImages()
-    tallies = ([layout.listing_not_images_blob(task_id)] if not_images_plan else []) + [
-        layout.listing_not_images_blob(task_id, u, p) for u, p in not_images_parts]
+    tallies = ([layout.listing_not_images_blob(task_id, run=run)] if not_images_plan else []) + [
+        layout.listing_not_images_blob(task_id, u, p, run) for u, p in not_images_parts]
     for blob in tallies:
         passed_over.merge(store.read_json(settings.container, blob))
     if passed_over.files:
@@ -411,6 +420,13 @@ def enumerate_images(payload: c.EnumerateInput) -> c.EnumerateOutput:
                          clients.source_store(s, request.source_account_url, request.credential_secret))
 
 
+def listing_run_of_plan(payload: Any) -> str:
+    """The run whose own working files a plan call writes: its ``listing_run``, which only an orchestration that
+    passes it on to the later calls sets (``orchestrations.enumeration``); "" otherwise (the task's listing folder:
+    calls scheduled before runs listed apart, whose later calls read there)."""
+    return str(payload.get("listing_run") or "")
+
+
 def _source(s: Settings, request: TaskRequest) -> BlobStore:
     return clients.source_store(s, request.source_account_url, request.credential_secret)
 
@@ -421,7 +437,8 @@ def plan_listing(payload: c.EnumerateInput) -> c.PlanListingOutput:
     s = clients.settings()
     refuse_if_superseded(clients.store(s), s, payload, "the listing's plan")  # a terminated run's late call
     request = TaskRequest.from_dict(payload["request"])
-    return run_plan_listing(payload["task_id"], request, s, clients.store(s), _source(s, request))
+    return run_plan_listing(payload["task_id"], request, s, clients.store(s), _source(s, request),
+                            run=listing_run_of_plan(payload))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.LIST_PART)
@@ -431,7 +448,7 @@ def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
     refuse_if_superseded(clients.store(s), s, payload, f"listing part {payload['part']} of unit {payload['unit']}")
     request = TaskRequest.from_dict(payload["request"])
     return run_list_part(payload["task_id"], request, s, clients.store(s), payload["unit"], payload["part"],
-                         _source(s, request), payload.get("max_images"))
+                         _source(s, request), payload.get("max_images"), payload.get("listing_run", ""))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CHOOSE_SAMPLE)
@@ -440,7 +457,7 @@ def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
     s = clients.settings()
     refuse_if_superseded(clients.store(s), s, payload, "the sample's choice")  # a terminated run's late call
     return run_choose_sample(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
-                             [(int(u), int(p)) for u, p in payload["parts"]])
+                             [(int(u), int(p)) for u, p in payload["parts"]], payload.get("listing_run", ""))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.WRITE_SHARDS)
@@ -450,7 +467,8 @@ def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
     refuse_if_superseded(clients.store(s), s, payload, "the shard manifests")  # a terminated run's late call
     return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                             [(int(u), int(p)) for u, p in payload["parts"]], payload["first"], payload["count"],
-                            payload["slices"], payload["sampled"], payload.get("not_found"))
+                            payload["slices"], payload["sampled"], payload.get("not_found"),
+                            payload.get("listing_run", ""))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.FINISH_ENUMERATION)
@@ -462,4 +480,4 @@ def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
                                   payload["images"], payload["shards"], payload["found"], payload["parts"],
                                   payload.get("not_found", 0), payload.get("not_images_plan", False),
                                   [(int(u), int(p)) for u, p in payload.get("not_images_parts", [])],
-                                  payload.get("cancel_job", ""))
+                                  payload.get("cancel_job", ""), payload.get("listing_run", ""))

@@ -72,20 +72,21 @@ def checks_per_call(limits: ListingLimits) -> int:
 
 
 def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, source: BlobStore,
-                        limits: ListingLimits) -> c.PlanListingOutput:
+                        limits: ListingLimits, run: str = "") -> c.PlanListingOutput:
     """Write the list's units and the listing plan (with the list's summary, for the enumeration summary).
 
     The list's read asks DNS again about a host it found missing before that is a refusal (``asking_dns_again``, as
     ``source_listing`` does for a listing): one "no such name", a blip of an account that exists, failed the task.
     A request that names no ``source_account_url`` reads its list from trapbatch's own account, whose refusal names
-    that account's setting (``OWN_ACCOUNT``)."""
+    that account's setting (``OWN_ACCOUNT``). ``run``: the listing's own working files
+    (``layout.listing_work_prefix``)."""
     account = SOURCE_ACCOUNT if request.source_account_url else OWN_ACCOUNT
     with asking_dns_again():
-        return _plan_image_list(task_id, request, settings, store, source, limits, account)
+        return _plan_image_list(task_id, request, settings, store, source, limits, account, run)
 
 
 def _plan_image_list(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, source: BlobStore,
-                     limits: ListingLimits, account: tuple[str, str]) -> c.PlanListingOutput:
+                     limits: ListingLimits, account: tuple[str, str], run: str = "") -> c.PlanListingOutput:
     """``run_plan_image_list``'s work.
 
     One pass parses and validates the list (``core.imagelist.scan``) and keeps its taken rows (not excluded, the
@@ -96,7 +97,7 @@ def _plan_image_list(task_id: str, request: TaskRequest, settings: Settings, sto
     # disk, which eight activities share (core.scratch; a list may be 256 MiB and its rows as much again)
     with open_image_list(source, request.container, request.image_list, settings.image_list_max_bytes,
                          account) as fp, \
-            BlobSpool(store, settings.container, layout.listing_list_rows_blob(task_id)) as lines:
+            BlobSpool(store, settings.container, layout.listing_list_rows_blob(task_id, run)) as lines:
         taken = 0
 
         def keep(item: ListedImage) -> None:
@@ -118,18 +119,21 @@ def _plan_image_list(task_id: str, request: TaskRequest, settings: Settings, sto
         block = min(MAX_UNIT_BLOCK_BYTES, max(MIN_UNIT_BLOCK_BYTES, UNIT_BLOCKS_BUDGET // units))
         with ExitStack() as stack:
             outs = [stack.enter_context(BlockBlobWriter(store, settings.container,
-                                                        layout.listing_list_unit_blob(task_id, u),
+                                                        layout.listing_list_unit_blob(task_id, u, run),
                                                         "application/x-ndjson", block)) for u in range(units)]
             for line in _rows_of(lines):
                 outs[unit_in(str(jsonio.loads(line)[0]), bounds)].write(line)
     for u in range(units):  # the unit documents the listing parts read: an image list instead of leaves
-        store.write_json(settings.container, layout.listing_unit_blob(task_id, u), [{"image_list": u}])
-    store.write_json(settings.container, layout.listing_plan_blob(task_id),
+        store.write_json(settings.container, layout.listing_unit_blob(task_id, u, run), [{"image_list": u}])
+    store.write_json(settings.container, layout.listing_plan_blob(task_id, run),
                      {"units": units, "leaves": 0, "limits": limits.to_dict(),
                       "image_list": {**summary.to_dict(), "blob": request.image_list, "taken": taken}})
     logger.info("task %s: image list %s of %d rows (%d excluded) spread over %d units", task_id, request.image_list,
                 summary.rows, summary.excluded, units)
-    return {"units": units, "leaves": 0, "images_per_write": limits.images_per_write}
+    out = c.PlanListingOutput(units=units, leaves=0, images_per_write=limits.images_per_write)
+    if run:
+        out["listing_run"] = run
+    return out
 
 
 def _rows_of(lines: BlobSpool) -> Iterator[bytes]:
@@ -153,9 +157,10 @@ def _unit_bounds(lines: BlobSpool, rows: int, units: int) -> list[str]:
     return unit_bounds([name for name in names if sampled(name, every)], units)
 
 
-def _unit_rows(store: BlobStore, settings: Settings, task_id: str, unit: int) -> list[tuple[str, dict[str, str]]]:
+def _unit_rows(store: BlobStore, settings: Settings, task_id: str, unit: int,
+               run: str = "") -> list[tuple[str, dict[str, str]]]:
     """The unit's names, each once (its first row's metadata), sorted by name."""
-    data = store.read_bytes(settings.container, layout.listing_list_unit_blob(task_id, unit))
+    data = store.read_bytes(settings.container, layout.listing_list_unit_blob(task_id, unit, run))
     rows: dict[str, dict[str, str]] = {}
     for line in data.splitlines():
         if line:
@@ -226,12 +231,12 @@ def existing_sorted(source: BlobStore, container: str, names: Sequence[str],
 
 
 def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int,
-                        part: int, source: BlobStore) -> c.ListPartOutput:
+                        part: int, source: BlobStore, run: str = "") -> c.ListPartOutput:
     """Check part ``part`` of list unit ``unit`` (``checks_per_call`` names of the sorted unit) and write its names
     found as the listing part, its names not found and its metadata beside it."""
-    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id, run))
     per_call = checks_per_call(ListingLimits(**plan["limits"]))
-    rows = _unit_rows(store, settings, task_id, unit)
+    rows = _unit_rows(store, settings, task_id, unit, run)
     chunk = rows[part * per_call:(part + 1) * per_call]
     with source_listing(request.source_account_url, request.container):  # not busy when DNS says no such host
         found_flags = existing_sorted(source, request.container, [name for name, _ in chunk])
@@ -240,9 +245,9 @@ def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, 
     missing = [name for (name, _), etag in zip(chunk, found_flags) if etag is None]
     metadata = {name: md for name, md in chunk if md}
     # compact orjson (gpu_batch.formats.jsonio), as the container listing's parts: per-image documents
-    store.write_compact_json(settings.container, layout.listing_part_blob(task_id, unit, part),
+    store.write_compact_json(settings.container, layout.listing_part_blob(task_id, unit, part, run),
                              {"names": found, "etags": etags})
-    store.write_compact_json(settings.container, layout.listing_list_part_blob(task_id, unit, part),
+    store.write_compact_json(settings.container, layout.listing_list_part_blob(task_id, unit, part, run),
                              {"not_found": missing, "metadata": metadata})
     if missing:
         logger.info("task %s: list unit %d part %d: %d of %d names not found", task_id, unit, part, len(missing),
@@ -252,7 +257,8 @@ def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, 
 
 
 def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first: int,
-                      shards: list[list[str]], parts: list[tuple[int, int]], not_found: list[list[int]]) -> None:
+                      shards: list[list[str]], parts: list[tuple[int, int]], not_found: list[list[int]],
+                      run: str = "") -> None:
     """Per shard ``first + i`` (images ``shards[i]``), its image-list document: the metadata of its images and of
     the names not found it reports (``not_found``: ``[unit, part, shard]``, the parts whose names it reports)."""
     infos: dict[tuple[int, int], Any] = {}
@@ -260,10 +266,10 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
     def info(key: tuple[int, int]) -> Any:
         if key not in infos:
             infos[key] = jsonio.loads(store.read_bytes(settings.container,
-                                                       layout.listing_list_part_blob(task_id, *key)))
+                                                       layout.listing_list_part_blob(task_id, *key, run)))
         return infos[key]
 
-    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id, run))
     columns = (plan.get("image_list") or {}).get("metadata_columns") or []
     with_metadata = bool(columns)
     # the batch's rows in results order, when the list can give deployments first facts (``write_first_facts``)
@@ -301,7 +307,7 @@ def write_first_facts(task_id: str, settings: Settings, store: BlobStore) -> Non
     store.write_compact_json(settings.container, layout.list_facts_blob(task_id), exportparts.first_facts(batches))
 
 
-def list_summary(store: BlobStore, settings: Settings, task_id: str, not_found: int) -> dict[str, Any]:
+def list_summary(store: BlobStore, settings: Settings, task_id: str, not_found: int, run: str = "") -> dict[str, Any]:
     """The list's part of the enumeration summary (``enumeration.json``): its blob, hash, counts and columns."""
-    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id, run))
     return {**plan.get("image_list", {}), "not_found": not_found}

@@ -24,10 +24,15 @@ run's groups end and it writes nothing after them anyway), nor a call without ``
 
 What it does not close: a guarded activity already past its check when the marker is written finishes its writes. For
 the merge, exports and publishing the new run reaches the same step only after its listing and its pool work (minutes
-at least). Not so for the listing: it is the new run's first step after the marker, so a listing call of the
-terminated run running then (one slice of ``names_per_call`` names, seconds) may write its part and cursor over the
-new run's part of the same number, read against the new run's plan; the same names unless the container changed in
-those seconds. Closing that needs listing parts named by run (not done).
+at least). The listing is the new run's first step after the marker, so a listing call of the terminated run may be
+running then (one slice of ``names_per_call`` names, seconds): each run with an id keeps its listing's working files
+(plan, units, parts, cursors, sample, tallies) in a folder of its own (``layout.listing_work_prefix``,
+``orchestrations.enumeration``), so that call writes its own run's part and cursor, never the new run's part of the
+same number (before, it did: with images uploaded in between, the new run's shards were cut from a part it had not
+counted, an image lost or run twice: tests/integration/test_superseded_run.py). What the listing makes for the later
+steps keeps the task's names, which the pool and the resubmission read: a ``write_shard_manifests`` or
+``finish_enumeration`` call of the terminated run already past its check still writes shard manifests (from its own
+listing) and the summary; the new run writes those only after its whole listing.
 """
 from __future__ import annotations
 

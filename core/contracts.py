@@ -234,6 +234,8 @@ class EnumerateInput(TypedDict):
     # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
     # (activities.superseded)
     run_job: NotRequired[str]
+    # a PLAN_LISTING call: the run whose own listing folder the listing uses (gpu_batch.layout.listing_work_prefix)
+    listing_run: NotRequired[str]
 
 
 class EnumerateOutput(TypedDict):
@@ -1189,6 +1191,9 @@ class PlanListingOutput(TypedDict):
     images_per_write: int  # images of the shards one WRITE_SHARDS call writes
     not_images: NotRequired[int]  # files the plan's own listing passed over (layout.listing_not_images_blob)
     nearby: NotRequired[dict[str, Any]]  # nothing under the prefix: what the container holds near it (core.nearby)
+    # the run whose own working files the plan wrote (its input's ``listing_run``), which the listing's later calls
+    # then carry; absent: the task's listing folder (a plan asked without it, or made before runs listed apart)
+    listing_run: NotRequired[str]
 
 
 class ListPartInput(TypedDict):
@@ -1204,6 +1209,9 @@ class ListPartInput(TypedDict):
     # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
     # (activities.superseded)
     run_job: NotRequired[str]
+    # The listing's own working files (gpu_batch.layout.listing_work_prefix): the plan's ``listing_run``; absent: the
+    # task's listing folder (runs without an id, listings planned before)
+    listing_run: NotRequired[str]
 
 
 class ListPartOutput(TypedDict):
@@ -1222,6 +1230,9 @@ class ChooseSampleInput(TypedDict):
     # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
     # (activities.superseded)
     run_job: NotRequired[str]
+    # The listing's own working files (gpu_batch.layout.listing_work_prefix): the plan's ``listing_run``; absent: the
+    # task's listing folder (runs without an id, listings planned before)
+    listing_run: NotRequired[str]
 
 
 class ChooseSampleOutput(TypedDict):
@@ -1241,6 +1252,9 @@ class WriteShardsInput(TypedDict):
     # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
     # (activities.superseded)
     run_job: NotRequired[str]
+    # The listing's own working files (gpu_batch.layout.listing_work_prefix): the plan's ``listing_run``; absent: the
+    # task's listing folder (runs without an id, listings planned before)
+    listing_run: NotRequired[str]
 
 
 class WriteShardsOutput(TypedDict):
@@ -1264,6 +1278,9 @@ class FinishEnumerationInput(TypedDict):
     # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
     # (activities.superseded)
     run_job: NotRequired[str]
+    # The listing's own working files (gpu_batch.layout.listing_work_prefix): the plan's ``listing_run``; absent: the
+    # task's listing folder (runs without an id, listings planned before)
+    listing_run: NotRequired[str]
 
 
 # ---------------------------------------------------------------- after the task: re-render, expiry, zip

@@ -49,6 +49,8 @@ In the task-state container::
     tasks/<task>/listing/u<unit>-p<part>.sample.json     that part's smallest sample keys (requests with sample_n)
     tasks/<task>/listing/u<unit>-p<part>.next.json       where the unit's next part goes on (leaf, service marker)
     tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
+    tasks/<task>/listing/runs/<job>/...                  the same working files of one run's listing (a run with
+                                                         an id lists into its own folder: ``listing_work_prefix``)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
@@ -264,41 +266,53 @@ def current_generation_blob(task_id: str) -> str:
 
 # ---------------------------------------------------------------- listing parts (parallel enumeration)
 # Working files of ``orchestrations.enumeration``: image names stay in blobs, the orchestrator holds counts.
+# ``run``: the pool job of the run that lists (``listing_run``); its working files are then its own, under
+# ``tasks/<task>/listing/runs/<job>/``, so that a terminated run's late listing call, which a run resuming it under
+# the same key cannot stop once it is past its check (``activities.superseded``), writes beside the new run's
+# listing, never over it. "" (runs without an id, listings planned before this): ``tasks/<task>/listing/``, as before.
+# What the listing makes for later steps (shard ranges, an image list's deployments) stays the task's.
 
 def listing_prefix(task_id: str) -> str:
     return f"{task_prefix(task_id)}listing/"
 
 
-def listing_plan_blob(task_id: str) -> str:
-    return f"{listing_prefix(task_id)}plan.json"
+def listing_work_prefix(task_id: str, run: str = "") -> str:
+    """Where one run's listing keeps its working files (``run`` "": the task's listing folder itself)."""
+    if run and ("/" in run or run in (".", "..")):
+        raise ValueError(f"{run!r} is not a pool job id")
+    return f"{listing_prefix(task_id)}runs/{run}/" if run else listing_prefix(task_id)
 
 
-def listing_unit_blob(task_id: str, unit: int) -> str:
-    return f"{listing_prefix(task_id)}u{unit:04d}.json"
+def listing_plan_blob(task_id: str, run: str = "") -> str:
+    return f"{listing_work_prefix(task_id, run)}plan.json"
 
 
-def listing_part_blob(task_id: str, unit: int, part: int) -> str:
-    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.json"
+def listing_unit_blob(task_id: str, unit: int, run: str = "") -> str:
+    return f"{listing_work_prefix(task_id, run)}u{unit:04d}.json"
 
 
-def listing_sample_blob(task_id: str, unit: int, part: int) -> str:
-    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.sample.json"
+def listing_part_blob(task_id: str, unit: int, part: int, run: str = "") -> str:
+    return f"{listing_work_prefix(task_id, run)}u{unit:04d}-p{part:05d}.json"
 
 
-def listing_not_images_blob(task_id: str, unit: int | None = None, part: int = 0) -> str:
+def listing_sample_blob(task_id: str, unit: int, part: int, run: str = "") -> str:
+    return f"{listing_work_prefix(task_id, run)}u{unit:04d}-p{part:05d}.sample.json"
+
+
+def listing_not_images_blob(task_id: str, unit: int | None = None, part: int = 0, run: str = "") -> str:
     """What one listing part (``unit`` None: the plan's own listing) passed over (``core.notimages``); written only
     by a part that passed over any."""
     where = "plan" if unit is None else f"u{unit:04d}-p{part:05d}"
-    return f"{listing_prefix(task_id)}{where}.not-images.json"
+    return f"{listing_work_prefix(task_id, run)}{where}.not-images.json"
 
 
-def listing_cursor_blob(task_id: str, unit: int, part: int) -> str:
-    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.next.json"
+def listing_cursor_blob(task_id: str, unit: int, part: int, run: str = "") -> str:
+    return f"{listing_work_prefix(task_id, run)}u{unit:04d}-p{part:05d}.next.json"
 
 
-def listing_list_unit_blob(task_id: str, unit: int) -> str:
+def listing_list_unit_blob(task_id: str, unit: int, run: str = "") -> str:
     """An image list's rows of one unit (``core.imagelist``), one JSON line ``[name, metadata]`` each."""
-    return f"{listing_prefix(task_id)}list-u{unit:04d}.jsonl"
+    return f"{listing_work_prefix(task_id, run)}list-u{unit:04d}.jsonl"
 
 
 def list_facts_parts_prefix(task_id: str) -> str:
@@ -323,14 +337,14 @@ def list_facts_blob(task_id: str) -> str:
     return f"{listing_prefix(task_id)}deployments.json"
 
 
-def listing_list_rows_blob(task_id: str) -> str:
+def listing_list_rows_blob(task_id: str, run: str = "") -> str:
     """An image list's kept rows while its plan spreads them over units (``activities.image_list``; deleted after)."""
-    return f"{listing_prefix(task_id)}list-rows.jsonl"
+    return f"{listing_work_prefix(task_id, run)}list-rows.jsonl"
 
 
-def listing_list_part_blob(task_id: str, unit: int, part: int) -> str:
+def listing_list_part_blob(task_id: str, unit: int, part: int, run: str = "") -> str:
     """An image-list part's names not found and metadata (``activities.image_list``)."""
-    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.list.json"
+    return f"{listing_work_prefix(task_id, run)}u{unit:04d}-p{part:05d}.list.json"
 
 
 def shard_etags_blob(task_id: str, sid: str) -> str:
@@ -352,8 +366,8 @@ def shard_list_blob(task_id: str, sid: str) -> str:
     return f"{shard_prefix(task_id, sid)}image-list.json"
 
 
-def sample_threshold_blob(task_id: str) -> str:
-    return f"{listing_prefix(task_id)}sample-threshold.json"
+def sample_threshold_blob(task_id: str, run: str = "") -> str:
+    return f"{listing_work_prefix(task_id, run)}sample-threshold.json"
 
 
 # ---------------------------------------------------------------- results

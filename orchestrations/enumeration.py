@@ -49,14 +49,27 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     than ``max_shards`` (the task's knob; 0: a task started before the limit, unchecked) raise ``TooManyShards``
     before any manifest is written. ``run_job``: the run's pool job, in every call's input (not when ""): a call
     of a run terminated and replaced since writes nothing (``activities.superseded``): its queued listing parts and
-    manifest writes would otherwise write another listing's names under the key the replacing run lists into."""
+    manifest writes would otherwise write another listing's names under the key the replacing run lists into.
+
+    The run's listing also keeps its working files (plan, units, parts, cursors, sample, tallies) in a folder of its
+    own (``listing_run``, ``layout.listing_work_prefix``): a call of the terminated run already past that check (the
+    replacing run lists right after it writes the marker) then writes its own listing's files, never the new run's
+    part of the same number, read against the new run's counts. The plan says where it wrote (its output's
+    ``listing_run``: absent in recorded histories from before, whose later calls keep the task's listing folder)."""
+    listing_run = ""
+
     def of_run(payload: Any) -> Any:
         if run_job:
             payload["run_job"] = run_job
+        if listing_run:
+            payload["listing_run"] = listing_run
         return payload
 
-    plan: c.PlanListingOutput = yield from call(context, c.PLAN_LISTING, STORAGE_RETRY,
-                                                of_run(c.EnumerateInput(task_id=task_id, request=request)))
+    plan_input = of_run(c.EnumerateInput(task_id=task_id, request=request))
+    if run_job:
+        plan_input["listing_run"] = run_job
+    plan: c.PlanListingOutput = yield from call(context, c.PLAN_LISTING, STORAGE_RETRY, plan_input)
+    listing_run = plan.get("listing_run", "")
     units = plan["units"]
     parsed = TaskRequest.from_dict(request)
     first_n, sample_n = parsed.first_n, parsed.sample_n

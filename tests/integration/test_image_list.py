@@ -42,8 +42,9 @@ def _list_csv(rows: list[tuple[str, str, str]]) -> bytes:
 
 @pytest.mark.parametrize("limits", [ListingLimits(), ListingLimits(names_per_call=2, images_per_write=4)],
                          ids=["one unit", "small parts"])
+@pytest.mark.parametrize("run_job", ["", "task-" + "1" * 20 + "_r261201120000ab12"], ids=["task's folder", "run's"])
 def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing(
-        storage_connection: str, unique_name: str, store: BlobStore, limits: ListingLimits) -> None:
+        storage_connection: str, unique_name: str, store: BlobStore, limits: ListingLimits, run_job: str) -> None:
     settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
                                   "TRAPBATCH_CONTAINER": unique_name + "-state"})
     store.ensure_container(unique_name)
@@ -58,7 +59,7 @@ def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing
     request = TaskRequest(container=unique_name, prefix="root", images_per_shard=2, image_list="lists/season.csv",
                           image_list_sha256=scan(io.BytesIO(data), "l").sha256)
     task_id = "task-" + "1" * 20
-    _, out = run_parallel(settings, store, task_id, request, limits)
+    _, out = run_parallel(settings, store, task_id, request, limits, run_job)
     shards = manifests(settings, store, task_id)
     assert [n for s in shards for n in s] == sorted("root/" + n for n in wanted)  # units are name ranges: in order
     assert out == {"images": 6, "shards": 3}
@@ -71,6 +72,10 @@ def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing
     summary = store.read_json(settings.container, layout.enumeration_blob(task_id))
     listed = summary["image_list"]
     assert (listed["rows"], listed["excluded"], listed["not_found"], listed["metadata_columns"]) == (10, 1, 2, ["site"])
+    if run_job:  # the list's working files in the run's own folder (units, parts, plan), none in the task's
+        assert store.read_json_or_none(settings.container, layout.listing_plan_blob(task_id)) is None
+        assert store.read_json_or_none(settings.container, layout.listing_plan_blob(task_id, run_job))["units"]
+        assert store.exists(settings.container, layout.listing_list_unit_blob(task_id, 0, run_job))
     # each manifest names its shard's list document and the columns: the worker makes the view's export lines with
     # the rows (gpu_batch.formats.mergeview); the app's default on a local pool asks for views
     assert settings.merge_views

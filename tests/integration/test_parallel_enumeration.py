@@ -50,30 +50,34 @@ def env(storage_connection: str, unique_name: str, store: BlobStore) -> tuple[Se
 
 def _orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.EnumerateOutput]:
     data = context.get_input()
-    return (yield from enumerate_in_parallel(context, data["task_id"], data["request"]))
+    return (yield from enumerate_in_parallel(context, data["task_id"], data["request"],
+                                             run_job=data.get("run_job", "")))
 
 
 def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: TaskRequest,
-                 limits: ListingLimits) -> tuple[Any, Any]:
+                 limits: ListingLimits, run_job: str = "") -> tuple[Any, Any]:
+    """``run_job``: a run's pool job, whose own listing folder the calls then use (``listing_run``)."""
     def answer(name: str, p: Any) -> Any:
         r = TaskRequest.from_dict(p["request"])
+        run = p.get("listing_run", "")
         if name == c.PLAN_LISTING:
-            return run_plan_listing(task_id, r, settings, store, limits=limits)
+            return run_plan_listing(task_id, r, settings, store, limits=limits, run=run)
         if name == c.LIST_PART:
-            return run_list_part(task_id, r, settings, store, p["unit"], p["part"], max_images=p.get("max_images"))
+            return run_list_part(task_id, r, settings, store, p["unit"], p["part"], max_images=p.get("max_images"),
+                                 run=run)
         if name == c.CHOOSE_SAMPLE:
-            return run_choose_sample(task_id, r, settings, store, [tuple(x) for x in p["parts"]])
+            return run_choose_sample(task_id, r, settings, store, [tuple(x) for x in p["parts"]], run)
         if name == c.WRITE_SHARDS:
             return run_write_shards(task_id, r, settings, store, [tuple(x) for x in p["parts"]], p["first"],
-                                    p["count"], p["slices"], p["sampled"], p.get("not_found"))
+                                    p["count"], p["slices"], p["sampled"], p.get("not_found"), run)
         if name == c.FINISH_ENUMERATION:  # not_found: an image list's names the container does not hold
             return run_finish_enumeration(task_id, r, settings, store, p["images"], p["shards"], p["found"],
                                           p["parts"], p.get("not_found", 0), p.get("not_images_plan", False),
-                                          [tuple(x) for x in p.get("not_images_parts", [])])
+                                          [tuple(x) for x in p.get("not_images_parts", [])], run=run)
         raise AssertionError(name)
 
-    run = run_orchestrator(_orchestrator, {"task_id": task_id, "request": request.to_dict()}, answer,
-                           instance_id=task_id)
+    data = {"task_id": task_id, "request": request.to_dict(), **({"run_job": run_job} if run_job else {})}
+    run = run_orchestrator(_orchestrator, data, answer, instance_id=task_id)
     assert run.status == "Completed", run.error
     return run, run.output
 
@@ -156,6 +160,25 @@ def test_small_limits_reach_every_branch(env: tuple[Settings, BlobStore, str]) -
     images = sorted(n for n in NAMES if n.lower().endswith((".jpg", ".jpeg", ".png", ".gif"))
                     and not n.rsplit("/", 1)[-1].startswith("."))
     assert out["images"] == len(images)
+
+
+@pytest.mark.parametrize("fields", [{}, {"sample_n": 7, "seed": 3}, {"first_n": 9}])
+def test_a_run_lists_in_its_own_folder_into_the_same_manifests_and_summary(env: tuple[Settings, BlobStore, str],
+                                                                           fields: dict[str, Any]) -> None:
+    """A run with a pool job keeps the listing's working files in its own folder (so a late call of a run it replaced
+    never writes over them: activities.superseded) and cuts the shards a listing in the task's folder cut."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3, **fields)
+    job = layout.pool_job_id("task-own", "r261201120000ab12")
+    _, before = run_parallel(settings, store, "task-shared", request, SMALL)
+    _, out = run_parallel(settings, store, "task-own", request, SMALL, run_job=job)
+
+    assert out == before and manifests(settings, store, "task-own") == manifests(settings, store, "task-shared")
+    summary = store.read_json(settings.container, layout.enumeration_blob("task-own"))
+    assert summary == store.read_json(settings.container, layout.enumeration_blob("task-shared"))
+    working = [n for n in store.list_names(settings.container, layout.listing_prefix("task-own"))
+               if not n.startswith(layout.shard_ranges_prefix("task-own"))]
+    assert working and all(n.startswith(layout.listing_work_prefix("task-own", job)) for n in working)
 
 
 def test_a_flat_level_over_the_plan_budget_is_listed_in_bounded_calls(env: tuple[Settings, BlobStore, str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from activities.pool import run_stop_groups
@@ -20,6 +21,7 @@ from core.errors import RunSuperseded
 from core.settings import OrchestrationKnobs
 from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
+from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.fanin import fan_in
 from tests.integration.test_fanin import MODEL, real_activities, task  # noqa: F401 - ``task`` is a fixture
 from tests.unit.test_notify import receiver  # noqa: F401 - a fixture
@@ -346,3 +348,100 @@ def test_a_promotion_takes_off_the_pages_of_a_terminated_reruns_generation(stora
     left = set(store.list_names(settings.web_container))
     assert left == {layout.page_blob(folders[SECOND])} and out["previews_deleted"] == 2
     assert run_promote(tid, SECOND, "", settings, store)["previews_deleted"] == 0  # a retry finds them gone
+
+
+class _LateWrites:
+    """A store whose reads are the real store's and whose writes wait (``finish``): a call that read the listing
+    state of its run and checked its marker, then wrote only later, as one past its check when the marker came."""
+
+    WRITES = ("write_json", "write_compact_json", "write_bytes")
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.held: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.WRITES:
+            return getattr(self.store, name)
+        return lambda *args, **kwargs: self.held.append((name, args, kwargs))
+
+    def finish(self) -> list[str]:
+        for name, args, kwargs in self.held:
+            getattr(self.store, name)(*args, **kwargs)
+        return [args[1] for _, args, _ in self.held]
+
+
+def run_listing(context: Any) -> Any:
+    d = context.get_input()
+    return (yield from enumerate_in_parallel(context, d["task_id"], d["request"], run_job=d["run_job"]))
+
+
+def test_a_terminated_runs_listing_call_past_its_check_leaves_the_resumed_runs_listing_as_it_is(
+        storage_connection: str, unique_name: str, monkeypatch: Any) -> None:
+    """A listing call of the terminated run that had checked its marker before the resumed run wrote it (the listing
+    is the resumed run's first step after the marker) writes its part after the resumed run wrote its part of the
+    same number. Images were uploaded in between, so the two listings' parts differ. Before, both listings' working
+    files had the task's names: the late call's part 1 (and cursor) replaced the resumed run's, whose shards were then
+    cut from a part it had not counted: two images in no shard (and with other timings, one in two shards). Now each
+    run lists into its own folder (``layout.listing_work_prefix``). Fails without the change (6 of the 8 images)."""
+    from activities import enumerate as listing
+    from adapters import clients
+    from adapters.blobs import BlobStore, service_client
+    from core.requests import parse_task_request
+    from core.settings import Settings
+    from core.shards import ListingLimits
+    from tests.integration.test_parallel_enumeration import manifests
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    for i in range(6):
+        store.write_bytes(unique_name, f"cam/img{i}.jpg", b"x")
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    # one unit, the folder "cam/" listed by the service in parts of two names (a continuation marker between them)
+    monkeypatch.setattr(listing, "run_plan_listing", partial(listing.run_plan_listing, limits=ListingLimits(
+        plan_items=1, names_per_call=2, page_size=2)))
+    parsed = parse_task_request({"container": unique_name, "model": MODEL, "images_per_shard": 3})
+    request, tid = parsed.to_dict(), parsed.task_id
+    old_job, new_job = layout.pool_job_id(tid, FIRST), layout.pool_job_id(tid, SECOND)
+
+    def call(activity: Any, payload: dict[str, Any]) -> Any:
+        return activity._function.get_user_function()(payload)
+
+    # the terminated run, as its orchestration called it: its plan, its part 0, then its part 1 checks and reads ...
+    old = {"task_id": tid, "request": request, "run_job": old_job}
+    plan = call(listing.plan_listing, {**old, "listing_run": old_job})
+    old = {**old, **({"listing_run": plan["listing_run"]} if "listing_run" in plan else {})}
+    assert call(listing.list_images_part, {**old, "unit": 0, "part": 0})["more"]
+    late = _LateWrites(store)
+    with monkeypatch.context() as m:
+        m.setattr(clients, "store", lambda *a, **k: late)
+        assert call(listing.list_images_part, {**old, "unit": 0, "part": 1})["images"] == 2
+    assert late.held
+    # ... images are uploaded, the run is terminated, and a plain post resumes it: its first step ends the old run
+    for name in ("cam/img0a.jpg", "cam/img1a.jpg"):
+        store.write_bytes(unique_name, name, b"x")
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    shells = {c.PLAN_LISTING: listing.plan_listing, c.LIST_PART: listing.list_images_part,
+              c.CHOOSE_SAMPLE: listing.choose_sample, c.WRITE_SHARDS: listing.write_shard_manifests,
+              c.FINISH_ENUMERATION: listing.finish_enumeration}
+    finished: list[str] = []
+
+    def answer(name: str, payload: dict[str, Any]) -> Any:
+        out = call(shells[name], payload)
+        if name == c.LIST_PART and payload["part"] == 1:  # the resumed run's part 1 is written: the late call writes
+            finished.extend(late.finish())
+        return out
+
+    run = run_orchestrator(run_listing, {"task_id": tid, "request": request, "run_job": new_job}, answer,
+                           instance_id=tid, start=T0 + timedelta(hours=2))
+    assert run.status == "Completed", run.error
+    assert finished  # the late call's part and cursor were written after the resumed run's part 1
+
+    listed = sorted(store.list_names(unique_name, "cam/"))
+    assert len(listed) == 8
+    shards = manifests(settings, store, tid)
+    assert sorted(n for shard in shards for n in shard) == listed
+    assert run.output["images"] == 8

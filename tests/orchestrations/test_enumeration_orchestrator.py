@@ -129,3 +129,40 @@ def test_history_stays_small_for_a_large_task() -> None:
     assert len(r.activities) == 1 + 64 + 50 + 1
     import json
     assert max(len(json.dumps(a.input)) for a in r.activities) < 2_000
+
+
+JOB = TASK + "_r261201120000ab12"
+
+
+def _run_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.EnumerateOutput]:
+    data = context.get_input()
+    return (yield from enumerate_in_parallel(context, data["task_id"], data["request"], run_job=data["run_job"]))
+
+
+@pytest.mark.parametrize("run_job, plan_names_it", [(JOB, True), (JOB, False), ("", False)])
+def test_a_runs_later_listing_calls_use_the_folder_its_plan_wrote(run_job: str, plan_names_it: bool) -> None:
+    """A run's plan call asks for the run's own listing folder (``listing_run``: its pool job), so that a late call
+    of a run it replaced never writes its part; the later calls carry the folder only where the plan's output names
+    it: a plan recorded before runs listed apart (or run by the code of before) wrote in the task's folder, where
+    those calls must read. A run without a pool job lists in the task's folder, as before."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    scripted = script([[5], [3, 2]], sample_counts=[1, 1, 1])
+
+    def answer(name: str, p: Any) -> Any:
+        calls.append((name, dict(p)))
+        out = scripted(name, p)
+        if name == c.PLAN_LISTING and plan_names_it:
+            out = {**out, "listing_run": p["listing_run"]}
+        return out
+
+    r = run_orchestrator(_run_orchestrator, {"task_id": TASK, "request": {"container": "cams", "images_per_shard": 4,
+                                                                          "sample_n": 3},
+                                             "run_job": run_job}, answer, instance_id=TASK)
+    assert r.status == "Completed", r.error
+    names = {name for name, _ in calls}
+    assert names == {c.PLAN_LISTING, c.LIST_PART, c.CHOOSE_SAMPLE, c.WRITE_SHARDS, c.FINISH_ENUMERATION}
+    plan = [p for name, p in calls if name == c.PLAN_LISTING]
+    assert all(p.get("listing_run") == (run_job or None) for p in plan)
+    later = [p for name, p in calls if name != c.PLAN_LISTING]
+    assert all(p.get("listing_run") == (run_job if plan_names_it else None) for p in later)
+    assert all(p.get("run_job") == (run_job or None) for p in later)

@@ -148,6 +148,34 @@ def test_listing_parts_sit_apart_from_shards_and_sort_in_listing_order() -> None
     assert sorted(parts) == parts
 
 
+def test_a_runs_listing_keeps_its_working_files_apart_and_a_listing_without_a_run_keeps_the_tasks_names() -> None:
+    """A terminated run's late listing call writes its own run's files, never the part of the same number that the
+    run resuming it under the same key wrote (activities.superseded); what the listing makes for later steps (shard
+    ranges, an image list's deployments) keeps the task's names, which those steps list."""
+    job, other = layout.pool_job_id(TASK, "r261201120000ab12"), layout.pool_job_id(TASK, "r261201130000cd34")
+
+    def working(run: str) -> list[str]:
+        return [layout.listing_plan_blob(TASK, run), layout.listing_unit_blob(TASK, 3, run),
+                layout.listing_part_blob(TASK, 3, 7, run), layout.listing_sample_blob(TASK, 3, 7, run),
+                layout.listing_cursor_blob(TASK, 3, 7, run), layout.listing_not_images_blob(TASK, run=run),
+                layout.listing_not_images_blob(TASK, 3, 7, run), layout.listing_list_unit_blob(TASK, 3, run),
+                layout.listing_list_rows_blob(TASK, run), layout.listing_list_part_blob(TASK, 3, 7, run),
+                layout.sample_threshold_blob(TASK, run)]
+
+    listing = f"tasks/{TASK}/listing/"
+    assert working("") == [listing + n for n in (
+        "plan.json", "u0003.json", "u0003-p00007.json", "u0003-p00007.sample.json", "u0003-p00007.next.json",
+        "plan.not-images.json", "u0003-p00007.not-images.json", "list-u0003.jsonl", "list-rows.jsonl",
+        "u0003-p00007.list.json", "sample-threshold.json")]  # as before runs listed apart: recorded runs read them
+    mine, theirs = working(job), working(other)
+    assert all(n.startswith(f"{listing}runs/{job}/") for n in mine)
+    assert not set(mine) & set(theirs) and not set(mine) & set(working(""))
+    shared = [layout.shard_ranges_prefix(TASK), layout.list_facts_parts_prefix(TASK)]
+    assert not any(n.startswith(p) for n in mine + theirs for p in shared)
+    with pytest.raises(ValueError):
+        layout.listing_work_prefix(TASK, "a/b")
+
+
 @pytest.mark.parametrize("name, file", [
     ("results/task-a/exports/coco.json", "coco.json"),
     ("results/task-a/exports/repeats-removed/coco.json", "coco.repeats-removed.json"),
