@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
@@ -329,12 +329,24 @@ def _selected_names(task_id: str, request: TaskRequest, settings: Settings, stor
     return [(n, e) for n, e in pairs if sample_key(request.seed, n) <= threshold]
 
 
+# images of manifests a ``write_shard_manifests`` call writes between two reads of its run's cancel marker (one read
+# per shard at the default 10,000 images a shard: ~20 small reads in a call of 200,000 images, ~10 s of writes)
+RECHECK_IMAGES = 10_000
+
+
 def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
                      parts: list[tuple[int, int]], first: int, count: int, slices: list[dict[str, int]],
-                     sampled: bool, not_found: list[list[int]] | None = None, run: str = "") -> c.WriteShardsOutput:
+                     sampled: bool, not_found: list[list[int]] | None = None, run: str = "",
+                     still_ours: Callable[[], None] | None = None) -> c.WriteShardsOutput:
     """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts (of the
     listing ``run``, the plan's ``listing_run``), with the detection threshold and merge views the run decided
-    (``activities.decided``: every batch alike)."""
+    (``activities.decided``: every batch alike).
+
+    ``still_ours``: raises once a later run replaced the call's run (``activities.superseded``), asked again before a
+    shard once ``RECHECK_IMAGES`` images were written since the last time. Why: the manifests keep the task's names
+    (the pool and the resubmission read them), so a terminated run's call past its first check wrote the rest of its
+    batch (~10 s) over whatever the run replacing it wrote meanwhile; now at most ``RECHECK_IMAGES`` images' worth
+    (about half a second of writes) after the marker, and the replacing run writes its own only after its listing."""
     settings = decided.task_settings(settings, store, task_id)
     threshold: tuple[str, str] | None = None
     if sampled:
@@ -359,7 +371,12 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     shards = images = 0
     written: list[list[str]] = []
     ranges: list[list[str]] = []
+    unchecked = 0  # images written since the marker was last read (the shell read it before the call)
     for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
+        if still_ours is not None and unchecked >= RECHECK_IMAGES:
+            still_ours()
+            unchecked = 0
+        unchecked += len(shard)
         _write_manifest(task_id, request, settings, store, index, shard, list_columns)
         sid = layout.shard_id(index)
         store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
@@ -464,11 +481,17 @@ def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
 @failures_without_secrets
 def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
     s = clients.settings()
-    refuse_if_superseded(clients.store(s), s, payload, "the shard manifests")  # a terminated run's late call
-    return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
+    store = clients.store(s)
+    what = "the shard manifests"
+    refuse_if_superseded(store, s, payload, what)  # a terminated run's late call
+
+    def still_ours() -> None:
+        refuse_if_superseded(store, s, payload, what)
+
+    return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, store,
                             [(int(u), int(p)) for u, p in payload["parts"]], payload["first"], payload["count"],
                             payload["slices"], payload["sampled"], payload.get("not_found"),
-                            payload.get("listing_run", ""))
+                            payload.get("listing_run", ""), still_ours)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.FINISH_ENUMERATION)

@@ -30,9 +30,10 @@ running then (one slice of ``names_per_call`` names, seconds): each run with an 
 ``orchestrations.enumeration``), so that call writes its own run's part and cursor, never the new run's part of the
 same number (before, it did: with images uploaded in between, the new run's shards were cut from a part it had not
 counted, an image lost or run twice: tests/integration/test_superseded_run.py). What the listing makes for the later
-steps keeps the task's names, which the pool and the resubmission read: a ``write_shard_manifests`` or
-``finish_enumeration`` call of the terminated run already past its check still writes shard manifests (from its own
-listing) and the summary; the new run writes those only after its whole listing.
+steps keeps the task's names, which the pool and the resubmission read: a ``write_shard_manifests`` call reads the
+marker again every ``RECHECK_IMAGES`` images (so it writes at most that many images' manifests, from its own listing,
+after the marker), and a ``finish_enumeration`` call past its check still writes the summary; the new run writes those
+only after its whole listing.
 """
 from __future__ import annotations
 

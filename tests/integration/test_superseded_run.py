@@ -445,3 +445,56 @@ def test_a_terminated_runs_listing_call_past_its_check_leaves_the_resumed_runs_l
     shards = manifests(settings, store, tid)
     assert sorted(n for shard in shards for n in shard) == listed
     assert run.output["images"] == 8
+
+
+def test_a_terminated_runs_manifest_write_stops_soon_after_the_marker(storage_connection: str, unique_name: str,
+                                                                      monkeypatch: Any) -> None:
+    """A ``write_shard_manifests`` call of the terminated run past its first check when the resumed run wrote the
+    marker: the manifests keep the task's names, so it wrote the rest of its batch. Now it reads the marker again
+    after every ``RECHECK_IMAGES`` images written (1 here) and stops at the next shard. Fails without the change (all
+    6 shards written, no refusal)."""
+    from activities import enumerate as listing
+    from adapters import clients
+    from adapters.blobs import BlobStore, service_client
+    from core.requests import parse_task_request
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    for i in range(6):
+        store.write_bytes(unique_name, f"cam/img{i}.jpg", b"x")
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    monkeypatch.setattr(listing, "RECHECK_IMAGES", 1, raising=False)
+    parsed = parse_task_request({"container": unique_name, "model": MODEL, "images_per_shard": 1})
+    request, tid = parsed.to_dict(), parsed.task_id
+    old_job = layout.pool_job_id(tid, FIRST)
+    old = {"task_id": tid, "request": request, "run_job": old_job, "listing_run": old_job}
+    listing.plan_listing._function.get_user_function()(old)  # type: ignore[attr-defined]
+    assert listing.list_images_part._function.get_user_function()(  # type: ignore[attr-defined]
+        {**old, "unit": 0, "part": 0})["images"] == 6
+
+    class MarkerAfterFirstManifest:
+        """The real store; the resumed run writes the marker right after the call's first manifest."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def write_compact_json(self, container: str, name: str, doc: Any) -> None:
+            store.write_compact_json(container, name, doc)
+            if name == layout.manifest_blob(tid, layout.shard_id(0), 1):
+                run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                                settings, store)
+
+    monkeypatch.setattr(clients, "store", lambda *a, **k: MarkerAfterFirstManifest())
+    refused = False
+    try:
+        listing.write_shard_manifests._function.get_user_function()(  # type: ignore[attr-defined]
+            {**old, "parts": [[0, 0]], "first": 0, "count": 6, "slices": [{"part": 0, "skip": 0, "take": 6}],
+             "sampled": False})
+    except RunSuperseded:
+        refused = True
+    written = [i for i in range(6)
+               if store.exists(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))]
+    assert refused and written == [0]  # the marker came as shard 0 was written; the read before shard 1 found it
