@@ -27,9 +27,11 @@ from activities import decided, image_list
 from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.blobs import BlobStore
+from adapters.compose import delete_prefix
 from adapters.storage_errors import source_listing
 from core import contracts as c
 from core import notimages
+from core.errors import without_secrets
 from core.failures import failures_without_secrets
 from core.nearby import NEARBY_NAMES, nearby, parent_folder
 from core.requests import TaskRequest
@@ -405,7 +407,8 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     job, whose cancel marker (POST .../cancel during the listing, which only the shard groups' polls read otherwise)
     makes the output ``cancelled``: the task then ends before a confirmation wait, an estimate or a first submission
     (the answer is in this activity's output, so the orchestration's history gains no event for it). ``run``: the
-    plan's ``listing_run``, whose working files hold the tallies."""
+    plan's ``listing_run``, whose working files hold the tallies; once the summary is written, the listing folders of
+    the task's runs started before it go (``drop_earlier_listings``)."""
     extra: dict[str, Any] = {}
     if request.image_list:
         extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found, run)
@@ -420,12 +423,46 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
         extra["not_images"] = passed_over.to_dict()
         logger.info("task %s: %s", task_id, notimages.describe(passed_over.summary()))
     _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts, **extra)
+    drop_earlier_listings(task_id, settings, store, run)
     out = c.EnumerateOutput(images=images, shards=shards)
     if passed_over.files:
         out["not_images"] = passed_over.summary()
     if cancel_job and store.exists(settings.container, layout.cancel_marker(cancel_job)):
         out["cancelled"] = True
     return out
+
+
+def drop_earlier_listings(task_id: str, settings: Settings, store: BlobStore, run: str) -> int:
+    """Delete the listing folders (``layout.listing_work_prefix``) of the runs of ``task_id`` (a generation's key)
+    that started before ``run`` (this run's pool job; "": nothing, a listing in the task's folder); returns how many
+    blobs went. Why: each run with an id lists into a folder of its own, so every resumed run added one (a 10M-image
+    listing's parts are ~1 GB of names) and nothing deleted them.
+
+    Safe: no later step reads another run's listing (only the listing's own calls read its working files, each with
+    its run's ``listing_run``; manifests, shard ranges, deployments and the summary keep the task's names and are not
+    under ``runs/``). A run of the same key never lists beside this one: a key's runs are one orchestration instance,
+    which the extension starts only when none is running (``api.starters``), and an estimate (``dry_run``) is a task of
+    its own. So the runs before this one ended; a terminated one's late call may still write into its folder (it writes
+    only there; a few blobs left, which the next run deletes). Only runs started before: a terminated run's own late
+    summary call (past its check, ``activities.superseded``) never deletes the listing of the run that replaced it.
+    Idempotent (a retried call, a folder already gone: nothing to delete); best effort: a failure is logged, the
+    listing stands, and the next run of the task deletes them."""
+    if not run:
+        return 0
+    root = layout.listing_runs_prefix(task_id)
+    gone = 0
+    try:
+        folders = [p for page in store.iter_level_pages(settings.container, root) for p in page.prefixes]
+        for folder in folders:
+            if layout.started_before(folder[len(root):].rstrip("/"), run):
+                gone += delete_prefix(store, settings.container, folder)
+    except Exception as exc:  # noqa: BLE001 - housekeeping: the listing is done whatever happens here
+        logger.warning("task %s: earlier runs' listing folders under %s not deleted (the next run tries again): %s",
+                       task_id, root, without_secrets(str(exc).split("\n", 1)[0] or type(exc).__name__))
+        return gone
+    if gone:
+        logger.info("task %s: deleted %d blobs of earlier runs' listings under %s", task_id, gone, root)
+    return gone
 
 
 @bp.activity_trigger(input_name="payload", activity=c.ENUMERATE)

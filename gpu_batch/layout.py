@@ -50,7 +50,8 @@ In the task-state container::
     tasks/<task>/listing/u<unit>-p<part>.next.json       where the unit's next part goes on (leaf, service marker)
     tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
     tasks/<task>/listing/runs/<job>/...                  the same working files of one run's listing (a run with
-                                                         an id lists into its own folder: ``listing_work_prefix``)
+                                                         an id lists into its own folder: ``listing_work_prefix``;
+                                                         deleted when a run started later finishes its listing)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
@@ -280,7 +281,22 @@ def listing_work_prefix(task_id: str, run: str = "") -> str:
     """Where one run's listing keeps its working files (``run`` "": the task's listing folder itself)."""
     if run and ("/" in run or run in (".", "..")):
         raise ValueError(f"{run!r} is not a pool job id")
-    return f"{listing_prefix(task_id)}runs/{run}/" if run else listing_prefix(task_id)
+    return f"{listing_runs_prefix(task_id)}{run}/" if run else listing_prefix(task_id)
+
+
+def listing_runs_prefix(task_id: str) -> str:
+    """The folder that holds the runs' own listing folders (``listing_work_prefix``), one ``<job>/`` each."""
+    return f"{listing_prefix(task_id)}runs/"
+
+
+def started_before(job: str, run_job: str) -> bool:
+    """Whether the run of pool job ``job`` started in an earlier second than the run of ``run_job`` (``run_id``
+    sorts by its start, to the second). False for a job without a run id, or two runs of the same second (their
+    random parts say nothing of their order): never judged older then."""
+    mine, other = job.rsplit("_", 1)[-1], run_job.rsplit("_", 1)[-1]
+    if _RUN_RE.fullmatch(mine) is None or _RUN_RE.fullmatch(other) is None:
+        return False
+    return mine[1:13] < other[1:13]
 
 
 def listing_plan_blob(task_id: str, run: str = "") -> str:

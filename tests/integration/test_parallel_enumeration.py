@@ -181,6 +181,46 @@ def test_a_run_lists_in_its_own_folder_into_the_same_manifests_and_summary(env: 
     assert working and all(n.startswith(layout.listing_work_prefix("task-own", job)) for n in working)
 
 
+def test_a_runs_finished_listing_deletes_the_listings_of_the_runs_before_it_only(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """Each run with an id lists into its own folder; before, nothing deleted them, so every resumed run of a task
+    left one more (a 10M-image listing: ~1 GB of names). The end of a run's listing deletes the folders of the runs
+    started before it: never its own, never a later run's (a terminated run's late summary call past its check must
+    not delete the listing of the run that replaced it), nor a folder not named by a run, nor the task's manifests,
+    shard ranges and summary. A retry (or a task without such folders) finds nothing to delete. Fails without the
+    change (the first run's folder stays)."""
+    from activities.enumerate import drop_earlier_listings
+
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    tid = "task-again"
+    first, second, later = (layout.pool_job_id(tid, r) for r in
+                            ("r261201120000ab12", "r261201130000cd34", "r261201140000ef56"))
+    _, out_first = run_parallel(settings, store, tid, request, SMALL, run_job=first)
+    # a later run's folder (its listing going on as a late call of this run ends) and a folder no run named
+    store.write_json(settings.container, layout.listing_plan_blob(tid, later), {"units": 1})
+    store.write_json(settings.container, f"{layout.listing_runs_prefix(tid)}odd/plan.json", {})
+    assert list(store.list_names(settings.container, layout.listing_work_prefix(tid, first)))
+    shared_before = sorted(n for n in store.list_names(settings.container, layout.task_prefix(tid))
+                           if not n.startswith(layout.listing_runs_prefix(tid)))
+
+    _, out_second = run_parallel(settings, store, tid, request, SMALL, run_job=second)
+
+    assert out_second == out_first
+    assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, first)))
+    assert list(store.list_names(settings.container, layout.listing_work_prefix(tid, second)))
+    assert store.exists(settings.container, layout.listing_plan_blob(tid, later))
+    assert store.exists(settings.container, f"{layout.listing_runs_prefix(tid)}odd/plan.json")
+    shared_after = sorted(n for n in store.list_names(settings.container, layout.task_prefix(tid))
+                          if not n.startswith(layout.listing_runs_prefix(tid)))
+    assert shared_after == shared_before and store.exists(settings.container, layout.enumeration_blob(tid))
+    assert manifests(settings, store, tid)
+    assert drop_earlier_listings(tid, settings, store, second) == 0  # a retried call
+    assert drop_earlier_listings("task-never-listed", settings, store, second) == 0
+    assert drop_earlier_listings(tid, settings, store, "") == 0  # a listing in the task's folder deletes nothing
+    assert store.exists(settings.container, layout.listing_plan_blob(tid, later))
+
+
 def test_a_flat_level_over_the_plan_budget_is_listed_in_bounded_calls(env: tuple[Settings, BlobStore, str]) -> None:
     settings, store, container = env
     request = TaskRequest(container=container, prefix="flat/", model="MDV5A", images_per_shard=10)

@@ -174,6 +174,19 @@ def test_a_runs_listing_keeps_its_working_files_apart_and_a_listing_without_a_ru
     assert not any(n.startswith(p) for n in mine + theirs for p in shared)
     with pytest.raises(ValueError):
         layout.listing_work_prefix(TASK, "a/b")
+    assert all(n.startswith(layout.listing_runs_prefix(TASK)) for n in mine + theirs)
+
+
+def test_only_a_run_started_in_an_earlier_second_is_before_another() -> None:
+    """What ``activities.enumerate.drop_earlier_listings`` deletes: never a later run's listing, nor one of the same
+    second (run ids' random parts say nothing of their order), nor a folder no run named."""
+    job = layout.pool_job_id(TASK, "r261201120000ab12")
+    assert layout.started_before(layout.pool_job_id(TASK, "r261201115959ffff"), job)
+    assert not layout.started_before(job, layout.pool_job_id(TASK, "r261201115959ffff"))
+    assert not layout.started_before(layout.pool_job_id(TASK, "r261201120000aa00"), job)  # the same second
+    assert not layout.started_before(job, job)
+    assert not layout.started_before(TASK, job) and not layout.started_before("odd", job)
+    assert not layout.started_before(layout.pool_job_id(TASK, "r2612011159"), job)  # not a run id
 
 
 @pytest.mark.parametrize("name, file", [
