@@ -396,10 +396,26 @@ def _install_listing_limits(listing: dict[str, int] | None) -> None:
     from activities import enumerate as enumeration
     from core.shards import ListingLimits
 
+    index = limits_default_index()
+    defaults = list(enumeration.run_plan_listing.__defaults__ or ())
+    defaults[index] = ListingLimits(**listing)
+    enumeration.run_plan_listing.__defaults__ = tuple(defaults)
+
+
+def limits_default_index() -> int:
+    """Where ``run_plan_listing``'s ``limits`` default sits among its defaults (found by name, so a parameter added
+    after it does not break the benchmark)."""
+    import inspect
+
+    from activities import enumerate as enumeration
+    from core.shards import ListingLimits
+
+    names = list(inspect.signature(enumeration.run_plan_listing).parameters)
     defaults = enumeration.run_plan_listing.__defaults__ or ()
-    if not defaults or not isinstance(defaults[-1], ListingLimits):
-        raise SystemExit("activities.enumerate.run_plan_listing no longer takes `limits` last: update the benchmark")
-    enumeration.run_plan_listing.__defaults__ = (*defaults[:-1], ListingLimits(**listing))
+    index = names.index("limits") - (len(names) - len(defaults)) if "limits" in names else -1
+    if not 0 <= index < len(defaults) or not isinstance(defaults[index], ListingLimits):
+        raise SystemExit("activities.enumerate.run_plan_listing no longer has a `limits` default: update the benchmark")
+    return index
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

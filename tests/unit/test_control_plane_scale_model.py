@@ -72,8 +72,9 @@ def test_the_listing_limits_become_the_plans_defaults() -> None:
     try:
         _bench()._install_listing_limits({"names_per_call": 7, "images_per_write": 9, "page_size": 3,
                                           "plan_items": 20_000, "max_units": 32, "expand_below": 64})
-        defaults = enumeration.run_plan_listing.__defaults__
-        assert defaults is not None and defaults[-1] == ListingLimits(names_per_call=7, images_per_write=9,
-                                                                      page_size=3)
+        defaults, index = enumeration.run_plan_listing.__defaults__ or (), _bench().limits_default_index()
+        assert defaults[index] == ListingLimits(names_per_call=7, images_per_write=9, page_size=3)
+        others = [d for i, d in enumerate(defaults) if i != index]
+        assert others == [d for i, d in enumerate(saved or ()) if i != index]  # e.g. ``run`` after it, as it was
     finally:
         enumeration.run_plan_listing.__defaults__ = saved
