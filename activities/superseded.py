@@ -3,10 +3,10 @@
 Why: terminating an orchestration stops it alone; "Terminating an orchestration instance has no effect on any
 in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
 (Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com). The activity messages it had
-queued may be run too: the activity side does not look at the orchestration's state (microsoft/durabletask-mssql#81
-shows an activity of a terminated orchestration running, and failing only when its result is stored; not verified
-here for the Azure Storage provider's queued messages). A fan-out of merge parts would then run on, eight at a time
-(host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes the terminated
+queued run too: the Azure Storage provider hands out work-item queue messages and dtfx's ``TaskActivityDispatcher``
+runs them without reading the orchestration's state (durabletask ``AzureStorageOrchestrationService.cs``
+``LockNextTaskActivityWorkItem``; devhost does the same, its fidelity row 49). A fan-out of merge parts would then
+run on, eight at a time (host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes the terminated
 run under the same key (``api.starters._generations``), so its listing, merge, exports, publishing calls and word of
 its end (notification, a dropped request's answer file, the Event Grid event: activities.notify, task_events) wrote
 over the new run's, or told of an old end as if it were current: another listing's names, manifests and summary;

@@ -364,7 +364,6 @@ class Engine:
     def _start(self, name: str, input_json: str | None, iid: str, parent: tuple[str, int, str] | None) -> str:
         execution_id = uuid.uuid4().hex
         self.store.delete_messages_of(iid)
-        self.store.delete_activities_of(iid)
         self.store.delete_history(iid)
         now = h.ts(h.utcnow())
         self.store.put_instance(iid, Name=name, Status="Pending", Input=input_json if input_json is not None else "",
@@ -425,7 +424,7 @@ class Engine:
             self.store.put_instance(instance_id, Status="Terminated", Output=reason, UpdatedTime=h.ts(h.utcnow()),
                                     **fields)
             self.store.delete_messages_of(instance_id)
-            self.store.delete_activities_of(instance_id)
+            # its queued activities stay queued and run (fidelity row 49): their completions find it terminated
             self._notify_parent({**inst, "Output": reason, "Error": reason}, "Terminated")
         logger.info("[%s] terminated: %s", instance_id, reason)
 
@@ -653,7 +652,6 @@ class Engine:
             fields["CustomStatus"] = status
         self.store.put_instance(iid, Status="Failed", Output=json.dumps(message), Error=message,
                                 UpdatedTime=h.ts(h.utcnow()), **fields)
-        self.store.delete_activities_of(iid)
         self._notify_parent({**inst, "Output": json.dumps(message), "Error": message}, "Failed")
 
     def _episode(self, iid: str, msgs: list[dict[str, Any]]) -> bool:
@@ -914,7 +912,6 @@ class Engine:
             self.store.put_instance(iid, Status="Running", ExecutionId=new_execution,
                                     CustomStatus=episode_status(state.get("customStatus"), None),
                                     Input=cont[1] if cont[1] is not None else "", InputIsNull=cont[1] is None, **fields)
-            self.store.delete_activities_of(iid)
             parent = ((inst["ParentInstanceId"], int(inst["ParentTaskId"]), inst.get("ParentExecutionId", ""))
                       if inst.get("ParentInstanceId") else None)
             self._add_start_message(iid, inst["Name"], cont[1], new_execution, parent, continued=True)
@@ -926,7 +923,6 @@ class Engine:
             doc["history"].append(h.event(h.EXECUTION_COMPLETED, Result=_json_or_none(output)))
             self.store.save_history(iid, doc)
             self.store.put_instance(iid, Status="Completed", Output=json.dumps(output), CustomStatus=status, **fields)
-            self.store.delete_activities_of(iid)
             logger.info("[%s] completed", iid)
             self._notify_parent({**inst, "Output": json.dumps(output)}, "Completed")
             return

@@ -492,3 +492,10 @@ def busy_then_approval(context: df.DurableOrchestrationContext):  # type: ignore
         timeout.cancel()
         return {"approved": event.result}
     return {"approved": None}
+
+
+@app.orchestration_trigger(context_name="context")
+def gated_fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """``gated`` for ``<gate>-0`` .. ``<gate>-<n-1>`` at once."""
+    state = context.get_input()
+    return (yield context.task_all([context.call_activity("gated", f"{state['gate']}-{i}") for i in range(state["n"])]))

@@ -1341,3 +1341,33 @@ def test_a_terminate_before_a_continued_generation_s_first_episode_ran_stores_th
     host.engine.terminate(iid, "stop")
     st = sdk(host, lambda c: c.get_status(iid))
     assert st.runtime_status.value == "Terminated" and st.custom_status == shown, st.to_json()
+
+
+# ------------------------------------------------------------------ 49. queued activities of an ended instance
+def test_a_terminated_instances_queued_activities_still_run(storage_connection: str, unique_name: str) -> None:
+    """Azure runs an activity message whatever became of its orchestration: the Azure Storage provider's
+    ``LockNextTaskActivityWorkItem`` hands out the next work-item queue message and dtfx's ``TaskActivityDispatcher``
+    runs it, neither reading the instance's state (durabletask ``AzureStorageOrchestrationService.cs``,
+    ``DurableTask.Core/TaskActivityDispatcher.cs``; the extension's ``ActivityMiddleware`` and ``TaskActivityShim``
+    add no such check); only its completion is dropped, the instance having ended. devhost deleted a terminated
+    instance's queued work items, so the app's guard against a terminated run's late calls (activities.superseded)
+    was never met here for those. Fails without the change (the queued activities never start)."""
+    gate = unique_name
+    host_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, activity_workers=1,
+                    function_key=KEY, host_config=HostConfig())
+    host_.start()
+    try:
+        iid = host_.start_orchestration("gated_fan_out", {"gate": gate, "n": 3})
+        assert sample_app.gate(f"{gate}-0:started").wait(60), "the first activity never ran"
+        host_.terminate(iid, "replaced")  # the first still running, the other two queued behind it (one at a time)
+        sample_app.gate(f"{gate}-0").set()
+        for i in (1, 2):  # queued when the instance was terminated: they run all the same
+            assert sample_app.gate(f"{gate}-{i}:started").wait(60), f"queued activity {i} never ran"
+            sample_app.gate(f"{gate}-{i}").set()
+        wait_until(lambda: not host_.store.list_activities(), 60, "the queued activities to finish")
+        after = host_.get_status(iid)
+        assert after is not None and after["runtimeStatus"] == "Terminated" and after["output"] == "replaced", after
+    finally:
+        for i in range(3):
+            sample_app.gate(f"{gate}-{i}").set()
+        host_.stop()
