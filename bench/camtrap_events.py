@@ -16,8 +16,8 @@ memory (VmHWM) is measured against its own baseline after the imports, before th
 the events step holds) and at the end (``peak...``: the link is another activity on Azure, with only its part's share). Photos come in bursts of ``--burst`` a few
 seconds apart, bursts minutes to days apart (``--burst 1``: every photo its own event, the worst case for time).
 ``--mixed``: every fourth burst of each camera is a list's sequence (its own id within the camera), the others
-have none, as where a captures file covers only some photos: every camera is then grouped alone
-(``_camera_runs``), its sequences' spans joined.
+have none, as where a captures file covers only some photos: every camera's sequences' spans are then joined
+(``_join_cameras``, many small cameras at a time; ``_camera_runs`` for a camera over ``SMALL_CAMERA_RECORDS``).
 
     python bench/camtrap_events.py --images 10000000 --cameras 1000 --parts 50 --burst 3
 
@@ -189,7 +189,7 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=50, help="merge parts (200,000 images each at ten million)")
     ap.add_argument("--burst", type=int, default=3, help="photos per burst (1: every photo its own event)")
     ap.add_argument("--mixed", action="store_true",
-                    help="every fourth burst a list's sequence, the rest none (every camera grouped alone)")
+                    help="every fourth burst a list's sequence, the rest none (every camera's spans joined)")
     ap.add_argument("--interval-s", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--combine-only", type=Path, help=argparse.SUPPRESS)  # the measured child

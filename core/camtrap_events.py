@@ -534,23 +534,20 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
     parts), and its events as strings and lists at most ``EVENTS_PER_RUN`` at a time (a run of the same deployment
     with ``continued``). ``frames`` gets each time-grouped photo's place in its event.
 
-    Small cameras (at most ``SMALL_CAMERA_RECORDS`` records, no list sequence beside photos without one) are
-    grouped many at a time, up to ``SMALL_CAMERAS_RECORDS`` records (``_small_cameras``): a camera's own chain of
-    numpy calls cost ~320 us, 5-6 minutes at a million cameras (camera-day folders, bench/RESULTS.md forty-eighth
-    session); the bytes written are the same (tests/unit/test_camtrap_events.py holds the two ways to each other)."""
+    Small cameras (at most ``SMALL_CAMERA_RECORDS`` records) are grouped many at a time, up to
+    ``SMALL_CAMERAS_RECORDS`` records (``_small_cameras``): a camera's own chain of numpy calls cost ~320 us, 5-6
+    minutes at a million cameras (camera-day folders, bench/RESULTS.md forty-eighth session), and ~420-530 us where
+    a list's sequences lie beside photos without one (those are joined for many cameras at once:
+    ``_join_cameras``); the bytes written are the same (tests/unit/test_camtrap_events.py holds the two ways to
+    each other)."""
     deployments, sequences, held = _sorted_runs(parts)
-    total = np.zeros(len(deployments), np.int64)  # each deployment's records, and of those in a list's sequence
-    listed = np.zeros(len(deployments), np.int64)
-    for p, (ids, at) in zip(parts, held):
+    total = np.zeros(len(deployments), np.int64)  # each deployment's records
+    for ids, at in held:
         if len(ids):
             total[ids] += np.diff(at)
-            if len(p.sequences):
-                listed[ids] += np.add.reduceat(p.sequence >= 0, at[:-1])
-    # joining a list's sequences to photos without one (``_join_list_spans``) is done a camera at a time
     batch = min(SMALL_CAMERAS_RECORDS, EVENTS_PER_RUN)
     limit = min(SMALL_CAMERA_RECORDS, batch, MAX_CAMERA_DAYS)  # one run, its days never too many to count
-    alone = np.flatnonzero((total > limit) | ((listed > 0) & (listed < total)))
-    del listed
+    alone = np.flatnonzero(total > limit)
     holdings = _Holdings(held)
     del held
     d = 0
@@ -635,13 +632,76 @@ def _camera_runs(pieces: Sequence[tuple[EventRecords, int, int]], owners: Sequen
 _NO_SPAN_IDS: tuple[np.ndarray, np.ndarray, list[str]] = (_NO_SPANS[0], _NO_SPANS[1], [])
 
 
+_Spans = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # first and last epochs, ids, and the cameras'
+# bounds in them (``_join_cameras``)
+
+
+def _join_cameras(dep: np.ndarray, seq: np.ndarray, epoch: np.ndarray, offset: np.ndarray, order: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, _Spans
+                             ] | None:
+    """``_join_list_spans`` for many cameras at once (records sorted by deployment, sequence, time, as
+    ``_small_cameras`` sorts them): of each camera with a list's sequences beside photos without one (mixed), its
+    sequences' spans in ``_list_spans`` order, each photo without a sequence within one given the one
+    ``_holders`` picks, sorted again (stably, by deployment first: each camera's records as its own sort leaves
+    them). None where no camera is mixed. Also returns, of each record, how many sequences of its camera start at
+    or before its time (where that changes between two photos grouped by time, a sequence starts between them:
+    ``_camera_runs``' cut), and the spans with each camera's bounds in them (``_span_ids``).
+
+    Why: a mixed camera grouped alone (``_camera_runs``) cost ~420-530 us of numpy calls (bench/camtrap_events.py
+    --mixed), where a captures file covers only some photos every camera of it. How, over all cameras at once:
+    each record's time as its camera's number, then the rank of its time among the group's (``np.unique``), one
+    number ``key``: a camera's keys all lie above an earlier camera's, so ``_holders`` over the keys of every
+    camera's spans finds only the record's own camera's (an earlier one's spans all end below its key, a later
+    one's all start above it), and counting the starts at or before a key counts the record's camera's, plus a
+    number the same for all of that camera's records."""
+    n = len(seq)
+    opens = np.flatnonzero(np.concatenate([[True], dep[1:] != dep[:-1]]))  # each camera's first record
+    closes = np.append(opens[1:], n) - 1
+    mixed = (seq[opens] < 0) & (seq[closes] >= 0)  # photos without a sequence sort first, the list's last
+    if not mixed.any():
+        return None
+    camera = np.repeat(np.arange(len(opens), dtype=np.int64), np.diff(np.append(opens, n)))
+    in_mixed = mixed[camera]
+    _, rank = np.unique(epoch, return_inverse=True)
+    key = camera * (int(rank.max()) + 1) + rank.reshape(-1)  # at most SMALL_CAMERAS_RECORDS squared: no overflow
+    listed = np.flatnonzero(in_mixed & (seq >= 0))
+    s, c = seq[listed], camera[listed]
+    firsts = np.flatnonzero(np.concatenate([[True], (s[1:] != s[:-1]) | (c[1:] != c[:-1])]))
+    lasts = np.append(firsts[1:], len(s)) - 1
+    lo, hi, names, owner = listed[firsts], listed[lasts], s[firsts], c[firsts]
+    ranked = np.lexsort((names, epoch[lo], owner))  # by camera, then as ``_list_spans`` ranks a camera's
+    lo, hi, names, owner = lo[ranked], hi[ranked], names[ranked], owner[ranked]
+    starts = key[lo]
+    spans = (epoch[lo], epoch[hi], names, np.searchsorted(owner, np.arange(len(opens) + 1)))
+    timed = np.flatnonzero(in_mixed & (seq < 0))
+    held = _holders(starts, _max_table(key[hi]), key[timed])
+    inside = np.flatnonzero(held >= 0)
+    if len(inside):
+        joined = seq.copy()
+        joined[timed[inside]] = names[held[inside]]
+        again = np.lexsort((epoch, joined, dep)).astype(np.int32)  # at most SMALL_CAMERAS_RECORDS records
+        dep, seq, epoch, offset, key = dep[again], joined[again], epoch[again], offset[again], key[again]
+        order = again if order is None else order[again]
+    return dep, seq, epoch, offset, order, np.searchsorted(starts, key, "right"), spans
+
+
+def _span_ids(spans: _Spans, c: int, sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Camera ``c``'s sequences' spans (``_join_cameras``) as ``_Camera.spans`` holds them (``_camera_runs``'): its
+    own arrays, not views that would keep the group's alive in the ``EventIndex``."""
+    a, b = int(spans[3][c]), int(spans[3][c + 1])
+    if a == b:
+        return _NO_SPAN_IDS
+    return spans[0][a:b].copy(), spans[1][a:b].copy(), [sequences[i] for i in spans[2][a:b].tolist()]
+
+
 def _small_cameras(pieces: Sequence[tuple[EventRecords, int, int]], owners: Sequence[int], deployments: Sequence[str],
                    sequences: Sequence[str], interval_s: float, frames: "EventFrames | None") -> Iterator[_Camera]:
-    """The events of many small cameras (their records in ``pieces``, of the parts ``owners``; each camera one run,
-    with no list sequence beside photos without one), each camera's ``_Camera`` as ``_camera_runs`` makes it, from
-    one pass of numpy calls over them all: sorted by (deployment, sequence, time) at once (stably, so equal times
-    keep the parts' order, as a camera's own sort does), cut where the deployment changes too, and each camera's
-    first and last photo, visits and days reduced over the cameras' ranges."""
+    """The events of many small cameras (their records in ``pieces``, of the parts ``owners``; each camera one run),
+    each camera's ``_Camera`` as ``_camera_runs`` makes it, from one pass of numpy calls over them all: sorted by
+    (deployment, sequence, time) at once (stably, so equal times keep the parts' order, as a camera's own sort
+    does), the photos without a sequence of cameras that also have a list's joined to its spans
+    (``_join_cameras``), cut where the deployment changes too, and each camera's first and last photo, visits and
+    days reduced over the cameras' ranges."""
     order: np.ndarray | None = None
     if len(pieces) == 1:  # already in order
         p, lo, hi = pieces[0]
@@ -653,10 +713,15 @@ def _small_cameras(pieces: Sequence[tuple[EventRecords, int, int]], owners: Sequ
         order = np.lexsort((epoch, seq, dep)).astype(np.int32)  # at most SMALL_CAMERAS_RECORDS records
         dep, seq, epoch = dep[order], seq[order], epoch[order]
         offset = np.concatenate([p.offset[lo:hi] for p, lo, hi in pieces])[order]
+    joined = _join_cameras(dep, seq, epoch, offset, order) if len(sequences) else None
+    if joined is not None:
+        dep, seq, epoch, offset, order, window, span_of = joined
     gather = _Gather(pieces, order)
     n = len(epoch)
     new = np.ones(n, dtype=bool)
     new[1:] = (dep[1:] != dep[:-1]) | (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
+    if joined is not None:  # a time-grouped event never spans a sequence: cut where one starts between two photos
+        new[1:] |= (seq[1:] < 0) & (seq[:-1] < 0) & (window[1:] != window[:-1])
     first = np.flatnonzero(new).astype(np.int32)
     last = np.append(first[1:], n).astype(np.int32) - 1
     camera = dep[first]  # each event's
@@ -710,7 +775,8 @@ def _small_cameras(pieces: Sequence[tuple[EventRecords, int, int]], owners: Sequ
         yield _Camera(name, keys[a:b], ids[a:b], starts[a:b], ends[a:b], images[a:b], most_rows[a:b], top_rows[a:b],
                       visits, CameraDays(name, days[day_bounds[c]:day_bounds[c + 1]],
                                          day_counts[day_bounds[c]:day_bounds[c + 1]]),
-                      False, timed[a:b], timed_start[t0:t1], timed_end[t0:t1], timed_offset[t0:t1], _NO_SPAN_IDS)
+                      False, timed[a:b], timed_start[t0:t1], timed_end[t0:t1], timed_offset[t0:t1],
+                      _NO_SPAN_IDS if joined is None else _span_ids(span_of, c, sequences))
 
 
 class FrameSink(Protocol):

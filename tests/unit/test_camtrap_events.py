@@ -885,7 +885,7 @@ def test_small_cameras_grouped_many_at_a_time_write_the_bytes_of_a_camera_at_a_t
     """Camera-day folders make a camera of each folder of ten photos (a million at ten million images): the small
     cameras are grouped many at a time (``_small_cameras``: one pass of numpy calls, not ~320 us of them a camera),
     and every byte the events step writes is what the grouping of a camera at a time (``_camera_runs``, which the
-    big cameras and those with a list's sequence beside photos without one still take) writes."""
+    big cameras still take) writes."""
     fragments = _collection(seed)
     grouped: list[int] = []
     small_cameras = ev._small_cameras
@@ -901,7 +901,7 @@ def test_small_cameras_grouped_many_at_a_time_write_the_bytes_of_a_camera_at_a_t
     assert not grouped and alone["rows"].count("\r\n") > 1000 and any(alone["frames"])
     monkeypatch.setattr(ev, "SMALL_CAMERA_RECORDS", 1024)
     assert _step(fragments, interval_s) == alone
-    assert len(grouped) > 150  # most cameras were grouped (the big ones and the mixed ones were not)
+    assert len(grouped) == 2 * 240  # every small camera grouped (the mixed ones too; twice: rows, then events)
     # groups cut small, boxes gathered a few at a time, middling cameras alone
     monkeypatch.setattr(ev, "SMALL_CAMERAS_RECORDS", 25)
     monkeypatch.setattr(ev, "RECORDS_PER_GATHER", 7)
@@ -1040,8 +1040,8 @@ def test_cameras_at_and_over_the_grouping_limits_write_what_a_camera_at_a_time_w
     """With the shipped limits: cameras of exactly ``SMALL_CAMERA_RECORDS`` records (1,024: grouped), one more
     (alone), four of 1,024 filling a group of ``SMALL_CAMERAS_RECORDS`` exactly (4,096: one group), one photo and
     four more of 1,024 (the fourth one record past a group: the next group's), and a camera with a list's sequences
-    beside photos without one (alone), spread over fifty parts of which some are empty: the same bytes as every
-    camera alone."""
+    beside photos without one (of 1,024: grouped, with the group before it), spread over fifty parts of which some
+    are empty: the same bytes as every camera alone."""
     rnd = random.Random(5)
     limit, per_group = ev.SMALL_CAMERA_RECORDS, ev.SMALL_CAMERAS_RECORDS
     whole = per_group // limit  # cameras of ``limit`` records that fill a group
@@ -1063,9 +1063,9 @@ def test_cameras_at_and_over_the_grouping_limits_write_what_a_camera_at_a_time_w
     want = _alone(60.0, fragments)
     assert not groups
     assert _step(fragments, 60.0) == want
-    names = [f"cam{c:02d}" for c in range(len(sizes))]  # cam02: over the limit, the last: mixed; both alone
+    names = [f"cam{c:02d}" for c in range(len(sizes))]  # cam02: over the limit, alone; the last: mixed, grouped
     a, b = 3 + whole, 3 + 2 * whole
-    assert groups[:4] == [names[:2], names[3:a], names[a:b], names[b:b + 2]]
+    assert groups[:4] == [names[:2], names[3:a], names[a:b], names[b:]]
 
 
 def _held(sizes: list[int], rnd: random.Random) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -1111,10 +1111,10 @@ class _CountingNumpy:
 
 
 def test_a_camera_grouped_alone_is_looked_up_only_in_the_parts_that_hold_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A camera grouped alone (a list's sequences beside photos without one, or over ``SMALL_CAMERA_RECORDS``) whose
-    photos are all in one part of fifty costs the searches it costs in a single part: finding its records does not
-    search every part (~85 us a camera at fifty parts, more than grouping it where a captures file covers only some
-    photos: bench/camtrap_events.py --mixed). The rows are the same however the cameras are spread."""
+    """A camera grouped alone (over ``SMALL_CAMERA_RECORDS``; before ``_join_cameras`` also one with a list's
+    sequences beside photos without one) whose photos are all in one part of fifty costs the searches it costs in a
+    single part: finding its records does not search every part (~85 us a camera at fifty parts). The rows are the
+    same however the cameras are spread."""
     rnd = random.Random(12)
     cameras = [(f"cam{c:03d}", 2, 1_717_200_000 + c,
                 [(rnd.choice(_STEPS[:6]), k % 4, 0, rnd.randint(0, 15), True, c)
@@ -1132,3 +1132,55 @@ def test_a_camera_grouped_alone_is_looked_up_only_in_the_parts_that_hold_it(monk
     assert "S1" in written[0]["rows"] and len(written[0]["visits"].splitlines()) == 61  # mixed cameras, all 60
     # not one search more a camera (searching every part: 49 more a camera each time the step groups them, 5,880)
     assert searches[1] - searches[0] < len(cameras), searches
+
+
+def test_cameras_with_a_lists_sequences_beside_photos_without_one_grouped_many_at_a_time_write_their_own_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small cameras whose list covers only some photos (a captures file for some of them: every camera of it) are
+    grouped many at a time too (``_join_cameras``, not ~420-530 us of numpy calls a camera alone:
+    bench/camtrap_events.py --mixed), and write every byte they write alone: photos without a sequence joined to the
+    span of their own camera's sequence only (the cameras' times overlap, and their sequences share names), the
+    one that started last where spans overlap, photos at a span's first and last second, time-grouped events cut
+    where a sequence starts between two photos, spread over parts, in one group or in groups of a few cameras."""
+    rnd = random.Random(21)
+    cameras = []
+    for c in range(150):
+        photos = []
+        for k in range(rnd.randint(2, 24)):
+            sequence = rnd.choice([0, 0, 1, 2, 3]) if k else rnd.choice([0, 1])  # some start with a listed photo
+            photos.append((rnd.choice([0, 0, 1, 30, 59, 60, 61, 120, 3600]), sequence, rnd.choice([0, 0, 60]),
+                           rnd.randint(0, 15), rnd.random() > 0.05, rnd.randint(0, 5)))
+        cameras.append((f"cam{c:03d}", 2, 1_717_200_000 + rnd.randint(0, 600), photos))  # the times overlap
+    fragments = _fragments(cameras, 6, set(), rnd)
+    # what the records hold: photos without a sequence inside a span of their camera's, and inside only another's
+    inside_own = inside_other = 0
+    spans: dict[str, list[tuple[int, int]]] = {}
+    times: dict[str, list[tuple[int, int]]] = {}
+    for name, _, at, photos in cameras:
+        found: dict[int, list[int]] = {}
+        for step, sequence, *_ in photos:
+            at += step
+            found.setdefault(sequence, []).append(at)
+        spans[name] = [(min(t), max(t)) for s, t in found.items() if s]
+        times[name] = found.get(0, [])
+    for name in spans:
+        for t in times[name]:
+            if any(a <= t <= b for a, b in spans[name]):
+                inside_own += 1
+            elif any(a <= t <= b for other in ("cam000", "cam001", "cam002") for a, b in spans[other]):
+                inside_other += 1
+    assert inside_own > 200 and inside_other > 20
+    alone_runs: list[str] = []
+    camera_runs = ev._camera_runs
+
+    def counted(pieces: Any, owners: Any, deployment: str, *args: Any) -> Any:
+        alone_runs.append(deployment)
+        return camera_runs(pieces, owners, deployment, *args)
+
+    want = _alone(60.0, fragments)
+    monkeypatch.setattr(ev, "_camera_runs", counted)
+    for per_group in (4096, 40, 24):  # every camera in one group, a few at a time, mostly one at a time
+        monkeypatch.setattr(ev, "SMALL_CAMERAS_RECORDS", per_group)
+        assert _step(fragments, 60.0) == want, per_group
+    assert not alone_runs  # none was grouped alone
+    assert want["rows"].count(",S1,") > 50 and len(want["visits"].splitlines()) == 151
