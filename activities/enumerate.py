@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 import azure.durable_functions as df
 
 from activities import decided, image_list
-from activities.superseded import refuse_if_superseded
+from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
@@ -434,9 +434,9 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
 
 def drop_earlier_listings(task_id: str, settings: Settings, store: BlobStore, run: str) -> int:
     """Delete the listing folders (``layout.listing_work_prefix``) of the runs of ``task_id`` (a generation's key)
-    that started before ``run`` (this run's pool job; "": nothing, a listing in the task's folder); returns how many
-    blobs went. Why: each run with an id lists into a folder of its own, so every resumed run added one (a 10M-image
-    listing's parts are ~1 GB of names) and nothing deleted them.
+    that started before ``run`` (this run's pool job; "": nothing, a listing in the task's folder) or that it replaced;
+    returns how many blobs went. Why: each run with an id lists into a folder of its own, so every resumed run added
+    one (a 10M-image listing's parts are ~1 GB of names) and nothing deleted them.
 
     Safe: no later step reads another run's listing (only the listing's own calls read its working files, each with
     its run's ``listing_run``; manifests, shard ranges, deployments and the summary keep the task's names and are not
@@ -444,7 +444,15 @@ def drop_earlier_listings(task_id: str, settings: Settings, store: BlobStore, ru
     which the extension starts only when none is running (``api.starters``), and an estimate (``dry_run``) is a task of
     its own. So the runs before this one ended; a terminated one's late call may still write into its folder (it writes
     only there; a few blobs left, which the next run deletes). Only runs started before: a terminated run's own late
-    summary call (past its check, ``activities.superseded``) never deletes the listing of the run that replaced it.
+    summary call (past its check, ``activities.superseded``) must never delete the listing of the run that replaced
+    it, and the ids' order alone does not promise that: a run id carries the wall clock of the instance that took the
+    post (``api.starters``), so with clocks seconds apart the replacing run may bear the earlier second. Hence a run
+    that was replaced deletes nothing: the folders are listed first and its cancel marker read after; the replacing
+    run writes that marker (orchestrations.task ``_end_terminated_run``) before its first listing blob, and Azure
+    Storage "was designed to embrace a strong consistency model that guarantees that when the service performs an
+    insert or update operation, subsequent reads see the latest update" (azure-docs
+    articles/storage/blobs/concurrency-manage.md): a folder found means its marker seen. A run this one replaced (its
+    marker names this run) goes whatever its id's second says.
     Idempotent (a retried call, a folder already gone: nothing to delete); best effort: a failure is logged, the
     listing stands, and the next run of the task deletes them."""
     if not run:
@@ -453,8 +461,17 @@ def drop_earlier_listings(task_id: str, settings: Settings, store: BlobStore, ru
     gone = 0
     try:
         folders = [p for page in store.iter_level_pages(settings.container, root) for p in page.prefixes]
+        by = superseded_by(store, settings, run)
+        if by is not None:  # a replaced run's late call: the later run's listing may be among them
+            logger.info("task %s: earlier runs' listings left to the run %s that replaced run job %s", task_id,
+                        by or "?", run)
+            return 0
+        task, mine = run.rsplit("_", 1)[0], run.rsplit("_", 1)[-1]
         for folder in folders:
-            if layout.started_before(folder[len(root):].rstrip("/"), run):
+            job = folder[len(root):].rstrip("/")
+            if job == run or not job.startswith(f"{task}_"):  # its own, or a folder no run of the task named
+                continue
+            if layout.started_before(job, run) or superseded_by(store, settings, job) == mine:
                 gone += delete_prefix(store, settings.container, folder)
     except Exception as exc:  # noqa: BLE001 - housekeeping: the listing is done whatever happens here
         logger.warning("task %s: earlier runs' listing folders under %s not deleted (the next run tries again): %s",

@@ -30,8 +30,9 @@ running then (one slice of ``names_per_call`` names, seconds): each run with an 
 ``orchestrations.enumeration``), so that call writes its own run's part and cursor, never the new run's part of the
 same number (before, it did: with images uploaded in between, the new run's shards were cut from a part it had not
 counted, an image lost or run twice: tests/integration/test_superseded_run.py); the end of a run's listing deletes
-the folders of the runs started before it (``activities.enumerate.drop_earlier_listings``), never a later run's, so
-the late summary call below leaves the new run's listing alone. What the listing makes for the later
+the folders of the runs started before it or that it replaced (``activities.enumerate.drop_earlier_listings``), and
+a replaced run's late summary call (below) deletes none, whatever its run id's second says of the order of the runs
+(ids carry their starters' clocks), so it leaves the new run's listing alone. What the listing makes for the later
 steps keeps the task's names, which the pool and the resubmission read: a ``write_shard_manifests`` call reads the
 marker again every ``RECHECK_IMAGES`` images (so it writes at most that many images' manifests, from its own listing,
 after the marker), and a ``finish_enumeration`` call past its check still writes the summary; the new run writes those
@@ -50,14 +51,21 @@ from gpu_batch import layout
 logger = logging.getLogger(__name__)
 
 
+def superseded_by(store: BlobStore, settings: Settings, job: str) -> str | None:
+    """The run that replaced the run of pool job ``job`` (its cancel marker's ``superseded_by``; "" when the marker
+    did not say which), or None: not replaced (no marker, or a cancel's marker without it)."""
+    marker = store.read_json_or_none(settings.container, layout.cancel_marker(job))
+    by = marker.get("superseded_by") if isinstance(marker, dict) else None
+    return None if by is None else str(by)
+
+
 def refuse_if_superseded(store: BlobStore, settings: Settings, payload: Mapping[str, Any], what: str) -> None:
     """Raise ``RunSuperseded`` when the run that made this call (``payload["run_job"]``) was replaced by a later run
     of its task; return otherwise, and at once for a call without ``run_job``. ``what``: the step, for the words."""
     job = payload.get("run_job")
     if not job:
         return
-    marker = store.read_json_or_none(settings.container, layout.cancel_marker(str(job)))
-    by = marker.get("superseded_by") if isinstance(marker, dict) else None
+    by = superseded_by(store, settings, str(job))
     if by is None:
         return
     logger.warning("task %s: %s of run job %s not done: run %s replaced that run", payload.get("task_id"), what, job,

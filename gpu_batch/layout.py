@@ -51,7 +51,8 @@ In the task-state container::
     tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
     tasks/<task>/listing/runs/<job>/...                  the same working files of one run's listing (a run with
                                                          an id lists into its own folder: ``listing_work_prefix``;
-                                                         deleted when a run started later finishes its listing)
+                                                         deleted when a run started later or replacing it
+                                                         finishes its listing)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV

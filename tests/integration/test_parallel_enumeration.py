@@ -221,6 +221,47 @@ def test_a_runs_finished_listing_deletes_the_listings_of_the_runs_before_it_only
     assert store.exists(settings.container, layout.listing_plan_blob(tid, later))
 
 
+def test_a_replaced_runs_late_listing_end_deletes_no_listing_whatever_the_run_ids_say(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """Run ids carry their starter's wall clock (``api.starters``: ``datetime.now`` on whichever Functions instance
+    took the post), so a run started after another may bear an earlier second when the instances' clocks differ.
+    The terminated run's late ``finish_enumeration`` call, already past its superseded check, then took the replacing
+    run's listing, mid-way, for a run "started before" it and deleted it: that run's next part found no cursor or
+    plan. A run whose cancel marker names the run that replaced it deletes no listing (the folders are listed first and
+    the marker read after: the replacing run writes the marker before its first listing blob, and Azure Storage is
+    strongly consistent, so a folder found means a marker seen). Fails without the change (the replacing run's
+    folder is deleted)."""
+    from activities.enumerate import drop_earlier_listings
+    from activities.pool import run_stop_groups
+
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    tid = "task-skewed"
+    earlier = layout.pool_job_id(tid, "r261201110000aa00")  # a run before both: its folder stays while in doubt
+    terminated = layout.pool_job_id(tid, "r261201120005ab12")  # its instance's clock 10 s ahead
+    replacing_run = "r261201115955cd34"  # started after it in fact, on an instance with an exact clock
+    replacing = layout.pool_job_id(tid, replacing_run)
+    store.ensure_container(settings.container)
+    store.write_json(settings.container, layout.listing_plan_blob(tid, earlier), {"units": 1})
+    run_parallel(settings, store, tid, request, SMALL, run_job=terminated)
+    assert not store.exists(settings.container, layout.listing_plan_blob(tid, earlier))  # its own end: as before
+    store.write_json(settings.container, layout.listing_plan_blob(tid, earlier), {"units": 1})
+    run_stop_groups({"task_id": tid, "job_id": terminated, "reason": "terminated", "superseded_by": replacing_run},
+                    settings, store)
+    store.write_json(settings.container, layout.listing_plan_blob(tid, replacing), {"units": 1})  # its listing began
+
+    # the terminated run's summary call, past its check when the marker was written, ends with the housekeeping
+    assert drop_earlier_listings(tid, settings, store, terminated) == 0
+
+    assert store.exists(settings.container, layout.listing_plan_blob(tid, replacing))
+    assert store.exists(settings.container, layout.listing_plan_blob(tid, earlier))  # the replacing run's to delete
+    run_parallel(settings, store, tid, request, SMALL, run_job=replacing)
+    assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, earlier)))
+    # the run it replaced, its id a later second: its marker names the replacing run, so its listing goes too
+    assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, terminated)))
+    assert list(store.list_names(settings.container, layout.listing_work_prefix(tid, replacing)))
+
+
 def test_a_flat_level_over_the_plan_budget_is_listed_in_bounded_calls(env: tuple[Settings, BlobStore, str]) -> None:
     settings, store, container = env
     request = TaskRequest(container=container, prefix="flat/", model="MDV5A", images_per_shard=10)
