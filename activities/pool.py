@@ -17,6 +17,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from activities.decided import task_settings
 from activities.shard_results import images_to_rerun, progress_count, shard_coverage, shard_manifest
+from activities.superseded import superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -415,11 +416,20 @@ def run_stop_groups(payload: c.StopGroupsInput, settings: Settings, store: BlobS
     """Write the run's cancel marker, as POST .../cancel does, so the run's other shard groups stop at their next
     poll. Why: the task fails when one group fails, but the Durable extension sends the task's next action (its pool
     job's close) only once every group of its ``task_all`` has ended (devhost README, row 26): without this the others
-    went on submitting and resubmitting for hours, the status saying ``detecting``, before the task ended failed."""
+    went on submitting and resubmitting for hours, the status saying ``detecting``, before the task ended failed.
+
+    A marker that names the run that replaced this one (``superseded_by``) is left as it is when a shard group asks:
+    terminate does not reach the groups, so a group of the replaced run may fail after that marker was written, and
+    writing it anew without ``superseded_by`` let that run's late calls write again (``activities.superseded``). The
+    groups stop at the marker that is there all the same."""
     marker = {"requested": datetime.now(timezone.utc).isoformat(), "by": "a failing shard group",
               "reason": payload["reason"][:500]}
     if payload.get("superseded_by") is not None:  # a terminated run's: its late activities write nothing either
         marker.update(by="the run that replaces it", superseded_by=payload["superseded_by"])
+    elif (by := superseded_by(store, settings, payload["job_id"])) is not None:
+        logger.info("task %s: the run's shard groups stop at the marker of the run %s that replaced it",
+                    payload["task_id"], by or "?")
+        return {"stopped": True}
     store.write_json(settings.container, layout.cancel_marker(payload["job_id"]), marker)
     logger.info("task %s: the run's shard groups stop at their next poll (asked by %s)", payload["task_id"],
                 marker["by"])

@@ -20,7 +20,9 @@ How: the new run first writes the terminated run's cancel marker with ``supersed
 ``_end_terminated_run``, activities.pool ``run_stop_groups``). Each guarded activity carries its run's pool job
 (``run_job``, absent in calls made before it existed: they are not guarded) and reads that marker before it writes:
 one small read. Must not: refuse a run cancelled by POST .../cancel (its marker has no ``superseded_by``: a cancelled
-run's groups end and it writes nothing after them anyway), nor a call without ``run_job``.
+run's groups end and it writes nothing after them anyway), nor a call without ``run_job``. Must not lose the mark: a
+shard group of the replaced run (terminate does not reach it) failing afterwards asks for the same marker to stop its
+run's other groups, and leaves a marker that names the replacing run as it is (activities.pool ``run_stop_groups``).
 
 What it does not close: a guarded activity already past its check when the marker is written finishes its writes. For
 the merge, exports and publishing the new run reaches the same step only after its listing and its pool work (minutes

@@ -15,6 +15,8 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import pytest
+
 from activities.pool import run_stop_groups
 from core import contracts as c
 from core.errors import RunSuperseded
@@ -498,3 +500,35 @@ def test_a_terminated_runs_manifest_write_stops_soon_after_the_marker(storage_co
     written = [i for i in range(6)
                if store.exists(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))]
     assert refused and written == [0]  # the marker came as shard 0 was written; the read before shard 1 found it
+
+
+def test_a_terminated_runs_failing_shard_group_keeps_the_marker_naming_the_run_that_replaced_it(
+        storage_connection: str, unique_name: str) -> None:
+    """Terminate does not reach the run's shard groups: one of them may fail (a worker failure no attempt fixes, an
+    outage) after the replacing run wrote the run's cancel marker, and a failing group writes that marker too
+    (STOP_GROUPS, to stop the run's other groups). Before, it wrote it anew, without ``superseded_by``: the terminated
+    run's later late calls (listing, merge, exports, publishing, word of its end) were no longer refused, and a replaced
+    run's late listing end no longer held back from deleting listings. A marker that names the replacing run stays as
+    it is; the groups stop at it all the same, and a run not replaced gets the failing group's marker as before. Fails
+    without the change (the late call is not refused)."""
+    from activities.superseded import refuse_if_superseded, superseded_by
+    from adapters.blobs import BlobStore, service_client
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    tid = "task-groupfails"
+    old_job, other_job = layout.pool_job_id(tid, FIRST), layout.pool_job_id(tid, SECOND)
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+
+    assert run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "shard s00001 failed"}, settings,
+                           store) == {"stopped": True}
+
+    assert superseded_by(store, settings, old_job) == SECOND
+    with pytest.raises(RunSuperseded):
+        refuse_if_superseded(store, settings, {"task_id": tid, "run_job": old_job}, "the merge")
+    run_stop_groups({"task_id": tid, "job_id": other_job, "reason": "shard s00001 failed"}, settings, store)
+    marker = store.read_json(settings.container, layout.cancel_marker(other_job))
+    assert marker["by"] == "a failing shard group" and "superseded_by" not in marker
