@@ -80,6 +80,31 @@ def test_drop_trigger_source_defaults_to_event_grid_and_refuses_anything_else() 
     assert example["Values"]["TRAPBATCH_DROP_TRIGGER_SOURCE"] == "LogsAndContainerScan"
 
 
+def test_local_settings_example_names_only_settings_read_and_the_readme_gives_its_values() -> None:
+    """README "With Azure Functions Core Tools" has newcomers copy local.settings.example.json and says what it sets
+    (shards of 1,000, polls every 5-60 s): nothing tied the file to the code, so a misspelt or renamed variable there
+    was silently ignored (the app would run on its defaults), a value the app refuses failed only at ``func host
+    start``, and a changed value left the README's words stating the old one."""
+    import inspect
+    import re
+
+    import core.settings as module
+
+    root = Path(__file__).resolve().parents[2]
+    values = json.loads((root / "local.settings.example.json").read_text(encoding="utf-8"))["Values"]
+    # the Functions host's own, as Core Tools' ``func init`` writes them; every other name is the app's
+    host = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"}
+    read = set(re.findall(r'"((?:TRAPBATCH_|AzureWebJobs)\w+)"', inspect.getsource(module)))
+    assert sorted(n for n in values if n not in host and n not in read) == []
+    knobs = Settings.from_env(values).knobs  # loads as the app loads it
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"cp local\.settings\.example\.json local\.settings\.json .*?shards of ([\d,]+), polls every "
+                     r"(\d+)-(\d+) s", readme)
+    assert said, "README says which local-run values the example sets"
+    assert (int(said.group(1).replace(",", "")), float(said.group(2)), float(said.group(3))) == \
+        (knobs.images_per_shard, knobs.poll_min_s, knobs.poll_max_s)
+
+
 def test_the_drop_trigger_is_declared_with_the_event_grid_source() -> None:
     from api import starters
 
