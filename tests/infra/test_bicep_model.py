@@ -323,6 +323,42 @@ def test_every_app_setting_name_reaches_the_linux_app_as_written(templates: dict
     assert not names & set(FLEX_DEPRECATED)
 
 
+def test_docs_deploy_md_lists_the_app_settings_infra_sets_with_their_fixed_values(
+        templates: dict[str, Template]) -> None:
+    """docs/deploy.md "What gets deployed" lists the app settings the template sets ("The app settings are the names
+    of core/settings.py: ...") so an operator knows which ones ``azd provision`` owns and which are "Settings you add
+    yourself"; nothing tied the list to main.bicep's ``appSettings`` (and api.bicep's ``callerSettings``), so a
+    setting added to the template, or dropped from it, left the operator's list wrong. A value the list gives
+    (``TRAPBATCH_POOL=azure_batch``) is the template's."""
+    trapbatch, _ = app_settings(templates)
+    # empty(authClientId) ? {} : {...}: the settings with authClientId
+    callers = module_file(templates, "api").resolve("callerSettings")["operator"]["operands"]["false_value"]
+    template = {**trapbatch, **{name.strip("'"): value for name, value in callers.items()}}
+    doc = " ".join((REPO / "docs" / "deploy.md").read_text(encoding="utf-8").split())
+    listed = doc.split("The app settings are the names of `core/settings.py`:", 1)[1].split("plus the identity", 1)[0]
+    named = dict(re.findall(r"`(TRAPBATCH_[A-Z0-9_]+)(?:=(\w+))?`", listed))
+    assert sorted(set(named) ^ set(template)) == [], "docs/deploy.md and infra/ differ on these settings"
+    assert {name: value for name, value in named.items() if value} == \
+        {name: template[name] for name, value in named.items() if value}
+
+
+def test_every_azd_value_the_docs_commands_use_is_an_output_of_the_template_or_azds_own(
+        templates: dict[str, Template]) -> None:
+    """The docs' commands take resource names from azd's environment (``$AZURE_BATCH_ACCOUNT_NAME``,
+    ``azd env get-value EVENTGRID_TASK_EVENTS_TOPIC_NAME``): azd writes each output of main.bicep there after a
+    provision (learn.microsoft.com/azure/developer/azure-developer-cli/manage-environment-variables: the ``.env``
+    file "is also updated automatically during azd operations ... capturing outputs from infrastructure templates"),
+    beside the values azd sets itself when the environment is made. An output renamed or removed left a command that
+    runs with an empty name (``az keyvault secret set --vault-name ""``) and fails far from the cause."""
+    azds_own = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID", "AZURE_PRINCIPAL_ID"}
+    outputs = set(main(templates).outputs)
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    used = set(re.findall(r"\$\{?((?:AZURE|SERVICE|EVENTGRID|INCOMING|APPLICATIONINSIGHTS)_[A-Z0-9_]+)", docs))
+    used |= set(re.findall(r"azd env get-value ([A-Z][A-Z0-9_]+)", docs))
+    assert len(used) >= 8, sorted(used)  # the parse still finds them
+    assert sorted(used - outputs - azds_own) == []
+
+
 def test_host_json_task_hub_setting_is_set(templates: dict[str, Template]) -> None:
     hub = re.search(r"%(\w+)%", (REPO / "host.json").read_text())
     assert hub and hub.group(1) in app_settings(templates)[0]
