@@ -19,7 +19,7 @@ import azure.functions as func
 
 from api.edge import http_edge, json_response
 from core import requests as rq
-from core.contracts import Stage
+from core.contracts import TASK_LIST_LIMIT, Stage
 from core.repeats import MAX_FOLDER_DETECTIONS, RepeatOptions
 from gpu_batch import layout
 
@@ -548,7 +548,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                                            409: "a re-run (rerun, only_new) of a task that still runs"})}},
                 "get": {"operationId": "listTasks", "summary": "tasks, newest first",
                         "parameters": [{"name": "limit", "in": "query", "required": False,
-                                        "schema": {"type": "integer", "minimum": 1, "default": 50}}],
+                                        "schema": {"type": "integer", "minimum": 1, "default": TASK_LIST_LIMIT}}],
                         "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401)}},
             },
             "/api/tasks/{task_id}": {**task_ref, "get": {

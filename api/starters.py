@@ -622,7 +622,7 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
     (operators: all)."""
     caller = request_caller(req)
     try:
-        limit = int(req.params.get("limit", "50"))
+        limit = int(req.params.get("limit", str(c.TASK_LIST_LIMIT)))
         if limit < 1:
             raise ValueError
     except ValueError:

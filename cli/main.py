@@ -27,7 +27,7 @@ from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import (BarReporter, LineReporter, awaiting_line, ended_while_telling, exit_code_for, failed_steps,
                           is_final, printable,
                           unreachable_note, wait_for, waiting_note, zooniverse_cut_short_line)
-from core.contracts import Stage
+from core.contracts import TASK_LIST_LIMIT, Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
 from core.requests import (MAX_BODY_BYTES, TASK_BODY_HINT, encoded_size, parse_rerender, parse_task_request,
@@ -938,7 +938,7 @@ def status(state: State, /, task_id: str, as_json: bool) -> None:
 
 
 @cli.command(name="list", short_help="List tasks, newest first.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+@click.option("--limit", default=TASK_LIST_LIMIT, show_default=True, type=click.IntRange(min=1),
               help="the newest N tasks (the app's GET /api/tasks?limit=N)")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state

@@ -35,6 +35,9 @@ DROP_ANSWER = "write_drop_answer"
 PUBLISH_EVENT = "publish_task_event"
 CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
 CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
+# GET /api/tasks without ?limit=: the newest this many tasks. One number for the handler, its OpenAPI default and the
+# CLI's ``list --limit`` (README and docs/cli.md state it; tests/unit/test_openapi.py checks they agree)
+TASK_LIST_LIMIT = 50
 # a custom status key: a step waiting out a busy service ({step, reason, attempt, of, at}; orchestrations.retries),
 # or a shard group waiting out a pool outage ({step, reason, at, since, until}; orchestrations.shards "Outages")
 WAITING_KEY = "waiting"

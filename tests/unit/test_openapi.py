@@ -262,6 +262,34 @@ def test_the_task_lists_rows_are_described_with_every_field_they_carry() -> None
     assert sorted(k for k in keys if f"`{k}`" not in line) == [], line
 
 
+def test_the_task_lists_default_length_is_one_number_and_the_docs_state_it() -> None:
+    """``GET /api/tasks`` without ``?limit=`` shows the newest 50 tasks: the handler, its description's default and
+    ``trapbatch list --limit``'s default were three literals, which README, docs/cli.md and api/starters.py's
+    docstring repeat; they are one constant now (``core.contracts.TASK_LIST_LIMIT``), and each place gives it."""
+    import ast
+    from pathlib import Path
+
+    from api import starters
+    from cli.main import cli
+    from core.contracts import TASK_LIST_LIMIT
+
+    tree = ast.parse(Path(starters.__file__).read_text(encoding="utf-8"))
+    handler = next(f for f in ast.walk(tree) if isinstance(f, ast.AsyncFunctionDef) and f.name == "list_tasks")
+    read = next(call for call in ast.walk(handler) if isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute) and call.func.attr == "get"
+                and call.args and isinstance(call.args[0], ast.Constant) and call.args[0].value == "limit")
+    assert "TASK_LIST_LIMIT" in ast.unparse(read.args[1]), ast.unparse(read)
+    get = openapi.description("http://127.0.0.1:7071")["paths"]["/api/tasks"]["get"]
+    assert [p["schema"]["default"] for p in get["parameters"] if p["name"] == "limit"] == [TASK_LIST_LIMIT]
+    assert [p.default for p in cli.commands["list"].params if p.name == "limit"] == [TASK_LIST_LIMIT]
+    root = Path(__file__).resolve().parents[2]
+    said = {"README.md": f"(`?limit=N`, default {TASK_LIST_LIMIT})",
+            "docs/cli.md": f"`--limit N` of them (default {TASK_LIST_LIMIT};",
+            "api/starters.py": f"newest first (?limit=N, default {TASK_LIST_LIMIT})"}
+    assert [f"{path}: {words}" for path, words in said.items()
+            if words not in " ".join((root / path).read_text(encoding="utf-8").split())] == []
+
+
 def test_the_readme_names_every_route_that_answers_409_until_the_task_has_results() -> None:
     """The routes that work on a task's results (``api.starters.finished_task``: ``TaskNotFinished``, 409) refuse a
     task none of whose runs has results yet; README's endpoint table said so for ``GET .../results`` alone, so a
