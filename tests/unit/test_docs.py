@@ -379,3 +379,62 @@ def test_the_readme_lists_every_exit_code_of_the_worker_and_which_fail_the_task(
     assert unfixable, "README says which exits fail the task"
     said = {int(n) for n in re.findall(r"\d+", unfixable.group(0))}
     assert said == set(exit_codes.UNFIXABLE)
+
+
+def test_the_limits_and_counts_the_readme_states_as_behaviour_are_the_codes_constants() -> None:
+    """More numbers the docs state as what the app does, each beside the constant that decides it and none checked
+    until now (found in an audit of the docs against the code: they all still agreed): an image list's metadata
+    limits, the drop trigger's tries, how many runs a new run ends, how much of a listing's odd files, a missing
+    prefix's neighbours, skipped folders and given-up shards a status names, the preview's samples and blank-camera
+    rule, the photo size ``trapbatch zooniverse`` fits to, the outage a shard group waits out, the steps' retry
+    schedules and the instance's concurrent activities. A changed constant fails here until the docs say it."""
+    from activities.enumerate import RECHECK_IMAGES
+    from activities.previews import MOSTLY_BLANK_SHARE, MOSTLY_BLANK_VISITS
+    from api.starters import DROP_TRIGGER_RETRIES, ENDS_RUNS_MAX
+    from cli import main as cli_main
+    from cli.zooniverse_upload import MAX_BYTES
+    from core.contracts import GIVEN_UP_EXAMPLES
+    from core.imagelist import MAX_METADATA_COLUMNS, MAX_METADATA_VALUE_CHARS
+    from core.nearby import NAME_CHARS, NEARBY_NAMES
+    from core.notimages import EXAMPLES, TOP_KINDS
+    from core.repeats import SKIPPED_LISTED
+    from gpu_batch.formats.previewsample import KIND_SAMPLE
+    from gpu_batch.pool.azure_batch import RETRY_AFTER_MAX_S
+    from gpu_batch.worker.__main__ import MAX_STAGE_THREADS
+    from orchestrations.retries import BUSY_FIRST_DELAY_S, BUSY_MAX_DELAY_S, STORAGE_RETRY
+    from orchestrations.shards import OUTAGE_LIMIT_S
+
+    def flat(path: str) -> str:
+        return " ".join((ROOT / path).read_text(encoding="utf-8").split())
+
+    word = {3: "three", 5: "five", 10: "ten"}
+    activities = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))["extensions"]["durableTask"][
+        "maxConcurrentActivityFunctions"]
+    steps = [STORAGE_RETRY.delay_s(n) for n in range(1, STORAGE_RETRY.attempts)]
+    zooniverse = next(c for c in cli_main.cli.commands["zooniverse"].params if c.name == "workers")
+    said = {
+        "README.md": [
+            f"more than {MAX_METADATA_COLUMNS} metadata columns, or a metadata value of more than "
+            f"{MAX_METADATA_VALUE_CHARS:,} characters",
+            f"the trigger runs again by itself ({DROP_TRIGGER_RETRIES.tries} tries;",
+            f"at most the {ENDS_RUNS_MAX} most recent",
+            f"the {word[TOP_KINDS]} largest kinds by extension", f"every kind with its first {word[EXAMPLES]} names",
+            f"the first {NEARBY_NAMES} folders", f"cut to its last {NAME_CHARS} characters",
+            f"(the first {SKIPPED_LISTED}, with their counts)", f"the first {word[GIVEN_UP_EXAMPLES]} with",
+            f"a sample of its own of up to {KIND_SAMPLE}",
+            f"({MOSTLY_BLANK_SHARE * 100:g} % or more of at least {MOSTLY_BLANK_VISITS}:",
+            f"a photo over {MAX_BYTES:,} bytes", f"reads the marker again every {RECHECK_IMAGES:,} images",
+            f"of {OUTAGE_LIMIT_S / 3600:g} hours (or `TRAPBATCH_MAX_TASK_SECONDS`",
+            f"`--stage-threads N` (1-{MAX_STAGE_THREADS}, default 1)",
+            f"an instance running {activities} activities",
+            f"A step is tried {STORAGE_RETRY.attempts} times ({steps[0]:g} s and {steps[1]:g} s apart)",
+            f"{BUSY_FIRST_DELAY_S:g} s apart doubling to {BUSY_MAX_DELAY_S / 60:g} minutes",
+            f"a Retry-After over {RETRY_AFTER_MAX_S:g} s not slept inside the call",
+        ],
+        "docs/deploy.md": [f"up to {activities} activities at once, `host.json`"],
+        "docs/cli.md": [f"`--max-bytes` (default {MAX_BYTES:,}:",
+                        f"`--workers` photos at a time ({zooniverse.default})"],
+    }
+    assert len(steps) == 2, steps  # the README's words give two waits
+    unsaid = [f"{doc}: {words}" for doc, phrases in said.items() for words in phrases if words not in flat(doc)]
+    assert unsaid == [], unsaid
