@@ -103,3 +103,29 @@ def test_the_shared_formats_import_only_formats_and_the_manifest(path: Path) -> 
                            "heapq", "io", "json", "math", "orjson", "posixpath", "re", "struct", "typing",
                            "unicodedata", "uuid", "gpu_batch"}, \
         third_party
+
+
+def test_the_readmes_layering_paragraph_states_these_rules() -> None:
+    """README "Architecture" restates the rules above for whoever adds a module; it had drifted from them (``core``
+    without ``gpu_batch.formats``, ``orchestrations`` without the exit codes, ``api`` without the model names, and
+    ``cli`` and ``function_app`` not at all), so a newcomer following it would wrongly avoid, or be surprised by,
+    imports the rules allow. Each layer's clause names exactly what ALLOWED gives it besides itself ("gpu_batch's
+    contracts" standing for CONTRACTS)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = " ".join(readme.split("\nLayering (", 1)[1].split("\n\n", 1)[0].split())
+    stated: dict[str, set[str]] = {}
+    unnamed = []
+    for clause in paragraph.split("):", 1)[1].split("; "):
+        layer = re.match(r"\s*`(\w+)`", clause)  # each clause opens with its layer: "`api` `core`, `adapters` ..."
+        if not layer:
+            unnamed.append(clause)
+            continue
+        named = set(re.findall(r"`([\w.]+)`", clause[layer.end():]))
+        stated[layer.group(1)] = named | (set(CONTRACTS) if "gpu_batch's contracts" in clause else set())
+    assert unnamed == [], "each clause of README's layering paragraph opens with its layer in backticks"
+    assert sorted(stated) == sorted(ALLOWED)
+    differ = {layer: sorted(stated[layer] ^ (set(rules) - {layer})) for layer, rules in ALLOWED.items()
+              if stated[layer] != set(rules) - {layer}}
+    assert differ == {}
