@@ -438,3 +438,20 @@ def test_the_limits_and_counts_the_readme_states_as_behaviour_are_the_codes_cons
     assert len(steps) == 2, steps  # the README's words give two waits
     unsaid = [f"{doc}: {words}" for doc, phrases in said.items() for words in phrases if words not in flat(doc)]
     assert unsaid == [], unsaid
+
+
+def test_the_architecture_tree_names_every_module_of_the_edges_and_the_orchestrations() -> None:
+    """README "Architecture" is where a newcomer finds which file holds a route or an orchestration: ``api/`` left out
+    after_task.py (the re-render, expiry and zip routes) and callers.py, ``orchestrations/`` six of its twelve
+    modules (enumeration, exports, rerender, expiry, results_zip, retries). Every module of those two packages is
+    named on its folder's lines."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tree = readme.split("## Architecture", 1)[1].split("```", 2)[1]
+    unnamed = []
+    for package in ("api", "orchestrations"):
+        lines = tree.split(f"\n{package}/", 1)[1]
+        block = re.split(r"\n(?=\S)", lines, maxsplit=1)[0]  # the folder's line and those indented under it
+        named = set(re.findall(r"\b(\w+)\.py\b", block))
+        unnamed += [f"{package}/{p.name}" for p in sorted((ROOT / package).glob("*.py"))
+                    if p.stem != "__init__" and p.stem not in named]
+    assert unnamed == []
