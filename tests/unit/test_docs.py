@@ -455,3 +455,14 @@ def test_the_architecture_tree_names_every_module_of_the_edges_and_the_orchestra
         unnamed += [f"{package}/{p.name}" for p in sorted((ROOT / package).glob("*.py"))
                     if p.stem != "__init__" and p.stem not in named]
     assert unnamed == []
+
+
+def test_docs_cli_mds_configuration_table_gives_each_setting_its_variable_and_file_key() -> None:
+    """docs/cli.md "Configuration" is where an operator learns what to write in ``config.toml``: each row pairs a
+    flag, a variable and a file key. The variables were checked to be named somewhere, the file keys nowhere: a row
+    whose key differs from ``cli.config.FIELDS`` has a config file that silently does nothing."""
+    from cli import config
+
+    section = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("## Configuration", 1)[1].split("\n## ")[0]
+    rows = {(env, key) for env, key in re.findall(r"\| `(TRAPBATCH_[A-Z_]+)` \| `(\w+)` \|$", section, re.M)}
+    assert rows == {(env, key) for key, env in config.FIELDS.items()}
