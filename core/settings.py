@@ -127,7 +127,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    ``width``/``height`` for COCO's pixel boxes (the worker writes them; older results
                                    lack them); ``false`` keeps normalized boxes for those
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1); each gets cores // this many
-                                   OpenMP threads unless OMP_NUM_THREADS is set (gpu_batch.pool.local: Cores). With
+                                   OpenMP threads unless OMP_NUM_THREADS is set (gpu_batch.pool.local: Cores). On a
+                                   machine with several GPUs each worker is given the least busy one as its
+                                   CUDA_VISIBLE_DEVICES, unless that is set already (then all see what it names). With
                                    TRAPBATCH_WORKER_RESIDENT at most one per resident server (one per GPU, else one),
                                    said in the log (gpu_batch.pool.local: Resident workers)
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto); given to the workers, whose
