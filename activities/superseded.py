@@ -1,4 +1,5 @@
-"""Refuse the late writes of a task's run that a later run replaced: a run terminated, then resumed or re-run.
+"""Refuse the late writes of a task's run that a later run replaced: a run terminated (or failed by the platform
+while its work ran), then resumed or re-run.
 
 Why: terminating an orchestration stops it alone; "Terminating an orchestration instance has no effect on any
 in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
@@ -15,6 +16,14 @@ merge's" results deleted what the new results were made into (``activities.fanin
 rewrote the served file's head; exports read from the new
 results file at the old run's byte ranges; the merge's work deleted under the new merge; pages; a promotion; a
 "completed" or "failed" of the old run delivered after the new run started.
+
+A failed run: one whose own failure handling ran (its status ``failed``) has nothing left to refuse, since the Durable
+Task Framework fails an execution only once every task it started has ended (``TaskOrchestrationExecutor.ExecuteCore``:
+``if (!this.context.HasOpenTasks)``; devhost README, fidelity row 26: a shard group's failure fails the SDK's
+``task_all`` at once, but the task stays Running until the other groups and the fan-out's activities have ended). One
+the platform failed at once, open tasks or not (a replay that breaks determinism: a release that changed the task
+orchestrator deployed while it ran), leaves them running as a terminate does: the run after it ends it as it ends a
+terminated one (``api.starters._ended_runs``: a Failed run whose status is not ``failed``).
 
 How: the new run first writes the terminated run's cancel marker with ``superseded_by`` (orchestrations.task
 ``_end_terminated_run``, activities.pool ``run_stop_groups``). Each guarded activity carries its run's pool job
@@ -73,5 +82,6 @@ def refuse_if_superseded(store: BlobStore, settings: Settings, payload: Mapping[
     logger.warning("task %s: %s of run job %s not done: run %s replaced that run", payload.get("task_id"), what, job,
                    by or "?")
     raise RunSuperseded(f"task {payload.get('task_id')}: {what} of the run with pool job {job} was not done: that run "
-                        f"was terminated and run {by or '?'} of the task replaces it",
+                        f"was terminated (or failed with its work running) and run {by or '?'} of the task replaces "
+                        "it",
                         "nothing to do: the run that replaces it writes the task's results; follow GET /api/tasks/<id>")

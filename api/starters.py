@@ -259,7 +259,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:
             task_input["previous"] = generations["previous"]
-        ended = _ended_runs(runtime, last)
+        ended = _ended_runs(runtime, last, _stage_of(existing))
         if ended:  # their shard groups and pool jobs outlived them: this run ends them first
             task_input["ends_run"] = ended[-1]
             if ended[:-1]:  # only then: an input as before otherwise
@@ -342,7 +342,7 @@ def resumed_request(request: TaskRequest, last: dict[str, Any]) -> TaskRequest:
 ENDS_RUNS_MAX = 8
 
 
-def _ended_runs(runtime: str | None, last: dict[str, Any]) -> list[str]:
+def _ended_runs(runtime: str | None, last: dict[str, Any], stage: str) -> list[str]:
     """The runs whose pool work the new run ends first, oldest first (``TaskInput.ends_run`` the last of them,
     ``ends_earlier`` the others; orchestrations.task ``_end_terminated_run``), or none: the last run when it was
     terminated, whatever this start is (a resume or a ``rerun``), since terminating an orchestration leaves its shard
@@ -350,14 +350,30 @@ def _ended_runs(runtime: str | None, last: dict[str, Any]) -> list[str]:
     or sub-orchestrations", Durable Functions ``TerminateAsync``); before it, the runs the last run was to end itself
     (its ``ends_earlier`` and ``ends_run``) when it was terminated or failed: it may have ended before it ended them
     (a failure says to post the request again; a close held in its retries by a Batch outage gets terminated), and no
-    later input names them again. A run that failed or completed by itself closed its own job (or said it could not,
-    ``pool_job_error``)."""
+    later input names them again.
+
+    A run that failed by itself (its status's ``stage``, the instance's last custom status, is ``failed``: the task
+    orchestrator's own failure handling ran) or completed is not ended again: it closed its own job (or said it could
+    not, ``pool_job_error``), and nothing of it was still open. Why none: the Durable Task Framework fails or
+    completes an execution only once no task it scheduled is open (``TaskOrchestrationExecutor.ExecuteCore``:
+    ``if (!this.context.HasOpenTasks)``; devhost README, fidelity row 26), so a task orchestrator that raised after
+    one shard group failed (the SDK's ``task_all`` fails at the first failure) stays Running until every other group
+    and activity it started has ended, and its close of the job is scheduled only then (the out-of-process shim
+    awaits the ``task_all`` as .NET's ``Task.WhenAll``). A run the platform failed is ended like a terminated one
+    (``stage`` anything else: the status its failing replay set, ``detecting`` or none): DTFx fails an execution
+    whose replay breaks determinism at once, open tasks or not (``ExecuteCore``'s
+    ``catch (NonDeterministicOrchestrationException) { FailOrchestration }``: a release that changed the task
+    orchestrator's actions deployed while it ran), and then, as after a terminate, its shard groups, its activities
+    and its pool tasks run on, its job stays open, and its failure handling (the job's close) never ran. Ended, its
+    groups stop at their next poll, its job is closed, its late calls write nothing (activities.superseded), and the
+    new run's groups get ids of their own (``orchestrations.task``: ``ends_run``) instead of meeting its groups still
+    running under the same ids."""
     if runtime not in ("Terminated", "Failed"):
         return []
     runs = [str(r) for r in last.get("ends_earlier") or [] if isinstance(r, str)]
     if "ends_run" in last:
         runs.append(str(last["ends_run"]))
-    if runtime == "Terminated":
+    if runtime == "Terminated" or stage != Stage.failed:
         runs.append(str(last.get("run") or ""))  # "": a run started before runs had ids, whose job is the task id
     return list(dict.fromkeys(runs))[-ENDS_RUNS_MAX:]  # a run named twice is ended once
 

@@ -251,7 +251,8 @@ def _job_left_open(job_id: str, exc: BaseException) -> str:
 
 
 class TerminatedRunGoesOn(RuntimeError):
-    """The pool job of the task's terminated run could not be ended: this run does not start beside it."""
+    """The pool job of the task's terminated run (or of one the platform failed while its work ran) could not be
+    ended: this run does not start beside it."""
 
 
 def _end_terminated_run(context: df.DurableOrchestrationContext, task_id: str, ended_run: str,
@@ -268,17 +269,22 @@ def _end_terminated_run(context: df.DurableOrchestrationContext, task_id: str, e
     each of its groups cancels its own tasks at its next poll and ends without resubmitting anything; then its job is
     closed (its unfinished tasks end; a closed or unknown job is fine). A failure after the retries fails this run
     with the command that ends the job by hand: it does not run beside work it could not stop, and posting the request
-    again tries again (``api.starters`` carries ``ends_run`` from a run that failed)."""
+    again tries again (``api.starters`` carries ``ends_run`` from a run that failed).
+
+    A run the platform failed while its work ran is ended so too (``api.starters._ended_runs``: a Failed run whose
+    status is not the ``failed`` its own failure handling sets): the Durable Task Framework fails a replay that breaks
+    determinism at once, its shard groups, activities and pool tasks running on as after a terminate."""
     job = pool_job_id(task_id, ended_run)
     try:
         yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
-            task_id=task_id, job_id=job, reason=f"the run was terminated; run {run or '?'} of the task replaces it",
-            superseded_by=run))  # its late merge and publishing calls write nothing either (activities.superseded)
+            task_id=task_id, job_id=job, superseded_by=run,
+            reason=f"the run was terminated (or failed with its work running); run {run or '?'} of the task replaces it"
+        ))  # its late merge and publishing calls write nothing either (activities.superseded)
         yield from _close_job(context, task_id, job)
     except Exception as exc:  # noqa: BLE001 - said with what to do; the original failure is in the words
         raise TerminatedRunGoesOn(
-            f"the pool job {job} of this task's terminated run could not be ended, and its shard work may still run: "
-            f"{_END_JOB_BY_HAND.format(job=job)}, then post the request again. Ending it failed with: "
+            f"the pool job {job} of this task's terminated (or failed) run could not be ended, and its shard work may "
+            f"still run: {_END_JOB_BY_HAND.format(job=job)}, then post the request again. Ending it failed with: "
             f"{_first_line(exc, 200)}") from None
 
 

@@ -402,3 +402,66 @@ def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_ru
     wait_until(lambda: (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") in TERMINAL, 120,
                "the terminated run's shard group ending")
     assert host.get_status(shards_instance_id(task_id, 0, final["pool_job"].split("_", 1)[1])) is not None
+
+
+def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_by_the_run_that_resumes_it(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Durable Task Framework fails an execution whose replay breaks determinism at once, whatever it has open
+    (``TaskOrchestrationExecutor.ExecuteCore``: ``catch (NonDeterministicOrchestrationException) {
+    FailOrchestration }``, outside its ``if (!this.context.HasOpenTasks)``; devhost alike, fidelity row 7): here a
+    release that changed the task orchestrator's actions, deployed while its shard groups ran (both of LocalPool's
+    slots held by hung workers), and any message to the task (an event) replays it. Its groups, its workers and its
+    job run on, as after a terminate, and its own failure handling (the job's close) never ran; its status is the one
+    that replay set, not ``failed``. The plain post that resumes it ends it as it ends a terminated run
+    (``api.starters._ended_runs``): its hung workers end, its groups end at their next poll, and the resumed run's
+    shards, in groups of its own run, get the slots and complete. Fails without the change: the resumed run started
+    its groups under the ids of the failed run's, still running, and the old job, never closed, kept both slots."""
+    import json
+
+    import azure.durable_functions as df
+    from azure.data.tables import TableServiceClient
+
+    from core import contracts as c
+    from core.ids import shards_instance_id
+    from devhost.store import TERMINAL
+
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
+    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    base, body = host.base_url, {"container": unique_name}
+    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    assert api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
+    running = wait_until(lambda: (lambda s: s if s.get("shards_running") == 2 else None)(status(host, task_id)), 180,
+                         "both hung shards running")
+    old_job = running["pool_job"]
+
+    def changed(context: df.DurableOrchestrationContext) -> Any:  # a release whose first action is another one
+        context.set_custom_status({"stage": Stage.enumerating})
+        yield context.call_activity(c.CLOSE_JOB, {"task_id": task_id, "job_id": old_job})
+
+    deployed = host.index.orchestrators[c.TASK_ORCHESTRATOR]
+    host.index.orchestrators[c.TASK_ORCHESTRATOR] = df.Orchestrator.create(changed)
+    try:
+        host.raise_event(task_id, "anything", None)
+        wait_until(lambda: status(host, task_id)["runtime_status"] == "Failed", 60, "the run failed by the platform")
+    finally:
+        host.index.orchestrators[c.TASK_ORCHESTRATOR] = deployed
+    assert "Non-Deterministic" in str(host.get_status(task_id)), host.get_status(task_id)
+    assert (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") == "Running"  # runs on
+    monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
+
+    resumed = api.post(f"{base}/api/tasks", json=body, timeout=120)  # plainly: it resumes the failed run
+    assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
+    final = confirm_and_finish(host, task_id, timeout=300)  # ~30 s here: the rest is margin for a loaded machine
+
+    assert final["stage"] == Stage.completed and final["pool_job"] != old_job, final
+    assert final["images"] == len(names) and final["failed"] == 0 and final["missing"] == 0, final
+    pool = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client("trapbatchpool")
+    old_rows = list(pool.query_entities("PartitionKey eq @j", parameters={"j": old_job}))
+    assert old_rows and {r["State"] for r in old_rows} == {"completed"}  # the hung workers were ended
+    wait_until(lambda: (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") in TERMINAL, 120,
+               "the failed run's shard group ending")
+    assert host.get_status(shards_instance_id(task_id, 0, final["pool_job"].split("_", 1)[1])) is not None

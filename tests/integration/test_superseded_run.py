@@ -86,8 +86,8 @@ def test_a_terminated_runs_late_merge_calls_leave_the_resumed_runs_results_as_th
     assert served(settings, store, tid) == theirs
     assert not list(store.list_names(settings.container, layout.merge_work_prefix(tid, "")))  # no part written
     assert len(refused) == len(late)
-    assert all(f"pool job {old_job} was not done: that run was terminated and run {SECOND} of the task replaces "
-               "it" in words for words in refused)
+    assert all(f"pool job {old_job} was not done: that run was terminated (or failed with its work running) and run "
+               f"{SECOND} of the task replaces it" in words for words in refused)
 
 
 def test_a_cancelled_run_and_a_call_without_its_run_are_not_refused(task: Any) -> None:

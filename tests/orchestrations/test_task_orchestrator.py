@@ -1290,6 +1290,6 @@ def test_a_terminated_run_whose_job_cannot_be_ended_fails_the_new_run_before_any
     assert run.status == "Failed" and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
     assert not run.sub_orchestrations and ENUMERATION[0] not in run.activity_names
     error = run.custom_status["error"]
-    assert f"the pool job {TASK}_r1 of this task's terminated run could not be ended" in error
+    assert f"the pool job {TASK}_r1 of this task's terminated (or failed) run could not be ended" in error
     assert f"az batch job stop --job-id {TASK}_r1" in error and "Batch unreachable" in error
     assert "pool_job" not in run.custom_status  # this run made no job of its own

@@ -43,14 +43,19 @@ class Hub(df.DurableOrchestrationClient):
 
 
 def _started_input(monkeypatch: pytest.MonkeyPatch, runtime: str, last: dict[str, Any],
-                   body: dict[str, Any] | None = None) -> dict[str, Any]:
+                   body: dict[str, Any] | None = None, stage: str | None = None) -> dict[str, Any]:
+    """The input of the run a post of ``body`` starts after the task's last run (``runtime``, input ``last``, its
+    status's stage ``stage``: ``failed`` for a failed run, as its own failure handling leaves it, else ``detecting``;
+    "" for no status at all)."""
     monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)  # no storage
     monkeypatch.setattr(starters, "_generations", lambda *a: {})
     body = body or BODY
     status = {"name": "task_orchestrator", "instanceId": parse_task_request(BODY).task_id_for(),
               "runtimeStatus": runtime, "createdTime": "2026-01-01T00:00:00Z",
               "lastUpdatedTime": "2026-01-02T00:00:00Z", "input": json.dumps({"request": {}, **last}),
-              "output": None, "customStatus": {"stage": "detecting"}}
+              "output": None,
+              "customStatus": {"stage": stage or ("failed" if runtime == "Failed" else "detecting")} if stage != ""
+              else None}
     hub = Hub(status)
     started, _ = asyncio.run(starters.start_task(hub, body, Settings.from_env(
         {"AzureWebJobsStorage": "UseDevelopmentStorage=true"})))
@@ -109,3 +114,29 @@ def test_the_runs_passed_on_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     started = _started_input(monkeypatch, "Terminated", {"run": "r99", "ends_run": "r40", "ends_earlier": earlier})
     ended = [*started["ends_earlier"], started["ends_run"]]
     assert len(ended) == starters.ENDS_RUNS_MAX and ended[-3:] == ["r39", "r40", "r99"]
+
+
+@pytest.mark.parametrize(("stage", "body"), [(stage, body) for stage in ("detecting", "enumerating", "merging", "")
+                                              for body in (BODY, {**BODY, "rerun": True})]
+                         + [("completed", {**BODY, "rerun": True})])
+def test_a_run_the_platform_failed_with_its_work_running_is_ended_like_a_terminated_one(
+        monkeypatch: pytest.MonkeyPatch, stage: str, body: dict[str, Any]) -> None:
+    """Failed, but its status is not the ``failed`` its own failure handling sets (orchestrations.task
+    ``task_orchestrator``): the Durable Task Framework failed it at once, open tasks or not, as it does a replay that
+    breaks determinism (a release that changed the task orchestrator deployed while it ran:
+    ``TaskOrchestrationExecutor.ExecuteCore``'s ``catch (NonDeterministicOrchestrationException)``), with the status
+    that replay set (``detecting`` mid fan-out; none where it set none). Its shard groups, activities and pool tasks
+    run on and its job was never closed, as after a terminate: the new run ends it and its groups get ids of their own
+    (``ends_run``). (A finished stage with a plain post is found, not resumed: only a re-run then.) Fails without the
+    change: nothing was named, and the resumed run's groups met the failed run's, still running, under the same ids.
+    """
+    started = _started_input(monkeypatch, "Failed", {"run": "r1", "ends_run": "r0"}, body, stage=stage)
+    assert started["ends_run"] == "r1" and started["ends_earlier"] == ["r0"]
+
+
+def test_a_run_that_failed_by_itself_ends_only_what_it_was_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its status says ``failed``: its failure handling ran, which the framework lets end the execution only once
+    every shard group and activity it started has ended (``ExecuteCore``: ``if (!this.context.HasOpenTasks)``;
+    devhost README, fidelity row 26), and it closed its job: only what it was itself to end is passed on."""
+    started = _started_input(monkeypatch, "Failed", {"run": "r1", "ends_run": "r0"}, stage="failed")
+    assert started["ends_run"] == "r0" and "ends_earlier" not in started
