@@ -8,6 +8,7 @@ of truth) and submits only those as the next attempt.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
@@ -17,7 +18,6 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from activities.decided import task_settings
 from activities.shard_results import images_to_rerun, progress_count, shard_coverage, shard_manifest
-from activities.superseded import superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -418,19 +418,23 @@ def run_stop_groups(payload: c.StopGroupsInput, settings: Settings, store: BlobS
     job's close) only once every group of its ``task_all`` has ended (devhost README, row 26): without this the others
     went on submitting and resubmitting for hours, the status saying ``detecting``, before the task ended failed.
 
-    A marker that names the run that replaced this one (``superseded_by``) is left as it is when a shard group asks:
-    terminate does not reach the groups, so a group of the replaced run may fail after that marker was written, and
-    writing it anew without ``superseded_by`` let that run's late calls write again (``activities.superseded``). The
-    groups stop at the marker that is there all the same."""
+    A stop (no ``superseded_by``) writes the marker only where none is; the run that replaces this one writes it
+    whatever is there, naming itself (``superseded_by``). Why: terminate does not reach the groups, so a group of the
+    replaced run may fail after that marker was written, and writing it anew without ``superseded_by`` let that run's
+    late calls write again (``activities.superseded``). The groups stop at the marker that is there all the same."""
     marker = {"requested": datetime.now(timezone.utc).isoformat(), "by": "a failing shard group",
               "reason": payload["reason"][:500]}
+    name = layout.cancel_marker(payload["job_id"])
     if payload.get("superseded_by") is not None:  # a terminated run's: its late activities write nothing either
         marker.update(by="the run that replaces it", superseded_by=payload["superseded_by"])
-    elif (by := superseded_by(store, settings, payload["job_id"])) is not None:
-        logger.info("task %s: the run's shard groups stop at the marker of the run %s that replaced it",
-                    payload["task_id"], by or "?")
+        store.write_json(settings.container, name, marker)
+    elif not store.create_bytes(settings.container, name, json.dumps(marker, indent=1).encode("utf-8")):
+        # A marker there already stops the groups (a cancel, another group's stop, or the run that replaced this one).
+        # Written only where none is (first writer wins): a failing group of a replaced run (its CANCEL refused
+        # after the new run closed its job) replaced the marker's ``superseded_by`` with its own words, and this
+        # run's late calls, which activities.superseded refuses by it, wrote over the new run's again
+        logger.info("task %s: the run's cancel marker is there already; kept as it is", payload["task_id"])
         return {"stopped": True}
-    store.write_json(settings.container, layout.cancel_marker(payload["job_id"]), marker)
     logger.info("task %s: the run's shard groups stop at their next poll (asked by %s)", payload["task_id"],
                 marker["by"])
     return {"stopped": True}

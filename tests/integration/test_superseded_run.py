@@ -103,6 +103,34 @@ def test_a_cancelled_run_and_a_call_without_its_run_are_not_refused(task: Any) -
                             start=T0 + timedelta(hours=1)).status == "Completed"
 
 
+def test_a_failing_group_of_a_replaced_run_leaves_the_marker_that_names_the_run_replacing_it(task: Any) -> None:
+    """A shard group of the replaced run fails after the new run wrote the marker (a pool step refused once the new
+    run closed its job) and, as every failing group does, stops its run's groups: STOP_GROUPS without
+    ``superseded_by`` (orchestrations.shards ``run_shards``). The marker keeps ``superseded_by``, so that run's late
+    calls are still refused. Where no marker is, the stop writes one: the groups stop, nothing is refused. Fails
+    without the change: the stop wrote its own marker over the one naming the replacing run."""
+    from activities.superseded import refuse_if_superseded
+
+    settings, store, tid, _ = task
+    old_job, new_job = layout.pool_job_id(tid, FIRST), layout.pool_job_id(tid, SECOND)
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "terminated", "superseded_by": SECOND},
+                    settings, store)
+    run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "JobClosed: the pool job was terminated"},
+                    settings, store)
+    assert store.read_json(settings.container, layout.cancel_marker(old_job))["superseded_by"] == SECOND
+    try:
+        refuse_if_superseded(store, settings, {"task_id": tid, "run_job": old_job}, "the merge")
+        raise AssertionError("the replaced run's late call was not refused")
+    except RunSuperseded:
+        pass
+
+    run_stop_groups({"task_id": tid, "job_id": new_job, "reason": "JobClosed: the pool job was deleted"},
+                    settings, store)
+    marker = store.read_json(settings.container, layout.cancel_marker(new_job))
+    assert marker["by"] == "a failing shard group" and "JobClosed" in marker["reason"] and "superseded_by" not in marker
+    refuse_if_superseded(store, settings, {"task_id": tid, "run_job": new_job}, "the merge")  # a stop refuses nothing
+
+
 def test_a_terminated_runs_late_preview_pages_and_promotion_are_not_written(
         storage_connection: str, unique_name: str, monkeypatch: Any) -> None:
     """The previews and promote activities (their shells, as the host calls them): the terminated run's late pages
