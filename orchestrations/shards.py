@@ -49,7 +49,15 @@ With ``outage_stops`` in its input as well (every group a task starts since that
 an outage first stops the run's other groups (STOP_GROUPS, best effort, as for a worker failure no attempt fixes):
 the task fails when one group's outage reaches the limit, as the Durable extension sends the task's next action (its
 pool job's close) only once every group has ended (devhost README, row 26); before, each went on until its own
-outage reached the limit, or its shards ended. A group started without the field does not, as before. With
+outage reached the limit, or its shards ended. So does a group that fails for any other reason it raises (a pool
+step's failure that is not busy, after its retries: the job closed outside trapbatch, a refusal, a fault of ours):
+the SDK's ``task_all`` fails the task orchestrator at that first failure, but the framework keeps the task Running,
+its status already saying ``failed``, and holds its close of the job, until every other group has ended
+(``TaskOrchestrationExecutor.ExecuteCore``: ``if (!this.context.HasOpenTasks)``), which without the stop took as
+long as their shards did, hours maybe, for a task that fails anyway (a post of the request meanwhile finds it
+running). The stop is the group's last action before it raises, so a group that raised under an earlier release
+(Failed then, never replayed) and one that raises under this one replay alike. Only a group the platform ends
+(terminated, or failed by its replay) stops nothing. A group started without the field does not, as before. With
 ``reads_cancel`` (every group a task starts since that field), a round that asks the pool about no task (a SUBMIT
 stayed busy with nothing else in flight, or every shard in flight is owed) reads the cancel marker all the same, with
 a POLL about no task (``activities.pool.run_poll`` asks the pool nothing then): before, such a group saw neither a
@@ -596,13 +604,14 @@ FULL_POLL_EVERY = 12
 @bp.orchestration_trigger(context_name="context", orchestration=c.SHARDS_ORCHESTRATOR)
 @failures_without_secrets
 def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ShardsOutcome]:
-    """The group (``_run_shards``); one that fails over an outage stops the run's other groups first, where its
-    input has ``outage_stops`` (module docstring, "Outages")."""
+    """The group (``_run_shards``); one that fails (over an outage, or for any other reason it raises) stops the
+    run's other groups first, where its input has ``outage_stops`` (module docstring, "Outages"). A worker failure no
+    attempt fixes (``ShardUnfixable``) has stopped them already."""
     data: c.ShardsInput = context.get_input()
     try:
         return (yield from _run_shards(context, data))
-    except PoolOutOfReach as failure:
-        if data.get("outage_stops") and data.get("outage_limit_s"):
+    except Exception as failure:  # noqa: BLE001 - raised again below, after the stop
+        if data.get("outage_stops") and data.get("outage_limit_s") and not isinstance(failure, ShardUnfixable):
             yield from _stop_the_run(context, data["task_id"], data.get("job_id") or pool_job_id(data["task_id"]),
                                      str(failure))
         raise

@@ -1014,6 +1014,29 @@ def test_a_stop_that_cannot_be_written_leaves_the_outage_the_tasks_failure() -> 
     assert run.status == "Failed" and "out of reach since" in (run.error or "")
     assert "AuthorizationFailure" not in (run.error or "") and len(run.calls(c.STOP_GROUPS)) == 3
 
+
+@pytest.mark.parametrize("stops", [True, False])
+def test_a_group_that_fails_for_another_reason_stops_the_runs_other_groups_first(stops: bool) -> None:
+    """A pool step refused for good (not busy, through its retries: here the RESUBMIT, the job closed outside
+    trapbatch) fails the group, and the task's ``task_all`` at once; but the framework keeps the task Running, its
+    status saying ``failed``, and holds its close of the job until every other group has ended (devhost README,
+    row 26), which took as long as their shards did. So the group stops them first, as a group failing over an
+    outage does; one started without ``outage_stops`` does not, as before. Fails without the change (no STOP_GROUPS).
+    """
+    marker: dict[str, Any] = {}
+    pool = Pool(missing={pool_task_id(shard_id(0), 1): 2})  # the first attempt leaves images missing: a RESUBMIT
+    refused = ValueError("JobClosed: the pool job was deleted while 1 shard attempt(s) of this group were in flight")
+    run = outage_group(1, stopping(busy_for(pool, c.RESUBMIT, 99, refused), marker),
+                       extra={"outage_stops": True} if stops else None)
+
+    assert run.status == "Failed" and "JobClosed" in (run.error or "")
+    if stops:
+        [stop] = run.calls(c.STOP_GROUPS)
+        assert stop.input["job_id"] == pool_job_id(TASK) and "JobClosed" in stop.input["reason"]
+        assert run.activities[-1].name == c.STOP_GROUPS  # the stop is the group's last action before it fails
+    else:
+        assert run.calls(c.STOP_GROUPS) == []
+
 def test_a_cancel_reaches_a_group_whose_submission_stays_busy_with_nothing_in_flight() -> None:
     """Nothing in flight, nothing to poll: the round reads the cancel marker with a POLL about no task, so a cancel
     (or another group's stop) sent during the outage ends the group at once, not once Batch answers (up to its
