@@ -1,21 +1,21 @@
 """Refuse the late writes of a task's run that a later run replaced: a run terminated (or failed by the platform
 while its work ran), then resumed or re-run.
 
-Why: terminating an orchestration stops it alone; "Terminating an orchestration instance has no effect on any
-in-flight activity function executions or sub-orchestrations that were started by the terminated orchestration"
-(Durable Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com). The activity messages it had
-queued run too: the Azure Storage provider hands out work-item queue messages and dtfx's ``TaskActivityDispatcher``
-runs them without reading the orchestration's state (durabletask ``AzureStorageOrchestrationService.cs``
-``LockNextTaskActivityWorkItem``; devhost does the same, its fidelity row 49). A fan-out of merge parts would then
-run on, eight at a time (host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes the terminated
-run under the same key (``api.starters._generations``), so its listing, merge, exports, publishing calls and word of
-its end (notification, a dropped request's answer file, the Event Grid event: activities.notify, task_events) wrote
-over the new run's, or told of an old end as if it were current: another listing's names, manifests and summary;
-merge parts of other sizes under the names the new combine composes, and a late combine that found "another
+Why: terminating an orchestration stops it alone; "Terminating an orchestration instance has no effect on any in-flight
+activity function executions or sub-orchestrations that were started by the terminated orchestration" (Durable
+Functions, ``IDurableOrchestrationClient.TerminateAsync``, learn.microsoft.com). The activity messages it had queued run
+too: the Azure Storage provider hands out work-item queue messages and dtfx's ``TaskActivityDispatcher`` runs them
+without reading the orchestration's state (durabletask ``AzureStorageOrchestrationService.cs``
+``LockNextTaskActivityWorkItem``; devhost does the same, its fidelity row 49). A fan-out of merge parts would then run
+on, eight at a time (host.json ``maxConcurrentActivityFunctions``), for as long as its queue lasts. A plain post resumes
+the terminated run under the same key (``api.starters._generations``), so its listing, merge, exports, publishing calls
+and word of its end (notification, a dropped request's answer file, the Event Grid event: activities.notify,
+task_events) wrote over the new run's, or told of an old end as if it were current: another listing's names, manifests
+and summary; merge parts of other sizes under the names the new combine composes, and a late combine that found "another
 merge's" results deleted what the new results were made into (``activities.fanin.drop_made_from_other_results``) and
-rewrote the served file's head; exports read from the new
-results file at the old run's byte ranges; the merge's work deleted under the new merge; pages; a promotion; a
-"completed" or "failed" of the old run delivered after the new run started.
+rewrote the served file's head; exports read from the new results file at the old run's byte ranges; the merge's work
+deleted under the new merge; pages; a promotion; a "completed" or "failed" of the old run delivered after the new run
+started.
 
 A failed run: one whose own failure handling ran (its status ``failed``) has nothing left to refuse, since the Durable
 Task Framework fails an execution only once every task it started has ended (``TaskOrchestrationExecutor.ExecuteCore``:
@@ -31,7 +31,8 @@ How: the new run first writes the terminated run's cancel marker with ``supersed
 one small read. Must not: refuse a run cancelled by POST .../cancel (its marker has no ``superseded_by``: a cancelled
 run's groups end and it writes nothing after them anyway), nor a call without ``run_job``. Must not lose the mark: a
 shard group of the replaced run (terminate does not reach it) failing afterwards asks for the same marker to stop its
-run's other groups, and leaves a marker that names the replacing run as it is (activities.pool ``run_stop_groups``).
+run's other groups, and writes one only where there is none (activities.pool ``run_stop_groups``: created with
+If-None-Match, so a replacing run's marker written at the same moment is not lost either).
 
 What it does not close: a guarded activity already past its check when the marker is written finishes its writes. For
 the merge, exports and publishing the new run reaches the same step only after its listing and its pool work (minutes

@@ -560,3 +560,62 @@ def test_a_terminated_runs_failing_shard_group_keeps_the_marker_naming_the_run_t
     run_stop_groups({"task_id": tid, "job_id": other_job, "reason": "shard s00001 failed"}, settings, store)
     marker = store.read_json(settings.container, layout.cancel_marker(other_job))
     assert marker["by"] == "a failing shard group" and "superseded_by" not in marker
+
+
+class _ReplacedMeanwhile:
+    """A ``BlobStore`` whose first request on one run's cancel marker is followed at once, before the caller's next,
+    by the replacing run's STOP_GROUPS (its marker naming the replacing run): the two activities run in separate
+    workers, so the replacing run's write may land between a failing group's read of the marker and its write."""
+
+    def __init__(self, store: Any, settings: Any, task_id: str, job: str, replacing_run: str) -> None:
+        self._store, self._settings, self._task_id, self._job, self._run = store, settings, task_id, job, replacing_run
+        self.marker = layout.cancel_marker(job)
+        self.done = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        def call(container: str, blob: str, *args: Any, **kwargs: Any) -> Any:
+            out = method(container, blob, *args, **kwargs)
+            if blob == self.marker and not self.done:
+                self.done = True
+                run_stop_groups({"task_id": self._task_id, "job_id": self._job, "reason": "terminated",
+                                 "superseded_by": self._run}, self._settings, self._store)
+            return out
+
+        return call
+
+
+def test_a_failing_shard_group_racing_the_replacing_runs_marker_never_writes_over_it(
+        storage_connection: str, unique_name: str) -> None:
+    """A shard group of a terminated run fails just as the replacing run starts: its STOP_GROUPS and the replacing
+    run's (``superseded_by``) run at once in two workers. Before, the failing group read the marker (none yet), the
+    replacing run wrote it, and the group then wrote its own over it, without ``superseded_by``: the terminated run's
+    late calls were no longer refused (``activities.superseded``). Now a failing group only creates a marker where
+    there is none (Put Blob with If-None-Match: *): any marker already stops the run's groups. Fails without the
+    change (the marker lost ``superseded_by``)."""
+    from activities.superseded import refuse_if_superseded, superseded_by
+    from adapters.blobs import BlobStore, service_client
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    tid = "task-grouprace"
+    old_job = layout.pool_job_id(tid, FIRST)
+    racing = _ReplacedMeanwhile(store, settings, tid, old_job, SECOND)
+
+    assert run_stop_groups({"task_id": tid, "job_id": old_job, "reason": "shard s00001 failed"}, settings,
+                           racing) == {"stopped": True}  # type: ignore[arg-type]
+
+    assert racing.done  # the replacing run's marker was written during the failing group's call
+    assert superseded_by(store, settings, old_job) == SECOND
+    with pytest.raises(RunSuperseded):
+        refuse_if_superseded(store, settings, {"task_id": tid, "run_job": old_job}, "the merge")
+    # a run nobody replaced still gets the failing group's marker, and a second failing group leaves it as it is
+    other_job = layout.pool_job_id(tid, SECOND)
+    run_stop_groups({"task_id": tid, "job_id": other_job, "reason": "shard s00002 failed"}, settings, store)
+    run_stop_groups({"task_id": tid, "job_id": other_job, "reason": "shard s00003 failed"}, settings, store)
+    marker = store.read_json(settings.container, layout.cancel_marker(other_job))
+    assert marker["by"] == "a failing shard group" and "superseded_by" not in marker, marker
+    assert marker["reason"] == "shard s00002 failed", marker
