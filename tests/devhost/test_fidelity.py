@@ -1371,3 +1371,46 @@ def test_a_terminated_instances_queued_activities_still_run(storage_connection: 
         for i in range(3):
             sample_app.gate(f"{gate}-{i}").set()
         host_.stop()
+
+
+def test_an_ended_executions_queued_activities_run_beside_a_new_instance_of_its_id_and_never_reach_it(
+        storage_connection: str, unique_name: str) -> None:
+    """An id started again after its instance was terminated: the old execution's queued activities run (row 49) while
+    the new instance runs, and their completions, which name the old execution, are dropped (dtfx
+    ``TaskOrchestrationDispatcher.ReconcileMessagesWithState``: "ExecutionId of event ... does not match current
+    executionId"; devhost ``_sort_messages``), even where the new instance scheduled the same task ids: it sees only
+    its own results. Fails with the queued activities deleted at the terminate or the new start (they never run)."""
+    old, new = f"{unique_name}-old", f"{unique_name}-new"
+    host_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, activity_workers=1,
+                    function_key=KEY, host_config=HostConfig())
+    host_.start()
+    try:
+        iid = host_.start_orchestration("gated_fan_out", {"gate": old, "n": 3})
+        assert sample_app.gate(f"{old}-0:started").wait(60), "the first activity never ran"
+        host_.terminate(iid, "replaced")  # old-0 running, old-1 and old-2 queued (one worker)
+        host_.start_orchestration("gated_fan_out", {"gate": new, "n": 3}, instance_id=iid)  # task ids 0-2 again
+        names = [f"{g}-{i}" for g in (old, new) for i in range(3)]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(sample_app.gate(n + ":started").is_set() for n in names):
+            for n in names:  # one worker: open each activity as it starts, in whatever order they run
+                if sample_app.gate(n + ":started").is_set():
+                    sample_app.gate(n).set()
+            time.sleep(0.05)
+        missing = [n for n in names if not sample_app.gate(n + ":started").is_set()]
+        assert not missing, f"never ran: {missing}"
+        for n in names:
+            sample_app.gate(n).set()
+        done = host_.wait_for(iid, 60)
+        assert done["runtimeStatus"] == "Completed" and done["output"] == [f"{new}-{i}" for i in range(3)], done
+        wait_until(lambda: not host_.store.list_activities(), 60, "the old activities to finish")
+        doc = host_.store.load_history(iid)
+        assert doc is not None
+        results = [e.get("Result") for e in doc["history"] if e["EventType"] == h.TASK_COMPLETED]
+        assert len(results) == 3 and not any(old in str(r) for r in results), results
+        after = host_.get_status(iid)  # nothing came after the end
+        assert after is not None and after["output"] == [f"{new}-{i}" for i in range(3)], after
+    finally:
+        for g in (old, new):
+            for i in range(3):
+                sample_app.gate(f"{g}-{i}").set()
+        host_.stop()
