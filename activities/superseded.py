@@ -23,7 +23,8 @@ Task Framework fails an execution only once every task it started has ended (``T
 ``task_all`` at once, but the task stays Running until the other groups and the fan-out's activities have ended). One
 the platform failed at once, open tasks or not (a replay that breaks determinism: a release that changed the task
 orchestrator deployed while it ran), leaves them running as a terminate does: the run after it ends it as it ends a
-terminated one (``api.starters._ended_runs``: a Failed run whose status is not ``failed``).
+terminated one (``api.starters._ended_runs``: a Failed run whose status is not ``failed``, or whose failure is DTFx's
+"Non-Deterministic workflow detected").
 
 How: the new run first writes the terminated run's cancel marker with ``superseded_by`` (orchestrations.task
 ``_end_terminated_run``, activities.pool ``run_stop_groups``). Each guarded activity carries its run's pool job

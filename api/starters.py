@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from datetime import datetime, timedelta, timezone
@@ -259,7 +260,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:
             task_input["previous"] = generations["previous"]
-        ended = _ended_runs(runtime, last, _stage_of(existing))
+        ended = _ended_runs(runtime, last, _stage_of(existing), getattr(existing, "output", None))
         if ended:  # their shard groups and pool jobs outlived them: this run ends them first
             task_input["ends_run"] = ended[-1]
             if ended[:-1]:  # only then: an input as before otherwise
@@ -342,7 +343,23 @@ def resumed_request(request: TaskRequest, last: dict[str, Any]) -> TaskRequest:
 ENDS_RUNS_MAX = 8
 
 
-def _ended_runs(runtime: str | None, last: dict[str, Any], stage: str) -> list[str]:
+# DTFx's words for a replay that broke determinism (``NonDeterministicOrchestrationException``: every message starts
+# so), which a failed instance's output holds as they are or after the exception's type (``_failed_by_platform``)
+_NONDETERMINISM = re.compile(r"^(DurableTask\.Core\.Exceptions\.NonDeterministicOrchestrationException: )?"
+                             r"Non-Deterministic workflow detected: ")
+
+
+def _failed_by_platform(output: Any) -> bool:
+    """Whether a Failed instance's ``output`` is DTFx's failure of a replay that broke determinism: the instance's
+    Output is the failure's ``Result``, its message (``TaskOrchestrationContext.FailOrchestration``), or
+    ``FailureDetails.ToString()``, "<type>: <message>", where the failure has details (durabletask
+    ``AzureTableTrackingStore``: ``executionCompleted.FailureDetails?.ToString() ?? executionCompleted.Result``). The
+    task orchestrator's own failure reads "Orchestrator function '<name>' failed: ..." (the extension's
+    ``TaskOrchestrationShim``), even where it quotes a shard group's non-determinism."""
+    return isinstance(output, str) and _NONDETERMINISM.match(output) is not None
+
+
+def _ended_runs(runtime: str | None, last: dict[str, Any], stage: str, output: Any = None) -> list[str]:
     """The runs whose pool work the new run ends first, oldest first (``TaskInput.ends_run`` the last of them,
     ``ends_earlier`` the others; orchestrations.task ``_end_terminated_run``), or none: the last run when it was
     terminated, whatever this start is (a resume or a ``rerun``), since terminating an orchestration leaves its shard
@@ -367,13 +384,24 @@ def _ended_runs(runtime: str | None, last: dict[str, Any], stage: str) -> list[s
     and its pool tasks run on, its job stays open, and its failure handling (the job's close) never ran. Ended, its
     groups stop at their next poll, its job is closed, its late calls write nothing (activities.superseded), and the
     new run's groups get ids of their own (``orchestrations.task``: ``ends_run``) instead of meeting its groups still
-    running under the same ids."""
+    running under the same ids.
+
+    Its ``output`` says so too (``_failed_by_platform``), and is read as well: the status a failing replay leaves is
+    the one that replay set (``ExecuteCore`` returns ``GetStatus()`` after ``FailOrchestration``; the shim sets the
+    Python replay's last custom status before it schedules that replay's actions, ``OutOfProcOrchestrationShim.
+    ScheduleDurableTaskEvents``; devhost README, row 43), and that replay is another release's code: one that raises
+    earlier than the recorded run did (an input of before it does not read) sets ``failed`` in its own failure
+    handling, and DTFx, meeting the recorded shard groups with no action of that replay, fails the run at once with
+    them running. A run the orchestrator's own failure handling ended but whose status is not ``failed`` (a failure
+    inside that handling; the shim's refusal of an action, "Orchestrator function '<name>' failed: ...", which its
+    ``try`` never sees, row 45) is ended again: every task it started had ended, but its job may not have been
+    closed, and ending a closed job is a no-op."""
     if runtime not in ("Terminated", "Failed"):
         return []
     runs = [str(r) for r in last.get("ends_earlier") or [] if isinstance(r, str)]
     if "ends_run" in last:
         runs.append(str(last["ends_run"]))
-    if runtime == "Terminated" or stage != Stage.failed:
+    if runtime == "Terminated" or stage != Stage.failed or _failed_by_platform(output):
         runs.append(str(last.get("run") or ""))  # "": a run started before runs had ids, whose job is the task id
     return list(dict.fromkeys(runs))[-ENDS_RUNS_MAX:]  # a run named twice is ended once
 

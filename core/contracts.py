@@ -100,7 +100,8 @@ class TaskInput(TypedDict):
     # had ids): terminating an orchestration leaves its shard groups and its pool job running (Durable Functions
     # ``TerminateAsync``: "no effect on any in-flight activity function executions or sub-orchestrations"), so this
     # run ends that run's pool work before its own (orchestrations.task ``_end_terminated_run``); or that the
-    # platform failed with its work running (its status not ``failed``: api.starters ``_ended_runs``). Absent: none
+    # platform failed with its work running (its status not ``failed``, or its output DTFx's non-determinism:
+    # api.starters ``_ended_runs``). Absent: none
     ends_run: NotRequired[str]
     # ... and, ended before it (oldest first), the runs that an earlier run was to end and may not have: a run
     # terminated or failed while it ended the run it replaced (api.starters ``_ended_runs``). Absent: none

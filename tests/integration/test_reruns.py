@@ -404,9 +404,10 @@ def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_ru
     assert host.get_status(shards_instance_id(task_id, 0, final["pool_job"].split("_", 1)[1])) is not None
 
 
+@pytest.mark.parametrize("replay_stage", [Stage.enumerating, Stage.failed])
 def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_by_the_run_that_resumes_it(
         host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, replay_stage: Stage) -> None:
     """The Durable Task Framework fails an execution whose replay breaks determinism at once, whatever it has open
     (``TaskOrchestrationExecutor.ExecuteCore``: ``catch (NonDeterministicOrchestrationException) {
     FailOrchestration }``, outside its ``if (!this.context.HasOpenTasks)``; devhost alike, fidelity row 7): here a
@@ -416,7 +417,10 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     that replay set, not ``failed``. The plain post that resumes it ends it as it ends a terminated run
     (``api.starters._ended_runs``): its hung workers end, its groups end at their next poll, and the resumed run's
     shards, in groups of its own run, get the slots and complete. Fails without the change: the resumed run started
-    its groups under the ids of the failed run's, still running, and the old job, never closed, kept both slots."""
+    its groups under the ids of the failed run's, still running, and the old job, never closed, kept both slots.
+    ``replay_stage`` ``failed``: the failing replay set the stage the task's own failure handling sets (a release that
+    raises earlier on the recorded input), and the failure's words (the instance's output) tell it apart (fails
+    without ``api.starters._failed_by_platform``)."""
     import json
 
     import azure.durable_functions as df
@@ -439,7 +443,7 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     old_job = running["pool_job"]
 
     def changed(context: df.DurableOrchestrationContext) -> Any:  # a release whose first action is another one
-        context.set_custom_status({"stage": Stage.enumerating})
+        context.set_custom_status({"stage": replay_stage})
         yield context.call_activity(c.CLOSE_JOB, {"task_id": task_id, "job_id": old_job})
 
     deployed = host.index.orchestrators[c.TASK_ORCHESTRATOR]
@@ -450,6 +454,7 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     finally:
         host.index.orchestrators[c.TASK_ORCHESTRATOR] = deployed
     assert "Non-Deterministic" in str(host.get_status(task_id)), host.get_status(task_id)
+    assert (host.get_status(task_id) or {}).get("customStatus", {}).get("stage") == replay_stage  # as that replay set
     assert (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") == "Running"  # runs on
     monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
 

@@ -43,17 +43,18 @@ class Hub(df.DurableOrchestrationClient):
 
 
 def _started_input(monkeypatch: pytest.MonkeyPatch, runtime: str, last: dict[str, Any],
-                   body: dict[str, Any] | None = None, stage: str | None = None) -> dict[str, Any]:
+                   body: dict[str, Any] | None = None, stage: str | None = None,
+                   output: Any = None) -> dict[str, Any]:
     """The input of the run a post of ``body`` starts after the task's last run (``runtime``, input ``last``, its
     status's stage ``stage``: ``failed`` for a failed run, as its own failure handling leaves it, else ``detecting``;
-    "" for no status at all)."""
+    "" for no status at all; ``output`` the instance's output, a failed one's failure)."""
     monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)  # no storage
     monkeypatch.setattr(starters, "_generations", lambda *a: {})
     body = body or BODY
     status = {"name": "task_orchestrator", "instanceId": parse_task_request(BODY).task_id_for(),
               "runtimeStatus": runtime, "createdTime": "2026-01-01T00:00:00Z",
               "lastUpdatedTime": "2026-01-02T00:00:00Z", "input": json.dumps({"request": {}, **last}),
-              "output": None,
+              "output": output,
               "customStatus": {"stage": stage or ("failed" if runtime == "Failed" else "detecting")} if stage != ""
               else None}
     hub = Hub(status)
@@ -140,3 +141,43 @@ def test_a_run_that_failed_by_itself_ends_only_what_it_was_to_end(monkeypatch: p
     devhost README, fidelity row 26), and it closed its job: only what it was itself to end is passed on."""
     started = _started_input(monkeypatch, "Failed", {"run": "r1", "ends_run": "r0"}, stage="failed")
     assert started["ends_run"] == "r0" and "ends_earlier" not in started
+
+
+# A failed instance's output on Azure: DTFx stores the failure's ``Result`` (its message) as the instance's Output,
+# or ``FailureDetails.ToString()`` ("<type>: <message>") where the failure has details (durabletask
+# ``AzureTableTrackingStore``: ``executionCompleted.FailureDetails?.ToString() ?? executionCompleted.Result``;
+# ``TaskOrchestrationContext.FailOrchestration``: the reason is ``failure.Message``)
+NONDETERMINISM = ("Non-Deterministic workflow detected: A previous execution of this orchestration scheduled a "
+                  "sub-orchestration task with sequence ID 9 and name 'run_shards' (version '', instance ID "
+                  "'t-shards-0000'), but the current replay execution hasn't (yet?) scheduled this task. Was a change "
+                  "made to the orchestrator code after this instance had already started running?")
+
+
+@pytest.mark.parametrize("output", [
+    NONDETERMINISM, f"DurableTask.Core.Exceptions.NonDeterministicOrchestrationException: {NONDETERMINISM}"])
+def test_a_run_the_platform_failed_is_ended_even_where_the_failing_replay_set_stage_failed(
+        monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    """The status of a run the platform failed is the one its failing replay set (DTFx ``ExecuteCore`` returns
+    ``GetStatus()`` after ``FailOrchestration``; the out-of-process shim sets the Python replay's last custom status
+    before it schedules that replay's actions: ``OutOfProcOrchestrationShim.ScheduleDurableTaskEvents``; devhost
+    README, row 43), and that replay is a release's other code: one that raises earlier than the recorded run did (an
+    input of before it does not read) sets ``failed`` in its own failure handling without scheduling the groups, and
+    DTFx then meets the recorded shard groups with no action of that replay and fails the instance at once, open tasks
+    or not (``NonDeterministicOrchestrationException``, caught outside ``if (!this.context.HasOpenTasks)``): stage
+    ``failed``, its groups and job running on. Its output says so, whatever the stage. Fails without the change: only
+    the stage was read, and the run was taken for one that failed by itself."""
+    started = _started_input(monkeypatch, "Failed", {"run": "r1", "ends_run": "r0"}, stage="failed", output=output)
+    assert started["ends_run"] == "r1" and started["ends_earlier"] == ["r0"]
+
+
+@pytest.mark.parametrize("output", [
+    "Orchestrator function 'task_orchestrator' failed: shard group t-shards-0001 failed: Non-Deterministic workflow "
+    "detected: ...",  # a group the platform failed: the task's own failure handling ran, after its other groups
+    "Orchestrator function 'task_orchestrator' failed: no images (.jpg, .jpeg, .png, .gif) found in photos/",
+    None])
+def test_a_run_that_failed_by_itself_is_not_ended_whatever_its_failure_says(monkeypatch: pytest.MonkeyPatch,
+                                                                           output: str | None) -> None:
+    """The task orchestrator's own failure (the shim's "Orchestrator function '<name>' failed: ...", held until
+    nothing it started is open) names no run to end, even where its words quote a shard group's non-determinism."""
+    started = _started_input(monkeypatch, "Failed", {"run": "r1"}, stage="failed", output=output)
+    assert "ends_run" not in started and "ends_earlier" not in started
