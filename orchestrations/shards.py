@@ -51,8 +51,9 @@ the task fails when one group's outage reaches the limit, as the Durable extensi
 pool job's close) only once every group has ended (devhost README, row 26); before, each went on until its own
 outage reached the limit, or its shards ended. So does a group that fails for any other reason it raises (a pool
 step's failure that is not busy, after its retries: the job closed outside trapbatch, a refusal, a fault of ours):
-the SDK's ``task_all`` fails the task orchestrator at that first failure, but the framework keeps the task Running,
-its status already saying ``failed``, and holds its close of the job, until every other group has ended
+the SDK's ``task_all`` fails the task orchestrator at that first failure, but the shim holds the task's close of
+the job (its next action: ``Task.WhenAll``) and the framework keeps the task Running, its status still ``detecting``
+(orchestrations.task sets ``failed`` once that close has returned), until every other group has ended
 (``TaskOrchestrationExecutor.ExecuteCore``: ``if (!this.context.HasOpenTasks)``), which without the stop took as
 long as their shards did, hours maybe, for a task that fails anyway (a post of the request meanwhile finds it
 running). The stop is the group's last action before it raises, so a group that raised under an earlier release
