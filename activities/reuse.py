@@ -57,12 +57,33 @@ bp = df.Blueprint()
 
 
 def previous_ranges(store: BlobStore, settings: Settings, previous: str) -> list[tuple[str, str, str]]:
-    """``(shard, first name, last name)`` of every shard of the previous generation that recorded its range."""
+    """``(shard, first name, last name)`` of every shard of the previous generation that recorded its range, of the
+    shards its last listing cut only (below the ``shards`` its summary, ``layout.enumeration_blob``, records).
+
+    Why the count: a key is listed again when its failed or terminated run is resumed (``api.starters``), and a
+    listing that finds fewer images (some deleted meanwhile) cuts fewer shards; the earlier listing's range blobs,
+    manifests, ETags and results of the shards past the new count stayed (no listing deleted them). The merge reads
+    only the shards below the count, so those shards are in no result the previous generation served, yet this step
+    found its images in them too, with the same ETags, and the later one won: an ``only_new`` re-run took an image's
+    entry from a run that was not served.
+    A summary without a count (none written) keeps every range, as before."""
+    summary = store.read_json_or_none(settings.container, layout.enumeration_blob(previous))
+    count = summary.get("shards") if isinstance(summary, dict) else None
     ranges: list[tuple[str, str, str]] = []
     for name in store.list_names(settings.container, layout.shard_ranges_prefix(previous)):
         for row in store.read_json(settings.container, name) or []:
+            if isinstance(count, int) and _shard_number(str(row[0])) >= count:
+                continue
             ranges.append((str(row[0]), str(row[1]), str(row[2])))
     return ranges
+
+
+def _shard_number(sid: str) -> int:
+    """The shard's index; past any count for a row that names no shard (never a shard of the listing)."""
+    try:
+        return layout.shard_index(sid)
+    except ValueError:
+        return 1 << 62
 
 
 class PreviousRanges:

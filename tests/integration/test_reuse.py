@@ -142,3 +142,55 @@ def test_reuse_carries_the_photos_cut_short_of_the_entries_it_reuses(env: tuple[
     _, again = run_parallel(settings, store, later, request, SMALL)
     run_reuse(later, NEW, 0, again["shards"], settings, store)
     assert _damaged(settings, store, later, again["shards"]) == [kept]
+
+
+def _write_results(settings: Settings, store: BlobStore, key: str, shards: int, conf: float) -> dict[str, Any]:
+    """A success for every image of the key's first ``shards`` shards, ``conf`` telling which run wrote it."""
+    entries: dict[str, Any] = {}
+    for i in range(shards):
+        sid = layout.shard_id(i)
+        docs = [{"file": n, "max_detection_conf": conf,
+                 "detections": [{"category": "1", "conf": conf, "bbox": [0.1, 0.1, 0.2, 0.2]}]}
+                for n in store.read_json(settings.container, layout.manifest_blob(key, sid, 1))["images"]]
+        entries.update((e["file"], e) for e in docs)
+        store.write_json(settings.container, layout.attempt_results_blob(key, sid, 1), {"images": docs})
+    return entries
+
+
+def test_reuse_takes_no_entry_from_shards_past_the_count_of_the_previous_generations_last_listing(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """A key is listed again when its failed run is resumed; with images deleted meanwhile that listing cuts fewer
+    shards, and what the earlier listing wrote for the shards past the new count stays (a release before the
+    listing's end deleted it left all of it: its ranges, manifests, ETags and results). Those shards are in no
+    result the served run merged, but the reuse step found the images that moved to lower shards in them too, with
+    the same ETags, and took the stale entry (the later range won). Now it reads only the shards below the count
+    the previous generation's summary records. Fails without the change (entries of the failed run reused)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    _, failed = run_parallel(settings, store, OLD, request, SMALL)
+    _write_results(settings, store, OLD, failed["shards"], 0.9)  # the run that failed, on the first listing
+    stale = {n: store.read_bytes(settings.container, n) for i in range(failed["shards"] - 4, failed["shards"])
+             for n in store.list_names(settings.container, layout.shard_prefix(OLD, layout.shard_id(i)))}
+    stale.update((n, store.read_bytes(settings.container, n))
+                 for n in store.list_names(settings.container, layout.shard_ranges_prefix(OLD)))
+    for i in range(12):  # deleted before the run was resumed: 4 shards fewer
+        store.service.get_blob_client(container, f"big/{i:03d}.jpg").delete_blob()
+    _, served = run_parallel(settings, store, OLD, request, SMALL, run_job=layout.pool_job_id(OLD, "r260101110000aa00"))
+    assert served["shards"] == failed["shards"] - 4
+    served_entries = _write_results(settings, store, OLD, served["shards"], 0.5)  # the resumed run's, served
+    for name, data in stale.items():  # as a listing of a release that deleted nothing left them
+        if not store.exists(settings.container, name):
+            store.write_bytes(settings.container, name, data)
+    assert any(layout.shard_index(row[0]) >= served["shards"]
+               for n in store.list_names(settings.container, layout.shard_ranges_prefix(OLD))
+               for row in store.read_json(settings.container, n))
+
+    _, new = run_parallel(settings, store, NEW, request, SMALL)
+    out = run_reuse(NEW, OLD, 0, new["shards"], settings, store)
+
+    assert sum(out["reused"]) == new["images"] == len(served_entries)
+    reused = [e for i in range(new["shards"])
+              for e in store.read_json(settings.container,
+                                       layout.attempt_results_blob(NEW, layout.shard_id(i), 0))["images"]]
+    assert sorted(e["file"] for e in reused) == sorted(served_entries)
+    assert [e for e in reused if e != served_entries[e["file"]]] == []
