@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
-from activities import decided, image_list
+from activities import decided, image_list, listing_leftovers
 from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -408,7 +408,22 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     makes the output ``cancelled``: the task then ends before a confirmation wait, an estimate or a first submission
     (the answer is in this activity's output, so the orchestration's history gains no event for it). ``run``: the
     plan's ``listing_run``, whose working files hold the tallies; once the summary is written, the listing folders of
-    the task's runs started before it go (``drop_earlier_listings``)."""
+    the task's runs started before it go (``drop_earlier_listings``), then what earlier listings of the key left past
+    this one's shards, and this run's own listing folder (``activities.listing_leftovers``); a retried call that finds
+    that folder gone answers from the summary it wrote."""
+    out = listing_leftovers.finished_before(store, settings, task_id, run)
+    if out is None:
+        out = _finish(task_id, request, settings, store, images, shards, found, parts, not_found, not_images_plan,
+                      not_images_parts, run)
+    if cancel_job and store.exists(settings.container, layout.cancel_marker(cancel_job)):
+        out["cancelled"] = True
+    return out
+
+
+def _finish(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int, shards: int,
+            found: int, parts: int, not_found: int, not_images_plan: bool, not_images_parts: Iterable[tuple[int, int]],
+            run: str) -> c.EnumerateOutput:
+    firsts = listing_leftovers.batch_firsts(store, settings, task_id, request.images_per_shard, shards, run)
     extra: dict[str, Any] = {}
     if request.image_list:
         extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found, run)
@@ -422,13 +437,15 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     if passed_over.files:
         extra["not_images"] = passed_over.to_dict()
         logger.info("task %s: %s", task_id, notimages.describe(passed_over.summary()))
+    if run:  # what a retried call answers from once the run's listing folder is gone (listing_leftovers)
+        extra["listing_run"] = run
     _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts, **extra)
     drop_earlier_listings(task_id, settings, store, run)
+    listing_leftovers.drop_past_count(task_id, settings, store, shards, firsts, run)
+    listing_leftovers.drop_own_listing(task_id, settings, store, run)
     out = c.EnumerateOutput(images=images, shards=shards)
     if passed_over.files:
         out["not_images"] = passed_over.summary()
-    if cancel_job and store.exists(settings.container, layout.cancel_marker(cancel_job)):
-        out["cancelled"] = True
     return out
 
 

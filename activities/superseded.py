@@ -43,9 +43,10 @@ running then (one slice of ``names_per_call`` names, seconds): each run with an 
 ``orchestrations.enumeration``), so that call writes its own run's part and cursor, never the new run's part of the
 same number (before, it did: with images uploaded in between, the new run's shards were cut from a part it had not
 counted, an image lost or run twice: tests/integration/test_superseded_run.py); the end of a run's listing deletes
-the folders of the runs started before it or that it replaced (``activities.enumerate.drop_earlier_listings``), and
-a replaced run's late summary call (below) deletes none, whatever its run id's second says of the order of the runs
-(ids carry their starters' clocks), so it leaves the new run's listing alone. What the listing makes for the later
+its own folder and the folders of the runs started before it or that it replaced
+(``activities.enumerate.drop_earlier_listings``, ``activities.listing_leftovers``), and a replaced run's late summary
+call (below) deletes none of another run, whatever its run id's second says of the order of the runs (ids carry their
+starters' clocks), nor the shards past its count (the new run's, maybe), so it leaves the new run's listing alone. What the listing makes for the later
 steps keeps the task's names, which the pool and the resubmission read: a ``write_shard_manifests`` call reads the
 marker again every ``RECHECK_IMAGES`` images (so it writes at most that many images' manifests, from its own listing,
 after the marker), and a ``finish_enumeration`` call past its check still writes the summary; the new run writes those

@@ -39,20 +39,27 @@ In the task-state container::
                                                          (``activities.reuse``), read as the oldest attempt
     tasks/<task>/listing/shard-ranges-<first>.json        [[shard, first name, last name], ...] (names' order) of the
                                                          shards one manifest write cut: where a later ``only_new``
-                                                         finds the shards holding a name
+                                                         finds the shards holding a name (below the summary's
+                                                         ``shards``). A key listed again (a failed run resumed)
+                                                         keeps only its last listing's: the listing's end deletes
+                                                         the batches, ``deployments-*`` parts and shard folders past
+                                                         its count (``activities.listing_leftovers``)
 
-
+    The working files of a listing (below), read only by the listing's own calls: deleted when the listing ends
+    (its summary written), or, left by a run whose listing never ended, when a later run's listing ends.
     tasks/<task>/listing/plan.json                       the parallel enumeration's plan (units, limits)
     tasks/<task>/listing/u<unit>.json                    one listing unit's leaves (folders and single blobs)
     tasks/<task>/listing/u<unit>-p<part>.json            the image names one listing call found, in listing order,
                                                          and their ETags
     tasks/<task>/listing/u<unit>-p<part>.sample.json     that part's smallest sample keys (requests with sample_n)
     tasks/<task>/listing/u<unit>-p<part>.next.json       where the unit's next part goes on (leaf, service marker)
-    tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
+    tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n);
+                                                         these loose files: a listing of a run without an id, kept
+                                                         until a run with one finishes its listing
     tasks/<task>/listing/runs/<job>/...                  the same working files of one run's listing (a run with
                                                          an id lists into its own folder: ``listing_work_prefix``;
-                                                         deleted when a run started later or replacing it
-                                                         finishes its listing)
+                                                         deleted when its listing ends, or when a run started later
+                                                         or replacing it finishes its listing)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
@@ -376,6 +383,26 @@ def shard_ranges_blob(task_id: str, first: int) -> str:
 
 def shard_ranges_prefix(task_id: str) -> str:
     return f"{listing_prefix(task_id)}shard-ranges-"
+
+
+def shard_ranges_first(task_id: str, name: str) -> int | None:
+    """The first shard of a ``shard_ranges_blob``, or None for another blob."""
+    prefix = shard_ranges_prefix(task_id)
+    number = name[len(prefix):-len(".json")] if name.startswith(prefix) and name.endswith(".json") else ""
+    return int(number) if number.isdigit() else None
+
+
+# The working files ``listing_work_prefix`` names, as they are named in that folder (see the functions above)
+_LISTING_WORK_FILE = re.compile(r"(plan(\.not-images)?\.json|sample-threshold\.json|list-rows\.jsonl|list-u\d{4}\.jsonl"
+                                r"|u\d{4}\.json|u\d{4}-p\d{5}(\.sample|\.next|\.not-images|\.list)?\.json)")
+
+
+def is_listing_work_file(task_id: str, name: str) -> bool:
+    """Whether blob ``name`` is a working file of a listing in the task's own listing folder (``listing_work_prefix``
+    with run "": listings planned before runs listed apart), not one of what the listing makes for later steps
+    (shard ranges, an image list's deployments), nor anything under ``runs/``."""
+    prefix = listing_prefix(task_id)
+    return name.startswith(prefix) and _LISTING_WORK_FILE.fullmatch(name[len(prefix):]) is not None
 
 
 def shard_list_blob(task_id: str, sid: str) -> str:

@@ -72,10 +72,12 @@ def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing
     summary = store.read_json(settings.container, layout.enumeration_blob(task_id))
     listed = summary["image_list"]
     assert (listed["rows"], listed["excluded"], listed["not_found"], listed["metadata_columns"]) == (10, 1, 2, ["site"])
-    if run_job:  # the list's working files in the run's own folder (units, parts, plan), none in the task's
+    if run_job:  # the list's working files were the run's own (units, parts, plan): gone once its listing ended,
+        # and none in the task's folder (activities.listing_leftovers)
         assert store.read_json_or_none(settings.container, layout.listing_plan_blob(task_id)) is None
-        assert store.read_json_or_none(settings.container, layout.listing_plan_blob(task_id, run_job))["units"]
-        assert store.exists(settings.container, layout.listing_list_unit_blob(task_id, 0, run_job))
+        assert not list(store.list_names(settings.container, layout.listing_work_prefix(task_id, run_job)))
+        assert not [n for n in store.list_names(settings.container, layout.listing_prefix(task_id))
+                    if layout.is_listing_work_file(task_id, n)]
     # each manifest names its shard's list document and the columns: the worker makes the view's export lines with
     # the rows (gpu_batch.formats.mergeview); the app's default on a local pool asks for views
     assert settings.merge_views

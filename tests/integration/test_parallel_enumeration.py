@@ -55,9 +55,13 @@ def _orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any
 
 
 def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: TaskRequest,
-                 limits: ListingLimits, run_job: str = "") -> tuple[Any, Any]:
-    """``run_job``: a run's pool job, whose own listing folder the calls then use (``listing_run``)."""
+                 limits: ListingLimits, run_job: str = "",
+                 calls: list[tuple[str, Any]] | None = None) -> tuple[Any, Any]:
+    """``run_job``: a run's pool job, whose own listing folder the calls then use (``listing_run``); ``calls``, when
+    given, gains each activity call's name and payload."""
     def answer(name: str, p: Any) -> Any:
+        if calls is not None:
+            calls.append((name, p))
         r = TaskRequest.from_dict(p["request"])
         run = p.get("listing_run", "")
         if name == c.PLAN_LISTING:
@@ -175,10 +179,13 @@ def test_a_run_lists_in_its_own_folder_into_the_same_manifests_and_summary(env: 
 
     assert out == before and manifests(settings, store, "task-own") == manifests(settings, store, "task-shared")
     summary = store.read_json(settings.container, layout.enumeration_blob("task-own"))
+    assert summary.pop("listing_run") == job  # what a retried summary call answers from (activities.listing_leftovers)
     assert summary == store.read_json(settings.container, layout.enumeration_blob("task-shared"))
-    working = [n for n in store.list_names(settings.container, layout.listing_prefix("task-own"))
-               if not n.startswith(layout.shard_ranges_prefix("task-own"))]
-    assert working and all(n.startswith(layout.listing_work_prefix("task-own", job)) for n in working)
+    # the run's working files were its own, and went once its summary was written: only the shard ranges stay
+    assert all(n.startswith(layout.shard_ranges_prefix("task-own"))
+               for n in store.list_names(settings.container, layout.listing_prefix("task-own")))
+    assert any(layout.is_listing_work_file("task-shared", n)  # a listing without a run keeps them, as before
+               for n in store.list_names(settings.container, layout.listing_prefix("task-shared")))
 
 
 def test_a_runs_finished_listing_deletes_the_listings_of_the_runs_before_it_only(
@@ -197,6 +204,8 @@ def test_a_runs_finished_listing_deletes_the_listings_of_the_runs_before_it_only
     first, second, later = (layout.pool_job_id(tid, r) for r in
                             ("r261201120000ab12", "r261201130000cd34", "r261201140000ef56"))
     _, out_first = run_parallel(settings, store, tid, request, SMALL, run_job=first)
+    assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, first)))  # its own end
+    store.write_json(settings.container, layout.listing_plan_blob(tid, first), {"units": 1})  # a late call's
     # a later run's folder (its listing going on as a late call of this run ends) and a folder no run named
     store.write_json(settings.container, layout.listing_plan_blob(tid, later), {"units": 1})
     store.write_json(settings.container, f"{layout.listing_runs_prefix(tid)}odd/plan.json", {})
@@ -208,7 +217,7 @@ def test_a_runs_finished_listing_deletes_the_listings_of_the_runs_before_it_only
 
     assert out_second == out_first
     assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, first)))
-    assert list(store.list_names(settings.container, layout.listing_work_prefix(tid, second)))
+    assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, second)))  # its own too
     assert store.exists(settings.container, layout.listing_plan_blob(tid, later))
     assert store.exists(settings.container, f"{layout.listing_runs_prefix(tid)}odd/plan.json")
     shared_after = sorted(n for n in store.list_names(settings.container, layout.task_prefix(tid))
@@ -246,6 +255,7 @@ def test_a_replaced_runs_late_listing_end_deletes_no_listing_whatever_the_run_id
     run_parallel(settings, store, tid, request, SMALL, run_job=terminated)
     assert not store.exists(settings.container, layout.listing_plan_blob(tid, earlier))  # its own end: as before
     store.write_json(settings.container, layout.listing_plan_blob(tid, earlier), {"units": 1})
+    store.write_json(settings.container, layout.listing_plan_blob(tid, terminated), {"units": 1})  # a late call's
     run_stop_groups({"task_id": tid, "job_id": terminated, "reason": "terminated", "superseded_by": replacing_run},
                     settings, store)
     store.write_json(settings.container, layout.listing_plan_blob(tid, replacing), {"units": 1})  # its listing began
@@ -259,7 +269,7 @@ def test_a_replaced_runs_late_listing_end_deletes_no_listing_whatever_the_run_id
     assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, earlier)))
     # the run it replaced, its id a later second: its marker names the replacing run, so its listing goes too
     assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, terminated)))
-    assert list(store.list_names(settings.container, layout.listing_work_prefix(tid, replacing)))
+    assert not list(store.list_names(settings.container, layout.listing_work_prefix(tid, replacing)))  # its own end
 
 
 def test_a_flat_level_over_the_plan_budget_is_listed_in_bounded_calls(env: tuple[Settings, BlobStore, str]) -> None:

@@ -177,6 +177,26 @@ def test_a_runs_listing_keeps_its_working_files_apart_and_a_listing_without_a_ru
     assert all(n.startswith(layout.listing_runs_prefix(TASK)) for n in mine + theirs)
 
 
+def test_the_loose_listing_files_a_run_deletes_are_exactly_the_working_files() -> None:
+    """What ``activities.listing_leftovers.drop_own_listing`` deletes of the task's listing folder: every working file
+    a listing without a run writes there, never what the listing makes for later steps (shard ranges, an image
+    list's deployments), a run's folder, another task's or a generation's files."""
+    working = [layout.listing_plan_blob(TASK), layout.listing_unit_blob(TASK, 3), layout.listing_part_blob(TASK, 3, 7),
+               layout.listing_sample_blob(TASK, 3, 7), layout.listing_cursor_blob(TASK, 3, 7),
+               layout.listing_not_images_blob(TASK), layout.listing_not_images_blob(TASK, 3, 7),
+               layout.listing_list_unit_blob(TASK, 3), layout.listing_list_rows_blob(TASK),
+               layout.listing_list_part_blob(TASK, 3, 7), layout.sample_threshold_blob(TASK)]
+    assert all(layout.is_listing_work_file(TASK, n) for n in working)
+    job = layout.pool_job_id(TASK, "r261201120000ab12")
+    generation = layout.generation_key(TASK, "r261201120000ab12")
+    kept = [layout.shard_ranges_blob(TASK, 12), layout.list_facts_part_blob(TASK, 12), layout.list_facts_blob(TASK),
+            layout.listing_plan_blob(TASK, job), layout.listing_part_blob(TASK, 3, 7, job),
+            layout.listing_plan_blob(generation), layout.enumeration_blob(TASK), layout.listing_plan_blob("task-other")]
+    assert not any(layout.is_listing_work_file(TASK, n) for n in kept)
+    assert layout.shard_ranges_first(TASK, layout.shard_ranges_blob(TASK, 12)) == 12
+    assert layout.shard_ranges_first(TASK, layout.list_facts_part_blob(TASK, 12)) is None
+
+
 def test_only_a_run_started_in_an_earlier_second_is_before_another() -> None:
     """What ``activities.enumerate.drop_earlier_listings`` deletes: never a later run's listing, nor one of the same
     second (run ids' random parts say nothing of their order), nor a folder no run named."""

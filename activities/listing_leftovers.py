@@ -1,0 +1,159 @@
+"""What a listing leaves behind once it ends, and what goes then (``finish_enumeration``, after the summary).
+
+A key (a generation: ``layout.generation_key``) is listed again when its failed or terminated run is resumed
+(``api.starters``: a plain post resumes that run's generation). That listing writes every shard it cuts under the
+same names as the earlier listing, but only the shards it cuts: with images deleted meanwhile it cuts fewer, and the
+earlier listing's manifests, ETags and results of the shards past the new count, its ``shard-ranges-*`` blobs and an
+image list's ``deployments-*`` parts of batches this listing did not write, all stayed. The merge, the exports and the
+pool read only the shards below the count the summary records (``layout.enumeration_blob``); what read the rest was
+an ``only_new`` re-run's reuse step (every ``shard-ranges-*`` blob: ``activities.reuse.previous_ranges``, which now
+also stops at the count). The image list's first facts read every ``deployments-*`` part
+(``activities.image_list.write_first_facts``), a stale one too, to the same answer: every row of the same list is in
+some part of this listing, found or not, and a stale part comes after them, so it only repeats values they hold.
+``drop_past_count`` deletes them all.
+
+The listing's working files (plan, units, parts of names, cursors, sample keys, tallies: ~1 GB at 10M images) are
+read only by the listing's own calls, each with its run's ``listing_run`` (``activities.enumerate``,
+``activities.image_list``); the summary call is the last of them, and nothing after it (shard groups, merge, exports,
+pages, the status API's estimate, the repeat search, a resumed run, a re-run) reads them: a resumed run lists again
+into a folder of its own, a re-run into its own generation. So ``drop_own_listing`` deletes the run's own listing
+folder once the summary is written, and the task's loose listing files from before runs listed apart (no run
+without an id runs beside a run with one: a key's runs are one orchestration instance, ``api.starters``). A retried
+summary call (an activity runs at least once: its output lost, it runs again) finds its folder gone and answers from
+the summary it wrote (``finished_before``), which names its run for that (``listing_run``).
+
+All best effort and idempotent: a failure is logged and leaves the blobs (readers ignore them; the next listing of the
+key deletes them). Must not: delete a shard, range or part of the listing that replaced this run (a replaced run's
+late summary call, past its check, deletes nothing past its count: its cancel marker is read after the listing of what
+to delete and again before each shard's deletion, and the replacing run writes that marker before its first listing
+blob; Azure Storage is strongly consistent, "subsequent reads see the latest update", azure-docs
+articles/storage/blobs/concurrency-manage.md); delete anything of the shards below the count, the summary, the
+deployments document or another run's listing folder (``activities.enumerate.drop_earlier_listings`` decides those).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable
+
+from activities.superseded import superseded_by
+from adapters.blobs import BlobStore
+from adapters.compose import delete_prefix
+from core import contracts as c
+from core import notimages
+from core.errors import without_secrets
+from core.settings import Settings
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+
+
+def batch_firsts(store: BlobStore, settings: Settings, task_id: str, images_per_shard: int, shards: int,
+                 run: str) -> frozenset[int] | None:
+    """The first shards of this listing's manifest writes (``core.shards.shard_batches``: every ``images_per_write //
+    images_per_shard`` shards, the plan's limit), or None where its plan does not say (then only the count decides).
+    Read before the run's listing folder goes (the plan is in it)."""
+    plan = store.read_json_or_none(settings.container, layout.listing_plan_blob(task_id, run))
+    limits = plan.get("limits") if isinstance(plan, dict) else None
+    per_write = limits.get("images_per_write") if isinstance(limits, dict) else None
+    if not isinstance(per_write, int) or per_write < 1 or images_per_shard < 1:
+        return None
+    return frozenset(range(0, shards, max(1, per_write // images_per_shard)))
+
+
+def of_this_listing(shards: int, firsts: frozenset[int] | None) -> Callable[[int], bool]:
+    """Whether a batch blob (``shard-ranges-<first>``, ``deployments-<first>``) is one this listing wrote."""
+    return lambda first: first < shards and (firsts is None or first in firsts)
+
+
+def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: int, firsts: frozenset[int] | None,
+                    run: str) -> int:
+    """Delete what earlier listings of the key left beyond this one's ``shards`` (see the module's docstring);
+    returns how many blobs went. ``run``: this run's pool job ("": a run without an id, which nothing replaces).
+
+    Shard folders: the shards of every listing of a key are numbered from 0, so what is left is ``shards``,
+    ``shards + 1``, ... up to the first shard with no blob; each is found by one listing request of at most one name
+    and deleted from the highest down, so a deletion cut short leaves a run of them that still starts at the count,
+    which the next listing of the key finds."""
+    gone = 0
+    try:
+        keep = of_this_listing(shards, firsts)
+        batches = [name for prefix, first_of in ((layout.shard_ranges_prefix(task_id), layout.shard_ranges_first),
+                                                 (layout.list_facts_parts_prefix(task_id), layout.list_facts_part_of))
+                   for name in store.list_names(settings.container, prefix)
+                   if (first := first_of(task_id, name)) is not None and not keep(first)]
+        end = shards
+        while store.list_names_page(settings.container, layout.shard_prefix(task_id, layout.shard_id(end)), None,
+                                    1)[0]:
+            end += 1
+        if not batches and end == shards:
+            return 0
+        if _replaced(store, settings, task_id, run):
+            return 0
+        gone += _delete(store, settings, batches)
+        for index in reversed(range(shards, end)):
+            if _replaced(store, settings, task_id, run):  # asked again before each shard: the window stays one shard's
+                return gone
+            gone += delete_prefix(store, settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
+    except Exception as exc:  # noqa: BLE001 - housekeeping: readers stop at the count whatever is left
+        logger.warning("task %s: what earlier listings left past shard %d not all deleted (the next listing of the "
+                       "task tries again): %s", task_id, shards, _first_line(exc))
+        return gone
+    if gone:
+        logger.info("task %s: deleted %d blobs earlier listings left past its %d shards", task_id, gone, shards)
+    return gone
+
+
+def drop_own_listing(task_id: str, settings: Settings, store: BlobStore, run: str) -> int:
+    """Delete the run's own listing folder (``layout.listing_work_prefix``) and the task's loose listing files from
+    before runs listed apart (``layout.is_listing_work_file``); how many blobs went. Nothing for a run without an id
+    (``run`` ""), whose listing is those loose files. Called once the summary names the run (``finished_before``)."""
+    if not run:
+        return 0
+    gone = 0
+    try:
+        gone += delete_prefix(store, settings.container, layout.listing_work_prefix(task_id, run))
+        loose = [blob.name for page in store.iter_level_pages(settings.container, layout.listing_prefix(task_id))
+                 for blob in page.blobs if layout.is_listing_work_file(task_id, blob.name)]
+        gone += _delete(store, settings, loose)
+    except Exception as exc:  # noqa: BLE001 - housekeeping: the listing is done whatever happens here
+        logger.warning("task %s: the listing's working files of run job %s not all deleted (the next run of the task "
+                       "deletes its folder): %s", task_id, run, _first_line(exc))
+        return gone
+    logger.info("task %s: deleted the %d working files of run job %s's listing", task_id, gone, run)
+    return gone
+
+
+def finished_before(store: BlobStore, settings: Settings, task_id: str, run: str) -> c.EnumerateOutput | None:
+    """What an earlier try of this run's summary call answered, when it got as far as deleting the run's listing
+    folder (its plan is gone and the summary names the run), else None (the call does its work)."""
+    if not run or store.exists(settings.container, layout.listing_plan_blob(task_id, run)):
+        return None
+    summary = store.read_json_or_none(settings.container, layout.enumeration_blob(task_id))
+    if not isinstance(summary, dict) or summary.get("listing_run") != run:
+        return None
+    out = c.EnumerateOutput(images=int(summary["images"]), shards=int(summary["shards"]))
+    if summary.get("not_images"):
+        passed_over = notimages.NotImages()
+        passed_over.merge(summary["not_images"])
+        out["not_images"] = passed_over.summary()
+    return out
+
+
+def _replaced(store: BlobStore, settings: Settings, task_id: str, run: str) -> bool:
+    by = superseded_by(store, settings, run) if run else None
+    if by is not None:
+        logger.info("task %s: what earlier listings left is left to the run %s that replaced run job %s", task_id,
+                    by or "?", run)
+    return by is not None
+
+
+def _delete(store: BlobStore, settings: Settings, names: Iterable[str]) -> int:
+    gone = 0
+    for name in names:
+        store.delete_if_exists(settings.container, name)
+        gone += 1
+    return gone
+
+
+def _first_line(exc: Any) -> str:
+    return without_secrets(str(exc).split("\n", 1)[0] or type(exc).__name__)

@@ -1,0 +1,136 @@
+"""What a listing leaves behind once it ends (``activities.listing_leftovers``), in Azurite with the real listing.
+
+A key is listed again when its failed or terminated run is resumed; with images deleted meanwhile that listing cuts
+fewer shards. The end of each listing deletes what earlier listings of the key left past its count (shard folders,
+``shard-ranges-*`` and ``deployments-*`` batch blobs), never a shard below it nor what a replacing run wrote, and the
+run's own listing folder and the task's loose listing files of before runs listed apart.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from activities.enumerate import run_finish_enumeration
+from activities.pool import run_stop_groups
+from adapters.blobs import BlobStore
+from core import contracts as c
+from core.requests import TaskRequest
+from core.settings import Settings
+from gpu_batch import layout
+from tests.integration.test_parallel_enumeration import SMALL, env, run_parallel  # noqa: F401 - fixture
+
+TASK = "task-again"
+FIRST = layout.pool_job_id(TASK, "r261201120000ab12")
+RESUMED = layout.pool_job_id(TASK, "r261201130000cd34")
+
+
+def _results(settings: Settings, store: BlobStore, shards: int) -> None:
+    """A worker's results for every shard (what a run that failed later leaves)."""
+    for i in range(shards):
+        sid = layout.shard_id(i)
+        names = store.read_json(settings.container, layout.manifest_blob(TASK, sid, 1))["images"]
+        store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 1),
+                         {"images": [{"file": n, "detections": []} for n in names]})
+
+
+def _names(settings: Settings, store: BlobStore, prefix: str) -> list[str]:
+    return list(store.list_names(settings.container, prefix))
+
+
+def _batch_firsts(settings: Settings, store: BlobStore, prefix: str) -> list[int]:
+    return sorted(int(n[len(prefix):-len(".json")]) for n in _names(settings, store, prefix))
+
+
+def _finish_again(settings: Settings, store: BlobStore, request: TaskRequest, payload: Any) -> c.EnumerateOutput:
+    return run_finish_enumeration(TASK, request, settings, store, payload["images"], payload["shards"],
+                                  payload["found"], payload["parts"], payload.get("not_found", 0),
+                                  payload.get("not_images_plan", False),
+                                  [tuple(x) for x in payload.get("not_images_parts", [])],
+                                  run=payload.get("listing_run", ""))
+
+
+def test_a_key_listed_again_with_fewer_shards_keeps_nothing_of_the_earlier_listing_past_its_count(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """Before, the earlier listing's manifests, ETags and results of the shards past the new count, its shard ranges
+    and an image list's deployments parts of batches this listing did not write stayed for good (an ``only_new``
+    re-run's reuse and the image list's first facts read them). Fails without the change (they stay)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    _, before = run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST)
+    _results(settings, store, before["shards"])
+    ranges_prefix, parts_prefix = layout.shard_ranges_prefix(TASK), layout.list_facts_parts_prefix(TASK)
+    for first in (0, 1, before["shards"] - 1):  # deployments parts: one of a batch the next listing writes too
+        store.write_json(settings.container, layout.list_facts_part_blob(TASK, first), [])
+    for i in range(12):  # deleted before the failed run was resumed: 4 shards fewer
+        store.service.get_blob_client(container, f"big/{i:03d}.jpg").delete_blob()
+    calls: list[tuple[str, Any]] = []
+
+    _, after = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
+
+    assert after["shards"] == before["shards"] - 4
+    for i in range(after["shards"], before["shards"] + 1):
+        assert _names(settings, store, layout.shard_prefix(TASK, layout.shard_id(i))) == []
+    per_write = SMALL.images_per_write // request.images_per_shard  # shards a manifest write cuts
+    assert _batch_firsts(settings, store, ranges_prefix) == list(range(0, after["shards"], per_write))
+    assert all(layout.shard_index(row[0]) < after["shards"]
+               for n in _names(settings, store, ranges_prefix) for row in store.read_json(settings.container, n))
+    assert _batch_firsts(settings, store, parts_prefix) == [0]
+    for i in range(after["shards"]):  # below the count: what the resumed run's shards hold, results included
+        sid = layout.shard_id(i)
+        assert store.exists(settings.container, layout.manifest_blob(TASK, sid, 1))
+        assert store.exists(settings.container, layout.shard_etags_blob(TASK, sid))
+        assert store.exists(settings.container, layout.attempt_results_blob(TASK, sid, 1))
+    finish = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
+    assert _finish_again(settings, store, request, finish) == after  # a retried call: the same, nothing more goes
+    assert store.exists(settings.container, layout.attempt_results_blob(TASK, layout.shard_id(after["shards"] - 1), 1))
+
+
+def test_a_replaced_runs_late_listing_end_deletes_nothing_past_its_count(env: tuple[Settings, BlobStore, str]) -> None:
+    """A terminated run's summary call already past its check ends after the run replacing it wrote its own shards,
+    maybe more of them: it must delete none of them (its cancel marker names the replacing run). Fails with the
+    marker's check left out (the replacing run's shards past the old count go)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    calls: list[tuple[str, Any]] = []
+    _, listed = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
+    run_stop_groups({"task_id": TASK, "job_id": FIRST, "reason": "terminated", "superseded_by": "r261201130000cd34"},
+                    settings, store)
+    late = {**next(p for name, p in calls if name == c.FINISH_ENUMERATION), "shards": listed["shards"] - 4,
+            "listing_run": FIRST, "not_images_plan": False, "not_images_parts": []}  # tallies of a folder now gone
+
+    _finish_again(settings, store, request, late)
+
+    for i in range(listed["shards"]):
+        assert store.exists(settings.container, layout.manifest_blob(TASK, layout.shard_id(i), 1))
+    assert max(_batch_firsts(settings, store, layout.shard_ranges_prefix(TASK))) >= listed["shards"] - 4
+
+
+def test_the_end_of_a_runs_listing_deletes_its_working_files_and_the_tasks_loose_ones(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """Nothing reads a listing's working files once its summary is written (only the listing's own calls do), yet
+    each completed run kept its folder (~1 GB of names at 10M images) and the task's loose files of a listing from
+    before runs listed apart stayed for good. Now they go at the listing's end; what later steps read stays (summary,
+    manifests, shard ranges, the deployments document); a retried summary call, its folder gone, answers as the first
+    did (the files that are not images included). Fails without the change (the folder and the loose files stay)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    run_parallel(settings, store, TASK, request, SMALL)  # a run without an id: its listing in the task's folder
+    loose = [n for n in _names(settings, store, layout.listing_prefix(TASK)) if layout.is_listing_work_file(TASK, n)]
+    assert len(loose) > 10
+    store.write_json(settings.container, layout.list_facts_blob(TASK), {})
+    calls: list[tuple[str, Any]] = []
+
+    _, out = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
+
+    assert out.get("not_images")
+    left = _names(settings, store, layout.listing_prefix(TASK))
+    assert layout.list_facts_blob(TASK) in left
+    assert [n for n in left if n != layout.list_facts_blob(TASK)
+            and not n.startswith(layout.shard_ranges_prefix(TASK))] == []
+    assert store.read_json(settings.container, layout.enumeration_blob(TASK))["shards"] == out["shards"]
+    finish = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
+    assert _finish_again(settings, store, request, finish) == out
+    store.write_json(settings.container, layout.listing_plan_blob(TASK, RESUMED), {"units": 1})  # a late call's
+    assert _finish_again(settings, store, request, {**finish, "not_images_plan": False,
+                                                           "not_images_parts": []}) != out  # it finishes again
+    assert _names(settings, store, layout.listing_work_prefix(TASK, RESUMED)) == []
+
