@@ -82,8 +82,7 @@ def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: 
                    for name in store.list_names(settings.container, prefix)
                    if (first := first_of(task_id, name)) is not None and not keep(first)]
         end = shards
-        while store.list_names_page(settings.container, layout.shard_prefix(task_id, layout.shard_id(end)), None,
-                                    1)[0]:
+        while _holds_blobs(store, settings, layout.shard_prefix(task_id, layout.shard_id(end))):
             end += 1
         if not batches and end == shards:
             return 0
@@ -137,6 +136,20 @@ def finished_before(store: BlobStore, settings: Settings, task_id: str, run: str
         passed_over.merge(summary["not_images"])
         out["not_images"] = passed_over.summary()
     return out
+
+
+def _holds_blobs(store: BlobStore, settings: Settings, prefix: str) -> bool:
+    """Whether any blob's name starts with ``prefix``: listing pages of one name, following the service's marker,
+    since a page "might contain a subset of the results and a marker value" (Listing Blob storage resources,
+    learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources), an empty one too; one request where
+    the folder holds blobs or the listing is complete at once."""
+    marker: str | None = None
+    while True:
+        names, marker = store.list_names_page(settings.container, prefix, marker, 1)
+        if names:
+            return True
+        if marker is None:
+            return False
 
 
 def _replaced(store: BlobStore, settings: Settings, task_id: str, run: str) -> bool:
