@@ -366,42 +366,12 @@ def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_ru
     The run that resumes it first writes that run's cancel marker and closes its job: the hung workers end, its groups
     end at their next poll, and the resumed run's own shards (in groups of its own run) get the slots and complete.
     Before, the old job was never closed: its hung workers held both slots for good and the resumed run never ran."""
-    import json
-
-    from azure.data.tables import TableServiceClient
-
-    from core.ids import shards_instance_id
-    from devhost.store import TERMINAL
-
-    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
-    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
-    base, body = host.base_url, {"container": unique_name}
-    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
-    assert started.status_code == 202, started.text
-    task_id = started.json()["id"]
-    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
-    assert api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
-    running = wait_until(lambda: (lambda s: s if s.get("shards_running") == 2 else None)(status(host, task_id)), 180,
-                         "both hung shards running")
-    old_job = running["pool_job"]
+    task_id, old_job = _both_slots_held_by_hung_shards(host, store, unique_name, monkeypatch)
     host.terminate(task_id, "an operator ended it")
     wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the run terminated")
     monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
 
-    resumed = api.post(f"{base}/api/tasks", json=body, timeout=120)  # plainly: it resumes the terminated run
-    assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
-    final = confirm_and_finish(host, task_id, timeout=300)  # ~30 s here: the rest is margin for a loaded machine
-
-    assert final["stage"] == Stage.completed and final["pool_job"] != old_job, final
-    assert final["images"] == len(names) and final["failed"] == 0 and final["missing"] == 0, final
-    tables = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"])
-    pool = tables.get_table_client("trapbatchpool")
-    old_rows = list(pool.query_entities("PartitionKey eq @j", parameters={"j": old_job}))
-    assert old_rows and {r["State"] for r in old_rows} == {"completed"}  # the hung workers were ended
-    # the terminated run's group ended on its own (its cancel marker), and the resumed run's had an id of its run
-    wait_until(lambda: (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") in TERMINAL, 120,
-               "the terminated run's shard group ending")
-    assert host.get_status(shards_instance_id(task_id, 0, final["pool_job"].split("_", 1)[1])) is not None
+    _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "terminated")
 
 
 @pytest.mark.parametrize("replay_stage", [Stage.enumerating, Stage.failed])
@@ -421,26 +391,12 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     ``replay_stage`` ``failed``: the failing replay set the stage the task's own failure handling sets (a release that
     raises earlier on the recorded input), and the failure's words (the instance's output) tell it apart (fails
     without ``api.starters._failed_by_platform``)."""
-    import json
-
     import azure.durable_functions as df
-    from azure.data.tables import TableServiceClient
 
     from core import contracts as c
     from core.ids import shards_instance_id
-    from devhost.store import TERMINAL
 
-    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
-    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
-    base, body = host.base_url, {"container": unique_name}
-    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
-    assert started.status_code == 202, started.text
-    task_id = started.json()["id"]
-    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
-    assert api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
-    running = wait_until(lambda: (lambda s: s if s.get("shards_running") == 2 else None)(status(host, task_id)), 180,
-                         "both hung shards running")
-    old_job = running["pool_job"]
+    task_id, old_job = _both_slots_held_by_hung_shards(host, store, unique_name, monkeypatch)
 
     def changed(context: df.DurableOrchestrationContext) -> Any:  # a release whose first action is another one
         context.set_custom_status({"stage": replay_stage})
@@ -458,15 +414,46 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     assert (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") == "Running"  # runs on
     monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
 
-    resumed = api.post(f"{base}/api/tasks", json=body, timeout=120)  # plainly: it resumes the failed run
+    _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "failed")
+
+
+def _both_slots_held_by_hung_shards(host: Any, store: BlobStore, unique_name: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A task over 8 images (2 shards of 4, ``TRAPBATCH_IMAGES_PER_SHARD``) confirmed, whose two first attempts hang
+    on both of LocalPool's slots; its id and pool job. The next workers started do not hang."""
+    import json
+
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
+    upload_images(store, unique_name, 8, corrupt=0)
+    started = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
+    running = wait_until(lambda: (lambda s: s if s.get("shards_running") == 2 else None)(status(host, task_id)), 180,
+                         "both hung shards running")
+    return task_id, running["pool_job"]
+
+
+def _resumed_run_completes_and_the_old_one_ended(host: Any, app_env: dict[str, str], unique_name: str, task_id: str,
+                                                 old_job: str, how: str) -> None:
+    """A plain post of the same request resumes the run that ended ``how`` (terminated, failed) and completes every
+    image in a job of its own; the old run's hung workers were ended (its job closed), its shard group ended at its
+    cancel marker, and the resumed run's group has an id of its own run."""
+    from azure.data.tables import TableServiceClient
+
+    from core.ids import shards_instance_id
+    from devhost.store import TERMINAL
+
+    resumed = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)  # plainly
     assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
     final = confirm_and_finish(host, task_id, timeout=300)  # ~30 s here: the rest is margin for a loaded machine
 
     assert final["stage"] == Stage.completed and final["pool_job"] != old_job, final
-    assert final["images"] == len(names) and final["failed"] == 0 and final["missing"] == 0, final
+    assert final["images"] == 8 and final["failed"] == 0 and final["missing"] == 0, final
     pool = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client("trapbatchpool")
     old_rows = list(pool.query_entities("PartitionKey eq @j", parameters={"j": old_job}))
     assert old_rows and {r["State"] for r in old_rows} == {"completed"}  # the hung workers were ended
     wait_until(lambda: (host.get_status(shards_instance_id(task_id, 0)) or {}).get("runtimeStatus") in TERMINAL, 120,
-               "the failed run's shard group ending")
+               f"the {how} run's shard group ending")
     assert host.get_status(shards_instance_id(task_id, 0, final["pool_job"].split("_", 1)[1])) is not None
