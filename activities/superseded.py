@@ -33,7 +33,9 @@ one small read. Must not: refuse a run cancelled by POST .../cancel (its marker 
 run's groups end and it writes nothing after them anyway), nor a call without ``run_job``. Must not lose the mark: a
 shard group of the replaced run (terminate does not reach it) failing afterwards asks for the same marker to stop its
 run's other groups, and writes one only where there is none (activities.pool ``run_stop_groups``: created with
-If-None-Match, so a replacing run's marker written at the same moment is not lost either).
+If-None-Match, so a replacing run's marker written at the same moment is not lost either); nor does a cancel whose
+run was replaced between its read of the task's status and its marker write (api.cancel_marker: written only over
+the version it read, and a marker naming a replacing run is kept; the cancel answers 409).
 
 What it does not close: a guarded activity already past its check when the marker is written finishes its writes. For
 the merge, exports and publishing the new run reaches the same step only after its listing and its pool work (minutes

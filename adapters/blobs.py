@@ -14,17 +14,17 @@ from __future__ import annotations
 import functools
 import io
 import json
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from adapters import blob_requests, listing
 from adapters.transport import shared_session_options, transport_options
 from core.deadline import Deadline
-from core.errors import ContainerNotFound
+from core.errors import ContainerNotFound, StorageConflict
 from gpu_batch.storage_refs import deadline_storage_options
 
 
@@ -228,6 +228,62 @@ class BlobStore:
         except ResourceExistsError:
             return False
         return True
+
+    def read_json_version_or_none(self, container: str, name: str) -> tuple[Any, str] | None:
+        """(the blob's JSON, the ETag of the version read), from one Get Blob (the SDK's ``download_blob``: its
+        response carries both, so they are of the same version); None when there is no such blob. What a
+        read-modify-write conditions its write on (``update_json``)."""
+        try:
+            downloader = self.service.get_blob_client(container, name).download_blob()
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        return json.loads(data), str(downloader.properties.etag)
+
+    def write_json_if(self, container: str, name: str, value: Any, etag: str | None) -> bool:
+        """Write ``value`` as JSON (as ``write_json`` does) only if the blob is still the version ``etag`` names, or,
+        for None, only where there is no blob yet; False when another write came first (nothing written).
+
+        The conditions are Put Blob's (the SDK's ``upload_blob``), "Specifying conditional headers for Blob service
+        operations" (learn.microsoft.com): ``If-Match: <etag>``, "perform the operation only if the resource's ETag
+        matches"; ``If-None-Match: *``, "only if the resource does not exist". An unmet condition on a write is 412
+        Precondition Failed (``ConditionNotMet``: the SDK's ``ResourceModifiedError``); for ``If-None-Match: *`` the
+        service answers 409 ``BlobAlreadyExists`` ("Blob service error codes"), which the SDK raises as
+        ``ResourceExistsError``, a 412 too (azure-storage-blob ``_upload_helpers._convert_mod_error``). A blob deleted
+        since ``etag`` was read fails ``If-Match`` as well (412, or 404: both read as "changed")."""
+        data = json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8")
+        client = self.service.get_blob_client(container, name)
+        content = ContentSettings(content_type="application/json")
+        try:
+            if etag is None:
+                client.upload_blob(data, overwrite=False, content_settings=content)
+            else:
+                try:
+                    client.upload_blob(data, overwrite=True, content_settings=content, etag=etag,
+                                       match_condition=MatchConditions.IfNotModified)
+                except ResourceNotFoundError:  # deleted since it was read
+                    return False
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
+
+    def update_json(self, container: str, name: str, change: Callable[[Any], Any], attempts: int = 5) -> Any:
+        """Read-modify-write of a small JSON blob that others write too, without writing over what they wrote
+        meanwhile: ``change`` gets the blob's value (None: no blob) and returns the value to write, or None to leave
+        the blob as it is; the write is conditional on the version read (``write_json_if``), and a write that came
+        first makes it read and decide again. Returns what the blob holds as far as this call knows: the value it
+        wrote, or the one ``change`` kept. ``StorageConflict`` after ``attempts`` reads each overtaken by a write
+        (only writers that never stop would do that)."""
+        for _ in range(attempts):
+            found = self.read_json_version_or_none(container, name)
+            current, etag = found if found is not None else (None, None)
+            new = change(current)
+            if new is None:
+                return current
+            if self.write_json_if(container, name, new, etag):
+                return new
+        raise StorageConflict(f"{container}/{name} was changed by another writer at each of {attempts} attempts",
+                              "retry the request")
 
     def upload_file(self, container: str, name: str, data: IO[bytes], content_type: str | None = None) -> None:
         """Upload a (temporary) file from where it stands to its end: how the merge writes results too large to hold

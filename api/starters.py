@@ -49,6 +49,7 @@ from adapters.preview_folders import delete_preview_folder, existing_preview_fol
 from adapters.storage_errors import OWN_ACCOUNT, SOURCE_ACCOUNT, after_dns_asked_again, source_error
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
+from api.cancel_marker import write_cancel_marker
 from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core import notify
@@ -1081,10 +1082,19 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # it in deferred_tasks, which DurableOrchestrationContext applies when the wait is created; devhost's fidelity
     # row 31).
     started = _task_input(await read_status(client, task_id, show_input=True))
-    job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
+    run = str(started.get("run") or "")
+    job = layout.pool_job_id(task_id, run)  # this run's marker: the next run starts clean
     s = clients.settings()
-    await asyncio.to_thread(clients.store(s).write_json, s.container, layout.cancel_marker(job),
-                            {"requested": datetime.now(timezone.utc).isoformat()})
+    replaced_by = await asyncio.to_thread(write_cancel_marker, clients.store(s), s.container, job)
+    if replaced_by is not None:  # terminated and replaced since the status was read: its marker keeps that mark
+        # (api.cancel_marker). No event either: it would reach the replacing run, which nobody asked to cancel
+        logger.info("task %s: cancel of run %s not done: run %s replaced it meanwhile", task_id, run or "?",
+                    replaced_by or "?")
+        return _json(409, {"error": f"task {task_id}: the run this cancel was for (run {run or '?'}) was terminated "
+                                    f"and run {replaced_by or '?'} of the task replaced it while the cancel was made; "
+                                    "nothing was cancelled",
+                           "hint": f"GET /api/tasks/{task_id} shows the run now running; to stop it, POST "
+                                   f"/api/tasks/{task_id}/cancel again"})
     if waiting or info["stage"] in BEFORE_POOL:
         await client.raise_event(task_id, c.CANCEL_EVENT, {})
     logger.info("task %s: cancel requested (stage %s)", task_id, info["stage"])

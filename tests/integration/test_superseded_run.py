@@ -29,7 +29,7 @@ from tests.integration.test_fanin import MODEL, real_activities, task  # noqa: F
 from tests.unit.test_notify import receiver  # noqa: F401 - a fixture
 from tests.orchestrations.replay import T0, run_orchestrator
 
-FIRST, SECOND = "r261201120000ab12", "r261201130000cd34"
+FIRST, SECOND, THIRD = "r261201120000ab12", "r261201130000cd34", "r261201140000ef56"
 
 
 def run_merge(context: Any) -> Any:
@@ -619,3 +619,117 @@ def test_a_failing_shard_group_racing_the_replacing_runs_marker_never_writes_ove
     marker = store.read_json(settings.container, layout.cancel_marker(other_job))
     assert marker["by"] == "a failing shard group" and "superseded_by" not in marker, marker
     assert marker["reason"] == "shard s00002 failed", marker
+
+
+def _cancel_setup(storage_connection: str, unique_name: str, monkeypatch: Any) -> tuple[Any, Any]:
+    """Settings and a store on a fresh container of Azurite, which the cancel's handler reads from the environment."""
+    from adapters.blobs import BlobStore, service_client
+    from core.settings import Settings
+
+    env = {"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env(env)
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    return settings, store
+
+
+def test_a_cancel_racing_the_run_that_replaces_the_cancelled_run_keeps_its_mark(
+        storage_connection: str, unique_name: str, monkeypatch: Any) -> None:
+    """POST .../cancel reads which run is running (run FIRST, detecting), then writes that run's cancel marker.
+    Between the two, FIRST was terminated and a post resumed the task: the replacing run's first step wrote FIRST's
+    marker naming itself (STOP_GROUPS with ``superseded_by``). Before, the cancel then wrote its own marker over it,
+    and FIRST's queued merge, publishing and notification calls were no longer refused (activities.superseded). Now
+    the marker keeps ``superseded_by``, and the cancel answers 409 saying the run it was for was replaced and that
+    nothing was cancelled, without the event that would reach the replacing run. A cancel without the race still
+    writes its marker and shows as a cancel. Fails without the change (the marker lost ``superseded_by``; 202)."""
+    from activities.superseded import refuse_if_superseded, superseded_by
+    from api.cancel_marker import BY
+    from tests.unit.test_api_cancel import TASK, RecordingClient, _cancel
+
+    settings, store = _cancel_setup(storage_connection, unique_name, monkeypatch)
+    old_job = layout.pool_job_id(TASK, FIRST)
+
+    class Racing(RecordingClient):
+        """The task hub as the cancel reads it: run FIRST running; its input read (the cancel's last read before
+        its write) is followed at once by the replacing run's marker."""
+
+        def __init__(self, stage: str) -> None:
+            super().__init__("Running", stage)
+            self.status.input_ = json.dumps({"run": FIRST})
+            self.replaced = False
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("show_input") and not self.replaced:
+                self.replaced = True
+                run_stop_groups({"task_id": TASK, "job_id": old_job, "reason": "terminated",
+                                 "superseded_by": SECOND}, settings, store)
+            return self.status
+
+    for stage in ("detecting", "enumerating"):  # "enumerating": the cancel would raise its event too
+        store.delete_if_exists(settings.container, layout.cancel_marker(old_job))
+        client = Racing(stage)
+        status, body = _cancel(client)
+
+        assert client.replaced
+        assert superseded_by(store, settings, old_job) == SECOND  # FIRST's late calls are still refused
+        with pytest.raises(RunSuperseded):
+            refuse_if_superseded(store, settings, {"task_id": TASK, "run_job": old_job}, "the merge")
+        assert status == 409, body
+        assert f"run {SECOND}" in body["error"] and "nothing was cancelled" in body["error"]
+        assert f"POST /api/tasks/{TASK}/cancel again" in body["hint"]
+        assert client.events == []  # nothing reaches the replacing run, which nobody asked to cancel
+
+    # no race: the marker is written (over a failing group's stop too), and says it is a cancel
+    other_job = layout.pool_job_id(TASK, SECOND)
+    run_stop_groups({"task_id": TASK, "job_id": other_job, "reason": "shard s00001 failed"}, settings, store)
+    client = RecordingClient("Running", "detecting")
+    client.status.input_ = json.dumps({"run": SECOND})
+    status, body = _cancel(client)
+    assert status == 202 and body["cancel_requested"], body
+    marker = store.read_json(settings.container, layout.cancel_marker(other_job))
+    assert marker["by"] == BY and "superseded_by" not in marker and "requested" in marker
+    refuse_if_superseded(store, settings, {"task_id": TASK, "run_job": other_job}, "the merge")  # a cancel refuses
+
+
+def test_the_cancels_marker_write_is_conditional_on_the_marker_it_read(storage_connection: str, unique_name: str,
+                                                                        monkeypatch: Any) -> None:
+    """The same race a step later: the replacing run's marker lands between the cancel's read of the marker and its
+    write. Where there was none, the cancel's create (Put Blob with If-None-Match: *) meets 409 BlobAlreadyExists;
+    where a failing group's stop was, its replace (If-Match: the ETag it read) meets 412 ConditionNotMet. Either way
+    it reads again, finds the marker naming the replacing run and keeps it (``BlobStore.update_json``). Fails with an
+    unconditional write (``write_json_if`` writing whatever is there: the mark is lost)."""
+    from activities.superseded import superseded_by
+    from api.cancel_marker import write_cancel_marker
+
+    settings, store = _cancel_setup(storage_connection, unique_name, monkeypatch)
+    tid = "task-cancelrace"
+    for before in (None, "a failing group's stop"):
+        job = layout.pool_job_id(tid, FIRST if before is None else SECOND)
+        if before is not None:
+            run_stop_groups({"task_id": tid, "job_id": job, "reason": before}, settings, store)
+        reads: list[Any] = []
+        read = store.read_json_version_or_none
+
+        def racing_read(container: str, name: str, job: str = job, read: Any = read, reads: list[Any] = reads) -> Any:
+            found = read(container, name)
+            reads.append(found)
+            if len(reads) == 1:  # the replacing run writes between the cancel's first read and its write
+                run_stop_groups({"task_id": tid, "job_id": job, "reason": "terminated", "superseded_by": THIRD},
+                                settings, store)
+            return found
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "read_json_version_or_none", racing_read)
+            assert write_cancel_marker(store, settings.container, job) == THIRD
+
+        assert len(reads) == 2 and (reads[0] is None) == (before is None)  # read again after the refused write
+        assert reads[1][0]["superseded_by"] == THIRD
+        assert superseded_by(store, settings, job) == THIRD
+    # and without a race the write is made (created, then replaced by the ETag it read)
+    job = layout.pool_job_id(tid, THIRD)
+    assert write_cancel_marker(store, settings.container, job) is None
+    assert write_cancel_marker(store, settings.container, job) is None
+    assert store.read_json(settings.container, layout.cancel_marker(job))["by"].startswith("a cancel")
+
