@@ -13,10 +13,12 @@ move (the first run's time then took the re-run's pages off) or tried to start a
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import azure.durable_functions as df
 
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.generations import served_key
 from adapters.preview_folders import delete_preview_folder
@@ -58,7 +60,12 @@ async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestr
 @failures_without_secrets
 async def schedule_preview_expiry(payload: c.ExpiryInput,
                                   client: df.DurableOrchestrationClient) -> c.ExpiryOutput:
-    return await run_schedule_expiry(payload, client, clients.settings().knobs.busy_retry_attempts)
+    s = clients.settings()
+    # a terminated run's late call, once a later run replaced it: the expiry is the task's, not the run's (one
+    # instance per task, ``expiry_instance_id``), so it would start one the replacing run did not ask for, or move
+    # (a re-run's ``move``) the time the replacing run set, or end its expiry (``expires`` "")
+    await asyncio.to_thread(refuse_if_superseded, clients.store(s), s, payload, "the preview expiry's scheduling")
+    return await run_schedule_expiry(payload, client, s.knobs.busy_retry_attempts)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.DELETE_PREVIEWS)

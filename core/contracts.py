@@ -1371,6 +1371,9 @@ class ExpiryInput(TypedDict):
     task_id: str
     expires: str  # ISO time (UTC) when the preview folder is deleted; "" (with ``move``): none any more
     move: NotRequired[bool]  # a re-run's: an expiry already waiting takes this time (or ends, for "")
+    # its run's pool job, for a run with an id: a replaced run's late call starts or moves no expiry
+    # (activities.superseded)
+    run_job: NotRequired[str]
     # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries; none: started before the knob)
     busy_retry_attempts: NotRequired[int]
 

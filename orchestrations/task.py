@@ -767,6 +767,8 @@ def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput,
     asked = c.ExpiryInput(task_id=data["task_id"], expires=expires)
     if rerun:
         asked["move"] = True
+    if _run_job(data):  # a replaced run's late call moves no expiry the replacing run set (activities.superseded)
+        asked["run_job"] = _run_job(data)
     try:
         yield from call(context, c.SCHEDULE_EXPIRY, STORAGE_RETRY, asked)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the pages stay until deleted

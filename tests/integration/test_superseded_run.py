@@ -733,3 +733,49 @@ def test_the_cancels_marker_write_is_conditional_on_the_marker_it_read(storage_c
     assert write_cancel_marker(store, settings.container, job) is None
     assert store.read_json(settings.container, layout.cancel_marker(job))["by"].startswith("a cancel")
 
+
+def test_a_terminated_runs_late_expiry_call_starts_or_moves_no_expiry(storage_connection: str, unique_name: str,
+                                                                       monkeypatch: Any) -> None:
+    """SCHEDULE_EXPIRY (its shell, as the host calls it): the expiry is the task's (one instance per task), so a
+    terminated run's queued call, run after a later run replaced it, started an expiry the replacing run did not ask
+    for, or told the waiting one (a re-run's ``move``) an old time, or none. Now it is refused once the marker names
+    the replacing run; the replacing run's own call goes on, and so does a call without ``run_job`` (a run without
+    an id, or one scheduled before calls carried it). Fails without the change (the expiry was started and moved)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from activities.expiry import schedule_preview_expiry
+
+    settings, store = _cancel_setup(storage_connection, unique_name, monkeypatch)
+    tid = "task-" + unique_name
+
+    class TaskHub:
+        def __init__(self) -> None:
+            self.started: list[Any] = []
+            self.raised: list[Any] = []
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            return SimpleNamespace(runtime_status=SimpleNamespace(value="Running") if self.started else None)
+
+        async def start_new(self, name: str, instance_id: str, payload: Any) -> None:
+            self.started.append(payload)
+
+        async def raise_event(self, instance_id: str, name: str, data: Any) -> None:
+            self.raised.append(data)
+
+    # the function the host calls, less the SDK's wrapper that builds the client from the binding's JSON
+    shell = schedule_preview_expiry._function.get_user_function().__wrapped__  # type: ignore[attr-defined]
+    run_stop_groups({"task_id": tid, "job_id": layout.pool_job_id(tid, FIRST), "reason": "terminated",
+                     "superseded_by": SECOND}, settings, store)
+    hub = TaskHub()
+    late = {"task_id": tid, "expires": "2027-01-01T00:00:00+00:00", "run_job": layout.pool_job_id(tid, FIRST)}
+    for asked in (late, {**late, "expires": "", "move": True}):
+        with pytest.raises(RunSuperseded, match=f"run {SECOND} of the task replaces it"):
+            asyncio.run(shell(asked, hub))
+    assert hub.started == [] and hub.raised == []
+
+    mine = {"task_id": tid, "expires": "2027-02-01T00:00:00+00:00", "run_job": layout.pool_job_id(tid, SECOND)}
+    assert asyncio.run(shell(mine, hub))["scheduled"] is True
+    assert [p["expires"] for p in hub.started] == [mine["expires"]]
+    moved = asyncio.run(shell({"task_id": tid, "expires": "", "move": True}, hub))  # no run_job: never refused
+    assert moved.get("moved") is True and hub.raised == [{"expires": ""}]

@@ -359,9 +359,15 @@ class _Follow:
         if not passed:
             return
         target = self.resolve(func)
+        shift = 0
+        if target is None and ast.unparse(func) == "asyncio.to_thread" and node.args:
+            # ``asyncio.to_thread(f, *args, **kwargs)`` calls f(*args, **kwargs) (an async activity's storage reads)
+            target, shift = self.resolve(node.args[0]), 1
         for pos, arg in passed:
             path = _path(arg, env)
             assert path is not None
+            if isinstance(pos, int):
+                pos -= shift
             if target is not None and self.follow(target, pos, path):
                 continue
             if path == ():  # a part of it handed on (int(payload["n"]), a log call) is a value, not read further

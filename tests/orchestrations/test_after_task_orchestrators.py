@@ -150,6 +150,23 @@ def test_a_task_with_previews_expire_days_schedules_its_expiry_and_says_when() -
     assert run.activity_names.index(c.SCHEDULE_EXPIRY) > run.activity_names.index(c.PREVIEWS)
 
 
+def test_a_run_with_an_id_names_its_pool_job_in_the_expirys_call() -> None:
+    """A run terminated after it scheduled its expiry leaves the call queued (terminate stops the orchestration alone)
+    and a later run of the task may have set the task's expiry by the time it runs: the call carries the run's pool
+    job, and is refused once a later run replaced that run (activities.superseded). A run without an id (started
+    before runs had ids) schedules what it always did: its recorded history replays with the same input. Fails
+    without the change (no ``run_job``)."""
+    from gpu_batch.layout import pool_job_id
+
+    run_id = "r2612070400000a1b"
+    run = run_task({**task_input({**REQUEST, "previews_expire_days": 3}), "run": run_id},
+                   with_expiry(activities(shards=1)))
+
+    assert run.status == "Completed", run.error
+    [asked] = run.inputs(c.SCHEDULE_EXPIRY)
+    assert asked["run_job"] == pool_job_id(TASK, run_id) and asked["expires"] == run.output["previews"]["expires"]
+
+
 def test_a_task_without_it_schedules_nothing_and_a_failed_schedule_is_noted_not_fatal() -> None:
     plain = run_task(task_input(REQUEST), with_expiry(activities(shards=1)))
     assert plain.status == "Completed" and plain.inputs(c.SCHEDULE_EXPIRY) == []

@@ -72,7 +72,9 @@ def test_a_rerun_writes_under_its_own_key_and_is_promoted_after_its_previews() -
     # promoted only once everything is written; then an expiry waiting for the first run's pages is told that the
     # re-run asked for none (they are the re-run's pages now)
     assert run.activity_names[-3:] == [c.PREVIEWS, c.PROMOTE, c.SCHEDULE_EXPIRY]
-    assert run.inputs(c.SCHEDULE_EXPIRY) == [{"task_id": TASK, "expires": "", "move": True}]
+    # with the run's job too: a late call of a run terminated and replaced since moves nothing (activities.superseded)
+    assert run.inputs(c.SCHEDULE_EXPIRY) == [{"task_id": TASK, "expires": "", "move": True,
+                                              "run_job": pool_job_id(TASK, RUN)}]
     assert "expires" not in run.output["previews"]
     # with the run's job: a late promotion of a run terminated and replaced since is refused (activities.superseded)
     assert run.inputs(c.PROMOTE) == [{"task_id": TASK, "generation": RUN, "previous": "",
