@@ -1344,7 +1344,17 @@ def test_a_terminate_before_a_continued_generation_s_first_episode_ran_stores_th
 
 
 # ------------------------------------------------------------------ 49. queued activities of an ended instance
-def test_a_terminated_instances_queued_activities_still_run(storage_connection: str, unique_name: str) -> None:
+@pytest.fixture
+def one_worker_host(storage_connection: str, unique_name: str) -> Iterator[DevHost]:
+    """A host that runs one activity at a time: the others scheduled with it wait, queued, behind the one running."""
+    h_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, activity_workers=1,
+                 function_key=KEY, host_config=HostConfig())
+    h_.start()
+    yield h_
+    h_.stop()
+
+
+def test_a_terminated_instances_queued_activities_still_run(one_worker_host: DevHost, unique_name: str) -> None:
     """Azure runs an activity message whatever became of its orchestration: the Azure Storage provider's
     ``LockNextTaskActivityWorkItem`` hands out the next work-item queue message and dtfx's ``TaskActivityDispatcher``
     runs it, neither reading the instance's state (durabletask ``AzureStorageOrchestrationService.cs``,
@@ -1353,9 +1363,7 @@ def test_a_terminated_instances_queued_activities_still_run(storage_connection: 
     instance's queued work items, so the app's guard against a terminated run's late calls (activities.superseded)
     was never met here for those. Fails without the change (the queued activities never start)."""
     gate = unique_name
-    host_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, activity_workers=1,
-                    function_key=KEY, host_config=HostConfig())
-    host_.start()
+    host_ = one_worker_host
     try:
         iid = host_.start_orchestration("gated_fan_out", {"gate": gate, "n": 3})
         assert sample_app.gate(f"{gate}-0:started").wait(60), "the first activity never ran"
@@ -1370,20 +1378,17 @@ def test_a_terminated_instances_queued_activities_still_run(storage_connection: 
     finally:
         for i in range(3):
             sample_app.gate(f"{gate}-{i}").set()
-        host_.stop()
 
 
 def test_an_ended_executions_queued_activities_run_beside_a_new_instance_of_its_id_and_never_reach_it(
-        storage_connection: str, unique_name: str) -> None:
+        one_worker_host: DevHost, unique_name: str) -> None:
     """An id started again after its instance was terminated: the old execution's queued activities run (row 49) while
     the new instance runs, and their completions, which name the old execution, are dropped (dtfx
     ``TaskOrchestrationDispatcher.ReconcileMessagesWithState``: "ExecutionId of event ... does not match current
     executionId"; devhost ``_sort_messages``), even where the new instance scheduled the same task ids: it sees only
     its own results. Fails with the queued activities deleted at the terminate or the new start (they never run)."""
     old, new = f"{unique_name}-old", f"{unique_name}-new"
-    host_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, activity_workers=1,
-                    function_key=KEY, host_config=HostConfig())
-    host_.start()
+    host_ = one_worker_host
     try:
         iid = host_.start_orchestration("gated_fan_out", {"gate": old, "n": 3})
         assert sample_app.gate(f"{old}-0:started").wait(60), "the first activity never ran"
@@ -1413,4 +1418,3 @@ def test_an_ended_executions_queued_activities_run_beside_a_new_instance_of_its_
         for g in (old, new):
             for i in range(3):
                 sample_app.gate(f"{g}-{i}").set()
-        host_.stop()
