@@ -40,13 +40,17 @@ from tests.waiting import wait_until
 KEY = "test-function-key"
 
 
-@pytest.fixture
-def host(storage_connection: str, unique_name: str) -> Iterator[DevHost]:
-    h_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.3,
-                 function_key=KEY, host_config=HostConfig())
+def _running_host(storage_connection: str, unique_name: str, **options: Any) -> Iterator[DevHost]:
+    h_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                 host_config=HostConfig(), **options)
     h_.start()
     yield h_
     h_.stop()
+
+
+@pytest.fixture
+def host(storage_connection: str, unique_name: str) -> Iterator[DevHost]:
+    yield from _running_host(storage_connection, unique_name, blob_poll_s=0.3)
 
 
 def sdk(host: DevHost, call: Callable[[DurableOrchestrationClient], Coroutine[Any, Any, Any]]) -> Any:
@@ -1347,11 +1351,7 @@ def test_a_terminate_before_a_continued_generation_s_first_episode_ran_stores_th
 @pytest.fixture
 def one_worker_host(storage_connection: str, unique_name: str) -> Iterator[DevHost]:
     """A host that runs one activity at a time: the others scheduled with it wait, queued, behind the one running."""
-    h_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, activity_workers=1,
-                 function_key=KEY, host_config=HostConfig())
-    h_.start()
-    yield h_
-    h_.stop()
+    yield from _running_host(storage_connection, unique_name, activity_workers=1)
 
 
 def test_a_terminated_instances_queued_activities_still_run(one_worker_host: DevHost, unique_name: str) -> None:
