@@ -565,7 +565,12 @@ def description(base_url: str = "") -> dict[str, Any]:
             "/api/tasks/{task_id}/cancel": {**task_ref, "post": {
                 "operationId": "cancelTask", "summary": "stop the task's pool work at the next poll",
                 "responses": {"202": _answer("cancel requested", "CancelRequested"),
-                              **_errors(401, 403, 404, 409)}}},
+                              **_errors(401, 403, 404, 409, also={
+                                  409: "or the run it found running was terminated (or failed) and replaced by a "
+                                       "later run of the task while the cancel was made: nothing was cancelled, no "
+                                       "event sent; the error names the new run and the hint says to cancel again "
+                                       "to stop it (api/cancel_marker.py); or another writer changed the run's "
+                                       "cancel marker at each of its tries: retry"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),

@@ -434,3 +434,13 @@ def test_the_inner_objects_of_the_repeats_results_and_search_answers_are_describ
     assert undescribed("Results", results) == []
     csv = {v or "original": layout.threshold_csv_blob(task, 0.5, v) for v in ("", layout.REPEATS_REMOVED)}
     assert undescribed("RerenderStarted", {"id": task, "threshold": 0.5, "csv": csv}) == []
+
+
+def test_the_cancels_409_says_a_run_replaced_meanwhile_cancels_nothing() -> None:
+    """POST .../cancel answers 409 where the run it found running was terminated and replaced by a later run while it
+    was made (api.starters.cancel_task, api.cancel_marker): nothing was cancelled, and a client must cancel again to
+    stop the new run. The description gave only the generic "not in a stage that allows this", which tells a client
+    that the task cannot be cancelled at all."""
+    routes = openapi.description("http://127.0.0.1:7071")["paths"]
+    said = routes["/api/tasks/{task_id}/cancel"]["post"]["responses"]["409"]["description"]
+    assert "replaced by a later run" in said and "nothing was cancelled" in said and "cancel again" in said, said
