@@ -1065,7 +1065,10 @@ async def delete_previews(req: func.HttpRequest, client: df.DurableOrchestration
 async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
-    info = await describe_task(client, task_id)
+    # the run and the stage from one status read: the run whose marker is written is the one whose stage decided the
+    # answer and the event (two reads could see a run terminated and replaced between them, and cancel the replacing
+    # run, raising it the event a waiting run's stage called for: the race api.cancel_marker answers 409 for)
+    info, started = await describe_task_with_input(client, task_id)
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
                            "hint": "only a running task can be cancelled"})
@@ -1081,7 +1084,6 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # history before the wait is kept: azure-functions-durable-python TaskOrchestrationExecutor.set_task_value puts
     # it in deferred_tasks, which DurableOrchestrationContext applies when the wait is created; devhost's fidelity
     # row 31).
-    started = _task_input(await read_status(client, task_id, show_input=True))
     run = str(started.get("run") or "")
     job = layout.pool_job_id(task_id, run)  # this run's marker: the next run starts clean
     s = clients.settings()

@@ -85,3 +85,43 @@ def test_a_cancel_before_the_pool_work_reaches_the_listing_and_the_confirmation_
     assert status == 202 and body["cancel_requested"] and said in body["hint"]
     assert written == [layout.cancel_marker(layout.pool_job_id(TASK, "r1"))]
     assert client.events == ([(TASK, c.CANCEL_EVENT)] if event else [])
+
+
+def test_the_run_cancelled_is_the_one_whose_stage_was_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel read the task's stage, then, in a second status read, which run it was. Run r1, waiting for
+    confirmation, terminated and resumed between the two as run r2 (still listing), had r2's marker written and the
+    cancel event raised (r1's stage called for it): r2, which the caller never saw, was cancelled, while r1's marker
+    (written by r2, naming it: api.cancel_marker) was never looked at. Now both come from one read: the cancel is
+    r1's, finds it replaced, answers 409 and raises nothing. Fails without the change (202, r2's marker, the event)."""
+    from gpu_batch import layout
+
+    class Replaced(RecordingClient):
+        """r1 awaiting confirmation at the first read; r2 listing at every later one."""
+
+        def __init__(self) -> None:
+            super().__init__("Running", "awaiting_confirmation")
+            self.reads = 0
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            if self.reads == 1:
+                return self.status
+            return SimpleNamespace(runtime_status=_Runtime("Running"), custom_status={"stage": "enumerating"},
+                                   output=None, input_=json.dumps({"run": "r2"}))
+
+    markers = {layout.cancel_marker(layout.pool_job_id(TASK, "r1")): {"reason": "terminated", "superseded_by": "r2"}}
+    written: list[str] = []
+
+    class Store:
+        def update_json(self, container: str, name: str, change: Any) -> Any:
+            new = change(markers.get(name))
+            if new is not None:
+                written.append(name)
+            return new
+
+    monkeypatch.setattr(clients, "store", lambda s=None: Store())
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    client = Replaced()
+    status, body = _cancel(client)
+    assert status == 409 and "(run r1)" in body["error"] and "run r2" in body["error"], body
+    assert written == [] and client.events == []
