@@ -1098,7 +1098,10 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
                            "hint": f"GET /api/tasks/{task_id} shows the run now running; to stop it, POST "
                                    f"/api/tasks/{task_id}/cancel again"})
     if waiting or info["stage"] in BEFORE_POOL:
-        await client.raise_event(task_id, c.CANCEL_EVENT, {})
+        ended = await _raise_while_running(client, task_id, c.CANCEL_EVENT)
+        if ended is not None:
+            return _json(409, {"error": f"task {task_id} ended while the cancel was made (stage: {ended['stage']})",
+                               "hint": f"nothing is left to cancel; GET /api/tasks/{task_id} shows how it ended"})
     logger.info("task %s: cancel requested (stage %s)", task_id, info["stage"])
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "nothing was submitted; the task's stage becomes 'cancelled'" if waiting else
@@ -1121,10 +1124,31 @@ async def confirm_task(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return _json(409, {"error": f"task {task_id} is not awaiting confirmation (stage: {info['stage']})",
                            "hint": "only a task in stage 'awaiting_confirmation' can be confirmed; poll "
                                    f"GET /api/tasks/{task_id}"})
-    await client.raise_event(task_id, c.CONFIRM_EVENT, {})
+    ended = await _raise_while_running(client, task_id, c.CONFIRM_EVENT)
+    if ended is not None:
+        return _json(409, {"error": f"task {task_id} ended while the confirmation was made (stage: {ended['stage']})",
+                           "hint": f"nothing was submitted; GET /api/tasks/{task_id} shows how it ended"})
     logger.info("task %s: confirmed", task_id)
     return _json(202, {"id": task_id, "confirmed": True, "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
                        "hint": "its shards go to the pool now; the stage becomes 'detecting'"})
+
+
+async def _raise_while_running(client: df.DurableOrchestrationClient, task_id: str,
+                               event: str) -> dict[str, Any] | None:
+    """Raise ``event`` to the task; None when raised, or the task's status when it ended since it was read (a
+    confirmation wait that timed out, a listing that ended, a terminate): the Durable extension answers a raise to a
+    finished instance 410 Gone (HttpApiHandler ``HandleRaiseEventRequestAsync``; devhost does the same), which the
+    SDK raises as a bare ``Exception`` (DurableOrchestrationClient.raise_event) and the edge answered 500 "internal
+    error". Any other failure of the raise, with the task still running, is raised as it was."""
+    try:
+        await client.raise_event(task_id, event, {})
+    except Exception:
+        after = await describe_task(client, task_id)
+        if after["runtime_status"] in ACTIVE:
+            raise
+        logger.info("task %s: %s not raised: the task ended meanwhile (stage %s)", task_id, event, after["stage"])
+        return after
+    return None
 
 
 def _task_input(status: Any) -> dict[str, Any]:

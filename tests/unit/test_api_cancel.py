@@ -125,3 +125,43 @@ def test_the_run_cancelled_is_the_one_whose_stage_was_read(monkeypatch: pytest.M
     status, body = _cancel(client)
     assert status == 409 and "(run r1)" in body["error"] and "run r2" in body["error"], body
     assert written == [] and client.events == []
+
+
+@pytest.mark.parametrize("route", ["cancel", "confirm"])
+def test_a_task_that_ends_before_its_event_is_raised_answers_409_not_500(route: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task awaiting confirmation that ended (its wait timed out 'expired', or it was terminated) between the
+    status read and the event: the Durable extension answers the raise 410 Gone (HttpApiHandler
+    HandleRaiseEventRequestAsync; devhost/http_server.py), which the SDK raises as a bare Exception, and the edge
+    answered 500 "internal error ... report it". Now it says the task ended meanwhile (409). A failed raise of a task
+    still running is still raised. Fails without the change (500)."""
+    class Store:
+        def update_json(self, container: str, name: str, change: Any) -> Any:
+            return change(None)
+
+    class Ending(RecordingClient):
+        def __init__(self, ends: bool) -> None:
+            super().__init__("Running", "awaiting_confirmation")
+            self.ends = ends
+
+        async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+            if self.ends:  # the wait timed out just now
+                self.status = SimpleNamespace(runtime_status=_Runtime("Completed"), custom_status={"stage": "expired"},
+                                              output=None, input_=self.status.input_)
+                raise Exception(f"Instance with ID {instance_id} is gone: either completed or failed")
+            raise Exception("Webhook returned unrecognized status code 500")
+
+    monkeypatch.setattr(clients, "store", lambda s=None: Store())
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
+
+    def post(client: Any) -> tuple[int, dict[str, Any]]:
+        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
+        response = asyncio.run(handler(req, client))
+        return response.status_code, json.loads(response.get_body())
+
+    status, body = post(Ending(ends=True))
+    assert status == 409 and "ended while the" in body["error"] and "(stage: expired)" in body["error"], body
+    assert f"GET /api/tasks/{TASK}" in body["hint"]
+    status, body = post(Ending(ends=False))
+    assert status == 500, body
