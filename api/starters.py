@@ -1093,7 +1093,8 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
         logger.info("task %s: cancel of run %s not done: run %s replaced it meanwhile", task_id, run or "?",
                     replaced_by or "?")
         return _json(409, {"error": f"task {task_id}: the run this cancel was for (run {run or '?'}) was terminated "
-                                    f"and run {replaced_by or '?'} of the task replaced it while the cancel was made; "
+                                    f"(or failed with its work running) and run {replaced_by or '?'} of the task "
+                                    "replaced it while the cancel was made; "
                                     "nothing was cancelled",
                            "hint": f"GET /api/tasks/{task_id} shows the run now running; to stop it, POST "
                                    f"/api/tasks/{task_id}/cancel again"})

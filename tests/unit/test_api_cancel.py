@@ -125,6 +125,9 @@ def test_the_run_cancelled_is_the_one_whose_stage_was_read(monkeypatch: pytest.M
     status, body = _cancel(client)
     assert status == 409 and "(run r1)" in body["error"] and "run r2" in body["error"], body
     assert written == [] and client.events == []
+    # the replacing run writes that marker for a run the platform failed with its work running too (api.starters
+    # _ended_runs): the words say so, as activities.superseded's refusal does
+    assert "was terminated (or failed with its work running) and run r2" in body["error"], body
 
 
 @pytest.mark.parametrize("route", ["cancel", "confirm"])
