@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 import azure.durable_functions as df
 
 from activities import decided, image_list, listing_leftovers
+from activities.replaced_images import drop_replaced_results
 from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -381,8 +382,10 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         unchecked += len(shard)
         _write_manifest(task_id, request, settings, store, index, shard, list_columns)
         sid = layout.shard_id(index)
-        store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
-                                 {"etags": {n: etag_of.pop(n) for n in shard if n in etag_of}})
+        etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
+        # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
+        drop_replaced_results(store, settings.container, task_id, sid, shard, etags)
+        store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid), {"etags": etags})
         if shard:
             ranges.append([sid, min(shard), max(shard)])
         shards += 1

@@ -372,7 +372,8 @@ def listing_list_part_blob(task_id: str, unit: int, part: int, run: str = "") ->
 
 
 def shard_etags_blob(task_id: str, sid: str) -> str:
-    """The ETags of a shard's images as its enumeration listed them: what a later ``only_new`` re-run compares."""
+    """The ETags of a shard's images as its enumeration listed them: what a later ``only_new`` re-run compares, and
+    what the listing of a resumed run compares before writing its own (``activities.replaced_images``)."""
     return f"{shard_prefix(task_id, sid)}etags.json"
 
 

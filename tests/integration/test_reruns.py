@@ -417,6 +417,49 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "failed")
 
 
+def test_a_resumed_run_runs_again_an_image_replaced_in_place_since_the_run_it_resumes(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard of the terminated run finished (its results name every image), then one of its images was overwritten
+    with other bytes (a new ETag, here a truncated JPEG) under the same name, and the plain post resumed the run,
+    whose listing put it in the same shard id again. The resumed run must detect the new bytes: the image's final
+    entry is the failure a truncated JPEG gets. Before, the worker, the poll and the merge kept the old bytes' entry
+    by name (no ETag checked) and the image ended a success (activities.replaced_images)."""
+    import json
+
+    state = app_env["TRAPBATCH_CONTAINER"]
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "hang"}))  # shard 0 finishes, 1 hangs
+    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    started = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
+    first = layout.attempt_results_blob(task_id, layout.shard_id(0), 1)
+
+    def shard_0_finished() -> bool:
+        doc = store.read_json_or_none(state, first)
+        return bool(doc and doc["info"]["trapbatch"].get("complete"))
+
+    wait_until(shard_0_finished, 180, "shard 0's results complete")
+    replaced = names[1]  # in shard 0 (names in order, 4 a shard), a success so far
+    assert replaced in results_files(store, app_env, first)
+    good = store.read_bytes(unique_name, replaced)
+    store.write_bytes(unique_name, replaced, good[: len(good) // 3])  # other bytes under the same name
+    host.terminate(task_id, "an operator ended it")
+    wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the run terminated")
+    monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")
+
+    resumed = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)  # plainly
+    assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
+    final = confirm_and_finish(host, task_id, timeout=300)
+    assert final["stage"] == Stage.completed_with_errors and final["images"] == 8, final
+    assert final["failed"] == 1 and final["missing"] == 0, final
+    entries = {im["file"]: im for im in store.read_json(state, layout.results_blob(task_id))["images"]}
+    assert sorted(entries) == names and "failure" in entries[replaced], entries[replaced]
+    assert all("failure" not in im for name, im in entries.items() if name != replaced)
+
+
 def _both_slots_held_by_hung_shards(host: Any, store: BlobStore, unique_name: str,
                                     monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A task over 8 images (2 shards of 4, ``TRAPBATCH_IMAGES_PER_SHARD``) confirmed, whose two first attempts hang

@@ -1,0 +1,92 @@
+"""A resumed run's listing drops the results its earlier runs wrote for images replaced since (same name, new ETag).
+
+Why: a failed or terminated run is resumed by its request posted again plainly (``api.starters``): the same key
+(generation) is listed again, its shard manifests are written again under the same shard ids, and every reader of a
+shard's attempts keeps what they already hold by image *name*: the worker skips the images its output blob already
+has (``gpu_batch.worker.results.load_resumable_state``), the poll counts them covered, the merge emits them
+(``activities.shard_results``). A result entry carries no ETag, so an image overwritten in place between the runs
+(new bytes, same name) that lands in the same shard kept the old bytes' detections.
+
+The rule is ``activities.reuse``'s (an ``only_new`` re-run): an earlier entry stands only for an image whose ETag is
+known and unchanged. The ETags the earlier listing recorded for the shard (``layout.shard_etags_blob``) are compared
+with this listing's before it writes its own over them: the entries of every image of the new shard whose ETag
+changed, or is unknown on either side (not in the earlier listing's shard: its entries, if any, came from a listing
+before that one), are removed from each attempt's results document, so no reader sees them and the image runs again.
+A shard whose earlier listing recorded no ETags at all (the first listing of the key, or one by a release before
+ETags were recorded) is left as it is.
+
+Each document is rewritten conditionally on the version read (``BlobStore.update_json``: Put Blob with ``If-Match``),
+so a worker of the ended run still flushing (its job is closed before the listing, ``orchestrations.task``) never has
+its write lost under ours, and its next conditional flush on the old ETag fails (``OutputTaken``) instead of writing
+the removed entries back. The attempt's coverage summary, list of photos cut short and merge view each name the ETag
+of the results they describe, so after the rewrite they no longer match and their readers parse the results instead
+(``gpu_batch.manifest.CoverageSummary.matches``, ``gpu_batch.formats.mergeview``); the document's own list of photos
+cut short (``info.trapbatch.damaged``) loses the removed names with their entries.
+
+Idempotent: the removal runs before this listing's ETags are written, so a retried call compares against the same
+earlier ETags and finds nothing left to remove."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from adapters.blobs import BlobStore
+from gpu_batch import layout
+from gpu_batch.formats import jsonio
+
+logger = logging.getLogger(__name__)
+
+
+def earlier_etags(store: BlobStore, container: str, key: str, sid: str) -> dict[str, str] | None:
+    """The ETags the last listing of ``key`` recorded for shard ``sid`` (names without one left out); None when it
+    recorded none (no such blob, or not the expected document)."""
+    data = store.read_bytes_or_none(container, layout.shard_etags_blob(key, sid))
+    doc = jsonio.loads(data) if data is not None else None
+    etags = doc.get("etags") if isinstance(doc, dict) else None
+    if not isinstance(etags, dict):
+        return None
+    return {str(k): str(v) for k, v in etags.items() if v}
+
+
+def replaced(shard: list[str], before: Mapping[str, str], now: Mapping[str, str]) -> set[str]:
+    """The names of ``shard`` whose earlier entries cannot stand: ETag changed, or unknown on either side."""
+    return {n for n in shard if not before.get(n) or before.get(n) != now.get(n)}
+
+
+def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, shard: list[str],
+                          now: Mapping[str, str]) -> int:
+    """Remove, from every attempt's results of shard ``sid`` of ``key``, the entries of the images of ``shard`` that
+    were replaced since the last listing (``replaced``); ``now``: this listing's ETags. Returns how many entries went.
+    Call it before this listing writes its own ETags for the shard."""
+    before = earlier_etags(store, container, key, sid)
+    if before is None:
+        return 0
+    stale = replaced(shard, before, now)
+    if not stale:
+        return 0
+    removed = 0
+    for name in store.list_names(container, layout.shard_prefix(key, sid)):
+        if layout.attempt_of_results_blob(name) is None:
+            continue
+        counted: list[int] = []
+
+        def without(doc: Any) -> Any:
+            counted[:] = [0]  # update_json may call it again, on a version written meanwhile
+            entries = doc.get("images") if isinstance(doc, dict) else None
+            if not isinstance(entries, list):
+                return None  # unreadable results count as none everywhere (activities.shard_results)
+            kept = [e for e in entries if not (isinstance(e, dict) and e.get("file") in stale)]
+            if len(kept) == len(entries):
+                return None
+            counted[:] = [len(entries) - len(kept)]
+            own = (doc.get("info") or {}).get("trapbatch") if isinstance(doc.get("info"), dict) else None
+            if isinstance(own, dict) and isinstance(own.get("damaged"), list):
+                own["damaged"] = [n for n in own["damaged"] if n not in stale]
+            return {**doc, "images": kept}
+
+        store.update_json(container, name, without)
+        removed += sum(counted)
+    if removed:
+        logger.info("%s shard %s: %d earlier result(s) dropped: their images were replaced since the last listing "
+                    "(new ETag) and run again", key, sid, removed)
+    return removed

@@ -1,0 +1,76 @@
+"""activities.replaced_images: which earlier entries a resumed run's listing removes, and from which documents (the
+end-to-end case, through devhost and Azurite, is tests/integration/test_reruns.py)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, Mapping, cast
+
+from activities.replaced_images import drop_replaced_results, replaced
+from adapters.blobs import BlobStore
+from gpu_batch import layout
+
+KEY, SID, BOX = "task-x", "s00000", "state"
+
+
+class _Store:
+    """What the module asks of a BlobStore, in memory; ``updates``: the blobs ``update_json`` wrote."""
+
+    def __init__(self, blobs: dict[str, Any]) -> None:
+        self.blobs = {name: json.dumps(value).encode() for name, value in blobs.items()}
+        self.updates: list[str] = []
+        self.listed = 0
+
+    def read_bytes_or_none(self, container: str, name: str) -> bytes | None:
+        return self.blobs.get(name)
+
+    def list_names(self, container: str, prefix: str = "") -> Iterator[str]:
+        self.listed += 1
+        return iter(sorted(n for n in self.blobs if n.startswith(prefix)))
+
+    def update_json(self, container: str, name: str, change: Callable[[Any], Any]) -> Any:
+        new = change(json.loads(self.blobs[name]))
+        if new is not None:
+            self.blobs[name] = json.dumps(new).encode()
+            self.updates.append(name)
+        return new
+
+    def doc(self, name: str) -> Any:
+        return json.loads(self.blobs[name])
+
+
+def _drop(store: _Store, shard: list[str], now: Mapping[str, str]) -> int:
+    return drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, shard, now)
+
+
+def _results(*names: str, damaged: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"images": [{"file": n, "detections": []} for n in names],
+            "info": {"trapbatch": {"complete": True, **({"damaged": list(damaged)} if damaged else {})}}}
+
+
+def test_an_entry_stands_only_for_an_image_whose_etag_is_known_and_unchanged() -> None:
+    before = {"a": "1", "b": "2", "c": "3"}
+    now = {"a": "1", "b": "9", "d": "4"}
+    assert replaced(["a", "b", "c", "d"], before, now) == {"b", "c", "d"}
+
+
+def test_the_entries_of_replaced_images_leave_every_attempts_results_and_nothing_else_changes() -> None:
+    first, second = layout.attempt_results_blob(KEY, SID, 1), layout.attempt_results_blob(KEY, SID, 2)
+    manifest = layout.manifest_blob(KEY, SID, 1)
+    store = _Store({layout.shard_etags_blob(KEY, SID): {"etags": {"a": "1", "b": "2", "c": "3"}},
+                    first: _results("a", "b", damaged=("a", "b")), second: _results("c"),
+                    manifest: {"images": ["a", "b", "c"]}})
+    removed = _drop(store, ["a", "b", "c"], {"a": "1", "b": "7", "c": ""})
+    assert removed == 2
+    assert [e["file"] for e in store.doc(first)["images"]] == ["a"]
+    assert store.doc(first)["info"]["trapbatch"]["damaged"] == ["a"]
+    assert store.doc(second)["images"] == []
+    assert sorted(store.updates) == sorted([first, second])  # the manifest and the ETags are not results
+
+
+def test_a_shard_whose_earlier_listing_recorded_no_etags_or_none_changed_is_left_unread() -> None:
+    first = layout.attempt_results_blob(KEY, SID, 1)
+    unrecorded = _Store({first: _results("a")})
+    assert _drop(unrecorded, ["a"], {"a": "5"}) == 0
+    same = _Store({layout.shard_etags_blob(KEY, SID): {"etags": {"a": "1"}}, first: _results("a")})
+    assert _drop(same, ["a"], {"a": "1"}) == 0
+    assert unrecorded.updates == same.updates == [] and same.listed == 0
