@@ -409,7 +409,9 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     files that are not images (their tallies are added up here: ``core.notimages``). ``cancel_job``: the run's pool
     job, whose cancel marker (POST .../cancel during the listing, which only the shard groups' polls read otherwise)
     makes the output ``cancelled``: the task then ends before a confirmation wait, an estimate or a first submission
-    (the answer is in this activity's output, so the orchestration's history gains no event for it). ``run``: the
+    (the answer is in this activity's output, so the orchestration's history gains no event for it); a marker that
+    names a later run (``superseded_by``) keeps this end from deleting anything past its count, whatever ``run`` is
+    (``listing_leftovers.drop_past_count``). ``run``: the
     plan's ``listing_run``, whose working files hold the tallies; once the summary is written, the listing folders of
     the task's runs started before it go (``drop_earlier_listings``), then what earlier listings of the key left past
     this one's shards, and this run's own listing folder (``activities.listing_leftovers``); a retried call that finds
@@ -417,7 +419,7 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     out = listing_leftovers.finished_before(store, settings, task_id, run)
     if out is None:
         out = _finish(task_id, request, settings, store, images, shards, found, parts, not_found, not_images_plan,
-                      not_images_parts, run)
+                      not_images_parts, run, cancel_job)
     if cancel_job and store.exists(settings.container, layout.cancel_marker(cancel_job)):
         out["cancelled"] = True
     return out
@@ -425,7 +427,7 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
 
 def _finish(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int, shards: int,
             found: int, parts: int, not_found: int, not_images_plan: bool, not_images_parts: Iterable[tuple[int, int]],
-            run: str) -> c.EnumerateOutput:
+            run: str, job: str) -> c.EnumerateOutput:
     firsts = listing_leftovers.batch_firsts(store, settings, task_id, request.images_per_shard, shards, run)
     extra: dict[str, Any] = {}
     if request.image_list:
@@ -444,7 +446,7 @@ def _finish(task_id: str, request: TaskRequest, settings: Settings, store: BlobS
         extra["listing_run"] = run
     _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts, **extra)
     drop_earlier_listings(task_id, settings, store, run)
-    listing_leftovers.drop_past_count(task_id, settings, store, shards, firsts, run)
+    listing_leftovers.drop_past_count(task_id, settings, store, shards, firsts, run, job)  # job: whether replaced
     listing_leftovers.drop_own_listing(task_id, settings, store, run)
     out = c.EnumerateOutput(images=images, shards=shards)
     if passed_over.files:

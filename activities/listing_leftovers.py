@@ -66,14 +66,20 @@ def of_this_listing(shards: int, firsts: frozenset[int] | None) -> Callable[[int
 
 
 def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: int, firsts: frozenset[int] | None,
-                    run: str) -> int:
+                    run: str, job: str = "") -> int:
     """Delete what earlier listings of the key left beyond this one's ``shards`` (see the module's docstring);
-    returns how many blobs went. ``run``: this run's pool job ("": a run without an id, which nothing replaces).
+    returns how many blobs went. ``run``: the listing's run (its ``listing_run``, "": the task's folder).
 
     Shard folders: the shards of every listing of a key are numbered from 0, so what is left is ``shards``,
     ``shards + 1``, ... up to the first shard with no blob; each is found by one listing request of at most one name
     and deleted from the highest down, so a deletion cut short leaves a run of them that still starts at the count,
-    which the next listing of the key finds."""
+    which the next listing of the key finds.
+
+    ``job``: the run's pool job, whose cancel marker says whether a later run replaced this one (``_replaced``);
+    ``run`` when not given. Not ``run`` alone: that is the plan's ``listing_run``, "" for a run without an id and for
+    a run whose plan was made before runs listed apart (recorded histories), yet a later run replaces those too
+    (``api.starters``: an id-less run's job is the task id), and their late summary call then deleted with no check."""
+    job = job or run
     gone = 0
     try:
         keep = of_this_listing(shards, firsts)
@@ -86,11 +92,11 @@ def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: 
             end += 1
         if not batches and end == shards:
             return 0
-        if _replaced(store, settings, task_id, run):
+        if _replaced(store, settings, task_id, job):
             return 0
         gone += _delete(store, settings, batches)
         for index in reversed(range(shards, end)):
-            if _replaced(store, settings, task_id, run):  # asked again before each shard: the window stays one shard's
+            if _replaced(store, settings, task_id, job):  # asked again before each shard: the window stays one shard's
                 return gone
             gone += delete_prefix(store, settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
     except Exception as exc:  # noqa: BLE001 - housekeeping: readers stop at the count whatever is left

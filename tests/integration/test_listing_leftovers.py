@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from activities.enumerate import run_finish_enumeration
 from activities.pool import run_stop_groups
 from adapters.blobs import BlobStore
@@ -134,3 +136,26 @@ def test_the_end_of_a_runs_listing_deletes_its_working_files_and_the_tasks_loose
                                                            "not_images_parts": []}) != out  # it finishes again
     assert _names(settings, store, layout.listing_work_prefix(TASK, RESUMED)) == []
 
+
+@pytest.mark.parametrize("job", [TASK, FIRST], ids=["a run without an id", "a plan from before runs listed apart"])
+def test_a_replaced_runs_late_listing_end_without_a_listing_run_deletes_nothing_past_its_count(
+        env: tuple[Settings, BlobStore, str], job: str) -> None:
+    """The replaced run's check must read its pool job's marker, not its ``listing_run``: that is "" for a run
+    without an id (a later run replaces it too: its job is the task id) and for a run whose plan was made before runs
+    listed apart (recorded histories), and such a late summary call deleted the replacing run's shards past its count
+    with no check at all. Fails without the change (checked against the "" listing run: never replaced)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    calls: list[tuple[str, Any]] = []
+    _, listed = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
+    run_stop_groups({"task_id": TASK, "job_id": job, "reason": "terminated", "superseded_by": "r261201130000cd34"},
+                    settings, store)
+    late = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
+
+    out = run_finish_enumeration(TASK, request, settings, store, late["images"], listed["shards"] - 4, late["found"],
+                                 late["parts"], cancel_job=job, run="")  # its listing in the task's folder
+
+    assert out.get("cancelled") is True
+    for i in range(listed["shards"]):
+        assert store.exists(settings.container, layout.manifest_blob(TASK, layout.shard_id(i), 1))
+    assert max(_batch_firsts(settings, store, layout.shard_ranges_prefix(TASK))) >= listed["shards"] - 4
