@@ -78,7 +78,15 @@ def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: 
     ``job``: the run's pool job, whose cancel marker says whether a later run replaced this one (``_replaced``);
     ``run`` when not given. Not ``run`` alone: that is the plan's ``listing_run``, "" for a run without an id and for
     a run whose plan was made before runs listed apart (recorded histories), yet a later run replaces those too
-    (``api.starters``: an id-less run's job is the task id), and their late summary call then deleted with no check."""
+    (``api.starters``: an id-less run's job is the task id), and their late summary call then deleted with no check.
+
+    A listing that found no images (``shards`` 0) deletes nothing past it: the task then fails with "no images found
+    ... check the container and prefix" (``orchestrations.task``), to be posted again once the images are there, and
+    the earlier listing's shards hold the results its pool tasks wrote, which that resumed run takes again
+    (``activities.shard_results.images_to_rerun``, by name, shard by shard) instead of running every image again; a
+    container emptied or moved for a while must not cost them. Nothing reads them meanwhile (the run ends there)."""
+    if shards == 0:
+        return 0
     job = job or run
     gone = 0
     try:

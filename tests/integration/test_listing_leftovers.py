@@ -159,3 +159,30 @@ def test_a_replaced_runs_late_listing_end_without_a_listing_run_deletes_nothing_
     for i in range(listed["shards"]):
         assert store.exists(settings.container, layout.manifest_blob(TASK, layout.shard_id(i), 1))
     assert max(_batch_firsts(settings, store, layout.shard_ranges_prefix(TASK))) >= listed["shards"] - 4
+
+
+def test_a_listing_that_finds_no_images_keeps_the_earlier_listings_shards_and_results(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """A failed run resumed while its container is empty (emptied or moved for a while) finds no images: the task
+    fails with "check the container and prefix", to be posted again once they are back, and that resumed run takes
+    the results the first run's pool tasks wrote again, shard by shard. Deleting everything past a count of 0 lost
+    them all (every image ran again). Fails without the change (every shard folder and batch blob goes)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    _, before = run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST)
+    _results(settings, store, before["shards"])
+    ranges = _names(settings, store, layout.shard_ranges_prefix(TASK))
+    names = [n for n in store.list_names(container, "")]
+    client = store.service.get_container_client(container)
+    for name in names:  # the container emptied before the failed run was resumed
+        client.delete_blob(name)
+
+    _, after = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED)
+
+    assert after["images"] == after["shards"] == 0
+    for i in range(before["shards"]):
+        sid = layout.shard_id(i)
+        assert store.exists(settings.container, layout.manifest_blob(TASK, sid, 1))
+        assert store.exists(settings.container, layout.attempt_results_blob(TASK, sid, 1))
+    assert _names(settings, store, layout.shard_ranges_prefix(TASK)) == ranges
+    assert _names(settings, store, layout.listing_work_prefix(TASK, RESUMED)) == []  # its working files still go
