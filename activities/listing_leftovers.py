@@ -124,6 +124,12 @@ def drop_own_listing(task_id: str, settings: Settings, store: BlobStore, run: st
         return 0
     gone = 0
     try:
+        # the plan first, alone: its absence is what tells a retried call that this end was done (``finished_before``).
+        # Within the folder's deletion it could outlive the tallies the call reads (a blob batch's sub-requests each
+        # succeed or fail on their own, "The response ... contains the results for each subrequest", learn.microsoft
+        # .com/rest/api/storageservices/blob-batch; one refused is tried again alone: ``adapters.compose``), and a
+        # retried call then found the plan, did the work again and failed for good on a tally already gone.
+        gone += int(store.delete_if_exists(settings.container, layout.listing_plan_blob(task_id, run)))
         gone += delete_prefix(store, settings.container, layout.listing_work_prefix(task_id, run))
         loose = [blob.name for page in store.iter_level_pages(settings.container, layout.listing_prefix(task_id))
                  for blob in page.blobs if layout.is_listing_work_file(task_id, blob.name)]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
+from activities import listing_leftovers
 from activities.enumerate import run_finish_enumeration
 from activities.pool import run_stop_groups
 from adapters.blobs import BlobStore
@@ -186,3 +188,31 @@ def test_a_listing_that_finds_no_images_keeps_the_earlier_listings_shards_and_re
         assert store.exists(settings.container, layout.attempt_results_blob(TASK, sid, 1))
     assert _names(settings, store, layout.shard_ranges_prefix(TASK)) == ranges
     assert _names(settings, store, layout.listing_work_prefix(TASK, RESUMED)) == []  # its working files still go
+
+
+def test_a_retried_listing_end_answers_when_its_folder_was_deleted_all_but_the_plan(
+        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob batch's sub-requests succeed or fail one by one: the folder's deletion could leave the plan (its
+    sub-request refused, its lone retry failing: logged, the call done) with the tallies gone, and a retried summary
+    call (its output lost) then found the plan, did the work again and failed for good reading a tally. The plan now
+    goes first, alone. Fails without the change (the retried call raises on the missing tally)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    plan = layout.listing_plan_blob(TASK, RESUMED)
+    real = listing_leftovers.delete_prefix
+
+    def all_but_the_plan(store_: BlobStore, where: str, prefix: str) -> int:
+        if prefix != layout.listing_work_prefix(TASK, RESUMED):
+            return real(store_, where, prefix)
+        for name in list(store_.list_names(where, prefix)):
+            if name != plan:
+                store_.delete_if_exists(where, name)
+        raise HttpResponseError("the plan's sub-request: 503 ServerBusy, and again alone")
+
+    monkeypatch.setattr(listing_leftovers, "delete_prefix", all_but_the_plan)
+    calls: list[tuple[str, Any]] = []
+    _, out = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
+    assert out.get("not_images")  # tallies a retried call that did the work again would read
+
+    finish = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
+    assert _finish_again(settings, store, request, finish) == out
