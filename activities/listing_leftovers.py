@@ -40,7 +40,7 @@ from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
 from core import contracts as c
 from core import notimages
-from core.errors import without_secrets
+from core.errors import RunSuperseded, without_secrets
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -144,12 +144,24 @@ def drop_own_listing(task_id: str, settings: Settings, store: BlobStore, run: st
 
 def finished_before(store: BlobStore, settings: Settings, task_id: str, run: str) -> c.EnumerateOutput | None:
     """What an earlier try of this run's summary call answered, when it got as far as deleting the run's listing
-    folder (its plan is gone and the summary names the run), else None (the call does its work)."""
+    folder (its plan is gone and the summary names the run), else None (the call does its work).
+
+    Raises ``RunSuperseded`` when the plan is gone and the summary names another run (or none): the run's folder goes
+    only at its own end (``drop_own_listing``) or at the end of a later run's listing (``activities.enumerate
+    .drop_earlier_listings``), and every listing writes its plan first (its parts read it), so a later run's
+    listing has ended since this one's: its summary and shards are the key's now. Such a call is a late copy of the
+    run's own ("each called activity function will be executed at least once", Durable Task's ``TaskActivity``
+    reference, learn.microsoft.com: a copy may run after its run ended by itself, which no cancel marker says), and
+    doing the work again wrote the ended run's counts over the later summary (the merge then read fewer shards) and
+    deleted the later run's shards past them."""
     if not run or store.exists(settings.container, layout.listing_plan_blob(task_id, run)):
         return None
     summary = store.read_json_or_none(settings.container, layout.enumeration_blob(task_id))
     if not isinstance(summary, dict) or summary.get("listing_run") != run:
-        return None
+        later = summary.get("listing_run") if isinstance(summary, dict) else None
+        raise RunSuperseded(f"task {task_id}: the listing summary of the run with pool job {run} was not written: "
+                            f"that run's listing folder is gone and a later listing ({later or '?'}) ended since",
+                            "nothing to do: the later run's listing is the task's; follow GET /api/tasks/<id>")
     out = c.EnumerateOutput(images=int(summary["images"]), shards=int(summary["shards"]))
     if summary.get("not_images"):
         passed_over = notimages.NotImages()

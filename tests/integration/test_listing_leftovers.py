@@ -17,6 +17,7 @@ from activities.enumerate import run_finish_enumeration
 from activities.pool import run_stop_groups
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core.errors import RunSuperseded
 from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
@@ -100,6 +101,7 @@ def test_a_replaced_runs_late_listing_end_deletes_nothing_past_its_count(env: tu
                     settings, store)
     late = {**next(p for name, p in calls if name == c.FINISH_ENUMERATION), "shards": listed["shards"] - 4,
             "listing_run": FIRST, "not_images_plan": False, "not_images_parts": []}  # tallies of a folder now gone
+    store.write_json(settings.container, layout.listing_plan_blob(TASK, FIRST), {"units": 1})  # before the new end
 
     _finish_again(settings, store, request, late)
 
@@ -216,3 +218,33 @@ def test_a_retried_listing_end_answers_when_its_folder_was_deleted_all_but_the_p
 
     finish = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
     assert _finish_again(settings, store, request, finish) == out
+
+
+def test_a_late_copy_of_an_ended_runs_listing_end_writes_and_deletes_nothing(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """An activity message is delivered at least once: a copy of a run's summary call can run again after that run
+    ended by itself (no cancel marker says anything then) and after a later run's listing ended. Its plan is gone
+    (its own end deleted its folder) and the summary names the later run: it must write and delete nothing. Before,
+    it did the work again: the ended run's counts over the later summary (the merge then reads fewer shards) and the
+    later run's shards past them deleted. Fails without the change (the later summary and shards are lost)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    away = [f"big/{i:03d}.jpg" for i in range(12)]
+    for name in away:  # not there while the first run listed
+        store.service.get_blob_client(container, name).delete_blob()
+    first_calls: list[tuple[str, Any]] = []
+    _, first = run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST, calls=first_calls)
+    for name in away:
+        store.write_bytes(container, name, b"")
+    _, later = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED)
+    assert later["shards"] == first["shards"] + 4
+    summary = store.read_json(settings.container, layout.enumeration_blob(TASK))
+    copy = {**next(p for name, p in first_calls if name == c.FINISH_ENUMERATION), "not_images_plan": False,
+            "not_images_parts": []}  # a listing that passed over nothing: no tally to fail on
+
+    with pytest.raises(RunSuperseded):
+        _finish_again(settings, store, request, copy)
+
+    assert store.read_json(settings.container, layout.enumeration_blob(TASK)) == summary
+    for i in range(later["shards"]):
+        assert store.exists(settings.container, layout.manifest_blob(TASK, layout.shard_id(i), 1))
