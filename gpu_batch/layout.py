@@ -43,7 +43,8 @@ In the task-state container::
                                                          ``shards``). A key listed again (a failed run resumed)
                                                          keeps only its last listing's: the listing's end deletes
                                                          the batches, ``deployments-*`` parts and shard folders past
-                                                         its count (``activities.listing_leftovers``)
+                                                         its count, unless it found no images
+                                                         (``activities.listing_leftovers``)
 
     The working files of a listing (below), read only by the listing's own calls: deleted when the listing ends
     (its summary written), or, left by a run whose listing never ended, when a later run's listing ends.
