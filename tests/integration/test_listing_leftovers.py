@@ -94,11 +94,7 @@ def test_a_replaced_runs_late_listing_end_deletes_nothing_past_its_count(env: tu
     maybe more of them: it must delete none of them (its cancel marker names the replacing run). Fails with the
     marker's check left out (the replacing run's shards past the old count go)."""
     settings, store, container = env
-    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
-    calls: list[tuple[str, Any]] = []
-    _, listed = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
-    run_stop_groups({"task_id": TASK, "job_id": FIRST, "reason": "terminated", "superseded_by": "r261201130000cd34"},
-                    settings, store)
+    request, listed, calls = _listed_by_the_run_replacing(env, FIRST)
     late = {**next(p for name, p in calls if name == c.FINISH_ENUMERATION), "shards": listed["shards"] - 4,
             "listing_run": FIRST, "not_images_plan": False, "not_images_parts": []}  # tallies of a folder now gone
     store.write_json(settings.container, layout.listing_plan_blob(TASK, FIRST), {"units": 1})  # before the new end
@@ -149,11 +145,7 @@ def test_a_replaced_runs_late_listing_end_without_a_listing_run_deletes_nothing_
     listed apart (recorded histories), and such a late summary call deleted the replacing run's shards past its count
     with no check at all. Fails without the change (checked against the "" listing run: never replaced)."""
     settings, store, container = env
-    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
-    calls: list[tuple[str, Any]] = []
-    _, listed = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
-    run_stop_groups({"task_id": TASK, "job_id": job, "reason": "terminated", "superseded_by": "r261201130000cd34"},
-                    settings, store)
+    request, listed, calls = _listed_by_the_run_replacing(env, job)
     late = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
 
     out = run_finish_enumeration(TASK, request, settings, store, late["images"], listed["shards"] - 4, late["found"],
@@ -248,3 +240,16 @@ def test_a_late_copy_of_an_ended_runs_listing_end_writes_and_deletes_nothing(
     assert store.read_json(settings.container, layout.enumeration_blob(TASK)) == summary
     for i in range(later["shards"]):
         assert store.exists(settings.container, layout.manifest_blob(TASK, layout.shard_id(i), 1))
+
+
+def _listed_by_the_run_replacing(env: tuple[Settings, BlobStore, str], job: str
+                                 ) -> tuple[TaskRequest, dict[str, Any], list[tuple[str, Any]]]:
+    """The resumed run's listing (shards of 3), then the marker that ends the run of pool job ``job`` naming it, as
+    the replacing run writes it: the request, the listing's summary and the calls it made."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    calls: list[tuple[str, Any]] = []
+    _, listed = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED, calls=calls)
+    run_stop_groups({"task_id": TASK, "job_id": job, "reason": "terminated", "superseded_by": "r261201130000cd34"},
+                    settings, store)
+    return request, listed, calls

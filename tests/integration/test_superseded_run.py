@@ -416,19 +416,11 @@ def test_a_terminated_runs_listing_call_past_its_check_leaves_the_resumed_runs_l
     run lists into its own folder (``layout.listing_work_prefix``). Fails without the change (6 of the 8 images)."""
     from activities import enumerate as listing
     from adapters import clients
-    from adapters.blobs import BlobStore, service_client
     from core.requests import parse_task_request
-    from core.settings import Settings
     from core.shards import ListingLimits
     from tests.integration.test_parallel_enumeration import manifests
 
-    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
-    store = BlobStore(service_client(storage_connection))
-    store.ensure_container(unique_name)
-    for i in range(6):
-        store.write_bytes(unique_name, f"cam/img{i}.jpg", b"x")
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
-    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    settings, store = _six_images_in_cam(storage_connection, unique_name, monkeypatch)
     # one unit, the folder "cam/" listed by the service in parts of two names (a continuation marker between them)
     monkeypatch.setattr(listing, "run_plan_listing", partial(listing.run_plan_listing, limits=ListingLimits(
         plan_items=1, names_per_call=2, page_size=2)))
@@ -485,17 +477,9 @@ def test_a_terminated_runs_manifest_write_stops_soon_after_the_marker(storage_co
     6 shards written, no refusal)."""
     from activities import enumerate as listing
     from adapters import clients
-    from adapters.blobs import BlobStore, service_client
     from core.requests import parse_task_request
-    from core.settings import Settings
 
-    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
-    store = BlobStore(service_client(storage_connection))
-    store.ensure_container(unique_name)
-    for i in range(6):
-        store.write_bytes(unique_name, f"cam/img{i}.jpg", b"x")
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
-    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    settings, store = _six_images_in_cam(storage_connection, unique_name, monkeypatch)
     monkeypatch.setattr(listing, "RECHECK_IMAGES", 1, raising=False)
     parsed = parse_task_request({"container": unique_name, "model": MODEL, "images_per_shard": 1})
     request, tid = parsed.to_dict(), parsed.task_id
@@ -779,3 +763,19 @@ def test_a_terminated_runs_late_expiry_call_starts_or_moves_no_expiry(storage_co
     assert [p["expires"] for p in hub.started] == [mine["expires"]]
     moved = asyncio.run(shell({"task_id": tid, "expires": "", "move": True}, hub))  # no run_job: never refused
     assert moved.get("moved") is True and hub.raised == [{"expires": ""}]
+
+
+def _six_images_in_cam(storage_connection: str, unique_name: str, monkeypatch: Any) -> tuple[Any, Any]:
+    """Settings and a store over Azurite whose container ``unique_name`` holds cam/img0.jpg .. cam/img5.jpg, the app's
+    own container ``<unique_name>s``; the environment the activities' shells read their settings from."""
+    from adapters.blobs import BlobStore, service_client
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    for i in range(6):
+        store.write_bytes(unique_name, f"cam/img{i}.jpg", b"x")
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    return settings, store
