@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
 from datetime import datetime, timezone
 
 from azure.core.exceptions import AzureError
@@ -30,7 +31,7 @@ from adapters.blobs import BlobStore
 from adapters.preview_folders import existing_preview_folder, withdrawn
 from adapters.storage_errors import storage_error
 from core import notimages
-from core.errors import TrapbatchError
+from core.errors import StorageUnavailable, TrapbatchError
 from core.readme import ReadmeFacts, readme_name, readme_text
 from core.settings import Settings
 from gpu_batch import layout
@@ -114,15 +115,48 @@ def publish_readme(store: BlobStore, settings: Settings, key: str, variant: str 
     write, a fact it cannot read) failing that step made the activity's retries render every page again, and then
     failed the task at publishing, or the re-render, over a help text; the results stand without it. A README left
     from before stays (a removal's first step deleted the variant's stale one); the next previews step writes it
-    again."""
+    again.
+
+    A busy or unavailable storage account (503 ServerBusy, 500 OperationTimedOut, a timeout: ``StorageUnavailable``)
+    is tried again, ``README_BUSY_WAITS_S`` apart: past what a partition can take, Azure Storage answers 503 Server
+    Busy or 500 Operation Timeout and clients are to back off and retry (azure-docs
+    ``storage/common/scalability-targets-standard-account.md``; devhost README row 23). The SDK's own four tries last
+    a few seconds, and a busy spell longer than that left the task's results without their README while every other
+    step, retried by the orchestrator, came through (the storage throttling test, in CI)."""
+    for wait_s in (*README_BUSY_WAITS_S, None):
+        try:
+            write_readme(store, settings, key, variant)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - a help text: the step's real work is done, and stands
+            if wait_s is None or not _busy(exc):
+                return _not_written(key, variant, exc)
+            logger.info("task %s: storage busy writing the README of %r; trying again in %.0f s", key,
+                        variant or "original", wait_s)
+            time.sleep(wait_s)
+    return ""  # not reached: the last pass returns
+
+
+# Pauses before the README's write is tried again while storage answers busy (``publish_readme``): ~30 s in all,
+# within the previews activity's time, each try itself the SDK's four
+README_BUSY_WAITS_S = (5.0, 10.0, 15.0)
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is storage saying it is busy or unavailable for now (worth a later try)."""
+    if not isinstance(exc, (AzureError, TrapbatchError)):
+        return False
     try:
-        write_readme(store, settings, key, variant)
-        return ""
-    except Exception as exc:  # noqa: BLE001 - a help text: the step's real work is done, and stands
-        # a storage error in the storage map's words (never the request URL, which may carry a SAS), else its type
-        said = (storage_error(exc).message if isinstance(exc, (AzureError, TrapbatchError))
-                else type(exc).__name__)
-        logger.warning("task %s: the README of results variant %r could not be written (%s); the results are "
-                       "complete without it", key, variant or "original", said)
-        return (f"{readme_name(variant)} not written ({said[:300]}); the results are complete without it, and the "
-                f"next re-render (POST /api/tasks/{key.partition(_RUNS)[0]}/previews) writes it again")
+        return isinstance(storage_error(exc), StorageUnavailable)
+    except TypeError:  # an AzureError that is not a storage SDK one
+        return False
+
+
+def _not_written(key: str, variant: str, exc: BaseException) -> str:
+    """Why the README of ``variant`` was not written, logged and said in the previews step's output."""
+    # a storage error in the storage map's words (never the request URL, which may carry a SAS), else its type
+    said = (storage_error(exc).message if isinstance(exc, (AzureError, TrapbatchError))
+            else type(exc).__name__)
+    logger.warning("task %s: the README of results variant %r could not be written (%s); the results are "
+                   "complete without it", key, variant or "original", said)
+    return (f"{readme_name(variant)} not written ({said[:300]}); the results are complete without it, and the "
+            f"next re-render (POST /api/tasks/{key.partition(_RUNS)[0]}/previews) writes it again")
