@@ -39,13 +39,15 @@ logger = logging.getLogger(__name__)
 
 def earlier_etags(store: BlobStore, container: str, key: str, sid: str) -> dict[str, str] | None:
     """The ETags the last listing of ``key`` recorded for shard ``sid`` (names without one left out); None when it
-    recorded none (no such blob, or not the expected document)."""
+    recorded none (no such blob, not the expected document, or one without any ETag: a listing whose parts a release
+    before ETags wrote and whose shards this one cut, ``{"etags": {}}``; read as recorded, every name of the shard
+    was "unknown" and all its results went)."""
     data = store.read_bytes_or_none(container, layout.shard_etags_blob(key, sid))
     doc = jsonio.loads(data) if data is not None else None
     etags = doc.get("etags") if isinstance(doc, dict) else None
     if not isinstance(etags, dict):
         return None
-    return {str(k): str(v) for k, v in etags.items() if v}
+    return {str(k): str(v) for k, v in etags.items() if v} or None
 
 
 def replaced(shard: list[str], before: Mapping[str, str], now: Mapping[str, str]) -> set[str]:

@@ -74,3 +74,15 @@ def test_a_shard_whose_earlier_listing_recorded_no_etags_or_none_changed_is_left
     same = _Store({layout.shard_etags_blob(KEY, SID): {"etags": {"a": "1"}}, first: _results("a")})
     assert _drop(same, ["a"], {"a": "1"}) == 0
     assert unrecorded.updates == same.updates == [] and same.listed == 0
+
+
+def test_a_shard_whose_earlier_listing_wrote_an_etags_document_without_any_etag_is_left_unread() -> None:
+    """A listing whose parts came from a release before ETags but whose shards were cut after it (deployed while it
+    listed) wrote ``{"etags": {}}`` (or names with ""): it recorded no ETag, so the shard keeps its entries by name, as
+    a shard with no ETags document does; read as ETags recorded, every image of it counted unknown and ran again."""
+    first = layout.attempt_results_blob(KEY, SID, 1)
+    for recorded in ({}, {"a": "", "b": ""}):
+        store = _Store({layout.shard_etags_blob(KEY, SID): {"etags": recorded}, first: _results("a", "b")})
+        assert _drop(store, ["a", "b"], {"a": "5", "b": "6"}) == 0
+        assert store.updates == [] and store.listed == 0
+        assert [e["file"] for e in store.doc(first)["images"]] == ["a", "b"]
