@@ -13,7 +13,9 @@ with this listing's before it writes its own over them: the entries of every ima
 changed, or is unknown on either side (not in the earlier listing's shard: its entries, if any, came from a listing
 before that one), are removed from each attempt's results document, so no reader sees them and the image runs again.
 A shard whose earlier listing recorded no ETags at all (the first listing of the key, or one by a release before
-ETags were recorded) is left as it is.
+ETags were recorded) is left as it is. So a listing that found no images, which keeps the earlier listing's shards
+and results (``activities.listing_leftovers.drop_past_count``), keeps them for the images back as they were, with the
+same ETag, only: every write of a blob, an upload or a copy back, gives it a new ETag, and it runs again.
 
 Each document is rewritten conditionally on the version read (``BlobStore.update_json``: Put Blob with ``If-Match``),
 so a worker of the ended run still flushing (its job is closed before the listing, ``orchestrations.task``) never has
