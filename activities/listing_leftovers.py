@@ -70,10 +70,12 @@ def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: 
     """Delete what earlier listings of the key left beyond this one's ``shards`` (see the module's docstring);
     returns how many blobs went. ``run``: the listing's run (its ``listing_run``, "": the task's folder).
 
-    Shard folders: the shards of every listing of a key are numbered from 0, so what is left is ``shards``,
-    ``shards + 1``, ... up to the first shard with no blob; each is found by one listing request of at most one name
-    and deleted from the highest down, so a deletion cut short leaves a run of them that still starts at the count,
-    which the next listing of the key finds.
+    Shard folders: every shard folder of the key whose index is ``shards`` or more (``_folders_past``), found by one
+    delimiter listing of the key's shards folder, not by probing ``shards``, ``shards + 1``, ... up to the first shard
+    with no blob: the manifest writes of a listing run in parallel (``orchestrations.enumeration``), so a run
+    terminated while they ran can leave a gap (shard 12 missing, 13 to 20 written), and the probe stopped at the gap
+    and left everything after it for good. Deleted from the highest down (a deletion cut short leaves the lowest of
+    them; whatever is left, the next listing of the key finds again).
 
     ``job``: the run's pool job, whose cancel marker says whether a later run replaced this one (``_replaced``);
     ``run`` when not given. Not ``run`` alone: that is the plan's ``listing_run``, "" for a run without an id and for
@@ -95,15 +97,13 @@ def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: 
                                                  (layout.list_facts_parts_prefix(task_id), layout.list_facts_part_of))
                    for name in store.list_names(settings.container, prefix)
                    if (first := first_of(task_id, name)) is not None and not keep(first)]
-        end = shards
-        while _holds_blobs(store, settings, layout.shard_prefix(task_id, layout.shard_id(end))):
-            end += 1
-        if not batches and end == shards:
+        past = _folders_past(store, settings, task_id, shards)
+        if not batches and not past:
             return 0
         if _replaced(store, settings, task_id, job):
             return 0
         gone += _delete(store, settings, batches)
-        for index in reversed(range(shards, end)):
+        for index in past:
             if _replaced(store, settings, task_id, job):  # asked again before each shard: the window stays one shard's
                 return gone
             gone += delete_prefix(store, settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
@@ -170,18 +170,25 @@ def finished_before(store: BlobStore, settings: Settings, task_id: str, run: str
     return out
 
 
-def _holds_blobs(store: BlobStore, settings: Settings, prefix: str) -> bool:
-    """Whether any blob's name starts with ``prefix``: listing pages of one name, following the service's marker,
-    since a page "might contain a subset of the results and a marker value" (Listing Blob storage resources,
-    learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources), an empty one too; one request where
-    the folder holds blobs or the listing is complete at once."""
-    marker: str | None = None
-    while True:
-        names, marker = store.list_names_page(settings.container, prefix, marker, 1)
-        if names:
-            return True
-        if marker is None:
-            return False
+def _folders_past(store: BlobStore, settings: Settings, task_id: str, shards: int) -> list[int]:
+    """The indexes of the key's shard folders at ``shards`` or past it, highest first: one List Blobs with delimiter
+    ``/`` of ``layout.shards_prefix``, which answers a ``BlobPrefix`` per folder ("a BlobPrefix element ... that
+    acts as a placeholder for all blobs whose names begin with the same substring up to the appearance of the
+    delimiter character", List Blobs, learn.microsoft.com/rest/api/storageservices/list-blobs), its pages followed
+    to the end (``BlobStore.iter_level_pages``: a page "might contain a subset of the results and a marker value",
+    even an empty one, Listing Blob storage resources, .../enumerating-blob-resources). A folder whose name is no
+    shard's (``layout.shard_folder_index``) is left alone.
+
+    Cost: "each BlobPrefix element returned counts toward the maximum result, just as each Blob element does" (the
+    same page, the SDK's ``GetBlobsByHierarchyOptions.Delimiter``), and a page holds up to 5,000: so one request up
+    to 5,000 shard folders, whatever the folders hold (a 10M-image task at the default 10,000 images a shard has
+    1,000; the most a task may cut, ``core.shards.MAX_SHARDS`` 100,000, twenty), a few more where the service cuts
+    a page short, under 100 bytes of response a folder. The probe it replaced made one request per folder left,
+    and one more."""
+    found = [index for page in store.iter_level_pages(settings.container, layout.shards_prefix(task_id))
+             for prefix in page.prefixes
+             if (index := layout.shard_folder_index(task_id, prefix)) is not None and index >= shards]
+    return sorted(set(found), reverse=True)
 
 
 def _replaced(store: BlobStore, settings: Settings, task_id: str, run: str) -> bool:

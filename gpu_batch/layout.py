@@ -43,7 +43,8 @@ In the task-state container::
                                                          ``shards``). A key listed again (a failed run resumed)
                                                          keeps only its last listing's: the listing's end deletes
                                                          the batches, ``deployments-*`` parts and shard folders past
-                                                         its count, unless it found no images
+                                                         its count (every one, gaps or not: a listing of
+                                                         ``shards/``), unless it found no images
                                                          (``activities.listing_leftovers``)
 
     The working files of a listing (below), read only by the listing's own calls: deleted when the listing ends
@@ -191,9 +192,24 @@ def pool_job_marker(job_id: str) -> str:
     return f"{task_prefix(task_of_pool_job(job_id))}jobs/{job_id}.json"
 
 
+def shards_prefix(task_id: str) -> str:
+    """The folder of every shard's folder (``shard_prefix``): a delimiter listing of it gives one prefix per shard."""
+    return f"{task_prefix(task_id)}shards/"
+
+
 def shard_prefix(task_id: str, sid: str) -> str:
     """Every attempt's manifest and results of one shard are under this prefix (the merge lists it)."""
-    return f"{task_prefix(task_id)}shards/{sid}/"
+    return f"{shards_prefix(task_id)}{sid}/"
+
+
+def shard_folder_index(task_id: str, prefix: str) -> int | None:
+    """The index of the shard whose ``shard_prefix`` is ``prefix`` (as a delimiter listing of ``shards_prefix``
+    returns it), or None for any other name: the inverse of ``shard_prefix(task_id, shard_id(index))``."""
+    root = shards_prefix(task_id)
+    if not prefix.startswith(root) or not prefix.endswith("/"):
+        return None
+    m = _SHARD_RE.fullmatch(prefix[len(root):-1])
+    return int(m.group(1)) if m is not None else None
 
 
 def manifest_blob(task_id: str, sid: str, attempt: int) -> str:

@@ -89,6 +89,58 @@ def test_a_key_listed_again_with_fewer_shards_keeps_nothing_of_the_earlier_listi
     assert store.exists(settings.container, layout.attempt_results_blob(TASK, layout.shard_id(after["shards"] - 1), 1))
 
 
+def test_every_shard_folder_an_earlier_listing_left_past_the_count_goes_gaps_or_not(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """A terminated run's manifest writes run in parallel and can leave gaps: here the earlier listing's shards at
+    the new count and two past it are missing, and a write of a batch further on (shard ``before + 3``) landed. The
+    end of the listing found what to delete by probing ``shards``, ``shards + 1``, ... up to the first shard with no
+    blob, so it stopped at the first gap and everything after it stayed for good; it now lists the shards folder.
+    Shards below the count, and a folder of the shards folder that names no shard, stay. Fails without the change
+    (shards ``after + 1``, ``after + 3`` and ``before + 3`` stay)."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    _, before = run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST)
+    _results(settings, store, before["shards"])
+    for i in range(12):  # deleted before the failed run was resumed: 4 shards fewer
+        store.service.get_blob_client(container, f"big/{i:03d}.jpg").delete_blob()
+    after = before["shards"] - 4
+    for index in (after, after + 2):  # the gaps: these shards' manifest writes never ran
+        listing_leftovers.delete_prefix(store, settings.container, layout.shard_prefix(TASK, layout.shard_id(index)))
+    far = layout.manifest_blob(TASK, layout.shard_id(before["shards"] + 3), 1)
+    store.write_json(settings.container, far, {"images": ["big/000.jpg"]})
+    other = layout.shards_prefix(TASK) + "notes/kept.json"
+    store.write_json(settings.container, other, {})
+
+    _, out = run_parallel(settings, store, TASK, request, SMALL, run_job=RESUMED)
+
+    assert out["shards"] == after
+    assert _names(settings, store, layout.shards_prefix(TASK)) == sorted(
+        [n for i in range(after) for n in _names(settings, store, layout.shard_prefix(TASK, layout.shard_id(i)))]
+        + [other])
+    for i in range(after):  # below the count: what the resumed run's shards hold, results included
+        assert store.exists(settings.container, layout.attempt_results_blob(TASK, layout.shard_id(i), 1))
+
+
+def test_a_replaced_runs_late_listing_end_deletes_no_shard_folder_past_a_gap(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """The same late summary call as below, the replacing run's shards past the old count behind a gap (a shard
+    folder that listing has not written yet): found by the listing of the shards folder, none of them may go. Fails
+    with the marker's check left out (the replacing run's shards past the gap go)."""
+    settings, store, container = env
+    request, listed, calls = _listed_by_the_run_replacing(env, FIRST)
+    late = {**next(p for name, p in calls if name == c.FINISH_ENUMERATION), "shards": listed["shards"] - 4,
+            "listing_run": FIRST, "not_images_plan": False, "not_images_parts": []}
+    store.write_json(settings.container, layout.listing_plan_blob(TASK, FIRST), {"units": 1})
+    gap = layout.shard_id(listed["shards"] - 4)
+    listing_leftovers.delete_prefix(store, settings.container, layout.shard_prefix(TASK, gap))
+    kept = [n for i in range(listed["shards"]) if layout.shard_id(i) != gap
+            for n in _names(settings, store, layout.shard_prefix(TASK, layout.shard_id(i)))]
+
+    _finish_again(settings, store, request, late)
+
+    assert _names(settings, store, layout.shards_prefix(TASK)) == kept
+
+
 def test_a_replaced_runs_late_listing_end_deletes_nothing_past_its_count(env: tuple[Settings, BlobStore, str]) -> None:
     """A terminated run's summary call already past its check ends after the run replacing it wrote its own shards,
     maybe more of them: it must delete none of them (its cancel marker names the replacing run). Fails with the

@@ -231,6 +231,18 @@ def test_shard_ids_are_five_digits_at_least_and_thumbnails_keep_their_names() ->
     assert layout.thumbnail_path("cam/a.jpg") == "thumbs/f872370676a90ba4.jpg"
 
 
+def test_a_shard_folder_as_a_delimiter_listing_gives_it_is_read_back_to_its_index() -> None:
+    """What the listing's end deletes past its count is found so (``activities.listing_leftovers``): every shard's
+    folder, of any width, and nothing else of the shards folder nor another task's."""
+    root = layout.shards_prefix(TASK)
+    for index in (0, 12, 99_999, 100_000):
+        folder = layout.shard_prefix(TASK, layout.shard_id(index))
+        assert folder.startswith(root) and layout.shard_folder_index(TASK, folder) == index
+    for other in (root, root + "s00012", root + "s0012/", root + "s00012/attempt-1.json", root + "notes/",
+                  layout.shard_prefix("task-other", "s00012"), layout.listing_prefix(TASK)):
+        assert layout.shard_folder_index(TASK, other) is None
+
+
 def test_only_a_results_blob_itself_names_an_attempt() -> None:
     results = layout.attempt_results_blob(TASK, "s00003", 2)
     assert layout.attempt_of_results_blob(results + ".tmp") is None
