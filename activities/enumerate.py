@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import azure.durable_functions as df
 
@@ -570,11 +570,23 @@ def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
                             payload.get("listing_run", ""), still_ours)
 
 
+def summary_run_job(payload: Mapping[str, Any]) -> str:
+    """The pool job whose cancel marker says whether the run of a summary call was replaced: its ``run_job``, else
+    its ``cancel_job``. Why both: a run started before runs had ids carries no ``run_job`` (``orchestrations.task``
+    ``_run_job``), yet a later run replaces it too (``api.starters._ended_runs``: "" is such a run, whose job is the
+    task id) and writes that job's marker naming itself, and the orchestrator gives the summary call its job as
+    ``cancel_job`` (``orchestrations.enumeration``). Unchecked, its late call wrote its counts and request over the
+    replacing run's summary (the merge reads its count of shards). Safe: only a run with an id replaces another
+    (every start makes one, ``api.starters``), and the replaced job is never the replacing run's own."""
+    return str(payload.get("run_job") or payload.get("cancel_job") or "")
+
+
 @bp.activity_trigger(input_name="payload", activity=c.FINISH_ENUMERATION)
 @failures_without_secrets
 def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
-    refuse_if_superseded(clients.store(s), s, payload, "the listing's summary")  # a terminated run's late call
+    refuse_if_superseded(clients.store(s), s, {**payload, "run_job": summary_run_job(payload)},
+                         "the listing's summary")  # a terminated run's late call
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                                   payload["images"], payload["shards"], payload["found"], payload["parts"],
                                   payload.get("not_found", 0), payload.get("not_images_plan", False),

@@ -29,7 +29,9 @@ terminated one (``api.starters._ended_runs``: a Failed run whose status is not `
 How: the new run first writes the terminated run's cancel marker with ``superseded_by`` (orchestrations.task
 ``_end_terminated_run``, activities.pool ``run_stop_groups``). Each guarded activity carries its run's pool job
 (``run_job``, absent in calls made before it existed: they are not guarded) and reads that marker before it writes:
-one small read. Must not: refuse a run cancelled by POST .../cancel (its marker has no ``superseded_by``: a cancelled
+one small read. The listing's summary call reads its ``cancel_job``'s where it has no ``run_job``
+(``activities.enumerate.summary_run_job``): a run started before runs had ids is replaced too (its job: the task
+id). Must not: refuse a run cancelled by POST .../cancel (its marker has no ``superseded_by``: a cancelled
 run's groups end and it writes nothing after them anyway), nor a call without ``run_job``. Must not lose the mark: a
 shard group of the replaced run (terminate does not reach it) failing afterwards asks for the same marker to stop its
 run's other groups, and writes one only where there is none (activities.pool ``run_stop_groups``: created with

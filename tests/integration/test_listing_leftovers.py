@@ -209,6 +209,35 @@ def test_a_replaced_runs_late_listing_end_without_a_listing_run_deletes_nothing_
     assert max(_batch_firsts(settings, store, layout.shard_ranges_prefix(TASK))) >= listed["shards"] - 4
 
 
+def test_a_replaced_run_without_an_id_has_its_late_listing_end_refused_writing_nothing(
+        env: tuple[Settings, BlobStore, str], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started before runs had ids (its listing in the task's folder, ``listing_run`` "") carries no
+    ``run_job``, so its calls were never refused; yet a later run replaces it too (``api.starters._ended_runs``: its
+    job is the task id, whose cancel marker the replacing run writes naming itself). Its late summary call (the
+    shell, as the host calls it; the orchestrator gives it ``cancel_job``, the run's pool job) then wrote its counts
+    and request over the replacing run's (the merge reads the summary's count of shards) before its deletions' check.
+    Now it is refused as an id'd run's is, writing nothing. Fails without the change (the summary is written over)."""
+    from activities import enumerate as listing
+
+    settings, store, container = env
+    request, listed, calls = _listed_by_the_run_replacing(env, TASK)
+    mine = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
+    late = {key: value for key, value in mine.items() if key not in ("run_job", "listing_run", "not_images_parts",
+                                                                     "not_images_plan")}
+    late.update(shards=listed["shards"] - 4, images=listed["images"] - 12, cancel_job=TASK)
+    written = {name: store.read_bytes(settings.container, name)
+               for name in (layout.enumeration_blob(TASK), layout.request_blob(TASK))}
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+
+    with pytest.raises(RunSuperseded):
+        listing.finish_enumeration._function.get_user_function()(late)  # type: ignore[attr-defined]
+
+    assert {name: store.read_bytes(settings.container, name) for name in written} == written
+    for i in range(listed["shards"]):
+        assert store.exists(settings.container, layout.manifest_blob(TASK, layout.shard_id(i), 1))
+
+
 def test_a_listing_that_finds_no_images_keeps_the_earlier_listings_shards_and_results(
         env: tuple[Settings, BlobStore, str]) -> None:
     """A failed run resumed while its container is empty (emptied or moved for a while) finds no images: the task
