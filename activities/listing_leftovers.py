@@ -85,8 +85,9 @@ def drop_past_count(task_id: str, settings: Settings, store: BlobStore, shards: 
     A listing that found no images (``shards`` 0) deletes nothing past it: the task then fails with "no images found
     ... check the container and prefix" (``orchestrations.task``), to be posted again once the images are there, and
     the earlier listing's shards hold the results its pool tasks wrote, which that resumed run takes again
-    (``activities.shard_results.images_to_rerun``, by name, shard by shard) instead of running every image again; a
-    container emptied or moved for a while must not cost them. Nothing reads them meanwhile (the run ends there)."""
+    (``activities.shard_results.images_to_rerun``, by name, shard by shard) instead of running every image again,
+    for the images found as they were (the same ETag; an upload or a copy back writes a blob anew, with a new ETag,
+    and ``activities.replaced_images`` runs those again). Nothing reads them meanwhile (the run ends there)."""
     if shards == 0:
         return 0
     job = job or run

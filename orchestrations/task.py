@@ -342,7 +342,8 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
 
 def _run_job(data: c.TaskInput) -> str:
     """The run's pool job that its calls carry as ``run_job`` (activities.superseded), "" for a run without an id
-    (started before runs had ids: never replaced so, and its calls' inputs stay those of before)."""
+    (started before runs had ids: replaced too, its job being the task id, yet its calls' inputs stay those of before;
+    only its listing summary checks, by ``cancel_job``: activities.enumerate.summary_run_job)."""
     return pool_job_id(data["task_id"], data["run"]) if data.get("run") else ""
 
 
@@ -547,8 +548,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         for ended_run in [*data.get("ends_earlier", []), data["ends_run"]]:
             yield from _end_terminated_run(context, task_id, ended_run, data.get("run", ""))
     # a run with an id names its job in the calls that write the task's state and results: terminated and replaced,
-    # its late calls write nothing (activities.superseded); a run without one (started before runs had ids) is never
-    # replaced so
+    # its late calls write nothing (activities.superseded); a run without one (started before runs had ids) is replaced
+    # too (its job is the task id), yet its calls' inputs stay those of before: only its listing summary checks
+    # (``cancel_job``, activities.enumerate.summary_run_job)
     run_job = job_id if data.get("run") else ""
 
     enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request, job_id,
