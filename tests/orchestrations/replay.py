@@ -15,6 +15,11 @@ What the Durable extension does for an out-of-process Python app, reduced to one
   host's job; DTFx also waits one extra timer after the last attempt before the failure reaches the orchestrator);
   delivering one event per episode makes those numbers "the event's first, then the episode's new actions";
 * ``continue_as_new`` starts a new execution (fresh history) with the new input;
+* external events come from an optional ``events`` script, asked after every episode of the top-level orchestration
+  (not its children's) what to raise now: each becomes an ``EventRaised`` episode of its own before the next work
+  item is answered, its ``Input`` what the extension stores for the SDK client's ``raise_event(data)`` (the data's
+  JSON as a JSON string: devhost README, row 36), so a wait gets what it gets on Azure; one no wait matches is kept
+  by the SDK for a later wait of its name (row 31; its "duplicate completion" warning is then no error);
 * ``Run.stored`` is the custom status Azure stores after each work item, as dtfx does (devhost README, fidelity rows
   33 and 43): what the episode's replay set, else none, except the new execution's first episode after
   ``continue_as_new``, which runs in the work item that went on as new and keeps what that episode set;
@@ -58,6 +63,8 @@ _SDK_PARSE: Callable[[str], dt.datetime] = _HISTORY_EVENT_MODULE.dt_parse
 OUT_OF_PROC = "$OutOfProcData$:"
 
 ActivityScript = Callable[[str, Any], Any]
+# what to raise after an episode: (event name, data) pairs, given the run so far (``Run.stages``, ``activity_names``)
+EventScript = Callable[["Run"], list[tuple[str, Any]]]
 """``(activity_name, input) -> result``; raise to make the activity fail (``TaskFailed``)."""
 SubOrchestrationScript = Callable[[str, str, Any], Any]
 """``(orchestrator_name, instance_id, input) -> result``; raise to fail it; return ``RUN_CHILD`` to run it for real."""
@@ -126,6 +133,7 @@ class Run:
     executions: int = 0
     episodes: int = 0
     history_events: list[int] = field(default_factory=list)  # each execution's history at its end, closing included
+    raised: list[tuple[str, Any]] = field(default_factory=list)  # the events the ``events`` script raised, in order
 
     def calls(self, name: str) -> list[ActivityCall]:
         """Activity calls of one activity, first attempts and retries, in scheduling order."""
@@ -177,7 +185,7 @@ def script(handlers: Mapping[str, Any]) -> ActivityScript:
 
 @dataclass
 class _Work:
-    kind: str  # activity | timer | suborch | retry_timer
+    kind: str  # activity | timer | suborch | retry_timer | event
     task_id: int
     name: str = ""
     input_json: str | None = None
@@ -196,8 +204,10 @@ class Harness:
     def __init__(self, activities: ActivityScript | Mapping[str, Any],
                  orchestrators: Mapping[str, Any] | None = None,
                  children: SubOrchestrationScript | None = None, start: dt.datetime = T0,
-                 max_episodes: int = 2000, max_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS) -> None:
+                 max_episodes: int = 2000, max_actions: int = DEFAULT_MAX_ORCHESTRATION_ACTIONS,
+                 events: EventScript | None = None) -> None:
         self.activities: ActivityScript = activities if callable(activities) else script(activities)
+        self.events = events
         self.orchestrators = {name: generator_of(o) for name, o in (orchestrators or {}).items()}
         self.children = children
         self.now = start
@@ -249,8 +259,10 @@ class Harness:
                 head, _, tail = text.partition(OUT_OF_PROC)
                 state = dict(json.loads(tail))
                 state["error"] = state.get("error") or head.strip()
+        raised = {f"TaskId: {e['Name']}" for e in history if e["EventType"] == h.EVENT_RAISED}
         for w in caught:
-            if "Potential duplicate Task completion" in str(w.message):
+            text = str(w.message)
+            if "Potential duplicate Task completion" in text and not any(text.endswith(r) for r in raised):
                 raise HarnessError(f"completion for a task id the SDK did not expect: {w.message}")
         return state
 
@@ -363,6 +375,11 @@ class Harness:
             if state.get("isDone"):
                 run.status, run.output = "Completed", state.get("output")
                 return False, None, custom
+            if self.events is not None and parent_instance_id is None:  # raised now, to the top-level run: delivered
+                raised = self.events(run)  # before whatever the orchestrator waits on
+                run.raised.extend(raised)
+                queue.extendleft(reversed([_Work("event", -1, name=name, input_json=json.dumps(json.dumps(data)))
+                                           for name, data in raised]))
             if not queue:
                 raise HarnessError(f"{run.name} waits for something nobody will deliver (custom status {custom!r})")
 
@@ -372,6 +389,8 @@ class Harness:
                 fire_at = h.parse_ts(delivered.fire_at)
                 self._tick(history, h.event(h.TIMER_FIRED, TimerId=delivered.task_id, FireAt=delivered.fire_at),
                            at=fire_at)
+            elif delivered.kind == "event":
+                self._tick(history, h.event(h.EVENT_RAISED, Name=delivered.name, Input=delivered.input_json))
             elif delivered.kind == "activity":
                 delivered_failed = not self._deliver_activity(history, delivered)
             else:
@@ -442,6 +461,6 @@ class Harness:
 def run_orchestrator(orchestrator: Any, input_: Any, activities: ActivityScript | Mapping[str, Any],
                      orchestrators: Mapping[str, Any] | None = None,
                      children: SubOrchestrationScript | None = None, instance_id: str = "instance-1",
-                     start: dt.datetime = T0) -> Run:
+                     start: dt.datetime = T0, events: EventScript | None = None) -> Run:
     """One orchestration to its end (Completed or Failed), children included; see ``Harness``."""
-    return Harness(activities, orchestrators, children, start).run(orchestrator, input_, instance_id)
+    return Harness(activities, orchestrators, children, start, events=events).run(orchestrator, input_, instance_id)

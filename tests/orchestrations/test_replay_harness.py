@@ -135,3 +135,23 @@ def test_the_stored_status_keeps_a_carried_status_for_the_first_episode_after_co
     assert run.status == "Completed" and run.executions == 2
     assert run.stored == ["first", "first", None, "second"], run.stored
     assert run.custom_status == "second"
+
+
+def test_raised_events_reach_their_waits_as_on_azure_and_one_raised_early_is_kept_for_its_wait() -> None:
+    """The ``events`` script: an event raised before the orchestrator waits for it is kept by the SDK for the wait
+    (devhost README row 31), an event of a name nobody waits for is no error, and a wait gets the data as the
+    extension stores the SDK client's ``raise_event`` body: its JSON as a JSON string (row 36)."""
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        yield context.call_activity("work", 1)
+        early = yield context.wait_for_external_event("early")
+        late = yield context.wait_for_external_event("late")
+        return [early, late]
+
+    def events(run: Any) -> list[tuple[str, Any]]:
+        if run.episodes == 1:  # the activity is scheduled; no wait yet
+            return [("early", {"n": 1}), ("nobody", {})]
+        return [("late", "two")] if run.episodes == 3 else []
+
+    run = run_orchestrator(orchestrator, None, {"work": 1}, events=events)
+    assert run.status == "Completed" and run.output == ['{"n": 1}', '"two"']
+    assert run.raised == [("early", {"n": 1}), ("nobody", {}), ("late", "two")]
