@@ -1099,11 +1099,11 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
                            "hint": f"GET /api/tasks/{task_id} shows the run now running; to stop it, POST "
                                    f"/api/tasks/{task_id}/cancel again"})
     if waiting or info["stage"] in BEFORE_POOL:
-        ended = await _raise_while_running(client, task_id, c.CANCEL_EVENT)
+        ended = await _raise_while_running(client, task_id, c.CANCEL_EVENT, run)
         if ended is not None:
             return _json(409, {"error": f"task {task_id} ended while the cancel was made (stage: {ended['stage']})",
                                "hint": f"nothing is left to cancel; GET /api/tasks/{task_id} shows how it ended"})
-    logger.info("task %s: cancel requested (stage %s)", task_id, info["stage"])
+    logger.info("task %s: cancel of run %s requested (stage %s)", task_id, run or "?", info["stage"])
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "nothing was submitted; the task's stage becomes 'cancelled'" if waiting else
                        "the task ends when its listing of the images does, before any pool work (or, if the listing "
@@ -1120,34 +1120,43 @@ async def confirm_task(req: func.HttpRequest, client: df.DurableOrchestrationCli
     to the pool. Anything else answers 409 with what the task is doing."""
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
-    info = await describe_task(client, task_id)
+    # the stage and the run from one status read: the confirmation is for the run whose wait the caller saw
+    info, started = await describe_task_with_input(client, task_id)
     if info["runtime_status"] not in ACTIVE or info["stage"] != Stage.awaiting_confirmation:
         return _json(409, {"error": f"task {task_id} is not awaiting confirmation (stage: {info['stage']})",
                            "hint": "only a task in stage 'awaiting_confirmation' can be confirmed; poll "
                                    f"GET /api/tasks/{task_id}"})
-    ended = await _raise_while_running(client, task_id, c.CONFIRM_EVENT)
+    run = str(started.get("run") or "")
+    ended = await _raise_while_running(client, task_id, c.CONFIRM_EVENT, run)
     if ended is not None:
         return _json(409, {"error": f"task {task_id} ended while the confirmation was made (stage: {ended['stage']})",
                            "hint": f"nothing was submitted; GET /api/tasks/{task_id} shows how it ended"})
-    logger.info("task %s: confirmed", task_id)
+    logger.info("task %s: run %s confirmed", task_id, run or "?")
     return _json(202, {"id": task_id, "confirmed": True, "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
                        "hint": "its shards go to the pool now; the stage becomes 'detecting'"})
 
 
-async def _raise_while_running(client: df.DurableOrchestrationClient, task_id: str,
-                               event: str) -> dict[str, Any] | None:
-    """Raise ``event`` to the task; None when raised, or the task's status when it ended since it was read (a
-    confirmation wait that timed out, a listing that ended, a terminate): the Durable extension answers a raise to a
-    finished instance 410 Gone (HttpApiHandler ``HandleRaiseEventRequestAsync``; devhost does the same), which the
-    SDK raises as a bare ``Exception`` (DurableOrchestrationClient.raise_event) and the edge answered 500 "internal
-    error". Any other failure of the raise, with the task still running, is raised as it was."""
+async def _raise_while_running(client: df.DurableOrchestrationClient, task_id: str, event: str,
+                               run: str) -> dict[str, Any] | None:
+    """Raise ``event`` to run ``run`` of the task (the run the status read found: its input's ``run``, "" for one
+    without an id); None when raised, or the task's status when it ended since it was read (a confirmation wait that
+    timed out, a listing that ended, a terminate): the Durable extension answers a raise to a finished instance 410
+    Gone (HttpApiHandler ``HandleRaiseEventRequestAsync``; devhost does the same), which the SDK raises as a bare
+    ``Exception`` (DurableOrchestrationClient.raise_event) and the edge answered 500 "internal error". Any other
+    failure of the raise, with the task still running, is raised as it was.
+
+    The event goes to the task's instance id, whose current execution may be a later run that replaced ``run`` since
+    the read (terminated, then resumed or re-run): so it is raised under ``run``'s own name (core.contracts.run_event),
+    for which only ``run`` waits (orchestrations.task ``_confirmed``); the data names the run too, for whoever reads
+    the history. Raised to the replacing run, it stays unread there: it confirms or cancels nothing."""
     try:
-        await client.raise_event(task_id, event, {})
+        await client.raise_event(task_id, c.run_event(event, run), {"run": run} if run else {})
     except Exception:
         after = await describe_task(client, task_id)
         if after["runtime_status"] in ACTIVE:
             raise
-        logger.info("task %s: %s not raised: the task ended meanwhile (stage %s)", task_id, event, after["stage"])
+        logger.info("task %s: %s of run %s not raised: the task ended meanwhile (stage %s)", task_id, event,
+                    run or "?", after["stage"])
         return after
     return None
 

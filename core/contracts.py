@@ -47,6 +47,20 @@ UNREACHABLE_KEY = "unreachable"
 EXPIRY_MOVED_EVENT = "expiry_moved"  # a re-run's own expiry for a waiting one: {"expires": ISO time, or "" for none}
 
 
+def run_event(event: str, run: str) -> str:
+    """The name under which the API raises ``event`` (CONFIRM_EVENT, CANCEL_EVENT) for run ``run`` of a task, the run
+    its status read found: ``<event>-<run>``, or ``event`` itself for a run without an id (started before runs had
+    ids). Why in the name, not only in the data: a task's runs are executions of one instance id, so a run that
+    replaced the one read between the read and the raise gets the event; it waits for its own run's names (and the
+    plain ones, which an earlier release raised) and never for another run's, so such an event finds no wait and is
+    never acted on. An ignored event in the data could not be waited past: the SDK hands an event raised before a wait
+    (the usual case: the replacing run is still listing) to every later wait of its name (azure-functions-durable-python
+    #507), and the extension's shim awaits a re-made ``task_any`` on its new waits alone (``ProcessAsyncActionsV2``;
+    devhost README rows 26 and 31). Run ids are letters and digits (gpu_batch.layout.run_id): the name fits the
+    raiseEvent route's path as it is."""
+    return f"{event}-{run}" if run else event
+
+
 class Stage(StrEnum):
     """Where a task (or a repeat removal) is; the ``stage`` of every custom status and of ``GET /api/tasks/{id}``."""
 

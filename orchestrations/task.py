@@ -423,15 +423,22 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     wait_s = min(knobs.confirm_timeout_s, CONFIRM_TIMEOUT_MAX_S)
     deadline = context.current_utc_datetime + timedelta(seconds=wait_s)
     # waited for once per execution: the SDK hands an event raised before any wait to EVERY later wait of its name
-    # (azure-functions-durable-python#507; devhost README, row 31), so a second wait here would see a stale one
-    confirm = context.wait_for_external_event(c.CONFIRM_EVENT)
-    cancel = context.wait_for_external_event(c.CANCEL_EVENT)
+    # (azure-functions-durable-python#507; devhost README, row 31), so a second wait here would see a stale one.
+    # Each under this run's own names too, which the API raises (core.contracts.run_event): an event it raised for
+    # the run this one replaced (read before the replace, raised after) bears that run's names, which nothing here
+    # waits for, so it confirms or cancels nothing. The plain names stay for the events an earlier release raised. A
+    # wait takes no sequence number (its id is its name): the timer's is as before, and recorded histories replay.
+    confirms = [context.wait_for_external_event(c.CONFIRM_EVENT)]
+    cancels = [context.wait_for_external_event(c.CANCEL_EVENT)]
+    if data.get("run"):  # a run without an id waits for the plain names only (its API raises those)
+        confirms.append(context.wait_for_external_event(c.run_event(c.CONFIRM_EVENT, data["run"])))
+        cancels.append(context.wait_for_external_event(c.run_event(c.CANCEL_EVENT, data["run"])))
     timer = context.create_timer(deadline)
-    winner = yield context.task_any([confirm, cancel, timer])
-    if winner == confirm:
+    winner = yield context.task_any([*confirms, *cancels, timer])
+    if winner in confirms:
         timer.cancel()
         return None
-    if winner == cancel:
+    if winner in cancels:
         timer.cancel()
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat())

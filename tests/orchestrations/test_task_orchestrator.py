@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -16,7 +16,7 @@ from gpu_batch.layout import parse_pool_task_id, pool_job_id, shard_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY
 from orchestrations.shards import OUTAGE_LIMIT_S, UNAVAILABLE_WAIT_S, run_shards
 from orchestrations.task import task_orchestrator
-from tests.orchestrations.replay import T0, HarnessError, Run, run_orchestrator
+from tests.orchestrations.replay import T0, EventScript, HarnessError, Run, run_orchestrator
 
 TASK = "task-0123456789abcdef0123"
 REQUEST = {"container": "cams", "prefix": "2024/site-a/", "model": "MDV5A", "request_name": "site A"}
@@ -116,9 +116,9 @@ def finished_group(shards: int, resubmissions: int = 0, cancelled: bool = False)
             "images_in_progress": 0, "pool_running": 0, "pool_queued": 0}
 
 
-def run_task(input_: c.TaskInput, answer: Any, children: Any = None) -> Run:
+def run_task(input_: c.TaskInput, answer: Any, children: Any = None, events: EventScript | None = None) -> Run:
     return run_orchestrator(task_orchestrator, input_, answer, orchestrators={c.SHARDS_ORCHESTRATOR: run_shards},
-                            children=children, instance_id=TASK)
+                            children=children, instance_id=TASK, events=events)
 
 
 @pytest.mark.parametrize("prefix", ["2024/site-a/", ""])
@@ -922,6 +922,148 @@ def test_a_cancel_that_came_while_the_images_were_listed_ends_the_task_before_an
     assert run.activity_names[:len(ENUMERATION)] == ENUMERATION
     assert c.SUBMIT not in run.activity_names and Stage.awaiting_confirmation not in run.stages
     assert not run.orchestrator_timers
+
+
+RUN = "r261207061500ab12"  # this run of the task (gpu_batch.layout.run_id)
+REPLACED_RUN = "r261207061400cd34"  # the run it replaced (terminated, then resumed)
+
+
+def raised_once(when: Callable[[Run], bool], *events: tuple[str, Any]) -> EventScript:
+    """Raise ``events`` after the first episode at whose end ``when(run)`` holds."""
+    done: list[bool] = []
+
+    def script(run: Run) -> list[tuple[str, Any]]:
+        if done or not when(run):
+            return []
+        done.append(True)
+        return list(events)
+
+    return script
+
+
+def listing(run: Run) -> bool:
+    """The task lists its images (its wait for a confirmation is not made yet: the SDK keeps the event for it)."""
+    return Stage.awaiting_confirmation not in run.stages
+
+
+def waiting(run: Run) -> bool:
+    return run.stages[-1:] == [Stage.awaiting_confirmation]
+
+
+def waits_for_confirmation(run: str = RUN) -> c.TaskInput:
+    data = task_input(confirm_above_images=10, confirm_timeout_s=3600)
+    if run:
+        data["run"] = run
+    return data
+
+
+@pytest.mark.parametrize("event, ends", [(c.CONFIRM_EVENT, Stage.completed), (c.CANCEL_EVENT, Stage.cancelled)])
+@pytest.mark.parametrize("when", [listing, waiting])
+def test_a_confirmation_or_cancel_raised_for_this_run_ends_its_wait(event: str, ends: Stage,
+                                                                    when: Callable[[Run], bool]) -> None:
+    """The API raises them under the run's own names (core.contracts.run_event), while the run waits or, kept by the
+    SDK until it does, while it still lists its images. Fails without the change (the run waited for the plain names
+    only: each expired)."""
+    run = run_task(waits_for_confirmation(), activities(images=25, shards=3),
+                   events=raised_once(when, (c.run_event(event, RUN), {"run": RUN})))
+    assert run.raised and run.output["stage"] == ends
+    assert bool(run.sub_orchestrations) is (event == c.CONFIRM_EVENT)  # the shard groups: the pool work
+    assert len(run.orchestrator_timers) == 1
+
+
+@pytest.mark.parametrize("event", [c.CONFIRM_EVENT, c.CANCEL_EVENT])
+@pytest.mark.parametrize("when", [listing, waiting])
+def test_a_confirmation_or_cancel_raised_for_the_run_this_one_replaced_is_not_acted_on(
+        event: str, when: Callable[[Run], bool]) -> None:
+    """A run terminated and resumed between the API's status read and its raise: the event, raised to the task's
+    instance id, reaches the replacing run, under the read run's names, which it does not wait for. It waits on (one
+    timer, no other made) and its own confirmation or cancel still ends the wait."""
+    stale = (c.run_event(event, REPLACED_RUN), {"run": REPLACED_RUN})
+    run = run_task(waits_for_confirmation(), activities(images=25, shards=3), events=raised_once(when, stale))
+    assert run.raised == [stale]
+    assert run.output["stage"] == Stage.expired and not run.sub_orchestrations
+    assert len(run.orchestrator_timers) == 1
+
+    other = c.CANCEL_EVENT if event == c.CONFIRM_EVENT else c.CONFIRM_EVENT
+    events = [raised_once(when, stale), raised_once(waiting, (c.run_event(other, RUN), {"run": RUN}))]
+    run = run_task(waits_for_confirmation(), activities(images=25, shards=3),
+                   events=lambda r: [e for script in events for e in script(r)])
+    assert len(run.raised) == 2 and len(run.orchestrator_timers) == 1
+    assert run.output["stage"] == (Stage.completed if other == c.CONFIRM_EVENT else Stage.cancelled)
+
+
+@pytest.mark.parametrize("event, ends", [(c.CONFIRM_EVENT, Stage.completed), (c.CANCEL_EVENT, Stage.cancelled)])
+@pytest.mark.parametrize("run_id", [RUN, ""])
+@pytest.mark.parametrize("when", [listing, waiting])
+def test_a_plain_confirmation_or_cancel_an_earlier_release_raised_still_ends_the_wait(
+        event: str, ends: Stage, run_id: str, when: Callable[[Run], bool]) -> None:
+    """An earlier release raised ``confirm`` and ``cancel`` with ``{}`` whatever the run (one raised before a
+    deployment, kept for the wait, or by an app instance still on it): a run with an id still takes them, and a run
+    without one (started before runs had ids) takes only those, which is what the API raises for it."""
+    run = run_task(waits_for_confirmation(run_id), activities(images=25, shards=3),
+                   events=raised_once(when, (event, {})))
+    assert run.output["stage"] == ends and len(run.orchestrator_timers) == 1
+    assert c.run_event(event, run_id) == (f"{event}-{run_id}" if run_id else event)
+
+
+@pytest.mark.parametrize("route, event", [("confirm", c.CONFIRM_EVENT), ("cancel", c.CANCEL_EVENT)])
+def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_run_replacing_it(
+        route: str, event: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST .../confirm (or .../cancel) read run r1 awaiting confirmation; r1 was terminated and resumed as r2 before
+    the API raised the event, which goes to the task's instance id, so to r2, which then ran its shards on the pool
+    (or was cancelled) with nobody having seen its estimate. The event the API raises, handed to r2: r2 waits on and
+    expires; handed to r1 (the run the API read), it confirms or cancels it. Fails without the change (the API raised
+    the plain event, and r2 was confirmed or cancelled)."""
+    from enum import Enum
+    from types import SimpleNamespace
+
+    from adapters import clients
+    from api import starters
+
+    class Runtime(Enum):
+        Running = "Running"
+
+    class TaskHub:
+        """The task's status at the read: ``run`` awaiting confirmation; the raised events, recorded."""
+
+        def __init__(self, run: str) -> None:
+            self.run = run
+            self.raised: list[tuple[str, Any]] = []
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            return SimpleNamespace(runtime_status=Runtime.Running, output=None, input_=json.dumps({"run": self.run}),
+                                   custom_status={"stage": Stage.awaiting_confirmation})
+
+        async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+            assert instance_id == TASK
+            self.raised.append((name, data))
+
+    class Store:  # the cancel's marker: none there yet
+        def update_json(self, container: str, name: str, change: Any) -> Any:
+            return change(None)
+
+    monkeypatch.setattr(clients, "store", lambda s=None: Store())
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
+
+    def raised_by_the_api(run: str) -> list[tuple[str, Any]]:
+        import asyncio
+
+        import azure.functions as func
+
+        hub = TaskHub(run)
+        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
+        assert asyncio.run(handler(req, hub)).status_code == 202
+        return hub.raised
+
+    for when in (listing, waiting):  # the replacing run still lists its images (the usual case), or waits too
+        replacing = run_task(waits_for_confirmation(RUN), activities(images=25, shards=3),
+                             events=raised_once(when, *raised_by_the_api(REPLACED_RUN)))
+        assert replacing.raised and replacing.output["stage"] == Stage.expired
+        assert not replacing.sub_orchestrations  # nothing reached the pool
+    read = run_task(waits_for_confirmation(RUN), activities(images=25, shards=3),
+                    events=raised_once(waiting, *raised_by_the_api(RUN)))
+    assert read.output["stage"] == (Stage.completed if event == c.CONFIRM_EVENT else Stage.cancelled)
 
 
 def test_at_or_below_the_confirmation_limit_a_task_runs_at_once() -> None:
