@@ -569,8 +569,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                                   409: "or the run it found running was terminated (or failed) and replaced by a "
                                        "later run of the task while the cancel was made: nothing was cancelled, no "
                                        "event sent; the error names the new run and the hint says to cancel again "
-                                       "to stop it (api/cancel_marker.py); or another writer changed the run's "
-                                       "cancel marker at each of its tries: retry"})}}},
+                                       "to stop it (api/cancel_marker.py); or a later run replaced it after the "
+                                       "marker was written: that run was not cancelled (the error names it; cancel "
+                                       "again); or another writer changed the run's cancel marker at each of its "
+                                       "tries: retry"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),
@@ -585,7 +587,9 @@ def description(base_url: str = "") -> dict[str, Any]:
             "/api/tasks/{task_id}/confirm": {**task_ref, "post": {
                 "operationId": "confirmTask", "summary": "say yes to a task awaiting confirmation (its shards go to "
                                                          "the pool)",
-                "responses": {"202": _answer("confirmed", "Confirmed"), **_errors(401, 403, 404, 409)}}},
+                "responses": {"202": _answer("confirmed", "Confirmed"), **_errors(401, 403, 404, 409, also={
+                    409: "or a later run of the task replaced the run awaiting confirmation while it was confirmed: "
+                         "that run was not confirmed (the error names it; confirm it once it awaits confirmation)"})}}},
             "/api/tasks/{task_id}/repeats": {**task_ref, "get": {
                 "operationId": "getRepeats", "summary": "repeated detections and the state of their removal",
                 "responses": {"200": _answer("places", "Repeats"),

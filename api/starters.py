@@ -1103,6 +1103,14 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
         if ended is not None:
             return _json(409, {"error": f"task {task_id} ended while the cancel was made (stage: {ended['stage']})",
                                "hint": f"nothing is left to cancel; GET /api/tasks/{task_id} shows how it ended"})
+    replaced_by = await _replaced_since(client, task_id, run)
+    if replaced_by is not None:  # after the marker's write: the marker and the event are the replaced run's alone
+        logger.info("task %s: cancel of run %s made as run %s replaced it", task_id, run or "?", replaced_by or "?")
+        return _json(409, {"error": f"task {task_id}: the run this cancel was for (run {run or '?'}) was replaced by "
+                                    f"run {replaced_by or '?'} of the task while the cancel was made; run "
+                                    f"{replaced_by or '?'} was not cancelled",
+                           "hint": f"GET /api/tasks/{task_id} shows the run now running; to stop it, POST "
+                                   f"/api/tasks/{task_id}/cancel again"})
     logger.info("task %s: cancel of run %s requested (stage %s)", task_id, run or "?", info["stage"])
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "nothing was submitted; the task's stage becomes 'cancelled'" if waiting else
@@ -1131,6 +1139,15 @@ async def confirm_task(req: func.HttpRequest, client: df.DurableOrchestrationCli
     if ended is not None:
         return _json(409, {"error": f"task {task_id} ended while the confirmation was made (stage: {ended['stage']})",
                            "hint": f"nothing was submitted; GET /api/tasks/{task_id} shows how it ended"})
+    replaced_by = await _replaced_since(client, task_id, run)
+    if replaced_by is not None:
+        logger.info("task %s: confirmation of run %s made as run %s replaced it", task_id, run or "?",
+                    replaced_by or "?")
+        return _json(409, {"error": f"task {task_id}: the run this confirmation was for (run {run or '?'}) was "
+                                    f"replaced by run {replaced_by or '?'} of the task while the confirmation was "
+                                    f"made; run {replaced_by or '?'} was not confirmed",
+                           "hint": f"GET /api/tasks/{task_id} shows the run now running; once it is in stage "
+                                   f"'awaiting_confirmation', POST /api/tasks/{task_id}/confirm again"})
     logger.info("task %s: run %s confirmed", task_id, run or "?")
     return _json(202, {"id": task_id, "confirmed": True, "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
                        "hint": "its shards go to the pool now; the stage becomes 'detecting'"})
@@ -1159,6 +1176,22 @@ async def _raise_while_running(client: df.DurableOrchestrationClient, task_id: s
                     run or "?", after["stage"])
         return after
     return None
+
+
+async def _replaced_since(client: df.DurableOrchestrationClient, task_id: str, run: str) -> str | None:
+    """The run that replaced ``run`` as the task's since its status was read (its id; "" for one without), None while
+    ``run`` is still the task's run, or when the status cannot be read now (the event was raised: what it did is then
+    left to GET /api/tasks/{id}, not answered as a hub error). Read once the event is raised: a replacing run does not
+    act on ``run``'s event (``_raise_while_running``), so an answer that the confirmation or cancel was made would be
+    false for the run now running."""
+    try:
+        status = await read_status(client, task_id, show_input=True)
+    except TaskHubUnavailable:
+        return None
+    if _runtime(status) is None:
+        return None
+    now = str(_task_input(status).get("run") or "")
+    return now if now != run else None
 
 
 def _task_input(status: Any) -> dict[str, Any]:

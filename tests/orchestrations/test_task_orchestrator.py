@@ -1012,8 +1012,9 @@ def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_r
     """POST .../confirm (or .../cancel) read run r1 awaiting confirmation; r1 was terminated and resumed as r2 before
     the API raised the event, which goes to the task's instance id, so to r2, which then ran its shards on the pool
     (or was cancelled) with nobody having seen its estimate. The event the API raises, handed to r2: r2 waits on and
-    expires; handed to r1 (the run the API read), it confirms or cancels it. Fails without the change (the API raised
-    the plain event, and r2 was confirmed or cancelled)."""
+    expires (and the API, reading r2 after the raise, answers 409 that r2 was not confirmed or cancelled); handed to
+    r1 (the run the API read), it confirms or cancels it. Fails without the change (the API raised the plain event,
+    and r2 was confirmed or cancelled)."""
     from enum import Enum
     from types import SimpleNamespace
 
@@ -1024,14 +1025,16 @@ def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_r
         Running = "Running"
 
     class TaskHub:
-        """The task's status at the read: ``run`` awaiting confirmation; the raised events, recorded."""
+        """The task's status: run ``read`` awaiting confirmation until an event is raised, run RUN after; the raised
+        events, recorded."""
 
-        def __init__(self, run: str) -> None:
-            self.run = run
+        def __init__(self, read: str) -> None:
+            self.read = read
             self.raised: list[tuple[str, Any]] = []
 
         async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
-            return SimpleNamespace(runtime_status=Runtime.Running, output=None, input_=json.dumps({"run": self.run}),
+            run = RUN if self.raised else self.read
+            return SimpleNamespace(runtime_status=Runtime.Running, output=None, input_=json.dumps({"run": run}),
                                    custom_status={"stage": Stage.awaiting_confirmation})
 
         async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
@@ -1046,14 +1049,16 @@ def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_r
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
 
-    def raised_by_the_api(run: str) -> list[tuple[str, Any]]:
+    def raised_by_the_api(read: str) -> list[tuple[str, Any]]:
+        """What the API raised, having read run ``read``; it answers 409 when RUN replaced it (api.starters
+        ``_replaced_since``)."""
         import asyncio
 
         import azure.functions as func
 
-        hub = TaskHub(run)
+        hub = TaskHub(read)
         req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
-        assert asyncio.run(handler(req, hub)).status_code == 202
+        assert asyncio.run(handler(req, hub)).status_code == (202 if read == RUN else 409)
         return hub.raised
 
     for when in (listing, waiting):  # the replacing run still lists its images (the usual case), or waits too

@@ -161,6 +161,59 @@ def test_the_event_names_the_run_whose_status_was_read(route: str, run: str, nam
     assert client.raised == [(TASK, route + name, data)]
 
 
+@pytest.mark.parametrize("route, stage", [("cancel", "awaiting_confirmation"), ("cancel", "detecting"),
+                                          ("confirm", "awaiting_confirmation")])
+def test_a_run_replaced_as_its_event_was_raised_is_answered_409_naming_the_run_now_running(
+        route: str, stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run r1 read, then terminated and resumed as r2 before the event (or, detecting, the marker alone) reached it:
+    r2 does not act on r1's event, so '202 confirmed' (or 'cancel requested') was false for the run now running. The
+    answer now says r2 was not confirmed (or cancelled) and how to do it; the event raised was r1's. A status that
+    cannot be read then leaves the answer as it was (the event was raised). Fails without the change (202)."""
+    from core.errors import TaskHubUnavailable
+
+    class Store:
+        def update_json(self, container: str, name: str, change: Any) -> Any:
+            return change(None)
+
+    class Replacing(RecordingClient):
+        """r1 at the first read; at the next, r2 (or a hub that cannot be read)."""
+
+        def __init__(self, later: Any) -> None:
+            super().__init__("Running", stage)
+            self.later = later
+            self.reads = 0
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            if self.reads == 1:
+                return self.status
+            if isinstance(self.later, Exception):
+                raise self.later
+            return self.later
+
+    monkeypatch.setattr(clients, "store", lambda s=None: Store())
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
+
+    def post(client: Any) -> tuple[int, dict[str, Any]]:
+        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
+        response = asyncio.run(handler(req, client))
+        return response.status_code, json.loads(response.get_body())
+
+    r2 = SimpleNamespace(runtime_status=_Runtime("Running"), custom_status={"stage": "enumerating"}, output=None,
+                         input_=json.dumps({"run": "r2"}))
+    client = Replacing(r2)
+    status, body = post(client)
+    assert status == 409, body
+    done = "confirmed" if route == "confirm" else "cancelled"
+    assert "(run r1) was replaced by run r2" in body["error"] and f"run r2 was not {done}" in body["error"], body
+    assert f"POST /api/tasks/{TASK}/{route} again" in body["hint"]
+    assert client.events == ([] if stage == "detecting" else [(TASK, f"{route}-r1")])
+
+    unread = Replacing(TaskHubUnavailable("the task hub could not be read", "retry"))
+    assert post(unread)[0] == 202
+
+
 @pytest.mark.parametrize("route", ["cancel", "confirm"])
 def test_a_task_that_ends_before_its_event_is_raised_answers_409_not_500(route: str,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
