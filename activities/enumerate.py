@@ -585,7 +585,7 @@ def summary_run_job(payload: Mapping[str, Any]) -> str:
 @failures_without_secrets
 def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
-    refuse_if_superseded(clients.store(s), s, {**payload, "run_job": summary_run_job(payload)},
+    refuse_if_superseded(clients.store(s), s, {"task_id": payload["task_id"], "run_job": summary_run_job(payload)},
                          "the listing's summary")  # a terminated run's late call
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                                   payload["images"], payload["shards"], payload["found"], payload["parts"],
