@@ -394,9 +394,10 @@ def _ended_runs(runtime: str | None, last: dict[str, Any], stage: str, output: A
     earlier than the recorded run did (an input of before it does not read) sets ``failed`` in its own failure
     handling, and DTFx, meeting the recorded shard groups with no action of that replay, fails the run at once with
     them running. A run the orchestrator's own failure handling ended but whose status is not ``failed`` (a failure
-    inside that handling; the shim's refusal of an action, "Orchestrator function '<name>' failed: ...", which its
-    ``try`` never sees, row 45) is ended again: every task it started had ended, but its job may not have been
-    closed, and ending a closed job is a no-op."""
+    inside that handling; devhost's failure for an action the shim refuses, "Orchestrator function '<name>' failed:
+    ...", which its ``try`` never sees: Azure drops such an action instead and the run never ends, row 45) is ended
+    again: every task it started had ended, but its job may not have been closed, and ending a closed job is a
+    no-op."""
     if runtime not in ("Terminated", "Failed"):
         return []
     runs = [str(r) for r in last.get("ends_earlier") or [] if isinstance(r, str)]

@@ -28,7 +28,8 @@ from gpu_batch.formats.entries import entry_json as entry_json
 MAX_PARTS = 10_000  # parts per merge; a block blob holds 50,000 committed blocks (see adapters.compose)
 # parts per merge of a task started since OrchestrationKnobs.merge_max_parts (Settings.from_env sets it): the task's
 # execution schedules about six calls a part (merge, exports, Zooniverse parts) and each retry round again the calls
-# not yet done, and the Durable extension fails an execution past maxOrchestrationActions, 100,000 (devhost row 47):
+# not yet done, and the Durable extension drops every action of an execution past maxOrchestrationActions, 100,000,
+# so the task never ends (devhost row 47; devhost fails it):
 # 10,000 parts (a TRAPBATCH_MERGE_IMAGES_PER_PART of a few images at ten million) made ~60,000 on the first round.
 # 1,000 parts of a 10M-image task hold 10,000 images each (~2 s to merge); the default knob makes 50.
 SAFE_MAX_PARTS = 1_000

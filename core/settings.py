@@ -47,8 +47,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MERGE_IMAGES_PER_PART  images one fan-in activity merges (default 200000, whole shards, at least one:
                                    ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin;
                                    at most core.fanin.SAFE_MAX_PARTS parts whatever it is: the task's execution
-                                   schedules ~6 calls a part, and the extension fails one past
-                                   maxOrchestrationActions, 100,000: devhost row 47);
+                                   schedules ~6 calls a part, and the extension drops every call past
+                                   maxOrchestrationActions, 100,000, so the task never ends: devhost row 47);
                                    a repeat search run again (orchestrations.repeat_search) reads parts of this size
     TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP  eligible detections one repeat-search activity takes (default
                                    400000: ~20-60 s; whole folders, so a larger folder is a group of its own), at the

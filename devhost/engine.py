@@ -117,9 +117,11 @@ def shim_refusal(action: dict[str, Any], instance_id: str, parent_id: str | None
     ``ContextImplementations/DurableOrchestrationContext.cs`` ``CallDurableTaskFunctionAsync``, which checks, in this
     order: retry intervals of at most 6 days, the function exists (``DurableTaskExtension.ThrowIfFunctionDoesNotExist``;
     ``FunctionName`` compares OrdinalIgnoreCase), a sub-orchestration's id is not the orchestration's own or its
-    parent's (OrdinalIgnoreCase) and does not start with '@'. Its ArgumentException is thrown while scheduling, outside
-    every task, so the orchestrator cannot catch it: ``Listener/TaskOrchestrationShim.cs`` fails the instance
-    (fidelity row 45). ``activities`` / ``orchestrators``: the app's names, lower-cased -> as registered, in order.
+    parent's (OrdinalIgnoreCase) and does not start with '@'. That method is ``async``, so its ArgumentException
+    faults the call's task, which ``ProcessAsyncActionsV2`` awaits in a ``try`` that silently ignores it: on Azure
+    the action is dropped (no history event) and the instance is not failed; one waiting on it stays Running forever.
+    devhost fails the instance with the message instead (stricter; fidelity row 45). ``activities`` /
+    ``orchestrators``: the app's names, lower-cased -> as registered, in order.
     """
     t = action.get("actionType")
     name = str(action.get("functionName") or "")
@@ -803,7 +805,8 @@ class Engine:
         recorded = doc["recorded"]
         limit = _shim_limit(state.get("actions") or [], doc)
         # the shim schedules (and checks) the actions it reaches in order, every episode, replayed ones included: an
-        # action it refuses fails the instance, unless an earlier action already broke determinism (row 45)
+        # action it refuses fails the instance here, unless an earlier action already broke determinism; Azure drops
+        # it silently and the instance never ends (row 45: devhost is stricter)
         for i, a in enumerate(seq_actions[:limit]):
             refusal = shim_refusal(a, iid, inst.get("ParentInstanceId") or None, self._activity_names,
                                    self._orchestrator_names)

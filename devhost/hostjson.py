@@ -14,7 +14,8 @@
   disk budget and devhost's scratch-disk cap assume); without it devhost keeps its own default.
 * ``extensions.durableTask.maxOrchestrationActions`` (default 100,000; ext ``Options/DurableTaskOptions.cs``): how
   many activities, timers and sub-orchestrations one execution of an orchestration may schedule, replayed ones
-  included; the next one fails the instance (fidelity row 47).
+  included; devhost fails the instance at the next one (Azure drops it and every later one, and an orchestrator
+  waiting on one never ends: fidelity rows 45, 47).
 * ``extensions.durableTask.maxConcurrentOrchestratorFunctions`` and ``storageProvider.maxQueuePollingInterval`` are
   not applied (devhost's own polling: fidelity row 42), but values the extension refuses are refused
   (``_check_unused_durable_settings``).

@@ -115,10 +115,11 @@ def test_calling_a_function_the_app_does_not_have_fails_the_orchestration_not_th
     ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync, which first calls
     DurableTaskExtension.cs ThrowIfFunctionDoesNotExist (names compared as FunctionName: OrdinalIgnoreCase): an
     ArgumentException "The function '<name>' doesn't exist, is disabled, or is not an activity function. Additional
-    info: The following are the known activity functions: '...'." It is thrown while the shim schedules, not inside a
-    task, so the orchestrator's try/except never sees it: Listener/TaskOrchestrationShim.cs
-    InvokeUserCodeAndHandleResults fails the instance "Orchestrator function '<name>' failed: <message>". devhost
-    scheduled the call and failed the task, which the orchestrator caught (or a retry policy retried)."""
+    info: The following are the known activity functions: '...'." CallDurableTaskFunctionAsync is async, so it faults
+    the call's task, which ProcessAsyncActionsV2 awaits in a try that ignores it: on Azure the call is dropped and the
+    orchestrator, waiting on it, stays Running forever (README row 45). devhost fails the instance instead, stricter,
+    "Orchestrator function '<name>' failed: <message>", which the orchestrator's try/except cannot catch either.
+    devhost scheduled the call and failed the task, which the orchestrator caught (or a retry policy retried)."""
     activity = host.wait_for(host.start_orchestration("calls_missing", "activity"), 30)
     assert activity["runtimeStatus"] == "Failed", activity
     known = "', '".join(host.engine.index.activities)
@@ -137,8 +138,9 @@ def test_calling_a_function_the_app_does_not_have_fails_the_orchestration_not_th
 def test_a_retry_policy_waiting_longer_than_the_provider_allows_fails_the_orchestration(host: DevHost) -> None:
     """ext ContextImplementations/DurableOrchestrationContext.cs CallDurableTaskFunctionAsync validates a retry
     policy's intervals first (AzureStorageDurabilityProvider.ValidateDelayTime: MaximumDelayTime, 6 days), throwing
-    ArgumentException(message, nameof(FirstRetryInterval)) while the shim schedules: the instance fails, the
-    orchestrator's except never runs. devhost took any interval."""
+    ArgumentException(message, nameof(FirstRetryInterval)) in that async method: the call's task faults and the shim
+    ignores it, so on Azure the call is dropped and the instance stays Running forever (README row 45); devhost fails
+    it, stricter, and the orchestrator's except never runs. devhost took any interval."""
     fits = host.wait_for(host.start_orchestration("retries_after_days", 6), 30)
     assert fits["runtimeStatus"] == "Completed" and fits["output"] == "Hello days!", fits
     too_long = host.wait_for(host.start_orchestration("retries_after_days", 6.001), 30)
@@ -151,8 +153,10 @@ def test_an_execution_past_max_orchestration_actions_fails(storage_connection: s
     """ext ContextImplementations/DurableOrchestrationContext.cs IncrementActionsOrThrowException: each activity,
     timer and sub-orchestration the shim schedules in an execution (replayed ones too: the context is new each
     episode) counts; past host.json extensions.durableTask.maxOrchestrationActions (Options/DurableTaskOptions.cs,
-    default 100,000) an InvalidOperationException fails the instance (Listener/TaskOrchestrationShim.cs). devhost
-    had no limit: an orchestration Azure fails ran to its end here. ``fanout`` of n cities makes n + 1 actions."""
+    default 100,000) an InvalidOperationException faults that call's task, which the shim ignores: on Azure the action
+    and every later one are dropped and the instance never ends (README rows 45, 47); devhost fails it, stricter.
+    devhost had no limit: an orchestration Azure never ends ran to its end here. ``fanout`` of n cities makes n + 1
+    actions."""
     assert HostConfig.from_dict({}).max_orchestration_actions == 100_000
     config = HostConfig.from_dict({"extensions": {"durableTask": {"maxOrchestrationActions": 3}}})
     host_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
@@ -185,8 +189,9 @@ def test_a_sub_orchestration_id_the_extension_refuses_fails_the_parent(host: Dev
     parent's is refused, "The instance ID of a sub-orchestration must be different than the instance ID of a parent
     orchestration.", and one starting with '@' too (ArgumentException built with message and parameter name
     swapped, so its Message reads "instanceId (Parameter 'Orchestration instance ids must not start with @')");
-    thrown while the out-of-proc shim schedules, so the parent fails (Listener/TaskOrchestrationShim.cs) whatever its
-    try/except. devhost started a child under the parent's own id, wiping the parent's state."""
+    thrown in that async method, so the call's task faults and the out-of-proc shim ignores it: on Azure no child
+    starts and the parent, waiting on it, stays Running forever (README row 45); devhost fails the parent, stricter,
+    whatever its try/except. devhost started a child under the parent's own id, wiping the parent's state."""
     parent = "parent-" + uuid.uuid4().hex[:8]
     child_id = {"own": parent, "OWN": parent.upper()}.get(child, child)
     st = host.wait_for(host.start_orchestration("parent_of_sleepy", child_id, parent), 30)

@@ -330,7 +330,7 @@ class Harness:
             # numbers them); the harness raises no events, so such an orchestrator sees only its timers fire.
             atomic = [a for a in h.flatten(state.get("actions") or [])
                       if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
-            if len(atomic) > self.max_actions:  # the extension fails the execution (devhost README row 47)
+            if len(atomic) > self.max_actions:  # the extension drops the rest: it never ends (devhost README row 47)
                 raise HarnessError(f"{run.name} scheduled {len(atomic)} actions in one execution: Maximum amount of "
                                    f"orchestration actions ({self.max_actions}) has been reached")
             signatures = [h.signature(a) for a in atomic]

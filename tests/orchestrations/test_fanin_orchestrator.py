@@ -61,7 +61,8 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, expo
 def test_a_task_of_this_release_merges_in_at_most_safe_max_parts_whatever_the_knob() -> None:
     """A TRAPBATCH_MERGE_IMAGES_PER_PART of a few images made one part per shard up to core.fanin.MAX_PARTS (10,000 at
     ten million images): the task's execution then scheduled ~60,000 calls on the first round and could pass the
-    extension's maxOrchestrationActions (100,000, devhost row 47) with a retry round, failing the task. A task
+    extension's maxOrchestrationActions (100,000, devhost row 47) with a retry round: the extension drops every
+    action past it, leaving the task Running forever (devhost fails it). A task
     started with ``merge_max_parts`` (Settings.from_env: SAFE_MAX_PARTS) plans at most that many, each shard once; one
     whose input lacks it plans as it ran (replay)."""
     from core.fanin import SAFE_MAX_PARTS

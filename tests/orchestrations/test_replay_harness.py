@@ -95,9 +95,10 @@ def test_the_clock_each_episode_reads_is_its_history_s_though_the_harness_parses
 
 
 def test_more_actions_in_one_execution_than_the_extension_allows_is_an_error() -> None:
-    """devhost README row 47: the extension fails an execution at its maxOrchestrationActions-th + 1 action (host.json,
-    default 100,000), replayed ones counted; continue_as_new starts the count again. A fan-in of 10,000 parts whose
-    task_all fails fast re-schedules nearly all of them at each retry round (orchestrations.retries.call_all)."""
+    """devhost README row 47: the extension refuses an execution's maxOrchestrationActions-th + 1 action (host.json,
+    default 100,000) and every later one, replayed ones counted (dropped: one waiting on them never ends);
+    continue_as_new starts the count again. A fan-in of 10,000 parts whose task_all fails fast re-schedules nearly all
+    of them at each retry round (orchestrations.retries.call_all)."""
     from tests.orchestrations.replay import Harness
 
     def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:

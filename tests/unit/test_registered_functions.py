@@ -1,12 +1,13 @@
 """Every activity and orchestrator name the app's orchestrators (and starters) call is a function the app registers.
 
-Why: the Durable extension refuses to schedule a call to a function the app does not have, outside any task, so the
-orchestrator's ``try``/``except`` never sees it and the whole instance fails ("The function 'x' doesn't exist, is
-disabled, or is not an activity function": ext ``DurableTaskExtension.ThrowIfFunctionDoesNotExist``, called by
-``DurableOrchestrationContext.CallDurableTaskFunctionAsync``; devhost README, fidelity row 45). The orchestration
+Why: the Durable extension refuses to schedule a call to a function the app does not have ("The function 'x' doesn't
+exist, is disabled, or is not an activity function": ext ``DurableTaskExtension.ThrowIfFunctionDoesNotExist``, called
+by the async ``DurableOrchestrationContext.CallDurableTaskFunctionAsync``, whose faulted task the out-of-proc shim
+ignores): the call is dropped, the orchestrator's ``try``/``except`` never sees it and the whole instance stays
+Running forever (devhost fails it; devhost README, fidelity row 45). The orchestration
 tests' harness runs the orchestrators alone and checks no registration, and row 45 said no test guarded it: a change
-that dropped the CLOSE_JOB activity's registration (4985d25) left every task that reached the pool failing at the
-close of its job, best-effort ``try`` or not.
+that dropped the CLOSE_JOB activity's registration (4985d25) left every task that reached the pool failing in devhost
+(on Azure: never ending) at the close of its job, best-effort ``try`` or not.
 """
 from __future__ import annotations
 
