@@ -39,7 +39,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    each group gets a fixed share (``core.shards.in_flight_shares``), and a task never
                                    has more groups than this (groups grow past TRAPBATCH_SHARDS_PER_GROUP if needed)
     TRAPBATCH_HISTORY_EVENTS       a shard group goes on as new (``continue_as_new``) before its generation's Durable
-                                   history passes this many events (default 1000, minimum 200): replay cost follows it;
+                                   history passes this many events (default 1000, minimum 200, at most 100000: a
+                                   generation schedules about a quarter of its events as actions, and the Durable
+                                   extension drops those past 100,000, devhost row 47); replay cost follows it;
                                    a generation holds at least one poll round whatever the value (a round's worst case
                                    is ~32 events per TRAPBATCH_BUSY_RETRY_ATTEMPTS: 252 at 8), so a small value with
                                    many busy retries only continues as new after every round
@@ -240,6 +242,16 @@ HOST_GONE_AFTER_S = 120.0
 # events at the default 8): such a group goes on as new after every round, which bounds its history all the same
 # (orchestrations.shards.round_events says why that is no fault).
 MIN_HISTORY_EVENTS = 200
+# ... and at most this many: a generation schedules about a quarter of its events as actions (each awaited task adds
+# four), and the Durable extension drops an execution's actions past maxOrchestrationActions, 100,000 (devhost row 47);
+# at this value a generation schedules ~25,000 at most (orchestrations.actions.shard_generation_actions). Before it, any
+# value was taken, and one past ~400,000 made a generation whose later actions the extension dropped: it never ended.
+MAX_HISTORY_EVENTS = 100_000
+# Actions one execution of an orchestration may schedule before its next step fails it as ActionBudgetSpent
+# (orchestrations.retries.ActionLedger): the extension's default maxOrchestrationActions, 100,000, less room for the
+# failure path (closing the pool job, telling), which the extension would not let run past its limit
+# (orchestrations.actions bounds that path; tests/orchestrations/test_action_bounds.py pins the sum under 100,000)
+ACTION_BUDGET = 90_000
 # TRAPBATCH_BUSY_RETRY_ATTEMPTS: 8 calls wait ~18 minutes of throttling out (orchestrations.retries); 20 about 83
 DEFAULT_BUSY_RETRY_ATTEMPTS = 8
 MAX_BUSY_RETRY_ATTEMPTS = 20
@@ -447,7 +459,10 @@ class OrchestrationKnobs:
     # (orchestrations.retries; TRAPBATCH_BUSY_RETRY_ATTEMPTS, Settings.from_env sets it); 0, a task whose input lacks
     # it (started by a release before the knob), replays retrying such failures as any other (3 calls, 2 s and 4 s)
     busy_retry_attempts: int = 0
-
+    # actions one execution may schedule before a step fails it as ActionBudgetSpent (ACTION_BUDGET; Settings.from_env
+    # sets it; orchestrations.retries.ActionLedger); 0, an input recorded before the knob, is not checked: its
+    # history replays as it ran
+    action_budget: int = 0
 
     # estimates (core/estimate.py) for "dry_run" requests
     worker_images_per_s: float = DEFAULT_WORKER_IMAGES_PER_S
@@ -606,6 +621,7 @@ class Settings:
         knobs = OrchestrationKnobs(
             max_shards=MAX_SHARDS,
             merge_max_parts=SAFE_MAX_PARTS,
+            action_budget=ACTION_BUDGET,
             images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD,
                                   maximum=MAX_IMAGES_PER_SHARD),  # what a request may ask for
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
@@ -614,7 +630,8 @@ class Settings:
             max_in_flight=_int(env, "TRAPBATCH_MAX_IN_FLIGHT", 100),
             shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
             max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600, maximum=MAX_TASK_SECONDS_LIMIT),
-            history_events=_int(env, "TRAPBATCH_HISTORY_EVENTS", 1000, minimum=MIN_HISTORY_EVENTS),
+            history_events=_int(env, "TRAPBATCH_HISTORY_EVENTS", 1000, minimum=MIN_HISTORY_EVENTS,
+                                maximum=MAX_HISTORY_EVENTS),
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
             merge_images_per_part=_int(env, "TRAPBATCH_MERGE_IMAGES_PER_PART", 200_000),
             repeat_search_detections_per_group=_int(env, "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP", 400_000),

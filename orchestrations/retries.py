@@ -119,19 +119,92 @@ def busy_attempts(data: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
-# Each episode's context -> its input's busy_attempts. Why: the SDK keeps the input as text and decodes all of it at
-# every get_input(), and an episode replays every busy retry of its generation; a shard group's input holds each
-# shard's state (110 KiB at 1,000 shards), so a 6-hour Batch outage spent 54 % of such a group's replay CPU decoding
-# it again (15 of 28 s; 29 % at 200 shards). An episode's input never changes, and a new episode is a new context.
-_BUSY_LIMITS: weakref.WeakKeyDictionary[df.DurableOrchestrationContext, int] = weakref.WeakKeyDictionary()
-
-
 def _busy_limit(context: df.DurableOrchestrationContext) -> int:
-    """``busy_attempts`` of the orchestration's input, decoded once per episode (``_BUSY_LIMITS``)."""
-    limit = _BUSY_LIMITS.get(context)
-    if limit is None:
-        limit = _BUSY_LIMITS[context] = busy_attempts(context.get_input())
-    return limit
+    """``busy_attempts`` of the orchestration's input, decoded once per episode (``ledger``)."""
+    return ledger(context).busy
+
+
+def action_budget(data: Any) -> int:
+    """``action_budget`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none (an
+    input recorded before the budget: nothing is checked, so its history replays as it ran)."""
+    if not isinstance(data, Mapping):
+        return 0
+    knobs = data.get("knobs")
+    value = knobs.get("action_budget") if isinstance(knobs, Mapping) else None
+    if value is None:
+        value = data.get("action_budget")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+class ActionBudgetSpent(RuntimeError):
+    """An orchestration execution was about to schedule more actions than its input's ``action_budget``
+    (``ActionLedger``). Raised in the orchestrator before the action, so its own failure handling still runs."""
+
+
+@dataclass(slots=True)
+class ActionLedger:
+    """The actions one execution has scheduled so far through ``call``, ``call_all`` and ``note_actions``, against
+    its input's ``action_budget`` (0: none).
+
+    Why: the Durable extension refuses an execution's ``maxOrchestrationActions``-th + 1 action (host.json,
+    default 100,000; ext ``ContextImplementations/DurableOrchestrationContext.cs`` ``IncrementActionsOrThrowException``:
+    every activity, timer, sub-orchestration, replayed ones included; continue_as_new starts again; devhost README
+    row 47), and its shim drops that action and every later one without a word: the instance is never failed, an
+    orchestrator waiting on a dropped call stays Running for ever, and its own failure handling never runs: the
+    task's pool job stays open, its status at its last stage, nobody told. ``call_all`` schedules again every member not
+    done at each retry round, so a merge of 1,000 parts and its exports (six fan-outs over the parts) at 20 busy
+    attempts could schedule 120,000 (``orchestrations.actions``). Past the budget a step raises
+    ``ActionBudgetSpent`` instead, before it schedules anything, leaving the extension's limit less the budget for
+    the failure path: once ``reserve`` is set (the task's end: closing its job and telling; a group's STOP_GROUPS),
+    calls are counted but never refused. Every episode replays the execution from its start with a new context, so
+    the count at a given point of the code is the same in every replay: deterministic."""
+
+    budget: int
+    # the input's busy_attempts, decoded with the budget once per episode (``ledger``)
+    busy: int = 0
+    scheduled: int = 0
+    reserve: bool = False
+
+    def take(self, count: int, name: str) -> None:
+        """Count ``count`` actions about to be scheduled for ``name``; ``ActionBudgetSpent`` if they pass the
+        budget (outside the reserve)."""
+        if self.budget and not self.reserve and self.scheduled + count > self.budget:
+            raise ActionBudgetSpent(
+                f"{name}: this orchestration would schedule more than {self.budget} actions in one execution "
+                f"({self.scheduled} so far, {count} more), past which the Durable extension drops them without a word "
+                "(host.json maxOrchestrationActions): a busy service made its steps retry very often, or the task is "
+                "very large. Nothing is lost: post the same request again later, without \"rerun\" or \"only_new\", "
+                "to resume it (a larger images_per_shard, as another task, makes fewer shards and parts)")
+        self.scheduled += count
+
+
+# Each episode's context -> its ledger, with the input's busy_attempts. Why decoded once: the SDK keeps the input as
+# text and decodes all of it at every get_input(), and an episode replays every busy retry of its generation; a shard
+# group's input holds each shard's state (110 KiB at 1,000 shards), so a 6-hour Batch outage spent 54 % of such a
+# group's replay CPU decoding it again (15 of 28 s; 29 % at 200 shards). An episode's input never changes, and a new
+# episode is a new context.
+_LEDGERS: weakref.WeakKeyDictionary[df.DurableOrchestrationContext, ActionLedger] = weakref.WeakKeyDictionary()
+
+
+def ledger(context: df.DurableOrchestrationContext) -> ActionLedger:
+    """This episode's ``ActionLedger`` (one per context: a new episode replays the execution from its start)."""
+    found = _LEDGERS.get(context)
+    if found is None:
+        data = context.get_input()
+        found = _LEDGERS[context] = ActionLedger(action_budget(data), busy=busy_attempts(data))
+    return found
+
+
+def note_actions(context: df.DurableOrchestrationContext, count: int, name: str) -> None:
+    """Count ``count`` actions the orchestrator schedules itself (sub-orchestrations, a timer), before it does:
+    ``ActionBudgetSpent`` past the budget (``ActionLedger``)."""
+    ledger(context).take(count, name)
+
+
+def spend_reserve(context: df.DurableOrchestrationContext) -> None:
+    """From here on this execution's calls are counted but never refused: its failure handling, or its last word
+    (``ActionLedger``). Bounded by the code that follows (``orchestrations.actions``)."""
+    ledger(context).reserve = True
 
 
 def _retry_delay_s(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy, retry: int,
@@ -227,6 +300,7 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
     """
     retry = 0
     while True:
+        ledger(context).take(1, name)  # ActionBudgetSpent past the input's action_budget
         try:
             value = yield context.call_activity(name, payload)
         except Exception as exc:  # noqa: BLE001 - the activity's failure, as the SDK raises it in the orchestrator
@@ -234,6 +308,7 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
             delay = _retry_delay_s(context, name, policy, retry, exc)  # ServiceStayedBusy past the busy retries
             if delay is None:
                 raise
+            ledger(context).take(1, name)
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
             continue
         if retry:
@@ -249,12 +324,15 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
     the failure surfaced are made again, ``policy.attempts`` rounds at most, and the last failure propagates.
     ``task_all`` fails as soon as one call fails (the SDK's ``WhenAllTask``), so calls still running then may run
     twice, which idempotent activities allow. A round failed busy may be retried for longer (the module's
-    docstring). Used by the parallel enumeration and the merge fan-in.
+    docstring). Used by the parallel enumeration and the merge fan-in. Each round's calls and each timer are counted
+    against the input's ``action_budget`` first (``ActionLedger``): a round of ``n`` calls may be made again up to
+    its attempts, ``n`` actions each time (``orchestrations.actions.call_all_actions``).
     """
     results: list[Any] = [None] * len(payloads)
     todo = list(range(len(payloads)))
     retry = 0
     while todo:
+        ledger(context).take(len(todo), name)  # ActionBudgetSpent past the input's action_budget
         tasks = [context.call_activity(name, payloads[i]) for i in todo]
         try:
             values = yield context.task_all(tasks)
@@ -270,6 +348,7 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
             delay = _retry_delay_s(context, name, policy, retry, exc)  # ServiceStayedBusy past the busy retries
             if delay is None:
                 raise
+            ledger(context).take(1, name)
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
             continue
         if retry:

@@ -126,7 +126,7 @@ from gpu_batch.exit_codes import (OK, OUTPUT, OUTPUT_TAKEN, STORAGE_UNAVAILABLE,
                                   unfixable_reason)
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, failed_type,
-                                   is_busy, show_waiting)
+                                   is_busy, show_waiting, spend_reserve)
 
 bp = df.Blueprint()
 
@@ -622,7 +622,9 @@ def _stop_the_run(context: df.DurableOrchestrationContext, task_id: str, job_id:
                   reason: str) -> Generator[Any, Any, None]:
     """Ask the run's other shard groups to stop (STOP_GROUPS: the run's cancel marker, which each reads at its next
     poll), before this one fails the task. Best effort: the group's own failure is the task's, and a marker that
-    cannot be written (storage out of reach too) leaves the others to end as the job closes or at their own bound."""
+    cannot be written (storage out of reach too) leaves the others to end as the job closes or at their own bound.
+    Never refused for the action budget (``retries.spend_reserve``): the group's last action."""
+    spend_reserve(context)
     try:
         yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
             task_id=task_id, job_id=job_id, reason=reason))

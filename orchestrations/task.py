@@ -44,7 +44,8 @@ from gpu_batch.manifest import REASON_ACCOUNT_NOT_FOUND, REASON_AUTH
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import damaged_status, fan_in
-from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all
+from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all, note_actions,
+                                   spend_reserve)
 from orchestrations.shards import UNAVAILABLE_WAIT_S, outage_limit_s, round_events
 
 bp = df.Blueprint()
@@ -308,6 +309,9 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
     try:
         summary = yield from _run_task(context, data, job_id, started, pool_used, ended)
     except Exception as exc:
+        # the failure path's calls are never refused for the action budget (retries.ActionLedger): bounded by
+        # orchestrations.actions.task_end_actions, inside the room the budget leaves below the extension's limit
+        spend_reserve(context)
         error = _first_line(exc)
         if ended.get("job_error"):  # closed after the pool work, and that failed (_run_task): said after the cut.
             # Why: inside the failure (up to ~460 characters of the pool's or the worker's words when no image was
@@ -336,6 +340,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
         context.set_custom_status(fit(failed))
         yield from _tell(context, data, failed)
         raise
+    spend_reserve(context)  # word of the end goes out whatever the task's steps scheduled (retries.ActionLedger)
     yield from _tell(context, data, summary)
     return {"task_id": task_id, **summary}
 
@@ -433,6 +438,7 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     if data.get("run"):  # a run without an id waits for the plain names only (its API raises those)
         confirms.append(context.wait_for_external_event(c.run_event(c.CONFIRM_EVENT, data["run"])))
         cancels.append(context.wait_for_external_event(c.run_event(c.CANCEL_EVENT, data["run"])))
+    note_actions(context, 1, "the confirmation's timer")  # one timer: six days at most, the extension's one piece
     timer = context.create_timer(deadline)
     winner = yield context.task_any([*confirms, *cancels, timer])
     if winner in confirms:
@@ -624,6 +630,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         detecting["reused"] = sum(reuse["reused"])
     context.set_custom_status(noted(detecting))
     children = []
+    note_actions(context, len(groups), c.SHARDS_ORCHESTRATOR)  # one action each (retries.ActionLedger)
     for g, group in enumerate(groups):
         shards_input = c.ShardsInput(task_id=key, job_id=job_id, knobs=knobs.to_dict(),
                                      shards=[shard_id(i) for i in group], max_in_flight=shares[g],

@@ -27,7 +27,7 @@ What the Durable extension does for an out-of-process Python app, reduced to one
   and an SDK "duplicate completion" warning (a wrong task id) is an error, not a silent hang;
 * a custom status over the extension's 16 KB (``devhost.engine.custom_status_error``), which fails the orchestration
   on Azure, is an error too; so is an execution of more actions than host.json ``maxOrchestrationActions`` allows
-  (default 100,000; ``max_actions``).
+  (default 100,000; ``max_actions``); ``Run.actions`` says how many each execution scheduled.
 
 Each episode hands the SDK the whole history again, and ``HistoryEvent`` parses every event's timestamp with
 dateutil (~0.3 ms each: a shard group that retries through an outage, 414 episodes, parsed 86,000 of them, three
@@ -134,6 +134,8 @@ class Run:
     episodes: int = 0
     history_events: list[int] = field(default_factory=list)  # each execution's history at its end, closing included
     raised: list[tuple[str, Any]] = field(default_factory=list)  # the events the ``events`` script raised, in order
+    # each execution's actions, as the extension counts them against maxOrchestrationActions (``max_actions``)
+    actions: list[int] = field(default_factory=list)
 
     def calls(self, name: str) -> list[ActivityCall]:
         """Activity calls of one activity, first attempts and retries, in scheduling order."""
@@ -367,6 +369,8 @@ class Harness:
                 run.stored.append(custom if custom is not None or run.episodes > first_episode else carried)
             if state.get("error") or continued or state.get("isDone"):
                 run.history_events.append(len(history) + 2)  # + OrchestratorCompleted, ExecutionCompleted
+                # continue_as_new is no action the extension counts (it starts the count again)
+                run.actions.append(sum(1 for a in atomic if a.get("actionType") != h.CONTINUE_AS_NEW))
             if state.get("error"):
                 run.status, run.error = "Failed", str(state["error"])
                 return False, None, custom

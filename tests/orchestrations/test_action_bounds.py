@@ -1,0 +1,146 @@
+"""Actions per execution (devhost README row 47): ``orchestrations.actions``' bounds against the harness's count, and
+their value at the real limits against the Durable extension's ``maxOrchestrationActions`` (host.json, default
+100,000; ext ``ContextImplementations/DurableOrchestrationContext.cs`` ``IncrementActionsOrThrowException``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import contracts as c
+from core.fanin import SAFE_MAX_PARTS
+from core.settings import ACTION_BUDGET, MAX_BUSY_RETRY_ATTEMPTS, MAX_HISTORY_EVENTS, OrchestrationKnobs, Settings
+from devhost.hostjson import HostConfig
+from orchestrations.actions import call_actions, call_all_actions, shard_generation_actions, task_actions
+from orchestrations.retries import STORAGE_RETRY, call, call_all
+from orchestrations.shards import round_events, run_shards
+from orchestrations.task import task_orchestrator
+from tests.orchestrations.replay import Harness, Run
+from tests.orchestrations.test_shards_orchestrator import WorstRoundsPool, each_call_busy, outage_group
+from tests.orchestrations.test_task_orchestrator import REQUEST, TASK, activities
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+def failing_first(answer: Any, failures: int, error: type[Exception] = ConnectionError) -> Any:
+    """``answer``, with each call of each activity and payload failing ``failures`` times before it gets through
+    (a ``ConnectionError``: busy, ``orchestrations.retries.is_busy``). A payload's calls are counted as they are
+    delivered, so every member of a ``call_all`` round fails until its round ``failures + 1``: the worst case."""
+    seen: dict[str, int] = {}
+
+    def script(name: str, payload: Any) -> Any:
+        key = f"{name}:{json.dumps(payload, sort_keys=True)}"
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= failures:
+            raise error(f"{name} did not answer (call {seen[key]})")
+        return answer(name, payload)
+    return script
+
+
+MEMBERS = 3
+
+
+def steps(context: Any) -> Any:
+    """One ``call`` and one ``call_all`` over ``MEMBERS`` payloads."""
+    one = yield from call(context, "one", STORAGE_RETRY, {"n": -1})
+    many = yield from call_all(context, "many", [{"n": n} for n in range(MEMBERS)])
+    return [one, many]
+
+
+@pytest.mark.parametrize(("busy", "error"), [(4, ConnectionError), (0, ValueError), (6, ConnectionError)])
+def test_call_and_call_all_schedule_what_the_bounds_say_when_every_attempt_but_the_last_fails(
+        busy: int, error: type[Exception]) -> None:
+    """Every call of every round fails until the last attempt the policy allows (busy failures: the input's
+    ``busy_retry_attempts``; others: the policy's 3): the harness counts exactly ``call_actions`` +
+    ``call_all_actions``, so those cannot drift from ``orchestrations.retries``."""
+    most = max(STORAGE_RETRY.attempts, busy)
+    run = Harness(failing_first(lambda name, payload: payload["n"], most - 1, error)).run(
+        steps, {"busy_retry_attempts": busy})
+
+    assert run.status == "Completed", run.error
+    assert run.output == [-1, list(range(MEMBERS))]
+    assert len(run.calls("many")) == MEMBERS * most  # every member again in every round
+    assert run.actions == [call_actions(STORAGE_RETRY, busy) + call_all_actions(MEMBERS, STORAGE_RETRY, busy)]
+
+
+@pytest.mark.parametrize(("attempts", "threshold"), [(3, 200), (5, 500), (8, 700), (8, 2000)])
+def test_no_shard_group_generation_schedules_more_than_its_bound(attempts: int, threshold: int) -> None:
+    """The shard group's worst rounds (tests/orchestrations/test_shards_orchestrator.py ``WorstRoundsPool``: each
+    round makes all four pool calls, each failing busy until its last attempt): no generation schedules more than
+    ``shard_generation_actions``."""
+    shards = 8
+    run = outage_group(shards, each_call_busy(WorstRoundsPool(shards), attempts - 1),
+                       extra={"round_events": round_events(attempts)}, busy_retry_attempts=attempts,
+                       max_in_flight=3, history_events=threshold)
+
+    assert run.status == "Completed", run.error
+    bound = shard_generation_actions(threshold, round_events(attempts), attempts)
+    step = call_actions(STORAGE_RETRY, attempts)
+    assert max(run.actions) <= bound, (run.actions, bound)
+    if run.continued_as_new:  # a generation that went on as new comes within a round and a STOP_GROUPS of it
+        assert max(run.actions[:-1]) >= bound - (2 + 4 * step) - step, (run.actions, bound)
+
+
+BUDGET = 40  # actions: the task below reaches it in its merge, after its pool work
+
+
+def budget_task() -> c.TaskInput:
+    knobs = {**OrchestrationKnobs(busy_retry_attempts=4).to_dict(), "action_budget": BUDGET}
+    return {"task_id": TASK, "request": {**REQUEST, "notify_url": "https://hooks.example.org/trapbatch"},
+            "knobs": knobs}
+
+
+def budget_answers() -> Any:
+    answer = activities(images=25, shards=3)
+
+    def script(name: str, payload: Any) -> Any:
+        if name == c.NOTIFY:
+            return {"sent": True, "status_code": 200}
+        return answer(name, payload)
+    return script
+
+
+def test_a_task_past_its_action_budget_fails_itself_closing_up_and_telling_inside_the_bound() -> None:
+    """Every call fails busy three times before it gets through (4 busy attempts): the task's steps pass its
+    ``action_budget`` in the merge. It fails there itself, saying what to do, and still tells of its end (its
+    reserve), all within ``task_actions`` (the harness refuses more, as the extension would at its limit). Before the
+    budget it scheduled on until the extension failed it, in the shim, where no failure handling runs: no word."""
+    harness = Harness(failing_first(budget_answers(), 3), {c.SHARDS_ORCHESTRATOR: run_shards},
+                      max_actions=task_actions(BUDGET, 4))
+    run: Run = harness.run(task_orchestrator, budget_task(), instance_id=TASK)
+
+    assert run.status == "Failed"
+    assert "more than 40 actions in one execution" in run.custom_status["error"]
+    assert "post the same request again later" in run.custom_status["error"]
+    assert run.custom_status["stage"] == "failed"
+    assert run.calls(c.NOTIFY)[-1].result == {"sent": True, "status_code": 200}  # told, past the budget
+    assert len(run.actions) == 1 and BUDGET < run.actions[0] <= task_actions(BUDGET, 4)
+    assert run.calls(c.CLOSE_JOB)  # closed after the pool work, before the merge
+
+
+def test_the_bounds_at_the_real_limits_stay_under_the_extensions_limit() -> None:
+    """At ``core.settings.MAX_BUSY_RETRY_ATTEMPTS`` (20) and ``MAX_HISTORY_EVENTS``, with every retry spent: the task
+    orchestrator (any size: its budget, ``ACTION_BUDGET``, then its end) and a shard group's generation stay under
+    host.json's ``maxOrchestrationActions`` (the extension's 100,000 where host.json sets none) with a margin. Without
+    the budget they would not: the merge's six fan-outs over ``SAFE_MAX_PARTS`` parts alone pass it."""
+    limit = HostConfig.from_dict(json.loads((ROOT / "host.json").read_text())).max_orchestration_actions
+    assert limit == 100_000
+    assert Settings.from_env(ENV).knobs.action_budget == ACTION_BUDGET
+    busy = MAX_BUSY_RETRY_ATTEMPTS
+    assert task_actions(ACTION_BUDGET, busy) <= 0.95 * limit
+    assert shard_generation_actions(MAX_HISTORY_EVENTS, round_events(busy), busy) <= 0.3 * limit
+    assert 6 * call_all_actions(SAFE_MAX_PARTS, STORAGE_RETRY, busy) > limit  # why the budget
+
+
+def test_history_events_past_their_maximum_are_refused() -> None:
+    """A generation schedules about a quarter of its history's events as actions: above ``MAX_HISTORY_EVENTS`` one
+    could pass the extension's limit (``shard_generation_actions``), so the setting stops the app instead."""
+    from core.errors import ConfigError
+
+    assert Settings.from_env({**ENV, "TRAPBATCH_HISTORY_EVENTS": str(MAX_HISTORY_EVENTS)}).knobs.history_events \
+        == MAX_HISTORY_EVENTS
+    with pytest.raises(ConfigError, match="above the maximum 100000"):
+        Settings.from_env({**ENV, "TRAPBATCH_HISTORY_EVENTS": str(MAX_HISTORY_EVENTS + 1)})
