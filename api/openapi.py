@@ -298,6 +298,24 @@ def _task_status_fields() -> dict[str, Any]:
     }
 
 
+def _liveness(where: str = "") -> dict[str, Any]:
+    """``updated`` and ``stalled`` (api.starters ``_add_liveness``, core.stall), of a task's status and its list row."""
+    return {
+        "updated": {"type": "string", "format": "date-time", "description": "when the task last changed: its "
+                    "orchestration's lastUpdatedTime, which the platform records at each of its steps" + where},
+        "stalled": {"type": "object", "description": "a running task that has not changed for longer than any wait "
+                    "of its stage explains (two activity timeouts, the stage's longest durable timer, 15 minutes; "
+                    "awaiting_confirmation: its confirmation deadline; detecting: its shard groups' longest poll "
+                    "delay): on Azure an action the Durable extension refuses is dropped without failing the task, "
+                    "which would stay running for ever. since: the last change; seconds: how long ago; "
+                    "limit_seconds: the stage's bound; hint: what to do (the app's logs, terminate through the "
+                    "Durable management API, post the same request again to resume). Absent: it moves, or it ended",
+                    "required": ["since", "seconds", "limit_seconds", "hint"], "properties": {
+                        "since": {"type": "string", "format": "date-time"},
+                        "seconds": {"type": "integer", "minimum": 0},
+                        "limit_seconds": {"type": "integer", "minimum": 0}, "hint": {"type": "string"}}}}
+
+
 def _damaged() -> dict[str, Any]:
     """The photos cut short (core.contracts.TaskStatus.damaged; a removal's is the task's)."""
     return {"type": "object", "description": "photos cut short (JPEGs without their end-of-image marker: power lost "
@@ -631,13 +649,17 @@ def description(base_url: str = "") -> dict[str, Any]:
                                            "Durable runtime status (Running, Completed, Failed, Terminated...)"},
                         "images": {"type": ["integer", "null"]}, "created": {"type": ["string", "null"]},
                         "request_name": {"type": "string", "description": "the request's label (empty: none)"},
-                        "status_url": {"type": "string"}, "owner": {"type": "string"}}}}}},
+                        "status_url": {"type": "string"}, "owner": {"type": "string"},
+                        **_liveness("; absent for a task detecting, whose shard groups are what moves and are not "
+                                    "read for the list (GET /api/tasks/{id} says)")}}}}},
                 "TaskStatus": {"type": "object", "required": ["id", "runtime_status", "stage"], "properties": {
                     "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "runtime_status": {"type": "string"},
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
                     **_task_status_fields(),
+                    **_liveness("; while detecting, the newest of it and its shard groups' (the task waits on "
+                                "them)"),
                     "waiting": {"type": "object", "description": "a step of the task (or of one of its shard groups) "
                                 "waiting out a busy storage account or Batch service (or a pool job disabled outside "
                                 "trapbatch) before it is tried again "

@@ -8,7 +8,8 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
     POST /api/tasks                 start (or find) a task          202 {id, status_url, ...}
                                     ("rerun": true: run a finished task again as a new generation; 409 while it runs)
     GET  /api/tasks                 the tasks this app knows, newest first (?limit=N, default 50)
-    GET  /api/tasks/{id}            stage, counts, progress, ETA    200
+    GET  /api/tasks/{id}            stage, counts, progress, ETA, when it last changed (``updated``), and whether it
+                                    stalled (``stalled``: core.stall)    200
     GET  /api/tasks/{id}/results    where the results and previews are (409 while running, except a re-run: the
                                     previous generation's until the re-run completes; adapters.generations)
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
@@ -63,7 +64,8 @@ from core.failures import failures_without_secrets
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TaskRequest, check_repeat_removal, parse_json_body,
                            parse_repeat_removal, parse_task_request, same_storage_account)
-from core.settings import Settings, caller_auth_mode, drop_trigger_source, own_container_reason
+from core.settings import OrchestrationKnobs, Settings, caller_auth_mode, drop_trigger_source, own_container_reason
+from core.stall import stalled
 from gpu_batch import layout
 from gpu_batch.models import (BLOB_SCHEME, canonical_name, known_model, known_names, split_blob_model,
                               unsupported_reason)
@@ -665,7 +667,9 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
 @http_edge
 async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Tasks only (not their shard-group or repeat-removal orchestrations), newest first; a caller's own only
-    (operators: all)."""
+    (operators: all). Each with ``updated`` and, if so, ``stalled`` (``_add_liveness``), but for a task detecting:
+    its own orchestration waits on its shard groups without an update, and their times are not read here (one more
+    listing per task): ``GET /api/tasks/{id}`` says whether it moves."""
     caller = request_caller(req)
     try:
         limit = int(req.params.get("limit", str(c.TASK_LIST_LIMIT)))
@@ -702,6 +706,8 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
                      "request_name": str(request.get("request_name") or ""),
                      "status_url": f"{base}/api/tasks/{task_id}", **({"owner": owner} if owner else {})})
+        if rows[-1]["stage"] != Stage.detecting:  # its groups are what moves, not read for the list: GET the task
+            _add_liveness(rows[-1], runtime, _updated_time(status), started)
     rows.sort(key=lambda r: r["created"] or "", reverse=True)
     return _json(200, {"tasks": rows[:limit], "total": len(listed) if caller.operator else len(rows)})
 
@@ -748,7 +754,8 @@ ENDED_RUNTIMES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 
 
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int, run: str = ""
-                          ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int, int]:
+                          ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int, int,
+                                     datetime | None]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
 
     Why a query by id prefix rather than one status read per group: each read cost a round trip (~12.5 ms per group
@@ -766,6 +773,11 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     Terminated, Canceled), so will never show counts: a group that failed or was terminated before its status was
     stored. Such groups count nothing: their images are neither done nor missing, only not known; those ended are not
     "starting", as the answer said of every group without counts before.
+
+    Last, the newest ``lastUpdatedTime`` of the run's groups (None: none listed with one), from the same listing: the
+    task orchestration has no episode while its groups poll (it waits on them all), so whether the task still moves
+    is read from them (``core.stall``). Every group of the run counts, with or without a status: a group whose
+    status was never stored still records its episodes, and one that ended keeps its last.
     """
     wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
     prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
@@ -774,10 +786,12 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     unreachable: dict[str, Any] | None = None
     counted: set[str] = set()  # distinct ids: a group listed twice is one group
     ended: set[str] = set()  # listed without a status, and ended: it will not show counts
+    newest: datetime | None = None
     for child in await _all_instances(client, prefix, show_input=False):
         child_id = str(getattr(child, "instance_id", "") or "")
         if child_id not in wanted:
             continue
+        newest = _later(newest, _updated_time(child))
         status = getattr(child, "custom_status", None)
         if not isinstance(status, dict):
             if _runtime(child) in ENDED_RUNTIMES:
@@ -792,7 +806,21 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
             waiting = status[c.WAITING_KEY]
         if isinstance(status.get(c.UNREACHABLE_KEY), dict):
             unreachable = _merge_unreachable(unreachable, status[c.UNREACHABLE_KEY])
-    return totals, waiting, unreachable, len(wanted - counted - ended), len(ended - counted)
+    return totals, waiting, unreachable, len(wanted - counted - ended), len(ended - counted), newest
+
+
+def _updated_time(status: Any) -> datetime | None:
+    """An instance's ``lastUpdatedTime`` (the SDK's ``last_updated_time``), timezone-aware (UTC), or None. The
+    extension answers it as ``...Z`` (devhost README, fidelity row 34), which the SDK parses aware; a naive one (a
+    stand-in's) is taken as UTC."""
+    when = getattr(status, "last_updated_time", None)
+    if not isinstance(when, datetime):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _merge_unreachable(so_far: dict[str, Any] | None, note: dict[str, Any]) -> dict[str, Any]:
@@ -847,9 +875,11 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
                            **{k: v for k, v in custom.items() if k != "stage"}}
     if runtime == "Failed":
         out["error"] = failure_message(str(custom.get("error") or status.output or ""))
+    updated = _updated_time(status)
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress, waiting, unreachable, unknown, silent = await _child_progress(
+        progress, waiting, unreachable, unknown, silent, groups_updated = await _child_progress(
             client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""))
+        updated = _later(updated, groups_updated)  # the task waits on its groups: they are what moves
         if unknown:  # starting (no status stored yet): in none of the counts, not lost
             out["groups_unknown"] = unknown
         if silent:  # ended before a status was stored: in none of the counts, and never will be
@@ -878,7 +908,28 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
             out["eta_seconds"] = eta
     elif out["stage"] in FINISHED:
         out["progress"] = 1.0
-    return out, (_task_input(status) if with_input else {})
+    started = _task_input(status) if with_input else {}
+    _add_liveness(out, runtime, updated, started)
+    return out, started
+
+
+def _add_liveness(out: dict[str, Any], runtime: str | None, updated: datetime | None,
+                  started: dict[str, Any]) -> None:
+    """``updated``: when the task last changed (its orchestration's ``lastUpdatedTime``; while detecting, the newest of
+    it and its shard groups'), and, while it runs, ``stalled`` once that is longer ago than any of the stage's waits
+    explains (``core.stall``: on Azure a task whose action the extension dropped stays Running for ever, failing
+    nothing). Judged only with the task's input read (``started``, GET /api/tasks/{id}): its bounds are the knobs
+    snapshotted there (``poll_max_s``, ``confirm_timeout_s``), not the app's settings of today."""
+    if updated is None:
+        return
+    out["updated"] = updated.isoformat()
+    knobs = started.get("knobs")
+    if runtime not in ACTIVE or not isinstance(knobs, dict):
+        return
+    note = stalled(str(out["stage"]), str(out["id"]), datetime.now(timezone.utc), updated,
+                   OrchestrationKnobs.from_dict(knobs))
+    if note is not None:
+        out["stalled"] = note
 
 
 @bp.route(route="tasks/{task_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -331,5 +331,5 @@ def test_a_group_listed_twice_is_counted_once_among_the_known_groups() -> None:
         return listed
 
     with mock.patch.object(starters, "_all_instances", instances):
-        _, _, _, unknown, ended = asyncio.run(starters._child_progress(mock.Mock(), TASK, 2))
+        _, _, _, unknown, ended, _ = asyncio.run(starters._child_progress(mock.Mock(), TASK, 2))
     assert unknown == 1 and ended == 0

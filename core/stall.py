@@ -1,0 +1,105 @@
+"""Whether a running task has stalled: no change of its orchestration for longer than any of its waits explains.
+
+Why: on Azure an action the Durable extension refuses (an activity the app does not have, one action past
+``maxOrchestrationActions``, a retry interval over six days, a sub-orchestration id it rejects) is dropped without a
+trace, and the instance stays Running for ever with no failure recorded (``OutOfProcOrchestrationShim``
+``ProcessAsyncActionsV2`` swallows the faulted call; devhost README, fidelity rows 45 and 47). A lost message or a
+platform bug ends the same way. trapbatch guards against the known causes (``tests/unit/test_registered_functions.py``,
+``core.fanin.SAFE_MAX_PARTS``), but whatever the cause, a task that never moves again must not show "running" for ever
+with nothing said: ``GET /api/tasks/{id}`` adds ``stalled`` (this module), with what to do.
+
+The clock read is the orchestration's ``lastUpdatedTime``: the Azure Storage provider writes it at every episode, as
+the last new event's time (dtfx ``DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs`` ``UpdateStateAsync``:
+``["LastUpdatedTime"] = newEvents.Last().Timestamp``; devhost does the same, fidelity row 34). An orchestration gets an
+episode whenever an activity, a timer or a sub-orchestration it waits on ends, so the longest a healthy one goes
+without an update is bounded by the code (``quiet_limit_s``): the longest activity (host.json ``functionTimeout``;
+twice, for one attempt lost with its host, whose message comes back after the work-item queue's visibility timeout
+and runs again), plus the longest durable timer the stage sets, plus ``SLACK_S`` for queues and scale-out.
+The bounds of the orchestrators (``orchestrations/``, which core may not import) are mirrored here and pinned to them by
+``tests/unit/test_stall.py``. Pure: no clock of its own (``now`` is passed), no I/O.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from core.contracts import Stage
+from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
+
+# host.json ``functionTimeout`` (00:30:00): the longest one activity runs on Azure (test_stall pins it to host.json)
+FUNCTION_TIMEOUT_S = 30 * 60
+# orchestrations.retries.BUSY_MAX_DELAY_S: the longest timer before a busy step is called again (every stage's steps)
+BUSY_MAX_DELAY_S = 300.0
+# the longest timer of orchestrations.task.NOTIFY_RETRY (30 s doubling, 6 attempts: 480 s), while a task that has
+# ended tells of its end (the notification, the Event Grid event): its stage is final, its runtime still Running
+NOTIFY_MAX_DELAY_S = 480.0
+# what no bound covers: control and work-item queues polled every few seconds (host.json maxQueuePollingInterval 10 s)
+# and a scale-out under load; generous, since calling a task that moves "stalled" sends a person to terminate it
+SLACK_S = 15 * 60.0
+
+# Stages whose work is done and whose run only tells of its end (orchestrations.task ``_tell``) while Running
+_TELLING = frozenset({Stage.completed, Stage.completed_with_errors, Stage.failed, Stage.cancelled, Stage.expired,
+                      Stage.estimated})
+
+
+def longest_wait_s(stage: str, knobs: OrchestrationKnobs) -> float | None:
+    """The longest durable timer a task's orchestrations set in ``stage`` (None: a stage a task never shows while it
+    runs, such as ``terminated``, which is judged never).
+
+    * ``starting`` (no episode yet), ``enumerating``, ``merging``, ``publishing``: a busy step's retry,
+      ``BUSY_MAX_DELAY_S`` (the other retries wait seconds).
+    * ``awaiting_confirmation``: the confirmation wait, ``confirm_timeout_s`` up to ``CONFIRM_TIMEOUT_MAX_S`` (six
+      days): a task waiting for a person until its deadline is not stalled; past it, it should have ended ``expired``.
+    * ``detecting``: the shard groups' poll delay, which doubles up to ``poll_max_s``, or a busy retry. A group waiting
+      out an outage (``orchestrations.shards`` "Outages") or a worker's exit 69 back-off goes on polling at that delay,
+      so its updates go on too: that is judged by the groups' newest update (``api.starters._child_progress``).
+    * a finished stage while still Running (telling of its end): the notification's retries, ``NOTIFY_MAX_DELAY_S``.
+    """
+    if stage in (Stage.starting, Stage.enumerating, Stage.merging, Stage.publishing):
+        return BUSY_MAX_DELAY_S
+    if stage == Stage.awaiting_confirmation:
+        return max(float(min(knobs.confirm_timeout_s, CONFIRM_TIMEOUT_MAX_S)), BUSY_MAX_DELAY_S)
+    if stage == Stage.detecting:
+        return max(float(knobs.poll_max_s), BUSY_MAX_DELAY_S)
+    if stage in _TELLING:
+        return max(NOTIFY_MAX_DELAY_S, BUSY_MAX_DELAY_S)
+    return None
+
+
+def quiet_limit_s(stage: str, knobs: OrchestrationKnobs) -> float | None:
+    """How long a running task in ``stage`` may go without an update before it is called stalled (None: never):
+    the stage's longest timer, two activities' ``functionTimeout`` and ``SLACK_S`` (the module docstring says why)."""
+    wait = longest_wait_s(stage, knobs)
+    return None if wait is None else wait + 2 * FUNCTION_TIMEOUT_S + SLACK_S
+
+
+def stalled(stage: str, task_id: str, now: datetime, updated: datetime | None,
+            knobs: OrchestrationKnobs) -> dict[str, Any] | None:
+    """The status's ``stalled`` for a RUNNING task (the caller checks the runtime status), or None: not stalled, or
+    not known (no update time, or a stage never judged). ``updated``: the task orchestration's last update, or in
+    ``detecting`` the newest of it and its shard groups'. Past ``quiet_limit_s``: ``since`` (the last update),
+    ``seconds`` without one, ``limit_seconds`` (the stage's bound) and ``hint``, what the operator does."""
+    limit = quiet_limit_s(stage, knobs)
+    if updated is None or limit is None:
+        return None
+    quiet = (now - updated).total_seconds()
+    if quiet <= limit:
+        return None
+    return {"since": updated.isoformat(), "seconds": int(quiet), "limit_seconds": int(limit),
+            "hint": stalled_hint(task_id, stage, quiet, limit)}
+
+
+def stalled_hint(task_id: str, stage: str, quiet_s: float, limit_s: float) -> str:
+    """What to do about a stalled task. Why these steps: nothing in the platform will end such an instance (the
+    extension records no failure for an action it dropped, and logs none either: devhost README row 45), so a person
+    looks for the cause, then terminates the run and posts the request again, which resumes it (README, "a failed or
+    terminated task also starts again without it, resuming from the results its attempts already wrote"; the new run
+    first ends the terminated run's shard groups and pool job)."""
+    return (f"the task's orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any wait of stage "
+            f"{stage} explains ({limit_s / 3600:.1f} hours at most), so it may never move again: on Azure an action "
+            "the Durable extension refuses is dropped without failing the task or logging it. Look in the function "
+            f"app's logs (Application Insights traces mentioning {task_id}) for the last step it took and any error; "
+            "then terminate it through the Durable management API (POST /runtime/webhooks/durabletask/instances/"
+            f"{task_id}/terminate?reason=stalled&code=<the durabletask_extension system key>) and post the same "
+            "request again, without \"rerun\" or \"only_new\", which resumes it from the results its pool tasks "
+            "already wrote")

@@ -1,0 +1,206 @@
+"""A running task that no longer moves is said to be stalled, with what to do; one that waits as it should is not.
+
+Why: on Azure an action the Durable extension refuses is dropped without failing the instance (devhost README rows
+45 and 47), so such a task showed "running" for ever. ``core.stall`` judges by the orchestration's
+``lastUpdatedTime`` (dtfx ``AzureTableTrackingStore.UpdateStateAsync`` writes it at every episode) against the longest
+wait the stage's code has; ``GET /api/tasks/{id}`` answers ``updated`` and ``stalled``. The API tests drive the SDK's
+real client (its status parsing included) with the management API's answers as the extension gives them.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from api import starters
+from core import stall
+from core.contracts import Stage
+from core.ids import shards_instance_id
+from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
+from tests.unit.test_task_hub_unavailable import Hub
+
+ROOT = Path(__file__).resolve().parents[2]
+TASK = "task-0123456789abcdef0123"
+NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=timezone.utc)
+KNOBS = OrchestrationKnobs()
+
+
+# ---------------------------------------------------------------- the bounds are the code's own
+
+
+def test_the_function_timeout_is_host_jsons() -> None:
+    hours, minutes, seconds = (int(x) for x in json.loads((ROOT / "host.json").read_text())["functionTimeout"]
+                               .split(":"))
+    assert stall.FUNCTION_TIMEOUT_S == hours * 3600 + minutes * 60 + seconds
+
+
+def test_the_longest_timers_are_the_orchestrators_own() -> None:
+    from orchestrations import retries, task
+
+    assert stall.BUSY_MAX_DELAY_S == retries.BUSY_MAX_DELAY_S
+    policy = task.NOTIFY_RETRY
+    assert stall.NOTIFY_MAX_DELAY_S == max(policy.delay_s(n) for n in range(1, policy.attempts))
+
+
+def test_the_task_orchestrator_sets_no_timer_the_bounds_do_not_know() -> None:
+    """Every durable timer of the task and shard-group orchestrators (the confirmation wait, busy and plain retries,
+    the groups' polls): a new one must be added to ``core.stall.longest_wait_s`` too, or a task waiting on it would
+    be called stalled."""
+    timers = {p.name: len(re.findall(r"create_timer\(", p.read_text())) for p in (ROOT / "orchestrations").glob("*.py")}
+    # expiry.py is its own orchestration (the previews' expiry), never the task's
+    assert {k: v for k, v in timers.items() if v} == {"task.py": 1, "retries.py": 2, "shards.py": 1, "expiry.py": 1}
+
+
+# ---------------------------------------------------------------- the pure judgement, at its boundaries
+
+
+@pytest.mark.parametrize("stage", [Stage.starting, Stage.enumerating, Stage.merging, Stage.publishing])
+def test_a_working_stage_is_stalled_just_past_two_activity_timeouts_a_busy_retry_and_the_slack(stage: str) -> None:
+    limit = stall.BUSY_MAX_DELAY_S + 2 * stall.FUNCTION_TIMEOUT_S + stall.SLACK_S
+    assert stall.quiet_limit_s(stage, KNOBS) == limit
+    assert stall.stalled(stage, TASK, NOW, NOW - timedelta(seconds=limit), KNOBS) is None
+    note = stall.stalled(stage, TASK, NOW, NOW - timedelta(seconds=limit + 1), KNOBS)
+    assert note is not None
+    assert note["since"] == (NOW - timedelta(seconds=limit + 1)).isoformat()
+    assert note["seconds"] == int(limit + 1) and note["limit_seconds"] == int(limit)
+    assert f"/runtime/webhooks/durabletask/instances/{TASK}/terminate" in note["hint"]
+    assert "post the same request again, without \"rerun\" or \"only_new\", which resumes it" in note["hint"]
+    assert TASK in note["hint"].split("terminate it")[0]  # the logs to search name the task
+
+
+def test_a_task_awaiting_confirmation_is_not_stalled_before_its_deadline() -> None:
+    knobs = OrchestrationKnobs(confirm_timeout_s=86400)
+    rest = 2 * stall.FUNCTION_TIMEOUT_S + stall.SLACK_S
+    assert stall.stalled(Stage.awaiting_confirmation, TASK, NOW, NOW - timedelta(seconds=86400 + rest), knobs) is None
+    assert stall.stalled(Stage.awaiting_confirmation, TASK, NOW, NOW - timedelta(seconds=86401 + rest), knobs)
+    # the default waits six days, the longest timer: five days without a word is a person not yet deciding
+    assert stall.stalled(Stage.awaiting_confirmation, TASK, NOW, NOW - timedelta(days=5), KNOBS) is None
+    assert stall.quiet_limit_s(Stage.awaiting_confirmation, OrchestrationKnobs(confirm_timeout_s=10 ** 9)) == \
+        CONFIRM_TIMEOUT_MAX_S + rest  # the wait is cut at six days (orchestrations.task _confirmed)
+
+
+def test_detecting_allows_the_groups_longest_poll_delay() -> None:
+    rest = 2 * stall.FUNCTION_TIMEOUT_S + stall.SLACK_S
+    slow = OrchestrationKnobs(poll_min_s=600.0, poll_max_s=7200.0)
+    assert stall.quiet_limit_s(Stage.detecting, slow) == 7200.0 + rest
+    assert stall.stalled(Stage.detecting, TASK, NOW, NOW - timedelta(seconds=7200 + rest), slow) is None
+    assert stall.stalled(Stage.detecting, TASK, NOW, NOW - timedelta(seconds=7201 + rest), slow) is not None
+    assert stall.quiet_limit_s(Stage.detecting, KNOBS) == stall.BUSY_MAX_DELAY_S + rest  # 300 s either way
+
+
+def test_a_finished_stage_still_running_allows_the_notifications_retries() -> None:
+    rest = 2 * stall.FUNCTION_TIMEOUT_S + stall.SLACK_S
+    for stage in (Stage.completed, Stage.failed, Stage.cancelled, Stage.expired):
+        assert stall.quiet_limit_s(stage, KNOBS) == stall.NOTIFY_MAX_DELAY_S + rest
+
+
+def test_no_update_time_or_a_stage_never_running_is_never_judged() -> None:
+    assert stall.stalled(Stage.enumerating, TASK, NOW, None, KNOBS) is None
+    assert stall.stalled(Stage.terminated, TASK, NOW, NOW - timedelta(days=30), KNOBS) is None
+    assert stall.stalled("no-such-stage", TASK, NOW, NOW - timedelta(days=30), KNOBS) is None
+
+
+# ---------------------------------------------------------------- GET /api/tasks/{id}
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")  # as the extension answers it: whole seconds (devhost row 34)
+
+
+def _get(hub: Hub) -> dict[str, Any]:
+    handler = starters.get_task._function.get_user_function().__wrapped__  # http_edge(get_task), no binding
+    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}", body=b"", route_params={"task_id": TASK})
+    response = asyncio.run(handler(req, hub))
+    body: dict[str, Any] = json.loads(response.get_body())
+    assert response.status_code == 200, body
+    return body
+
+
+def _running(custom: dict[str, Any], updated: datetime, runtime: str = "Running") -> Hub:
+    return Hub((202, {"name": "task_orchestrator", "instanceId": TASK, "runtimeStatus": runtime,
+                      "createdTime": "2026-01-01T00:00:00Z", "lastUpdatedTime": _stamp(updated),
+                      "input": json.dumps({"task_id": TASK, "run": "r1", "request": {},
+                                           "knobs": OrchestrationKnobs().to_dict()}),
+                      "output": None, "customStatus": custom}))
+
+
+def test_the_answer_says_when_the_task_last_changed_and_that_it_stalled() -> None:
+    """Before: the answer had neither; a task whose orchestration the extension left Running for ever showed
+    "enumerating" for ever, with nothing to tell a person to act."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    quiet = now - timedelta(hours=3)
+    shown = _get(_running({"stage": Stage.enumerating}, quiet))
+    assert shown["updated"] == quiet.isoformat()
+    assert shown["stalled"]["since"] == quiet.isoformat()
+    assert shown["stalled"]["seconds"] >= 3 * 3600
+    assert f"instances/{TASK}/terminate" in shown["stalled"]["hint"]
+
+    fresh = now - timedelta(minutes=1)
+    shown = _get(_running({"stage": Stage.enumerating}, fresh))
+    assert shown["updated"] == fresh.isoformat() and "stalled" not in shown
+
+
+def test_an_ended_task_or_one_awaiting_its_confirmation_is_not_stalled() -> None:
+    long_ago = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=2)
+    shown = _get(_running({"stage": Stage.completed}, long_ago, runtime="Completed"))
+    assert shown["updated"] == long_ago.isoformat() and "stalled" not in shown
+    shown = _get(_running({"stage": Stage.awaiting_confirmation, "images": 10}, long_ago))
+    assert "stalled" not in shown
+
+
+def test_a_detecting_task_moves_with_its_shard_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task orchestration has no episode while it waits on its groups: their newest update is the task's, from the
+    one listing the progress already reads; a group without a status counts too. All groups quiet: stalled."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    task_quiet = now - timedelta(hours=5)
+    group_times = [now - timedelta(hours=5), now - timedelta(minutes=2)]
+
+    async def instances(*args: Any, **kwargs: Any) -> list[Any]:
+        statuses: list[Any] = [None, {"stage": "detecting", "images_done": 3, "images_progress": 3}]
+        return [SimpleNamespace(instance_id=shards_instance_id(TASK, g), custom_status=statuses[g],
+                                runtime_status=SimpleNamespace(value="Running"), last_updated_time=group_times[g])
+                for g in range(2)]
+
+    monkeypatch.setattr(starters, "_all_instances", instances)
+    custom = {"stage": Stage.detecting, "groups": 2, "images": 10, "shards": 2}
+    shown = _get(_running(custom, task_quiet))
+    assert shown["updated"] == group_times[1].isoformat() and "stalled" not in shown
+
+    group_times[1] = now - timedelta(hours=4)  # the last group went quiet too
+    shown = _get(_running(custom, task_quiet))
+    assert shown["updated"] == group_times[1].isoformat()
+    assert shown["stalled"]["since"] == group_times[1].isoformat()
+
+    group_times[:] = [now - timedelta(hours=6), now - timedelta(hours=6)]  # the task's own is the newer
+    assert _get(_running(custom, task_quiet))["updated"] == task_quiet.isoformat()
+
+
+def test_the_task_list_says_it_too_but_for_a_task_detecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list row carries the task orchestration's own ``updated`` and ``stalled``; a row detecting carries neither:
+    its shard groups are what moves, and the list reads none of them (GET /api/tasks/{id} does)."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    quiet = now - timedelta(hours=3)
+    ids = [f"task-{n:020x}" for n in (1, 2)]
+    stages = {ids[0]: Stage.merging, ids[1]: Stage.detecting}
+
+    async def instances(*args: Any, **kwargs: Any) -> list[Any]:
+        return [SimpleNamespace(instance_id=i, custom_status={"stage": stages[i]}, created_time=quiet,
+                                runtime_status=SimpleNamespace(value="Running"), last_updated_time=quiet) for i in ids]
+
+    async def inputs(client: Any, task_ids: list[str], timeout_s: float = 0) -> list[dict[str, Any]]:
+        return [{"task_id": i, "request": {}, "knobs": OrchestrationKnobs().to_dict()} for i in task_ids]
+
+    monkeypatch.setattr(starters, "_all_instances", instances)
+    monkeypatch.setattr(starters, "_task_inputs", inputs)
+    handler = starters.list_tasks._function.get_user_function().__wrapped__
+    response = asyncio.run(handler(func.HttpRequest("GET", "http://h/api/tasks", body=b""), Hub((200, []))))
+    rows = {row["id"]: row for row in json.loads(response.get_body())["tasks"]}
+    assert rows[ids[0]]["updated"] == quiet.isoformat() and rows[ids[0]]["stalled"]["since"] == quiet.isoformat()
+    assert "updated" not in rows[ids[1]] and "stalled" not in rows[ids[1]]
