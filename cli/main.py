@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 from cli import config as cfg
 from cli import interrupted as stop
@@ -313,6 +314,14 @@ def _summary(st: dict[str, Any]) -> None:
     for k in keys:
         if st.get(k) not in (None, ""):
             table.add_row(k, escape(printable(str(st[k]))))  # "error" is a service's text: its [words], no ESC
+    if st.get("updated") and not is_final(st):  # when it last moved (while detecting: its newest shard group)
+        table.add_row("updated", escape(printable(str(st["updated"]))))
+    stalled = st.get("stalled")
+    if isinstance(stalled, dict):  # running, and no change for longer than its stage's waits explain (core.stall)
+        table.add_row("STALLED", escape(printable(f"no change since {stalled.get('since', '?')} "
+                                                  f"({int(stalled.get('seconds') or 0) // 60} minutes)")))
+        # folded, not cut with "…": the hint's terminate URL is copied whole
+        table.add_row("next", Text(printable(in_cli_words(str(stalled.get("hint") or ""))), overflow="fold"))
     if waiting_note(st):
         table.add_row("waiting", escape(waiting_note(st).removeprefix("; waiting for ")))  # a service's [words]
     if isinstance(st.get("groups_unknown"), int) and st["groups_unknown"] > 0:  # not in any count yet (api.starters)
@@ -953,6 +962,10 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
     # wraps instead, in what room is left (no borders: at 80 columns, a row fits with a name of 15 characters); with
     # too little room for a name column (a 21-letter stage at 80 columns) it goes under its id
     created = [short_time(str(row.get("created") or "")) for row in tasks]
+    # a running task the app judged stalled (``stalled``: no change for longer than its stage's waits explain) says
+    # so beside its stage: it never ends by itself ('trapbatch status <id>' says what to do)
+    tasks = [{**row, "stage": f"{row.get('stage')} STALLED"} if isinstance(row.get("stalled"), dict) else row
+             for row in tasks]
     widest = {key: max([len(str(row.get(key) or "")) for row in tasks] + [len(key)])
               for key in ("id", "stage", "images")}
     when_w = max([len(c) for c in created] + [7])

@@ -145,11 +145,25 @@ def unreachable_note(st: dict[str, Any], check: bool = True) -> str:
     return printable(line + (f"; check {note['check']}" if check and note.get("check") else ""))
 
 
+def stalled_note(st: dict[str, Any]) -> str:
+    """``; STALLED: ...`` when the app judged the running task stalled (the status's ``stalled``, ``core.stall``: no
+    change for longer than any wait of its stage explains; on Azure such a task never ends by itself), else "".
+    Short, and the same from poll to poll (the last change's time, not the seconds since), so that ``watch --plain``,
+    which prints a line when it changes, says it once; ``trapbatch status`` shows what to do."""
+    note = st.get("stalled")
+    if not isinstance(note, dict):
+        return ""
+    return printable(f"; STALLED: no change since {note.get('since', '?')}, longer than any wait of its stage "
+                     f"explains; 'trapbatch status {st.get('id', 'ID')}' says what to do")
+
+
 def progress_line(st: dict[str, Any]) -> str:
     """One line for a status: the stage, and while detecting the counts, rate and ETA; a step waiting out a busy
-    service says so, and shards waiting out worker exits 69 why. Control characters escaped (``printable``): a failed
-    task's ``error`` is an activity's exception, a service's text, and ``watch`` echoes the line with ``click.echo``."""
-    return printable(_progress_line(st)) + waiting_note(st) + unreachable_note(st)  # a failed task's error: SDK text
+    service says so, and shards waiting out worker exits 69 why; a task the app judged stalled says so. Control
+    characters escaped (``printable``): a failed task's ``error`` is an activity's exception, a service's text, and
+    ``watch`` echoes the line with ``click.echo``."""
+    return (printable(_progress_line(st)) + waiting_note(st) + unreachable_note(st)  # a failed task's error: SDK text
+            + stalled_note(st))
 
 
 def _waiting(st: dict[str, Any]) -> str:
@@ -235,9 +249,13 @@ class BarReporter:
         self.bar = self.progress.add_task(task_id, total=None, rate="", eta="-", shards="")
         self.progress.start()
         self.said_waiting = False
+        self.said_stalled = ""  # the last change's time of the stall said (said again for another)
 
     def __call__(self, st: dict[str, Any]) -> None:
         stage = str(st.get("stage", "?"))
+        if stalled_note(st) and stalled_note(st) != self.said_stalled:  # once, above the bar: it never ends by itself
+            self.progress.console.print(escape(stalled_note(st).removeprefix("; ")))
+            self.said_stalled = stalled_note(st)
         if stage == Stage.awaiting_confirmation and st.get("confirmed"):  # confirmed a moment ago: it moves on
             stage = "confirmed"
         if stage == Stage.awaiting_confirmation and not self.said_waiting:  # once, above the bar

@@ -3314,3 +3314,56 @@ def test_the_summary_says_shard_groups_that_ended_without_counts_are_not_startin
               "groups_ended_without_counts": 3})
     out = " ".join(capsys.readouterr().out.split())
     assert "3 shard groups ended" in out and "not reporting yet" not in out
+
+
+def test_status_watch_and_list_say_a_stalled_task_and_what_to_do(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The status's ``stalled`` (core.stall: a running task with no change for longer than its stage's waits explain,
+    which on Azure never ends by itself): ``trapbatch status`` says since when and the app's hint in the CLI's words;
+    ``watch``'s line says it once (the same from poll to poll), and its bar above the bar; ``list`` beside the stage.
+    Before, each showed the stage alone, "enumerating" for ever."""
+    import io
+
+    import cli.main as cli_main
+    from cli.main import _summary
+    from cli.progress import BarReporter, LineReporter
+    from core.stall import stalled_hint
+
+    since = "2026-12-05T15:00:00+00:00"
+    st = {"id": T1, "runtime_status": "Running", "stage": "enumerating", "updated": since,
+          "stalled": {"since": since, "seconds": 4 * 3600, "limit_seconds": 4800,
+                      "hint": stalled_hint(T1, "enumerating", 4 * 3600, 4800)}}
+    _summary(st)
+    printed = capsys.readouterr().out
+    shown = " ".join(printed.split())
+    assert f"updated {since}" in shown and f"STALLED no change since {since} (240 minutes)" in shown, shown
+    assert "submit the same request again, without --rerun or --only-new" in shown, shown
+    assert f"instances/{T1}/terminate?reason=stalled" in "".join(printed.split()), printed  # folded, never cut
+
+    lines: list[str] = []
+    log = LineReporter(lines.append)
+    log(st)
+    log({**st, "stalled": {**st["stalled"], "seconds": 4 * 3600 + 2}})  # polled again: nothing new to say
+    assert len(lines) == 1 and f"enumerating; STALLED: no change since {since}" in lines[0], lines
+    assert f"'trapbatch status {T1}' says what to do" in lines[0]
+    out = io.StringIO()
+    bar = BarReporter(cli_main.Console(file=out, force_terminal=False, width=400), T1)
+    bar(st)
+    bar(st)
+    bar.close()
+    assert out.getvalue().count("STALLED: no change since") == 1, out.getvalue()
+
+    class Lister:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def list(self, limit: int) -> dict[str, Any]:
+            return {"tasks": [{"id": T1, "stage": "merging", "stalled": st["stalled"]},
+                              {"id": "task-" + "1" * 20, "stage": "merging"}], "total": 2}
+
+    monkeypatch.setattr(cli_main, "ApiClient", Lister)
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=120, highlight=False, soft_wrap=True))
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert "merging STALLED" in next(r for r in rows if T1 in r)
+    assert "STALLED" not in next(r for r in rows if "task-" + "1" * 20 in r)
