@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import re
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generator, Mapping, Sequence
+from typing import Any, Generator, Iterator, Mapping, Sequence
 
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState
@@ -205,6 +206,21 @@ def spend_reserve(context: df.DurableOrchestrationContext) -> None:
     """From here on this execution's calls are counted but never refused: its failure handling, or its last word
     (``ActionLedger``). Bounded by the code that follows (``orchestrations.actions``)."""
     ledger(context).reserve = True
+
+
+@contextmanager
+def unrefused(context: df.DurableOrchestrationContext) -> Iterator[None]:
+    """Within the ``with``, this execution's calls are counted but never refused, as in its reserve; after it, the
+    budget refuses again, the calls made counted. For a step the failure path would not make in its place: the close
+    of the run's pool job once its shard groups ended (orchestrations.task ``_run_task``), whose refusal left the job
+    open, the failure path then closing nothing (that work had ended). Bounded as the failure path's close
+    (``orchestrations.actions.task_end_actions``): a task makes one of the two."""
+    book = ledger(context)
+    before, book.reserve = book.reserve, True
+    try:
+        yield
+    finally:
+        book.reserve = before
 
 
 def _retry_delay_s(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy, retry: int,

@@ -45,7 +45,7 @@ from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import damaged_status, fan_in
 from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all, note_actions,
-                                   spend_reserve)
+                                   spend_reserve, unrefused)
 from orchestrations.shards import UNAVAILABLE_WAIT_S, outage_limit_s, round_events
 
 bp = df.Blueprint()
@@ -653,7 +653,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         ended["reused"] = sum(reuse["reused"])
     job_error = ""
     try:  # no pool work is left: free the job before the long merge
-        yield from _close_job(context, task_id, job_id)
+        with unrefused(context):  # the failure path closes no job whose work ended: refused, it stayed open
+            yield from _close_job(context, task_id, job_id)
     except Exception as exc:  # noqa: BLE001 - every image ran: the results are still merged; the open job is said
         job_error = _job_left_open(job_id, exc)
         ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too

@@ -144,3 +144,25 @@ def test_history_events_past_their_maximum_are_refused() -> None:
         == MAX_HISTORY_EVENTS
     with pytest.raises(ConfigError, match="above the maximum 100000"):
         Settings.from_env({**ENV, "TRAPBATCH_HISTORY_EVENTS": str(MAX_HISTORY_EVENTS + 1)})
+
+
+@pytest.mark.parametrize("failures", [0, 3])
+def test_a_budget_spent_by_the_shard_groups_still_closes_their_pool_job(failures: int) -> None:
+    """Whatever the budget, a task whose shard groups ran closes their pool job: at a budget the groups fill to the
+    last action, the close after the pool work was refused (ActionBudgetSpent, caught as a close that failed), the
+    job left open ("could not be closed", ``pool_job_error``) and the failure path closed nothing (the pool work had
+    ended), where the budget is there so that the job is closed and the task told. Within ``task_actions``: one close
+    in all (the failure path closes only a job whose work did not end)."""
+    for budget in range(1, 40):
+        knobs = {**budget_task()["knobs"], "action_budget": budget}
+        harness = Harness(failing_first(budget_answers(), failures), {c.SHARDS_ORCHESTRATOR: run_shards},
+                          max_actions=task_actions(budget, 4))
+        run: Run = harness.run(task_orchestrator, {**budget_task(), "knobs": knobs}, instance_id=TASK)
+
+        assert run.status in ("Completed", "Failed"), (budget, run.error)
+        if run.status == "Failed" and "pool_job" not in run.custom_status:
+            continue  # failed before its shard groups: no job
+        assert "pool_job_error" not in run.custom_status, (budget, run.custom_status)
+        closes = [call for call in run.calls(c.CLOSE_JOB) if call.error is None]
+        assert len(closes) == 1, (budget, run.calls(c.CLOSE_JOB))
+        assert len(run.actions) == 1 and run.actions[0] <= task_actions(budget, 4), (budget, run.actions)
