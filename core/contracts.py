@@ -47,18 +47,27 @@ UNREACHABLE_KEY = "unreachable"
 EXPIRY_MOVED_EVENT = "expiry_moved"  # a re-run's own expiry for a waiting one: {"expires": ISO time, or "" for none}
 
 
+# what stands for the run in the event names of a run without an id (started before runs had ids): no run id is it
+# (gpu_batch.layout.run_id: "r", digits, hex)
+RUN_WITHOUT_ID = "without-id"
+
+
 def run_event(event: str, run: str) -> str:
     """The name under which the API raises ``event`` (CONFIRM_EVENT, CANCEL_EVENT) for run ``run`` of a task, the run
-    its status read found: ``<event>-<run>``, or ``event`` itself for a run without an id (started before runs had
-    ids). Why in the name, not only in the data: a task's runs are executions of one instance id, so a run that
-    replaced the one read between the read and the raise gets the event; it waits for its own run's names (and the
-    plain ones, which an earlier release raised) and never for another run's, so such an event finds no wait and is
-    never acted on. An ignored event in the data could not be waited past: the SDK hands an event raised before a wait
-    (the usual case: the replacing run is still listing) to every later wait of its name (azure-functions-durable-python
-    #507), and the extension's shim awaits a re-made ``task_any`` on its new waits alone (``ProcessAsyncActionsV2``;
-    devhost README rows 26 and 31). Run ids are letters and digits (gpu_batch.layout.run_id): the name fits the
-    raiseEvent route's path as it is."""
-    return f"{event}-{run}" if run else event
+    its status read found: ``<event>-<run>``, ``<event>-without-id`` for a run without an id (started before runs had
+    ids; ``RUN_WITHOUT_ID``). Why in the name, not only in the data: a task's runs are executions of one instance id,
+    so a run that replaced the one read between the read and the raise gets the event; it waits for its own run's
+    names (and the plain ones, which an earlier release raised) and never for another run's, so such an event finds
+    no wait and is never acted on. Not the plain name for a run without an id: such a run is replaced by a run with
+    one (every start makes an id), which waits for the plain names too, so it was confirmed or cancelled by the event
+    raised for the run it replaced. An ignored event in the data could not be waited past: the SDK hands an event
+    raised before a wait (the usual case: the replacing run is still listing) to every later wait of its name
+    (azure-functions-durable-python #507), and the extension's shim awaits a re-made ``task_any`` on its new waits
+    alone (``ProcessAsyncActionsV2``; devhost README rows 26 and 31). Run ids are lowercase letters and digits
+    (gpu_batch.layout.run_id): the name fits the raiseEvent route's path as it is, and two runs' names differ in more
+    than case (the extension's .NET context matches event names ignoring case, ``DurableOrchestrationContext``
+    ``pendingExternalEvents``, OrdinalIgnoreCase; the Python SDK, which decides, exactly)."""
+    return f"{event}-{run or RUN_WITHOUT_ID}"
 
 
 class Stage(StrEnum):

@@ -433,11 +433,13 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     # the run this one replaced (read before the replace, raised after) bears that run's names, which nothing here
     # waits for, so it confirms or cancels nothing. The plain names stay for the events an earlier release raised. A
     # wait takes no sequence number (its id is its name): the timer's is as before, and recorded histories replay.
-    confirms = [context.wait_for_external_event(c.CONFIRM_EVENT)]
-    cancels = [context.wait_for_external_event(c.CANCEL_EVENT)]
-    if data.get("run"):  # a run without an id waits for the plain names only (its API raises those)
-        confirms.append(context.wait_for_external_event(c.run_event(c.CONFIRM_EVENT, data["run"])))
-        cancels.append(context.wait_for_external_event(c.run_event(c.CANCEL_EVENT, data["run"])))
+    # A run without an id waits for its own names too (``<event>-without-id``), which the API raises for it: the
+    # plain names, which a run with an id that replaced it waits for as well, would confirm or cancel that run.
+    own = str(data.get("run") or "")
+    confirms = [context.wait_for_external_event(c.CONFIRM_EVENT),
+                context.wait_for_external_event(c.run_event(c.CONFIRM_EVENT, own))]
+    cancels = [context.wait_for_external_event(c.CANCEL_EVENT),
+               context.wait_for_external_event(c.run_event(c.CANCEL_EVENT, own))]
     note_actions(context, 1, "the confirmation's timer")  # one timer: six days at most, the extension's one piece
     timer = context.create_timer(deadline)
     winner = yield context.task_any([*confirms, *cancels, timer])

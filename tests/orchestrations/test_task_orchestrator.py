@@ -958,14 +958,15 @@ def waits_for_confirmation(run: str = RUN) -> c.TaskInput:
 
 
 @pytest.mark.parametrize("event, ends", [(c.CONFIRM_EVENT, Stage.completed), (c.CANCEL_EVENT, Stage.cancelled)])
+@pytest.mark.parametrize("run_id", [RUN, ""])
 @pytest.mark.parametrize("when", [listing, waiting])
-def test_a_confirmation_or_cancel_raised_for_this_run_ends_its_wait(event: str, ends: Stage,
+def test_a_confirmation_or_cancel_raised_for_this_run_ends_its_wait(event: str, ends: Stage, run_id: str,
                                                                     when: Callable[[Run], bool]) -> None:
-    """The API raises them under the run's own names (core.contracts.run_event), while the run waits or, kept by the
-    SDK until it does, while it still lists its images. Fails without the change (the run waited for the plain names
-    only: each expired)."""
-    run = run_task(waits_for_confirmation(), activities(images=25, shards=3),
-                   events=raised_once(when, (c.run_event(event, RUN), {"run": RUN})))
+    """The API raises them under the run's own names (core.contracts.run_event; ``<event>-without-id`` for a run
+    without an id), while the run waits or, kept by the SDK until it does, while it still lists its images. Fails
+    without the change (the run waited for the plain names only: each expired)."""
+    run = run_task(waits_for_confirmation(run_id), activities(images=25, shards=3),
+                   events=raised_once(when, (c.run_event(event, run_id), {"run": run_id} if run_id else {})))
     assert run.raised and run.output["stage"] == ends
     assert bool(run.sub_orchestrations) is (event == c.CONFIRM_EVENT)  # the shard groups: the pool work
     assert len(run.orchestrator_timers) == 1
@@ -998,23 +999,26 @@ def test_a_confirmation_or_cancel_raised_for_the_run_this_one_replaced_is_not_ac
 def test_a_plain_confirmation_or_cancel_an_earlier_release_raised_still_ends_the_wait(
         event: str, ends: Stage, run_id: str, when: Callable[[Run], bool]) -> None:
     """An earlier release raised ``confirm`` and ``cancel`` with ``{}`` whatever the run (one raised before a
-    deployment, kept for the wait, or by an app instance still on it): a run with an id still takes them, and a run
-    without one (started before runs had ids) takes only those, which is what the API raises for it."""
+    deployment, kept for the wait, or by an app instance still on it): a run with an id still takes them, and so
+    does a run without one (started before runs had ids), for which the API raises its own names now."""
     run = run_task(waits_for_confirmation(run_id), activities(images=25, shards=3),
                    events=raised_once(when, (event, {})))
     assert run.output["stage"] == ends and len(run.orchestrator_timers) == 1
-    assert c.run_event(event, run_id) == (f"{event}-{run_id}" if run_id else event)
+    assert c.run_event(event, run_id) == f"{event}-{run_id or 'without-id'}"
 
 
+@pytest.mark.parametrize("replaced", [REPLACED_RUN, ""])
 @pytest.mark.parametrize("route, event", [("confirm", c.CONFIRM_EVENT), ("cancel", c.CANCEL_EVENT)])
 def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_run_replacing_it(
-        route: str, event: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        route: str, event: str, replaced: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """POST .../confirm (or .../cancel) read run r1 awaiting confirmation; r1 was terminated and resumed as r2 before
     the API raised the event, which goes to the task's instance id, so to r2, which then ran its shards on the pool
     (or was cancelled) with nobody having seen its estimate. The event the API raises, handed to r2: r2 waits on and
     expires (and the API, reading r2 after the raise, answers 409 that r2 was not confirmed or cancelled); handed to
     r1 (the run the API read), it confirms or cancels it. Fails without the change (the API raised the plain event,
-    and r2 was confirmed or cancelled)."""
+    and r2 was confirmed or cancelled). So too for an r1 without an id (started before runs had ids), replaced by r2
+    (every start makes an id): the API raised the plain names for it, which r2 waits for too (for those an earlier
+    release raised), so r2 was confirmed or cancelled while the API answered 409 that it was not."""
     from enum import Enum
     from types import SimpleNamespace
 
@@ -1028,12 +1032,12 @@ def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_r
         """The task's status: run ``read`` awaiting confirmation until an event is raised, run RUN after; the raised
         events, recorded."""
 
-        def __init__(self, read: str) -> None:
-            self.read = read
+        def __init__(self, read: str, now: str) -> None:
+            self.read, self.now = read, now
             self.raised: list[tuple[str, Any]] = []
 
         async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
-            run = RUN if self.raised else self.read
+            run = self.now if self.raised else self.read
             return SimpleNamespace(runtime_status=Runtime.Running, output=None, input_=json.dumps({"run": run}),
                                    custom_status={"stage": Stage.awaiting_confirmation})
 
@@ -1049,25 +1053,25 @@ def test_the_api_s_confirmation_or_cancel_of_a_replaced_run_does_not_reach_the_r
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
 
-    def raised_by_the_api(read: str) -> list[tuple[str, Any]]:
-        """What the API raised, having read run ``read``; it answers 409 when RUN replaced it (api.starters
-        ``_replaced_since``)."""
+    def raised_by_the_api(read: str, now: str = RUN) -> list[tuple[str, Any]]:
+        """What the API raised, having read run ``read``, the task's run being ``now`` after the raise; it answers
+        409 when ``now`` replaced ``read`` (api.starters ``_replaced_since``)."""
         import asyncio
 
         import azure.functions as func
 
-        hub = TaskHub(read)
+        hub = TaskHub(read, now)
         req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
-        assert asyncio.run(handler(req, hub)).status_code == (202 if read == RUN else 409)
+        assert asyncio.run(handler(req, hub)).status_code == (202 if read == now else 409)
         return hub.raised
 
     for when in (listing, waiting):  # the replacing run still lists its images (the usual case), or waits too
         replacing = run_task(waits_for_confirmation(RUN), activities(images=25, shards=3),
-                             events=raised_once(when, *raised_by_the_api(REPLACED_RUN)))
+                             events=raised_once(when, *raised_by_the_api(replaced)))
         assert replacing.raised and replacing.output["stage"] == Stage.expired
         assert not replacing.sub_orchestrations  # nothing reached the pool
-    read = run_task(waits_for_confirmation(RUN), activities(images=25, shards=3),
-                    events=raised_once(waiting, *raised_by_the_api(RUN)))
+    read = run_task(waits_for_confirmation(replaced), activities(images=25, shards=3),
+                    events=raised_once(waiting, *raised_by_the_api(replaced, now=replaced)))
     assert read.output["stage"] == (Stage.completed if event == c.CONFIRM_EVENT else Stage.cancelled)
 
 

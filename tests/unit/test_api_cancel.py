@@ -131,14 +131,15 @@ def test_the_run_cancelled_is_the_one_whose_stage_was_read(monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("route", ["cancel", "confirm"])
-@pytest.mark.parametrize("run, name, data", [("r1", "-r1", {"run": "r1"}), ("", "", {})])
+@pytest.mark.parametrize("run, name, data", [("r1", "-r1", {"run": "r1"}), ("", "-without-id", {})])
 def test_the_event_names_the_run_whose_status_was_read(route: str, run: str, name: str, data: dict[str, Any],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The event goes to the task's instance id, whose current run may have replaced the one read since the read:
     raised under the read run's own name (and data naming it), only that run waits for it (orchestrations.task
     ``_confirmed``; tests/orchestrations/test_task_orchestrator.py has the runs' side). A run without an id (started
-    before runs had ids) waits for the plain name, as the API raised it before. Fails without the change (the plain
-    name, ``{}``, for any run)."""
+    before runs had ids) has names of its own too (``<event>-without-id``): the plain ones, which it waits for as
+    before, a run with an id that replaced it waits for as well. Fails without the change (the plain name, ``{}``,
+    for any run)."""
     class Store:
         def update_json(self, container: str, name: str, change: Any) -> Any:
             return change(None)
