@@ -1,0 +1,87 @@
+"""The resumed-listing benchmark's counting (``bench/resume_listing.py``), checked without Azurite: the kind each
+request is counted as, the activity it is charged to (a thread pool's tasks too: ``adapters.compose`` deletes in
+one), and what the resume adds over the first listing.
+
+Why it matters: bench/RESULTS.md quotes these counts as exact; a LIST counted as a GET, or a pool's deletions left
+uncharged, would quietly misstate what a resume costs."""
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("resume_listing_bench", ROOT / "bench" / "resume_listing.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_listing_is_counted_as_list_and_other_requests_by_their_method() -> None:
+    kind = _bench().request_kind
+    assert kind("GET", "http://127.0.0.1:10000/devstoreaccount1/state?restype=container&comp=list&prefix=a") == "LIST"
+    assert kind("GET", "http://127.0.0.1:10000/devstoreaccount1/?comp=list") == "LIST"  # the account's containers
+    assert kind("GET", "http://127.0.0.1:10000/devstoreaccount1/state/tasks/t/etags.json") == "GET"
+    assert kind("PUT", "http://127.0.0.1:10000/devstoreaccount1/state/x?comp=block&blockid=AA") == "PUT"
+    assert kind("head", "http://127.0.0.1:10000/devstoreaccount1/state/x") == "HEAD"
+    assert kind("DELETE", "http://127.0.0.1:10000/devstoreaccount1/state/x") == "DELETE"
+
+
+def test_requests_are_charged_to_the_activity_that_sent_them_its_thread_pools_included(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.pipeline.transport import RequestsTransport
+
+    def fake_send(transport: Any, request: Any, **kwargs: Any) -> Any:
+        status = 404 if request.url.endswith("/missing") else 200
+        return SimpleNamespace(status_code=status, headers={"Content-Length": "7"})
+
+    # the patches install makes are undone with these at the test's end
+    monkeypatch.setattr(RequestsTransport, "send", fake_send)
+    monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", concurrent.futures.ThreadPoolExecutor.submit)
+    bench = _bench()
+    counter = bench.RequestCounter()
+    counter.install()
+
+    def send(method: str, url: str) -> None:
+        RequestsTransport.send(None, SimpleNamespace(method=method, url=url))  # type: ignore[arg-type]
+
+    def activity() -> None:
+        send("GET", "http://a/c?restype=container&comp=list")
+        send("GET", "http://a/c/missing")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # as adapters.compose.delete_prefix deletes
+            list(pool.map(lambda n: send("DELETE", f"http://a/c/{n}"), range(3)))
+            pool.submit(send, "PUT", "http://a/c/x").result()
+
+    counter.tagged("finish_enumeration", activity)()
+    send("GET", "http://a/c/y")  # no activity: the host's own
+    assert counter.by_kind(("finish_enumeration",)) == {"DELETE": 3, "GET": 1, "LIST": 1, "PUT": 1}
+    assert counter.by_kind(("",)) == {"GET": 1}
+    assert counter.not_found == {("finish_enumeration", "GET"): 1}
+    assert counter.bytes_in[("finish_enumeration", "DELETE")] == 21
+    counter.reset()
+    assert counter.by_kind(("finish_enumeration",)) == {}
+
+
+def test_the_difference_is_what_the_resume_adds_per_shard_and_per_thousand_images() -> None:
+    bench = _bench()
+
+    def listing(gets: int, cpu: float) -> dict[str, Any]:
+        return {"images": 20_000, "shards": 1000, "requests": {"GET": gets, "PUT": 2001},
+                "etags_read": {"bytes_per_shard": 1071.0, "cpu_ms_per_shard": 1.3},
+                "process_cpu_s_per_1000_images": cpu, "listing_activity_cpu_s_per_1000_images": cpu / 2}
+
+    extra = bench.difference(listing(1010, 0.3), listing(1011, 0.4))
+    assert extra["requests"] == {"GET": 1, "PUT": 0} and extra["requests_total"] == 1
+    assert extra["requests_per_shard"] == 0.001 and extra["requests_per_1000_images"] == 0.05
+    assert extra["process_cpu_s_per_1000_images"] == pytest.approx(0.1)
+    assert extra["listing_activity_cpu_s_per_1000_images"] == pytest.approx(0.05)
