@@ -174,8 +174,10 @@ class ActionLedger:
                 f"{name}: this orchestration would schedule more than {self.budget} actions in one execution "
                 f"({self.scheduled} so far, {count} more), past which the Durable extension drops them without a word "
                 "(host.json maxOrchestrationActions): a busy service made its steps retry very often, or the task is "
-                "very large. Nothing is lost: post the same request again later, without \"rerun\" or \"only_new\", "
-                "to resume it (a larger images_per_shard, as another task, makes fewer shards and parts)")
+                "very large. Nothing is lost. A task that failed so: post the same request again later, without "
+                "\"rerun\" or \"only_new\", to resume it (a larger images_per_shard, as another task, makes fewer "
+                "shards and parts); exports that failed so: do as the exports_hint beside them says; a repeat "
+                "removal: send the same removal again; a repeat search: the results stand without it")
         self.scheduled += count
 
 

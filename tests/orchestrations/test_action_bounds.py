@@ -107,7 +107,7 @@ def test_a_task_past_its_action_budget_fails_itself_closing_up_and_telling_insid
     """Every call fails busy three times before it gets through (4 busy attempts): the task's steps pass its
     ``action_budget`` in the merge. It fails there itself, saying what to do, and still tells of its end (its
     reserve), all within ``task_actions`` (the harness refuses more, as the extension would at its limit). Before the
-    budget it scheduled on until the extension failed it, in the shim, where no failure handling runs: no word."""
+    budget it scheduled on until the extension dropped its actions, in the shim: the task never ended, no word."""
     harness = Harness(failing_first(budget_answers(), 3), {c.SHARDS_ORCHESTRATOR: run_shards},
                       max_actions=task_actions(BUDGET, 4))
     run: Run = harness.run(task_orchestrator, budget_task(), instance_id=TASK)
