@@ -109,15 +109,20 @@ def failed_type(exc: BaseException) -> str:
     return found.group("type") if found else ""
 
 
-def busy_attempts(data: Any) -> int:
-    """``busy_retry_attempts`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none."""
+def _input_knob(data: Any, name: str) -> int:
+    """Knob ``name`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none."""
     if not isinstance(data, Mapping):
         return 0
     knobs = data.get("knobs")
-    value = knobs.get("busy_retry_attempts") if isinstance(knobs, Mapping) else None
+    value = knobs.get(name) if isinstance(knobs, Mapping) else None
     if value is None:
-        value = data.get("busy_retry_attempts")
+        value = data.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def busy_attempts(data: Any) -> int:
+    """``busy_retry_attempts`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none."""
+    return _input_knob(data, "busy_retry_attempts")
 
 
 def _busy_limit(context: df.DurableOrchestrationContext) -> int:
@@ -128,13 +133,7 @@ def _busy_limit(context: df.DurableOrchestrationContext) -> int:
 def action_budget(data: Any) -> int:
     """``action_budget`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none (an
     input recorded before the budget: nothing is checked, so its history replays as it ran)."""
-    if not isinstance(data, Mapping):
-        return 0
-    knobs = data.get("knobs")
-    value = knobs.get("action_budget") if isinstance(knobs, Mapping) else None
-    if value is None:
-        value = data.get("action_budget")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+    return _input_knob(data, "action_budget")
 
 
 class ActionBudgetSpent(RuntimeError):

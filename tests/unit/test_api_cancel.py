@@ -36,6 +36,23 @@ def _cancel(client: FakeClient) -> tuple[int, dict[str, Any]]:
     return response.status_code, json.loads(response.get_body())
 
 
+class _MarkerStore:
+    """A store whose cancel marker is written over nothing (``update_json`` with none there)."""
+
+    def update_json(self, container: str, name: str, change: Any) -> Any:
+        return change(None)
+
+
+def _post(route: str, client: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict[str, Any]]:
+    """POST /api/tasks/{TASK}/{route} (cancel, confirm) through its handler, the marker store ``_MarkerStore``."""
+    monkeypatch.setattr(clients, "store", lambda s=None: _MarkerStore())
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
+    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
+    response = asyncio.run(handler(req, client))
+    return response.status_code, json.loads(response.get_body())
+
+
 @pytest.mark.parametrize("stage", ["merging", "publishing"])
 def test_cancel_after_detection_answers_409_with_a_hint_and_writes_no_marker(stage: str,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,10 +157,6 @@ def test_the_event_names_the_run_whose_status_was_read(route: str, run: str, nam
     before runs had ids) has names of its own too (``<event>-without-id``): the plain ones, which it waits for as
     before, a run with an id that replaced it waits for as well. Fails without the change (the plain name, ``{}``,
     for any run)."""
-    class Store:
-        def update_json(self, container: str, name: str, change: Any) -> Any:
-            return change(None)
-
     class Raising(FakeClient):
         def __init__(self) -> None:
             super().__init__("Running", "awaiting_confirmation")
@@ -153,12 +166,8 @@ def test_the_event_names_the_run_whose_status_was_read(route: str, run: str, nam
         async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
             self.raised.append((instance_id, name, data))
 
-    monkeypatch.setattr(clients, "store", lambda s=None: Store())
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
     client = Raising()
-    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
-    assert asyncio.run(handler(req, client)).status_code == 202
+    assert _post(route, client, monkeypatch)[0] == 202
     assert client.raised == [(TASK, route + name, data)]
 
 
@@ -171,10 +180,6 @@ def test_a_run_replaced_as_its_event_was_raised_is_answered_409_naming_the_run_n
     answer now says r2 was not confirmed (or cancelled) and how to do it; the event raised was r1's. A status that
     cannot be read then leaves the answer as it was (the event was raised). Fails without the change (202)."""
     from core.errors import TaskHubUnavailable
-
-    class Store:
-        def update_json(self, container: str, name: str, change: Any) -> Any:
-            return change(None)
 
     class Replacing(RecordingClient):
         """r1 at the first read; at the next, r2 (or a hub that cannot be read)."""
@@ -192,14 +197,8 @@ def test_a_run_replaced_as_its_event_was_raised_is_answered_409_naming_the_run_n
                 raise self.later
             return self.later
 
-    monkeypatch.setattr(clients, "store", lambda s=None: Store())
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
-
     def post(client: Any) -> tuple[int, dict[str, Any]]:
-        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
-        response = asyncio.run(handler(req, client))
-        return response.status_code, json.loads(response.get_body())
+        return _post(route, client, monkeypatch)
 
     r2 = SimpleNamespace(runtime_status=_Runtime("Running"), custom_status={"stage": "enumerating"}, output=None,
                          input_=json.dumps({"run": "r2"}))
@@ -223,10 +222,6 @@ def test_a_task_that_ends_before_its_event_is_raised_answers_409_not_500(route: 
     HandleRaiseEventRequestAsync; devhost/http_server.py), which the SDK raises as a bare Exception, and the edge
     answered 500 "internal error ... report it". Now it says the task ended meanwhile (409). A failed raise of a task
     still running is still raised. Fails without the change (500)."""
-    class Store:
-        def update_json(self, container: str, name: str, change: Any) -> Any:
-            return change(None)
-
     class Ending(RecordingClient):
         def __init__(self, ends: bool) -> None:
             super().__init__("Running", "awaiting_confirmation")
@@ -239,14 +234,8 @@ def test_a_task_that_ends_before_its_event_is_raised_answers_409_not_500(route: 
                 raise Exception(f"Instance with ID {instance_id} is gone: either completed or failed")
             raise Exception("Webhook returned unrecognized status code 500")
 
-    monkeypatch.setattr(clients, "store", lambda s=None: Store())
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    handler = getattr(starters, f"{route}_task")._function.get_user_function().__wrapped__
-
     def post(client: Any) -> tuple[int, dict[str, Any]]:
-        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/{route}", body=b"", route_params={"task_id": TASK})
-        response = asyncio.run(handler(req, client))
-        return response.status_code, json.loads(response.get_body())
+        return _post(route, client, monkeypatch)
 
     status, body = post(Ending(ends=True))
     assert status == 409 and "ended while the" in body["error"] and "(stage: expired)" in body["error"], body
