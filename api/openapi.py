@@ -591,6 +591,18 @@ def description(base_url: str = "") -> dict[str, Any]:
                                        "marker was written: that run was not cancelled (the error names it; cancel "
                                        "again); or another writer changed the run's cancel marker at each of its "
                                        "tries: retry"})}}},
+            "/api/tasks/{task_id}/terminate": {**task_ref, "post": {
+                "operationId": "terminateTask", "summary": "end the task's run now, whatever it is doing (a stalled "
+                                                           "one too); its pool work runs on until the same request "
+                                                           "is posted again, which ends it and resumes the task",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/TerminateRequest"}}}},
+                "responses": {"202": _answer("terminate sent (the stage becomes 'terminated' once the platform has "
+                                             "processed it)", "Terminated"),
+                              **_errors(400, 401, 403, 404, 409, 413, 415, also={
+                                  409: "the task is not running (a terminated or failed one resumes when its "
+                                       "request is posted again), or it ended by itself just before the "
+                                       "terminate"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),
@@ -803,6 +815,17 @@ def description(base_url: str = "") -> dict[str, Any]:
                                   "(repeated-detections.json, when the search wrote one)"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
+                "TerminateRequest": {"type": "object", "additionalProperties": False, "properties": {
+                    "reason": {"type": "string", "maxLength": rq.MAX_TERMINATE_REASON_CHARS,
+                               "description": "why, kept with the terminated run (the task hub stores it as the "
+                                              "instance's output); a URL's query and anything like a credential "
+                                              "is taken out"}}},
+                "Terminated": {"type": "object", "required": ["id", "terminated", "run", "stage"], "properties": {
+                    "id": {"type": "string"}, "terminated": {"const": True},
+                    "run": {"type": "string", "description": "the run terminated (\"\" for one started before "
+                                                             "runs had ids)"},
+                    "stage": {"enum": [*Stage], "description": "the stage it was in"},
+                    "status_url": {"type": "string"}, "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},
                     "hint": {"type": "string"}}},

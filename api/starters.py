@@ -13,6 +13,7 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
     GET  /api/tasks/{id}/results    where the results and previews are (409 while running, except a re-run: the
                                     previous generation's until the re-run completes; adapters.generations)
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
+    POST /api/tasks/{id}/terminate  end the task's run now (a stalled one too); post the request again to resume  202
     GET  /api/tasks/{id}/repeats    repeated detections found, and the state of their removal
     POST /api/tasks/{id}/repeats    remove some ({"remove": [...] | "all"} or {"keep": [...]}, "search": id)   202
     POST /api/tasks/{id}/repeats/search   search again with other options (api.repeat_search)   202
@@ -62,8 +63,9 @@ from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, Re
 from core.estimate import live_rate
 from core.failures import failures_without_secrets
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
-from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TaskRequest, check_repeat_removal, parse_json_body,
-                           parse_repeat_removal, parse_task_request, same_storage_account)
+from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TERMINATE_EXAMPLE, TaskRequest, check_repeat_removal,
+                           parse_json_body, parse_repeat_removal, parse_task_request, parse_terminate,
+                           same_storage_account)
 from core.settings import OrchestrationKnobs, Settings, caller_auth_mode, drop_trigger_source, own_container_reason
 from core.stall import stalled
 from gpu_batch import layout
@@ -1170,6 +1172,86 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
                        "had just ended, at the first poll of its pool work); its stage becomes 'cancelled'"
                        if info["stage"] in BEFORE_POOL else
                        "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
+
+
+@bp.route(route="tasks/{task_id}/terminate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@http_edge
+async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """End the task's running (or pending) run now, whatever it is doing: the way out of a task that will never move
+    again (``core.stall``), without the Durable extension's system key that its management API takes.
+
+    Why this works on a hung task: the SDK's ``terminate`` is the management API's ``POST .../instances/<id>/
+    terminate?reason=`` (azure-functions-durable ``DurableOrchestrationClient.terminate``), which the extension answers
+    by queueing a terminate message (``HttpApiHandler.HandleTerminateInstanceRequestAsync`` calls
+    ``TerminateAsync``: 404 for an unknown instance, 410 Gone for a finished one, else 202); dtfx processes that
+    message as a work item of its own, needing no episode of the orchestrator's code to finish (devhost's
+    ``Engine.terminate`` ends the instance at once, without running one either). The instance shows Terminated once
+    the message is processed, so right after a 202 it may still read Running.
+
+    What it leaves: a terminate stops the orchestration only; its shard groups, activities and pool tasks run on
+    (README, the paragraph after the request fields). Posting the same request again ends them (the new run writes
+    the terminated run's cancel marker and closes its pool job: ``_ended_runs``, orchestrations.task
+    ``_end_terminated_run``) and resumes the task from the results already written. The SDK takes a 410 as success, so a run that ended by itself
+    between the status read and the terminate is told apart by reading the status again."""
+    task_id = req.route_params["task_id"]
+    caller = await authorize_task(req, client, task_id)
+    raw = req.get_body() or b""
+    body = parse_json_body(raw, req.headers.get("content-type", ""), TERMINATE_EXAMPLE,
+                           f"send only a short reason, e.g. {TERMINATE_EXAMPLE}") if raw.strip() else {}
+    reason = parse_terminate(body) or f"terminated through POST /api/tasks/{task_id}/terminate"
+    if caller.verified:  # who ended it, beside why (the caller's id is no secret: it is the tasks' owner field)
+        reason = f"{reason} (by {caller.id})"
+    info, started = await describe_task_with_input(client, task_id)
+    if info["runtime_status"] not in ACTIVE:
+        return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
+                           "hint": _not_terminable_hint(task_id, info)})
+    run = str(started.get("run") or "")
+    try:
+        await client.terminate(task_id, reason)
+    except Exception:  # the SDK raises a bare Exception for 404 and any unexpected answer
+        after = await describe_task(client, task_id)  # a task gone meanwhile: TaskNotFound, 404
+        if after["runtime_status"] in ACTIVE:
+            raise
+        return _ended_meanwhile(task_id, after)
+    after = await describe_task(client, task_id)
+    if after["runtime_status"] not in ACTIVE and after["runtime_status"] != "Terminated":
+        return _ended_meanwhile(task_id, after)  # the extension's 410, which the SDK does not raise
+    logger.info("task %s: run %s terminated through the API (stage %s)", task_id, run or "?", info["stage"])
+    return _json(202, {"id": task_id, "terminated": True, "run": run, "stage": info["stage"],
+                       "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
+                       "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run))})
+
+
+def _ended_meanwhile(task_id: str, after: dict[str, Any]) -> func.HttpResponse:
+    logger.info("task %s: not terminated: it ended meanwhile (stage %s)", task_id, after["stage"])
+    return _json(409, {"error": f"task {task_id} ended by itself before the terminate (stage: {after['stage']})",
+                       "hint": f"nothing was terminated; GET /api/tasks/{task_id} shows how it ended"})
+
+
+def _not_terminable_hint(task_id: str, info: dict[str, Any]) -> str:
+    """What to do with a task that is not running: a terminated or failed one resumes by posting its request again;
+    a finished one has nothing left to end."""
+    if info["stage"] in (Stage.terminated, Stage.failed):
+        return ("only a running task can be terminated; post the same request again, without \"rerun\" or "
+                "\"only_new\", to resume it from the results already written (which also ends any pool work its "
+                "last run left running)")
+    return f"only a running task can be terminated; GET /api/tasks/{task_id} shows how it ended"
+
+
+def _terminated_hint(task_id: str, stage: str, job: str) -> str:
+    """The 202's next steps. A run awaiting confirmation sent nothing to the pool: cancel ends it as cleanly, with
+    stage 'cancelled' and no run to end later, so the hint says that is the better tool there."""
+    then = (f"its stage becomes 'terminated' once the platform has processed the terminate (poll GET "
+            f"/api/tasks/{task_id}). ")
+    if stage == Stage.awaiting_confirmation:
+        return then + ("It had sent nothing to the pool (for a task awaiting confirmation, POST "
+                       f"/api/tasks/{task_id}/cancel is the better tool: it ends it 'cancelled'). Post the same "
+                       "request again, without \"rerun\" or \"only_new\", to resume it")
+    return then + ("Pool work it started (shard groups, pool tasks, pool job " + job + ") runs on until you post "
+                   "the same request again, without \"rerun\" or \"only_new\", which ends that work and resumes the "
+                   "task from the results already written; to drop the task instead, end that pool job by hand "
+                   "(docs/deploy.md, 'Pool jobs by hand')")
 
 
 @bp.route(route="tasks/{task_id}/confirm", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -1,8 +1,9 @@
 """The trapbatch HTTP API as Python calls, with every failure turned into a ``CliError`` that says what to do next.
 
 The routes (api/starters.py): ``POST/GET /api/tasks``, ``GET /api/tasks/{id}``, ``.../results``, ``POST .../cancel``,
-``GET/POST .../repeats``, ``POST .../repeats/search``. Errors come back as ``{"error", "hint"}`` (api/edge.py); the hint
-is shown in the CLI's words (``CliError.app_hint``, ``cli.hints``: a route as its command, a JSON field as its flag).
+``POST .../terminate``, ``GET/POST .../repeats``, ``POST .../repeats/search``. Errors come back as ``{"error", "hint"}``
+(api/edge.py); the hint is shown in the CLI's words (``CliError.app_hint``, ``cli.hints``: a route as its command, a
+JSON field as its flag).
 The key travels only in the ``x-functions-key`` header (never in a URL, which proxies and logs keep) and is never
 printed.
 """
@@ -134,6 +135,9 @@ class ApiClient:
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/cancel")
+
+    def terminate(self, task_id: str, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{_seg(task_id)}/terminate", json={"reason": reason} if reason else None)
 
     def confirm(self, task_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/confirm")

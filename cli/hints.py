@@ -19,7 +19,8 @@ from typing import Mapping
 _ROUTE = re.compile(
     r"(?P<before>\bpoll |\bfollow it at | are at )?"
     r"(?:(?P<method>GET|POST|DELETE) (?:https?://[^\s/]+)?|(?P<link>https?://[^\s/]+))/api/tasks"
-    r"(?:/(?P<id><task id>|[^\s/()'\",;?]++)(?P<sub>/repeats/search|/repeats|/confirm|/cancel|/results|/previews)?)?"
+    r"(?:/(?P<id><task id>|[^\s/()'\",;?]++)"
+    r"(?P<sub>/repeats/search|/repeats|/confirm|/cancel|/terminate|/results|/previews)?)?"
     r"(?:\?limit=(?P<limit>\d+))?(?![\w/]|\?\w+=)(?P<it> it\b)?")  # another query: no command has it
 PLACEHOLDERS = ("{id}", "{task_id}", "<id>", "<task id>")
 # (method, the path after the id) -> the command; {id} is the task's id
@@ -28,6 +29,7 @@ COMMANDS = {("POST", "/repeats/search"): "trapbatch repeats {id} --search",
             ("POST", "/repeats"): "trapbatch repeats {id}",  # + the choice (_CHOICE_FOLLOWS)
             ("POST", "/confirm"): "trapbatch confirm {id}",
             ("POST", "/cancel"): "trapbatch cancel {id}",
+            ("POST", "/terminate"): "trapbatch terminate {id}",
             ("GET", "/results"): "trapbatch results {id}",
             ("POST", "/previews"): "trapbatch previews {id} --threshold <t>",
             ("DELETE", "/previews"): "trapbatch previews {id} --delete",

@@ -31,8 +31,8 @@ from cli.progress import (BarReporter, LineReporter, awaiting_line, ended_while_
 from core.contracts import TASK_LIST_LIMIT, Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
-from core.requests import (MAX_BODY_BYTES, TASK_BODY_HINT, encoded_size, parse_rerender, parse_task_request,
-                           too_large_hint_for)
+from core.requests import (MAX_BODY_BYTES, MAX_TERMINATE_REASON_CHARS, TASK_BODY_HINT, encoded_size, parse_rerender,
+                           parse_task_request, too_large_hint_for)
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 out = Console(highlight=False, soft_wrap=True)
@@ -1036,6 +1036,19 @@ def cancel(state: State, /, task_id: str) -> None:
     """Ask a running task to stop; its stage becomes 'cancelled' after the next poll."""
     answer = state.client.cancel(task_id)
     out.print(f"cancel requested for {task_id}: {in_cli_words(answer.get('hint', ''))}")
+
+
+@cli.command(short_help="End a task's run now, a stalled one too; submit the same request again to resume it.")
+@task_id_argument
+@click.option("--reason", default="", help="why, kept with the terminated run (at most "
+              f"{MAX_TERMINATE_REASON_CHARS} characters; never put a secret in it)")
+@pass_state
+def terminate(state: State, /, task_id: str, reason: str) -> None:
+    """End a running task's run at once, whatever it is doing (the way out of one 'trapbatch status' shows STALLED).
+    Its pool work runs on until the same request is submitted again, which ends that work and resumes the task from
+    the results already written. For a task awaiting confirmation, 'trapbatch cancel' is the better tool."""
+    answer = state.client.terminate(task_id, reason)
+    out.print(f"terminated {task_id}: {in_cli_words(answer.get('hint', ''))}")
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")

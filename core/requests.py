@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
+from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType, without_secrets
 from core.ids import task_instance_id
 from core.notify import ADDRESS_CHARS, host_name_problem, secret_path_receiver, secret_query_params
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
@@ -150,6 +150,7 @@ TASK_EXAMPLE = '{"container": "my-camera-traps"}'
 RERENDER_EXAMPLE = '{"threshold": 0.35}'  # POST /api/tasks/{id}/previews
 REMOVAL_EXAMPLE = '{"keep": ["r00002"]}'  # POST /api/tasks/{id}/repeats
 SEARCH_EXAMPLE = '{"occurrence_threshold": 10}'  # POST /api/tasks/{id}/repeats/search
+TERMINATE_EXAMPLE = '{"reason": "stalled since Monday"}'  # POST /api/tasks/{id}/terminate
 # What fills a task request's body near MAX_BODY_BYTES is a long clock_corrections: say how to make it shorter
 TASK_BODY_HINT = ("send only the fields of a task request; many clock_corrections fit as seconds (\"cam-3\": 3600) "
                   "rather than camera/actual times, and one folder corrects every camera folder below it")
@@ -602,6 +603,27 @@ def parse_rerender(body: Any) -> float:
     if threshold is None:
         raise RequestInvalid("'threshold' is required", example)
     return threshold
+
+
+TERMINATE_FIELDS = ("reason",)
+# The reason travels in the terminate's URL query (the SDK's ``terminate``: ``?reason=<quoted>``) and is stored as the
+# terminated instance's output and in its history (dtfx ``ExecutionTerminatedEvent``), which every reader of the task
+# hub sees: a sentence, not a document
+MAX_TERMINATE_REASON_CHARS = 200
+
+
+def parse_terminate(body: Any) -> str:
+    """The reason of ``POST /api/tasks/{id}/terminate`` ("" when none was given): printable text of at most
+    ``MAX_TERMINATE_REASON_CHARS``, with anything that looks like a credential (a URL's query, ``sig=``, a bearer
+    token: ``core.errors.without_secrets``) taken out, as it is kept in the task hub's plain tables."""
+    example = f"send e.g. {TERMINATE_EXAMPLE}, or no body"
+    if not isinstance(body, Mapping):
+        raise RequestInvalid("the request body must be a JSON object", example)
+    unknown = sorted(set(body) - set(TERMINATE_FIELDS))
+    if unknown:
+        raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}",
+                             f"allowed fields: {', '.join(TERMINATE_FIELDS)}")
+    return without_secrets(_opt_str(body, "reason", MAX_TERMINATE_REASON_CHARS).strip())
 
 
 def _image_list(body: Mapping[str, Any]) -> str:

@@ -94,12 +94,13 @@ def stalled_hint(task_id: str, stage: str, quiet_s: float, limit_s: float) -> st
     extension records no failure for an action it dropped, and logs none either: devhost README row 45), so a person
     looks for the cause, then terminates the run and posts the request again, which resumes it (README, "a failed or
     terminated task also starts again without it, resuming from the results its attempts already wrote"; the new run
-    first ends the terminated run's shard groups and pool job)."""
+    first ends the terminated run's shard groups and pool job). The terminate is the app's own route
+    (``api.starters.terminate_task``, function-key auth like every task route), not the Durable management API, whose
+    system key an operator may not have."""
     return (f"the task's orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any wait of stage "
             f"{stage} explains ({limit_s / 3600:.1f} hours at most), so it may never move again: on Azure an action "
             "the Durable extension refuses is dropped without failing the task or logging it. Look in the function "
             f"app's logs (Application Insights traces mentioning {task_id}) for the last step it took and any error; "
-            "then terminate it through the Durable management API (POST /runtime/webhooks/durabletask/instances/"
-            f"{task_id}/terminate?reason=stalled&code=<the durabletask_extension system key>) and post the same "
-            "request again, without \"rerun\" or \"only_new\", which resumes it from the results its pool tasks "
-            "already wrote")
+            f"then terminate it (POST /api/tasks/{task_id}/terminate) and, once its stage is 'terminated', post the "
+            "same request again, without \"rerun\" or \"only_new\", which ends the pool work the terminated run "
+            "left and resumes it from the results its pool tasks already wrote")

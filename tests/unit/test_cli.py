@@ -16,8 +16,8 @@ from cli.main import build_request, cli, main
 from cli.progress import exit_code_for, progress_line, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "results", "repeats", "estimate", "previews",
-               "zooniverse")
+SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "terminate", "results", "repeats", "estimate",
+               "previews", "zooniverse")
 
 
 def test_help_lists_every_subcommand_with_one_line() -> None:
@@ -1965,6 +1965,9 @@ T1 = "task-0123456789abcdef0123"
     (f"GET /api/tasks/{T1}/results?zip=rebuild builds it again", f"GET /api/tasks/{T1}/results?zip=rebuild builds it "
      "again"),
     (f"is it GET /api/tasks/{T1}?", f"is it trapbatch status {T1}?"),  # a question mark is no query
+    (f"then terminate it (POST /api/tasks/{T1}/terminate) and, once its stage is 'terminated', post the same "
+     "request again", f"then terminate it (trapbatch terminate {T1}) and, once its stage is 'terminated', submit "
+     "the same request again"),
 ])
 def test_the_apps_hints_are_shown_as_the_clis_commands_and_flags(hint: str, shown: str) -> None:
     from cli.main import in_cli_words
@@ -2325,7 +2328,7 @@ def test_previews_wait_stops_when_the_re_render_is_no_longer_named(monkeypatch: 
     assert len(polls) == 3 + cli_main.RERENDER_GONE_POLLS
 
 
-@pytest.mark.parametrize("command", ["status", "watch", "cancel", "results", "repeats"])
+@pytest.mark.parametrize("command", ["status", "watch", "cancel", "terminate", "results", "repeats"])
 def test_an_empty_task_id_is_refused_before_anything_is_sent(command: str, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """``trapbatch status "$ID"`` with ``ID`` unset asked for ``GET /api/tasks/``, the task list: ``status`` printed
@@ -3338,7 +3341,7 @@ def test_status_watch_and_list_say_a_stalled_task_and_what_to_do(monkeypatch: py
     shown = " ".join(printed.split())
     assert f"updated {since}" in shown and f"STALLED no change since {since} (240 minutes)" in shown, shown
     assert "submit the same request again, without --rerun or --only-new" in shown, shown
-    assert f"instances/{T1}/terminate?reason=stalled" in "".join(printed.split()), printed  # folded, never cut
+    assert f"terminate it (trapbatch terminate {T1})" in shown, shown  # the CLI's command, not the app's route
 
     lines: list[str] = []
     log = LineReporter(lines.append)
@@ -3367,3 +3370,32 @@ def test_status_watch_and_list_say_a_stalled_task_and_what_to_do(monkeypatch: py
     rows = capsys.readouterr().out.splitlines()
     assert "merging STALLED" in next(r for r in rows if T1 in r)
     assert "STALLED" not in next(r for r in rows if "task-" + "1" * 20 in r)
+
+
+def test_terminate_posts_the_route_with_the_reason_and_says_the_apps_answer_in_the_clis_words(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch terminate <task> [--reason TEXT]``: POST /api/tasks/<task>/terminate with the function key in its
+    header (never the Durable management API's system key), ``{"reason": ...}`` only when one was given; a 409 shows
+    the app's hint as the CLI's commands."""
+    import cli.main as cli_main
+    from cli.client import ApiClient
+
+    hint = ('only a running task can be terminated; post the same request again, without \\"rerun\\" or '
+            '\\"only_new\\", to resume it')
+    session = _Answers(202, 202, (409, {"_body": f'{{"error": "task {T1} is not running (stage: terminated)", '
+                                                f'"hint": "{hint}"}}'}))
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=session,  # type: ignore[arg-type]
+                                                                        sleep=lambda s: None))
+    base = ["--url", "https://app.example", "--key", "k", "terminate", T1]
+    assert main([*base, "--reason", "stalled since Monday"]) == 0
+    assert main(base) == 0
+    first, second = session.sent[:2]
+    assert first["method"] == "POST" and first["url"] == f"https://app.example/api/tasks/{T1}/terminate"
+    assert first["json"] == {"reason": "stalled since Monday"} and second["json"] is None
+    assert session.headers.get("x-functions-key") == "k"  # the session's header (cli.client), never the URL
+    assert "code=" not in first["url"] and "durabletask" not in first["url"]
+    assert f"terminated {T1}" in capsys.readouterr().out
+    assert main(base) == 4  # the app refused (docs/cli.md, exit codes)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "is not running (stage: terminated)" in said, said
+    assert "submit the same request again, without --rerun or --only-new, to resume it" in said, said

@@ -86,8 +86,8 @@ def test_the_description_is_valid_openapi_3_1() -> None:
     labels = {op.label for op in operations(schema)}
     assert labels == {"POST /api/tasks", "GET /api/tasks", "GET /api/tasks/{task_id}",
                       "GET /api/tasks/{task_id}/results", "POST /api/tasks/{task_id}/cancel",
-                      "POST /api/tasks/{task_id}/confirm", "DELETE /api/tasks/{task_id}/previews",
-                      "POST /api/tasks/{task_id}/previews",
+                      "POST /api/tasks/{task_id}/terminate", "POST /api/tasks/{task_id}/confirm",
+                      "DELETE /api/tasks/{task_id}/previews", "POST /api/tasks/{task_id}/previews",
                       "GET /api/tasks/{task_id}/repeats", "POST /api/tasks/{task_id}/repeats",
                       "POST /api/tasks/{task_id}/repeats/search"}
     assert labels == served_routes() - {"GET /api/openapi.json"}  # every route the app serves is described

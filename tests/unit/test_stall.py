@@ -70,8 +70,10 @@ def test_a_working_stage_is_stalled_just_past_two_activity_timeouts_a_busy_retry
     assert note is not None
     assert note["since"] == (NOW - timedelta(seconds=limit + 1)).isoformat()
     assert note["seconds"] == int(limit + 1) and note["limit_seconds"] == int(limit)
-    assert f"/runtime/webhooks/durabletask/instances/{TASK}/terminate" in note["hint"]
-    assert "post the same request again, without \"rerun\" or \"only_new\", which resumes it" in note["hint"]
+    # the app's own route (function key), not the Durable management API's system-key URL, which an operator may lack
+    assert f"terminate it (POST /api/tasks/{TASK}/terminate)" in note["hint"]
+    assert "durabletask" not in note["hint"] and "code=" not in note["hint"]
+    assert "post the same request again, without \"rerun\" or \"only_new\", which ends the pool work" in note["hint"]
     assert TASK in note["hint"].split("terminate it")[0]  # the logs to search name the task
 
 
@@ -140,7 +142,7 @@ def test_the_answer_says_when_the_task_last_changed_and_that_it_stalled() -> Non
     assert shown["updated"] == quiet.isoformat()
     assert shown["stalled"]["since"] == quiet.isoformat()
     assert shown["stalled"]["seconds"] >= 3 * 3600
-    assert f"instances/{TASK}/terminate" in shown["stalled"]["hint"]
+    assert f"POST /api/tasks/{TASK}/terminate" in shown["stalled"]["hint"]
 
     fresh = now - timedelta(minutes=1)
     shown = _get(_running({"stage": Stage.enumerating}, fresh))

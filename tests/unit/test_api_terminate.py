@@ -1,0 +1,179 @@
+"""POST /api/tasks/{id}/terminate: the app's own way to end a task's run (a stalled one above all), with the function
+key every task route takes, instead of the Durable management API's system-key URL.
+
+The SDK's real ``DurableOrchestrationClient`` is driven, its HTTP calls answered as the Durable extension answers
+them (azure-functions-durable-extension ``HttpApiHandler``: a status read 200/202 with the instance, 404 without one;
+``HandleTerminateInstanceRequestAsync``: 404 for an unknown instance, 410 Gone for a finished one (Completed, Failed,
+Terminated), else 202 with the terminate queued, so the instance still reads Running until it is processed).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import azure.durable_functions as df
+import azure.functions as func
+import pytest
+
+from api import starters
+from devhost.http_server import binding_json
+from gpu_batch import layout
+
+TASK = "task-0123456789abcdef0123"
+FINISHED = ("Completed", "Failed", "Terminated")
+
+
+class Extension(df.DurableOrchestrationClient):
+    """The SDK's client, its management API calls answered from ``instance`` as the extension does. ``at_once``: the
+    instance reads Terminated right after the terminate (devhost's engine) rather than still Running (Azure, where
+    dtfx processes the queued message later). ``ends_at_terminate``: the instance ends by itself (this runtime
+    status) just before the terminate arrives."""
+
+    def __init__(self, runtime: str | None, stage: str = "detecting", owner: str = "", at_once: bool = False,
+                 ends_at_terminate: str = "") -> None:
+        super().__init__(binding_json("http://127.0.0.1:7071", "hub"))
+        self.instance = None if runtime is None else {
+            "name": "task_orchestrator", "instanceId": TASK, "runtimeStatus": runtime,
+            "createdTime": "2026-01-01T00:00:00Z", "lastUpdatedTime": "2026-01-02T00:00:00Z",
+            "input": json.dumps({"run": "r1", **({"owner": owner} if owner else {})}), "output": None,
+            "customStatus": {"stage": stage}}
+        self.terminates: list[str] = []
+
+        async def get(url: str) -> list[Any]:
+            if self.instance is None:
+                return [404, ""]
+            return [200 if self.instance["runtimeStatus"] in FINISHED else 202, dict(self.instance)]
+
+        async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+            assert "/terminate?reason=" in url, url
+            self.terminates.append(url)
+            if self.instance is None:
+                return [404, None]
+            if ends_at_terminate:
+                self.instance["runtimeStatus"] = ends_at_terminate
+            if self.instance["runtimeStatus"] in FINISHED:
+                return [410, None]
+            if at_once:
+                self.instance["runtimeStatus"] = "Terminated"
+            return [202, None]
+
+        self._get_async_request = get
+        self._post_async_request = post
+
+    def reason(self) -> str:
+        return parse_qs(urlsplit(self.terminates[-1]).query)["reason"][0]
+
+
+def _terminate(client: Extension, body: Any = None, headers: dict[str, str] | None = None,
+               raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    handler = starters.terminate_task._function.get_user_function().__wrapped__  # http_edge(terminate_task)
+    data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
+    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/terminate", body=data, route_params={"task_id": TASK},
+                           headers={"content-type": "application/json", **(headers or {})})
+    response = asyncio.run(handler(req, client))
+    return response.status_code, json.loads(response.get_body())
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+@pytest.mark.parametrize("runtime", ["Running", "Pending"])
+def test_a_running_task_is_terminated_and_told_how_to_resume(runtime: str, at_once: bool) -> None:
+    """202 whether the instance still reads Running after the terminate (Azure: the message is queued) or reads
+    Terminated at once (devhost); the hint says its pool work runs on until the request is posted again, which ends
+    it and resumes, names the pool job, and says how to drop the task instead."""
+    client = Extension(runtime, "detecting", at_once=at_once)
+    status, body = _terminate(client)
+    assert status == 202, body
+    assert body["terminated"] is True and body["run"] == "r1" and body["stage"] == "detecting"
+    assert len(client.terminates) == 1 and f"/instances/{TASK}/terminate?" in client.terminates[0]
+    assert client.reason() == f"terminated through POST /api/tasks/{TASK}/terminate"
+    hint = body["hint"]
+    assert "stage becomes 'terminated'" in hint and f"poll GET /api/tasks/{TASK}" in hint
+    assert f"pool job {layout.pool_job_id(TASK, 'r1')}) runs on until you post the same request again" in hint
+    assert "which ends that work and resumes the task from the results already written" in hint
+    assert "Pool jobs by hand" in hint
+
+
+def test_a_task_awaiting_confirmation_may_be_terminated_but_cancel_is_named_as_the_better_tool() -> None:
+    client = Extension("Running", "awaiting_confirmation")
+    status, body = _terminate(client)
+    assert status == 202 and len(client.terminates) == 1, body
+    assert f"POST /api/tasks/{TASK}/cancel is the better tool" in body["hint"]
+    assert "sent nothing to the pool" in body["hint"] and "pool job" not in body["hint"]
+
+
+def test_the_reason_is_sent_bounded_and_without_secrets() -> None:
+    client = Extension("Running")
+    reason = "stalled; the hook https://hooks.example.org/x?sig=SECRET1 & more"
+    status, body = _terminate(client, {"reason": reason})
+    assert status == 202, body
+    sent = client.reason()
+    # the URL's query is taken out (core.errors.without_secrets); the rest arrives whole, its '&' quoted by the SDK
+    assert sent == "stalled; the hook https://hooks.example.org/x?[redacted] & more", sent
+
+    for bad, said in [({"reason": "r" * 201}, "longer than 200"), ({"reason": 5}, "must be a string"),
+                      ({"why": "x"}, "unknown field"), (["x"], "must be a JSON object"),
+                      ({"reason": "a\nb"}, "control characters")]:
+        client = Extension("Running")
+        status, body = _terminate(client, bad)
+        assert status == 400 and said in body["error"], (bad, body)
+        assert client.terminates == []
+    client = Extension("Running")
+    status, body = _terminate(client, raw=b"not json")
+    assert status == 400 and client.terminates == [], body
+
+
+@pytest.mark.parametrize("runtime, stage, said", [
+    ("Terminated", "detecting", "post the same request again, without \"rerun\" or \"only_new\", to resume it"),
+    ("Failed", "detecting", "post the same request again, without \"rerun\" or \"only_new\", to resume it"),
+    ("Completed", "completed", f"GET /api/tasks/{TASK} shows how it ended")])
+def test_a_task_not_running_answers_409_and_terminates_nothing(runtime: str, stage: str, said: str) -> None:
+    client = Extension(runtime, stage)
+    status, body = _terminate(client)
+    assert status == 409 and "is not running" in body["error"] and said in body["hint"], body
+    assert client.terminates == []
+
+
+@pytest.mark.parametrize("ended", ["Completed", "Failed"])
+def test_a_task_that_ended_by_itself_just_before_the_terminate_answers_409_not_202(ended: str) -> None:
+    """The extension answers 410 Gone, which the SDK's ``terminate`` takes as success (it raises for 404 and
+    unexpected codes only): the status read after the terminate tells the task ended by itself."""
+    client = Extension("Running", "merging", ends_at_terminate=ended)
+    status, body = _terminate(client)
+    assert status == 409 and "ended by itself before the terminate" in body["error"], body
+    assert "nothing was terminated" in body["hint"]
+
+
+def test_an_unknown_task_is_404_and_a_malformed_id_too() -> None:
+    client = Extension(None)
+    status, body = _terminate(client)
+    assert status == 404 and f"no task {TASK}" in body["error"] and client.terminates == [], body
+    handler = starters.terminate_task._function.get_user_function().__wrapped__
+    req = func.HttpRequest("POST", "http://h/api/tasks/nope/terminate", body=b"", route_params={"task_id": "nope"})
+    assert asyncio.run(handler(req, client)).status_code == 404
+
+
+def _principal(oid: str, roles: tuple[str, ...] = ()) -> dict[str, str]:
+    claims = [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid}] + [
+        {"typ": "roles", "val": r} for r in roles]
+    raw = json.dumps({"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}).encode()
+    return {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(raw).decode(), "X-MS-CLIENT-PRINCIPAL-ID": oid}
+
+
+def test_with_easyauth_only_the_owner_or_an_operator_may_terminate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another caller's task answers 403 and is not terminated; the owner's terminate names the owner in the reason
+    kept with the run (who ended it); without an identity: 401."""
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("TRAPBATCH_CALLER_AUTH", "easyauth")
+    client = Extension("Running", owner="ana-oid")
+    status, body = _terminate(client, headers=_principal("bo-oid"))
+    assert status == 403 and client.terminates == [], body
+    status, body = _terminate(client, headers={})
+    assert status == 401 and client.terminates == [], body
+    status, body = _terminate(client, {"reason": "stuck"}, headers=_principal("ana-oid"))
+    assert status == 202 and client.reason() == "stuck (by ana-oid)", body
+    client = Extension("Running", owner="ana-oid")
+    status, body = _terminate(client, headers=_principal("op-oid", ("trapbatch.operator",)))
+    assert status == 202 and len(client.terminates) == 1, body
