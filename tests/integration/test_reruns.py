@@ -374,6 +374,31 @@ def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_ru
     _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "terminated")
 
 
+def test_a_task_terminated_through_the_api_resumes_when_posted_again_and_its_pool_work_is_ended(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /api/tasks/{id}/terminate, with the function key alone (no Durable system key), ends a task whose work
+    will never finish (both of LocalPool's slots held by hung workers: nothing the run waits on ever ends) at once;
+    its answer says what follows, and a second terminate is refused as the task no longer runs. Then the same
+    request posted plainly resumes it: the terminated run's job is closed (its hung workers end) and the task
+    completes every image. Before, only the management API's system-key URL could terminate (404 here)."""
+    task_id, old_job = _both_slots_held_by_hung_shards(host, store, unique_name, monkeypatch)
+    url = f"{host.base_url}/api/tasks/{task_id}/terminate"
+    ended = api.post(url, json={"reason": "stalled: both workers hung"}, timeout=120)
+    assert ended.status_code == 202, ended.text
+    answer = ended.json()
+    assert answer["terminated"] is True and answer["stage"] == Stage.detecting, answer
+    assert f"pool job {old_job})" in answer["hint"] and "post the same request again" in answer["hint"], answer
+    wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the run terminated")
+    assert host.get_status(task_id)["output"] == "stalled: both workers hung"  # the reason, kept with the run
+    assert status(host, task_id)["stage"] == Stage.terminated
+    again = api.post(url, timeout=120)
+    assert again.status_code == 409 and "is not running (stage: terminated)" in again.json()["error"], again.text
+    monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
+
+    _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "terminated")
+
+
 @pytest.mark.parametrize("replay_stage", [Stage.enumerating, Stage.failed])
 def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_by_the_run_that_resumes_it(
         host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
