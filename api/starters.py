@@ -1242,13 +1242,20 @@ def _not_terminable_hint(task_id: str, info: dict[str, Any]) -> str:
 def _terminated_hint(task_id: str, stage: str, job: str) -> str:
     """The 202's next steps. A run awaiting confirmation sent nothing to the pool: cancel ends it as cleanly, with
     stage 'cancelled' and no run to end later, so the hint says that is the better tool there."""
-    then = (f"its stage becomes 'terminated' once the platform has processed the terminate (poll GET "
-            f"/api/tasks/{task_id}). ")
+    then = (f"its stage becomes 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id} "
+            "shows it); ")
+    if stage in FINISHED:  # telling of its end (orchestrations.task ``_tell``): its results stay complete and served
+        return (f"it had ended {stage} and was telling of its end (the notification, the done file, the event), "
+                "which stops; its results stay complete and served, and the task keeps showing that stage (its "
+                "runtime_status Terminated); posting the same request again finds it, it does not run again")
+    if stage in (Stage.cancelled, Stage.failed, Stage.expired, Stage.estimated):  # telling of such an end
+        return then + (f"it had ended {stage} and was telling of its end (the notification, the done file, the "
+                       "event), which stops; its pool work had ended already")
     if stage == Stage.awaiting_confirmation:
-        return then + ("It had sent nothing to the pool (for a task awaiting confirmation, POST "
-                       f"/api/tasks/{task_id}/cancel is the better tool: it ends it 'cancelled'). Post the same "
+        return then + ("it had sent nothing to the pool (for a task awaiting confirmation, POST "
+                       f"/api/tasks/{task_id}/cancel is the better tool: it ends it 'cancelled'); post the same "
                        "request again, without \"rerun\" or \"only_new\", to resume it")
-    return then + ("Pool work it started (shard groups, pool tasks, pool job " + job + ") runs on until you post "
+    return then + ("the pool work it started (shard groups, pool tasks, pool job " + job + ") runs on until you post "
                    "the same request again, without \"rerun\" or \"only_new\", which ends that work and resumes the "
                    "task from the results already written; to drop the task instead, end that pool job by hand "
                    "(docs/deploy.md, 'Pool jobs by hand')")

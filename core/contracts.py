@@ -83,7 +83,7 @@ class Stage(StrEnum):
     completed_with_errors = "completed_with_errors"
     cancelled = "cancelled"
     failed = "failed"
-    terminated = "terminated"  # stopped through the management API, not by trapbatch
+    terminated = "terminated"  # stopped by POST /api/tasks/{id}/terminate or the Durable management API
     estimated = "estimated"  # a "dry_run" request: enumerated and estimated (core/estimate.py), nothing submitted
     awaiting_confirmation = "awaiting_confirmation"  # above TRAPBATCH_CONFIRM_ABOVE_IMAGES: waits for POST .../confirm
     expired = "expired"  # never confirmed within TRAPBATCH_CONFIRM_TIMEOUT_S; nothing was submitted

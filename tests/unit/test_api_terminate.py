@@ -90,7 +90,7 @@ def test_a_running_task_is_terminated_and_told_how_to_resume(runtime: str, at_on
     assert len(client.terminates) == 1 and f"/instances/{TASK}/terminate?" in client.terminates[0]
     assert client.reason() == f"terminated through POST /api/tasks/{TASK}/terminate"
     hint = body["hint"]
-    assert "stage becomes 'terminated'" in hint and f"poll GET /api/tasks/{TASK}" in hint
+    assert "stage becomes 'terminated'" in hint and f"GET /api/tasks/{TASK} shows it" in hint
     assert f"pool job {layout.pool_job_id(TASK, 'r1')}) runs on until you post the same request again" in hint
     assert "which ends that work and resumes the task from the results already written" in hint
     assert "Pool jobs by hand" in hint
@@ -102,6 +102,19 @@ def test_a_task_awaiting_confirmation_may_be_terminated_but_cancel_is_named_as_t
     assert status == 202 and len(client.terminates) == 1, body
     assert f"POST /api/tasks/{TASK}/cancel is the better tool" in body["hint"]
     assert "sent nothing to the pool" in body["hint"] and "pool job" not in body["hint"]
+
+
+def test_a_task_telling_of_its_end_is_said_to_keep_its_results() -> None:
+    """A run whose results are complete and served, still Running while it tells of its end (the notification's
+    retries): terminated, it keeps its finished stage (api.starters ``_stage``) and a post of its request finds it;
+    the hint must not send the operator to resume pool work that is over."""
+    client = Extension("Running", "completed")
+    status, body = _terminate(client)
+    assert status == 202 and body["stage"] == "completed", body
+    assert "results stay complete and served" in body["hint"] and "pool job" not in body["hint"]
+    client = Extension("Running", "cancelled")  # an end without results, told likewise: no pool work left to end
+    status, body = _terminate(client)
+    assert status == 202 and "its pool work had ended already" in body["hint"] and "pool job" not in body["hint"]
 
 
 def test_the_reason_is_sent_bounded_and_without_secrets() -> None:
