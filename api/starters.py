@@ -1192,8 +1192,9 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     What it leaves: a terminate stops the orchestration only; its shard groups, activities and pool tasks run on
     (README, the paragraph after the request fields). Posting the same request again ends them (the new run writes
     the terminated run's cancel marker and closes its pool job: ``_ended_runs``, orchestrations.task
-    ``_end_terminated_run``) and resumes the task from the results already written. The SDK takes a 410 as success, so a run that ended by itself
-    between the status read and the terminate is told apart by reading the status again."""
+    ``_end_terminated_run``) and resumes the task from the results already written. The SDK takes a 410 as success,
+    so a run that ended by itself between the status read and the terminate is told apart by reading the status
+    again."""
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)
     raw = req.get_body() or b""
