@@ -996,6 +996,9 @@ def _no_results_hint(task_id: str, info: dict[str, Any]) -> str:
     if stage == Stage.failed:
         return (f"see its error (GET /api/tasks/{task_id}); post the same request again to resume it from the "
                 "results already written")
+    if stage == Stage.terminated:  # resumed by a plain post (api.starters), as a failed one: "rerun" starts afresh
+        return ("it was terminated: post the same request again, without \"rerun\", to resume it from the results "
+                "already written")
     return f"it ended {stage} without results: post the same request with \"rerun\": true to run it again"
 
 

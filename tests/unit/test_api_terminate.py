@@ -190,3 +190,15 @@ def test_with_easyauth_only_the_owner_or_an_operator_may_terminate(monkeypatch: 
     client = Extension("Running", owner="ana-oid")
     status, body = _terminate(client, headers=_principal("op-oid", ("trapbatch.operator",)))
     assert status == 202 and len(client.terminates) == 1, body
+
+
+def test_a_terminated_tasks_missing_results_say_to_post_the_request_again_to_resume_not_to_rerun() -> None:
+    """A terminated task is resumed by the same request posted again (README: "a failed or terminated task also
+    starts again without it"); its results answer said to post it with "rerun": true, which starts a new generation
+    and runs every image again. Fails without the change."""
+    from api.starters import _no_results_hint
+
+    hint = _no_results_hint(TASK, {"runtime_status": "Terminated", "stage": "terminated"})
+    assert "rerun\": true" not in hint and "post the same request again" in hint and "resume" in hint, hint
+    cancelled = _no_results_hint(TASK, {"runtime_status": "Completed", "stage": "cancelled"})
+    assert "\"rerun\": true" in cancelled, cancelled  # a cancelled task is run again only as a re-run
