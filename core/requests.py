@@ -623,7 +623,13 @@ def parse_terminate(body: Any) -> str:
     if unknown:
         raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}",
                              f"allowed fields: {', '.join(TERMINATE_FIELDS)}")
-    return without_secrets(_opt_str(body, "reason", MAX_TERMINATE_REASON_CHARS).strip())
+    reason = _opt_str(body, "reason", MAX_TERMINATE_REASON_CHARS).strip()
+    try:  # a lone surrogate ("\ud800" in the JSON): the SDK quotes the reason into a URL as UTF-8, which cannot hold it
+        reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestInvalid("'reason' is not text (it holds a lone UTF-16 surrogate)", "use printable text only") \
+            from None
+    return without_secrets(reason)
 
 
 def _image_list(body: Mapping[str, Any]) -> str:

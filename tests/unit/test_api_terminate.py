@@ -202,3 +202,12 @@ def test_a_terminated_tasks_missing_results_say_to_post_the_request_again_to_res
     assert "rerun\": true" not in hint and "post the same request again" in hint and "resume" in hint, hint
     cancelled = _no_results_hint(TASK, {"runtime_status": "Completed", "stage": "cancelled"})
     assert "\"rerun\": true" in cancelled, cancelled  # a cancelled task is run again only as a re-run
+
+
+def test_a_reason_that_is_not_text_is_refused_400_not_500() -> None:
+    """JSON may carry a lone surrogate (``"\\ud800"``), which Python's json reads into a str that no UTF-8 holds: the
+    SDK's ``terminate`` quotes the reason into its URL (``urllib.parse.quote``, UTF-8 strict) and raised
+    UnicodeEncodeError, answered 500 "a trapbatch bug". It is the caller's text: 400, nothing sent."""
+    client = Extension("Running")
+    status, body = _terminate(client, raw=b'{"reason": "stalled \\ud800 since Monday"}')
+    assert status == 400 and "'reason'" in body["error"] and client.terminates == [], body
