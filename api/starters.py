@@ -1245,7 +1245,9 @@ def _not_terminable_hint(task_id: str, info: dict[str, Any]) -> str:
 
 def _terminated_hint(task_id: str, stage: str, job: str) -> str:
     """The 202's next steps. A run awaiting confirmation sent nothing to the pool: cancel ends it as cleanly, with
-    stage 'cancelled' and no run to end later, so the hint says that is the better tool there."""
+    stage 'cancelled' and no run to end later, so the hint says that is the better tool there. Only a run detecting
+    leaves pool work running and a pool job to end by hand: the job is made by a shard group's first submit
+    (activities.pool ``_ensure_job_once``) and closed once the groups end, before merging (orchestrations.task)."""
     then = (f"its stage becomes 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id} "
             "shows it); ")
     if stage in FINISHED:  # telling of its end (orchestrations.task ``_tell``): its results stay complete and served
@@ -1255,6 +1257,12 @@ def _terminated_hint(task_id: str, stage: str, job: str) -> str:
     if stage in (Stage.cancelled, Stage.failed, Stage.expired, Stage.estimated):  # telling of such an end
         return then + (f"it had ended {stage} and was telling of its end (the notification, the done file, the "
                        "event), which stops; its pool work had ended already")
+    resume = "post the same request again, without \"rerun\" or \"only_new\", to resume it"
+    if stage in BEFORE_POOL:  # the pool job is made by a shard group's first submit (activities.pool), in detecting
+        return then + f"it had sent nothing to the pool (it was starting or listing the images); {resume}"
+    if stage in (Stage.merging, Stage.publishing):  # its job was closed once its shard groups ended (_run_task)
+        return then + (f"its pool work had ended (its shard groups were done); {resume} from the results its pool "
+                       "tasks already wrote")
     if stage == Stage.awaiting_confirmation:
         return then + ("it had sent nothing to the pool (for a task awaiting confirmation, POST "
                        f"/api/tasks/{task_id}/cancel is the better tool: it ends it 'cancelled'); post the same "

@@ -211,3 +211,21 @@ def test_a_reason_that_is_not_text_is_refused_400_not_500() -> None:
     client = Extension("Running")
     status, body = _terminate(client, raw=b'{"reason": "stalled \\ud800 since Monday"}')
     assert status == 400 and "'reason'" in body["error"] and client.terminates == [], body
+
+
+@pytest.mark.parametrize("stage, said", [
+    ("starting", "it had sent nothing to the pool"), ("enumerating", "it had sent nothing to the pool"),
+    ("merging", "its pool work had ended"), ("publishing", "its pool work had ended")])
+def test_a_run_without_pool_work_running_is_not_said_to_leave_a_pool_job_to_end(stage: str, said: str) -> None:
+    """The pool job is made by a shard group's first submit (activities.pool ``_ensure_job_once``), in stage
+    detecting, and closed once the groups end, before merging (orchestrations.task ``_run_task``). A run terminated
+    before or after that has no pool work running: the 202 said its pool work and pool job "run on" until a post and
+    to end that job by hand to drop the task, sending the operator after a job that does not exist or was closed
+    (a stalled merge is a main case: its fan-outs are the largest, 35fa9f8)."""
+    client = Extension("Running", stage)
+    status, body = _terminate(client)
+    assert status == 202 and body["stage"] == stage, body
+    hint = body["hint"]
+    assert said in hint and "pool job" not in hint and "runs on" not in hint, hint
+    assert "stage becomes 'terminated'" in hint, hint
+    assert "post the same request again, without \"rerun\" or \"only_new\", to resume it" in hint, hint
