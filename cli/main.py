@@ -32,7 +32,7 @@ from core.contracts import TASK_LIST_LIMIT, Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
 from core.requests import (MAX_BODY_BYTES, MAX_TERMINATE_REASON_CHARS, TASK_BODY_HINT, encoded_size, parse_rerender,
-                           parse_task_request, too_large_hint_for)
+                           parse_task_request, parse_terminate, too_large_hint_for)
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 out = Console(highlight=False, soft_wrap=True)
@@ -1047,6 +1047,10 @@ def terminate(state: State, /, task_id: str, reason: str) -> None:
     """End a running task's run at once, whatever it is doing (the way out of one 'trapbatch status' shows STALLED).
     Its pool work runs on until the same request is submitted again, which ends that work and resumes the task from
     the results already written. For a task awaiting confirmation, 'trapbatch cancel' is the better tool."""
+    try:  # checked as the app checks it, before anything is sent (a bad argument: exit 2, as previews --threshold)
+        parse_terminate({"reason": reason})
+    except TrapbatchError as exc:
+        raise CliError(f"--reason: {exc.message}", exc.hint, exit_code=EXIT_USAGE) from None
     answer = state.client.terminate(task_id, reason)
     out.print(f"terminated {task_id}: {in_cli_words(answer.get('hint', ''))}")
 

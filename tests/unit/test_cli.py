@@ -3399,3 +3399,21 @@ def test_terminate_posts_the_route_with_the_reason_and_says_the_apps_answer_in_t
     said = " ".join(capsys.readouterr().err.split())
     assert "is not running (stage: terminated)" in said, said
     assert "submit the same request again, without --rerun or --only-new, to resume it" in said, said
+
+
+@pytest.mark.parametrize("reason, said", [("r" * 201, "longer than 200 characters"),
+                                          ("stalled\nsince Monday", "control characters")])
+def test_terminate_refuses_a_reason_the_app_would_refuse_before_sending_it(
+        reason: str, said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--reason`` is checked as the app checks it (core.requests ``parse_terminate``), as ``previews --threshold``
+    is: a bad argument exits 2 with nothing sent (docs/cli.md, exit codes). It was sent, and the app's 400 exited 4,
+    'the app could not be reached, or refused the request'."""
+    import cli.main as cli_main
+    from cli.client import ApiClient
+
+    session = _Answers(202)
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=session,  # type: ignore[arg-type]
+                                                                        sleep=lambda s: None))
+    assert main(["--url", "https://app.example", "--key", "k", "terminate", T1, "--reason", reason]) == 2
+    assert session.sent == []
+    assert said in " ".join(capsys.readouterr().err.split())
