@@ -1188,9 +1188,12 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     terminate?reason=`` (azure-functions-durable ``DurableOrchestrationClient.terminate``), which the extension answers
     by queueing a terminate message (``HttpApiHandler.HandleTerminateInstanceRequestAsync`` calls
     ``TerminateAsync``: 404 for an unknown instance, 410 Gone for a finished one, else 202); dtfx processes that
-    message as a work item of its own, needing no episode of the orchestrator's code to finish (devhost's
-    ``Engine.terminate`` ends the instance at once, without running one either). The instance shows Terminated once
-    the message is processed, so right after a 202 it may still read Running.
+    message as an episode of its own once any episode running ends: the orchestrator is replayed over its history
+    and ``TaskOrchestrationExecutor.ProcessEvent`` hands the ``ExecutionTerminatedEvent`` to
+    ``TaskOrchestrationContext.HandleExecutionTerminatedEvent``, which completes the instance Terminated whatever
+    the replay does, waiting on no step of it (a dropped action's completion included; devhost's ``Engine.terminate``
+    replays it likewise: devhost README, fidelity row 48). The instance shows Terminated once the message is
+    processed, so right after a 202 it may still read Running.
 
     What it leaves: a terminate stops the orchestration only; its shard groups, activities and pool tasks run on
     (README, the paragraph after the request fields). Posting the same request again ends them (the new run writes
