@@ -1200,7 +1200,8 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     the terminated run's cancel marker and closes its pool job: ``_ended_runs``, orchestrations.task
     ``_end_terminated_run``) and resumes the task from the results already written. The SDK takes a 410 as success,
     so a run that ended by itself between the status read and the terminate is told apart by reading the status
-    again."""
+    again; when that read finds the task hub busy (``TaskHubUnavailable``) the 202 stands, the terminate having been
+    queued (a 503 had clients send it again and be answered 409 "not running")."""
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)
     raw = req.get_body() or b""
@@ -1221,7 +1222,10 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
         if after["runtime_status"] in ACTIVE:
             raise
         return _ended_meanwhile(task_id, after)
-    after = await describe_task(client, task_id)
+    try:
+        after = await describe_task(client, task_id)
+    except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
+        after = info
     if after["runtime_status"] not in ACTIVE and after["runtime_status"] != "Terminated":
         return _ended_meanwhile(task_id, after)  # the extension's 410, which the SDK does not raise
     logger.info("task %s: run %s terminated through the API (stage %s)", task_id, run or "?", info["stage"])

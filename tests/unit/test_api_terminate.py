@@ -229,3 +229,26 @@ def test_a_run_without_pool_work_running_is_not_said_to_leave_a_pool_job_to_end(
     assert said in hint and "pool job" not in hint and "runs on" not in hint, hint
     assert "stage becomes 'terminated'" in hint, hint
     assert "post the same request again, without \"rerun\" or \"only_new\", to resume it" in hint, hint
+
+
+def _hub_error() -> list[Any]:
+    """The extension's management API when the task hub's storage fails (HttpApiHandler's catch-all 500 body)."""
+    return [500, {"Message": "Something went wrong while processing your request", "ExceptionMessage": "busy",
+                  "ExceptionType": "Azure.RequestFailedException"}]
+
+
+def test_a_terminate_sent_whose_status_cannot_be_read_after_it_answers_202_not_503() -> None:
+    """The status read after the terminate (to tell a 410 apart) may find the task hub busy (TaskHubUnavailable).
+    The terminate was queued by then: answered 503 "retry", the CLI sent it again (it retries the app's 503 with
+    Retry-After for any request) and got 409 "is not running (stage: terminated)", exit 4, for a terminate that was
+    made. As confirm's read after its raise (111abc5), the 202 stands."""
+    client = Extension("Running", "detecting")
+    get = client._get_async_request
+
+    async def busy_after_the_terminate(url: str) -> list[Any]:
+        return _hub_error() if client.terminates else await get(url)
+
+    client._get_async_request = busy_after_the_terminate  # type: ignore[method-assign]
+    status, body = _terminate(client)
+    assert status == 202 and body["terminated"] is True and len(client.terminates) == 1, body
+    assert f"pool job {layout.pool_job_id(TASK, 'r1')})" in body["hint"], body
