@@ -59,7 +59,7 @@ from core.contracts import FINISHED, Stage
 from core.deadline import Deadline
 from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, RequestTooLarge,
                          TaskHubUnavailable, TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
-                         TrapbatchError, failure_message)
+                         TrapbatchError, failure_message, without_secrets)
 from core.estimate import live_rate
 from core.failures import failures_without_secrets
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
@@ -1217,10 +1217,13 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     run = str(started.get("run") or "")
     try:
         await client.terminate(task_id, reason)
-    except Exception:  # the SDK raises a bare Exception for 404 and any unexpected answer
+    except Exception as exc:  # the SDK raises a bare Exception for 404 and any unexpected answer
         after = await describe_task(client, task_id)  # a task gone meanwhile: TaskNotFound, 404
-        if after["runtime_status"] in ACTIVE:
-            raise
+        if after["runtime_status"] in ACTIVE:  # the extension's catch-all 500 (its storage failing), or no answer
+            raise TaskHubUnavailable(f"the terminate of task {task_id} was not accepted by the task hub "
+                                     f"({without_secrets(str(exc))})", "retry in a minute: the task hub's storage is "
+                                     "busy or failing; a terminate sent twice ends the run once, and a 409 'not "
+                                     "running (stage: terminated)' then means this one was made") from exc
         return _ended_meanwhile(task_id, after)
     try:
         after = await describe_task(client, task_id)

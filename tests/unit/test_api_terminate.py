@@ -252,3 +252,20 @@ def test_a_terminate_sent_whose_status_cannot_be_read_after_it_answers_202_not_5
     status, body = _terminate(client)
     assert status == 202 and body["terminated"] is True and len(client.terminates) == 1, body
     assert f"pool job {layout.pool_job_id(TASK, 'r1')})" in body["hint"], body
+
+
+def test_a_terminate_the_extension_fails_while_the_task_runs_answers_503_retry_not_a_bug() -> None:
+    """The extension answers its catch-all 500 when the task hub's storage fails during the terminate (HttpApiHandler
+    ``HandleRequestAsync``; its InvalidOperationException for an instance no longer running is told apart by the
+    status read after it). The SDK raises a bare Exception for it; with the task still running that was re-raised:
+    500 "this is a trapbatch bug ... report it", which no client retries. It is the hub: 503, retry."""
+    client = Extension("Running", "detecting")
+
+    async def hub_fails(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+        client.terminates.append(url)
+        return _hub_error()
+
+    client._post_async_request = hub_fails  # type: ignore[method-assign]
+    status, body = _terminate(client)
+    assert status == 503 and "retry" in body["hint"] and "bug" not in body["hint"], body
+    assert "terminate" in body["error"], body
