@@ -384,7 +384,8 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         sid = layout.shard_id(index)
         etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
         # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
-        drop_replaced_results(store, settings.container, task_id, sid, shard, etags)
+        # (and an only_new key's earlier attempt 0, whose manifest lists the shard as the earlier listing cut it)
+        drop_replaced_results(store, settings.container, task_id, sid, shard, etags, reuses=request.only_new)
         store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid), {"etags": etags})
         if shard:
             ranges.append([sid, min(shard), max(shard)])

@@ -25,6 +25,10 @@ of the results they describe, so after the rewrite they no longer match and thei
 (``gpu_batch.manifest.CoverageSummary.matches``, ``gpu_batch.formats.mergeview``); the document's own list of photos
 cut short (``info.trapbatch.damaged``) loses the removed names with their entries.
 
+A resumed ``only_new`` re-run's listing also deletes the earlier run's attempt 0 (``drop_earlier_reuse``): its
+manifest lists the shard as the earlier listing cut it, and every reader takes it first; the resumed run's reuse step
+writes attempt 0 again for its own listing.
+
 Idempotent: the removal runs before this listing's ETags are written, so a retried call compares against the same
 earlier ETags and finds nothing left to remove."""
 from __future__ import annotations
@@ -57,20 +61,52 @@ def replaced(shard: list[str], before: Mapping[str, str], now: Mapping[str, str]
     return {n for n in shard if not before.get(n) or before.get(n) != now.get(n)}
 
 
+def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, names: list[str]) -> int:
+    """Delete attempt 0 of shard ``sid`` of ``key`` (``names``: the shard's blobs), which only an ``only_new`` re-run's
+    reuse step writes (``activities.reuse``): its manifest first, the one that misleads; returns how many blobs went.
+
+    Why: attempt 0's manifest lists every image of the shard *as the listing that reuse step followed cut it*, and
+    every reader takes it before attempt 1's (``activities.shard_results.shard_manifest``), the reuse step itself too
+    (a retried call's "every image"). A resumed ``only_new`` run lists the key again and writes attempt 1's manifest
+    anew, every image of its own listing; the earlier run's attempt 0 stayed, so with images added or deleted
+    meanwhile its reuse step, its pool work and its merge followed the earlier listing's shards: an image added since
+    ran nowhere, one moved to the next shard was in two (tests/integration/test_reuse_resumed.py). Nothing is lost:
+    attempt 0 holds only entries copied from the served generation, which the resumed run's reuse step, always run
+    (``api.starters.resumed_request`` keeps ``only_new``), copies again for its own listing."""
+    own = f"{layout.shard_prefix(key, sid)}attempt-0."
+    reuse = sorted((n for n in names if n.startswith(own)), key=lambda n: n != layout.manifest_blob(key, sid, 0))
+    for name in reuse:
+        store.delete_if_exists(container, name)
+    if reuse:
+        logger.info("%s shard %s: an earlier run's reused results (attempt 0) dropped: this listing's run reuses "
+                    "for its own shards", key, sid)
+    return len(reuse)
+
+
 def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, shard: list[str],
-                          now: Mapping[str, str]) -> int:
+                          now: Mapping[str, str], reuses: bool = False) -> int:
     """Remove, from every attempt's results of shard ``sid`` of ``key``, the entries of the images of ``shard`` that
     were replaced since the last listing (``replaced``); ``now``: this listing's ETags. Returns how many entries went.
-    Call it before this listing writes its own ETags for the shard."""
+    Call it before this listing writes its own ETags for the shard.
+
+    ``reuses``: the key is an ``only_new`` re-run's (its request's ``only_new``, which its resumed runs keep), whose
+    earlier run's attempt 0 goes too (``drop_earlier_reuse``), at the cost of one listing of the shard's blobs; other
+    keys never have an attempt 0, and a shard whose images are unchanged is still left unread."""
     before = earlier_etags(store, container, key, sid)
-    if before is None:
+    if before is None:  # no listing of the key before (attempt 0 is written only after one recorded ETags)
         return 0
     stale = replaced(shard, before, now)
+    if not stale and not reuses:
+        return 0
+    names = list(store.list_names(container, layout.shard_prefix(key, sid)))
+    if reuses:
+        drop_earlier_reuse(store, container, key, sid, names)
     if not stale:
         return 0
     removed = 0
-    for name in store.list_names(container, layout.shard_prefix(key, sid)):
-        if layout.attempt_of_results_blob(name) is None:
+    for name in names:
+        attempt = layout.attempt_of_results_blob(name)
+        if attempt is None or (reuses and attempt == 0):  # attempt 0: deleted above
             continue
         counted: list[int] = []
 

@@ -19,6 +19,7 @@ class _Store:
         self.blobs = {name: json.dumps(value).encode() for name, value in blobs.items()}
         self.updates: list[str] = []
         self.listed = 0
+        self.deleted: list[str] = []
 
     def read_bytes_or_none(self, container: str, name: str) -> bytes | None:
         return self.blobs.get(name)
@@ -33,6 +34,10 @@ class _Store:
             self.blobs[name] = json.dumps(new).encode()
             self.updates.append(name)
         return new
+
+    def delete_if_exists(self, container: str, name: str) -> bool:
+        self.deleted.append(name)
+        return self.blobs.pop(name, None) is not None
 
     def doc(self, name: str) -> Any:
         return json.loads(self.blobs[name])
@@ -86,3 +91,23 @@ def test_a_shard_whose_earlier_listing_wrote_an_etags_document_without_any_etag_
         assert _drop(store, ["a", "b"], {"a": "5", "b": "6"}) == 0
         assert store.updates == [] and store.listed == 0
         assert [e["file"] for e in store.doc(first)["images"]] == ["a", "b"]
+
+
+def test_an_only_new_keys_listing_drops_the_earlier_runs_attempt_0_manifest_first_and_only_attempt_0() -> None:
+    """attempt 0 (an ``only_new`` re-run's reused entries) lists the shard as the earlier listing cut it; a resumed
+    run's listing deletes it, its manifest first (the one every reader takes before attempt 1's), replaced images or
+    not. Another key's listing lists nothing for it (it has no attempt 0); its shards are still left unread."""
+    zero = [layout.attempt_results_blob(KEY, SID, 0), layout.attempt_coverage_blob(KEY, SID, 0),
+            layout.attempt_damaged_blob(KEY, SID, 0), layout.manifest_blob(KEY, SID, 0)]
+    first = layout.attempt_results_blob(KEY, SID, 1)
+    blobs = {layout.shard_etags_blob(KEY, SID): {"etags": {"a": "1", "b": "2"}}, first: _results("b"),
+             layout.manifest_blob(KEY, SID, 1): {"images": ["b"]}, **{name: {} for name in zero}}
+    blobs[zero[0]] = _results("a")
+    store = _Store(blobs)
+    assert drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, ["a", "b"], {"a": "1", "b": "2"},
+                                 reuses=True) == 0
+    assert store.deleted[0] == layout.manifest_blob(KEY, SID, 0) and sorted(store.deleted) == sorted(zero)
+    assert sorted(store.blobs) == sorted(set(blobs) - set(zero)) and store.updates == []
+    other = _Store(blobs)
+    assert _drop(other, ["a", "b"], {"a": "1", "b": "2"}) == 0
+    assert other.listed == 0 and other.deleted == [] and sorted(other.blobs) == sorted(blobs)
