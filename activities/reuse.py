@@ -38,11 +38,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import azure.durable_functions as df
 
+from activities.enumerate import RECHECK_IMAGES
 from activities.shard_results import shard_attempt_results, shard_manifest
+from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -159,8 +161,9 @@ def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges
 
 
 def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, settings: Settings,
-                store: BlobStore) -> tuple[int, int]:
-    """Write shard ``sid``'s attempt 0 (reused entries) and its attempt 1 (the rest); (reused, to run)."""
+                store: BlobStore, before_writes: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Write shard ``sid``'s attempt 0 (reused entries) and its attempt 1 (the rest); (reused, to run).
+    ``before_writes``: called with the shard's number of images after every read and before the first write."""
     full = ShardManifest.from_dict(shard_manifest(store, settings, key, sid))
     etags = _etags(store, settings, key, sid)
     images = set(full.images)
@@ -168,6 +171,8 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, setti
     found, damaged = reusable_entries(store, settings, previous, ranges, wanted) if wanted and ranges else ({}, set())
     if not found:
         return 0, len(full.images)
+    if before_writes is not None:
+        before_writes(len(full.images))
     to_run = tuple(n for n in full.images if n not in found)
     whole = ShardManifest(**{**_fields(full), "attempt": 0,
                              "output_blob": layout.attempt_results_blob(key, sid, 0)})
@@ -197,12 +202,31 @@ def _fields(manifest: ShardManifest) -> dict[str, Any]:
 
 
 def run_reuse(key: str, previous: str, first: int, count: int, settings: Settings,
-              store: BlobStore) -> c.ReuseOutput:
+              store: BlobStore, still_ours: Callable[[], None] | None = None) -> c.ReuseOutput:
+    """Shards ``first .. first + count - 1`` of generation ``key`` (``reuse_shard``).
+
+    ``still_ours``: raises once a later run replaced the call's run (``activities.superseded``), asked again after a
+    shard's reads and before its writes once ``RECHECK_IMAGES`` images were read since the last time (the shell read it
+    before the call). Why: a run terminated while its calls were queued or running is resumed under the same
+    generation, whose listing cuts its shards anew (images added, deleted or replaced meanwhile) and whose own reuse
+    step follows; a late call of the terminated run read a shard as the earlier listing cut it and wrote its attempt 0
+    (that listing's names, an entry of an image replaced since) after the new listing, and the resumed run's reuse
+    step took that manifest for the shard's images (tests/integration/test_reuse_resumed.py). Now at most
+    ``RECHECK_IMAGES`` images' worth of reads and writes after the marker, which the replacing run writes before its
+    listing."""
     ranges = PreviousRanges(previous_ranges(store, settings, previous))  # read and indexed once per call
+    unchecked = [0]  # images read since the marker was last read
+
+    def before_writes(images: int) -> None:
+        unchecked[0] += images
+        if still_ours is not None and unchecked[0] >= RECHECK_IMAGES:
+            still_ours()
+            unchecked[0] = 0
+
     reused: list[int] = []
     to_run: list[int] = []
     for index in range(first, first + count):
-        n_reused, n_run = reuse_shard(key, previous, layout.shard_id(index), ranges, settings, store)
+        n_reused, n_run = reuse_shard(key, previous, layout.shard_id(index), ranges, settings, store, before_writes)
         reused.append(n_reused)
         to_run.append(n_run)
     logger.info("generation %s shards %d..%d: %d images reused from %s, %d to run", key, first, first + count - 1,
@@ -214,4 +238,11 @@ def run_reuse(key: str, previous: str, first: int, count: int, settings: Setting
 @failures_without_secrets
 def reuse_previous_results(payload: c.ReuseInput) -> c.ReuseOutput:
     s = clients.settings()
-    return run_reuse(payload["task_id"], payload["previous"], payload["first"], payload["count"], s, clients.store(s))
+    store = clients.store(s)
+    what = "the reuse of the served results"
+    refuse_if_superseded(store, s, payload, what)  # a terminated run's late call (none without ``run_job``)
+
+    def still_ours() -> None:
+        refuse_if_superseded(store, s, payload, what)
+
+    return run_reuse(payload["task_id"], payload["previous"], payload["first"], payload["count"], s, store, still_ours)

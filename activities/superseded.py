@@ -54,7 +54,11 @@ starters' clocks), nor the shards past its count (the new run's, maybe), so it l
 steps keeps the task's names, which the pool and the resubmission read: a ``write_shard_manifests`` call reads the
 marker again every ``RECHECK_IMAGES`` images (so it writes at most that many images' manifests, from its own listing,
 after the marker), and a ``finish_enumeration`` call past its check still writes the summary; the new run writes those
-only after its whole listing.
+only after its whole listing. An ``only_new`` re-run's reuse call (``activities.reuse``: each shard's attempt 0, as
+its own listing cut the shard) reads the marker again after a shard's reads and before its writes, every
+``RECHECK_IMAGES`` images: its reads were of its own run's listing, and the resumed run lists the generation again
+before its own reuse step (which writes every shard's attempt 0 anew; its listing deleted the earlier run's,
+``activities.replaced_images.drop_earlier_reuse``), so a late call stops at the first shard after the marker.
 """
 from __future__ import annotations
 

@@ -1504,6 +1504,10 @@ class ReuseInput(TypedDict):
     previous: str
     first: int
     count: int
+    # The pool job of the run that made this call, absent in calls of before and of runs without an id: a call that
+    # runs after a later run replaced that one (terminated, then resumed: the same generation, listed again) writes
+    # nothing (activities.superseded)
+    run_job: NotRequired[str]
 
 
 class ReuseOutput(TypedDict):

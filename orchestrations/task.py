@@ -597,7 +597,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if request.get("only_new") and generation and "previous" in data:
         per_call = reuse_shards_per_call(knobs.reuse_images_per_call, TaskRequest.from_dict(request).images_per_shard)
         reuse = yield from _reuse(context, key, generation_key(task_id, data["previous"]), enumeration["shards"],
-                                  per_call)
+                                  per_call, run_job)
         work = c.EnumerateOutput(images=sum(reuse["to_run"]), shards=sum(1 for n in reuse["to_run"] if n))
         if passed_over:
             work["not_images"] = passed_over
@@ -746,12 +746,20 @@ def reuse_shards_per_call(images_per_call: int, images_per_shard: int) -> int:
 
 
 def _reuse(context: df.DurableOrchestrationContext, key: str, previous: str, shards: int,
-           per_call: int) -> Generator[Any, Any, c.ReuseOutput]:
+           per_call: int, run_job: str = "") -> Generator[Any, Any, c.ReuseOutput]:
     """``only_new``: per shard of this generation, the images whose results ``previous`` (a generation key) already
     has for the same name and ETag (``activities.reuse``, in parallel calls of ``per_call`` shards); counts only pass
-    through history."""
+    through history.
+
+    ``run_job``: the run's pool job, in each call's input where the run has an id (the calls of a run without one
+    keep the inputs of before): a run terminated while its calls were queued and resumed under the same generation
+    has its late calls refused (activities.superseded), not writing attempt 0 from the shards its own listing cut
+    over the resumed run's (tests/integration/test_reuse_resumed.py). Inputs only: the actions are those of before."""
     payloads = [c.ReuseInput(task_id=key, previous=previous, first=first, count=min(per_call, shards - first))
                 for first in range(0, shards, per_call)]
+    if run_job:
+        for payload in payloads:
+            payload["run_job"] = run_job
     outputs: list[c.ReuseOutput] = yield from call_all(context, c.REUSE, payloads)
     return c.ReuseOutput(reused=[n for out in outputs for n in out["reused"]],
                          to_run=[n for out in outputs for n in out["to_run"]])

@@ -7,12 +7,19 @@ with its own pool job (``run_job``: its own listing folder), as ``api.starters``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, cast
+
+import pytest
+
+from activities import reuse
 
 from activities.merge import _merged_shard
 from activities.reuse import run_reuse
+from activities.pool import run_stop_groups
 from activities.shard_results import shard_manifest
+from activities.superseded import refuse_if_superseded
 from adapters.blobs import BlobStore
+from core.errors import RunSuperseded
 from core.settings import Settings
 from gpu_batch import layout
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
@@ -64,3 +71,60 @@ def test_a_resumed_run_reuses_on_its_own_listing_not_on_the_manifests_its_first_
     assert sent == sorted([replaced, *added, "a/x.jpg"])  # "a/x.jpg": only a retryable failure before
     assert sorted(merged) == sorted(read) and missing == len(sent) == sum(out["to_run"])
     assert all(merged[n] == served[n] for n in read if n not in sent)
+
+
+class _LateCall:
+    """The store as a late reuse call of the terminated run sees it: on its first read of the served generation's
+    shards (after it read the shard of its own generation) the replacing run ``meanwhile`` does its work."""
+
+    def __init__(self, store: BlobStore, meanwhile: Callable[[], None]) -> None:
+        self._store, self._meanwhile, self._served = store, meanwhile, f"{layout.task_prefix(OLD)}shards/"
+
+    def __getattr__(self, attr: str) -> Any:
+        method = getattr(self._store, attr)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._meanwhile is not None and any(isinstance(a, str) and a.startswith(self._served) for a in args):
+                meanwhile, self._meanwhile = self._meanwhile, None
+                meanwhile()
+            return method(*args, **kwargs)
+        return call
+
+
+def test_a_late_reuse_call_of_a_terminated_run_writes_nothing_over_the_run_that_replaced_it(
+        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reuse call of an ``only_new`` re-run terminated while its calls were queued runs late (terminate does not
+    reach a queued activity: activities.superseded). It read its shard as its own listing cut it; meanwhile the run
+    that replaces it wrote the terminated run's cancel marker and listed the generation again, an image added before
+    all others (every shard cut otherwise) and the first shard's second image replaced. The late call then wrote the
+    first shard's attempt 0 as that earlier listing cut it, with the replaced image's old entry, and the resumed run's
+    reuse step took that manifest for the shard's images. Now the late call, which carries its run's pool job, reads
+    the marker after its reads and before its writes, and writes nothing."""
+    monkeypatch.setattr(reuse, "RECHECK_IMAGES", 1)  # the marker read before every shard's writes
+    settings, store, container = env
+    request, served = _first_run(settings, store, container)
+    request = dataclasses.replace(request, rerun=True, only_new=True)
+    _, first = run_parallel(settings, store, NEW, request, SMALL, run_job=FIRST_JOB)
+    replaced, added = manifests(settings, store, NEW)[0][1], "a-a.jpg"
+    second: dict[str, Any] = {}
+
+    def replacing_run() -> None:
+        run_stop_groups({"task_id": OLD, "job_id": FIRST_JOB, "reason": "terminated", "superseded_by": "r2"},
+                        settings, store)
+        store.write_bytes(container, replaced, b"other bytes")
+        store.write_bytes(container, added, b"")
+        second.update(run_parallel(settings, store, NEW, request, SMALL, run_job=SECOND_JOB)[1])
+
+    late = cast(BlobStore, _LateCall(store, replacing_run))
+    with pytest.raises(RunSuperseded):
+        run_reuse(NEW, OLD, 0, first["shards"], settings, late,
+                  lambda: refuse_if_superseded(store, settings, {"task_id": NEW, "run_job": FIRST_JOB}, "the reuse"))
+    listing = manifests(settings, store, NEW)
+    out = run_reuse(NEW, OLD, 0, second["shards"], settings, store)  # the resumed run's reuse step
+
+    read, sent, merged, missing = _outcome(settings, store, second["shards"])
+    assert read == [n for shard in listing for n in shard] and read[0] == added
+    assert sent == sorted([replaced, added, "a/x.jpg"])  # "a/x.jpg": only a retryable failure before
+    assert sorted(merged) == sorted(read) and missing == len(sent) == sum(out["to_run"])
+    assert all(merged[n] == served[n] for n in read if n not in sent)
+

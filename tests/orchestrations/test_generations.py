@@ -147,9 +147,11 @@ def test_only_new_reuses_in_parallel_calls_and_sends_only_shards_with_images_lef
     run = run_task(only_new_input(previous=""), answer)
 
     assert run.status == "Completed", run.error
-    # after the enumeration, before any shard group: the reuse step, reading the served (first) generation
-    assert run.inputs(c.REUSE) == [{"task_id": KEY, "previous": TASK, "first": 0, "count": 10},
-                                   {"task_id": KEY, "previous": TASK, "first": 10, "count": 2}]
+    # after the enumeration, before any shard group: the reuse step, reading the served (first) generation; each call
+    # names the run's pool job: replaced by a resumed run, its late calls write nothing (activities.superseded)
+    job = pool_job_id(TASK, RUN)
+    assert run.inputs(c.REUSE) == [{"task_id": KEY, "previous": TASK, "first": 0, "count": 10, "run_job": job},
+                                   {"task_id": KEY, "previous": TASK, "first": 10, "count": 2, "run_job": job}]
     names = run.activity_names
     assert names.index(c.FINISH_ENUMERATION) < names.index(c.REUSE) < names.index(c.MERGE_PART)
     # shards with nothing left to run start done and never reach the pool; the others start pending
@@ -162,6 +164,17 @@ def test_only_new_reuses_in_parallel_calls_and_sends_only_shards_with_images_lef
     assert run.output["reused"] == sum(reused) and run.output["generation"] == RUN
     assert next(s for s in run.statuses if s["stage"] == Stage.detecting)["reused"] == sum(reused)
     assert c.PROMOTE in names
+
+
+def test_the_reuse_calls_of_a_run_without_an_id_keep_the_inputs_of_before() -> None:
+    """A run started before runs had ids (no ``run`` in its input) names no pool job in its calls (orchestrations.task
+    ``_run_job``), the reuse step's too: its calls are not guarded, as before."""
+    answer, _ = reuse_answers([1, 0], [0, 1])
+    data = only_new_input(previous="")
+    run = run_task({k: v for k, v in data.items() if k != "run"}, answer)  # type: ignore[arg-type]
+
+    assert run.status == "Completed", run.error
+    assert run.inputs(c.REUSE) == [{"task_id": KEY, "previous": TASK, "first": 0, "count": 2}]
 
 
 def _reuse_calls(data: c.TaskInput, shards: int) -> list[tuple[int, int]]:
