@@ -227,6 +227,8 @@ def run_reuse(key: str, previous: str, first: int, count: int, settings: Setting
     to_run: list[int] = []
     for index in range(first, first + count):
         n_reused, n_run = reuse_shard(key, previous, layout.shard_id(index), ranges, settings, store, before_writes)
+        if not n_reused:  # read, nothing written: its images count towards the next read of the marker all the same
+            unchecked[0] += n_run
         reused.append(n_reused)
         to_run.append(n_run)
     logger.info("generation %s shards %d..%d: %d images reused from %s, %d to run", key, first, first + count - 1,

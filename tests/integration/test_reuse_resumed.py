@@ -128,3 +128,20 @@ def test_a_late_reuse_call_of_a_terminated_run_writes_nothing_over_the_run_that_
     assert sorted(merged) == sorted(read) and missing == len(sent) == sum(out["to_run"])
     assert all(merged[n] == served[n] for n in read if n not in sent)
 
+
+
+def test_a_reuse_call_reads_the_marker_again_once_recheck_images_were_read_since(
+        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between a shard's reads and its writes, once ``RECHECK_IMAGES`` images were read since the last time, shards
+    that wrote nothing (nothing to reuse) counted too; never for a shard that writes nothing."""
+    settings, store, container = env
+    request, _ = _first_run(settings, store, container)
+    _, first = run_parallel(settings, store, NEW, request, SMALL, run_job=FIRST_JOB)
+    for name in manifests(settings, store, NEW)[0]:  # the first shard's images all replaced: nothing to reuse
+        store.write_bytes(container, name, b"other bytes")
+    run_parallel(settings, store, NEW, request, SMALL, run_job=SECOND_JOB)
+    monkeypatch.setattr(reuse, "RECHECK_IMAGES", 6)  # two shards of 3
+    reads: list[int] = []
+    out = run_reuse(NEW, OLD, 0, 4, settings, store, lambda: reads.append(len(reads)))
+    assert out["reused"][0] == 0 and all(out["reused"][1:])
+    assert len(reads) == 2  # before the writes of the second shard (3 + 3 read) and of the fourth
