@@ -37,7 +37,7 @@ def refusal(runtime: str, stage: str) -> TaskNotFinished:
     ("Completed", "estimated", "has no results (stage: estimated)", "without dry_run"),
     ("Completed", "cancelled", "has no results (stage: cancelled)", '"rerun": true'),
     ("Completed", "expired", "has no results (stage: expired)", '"rerun": true'),
-    ("Terminated", "detecting", "has no results (stage: terminated)", '"rerun": true'),
+    ("Terminated", "detecting", "has no results (stage: terminated)", "without \"rerun\", to resume it"),
     ("Failed", "detecting", "has no results (stage: failed)", "resume it"),
 ])
 def test_a_task_without_results_says_what_gets_them(runtime: str, stage: str, message: str, hint: str) -> None:
