@@ -8,6 +8,7 @@ import pytest
 from core.cost import (OVERRIDE_ENV, PRICE_REGION, VM_PRICES, attempt_seconds, cost_per_million, node_price,
                        task_cost, vm_price)
 from core.settings import Settings
+from tests.bench_scripts import load_bench
 
 H100 = "Standard_NC40ads_H100_v5"
 BATCH_ENV = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_POOL": "azure_batch",
@@ -152,15 +153,7 @@ def test_the_notification_and_the_event_carry_the_cost_block() -> None:
 
 
 def _bench_cost() -> Any:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "cost.py"
-    spec = importlib.util.spec_from_file_location("bench_cost", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("cost.py")
 
 
 def test_the_bench_helper_prints_the_recorded_h100_rate_and_no_invented_rate_for_the_others(capsys) -> None:  # type: ignore[no-untyped-def]

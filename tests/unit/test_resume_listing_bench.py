@@ -7,24 +7,16 @@ uncharged, would quietly misstate what a resume costs."""
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import load_bench
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("resume_listing_bench", ROOT / "bench" / "resume_listing.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("resume_listing.py")
 
 
 def test_a_listing_is_counted_as_list_and_other_requests_by_their_method() -> None:
