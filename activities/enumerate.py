@@ -74,9 +74,10 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
 
 
 def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, index: int,
-                    chunk: list[str], list_columns: tuple[str, ...] = ()) -> None:
-    """``list_columns``: an image list's metadata columns; the worker then makes the view's export lines with the
-    shard's list document (``ShardManifest.merge_view_list``), which this batch writes before the shards are run."""
+                    chunk: list[str], list_columns: tuple[str, ...] = ()) -> ShardManifest:
+    """Write the shard's attempt 1 manifest, every image of ``chunk``, and return it. ``list_columns``: an image list's
+    metadata columns; the worker then makes the view's export lines with the shard's list document
+    (``ShardManifest.merge_view_list``), which this batch writes before the shards are run."""
     sid = layout.shard_id(index)
     views = settings.merge_views
     manifest = ShardManifest(
@@ -93,6 +94,7 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
     # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of
     # the shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
     store.write_compact_json(settings.container, layout.manifest_blob(task_id, sid, 1), manifest.to_dict())
+    return manifest
 
 
 def _write_summary(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
@@ -380,12 +382,13 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
             still_ours()
             unchecked = 0
         unchecked += len(shard)
-        _write_manifest(task_id, request, settings, store, index, shard, list_columns)
+        made = _write_manifest(task_id, request, settings, store, index, shard, list_columns)
         sid = layout.shard_id(index)
         etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
         # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
-        # (and an only_new key's earlier attempt 0, whose manifest lists the shard as the earlier listing cut it)
-        drop_replaced_results(store, settings.container, task_id, sid, shard, etags, reuses=request.only_new)
+        # (and an only_new key's attempt 0 made from another manifest than this one: an earlier listing's cut)
+        drop_replaced_results(store, settings.container, task_id, sid, shard, etags,
+                              reuses=made if request.only_new else None)
         store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid), {"etags": etags})
         if shard:
             ranges.append([sid, min(shard), max(shard)])

@@ -27,18 +27,22 @@ cut short (``info.trapbatch.damaged``) loses the removed names with their entrie
 
 A resumed ``only_new`` re-run's listing also deletes the earlier run's attempt 0 (``drop_earlier_reuse``): its
 manifest lists the shard as the earlier listing cut it, and every reader takes it first; the resumed run's reuse step
-writes attempt 0 again for its own listing.
+writes attempt 0 again for its own listing. An attempt 0 made from the very manifest this listing writes (a late
+duplicate of this listing's own call, or an earlier listing that cut the shard alike) is kept, its entries of images
+replaced since removed as every other attempt's.
 
 Idempotent: the removal runs before this listing's ETags are written, so a retried call compares against the same
 earlier ETags and finds nothing left to remove."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
+from gpu_batch.manifest import ShardManifest
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +65,11 @@ def replaced(shard: list[str], before: Mapping[str, str], now: Mapping[str, str]
     return {n for n in shard if not before.get(n) or before.get(n) != now.get(n)}
 
 
-def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, names: list[str]) -> int:
+def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, names: list[str],
+                       written: ShardManifest) -> list[str]:
     """Delete attempt 0 of shard ``sid`` of ``key`` (``names``: the shard's blobs), which only an ``only_new`` re-run's
-    reuse step writes (``activities.reuse``): its manifest first, the one that misleads; returns how many blobs went.
+    reuse step writes (``activities.reuse``), unless it was made from ``written``, the manifest this listing just wrote
+    for the shard: its manifest first, the one that misleads; returns the names that went.
 
     Why: attempt 0's manifest lists every image of the shard *as the listing that reuse step followed cut it*, and
     every reader takes it before attempt 1's (``activities.shard_results.shard_manifest``), the reuse step itself too
@@ -72,41 +78,66 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
     meanwhile its reuse step, its pool work and its merge followed the earlier listing's shards: an image added since
     ran nowhere, one moved to the next shard was in two (tests/integration/test_reuse_resumed.py). Nothing is lost:
     attempt 0 holds only entries copied from the served generation, which the resumed run's reuse step, always run
-    (``api.starters.resumed_request`` keeps ``only_new``), copies again for its own listing."""
+    (``api.starters.resumed_request`` keeps ``only_new``), copies again for its own listing.
+
+    Why kept when made from ``written`` (the reuse step's attempt 0 manifest is the listing's attempt 1 manifest as
+    attempt 0: ``activities.reuse.reuse_shard``): an activity runs at least once ("each called activity function will
+    be executed at least once", Durable Task's ``TaskActivity`` reference, learn.microsoft.com; "in error cases it
+    might be invoked multiple times", Azure/durabletask wiki, Writing-Task-Activities), and this listing's own call may
+    run again late, its queue message back after its output was taken, once its run's reuse step wrote attempt 0 (a run
+    without an id keeps its listing's parts, and a run with one when the best-effort deletion of its folder failed,
+    ``activities.listing_leftovers.drop_own_listing``). That call finds its own earlier ETags and deleted that fresh
+    attempt 0, which nothing writes again: a shard reused whole is done without the pool, and the merge lost every
+    image it reused (tests/integration/test_reuse_resumed.py). Such an attempt 0 lists the shard as this listing cuts
+    it, the names and every other field alike, so it misleads no reader; its entries of images replaced since go as
+    every attempt's (``drop_replaced_results``). Costs one read of attempt 0's manifest, only where there is one."""
     own = f"{layout.shard_prefix(key, sid)}attempt-0."
-    reuse = sorted((n for n in names if n.startswith(own)), key=lambda n: n != layout.manifest_blob(key, sid, 0))
+    manifest = layout.manifest_blob(key, sid, 0)
+    reuse = sorted((n for n in names if n.startswith(own)), key=lambda n: n != manifest)
+    if not reuse or (manifest in reuse and _made_from(store, container, manifest, written)):
+        return []
     for name in reuse:
         store.delete_if_exists(container, name)
-    if reuse:
-        logger.info("%s shard %s: an earlier run's reused results (attempt 0) dropped: this listing's run reuses "
-                    "for its own shards", key, sid)
-    return len(reuse)
+    logger.info("%s shard %s: an earlier run's reused results (attempt 0) dropped: this listing's run reuses for its "
+                "own shards", key, sid)
+    return reuse
+
+
+def _made_from(store: BlobStore, container: str, name: str, written: ShardManifest) -> bool:
+    """Whether manifest blob ``name`` (attempt 0's) is ``written`` as attempt 0 (``activities.reuse.reuse_shard``);
+    False for one missing or unreadable."""
+    try:
+        found = ShardManifest.from_dict(jsonio.loads(store.read_bytes_or_none(container, name) or b"null"))
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        return False
+    return found == dataclasses.replace(written, attempt=0, output_blob=layout.attempt_results_blob(
+        written.task_id, written.shard_id, 0))
 
 
 def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, shard: list[str],
-                          now: Mapping[str, str], reuses: bool = False) -> int:
+                          now: Mapping[str, str], reuses: ShardManifest | None = None) -> int:
     """Remove, from every attempt's results of shard ``sid`` of ``key``, the entries of the images of ``shard`` that
     were replaced since the last listing (``replaced``); ``now``: this listing's ETags. Returns how many entries went.
     Call it before this listing writes its own ETags for the shard.
 
-    ``reuses``: the key is an ``only_new`` re-run's (its request's ``only_new``, which its resumed runs keep), whose
-    earlier run's attempt 0 goes too (``drop_earlier_reuse``), at the cost of one listing of the shard's blobs; other
-    keys never have an attempt 0, and a shard whose images are unchanged is still left unread."""
+    ``reuses``: where the key is an ``only_new`` re-run's (its request's ``only_new``, which its resumed runs keep),
+    the manifest this listing wrote for the shard; an attempt 0 not made from it goes too (``drop_earlier_reuse``), at
+    the cost of one listing of the shard's blobs; other keys (None) never have an attempt 0, and a shard whose images
+    are unchanged is still left unread."""
     before = earlier_etags(store, container, key, sid)
     if before is None:  # no listing of the key before (attempt 0 is written only after one recorded ETags)
         return 0
     stale = replaced(shard, before, now)
-    if not stale and not reuses:
+    if not stale and reuses is None:
         return 0
     names = list(store.list_names(container, layout.shard_prefix(key, sid)))
-    if reuses:
-        drop_earlier_reuse(store, container, key, sid, names)
+    gone = set(drop_earlier_reuse(store, container, key, sid, names, reuses)) if reuses is not None else set()
     if not stale:
         return 0
     removed = 0
     for name in names:
         attempt = layout.attempt_of_results_blob(name)
-        if attempt is None or (reuses and attempt == 0):  # attempt 0: deleted above
+        if attempt is None or name in gone:  # an attempt 0 deleted above
             continue
         counted: list[int] = []
 

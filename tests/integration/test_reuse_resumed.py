@@ -11,15 +11,18 @@ from typing import Any, Callable, cast
 
 import pytest
 
-from activities import reuse
+from activities import listing_leftovers, reuse
 
+from activities.enumerate import run_write_shards
 from activities.merge import _merged_shard
 from activities.reuse import run_reuse
 from activities.pool import run_stop_groups
 from activities.shard_results import shard_manifest
 from activities.superseded import refuse_if_superseded
 from adapters.blobs import BlobStore
+from core import contracts as c
 from core.errors import RunSuperseded
+from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
@@ -145,3 +148,34 @@ def test_a_reuse_call_reads_the_marker_again_once_recheck_images_were_read_since
     out = run_reuse(NEW, OLD, 0, 4, settings, store, lambda: reads.append(len(reads)))
     assert out["reused"][0] == 0 and all(out["reused"][1:])
     assert len(reads) == 2  # before the writes of the second shard (3 + 3 read) and of the fourth
+
+
+@pytest.mark.parametrize("run_job", ["", SECOND_JOB], ids=["run-without-id", "folder-left"])
+def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reused_for_the_same_shard(
+        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch, run_job: str) -> None:
+    """An activity runs at least once: a ``write_shard_manifests`` call whose output was taken runs again when its
+    queue message comes back (its host stopped before deleting it), minutes later, while its parts are there: a run
+    without an id keeps its listing's files in the task's folder, and a run with one keeps its folder when that
+    best-effort deletion failed (``listing_leftovers.drop_own_listing``). Its run's reuse step had written attempt 0
+    meanwhile; the duplicate's listing found earlier ETags (its own call's) and deleted that attempt 0, so a shard
+    reused whole (done, sent to no pool) merged none of its images and the others lost their reused entries."""
+    if run_job:  # the run's listing folder stayed (its deletion failed: logged, best effort)
+        monkeypatch.setattr(listing_leftovers, "drop_own_listing", lambda *args, **kwargs: 0)
+    settings, store, container = env
+    request, served = _first_run(settings, store, container)
+    request = dataclasses.replace(request, rerun=True, only_new=True)
+    calls: list[tuple[str, Any]] = []
+    _, listed = run_parallel(settings, store, NEW, request, SMALL, run_job=run_job, calls=calls)
+    listing = manifests(settings, store, NEW)
+    out = run_reuse(NEW, OLD, 0, listed["shards"], settings, store)
+    assert out["to_run"].count(0) > 1  # shards reused whole: done without the pool
+
+    _, p = next(call for call in calls if call[0] == c.WRITE_SHARDS)  # its duplicate, delivered late
+    run_write_shards(NEW, TaskRequest.from_dict(p["request"]), settings, store, [tuple(x) for x in p["parts"]],
+                     p["first"], p["count"], p["slices"], p["sampled"], p.get("not_found"), p.get("listing_run", ""))
+
+    read, _, merged, _ = _outcome(settings, store, listed["shards"])
+    assert read == [n for shard in listing for n in shard]
+    assert sorted(merged) == sorted(read)
+    lost = [n for n in read if n != "a/x.jpg" and merged[n] != served[n]]
+    assert lost == []  # every reused entry merged ("a/x.jpg": only a retryable failure before, left to the pool)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator, Mapping, cast
 
+import dataclasses
+
 from activities.replaced_images import drop_replaced_results, replaced
 from adapters.blobs import BlobStore
 from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest
 
 KEY, SID, BOX = "task-x", "s00000", "state"
+# the attempt 1 manifest a listing of an only_new key writes for the shard (activities.enumerate._write_manifest)
+WRITTEN = ShardManifest(task_id=KEY, shard_id=SID, attempt=1, source_container="images", images=("a", "b"),
+                        output_container=BOX, output_blob=layout.attempt_results_blob(KEY, SID, 1), model="MDV5A")
 
 
 class _Store:
@@ -105,9 +111,33 @@ def test_an_only_new_keys_listing_drops_the_earlier_runs_attempt_0_manifest_firs
     blobs[zero[0]] = _results("a")
     store = _Store(blobs)
     assert drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, ["a", "b"], {"a": "1", "b": "2"},
-                                 reuses=True) == 0
+                                 reuses=WRITTEN) == 0
     assert store.deleted[0] == layout.manifest_blob(KEY, SID, 0) and sorted(store.deleted) == sorted(zero)
     assert sorted(store.blobs) == sorted(set(blobs) - set(zero)) and store.updates == []
     other = _Store(blobs)
     assert _drop(other, ["a", "b"], {"a": "1", "b": "2"}) == 0
     assert other.listed == 0 and other.deleted == [] and sorted(other.blobs) == sorted(blobs)
+
+
+def test_an_attempt_0_made_from_the_manifest_this_listing_wrote_is_kept_without_its_replaced_images() -> None:
+    """An activity runs at least once: this listing's own call, run again late after its run's reuse step wrote
+    attempt 0 from the manifest the call writes again, deleted that attempt 0, which nothing writes again. Kept now
+    (its manifest is this listing's, as attempt 0), the entries of images replaced since removed as from every
+    attempt; one made from another manifest (another cut, or other fields) still goes."""
+    zero = [layout.attempt_results_blob(KEY, SID, 0), layout.attempt_coverage_blob(KEY, SID, 0),
+            layout.manifest_blob(KEY, SID, 0)]
+    own = dataclasses.replace(WRITTEN, attempt=0, output_blob=zero[0])
+    blobs = {layout.shard_etags_blob(KEY, SID): {"etags": {"a": "1", "b": "2"}}, zero[0]: _results("a", "b"),
+             zero[1]: {}, zero[2]: own.to_dict(), layout.manifest_blob(KEY, SID, 1): WRITTEN.to_dict()}
+    store = _Store(blobs)
+    assert drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, ["a", "b"], {"a": "1", "b": "2"},
+                                 reuses=WRITTEN) == 0
+    assert store.deleted == [] and sorted(store.blobs) == sorted(blobs)
+    assert drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, ["a", "b"], {"a": "1", "b": "9"},
+                                 reuses=WRITTEN) == 1  # b replaced: its entry goes from attempt 0 too
+    assert store.deleted == [] and [e["file"] for e in store.doc(zero[0])["images"]] == ["a"]
+    for other in (dataclasses.replace(WRITTEN, images=("a", "b", "c")), dataclasses.replace(WRITTEN, model="MDV5B")):
+        store = _Store(blobs)
+        drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, list(other.images), {"a": "1", "b": "2"},
+                              reuses=other)
+        assert sorted(store.deleted) == sorted(zero)
