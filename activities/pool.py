@@ -293,18 +293,18 @@ def prepare_resubmission(task_id: str, sid: str, attempt: int, settings: Setting
                          store: BlobStore) -> c.Resubmitted:
     """The manifest of a shard's next attempt, written (its missing images only), and whether its pool task is to be
     submitted (``submitted``: False when nothing is missing any more); the caller submits it."""
+    first = ShardManifest.from_dict(shard_manifest(store, settings, task_id, sid))  # every image of the shard
+    # successes and permanent failures are final; retryable failures (download, auth, throttling) run again
+    missing = images_to_rerun(store, settings, task_id, sid, first.images)
     # The attempt's manifest as an earlier try of this activity wrote it, if one did (a RESUBMIT retried after a
     # Batch outage on another shard): kept as it is and submitted again (task ids are deterministic, so a task
     # already added is not added twice). Computed afresh, it would leave out the images the running attempt has
     # finished, and a requeued task (a Spot node preempted) would then rewrite its results without them.
     written = store.read_json_or_none(settings.container, layout.manifest_blob(task_id, sid, attempt))
-    if written is not None and written.get("images"):
+    if written is not None and written.get("images") and _still_fits(written["images"], first.images, missing):
         logger.info("task %s shard %s: attempt %d's manifest was written already; submitted again", task_id, sid,
                     attempt)
         return {"shard_id": sid, "attempt": attempt, "missing": len(written["images"]), "submitted": True}
-    first = ShardManifest.from_dict(shard_manifest(store, settings, task_id, sid))  # every image of the shard
-    # successes and permanent failures are final; retryable failures (download, auth, throttling) run again
-    missing = images_to_rerun(store, settings, task_id, sid, first.images)
     if not missing:
         return {"shard_id": sid, "attempt": attempt, "missing": 0, "submitted": False}
     manifest = ShardManifest(
@@ -320,6 +320,27 @@ def prepare_resubmission(task_id: str, sid: str, attempt: int, settings: Setting
     store.write_json(settings.container, layout.manifest_blob(task_id, sid, attempt), manifest.to_dict())
     logger.info("task %s shard %s: resubmitted %d missing images as attempt %d", task_id, sid, len(missing), attempt)
     return {"shard_id": sid, "attempt": attempt, "missing": len(missing), "submitted": True}
+
+
+def _still_fits(written: list[str], shard: tuple[str, ...], missing: list[str]) -> bool:
+    """Whether an attempt manifest found written (its ``images``) may be kept for the shard as listed now
+    (``shard``: every image of its manifest) with ``missing`` still to run: it names only images of the shard, and
+    every one still missing.
+
+    Why: a resumed run (a terminated run's request posted again: the same key, listed again) starts its shard groups
+    at attempt 1 (``orchestrations.shards``), so its attempt 2 has the blob of the terminated run's attempt 2, which
+    that run wrote from its own listing and the relisting leaves in place. Kept as it was, the resumed run's attempt 2
+    ran the images the terminated run missed, as the earlier listing cut the shard: images moved to another shard
+    since (results no merge of this shard takes), not those added since, nor one replaced since whose earlier result
+    the listing dropped (``activities.replaced_images``): an attempt spent on each shard, its images given up sooner
+    (tests/integration/test_resumed_attempts.py). A manifest this run's own earlier try wrote always fits: it named
+    the images missing then, of the same listing, and results only make fewer missing (an activity may run more than
+    once: "each called activity function will be executed at least once", Durable Task's ``TaskActivity``
+    reference). One that fits but came from the terminated run runs again at most images done since, whose entries
+    its worker keeps (``gpu_batch.worker.results.load_resumable_state``) or runs again: costs GPU time, loses
+    nothing. A retried try reads what the fresh path reads (the shard's manifest and coverage) before it decides."""
+    names = set(shard)
+    return all(n in names for n in written) and set(missing) <= set(written)
 
 
 def _view_basis(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> ViewBasis:
