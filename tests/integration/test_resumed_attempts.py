@@ -18,28 +18,15 @@ from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch import manifest as contract
-from gpu_batch.pool import ShardTask
 from gpu_batch.worker.results import detections_entry, failure_entry
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
+from tests.recording_pool import RecordingPool
 
 TASK = "task-resumed"
 FIRST_JOB = layout.pool_job_id(TASK, "r260101120000ab12")
 SECOND_JOB = layout.pool_job_id(TASK, "r260101130000cd34")
 SID = layout.shard_id(0)
 DET = {"category": "1", "conf": 0.8, "bbox": [0.1, 0.1, 0.2, 0.2]}
-
-
-class Pool:
-    """Records the pool tasks each submission adds."""
-
-    def __init__(self) -> None:
-        self.tasks: list[ShardTask] = []
-
-    def ensure_job(self, job_id: str) -> None:
-        pass
-
-    def submit(self, job_id: str, tasks: list[ShardTask]) -> None:
-        self.tasks.extend(tasks)
 
 
 def _results(settings: Settings, store: BlobStore, attempt: int, ok: list[str], retry: list[str]) -> None:
@@ -52,7 +39,7 @@ def _results(settings: Settings, store: BlobStore, attempt: int, ok: list[str], 
 def _resubmit(settings: Settings, store: BlobStore, job: str) -> tuple[list[str], dict[str, Any]]:
     """The shard's attempt 2 as the run of ``job`` resubmits it (the real RESUBMIT): its manifest's images, and the
     answer."""
-    out = run_resubmit(TASK, job, [(SID, 2)], settings, store, Pool())  # type: ignore[arg-type]
+    out = run_resubmit(TASK, job, [(SID, 2)], settings, store, RecordingPool())  # type: ignore[arg-type]
     doc = store.read_json(settings.container, layout.manifest_blob(TASK, SID, 2))
     return list(doc["images"]), dict(out["shards"][0])
 
