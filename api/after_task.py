@@ -32,6 +32,7 @@ from adapters.blobs import BlobStore
 from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
+from api import repeat_runs
 from api.edge import http_edge, json_response, read_status, start_once
 from api.starters import (ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task, page_labels,
                           previews_gone)
@@ -46,8 +47,10 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 
-async def _instance(client: df.DurableOrchestrationClient, instance_id: str) -> dict[str, Any] | None:
-    """An orchestration's runtime status and custom status, or None when there is no such instance."""
+async def _instance(client: df.DurableOrchestrationClient, instance_id: str,
+                    removal_of: str = "") -> dict[str, Any] | None:
+    """An orchestration's runtime status and custom status, or None when there is no such instance. ``removal_of``:
+    the instance is that task's repeat removal, judged stalled as ``GET .../repeats`` judges it (``api.repeat_runs``)."""
     status = await read_status(client, instance_id)
     runtime = _runtime(status)
     if runtime is None:
@@ -56,6 +59,8 @@ async def _instance(client: df.DurableOrchestrationClient, instance_id: str) -> 
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
     if runtime == "Failed":
         out["stage"], out["error"] = c.Stage.failed, failure_message(str(status.output or ""))
+    if removal_of:
+        repeat_runs.add_liveness(out, "removal", removal_of, status)
     return out
 
 
@@ -71,12 +76,15 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", ""),
                                            RERENDER_EXAMPLE, f"send only {RERENDER_EXAMPLE}"))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
-    for instance, what in ((rerender_instance_id(task_id), "a preview re-render"),
-                           (repeats_instance_id(task_id), "a repeated-detection removal")):
-        running = await _instance(client, instance)
+    for instance, what, removal_of in ((rerender_instance_id(task_id), "a preview re-render", ""),
+                                       (repeats_instance_id(task_id), "a repeated-detection removal", task_id)):
+        running = await _instance(client, instance, removal_of)
         if running is not None and running["runtime_status"] in ACTIVE:
-            return json_response(409, {"error": f"{what} for task {task_id} is still running",
-                                       "hint": f"wait until it completed (GET {status_url}), then retry"})
+            stalled = running.get("stalled")  # a removal that may never end: terminate it rather than wait
+            return json_response(409, {"error": f"{what} for task {task_id} is still running"
+                                                + (f", but has not changed since {stalled['since']}: stalled" if stalled else ""),
+                                       "hint": stalled["hint"] if stalled else
+                                               f"wait until it completed (GET {status_url}), then retry"})
     s = clients.settings()
     key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     variants = await asyncio.to_thread(_rerender_variants, s, key)

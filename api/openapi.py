@@ -308,8 +308,8 @@ def _liveness(where: str = "") -> dict[str, Any]:
                     "awaiting_confirmation: its confirmation deadline; detecting: its shard groups' longest poll "
                     "delay): on Azure an action the Durable extension refuses is dropped without failing the task, "
                     "which would stay running for ever. since: the last change; seconds: how long ago; "
-                    "limit_seconds: the stage's bound; hint: what to do (the app's logs, terminate through the "
-                    "Durable management API, post the same request again to resume). Absent: it moves, or it ended",
+                    "limit_seconds: the stage's bound; hint: what to do (the app's logs, terminate through POST "
+                    ".../terminate, post the same request again to resume). Absent: it moves, or it ended",
                     "required": ["since", "seconds", "limit_seconds", "hint"], "properties": {
                         "since": {"type": "string", "format": "date-time"},
                         "seconds": {"type": "integer", "minimum": 0},
@@ -367,6 +367,24 @@ def _instance(description: str, **properties: Any) -> dict[str, Any]:
         **properties}}
 
 
+def _repeat_liveness(what: str) -> dict[str, Any]:
+    """``updated`` and ``stalled`` of a repeat removal or search (api.repeat_runs ``add_liveness``,
+    core.stall ``repeat_stalled``)."""
+    target = "removal" if what == "removal" else "search"
+    return {
+        "updated": {"type": "string", "format": "date-time", "description": f"when the {what} last changed: its "
+                    "orchestration's lastUpdatedTime"},
+        "stalled": {"type": "object", "description": f"a running {what} that has not changed for longer than its "
+                    "waits explain (two activity timeouts, a busy step's retry, 15 minutes): on Azure an action the "
+                    "Durable extension refuses is dropped without failing it, and until it ends no other removal or "
+                    f"search of the task starts. hint: what to do (the app's logs, POST .../terminate with "
+                    f"{{\"target\": \"{target}\"}}, start it again). Absent: it moves, or it ended",
+                    "required": ["since", "seconds", "limit_seconds", "hint"], "properties": {
+                        "since": {"type": "string", "format": "date-time"},
+                        "seconds": {"type": "integer", "minimum": 0},
+                        "limit_seconds": {"type": "integer", "minimum": 0}, "hint": {"type": "string"}}}}
+
+
 def _removal() -> dict[str, Any]:
     """core.contracts.RemovalStatus, its page laid over its previews (api.starters.task_repeats)."""
     count = {"type": "integer", "minimum": 0}
@@ -375,7 +393,7 @@ def _removal() -> dict[str, Any]:
                      "status has it (the same photos cut short and damaged.csv: removing repeated detections changes "
                      "no photo)", search=_STRING, locations=count, detections_marked=count, results=_results_ref(),
                      previews=_previews_output(**PAGE_PROPERTIES), damaged=_damaged(), work_left=_STRING,
-                     cut=_STRING)
+                     cut=_STRING, **_repeat_liveness("removal"))
 
 
 def _searching() -> dict[str, Any]:
@@ -385,7 +403,7 @@ def _searching() -> dict[str, Any]:
                      "it got, the places found, the folders it skipped; null: none ran", search=_STRING,
                      options=repeat_options(), parts=count, groups=count, detections_considered=count,
                      locations=count, folders_skipped=count, detections_skipped=count,
-                     previews=_previews_output(), work_left=_STRING)
+                     previews=_previews_output(), work_left=_STRING, **_repeat_liveness("search"))
 
 
 def _results_previews() -> dict[str, Any]:
@@ -594,7 +612,9 @@ def description(base_url: str = "") -> dict[str, Any]:
             "/api/tasks/{task_id}/terminate": {**task_ref, "post": {
                 "operationId": "terminateTask", "summary": "end the task's run now, whatever it is doing (a stalled "
                                                            "one too); its pool work runs on until the same request "
-                                                           "is posted again, which ends it and resumes the task",
+                                                           "is posted again, which ends it and resumes the task. "
+                                                           "With target removal or search: the task's repeat "
+                                                           "removal or repeat search run again instead",
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/TerminateRequest"}}}},
                 "responses": {"202": _answer("terminate sent (the stage becomes 'terminated' once the platform has "
@@ -602,7 +622,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                               **_errors(400, 401, 403, 404, 409, 413, 415, also={
                                   409: "the task is not running (a terminated or failed one resumes when its "
                                        "request is posted again), or it ended by itself just before the "
-                                       "terminate"})}}},
+                                       "terminate; with target removal or search: none is running, or it ended "
+                                       "by itself just before the terminate"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),
@@ -819,13 +840,20 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "reason": {"type": "string", "maxLength": rq.MAX_TERMINATE_REASON_CHARS,
                                "description": "why, kept with the terminated run (the task hub stores it as the "
                                               "instance's output); a URL's query and anything like a credential "
-                                              "is taken out"}}},
-                "Terminated": {"type": "object", "required": ["id", "terminated", "run", "stage"], "properties": {
+                                              "is taken out"},
+                    "target": {"enum": list(rq.TERMINATE_TARGETS), "default": "task",
+                               "description": "what to end: the task's run (task), or its repeat removal (removal) "
+                                              "or repeat search run again (search), which GET .../repeats shows "
+                                              "with their stalled"}}},
+                "Terminated": {"type": "object", "required": ["id", "terminated", "target", "stage"], "properties": {
                     "id": {"type": "string"}, "terminated": {"const": True},
-                    "run": {"type": "string", "description": "the run terminated (\"\" for one started before "
-                                                             "runs had ids)"},
+                    "target": {"enum": list(rq.TERMINATE_TARGETS), "description": "what was ended"},
+                    "run": {"type": "string", "description": "target task: the run terminated (\"\" for one "
+                                                             "started before runs had ids)"},
                     "stage": {"enum": [*Stage], "description": "the stage it was in"},
-                    "status_url": {"type": "string"}, "hint": {"type": "string"}}},
+                    "status_url": {"type": "string", "description": "target task: the task's status; else GET "
+                                                                    ".../repeats"},
+                    "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},
                     "hint": {"type": "string"}}},

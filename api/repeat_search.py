@@ -34,6 +34,7 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.generations import served_key
+from api import repeat_runs
 from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy, failure_message
@@ -53,7 +54,8 @@ _ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
 async def search_status(client: df.DurableOrchestrationClient, task_id: str, key: str | None = None
                         ) -> dict[str, Any] | None:
     """The state of the task's latest search run again (its custom status), or None when none ever ran; with
-    ``key`` (a generation, ``layout.generation_key``), None too when that search was of another generation."""
+    ``key`` (a generation, ``layout.generation_key``), None too when that search was of another generation. With
+    ``updated`` and, while it runs, ``stalled`` (``api.repeat_runs``)."""
     status = await read_status(client, repeat_search_instance_id(task_id), show_input=True)
     runtime = status.runtime_status.value if getattr(status, "runtime_status", None) is not None else None
     if runtime is None:
@@ -68,6 +70,7 @@ async def search_status(client: df.DurableOrchestrationClient, task_id: str, key
                            "options": started.get("options", {}), **custom}
     if runtime == "Failed":
         out["stage"], out["error"] = c.Stage.failed, failure_message(str(status.output or ""))
+    repeat_runs.add_liveness(out, "search", task_id, status)  # updated; stalled while it runs; terminated
     return out
 
 
@@ -99,14 +102,28 @@ async def current_repeats(client: df.DurableOrchestrationClient, task_id: str, k
 
 
 def ensure_idle(task_id: str, removal: Mapping[str, Any] | None, searching: Mapping[str, Any] | None) -> None:
-    """``RepeatsBusy`` (409) while a search or a removal of the task runs."""
+    """``RepeatsBusy`` (409) while a search or a removal of the task runs. One judged stalled (``api.repeat_runs``)
+    may never end by itself: the hint is then its ``stalled`` hint (look at the logs, terminate it, start again)
+    rather than to wait for it."""
     if searching is not None and searching["runtime_status"] in _ACTIVE:
         raise RepeatsBusy(f"a repeated-detection search of task {task_id} is still running "
-                          f"(search {searching.get('search', '?')})",
+                          f"(search {searching.get('search', '?')})" + _stalled_words(searching),
+                          _stalled_hint(searching) or
                           f"wait until GET /api/tasks/{task_id}/repeats shows 'searching' completed, then retry")
     if removal is not None and removal["runtime_status"] in _ACTIVE:
-        raise RepeatsBusy(f"a repeated-detection removal for task {task_id} is still running",
+        raise RepeatsBusy(f"a repeated-detection removal for task {task_id} is still running"
+                          + _stalled_words(removal), _stalled_hint(removal) or
                           f"wait until GET /api/tasks/{task_id}/repeats shows it completed, then retry")
+
+
+def _stalled_words(run: Mapping[str, Any]) -> str:
+    note = run.get("stalled")
+    return f", but has not changed since {note.get('since')}: stalled" if isinstance(note, Mapping) else ""
+
+
+def _stalled_hint(run: Mapping[str, Any]) -> str:
+    note = run.get("stalled")
+    return str(note.get("hint") or "") if isinstance(note, Mapping) else ""
 
 
 def current_list(body: Any, found: Mapping[str, Any], task_id: str) -> str:

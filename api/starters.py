@@ -52,6 +52,7 @@ from adapters.storage_errors import OWN_ACCOUNT, SOURCE_ACCOUNT, after_dns_asked
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
 from api.cancel_marker import write_cancel_marker
+from api import repeat_runs
 from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core import notify
@@ -65,7 +66,7 @@ from core.failures import failures_without_secrets
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TERMINATE_EXAMPLE, TaskRequest, check_repeat_removal,
                            parse_json_body, parse_repeat_removal, parse_task_request, parse_terminate,
-                           same_storage_account)
+                           same_storage_account, terminate_target)
 from core.settings import OrchestrationKnobs, Settings, caller_auth_mode, drop_trigger_source, own_container_reason
 from core.stall import stalled
 from gpu_batch import layout
@@ -1182,7 +1183,9 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
 @http_edge
 async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """End the task's running (or pending) run now, whatever it is doing: the way out of a task that will never move
-    again (``core.stall``), without the Durable extension's system key that its management API takes.
+    again (``core.stall``), without the Durable extension's system key that its management API takes. With
+    ``"target": "removal"`` or ``"search"`` in the body, the task's repeat removal or repeat search run again instead
+    (``api.repeat_runs``), after the same caller and reason checks.
 
     Why this works on a hung task: the SDK's ``terminate`` is the management API's ``POST .../instances/<id>/
     terminate?reason=`` (azure-functions-durable ``DurableOrchestrationClient.terminate``), which the extension answers
@@ -1207,9 +1210,14 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", ""), TERMINATE_EXAMPLE,
                            f"send only a short reason, e.g. {TERMINATE_EXAMPLE}") if raw.strip() else {}
-    reason = parse_terminate(body) or f"terminated through POST /api/tasks/{task_id}/terminate"
+    reason = parse_terminate(body)
+    target = terminate_target(body)
+    reason = reason or f"terminated through POST /api/tasks/{task_id}/terminate" + (
+        "" if target == "task" else f" (target {target})")
     if caller.verified:  # who ended it, beside why (the caller's id is no secret: it is the tasks' owner field)
         reason = f"{reason} (by {caller.id})"
+    if target != "task":  # the repeat removal or search run after the task (api.repeat_runs)
+        return await repeat_runs.terminate_repeat_run(client, task_id, target, reason, _base_url(req))
     info, started = await describe_task_with_input(client, task_id)
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
@@ -1232,7 +1240,7 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     if after["runtime_status"] not in ACTIVE and after["runtime_status"] != "Terminated":
         return _ended_meanwhile(task_id, after)  # the extension's 410, which the SDK does not raise
     logger.info("task %s: run %s terminated through the API (stage %s)", task_id, run or "?", info["stage"])
-    return _json(202, {"id": task_id, "terminated": True, "run": run, "stage": info["stage"],
+    return _json(202, {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
                        "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
                        "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run))})
 
@@ -1377,7 +1385,7 @@ async def page_labels(client: df.DurableOrchestrationClient, s: Settings, task_i
 
 async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, key: str) -> dict[str, Any] | None:
     """The task's last repeat removal, if it was of the served generation ``key`` (a removal of a generation a re-run
-    replaced is not this one's)."""
+    replaced is not this one's), with ``updated`` and, while it runs, ``stalled`` (``api.repeat_runs``)."""
     status = await read_status(client, repeats_instance_id(task_id), show_input=True)
     runtime = _runtime(status)
     if runtime is None or _task_input(status).get("task_id", task_id) != key:
@@ -1386,6 +1394,7 @@ async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, k
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
     if runtime == "Failed":
         out["stage"], out["error"] = Stage.failed, failure_message(str(status.output or ""))
+    repeat_runs.add_liveness(out, "removal", task_id, status)  # updated; stalled while it runs; terminated
     return out
 
 

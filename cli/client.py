@@ -136,8 +136,10 @@ class ApiClient:
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/cancel")
 
-    def terminate(self, task_id: str, reason: str = "") -> dict[str, Any]:
-        return self._call("POST", f"/api/tasks/{_seg(task_id)}/terminate", json={"reason": reason} if reason else None)
+    def terminate(self, task_id: str, reason: str = "", target: str = "task") -> dict[str, Any]:
+        """``target``: the task's run ("task", sent as no field), or its repeat "removal" or "search"."""
+        body = {**({"reason": reason} if reason else {}), **({"target": target} if target != "task" else {})}
+        return self._call("POST", f"/api/tasks/{_seg(task_id)}/terminate", json=body or None)
 
     def confirm(self, task_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/confirm")

@@ -31,8 +31,8 @@ from cli.progress import (BarReporter, LineReporter, awaiting_line, ended_while_
 from core.contracts import TASK_LIST_LIMIT, Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
-from core.requests import (MAX_BODY_BYTES, MAX_TERMINATE_REASON_CHARS, TASK_BODY_HINT, encoded_size, parse_rerender,
-                           parse_task_request, parse_terminate, too_large_hint_for)
+from core.requests import (MAX_BODY_BYTES, MAX_TERMINATE_REASON_CHARS, TASK_BODY_HINT, TERMINATE_TARGETS,
+                           encoded_size, parse_rerender, parse_task_request, parse_terminate, too_large_hint_for)
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 out = Console(highlight=False, soft_wrap=True)
@@ -1042,17 +1042,22 @@ def cancel(state: State, /, task_id: str) -> None:
 @task_id_argument
 @click.option("--reason", default="", help="why, kept with the terminated run (at most "
               f"{MAX_TERMINATE_REASON_CHARS} characters; never put a secret in it)")
+@click.option("--target", type=click.Choice(TERMINATE_TARGETS), default="task", show_default=True,
+              help="what to end: the task's run, or its repeat removal or repeat search ('trapbatch repeats' shows "
+                   "them, STALLED where one no longer moves)")
 @pass_state
-def terminate(state: State, /, task_id: str, reason: str) -> None:
+def terminate(state: State, /, task_id: str, reason: str, target: str) -> None:
     """End a running task's run at once, whatever it is doing (the way out of one 'trapbatch status' shows STALLED).
     Its pool work runs on until the same request is submitted again, which ends that work and resumes the task from
-    the results already written. For a task awaiting confirmation, 'trapbatch cancel' is the better tool."""
+    the results already written. For a task awaiting confirmation, 'trapbatch cancel' is the better tool. With
+    --target removal or search: the task's repeat removal or search instead; send it again afterwards."""
     try:  # checked as the app checks it, before anything is sent (a bad argument: exit 2, as previews --threshold)
         parse_terminate({"reason": reason})
     except TrapbatchError as exc:
         raise CliError(f"--reason: {exc.message}", exc.hint, exit_code=EXIT_USAGE) from None
-    answer = state.client.terminate(task_id, reason)
-    out.print(f"terminated {task_id}: {in_cli_words(answer.get('hint', ''))}")
+    answer = state.client.terminate(task_id, reason, target)
+    what = task_id if target == "task" else f"the repeat {target} of {task_id}"
+    out.print(f"terminated {what}: {in_cli_words(answer.get('hint', ''))}")
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")
@@ -1305,6 +1310,7 @@ SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "co
 SWITCHES = frozenset({"rerun", "only_new"})
 FIELD_FLAGS = {**{dest: flag for flag, dest, _, _ in REQUEST_FLAGS}, "threshold": "--threshold", "search": "--list",
                "keep": "--keep", "remove": "--remove",  # a repeat choice's (POST /api/tasks/<id>/repeats)
+               "target": "--target",  # what a terminate ends (POST /api/tasks/<id>/terminate {"target": "removal"})
                **{name: "--" + name.replace("_", "-") for name in SEARCH_OPTIONS},
                **{name: "--" + name.replace("_", "-") for name in SWITCHES}}
 
@@ -1397,11 +1403,12 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         out.print(f"list {listed}: " + _as_search_flags(options), markup=False, highlight=False)
         _print_skipped(answer.get("skipped_folders"), task_id)
         searching = answer.get("searching")
-        if searching and searching.get("search") != listed:
+        if searching and (searching.get("search") != listed or isinstance(searching.get("stalled"), dict)):
             out.print(f"search {searching.get('search')}: {searching.get('stage') or searching.get('runtime_status')}"
                       + (f" ({searching['error']})" if searching.get("error") else ""))
             if searching.get("error"):  # the list above is still the one before it
                 out.print(f"the list above stands; run the search again: trapbatch repeats {task_id} --search ...")
+            _print_stalled(task_id, searching)
         removal = answer.get("removal")
         if removal:
             _print_removal(task_id, removal)
@@ -1475,6 +1482,7 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     """The last removal's state, with what went wrong and what to do: a bare "completed" hid that its exports were
     not written, a bare "failed" hid why."""
     out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}", markup=False, highlight=False)
+    _print_stalled(task_id, removal)
     again = (f"send the same choice again (trapbatch repeats {task_id} --keep ... or --remove ...): the "
              "repeats-removed results are written again")
     if removal.get("error"):  # the removal failed: no repeats-removed variant of this choice was written
@@ -1494,6 +1502,20 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
         hint = (task_hint_in_cli_words(str(results["exports_hint"]), task_id) if results.get("exports_hint") else
                 f"the repeats-removed results JSON and CSV are complete; for their exports, {again}")
         out.print(f"  next: {printable(hint)}", markup=False, highlight=False)
+
+
+def _print_stalled(task_id: str, run: dict[str, Any]) -> None:
+    """A repeat removal or search the app judged stalled (its ``stalled``: running, no change for longer than its
+    waits explain, ``core.stall.repeat_stalled``), with the app's hint in the CLI's words (``trapbatch terminate
+    <task> --target ...``). Why: until it ends no other removal or search of the task starts, and a bare
+    "merging" read as a run still under way."""
+    stalled = run.get("stalled")
+    if not isinstance(stalled, dict):
+        return
+    out.print(f"  STALLED: no change since {printable(str(stalled.get('since', '?')))} "
+              f"({int(stalled.get('seconds') or 0) // 60} minutes)", markup=False, highlight=False)
+    hint = task_hint_in_cli_words(str(stalled.get("hint") or ""), task_id)
+    out.print(f"  next: {printable(hint)}", markup=False, highlight=False)
 
 
 def _print_skipped(skipped: Any, task_id: str) -> None:

@@ -605,7 +605,11 @@ def parse_rerender(body: Any) -> float:
     return threshold
 
 
-TERMINATE_FIELDS = ("reason",)
+TERMINATE_FIELDS = ("reason", "target")
+# What POST /api/tasks/{id}/terminate ends (its "target"): the task's run (the default), or the repeat removal or the
+# repeat search run again after it (api.repeat_runs; core.stall.REPEAT_RUNS), each an orchestration of its own that an
+# action the Durable extension drops leaves running for ever as it does a task
+TERMINATE_TARGETS = ("task", "removal", "search")
 # The reason travels in the terminate's URL query (the SDK's ``terminate``: ``?reason=<quoted>``) and is stored as the
 # terminated instance's output and in its history (dtfx ``ExecutionTerminatedEvent``), which every reader of the task
 # hub sees: a sentence, not a document
@@ -630,6 +634,17 @@ def parse_terminate(body: Any) -> str:
         raise RequestInvalid("'reason' is not text (it holds a lone UTF-16 surrogate)", "use printable text only") \
             from None
     return without_secrets(reason)
+
+
+def terminate_target(body: Any) -> str:
+    """The ``target`` of ``POST /api/tasks/{id}/terminate`` (``TERMINATE_TARGETS``; "task" when none was given): what
+    to end. The body is a JSON object already (``parse_terminate`` checked it)."""
+    target = body.get("target", "task") if isinstance(body, Mapping) else "task"
+    if target not in TERMINATE_TARGETS:
+        raise RequestInvalid(f"'target' must be one of {', '.join(TERMINATE_TARGETS)}, got {target!r}",
+                             "leave it out (or \"task\") to end the task's run; \"removal\" or \"search\" end its "
+                             "repeat removal or repeat search (GET /api/tasks/<id>/repeats shows them)")
+    return str(target)
 
 
 def _image_list(body: Mapping[str, Any]) -> str:

@@ -104,3 +104,49 @@ def stalled_hint(task_id: str, stage: str, quiet_s: float, limit_s: float) -> st
             f"then terminate it (POST /api/tasks/{task_id}/terminate) and, once its stage is 'terminated', post the "
             "same request again, without \"rerun\" or \"only_new\", which ends the pool work the terminated run "
             "left and resumes it from the results its pool tasks already wrote")
+
+
+# The runs after a task that GET /api/tasks/{id}/repeats shows, by the terminate route's ``target``
+# (``core.requests.TERMINATE_TARGETS``): the repeat removal (orchestrations.repeats) and the repeat search run again
+# (orchestrations.repeat_search). Their waits, whatever their stage, are their steps' retries alone
+# (orchestrations.retries: a busy step's at most ``BUSY_MAX_DELAY_S``); neither sets a timer of its own, waits for an
+# event or starts a sub-orchestration (tests/unit/test_stall.py reads their code for that).
+REPEAT_RUNS = {"removal": "repeat removal", "search": "repeat search"}
+
+
+def repeat_quiet_limit_s() -> float:
+    """How long a running repeat removal or search may go without an update before it is called stalled: a busy
+    retry's wait, two activities' ``functionTimeout`` and ``SLACK_S``, as a task's working stage (``quiet_limit_s``)."""
+    return BUSY_MAX_DELAY_S + 2 * FUNCTION_TIMEOUT_S + SLACK_S
+
+
+def repeat_stalled(target: str, task_id: str, now: datetime, updated: datetime | None) -> dict[str, Any] | None:
+    """The ``stalled`` of a RUNNING repeat removal or search (``target``: a key of ``REPEAT_RUNS``; the caller checks
+    the runtime status), or None, as ``stalled`` says of a task. Why: the removal and the search are orchestrations
+    too, so an action the extension drops leaves them Running for ever as it does a task; while one runs, no other
+    removal or search of the task may start (``api.repeat_search.ensure_idle``), so a stalled one blocks both."""
+    if updated is None:
+        return None
+    limit = repeat_quiet_limit_s()
+    quiet = (now - updated).total_seconds()
+    if quiet <= limit:
+        return None
+    return {"since": updated.isoformat(), "seconds": int(quiet), "limit_seconds": int(limit),
+            "hint": repeat_stalled_hint(target, task_id, quiet, limit)}
+
+
+def repeat_stalled_hint(target: str, task_id: str, quiet_s: float, limit_s: float) -> str:
+    """What to do about a stalled repeat removal or search: look for the cause, terminate it through the app's route
+    (``target`` in its body; the function key, as ``stalled_hint`` says why), then start it again, which the
+    terminate allows: the extension starts an instance id again once it has ended (``api.edge.start_once``)."""
+    what = REPEAT_RUNS[target]
+    again = (f"send the same choice again (POST /api/tasks/{task_id}/repeats with the same \"keep\" or \"remove\" "
+             "and \"search\"), which writes the repeats-removed results again" if target == "removal" else
+             f"start the search again (POST /api/tasks/{task_id}/repeats/search with the same options)")
+    return (f"the {what}'s orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any of its "
+            f"waits explains ({limit_s / 3600:.1f} hours at most), so it may never move again: on Azure an action the "
+            "Durable extension refuses is dropped without failing it or logging it, and until it ends no other "
+            "repeat removal or search of the task can start. Look in the function app's logs (Application Insights "
+            f"traces mentioning {task_id}) for the last step it took and any error; then terminate it (POST "
+            f"/api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}) and, once GET /api/tasks/{task_id}/repeats "
+            f"shows it 'terminated', {again}")

@@ -1,0 +1,126 @@
+"""The runs after a task that ``GET /api/tasks/{id}/repeats`` shows, the repeat removal and the repeat search run
+again: whether one has stalled, and ending one through ``POST /api/tasks/{id}/terminate {"target": ...}``.
+
+Why: both are orchestrations (``orchestrations.repeats``, ``orchestrations.repeat_search``), so an action the Durable
+extension drops leaves one Running for ever, failing nothing, exactly as a task (``core.stall``); and while one runs
+no other removal or search of the task may start (``api.repeat_search.ensure_idle``), so a stalled one blocked both
+for good, with no way out but the Durable management API's system key. Their statuses now carry ``updated`` and
+``stalled`` (``add_liveness``) and the task's terminate route ends them (``terminate_repeat_run``), with the same
+auth, owner and reason rules as a task's terminate (``api.starters.terminate_task`` checks those, then calls here).
+The platform's terminate semantics are the task's: ``terminate_task``'s docstring cites them.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from adapters.task_hub import read_status
+from api.edge import ACTIVE_RUNTIMES, json_response
+from core.contracts import Stage
+from core.errors import TaskHubUnavailable, without_secrets
+from core.ids import repeat_search_instance_id, repeats_instance_id
+from core.stall import REPEAT_RUNS, repeat_stalled
+
+logger = logging.getLogger(__name__)
+
+# ``target`` of the terminate route -> the run's instance id (one per task: a new run replaces the last)
+INSTANCE_IDS: dict[str, Callable[[str], str]] = {"removal": repeats_instance_id, "search": repeat_search_instance_id}
+
+
+def updated_time(status: Any) -> datetime | None:
+    """An instance's ``lastUpdatedTime``, timezone-aware (UTC), or None (as ``api.starters._updated_time``: the
+    extension answers it as ``...Z``; a naive one is taken as UTC)."""
+    when = getattr(status, "last_updated_time", None)
+    if not isinstance(when, datetime):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def add_liveness(out: dict[str, Any], target: str, task_id: str, status: Any) -> None:
+    """Add to a repeat run's answer (``out``, with its ``runtime_status``) ``updated``, its orchestration's
+    ``lastUpdatedTime`` (which the platform writes at each episode: ``core.stall``), and, while it runs, ``stalled``
+    once that is longer ago than its waits explain (``core.stall.repeat_stalled``). A terminated one says so in its
+    ``stage``: its custom status still names the stage it was in (``merging``), which read as still under way."""
+    if out.get("runtime_status") == "Terminated":
+        out["stage"] = Stage.terminated
+    updated = updated_time(status)
+    if updated is None:
+        return
+    out["updated"] = updated.isoformat()
+    if out.get("runtime_status") in ACTIVE_RUNTIMES:
+        note = repeat_stalled(target, task_id, datetime.now(timezone.utc), updated)
+        if note is not None:
+            out["stalled"] = note
+
+
+async def _state(client: df.DurableOrchestrationClient, instance_id: str) -> tuple[str | None, str]:
+    """(runtime status or None when there is no such instance, the stage its custom status names or "")."""
+    status = await read_status(client, instance_id)
+    runtime = getattr(getattr(status, "runtime_status", None), "value", None)
+    custom = status.custom_status if isinstance(getattr(status, "custom_status", None), dict) else {}
+    return runtime, str(custom.get("stage") or "")
+
+
+async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: str, target: str, reason: str,
+                               base_url: str) -> func.HttpResponse:
+    """End the task's running repeat removal or search (``target``) now, as ``api.starters.terminate_task`` ends a
+    task's run: the SDK's ``terminate`` (the extension queues it; the instance reads Terminated once processed), the
+    status read again after it, since the SDK takes the extension's 410 Gone for a run that ended meanwhile as
+    success. 409 when none runs; 503 when the task hub failed the terminate with the run still running."""
+    what = REPEAT_RUNS[target]
+    instance = INSTANCE_IDS[target](task_id)
+    status_url = f"{base_url}/api/tasks/{task_id}/repeats"
+    runtime, stage = await _state(client, instance)
+    if runtime not in ACTIVE_RUNTIMES:
+        ended = "none ever ran" if runtime is None else f"the last one is {runtime}"
+        return json_response(409, {"error": f"no {what} of task {task_id} is running ({ended})",
+                                   "hint": f"nothing was terminated; GET /api/tasks/{task_id}/repeats shows the "
+                                           f"{what}'s state; a task's own run is terminated without \"target\""})
+    try:
+        await client.terminate(instance, reason)
+    except Exception as exc:  # the SDK raises a bare Exception for 404 and any unexpected answer
+        after, _ = await _state(client, instance)
+        if after in ACTIVE_RUNTIMES:  # the extension's catch-all 500 (its storage failing), or no answer
+            raise TaskHubUnavailable(f"the terminate of the {what} of task {task_id} was not accepted by the task "
+                                     f"hub ({without_secrets(str(exc))})", "retry in a minute: the task hub's storage "
+                                     "is busy or failing; a terminate sent twice ends it once") from exc
+        return _ended_meanwhile(task_id, what, after)
+    try:
+        after, _ = await _state(client, instance)
+    except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
+        after = runtime
+    if after not in ACTIVE_RUNTIMES and after != "Terminated":
+        return _ended_meanwhile(task_id, what, after)  # the extension's 410, which the SDK does not raise
+    logger.info("task %s: %s terminated through the API (stage %s)", task_id, what, stage or "?")
+    return json_response(202, {"id": task_id, "terminated": True, "target": target, "stage": stage or Stage.starting,
+                               "status_url": status_url, "hint": terminated_hint(task_id, target, stage)})
+
+
+def _ended_meanwhile(task_id: str, what: str, runtime: str | None) -> func.HttpResponse:
+    logger.info("task %s: %s not terminated: it ended meanwhile (%s)", task_id, what, runtime)
+    return json_response(409, {"error": f"the {what} of task {task_id} ended by itself before the terminate "
+                                        f"({runtime})",
+                               "hint": f"nothing was terminated; GET /api/tasks/{task_id}/repeats shows how it ended"})
+
+
+def terminated_hint(task_id: str, target: str, stage: str) -> str:
+    """The 202's next steps. A terminate stops the orchestration only: an activity already running runs to its end
+    (README, the terminate row), so what a step under way writes may still be written."""
+    then = (f"it shows 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id}/repeats "
+            "shows it); a step already under way runs to its end, nothing after it runs; ")
+    if target == "removal":
+        done = ("its repeats-removed results and their exports were written, the page of them may not be"
+                if stage == Stage.publishing else "its repeats-removed results are not complete")
+        return then + (f"{done}: send the same choice again (POST /api/tasks/{task_id}/repeats with the same \"keep\" "
+                       "or \"remove\" and \"search\"), which writes them again, or choose again")
+    if stage == Stage.publishing:
+        return then + (f"its new list had replaced the one before (GET /api/tasks/{task_id}/repeats shows it), the "
+                       "preview page may still show the list before it; a search run again renders the page")
+    return then + ("the list stays the one before it unless its last step (ranking the places) was under way, which "
+                   f"still writes the new one (GET /api/tasks/{task_id}/repeats shows which list is current: its "
+                   f"'search'); start the search again with POST /api/tasks/{task_id}/repeats/search")
+

@@ -1,0 +1,67 @@
+"""``trapbatch repeats`` says a repeat removal or search is STALLED, with the app's hint as the CLI's command, and
+``trapbatch terminate --target removal|search`` ends one (POST /api/tasks/{id}/terminate {"target": ...}).
+
+Why: the app judges a repeat run stalled (api.repeat_runs, core.stall.repeat_stalled); the listing showed only
+"removal: merging", read as still under way, and the terminate command ended the task's run alone."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from cli import main as cli_main
+from core import stall
+from tests.unit.test_cli import _Answers
+
+TASK = "task-0123456789abcdef0123"
+NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def _listing(answer: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": [], "search": "s1", "search_options": {}, **answer}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["repeats", TASK]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("key, target", [("removal", "removal"), ("searching", "search")])
+def test_a_stalled_repeat_run_is_shown_stalled_with_the_terminate_command(
+        key: str, target: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    since = NOW - timedelta(hours=3)
+    note = stall.repeat_stalled(target, TASK, NOW, since)
+    # a search whose list is the one shown (it wrote it, then stalled rendering the page) is shown too
+    run = {"runtime_status": "Running", "stage": "publishing", "search": "s1", "stalled": note}
+    said = _listing({key: run}, monkeypatch, capsys)
+    assert f"STALLED: no change since {since.isoformat()} (180 minutes)" in said, said
+    assert f"terminate it (trapbatch terminate {TASK} --target {target})" in said, said
+    assert "/api/tasks" not in said, said
+
+
+def test_a_moving_repeat_run_is_not_said_stalled(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    said = _listing({"removal": {"runtime_status": "Running", "stage": "merging", "updated": NOW.isoformat()}},
+                    monkeypatch, capsys)
+    assert "removal: merging" in said and "STALLED" not in said, said
+
+
+def test_terminate_target_sends_it_and_the_default_sends_none(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.client import ApiClient
+
+    session = _Answers(202, 202, 202)
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=session,  # type: ignore[arg-type]
+                                                                        sleep=lambda s: None))
+    base = ["--url", "https://app.example", "--key", "k", "terminate", TASK]
+    assert cli_main.main([*base, "--target", "removal"]) == 0
+    assert cli_main.main([*base, "--target", "search", "--reason", "stuck"]) == 0
+    assert cli_main.main(base) == 0
+    assert [sent["json"] for sent in session.sent] == [{"target": "removal"}, {"target": "search", "reason": "stuck"},
+                                                       None]
+    assert all(sent["url"] == f"https://app.example/api/tasks/{TASK}/terminate" for sent in session.sent)
+    assert f"terminated the repeat removal of {TASK}" in capsys.readouterr().out
+    assert cli_main.main([*base, "--target", "repeats"]) == 2  # click refuses it: nothing sent
+    assert len(session.sent) == 3

@@ -1,0 +1,319 @@
+"""A repeat removal or repeat search run after a task that no longer moves is said to be stalled, and an operator ends
+it through the task's terminate route (``"target"``), as a task's own run.
+
+Why: both are orchestrations, so on Azure an action the Durable extension drops leaves one Running for ever (devhost
+README rows 45 and 47), and while one runs no other removal or search of the task may start (``api.repeat_search.
+ensure_idle``): GET .../repeats showed it "merging" for ever, every new removal or search was refused 409 "wait until
+it completed", and the terminate route answered for the task's run only. The SDK's real client is driven, its
+management API answered as the extension answers it (tests/unit/test_api_terminate.py says how).
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import azure.durable_functions as df
+import azure.functions as func
+import pytest
+
+from adapters import clients
+from api import repeat_runs, repeat_search, starters
+from core import stall
+from core.contracts import Stage
+from core.errors import RepeatsBusy
+from core.ids import repeat_search_instance_id, repeats_instance_id
+from core.requests import TERMINATE_TARGETS
+from core.settings import OrchestrationKnobs
+from devhost.http_server import binding_json
+
+ROOT = Path(__file__).resolve().parents[2]
+TASK = "task-0123456789abcdef0123"
+REMOVAL, SEARCH = repeats_instance_id(TASK), repeat_search_instance_id(TASK)
+FINISHED = ("Completed", "Failed", "Terminated")
+NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------- the bounds are the code's own
+
+
+def _orchestration_imports(module: str) -> set[Path]:
+    """The files of ``module`` and of every ``orchestrations`` module it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        path = ROOT / (todo.pop().replace(".", "/") + ".py")
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("orchestrations"):
+                todo.append(node.module)
+                todo += [f"{node.module}.{alias.name}" for alias in node.names]
+    return seen
+
+
+@pytest.mark.parametrize("module", ["orchestrations.repeats", "orchestrations.repeat_search"])
+def test_the_repeat_orchestrations_wait_on_nothing_but_their_steps_retries(module: str) -> None:
+    """``core.stall.repeat_quiet_limit_s`` knows one timer, a busy retry's (``retries.BUSY_MAX_DELAY_S``, pinned in
+    test_stall): a timer, an event wait or a sub-orchestration added to either orchestration (or to what it calls:
+    the fan-in, the exports) must be added there too, or a run waiting on it would be called stalled."""
+    files = _orchestration_imports(module)
+    assert ROOT / "orchestrations" / "fanin.py" in files or module.endswith("repeat_search")
+    waits = {p.name: [w for w in ("create_timer(", "wait_for_external_event(", "call_sub_orchestrator(",
+                                  "continue_as_new(") if w in p.read_text()] for p in files}
+    assert {name: found for name, found in waits.items() if found} == {"retries.py": ["create_timer("]}
+
+
+def test_a_repeat_run_is_judged_as_a_tasks_working_stage() -> None:
+    limit = stall.repeat_quiet_limit_s()
+    assert limit == stall.quiet_limit_s(Stage.merging, OrchestrationKnobs())
+    assert stall.repeat_stalled("removal", TASK, NOW, NOW - timedelta(seconds=limit)) is None
+    assert stall.repeat_stalled("removal", TASK, NOW, None) is None
+    note = stall.repeat_stalled("removal", TASK, NOW, NOW - timedelta(seconds=limit + 1))
+    assert note is not None and note["seconds"] == int(limit + 1) and note["limit_seconds"] == int(limit)
+    assert f'POST /api/tasks/{TASK}/terminate {{"target": "removal"}}' in note["hint"]
+    assert f"POST /api/tasks/{TASK}/repeats with the same \"keep\" or \"remove\"" in note["hint"]
+    assert "durabletask" not in note["hint"] and "code=" not in note["hint"]
+    search = stall.repeat_stalled("search", TASK, NOW, NOW - timedelta(hours=3))
+    assert search is not None and '{"target": "search"}' in search["hint"]
+    assert f"POST /api/tasks/{TASK}/repeats/search" in search["hint"]
+
+
+def test_every_repeat_target_has_its_instance_and_its_words() -> None:
+    assert set(stall.REPEAT_RUNS) == set(repeat_runs.INSTANCE_IDS) == set(TERMINATE_TARGETS) - {"task"}
+
+
+# ---------------------------------------------------------------- the management API, as the extension answers it
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")  # as the extension answers it: whole seconds (devhost row 34)
+
+
+class Extension(df.DurableOrchestrationClient):
+    """The SDK's client over several instances (by id), answered as the extension answers: a status read 200/202,
+    404 for none; a terminate 404 for none, 410 Gone for a finished one, else 202 (the instance still Running, or,
+    with ``at_once``, Terminated at once). ``ends_at_terminate``: the instance ends so just before it arrives."""
+
+    def __init__(self, instances: dict[str, dict[str, Any]], at_once: bool = False,
+                 ends_at_terminate: str = "") -> None:
+        super().__init__(binding_json("http://127.0.0.1:7071", "hub"))
+        self.instances = instances
+        self.terminates: list[str] = []
+
+        def instance_of(url: str) -> str:
+            return urlsplit(url).path.split("/instances/", 1)[1].split("/")[0]
+
+        async def get(url: str) -> list[Any]:
+            found = self.instances.get(instance_of(url))
+            if found is None:
+                return [404, ""]
+            return [200 if found["runtimeStatus"] in FINISHED else 202, dict(found)]
+
+        async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+            assert "/terminate?reason=" in url, url
+            self.terminates.append(url)
+            found = self.instances.get(instance_of(url))
+            if found is None:
+                return [404, None]
+            if ends_at_terminate:
+                found["runtimeStatus"] = ends_at_terminate
+            if found["runtimeStatus"] in FINISHED:
+                return [410, None]
+            if at_once:
+                found["runtimeStatus"] = "Terminated"
+            return [202, None]
+
+        self._get_async_request = get
+        self._post_async_request = post
+
+    def terminated(self) -> list[tuple[str, str]]:
+        """(instance id, reason) of each terminate sent."""
+        return [(urlsplit(u).path.split("/instances/", 1)[1].split("/")[0], parse_qs(urlsplit(u).query)["reason"][0])
+                for u in self.terminates]
+
+
+def _instance(instance_id: str, name: str, runtime: str, custom: dict[str, Any] | None, updated: datetime,
+              inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "instanceId": instance_id, "runtimeStatus": runtime, "createdTime": "2026-01-01T00:00:00Z",
+            "lastUpdatedTime": _stamp(updated), "input": json.dumps(inputs), "output": None, "customStatus": custom}
+
+
+def _hub(removal: tuple[str, dict[str, Any] | None, datetime] | None = None,
+         search: tuple[str, dict[str, Any] | None, datetime] | None = None, owner: str = "",
+         **options: Any) -> Extension:
+    """A completed task, and its removal and search as given (runtime, custom status, last update)."""
+    instances = {TASK: _instance(TASK, "task_orchestrator", "Completed", {"stage": "completed"}, NOW,
+                                 {"task_id": TASK, "request": {}, **({"owner": owner} if owner else {})})}
+    if removal is not None:
+        instances[REMOVAL] = _instance(REMOVAL, "remove_repeats", removal[0], removal[1], removal[2],
+                                       {"task_id": TASK, "remove": ["r00001"], "search": "merge"})
+    if search is not None:
+        instances[SEARCH] = _instance(SEARCH, "search_repeats_again", search[0], search[1], search[2],
+                                      {"task_id": TASK, "search": "s1", "options": {}})
+    return Extension(instances, **options)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------- GET /api/tasks/{id}/repeats
+
+
+def _repeats(hub: Extension, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    found = {"locations": [{"id": "r00001"}], "options": {}, "search": "merge"}
+    monkeypatch.setattr(starters, "_served_repeats", lambda s, task_id: (TASK, found))  # no storage here
+    monkeypatch.setattr(clients, "settings", lambda: None)
+    handler = starters.task_repeats._function.get_user_function().__wrapped__  # http_edge(task_repeats)
+    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/repeats", body=b"", route_params={"task_id": TASK})
+    response = asyncio.run(handler(req, hub))
+    body: dict[str, Any] = json.loads(response.get_body())
+    assert response.status_code == 200, body
+    return body
+
+
+def test_a_quiet_running_removal_and_search_are_said_stalled_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: neither carried ``updated`` nor ``stalled``; a removal the extension left Running showed 'merging'
+    for ever."""
+    quiet = _now() - timedelta(hours=3)
+    shown = _repeats(_hub(("Running", {"stage": "merging", "locations": 1}, quiet),
+                          ("Running", {"stage": "searching", "search": "s1"}, quiet)), monkeypatch)
+    for key, target in (("removal", "removal"), ("searching", "search")):
+        run = shown[key]
+        assert run["updated"] == quiet.isoformat(), run
+        assert run["stalled"]["since"] == quiet.isoformat() and run["stalled"]["seconds"] >= 3 * 3600, run
+        assert f'POST /api/tasks/{TASK}/terminate {{"target": "{target}"}}' in run["stalled"]["hint"]
+
+
+def test_a_moving_or_ended_repeat_run_is_not_stalled_and_a_terminated_one_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh, long_ago = _now() - timedelta(minutes=2), _now() - timedelta(days=2)
+    shown = _repeats(_hub(("Running", {"stage": "merging"}, fresh),
+                          ("Completed", {"stage": "completed", "search": "s1", "locations": 0}, long_ago)),
+                     monkeypatch)
+    assert shown["removal"]["updated"] == fresh.isoformat() and "stalled" not in shown["removal"]
+    assert shown["searching"]["updated"] == long_ago.isoformat() and "stalled" not in shown["searching"]
+    # a terminated run's custom status still names the stage it was in: shown as 'terminated', never stalled
+    shown = _repeats(_hub(("Terminated", {"stage": "merging"}, long_ago),
+                          ("Terminated", {"stage": "searching", "search": "s1"}, long_ago)), monkeypatch)
+    for key in ("removal", "searching"):
+        assert shown[key]["stage"] == "terminated" and shown[key]["runtime_status"] == "Terminated", shown[key]
+        assert "stalled" not in shown[key]
+
+
+def test_a_stalled_run_that_refuses_a_new_removal_or_search_says_to_terminate_it_not_to_wait() -> None:
+    """Before: "wait until GET .../repeats shows it completed, then retry", for a run that never completes."""
+    note = stall.repeat_stalled("search", TASK, NOW, NOW - timedelta(hours=3))
+    with pytest.raises(RepeatsBusy) as raised:
+        repeat_search.ensure_idle(TASK, None, {"runtime_status": "Running", "search": "s1", "stalled": note})
+    assert "stalled" in raised.value.message and '{"target": "search"}' in raised.value.hint
+    note = stall.repeat_stalled("removal", TASK, NOW, NOW - timedelta(hours=3))
+    with pytest.raises(RepeatsBusy) as raised:
+        repeat_search.ensure_idle(TASK, {"runtime_status": "Running", "stalled": note}, None)
+    assert '{"target": "removal"}' in raised.value.hint
+    with pytest.raises(RepeatsBusy) as raised:  # one that moves: wait, as before
+        repeat_search.ensure_idle(TASK, {"runtime_status": "Running"}, None)
+    assert raised.value.hint.startswith("wait until")
+
+
+# ---------------------------------------------------------------- POST /api/tasks/{id}/terminate {"target": ...}
+
+
+def _terminate(hub: Extension, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    handler = starters.terminate_task._function.get_user_function().__wrapped__  # http_edge(terminate_task)
+    data = b"" if body is None else json.dumps(body).encode()
+    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/terminate", body=data, route_params={"task_id": TASK},
+                           headers={"content-type": "application/json", **(headers or {})})
+    response = asyncio.run(handler(req, hub))
+    return response.status_code, json.loads(response.get_body())
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+@pytest.mark.parametrize("target, instance, stage", [("removal", REMOVAL, "merging"),
+                                                     ("search", SEARCH, "searching")])
+def test_a_running_repeat_run_is_terminated_and_told_how_to_start_again(target: str, instance: str, stage: str,
+                                                                         at_once: bool) -> None:
+    """Before: the route read the task (Completed) and answered 409 "not running": a stalled removal or search had
+    no way out but the Durable management API's system key."""
+    quiet = _now() - timedelta(hours=3)
+    hub = _hub(("Running", {"stage": "merging"}, quiet), ("Running", {"stage": "searching"}, quiet), at_once=at_once)
+    status, body = _terminate(hub, {"target": target})
+    assert status == 202, body
+    assert body["terminated"] is True and body["target"] == target and body["stage"] == stage, body
+    assert body["status_url"] == f"http://h/api/tasks/{TASK}/repeats"
+    assert hub.terminated() == [(instance, f"terminated through POST /api/tasks/{TASK}/terminate (target {target})")]
+    assert f"GET /api/tasks/{TASK}/repeats" in body["hint"] and "'terminated'" in body["hint"]
+    assert (f"POST /api/tasks/{TASK}/repeats with the same" if target == "removal" else
+            f"POST /api/tasks/{TASK}/repeats/search") in body["hint"]
+
+
+def test_the_task_itself_stays_the_default_target() -> None:
+    status, body = _terminate(_hub(("Running", {"stage": "merging"}, NOW)), {"target": "task"})
+    assert status == 409 and "is not running (stage: completed)" in body["error"], body  # the task's own answer
+
+
+@pytest.mark.parametrize("removal", [None, ("Completed", {"stage": "completed"}, NOW),
+                                     ("Terminated", {"stage": "merging"}, NOW)])
+def test_no_repeat_run_running_answers_409_and_terminates_nothing(removal: Any) -> None:
+    hub = _hub(removal)
+    status, body = _terminate(hub, {"target": "removal"})
+    assert status == 409 and f"no repeat removal of task {TASK} is running" in body["error"], body
+    assert f"GET /api/tasks/{TASK}/repeats" in body["hint"] and hub.terminates == []
+
+
+def test_a_repeat_run_that_ended_by_itself_just_before_the_terminate_answers_409() -> None:
+    hub = _hub(search=("Running", {"stage": "publishing"}, NOW), ends_at_terminate="Completed")
+    status, body = _terminate(hub, {"target": "search"})
+    assert status == 409 and "ended by itself before the terminate" in body["error"], body
+
+
+def test_a_bad_target_or_reason_is_refused_400_with_nothing_sent() -> None:
+    for bad, said in [({"target": "repeats"}, "'target' must be one of task, removal, search"),
+                      ({"target": 1}, "'target' must be one of"),
+                      ({"target": "removal", "reason": "a\nb"}, "control characters")]:
+        hub = _hub(("Running", {"stage": "merging"}, NOW))
+        status, body = _terminate(hub, bad)
+        assert status == 400 and said in body["error"], (bad, body)
+        assert hub.terminates == []
+
+
+def _principal(oid: str) -> dict[str, str]:
+    claims = [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid}]
+    raw = json.dumps({"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}).encode()
+    return {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(raw).decode(), "X-MS-CLIENT-PRINCIPAL-ID": oid}
+
+
+def test_with_easyauth_only_the_tasks_owner_may_terminate_its_repeat_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task's owner rules (its input's owner), and the reason names who ended it, as for the task's run."""
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("TRAPBATCH_CALLER_AUTH", "easyauth")
+    hub = _hub(("Running", {"stage": "merging"}, NOW), owner="ana-oid")
+    status, body = _terminate(hub, {"target": "removal"}, headers=_principal("bo-oid"))
+    assert status == 403 and hub.terminates == [], body
+    status, body = _terminate(hub, {"target": "removal", "reason": "stuck"}, headers=_principal("ana-oid"))
+    assert status == 202 and hub.terminated() == [(REMOVAL, "stuck (by ana-oid)")], body
+
+
+def test_a_stalled_removal_refusing_a_re_render_says_to_terminate_it_not_to_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running removal refuses a re-render (POST .../previews, 409 "wait until it completed"), which a stalled one
+    never does: the hint is then the removal's stalled hint."""
+    from api import after_task
+
+    monkeypatch.setattr(after_task, "parse_rerender", lambda body: 0.3)
+    handler = after_task.post_previews._function.get_user_function().__wrapped__
+    for updated, said in ((_now() - timedelta(hours=3), '{"target": "removal"}'), (_now(), "wait until it completed")):
+        hub = _hub(("Running", {"stage": "merging"}, updated))
+        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/previews", body=b'{"threshold": 0.3}',
+                               route_params={"task_id": TASK}, headers={"content-type": "application/json"})
+        response = asyncio.run(handler(req, hub))
+        body = json.loads(response.get_body())
+        assert response.status_code == 409 and said in body["hint"], body
+        assert ("stalled" in body["error"]) == (said != "wait until it completed"), body
