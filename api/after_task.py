@@ -95,7 +95,7 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     model, request_name = await page_labels(client, s, task_id, key)
     if not await start_once(client, c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
             task_id=key, threshold=threshold, model=model, request_name=request_name, variants=variants,
-            busy_retry_attempts=s.knobs.busy_retry_attempts)):
+            busy_retry_attempts=s.knobs.busy_retry_attempts, action_budget=s.knobs.action_budget)):
         return json_response(409, {"error": f"a preview re-render for task {task_id} is still running",
                                    "hint": f"wait until it completed (GET {status_url}), then retry"})
     logger.info("task %s: re-rendering previews at threshold %s", task_id, threshold)
@@ -190,7 +190,9 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
                 "again (once the cause is fixed, e.g. no file being rewritten); every file's own link in "
                 "links.files works without it"))
         elif await start_once(client, c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(task_id),
-                              c.ResultsZipInput(task_id=key, busy_retry_attempts=s.knobs.busy_retry_attempts)):  # else another GET started it a moment ago
+                              c.ResultsZipInput(task_id=key, busy_retry_attempts=s.knobs.busy_retry_attempts,
+                                                action_budget=s.knobs.action_budget)):
+            # (else another GET started it a moment ago)
             logger.info("task %s: results zip build started (%d bytes of files%s)", task_id, state["files_bytes"],
                         ", asked again" if rebuild else "")
     answer["zip"] = state

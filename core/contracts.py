@@ -1337,6 +1337,9 @@ class RerenderInput(TypedDict):
     variants: list[str]  # "" (the original results) and/or gpu_batch.layout.REPEATS_REMOVED, those that exist
     # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries; none: started before the knob)
     busy_retry_attempts: NotRequired[int]
+    # OrchestrationKnobs.action_budget when it started (orchestrations.retries.ActionLedger; none: started before it,
+    # not checked, so its history replays as it ran)
+    action_budget: NotRequired[int]
 
 
 class RethresholdInput(TypedDict):
@@ -1425,6 +1428,9 @@ class ResultsZipInput(TypedDict):
     task_id: str
     # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries; none: started before the knob)
     busy_retry_attempts: NotRequired[int]
+    # OrchestrationKnobs.action_budget when it started (orchestrations.retries.ActionLedger; none: started before it,
+    # not checked, so its history replays as it ran)
+    action_budget: NotRequired[int]
 
 
 class ZipFileEntry(TypedDict):

@@ -77,3 +77,12 @@ def shard_generation_actions(history_events: int, round_events: int, busy_retry_
     before = max((history_events - round_events - 2) // EVENTS_PER_TASK, step)
     last_round = 1 + 4 * step + 1
     return before + last_round + call_actions(STORAGE_RETRY, busy_retry_attempts)
+
+
+def after_task_actions(action_budget: int) -> int:
+    """One execution of the re-render (``orchestrations.rerender``) or the results zip (``orchestrations.results_zip``),
+    whose input has ``action_budget``: each of their steps is a ``call`` or a ``call_all`` (``retries.ActionLedger``
+    counts every call and timer before it is made), and neither has a failure path, reserve or end that schedules
+    anything, so the budget is their bound. Without it none: a fan-out over the results' parts (a re-render's per
+    variant, the zip's) is ``call_all_actions(parts, STORAGE_RETRY, busy)``, growing with the parts."""
+    return action_budget

@@ -176,7 +176,8 @@ class ActionLedger:
                 "very large. Nothing is lost. A task that failed so: post the same request again later, without "
                 "\"rerun\" or \"only_new\", to resume it (a larger images_per_shard, as another task, makes fewer "
                 "shards and parts); exports that failed so: do as the exports_hint beside them says; a repeat "
-                "removal: send the same removal again; a repeat search: the results stand without it")
+                "removal: send the same removal again; a repeat search: the results stand without it; a re-render: "
+                "post it again later; the results zip: GET .../results again later, with the query zip=rebuild")
         self.scheduled += count
 
 

@@ -13,7 +13,10 @@ from core import contracts as c
 from core.fanin import SAFE_MAX_PARTS
 from core.settings import ACTION_BUDGET, MAX_BUSY_RETRY_ATTEMPTS, MAX_HISTORY_EVENTS, OrchestrationKnobs, Settings
 from devhost.hostjson import HostConfig
-from orchestrations.actions import call_actions, call_all_actions, shard_generation_actions, task_actions
+from orchestrations.actions import (after_task_actions, call_actions, call_all_actions, shard_generation_actions,
+                                   task_actions)
+from orchestrations.rerender import rerender_previews
+from orchestrations.results_zip import zip_results
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 from orchestrations.shards import round_events, run_shards
 from orchestrations.task import task_orchestrator
@@ -166,3 +169,67 @@ def test_a_budget_spent_by_the_shard_groups_still_closes_their_pool_job(failures
         closes = [call for call in run.calls(c.CLOSE_JOB) if call.error is None]
         assert len(closes) == 1, (budget, run.calls(c.CLOSE_JOB))
         assert len(run.actions) == 1 and run.actions[0] <= task_actions(budget, 4), (budget, run.actions)
+
+
+def rerender_answers(parts: int) -> Any:
+    """A re-render whose original results need ``parts`` parallel parts (orchestrations.rerender)."""
+    def script(name: str, payload: Any) -> Any:
+        if name == c.RETHRESHOLD:
+            return {"variant": payload["variant"], "threshold": 0.3, "images": 0, "counts": {}, "csv_blob": "x.csv",
+                    "parts": [[k * 10, 10] for k in range(parts)]}
+        if name == c.RETHRESHOLD_PART:
+            return {"part": payload["part"], "images": 1, "csv_bytes": 1}
+        if name == c.RETHRESHOLD_COMBINE:
+            return {"variant": "", "threshold": 0.3, "csv_blob": "x.csv", "images": parts, "counts": {}}
+        return 0 if name == c.RETHRESHOLD_CLEAN else {"container": "$web", "counts": {}}
+    return script
+
+
+def zip_answers(parts: int) -> Any:
+    """A results zip planned in ``parts`` parts (orchestrations.results_zip)."""
+    def script(name: str, payload: Any) -> Any:
+        built = {"blob": "z.zip", "files": 1, "bytes": 0}
+        if name == c.BUILD_RESULTS_ZIP:
+            return {**built, "plan": {"files": [{"name": "a", "etag": "e", "size": 10 * parts}],
+                                      "parts": [[[0, k * 10, 10, k == parts - 1]] for k in range(parts)]}}
+        if name == c.RESULTS_ZIP_PART:
+            return {"part": payload["part"], "bytes": 10}
+        return {**built, "bytes": 10 * parts} if name == c.RESULTS_ZIP_COMBINE else 0
+    return script
+
+
+AFTER_TASK = [(rerender_previews, rerender_answers, {"task_id": TASK, "threshold": 0.3, "model": "MDV5A",
+                                                     "request_name": "", "variants": [""]}),
+              (zip_results, zip_answers, {"task_id": TASK})]
+
+
+@pytest.mark.parametrize(("orchestrator", "answers", "data"), AFTER_TASK)
+def test_a_rerender_or_results_zip_past_its_action_budget_fails_itself_inside_the_bound(
+        orchestrator: Any, answers: Any, data: dict[str, Any]) -> None:
+    """Every call fails busy three times before it gets through (4 busy attempts) over 8 parts: the fan-out passes
+    the input's ``action_budget``, and the orchestration fails itself there, saying what to do, within
+    ``after_task_actions`` (the harness refuses more, as the extension would at its limit: there, the instance stays
+    Running for ever). The same run with room enough completes."""
+    failing = {**data, "busy_retry_attempts": 4, "action_budget": BUDGET}
+    run: Run = Harness(failing_first(answers(8), 3), max_actions=after_task_actions(BUDGET)).run(orchestrator,
+                                                                                                  failing)
+    assert run.status == "Failed", run.output
+    assert f"more than {BUDGET} actions in one execution" in str(run.error)
+    # said whole: a URL's query would be redacted from the failure (core.failures, core.errors.without_secrets)
+    assert "GET .../results again later, with the query zip=rebuild" in str(run.error), run.error
+    assert "a re-render: post it again later" in str(run.error), run.error
+    assert len(run.actions) == 1 and run.actions[0] <= after_task_actions(BUDGET)
+
+    roomy = {**failing, "action_budget": 1000}
+    run = Harness(failing_first(answers(8), 3), max_actions=after_task_actions(1000)).run(orchestrator, roomy)
+    assert run.status == "Completed", run.error
+    assert BUDGET < run.actions[0] <= after_task_actions(1000)
+
+
+def test_the_after_task_bound_at_the_real_limits_stays_under_the_extensions_limit() -> None:
+    """The re-render and the zip start with the app's ``action_budget`` (api.after_task; tests/unit/test_after_task
+    checks their inputs): bounded by it, under host.json's ``maxOrchestrationActions``. Without it a fan-out over
+    5,000 parts at 20 busy attempts alone would pass that limit."""
+    limit = HostConfig.from_dict(json.loads((ROOT / "host.json").read_text())).max_orchestration_actions
+    assert after_task_actions(Settings.from_env(ENV).knobs.action_budget) <= 0.95 * limit
+    assert call_all_actions(5000, STORAGE_RETRY, MAX_BUSY_RETRY_ATTEMPTS) > limit

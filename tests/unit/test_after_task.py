@@ -10,7 +10,7 @@ import pytest
 from core.errors import ConfigError, RequestInvalid
 from core.expiry import MAX_TIMER_STEP, expiry_time, next_timer
 from core.requests import MAX_PREVIEWS_EXPIRE_DAYS, parse_rerender, parse_task_request
-from core.settings import Settings
+from core.settings import ACTION_BUDGET, Settings
 from gpu_batch import layout
 
 TASK = "task-0123456789abcdef0123"
@@ -178,9 +178,9 @@ def test_a_failed_zip_build_starts_again_when_asked_or_when_its_inputs_changed(
 
     asked = _ZipClient("Failed", output=ZIP_ERROR)
     assert _zip_answer(asked, monkeypatch, rebuild=True)["state"] == "building"
-    # the app's busy-retry knob travels in the input (orchestrations.retries.busy_attempts reads it there)
+    # the app's busy-retry knob and action budget travel in the input (orchestrations.retries reads them there)
     assert asked.started == [(c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(TASK),
-                              {"task_id": TASK, "busy_retry_attempts": 5})]
+                              {"task_id": TASK, "busy_retry_attempts": 5, "action_budget": ACTION_BUDGET})]
     other = _ZipClient("Failed", zip_key=TASK, output=ZIP_ERROR)  # a re-run is served now: its files never tried
     assert _zip_answer(other, monkeypatch, generation=RUN)["state"] == "building"
     assert other.started[0][2]["task_id"] == layout.generation_key(TASK, RUN) != TASK
@@ -209,3 +209,50 @@ def test_the_results_route_takes_zip_rebuild_and_refuses_other_values() -> None:
     response = asyncio.run(handler(req, _ZipClient(None)))
     body = json.loads(response.get_body())
     assert response.status_code == 400 and "zip must be 'rebuild'" in body["error"] and "zip=rebuild" in body["hint"]
+
+
+def test_a_rerender_starts_with_the_apps_busy_retries_and_action_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-render's input carries ``action_budget`` (``orchestrations.retries.ActionLedger`` reads it there), as a
+    task's, removal's and search's do: without it, its fan-out over the results' parts at many busy retries had no
+    bound under the Durable extension's maxOrchestrationActions, past which the extension drops actions silently and
+    the instance stays Running for ever (orchestrations.actions ``after_task_actions``)."""
+    import asyncio
+    import json
+
+    import azure.functions as func
+
+    import api.after_task as at
+    from adapters import clients
+    from core import contracts as c
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_BUSY_RETRY_ATTEMPTS": "5"})
+
+    async def none(*args: Any, **kwargs: Any) -> Any:
+        return None
+
+    async def labels(*args: Any) -> tuple[str, str]:
+        return "MDV5A", ""
+
+    monkeypatch.setattr(clients, "settings", lambda: settings)
+    monkeypatch.setattr(clients, "store", lambda s=None: None)
+    monkeypatch.setattr(at, "authorize_task", none)
+    monkeypatch.setattr(at, "finished_task", none)
+    monkeypatch.setattr(at, "_instance", none)  # nothing running
+    monkeypatch.setattr(at, "served_key", lambda store, container, task_id: task_id)
+    monkeypatch.setattr(at, "_rerender_variants", lambda s, key: [""])
+    monkeypatch.setattr(at, "page_labels", labels)
+    started: list[Any] = []
+
+    async def start_once(client: Any, name: str, instance_id: str, payload: Any) -> bool:
+        started.append((name, payload))
+        return True
+
+    monkeypatch.setattr(at, "start_once", start_once)
+    handler = at.post_previews._function.get_user_function().__wrapped__
+    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/previews", body=b'{"threshold": 0.3}',
+                           route_params={"task_id": TASK}, headers={"content-type": "application/json"})
+    response = asyncio.run(handler(req, None))
+    assert response.status_code == 202, json.loads(response.get_body())
+    assert [(name, payload["busy_retry_attempts"], payload["action_budget"]) for name, payload in started] == [
+        (c.RERENDER_ORCHESTRATOR, 5, ACTION_BUDGET)]
