@@ -253,3 +253,76 @@ def _ended_removal(url: str) -> dict[str, Any] | None:
     except requests.Timeout:
         return None
     return removal if removal and removal["runtime_status"] in ENDED else None
+
+
+def _held(host: Any, activity: str) -> Any:
+    """Hold every call of ``activity`` until the returned event is set (at most 5 minutes): a run waiting on it stands
+    still, as one whose action the extension dropped would (devhost runs activities in its own threads)."""
+    import threading
+
+    release = threading.Event()
+    fn, param = host.index.activities[activity]
+
+    def holding(**kwargs: Any) -> Any:
+        release.wait(300)
+        return fn(**kwargs)
+
+    host.index.activities[activity] = (holding, param)
+    return release
+
+
+def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_tasks_route_and_started_again(
+        host: Any, store: BlobStore, unique_name: str) -> None:
+    """POST /api/tasks/{id}/terminate {"target": "search"} (or "removal"), with the function key alone, ends the task's
+    search or removal run after it, through devhost's terminate (fidelity row 48); GET .../repeats then shows it
+    'terminated' with its last update, and a new one starts under the same instance id. Before, the route ended
+    the task's run only (here: 409, the task completed), and a search that never ended refused every later search
+    and removal of the task for good."""
+    from core import contracts as c
+
+    base = host.base_url
+    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde-stuck"}, timeout=120)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    done = wait_until(lambda: (lambda s: s if s["runtime_status"] in ENDED else None)(
+        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
+    assert done["stage"] == "completed", done
+    url, terminate = f"{base}/api/tasks/{task_id}/repeats", f"{base}/api/tasks/{task_id}/terminate"
+
+    release = _held(host, c.SEARCH_PART)
+    try:
+        started = api.post(f"{url}/search", json={"occurrence_threshold": 45}, timeout=120)
+        assert started.status_code == 202, started.text
+        running = wait_until(lambda: (lambda s: s if s and s["runtime_status"] == "Running" and s.get("updated")
+                                      else None)(api.get(url, timeout=120).json()["searching"]), 120, "search running")
+        assert "stalled" not in running, running  # it changed a moment ago
+        refused = api.post(f"{url}/search", json={}, timeout=120)
+        assert refused.status_code == 409 and refused.json()["hint"].startswith("wait until"), refused.text
+        ended = api.post(terminate, json={"target": "search", "reason": "search stuck"}, timeout=120)
+        assert ended.status_code == 202, ended.text
+        assert ended.json()["target"] == "search" and ended.json()["stage"] == "searching", ended.json()
+        gone = wait_until(lambda: (lambda s: s if s["runtime_status"] == "Terminated" else None)(
+            api.get(url, timeout=120).json()["searching"]), 60, "search terminated")
+        assert gone["stage"] == "terminated" and gone["updated"] and "stalled" not in gone, gone
+        again = api.post(terminate, json={"target": "search"}, timeout=120)
+        assert again.status_code == 409 and "no repeat search" in again.json()["error"], again.text
+        assert api.get(url, timeout=120).json()["search"] == "merge"  # the list it would have replaced stands
+    finally:
+        release.set()
+    search(base, task_id, {"occurrence_threshold": 45})  # the same instance id starts again, and completes
+
+    release = _held(host, c.PREPARE_REMOVAL)
+    try:
+        first = api.get(url, timeout=120).json()
+        chosen = api.post(url, json={"remove": [first["locations"][0]["id"]], "search": first["search"]},
+                          timeout=120)
+        assert chosen.status_code == 202, chosen.text
+        ended = api.post(terminate, json={"target": "removal"}, timeout=120)
+        assert ended.status_code == 202 and ended.json()["target"] == "removal", ended.text
+        gone = wait_until(lambda: _ended_removal(url), 60, "removal terminated")
+        assert gone["runtime_status"] == "Terminated" and gone["stage"] == "terminated", gone
+    finally:
+        release.set()
+    task_itself = api.post(terminate, json={}, timeout=120)  # the default target is still the task's run
+    assert task_itself.status_code == 409 and "is not running" in task_itself.json()["error"], task_itself.text
+    assert answers.undescribed() == []
