@@ -622,8 +622,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                               **_errors(400, 401, 403, 404, 409, 413, 415, also={
                                   409: "the task is not running (a terminated or failed one resumes when its "
                                        "request is posted again), or it ended by itself just before the "
-                                       "terminate; with target removal or search: none is running, or it ended "
-                                       "by itself just before the terminate"})}}},
+                                       "terminate, or a later run replaced the run it found meanwhile (the error "
+                                       "names both; the terminate ended the later one if it had started); with "
+                                       "target removal or search: none is running, or it ended by itself just "
+                                       "before the terminate"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),

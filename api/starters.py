@@ -1203,8 +1203,9 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     the terminated run's cancel marker and closes its pool job: ``_ended_runs``, orchestrations.task
     ``_end_terminated_run``) and resumes the task from the results already written. The SDK takes a 410 as success,
     so a run that ended by itself between the status read and the terminate is told apart by reading the status
-    again; when that read finds the task hub busy (``TaskHubUnavailable``) the 202 stands, the terminate having been
-    queued (a 503 had clients send it again and be answered 409 "not running")."""
+    again, and so is a run replaced meanwhile (``_replaced_meanwhile``); when that read finds the task hub busy
+    (``TaskHubUnavailable``) the 202 stands, the terminate having been queued (a 503 had clients send it again and be
+    answered 409 "not running")."""
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)
     raw = req.get_body() or b""
@@ -1233,16 +1234,38 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
                                      "busy or failing; a terminate sent twice ends the run once, and a 409 'not "
                                      "running (stage: terminated)' then means this one was made") from exc
         return _ended_meanwhile(task_id, after)
-    try:
-        after = await describe_task(client, task_id)
+    try:  # with the input: the run now, which the terminate may have reached instead of ``run``
+        after, now = await describe_task_with_input(client, task_id)
     except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
-        after = info
+        after, now = info, started
+    if str(now.get("run") or "") != run:
+        return _replaced_meanwhile(task_id, run, str(now.get("run") or ""))
     if after["runtime_status"] not in ACTIVE and after["runtime_status"] != "Terminated":
         return _ended_meanwhile(task_id, after)  # the extension's 410, which the SDK does not raise
     logger.info("task %s: run %s terminated through the API (stage %s)", task_id, run or "?", info["stage"])
     return _json(202, {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
                        "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
                        "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run))})
+
+
+def _replaced_meanwhile(task_id: str, run: str, now: str) -> func.HttpResponse:
+    """The 409 for a terminate made as a later run replaced the run the status read found (``run`` ended, terminated
+    or failed, and the request was posted again: run ``now``). Why not the 202: the terminate names the instance, not
+    the run ("Terminate events are not supposed to target any particular execution ID", the extension's
+    ``DurableClient.TerminateAsync``, which queues it for the instance while it is Pending or Running, and
+    ``HttpApiHandler.HandleTerminateInstanceRequestAsync`` answers 410 for it while none is), so it ended run ``now``
+    if that had started by then, else nothing; the 202's words were ``run``'s (its stage, its pool job to end by hand,
+    which run ``now`` ends itself: ``_ended_runs``), and said nothing of the run the task has now. As confirm's and
+    cancel's answers (``_replaced_since``)."""
+    logger.info("task %s: terminate of run %s made as run %s replaced it", task_id, run or "?", now or "?")
+    return _json(409, {"error": f"task {task_id}: the run this terminate was for (run {run or '?'}) ended and run "
+                                f"{now or '?'} of the task replaced it while the terminate was made; a terminate ends "
+                                f"the run the task has when the platform takes it: run {now or '?'} if it had "
+                                "started by then, else none",
+                       "hint": f"GET /api/tasks/{task_id} shows run {now or '?'}: if it still runs and is to end, "
+                               f"POST /api/tasks/{task_id}/terminate again; once its stage is 'terminated', post the "
+                               "same request again, without \"rerun\" or \"only_new\", to resume the task (which "
+                               "also ends the pool work its earlier runs left)"})
 
 
 def _ended_meanwhile(task_id: str, after: dict[str, Any]) -> func.HttpResponse:

@@ -269,3 +269,27 @@ def test_a_terminate_the_extension_fails_while_the_task_runs_answers_503_retry_n
     status, body = _terminate(client)
     assert status == 503 and "retry" in body["hint"] and "bug" not in body["hint"], body
     assert "terminate" in body["error"], body
+
+
+def test_a_run_replaced_between_the_read_and_the_terminate_is_not_answered_as_the_run_terminated() -> None:
+    """A task's runs are executions of one instance id, and the terminate names the instance, not the run: the run
+    read (r1) ended and a plain post resumed the task as run r2 between the status read and the terminate (another
+    operator terminated r1 and posted the request again), so the terminate reached r2, or, arriving before r2 started,
+    was answered 410 and reached nothing. The 202 named r1 and its stage, and told the operator r1's pool job runs on
+    and is to be ended by hand, with nothing said of r2, as confirm and cancel had answered before 111abc5. The status
+    read after the terminate shows the run now: 409 naming both, and what to do about r2."""
+    client = Extension("Running", "detecting")
+    post = client._post_async_request
+
+    async def replaced_first(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+        assert client.instance is not None
+        client.instance["input"] = json.dumps({"run": "r2"})  # r1 terminated, the request posted again: r2 runs
+        client.instance["customStatus"] = {"stage": "enumerating"}
+        return await post(url, data, *args, **kwargs)
+
+    client._post_async_request = replaced_first  # type: ignore[method-assign]
+    status, body = _terminate(client)
+    assert status == 409 and len(client.terminates) == 1, body
+    assert "run r1" in body["error"] and "run r2" in body["error"] and "replaced" in body["error"], body
+    assert layout.pool_job_id(TASK, "r1") not in json.dumps(body), body  # r1's job is r2's to end (ends_run)
+    assert f"GET /api/tasks/{TASK}" in body["hint"] and f"POST /api/tasks/{TASK}/terminate" in body["hint"], body
