@@ -96,14 +96,28 @@ def stalled_hint(task_id: str, stage: str, quiet_s: float, limit_s: float) -> st
     terminated task also starts again without it, resuming from the results its attempts already wrote"; the new run
     first ends the terminated run's shard groups and pool job). The terminate is the app's own route
     (``api.starters.terminate_task``, function-key auth like every task route), not the Durable management API, whose
-    system key an operator may not have."""
-    return (f"the task's orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any wait of stage "
+    system key an operator may not have.
+
+    A run stalled while telling of its end (``_TELLING`` but ``failed``) is not resumed: a completed one keeps its
+    stage and results when terminated and a post of its request finds it, running nothing (api.starters ``_stage``),
+    so "once its stage is 'terminated'" never came; a cancelled, expired or estimated one shows 'terminated', and a
+    post of its request resumes it, running what its end had not (a cancelled task's pool work)."""
+    head = (f"the task's orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any wait of stage "
             f"{stage} explains ({limit_s / 3600:.1f} hours at most), so it may never move again: on Azure an action "
             "the Durable extension refuses is dropped without failing the task or logging it. Look in the function "
             f"app's logs (Application Insights traces mentioning {task_id}) for the last step it took and any error; "
-            f"then terminate it (POST /api/tasks/{task_id}/terminate) and, once its stage is 'terminated', post the "
-            "same request again, without \"rerun\" or \"only_new\", which ends the pool work the terminated run "
-            "left and resumes it from the results its pool tasks already wrote")
+            f"then terminate it (POST /api/tasks/{task_id}/terminate)")
+    if stage in _TELLING and stage != Stage.failed:
+        told = (f", which stops only the word of its end (the notification, the answer file beside a dropped request, "
+                f"the Event Grid event): it had ended {stage}")
+        if stage in (Stage.completed, Stage.completed_with_errors):
+            return head + told + (" and its results stay complete and served; it keeps showing that stage, and a post "
+                                  "of the same request finds it, it does not run again")
+        return head + told + (" with nothing left to run, and shows 'terminated' then; post the same request again "
+                              "only to run it after all (a resumed run)")
+    return head + (" and, once its stage is 'terminated', post the same request again, without \"rerun\" or "
+                   "\"only_new\", which ends the pool work the terminated run left and resumes it from the results "
+                   "its pool tasks already wrote")
 
 
 # The runs after a task that GET /api/tasks/{id}/repeats shows, by the terminate route's ``target``

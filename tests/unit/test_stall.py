@@ -206,3 +206,33 @@ def test_the_task_list_says_it_too_but_for_a_task_detecting(monkeypatch: pytest.
     rows = {row["id"]: row for row in json.loads(response.get_body())["tasks"]}
     assert rows[ids[0]]["updated"] == quiet.isoformat() and rows[ids[0]]["stalled"]["since"] == quiet.isoformat()
     assert "updated" not in rows[ids[1]] and "stalled" not in rows[ids[1]]
+
+
+@pytest.mark.parametrize("stage", [Stage.completed, Stage.completed_with_errors])
+def test_a_task_stalled_telling_of_its_completion_is_not_told_to_wait_for_terminated_and_resume(stage: str) -> None:
+    """A run that completed and was telling of its end (its status final, its runtime still Running: the notification,
+    the answer file, the Event Grid event) keeps its finished stage when terminated (api.starters ``_stage``), and a
+    post of its request finds it and runs nothing (the terminate route's own 202 says so). The hint told the operator
+    to wait until its stage is 'terminated', which it never shows, then to post the request again to resume it from
+    its pool tasks' results: a wait for ever, then a post that does nothing."""
+    limit = stall.quiet_limit_s(stage, KNOBS)
+    assert limit is not None
+    note = stall.stalled(stage, TASK, NOW, NOW - timedelta(seconds=limit + 1), KNOBS)
+    assert note is not None
+    hint = note["hint"]
+    assert f"terminate it (POST /api/tasks/{TASK}/terminate)" in hint, hint
+    assert "once its stage is 'terminated'" not in hint and "resumes it" not in hint, hint
+    assert "results stay complete and served" in hint and "does not run again" in hint, hint
+
+
+@pytest.mark.parametrize("stage", [Stage.cancelled, Stage.expired, Stage.estimated])
+def test_a_task_stalled_telling_of_an_end_without_work_left_is_not_told_to_post_it_again(stage: str) -> None:
+    """Cancelled, expired (never confirmed) or estimated (a dry run): nothing was left to run. Terminated, the task
+    shows 'terminated', and a post of its request resumes it: a cancelled task's pool work runs after all. The hint
+    said to post it again, "which ... resumes it from the results its pool tasks already wrote"."""
+    limit = stall.quiet_limit_s(stage, KNOBS)
+    assert limit is not None
+    hint = stall.stalled(stage, TASK, NOW, NOW - timedelta(seconds=limit + 1), KNOBS)["hint"]  # type: ignore[index]
+    assert f"terminate it (POST /api/tasks/{TASK}/terminate)" in hint, hint
+    assert "resumes it" not in hint and f"it had ended {stage}" in hint, hint
+    assert "post the same request again only to run it" in hint, hint
