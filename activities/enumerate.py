@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import azure.durable_functions as df
 
 from activities import decided, image_list, listing_leftovers
-from activities.replaced_images import drop_replaced_results
+from activities.carried_results import carry_moved_results, etags_document, etags_document_of
+from activities.replaced_images import UNREAD, drop_replaced_results
 from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -359,6 +360,8 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         threshold = (str(key[0]), str(key[1]))
 
     etag_of: dict[str, str] = {}  # the batch's names with a known ETag (about images_per_write of them)
+    # a resumed listing (the key listed to the end before) carries earlier results to the shards it now cuts them in
+    carry = bool(run) and store.exists(settings.container, layout.enumeration_blob(task_id))
     list_columns: tuple[str, ...] = ()
     if request.image_list:
         plan = store.read_json(settings.container, layout.listing_plan_blob(task_id, run))
@@ -387,9 +390,13 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
         # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
         # (and an only_new key's attempt 0 made from another manifest than this one: an earlier listing's cut)
+        found = etags_document_of(store, settings.container, task_id, sid) if carry else UNREAD
         drop_replaced_results(store, settings.container, task_id, sid, shard, etags,
-                              reuses=made if request.only_new else None)
-        store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid), {"etags": etags})
+                              reuses=made if request.only_new else None, found=found)
+        if carry:  # and the earlier results of images the earlier listing cut into a neighbouring shard come here
+            carry_moved_results(store, settings.container, task_id, index, shard, etags, found, run)
+        store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
+                                 etags_document(etags, run, found if carry else None))
         if shard:
             ranges.append([sid, min(shard), max(shard)])
         shards += 1

@@ -44,7 +44,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from activities.decided import task_settings
 from activities.merge import _merged_shard, _results_info, task_threshold
 from activities.readme import drop_readme
-from activities.shard_results import shard_damaged
+from activities.shard_results import shard_damaged, shard_manifest
 from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
@@ -141,6 +141,9 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 cut_short = list(view.damaged)
             else:  # the variant too (always the entry path: its names come with the entries read), an older view
                 cut_short = shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
+            if cut_short:  # of this shard's images only (an earlier listing's cut left others' names in its attempts)
+                cut_short = of_shard(store, settings, task_id, index, listed, cut_short,
+                                     None if view is not None else {e.get("file") for e in entries})
             if removal is None:
                 record_merged(store, container, task_id, index, listed, cut_short)
             damaged += cut_short
@@ -164,6 +167,21 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
         store.write_bytes(container, layout.merge_part_blob(task_id, part, "damaged.csv", variant), rows, "text/csv")
         result["damaged"], result["damaged_bytes"] = len(damaged), len(rows)
     return result
+
+
+def of_shard(store: BlobStore, settings: Settings, task_id: str, index: int, listed: dict[str, str],
+             names: list[str], images: set[Any] | None) -> list[str]:
+    """Of ``names`` (photos cut short that shard ``index``'s attempts name), those of the shard's manifest:
+    ``images``, its merged entries' files, or where the merge took the worker's view (None) the manifest's, read
+    then (only for a shard naming any). Why: a resumed run's listing cuts the shards anew, so a shard's attempts may
+    hold entries, and names cut short, of images an earlier listing put there and this one in another shard, which
+    merges them, carried (``activities.carried_results``) or run again; the merge takes a shard's entries by its
+    manifest's names only (``merge_entries``), and the attempts' lists of names cut short (``shard_damaged``; a view's,
+    ``gpu_batch.formats.mergeview.build_view``, names every earlier attempt's) were taken whole: such a photo was
+    listed twice in ``damaged.csv``, or, run again and not cut short, by the shard that no longer holds it."""
+    if images is None:
+        images = set(shard_manifest(store, settings, task_id, layout.shard_id(index), set(listed))["images"])
+    return [n for n in names if n in images]
 
 
 DAMAGED_HEADER = b"file\r\n"

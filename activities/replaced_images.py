@@ -11,7 +11,9 @@ The rule is ``activities.reuse``'s (an ``only_new`` re-run): an earlier entry st
 known and unchanged. The ETags the earlier listing recorded for the shard (``layout.shard_etags_blob``) are compared
 with this listing's before it writes its own over them: the entries of every image of the new shard whose ETag
 changed, or is unknown on either side (not in the earlier listing's shard: its entries, if any, came from a listing
-before that one), are removed from each attempt's results document, so no reader sees them and the image runs again.
+before that one), are removed from each attempt's results document, so no reader sees them and the image runs again
+(unless the earlier listing put it, unchanged, in a neighbouring shard: ``activities.carried_results`` then copies its
+entry there into this shard's attempt 1).
 A shard whose earlier listing recorded no ETags at all (the first listing of the key, or one by a release before
 ETags were recorded) is left as it is. So a listing that found no images, which keeps the earlier listing's shards
 and results (``activities.listing_leftovers.drop_past_count``), keeps them for the images back as they were, with the
@@ -47,14 +49,19 @@ from gpu_batch.manifest import ShardManifest
 logger = logging.getLogger(__name__)
 
 
-def earlier_etags(store: BlobStore, container: str, key: str, sid: str) -> dict[str, str] | None:
+UNREAD: Any = object()  # ``earlier_etags``' document when its caller did not read it
+
+
+def earlier_etags(store: BlobStore, container: str, key: str, sid: str, found: Any = UNREAD) -> dict[str, str] | None:
     """The ETags the last listing of ``key`` recorded for shard ``sid`` (names without one left out); None when it
     recorded none (no such blob, not the expected document, or one without any ETag: a listing whose parts a release
     before ETags wrote and whose shards this one cut, ``{"etags": {}}``; read as recorded, every name of the shard
-    was "unknown" and all its results went)."""
-    data = store.read_bytes_or_none(container, layout.shard_etags_blob(key, sid))
-    doc = jsonio.loads(data) if data is not None else None
-    etags = doc.get("etags") if isinstance(doc, dict) else None
+    was "unknown" and all its results went). ``found``: the document as the caller read it already (a resumed
+    listing, which carries results too: ``activities.carried_results.etags_document_of``), else it is read here."""
+    if found is UNREAD:
+        data = store.read_bytes_or_none(container, layout.shard_etags_blob(key, sid))
+        found = jsonio.loads(data) if data is not None else None
+    etags = found.get("etags") if isinstance(found, dict) else None
     if not isinstance(etags, dict):
         return None
     return {str(k): str(v) for k, v in etags.items() if v} or None
@@ -115,7 +122,7 @@ def _made_from(store: BlobStore, container: str, name: str, written: ShardManife
 
 
 def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, shard: list[str],
-                          now: Mapping[str, str], reuses: ShardManifest | None = None) -> int:
+                          now: Mapping[str, str], reuses: ShardManifest | None = None, found: Any = UNREAD) -> int:
     """Remove, from every attempt's results of shard ``sid`` of ``key``, the entries of the images of ``shard`` that
     were replaced since the last listing (``replaced``); ``now``: this listing's ETags. Returns how many entries went.
     Call it before this listing writes its own ETags for the shard.
@@ -123,8 +130,8 @@ def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, 
     ``reuses``: where the key is an ``only_new`` re-run's (its request's ``only_new``, which its resumed runs keep),
     the manifest this listing wrote for the shard; an attempt 0 not made from it goes too (``drop_earlier_reuse``), at
     the cost of one listing of the shard's blobs; other keys (None) never have an attempt 0, and a shard whose images
-    are unchanged is still left unread."""
-    before = earlier_etags(store, container, key, sid)
+    are unchanged is still left unread. ``found``: the shard's ETags document, where the caller read it already."""
+    before = earlier_etags(store, container, key, sid, found)
     if before is None:  # no listing of the key before (attempt 0 is written only after one recorded ETags)
         return 0
     stale = replaced(shard, before, now)

@@ -14,24 +14,29 @@ over Azurite (``bench/control_plane.py``'s names and upload, or ``--preload``) w
 terminate) and the same request is posted again plainly, which resumes it (``"started": true``: a new run of the same
 key, with its own run id, that replaces the terminated one); the second listing is measured up to its own wait.
 ``--resume-add K`` uploads K new images that sort before every other name before the resume (a relisting that moves
-every shard's boundary names by K): the known cost of a boundary move.
+every shard's boundary names by K): each shard then finds the K names new to it in its neighbour's earlier ETags
+(``activities.carried_results``, whose requests are counted apart too) and carries their earlier results, so only the
+K added images run again (this benchmark's first run is terminated before its pool work, so there are none to copy).
 
 Counted at the HTTP transport (azure-core's ``RequestsTransport.send``: every attempt the pipeline sends, retries
 included: azure-core 1.41 ``pipeline/_base.py``, ``_TransportRunner``, the pipeline's last node, calls the transport's
 ``send`` for each request the retry policies above it pass on), attributed to the activity whose invocation (or a
 thread pool it submitted to) sent it, by kind: GET (Get Blob), HEAD (properties, exists), LIST (List Blobs,
 ``comp=list``), PUT (Put Blob, blocks, create container), DELETE; with the 404s among them and the bytes of the
-answers' bodies (``Content-Length``). The ETags read (``drop_replaced_results``, per shard) is counted apart, with its
-CPU (its thread's). CPU: this process's (``time.process_time``: devhost, the orchestrator replays, every activity and
-the status poller; Azurite is another process) per 1,000 images of the listing, and the listing activities' own
-(devhost's counters, their threads).
+answers' bodies (``Content-Length``). The ETags read (``drop_replaced_results``, per shard, or on a resumed listing
+``etags_document_of`` before it) is counted apart, with its CPU (its thread's), and so are the requests of
+``carry_moved_results``. CPU: this process's (``time.process_time``: devhost, the orchestrator replays, every
+activity and the status poller; Azurite is another process) per 1,000 images of the listing, and the listing
+activities' own (devhost's counters, their threads).
 
 Record (printed, and saved to ``bench/results/resume_listing-<N>-<S>.json`` or ``--out``): ``first`` and ``resumed``,
 each with ``requests`` (listing activities, by kind), ``requests_by_activity``, ``etags_read`` (shards, requests,
-404s, bytes, CPU, per shard), ``rerun_images`` (the names ``replaced`` finds in their shard: their earlier results
-there go and they run again; 0 with nothing changed; images new since count too, while names moved into a shard no
-earlier listing wrote are not counted, and run as well, having no results there), ``dropped_entries`` (result
-entries removed), ``process_cpu_s_per_1000_images``, ``listing_activity_cpu_s_per_1000_images``; and
+404s, bytes, CPU, per shard), ``carried`` (shards that looked for names new to them in their neighbours' earlier
+ETags, the requests that took, and ``moved_images``: the names found there with the same ETag, whose earlier results
+are carried, not run again), ``rerun_images`` (the names ``replaced`` finds in their shard less ``moved_images``:
+they run again; 0 with nothing changed; images new since count too, while names moved into a shard no earlier
+listing wrote are not counted, and run as well, having no results there), ``dropped_entries`` (result entries
+removed), ``process_cpu_s_per_1000_images``, ``listing_activity_cpu_s_per_1000_images``; and
 ``resume_minus_first``: what the resume adds, per shard and per 1,000 images. Request counts are exact; CPU figures
 on a shared machine are loose.
 """
@@ -57,6 +62,7 @@ from bench.control_plane import FUNCTION_KEY, image_names, machine_facts, save_r
 LISTING_ACTIVITIES = ("plan_listing", "list_images_part", "choose_sample", "write_shard_manifests",
                       "finish_enumeration")
 ETAGS_READ = "etags_read"  # the tag of the requests drop_replaced_results sends
+CARRIED = "carried_results"  # the tag of the requests carry_moved_results sends
 
 
 def request_kind(method: str, url: str) -> str:
@@ -159,9 +165,11 @@ class EtagsReads:
 
     def reset(self) -> None:
         self.shards = self.rerun_images = self.dropped_entries = self.without_earlier = 0
+        self.carry_shards = self.moved_images = self.moved_counted = 0
         self.cpu_s = 0.0
 
     def install(self, counter: RequestCounter) -> None:
+        from activities import carried_results
         from activities import enumerate as enumeration
         from activities import replaced_images
 
@@ -195,6 +203,35 @@ class EtagsReads:
                     reads.without_earlier += 1
             return found
 
+        carry = getattr(enumeration, "carry_moved_results")  # the names run_write_shards calls
+        read_doc = getattr(enumeration, "etags_document_of")  # a resumed listing reads the ETags here, drop after
+        found_in = getattr(carried_results, "_found_in_neighbours")  # looked up by carry_moved_results at each call
+
+        def counted_carry(*args: Any, **kwargs: Any) -> int:
+            with reads.lock:
+                reads.carry_shards += 1
+            return int(counter.tagged(CARRIED, carry)(*args, **kwargs))
+
+        def counted_found(*args: Any, **kwargs: Any) -> dict[int, list[str]]:
+            found: dict[int, list[str]] = found_in(*args, **kwargs)
+            moved = sum(len(names) for names in found.values())
+            with reads.lock:
+                reads.moved_images += moved
+                if args[5] is not None:  # ``own``: the shard had earlier ETags, so ``replaced`` counted them
+                    reads.moved_counted += moved
+            return found
+
+        setattr(enumeration, "carry_moved_results", counted_carry)
+        def timed_read(*args: Any, **kwargs: Any) -> Any:
+            cpu = time.thread_time()
+            try:
+                return counter.tagged(ETAGS_READ, read_doc)(*args, **kwargs)
+            finally:
+                with reads.lock:
+                    reads.cpu_s += time.thread_time() - cpu
+
+        setattr(enumeration, "etags_document_of", timed_read)
+        setattr(carried_results, "_found_in_neighbours", counted_found)
         setattr(enumeration, "drop_replaced_results", timed_drop)
         replaced_images.replaced = counted_replaced  # looked up by drop_replaced_results at each call
         replaced_images.earlier_etags = counted_earlier
@@ -211,12 +248,14 @@ def listing_figures(counter: RequestCounter, reads: EtagsReads, images: int, sha
     etags = {k: n for (t, k), n in counter.counts.items() if t == ETAGS_READ}
     etags_404 = sum(n for (t, _), n in counter.not_found.items() if t == ETAGS_READ)
     etags_bytes = sum(n for (t, _), n in counter.bytes_in.items() if t == ETAGS_READ)
+    carried = {k: n for (t, k), n in counter.counts.items() if t == CARRIED}
+    carried_bytes = sum(n for (t, _), n in counter.bytes_in.items() if t == CARRIED)
     listing_cpu = sum(activity_cpu.get(a, 0.0) for a in LISTING_ACTIVITIES)
     thousands = images / 1000 if images else 1
     return {
         "images": images, "shards": shards, "wall_s": round(wall_s, 2),
-        "requests": counter.by_kind(LISTING_ACTIVITIES + (ETAGS_READ,)),
-        "requests_total": sum(counter.by_kind(LISTING_ACTIVITIES + (ETAGS_READ,)).values()),
+        "requests": counter.by_kind(LISTING_ACTIVITIES + (ETAGS_READ, CARRIED)),
+        "requests_total": sum(counter.by_kind(LISTING_ACTIVITIES + (ETAGS_READ, CARRIED)).values()),
         "requests_by_activity": snap["by_tag"], "not_found": snap["not_found"], "bytes_in": snap["bytes_in"],
         "etags_read": {"shards": reads.shards, "shards_without_earlier_etags": reads.without_earlier,
                        "requests": dict(sorted(etags.items())), "not_found": etags_404, "bytes_in": etags_bytes,
@@ -224,7 +263,9 @@ def listing_figures(counter: RequestCounter, reads: EtagsReads, images: int, sha
                        "requests_per_shard": per_shard(sum(etags.values()), reads.shards),
                        "bytes_per_shard": per_shard(etags_bytes, reads.shards),
                        "cpu_ms_per_shard": per_shard(reads.cpu_s * 1000, reads.shards)},
-        "rerun_images": reads.rerun_images, "dropped_entries": reads.dropped_entries,
+        "carried": {"shards": reads.carry_shards, "requests": dict(sorted(carried.items())),
+                    "bytes_in": carried_bytes, "moved_images": reads.moved_images},
+        "rerun_images": reads.rerun_images - reads.moved_counted, "dropped_entries": reads.dropped_entries,
         "process_cpu_s": round(process_cpu_s, 3),
         "process_cpu_s_per_1000_images": round(process_cpu_s / thousands, 4),
         "listing_activity_cpu_s": round(listing_cpu, 3),
@@ -342,7 +383,9 @@ def _run(args: argparse.Namespace, azurite: Any, connection: str) -> dict[str, A
             upload(connection, container, added)
         _, resumed = listing()
         print(f"resumed listing: {resumed['requests']} etags read {resumed['etags_read']['requests']}, "
-              f"rerun images {resumed['rerun_images']}", flush=True)
+              f"carried {resumed['carried']['requests']} ({resumed['carried']['moved_images']} images found in a "
+              f"neighbour's earlier ETags: their results, where any, carried), rerun images {resumed['rerun_images']}",
+              flush=True)
     finally:
         host.stop()
     return {
@@ -376,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "process_cpu_s_per_1000_images",
                                                           "listing_activity_cpu_s_per_1000_images")},
                "resumed": {k: record["resumed"][k] for k in ("images", "shards", "requests", "etags_read",
-                                                              "rerun_images", "dropped_entries",
+                                                              "carried", "rerun_images", "dropped_entries",
                                                               "process_cpu_s_per_1000_images",
                                                               "listing_activity_cpu_s_per_1000_images")},
                "resume_minus_first": record["resume_minus_first"]}

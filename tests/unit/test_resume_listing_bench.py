@@ -77,3 +77,32 @@ def test_the_difference_is_what_the_resume_adds_per_shard_and_per_thousand_image
     assert extra["requests_per_shard"] == 0.001 and extra["requests_per_1000_images"] == 0.05
     assert extra["process_cpu_s_per_1000_images"] == pytest.approx(0.1)
     assert extra["listing_activity_cpu_s_per_1000_images"] == pytest.approx(0.05)
+
+
+def test_images_whose_results_a_neighbour_carries_are_not_counted_as_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rerun_images``: the names ``replaced`` finds less those found in a neighbour's earlier ETags
+    (``activities.carried_results``), where the shard had earlier ETags (else ``replaced`` never saw them)."""
+    from activities import carried_results, replaced_images
+    from activities import enumerate as enumeration
+
+    for module, name in ((enumeration, "drop_replaced_results"), (enumeration, "carry_moved_results"),
+                         (enumeration, "etags_document_of"), (replaced_images, "replaced"),
+                         (replaced_images, "earlier_etags")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # what install replaces, put back at the end
+    monkeypatch.setattr(carried_results, "_found_in_neighbours", lambda *args: {4: ["b", "c"]})
+    monkeypatch.setattr(replaced_images, "replaced", lambda shard, before, now: {"a", "b", "c"})
+
+    def carry(store: Any, container: str, key: str, index: int, shard: list[str], now: Any, found: Any,
+              run: str) -> int:
+        return len(carried_results._found_in_neighbours(store, container, key, index, set(shard), found, now, run))
+
+    monkeypatch.setattr(enumeration, "carry_moved_results", carry)
+    bench = _bench()
+    counter, reads = bench.RequestCounter(), bench.EtagsReads()
+    reads.install(counter)
+    replaced_images.replaced(["a", "b", "c"], {}, {})
+    enumeration.carry_moved_results(None, "c", "k", 5, ["a", "b", "c"], {}, ("a", "c", {}), "r")
+    enumeration.carry_moved_results(None, "c", "k", 9, ["x", "y"], {}, None, "r")  # a shard without earlier ETags
+    figures = bench.listing_figures(counter, reads, 10, 2, 0.0, {}, 1.0)
+    assert figures["rerun_images"] == 1 and figures["carried"]["moved_images"] == 4
+    assert figures["carried"]["shards"] == 2

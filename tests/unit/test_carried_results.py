@@ -1,0 +1,109 @@
+"""activities.carried_results: which earlier entries a resumed run's listing carries to the shard it now cuts an image
+in, from which neighbour, and what the ETags document it writes keeps for the neighbours (the end-to-end cases, through
+the real parallel enumeration in Azurite, are tests/integration/test_carried_results.py)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, cast
+
+from activities.carried_results import carry_moved_results, earlier_listing, etags_document
+from adapters.blobs import BlobStore
+from gpu_batch import layout
+
+KEY, BOX, RUN = "task-x", "state", "task-x_r2"
+
+
+class _Store:
+    """What the module asks of a BlobStore, in memory."""
+
+    def __init__(self, blobs: dict[str, Any]) -> None:
+        self.blobs = {name: json.dumps(value).encode() for name, value in blobs.items()}
+        self.read: list[str] = []
+
+    def read_bytes_or_none(self, container: str, name: str) -> bytes | None:
+        self.read.append(name)
+        return self.blobs.get(name)
+
+    def list_names(self, container: str, prefix: str = "") -> Iterator[str]:
+        return iter(sorted(n for n in self.blobs if n.startswith(prefix)))
+
+    def update_json(self, container: str, name: str, change: Callable[[Any], Any]) -> Any:
+        new = change(json.loads(self.blobs[name]) if name in self.blobs else None)
+        if new is not None:
+            self.blobs[name] = json.dumps(new).encode()
+        return new
+
+    def doc(self, name: str) -> Any:
+        return json.loads(self.blobs[name])
+
+
+def _ok(name: str) -> dict[str, Any]:
+    return {"file": name, "detections": [{"category": "1", "conf": 0.9, "bbox": [0, 0, 1, 1]}]}
+
+
+def _retry(name: str) -> dict[str, Any]:
+    return {"file": name, "failure": "image access failure", "detections": None, "failure_kind": "retryable"}
+
+
+def _etags(index: int) -> str:
+    return layout.shard_etags_blob(KEY, layout.shard_id(index))
+
+
+def _results(index: int, attempt: int = 1) -> str:
+    return layout.attempt_results_blob(KEY, layout.shard_id(index), attempt)
+
+
+def test_the_document_written_keeps_for_the_neighbours_the_earlier_range_and_the_names_that_left() -> None:
+    earlier = {"etags": {"a": "1", "b": "2", "c": "3"}}
+    doc = etags_document({"b": "2", "c": "3", "d": "4"}, RUN, earlier)
+    assert doc == {"etags": {"b": "2", "c": "3", "d": "4"}, "listing": RUN,
+                   "before": {"range": ["a", "c"], "moved": {"a": "1"}}}
+    assert earlier_listing(doc, RUN) == ("a", "c", {"a": "1"})  # a neighbour of this listing reads what it kept
+    assert earlier_listing(doc, "task-x_r3") == ("b", "d", {"b": "2", "c": "3", "d": "4"})  # a later listing: its own
+    assert etags_document({"b": "2", "c": "3", "d": "4"}, RUN, doc) == doc  # a call run again keeps the first's
+    assert etags_document({"b": "2"}, "", earlier) == {"etags": {"b": "2"}}  # a listing without a run id: as before
+    assert "before" not in etags_document({"b": "2"}, RUN, None)  # nothing before it
+
+
+def test_a_shard_cut_past_the_earlier_listing_takes_final_entries_over_a_retryable_failure_it_holds() -> None:
+    """Shard 2 is new (no earlier ETags): its names were in shard 1, whose document this listing wrote already. A
+    retryable failure in its own attempt 1 (from a listing before ETags) gives way; an image replaced since (other
+    ETag) is not carried, nor one whose only entry is a retryable failure."""
+    store = _Store({
+        _etags(1): {"etags": {"e": "5"}, "listing": RUN,
+                    "before": {"range": ["c", "h"], "moved": {"f": "6", "g": "7", "h": "8"}}},
+        _results(1): {"images": [_ok("f"), _retry("g")]},
+        _results(1, 2): {"images": [_ok("h")], "info": {"trapbatch": {"damaged": ["h"]}}},
+        _results(2): {"images": [_retry("f")], "info": {"trapbatch": {"attempt": 1}}},
+    })
+    now = {"f": "6", "g": "7", "h": "9"}
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 2, ["f", "g", "h"], now, None, RUN) == 1
+    assert store.doc(_results(2)) == {"images": [_ok("f")], "info": {"trapbatch": {"attempt": 1}}}
+
+
+def test_a_photo_cut_short_stays_named_and_a_missing_attempt_1_is_written() -> None:
+    store = _Store({
+        _etags(0): {"etags": {"a": "1", "b": "2"}},  # not rewritten yet: the earlier listing's
+        _results(0): {"images": [_ok("a")]},
+        _results(0, 2): {"images": [_ok("b")], "info": {"trapbatch": {"damaged": ["b"]}}},
+        _etags(1): {"etags": {"c": "3"}},
+    })
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 1, ["b", "c"], {"b": "2", "c": "3"},
+                               json.loads(store.blobs[_etags(1)]), RUN) == 1
+    doc = store.doc(_results(1))
+    assert doc["images"] == [_ok("b")] and doc["info"]["trapbatch"]["damaged"] == ["b"]
+
+
+def test_neighbours_are_read_only_while_a_new_name_sorts_beyond_the_earlier_ranges_read() -> None:
+    """An image added inside the shard's earlier range is in no neighbour: none is read. One added between the left
+    neighbour's range and the shard's: that neighbour only. A call run again (the document is its own): none."""
+    store = _Store({_etags(i): {"etags": {f"{i}a": "1", f"{i}c": "1"}} for i in range(5)})
+    own = json.loads(store.blobs[_etags(2)])
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 2, ["2a", "2b", "2c"], {"2b": "9"}, own, RUN) == 0
+    assert store.read == []
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 2, ["1z", "2a", "2c"], {"1z": "9"}, own, RUN) == 0
+    assert store.read == [_etags(1)]
+    store.read.clear()
+    mine = etags_document({"1z": "9", "2a": "1"}, RUN, own)
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 2, ["1z", "2a"], {"1z": "9"}, mine, RUN) == 0
+    assert store.read == []
