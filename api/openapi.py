@@ -618,7 +618,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/TerminateRequest"}}}},
                 "responses": {"202": _answer("terminate sent (the stage becomes 'terminated' once the platform has "
-                                             "processed it)", "Terminated"),
+                                             "processed it)", "TerminateAnswer"),
                               **_errors(400, 401, 403, 404, 409, 413, 415, also={
                                   409: "the task is not running (a terminated or failed one resumes when its "
                                        "request is posted again), or it ended by itself just before the "
@@ -847,14 +847,25 @@ def description(base_url: str = "") -> dict[str, Any]:
                                "description": "what to end: the task's run (task), or its repeat removal (removal) "
                                               "or repeat search run again (search), which GET .../repeats shows "
                                               "with their stalled"}}},
-                "Terminated": {"type": "object", "required": ["id", "terminated", "target", "stage"], "properties": {
+                # Two shapes, told apart by target: the task's run's (as before targets: run required, so a client
+                # generated from the earlier description keeps reading it) and a run after the task's (no run)
+                "TerminateAnswer": {"oneOf": [{"$ref": "#/components/schemas/Terminated"},
+                                              {"$ref": "#/components/schemas/RunAfterTaskTerminated"}]},
+                "Terminated": {"type": "object", "required": ["id", "terminated", "run", "stage"], "properties": {
                     "id": {"type": "string"}, "terminated": {"const": True},
-                    "target": {"enum": list(rq.TERMINATE_TARGETS), "description": "what was ended"},
-                    "run": {"type": "string", "description": "target task: the run terminated (\"\" for one "
-                                                             "started before runs had ids)"},
+                    "target": {"const": "task", "description": "what was ended: the task's run"},
+                    "run": {"type": "string", "description": "the run terminated (\"\" for one started before "
+                                                             "runs had ids)"},
                     "stage": {"enum": [*Stage], "description": "the stage it was in"},
-                    "status_url": {"type": "string", "description": "target task: the task's status; else GET "
-                                                                    ".../repeats"},
+                    "status_url": {"type": "string", "description": "the task's status"},
+                    "hint": {"type": "string"}}},
+                "RunAfterTaskTerminated": {"type": "object", "required": ["id", "terminated", "target", "stage"],
+                                           "properties": {
+                    "id": {"type": "string"}, "terminated": {"const": True},
+                    "target": {"enum": [t for t in rq.TERMINATE_TARGETS if t != "task"],
+                               "description": "what was ended"},
+                    "stage": {"enum": [*Stage], "description": "the stage it was in"},
+                    "status_url": {"type": "string", "description": "where its state shows"},
                     "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},

@@ -293,3 +293,22 @@ def test_a_run_replaced_between_the_read_and_the_terminate_is_not_answered_as_th
     assert "run r1" in body["error"] and "run r2" in body["error"] and "replaced" in body["error"], body
     assert layout.pool_job_id(TASK, "r1") not in json.dumps(body), body  # r1's job is r2's to end (ends_run)
     assert f"GET /api/tasks/{TASK}" in body["hint"] and f"POST /api/tasks/{TASK}/terminate" in body["hint"], body
+
+
+def test_the_terminate_answer_still_promises_the_tasks_run_and_describes_a_repeat_runs() -> None:
+    """A client generated from the description before targets (``Terminated``: id, terminated, run, stage required)
+    reads ``run`` of every task terminate's 202. Before: ``Terminated`` required ``target`` instead of ``run``, so a
+    task's answer without its run passed the description (and a generated client made ``run`` optional)."""
+    from tests.openapi_answers import schema_name_of, undescribed
+
+    status, task_answer = _terminate(Extension("Running", "detecting"))
+    assert status == 202 and task_answer["run"] == "r1", task_answer
+    schema = schema_name_of("POST", f"/api/tasks/{TASK}/terminate", 202)
+    assert schema is not None
+    assert undescribed(schema, task_answer) == []
+    assert undescribed(schema, {k: v for k, v in task_answer.items() if k != "target"}) == []  # as answered before
+    assert undescribed(schema, {k: v for k, v in task_answer.items() if k != "run"}) != []
+    repeat_answer = {"id": TASK, "terminated": True, "target": "removal", "stage": "merging",
+                     "status_url": f"http://h/api/tasks/{TASK}/repeats", "hint": "send the same choice again"}
+    assert undescribed(schema, repeat_answer) == []
+    assert undescribed(schema, {**repeat_answer, "target": "task"}) != []  # a task's answer names its run
