@@ -11,6 +11,7 @@ The platform's terminate semantics are the task's: ``terminate_task``'s docstrin
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import azure.functions as func
 from adapters.task_hub import read_status
 from api.edge import ACTIVE_RUNTIMES, json_response
 from core.contracts import Stage
-from core.errors import TaskHubUnavailable, without_secrets
+from core.errors import RepeatsBusy, TaskHubUnavailable, without_secrets
 from core.ids import repeat_search_instance_id, repeats_instance_id
 from core.stall import REPEAT_RUNS, repeat_stalled
 
@@ -40,7 +41,7 @@ def updated_time(status: Any) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
-def add_liveness(out: dict[str, Any], target: str, task_id: str, status: Any) -> None:
+def add_liveness(out: dict[str, Any], target: str, task_id: str, status: Any, shown: bool = True) -> None:
     """Add to a repeat run's answer (``out``, with its ``runtime_status``) ``updated``, its orchestration's
     ``lastUpdatedTime`` (which the platform writes at each episode: ``core.stall``), and, while it runs, ``stalled``
     once that is longer ago than its waits explain (``core.stall.repeat_stalled``). A terminated one says so in its
@@ -52,9 +53,42 @@ def add_liveness(out: dict[str, Any], target: str, task_id: str, status: Any) ->
         return
     out["updated"] = updated.isoformat()
     if out.get("runtime_status") in ACTIVE_RUNTIMES:
-        note = repeat_stalled(target, task_id, datetime.now(timezone.utc), updated)
+        note = repeat_stalled(target, task_id, datetime.now(timezone.utc), updated, shown)
         if note is not None:
             out["stalled"] = note
+
+
+async def refuse_unshown_run(client: df.DurableOrchestrationClient, task_id: str, target: str, key: str) -> None:
+    """``RepeatsBusy`` (409) while the task's removal or search (``target``) runs for results other than the served
+    generation ``key``: one started before a re-run's results were served. GET .../repeats shows the served
+    generation's runs only (``api.starters._removal_status``, ``api.repeat_search.search_status``), so
+    ``ensure_idle`` passes it, yet it holds the one instance id a new run starts under, and the start was refused
+    with "wait until it completed (GET .../repeats)", which never showed it, also when it had stalled and would never
+    end. The hint says how to end it (``terminate_repeat_run`` takes any generation's)."""
+    what = REPEAT_RUNS[target]
+    status = await read_status(client, INSTANCE_IDS[target](task_id), show_input=True)
+    runtime = getattr(getattr(status, "runtime_status", None), "value", None)
+    if runtime not in ACTIVE_RUNTIMES or _started_key(status, task_id) == key:
+        return
+    out: dict[str, Any] = {"runtime_status": runtime}
+    add_liveness(out, target, task_id, status, shown=False)
+    stalled = out.get("stalled")
+    terminate = f"POST /api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}"
+    raise RepeatsBusy(
+        f"a {what} of task {task_id} is still running, of results a re-run has replaced since (GET "
+        f"/api/tasks/{task_id}/repeats shows the served results' only)"
+        + (f", and has not changed since {stalled['since']}: stalled" if stalled else ""),
+        stalled["hint"] if stalled else
+        f"it holds the task's one {what} until it ends: wait a while, or, if you no longer need it, terminate it "
+        f"({terminate}) and send yours again (refused 409 still until the platform has processed the terminate, a "
+        "moment later)")
+
+
+def _started_key(status: Any, task_id: str) -> str:
+    """The generation key a repeat run was started for (its input's ``task_id``; the task's own when it has none)."""
+    raw = getattr(status, "input_", None)
+    started = json.loads(raw) if isinstance(raw, str) else raw if isinstance(raw, dict) else {}
+    return str(started.get("task_id", task_id)) if isinstance(started, dict) else task_id
 
 
 async def _state(client: df.DurableOrchestrationClient, instance_id: str) -> tuple[str | None, str]:

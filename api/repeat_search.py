@@ -167,13 +167,16 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     body = parse_json_body(raw, req.headers.get("content-type", ""), SEARCH_EXAMPLE,
                            f"send only the search options, e.g. {SEARCH_EXAMPLE}") if raw.strip() else {}
     options = parse_repeat_search(body, s.knobs.repeat_max_folder_detections)  # the folder cap left out: the app's
-    # one search at a time per task, whichever generation it searched (they share the instance id)
-    ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id))
+    # one search at a time per task, whichever generation it searched (they share the instance id): the served
+    # generation's as GET .../repeats shows it, another's said so (refuse_unshown_run)
+    ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id, key))
+    await repeat_runs.refuse_unshown_run(client, task_id, "search", key)
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
     model, request_name = await page_labels(client, s, task_id, key)
     if not await start_once(client, c.REPEAT_SEARCH_ORCHESTRATOR, repeat_search_instance_id(task_id),
                             c.RepeatSearchInput(task_id=key, model=model, request_name=request_name, search=search,
                                                 options=options.to_dict(), knobs=s.knobs.to_dict())):
+        await repeat_runs.refuse_unshown_run(client, task_id, "search", key)  # started a moment ago, or another's
         return json_response(409, {"error": f"a repeated-detection search for task {task_id} is still running",
                                    "hint": f"wait until it completed (GET {_base_url(req)}/api/tasks/{task_id}/"
                                            "repeats: 'searching'), then retry"})

@@ -1461,12 +1461,14 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                            "send only the place ids to keep or remove, and the list's id (\"search\")")
     check_repeat_removal(body)  # a malformed choice is a 400 whichever list is current
     repeat_search.ensure_idle(task_id, removal, searching)
+    await repeat_runs.refuse_unshown_run(client, task_id, "removal", key)  # one of results replaced since
     search = repeat_search.current_list(body, found, task_id)
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
     model, request_name = await page_labels(client, s, task_id, key)
     if not await start_once(client, c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
             task_id=key, model=model, request_name=request_name, remove=remove, search=search,
             knobs=s.knobs.to_dict(), prepare=True)):
+        await repeat_runs.refuse_unshown_run(client, task_id, "removal", key)  # started a moment ago, or of another
         return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
                            "hint": f"wait until it completed (GET {_base_url(req)}/api/tasks/{task_id}/repeats), "
                                    "then retry"})

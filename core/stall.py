@@ -134,11 +134,13 @@ def repeat_quiet_limit_s() -> float:
     return BUSY_MAX_DELAY_S + 2 * FUNCTION_TIMEOUT_S + SLACK_S
 
 
-def repeat_stalled(target: str, task_id: str, now: datetime, updated: datetime | None) -> dict[str, Any] | None:
+def repeat_stalled(target: str, task_id: str, now: datetime, updated: datetime | None,
+                   shown: bool = True) -> dict[str, Any] | None:
     """The ``stalled`` of a RUNNING repeat removal or search (``target``: a key of ``REPEAT_RUNS``; the caller checks
     the runtime status), or None, as ``stalled`` says of a task. Why: the removal and the search are orchestrations
     too, so an action the extension drops leaves them Running for ever as it does a task; while one runs, no other
-    removal or search of the task may start (``api.repeat_search.ensure_idle``), so a stalled one blocks both."""
+    removal or search of the task may start (``api.repeat_search.ensure_idle``), so a stalled one blocks both.
+    ``shown``: whether GET .../repeats shows it (False: a run of results a re-run has replaced since)."""
     if updated is None:
         return None
     limit = repeat_quiet_limit_s()
@@ -146,13 +148,15 @@ def repeat_stalled(target: str, task_id: str, now: datetime, updated: datetime |
     if quiet <= limit:
         return None
     return {"since": updated.isoformat(), "seconds": int(quiet), "limit_seconds": int(limit),
-            "hint": repeat_stalled_hint(target, task_id, quiet, limit)}
+            "hint": repeat_stalled_hint(target, task_id, quiet, limit, shown)}
 
 
-def repeat_stalled_hint(target: str, task_id: str, quiet_s: float, limit_s: float) -> str:
+def repeat_stalled_hint(target: str, task_id: str, quiet_s: float, limit_s: float, shown: bool = True) -> str:
     """What to do about a stalled repeat removal or search: look for the cause, terminate it through the app's route
     (``target`` in its body; the function key, as ``stalled_hint`` says why), then start it again, which the
-    terminate allows: the extension starts an instance id again once it has ended (``api.edge.start_once``)."""
+    terminate allows: the extension starts an instance id again once it has ended (``api.edge.start_once``). A run
+    not ``shown`` on GET .../repeats (of results a re-run has replaced) is never seen 'terminated' there: the next
+    start is refused until the platform has processed the terminate."""
     what = REPEAT_RUNS[target]
     again = (f"send the same choice again (POST /api/tasks/{task_id}/repeats with the same \"keep\" or \"remove\" "
              "and \"search\"), which writes the repeats-removed results again" if target == "removal" else
@@ -162,5 +166,8 @@ def repeat_stalled_hint(target: str, task_id: str, quiet_s: float, limit_s: floa
             "Durable extension refuses is dropped without failing it or logging it, and until it ends no other "
             "repeat removal or search of the task can start. Look in the function app's logs (Application Insights "
             f"traces mentioning {task_id}) for the last step it took and any error; then terminate it (POST "
-            f"/api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}) and, once GET /api/tasks/{task_id}/repeats "
-            f"shows it 'terminated', {again}")
+            f"/api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}) and, "
+            + (f"once GET /api/tasks/{task_id}/repeats shows it 'terminated', {again}" if shown else
+               f"{again} (it was of results a re-run has replaced since, which GET /api/tasks/{task_id}/repeats does "
+               "not show: until the platform has processed the terminate, a moment later, that is refused 409 "
+               "still)"))

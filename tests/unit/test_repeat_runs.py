@@ -317,3 +317,84 @@ def test_a_stalled_removal_refusing_a_re_render_says_to_terminate_it_not_to_wait
         body = json.loads(response.get_body())
         assert response.status_code == 409 and said in body["hint"], body
         assert ("stalled" in body["error"]) == (said != "wait until it completed"), body
+
+
+# ---------------------------------------------------------------- a run of results a re-run has replaced since
+
+
+class Starting(Extension):
+    """``Extension`` that also answers a start as the extension does: 202 with the id, or an error answer for an id
+    still running or pending (``OverridableExistingInstanceStates``, devhost README row 1), which the SDK raises."""
+
+    def __init__(self, instances: dict[str, dict[str, Any]]) -> None:
+        super().__init__(instances)
+        self.started: list[str] = []
+        terminate = self._post_async_request
+
+        async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+            if "/orchestrators/" not in url:
+                return list(await terminate(url, data, *args, **kwargs))
+            instance = url.rsplit("/", 1)[1]
+            found = self.instances.get(instance)
+            if found is not None and found["runtimeStatus"] in ("Running", "Pending"):
+                return [500, f"An Orchestration instance with the ID '{instance}' already exists."]
+            self.started.append(instance)
+            return [202, {"id": instance}]
+
+        self._post_async_request = post
+
+
+def _replaced_generation_hub(updated: datetime, target: str) -> Starting:
+    """A completed task whose served results are a re-run's (``SERVED``); its ``target`` run of the results before
+    (the task's own key) still Running since ``updated``."""
+    hub = _hub(*((("Running", {"stage": "merging"}, updated), None) if target == "removal" else
+                 (None, ("Running", {"stage": "searching", "search": "s1"}, updated))))
+    return Starting(hub.instances)
+
+
+SERVED = f"{TASK}/runs/r2"
+
+
+@pytest.mark.parametrize("target", ["removal", "search"])
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_run_of_replaced_results_that_blocks_a_new_one_says_how_to_end_it(
+        target: str, quiet: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET .../repeats shows the served generation's removal and search only, but a run of the results a re-run has
+    replaced still holds the instance id: a new removal or search is refused (409) until it ends. Before: the removal
+    was refused "wait until it completed (GET .../repeats)", which never showed it, and a stalled one never ends; a
+    stalled search's hint said to wait until GET .../repeats showed it 'terminated'."""
+    from api import after_task, repeat_search as search_route
+
+    found = {"locations": [{"id": "r00001"}], "options": {}, "search": "merge"}
+    monkeypatch.setattr(starters, "_served_repeats", lambda s, task_id: (SERVED, found))
+    monkeypatch.setattr(search_route, "served_key", lambda store, container, task_id: SERVED)
+    monkeypatch.setattr(clients, "settings", lambda: type("S", (), {"container": "c", "knobs": OrchestrationKnobs()}))
+    monkeypatch.setattr(clients, "store", lambda s: None)
+
+    async def labels(*args: Any) -> tuple[str, str]:
+        return "MDV5A", ""
+
+    monkeypatch.setattr(starters, "page_labels", labels)
+    assert after_task  # (imported for its routes' registration only)
+    updated = _now() - (timedelta(hours=3) if quiet else timedelta(minutes=2))
+    hub = _replaced_generation_hub(updated, target)
+    if target == "removal":
+        handler = starters.task_repeats._function.get_user_function().__wrapped__
+        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/repeats", body=b'{"remove": ["r00001"]}',
+                               route_params={"task_id": TASK}, headers={"content-type": "application/json"})
+    else:
+        handler = search_route.post_repeat_search._function.get_user_function().__wrapped__
+        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/repeats/search", body=b"{}",
+                               route_params={"task_id": TASK}, headers={"content-type": "application/json"})
+    response = asyncio.run(handler(req, hub))
+    body = json.loads(response.get_body())
+    assert response.status_code == 409 and hub.started == [], body
+    assert "a re-run has replaced since" in body["error"], body
+    assert f'POST /api/tasks/{TASK}/terminate {{"target": "{target}"}}' in body["hint"], body
+    assert "shows it 'terminated'" not in body["hint"] and "wait until it completed" not in body["hint"], body
+    assert ("stalled" in body["error"]) == quiet, body
+    # the served generation's GET shows neither
+    handler = starters.task_repeats._function.get_user_function().__wrapped__
+    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/repeats", body=b"", route_params={"task_id": TASK})
+    shown = json.loads(asyncio.run(handler(req, _replaced_generation_hub(updated, target))).get_body())
+    assert shown["removal"] is None and shown["searching"] is None, shown
