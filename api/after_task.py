@@ -47,10 +47,11 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 
-async def _instance(client: df.DurableOrchestrationClient, instance_id: str,
-                    removal_of: str = "") -> dict[str, Any] | None:
-    """An orchestration's runtime status and custom status, or None when there is no such instance. ``removal_of``:
-    the instance is that task's repeat removal, judged stalled as ``GET .../repeats`` judges it (``api.repeat_runs``)."""
+async def _instance(client: df.DurableOrchestrationClient, instance_id: str, target: str = "",
+                    task_id: str = "") -> dict[str, Any] | None:
+    """An orchestration's runtime status and custom status, or None when there is no such instance. ``target``: the
+    instance is that run after the task ``task_id`` (``api.repeat_runs``: "previews", "removal"), judged stalled as
+    ``GET .../repeats`` judges a removal, with ``updated``; a terminated one's stage ``terminated``."""
     status = await read_status(client, instance_id)
     runtime = _runtime(status)
     if runtime is None:
@@ -59,8 +60,8 @@ async def _instance(client: df.DurableOrchestrationClient, instance_id: str,
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
     if runtime == "Failed":
         out["stage"], out["error"] = c.Stage.failed, failure_message(str(status.output or ""))
-    if removal_of:
-        repeat_runs.add_liveness(out, "removal", removal_of, status)
+    if target:
+        repeat_runs.add_liveness(out, target, task_id, status)
     return out
 
 
@@ -76,15 +77,11 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", ""),
                                            RERENDER_EXAMPLE, f"send only {RERENDER_EXAMPLE}"))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
-    for instance, what, removal_of in ((rerender_instance_id(task_id), "a preview re-render", ""),
-                                       (repeats_instance_id(task_id), "a repeated-detection removal", task_id)):
-        running = await _instance(client, instance, removal_of)
+    for instance, what, target in ((rerender_instance_id(task_id), "a preview re-render", "previews"),
+                                   (repeats_instance_id(task_id), "a repeated-detection removal", "removal")):
+        running = await _instance(client, instance, target, task_id)
         if running is not None and running["runtime_status"] in ACTIVE:
-            stalled = running.get("stalled")  # a removal that may never end: terminate it rather than wait
-            return json_response(409, {"error": f"{what} for task {task_id} is still running"
-                                                + (f", but has not changed since {stalled['since']}: stalled" if stalled else ""),
-                                       "hint": stalled["hint"] if stalled else
-                                               f"wait until it completed (GET {status_url}), then retry"})
+            return _still_running(task_id, what, running, status_url)
     s = clients.settings()
     key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     variants = await asyncio.to_thread(_rerender_variants, s, key)
@@ -96,14 +93,25 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     if not await start_once(client, c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
             task_id=key, threshold=threshold, model=model, request_name=request_name, variants=variants,
             busy_retry_attempts=s.knobs.busy_retry_attempts, action_budget=s.knobs.action_budget)):
-        return json_response(409, {"error": f"a preview re-render for task {task_id} is still running",
-                                   "hint": f"wait until it completed (GET {status_url}), then retry"})
+        running = await _instance(client, rerender_instance_id(task_id), "previews", task_id)  # a moment ago
+        return _still_running(task_id, "a preview re-render", running or {}, status_url)
     logger.info("task %s: re-rendering previews at threshold %s", task_id, threshold)
     return json_response(202, {"id": task_id, "threshold": threshold, "status_url": status_url,
                                "csv": {v or "original": layout.threshold_csv_blob(key, threshold, v)
                                        for v in variants},
                                "hint": "the results are unchanged; the CSV at this threshold is written beside the "
                                        "task's own; GET the status_url: previews.rerender says when it is done"})
+
+
+def _still_running(task_id: str, what: str, running: Mapping[str, Any], status_url: str) -> func.HttpResponse:
+    """The 409 of a re-render refused by a re-render or a removal still running: wait for it, or, when it has stalled
+    and may never end, its ``stalled`` hint (terminate it, then post again)."""
+    stalled = running.get("stalled")
+    if isinstance(stalled, Mapping):
+        return json_response(409, {"error": f"{what} for task {task_id} is still running, but has not changed since "
+                                            f"{stalled.get('since')}: stalled", "hint": str(stalled.get("hint"))})
+    return json_response(409, {"error": f"{what} for task {task_id} is still running",
+                               "hint": f"wait until it completed (GET {status_url}), then retry"})
 
 
 def _rerender_variants(s: Settings, task_id: str) -> list[str] | None:
@@ -163,6 +171,18 @@ def _failed_build_stands(status: Any, key: str, newest: str) -> bool:
         return True
 
 
+def _building_liveness(state: dict[str, Any], task_id: str, status: Any) -> None:
+    """Add to a zip ``state`` 'building' its build's ``updated`` and, once it has not changed for longer than its
+    waits explain, ``stalled``, whose hint (terminate it with ``"target": "zip"``, then GET again) replaces "GET this
+    again in a minute": a build the Durable extension left Running for ever answered 'building' for ever, and no other
+    build starts while it runs (``?zip=rebuild`` neither)."""
+    liveness: dict[str, Any] = {"runtime_status": _runtime(status)}
+    repeat_runs.add_liveness(liveness, "zip", task_id, status)
+    state.update({k: liveness[k] for k in ("updated", "stalled") if k in liveness})
+    if isinstance(state.get("stalled"), dict):
+        state["hint"] = state["stalled"]["hint"]
+
+
 async def extend_results(client: df.DurableOrchestrationClient, s: Settings, store: BlobStore, task_id: str,
                          files: dict[str, dict[str, Any]], answer: dict[str, Any], generation: str = "",
                          rebuild: bool = False) -> None:
@@ -175,14 +195,14 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
     key = layout.generation_key(task_id, generation)
     answer["results"]["thresholds"] = {v: e.get("thresholds", {}) for v, e in files.items()}
     previews = answer.setdefault("previews", {})
-    rerender = await _instance(client, rerender_instance_id(task_id))
+    rerender = await _instance(client, rerender_instance_id(task_id), "previews", task_id)  # stalled, terminated
     previews["rerender"] = rerender if rerender is None or rerender.get("key", task_id) == key else None
     previews["expiry"] = await _instance(client, expiry_instance_id(task_id))  # the task's: it takes the served pages
     state, build, newest = await asyncio.to_thread(_zip_state, store, s, key)
     if build:
         status = await read_status(client, results_zip_instance_id(task_id), show_input=True)
-        if _runtime(status) in ACTIVE:
-            pass  # the answer says building
+        if _runtime(status) in ACTIVE:  # the answer says building; one that may never end says so (api.repeat_runs)
+            _building_liveness(state, task_id, status)
         elif not rebuild and _failed_build_stands(status, key, newest):
             state = {k: v for k, v in state.items() if k != "hint"}
             state.update(state="failed", error=failure_message(str(status.output or "")), hint=(

@@ -21,6 +21,7 @@ from api.edge import http_edge, json_response
 from core import requests as rq
 from core.contracts import TASK_LIST_LIMIT, Stage
 from core.repeats import MAX_FOLDER_DETECTIONS, RepeatOptions
+from core.stall import AFTER_TASK_RUNS, REPEAT_RUNS
 from gpu_batch import layout
 
 bp = df.Blueprint()  # as api/starters.py: DFApp registers durable blueprints
@@ -367,18 +368,19 @@ def _instance(description: str, **properties: Any) -> dict[str, Any]:
         **properties}}
 
 
-def _repeat_liveness(what: str) -> dict[str, Any]:
-    """``updated`` and ``stalled`` of a repeat removal or search (api.repeat_runs ``add_liveness``,
-    core.stall ``repeat_stalled``)."""
-    target = "removal" if what == "removal" else "search"
+def _repeat_liveness(target: str) -> dict[str, Any]:
+    """``updated`` and ``stalled`` of a run after the task (``target``: a key of core.stall.AFTER_TASK_RUNS;
+    api.repeat_runs ``add_liveness``, core.stall ``repeat_stalled``)."""
+    what = AFTER_TASK_RUNS[target]
     return {
         "updated": {"type": "string", "format": "date-time", "description": f"when the {what} last changed: its "
                     "orchestration's lastUpdatedTime"},
         "stalled": {"type": "object", "description": f"a running {what} that has not changed for longer than its "
                     "waits explain (two activity timeouts, a busy step's retry, 15 minutes): on Azure an action the "
-                    "Durable extension refuses is dropped without failing it, and until it ends no other removal or "
-                    f"search of the task starts. hint: what to do (the app's logs, POST .../terminate with "
-                    f"{{\"target\": \"{target}\"}}, start it again). Absent: it moves, or it ended",
+                    "Durable extension refuses is dropped without failing it, and until it ends no other "
+                    f"{'removal or search' if target in REPEAT_RUNS else what} of the task starts. hint: what to do "
+                    f"(the app's logs, POST .../terminate with {{\"target\": \"{target}\"}}, start it again). "
+                    "Absent: it moves, or it ended",
                     "required": ["since", "seconds", "limit_seconds", "hint"], "properties": {
                         "since": {"type": "string", "format": "date-time"},
                         "seconds": {"type": "integer", "minimum": 0},
@@ -415,7 +417,8 @@ def _results_previews() -> dict[str, Any]:
                 "rerender": _instance("the last re-render (POST .../previews)", key=_STRING,
                                       threshold={"type": "number"},
                                       csv={"type": "object", "additionalProperties": {"type": "string"}},
-                                      previews={"type": "object", "additionalProperties": _previews_output()}),
+                                      previews={"type": "object", "additionalProperties": _previews_output()},
+                                      **_repeat_liveness("previews")),
                 "expiry": _instance("when the pages come off the public website (previews_expire_days)",
                                     expires={"type": "string"}, deleted={"type": "integer", "minimum": 0})}}
 
@@ -614,7 +617,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                            "one too); its pool work runs on until the same request "
                                                            "is posted again, which ends it and resumes the task. "
                                                            "With target removal or search: the task's repeat "
-                                                           "removal or repeat search run again instead",
+                                                           "removal or repeat search run again instead; previews "
+                                                           "or zip: its preview re-render or results zip build",
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/TerminateRequest"}}}},
                 "responses": {"202": _answer("terminate sent (the stage becomes 'terminated' once the platform has "
@@ -624,8 +628,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                                        "request is posted again), or it ended by itself just before the "
                                        "terminate, or a later run replaced the run it found meanwhile (the error "
                                        "names both; the terminate ended the later one if it had started); with "
-                                       "target removal or search: none is running, or it ended by itself just "
-                                       "before the terminate"})}}},
+                                       "another target: none is running, or it ended by itself just before the "
+                                       "terminate"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),
@@ -815,7 +819,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "blob": {"type": "string"}, "bytes": {"type": "integer"}, "files": {"type": "integer"},
                         "files_bytes": {"type": "integer"}, "above_bytes": {"type": "integer"},
                         "error": {"type": "string", "description": "failed: why the last build failed"},
-                        "hint": {"type": "string"}}},
+                        "hint": {"type": "string"}, **_repeat_liveness("zip")}},
                     "results": {"type": "object", "required": ["container", "blob"], "properties": {
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"},
@@ -845,8 +849,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                                               "is taken out"},
                     "target": {"enum": list(rq.TERMINATE_TARGETS), "default": "task",
                                "description": "what to end: the task's run (task), or its repeat removal (removal) "
-                                              "or repeat search run again (search), which GET .../repeats shows "
-                                              "with their stalled"}}},
+                                              "or repeat search run again (search), which GET .../repeats shows, or "
+                                              "its preview re-render (previews) or results zip build (zip), which "
+                                              "GET .../results shows (previews.rerender, zip); each with its "
+                                              "stalled"}}},
                 # Two shapes, told apart by target: the task's run's (as before targets: run required, so a client
                 # generated from the earlier description keeps reading it) and a run after the task's (no run)
                 "TerminateAnswer": {"oneOf": [{"$ref": "#/components/schemas/Terminated"},
@@ -865,7 +871,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "target": {"enum": [t for t in rq.TERMINATE_TARGETS if t != "task"],
                                "description": "what was ended"},
                     "stage": {"enum": [*Stage], "description": "the stage it was in"},
-                    "status_url": {"type": "string", "description": "where its state shows"},
+                    "status_url": {"type": "string", "description": "where its state shows: GET .../repeats "
+                                                                    "(removal, search) or GET .../results (previews, "
+                                                                    "zip)"},
                     "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},

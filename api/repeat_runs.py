@@ -1,11 +1,14 @@
-"""The runs after a task that ``GET /api/tasks/{id}/repeats`` shows, the repeat removal and the repeat search run
-again: whether one has stalled, and ending one through ``POST /api/tasks/{id}/terminate {"target": ...}``.
+"""The runs after a task: the repeat removal and the repeat search run again, which ``GET /api/tasks/{id}/repeats``
+shows, and the preview re-render and the results zip build, which ``GET /api/tasks/{id}/results`` shows
+(``previews.rerender``, ``zip``): whether one has stalled, and ending one through ``POST /api/tasks/{id}/terminate
+{"target": ...}`` (``core.stall.AFTER_TASK_RUNS``).
 
-Why: both are orchestrations (``orchestrations.repeats``, ``orchestrations.repeat_search``), so an action the Durable
-extension drops leaves one Running for ever, failing nothing, exactly as a task (``core.stall``); and while one runs
-no other removal or search of the task may start (``api.repeat_search.ensure_idle``), so a stalled one blocked both
-for good, with no way out but the Durable management API's system key. Their statuses now carry ``updated`` and
-``stalled`` (``add_liveness``) and the task's terminate route ends them (``terminate_repeat_run``), with the same
+Why: all are orchestrations (``orchestrations.repeats``, ``.repeat_search``, ``.rerender``, ``.results_zip``), so an
+action the Durable extension drops leaves one Running for ever, failing nothing, exactly as a task (``core.stall``);
+and each holds its one instance id per task while it runs: no other removal or search of the task may start
+(``api.repeat_search.ensure_idle``), no other re-render (``api.after_task.post_previews``), and the zip stays
+"building" for good, with no way out but the Durable management API's system key. Their statuses carry ``updated``
+and ``stalled`` (``add_liveness``) and the task's terminate route ends them (``terminate_repeat_run``), with the same
 auth, owner and reason rules as a task's terminate (``api.starters.terminate_task`` checks those, then calls here).
 The platform's terminate semantics are the task's: ``terminate_task``'s docstring cites them.
 """
@@ -23,13 +26,14 @@ from adapters.task_hub import read_status
 from api.edge import ACTIVE_RUNTIMES, json_response
 from core.contracts import Stage
 from core.errors import RepeatsBusy, TaskHubUnavailable, without_secrets
-from core.ids import repeat_search_instance_id, repeats_instance_id
-from core.stall import REPEAT_RUNS, repeat_stalled
+from core.ids import repeat_search_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
+from core.stall import AFTER_TASK_RUNS, REPEAT_RUNS, after_task_route, repeat_stalled
 
 logger = logging.getLogger(__name__)
 
 # ``target`` of the terminate route -> the run's instance id (one per task: a new run replaces the last)
-INSTANCE_IDS: dict[str, Callable[[str], str]] = {"removal": repeats_instance_id, "search": repeat_search_instance_id}
+INSTANCE_IDS: dict[str, Callable[[str], str]] = {"removal": repeats_instance_id, "search": repeat_search_instance_id,
+                                                 "previews": rerender_instance_id, "zip": results_zip_instance_id}
 
 
 def updated_time(status: Any) -> datetime | None:
@@ -101,19 +105,20 @@ async def _state(client: df.DurableOrchestrationClient, instance_id: str) -> tup
 
 async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: str, target: str, reason: str,
                                base_url: str) -> func.HttpResponse:
-    """End the task's running repeat removal or search (``target``) now, as ``api.starters.terminate_task`` ends a
-    task's run: the SDK's ``terminate`` (the extension queues it; the instance reads Terminated once processed), the
-    status read again after it, since the SDK takes the extension's 410 Gone for a run that ended meanwhile as
-    success. 409 when none runs; 503 when the task hub failed the terminate with the run still running."""
-    what = REPEAT_RUNS[target]
+    """End the task's running run after it (``target``: removal, search, previews, zip) now, as
+    ``api.starters.terminate_task`` ends a task's run: the SDK's ``terminate`` (the extension queues it; the instance
+    reads Terminated once processed), the status read again after it, since the SDK takes the extension's 410 Gone
+    for a run that ended meanwhile as success. 409 when none runs; 503 when the task hub failed the terminate with the run still running."""
+    what = AFTER_TASK_RUNS[target]
     instance = INSTANCE_IDS[target](task_id)
-    status_url = f"{base_url}/api/tasks/{task_id}/repeats"
+    route = after_task_route(target, task_id)
+    status_url = base_url + route.removeprefix("GET ")
     runtime, stage = await _state(client, instance)
     if runtime not in ACTIVE_RUNTIMES:
         ended = "none ever ran" if runtime is None else f"the last one is {runtime}"
         return json_response(409, {"error": f"no {what} of task {task_id} is running ({ended})",
-                                   "hint": f"nothing was terminated; GET /api/tasks/{task_id}/repeats shows the "
-                                           f"{what}'s state; a task's own run is terminated without \"target\""})
+                                   "hint": f"nothing was terminated; {route} shows the {what}'s state; a task's own "
+                                           "run is terminated without \"target\""})
     try:
         await client.terminate(instance, reason)
     except Exception as exc:  # the SDK raises a bare Exception for 404 and any unexpected answer
@@ -122,30 +127,44 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
             raise TaskHubUnavailable(f"the terminate of the {what} of task {task_id} was not accepted by the task "
                                      f"hub ({without_secrets(str(exc))})", "retry in a minute: the task hub's storage "
                                      "is busy or failing; a terminate sent twice ends it once") from exc
-        return _ended_meanwhile(task_id, what, after)
+        return _ended_meanwhile(task_id, target, after)
     try:
         after, _ = await _state(client, instance)
     except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
         after = runtime
     if after not in ACTIVE_RUNTIMES and after != "Terminated":
-        return _ended_meanwhile(task_id, what, after)  # the extension's 410, which the SDK does not raise
+        return _ended_meanwhile(task_id, target, after)  # the extension's 410, which the SDK does not raise
     logger.info("task %s: %s terminated through the API (stage %s)", task_id, what, stage or "?")
     return json_response(202, {"id": task_id, "terminated": True, "target": target, "stage": stage or Stage.starting,
                                "status_url": status_url, "hint": terminated_hint(task_id, target, stage)})
 
 
-def _ended_meanwhile(task_id: str, what: str, runtime: str | None) -> func.HttpResponse:
+def _ended_meanwhile(task_id: str, target: str, runtime: str | None) -> func.HttpResponse:
+    what = AFTER_TASK_RUNS[target]
     logger.info("task %s: %s not terminated: it ended meanwhile (%s)", task_id, what, runtime)
     return json_response(409, {"error": f"the {what} of task {task_id} ended by itself before the terminate "
                                         f"({runtime})",
-                               "hint": f"nothing was terminated; GET /api/tasks/{task_id}/repeats shows how it ended"})
+                               "hint": f"nothing was terminated; {after_task_route(target, task_id)} shows how it "
+                                       "ended"})
 
 
 def terminated_hint(task_id: str, target: str, stage: str) -> str:
     """The 202's next steps. A terminate stops the orchestration only: an activity already running runs to its end
-    (README, the terminate row), so what a step under way writes may still be written."""
-    then = (f"it shows 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id}/repeats "
-            "shows it); a step already under way runs to its end, nothing after it runs; ")
+    (README, the terminate row), so what a step under way writes may still be written. A re-render's page and CSVs are
+    written over by the next at the same threshold; a zip build's parts are never handed out (``links.zip`` only for
+    a zip whose manifest matches the current files, ``adapters.results_bundle.zip_is_current``)."""
+    if target == "zip":
+        return (f"the build stops once the platform has processed the terminate (a moment later; until then GET "
+                f"/api/tasks/{task_id}/results still says 'building'); a step already under way runs to its end, and "
+                "no zip is handed out (links.zip) until a build of the current files has ended: GET "
+                f"/api/tasks/{task_id}/results again, which starts a new build")
+    route = after_task_route(target, task_id)
+    then = (f"it shows 'terminated' once the platform has processed the terminate ({route} shows it); a step "
+            "already under way runs to its end, nothing after it runs; ")
+    if target == "previews":
+        return then + ("the results are unchanged; the page and the CSV at its threshold may be part-written: post "
+                       f"the re-render again (POST /api/tasks/{task_id}/previews with the same threshold), which "
+                       "writes them again, or another threshold")
     if target == "removal":
         done = ("its repeats-removed results and their exports were written, the page of them may not be"
                 if stage == Stage.publishing else "its repeats-removed results are not complete")

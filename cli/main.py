@@ -33,6 +33,7 @@ from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
 from core.requests import (MAX_BODY_BYTES, MAX_TERMINATE_REASON_CHARS, TASK_BODY_HINT, TERMINATE_TARGETS,
                            encoded_size, parse_rerender, parse_task_request, parse_terminate, too_large_hint_for)
+from core.stall import AFTER_TASK_RUNS
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 out = Console(highlight=False, soft_wrap=True)
@@ -1044,19 +1045,21 @@ def cancel(state: State, /, task_id: str) -> None:
               f"{MAX_TERMINATE_REASON_CHARS} characters; never put a secret in it)")
 @click.option("--target", type=click.Choice(TERMINATE_TARGETS), default="task", show_default=True,
               help="what to end: the task's run, or its repeat removal or repeat search ('trapbatch repeats' shows "
-                   "them, STALLED where one no longer moves)")
+                   "them, STALLED where one no longer moves), its preview re-render ('trapbatch previews --wait' says "
+                   "STALLED) or its results zip build")
 @pass_state
 def terminate(state: State, /, task_id: str, reason: str, target: str) -> None:
     """End a running task's run at once, whatever it is doing (the way out of one 'trapbatch status' shows STALLED).
     Its pool work runs on until the same request is submitted again, which ends that work and resumes the task from
     the results already written. For a task awaiting confirmation, 'trapbatch cancel' is the better tool. With
-    --target removal or search: the task's repeat removal or search instead; send it again afterwards."""
+    --target removal, search, previews or zip: the task's repeat removal or search, preview re-render or results zip
+    build instead; send it again afterwards ('trapbatch results' builds the zip again)."""
     try:  # checked as the app checks it, before anything is sent (a bad argument: exit 2, as previews --threshold)
         parse_terminate({"reason": reason})
     except TrapbatchError as exc:
         raise CliError(f"--reason: {exc.message}", exc.hint, exit_code=EXIT_USAGE) from None
     answer = state.client.terminate(task_id, reason, target)
-    what = task_id if target == "task" else f"the repeat {target} of {task_id}"
+    what = task_id if target == "task" else f"the {AFTER_TASK_RUNS[target]} of {task_id}"
     out.print(f"terminated {what}: {in_cli_words(answer.get('hint', ''))}")
 
 
@@ -1270,12 +1273,18 @@ RERENDER_GONE_POLLS = 30  # a minute of answers without the re-render: it is not
 
 def _wait_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:
     """The task's re-render once it ended (Completed, Failed, Terminated). Why bounded: the results answer names the
-    re-render only while its instance exists; one purged (or never started) left ``--wait`` polling for ever."""
+    re-render only while its instance exists; one purged (or never started) left ``--wait`` polling for ever, and so
+    did one the app judges stalled (``previews.rerender.stalled``: it may never end), which stops with its hint."""
     gone = 0
     while True:
         rerender = (client.results(task_id).get("previews") or {}).get("rerender") or {}
         if rerender.get("runtime_status") in ("Completed", "Failed", "Terminated"):
             return rerender
+        stalled = rerender.get("stalled")
+        if isinstance(stalled, dict):  # it may never end by itself: waiting on would be for ever
+            raise CliError(f"the re-render of {task_id} is STALLED: no change since "
+                           f"{printable(str(stalled.get('since', '?')))}",
+                           task_hint_in_cli_words(str(stalled.get("hint") or ""), task_id), EXIT_TASK_FAILED)
         gone = gone + 1 if not rerender else 0
         if gone >= RERENDER_GONE_POLLS:
             raise CliError(f"the results of {task_id} have named no re-render for "

@@ -606,10 +606,11 @@ def parse_rerender(body: Any) -> float:
 
 
 TERMINATE_FIELDS = ("reason", "target")
-# What POST /api/tasks/{id}/terminate ends (its "target"): the task's run (the default), or the repeat removal or the
-# repeat search run again after it (api.repeat_runs; core.stall.REPEAT_RUNS), each an orchestration of its own that an
-# action the Durable extension drops leaves running for ever as it does a task
-TERMINATE_TARGETS = ("task", "removal", "search")
+# What POST /api/tasks/{id}/terminate ends (its "target"): the task's run (the default), or a run after it
+# (api.repeat_runs; core.stall.AFTER_TASK_RUNS): the repeat removal or the repeat search run again (GET .../repeats
+# shows them), the preview re-render (POST .../previews) or the results zip build (GET .../results?zip=...), each an
+# orchestration of its own that an action the Durable extension drops leaves running for ever as it does a task
+TERMINATE_TARGETS = ("task", "removal", "search", "previews", "zip")
 # The reason travels in the terminate's URL query (the SDK's ``terminate``: ``?reason=<quoted>``) and is stored as the
 # terminated instance's output and in its history (dtfx ``ExecutionTerminatedEvent``), which every reader of the task
 # hub sees: a sentence, not a document
@@ -643,7 +644,9 @@ def terminate_target(body: Any) -> str:
     if target not in TERMINATE_TARGETS:
         raise RequestInvalid(f"'target' must be one of {', '.join(TERMINATE_TARGETS)}, got {target!r}",
                              "leave it out (or \"task\") to end the task's run; \"removal\" or \"search\" end its "
-                             "repeat removal or repeat search (GET /api/tasks/<id>/repeats shows them)")
+                             "repeat removal or repeat search (GET /api/tasks/<id>/repeats shows them), \"previews\" "
+                             "or \"zip\" its preview re-render or results zip build (GET /api/tasks/<id>/results "
+                             "shows them)")
     return str(target)
 
 

@@ -124,23 +124,35 @@ def stalled_hint(task_id: str, stage: str, quiet_s: float, limit_s: float) -> st
 # (``core.requests.TERMINATE_TARGETS``): the repeat removal (orchestrations.repeats) and the repeat search run again
 # (orchestrations.repeat_search). Their waits, whatever their stage, are their steps' retries alone
 # (orchestrations.retries: a busy step's at most ``BUSY_MAX_DELAY_S``); neither sets a timer of its own, waits for an
-# event or starts a sub-orchestration (tests/unit/test_stall.py reads their code for that).
+# event or starts a sub-orchestration (tests/unit/test_repeat_runs.py reads their code for that).
 REPEAT_RUNS = {"removal": "repeat removal", "search": "repeat search"}
+# Every run after a task the terminate route ends: the repeat runs, and the two GET /api/tasks/{id}/results shows,
+# the preview re-render (orchestrations.rerender, POST .../previews: previews.rerender) and the results zip build
+# (orchestrations.results_zip, GET .../results above the zip size: zip). Their waits are likewise their steps'
+# retries alone (the same test reads their code).
+AFTER_TASK_RUNS = {**REPEAT_RUNS, "previews": "preview re-render", "zip": "results zip build"}
+
+
+def after_task_route(target: str, task_id: str) -> str:
+    """The route whose answer shows the run ``target`` (a key of ``AFTER_TASK_RUNS``)."""
+    return f"GET /api/tasks/{task_id}/{'repeats' if target in REPEAT_RUNS else 'results'}"
 
 
 def repeat_quiet_limit_s() -> float:
-    """How long a running repeat removal or search may go without an update before it is called stalled: a busy
-    retry's wait, two activities' ``functionTimeout`` and ``SLACK_S``, as a task's working stage (``quiet_limit_s``)."""
+    """How long a running repeat removal or search (or any run of ``AFTER_TASK_RUNS``) may go without an update
+    before it is called stalled: a busy retry's wait, two activities' ``functionTimeout`` and ``SLACK_S``, as a task's
+    working stage (``quiet_limit_s``)."""
     return BUSY_MAX_DELAY_S + 2 * FUNCTION_TIMEOUT_S + SLACK_S
 
 
 def repeat_stalled(target: str, task_id: str, now: datetime, updated: datetime | None,
                    shown: bool = True) -> dict[str, Any] | None:
-    """The ``stalled`` of a RUNNING repeat removal or search (``target``: a key of ``REPEAT_RUNS``; the caller checks
-    the runtime status), or None, as ``stalled`` says of a task. Why: the removal and the search are orchestrations
-    too, so an action the extension drops leaves them Running for ever as it does a task; while one runs, no other
-    removal or search of the task may start (``api.repeat_search.ensure_idle``), so a stalled one blocks both.
-    ``shown``: whether GET .../repeats shows it (False: a run of results a re-run has replaced since)."""
+    """The ``stalled`` of a RUNNING run after the task (``target``: a key of ``AFTER_TASK_RUNS``; the caller checks
+    the runtime status), or None, as ``stalled`` says of a task. Why: the removal, the search, the re-render and the
+    zip build are orchestrations too, so an action the extension drops leaves them Running for ever as it does a
+    task; while one runs, the next of its kind may not start (``api.repeat_search.ensure_idle``; the instance id of
+    each is one per task), so a stalled one blocks it for good. ``shown``: whether the route that shows it
+    (``after_task_route``) does (False: a run of results a re-run has replaced since)."""
     if updated is None:
         return None
     limit = repeat_quiet_limit_s()
@@ -151,23 +163,38 @@ def repeat_stalled(target: str, task_id: str, now: datetime, updated: datetime |
             "hint": repeat_stalled_hint(target, task_id, quiet, limit, shown)}
 
 
+def _blocks_and_again(target: str, task_id: str) -> tuple[str, str]:
+    """(what a running ``target`` holds up, how to start it again once terminated)."""
+    if target == "removal":
+        return ("no other repeat removal or search of the task, nor a re-render of its previews, can start",
+                f"send the same choice again (POST /api/tasks/{task_id}/repeats with the same \"keep\" or \"remove\" "
+                "and \"search\"), which writes the repeats-removed results again")
+    if target == "search":
+        return ("no other repeat removal or search of the task can start",
+                f"start the search again (POST /api/tasks/{task_id}/repeats/search with the same options)")
+    if target == "previews":
+        return ("no other re-render of the task's previews can start",
+                f"post the re-render again (POST /api/tasks/{task_id}/previews with the same threshold)")
+    return ("the results answer says its zip is 'building' and no other build of it starts (zip=rebuild neither)",
+            f"GET /api/tasks/{task_id}/results again, which starts a new build")
+
+
 def repeat_stalled_hint(target: str, task_id: str, quiet_s: float, limit_s: float, shown: bool = True) -> str:
-    """What to do about a stalled repeat removal or search: look for the cause, terminate it through the app's route
+    """What to do about a stalled run after the task: look for the cause, terminate it through the app's route
     (``target`` in its body; the function key, as ``stalled_hint`` says why), then start it again, which the
     terminate allows: the extension starts an instance id again once it has ended (``api.edge.start_once``). A run
-    not ``shown`` on GET .../repeats (of results a re-run has replaced) is never seen 'terminated' there: the next
-    start is refused until the platform has processed the terminate."""
-    what = REPEAT_RUNS[target]
-    again = (f"send the same choice again (POST /api/tasks/{task_id}/repeats with the same \"keep\" or \"remove\" "
-             "and \"search\"), which writes the repeats-removed results again" if target == "removal" else
-             f"start the search again (POST /api/tasks/{task_id}/repeats/search with the same options)")
+    not ``shown`` (of results a re-run has replaced) is never seen 'terminated' there: the next start is refused until
+    the platform has processed the terminate."""
+    what = AFTER_TASK_RUNS[target]
+    blocks, again = _blocks_and_again(target, task_id)
+    route = after_task_route(target, task_id)
     return (f"the {what}'s orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any of its "
             f"waits explains ({limit_s / 3600:.1f} hours at most), so it may never move again: on Azure an action the "
-            "Durable extension refuses is dropped without failing it or logging it, and until it ends no other "
-            "repeat removal or search of the task can start. Look in the function app's logs (Application Insights "
-            f"traces mentioning {task_id}) for the last step it took and any error; then terminate it (POST "
-            f"/api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}) and, "
-            + (f"once GET /api/tasks/{task_id}/repeats shows it 'terminated', {again}" if shown else
-               f"{again} (it was of results a re-run has replaced since, which GET /api/tasks/{task_id}/repeats does "
-               "not show: until the platform has processed the terminate, a moment later, that is refused 409 "
-               "still)"))
+            f"Durable extension refuses is dropped without failing it or logging it, and until it ends {blocks}. "
+            f"Look in the function app's logs (Application Insights traces mentioning {task_id}) for the last step "
+            f"it took and any error; then terminate it (POST /api/tasks/{task_id}/terminate {{\"target\": "
+            f"\"{target}\"}}) and, "
+            + (f"once {route} shows it 'terminated', {again}" if shown and target != "zip" else
+               f"once the platform has processed the terminate (a moment later), {again}" if shown else
+               f"{again} (it was of results a re-run has replaced since, which {route} does not show: until the "
+               "platform has processed the terminate, a moment later, that is refused 409 still)"))

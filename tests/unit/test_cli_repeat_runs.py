@@ -65,3 +65,43 @@ def test_terminate_target_sends_it_and_the_default_sends_none(monkeypatch: pytes
     assert f"terminated the repeat removal of {TASK}" in capsys.readouterr().out
     assert cli_main.main([*base, "--target", "repeats"]) == 2  # click refuses it: nothing sent
     assert len(session.sent) == 3
+
+
+@pytest.mark.parametrize("target, words", [("previews", "the preview re-render"), ("zip", "the results zip build")])
+def test_terminate_ends_a_rerender_or_zip_build_in_its_own_words(target: str, words: str,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: click refused them (exit 2); the line said "the repeat <target>" of anything not the task."""
+    from cli.client import ApiClient
+
+    session = _Answers(202)
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=session,  # type: ignore[arg-type]
+                                                                        sleep=lambda s: None))
+    assert cli_main.main(["--url", "https://app.example", "--key", "k", "terminate", TASK, "--target", target]) == 0
+    assert [sent["json"] for sent in session.sent] == [{"target": target}]
+    assert f"terminated {words} of {TASK}" in capsys.readouterr().out
+
+
+def test_previews_wait_stops_at_a_stalled_rerender_with_the_terminate_command(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``previews --threshold T --wait`` polled a re-render the app judges stalled for ever (it never ends by
+    itself); it stops, saying how to end it and send it again. Exit 1, as a re-render that ended failed."""
+    note = stall.repeat_stalled("previews", TASK, NOW, NOW - timedelta(hours=3))
+    rerender = {"runtime_status": "Running", "stage": "publishing", "threshold": 0.3, "stalled": note}
+    polls: list[str] = []
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            polls.append(task_id)
+            assert len(polls) < 5, "still polling a stalled re-render"
+            return {"previews": {"rerender": rerender}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None)
+    assert cli_main.main(["previews", TASK, "--threshold", "0.4", "--wait"]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "STALLED" in said and f"trapbatch terminate {TASK} --target previews" in said, said
+    assert "/api/tasks" not in said, said

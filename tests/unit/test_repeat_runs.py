@@ -58,13 +58,16 @@ def _orchestration_imports(module: str) -> set[Path]:
     return seen
 
 
-@pytest.mark.parametrize("module", ["orchestrations.repeats", "orchestrations.repeat_search"])
+@pytest.mark.parametrize("module", ["orchestrations.repeats", "orchestrations.repeat_search",
+                                    "orchestrations.rerender", "orchestrations.results_zip"])
 def test_the_repeat_orchestrations_wait_on_nothing_but_their_steps_retries(module: str) -> None:
     """``core.stall.repeat_quiet_limit_s`` knows one timer, a busy retry's (``retries.BUSY_MAX_DELAY_S``, pinned in
-    test_stall): a timer, an event wait or a sub-orchestration added to either orchestration (or to what it calls:
-    the fan-in, the exports) must be added there too, or a run waiting on it would be called stalled."""
+    test_stall): a timer, an event wait or a sub-orchestration added to any run after a task (or to what it calls:
+    the fan-in, the exports) must be added there too, or a run waiting on it would be called stalled. The re-render
+    and the zip build are judged so too (``core.stall.AFTER_TASK_RUNS``)."""
     files = _orchestration_imports(module)
-    assert ROOT / "orchestrations" / "fanin.py" in files or module.endswith("repeat_search")
+    assert ROOT / "orchestrations" / "retries.py" in files
+    assert ROOT / "orchestrations" / "fanin.py" in files or not module.endswith("repeats")
     waits = {p.name: [w for w in ("create_timer(", "wait_for_external_event(", "call_sub_orchestrator(",
                                   "continue_as_new(") if w in p.read_text()] for p in files}
     assert {name: found for name, found in waits.items() if found} == {"retries.py": ["create_timer("]}
@@ -86,7 +89,8 @@ def test_a_repeat_run_is_judged_as_a_tasks_working_stage() -> None:
 
 
 def test_every_repeat_target_has_its_instance_and_its_words() -> None:
-    assert set(stall.REPEAT_RUNS) == set(repeat_runs.INSTANCE_IDS) == set(TERMINATE_TARGETS) - {"task"}
+    assert set(stall.AFTER_TASK_RUNS) == set(repeat_runs.INSTANCE_IDS) == set(TERMINATE_TARGETS) - {"task"}
+    assert set(stall.REPEAT_RUNS) == {"removal", "search"}
 
 
 # ---------------------------------------------------------------- the management API, as the extension answers it
