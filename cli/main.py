@@ -1415,7 +1415,8 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         if searching and (searching.get("search") != listed or isinstance(searching.get("stalled"), dict)):
             out.print(f"search {searching.get('search')}: {searching.get('stage') or searching.get('runtime_status')}"
                       + (f" ({searching['error']})" if searching.get("error") else ""))
-            if searching.get("error"):  # the list above is still the one before it
+            if searching.get("error") or searching.get("stage") == Stage.terminated:  # the list above is the one
+                # before it (a terminated search that had written its list shows that list above, and no line here)
                 out.print(f"the list above stands; run the search again: trapbatch repeats {task_id} --search ...")
             _print_stalled(task_id, searching)
         removal = answer.get("removal")
@@ -1496,6 +1497,8 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
              "repeats-removed results are written again")
     if removal.get("error"):  # the removal failed: no repeats-removed variant of this choice was written
         out.print(f"  error: {printable(str(removal['error']))}", markup=False, highlight=False)  # no ESC of theirs
+        out.print(f"  next: {again}", markup=False, highlight=False)
+    elif removal.get("stage") == Stage.terminated:  # ended by a terminate (api.repeat_runs): not complete either
         out.print(f"  next: {again}", markup=False, highlight=False)
     damaged = damaged_line(removal.get("damaged"), task_id)
     if damaged:  # the task's photos cut short, in this variant too

@@ -105,3 +105,16 @@ def test_previews_wait_stops_at_a_stalled_rerender_with_the_terminate_command(
     said = " ".join(capsys.readouterr().err.split())
     assert "STALLED" in said and f"trapbatch terminate {TASK} --target previews" in said, said
     assert "/api/tasks" not in said, said
+
+
+def test_a_terminated_removal_or_search_says_to_send_it_again(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A removal or search ended by ``trapbatch terminate --target`` shows stage terminated (api.repeat_runs); before,
+    the listing printed "removal: terminated" (or "search s2: terminated") and no next step, where a failed one says to
+    send it again: what it left is the same, a repeats-removed result not complete, or the list before it standing."""
+    said = _listing({"removal": {"runtime_status": "Terminated", "stage": "terminated"},
+                     "searching": {"runtime_status": "Terminated", "stage": "terminated", "search": "s2"}},
+                    monkeypatch, capsys)
+    assert "removal: terminated" in said and "search s2: terminated" in said, said
+    assert f"next: send the same choice again (trapbatch repeats {TASK} --keep ... or --remove ...)" in said, said
+    assert f"the list above stands; run the search again: trapbatch repeats {TASK} --search ..." in said, said
