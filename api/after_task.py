@@ -77,13 +77,16 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", ""),
                                            RERENDER_EXAMPLE, f"send only {RERENDER_EXAMPLE}"))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
+    s = clients.settings()
+    key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     for instance, what, target in ((rerender_instance_id(task_id), "a preview re-render", "previews"),
                                    (repeats_instance_id(task_id), "a repeated-detection removal", "removal")):
         running = await _instance(client, instance, target, task_id)
         if running is not None and running["runtime_status"] in ACTIVE:
+            unshown = await repeat_runs.unshown_run(client, task_id, target, key)  # of results replaced since
+            if unshown is not None:
+                return json_response(409, {"error": unshown[0], "hint": unshown[1]})
             return _still_running(task_id, what, running, status_url)
-    s = clients.settings()
-    key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     variants = await asyncio.to_thread(_rerender_variants, s, key)
     if variants is None:
         return json_response(409, {"error": f"task {task_id} has no preview pages to re-render",

@@ -64,28 +64,37 @@ def add_liveness(out: dict[str, Any], target: str, task_id: str, status: Any, sh
 
 async def refuse_unshown_run(client: df.DurableOrchestrationClient, task_id: str, target: str, key: str) -> None:
     """``RepeatsBusy`` (409) while the task's removal or search (``target``) runs for results other than the served
-    generation ``key``: one started before a re-run's results were served. GET .../repeats shows the served
-    generation's runs only (``api.starters._removal_status``, ``api.repeat_search.search_status``), so
-    ``ensure_idle`` passes it, yet it holds the one instance id a new run starts under, and the start was refused
-    with "wait until it completed (GET .../repeats)", which never showed it, also when it had stalled and would never
-    end. The hint says how to end it (``terminate_repeat_run`` takes any generation's)."""
-    what = REPEAT_RUNS[target]
+    generation ``key`` (``unshown_run``)."""
+    found = await unshown_run(client, task_id, target, key)
+    if found is not None:
+        raise RepeatsBusy(*found)
+
+
+async def unshown_run(client: df.DurableOrchestrationClient, task_id: str, target: str,
+                      key: str) -> tuple[str, str] | None:
+    """(error, hint) of a 409 while the task's run ``target`` (removal, search, previews) runs for results other than
+    the served generation ``key``: one started before a re-run's results were served; None when none such runs.
+    GET .../repeats and GET .../results show the served generation's runs only (``api.starters._removal_status``,
+    ``api.repeat_search.search_status``, ``api.after_task.extend_results``), so ``ensure_idle`` passes it, yet it
+    holds the one instance id a new run starts under, and the start was refused with "wait until it completed (GET
+    ...)", which never showed it, also when it had stalled and would never end. The hint says how to end it
+    (``terminate_repeat_run`` takes any generation's)."""
+    what = AFTER_TASK_RUNS[target]
     status = await read_status(client, INSTANCE_IDS[target](task_id), show_input=True)
     runtime = getattr(getattr(status, "runtime_status", None), "value", None)
     if runtime not in ACTIVE_RUNTIMES or _started_key(status, task_id) == key:
-        return
+        return None
     out: dict[str, Any] = {"runtime_status": runtime}
     add_liveness(out, target, task_id, status, shown=False)
     stalled = out.get("stalled")
     terminate = f"POST /api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}"
-    raise RepeatsBusy(
-        f"a {what} of task {task_id} is still running, of results a re-run has replaced since (GET "
-        f"/api/tasks/{task_id}/repeats shows the served results' only)"
-        + (f", and has not changed since {stalled['since']}: stalled" if stalled else ""),
-        stalled["hint"] if stalled else
-        f"it holds the task's one {what} until it ends: wait a while, or, if you no longer need it, terminate it "
-        f"({terminate}) and send yours again (refused 409 still until the platform has processed the terminate, a "
-        "moment later)")
+    return (f"a {what} of task {task_id} is still running, of results a re-run has replaced since "
+            f"({after_task_route(target, task_id)} shows the served results' only)"
+            + (f", and has not changed since {stalled['since']}: stalled" if stalled else ""),
+            stalled["hint"] if stalled else
+            f"it holds the task's one {what} until it ends: wait a while, or, if you no longer need it, terminate it "
+            f"({terminate}) and send yours again (refused 409 still until the platform has processed the terminate, "
+            "a moment later)")
 
 
 def _started_key(status: Any, task_id: str) -> str:
@@ -108,7 +117,8 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     """End the task's running run after it (``target``: removal, search, previews, zip) now, as
     ``api.starters.terminate_task`` ends a task's run: the SDK's ``terminate`` (the extension queues it; the instance
     reads Terminated once processed), the status read again after it, since the SDK takes the extension's 410 Gone
-    for a run that ended meanwhile as success. 409 when none runs; 503 when the task hub failed the terminate with the run still running."""
+    for a run that ended meanwhile as success. 409 when none runs; 503 when the task hub failed the terminate with
+    the run still running."""
     what = AFTER_TASK_RUNS[target]
     instance = INSTANCE_IDS[target](task_id)
     route = after_task_route(target, task_id)

@@ -136,3 +136,26 @@ def test_their_stall_hints_name_their_own_route() -> None:
         note = stall.repeat_stalled(target, TASK, now, now - timedelta(hours=3))
         assert note is not None and again in note["hint"] and f'{{"target": "{target}"}}' in note["hint"], note
         assert "/repeats" not in note["hint"], note
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_rerender_of_replaced_results_that_blocks_the_next_says_how_to_end_it(
+        quiet: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET .../results shows the served generation's re-render only (previews.rerender null for another's), but a
+    re-render of the results a re-run has replaced since still holds the instance id. Before: refused 409 "wait until
+    it completed (GET .../results)", which never showed it; stalled, a hint to wait until GET .../results showed it
+    'terminated'. As a removal's (tests/unit/test_repeat_runs.py)."""
+    monkeypatch.setattr(after_task, "parse_rerender", lambda body: 0.3)
+    monkeypatch.setattr(clients, "settings", lambda: Settings.from_env({"AzureWebJobsStorage": "x"}))
+    monkeypatch.setattr(clients, "store", lambda s=None: None)
+    monkeypatch.setattr(after_task, "served_key", lambda store, container, task_id: f"{task_id}/runs/r2")
+    handler = after_task.post_previews._function.get_user_function().__wrapped__
+    updated = _now() - (timedelta(hours=3) if quiet else timedelta(minutes=2))
+    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/previews", body=b'{"threshold": 0.3}',
+                           route_params={"task_id": TASK}, headers={"content-type": "application/json"})
+    response = asyncio.run(handler(req, _with_runs(("Running", updated))))
+    body = json.loads(response.get_body())
+    assert response.status_code == 409 and "a re-run has replaced since" in body["error"], body
+    assert f'POST /api/tasks/{TASK}/terminate {{"target": "previews"}}' in body["hint"], body
+    assert "shows it 'terminated'" not in body["hint"] and "wait until it completed" not in body["hint"], body
+    assert ("stalled" in body["error"]) == quiet, body

@@ -312,6 +312,9 @@ def test_a_stalled_removal_refusing_a_re_render_says_to_terminate_it_not_to_wait
     from api import after_task
 
     monkeypatch.setattr(after_task, "parse_rerender", lambda body: 0.3)
+    monkeypatch.setattr(clients, "settings", lambda: type("S", (), {"container": "c"}))  # the served results: the
+    monkeypatch.setattr(clients, "store", lambda s: None)                                # task's own
+    monkeypatch.setattr(after_task, "served_key", lambda store, container, task_id: task_id)
     handler = after_task.post_previews._function.get_user_function().__wrapped__
     for updated, said in ((_now() - timedelta(hours=3), '{"target": "removal"}'), (_now(), "wait until it completed")):
         hub = _hub(("Running", {"stage": "merging"}, updated))
