@@ -104,12 +104,13 @@ def _started_key(status: Any, task_id: str) -> str:
     return str(started.get("task_id", task_id)) if isinstance(started, dict) else task_id
 
 
-async def _state(client: df.DurableOrchestrationClient, instance_id: str) -> tuple[str | None, str]:
-    """(runtime status or None when there is no such instance, the stage its custom status names or "")."""
+async def _state(client: df.DurableOrchestrationClient, instance_id: str) -> tuple[str | None, str, Any]:
+    """(runtime status or None when there is no such instance, the stage its custom status names or "", its
+    ``createdTime``: which run holds the id)."""
     status = await read_status(client, instance_id)
     runtime = getattr(getattr(status, "runtime_status", None), "value", None)
     custom = status.custom_status if isinstance(getattr(status, "custom_status", None), dict) else {}
-    return runtime, str(custom.get("stage") or "")
+    return runtime, str(custom.get("stage") or ""), getattr(status, "created_time", None)
 
 
 async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: str, target: str, reason: str,
@@ -118,12 +119,15 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     ``api.starters.terminate_task`` ends a task's run: the SDK's ``terminate`` (the extension queues it; the instance
     reads Terminated once processed), the status read again after it, since the SDK takes the extension's 410 Gone
     for a run that ended meanwhile as success. 409 when none runs; 503 when the task hub failed the terminate with
-    the run still running."""
+    the run still running. The terminate names the instance id alone (ext ``HttpApiHandler.
+    HandleTerminateInstanceRequestAsync`` reads the id's status, then ``TerminateAsync(instanceId, reason)``: no
+    execution id), so a run that ended after the read and another started under the id in between is the one ended:
+    the read after it compares ``createdTime`` and the 202 says so."""
     what = AFTER_TASK_RUNS[target]
     instance = INSTANCE_IDS[target](task_id)
     route = after_task_route(target, task_id)
     status_url = base_url + route.removeprefix("GET ")
-    runtime, stage = await _state(client, instance)
+    runtime, stage, created = await _state(client, instance)
     if runtime not in ACTIVE_RUNTIMES:
         ended = "none ever ran" if runtime is None else f"the last one is {runtime}"
         return json_response(409, {"error": f"no {what} of task {task_id} is running ({ended})",
@@ -132,21 +136,31 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     try:
         await client.terminate(instance, reason)
     except Exception as exc:  # the SDK raises a bare Exception for 404 and any unexpected answer
-        after, _ = await _state(client, instance)
+        after, _, _ = await _state(client, instance)
         if after in ACTIVE_RUNTIMES:  # the extension's catch-all 500 (its storage failing), or no answer
             raise TaskHubUnavailable(f"the terminate of the {what} of task {task_id} was not accepted by the task "
                                      f"hub ({without_secrets(str(exc))})", "retry in a minute: the task hub's storage "
                                      "is busy or failing; a terminate sent twice ends it once") from exc
         return _ended_meanwhile(task_id, target, after)
     try:
-        after, _ = await _state(client, instance)
+        after, after_stage, after_created = await _state(client, instance)
     except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
-        after = runtime
+        after, after_stage, after_created = runtime, stage, created
     if after not in ACTIVE_RUNTIMES and after != "Terminated":
         return _ended_meanwhile(task_id, target, after)  # the extension's 410, which the SDK does not raise
+    hint = terminated_hint(task_id, target, stage)
+    if after_created != created:  # another run holds the id now: the terminate named the id, so it ended that one
+        logger.warning("task %s: the %s read ended meanwhile; the one started after it (%s) was terminated",
+                       task_id, what, after_created)
+        stage = after_stage
+        when = after_created.isoformat() if isinstance(after_created, datetime) else str(after_created)
+        hint = (f"the {what} read before the terminate ended by itself meanwhile, and one started after it (created "
+                f"{when}) holds the id now: the terminate names the id only, so it ended that one, unless it started "
+                f"after the terminate ({after_task_route(target, task_id)} shows its state); "
+                + terminated_hint(task_id, target, stage))
     logger.info("task %s: %s terminated through the API (stage %s)", task_id, what, stage or "?")
     return json_response(202, {"id": task_id, "terminated": True, "target": target, "stage": stage or Stage.starting,
-                               "status_url": status_url, "hint": terminated_hint(task_id, target, stage)})
+                               "status_url": status_url, "hint": hint})
 
 
 def _ended_meanwhile(task_id: str, target: str, runtime: str | None) -> func.HttpResponse:

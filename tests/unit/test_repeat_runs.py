@@ -405,3 +405,26 @@ def test_a_run_of_replaced_results_that_blocks_a_new_one_says_how_to_end_it(
     req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/repeats", body=b"", route_params={"task_id": TASK})
     shown = json.loads(asyncio.run(handler(req, _replaced_generation_hub(updated, target))).get_body())
     assert shown["removal"] is None and shown["searching"] is None, shown
+
+
+def test_a_terminate_that_ends_a_run_started_after_the_one_it_read_says_so() -> None:
+    """The route reads the run, then terminates the instance id, which names whichever run holds it then: should the
+    run read end by itself in between and another removal start (the id is free again once it ended), the terminate
+    ends the new one. The extension's terminate takes no condition on the execution, so the answer must say what was
+    ended. Before: 202 with the stage of the run read and "send the same choice again", as though the run read had
+    been terminated."""
+    quiet = _now() - timedelta(hours=3)
+    hub = _hub(("Running", {"stage": "merging"}, quiet))
+    terminate = hub._post_async_request
+
+    async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+        # the removal read ends, and a new one starts under its id, just before the terminate arrives
+        hub.instances[REMOVAL].update(createdTime=_stamp(_now()), lastUpdatedTime=_stamp(_now()),
+                                      customStatus={"stage": "starting"})
+        return list(await terminate(url, data, *args, **kwargs))
+
+    hub._post_async_request = post
+    status, body = _terminate(hub, {"target": "removal"})
+    assert status == 202 and hub.terminated()[0][0] == REMOVAL, body
+    assert "ended by itself" in body["hint"] and "started after" in body["hint"], body
+    assert body["stage"] == "starting", body
