@@ -294,7 +294,13 @@ def _task_status_fields() -> dict[str, Any]:
                            "folders_skipped": count, "detections_skipped": count, "error": {"type": "string"},
                            "hint": {"type": "string"},
                            "note": {"type": "string", "description": "the latest search's list could not be read "
-                                                                     "just now: this is the merge's"}}},
+                                                                     "just now: this is the merge's"},
+                           "stalled": {"type": "object", "description": "the served results' repeat removal or "
+                                       "search has stalled (GET .../repeats shows it, with what to do): which, "
+                                       "since when, and the hint. Absent: none has", "required": ["target", "hint"],
+                                       "properties": {"target": {"enum": ["removal", "search"]},
+                                                      "since": {"type": "string", "format": "date-time"},
+                                                      "hint": {"type": "string"}}}}},
         "previews": _previews_output(),
     }
 

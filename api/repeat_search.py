@@ -41,6 +41,7 @@ from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
 from core.repeats import ORIGINAL_SEARCH, list_search_id
 from core.repeats_status import current_repeats_ref
+from core.stall import REPEAT_RUNS
 from core.requests import (SEARCH_EXAMPLE, parse_json_body, parse_repeat_search, recorded_search_fields,
                            repeat_search_fields, requested_list)
 from gpu_batch import layout
@@ -87,18 +88,45 @@ async def current_repeats(client: df.DurableOrchestrationClient, task_id: str, k
     try:
         searching = await search_status(client, task_id, key)
         if searching is None:  # the merge's list is the current one: nothing to read
-            return current_repeats_ref(task_id, merged_ref, None, lambda: None, layout.repeats_blob(key))
-        s = clients.settings()
-        return await asyncio.to_thread(
-            current_repeats_ref, task_id, merged_ref, searching,
-            lambda: clients.store(s).read_json_or_none(s.container, layout.repeats_blob(key)),
-            layout.repeats_blob(key))
+            ref = current_repeats_ref(task_id, merged_ref, None, lambda: None, layout.repeats_blob(key))
+        else:
+            s = clients.settings()
+            ref = await asyncio.to_thread(
+                current_repeats_ref, task_id, merged_ref, searching,
+                lambda: clients.store(s).read_json_or_none(s.container, layout.repeats_blob(key)),
+                layout.repeats_blob(key))
+        return {**ref, **await _stalled_pointer(client, task_id, key, searching)}
     except Exception as exc:  # noqa: BLE001 - any failure of the added reads: the status still answers
         logger.warning("task %s: the current repeated-detection list could not be read for its status (%s: %s)",
                        task_id, type(exc).__name__, str(exc)[:200])
         return {**merged_ref, "note": f"the latest repeated-detection search could not be read just now "
                                       f"({type(exc).__name__}): the count is the one the task ended with; "
                                       f"trapbatch repeats {task_id} shows the current list"}
+
+
+async def _stalled_pointer(client: df.DurableOrchestrationClient, task_id: str, key: str,
+                           searching: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"stalled": {target, since, hint}}`` when the served generation's repeat removal or search has stalled
+    (``api.repeat_runs``), else {}: the task's status points at it, since until it ends no other removal or search
+    starts, and only GET .../repeats said so. Costs the removal's status read (the search's is the caller's); one
+    that fails leaves the pointer out (the status answers as before it was added)."""
+    from api.starters import _removal_status
+
+    try:
+        removal = await _removal_status(client, task_id, key)
+    except Exception as exc:  # noqa: BLE001 - an addition to the status: it answers without it
+        logger.warning("task %s: the repeat removal could not be read for the status (%s)", task_id,
+                       type(exc).__name__)
+        removal = None
+    for target, run in (("removal", removal), ("search", searching)):
+        note = run.get("stalled") if run is not None else None
+        if isinstance(note, Mapping):
+            return {"stalled": {"target": target, "since": note.get("since"), "hint": (
+                f"the {REPEAT_RUNS[target]} of this task has not changed since {note.get('since')} and may never end; "
+                f"until it does no other repeat removal or search starts: GET /api/tasks/{task_id}/repeats says what "
+                f"to do (terminate it with POST /api/tasks/{task_id}/terminate {{\"target\": \"{target}\"}}, then "
+                "start it again)")}}
+    return {}
 
 
 def ensure_idle(task_id: str, removal: Mapping[str, Any] | None, searching: Mapping[str, Any] | None) -> None:

@@ -408,6 +408,11 @@ def _summary(st: dict[str, Any]) -> None:
                       + (f"; {skipped} folder{'s' if skipped != 1 else ''} too large NOT searched "
                          f"({repeats.get('detections_skipped')} eligible detections; trapbatch repeats ID says what to "
                          "do)" if skipped else ""))
+    stalled_run = repeats.get("stalled")
+    if isinstance(stalled_run, dict):  # its repeat removal or search may never end: the way out, in the CLI's words
+        table.add_row(f"repeat {stalled_run.get('target', 'run')}", Text(printable(
+            f"STALLED since {stalled_run.get('since', '?')}: " + task_hint_in_cli_words(
+                str(stalled_run.get("hint") or ""), str(st.get("id") or "ID"))), overflow="fold"))
     if isinstance(st.get("served"), dict):  # a re-run that has not completed: the earlier results still stand
         served = st["served"].get("generation") or "the first run"
         table.add_row("served", f"{served}'s results (trapbatch results {st.get('id')})")

@@ -428,3 +428,49 @@ def test_a_terminate_that_ends_a_run_started_after_the_one_it_read_says_so() -> 
     assert status == 202 and hub.terminated()[0][0] == REMOVAL, body
     assert "ended by itself" in body["hint"] and "started after" in body["hint"], body
     assert body["stage"] == "starting", body
+
+
+# ---------------------------------------------------------------- GET /api/tasks/{id} points at a stalled one
+
+
+def _task_status(hub: Extension) -> dict[str, Any]:
+    hub.instances[TASK]["customStatus"] = {"stage": "completed", "repeated_detections": {"locations": 1,
+                                                                                         "blob": "r.json"}}
+    handler = starters.get_task._function.get_user_function().__wrapped__  # http_edge(get_task)
+    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}", body=b"", route_params={"task_id": TASK})
+    response = asyncio.run(handler(req, hub))
+    body: dict[str, Any] = json.loads(response.get_body())
+    assert response.status_code == 200, body
+    return body
+
+
+@pytest.mark.parametrize("target", ["removal", "search"])
+def test_the_tasks_status_points_at_a_stalled_removal_or_search(target: str, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished task's status (and trapbatch status) said nothing of a removal or search that may never end, which
+    refuses every later one: GET .../repeats alone said so. Now repeated_detections.stalled names it, with where to
+    look, and the CLI shows it in its words."""
+    from cli import main as cli_main
+    from tests.openapi_answers import undescribed
+
+    monkeypatch.setattr(clients, "settings", lambda: type("S", (), {"container": "c"}))
+    monkeypatch.setattr(clients, "store", lambda s=None: type("Store", (), {
+        "read_json_or_none": lambda self, container, name: {"search": "s1", "locations": []}})())
+    quiet = _now() - timedelta(hours=3)
+    run = ("Running", {"stage": "merging" if target == "removal" else "searching", "search": "s1"}, quiet)
+    status = _task_status(_hub(*((run, None) if target == "removal" else (None, run))))
+    pointer = status["repeated_detections"]["stalled"]
+    assert pointer["target"] == target and pointer["since"] == quiet.isoformat(), pointer
+    assert f"GET /api/tasks/{TASK}/repeats" in pointer["hint"], pointer
+    assert f'POST /api/tasks/{TASK}/terminate {{"target": "{target}"}}' in pointer["hint"], pointer
+    assert undescribed("TaskStatus", status) == []
+    assert "stalled" not in _task_status(_hub(("Running", {"stage": "merging"}, _now())))["repeated_detections"]
+
+    class Client:
+        def status(self, task_id: str) -> dict[str, Any]:
+            return status
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["status", TASK]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "STALLED" in said and f"trapbatch terminate {TASK} --target {target}" in said, said
