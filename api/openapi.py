@@ -876,7 +876,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "id": {"type": "string"}, "terminated": {"const": True},
                     "target": {"enum": [t for t in rq.TERMINATE_TARGETS if t != "task"],
                                "description": "what was ended"},
-                    "stage": {"enum": [*Stage], "description": "the stage it was in"},
+                    "stage": {"enum": [*Stage], "description": "the stage it was in (starting for a zip build, which "
+                                                               "names none)"},
                     "status_url": {"type": "string", "description": "where its state shows: GET .../repeats "
                                                                     "(removal, search) or GET .../results (previews, "
                                                                     "zip)"},
