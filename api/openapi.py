@@ -634,8 +634,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                                        "request is posted again), or it ended by itself just before the "
                                        "terminate, or a later run replaced the run it found meanwhile (the error "
                                        "names both; the terminate ended the later one if it had started); with "
-                                       "another target: none is running, or it ended by itself just before the "
-                                       "terminate"})}}},
+                                       "another target: none is running, it ended by itself just before the "
+                                       "terminate, or another replaced it meanwhile (likewise)"})}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
                 "responses": {"200": _answer("deleted", "PreviewsDeleted"),

@@ -122,7 +122,7 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     the run still running. The terminate names the instance id alone (ext ``HttpApiHandler.
     HandleTerminateInstanceRequestAsync`` reads the id's status, then ``TerminateAsync(instanceId, reason)``: no
     execution id), so a run that ended after the read and another started under the id in between is the one ended:
-    the read after it compares ``createdTime`` and the 202 says so."""
+    the read after it compares ``createdTime`` and answers 409 naming the new one (``_replaced_meanwhile``)."""
     what = AFTER_TASK_RUNS[target]
     instance = INSTANCE_IDS[target](task_id)
     route = after_task_route(target, task_id)
@@ -143,24 +143,34 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
                                      "is busy or failing; a terminate sent twice ends it once") from exc
         return _ended_meanwhile(task_id, target, after)
     try:
-        after, after_stage, after_created = await _state(client, instance)
+        after, _, after_created = await _state(client, instance)
     except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
-        after, after_stage, after_created = runtime, stage, created
+        after, after_created = runtime, created
+    if after is not None and after_created != created:  # another run holds the id: the terminate named the id
+        return _replaced_meanwhile(task_id, target, after_created)
     if after not in ACTIVE_RUNTIMES and after != "Terminated":
         return _ended_meanwhile(task_id, target, after)  # the extension's 410, which the SDK does not raise
-    hint = terminated_hint(task_id, target, stage)
-    if after_created != created:  # another run holds the id now: the terminate named the id, so it ended that one
-        logger.warning("task %s: the %s read ended meanwhile; the one started after it (%s) was terminated",
-                       task_id, what, after_created)
-        stage = after_stage
-        when = after_created.isoformat() if isinstance(after_created, datetime) else str(after_created)
-        hint = (f"the {what} read before the terminate ended by itself meanwhile, and one started after it (created "
-                f"{when}) holds the id now: the terminate names the id only, so it ended that one, unless it started "
-                f"after the terminate ({after_task_route(target, task_id)} shows its state); "
-                + terminated_hint(task_id, target, stage))
     logger.info("task %s: %s terminated through the API (stage %s)", task_id, what, stage or "?")
     return json_response(202, {"id": task_id, "terminated": True, "target": target, "stage": stage or Stage.starting,
-                               "status_url": status_url, "hint": hint})
+                               "status_url": status_url, "hint": terminated_hint(task_id, target, stage)})
+
+
+def _replaced_meanwhile(task_id: str, target: str, created: Any) -> func.HttpResponse:
+    """The 409 for a terminate made as the run read ended and another run took the instance id (``created``: its
+    ``createdTime``). Why not the 202: the terminate names the instance, not the run ("Terminate events are not
+    supposed to target any particular execution ID", the extension's ``DurableClient.TerminateAsync``; 410 while
+    none runs), so it ended the new run if that had started by then, else nothing, and the 202's words were the run
+    read's. As the task's own (``api.starters._replaced_meanwhile``)."""
+    what = AFTER_TASK_RUNS[target]
+    when = created.isoformat() if isinstance(created, datetime) else str(created)
+    route = after_task_route(target, task_id)
+    logger.info("task %s: terminate of the %s made as another (created %s) replaced it", task_id, what, when)
+    return json_response(409, {
+        "error": f"the {what} of task {task_id} this terminate was for ended by itself, and another {what} (created "
+                 f"{when}) took its place while the terminate was made; a terminate ends the one running when the "
+                 "platform takes it: that one if it had started by then, else none",
+        "hint": f"{route} shows it: if it still runs and is to end, POST /api/tasks/{task_id}/terminate "
+                f"{{\"target\": \"{target}\"}} again; if it was terminated and was wanted, start it again"})
 
 
 def _ended_meanwhile(task_id: str, target: str, runtime: str | None) -> func.HttpResponse:

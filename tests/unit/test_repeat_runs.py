@@ -411,8 +411,8 @@ def test_a_terminate_that_ends_a_run_started_after_the_one_it_read_says_so() -> 
     """The route reads the run, then terminates the instance id, which names whichever run holds it then: should the
     run read end by itself in between and another removal start (the id is free again once it ended), the terminate
     ends the new one. The extension's terminate takes no condition on the execution, so the answer must say what was
-    ended. Before: 202 with the stage of the run read and "send the same choice again", as though the run read had
-    been terminated."""
+    ended: 409 naming the new one, as the task's route answers (api.starters ``_replaced_meanwhile``). Before: 202
+    with the stage of the run read and "send the same choice again", as though the run read had been terminated."""
     quiet = _now() - timedelta(hours=3)
     hub = _hub(("Running", {"stage": "merging"}, quiet))
     terminate = hub._post_async_request
@@ -425,9 +425,10 @@ def test_a_terminate_that_ends_a_run_started_after_the_one_it_read_says_so() -> 
 
     hub._post_async_request = post
     status, body = _terminate(hub, {"target": "removal"})
-    assert status == 202 and hub.terminated()[0][0] == REMOVAL, body
-    assert "ended by itself" in body["hint"] and "started after" in body["hint"], body
-    assert body["stage"] == "starting", body
+    assert status == 409 and hub.terminated()[0][0] == REMOVAL, body
+    assert "ended by itself" in body["error"] and "took its place" in body["error"], body
+    assert f"GET /api/tasks/{TASK}/repeats shows it" in body["hint"], body
+    assert f'POST /api/tasks/{TASK}/terminate {{"target": "removal"}} again' in body["hint"], body
 
 
 # ---------------------------------------------------------------- GET /api/tasks/{id} points at a stalled one
