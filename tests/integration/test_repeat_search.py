@@ -326,3 +326,50 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
     task_itself = api.post(terminate, json={}, timeout=120)  # the default target is still the task's run
     assert task_itself.status_code == 409 and "is not running" in task_itself.json()["error"], task_itself.text
     assert answers.undescribed() == []
+
+
+def test_a_rerender_that_stands_still_is_terminated_through_the_tasks_route_and_posted_again(
+        host: Any, store: BlobStore, unique_name: str) -> None:
+    """POST /api/tasks/{id}/terminate {"target": "previews"} ends the task's preview re-render through devhost's
+    terminate (fidelity row 48); GET .../results then shows previews.rerender 'terminated' with its last update, a
+    second terminate is refused (409, pointing at GET .../results), and the re-render posted again starts under the
+    same instance id and completes. Before, the route refused the target (400), and a re-render that never ended
+    refused every later one for good."""
+    from core import contracts as c
+
+    base = host.base_url
+    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rerender-stuck"}, timeout=120)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    done = wait_until(lambda: (lambda s: s if s["runtime_status"] in ENDED else None)(
+        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
+    assert done["stage"] == "completed", done
+    results, terminate = f"{base}/api/tasks/{task_id}/results", f"{base}/api/tasks/{task_id}/terminate"
+
+    def rerender(state: str) -> dict[str, Any] | None:
+        found = (api.get(results, timeout=120).json().get("previews") or {}).get("rerender")
+        return found if found and found["runtime_status"] == state else None
+
+    release = _held(host, c.RETHRESHOLD)
+    try:
+        started = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.4}, timeout=120)
+        assert started.status_code == 202, started.text
+        running = wait_until(lambda: rerender("Running"), 120, "re-render running")
+        assert running["updated"] and "stalled" not in running, running  # it changed a moment ago
+        refused = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.5}, timeout=120)
+        assert refused.status_code == 409 and refused.json()["hint"].startswith("wait until"), refused.text
+        ended = api.post(terminate, json={"target": "previews", "reason": "re-render stuck"}, timeout=120)
+        assert ended.status_code == 202, ended.text
+        assert ended.json()["target"] == "previews" and ended.json()["status_url"] == results, ended.json()
+        gone = wait_until(lambda: rerender("Terminated"), 60, "re-render terminated")
+        assert gone["stage"] == "terminated" and gone["updated"] and "stalled" not in gone, gone
+        again = api.post(terminate, json={"target": "previews"}, timeout=120)
+        assert again.status_code == 409 and "no preview re-render" in again.json()["error"], again.text
+        assert f"GET /api/tasks/{task_id}/results" in again.json()["hint"], again.json()
+    finally:
+        release.set()
+    posted = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.4}, timeout=120)
+    assert posted.status_code == 202, posted.text  # the same instance id starts again
+    completed = wait_until(lambda: rerender("Completed"), 120, "re-render completed")
+    assert completed["threshold"] == 0.4, completed
+    assert answers.undescribed() == []
