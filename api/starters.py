@@ -1245,7 +1245,8 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     logger.info("task %s: run %s terminated through the API (stage %s)", task_id, run or "?", info["stage"])
     return _json(202, {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
                        "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
-                       "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run))})
+                       "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run),
+                                                info)})
 
 
 def _replaced_meanwhile(task_id: str, run: str, now: str) -> func.HttpResponse:
@@ -1284,11 +1285,16 @@ def _not_terminable_hint(task_id: str, info: dict[str, Any]) -> str:
     return f"only a running task can be terminated; GET /api/tasks/{task_id} shows how it ended"
 
 
-def _terminated_hint(task_id: str, stage: str, job: str) -> str:
+def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] | None = None) -> str:
     """The 202's next steps. A run awaiting confirmation sent nothing to the pool: cancel ends it as cleanly, with
     stage 'cancelled' and no run to end later, so the hint says that is the better tool there. Only a run detecting
     leaves pool work running and a pool job to end by hand: the job is made by a shard group's first submit
-    (activities.pool ``_ensure_job_once``) and closed once the groups end, before merging (orchestrations.task)."""
+    (activities.pool ``_ensure_job_once``) and closed once the groups end, before merging (orchestrations.task).
+
+    ``status``: the task's status as read before the terminate. A run telling of its failure whose failure handling
+    could not close its pool job says so in its ``error`` alone (``c.JOB_MAY_STILL_RUN``, orchestrations.task
+    ``task_orchestrator``), with the command that ends it: the 202 then says that job may still run tasks, as the
+    status does, not that its pool work had ended; the next run ends it (``_ended_runs``: the run was terminated)."""
     then = (f"its stage becomes 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id} "
             "shows it); ")
     if stage in FINISHED:  # telling of its end (orchestrations.task ``_tell``): its results stay complete and served
@@ -1296,8 +1302,16 @@ def _terminated_hint(task_id: str, stage: str, job: str) -> str:
                 "which stops; its results stay complete and served, and the task keeps showing that stage (its "
                 "runtime_status Terminated); posting the same request again finds it, it does not run again")
     if stage in (Stage.cancelled, Stage.failed, Stage.expired, Stage.estimated):  # telling of such an end
-        return then + (f"it had ended {stage} and was telling of its end (the notification, the done file, the "
-                       "event), which stops; its pool work had ended already")
+        told = (f"it had ended {stage} and was telling of its end (the notification, the done file, the event), "
+                "which stops; ")
+        if stage == Stage.failed and c.JOB_MAY_STILL_RUN in str((status or {}).get("error") or ""):
+            job = str((status or {}).get("pool_job") or job)
+            return then + told + (f"its failure handling could not close its pool job {job}, which may still run "
+                                  "tasks (its status's error says so) until you post the same request again, "
+                                  "without \"rerun\" or \"only_new\", which ends that job and resumes the task from "
+                                  "the results already written; to drop the task instead, end that pool job by hand "
+                                  "(docs/deploy.md, 'Pool jobs by hand')")
+        return then + told + "its pool work had ended already"
     resume = "post the same request again, without \"rerun\" or \"only_new\", to resume it"
     if stage in BEFORE_POOL:  # the pool job is made by a shard group's first submit (activities.pool), in detecting
         return then + f"it had sent nothing to the pool (it was starting or listing the images); {resume}"

@@ -27,6 +27,10 @@ RESUBMIT = "resubmit_shards"
 CANCEL = "cancel_pool_tasks"
 CLOSE_JOB = "close_pool_job"
 STOP_GROUPS = "stop_shard_groups"
+# what a failed task's ``error`` adds when its failure handling could not close its pool job (orchestrations.task
+# ``task_orchestrator``): the terminate route's 202 reads it there (api.starters ``_terminated_hint``), the only place
+# the status says so. Status text only: replay compares actions, never the status
+JOB_MAY_STILL_RUN = "could not be closed and may still run tasks"
 MERGE = "merge_results"
 PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"

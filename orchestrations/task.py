@@ -325,7 +325,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
             except Exception:  # noqa: BLE001 - keep the original failure, and say the job is still open
                 # no later run closes it (each run has a job of its own): an open job counts against the account's
                 # active jobs and its running tasks hold their nodes until their wall-clock limit
-                error = error.rstrip() + (f" (the pool job {job_id} could not be closed and may still run tasks: "
+                error = error.rstrip() + (f" (the pool job {job_id} {c.JOB_MAY_STILL_RUN}: "
                                           f"{_END_JOB_BY_HAND.format(job=job_id)})")
         failed = c.TaskStatus(stage=Stage.failed, started=started, error=error,
                               finished=context.current_utc_datetime.isoformat())

@@ -117,6 +117,34 @@ def test_a_task_telling_of_its_end_is_said_to_keep_its_results() -> None:
     assert status == 202 and "its pool work had ended already" in body["hint"] and "pool job" not in body["hint"]
 
 
+def test_a_failed_run_telling_of_its_end_whose_job_stayed_open_is_not_said_to_have_ended_its_pool_work() -> None:
+    """A run telling of its failure whose failure handling could not close its pool job says so in its status's
+    error ("could not be closed and may still run tasks", orchestrations.task ``task_orchestrator``); the 202 said
+    "its pool work had ended already", contradicting it. It now names the job, says it may still run tasks and that
+    posting the request again ends it (the run was terminated: api.starters ``_ended_runs``). Fails without the
+    change."""
+    from core.contracts import JOB_MAY_STILL_RUN
+
+    job = layout.pool_job_id(TASK, "r1")
+    client = Extension("Running", "failed")
+    assert client.instance is not None
+    client.instance["customStatus"] = {
+        "stage": "failed", "pool_job": job,
+        "error": f"no image was processed (the pool job {job} {JOB_MAY_STILL_RUN}: sign in with 'az batch ...')"}
+    status, body = _terminate(client)
+    assert status == 202 and body["stage"] == "failed", body
+    hint = body["hint"]
+    assert "its pool work had ended already" not in hint, hint
+    assert f"could not close its pool job {job}, which may still run tasks" in hint, hint
+    assert "post the same request again, without \"rerun\" or \"only_new\", which ends that job" in hint, hint
+    # its failure handling closed the job: as before
+    client = Extension("Running", "failed")
+    assert client.instance is not None
+    client.instance["customStatus"] = {"stage": "failed", "pool_job": job, "error": "no image was processed"}
+    status, body = _terminate(client)
+    assert status == 202 and "its pool work had ended already" in body["hint"], body
+
+
 def test_the_reason_is_sent_bounded_and_without_secrets() -> None:
     client = Extension("Running")
     reason = "stalled; the hook https://hooks.example.org/x?sig=SECRET1 & more"
