@@ -1294,7 +1294,9 @@ def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] 
     ``status``: the task's status as read before the terminate. A run telling of its failure whose failure handling
     could not close its pool job says so in its ``error`` alone (``c.JOB_MAY_STILL_RUN``, orchestrations.task
     ``task_orchestrator``), with the command that ends it: the 202 then says that job may still run tasks, as the
-    status does, not that its pool work had ended; the next run ends it (``_ended_runs``: the run was terminated)."""
+    status does, not that its pool work had ended; the next run ends it (``_ended_runs``: the run was terminated).
+    A cancelled, expired or estimated run terminated so shows 'terminated' (``_stage``), which a plain post resumes
+    where before it found the task ended: the 202 warns of it, as ``core.stall.stalled_hint`` does."""
     then = (f"its stage becomes 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id} "
             "shows it); ")
     if stage in FINISHED:  # telling of its end (orchestrations.task ``_tell``): its results stay complete and served
@@ -1311,7 +1313,13 @@ def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] 
                                   "without \"rerun\" or \"only_new\", which ends that job and resumes the task from "
                                   "the results already written; to drop the task instead, end that pool job by hand "
                                   "(docs/deploy.md, 'Pool jobs by hand')")
-        return then + told + "its pool work had ended already"
+        if stage == Stage.failed:  # a failed run is resumed by a plain post whether or not it is terminated
+            return then + told + "its pool work had ended already"
+        # shown 'terminated', it is no longer found by a plain post but resumed (``_stage``), as the stalled hint warns
+        return then + told + (f"its pool work had ended already. Ended so, it no longer counts as {stage}: a post of "
+                              "the same request, without \"rerun\", resumes it instead of finding it, and runs what "
+                              "its end had not (a cancelled task's pool work, an expired one's wait for confirmation, "
+                              "an estimate's listing again): post it again only to run it after all")
     resume = "post the same request again, without \"rerun\" or \"only_new\", to resume it"
     if stage in BEFORE_POOL:  # the pool job is made by a shard group's first submit (activities.pool), in detecting
         return then + f"it had sent nothing to the pool (it was starting or listing the images); {resume}"

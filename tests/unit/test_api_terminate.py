@@ -145,6 +145,20 @@ def test_a_failed_run_telling_of_its_end_whose_job_stayed_open_is_not_said_to_ha
     assert status == 202 and "its pool work had ended already" in body["hint"], body
 
 
+@pytest.mark.parametrize("stage", ["cancelled", "expired", "estimated"])
+def test_an_end_without_results_terminated_while_telling_warns_that_a_plain_post_now_resumes_it(stage: str) -> None:
+    """Terminated while telling of such an end, the task shows 'terminated' (api.starters ``_stage``), so a plain
+    post of its request resumes it (a cancelled task's pool work runs after all) where before it found the task
+    ended; the stalled hint warned of it (core.stall), the 202 did not. Fails without the change."""
+    status, body = _terminate(Extension("Running", stage))
+    assert status == 202 and body["stage"] == stage, body
+    hint = body["hint"]
+    assert "its pool work had ended already" in hint and "pool job" not in hint, hint
+    assert "resumes it instead of finding it" in hint and "post it again only to run it after all" in hint, hint
+    status, body = _terminate(Extension("Running", "failed"))  # resumed by a plain post terminated or not
+    assert status == 202 and "instead of finding it" not in body["hint"], body
+
+
 def test_the_reason_is_sent_bounded_and_without_secrets() -> None:
     client = Extension("Running")
     reason = "stalled; the hook https://hooks.example.org/x?sig=SECRET1 & more"
