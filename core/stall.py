@@ -98,15 +98,30 @@ def stalled_hint(task_id: str, stage: str, quiet_s: float, limit_s: float) -> st
     (``api.starters.terminate_task``, function-key auth like every task route), not the Durable management API, whose
     system key an operator may not have.
 
+    A run stalled ``awaiting_confirmation`` (past its deadline: ``longest_wait_s``) is told to cancel or confirm it
+    first: its wait is a ``task_any`` of the deadline's timer and the confirm and cancel events (orchestrations.task
+    ``_confirmed``), and an event is no scheduled action (the extension drops a refused action, such as a timer,
+    without a trace: devhost README row 45, none of whose refusals is of a wait; a wait is no action it counts, row
+    47): raised (``api.starters`` ``confirm_task``, ``cancel_task``), it reaches the wait, the timer lost or not, and
+    ends the run as it was meant to end, with nothing left to resume. Terminate is for a run that does not answer even
+    that.
+
     A run stalled while telling of its end (``_TELLING`` but ``failed``) is not resumed: a completed one keeps its
     stage and results when terminated and a post of its request finds it, running nothing (api.starters ``_stage``),
     so "once its stage is 'terminated'" never came; a cancelled, expired or estimated one shows 'terminated', and a
     post of its request resumes it, running what its end had not (a cancelled task's pool work)."""
-    head = (f"the task's orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any wait of stage "
+    look = (f"the task's orchestration has not changed for {quiet_s / 3600:.1f} hours, longer than any wait of stage "
             f"{stage} explains ({limit_s / 3600:.1f} hours at most), so it may never move again: on Azure an action "
             "the Durable extension refuses is dropped without failing the task or logging it. Look in the function "
-            f"app's logs (Application Insights traces mentioning {task_id}) for the last step it took and any error; "
-            f"then terminate it (POST /api/tasks/{task_id}/terminate)")
+            f"app's logs (Application Insights traces mentioning {task_id}) for the last step it took and any error; ")
+    head = look + f"then terminate it (POST /api/tasks/{task_id}/terminate)"
+    if stage == Stage.awaiting_confirmation:  # past its deadline: the timer is what did not fire, the events may
+        return look + (f"then end it with POST /api/tasks/{task_id}/cancel (it ends 'cancelled' at once), or run it "
+                       f"after all with POST /api/tasks/{task_id}/confirm: its wait for either stays open even if its "
+                       "deadline's timer was lost, the timer being only one of the things it waits on. If it still "
+                       f"shows awaiting_confirmation a few minutes after that, terminate it (POST /api/tasks/{task_id}"
+                       "/terminate) and, once its stage is 'terminated', post the same request again, without "
+                       "\"rerun\" or \"only_new\", which lists its images and waits for confirmation again")
     if stage in _TELLING and stage != Stage.failed:
         told = (f", which stops only the word of its end (the notification, the answer file beside a dropped request, "
                 f"the Event Grid event): it had ended {stage}")

@@ -236,3 +236,26 @@ def test_a_task_stalled_telling_of_an_end_without_work_left_is_not_told_to_post_
     assert f"terminate it (POST /api/tasks/{TASK}/terminate)" in hint, hint
     assert "resumes it" not in hint and f"it had ended {stage}" in hint, hint
     assert "post the same request again only to run it" in hint, hint
+
+
+def test_a_task_stalled_awaiting_confirmation_is_told_to_cancel_or_confirm_it_first() -> None:
+    """Past its deadline the task's timer is what did not fire; its wait is a task_any of that timer and the confirm
+    and cancel events (orchestrations.task ``_confirmed``), which stay open whatever became of the timer. The hint
+    sent the operator straight to terminate it and post the request again, which lists every image again and waits
+    for confirmation again, where cancel (or confirm) most likely ends the wait as meant. Terminate stays the way out
+    should that not move it. Fails without the change."""
+    import inspect
+
+    from orchestrations import task as task_orchestration
+
+    code = inspect.getsource(task_orchestration._confirmed)
+    assert "context.task_any([*confirms, *cancels, timer])" in code  # the events are waited on beside the timer
+    limit = stall.quiet_limit_s(Stage.awaiting_confirmation, KNOBS)
+    assert limit is not None
+    note = stall.stalled(Stage.awaiting_confirmation, TASK, NOW, NOW - timedelta(seconds=limit + 1), KNOBS)
+    assert note is not None
+    hint = note["hint"]
+    cancel, confirm = hint.find(f"POST /api/tasks/{TASK}/cancel"), hint.find(f"POST /api/tasks/{TASK}/confirm")
+    terminate = hint.find(f"POST /api/tasks/{TASK}/terminate")
+    assert 0 <= cancel < terminate and 0 <= confirm < terminate, hint
+    assert "still shows awaiting_confirmation" in hint and "once its stage is 'terminated'" in hint, hint
