@@ -1246,7 +1246,7 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     return _json(202, {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
                        "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
                        "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run),
-                                                info)})
+                                                info, started)})
 
 
 def _replaced_meanwhile(task_id: str, run: str, now: str) -> func.HttpResponse:
@@ -1285,7 +1285,8 @@ def _not_terminable_hint(task_id: str, info: dict[str, Any]) -> str:
     return f"only a running task can be terminated; GET /api/tasks/{task_id} shows how it ended"
 
 
-def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] | None = None) -> str:
+def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] | None = None,
+                     started: dict[str, Any] | None = None) -> str:
     """The 202's next steps. A run awaiting confirmation sent nothing to the pool: cancel ends it as cleanly, with
     stage 'cancelled' and no run to end later, so the hint says that is the better tool there. Only a run detecting
     leaves pool work running and a pool job to end by hand: the job is made by a shard group's first submit
@@ -1296,7 +1297,14 @@ def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] 
     ``task_orchestrator``), with the command that ends it: the 202 then says that job may still run tasks, as the
     status does, not that its pool work had ended; the next run ends it (``_ended_runs``: the run was terminated).
     A cancelled, expired or estimated run terminated so shows 'terminated' (``_stage``), which a plain post resumes
-    where before it found the task ended: the 202 warns of it, as ``core.stall.stalled_hint`` does."""
+    where before it found the task ended: the 202 warns of it, as ``core.stall.stalled_hint`` does.
+
+    ``started``: the run's input. A run that replaced a terminated one (``ends_run``, ``ends_earlier``) first ends
+    that run's pool work, in ``enumerating`` (orchestrations.task ``_end_terminated_run``: its cancel marker, then its
+    job's close, each in its retries, which a Batch outage holds for as long as it lasts): terminated before that was
+    done, it had sent nothing to the pool itself, but the earlier run's job may still be open and run tasks. The next
+    run ends it too (``_ended_runs`` passes the terminated run's ``ends_run`` and ``ends_earlier`` on), so the 202 says
+    so (``_earlier_work``)."""
     then = (f"its stage becomes 'terminated' once the platform has processed the terminate (GET /api/tasks/{task_id} "
             "shows it); ")
     if stage in FINISHED:  # telling of its end (orchestrations.task ``_tell``): its results stay complete and served
@@ -1322,6 +1330,12 @@ def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] 
                               "an estimate's listing again): post it again only to run it after all")
     resume = "post the same request again, without \"rerun\" or \"only_new\", to resume it"
     if stage in BEFORE_POOL:  # the pool job is made by a shard group's first submit (activities.pool), in detecting
+        earlier = _earlier_work(task_id, stage, status or {}, started or {})
+        if earlier:
+            return then + (f"it had sent nothing to the pool itself (it was starting or listing the images), but "
+                           f"{earlier}: post the same request again, without \"rerun\" or \"only_new\", which ends "
+                           "that work too (the run after a terminated one ends what that one was to end) and resumes "
+                           "the task from the results already written")
         return then + f"it had sent nothing to the pool (it was starting or listing the images); {resume}"
     if stage in (Stage.merging, Stage.publishing):  # its job was closed once its shard groups ended (_run_task)
         return then + (f"its pool work had ended (its shard groups were done); {resume} from the results its pool "
@@ -1334,6 +1348,40 @@ def _terminated_hint(task_id: str, stage: str, job: str, status: dict[str, Any] 
                    "the same request again, without \"rerun\" or \"only_new\", which ends that work and resumes the "
                    "task from the results already written; to drop the task instead, end that pool job by hand "
                    "(docs/deploy.md, 'Pool jobs by hand')")
+
+
+# the steps with which a run ends the pool work of the runs it replaced (orchestrations.task ``_end_terminated_run``)
+_ENDING_STEPS = (c.STOP_GROUPS, c.CLOSE_JOB)
+
+
+def _earlier_work(task_id: str, stage: str, status: dict[str, Any], started: dict[str, Any]) -> str:
+    """What a run terminated before its pool work (``stage``: starting, enumerating) may have left of the runs it was
+    to end first (its input's ``ends_earlier`` and ``ends_run``), or "" when it had none or had ended them. Known
+    ended: the status shows a wait on a later step (``c.WAITING_KEY``, orchestrations.retries ``show_waiting``: the
+    listing's). Known not: ``starting`` (no step taken yet), or a wait on one of the ending steps (a busy Batch or
+    storage: its step and reason are said). Else it may still have been at it: nothing in the status tells."""
+    runs = [str(r) for r in started.get("ends_earlier") or [] if isinstance(r, str)]
+    if "ends_run" in started:
+        runs.append(str(started["ends_run"]))
+    if not runs:
+        return ""
+    waiting = status.get(c.WAITING_KEY)
+    waiting = waiting if isinstance(waiting, dict) else {}
+    step = str(waiting.get("step") or "")
+    if step and step not in _ENDING_STEPS:
+        return ""
+    jobs = ", ".join(layout.pool_job_id(task_id, r) for r in dict.fromkeys(runs))
+    what = f"the pool work the task's earlier terminated (or failed) run left (pool job {jobs}, and its shard groups)"
+    if len(set(runs)) > 1:
+        what = (f"the pool work the task's earlier terminated (or failed) runs left (pool jobs {jobs}, and their "
+                "shard groups)")
+    if stage == Stage.starting:
+        return f"it had not yet ended {what}, which may still run"
+    if step:
+        return (f"it was still ending {what}, waiting on its step {step} ({waiting.get('reason') or 'busy'}), so "
+                "that work may still run")
+    return (f"it may still have been ending {what} (it does that first, in stage enumerating, before listing), so "
+            "that work may still run")
 
 
 @bp.route(route="tasks/{task_id}/confirm", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -273,6 +273,40 @@ def test_a_run_without_pool_work_running_is_not_said_to_leave_a_pool_job_to_end(
     assert "post the same request again, without \"rerun\" or \"only_new\", to resume it" in hint, hint
 
 
+@pytest.mark.parametrize("stage, waiting, said", [
+    ("enumerating", {"step": "close_pool_job", "reason": "ServiceUnavailable"},
+     "it was still ending the pool work the task's earlier terminated (or failed) runs left"),
+    ("enumerating", None, "it may still have been ending the pool work"),
+    ("starting", None, "it had not yet ended the pool work"),
+    ("enumerating", {"step": "enumerate_images", "reason": "ServerBusy"}, "")])
+def test_a_resumed_run_terminated_while_ending_its_predecessors_work_says_that_work_may_run_on(
+        stage: str, waiting: dict[str, Any] | None, said: str) -> None:
+    """A run that replaced a terminated one (input ``ends_run``, ``ends_earlier``) first ends that run's shard groups
+    and pool job, in stage enumerating (orchestrations.task ``_end_terminated_run``), the job's close held in its
+    retries for as long as a Batch outage lasts. Terminated there, the 202 said "it had sent nothing to the pool",
+    true of it alone: the earlier run's job may still be open and run tasks, and posting the request again ends it
+    too (api.starters ``_ended_runs`` passes a terminated run's ``ends_run`` on). Said so, with the wait the status
+    shows; a wait on a later step (the listing's) means the earlier work was ended: the words are as before. Fails
+    without the change."""
+    client = Extension("Running", stage)
+    assert client.instance is not None
+    client.instance["input"] = json.dumps({"run": "r3", "ends_run": "r2", "ends_earlier": ["r1"]})
+    client.instance["customStatus"] = {"stage": stage, **({"waiting": waiting} if waiting else {})}
+    status, body = _terminate(client)
+    assert status == 202 and body["run"] == "r3", body
+    hint = body["hint"]
+    if not said:
+        assert "it had sent nothing to the pool (it was starting or listing the images)" in hint, hint
+        assert "pool job" not in hint, hint
+        return
+    assert said in hint and "it had sent nothing to the pool itself" in hint, hint
+    assert f"pool jobs {layout.pool_job_id(TASK, 'r1')}, {layout.pool_job_id(TASK, 'r2')}" in hint, hint
+    assert layout.pool_job_id(TASK, "r3") not in hint, hint  # its own job was never made
+    assert "post the same request again, without \"rerun\" or \"only_new\", which ends that work too" in hint
+    if waiting:
+        assert "waiting on its step close_pool_job (ServiceUnavailable)" in hint, hint
+
+
 def _hub_error() -> list[Any]:
     """The extension's management API when the task hub's storage fails (HttpApiHandler's catch-all 500 body)."""
     return [500, {"Message": "Something went wrong while processing your request", "ExceptionMessage": "busy",
