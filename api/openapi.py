@@ -880,7 +880,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                                "names none)"},
                     "status_url": {"type": "string", "description": "where its state shows: GET .../repeats "
                                                                     "(removal, search) or GET .../results (previews, "
-                                                                    "zip)"},
+                                                                    "zip), which show the served results' runs only "
+                                                                    "(one of results a re-run has replaced since is "
+                                                                    "not shown there: the hint says so)"},
                     "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},

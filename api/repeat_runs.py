@@ -14,6 +14,7 @@ The platform's terminate semantics are the task's: ``terminate_task``'s docstrin
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime, timezone
@@ -22,6 +23,8 @@ from typing import Any, Callable
 import azure.durable_functions as df
 import azure.functions as func
 
+from adapters import clients
+from adapters.generations import served_key
 from adapters.task_hub import read_status
 from api.edge import ACTIVE_RUNTIMES, json_response
 from core.contracts import Stage
@@ -104,13 +107,27 @@ def _started_key(status: Any, task_id: str) -> str:
     return str(started.get("task_id", task_id)) if isinstance(started, dict) else task_id
 
 
-async def _state(client: df.DurableOrchestrationClient, instance_id: str) -> tuple[str | None, str, Any]:
+async def _state(client: df.DurableOrchestrationClient, instance_id: str,
+                 task_id: str = "") -> tuple[str | None, str, Any, str]:
     """(runtime status or None when there is no such instance, the stage its custom status names or "", its
-    ``createdTime``: which run holds the id)."""
-    status = await read_status(client, instance_id)
+    ``createdTime``: which run holds the id, and the generation key it was started for: ``_started_key``)."""
+    status = await read_status(client, instance_id, show_input=True)
     runtime = getattr(getattr(status, "runtime_status", None), "value", None)
     custom = status.custom_status if isinstance(getattr(status, "custom_status", None), dict) else {}
-    return runtime, str(custom.get("stage") or ""), getattr(status, "created_time", None)
+    return (runtime, str(custom.get("stage") or ""), getattr(status, "created_time", None),
+            _started_key(status, task_id))
+
+
+async def _served_key(task_id: str) -> str | None:
+    """The served generation's key (``adapters.generations.served_key``, what GET .../repeats and .../results show
+    the runs of), or None when it cannot be read: the terminate is made by then, and its 202 stands without it."""
+    try:
+        s = clients.settings()
+        return await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)
+    except Exception as exc:  # noqa: BLE001 - said in the hint as not known; the terminate itself was made
+        logger.warning("task %s: the served results could not be read after a terminate: %s", task_id,
+                       without_secrets(str(exc)))
+        return None
 
 
 async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: str, target: str, reason: str,
@@ -127,7 +144,7 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     instance = INSTANCE_IDS[target](task_id)
     route = after_task_route(target, task_id)
     status_url = base_url + route.removeprefix("GET ")
-    runtime, stage, created = await _state(client, instance)
+    runtime, stage, created, key = await _state(client, instance, task_id)
     if runtime not in ACTIVE_RUNTIMES:
         ended = "none ever ran" if runtime is None else f"the last one is {runtime}"
         return json_response(409, {"error": f"no {what} of task {task_id} is running ({ended})",
@@ -136,14 +153,14 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     try:
         await client.terminate(instance, reason)
     except Exception as exc:  # the SDK raises a bare Exception for 404 and any unexpected answer
-        after, _, _ = await _state(client, instance)
+        after, _, _, _ = await _state(client, instance, task_id)
         if after in ACTIVE_RUNTIMES:  # the extension's catch-all 500 (its storage failing), or no answer
             raise TaskHubUnavailable(f"the terminate of the {what} of task {task_id} was not accepted by the task "
                                      f"hub ({without_secrets(str(exc))})", "retry in a minute: the task hub's storage "
                                      "is busy or failing; a terminate sent twice ends it once") from exc
         return _ended_meanwhile(task_id, target, after)
     try:
-        after, _, after_created = await _state(client, instance)
+        after, _, after_created, _ = await _state(client, instance, task_id)
     except TaskHubUnavailable:  # the terminate was queued: a 503 "retry" would have it sent again and answered 409
         after, after_created = runtime, created
     if after is not None and after_created != created:  # another run holds the id: the terminate named the id
@@ -151,8 +168,12 @@ async def terminate_repeat_run(client: df.DurableOrchestrationClient, task_id: s
     if after not in ACTIVE_RUNTIMES and after != "Terminated":
         return _ended_meanwhile(task_id, target, after)  # the extension's 410, which the SDK does not raise
     logger.info("task %s: %s terminated through the API (stage %s)", task_id, what, stage or "?")
+    shown: bool | None = True  # the zip build's route shows whichever build holds its id
+    if target != "zip":  # a run of results a re-run has replaced since is not shown (``unshown_run``)
+        served = await _served_key(task_id)
+        shown = None if served is None else served == key
     return json_response(202, {"id": task_id, "terminated": True, "target": target, "stage": stage or Stage.starting,
-                               "status_url": status_url, "hint": terminated_hint(task_id, target, stage)})
+                               "status_url": status_url, "hint": terminated_hint(task_id, target, stage, shown)})
 
 
 def _replaced_meanwhile(task_id: str, target: str, created: Any) -> func.HttpResponse:
@@ -182,18 +203,33 @@ def _ended_meanwhile(task_id: str, target: str, runtime: str | None) -> func.Htt
                                        "ended"})
 
 
-def terminated_hint(task_id: str, target: str, stage: str) -> str:
+def terminated_hint(task_id: str, target: str, stage: str, shown: bool | None = True) -> str:
     """The 202's next steps. A terminate stops the orchestration only: an activity already running runs to its end
     (README, the terminate row), so what a step under way writes may still be written. A re-render's page and CSVs are
     written over by the next at the same threshold; a zip build's parts are never handed out (``links.zip`` only for
-    a zip whose manifest matches the current files, ``adapters.results_bundle.zip_is_current``)."""
+    a zip whose manifest matches the current files, ``adapters.results_bundle.zip_is_current``).
+
+    ``shown``: whether the run was of the served results, whose runs alone GET .../repeats and .../results show
+    (``unshown_run``); False: of results a re-run has replaced since, never seen 'terminated' there, and what it
+    wrote is of those results alone, so nothing of the served ones is to be done again; None: not known (the served
+    results could not be read), said so."""
     if target == "zip":
         return (f"the build stops once the platform has processed the terminate (a moment later; until then GET "
                 f"/api/tasks/{task_id}/results still says 'building'); a step already under way runs to its end, and "
                 "no zip is handed out (links.zip) until a build of the current files has ended: GET "
                 f"/api/tasks/{task_id}/results again, which starts a new build")
     route = after_task_route(target, task_id)
-    then = (f"it shows 'terminated' once the platform has processed the terminate ({route} shows it); a step "
+    if shown is False:
+        start = {"removal": f"POST /api/tasks/{task_id}/repeats", "search": f"POST /api/tasks/{task_id}/repeats/search",
+                 "previews": f"POST /api/tasks/{task_id}/previews"}[target]
+        return (f"it was of results a re-run has replaced since, which {route} does not show (it shows the served "
+                f"results' only), so it is never seen 'terminated' there: it ends once the platform has processed the "
+                f"terminate, a moment later (a new {AFTER_TASK_RUNS[target]} is refused 409 until then); a step "
+                "already under way runs to its end, nothing after it runs. What it wrote is of those replaced results "
+                f"alone: the served results are unchanged, and a {AFTER_TASK_RUNS[target]} of them starts as usual "
+                f"({start})")
+    unsure = "" if shown else ", unless it was of results a re-run has replaced since, which it does not show"
+    then = (f"it shows 'terminated' once the platform has processed the terminate ({route} shows it{unsure}); a step "
             "already under way runs to its end, nothing after it runs; ")
     if target == "previews":
         return then + ("the results are unchanged; the page and the CSV at its threshold may be part-written: post "

@@ -301,6 +301,8 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
         ended = api.post(terminate, json={"target": "search", "reason": "search stuck"}, timeout=120)
         assert ended.status_code == 202, ended.text
         assert ended.json()["target"] == "search" and ended.json()["stage"] == "searching", ended.json()
+        # of the served results (read from storage after the terminate: api.repeat_runs._served_key), so shown
+        assert f"/api/tasks/{task_id}/repeats shows it)" in ended.json()["hint"], ended.json()
         gone = wait_until(lambda: (lambda s: s if s["runtime_status"] == "Terminated" else None)(
             api.get(url, timeout=120).json()["searching"]), 60, "search terminated")
         assert gone["stage"] == "terminated" and gone["updated"] and "stalled" not in gone, gone

@@ -24,7 +24,8 @@ from api import after_task
 from core import stall
 from core.ids import rerender_instance_id, results_zip_instance_id
 from core.settings import Settings
-from tests.unit.test_repeat_runs import TASK, Extension, _hub, _instance, _now, _terminate
+from tests.unit.test_repeat_runs import (TASK, Extension, _hub, _instance, _now, _terminate,  # noqa: F401
+                                         served_results_are_the_tasks_own)  # autouse: no storage read here
 
 RERENDER, ZIP = rerender_instance_id(TASK), results_zip_instance_id(TASK)
 
@@ -159,3 +160,20 @@ def test_a_rerender_of_replaced_results_that_blocks_the_next_says_how_to_end_it(
     assert f'POST /api/tasks/{TASK}/terminate {{"target": "previews"}}' in body["hint"], body
     assert "shows it 'terminated'" not in body["hint"] and "wait until it completed" not in body["hint"], body
     assert ("stalled" in body["error"]) == quiet, body
+
+
+def test_a_terminated_rerender_of_replaced_results_is_not_said_to_show_on_get_results(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET .../results shows the served results' re-render only (api.repeat_runs ``unshown_run``): the 202 for one of
+    results a re-run has replaced since says the route does not show it, as a removal's (tests/unit/
+    test_repeat_runs.py). Fails without the change."""
+    from api import repeat_runs
+
+    async def served(task_id: str) -> str:
+        return f"{task_id}/runs/r2"
+
+    monkeypatch.setattr(repeat_runs, "_served_key", served)
+    status, body = _terminate(_with_runs(("Running", _now() - timedelta(hours=3))), {"target": "previews"})
+    assert status == 202, body
+    assert f"which GET /api/tasks/{TASK}/results does not show" in body["hint"], body
+    assert f"POST /api/tasks/{TASK}/previews)" in body["hint"] and "with the same threshold" not in body["hint"], body

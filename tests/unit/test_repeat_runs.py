@@ -39,6 +39,19 @@ FINISHED = ("Completed", "Failed", "Terminated")
 NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=timezone.utc)
 
 
+SERVED_KEY = getattr(repeat_runs, "_served_key", None)  # the route's own, which the fixture below replaces
+
+
+@pytest.fixture(autouse=True)
+def served_results_are_the_tasks_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No storage here: the terminate's read of the served results (``repeat_runs._served_key``) finds the task's own
+    (a test of a re-run's served results patches it again)."""
+    async def served(task_id: str) -> str:
+        return task_id
+
+    monkeypatch.setattr(repeat_runs, "_served_key", served, raising=False)
+
+
 # ---------------------------------------------------------------- the bounds are the code's own
 
 
@@ -475,3 +488,45 @@ def test_the_tasks_status_points_at_a_stalled_removal_or_search(target: str, mon
     assert cli_main.main(["status", TASK]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "STALLED" in said and f"trapbatch terminate {TASK} --target {target}" in said, said
+
+
+@pytest.mark.parametrize("target", ["removal", "search"])
+def test_a_terminated_run_of_replaced_results_is_not_said_to_show_on_get_repeats(
+        target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET .../repeats shows the served results' removal and search only (api.repeat_runs ``unshown_run``); the 202
+    for one of results a re-run has replaced since said "GET .../repeats shows it" and to send the choice or the
+    search again, as though of the served results. It now says the route does not show it, when a new one may start,
+    and that the served results are unchanged; with the served results unreadable it says it may not show it. Fails
+    without the change."""
+    async def served(task_id: str) -> str:
+        return SERVED
+
+    monkeypatch.setattr(repeat_runs, "_served_key", served)
+    quiet = _now() - timedelta(hours=3)
+    hub = _replaced_generation_hub(quiet, target)
+    status, body = _terminate(hub, {"target": target})
+    assert status == 202 and body["target"] == target, body
+    hint = body["hint"]
+    assert f"GET /api/tasks/{TASK}/repeats shows it" not in hint, hint
+    assert f"a re-run has replaced since, which GET /api/tasks/{TASK}/repeats does not show" in hint, hint
+    assert "never seen 'terminated' there" in hint and "refused 409 until then" in hint, hint
+    assert "the served results are unchanged" in hint, hint
+
+    async def unreadable(task_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(repeat_runs, "_served_key", unreadable)
+    status, body = _terminate(_replaced_generation_hub(quiet, target), {"target": target})
+    assert status == 202, body
+    assert (f"GET /api/tasks/{TASK}/repeats shows it, unless it was of results a re-run has replaced since"
+            in body["hint"]), body
+
+
+def test_the_served_results_read_after_a_terminate_failing_leaves_the_202(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminate is made when the served results are read: a failure there (storage, settings) is no error
+    answer, but "not known" (None)."""
+    def unavailable() -> None:
+        raise RuntimeError("storage unavailable")
+
+    monkeypatch.setattr(clients, "settings", unavailable)
+    assert SERVED_KEY is not None and asyncio.run(SERVED_KEY(TASK)) is None
