@@ -18,8 +18,9 @@ from core import contracts as c
 from devhost.functions import index_app
 
 ROOT = Path(__file__).resolve().parents[2]
-# core.contracts names that are not functions: external events and custom status keys
-NOT_FUNCTIONS = {"CANCEL_EVENT", "CONFIRM_EVENT", "EXPIRY_MOVED_EVENT", "UNREACHABLE_KEY", "WAITING_KEY"}
+# core.contracts names that are not functions: external events, custom status keys and a status phrase
+NOT_FUNCTIONS = {"CANCEL_EVENT", "CONFIRM_EVENT", "EXPIRY_MOVED_EVENT", "JOB_MAY_STILL_RUN", "UNREACHABLE_KEY",
+                 "WAITING_KEY"}
 
 
 def _called_names() -> dict[str, str]:
