@@ -140,7 +140,14 @@ def _final_entries(store: BlobStore, container: str, key: str, sid: str,
                    names: list[str]) -> tuple[dict[str, Any], set[str]]:
     """The best final entries of ``names`` over shard ``sid``'s attempts, and which of those successes they named cut
     short. An attempt deleted meanwhile (an ``only_new`` key's attempt 0 that its own listing dropped) or unreadable
-    counts as none, as everywhere (``activities.shard_results``)."""
+    counts as none, as everywhere (``activities.shard_results``).
+
+    Memory: one attempt's parsed document at a time, and of each only the entries of ``names``. Why: a shard's
+    attempts are read whole to find a few names (those the earlier listing cut on the other side of a boundary), and
+    every attempt's entries were held until the last was read: at ``images_per_shard`` 100,000 (the most a request
+    may ask, ``core.requests.MAX_IMAGES_PER_SHARD``) an attempt's results parse to a few hundred MB, and a shard
+    with retries has several, beside the write call's own and those of the other activities on the instance."""
+    wanted = set(names)
     attempts = sorted((a, name) for name in store.list_names(container, layout.shard_prefix(key, sid))
                       if (a := layout.attempt_of_results_blob(name)) is not None)
     docs: list[list[dict[str, Any]]] = []
@@ -152,8 +159,9 @@ def _final_entries(store: BlobStore, container: str, key: str, sid: str,
             continue
         entries = doc.get("images") if isinstance(doc, dict) else None
         if isinstance(entries, list):
-            docs.append([e for e in entries if isinstance(e, dict)])
-            named.update(damaged_in(doc))
+            docs.append([e for e in entries if isinstance(e, dict) and e.get("file") in wanted])
+            named.update(n for n in damaged_in(doc) if n in wanted)
+        del doc, entries  # before the next attempt is read
     best = best_entries(docs)
     kept = {n: dict(best[n]) for n in names if n in best and is_final(best[n])}
     return kept, {n for n in kept if n in named and not is_failure(kept[n])}

@@ -107,3 +107,33 @@ def test_neighbours_are_read_only_while_a_new_name_sorts_beyond_the_earlier_rang
     mine = etags_document({"1z": "9", "2a": "1"}, RUN, own)
     assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 2, ["1z", "2a"], {"1z": "9"}, mine, RUN) == 0
     assert store.read == []
+
+
+def test_a_neighbours_attempts_are_held_one_at_a_time_and_only_the_names_carried() -> None:
+    """The neighbour's attempts are read whole to find the few names carried; at 100,000 images a shard each parses to
+    a few hundred MB. Every attempt's entries were held until the last was read: the peak grew with the attempts
+    (six here: nearly three times one attempt's parse). Now about one attempt's, whatever the number of attempts."""
+    import tracemalloc
+
+    from gpu_batch.formats import jsonio
+
+    def entry(name: str) -> dict[str, Any]:
+        return {"file": name, "max_detection_conf": 0.9,
+                "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4]} for _ in range(3)]}
+
+    names = [f"a/{i:05d}.jpg" for i in range(3_000)]
+    store = _Store({_etags(0): {"etags": {n: "1" for n in names}},
+                    **{_results(0, attempt): {"images": [entry(n) for n in names]} for attempt in range(1, 7)},
+                    _etags(1): {"etags": {"b": "1"}}})
+    tracemalloc.start()
+    try:
+        jsonio.loads(store.blobs[_results(0)])
+        one_attempt = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        carried = carry_moved_results(cast(BlobStore, store), BOX, KEY, 1, [names[-1], "b"], {names[-1]: "1"},
+                                      json.loads(store.blobs[_etags(1)]), RUN)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert carried == 1 and store.doc(_results(1))["images"] == [entry(names[-1])]
+    assert peak < 2 * one_attempt, (peak, one_attempt)
