@@ -42,8 +42,10 @@ conditional (``BlobStore.update_json``), makes its next flush fail instead of be
 
 Only a listing with a run id carries (``listing_run``: every run a post starts has one), and only where the key was
 listed to the end before (its enumeration summary, read once a call): a first listing reads no neighbour. Costs, per
-shard with names new to it: one more read of its own ETags document, one of each neighbour's looked at, and where
-one holds such names, its attempts' results and one rewrite of the shard's attempt 1 results."""
+shard with names new to it: no more read of its own ETags document (read once, the drop takes it: ``found``), one of
+each neighbour's looked at, and where one holds such names, a listing of its blobs and a read of each of its attempts'
+results (one held at a time: ``_final_entries``), then a read and a conditional rewrite of the shard's attempt 1
+results."""
 from __future__ import annotations
 
 import logging

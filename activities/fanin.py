@@ -182,14 +182,15 @@ def own_only(view: ShardView | None) -> bool:
 
 def of_shard(store: BlobStore, settings: Settings, task_id: str, index: int, listed: dict[str, str],
              names: list[str], images: set[Any] | None) -> list[str]:
-    """Of ``names`` (photos cut short that shard ``index``'s attempts name), those of the shard's manifest:
-    ``images``, its merged entries' files, or where the merge took the worker's view (None) the manifest's, read
-    then (only for a shard naming any, and not for a view naming only its own: ``own_only``). Why: a resumed run's listing cuts the shards anew, so a shard's attempts may
-    hold entries, and names cut short, of images an earlier listing put there and this one in another shard, which
-    merges them, carried (``activities.carried_results``) or run again; the merge takes a shard's entries by its
-    manifest's names only (``merge_entries``), and the attempts' lists of names cut short (``shard_damaged``; a view's,
-    ``gpu_batch.formats.mergeview.build_view``, names every earlier attempt's) were taken whole: such a photo was
-    listed twice in ``damaged.csv``, or, run again and not cut short, by the shard that no longer holds it."""
+    """Of ``names`` (photos cut short that shard ``index``'s attempts name), those of the shard's manifest: ``images``,
+    its merged entries' files, or where the merge took the worker's view (None) the manifest's, read then (only for a
+    shard naming any, and not for a view naming only its own: ``own_only``). Why: a resumed run's listing cuts the
+    shards anew, so a shard's attempts may hold entries, and names cut short, of images an earlier listing put there and
+    this one in another shard, which merges them, carried (``activities.carried_results``) or run again; the merge takes
+    a shard's entries by its manifest's names only (``merge_entries``), and the attempts' lists of names cut short
+    (``shard_damaged``; a view's, ``gpu_batch.formats.mergeview.build_view``, names every earlier attempt's) were taken
+    whole: such a photo was listed twice in ``damaged.csv``, or, run again and not cut short, by the shard that no
+    longer holds it."""
     if images is None:
         images = set(shard_manifest(store, settings, task_id, layout.shard_id(index), set(listed))["images"])
     return [n for n in names if n in images]
