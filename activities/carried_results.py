@@ -62,9 +62,16 @@ logger = logging.getLogger(__name__)
 CARRY_REACH = 3  # neighbouring shards looked at each way: names moved by up to three shards' worth are carried
 
 
-def etags_document_of(store: BlobStore, container: str, key: str, sid: str) -> Any:
-    """Shard ``sid``'s ETags document as it is now (None: none, or not JSON)."""
+def etags_document_of(store: BlobStore, container: str, key: str, sid: str, strict: bool = False) -> Any:
+    """Shard ``sid``'s ETags document as it is now (None: none, or, unless ``strict``, not JSON).
+
+    ``strict`` for the shard's OWN document, which decides whether its earlier results stand: read as "none
+    recorded", an unreadable one kept every result of the shard by name, unchecked against the ETags (the rule of
+    ``activities.replaced_images``), so it raises instead, as that module's own read does, and the call fails and is
+    retried. A neighbour's unreadable document only means nothing is carried from it: those images run again."""
     data = store.read_bytes_or_none(container, layout.shard_etags_blob(key, sid))
+    if strict:
+        return jsonio.loads(data) if data is not None else None
     try:
         return jsonio.loads(data) if data is not None else None
     except (ValueError, UnicodeDecodeError):

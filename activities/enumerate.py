@@ -390,7 +390,7 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
         # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
         # (and an only_new key's attempt 0 made from another manifest than this one: an earlier listing's cut)
-        found = etags_document_of(store, settings.container, task_id, sid) if carry else UNREAD
+        found = etags_document_of(store, settings.container, task_id, sid, strict=True) if carry else UNREAD
         drop_replaced_results(store, settings.container, task_id, sid, shard, etags,
                               reuses=made if request.only_new else None, found=found)
         if carry:  # and the earlier results of images the earlier listing cut into a neighbouring shard come here

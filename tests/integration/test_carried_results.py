@@ -271,3 +271,16 @@ def test_a_view_of_a_shards_only_attempt_names_its_own_photos_cut_short_and_no_m
     rows = store.read_bytes(settings.container, layout.merge_part_blob(TASK, 0, "damaged.csv", "")).decode().split()
     assert out["damaged"] == 1 and rows == [images[1]]
     assert counted.reads == 0
+
+
+def test_a_resumed_listing_fails_on_an_unreadable_etags_document_of_its_own_shard_rather_than_keep_its_results(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """A shard's own earlier ETags document decides which of its earlier results stand (``activities.replaced_images``):
+    one that cannot be parsed is no "none recorded", under which every result of the shard was kept by name, unchecked
+    (an image replaced since kept the old bytes' detections); the call fails, to be retried, as the module's own read
+    always did. A neighbour's unreadable document only carries nothing."""
+    settings, store, container = env
+    request, _ = _first_run(settings, store, container)
+    store.write_bytes(settings.container, layout.shard_etags_blob(TASK, layout.shard_id(1)), b"{not json")
+    with pytest.raises(AssertionError, match="'write_shard_manifests' failed.*JSONDecodeError"):  # the activity's
+        run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
