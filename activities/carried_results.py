@@ -1,4 +1,5 @@
-"""A resumed run's listing carries the earlier results of images it cut into another shard than the earlier listing.
+"""A resumed run's listing carries earlier results into its shards' attempt 1: of images it cut into another shard
+than the earlier listing, and of those the shard's own attempt 2 or later finished.
 
 Why: a failed or terminated run is resumed by its request posted again plainly (``api.starters``): the same key is
 listed again and its shards are cut anew *by count* (``core.shards.plan_shards``). Images added meanwhile that sort
@@ -20,6 +21,25 @@ shard. A success its earlier results named cut short stays named (``info.trapbat
 ``activities.reuse`` does. The neighbour's copy stays where it is, and is never merged: its manifest no longer names
 it (``gpu_batch.formats.entries.merge_entries`` takes manifest names only).
 
+The shard's own later attempts, the same way: a resumed run's shard groups start again at attempt 1
+(``orchestrations.shards``), whose worker keeps only what its own output already holds
+(``gpu_batch.worker.results.load_resumable_state``). So an image whose only final entry was in the earlier run's
+attempt 2 or later of the same shard ran again on the GPU (a node lost mid-shard: attempt 1 did 3,000 of 10,000,
+attempt 2 the other 7,000, then the run failed or was terminated: the resume ran the 7,000 again). Merging was not
+wrong (every reader takes the best entry by name over all attempts), it cost GPU time. Now the best final entries of
+the shard's names that the earlier listing put in this shard with the ETag they have now (exactly those
+``drop_replaced_results`` left in its attempts) are copied from its attempts 2 and later into attempt 1 too, in the
+same rewrite, photos cut short named as above: the resumed attempt 1 runs only what no attempt finished. Attempt 0
+(an ``only_new`` key's reused copies) is not read: every reader takes it first, and the resumed run's reuse step
+writes it again for this listing (``activities.reuse``), whose attempt 1 manifest still names an image only carried
+(the served generation has no final entry for it); its worker keeps the carried entry and runs nothing for it, and
+the merge takes each image once. The later attempts stay as they are: the resumed run's attempt 2 writes into the
+earlier run's attempt 2 results (``activities.pool.prepare_resubmission`` rewrites its manifest, or keeps one that
+still fits), its worker keeping their final entries of the images its manifest names, which the ETag rule below
+makes right, and dropping the others at its first flush: they are in attempt 1 now, so nothing is lost there.
+Attempt 1's coverage summary, list of photos cut short and every merge view that names attempt 1's results no longer
+match its ETag after the rewrite, so their readers parse the results instead, as after ``drop_replaced_results``.
+
 Sound because of ``activities.replaced_images``'s rule, kept by every listing: a shard's attempts hold, for each name of
 its ETags document, only entries of the bytes of that ETag (a listing drops those of names replaced or unknown before
 it writes the document, and carries in only entries whose ETag matches). An image replaced since has another ETag and
@@ -34,8 +54,10 @@ azure-docs articles/storage/blobs/concurrency-manage.md): a neighbour's read fin
 
 At least once: an activity may run again ("each called activity function will be executed at least once", Durable
 Task's ``TaskActivity`` reference). A call run again after it wrote the shard's document finds its own ETags there:
-no name is new to the shard, nothing is carried. One run again before that (it failed in between) drops the carried
-entries with those of every name new to the shard (``drop_replaced_results``) and carries them again. The document it
+no name is new to the shard, and its later attempts were carried before the document was written: nothing is carried
+(``_unchanged``: the document names this listing). One run again before that (it failed in between) drops the carried
+entries with those of every name new to the shard (``drop_replaced_results``) and carries them again; those of its
+own later attempts it finds final in attempt 1 already and leaves (no rewrite). The document it
 writes keeps the ``before`` its first write recorded. A late worker of the ended run (its job is closed before the
 listing) flushes its results conditionally (``gpu_batch.worker.sources.BlobSink``): our rewrite of attempt 1, also
 conditional (``BlobStore.update_json``), makes its next flush fail instead of being lost or losing ours.
@@ -45,7 +67,9 @@ listed to the end before (its enumeration summary, read once a call): a first li
 shard with names new to it: no more read of its own ETags document (read once, the drop takes it: ``found``), one of
 each neighbour's looked at, and where one holds such names, a listing of its blobs and a read of each of its attempts'
 results (one held at a time: ``_final_entries``), then a read and a conditional rewrite of the shard's attempt 1
-results."""
+results. Per shard with names unchanged in it (most shards of a resumed listing): one listing of its blobs; where it
+has an attempt 2 or later, a read of each of those attempts' results, one at a time and of each only the entries of
+its names, and that same read and rewrite of attempt 1 where one of them holds a final entry attempt 1 lacks."""
 from __future__ import annotations
 
 import logging
@@ -145,11 +169,12 @@ def _found_in_neighbours(store: BlobStore, container: str, key: str, index: int,
     return found
 
 
-def _final_entries(store: BlobStore, container: str, key: str, sid: str,
-                   names: list[str]) -> tuple[dict[str, Any], set[str]]:
-    """The best final entries of ``names`` over shard ``sid``'s attempts, and which of those successes they named cut
-    short. An attempt deleted meanwhile (an ``only_new`` key's attempt 0 that its own listing dropped) or unreadable
-    counts as none, as everywhere (``activities.shard_results``).
+def _final_entries(store: BlobStore, container: str, key: str, sid: str, names: list[str],
+                   since: int = 0) -> tuple[dict[str, Any], set[str]]:
+    """The best final entries of ``names`` over shard ``sid``'s attempts from attempt ``since`` on, and which of those
+    successes they named cut short. An attempt deleted meanwhile (an ``only_new`` key's attempt 0 that its own listing
+    dropped) or unreadable counts as none, as everywhere (``activities.shard_results``). No attempt from ``since`` on:
+    nothing read but the shard's listing.
 
     Memory: one attempt's parsed document at a time, and of each only the entries of ``names``. Why: a shard's
     attempts are read whole to find a few names (those the earlier listing cut on the other side of a boundary), and
@@ -158,7 +183,7 @@ def _final_entries(store: BlobStore, container: str, key: str, sid: str,
     with retries has several, beside the write call's own and those of the other activities on the instance."""
     wanted = set(names)
     attempts = sorted((a, name) for name in store.list_names(container, layout.shard_prefix(key, sid))
-                      if (a := layout.attempt_of_results_blob(name)) is not None)
+                      if (a := layout.attempt_of_results_blob(name)) is not None and a >= since)
     docs: list[list[dict[str, Any]]] = []
     named: set[str] = set()
     for _, name in attempts:
@@ -176,30 +201,51 @@ def _final_entries(store: BlobStore, container: str, key: str, sid: str,
     return kept, {n for n in kept if n in named and not is_failure(kept[n])}
 
 
+def _unchanged(shard: list[str], now: Mapping[str, str], own: tuple[str, str, dict[str, str]] | None, found: Any,
+               run: str) -> list[str]:
+    """The names of ``shard`` whose earlier entries in the shard's own attempts stand (the earlier listing put them in
+    this shard with the ETag they have now: what ``drop_replaced_results`` kept), and so may be carried from its later
+    attempts; none when ``found`` is this listing's own document (a call run again after it carried: nothing left)."""
+    if own is None or (isinstance(found, dict) and found.get("listing") == run):
+        return []
+    return [n for n in shard if now.get(n) and own[2].get(n) == now[n]]
+
+
 def carry_moved_results(store: BlobStore, container: str, key: str, index: int, shard: list[str],
                         now: Mapping[str, str], found: Any, run: str) -> int:
     """Copy into shard ``index``'s attempt 1 results the earlier final entries of its images that the earlier listing
-    put in a neighbouring shard (see the module doc); ``now``: this listing's ETags of ``shard``; ``found``: the
-    shard's ETags document as it was before this listing writes its own (``etags_document_of``). Call it after
-    ``drop_replaced_results`` and before the document is written. Returns how many entries were carried."""
+    put in a neighbouring shard, and those of its images left unchanged in it that only its own attempt 2 or later
+    holds (see the module doc); ``now``: this listing's ETags of ``shard``; ``found``: the shard's ETags document as
+    it was before this listing writes its own (``etags_document_of``). Call it after ``drop_replaced_results`` and
+    before the document is written. Returns how many entries were carried."""
     own = earlier_listing(found, "")  # the document itself, whoever wrote it: a call run again finds its own ETags
     wanted = {n for n in shard if now.get(n) and (own is None or n not in own[2])}
-    if not wanted:
+    stayed = _unchanged(shard, now, own, found, run)
+    if not wanted and not stayed:
         return 0
-    sources = _found_in_neighbours(store, container, key, index, wanted, own, now, run)
+    sources = _found_in_neighbours(store, container, key, index, wanted, own, now, run) if wanted else {}
     carried: dict[str, Any] = {}
     damaged: set[str] = set()
     for j, names in sorted(sources.items()):
         entries, cut_short = _final_entries(store, container, key, layout.shard_id(j), names)
         carried.update(entries)
         damaged |= cut_short
+    sid = layout.shard_id(index)
+    if stayed:  # the shard's own later attempts (attempt 1's own entries are its worker's already); names disjoint
+        entries, cut_short = _final_entries(store, container, key, sid, stayed, since=2)
+        later = set(entries)
+        carried.update(entries)
+        damaged |= cut_short
+    else:
+        later = set()
     if not carried:
         return 0
-    sid = layout.shard_id(index)
     added: list[int] = []
+    from_later: list[int] = []
 
     def with_carried(doc: Any) -> Any:
         added[:] = [0]  # update_json may call it again, on a version written meanwhile
+        from_later[:] = [0]
         if doc is None:
             doc = {"images": [], "info": {"trapbatch": {"task_id": key, "shard_id": sid, "attempt": 1}}}
         entries = doc.get("images") if isinstance(doc, dict) else None
@@ -211,6 +257,7 @@ def carry_moved_results(store: BlobStore, container: str, key: str, index: int, 
             return None
         added[:] = [len(names)]
         going = set(names)
+        from_later[:] = [len(going & later)]
         kept = [e for e in entries if not (isinstance(e, dict) and e.get("file") in going)]
         out = {**doc, "images": [*kept, *(carried[n] for n in names)]}
         cut_short = sorted(going & damaged)
@@ -224,7 +271,11 @@ def carry_moved_results(store: BlobStore, container: str, key: str, index: int, 
         return out
 
     store.update_json(container, layout.attempt_results_blob(key, sid, 1), with_carried)
-    if added[0]:
+    if added[0] > from_later[0]:
         logger.info("%s shard %s: %d earlier result(s) carried from the shard(s) %s, where the earlier listing cut "
-                    "them: not run again", key, sid, added[0], ", ".join(layout.shard_id(j) for j in sorted(sources)))
+                    "them: not run again", key, sid, added[0] - from_later[0],
+                    ", ".join(layout.shard_id(j) for j in sorted(sources)))
+    if from_later[0]:
+        logger.info("%s shard %s: %d earlier result(s) of its attempt 2 or later carried into attempt 1, which the "
+                    "resumed run starts with: not run again", key, sid, from_later[0])
     return added[0]

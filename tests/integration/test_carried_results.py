@@ -284,3 +284,33 @@ def test_a_resumed_listing_fails_on_an_unreadable_etags_document_of_its_own_shar
     store.write_bytes(settings.container, layout.shard_etags_blob(TASK, layout.shard_id(1)), b"{not json")
     with pytest.raises(AssertionError, match="'write_shard_manifests' failed.*JSONDecodeError"):  # the activity's
         run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
+
+
+def test_a_resumed_listing_runs_only_what_no_attempt_of_the_shard_finished(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """A node lost mid-shard: the shard's attempt 1 wrote nothing, its attempt 2 did two images and failed the third
+    (retryable), its attempt 3 found that one undecodable; the photo cut short's own attempt 2 did it. Then the run
+    ended, and its request, posted again, lists the same images in the same shards. The resumed attempt 1's worker
+    keeps only its own output's entries, so it ran again everything only a later attempt had finished. Now those
+    entries are carried into attempt 1 (ETag unchanged): only an image replaced since runs again; every image is
+    merged once, with the earlier detections, the photo cut short named once."""
+    settings, store, container = env
+    request, done = _first_run(settings, store, container)
+    before = manifests(settings, store, TASK)
+    j = next(i for i, shard in enumerate(before) if CUT_SHORT not in shard and len(shard) == 3)
+    a, b, c = before[j]
+    sid = layout.shard_id(j)
+    store.delete_if_exists(settings.container, layout.attempt_results_blob(TASK, sid, 1))
+    undecodable = failure_entry(c, "image access failure", contract.REASON_UNDECODABLE)
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 2), {"images": [
+        done[a], done[b], failure_entry(c, "image access failure", contract.REASON_DOWNLOAD)]})
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 3), {"images": [undecodable]})
+    done[c] = undecodable
+    store.write_bytes(container, b, b"other bytes")  # replaced since: its attempt 2 entry is not carried
+
+    run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
+    assert manifests(settings, store, TASK) == before
+    assert _run_again(settings, store) == [b]
+    merged, damaged = _merged(settings, store)
+    assert merged == {**{n: done[n] for shard in before for n in shard}, b: _entry(b, 2)}
+    assert damaged == [CUT_SHORT]

@@ -26,6 +26,8 @@ from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
+from gpu_batch.worker.results import load_resumable_state
+from tests.integration.test_carried_results import _Sink
 from tests.integration.test_reuse import NEW, OLD, _first_run
 
 FIRST_JOB = layout.pool_job_id(OLD, "r260101120000ab12")
@@ -179,3 +181,37 @@ def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reus
     assert sorted(merged) == sorted(read)
     lost = [n for n in read if n != "a/x.jpg" and merged[n] != served[n]]
     assert lost == []  # every reused entry merged ("a/x.jpg": only a retryable failure before, left to the pool)
+
+
+def test_a_resumed_run_keeps_what_its_earlier_runs_later_attempt_did_beside_the_reused_results(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """An ``only_new`` re-run whose reuse left "a/x.jpg" to the pool (only a retryable failure served): its attempt 1
+    failed it again, its attempt 2 did it; then the run was terminated and resumed, nothing changed meanwhile. The
+    resumed listing carries that attempt 2's entry into attempt 1 (``activities.carried_results``); the resumed reuse
+    step rewrites attempt 0 and attempt 1's manifest ("a/x.jpg" still to run, as the served results have it): attempt
+    1's worker keeps the carried entry and runs nothing, and the merge takes every image once, the reused ones from
+    the served generation and "a/x.jpg" from that attempt 2."""
+    settings, store, container = env
+    request, served = _first_run(settings, store, container)
+    request = dataclasses.replace(request, rerun=True, only_new=True)
+    _, first = run_parallel(settings, store, NEW, request, SMALL, run_job=FIRST_JOB)
+    run_reuse(NEW, OLD, 0, first["shards"], settings, store)
+    j = next(i for i, shard in enumerate(manifests(settings, store, NEW)) if "a/x.jpg" in shard)
+    sid = layout.shard_id(j)
+    done = {"file": "a/x.jpg", "max_detection_conf": 0.5,
+            "detections": [{"category": "1", "conf": 0.5, "bbox": [0.1, 0.1, 0.2, 0.2], "by": "attempt 2"}]}
+    store.write_json(settings.container, layout.attempt_results_blob(NEW, sid, 1), {"images": [served["a/x.jpg"]]})
+    store.write_json(settings.container, layout.attempt_results_blob(NEW, sid, 2), {"images": [done]})
+    run_stop_groups({"task_id": NEW, "job_id": FIRST_JOB, "reason": "terminated", "superseded_by": "r2"},
+                    settings, store)
+
+    _, second = run_parallel(settings, store, NEW, request, SMALL, run_job=SECOND_JOB)  # the resumed run
+    out = run_reuse(NEW, OLD, 0, second["shards"], settings, store)
+    assert sum(out["to_run"]) == 1
+    to_run = store.read_json(settings.container, layout.manifest_blob(NEW, sid, 1))["images"]
+    kept, _ = load_resumable_state(_Sink(store, settings.container, layout.attempt_results_blob(NEW, sid, 1)), to_run)
+    assert to_run == ["a/x.jpg"] and kept == {"a/x.jpg": done}  # its worker runs nothing
+
+    read, _, merged, missing = _outcome(settings, store, second["shards"])
+    assert sorted(merged) == sorted(read) and missing == 0
+    assert merged == {**{n: served[n] for n in read}, "a/x.jpg": done}

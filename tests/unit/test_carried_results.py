@@ -137,3 +137,50 @@ def test_a_neighbours_attempts_are_held_one_at_a_time_and_only_the_names_carried
         tracemalloc.stop()
     assert carried == 1 and store.doc(_results(1))["images"] == [entry(names[-1])]
     assert peak < 2 * one_attempt, (peak, one_attempt)
+
+
+def _gone(name: str) -> dict[str, Any]:
+    return {"file": name, "failure": "image access failure", "detections": None, "failure_kind": "permanent"}
+
+
+def test_the_shards_own_later_attempts_carry_their_final_entries_into_attempt_1() -> None:
+    """A node lost mid-shard: attempt 1 did "a", attempt 2 "b" (cut short) and failed "c" (retryable), attempt 3 found
+    "d" undecodable; "e" was replaced since (other ETag: never carried, though an entry were left), "f" only failed
+    retryably. The resumed attempt 1's worker keeps only its own output's entries: attempt 1 gets b, named cut short,
+    and d. Attempt 0 (an ``only_new`` key's reused copies, which stand there for every reader) is not read."""
+    store = _Store({
+        _etags(0): {"etags": {n: "1" for n in "abcdef"}, "listing": "task-x_r1"},
+        _results(0, 0): {"images": [_ok("c")]},
+        _results(0): {"images": [_ok("a"), _retry("f")], "info": {"trapbatch": {"attempt": 1}}},
+        _results(0, 2): {"images": [_ok("b"), _retry("c"), _ok("e")], "info": {"trapbatch": {"damaged": ["b", "e"]}}},
+        _results(0, 3): {"images": [_gone("d"), _retry("f")]},
+    })
+    now = {**{n: "1" for n in "abcdf"}, "e": "2"}
+    found = json.loads(store.blobs[_etags(0)])
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 0, list("abcdef"), now, found, RUN) == 2
+    assert store.doc(_results(0)) == {"images": [_ok("a"), _retry("f"), _ok("b"), _gone("d")],
+                                      "info": {"trapbatch": {"attempt": 1, "damaged": ["b"]}}}
+    assert _results(0, 0) not in store.read
+    store.read.clear()  # carried already: the later attempts are read again (a call run again before its document)
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 0, list("abcdef"), now, found, RUN) == 0
+
+
+def test_no_later_attempt_is_read_without_one_nor_by_a_call_that_finds_its_own_document() -> None:
+    """Most shards have attempt 1 only: one listing of the shard, no results read. A call run again after it wrote
+    the shard's document (its own ETags, ``listing``: this run) carried everything before: nothing listed or read."""
+    store = _Store({_etags(0): {"etags": {"a": "1", "b": "1"}}, _results(0): {"images": [_ok("a")]},
+                    _results(1): {"images": []}, _results(1, 2): {"images": [_ok("b")]}})
+    listed: list[str] = []
+    lister = store.list_names
+
+    def list_names(container: str, prefix: str = "") -> Iterator[str]:
+        listed.append(prefix)
+        return lister(container, prefix)
+    store.list_names = list_names  # type: ignore[method-assign]
+    found = json.loads(store.blobs[_etags(0)])
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 0, ["a", "b"], {"a": "1", "b": "1"}, found, RUN) == 0
+    assert store.read == [] and listed == [layout.shard_prefix(KEY, layout.shard_id(0))]
+    listed.clear()
+    mine = etags_document({"b": "1"}, RUN, {"etags": {"b": "1"}})
+    assert carry_moved_results(cast(BlobStore, store), BOX, KEY, 1, ["b"], {"b": "1"}, mine, RUN) == 0
+    assert store.read == [] and listed == []
