@@ -36,7 +36,9 @@ writes it again for this listing (``activities.reuse``), whose attempt 1 manifes
 the merge takes each image once. The later attempts stay as they are: the resumed run's attempt 2 writes into the
 earlier run's attempt 2 results (``activities.pool.prepare_resubmission`` rewrites its manifest, or keeps one that
 still fits), its worker keeping their final entries of the images its manifest names, which the ETag rule below
-makes right, and dropping the others at its first flush: they are in attempt 1 now, so nothing is lost there.
+makes right, and dropping the others at its first flush: they are in attempt 1 now, and a rewritten manifest also
+names any image whose only final entry is there (one a late worker of the ended run wrote after this read: not
+carried; ``activities.pool._done_only_there``), so nothing is lost there.
 Attempt 1's coverage summary, list of photos cut short and every merge view that names attempt 1's results no longer
 match its ETag after the rewrite, so their readers parse the results instead, as after ``drop_replaced_results``.
 

@@ -17,7 +17,8 @@ import azure.durable_functions as df
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from activities.decided import task_settings
-from activities.shard_results import images_to_rerun, progress_count, shard_coverage, shard_manifest
+from activities.shard_results import (images_to_rerun, progress_count, shard_attempt_results, shard_blobs,
+                                     shard_coverage, shard_manifest)
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -307,13 +308,16 @@ def prepare_resubmission(task_id: str, sid: str, attempt: int, settings: Setting
         return {"shard_id": sid, "attempt": attempt, "missing": len(written["images"]), "submitted": True}
     if not missing:
         return {"shard_id": sid, "attempt": attempt, "missing": 0, "submitted": False}
+    listed = shard_blobs(store, settings, task_id, sid)  # one listing for both: what is kept, the view's basis
+    named = _done_only_there(store, settings, task_id, sid, attempt, first.images, listed) | set(missing)
     manifest = ShardManifest(
         task_id=task_id, shard_id=sid, attempt=attempt, source_container=first.source_container,
-        images=tuple(missing), output_container=first.output_container,
+        images=tuple(n for n in first.images if n in named) if len(named) > len(missing) else tuple(missing),
+        output_container=first.output_container,
         output_blob=layout.attempt_results_blob(task_id, sid, attempt), model=first.model,
         detection_threshold=first.detection_threshold, source_account_url=first.source_account_url,
         source_credential_secret=first.source_credential_secret, merge_view_threshold=first.merge_view_threshold,
-        merge_view_basis=(_view_basis(store, settings, task_id, sid, attempt)
+        merge_view_basis=(_view_basis(store, settings, task_id, sid, attempt, listed)
                           if first.merge_view_threshold is not None else None),
         merge_view_list=first.merge_view_list,
     )
@@ -343,13 +347,41 @@ def _still_fits(written: list[str], shard: tuple[str, ...], missing: list[str]) 
     return all(n in names for n in written) and set(missing) <= set(written)
 
 
-def _view_basis(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> ViewBasis:
+def _done_only_there(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int,
+                     shard: tuple[str, ...], listed: set[str]) -> set[str]:
+    """The images of ``shard`` whose only final entry is in the results that attempt ``attempt``'s blob holds
+    already, which a manifest written anew for that attempt must name too (its worker keeps them and runs nothing for
+    them); ``listed``: the shard's blobs (``shard_blobs``). Empty where no such blob is: every shard but a resumed
+    run's.
+
+    Why: a resumed run's attempt numbers start again at 1 (``orchestrations.shards``), so its attempt N writes into
+    the results an earlier run's attempt N left, and its worker keeps the entries of its own manifest's images only
+    (``gpu_batch.worker.results.load_resumable_state``): its first flush drops the others. The resumed listing carries
+    the earlier run's later attempts' final entries into attempt 1 (``activities.carried_results``), but not one
+    written after it read them (a late worker of the ended run), nor any where attempt 1's results do not parse or the
+    earlier listing recorded no ETags; such an image counts done (``images_to_rerun``), so a manifest of the missing
+    images alone (one that no longer fits: ``_still_fits``) lost its only result, and the shard counted it missing
+    again, given up when no attempt was left. Costs, only where that blob is, a parse of the shard's results (as
+    ``images_to_rerun`` does without summaries, which such a shard seldom has)."""
+    own = layout.attempt_results_blob(task_id, sid, attempt)
+    if own not in listed:
+        return set()
+    names = set(shard)
+    there = {n for n in mdformat.final_files(shard_attempt_results(store, settings, task_id, sid, {own}))
+             if n in names}
+    if not there:
+        return set()
+    return there - mdformat.final_files(shard_attempt_results(store, settings, task_id, sid, listed - {own}))
+
+
+def _view_basis(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int,
+                listed: set[str]) -> ViewBasis:
     """What the resubmitted attempt's merge view covers besides its own results: the first manifest (every image of
     the shard) and the results of every earlier attempt that wrote any (``ShardManifest.merge_view_basis``). Without
     it a shard that ran again had no view, and its merge and exports cost ~35 us an image on the Functions host
     (1.44 % of the GPU time at a failure rate of 1 in 2,000; ``bench/RESULTS.md``); the worker does it on the GPU
     node's idle CPUs instead, as it does for a shard's only attempt."""
-    earlier = sorted((found, name) for name in store.list_names(settings.container, layout.shard_prefix(task_id, sid))
+    earlier = sorted((found, name) for name in listed
                      if (found := layout.attempt_of_results_blob(name)) is not None and found < attempt)
     return ViewBasis(layout.manifest_blob(task_id, sid, 1), tuple(name for _, name in earlier))
 

@@ -18,7 +18,8 @@ from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch import manifest as contract
-from gpu_batch.worker.results import detections_entry, failure_entry
+from gpu_batch.worker.results import detections_entry, failure_entry, load_resumable_state
+from tests.integration.test_carried_results import _Sink
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
 from tests.recording_pool import RecordingPool
 
@@ -108,3 +109,33 @@ def test_a_resumed_run_keeps_the_terminated_runs_attempt_manifest_that_still_fit
     assert images == old[1:]
     assert out == {"shard_id": SID, "attempt": 2, "missing": 2, "submitted": True}
     assert store.list_etags(settings.container, layout.manifest_blob(TASK, SID, 2)) == before
+
+
+def test_a_resumed_run_keeps_an_image_that_only_the_earlier_runs_attempt_2_finished_when_it_writes_that_attempt(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """The terminated run's attempt 2 finished an image after the resumed listing read its results (a late worker of
+    the ended run, ``activities.carried_results``: not carried into attempt 1), and the resumed attempt 1 failed that
+    image retryably: it counts done (final in attempt 2), so it is not missing. An image added before all others
+    moves the terminated run's last image to shard 1, so its attempt 2 manifest no longer fits and is written anew
+    for the missing image alone, into the same results blob: its worker keeps the entries of its manifest's images
+    only (``load_resumable_state``) and its first flush dropped the image's only final entry, which then counted
+    missing again (with no attempt left: given up, though it was done). Now the manifest also names it: kept, not
+    run again."""
+    settings, store, container = env
+    request, old = _terminated_run(settings, store, container)
+    store.write_bytes(container, "a-a.jpg", b"")
+    run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)  # the resumed run's listing
+    shard = manifests(settings, store, TASK)[0]
+    assert shard == ["a-a.jpg", *old[:2]]
+    _results(settings, store, 2, ok=old[1:2], retry=old[2:])  # the ended run's late attempt 2, after the listing
+    _results(settings, store, 1, ok=old[:1], retry=["a-a.jpg", old[1]])  # the resumed attempt 1
+    assert images_to_rerun(store, settings, TASK, SID, shard) == ["a-a.jpg"]
+
+    images, out = _resubmit(settings, store, SECOND_JOB)
+    assert out == {"shard_id": SID, "attempt": 2, "missing": 1, "submitted": True}
+    assert images == ["a-a.jpg", old[1]]
+    kept, _ = load_resumable_state(_Sink(store, settings.container, layout.attempt_results_blob(TASK, SID, 2)),
+                                   images)
+    assert sorted(kept) == [old[1]]  # its worker keeps it and runs only "a-a.jpg"
+    again, _ = _resubmit(settings, store, SECOND_JOB)  # a RESUBMIT run again keeps that manifest
+    assert again == images
