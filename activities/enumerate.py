@@ -26,6 +26,7 @@ import azure.durable_functions as df
 from activities import decided, image_list, listing_leftovers
 from activities.carried_results import carry_moved_results, etags_document, etags_document_of
 from activities.replaced_images import UNREAD, drop_replaced_results
+from activities.shard_results import finished_coverage
 from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -352,7 +353,11 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     shard once ``RECHECK_IMAGES`` images were written since the last time. Why: the manifests keep the task's names
     (the pool and the resubmission read them), so a terminated run's call past its first check wrote the rest of its
     batch (~10 s) over whatever the run replacing it wrote meanwhile; now at most ``RECHECK_IMAGES`` images' worth
-    (about half a second of writes) after the marker, and the replacing run writes its own only after its listing."""
+    (about half a second of writes) after the marker, and the replacing run writes its own only after its listing.
+
+    A resumed listing (the key listed to the end before, not an ``only_new`` key) also returns, as ``done``, the
+    shards whose every image has a final result already (``shard_results.finished_coverage``), which their shard
+    groups start done: no pool task (``orchestrations.task._finished_shards``)."""
     settings = decided.task_settings(settings, store, task_id)
     threshold: tuple[str, str] | None = None
     if sampled:
@@ -377,6 +382,7 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
                 yield name
 
     shards = images = 0
+    done: list[list[int]] = []  # [index, covered, failed] of the shards whose images all have a final result
     written: list[list[str]] = []
     ranges: list[list[str]] = []
     unchecked = 0  # images written since the marker was last read (the shell read it before the call)
@@ -395,6 +401,11 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
                               reuses=made if request.only_new else None, found=found)
         if carry:  # and the earlier results of images the earlier listing cut into a neighbouring shard come here
             carry_moved_results(store, settings.container, task_id, index, shard, etags, found, run)
+            # a shard whose every image has a final result now needs no pool task (shard_results.finished_coverage);
+            # not an only_new key's, whose reuse step, after the listing, decides its shards (orchestrations.task)
+            finished = None if request.only_new else finished_coverage(store, settings, task_id, sid, shard)
+            if finished is not None:
+                done.append([index, finished["covered"], finished["failed"]])
         store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
                                  etags_document(etags, run, found if carry else None))
         if shard:
@@ -409,7 +420,10 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     if shards != count:
         raise RuntimeError(f"task {task_id}: shards {first}..{first + count - 1} came out as {shards} shards; the "
                            "listing parts changed under the enumeration")
-    return {"shards": shards, "images": images}
+    out: c.WriteShardsOutput = {"shards": shards, "images": images}
+    if done:  # only where some are: an output of before, or of a first listing, stays as it was
+        out["done"] = done
+    return out
 
 
 def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,

@@ -148,6 +148,37 @@ def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str)
     return summarized.counts if summarized is not None else parsed_coverage(store, settings, task_id, sid)
 
 
+def finished_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str,
+                      names: list[str]) -> dict[str, int] | None:
+    """``names``' coverage (``core.mdformat.coverage``) over the shard's attempts 1 and later, when every one of them
+    has a final result there (a success or a permanent failure); None when one has none, or ``names`` is empty.
+
+    Why: a resumed run's listing (``activities.enumerate.run_write_shards``) learns here which shards, as it cut them,
+    need no pool task: their attempts already finished every image (the earlier run's, and the entries the listing
+    carried into attempt 1: ``activities.carried_results``); its shard groups start them done, as an ``only_new``
+    re-run's reused shards (``orchestrations.task``). Before, each such shard's attempt 1 started a worker that found
+    nothing to do (~13 s a fresh process on a GPU node: ``bench/RESULTS.md``). Parsed, not from the coverage
+    summaries: the listing has just written the shard's manifest, whose new ETag no summary names
+    (``gpu_batch.manifest.combine_coverage``), so they would say "parse" anyway. Attempt 0 (an ``only_new`` key's
+    reused copies, which its reuse step writes again after the listing) is not read: the caller asks only for keys
+    without it. Sound as the poll's rule (a shard is done when its results cover every image of its manifest): the
+    names are those the listing just wrote, after it dropped the entries of images replaced since and carried in
+    the earlier ones (``activities.replaced_images``, ``activities.carried_results``); a late worker of the ended run
+    (its job closed before the listing) can only add entries. Costs one listing of the shard; where attempt 1 has
+    results, a parse of each attempt's, one at a time (~10 MB at 10,000 images, a fraction of a second, where the
+    pool task cost ~13 s of a GPU node). The merge then takes such a shard's entries by parsing too: the worker's
+    merge view names the manifest before the listing rewrote it (``activities.fanin``), ~35 us an image on the
+    Functions host, which a worker run again would have rebuilt on its node."""
+    if not names:
+        return None
+    listed = shard_blobs(store, settings, task_id, sid)
+    ones = {n for n in listed if (a := layout.attempt_of_results_blob(n)) is not None and a >= 1}
+    if layout.attempt_results_blob(task_id, sid, 1) not in ones:  # attempt 1 has run nothing: not all finished
+        return None
+    counts = mdformat.coverage(names, shard_attempt_results(store, settings, task_id, sid, ones))
+    return counts if counts["missing"] == 0 else None
+
+
 def done_images(store: BlobStore, settings: Settings, task_id: str, sid: str) -> set[str]:
     """Names of the shard's images that must NOT be run again: a success or a permanent failure in some attempt."""
     return mdformat.final_files(shard_attempt_results(store, settings, task_id, sid))

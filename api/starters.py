@@ -905,7 +905,7 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
         # from when the pool work began (older instances: the task's start); reused images were never detected
         start = _parse_time(custom.get("detecting_since") or custom.get("started"))
         if start and done:
-            rate, eta = live_rate(images, done, int(custom.get("reused") or 0),
+            rate, eta = live_rate(images, done, int(custom.get("reused") or 0) + int(custom.get("earlier") or 0),
                                   (datetime.now(timezone.utc) - start).total_seconds())
             out["images_per_second"] = round(rate, 2)
             out["eta_seconds"] = eta

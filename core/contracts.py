@@ -276,6 +276,9 @@ class EnumerateOutput(TypedDict):
     not_images: NotRequired[dict[str, Any]]  # core.notimages.NotImages.summary(): files listed but not run, by kind
     cancelled: NotRequired[bool]  # POST .../cancel came while the images were listed (the run's cancel marker)
     nearby: NotRequired[dict[str, Any]]  # the prefix named nothing: what is near it (core.nearby; the plan's)
+    # a resumed listing: the shards finished already, [index, covered, failed] in shard order, from the write calls'
+    # outputs (``WriteShardsOutput.done``; orchestrations.enumeration adds them; never in the summary activity's output)
+    done: NotRequired[list[list[int]]]
 
 
 class SubmitInput(TypedDict):
@@ -593,6 +596,8 @@ class TaskStatus(TypedDict, total=False):
     empty: int
     resubmissions: int
     reused: int  # a re-run with ``only_new``: images whose previous results were reused (not sent to the pool)
+    # a resumed run: images of the shards its listing found finished already by an earlier run (no pool task)
+    earlier: int
     not_images: dict[str, Any]  # files listed but not run (core.notimages summary: total, largest kinds); absent: none
     notification: "NotifyOutput"  # what became of the request's notify_url POST (absent: none was asked for)
     task_event: "PublishEventOutput"  # what became of the Event Grid event (absent: no topic configured)
@@ -1292,6 +1297,10 @@ class WriteShardsInput(TypedDict):
 class WriteShardsOutput(TypedDict):
     shards: int
     images: int
+    # a resumed listing (not an only_new key's): [shard index, covered, failed] of each shard of the call whose every
+    # image has a final result in its attempts already (activities.shard_results.finished_coverage), which its shard
+    # group starts done, with no pool task. Absent: none (a first listing; outputs of before)
+    done: NotRequired[list[list[int]]]
 
 
 class FinishEnumerationInput(TypedDict):

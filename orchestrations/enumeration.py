@@ -141,4 +141,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, of_run(finish))
     if "nearby" in plan:  # the prefix named nothing: the task's error says what is near it
         result["nearby"] = plan["nearby"]
+    done = [[int(i), int(n), int(f)] for w in written for i, n, f in w.get("done", [])]
+    if done:  # a resumed listing's shards finished already (WriteShardsOutput.done): their groups start them done
+        result["done"] = sorted(done)
     return result

@@ -334,7 +334,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
             failed["pool_job"] = job_id
         if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
             _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]),
-                           ended.get("reused"))
+                           ended.get("reused"), ended.get("earlier", 0))
         if ended.get("job_error"):
             failed["pool_job_error"] = ended["job_error"]
         context.set_custom_status(fit(failed))
@@ -529,7 +529,7 @@ def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
 
 
 def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
-                   knobs: OrchestrationKnobs, reused: int | None = None) -> None:
+                   knobs: OrchestrationKnobs, reused: int | None = None, earlier: int = 0) -> None:
     """A cancelled or failed task's status after its pool work: the images that got a final result, the failed
     ones, the shards given up and why, and the cost. Why: the node time was spent (and billed) whatever the ending,
     and without it such a status said nothing of what ran.
@@ -537,7 +537,9 @@ def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list
     ``reused``: an ``only_new`` re-run's reused images (None: no reuse step). Said (``reused``: of ``images_done``,
     those no pool attempt ran, beside an error that may say no image was processed), and its given-up shards' hint
     asks for ``ONLY_NEW`` as its error does (``_fail_if_the_pool_never_ran``): "rerun" beside it sent every reused
-    image to the pool again, two pieces of advice in one status. Status text only: the actions are the same."""
+    image to the pool again, two pieces of advice in one status. Status text only: the actions are the same.
+    ``earlier``: a resumed run's images in shards that started done (``_finished_shards``), left out of the cost's
+    images, as no pool task of this run ran them (they stay in ``images_done``: they have their results)."""
     status["images_done"] = sum(o.get("images_done", 0) for o in outcomes)
     status["failed"] = sum(o.get("images_failed", 0) for o in outcomes)
     if reused is not None:
@@ -547,7 +549,9 @@ def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list
         status["shards_given_up"] = given_up
     # The images that got a result, not all those sent: the node time is that of the attempts that ran, so a task
     # cancelled after 80 of 280 images priced its rate as 280 images' (17.7 images per node-second where 5 ran).
-    status["cost"] = _cost(work, outcomes, knobs, images=_pool_processed(outcomes))
+    if earlier:
+        status["earlier"] = earlier
+    status["cost"] = _cost(work, outcomes, knobs, images=max(0, _pool_processed(outcomes) - earlier))
 
 
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,
@@ -601,6 +605,12 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         work = c.EnumerateOutput(images=sum(reuse["to_run"]), shards=sum(1 for n in reuse["to_run"] if n))
         if passed_over:
             work["not_images"] = passed_over
+    finished = _finished_shards(enumeration) if reuse is None else {}
+    if finished:  # a resumed run: shards whose images all have results already go to no pool task (_finished_shards)
+        work = c.EnumerateOutput(images=enumeration["images"] - sum(n for n, _ in finished.values()),
+                                 shards=enumeration["shards"] - len(finished))
+        if passed_over:
+            work["not_images"] = passed_over
     if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool
         estimated = noted(c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
                                        shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
@@ -630,6 +640,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
             detecting["generation"] = generation
     if reuse is not None:
         detecting["reused"] = sum(reuse["reused"])
+    if finished:  # images an earlier run finished, in shards that start done: not this run's detections (live rate)
+        detecting["earlier"] = enumeration["images"] - work["images"]
     context.set_custom_status(noted(detecting))
     children = []
     note_actions(context, len(groups), c.SHARDS_ORCHESTRATOR)  # one action each (retries.ActionLedger)
@@ -646,6 +658,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                      unavailable_restarts=True)
         if reuse is not None:
             shards_input["state"] = _reused_state(group, reuse)
+        elif finished:
+            shards_input["state"] = _finished_state(group, finished)
         children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,
                                                       shards_instance_id(task_id, g, groups_run)))
     pool_used[0] = True
@@ -653,6 +667,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     ended.update(work=work, outcomes=outcomes)
     if reuse is not None:  # a failed status's words (_add_pool_work)
         ended["reused"] = sum(reuse["reused"])
+    if finished:  # a cancelled or failed status's cost counts the images this run's pool tasks ran (_add_pool_work)
+        ended["earlier"] = enumeration["images"] - work["images"]
     job_error = ""
     try:  # no pool work is left: free the job before the long merge
         with unrefused(context):  # the failure path closes no job whose work ended: refused, it stayed open
@@ -666,7 +682,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
-        _add_pool_work(cancelled, work, outcomes, knobs, None if reuse is None else sum(reuse["reused"]))
+        _add_pool_work(cancelled, work, outcomes, knobs, None if reuse is None else sum(reuse["reused"]),
+                       ended.get("earlier", 0))
         if job_error:
             cancelled["pool_job_error"] = job_error
         context.set_custom_status(fit(cancelled))
@@ -705,6 +722,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         summary["generation"] = generation
     if reuse is not None:
         summary["reused"] = sum(reuse["reused"])
+    if finished:
+        summary["earlier"] = enumeration["images"] - work["images"]
     noted(summary)
     if job_error:
         summary["pool_job_error"] = job_error
@@ -776,6 +795,33 @@ def _reused_state(group: list[int], reuse: c.ReuseOutput) -> dict[str, c.ShardSt
         if reuse["reused"][i]:
             s["covered"] = s["seen"] = s["reused"] = reuse["reused"][i]
         state[shard_id(i)] = s
+    return state
+
+
+def _finished_shards(enumeration: c.EnumerateOutput) -> dict[int, tuple[int, int]]:
+    """A resumed run's shards that need no pool task, by index: (covered, failed), from its listing
+    (``EnumerateOutput.done``, ``activities.shard_results.finished_coverage``): every image of each has a final result
+    in its attempts already, the earlier run's or one the listing carried into attempt 1
+    (``activities.carried_results``). Why: its shard groups submitted attempt 1 of every shard, and each such pool
+    task started a worker that found nothing to do (~13 s a fresh process on a GPU node, ``bench/RESULTS.md``): ~900
+    for a ten-million-image task resumed at 90 %. Empty for a first listing, an ``only_new`` key's (its reuse step
+    decides) and a listing recorded before (its write outputs have no ``done``): those replay as they ran."""
+    return {int(i): (int(n), int(f)) for i, n, f in enumeration.get("done", [])}
+
+
+def _finished_state(group: list[int], finished: dict[int, tuple[int, int]]) -> dict[str, c.ShardState]:
+    """A shard group's starting state in a resumed run: a shard its listing found finished is done (no pool task),
+    with its images counted covered (the merge takes their entries from its attempts, as for any done shard); the
+    others start pending at attempt 1, as a group without a state. (A key of the sub-orchestration's input: replay
+    compares actions, never inputs.)"""
+    state: dict[str, c.ShardState] = {}
+    for i in group:
+        if i in finished:
+            covered, failed = finished[i]
+            state[shard_id(i)] = c.ShardState(attempt=1, status=ShardStatus.done, covered=covered, seen=covered,
+                                              failed=failed, missing=0)
+        else:
+            state[shard_id(i)] = c.ShardState(attempt=1, status=ShardStatus.pending)
     return state
 
 

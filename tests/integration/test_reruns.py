@@ -485,6 +485,54 @@ def test_a_resumed_run_runs_again_an_image_replaced_in_place_since_the_run_it_re
     assert all("failure" not in im for name, im in entries.items() if name != replaced)
 
 
+def test_a_resumed_run_whose_shards_all_finished_sends_nothing_to_the_pool_and_merges_every_image_once(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard 0 of the terminated run finished; shard 1's worker hung, and its results name every image (written here
+    as a worker that finished just before the terminate would have). The plain post resumes the run: its listing
+    finds both shards finished (``activities.shard_results.finished_coverage``), so its groups start them done, no
+    pool task goes to its job and it needs no confirmation (nothing to run); the results hold each image once, the
+    status counts the images in ``earlier``. Before, each shard's attempt 1 went to the pool again, a worker started
+    for nothing."""
+    import json
+
+    from gpu_batch.worker.results import detections_entry
+
+    state = app_env["TRAPBATCH_CONTAINER"]
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "hang"}))  # shard 0 finishes, 1 hangs
+    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    started = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
+    first = layout.attempt_results_blob(task_id, layout.shard_id(0), 1)
+
+    def shard_0_finished() -> bool:
+        doc = store.read_json_or_none(state, first)
+        return bool(doc and doc["info"]["trapbatch"].get("complete"))
+
+    wait_until(shard_0_finished, 180, "shard 0's results complete")
+    det = {"category": "1", "conf": 0.8, "bbox": [0.1, 0.1, 0.2, 0.2]}
+    store.write_json(state, layout.attempt_results_blob(task_id, layout.shard_id(1), 1),
+                     {"images": [detections_entry(n, [det], 640, 480) for n in names[4:]]})
+    host.terminate(task_id, "an operator ended it")
+    wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the run terminated")
+    monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")
+
+    resumed = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)  # plainly
+    assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
+    # nothing to run: no confirmation either (a run with its 8 images to run waits for one, above 2)
+    final = dict(wait_until(lambda: (lambda s: s if s["runtime_status"] in ("Completed", "Failed")
+                                     or s["stage"] == Stage.awaiting_confirmation else None)(status(host, task_id)),
+                            300, "the resumed run's end"))
+    assert final["stage"] == Stage.completed and final["images"] == 8 and final["missing"] == 0, final
+    assert final["earlier"] == 8 and final["cost"]["images"] == 0, final
+    assert pool_work(app_env, store, task_id, final["pool_job"]) == []  # no pool task in the resumed run's job
+    files = [im["file"] for im in store.read_json(state, layout.results_blob(task_id))["images"]]
+    assert sorted(files) == sorted(names) and len(files) == len(set(files)), files
+
+
 def _both_slots_held_by_hung_shards(host: Any, store: BlobStore, unique_name: str,
                                     monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A task over 8 images (2 shards of 4, ``TRAPBATCH_IMAGES_PER_SHARD``) confirmed, whose two first attempts hang

@@ -139,3 +139,54 @@ def test_a_resumed_run_keeps_an_image_that_only_the_earlier_runs_attempt_2_finis
     assert sorted(kept) == [old[1]]  # its worker keeps it and runs only "a-a.jpg"
     again, _ = _resubmit(settings, store, SECOND_JOB)  # a RESUBMIT run again keeps that manifest
     assert again == images
+
+
+def _attempt(settings: Settings, store: BlobStore, sid: str, attempt: int, ok: list[str],
+             failed: tuple[str, ...] = (), retry: tuple[str, ...] = ()) -> None:
+    """Shard ``sid``'s attempt results: successes, permanent failures (a file not an image) and retryable ones."""
+    entries: list[dict[str, Any]] = [detections_entry(n, [DET], 640, 480) for n in ok]
+    entries += [failure_entry(n, "image decode failure", contract.REASON_UNDECODABLE) for n in failed]
+    entries += [failure_entry(n, "image access failure", contract.REASON_DOWNLOAD) for n in retry]
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, attempt), {"images": entries})
+
+
+def test_a_resumed_listing_names_the_shards_whose_every_image_has_a_final_result_already(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """The listing's output names, as it cut the shards, those finished (``WriteShardsOutput.done``, gathered in the
+    enumeration's ``done``): their groups start them done and submit no pool task (orchestrations.task). Shard 0's
+    attempt 1 did one image and its attempt 2 the others (carried into attempt 1 by the listing), shard 1's attempt 1
+    all, one a permanent failure; shard 2 still has a retryable failure, the last shard never ran. A first listing,
+    and the resumed listing of an only_new key (whose reuse step decides), name none."""
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    _, first = run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST_JOB)
+    assert "done" not in first
+    shards = manifests(settings, store, TASK)
+    assert len(shards) >= 4, shards
+    s0, s1, s2 = (layout.shard_id(i) for i in range(3))
+    _attempt(settings, store, s0, 1, ok=shards[0][:1], retry=tuple(shards[0][1:]))
+    _attempt(settings, store, s0, 2, ok=shards[0][1:])
+    _attempt(settings, store, s1, 1, ok=shards[1][:2], failed=tuple(shards[1][2:]))
+    _attempt(settings, store, s2, 1, ok=shards[2][:2], retry=tuple(shards[2][2:]))
+    run_stop_groups({"task_id": TASK, "job_id": FIRST_JOB, "reason": "terminated", "superseded_by": "r2"},
+                    settings, store)
+
+    _, resumed = run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
+
+    assert resumed["done"] == [[0, 3, 0], [1, 3, 1]], resumed
+    assert manifests(settings, store, TASK) == shards  # cut alike: nothing added or removed meanwhile
+    assert images_to_rerun(store, settings, TASK, s0, shards[0]) == []
+
+
+def test_an_only_new_keys_resumed_listing_names_no_finished_shard(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3, only_new=True)
+    run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST_JOB)
+    shard = manifests(settings, store, TASK)[0]
+    _attempt(settings, store, layout.shard_id(0), 1, ok=shard)
+    run_stop_groups({"task_id": TASK, "job_id": FIRST_JOB, "reason": "terminated", "superseded_by": "r2"},
+                    settings, store)
+
+    _, resumed = run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
+
+    assert "done" not in resumed

@@ -1444,3 +1444,43 @@ def test_a_terminated_run_whose_job_cannot_be_ended_fails_the_new_run_before_any
     assert f"the pool job {TASK}_r1 of this task's terminated (or failed) run could not be ended" in error
     assert f"az batch job stop --job-id {TASK}_r1" in error and "Batch unreachable" in error
     assert "pool_job" not in run.custom_status  # this run made no job of its own
+
+
+def _resumed_listing(answer: Any, done: list[list[int]]) -> Any:
+    """``answer``, but the listing's write call found the shards ``done`` ([index, covered, failed]) finished already
+    (a resumed run's listing: ``activities.shard_results.finished_coverage``)."""
+    def answering(name: str, payload: Any) -> Any:
+        out = answer(name, payload)
+        return {**out, "done": done} if name == c.WRITE_SHARDS else out
+    return answering
+
+
+def _submitted(run: Run) -> list[str]:
+    return [sid for s in run.sub_orchestrations if s.run for p in s.run.inputs(c.SUBMIT) for sid, _ in p["shards"]]
+
+
+def test_a_resumed_run_whose_shards_all_finished_submits_no_pool_task_and_merges_every_image() -> None:
+    """A resumed run's listing found every shard's images with a final result already (the earlier run's attempts, and
+    what it carried into attempt 1): its groups start them done and submit nothing; the merge still takes every shard.
+    Before, each shard's attempt 1 went to the pool, a worker started for nothing."""
+    run = run_task(task_input(shards_per_group=2),
+                   _resumed_listing(activities(shards=3), [[0, 10, 0], [1, 10, 1], [2, 5, 0]]))
+
+    assert run.status == "Completed"
+    assert _submitted(run) == [] and all(c.POLL not in s.run.activity_names for s in run.sub_orchestrations if s.run)
+    assert [s.input["state"] for s in run.sub_orchestrations] == [
+        {"s00000": {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "failed": 0, "missing": 0},
+         "s00001": {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "failed": 1, "missing": 0}},
+        {"s00002": {"attempt": 1, "status": "done", "covered": 5, "seen": 5, "failed": 0, "missing": 0}}]
+    assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 3}]
+    detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
+    assert detecting["earlier"] == 25 and run.output["earlier"] == 25
+    assert run.output["cost"]["images"] == 0 and run.output["stage"] == Stage.completed
+
+
+def test_a_resumed_run_submits_only_its_shards_not_finished_yet() -> None:
+    run = run_task(task_input(), _resumed_listing(activities(shards=3), [[1, 10, 0]]))
+
+    assert run.status == "Completed"
+    assert _submitted(run) == ["s00000", "s00002"]
+    assert run.output["earlier"] == 10 and run.output["cost"]["images"] == 15

@@ -168,6 +168,23 @@ def test_the_rate_counts_detected_images_since_the_pool_work_began() -> None:
     assert 100 <= out["eta_seconds"] <= 160
 
 
+def test_the_rate_leaves_out_the_images_of_a_resumed_runs_shards_that_started_done() -> None:
+    """A resumed run whose listing found 90,000 of its 100,000 images' shards finished by the earlier run (status
+    ``earlier``: they start done, no pool task ran them): the rate is the pool's 5,000 in 100 s, not 95,000."""
+    now = datetime.now(timezone.utc)
+    status = {**TASK_STATUS, "groups": 1, "earlier": 90_000,
+              "detecting_since": (now - timedelta(seconds=100)).isoformat()}
+    groups = {shards_instance_id(TASK, 0): group_status(done=0, progress=95_000)}
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, status), TASK)
+
+    out = with_api(groups, body)
+    assert out["images_done"] == 95_000
+    assert 5_000 / 160 <= out["images_per_second"] <= 50.0  # 100 s ago, and up to a minute on a loaded machine
+    assert 100 <= out["eta_seconds"] <= 160
+
+
 def test_a_task_from_before_detecting_since_still_gets_a_rate_from_its_start() -> None:
     now = datetime.now(timezone.utc)
     status = {**TASK_STATUS, "groups": 1, "started": (now - timedelta(seconds=1000)).isoformat()}
