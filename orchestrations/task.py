@@ -181,7 +181,7 @@ def _pool_processed(outcomes: list[c.ShardsOutcome]) -> int:
 
 
 def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, pool_shards: int,
-                                again: str = RERUN) -> None:
+                                again: str = RERUN, earlier: int = 0) -> None:
     """Fail the task, with the pool's own reason, when not one image was processed and shards gave up because the
     pool ended their attempts, not the worker (``gpu_batch.exit_codes.pool_ended``). Azure Batch: a container image it
     cannot pull or a task that cannot start (``failureInfo``, no exit code); its time limit (``failureInfo.code``
@@ -190,9 +190,12 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, po
     ``completed_with_errors``, a failure hidden behind a file of failures. Processed: by a pool attempt
     (``_pool_processed``); ``pool_shards``: the shards sent to the pool (an ``only_new`` re-run's shards whose every
     image was reused are not: they are done from the start); ``again``: the verb of the request to post again
-    (``ONLY_NEW`` for such a re-run: ``"rerun"`` alone would detect every reused image again)."""
+    (``ONLY_NEW`` for such a re-run: ``"rerun"`` alone would detect every reused image again). ``earlier``: a
+    resumed run's images in shards that started done (``_finished_shards``), in ``images_done`` though no pool task
+    of this run ran them; counted as processed, they kept a resumed run whose pool ran nothing from this failure (its
+    other shards' images merged as failures, ``completed_with_errors``)."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
-    if _pool_processed(outcomes) or not images or any(o.get("cancelled") for o in outcomes):
+    if _pool_processed(outcomes) - earlier > 0 or not images or any(o.get("cancelled") for o in outcomes):
         return
     if not shards:
         _fail_if_every_worker_failed(outcomes, pool_shards, again)
@@ -221,7 +224,8 @@ def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome], pool_shards: i
     shards = pool_shards  # those sent to the pool (of a task without reuse, every shard of the groups)
     if not given_up or given_up != shards or any(o.get("given_up") and "given_up_examples" not in o for o in outcomes):
         return
-    first = next(e for o in outcomes for e in o["given_up_examples"])
+    # a group that gave none up (one an only_new re-run reused whole, a resumed run's started done) names none
+    first = next(e for o in outcomes for e in o.get("given_up_examples", []))
     raise NothingProcessed(f"no image was processed: every attempt of {given_up} shard(s) failed; {first['reason']} "
                            f"(shard {first['shard']}, attempt {first['attempts']}). Fix what it names, then post the "
                            f"request again with {again}")
@@ -678,7 +682,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too
     pool_used[0] = False
     _fail_if_the_pool_never_ran(outcomes, enumeration["images"], work["shards"],
-                                ONLY_NEW if reuse is not None else RERUN)
+                                ONLY_NEW if reuse is not None else RERUN, ended.get("earlier", 0))
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)

@@ -1484,3 +1484,22 @@ def test_a_resumed_run_submits_only_its_shards_not_finished_yet() -> None:
     assert run.status == "Completed"
     assert _submitted(run) == ["s00000", "s00002"]
     assert run.output["earlier"] == 10 and run.output["cost"]["images"] == 15
+
+
+@pytest.mark.parametrize("failing", [_unstarted_group(0), _every_worker_failed_group])
+def test_a_resumed_run_whose_pool_never_ran_fails_with_the_pools_reason_though_some_shards_started_done(
+        failing: Any) -> None:
+    """A resumed run's listing found shard 0 finished already (its group starts it done, images_done 10); the pool
+    then ended every attempt of the shard it was sent before a worker ran. Not one image was processed by this run's
+    pool: the task fails with the pool's reason, as a first run or an ``only_new`` re-run does, instead of merging
+    the shard's images as failures and ending ``completed_with_errors`` (the earlier images counted as processed).
+    The same where every worker failed instead."""
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        started_done = [s for s, st in (payload.get("state") or {}).items() if st.get("status") == "done"]
+        return finished_group(len(payload["shards"])) if started_done else failing(name, instance_id, payload)
+
+    run = run_task(task_input(shards_per_group=1), _resumed_listing(activities(shards=2), [[0, 10, 0]]), children=child)
+
+    assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
+    error = run.custom_status["error"]
+    assert "no image was processed" in error and ("ContainerPullImageFailed" in error or "the worker exited 1" in error)
