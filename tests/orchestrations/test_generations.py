@@ -369,3 +369,16 @@ def test_a_cancelled_only_new_reruns_given_up_shards_ask_for_only_new() -> None:
     hint = run.output["shards_given_up"]["hint"]
     assert '"only_new": true' in hint and '"rerun"' not in hint, hint
     assert run.output["reused"] == 20
+
+
+def test_an_only_new_rerun_whose_workers_failed_every_attempt_fails_with_their_reason_beside_a_group_reused_whole(
+        ) -> None:
+    """A group whose every shard was reused (done from the start, never given up) beside groups whose workers failed
+    every attempt: the task fails with the first worker's reason. Before, the first example was looked up in every
+    group's outcome, and the reused group's has none: the task failed with the words 'given_up_examples'."""
+    to_run = [0, 0, 4, 6]  # two shards a group: the first group reused whole
+    answer, _ = reuse_answers(to_run, [10 - n for n in to_run])
+    run = run_task(only_new_input(previous=""), _every_attempt_ends(answer, to_run, WORKER_FAILED))
+
+    assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
+    assert "every attempt of 2 shard(s) failed; the worker exited 137" in run.custom_status["error"], run.custom_status
