@@ -442,19 +442,15 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "failed")
 
 
-def test_a_resumed_run_runs_again_an_image_replaced_in_place_since_the_run_it_resumes(
-        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A shard of the terminated run finished (its results name every image), then one of its images was overwritten
-    with other bytes (a new ETag, here a truncated JPEG) under the same name, and the plain post resumed the run,
-    whose listing put it in the same shard id again. The resumed run must detect the new bytes: the image's final
-    entry is the failure a truncated JPEG gets. Before, the worker, the poll and the merge kept the old bytes' entry
-    by name (no ETag checked) and the image ended a success (activities.replaced_images)."""
+def _started_with_shard_0_finished(host: Any, state: str, store: BlobStore, unique_name: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[str], str]:
+    """A task of 8 images in 2 shards of 4 (``TRAPBATCH_IMAGES_PER_SHARD``) started, confirmed and run until shard 0's
+    attempt 1 finished while shard 1's worker hangs (``TRAPBATCH_WORKER_FAULTS``, left set for the caller to unset):
+    (task id, the images' names in order, shard 0's attempt 1 results blob)."""
     import json
 
-    state = app_env["TRAPBATCH_CONTAINER"]
     monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "hang"}))  # shard 0 finishes, 1 hangs
-    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    names = upload_images(store, unique_name, 8, corrupt=0)
     started = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)
     assert started.status_code == 202, started.text
     task_id = started.json()["id"]
@@ -467,6 +463,19 @@ def test_a_resumed_run_runs_again_an_image_replaced_in_place_since_the_run_it_re
         return bool(doc and doc["info"]["trapbatch"].get("complete"))
 
     wait_until(shard_0_finished, 180, "shard 0's results complete")
+    return task_id, names, first
+
+
+def test_a_resumed_run_runs_again_an_image_replaced_in_place_since_the_run_it_resumes(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard of the terminated run finished (its results name every image), then one of its images was overwritten
+    with other bytes (a new ETag, here a truncated JPEG) under the same name, and the plain post resumed the run,
+    whose listing put it in the same shard id again. The resumed run must detect the new bytes: the image's final
+    entry is the failure a truncated JPEG gets. Before, the worker, the poll and the merge kept the old bytes' entry
+    by name (no ETag checked) and the image ended a success (activities.replaced_images)."""
+    state = app_env["TRAPBATCH_CONTAINER"]
+    task_id, names, first = _started_with_shard_0_finished(host, state, store, unique_name, monkeypatch)
     replaced = names[1]  # in shard 0 (names in order, 4 a shard), a success so far
     assert replaced in results_files(store, app_env, first)
     good = store.read_bytes(unique_name, replaced)
@@ -494,25 +503,10 @@ def test_a_resumed_run_whose_shards_all_finished_sends_nothing_to_the_pool_and_m
     pool task goes to its job and it needs no confirmation (nothing to run); the results hold each image once, the
     status counts the images in ``earlier``. Before, each shard's attempt 1 went to the pool again, a worker started
     for nothing."""
-    import json
-
     from gpu_batch.worker.results import detections_entry
 
     state = app_env["TRAPBATCH_CONTAINER"]
-    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "hang"}))  # shard 0 finishes, 1 hangs
-    names = upload_images(store, unique_name, 8, corrupt=0)  # 2 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
-    started = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120)
-    assert started.status_code == 202, started.text
-    task_id = started.json()["id"]
-    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
-    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
-    first = layout.attempt_results_blob(task_id, layout.shard_id(0), 1)
-
-    def shard_0_finished() -> bool:
-        doc = store.read_json_or_none(state, first)
-        return bool(doc and doc["info"]["trapbatch"].get("complete"))
-
-    wait_until(shard_0_finished, 180, "shard 0's results complete")
+    task_id, names, _ = _started_with_shard_0_finished(host, state, store, unique_name, monkeypatch)
     det = {"category": "1", "conf": 0.8, "bbox": [0.1, 0.1, 0.2, 0.2]}
     store.write_json(state, layout.attempt_results_blob(task_id, layout.shard_id(1), 1),
                      {"images": [detections_entry(n, [det], 640, 480) for n in names[4:]]})
