@@ -59,6 +59,18 @@ def _terminated_run(settings: Settings, store: BlobStore, container: str) -> tup
     return request, shard
 
 
+def _resumed_with_one_added_first(settings: Settings, store: BlobStore, container: str) -> tuple[list[str], list[str]]:
+    """The terminated run (``_terminated_run``), then an image added before all others and the resumed run's listing:
+    (the terminated run's shard 0 names, the resumed listing's shard 0, which gains the added image and loses the old
+    shard's last one to shard 1)."""
+    request, old = _terminated_run(settings, store, container)
+    store.write_bytes(container, "a-a.jpg", b"")
+    run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)  # the resumed run's listing
+    shard = manifests(settings, store, TASK)[0]
+    assert shard == ["a-a.jpg", *old[:2]]
+    return old, shard
+
+
 def test_a_resumed_run_whose_listing_cut_the_shard_otherwise_resubmits_its_own_missing_images(
         env: tuple[Settings, BlobStore, str]) -> None:
     """An image added before all others meanwhile: the resumed run's shard 0 gains it, and the old shard's last image
@@ -66,11 +78,7 @@ def test_a_resumed_run_whose_listing_cut_the_shard_otherwise_resubmits_its_own_m
     manifest instead, the moved image (shard 1's now: results no merge of shard 0 takes) and not the added one, which
     ran nowhere but attempt 1, an attempt spent."""
     settings, store, container = env
-    request, old = _terminated_run(settings, store, container)
-    store.write_bytes(container, "a-a.jpg", b"")
-    run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)  # the resumed run's listing
-    shard = manifests(settings, store, TASK)[0]
-    assert shard == ["a-a.jpg", *old[:2]]
+    old, shard = _resumed_with_one_added_first(settings, store, container)
     _results(settings, store, 1, ok=old[:2], retry=["a-a.jpg"])  # its attempt 1: the kept entry, two images run
 
     images, out = _resubmit(settings, store, SECOND_JOB)
@@ -122,11 +130,7 @@ def test_a_resumed_run_keeps_an_image_that_only_the_earlier_runs_attempt_2_finis
     missing again (with no attempt left: given up, though it was done). Now the manifest also names it: kept, not
     run again."""
     settings, store, container = env
-    request, old = _terminated_run(settings, store, container)
-    store.write_bytes(container, "a-a.jpg", b"")
-    run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)  # the resumed run's listing
-    shard = manifests(settings, store, TASK)[0]
-    assert shard == ["a-a.jpg", *old[:2]]
+    old, shard = _resumed_with_one_added_first(settings, store, container)
     _results(settings, store, 2, ok=old[1:2], retry=old[2:])  # the ended run's late attempt 2, after the listing
     _results(settings, store, 1, ok=old[:1], retry=["a-a.jpg", old[1]])  # the resumed attempt 1
     assert images_to_rerun(store, settings, TASK, SID, shard) == ["a-a.jpg"]
