@@ -26,7 +26,7 @@ import azure.durable_functions as df
 from activities import decided, image_list, listing_leftovers
 from activities.carried_results import carry_moved_results, etags_document, etags_document_of
 from activities.replaced_images import UNREAD, drop_replaced_results
-from activities.shard_results import finished_coverage
+from activities.shard_results import earlier_coverage
 from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -357,7 +357,9 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
 
     A resumed listing (the key listed to the end before, not an ``only_new`` key) also returns, as ``done``, the
     shards whose every image has a final result already (``shard_results.finished_coverage``), which their shard
-    groups start done: no pool task (``orchestrations.task._finished_shards``)."""
+    groups start done: no pool task (``orchestrations.task._finished_shards``); and, as ``partly``, how many images
+    of each other shard have a final result already ([index, covered]), which their groups start counted
+    ``earlier``, not as this run's pool's work (``orchestrations.task._partly_covered``)."""
     settings = decided.task_settings(settings, store, task_id)
     threshold: tuple[str, str] | None = None
     if sampled:
@@ -383,6 +385,7 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
 
     shards = images = 0
     done: list[list[int]] = []  # [index, covered, failed] of the shards whose images all have a final result
+    partly: list[list[int]] = []  # [index, covered] of the others with some images final already
     written: list[list[str]] = []
     ranges: list[list[str]] = []
     unchecked = 0  # images written since the marker was last read (the shell read it before the call)
@@ -403,9 +406,13 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
             carry_moved_results(store, settings.container, task_id, index, shard, etags, found, run)
             # a shard whose every image has a final result now needs no pool task (shard_results.finished_coverage);
             # not an only_new key's, whose reuse step, after the listing, decides its shards (orchestrations.task)
-            finished = None if request.only_new else finished_coverage(store, settings, task_id, sid, shard)
-            if finished is not None:
-                done.append([index, finished["covered"], finished["failed"]])
+            # one whose images are final in part goes to the pool, its final ones counted apart (``partly``): not
+            # this run's pool's work (orchestrations.task._fail_if_the_pool_never_ran), same pass, no extra read
+            earlier = None if request.only_new else earlier_coverage(store, settings, task_id, sid, shard)
+            if earlier is not None and earlier["missing"] == 0:
+                done.append([index, earlier["covered"], earlier["failed"]])
+            elif earlier is not None and earlier["covered"]:
+                partly.append([index, earlier["covered"]])
         store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
                                  etags_document(etags, run, found if carry else None))
         if shard:
@@ -423,6 +430,8 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     out: c.WriteShardsOutput = {"shards": shards, "images": images}
     if done:  # only where some are: an output of before, or of a first listing, stays as it was
         out["done"] = done
+    if partly:
+        out["partly"] = partly
     return out
 
 

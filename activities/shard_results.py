@@ -169,14 +169,29 @@ def finished_coverage(store: BlobStore, settings: Settings, task_id: str, sid: s
     pool task cost ~13 s of a GPU node). The merge then takes such a shard's entries by parsing too: the worker's
     merge view names the manifest before the listing rewrote it (``activities.fanin``), ~35 us an image on the
     Functions host, which a worker run again would have rebuilt on its node."""
+    counts = earlier_coverage(store, settings, task_id, sid, names)
+    return counts if counts is not None and counts["missing"] == 0 else None
+
+
+def earlier_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str,
+                     names: list[str]) -> dict[str, int] | None:
+    """``names``' coverage (``core.mdformat.coverage``) over the shard's attempts 1 and later as a resumed run's
+    listing finds it, whether or not it covers every name (``finished_coverage``: the shards that need no pool task);
+    None when ``names`` is empty or attempt 1 has no results (nothing read: a shard the earlier run never started, or
+    whose attempt 1 wrote nothing and had nothing carried in). Why the partial counts too: the images of a shard sent
+    to the pool that are final already (``covered``) are not this run's pool's work. The poll's coverage
+    (``activities.pool._completed_row``, over every attempt, the same names) counts them, and only grows, so the task
+    leaves them out of what its pool processed (``orchestrations.task._fail_if_the_pool_never_ran``): else a resumed
+    run whose pool never ran a worker ended ``completed_with_errors``, the pool's reason hidden. Same reads as
+    ``finished_coverage`` (it is this pass): none where attempt 1 has no results, which may leave a shard's earlier
+    images counted as processed (the conservative side: the task ends as its images say, as before)."""
     if not names:
         return None
     listed = shard_blobs(store, settings, task_id, sid)
     ones = {n for n in listed if (a := layout.attempt_of_results_blob(n)) is not None and a >= 1}
     if layout.attempt_results_blob(task_id, sid, 1) not in ones:  # attempt 1 has run nothing: not all finished
         return None
-    counts = mdformat.coverage(names, shard_attempt_results(store, settings, task_id, sid, ones))
-    return counts if counts["missing"] == 0 else None
+    return mdformat.coverage(names, shard_attempt_results(store, settings, task_id, sid, ones))
 
 
 def done_images(store: BlobStore, settings: Settings, task_id: str, sid: str) -> set[str]:

@@ -273,9 +273,10 @@ def _task_status_fields() -> dict[str, Any]:
         "resubmissions": {**count, "description": "shard attempts after the first"},
         "reused": {**count, "description": "an only_new re-run: images whose previous results were reused (not sent "
                                            "to the pool)"},
-        "earlier": {**count, "description": "a resumed run: images of the shards an earlier run of the task had "
-                                            "finished, which start done (no pool task; in images_done, not in the "
-                                            "rate or the cost's images)"},
+        "earlier": {**count, "description": "a resumed run: images an earlier run of the task had given a final "
+                                            "result: those of the shards it had finished, which start done (no pool "
+                                            "task), and those of the shards sent to the pool for their other images "
+                                            "(in images_done, not in the rate or the cost's images)"},
         "failed": {**count, "description": "images whose result is a failure"},
         "missing": {**count, "description": "images left without a result after the merge"},
         "failed_fraction": {"type": "number", "minimum": 0, "description": "failed / images; 'completed' needs it "

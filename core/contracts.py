@@ -279,6 +279,9 @@ class EnumerateOutput(TypedDict):
     # a resumed listing: the shards finished already, [index, covered, failed] in shard order, from the write calls'
     # outputs (``WriteShardsOutput.done``; orchestrations.enumeration adds them; never in the summary activity's output)
     done: NotRequired[list[list[int]]]
+    # a resumed listing: of the other shards, [index, covered] of those with some images final already, in shard order
+    # (``WriteShardsOutput.partly``, gathered as ``done``)
+    partly: NotRequired[list[list[int]]]
 
 
 class SubmitInput(TypedDict):
@@ -596,7 +599,8 @@ class TaskStatus(TypedDict, total=False):
     empty: int
     resubmissions: int
     reused: int  # a re-run with ``only_new``: images whose previous results were reused (not sent to the pool)
-    # a resumed run: images of the shards its listing found finished already by an earlier run (no pool task)
+    # a resumed run: images its listing found with a final result already (an earlier run's): those of the shards
+    # finished already (no pool task), and those of the shards sent to the pool for the rest of their images
     earlier: int
     not_images: dict[str, Any]  # files listed but not run (core.notimages summary: total, largest kinds); absent: none
     notification: "NotifyOutput"  # what became of the request's notify_url POST (absent: none was asked for)
@@ -1301,6 +1305,10 @@ class WriteShardsOutput(TypedDict):
     # image has a final result in its attempts already (activities.shard_results.finished_coverage), which its shard
     # group starts done, with no pool task. Absent: none (a first listing; outputs of before)
     done: NotRequired[list[list[int]]]
+    # a resumed listing: [shard index, covered] of each other shard of the call with some images final already
+    # (activities.shard_results.earlier_coverage): sent to the pool, those images are not its work (they start counted
+    # covered and "earlier": orchestrations.task._partly_covered). Absent: none (a first listing; outputs of before)
+    partly: NotRequired[list[list[int]]]
 
 
 class FinishEnumerationInput(TypedDict):

@@ -144,4 +144,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     done = [[int(i), int(n), int(f)] for w in written for i, n, f in w.get("done", [])]
     if done:  # a resumed listing's shards finished already (WriteShardsOutput.done): their groups start them done
         result["done"] = sorted(done)
+    partly = [[int(i), int(n)] for w in written for i, n in w.get("partly", [])]
+    if partly:  # and its other shards' images final already (WriteShardsOutput.partly): not this run's pool's work
+        result["partly"] = sorted(partly)
     return result

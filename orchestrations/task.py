@@ -191,9 +191,10 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, po
     (``_pool_processed``); ``pool_shards``: the shards sent to the pool (an ``only_new`` re-run's shards whose every
     image was reused are not: they are done from the start); ``again``: the verb of the request to post again
     (``ONLY_NEW`` for such a re-run: ``"rerun"`` alone would detect every reused image again). ``earlier``: a
-    resumed run's images in shards that started done (``_finished_shards``), in ``images_done`` though no pool task
+    resumed run's images in shards that started done (``_finished_shards``), and those final already in the shards
+    it sent to the pool (``_partly_covered``: the poll's coverage counts them), in ``images_done`` though no pool task
     of this run ran them; counted as processed, they kept a resumed run whose pool ran nothing from this failure (its
-    other shards' images merged as failures, ``completed_with_errors``)."""
+    other images merged as failures, ``completed_with_errors``)."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
     if _pool_processed(outcomes) - earlier > 0 or not images or any(o.get("cancelled") for o in outcomes):
         return
@@ -542,8 +543,9 @@ def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list
     those no pool attempt ran, beside an error that may say no image was processed), and its given-up shards' hint
     asks for ``ONLY_NEW`` as its error does (``_fail_if_the_pool_never_ran``): "rerun" beside it sent every reused
     image to the pool again, two pieces of advice in one status. Status text only: the actions are the same.
-    ``earlier``: a resumed run's images in shards that started done (``_finished_shards``), left out of the cost's
-    images, as no pool task of this run ran them (they stay in ``images_done``: they have their results)."""
+    ``earlier``: a resumed run's images in shards that started done (``_finished_shards``) or final already in those
+    sent to the pool (``_partly_covered``), left out of the cost's images, as no pool task of this run ran them
+    (they stay in ``images_done``: they have their results)."""
     status["images_done"] = sum(o.get("images_done", 0) for o in outcomes)
     status["failed"] = sum(o.get("images_failed", 0) for o in outcomes)
     if reused is not None:
@@ -610,8 +612,11 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         if passed_over:
             work["not_images"] = passed_over
     finished = _finished_shards(enumeration) if reuse is None else {}
-    if finished:  # a resumed run: shards whose images all have results already go to no pool task (_finished_shards)
-        work = c.EnumerateOutput(images=enumeration["images"] - sum(n for n, _ in finished.values()),
+    partly = _partly_covered(enumeration) if reuse is None else {}
+    if finished or partly:  # a resumed run: shards whose images all have results already go to no pool task
+        # (_finished_shards); the others' images final already are no work of its pool either (_partly_covered)
+        work = c.EnumerateOutput(images=enumeration["images"] - sum(n for n, _ in finished.values())
+                                 - sum(partly.values()),
                                  shards=enumeration["shards"] - len(finished))
         if passed_over:
             work["not_images"] = passed_over
@@ -644,7 +649,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
             detecting["generation"] = generation
     if reuse is not None:
         detecting["reused"] = sum(reuse["reused"])
-    if finished:  # images an earlier run finished, in shards that start done: not this run's detections (live rate)
+    if finished or partly:  # images an earlier run finished (in shards that start done, or in part of those sent to
+        # the pool): not this run's detections (live rate)
         detecting["earlier"] = enumeration["images"] - work["images"]
     context.set_custom_status(noted(detecting))
     children = []
@@ -662,8 +668,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                      unavailable_restarts=True)
         if reuse is not None:
             shards_input["state"] = _reused_state(group, reuse)
-        elif finished:
-            shards_input["state"] = _finished_state(group, finished)
+        elif finished or partly:
+            shards_input["state"] = _finished_state(group, finished, partly)
         children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,
                                                       shards_instance_id(task_id, g, groups_run)))
     pool_used[0] = True
@@ -671,7 +677,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     ended.update(work=work, outcomes=outcomes)
     if reuse is not None:  # a failed status's words (_add_pool_work)
         ended["reused"] = sum(reuse["reused"])
-    if finished:  # a cancelled or failed status's cost counts the images this run's pool tasks ran (_add_pool_work)
+    if finished or partly:  # a cancelled or failed status's cost, and the nothing-processed failure, count the
+        # images this run's pool tasks ran (_add_pool_work, _fail_if_the_pool_never_ran)
         ended["earlier"] = enumeration["images"] - work["images"]
     job_error = ""
     try:  # no pool work is left: free the job before the long merge
@@ -726,7 +733,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         summary["generation"] = generation
     if reuse is not None:
         summary["reused"] = sum(reuse["reused"])
-    if finished:
+    if finished or partly:
         summary["earlier"] = enumeration["images"] - work["images"]
     noted(summary)
     if job_error:
@@ -813,11 +820,26 @@ def _finished_shards(enumeration: c.EnumerateOutput) -> dict[int, tuple[int, int
     return {int(i): (int(n), int(f)) for i, n, f in enumeration.get("done", [])}
 
 
-def _finished_state(group: list[int], finished: dict[int, tuple[int, int]]) -> dict[str, c.ShardState]:
+def _partly_covered(enumeration: c.EnumerateOutput) -> dict[int, int]:
+    """A resumed run's shards sent to the pool with some images final already, by index: how many
+    (``EnumerateOutput.partly``, ``activities.shard_results.earlier_coverage``, the listing's same pass as
+    ``_finished_shards``). Why: the poll's coverage (over every attempt) counts them, so a resumed run whose pool never
+    ran a worker counted them as processed by its pool: it merged the rest as failures and ended
+    ``completed_with_errors``, the pool's reason hidden (``_fail_if_the_pool_never_ran``). They are counted
+    ``earlier`` instead, as the finished shards' images. Empty where ``_finished_shards`` is, and for a listing
+    recorded before this field (it replays as it ran)."""
+    return {int(i): int(n) for i, n in enumeration.get("partly", [])}
+
+
+def _finished_state(group: list[int], finished: dict[int, tuple[int, int]],
+                    partly: dict[int, int] | None = None) -> dict[str, c.ShardState]:
     """A shard group's starting state in a resumed run: a shard its listing found finished is done (no pool task),
     with its images counted covered (the merge takes their entries from its attempts, as for any done shard); the
-    others start pending at attempt 1, as a group without a state. (A key of the sub-orchestration's input: replay
-    compares actions, never inputs.)"""
+    others start pending at attempt 1, as a group without a state, those with images final already (``partly``)
+    counting them covered from the start, as an ``only_new`` re-run's reused ones (``_reused_state``): the poll's
+    coverage, which counts them, only grows from there, and an attempt's results are new only past them
+    (``orchestrations.shards``: ``wrote``). (A key of the sub-orchestration's input: replay compares actions, never
+    inputs.)"""
     state: dict[str, c.ShardState] = {}
     for i in group:
         if i in finished:
@@ -826,6 +848,8 @@ def _finished_state(group: list[int], finished: dict[int, tuple[int, int]]) -> d
                                               failed=failed, missing=0)
         else:
             state[shard_id(i)] = c.ShardState(attempt=1, status=ShardStatus.pending)
+            if (partly or {}).get(i):
+                state[shard_id(i)]["covered"] = state[shard_id(i)]["seen"] = (partly or {})[i]
     return state
 
 

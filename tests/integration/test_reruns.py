@@ -489,6 +489,8 @@ def test_a_resumed_run_runs_again_an_image_replaced_in_place_since_the_run_it_re
     final = confirm_and_finish(host, task_id, timeout=300)
     assert final["stage"] == Stage.completed_with_errors and final["images"] == 8, final
     assert final["failed"] == 1 and final["missing"] == 0, final
+    # shard 0's 3 images left final go with it to the pool, counted "earlier", not run by it (only the replaced one)
+    assert final["earlier"] == 3 and final["cost"]["images"] == 5, final
     entries = {im["file"]: im for im in store.read_json(state, layout.results_blob(task_id))["images"]}
     assert sorted(entries) == names and "failure" in entries[replaced], entries[replaced]
     assert all("failure" not in im for name, im in entries.items() if name != replaced)

@@ -160,11 +160,12 @@ def test_a_resumed_listing_names_the_shards_whose_every_image_has_a_final_result
     enumeration's ``done``): their groups start them done and submit no pool task (orchestrations.task). Shard 0's
     attempt 1 did one image and its attempt 2 the others (carried into attempt 1 by the listing), shard 1's attempt 1
     all, one a permanent failure; shard 2 still has a retryable failure, the last shard never ran. A first listing,
-    and the resumed listing of an only_new key (whose reuse step decides), name none."""
+    and the resumed listing of an only_new key (whose reuse step decides), name none. Shard 2's images final already
+    are named too (``partly``), as the images of a shard sent to the pool that its pool need not run."""
     settings, store, container = env
     request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
     _, first = run_parallel(settings, store, TASK, request, SMALL, run_job=FIRST_JOB)
-    assert "done" not in first
+    assert "done" not in first and "partly" not in first
     shards = manifests(settings, store, TASK)
     assert len(shards) >= 4, shards
     s0, s1, s2 = (layout.shard_id(i) for i in range(3))
@@ -178,6 +179,8 @@ def test_a_resumed_listing_names_the_shards_whose_every_image_has_a_final_result
     _, resumed = run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
 
     assert resumed["done"] == [[0, 3, 0], [1, 3, 1]], resumed
+    # shard 2, sent to the pool, has 2 images final already: not the resumed run's pool's work (orchestrations.task)
+    assert resumed["partly"] == [[2, 2]], resumed
     assert manifests(settings, store, TASK) == shards  # cut alike: nothing added or removed meanwhile
     assert images_to_rerun(store, settings, TASK, s0, shards[0]) == []
 
@@ -193,4 +196,4 @@ def test_an_only_new_keys_resumed_listing_names_no_finished_shard(env: tuple[Set
 
     _, resumed = run_parallel(settings, store, TASK, request, SMALL, run_job=SECOND_JOB)
 
-    assert "done" not in resumed
+    assert "done" not in resumed and "partly" not in resumed

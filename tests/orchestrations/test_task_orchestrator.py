@@ -1503,3 +1503,75 @@ def test_a_resumed_run_whose_pool_never_ran_fails_with_the_pools_reason_though_s
     assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
     error = run.custom_status["error"]
     assert "no image was processed" in error and ("ContainerPullImageFailed" in error or "the worker exited 1" in error)
+
+
+POOL_ENDED_ROW = {"result": "failure", "exit_code": None, "failure_code": "ContainerPullImageFailed",
+                  "failure_message": "ContainerPullImageFailed: the node could not pull the worker's image"}
+WORKER_FAILED_ROW = {"result": "failure", "exit_code": 1, "failure_code": "FailureExitCode",
+                     "failure_message": "The task exited with an exit code representing a failure",
+                     "worker_message": "the worker exited 1: model file unreadable"}
+
+
+def _partly_covered_listing(answer: Any, done: list[list[int]], partly: list[list[int]],
+                            row: dict[str, Any]) -> Any:
+    """A resumed run's listing that found the shards ``done`` finished and, of the shards it sent to the pool, the
+    images ``partly`` ([index, covered]) with a final result already (an earlier attempt's, carried into attempt 1);
+    every pool attempt then ends as ``row`` says, its coverage (``activities.pool._completed_row``, over every attempt)
+    counting those earlier images and nothing new."""
+    earlier = {i: n for i, n in partly}
+
+    def answering(name: str, payload: Any) -> Any:
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": s, "attempt": a, "missing": 10 - earlier.get(int(s[1:]), 0),
+                                "submitted": True} for s, a in payload["shards"]]}
+        out = answer(name, payload)
+        if name == c.WRITE_SHARDS:
+            return {**out, "done": done, "partly": partly}
+        if name == c.POLL:
+            out["completed"] = [{**r, **row, "covered": earlier.get(int(r["shard_id"][1:]), 0),
+                                 "missing": 10 - earlier.get(int(r["shard_id"][1:]), 0)} for r in out["completed"]]
+        return out
+    return answering
+
+
+@pytest.mark.parametrize("row, words", [(POOL_ENDED_ROW, "ContainerPullImageFailed"),
+                                        (WORKER_FAILED_ROW, "the worker exited 1")])
+@pytest.mark.parametrize("done", [[], [[0, 10, 0]]])
+def test_a_resumed_run_whose_pool_never_ran_fails_with_the_pools_reason_though_its_shards_were_partly_covered(
+        row: dict[str, Any], words: str, done: list[list[int]]) -> None:
+    """A resumed run whose listing found some images of the shards it sent to the pool final already (an earlier
+    attempt's results, carried into attempt 1): the pool then ended every attempt before a worker ran (or every worker
+    failed). The poll's coverage counts those earlier images, but this run's pool processed none: the task fails with
+    the pool's (the worker's) reason. Before, they counted as processed: the unrun images merged as failures and the
+    task ended ``completed_with_errors``, the reason hidden."""
+    partly = [[1, 4], [2, 3]]
+    run = run_task(task_input(shards_per_group=1),
+                   _partly_covered_listing(activities(shards=3), done, partly, row))
+
+    assert run.status == "Failed", run.custom_status
+    assert c.MERGE_PART not in run.activity_names
+    error = run.custom_status["error"]
+    assert error.startswith("no image was processed") and words in error, error
+    # they start covered (their results stand), counted "earlier" with the finished shards' images, not priced
+    assert [s.input["state"]["s00001"] for s in run.sub_orchestrations if "s00001" in s.input["state"]] == [
+        {"attempt": 1, "status": "pending", "covered": 4, "seen": 4}]
+    status = run.custom_status
+    assert status["earlier"] == 7 + sum(n for _, n, _ in done) and status["cost"]["images"] == 0
+
+
+def test_a_resumed_run_with_partly_covered_shards_counts_the_earlier_images_apart_from_its_pools() -> None:
+    """Where this run's pool ran the rest, the task completes; its status's ``earlier`` counts the images its listing
+    found final already, and the cost's images and the estimate (``work``) only those its pool ran."""
+    run = run_task(task_input(), _resumed_listing(activities(shards=3), [[0, 10, 0]]))
+    base = run.output["cost"]["images"]
+
+    def partly(name: str, payload: Any) -> Any:
+        out = _resumed_listing(activities(shards=3), [[0, 10, 0]])(name, payload)
+        return {**out, "partly": [[1, 4]]} if name == c.WRITE_SHARDS else out
+
+    run = run_task(task_input(), partly)
+    assert run.status == "Completed"
+    assert _submitted(run) == ["s00001", "s00002"]
+    detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
+    assert detecting["earlier"] == 14 and run.output["earlier"] == 14
+    assert run.output["cost"]["images"] == base - 4
