@@ -85,7 +85,10 @@ def test_a_key_listed_again_with_fewer_shards_keeps_nothing_of_the_earlier_listi
         assert store.exists(settings.container, layout.shard_etags_blob(TASK, sid))
         assert store.exists(settings.container, layout.attempt_results_blob(TASK, sid, 1))
     finish = next(p for name, p in calls if name == c.FINISH_ENUMERATION)
-    assert _finish_again(settings, store, request, finish) == after  # a retried call: the same, nothing more goes
+    # a retried call: the same, nothing more goes; the shards found finished or partly covered are what the
+    # enumeration gathers from the manifest writes beside the finish call's output (orchestrations.enumeration)
+    listed = {k: v for k, v in after.items() if k not in ("done", "partly")}
+    assert "done" in after and _finish_again(settings, store, request, finish) == listed
     assert store.exists(settings.container, layout.attempt_results_blob(TASK, layout.shard_id(after["shards"] - 1), 1))
 
 
