@@ -109,15 +109,21 @@ def check_folder_cap(base: str, task_id: str, doc: dict[str, Any], merged: dict[
     assert f"Not searched: 1 folder with {sizes['camA']} eligible detections, camA ({sizes['camA']})" in page
 
 
+def _completed_task(base: str, container: str, request_name: str) -> tuple[str, dict[str, Any]]:
+    """A task over ``container``'s images, posted and waited for until it completed: its id and last status."""
+    r = api.post(f"{base}/api/tasks", json={"container": container, "request_name": request_name}, timeout=120)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    status = wait_until(lambda: (lambda s: s if s["runtime_status"] in ENDED else None)(
+        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
+    assert status["stage"] == "completed", status
+    return task_id, status
+
+
 def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
         host: Any, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     base, container = host.base_url, unique_name + "-state"
-    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde"}, timeout=120)
-    assert r.status_code == 202, r.text
-    task_id = r.json()["id"]
-    status = wait_until(lambda: (lambda s: s if s["runtime_status"] in ("Completed", "Failed") else None)(
-        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
-    assert status["stage"] == "completed", status
+    task_id, status = _completed_task(base, unique_name, "rde")
     doc = store.read_json(container, layout.results_blob(task_id))
     url = f"{base}/api/tasks/{task_id}/repeats"
     check_fanned_zooniverse(store, container, task_id, status, doc)
@@ -281,12 +287,7 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
     from core import contracts as c
 
     base = host.base_url
-    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde-stuck"}, timeout=120)
-    assert r.status_code == 202, r.text
-    task_id = r.json()["id"]
-    done = wait_until(lambda: (lambda s: s if s["runtime_status"] in ENDED else None)(
-        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
-    assert done["stage"] == "completed", done
+    task_id, _ = _completed_task(base, unique_name, "rde-stuck")
     url, terminate = f"{base}/api/tasks/{task_id}/repeats", f"{base}/api/tasks/{task_id}/terminate"
 
     release = _held(host, c.SEARCH_PART)
@@ -340,12 +341,7 @@ def test_a_rerender_that_stands_still_is_terminated_through_the_tasks_route_and_
     from core import contracts as c
 
     base = host.base_url
-    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rerender-stuck"}, timeout=120)
-    assert r.status_code == 202, r.text
-    task_id = r.json()["id"]
-    done = wait_until(lambda: (lambda s: s if s["runtime_status"] in ENDED else None)(
-        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
-    assert done["stage"] == "completed", done
+    task_id, _ = _completed_task(base, unique_name, "rerender-stuck")
     results, terminate = f"{base}/api/tasks/{task_id}/results", f"{base}/api/tasks/{task_id}/terminate"
 
     def rerender(state: str) -> dict[str, Any] | None:

@@ -184,15 +184,22 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- GET /api/tasks/{id}/repeats
 
 
+def _call(route: Any, hub: Extension, method: str, path: str, body: bytes = b"",
+          headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """``route`` (a registered HTTP function) called as the host would, under ``http_edge``: status and JSON body."""
+    handler = route._function.get_user_function().__wrapped__  # http_edge(route)
+    req = func.HttpRequest(method, f"http://h/api/tasks/{TASK}{path}", body=body, route_params={"task_id": TASK},
+                           headers={"content-type": "application/json", **(headers or {})})
+    response = asyncio.run(handler(req, hub))
+    return response.status_code, json.loads(response.get_body())
+
+
 def _repeats(hub: Extension, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     found = {"locations": [{"id": "r00001"}], "options": {}, "search": "merge"}
     monkeypatch.setattr(starters, "_served_repeats", lambda s, task_id: (TASK, found))  # no storage here
     monkeypatch.setattr(clients, "settings", lambda: None)
-    handler = starters.task_repeats._function.get_user_function().__wrapped__  # http_edge(task_repeats)
-    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/repeats", body=b"", route_params={"task_id": TASK})
-    response = asyncio.run(handler(req, hub))
-    body: dict[str, Any] = json.loads(response.get_body())
-    assert response.status_code == 200, body
+    code, body = _call(starters.task_repeats, hub, "GET", "/repeats")
+    assert code == 200, body
     return body
 
 
@@ -244,12 +251,8 @@ def test_a_stalled_run_that_refuses_a_new_removal_or_search_says_to_terminate_it
 
 
 def _terminate(hub: Extension, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    handler = starters.terminate_task._function.get_user_function().__wrapped__  # http_edge(terminate_task)
-    data = b"" if body is None else json.dumps(body).encode()
-    req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/terminate", body=data, route_params={"task_id": TASK},
-                           headers={"content-type": "application/json", **(headers or {})})
-    response = asyncio.run(handler(req, hub))
-    return response.status_code, json.loads(response.get_body())
+    return _call(starters.terminate_task, hub, "POST", "/terminate", b"" if body is None else json.dumps(body).encode(),
+                 headers)
 
 
 @pytest.mark.parametrize("at_once", [False, True])
@@ -328,14 +331,10 @@ def test_a_stalled_removal_refusing_a_re_render_says_to_terminate_it_not_to_wait
     monkeypatch.setattr(clients, "settings", lambda: type("S", (), {"container": "c"}))  # the served results: the
     monkeypatch.setattr(clients, "store", lambda s: None)                                # task's own
     monkeypatch.setattr(after_task, "served_key", lambda store, container, task_id: task_id)
-    handler = after_task.post_previews._function.get_user_function().__wrapped__
     for updated, said in ((_now() - timedelta(hours=3), '{"target": "removal"}'), (_now(), "wait until it completed")):
         hub = _hub(("Running", {"stage": "merging"}, updated))
-        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/previews", body=b'{"threshold": 0.3}',
-                               route_params={"task_id": TASK}, headers={"content-type": "application/json"})
-        response = asyncio.run(handler(req, hub))
-        body = json.loads(response.get_body())
-        assert response.status_code == 409 and said in body["hint"], body
+        code, body = _call(after_task.post_previews, hub, "POST", "/previews", b'{"threshold": 0.3}')
+        assert code == 409 and said in body["hint"], body
         assert ("stalled" in body["error"]) == (said != "wait until it completed"), body
 
 
@@ -399,24 +398,16 @@ def test_a_run_of_replaced_results_that_blocks_a_new_one_says_how_to_end_it(
     updated = _now() - (timedelta(hours=3) if quiet else timedelta(minutes=2))
     hub = _replaced_generation_hub(updated, target)
     if target == "removal":
-        handler = starters.task_repeats._function.get_user_function().__wrapped__
-        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/repeats", body=b'{"remove": ["r00001"]}',
-                               route_params={"task_id": TASK}, headers={"content-type": "application/json"})
+        code, body = _call(starters.task_repeats, hub, "POST", "/repeats", b'{"remove": ["r00001"]}')
     else:
-        handler = search_route.post_repeat_search._function.get_user_function().__wrapped__
-        req = func.HttpRequest("POST", f"http://h/api/tasks/{TASK}/repeats/search", body=b"{}",
-                               route_params={"task_id": TASK}, headers={"content-type": "application/json"})
-    response = asyncio.run(handler(req, hub))
-    body = json.loads(response.get_body())
-    assert response.status_code == 409 and hub.started == [], body
+        code, body = _call(search_route.post_repeat_search, hub, "POST", "/repeats/search", b"{}")
+    assert code == 409 and hub.started == [], body
     assert "a re-run has replaced since" in body["error"], body
     assert f'POST /api/tasks/{TASK}/terminate {{"target": "{target}"}}' in body["hint"], body
     assert "shows it 'terminated'" not in body["hint"] and "wait until it completed" not in body["hint"], body
     assert ("stalled" in body["error"]) == quiet, body
     # the served generation's GET shows neither
-    handler = starters.task_repeats._function.get_user_function().__wrapped__
-    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/repeats", body=b"", route_params={"task_id": TASK})
-    shown = json.loads(asyncio.run(handler(req, _replaced_generation_hub(updated, target))).get_body())
+    _, shown = _call(starters.task_repeats, _replaced_generation_hub(updated, target), "GET", "/repeats")
     assert shown["removal"] is None and shown["searching"] is None, shown
 
 
@@ -450,11 +441,8 @@ def test_a_terminate_that_ends_a_run_started_after_the_one_it_read_says_so() -> 
 def _task_status(hub: Extension) -> dict[str, Any]:
     hub.instances[TASK]["customStatus"] = {"stage": "completed", "repeated_detections": {"locations": 1,
                                                                                          "blob": "r.json"}}
-    handler = starters.get_task._function.get_user_function().__wrapped__  # http_edge(get_task)
-    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}", body=b"", route_params={"task_id": TASK})
-    response = asyncio.run(handler(req, hub))
-    body: dict[str, Any] = json.loads(response.get_body())
-    assert response.status_code == 200, body
+    code, body = _call(starters.get_task, hub, "GET", "")
+    assert code == 200, body
     return body
 
 
