@@ -699,8 +699,14 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "images": {"type": ["integer", "null"]}, "created": {"type": ["string", "null"]},
                         "request_name": {"type": "string", "description": "the request's label (empty: none)"},
                         "status_url": {"type": "string"}, "owner": {"type": "string"},
-                        **_liveness("; absent for a task detecting, whose shard groups are what moves and are not "
-                                    "read for the list (GET /api/tasks/{id} says)")}}}}},
+                        **_liveness("; for a task detecting, whose shard groups are what moves, only once its own "
+                                    "orchestration has not changed for longer than the stage's bound, when the list "
+                                    "reads its groups' updates (the newest first, a few such tasks at most): "
+                                    "absent otherwise, as such a task cannot be stalled"),
+                        "note": {"type": "string", "description": "a task detecting, quiet by its own update, whose "
+                                 "shard groups the list did not read (past the few it reads, out of time, the task "
+                                 "hub busy): whether it stalled was not judged; GET /api/tasks/{id} says. Absent "
+                                 "otherwise"}}}}}},
                 "TaskStatus": {"type": "object", "required": ["id", "runtime_status", "stage"], "properties": {
                     "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "runtime_status": {"type": "string"},
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},

@@ -7,7 +7,8 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
 
     POST /api/tasks                 start (or find) a task          202 {id, status_url, ...}
                                     ("rerun": true: run a finished task again as a new generation; 409 while it runs)
-    GET  /api/tasks                 the tasks this app knows, newest first (?limit=N, default 50)
+    GET  /api/tasks                 the tasks this app knows, newest first (?limit=N, default 50), with ``updated``
+                                    and ``stalled`` as below (a detecting one's: ``_list_liveness``)
     GET  /api/tasks/{id}            stage, counts, progress, ETA, when it last changed (``updated``), and whether it
                                     stalled (``stalled``: core.stall)    200
     GET  /api/tasks/{id}/results    where the results and previews are (409 while running, except a re-run: the
@@ -670,9 +671,9 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
 @http_edge
 async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Tasks only (not their shard-group or repeat-removal orchestrations), newest first; a caller's own only
-    (operators: all). Each with ``updated`` and, if so, ``stalled`` (``_add_liveness``), but for a task detecting:
-    its own orchestration waits on its shard groups without an update, and their times are not read here (one more
-    listing per task): ``GET /api/tasks/{id}`` says whether it moves."""
+    (operators: all). Each with ``updated`` and, if so, ``stalled`` as ``GET /api/tasks/{id}`` has them
+    (``_list_liveness``): for a task detecting, only once its own orchestration is too quiet, when its shard groups'
+    updates are read (a few such tasks per list)."""
     caller = request_caller(req)
     try:
         limit = int(req.params.get("limit", str(c.TASK_LIST_LIMIT)))
@@ -685,6 +686,8 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
     base = _base_url(req)
     rows = []
+    # per task id: its runtime status, own lastUpdatedTime, input and custom status, to judge its liveness by
+    judged: dict[str, tuple[str | None, datetime | None, dict[str, Any], dict[str, Any]]] = {}
     # without inputs: a page with them made the extension read every shard group's input too (each group's holds its
     # shards' state, kept in a blob when large), for every task the hub ever ran; the tasks' own inputs (owner,
     # request name) are read one by one below, and only those of the rows shown when the caller sees every task
@@ -709,10 +712,62 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
                      "request_name": str(request.get("request_name") or ""),
                      "status_url": f"{base}/api/tasks/{task_id}", **({"owner": owner} if owner else {})})
-        if rows[-1]["stage"] != Stage.detecting:  # its groups are what moves, not read for the list: GET the task
-            _add_liveness(rows[-1], runtime, _updated_time(status), started)
+        judged[task_id] = (runtime, _updated_time(status), started, custom)
     rows.sort(key=lambda r: r["created"] or "", reverse=True)
+    await _list_liveness(client, rows[:limit], judged, INSTANCE_LIST_TIMEOUT_S - (time.monotonic() - began))
     return _json(200, {"tasks": rows[:limit], "total": len(listed) if caller.operator else len(rows)})
+
+
+# How many tasks detecting one GET /api/tasks reads the shard groups of, at most (one instance listing each, all at
+# once): only those whose own orchestration is quiet for longer than the stage's bound are read, but a hub with many
+# old detecting tasks must not make the list slow; past this many, the newest are read, the rest carry a ``note``.
+LIST_GROUP_READS = 10
+
+
+async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[str, Any]],
+                         judged: dict[str, tuple[str | None, datetime | None, dict[str, Any], dict[str, Any]]],
+                         timeout_s: float) -> None:
+    """Add ``updated`` and ``stalled`` to the list's ``rows`` (newest first) as ``_describe`` does for one task:
+    ``_add_liveness`` with the task's own update, or, while it detects with shard groups, the newest of it and its
+    groups' (``_groups_progress``: the task orchestration has no episode while it waits on them).
+
+    Why the groups are read only for a task whose own update alone would be ``stalled``: the newest of both is never
+    older than the task's own, so a task whose own update is recent cannot be stalled, and healthy tasks cost the list
+    nothing more (such a row has no ``updated``: its groups' would be newer; ``GET /api/tasks/{id}`` has it). The
+    others, a few at most (``LIST_GROUP_READS``), cost one instance listing each, within what is left of the list's
+    deadline (``timeout_s``: Azure cuts an HTTP function at 230 s). A row whose groups were not read (past that many,
+    out of time, the task hub busy) is left unjudged with a ``note`` saying so, rather than failing the list: an
+    addition to the list, as ``api.repeat_search``'s reads are to a task's status."""
+    suspects: list[dict[str, Any]] = []
+    for row in rows:
+        runtime, updated, started, custom = judged[str(row["id"])]
+        if row["stage"] != Stage.detecting or not custom.get("groups"):  # as _describe: the task's own update
+            _add_liveness(row, runtime, updated, started)
+            continue
+        probe = dict(row)
+        _add_liveness(probe, runtime, updated, started)
+        if "stalled" in probe:  # too quiet by its own update alone: its groups say whether it moves
+            suspects.append(row)
+    for row in suspects[LIST_GROUP_READS:]:
+        row["note"] = (f"whether it stalled was not judged: its own orchestration has not changed for longer than "
+                       f"stage detecting explains, and the list reads the shard groups of {LIST_GROUP_READS} such "
+                       f"tasks at most (the newest); GET /api/tasks/{row['id']} says whether it moves")
+
+    async def judge(row: dict[str, Any]) -> None:
+        task_id = str(row["id"])
+        runtime, updated, started, custom = judged[task_id]
+        try:
+            groups_updated = (await _groups_progress(client, task_id, custom, timeout_s))[-1]
+        except Exception as exc:  # noqa: BLE001 - any failure of this added read: the list still answers
+            logger.warning("task %s: its shard groups could not be read for the task list (%s: %s)", task_id,
+                           type(exc).__name__, str(exc)[:200])
+            row["note"] = (f"whether it stalled was not judged: its shard groups could not be read "
+                           f"{'in the time left for the list' if isinstance(exc, InstanceListTooSlow) else 'just now'}"
+                           f" ({type(exc).__name__}); GET /api/tasks/{task_id} says whether it moves")
+            return
+        _add_liveness(row, runtime, _later(updated, groups_updated), started)
+
+    await asyncio.gather(*(judge(row) for row in suspects[:LIST_GROUP_READS]))
 
 
 def _created(status: Any) -> str:
@@ -756,7 +811,18 @@ UNREACHABLE_CHECK = ("the pool nodes' outbound network to what the reason names:
 ENDED_RUNTIMES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 
 
-async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int, run: str = ""
+async def _groups_progress(client: df.DurableOrchestrationClient, task_id: str, custom: dict[str, Any],
+                           timeout_s: float | None = None
+                           ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int, int,
+                                      datetime | None]:
+    """``_child_progress`` of the run's shard groups a detecting task's custom status names (``groups``, and
+    ``groups_run``: the run whose groups they are), for ``GET /api/tasks/{id}`` and the list alike."""
+    return await _child_progress(client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""),
+                                 timeout_s)
+
+
+async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int, run: str = "",
+                          timeout_s: float | None = None
                           ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None, int, int,
                                      datetime | None]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
@@ -781,6 +847,7 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     task orchestration has no episode while its groups poll (it waits on them all), so whether the task still moves
     is read from them (``core.stall``). Every group of the run counts, with or without a status: a group whose
     status was never stored still records its episodes, and one that ended keeps its last.
+    The listing within ``timeout_s`` (``_all_instances``; None: ``INSTANCE_LIST_TIMEOUT_S``).
     """
     wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
     prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
@@ -790,7 +857,7 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     counted: set[str] = set()  # distinct ids: a group listed twice is one group
     ended: set[str] = set()  # listed without a status, and ended: it will not show counts
     newest: datetime | None = None
-    for child in await _all_instances(client, prefix, show_input=False):
+    for child in await _all_instances(client, prefix, show_input=False, timeout_s=timeout_s):
         child_id = str(getattr(child, "instance_id", "") or "")
         if child_id not in wanted:
             continue
@@ -880,8 +947,8 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
         out["error"] = failure_message(str(custom.get("error") or status.output or ""))
     updated = _updated_time(status)
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress, waiting, unreachable, unknown, silent, groups_updated = await _child_progress(
-            client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""))
+        progress, waiting, unreachable, unknown, silent, groups_updated = await _groups_progress(
+            client, task_id, custom)
         updated = _later(updated, groups_updated)  # the task waits on its groups: they are what moves
         if unknown:  # starting (no status stored yet): in none of the counts, not lost
             out["groups_unknown"] = unknown

@@ -6,7 +6,8 @@ trace, and the instance stays Running for ever with no failure recorded (``OutOf
 ``ProcessAsyncActionsV2`` swallows the faulted call; devhost README, fidelity rows 45 and 47). A lost message or a
 platform bug ends the same way. trapbatch guards against the known causes (``tests/unit/test_registered_functions.py``,
 ``core.fanin.SAFE_MAX_PARTS``), but whatever the cause, a task that never moves again must not show "running" for ever
-with nothing said: ``GET /api/tasks/{id}`` adds ``stalled`` (this module), with what to do.
+with nothing said: ``GET /api/tasks/{id}`` adds ``stalled`` (this module), with what to do, and so does each row of
+``GET /api/tasks`` (``api.starters._list_liveness``; a detecting task's once its own update alone is past the bound).
 
 The clock read is the orchestration's ``lastUpdatedTime``: the Azure Storage provider writes it at every episode, as
 the last new event's time (dtfx ``DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs`` ``UpdateStateAsync``:

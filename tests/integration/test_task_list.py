@@ -104,3 +104,70 @@ def test_the_task_list_reads_no_shard_groups_input_and_only_the_inputs_of_the_ro
         assert listings == [False] and sorted(reads) == sorted(tasks[::-1][:3])
     finally:
         host.stop()
+
+
+def test_the_task_list_says_a_detecting_task_stalled_from_its_shard_groups_updates(
+        storage_connection: str, unique_name: str, monkeypatch: Any) -> None:
+    """Through devhost's management API (the real instance listing, its ``lastUpdatedTime``): two tasks detecting
+    whose own orchestrations are hours quiet (they wait on their groups); one's groups are quiet too, so it is
+    stalled, the other's group changed a moment ago, so it is not, as GET /api/tasks/{id} answers each; a third
+    detecting task whose own update is recent costs no listing of its groups. Before: no detecting row said either."""
+    import datetime as dt
+
+    import function_app
+
+    from api import starters
+    from core.ids import shards_instance_id
+    from core.settings import OrchestrationKnobs
+
+    host = DevHost(function_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig())
+    now = h.utcnow()
+    quiet, fresh = h.ts(now - dt.timedelta(hours=6)), h.ts(now - dt.timedelta(minutes=1))
+    tasks = {f"task-{i:020d}": own for i, own in ((1, quiet), (2, quiet), (3, fresh))}
+    groups = {"task-00000000000000000001": quiet, "task-00000000000000000002": fresh,
+              "task-00000000000000000003": quiet}
+    for i, (iid, own) in enumerate(tasks.items()):
+        created = h.ts(now.replace(year=2026, month=1, day=1 + i))
+        host.store.put_instance(iid, Name="task_orchestrator", Status="Running",
+                                Input=json.dumps({"task_id": iid, "request": {},
+                                                  "knobs": OrchestrationKnobs().to_dict()}),
+                                InputIsNull=False, Output="null", CustomStatus=json.dumps(
+                                    {"stage": "detecting", "groups": 2, "images": 10}),
+                                Error="", CreatedTime=created, UpdatedTime=own, ExecutionId="e",
+                                ParentInstanceId="")
+        for g in range(2):
+            host.store.put_instance(shards_instance_id(iid, g), Name="run_shards", Status="Running", Input="{}",
+                                    InputIsNull=False, Output="null", CustomStatus="", Error="",
+                                    CreatedTime=created, UpdatedTime=groups[iid] if g else quiet, ExecutionId="e",
+                                    ParentInstanceId=iid)
+    prefixes: list[str] = []
+    real_all = starters._all_instances
+
+    async def all_instances(client: Any, prefix: str, *args: Any, **kwargs: Any) -> Any:
+        prefixes.append(prefix)
+        return await real_all(client, prefix, *args, **kwargs)
+
+    monkeypatch.setattr(starters, "_all_instances", all_instances)
+    # no dispatcher: these Running instances have no history, which devhost's start-up would run them from (its
+    # reconcile); the management API the list reads answers from storage alone
+    monkeypatch.setattr(host.engine, "start", lambda: None)
+    host.start()
+    try:
+        headers = {"x-functions-key": KEY}
+        listed = requests.get(f"{host.base_url}/api/tasks", headers=headers, timeout=60)
+        assert listed.status_code == 200, listed.text
+        rows = {t["id"]: t for t in listed.json()["tasks"]}
+        listings = list(prefixes)
+        one = {iid: requests.get(f"{host.base_url}/api/tasks/{iid}", headers=headers, timeout=60).json()
+               for iid in tasks}
+        stalled, moving, recent = tasks
+        assert rows[stalled]["stalled"]["since"] == one[stalled]["stalled"]["since"]
+        assert rows[stalled]["updated"] == one[stalled]["updated"]
+        assert "stalled" not in rows[moving] and "stalled" not in one[moving]
+        assert rows[moving]["updated"] == one[moving]["updated"]
+        assert "stalled" not in rows[recent] and "stalled" not in one[recent]
+        assert sorted(listings) == sorted(["task-", shards_instance_id(stalled, 0)[: -len("0000")],
+                                           shards_instance_id(moving, 0)[: -len("0000")]])
+    finally:
+        host.stop()

@@ -184,17 +184,24 @@ def test_a_detecting_task_moves_with_its_shard_groups(monkeypatch: pytest.Monkey
     assert _get(_running(custom, task_quiet))["updated"] == task_quiet.isoformat()
 
 
-def test_the_task_list_says_it_too_but_for_a_task_detecting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A list row carries the task orchestration's own ``updated`` and ``stalled``; a row detecting carries neither:
-    its shard groups are what moves, and the list reads none of them (GET /api/tasks/{id} does)."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    quiet = now - timedelta(hours=3)
-    ids = [f"task-{n:020x}" for n in (1, 2)]
-    stages = {ids[0]: Stage.merging, ids[1]: Stage.detecting}
+def _listed(monkeypatch: pytest.MonkeyPatch, tasks: dict[str, tuple[str, datetime]],
+            group_times: dict[str, datetime], limit: int = 50) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """GET /api/tasks over running ``tasks`` (id: (stage, own lastUpdatedTime); a detecting one with 2 shard groups)
+    whose groups last changed at ``group_times[task id]``: the rows by id, and the prefixes of every instance listing
+    after the tasks' own (``_all_instances``, a shard group listing each)."""
+    listings: list[str] = []
 
-    async def instances(*args: Any, **kwargs: Any) -> list[Any]:
-        return [SimpleNamespace(instance_id=i, custom_status={"stage": stages[i]}, created_time=quiet,
-                                runtime_status=SimpleNamespace(value="Running"), last_updated_time=quiet) for i in ids]
+    async def instances(client: Any, prefix: str, *args: Any, **kwargs: Any) -> list[Any]:
+        if prefix == "task-":  # the tasks' own listing
+            return [SimpleNamespace(instance_id=i, custom_status={"stage": stage, "groups": 2, "images": 10},
+                                    created_time=NOW - timedelta(days=n), runtime_status=SimpleNamespace(
+                                        value="Running"), last_updated_time=updated)
+                    for n, (i, (stage, updated)) in enumerate(tasks.items())]
+        listings.append(prefix)
+        task_id = next(i for i in tasks if prefix.startswith(i))
+        return [SimpleNamespace(instance_id=shards_instance_id(task_id, g), custom_status=None,
+                                runtime_status=SimpleNamespace(value="Running"), last_updated_time=group_times[task_id])
+                for g in range(2)]
 
     async def inputs(client: Any, task_ids: list[str], timeout_s: float = 0) -> list[dict[str, Any]]:
         return [{"task_id": i, "request": {}, "knobs": OrchestrationKnobs().to_dict()} for i in task_ids]
@@ -202,10 +209,99 @@ def test_the_task_list_says_it_too_but_for_a_task_detecting(monkeypatch: pytest.
     monkeypatch.setattr(starters, "_all_instances", instances)
     monkeypatch.setattr(starters, "_task_inputs", inputs)
     handler = starters.list_tasks._function.get_user_function().__wrapped__
-    response = asyncio.run(handler(func.HttpRequest("GET", "http://h/api/tasks", body=b""), Hub((200, []))))
-    rows = {row["id"]: row for row in json.loads(response.get_body())["tasks"]}
+    req = func.HttpRequest("GET", "http://h/api/tasks", body=b"", params={"limit": str(limit)})
+    response = asyncio.run(handler(req, Hub((200, []))))
+    assert response.status_code == 200, response.get_body()
+    return {row["id"]: row for row in json.loads(response.get_body())["tasks"]}, listings
+
+
+def test_the_task_list_says_it_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list row carries ``updated`` and ``stalled`` as GET /api/tasks/{id} has them; a task that is not detecting
+    is judged by its own orchestration's update, without reading any shard group."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    quiet = now - timedelta(hours=3)
+    ids = [f"task-{n:020x}" for n in (1, 2)]
+    rows, listings = _listed(monkeypatch, {ids[0]: (Stage.merging, quiet), ids[1]: (Stage.enumerating, now)}, {})
     assert rows[ids[0]]["updated"] == quiet.isoformat() and rows[ids[0]]["stalled"]["since"] == quiet.isoformat()
-    assert "updated" not in rows[ids[1]] and "stalled" not in rows[ids[1]]
+    assert rows[ids[1]]["updated"] == now.isoformat() and "stalled" not in rows[ids[1]]
+    assert listings == []
+
+
+def test_the_task_list_says_a_detecting_task_stalled_when_its_shard_groups_went_quiet_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a row detecting carried neither ``updated`` nor ``stalled`` (its groups, which are what moves, were
+    not read for the list), so an operator listing tasks never saw the stage most likely to stall at 10M images. A
+    detecting task whose own orchestration is too quiet has its groups read: all quiet, it is stalled, as GET says;
+    one of them changed a moment ago, it is not, and its ``updated`` is that group's."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    task_quiet = now - timedelta(hours=6)
+    ids = [f"task-{n:020x}" for n in (1, 2)]
+    groups = {ids[0]: now - timedelta(hours=5), ids[1]: now - timedelta(minutes=2)}
+    rows, listings = _listed(monkeypatch, {i: (Stage.detecting, task_quiet) for i in ids}, groups)
+    assert rows[ids[0]]["updated"] == groups[ids[0]].isoformat()
+    assert rows[ids[0]]["stalled"]["since"] == groups[ids[0]].isoformat()
+    assert f"POST /api/tasks/{ids[0]}/terminate" in rows[ids[0]]["stalled"]["hint"]
+    assert rows[ids[1]]["updated"] == groups[ids[1]].isoformat() and "stalled" not in rows[ids[1]]
+    assert sorted(listings) == sorted(shards_instance_id(i, 0)[: -len("0000")] for i in ids)
+    assert "note" not in rows[ids[0]] and "note" not in rows[ids[1]]
+
+
+def test_the_task_list_reads_no_shard_group_of_a_detecting_task_whose_own_update_is_recent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own update recent, it cannot be stalled (the newest of it and its groups' is newer still): the list reads
+    none of its groups, and says neither ``stalled`` nor an ``updated`` its groups' may be newer than."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    task_id = "task-00000000000000000001"
+    rows, listings = _listed(monkeypatch, {task_id: (Stage.detecting, now - timedelta(minutes=30))},
+                             {task_id: now - timedelta(days=3)})
+    assert listings == []
+    assert "stalled" not in rows[task_id] and "updated" not in rows[task_id] and "note" not in rows[task_id]
+
+
+def test_the_task_list_reads_the_shard_groups_of_a_few_quiet_detecting_tasks_at_most(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub with many old detecting tasks must not make the list slow: the newest ``LIST_GROUP_READS`` are read,
+    the rest left unjudged with a note saying where to look; rows past ``limit`` are not read at all. README gives the
+    bound."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"for the newest {starters.LIST_GROUP_READS} at most, `LIST_GROUP_READS`" in readme
+    monkeypatch.setattr(starters, "LIST_GROUP_READS", 2)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [f"task-{n:020x}" for n in range(1, 6)]  # created newest first
+    quiet = now - timedelta(days=2)
+    rows, listings = _listed(monkeypatch, {i: (Stage.detecting, quiet) for i in ids}, dict.fromkeys(ids, quiet),
+                             limit=4)
+    assert sorted(listings) == sorted(shards_instance_id(i, 0)[: -len("0000")] for i in ids[:2])
+    assert [i for i in ids[:4] if "stalled" in rows[i]] == ids[:2]
+    for task_id in ids[2:4]:
+        assert "stalled" not in rows[task_id] and "updated" not in rows[task_id]
+        assert f"GET /api/tasks/{task_id}" in rows[task_id]["note"]
+
+
+def test_the_task_list_answers_when_a_detecting_tasks_groups_cannot_be_read_in_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group listing gets what is left of the list's deadline; one that runs out leaves its row unjudged, with a
+    note, rather than failing the whole list."""
+    from core.errors import InstanceListTooSlow
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [f"task-{n:020x}" for n in (1, 2)]
+    timeouts: list[float] = []
+    real = starters._child_progress
+
+    async def slow(client: Any, task_id: str, groups: int, run: str = "", timeout_s: float | None = None) -> Any:
+        timeouts.append(float(timeout_s or 0))
+        if task_id == ids[1]:
+            raise InstanceListTooSlow("listing the task hub's instances did not end", "purge")
+        return await real(client, task_id, groups, run, timeout_s)
+
+    monkeypatch.setattr(starters, "_child_progress", slow)
+    quiet = now - timedelta(days=2)
+    rows, _ = _listed(monkeypatch, {ids[0]: (Stage.detecting, quiet), ids[1]: (Stage.detecting, quiet)},
+                      dict.fromkeys(ids, quiet))
+    assert rows[ids[0]]["stalled"]["since"] == quiet.isoformat()
+    assert "stalled" not in rows[ids[1]] and "in the time left for the list" in rows[ids[1]]["note"]
+    assert timeouts and all(0 < t <= starters.INSTANCE_LIST_TIMEOUT_S for t in timeouts)
 
 
 @pytest.mark.parametrize("stage", [Stage.completed, Stage.completed_with_errors])
