@@ -970,8 +970,10 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
     created = [short_time(str(row.get("created") or "")) for row in tasks]
     # a running task the app judged stalled (``stalled``: no change for longer than its stage's waits explain) says
     # so beside its stage: it never ends by itself ('trapbatch status <id>' says what to do)
-    tasks = [{**row, "stage": f"{row.get('stage')} STALLED"} if isinstance(row.get("stalled"), dict) else row
-             for row in tasks]
+    # one whose liveness the app left unjudged (``note``: too quiet by its own update, its shard groups not read for
+    # the list) is marked '?', with one line under the table saying how to find out
+    tasks = [{**row, "stage": f"{row.get('stage')} STALLED"} if isinstance(row.get("stalled"), dict)
+             else {**row, "stage": f"{row.get('stage')} ?"} if row.get("note") else row for row in tasks]
     widest = {key: max([len(str(row.get(key) or "")) for row in tasks] + [len(key)])
               for key in ("id", "stage", "images")}
     when_w = max([len(c) for c in created] + [7])
@@ -988,6 +990,10 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
         cells = [row["id"], name] if name_column else [row["id"] + (f"\n{name}" if name else "")]
         table.add_row(*cells, str(row.get("stage")), str(row.get("images") or ""), when)
     out.print(table)
+    unjudged = [str(row["id"]) for row in tasks if row.get("note") and not isinstance(row.get("stalled"), dict)]
+    if unjudged:
+        out.print(f"?: quiet for longer than its stage explains, and whether its shard groups still move was not "
+                  f"read for the list: 'trapbatch status {unjudged[0]}' says", highlight=False, soft_wrap=True)
     out.print(f"{len(answer.get('tasks', []))} of {answer.get('total', 0)} tasks")
 
 

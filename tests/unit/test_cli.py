@@ -3362,7 +3362,9 @@ def test_status_watch_and_list_say_a_stalled_task_and_what_to_do(monkeypatch: py
 
         def list(self, limit: int) -> dict[str, Any]:
             return {"tasks": [{"id": T1, "stage": "merging", "stalled": st["stalled"]},
-                              {"id": "task-" + "1" * 20, "stage": "merging"}], "total": 2}
+                              {"id": "task-" + "1" * 20, "stage": "merging"},
+                              {"id": "task-" + "2" * 20, "stage": "detecting", "note": "whether it stalled was not"}],
+                    "total": 3}
 
     monkeypatch.setattr(cli_main, "ApiClient", Lister)
     monkeypatch.setattr(cli_main, "out", cli_main.Console(width=120, highlight=False, soft_wrap=True))
@@ -3370,6 +3372,11 @@ def test_status_watch_and_list_say_a_stalled_task_and_what_to_do(monkeypatch: py
     rows = capsys.readouterr().out.splitlines()
     assert "merging STALLED" in next(r for r in rows if T1 in r)
     assert "STALLED" not in next(r for r in rows if "task-" + "1" * 20 in r)
+    # a detecting task the app could not judge (its groups not read for the list: its ``note``) is marked, and how to
+    # find out is said once
+    assert "detecting ?" in next(r for r in rows if "task-" + "2" * 20 in r), rows
+    said = [r for r in rows if r.startswith("?: ")]
+    assert len(said) == 1 and f"'trapbatch status task-{'2' * 20}' says" in said[0], rows
 
 
 def test_terminate_posts_the_route_with_the_reason_and_says_the_apps_answer_in_the_clis_words(
