@@ -172,6 +172,10 @@ class ShardState(TypedDict):
     # images of the shard whose results an ``only_new`` re-run reused from the served generation (its attempt 0, set
     # by the task orchestrator at the start, never changed): counted in ``covered`` though no pool attempt ran them
     reused: NotRequired[int]
+    # a resumed run's images of the shard with a final result already when its listing ran (an earlier run's, or
+    # carried into attempt 1; set by the task orchestrator at the start, never changed): those of a shard that starts
+    # done, or ``EnumerateOutput.partly``'s. Absent in states of before, and where none
+    earlier: NotRequired[int]
 
 
 class ShardsInput(TypedDict):
@@ -570,6 +574,10 @@ class ShardsOutcome(ShardCounts, total=False):
     # of ``images_done``, the images reused from the served generation (``ShardState.reused``), which no pool attempt
     # ran; absent where the group started with none (and from groups of before, whose states had no such count)
     images_reused: int
+    # of ``images_done``, those this run's pool attempts gave a final result: per shard, its coverage past its
+    # ``reused`` and ``earlier`` (ShardState), never below 0 (orchestrations.shards._images_ran). Only from a group
+    # whose state has either count; absent from the others and from groups of before (the task counts them as before)
+    images_ran: int
 
 
 class TaskStatus(TypedDict, total=False):

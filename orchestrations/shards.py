@@ -367,7 +367,22 @@ def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome
     reused = [s["reused"] for s in state.values() if "reused" in s]
     if reused:  # only_new: what of images_done no pool attempt ran (the task tells the pool's work apart by it)
         out["images_reused"] = sum(reused)
+    if reused or any("earlier" in s for s in state.values()):
+        out["images_ran"] = _images_ran(state)
     return out
+
+
+def _images_ran(state: dict[str, c.ShardState]) -> int:
+    """Of ``images_done``, those this run's pool attempts gave a final result, shard by shard: each shard's coverage
+    past what it started with (``reused``: an ``only_new`` re-run's; ``earlier``: a resumed run's, final already in
+    its listing), never below 0. Why per shard: the poll's coverage is over every attempt, an earlier run's too, and
+    it can shrink below the listing's count (an earlier attempt's results blob deleted, or replaced by a torn write,
+    between the listing and the poll); subtracted from the group's or the task's sum, one such shard hid what the
+    pool ran in the others, and a run whose pool processed images failed as "no image was processed"
+    (``orchestrations.task._fail_if_the_pool_never_ran``). Returned only by a group whose state has such a count
+    (``_outcome``): one started without (by an earlier release, whose starting coverage it cannot tell apart) returns
+    none, and the task counts it as before."""
+    return sum(max(0, s.get("covered", 0) - s.get("reused", 0) - s.get("earlier", 0)) for s in state.values())
 
 
 def _why_given_up(sid: str, row: c.CompletedShard, by_pool: bool) -> c.GivenUpShard:

@@ -20,7 +20,7 @@ the task's output keeps it whole.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Generator, cast
+from typing import Any, Generator, Sequence, cast
 
 import azure.durable_functions as df
 
@@ -169,34 +169,53 @@ class PoolNeverRan(NothingProcessed):
     """No image of the task was processed, and the pool, not a worker's exit, ended the shards' attempts."""
 
 
-def _pool_processed(outcomes: list[c.ShardsOutcome]) -> int:
-    """Images a pool attempt gave a final result (a success or a permanent failure: ``images_done``, which counts the
-    failed too), not those an ``only_new`` re-run reused from the served generation (``images_reused``). Why: reused
-    images are counted done from the start, so an ``only_new`` re-run whose pool never ran a worker counted as
-    having processed images; it merged every new or changed image as "not_processed", ended
-    ``completed_with_errors`` and was promoted over the served generation, where a first run fails with the pool's
-    reason. Replay: ``images_reused`` comes only from groups that ran this code with reused images (a group of
-    before returns none, and counts as before)."""
-    return sum(o.get("images_done", 0) - o.get("images_reused", 0) for o in outcomes)
+def _pool_processed(outcomes: list[c.ShardsOutcome], earlier: Sequence[int] = ()) -> int:
+    """Images a pool attempt of this run gave a final result (a success or a permanent failure: ``images_done``,
+    which counts the failed too), not those an ``only_new`` re-run reused from the served generation
+    (``images_reused``) nor a resumed run's final already at its listing (``earlier``, by group in ``outcomes``'
+    order: ``_group_earlier``). Why: reused images are counted done from the start, so an ``only_new`` re-run whose
+    pool never ran a worker counted as having processed images; it merged every new or changed image as
+    "not_processed", ended ``completed_with_errors`` and was promoted over the served generation, where a first run
+    fails with the pool's reason.
+
+    A group that counted them shard by shard (``images_ran``, ``orchestrations.shards._images_ran``: each shard's
+    coverage past what it started with, never below 0) is taken at its word. Why: the poll's coverage, over every
+    attempt, can shrink below the listing's count (an earlier attempt's results blob deleted or torn between the
+    listing and the poll); one sum less the earlier images then reached 0 though this run's pool processed images in
+    other shards, and the task failed as "no image was processed". Replay: ``images_ran`` comes only from groups that
+    ran this code and started with reused or earlier images; any other group counts as before (its ``images_done``
+    less its ``images_reused`` and its ``earlier``), so a history whose groups ended under an earlier release sums
+    what it summed then (the same sum, less the same ``earlier``), and decides as it did."""
+    return sum(o["images_ran"] if "images_ran" in o else
+               o.get("images_done", 0) - o.get("images_reused", 0) - (earlier[g] if g < len(earlier) else 0)
+               for g, o in enumerate(outcomes))
+
+
+def _group_earlier(groups: list[list[int]], finished: dict[int, tuple[int, int]],
+                   partly: dict[int, int]) -> list[int]:
+    """A resumed run's images final already at its listing, by shard group (``_finished_shards``'s covered, and
+    ``_partly_covered``'s): what ``_pool_processed`` leaves out of a group that returns no ``images_ran``."""
+    return [sum(finished[i][0] if i in finished else partly.get(i, 0) for i in group) for group in groups]
 
 
 def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int, pool_shards: int,
-                                again: str = RERUN, earlier: int = 0) -> None:
+                                again: str = RERUN, earlier: Sequence[int] = ()) -> None:
     """Fail the task, with the pool's own reason, when not one image was processed and shards gave up because the
     pool ended their attempts, not the worker (``gpu_batch.exit_codes.pool_ended``). Azure Batch: a container image it
     cannot pull or a task that cannot start (``failureInfo``, no exit code); its time limit (``failureInfo.code``
     TaskEnded, with an exit code of the operating system's, 0xC000013A in batch-job-task-error-checking.md
     "Constraint errors"). Why: the fan-in would otherwise mark every image "inference failure" and the task would end
-    ``completed_with_errors``, a failure hidden behind a file of failures. Processed: by a pool attempt
-    (``_pool_processed``); ``pool_shards``: the shards sent to the pool (an ``only_new`` re-run's shards whose every
-    image was reused are not: they are done from the start); ``again``: the verb of the request to post again
-    (``ONLY_NEW`` for such a re-run: ``"rerun"`` alone would detect every reused image again). ``earlier``: a
-    resumed run's images in shards that started done (``_finished_shards``), and those final already in the shards
-    it sent to the pool (``_partly_covered``: the poll's coverage counts them), in ``images_done`` though no pool task
-    of this run ran them; counted as processed, they kept a resumed run whose pool ran nothing from this failure (its
-    other images merged as failures, ``completed_with_errors``)."""
+    ``completed_with_errors``, a failure hidden behind a file of failures. Processed: by a pool attempt of this run,
+    counted shard by shard (``_pool_processed``); ``pool_shards``: the shards sent to the pool (an ``only_new``
+    re-run's shards whose every image was reused are not: they are done from the start); ``again``: the verb of the
+    request to post again (``ONLY_NEW`` for such a re-run: ``"rerun"`` alone would detect every reused image
+    again). ``earlier``, by group (``_group_earlier``): a resumed run's images in shards that started done
+    (``_finished_shards``), and those final already in the shards it sent to the pool (``_partly_covered``: the
+    poll's coverage counts them), in ``images_done`` though no pool task of this run ran them; counted as processed,
+    they kept a resumed run whose pool ran nothing from this failure (its other images merged as failures,
+    ``completed_with_errors``)."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
-    if _pool_processed(outcomes) - earlier > 0 or not images or any(o.get("cancelled") for o in outcomes):
+    if _pool_processed(outcomes, earlier) > 0 or not images or any(o.get("cancelled") for o in outcomes):
         return
     if not shards:
         _fail_if_every_worker_failed(outcomes, pool_shards, again)
@@ -339,7 +358,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
             failed["pool_job"] = job_id
         if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
             _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]),
-                           ended.get("reused"), ended.get("earlier", 0))
+                           ended.get("reused"), ended.get("earlier", 0), ended.get("earlier_groups", ()))
         if ended.get("job_error"):
             failed["pool_job_error"] = ended["job_error"]
         context.set_custom_status(fit(failed))
@@ -534,7 +553,8 @@ def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
 
 
 def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
-                   knobs: OrchestrationKnobs, reused: int | None = None, earlier: int = 0) -> None:
+                   knobs: OrchestrationKnobs, reused: int | None = None, earlier: int = 0,
+                   earlier_groups: Sequence[int] = ()) -> None:
     """A cancelled or failed task's status after its pool work: the images that got a final result, the failed
     ones, the shards given up and why, and the cost. Why: the node time was spent (and billed) whatever the ending,
     and without it such a status said nothing of what ran.
@@ -544,8 +564,9 @@ def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list
     asks for ``ONLY_NEW`` as its error does (``_fail_if_the_pool_never_ran``): "rerun" beside it sent every reused
     image to the pool again, two pieces of advice in one status. Status text only: the actions are the same.
     ``earlier``: a resumed run's images in shards that started done (``_finished_shards``) or final already in those
-    sent to the pool (``_partly_covered``), left out of the cost's images, as no pool task of this run ran them
-    (they stay in ``images_done``: they have their results)."""
+    sent to the pool (``_partly_covered``), said (they stay in ``images_done``: they have their results);
+    ``earlier_groups``: the same by group (``_group_earlier``), left out of the cost's images shard by shard as the
+    nothing-processed failure leaves them out (``_pool_processed``), as no pool task of this run ran them."""
     status["images_done"] = sum(o.get("images_done", 0) for o in outcomes)
     status["failed"] = sum(o.get("images_failed", 0) for o in outcomes)
     if reused is not None:
@@ -557,7 +578,7 @@ def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list
     # cancelled after 80 of 280 images priced its rate as 280 images' (17.7 images per node-second where 5 ran).
     if earlier:
         status["earlier"] = earlier
-    status["cost"] = _cost(work, outcomes, knobs, images=max(0, _pool_processed(outcomes) - earlier))
+    status["cost"] = _cost(work, outcomes, knobs, images=max(0, _pool_processed(outcomes, earlier_groups)))
 
 
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,
@@ -680,6 +701,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if finished or partly:  # a cancelled or failed status's cost, and the nothing-processed failure, count the
         # images this run's pool tasks ran (_add_pool_work, _fail_if_the_pool_never_ran)
         ended["earlier"] = enumeration["images"] - work["images"]
+        ended["earlier_groups"] = _group_earlier(groups, finished, partly)
     job_error = ""
     try:  # no pool work is left: free the job before the long merge
         with unrefused(context):  # the failure path closes no job whose work ended: refused, it stayed open
@@ -689,12 +711,12 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         ended["job_error"] = job_error  # should the task fail from here on, its failed status says it too
     pool_used[0] = False
     _fail_if_the_pool_never_ran(outcomes, enumeration["images"], work["shards"],
-                                ONLY_NEW if reuse is not None else RERUN, ended.get("earlier", 0))
+                                ONLY_NEW if reuse is not None else RERUN, ended.get("earlier_groups", ()))
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
         _add_pool_work(cancelled, work, outcomes, knobs, None if reuse is None else sum(reuse["reused"]),
-                       ended.get("earlier", 0))
+                       ended.get("earlier", 0), ended.get("earlier_groups", ()))
         if job_error:
             cancelled["pool_job_error"] = job_error
         context.set_custom_status(fit(cancelled))
@@ -838,18 +860,21 @@ def _finished_state(group: list[int], finished: dict[int, tuple[int, int]],
     others start pending at attempt 1, as a group without a state, those with images final already (``partly``)
     counting them covered from the start, as an ``only_new`` re-run's reused ones (``_reused_state``): the poll's
     coverage, which counts them, only grows from there, and an attempt's results are new only past them
-    (``orchestrations.shards``: ``wrote``). (A key of the sub-orchestration's input: replay compares actions, never
-    inputs.)"""
+    (``orchestrations.shards``: ``wrote``). Each also keeps that starting count as ``earlier``, which the group never
+    changes: it counts what its pool ran past it shard by shard (``ShardsOutcome.images_ran``), as the poll's
+    coverage may shrink below it (``_pool_processed``). (A key of the sub-orchestration's input: replay compares
+    actions, never inputs.)"""
     state: dict[str, c.ShardState] = {}
     for i in group:
         if i in finished:
             covered, failed = finished[i]
             state[shard_id(i)] = c.ShardState(attempt=1, status=ShardStatus.done, covered=covered, seen=covered,
-                                              failed=failed, missing=0)
+                                              failed=failed, missing=0, earlier=covered)
         else:
             state[shard_id(i)] = c.ShardState(attempt=1, status=ShardStatus.pending)
             if (partly or {}).get(i):
-                state[shard_id(i)]["covered"] = state[shard_id(i)]["seen"] = (partly or {})[i]
+                s = state[shard_id(i)]
+                s["covered"] = s["seen"] = s["earlier"] = (partly or {})[i]
     return state
 
 

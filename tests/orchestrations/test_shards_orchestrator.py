@@ -1573,6 +1573,34 @@ def test_an_only_new_groups_reused_counts_survive_continue_as_new_and_resubmissi
     assert run.output["resubmissions"] == 1
 
 
+@pytest.mark.parametrize("start", ["earlier", "reused"])
+def test_a_groups_images_ran_count_each_shards_coverage_past_its_start_never_below_zero(start: str) -> None:
+    """A group started with each shard's images final already (a resumed run's ``earlier``, an ``only_new``
+    re-run's ``reused``) returns what its pool attempts ran past them shard by shard (``images_ran``): shard 0's
+    coverage shrank below its start (an earlier attempt's results deleted between the listing and the poll) and
+    counts 0, not -4 taken off shard 1's 3. Why: the task judges "no image was processed" and prices the pool's work
+    by it (``orchestrations.task._pool_processed``). A group started without such counts (by an earlier release)
+    returns none: the task counts it as before."""
+    s0, s1, s2 = shard_id(0), shard_id(1), shard_id(2)
+    pool = Pool(missing={pool_task_id(s0, 1): IMAGES, pool_task_id(s1, 1): IMAGES - 3})
+    state = {s0: {"attempt": 1, "status": ShardStatus.pending, "covered": 4, "seen": 4, start: 4},
+             s1: {"attempt": 1, "status": ShardStatus.pending},
+             s2: {"attempt": 1, "status": ShardStatus.done, "covered": IMAGES, "seen": IMAGES, start: IMAGES}}
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=1), "shards": [s0, s1, s2],
+                                        "state": state}, pool, instance_id=f"{TASK}-shards-0000")
+
+    assert run.status == "Completed", run.error
+    assert run.output["given_up"] == 2 and run.output["images_done"] == 0 + 3 + IMAGES
+    assert run.output["images_ran"] == 3
+
+    before = {sid: {k: v for k, v in st.items() if k != start} for sid, st in state.items()}
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=1), "shards": [s0, s1, s2],
+                                        "state": before}, Pool(missing={pool_task_id(s0, 1): IMAGES,
+                                                                        pool_task_id(s1, 1): IMAGES - 3}),
+                           instance_id=f"{TASK}-shards-0000")
+    assert run.status == "Completed" and "images_ran" not in run.output
+
+
 def test_a_group_shows_its_counts_from_its_first_episode_in_every_generation() -> None:
     """On Azure only the work item that goes on as new keeps the status carried over; any other episode that set none
     stores none (devhost README, fidelity row 33; ``Run.stored`` as dtfx stores it), and the task's status then counts

@@ -1469,9 +1469,11 @@ def test_a_resumed_run_whose_shards_all_finished_submits_no_pool_task_and_merges
     assert run.status == "Completed"
     assert _submitted(run) == [] and all(c.POLL not in s.run.activity_names for s in run.sub_orchestrations if s.run)
     assert [s.input["state"] for s in run.sub_orchestrations] == [
-        {"s00000": {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "failed": 0, "missing": 0},
-         "s00001": {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "failed": 1, "missing": 0}},
-        {"s00002": {"attempt": 1, "status": "done", "covered": 5, "seen": 5, "failed": 0, "missing": 0}}]
+        {"s00000": {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "failed": 0, "missing": 0,
+                    "earlier": 10},
+         "s00001": {"attempt": 1, "status": "done", "covered": 10, "seen": 10, "failed": 1, "missing": 0,
+                    "earlier": 10}},
+        {"s00002": {"attempt": 1, "status": "done", "covered": 5, "seen": 5, "failed": 0, "missing": 0, "earlier": 5}}]
     assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 3}]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert detecting["earlier"] == 25 and run.output["earlier"] == 25
@@ -1513,12 +1515,13 @@ WORKER_FAILED_ROW = {"result": "failure", "exit_code": 1, "failure_code": "Failu
 
 
 def _partly_covered_listing(answer: Any, done: list[list[int]], partly: list[list[int]],
-                            row: dict[str, Any]) -> Any:
+                            row: dict[str, Any], polled: dict[int, int] | None = None) -> Any:
     """A resumed run's listing that found the shards ``done`` finished and, of the shards it sent to the pool, the
     images ``partly`` ([index, covered]) with a final result already (an earlier attempt's, carried into attempt 1);
     every pool attempt then ends as ``row`` says, its coverage (``activities.pool._completed_row``, over every attempt)
-    counting those earlier images and nothing new."""
+    counting those earlier images and nothing new, or what ``polled`` says for a shard (by index)."""
     earlier = {i: n for i, n in partly}
+    covered = {**earlier, **(polled or {})}
 
     def answering(name: str, payload: Any) -> Any:
         if name == c.RESUBMIT:
@@ -1528,8 +1531,8 @@ def _partly_covered_listing(answer: Any, done: list[list[int]], partly: list[lis
         if name == c.WRITE_SHARDS:
             return {**out, "done": done, "partly": partly}
         if name == c.POLL:
-            out["completed"] = [{**r, **row, "covered": earlier.get(int(r["shard_id"][1:]), 0),
-                                 "missing": 10 - earlier.get(int(r["shard_id"][1:]), 0)} for r in out["completed"]]
+            out["completed"] = [{**r, **row, "covered": covered.get(int(r["shard_id"][1:]), 0),
+                                 "missing": 10 - covered.get(int(r["shard_id"][1:]), 0)} for r in out["completed"]]
         return out
     return answering
 
@@ -1554,9 +1557,77 @@ def test_a_resumed_run_whose_pool_never_ran_fails_with_the_pools_reason_though_i
     assert error.startswith("no image was processed") and words in error, error
     # they start covered (their results stand), counted "earlier" with the finished shards' images, not priced
     assert [s.input["state"]["s00001"] for s in run.sub_orchestrations if "s00001" in s.input["state"]] == [
-        {"attempt": 1, "status": "pending", "covered": 4, "seen": 4}]
+        {"attempt": 1, "status": "pending", "covered": 4, "seen": 4, "earlier": 4}]
     status = run.custom_status
     assert status["earlier"] == 7 + sum(n for _, n, _ in done) and status["cost"]["images"] == 0
+
+
+@pytest.mark.parametrize("row", [POOL_ENDED_ROW, WORKER_FAILED_ROW])
+@pytest.mark.parametrize("done", [[], [[0, 10, 0]]])
+@pytest.mark.parametrize("shards_per_group", [1, 3])
+def test_a_resumed_run_whose_pool_ran_images_does_not_fail_as_never_ran_where_a_shards_coverage_shrank(
+        row: dict[str, Any], done: list[list[int]], shards_per_group: int) -> None:
+    """Shard 1's listing found 4 images final already; by the poll, that earlier attempt's results were gone (deleted,
+    or replaced by a torn write), so its coverage (over every attempt) is 0, below the listing's 4. Shard 2's pool
+    attempts gave 3 images a result before the pool (the worker) ended them. This run's pool processed images: the
+    task merges and ends as its images say, in one group or in several. Before, one sum less the earlier images
+    (0 + 3 - 4) said none, and the task failed "no image was processed", the 3 results hidden behind a false alarm."""
+    run = run_task(task_input(shards_per_group=shards_per_group),
+                   _partly_covered_listing(activities(shards=3), done, [[1, 4]], row, polled={1: 0, 2: 3}))
+
+    assert run.status == "Completed", run.custom_status.get("error")
+    assert c.MERGE_PART in run.activity_names and run.output["stage"] != Stage.failed
+    assert run.output["earlier"] == 4 + sum(n for _, n, _ in done)
+
+
+@pytest.mark.parametrize("shards_per_group", [1, 3])
+def test_a_resumed_run_whose_shards_coverage_shrank_and_whose_pool_ran_nothing_still_fails_as_never_ran(
+        shards_per_group: int) -> None:
+    """The same shrunken shard 1, and no other shard gained a result: this run's pool processed nothing, and the task
+    fails with the pool's reason (a shard whose coverage shrank counts 0, not what it lost). Guard: it failed so
+    before too (one sum less the earlier images), and must still."""
+    run = run_task(task_input(shards_per_group=shards_per_group),
+                   _partly_covered_listing(activities(shards=3), [], [[1, 4], [2, 3]], POOL_ENDED_ROW,
+                                           polled={1: 0}))
+
+    assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
+    error = run.custom_status["error"]
+    assert error.startswith("no image was processed") and "ContainerPullImageFailed" in error, error
+    assert run.custom_status["cost"]["images"] == 0
+
+
+@pytest.mark.parametrize("shards_per_group", [1, 3])
+def test_a_failed_resumed_run_prices_the_images_its_pool_ran_where_a_shards_coverage_shrank(
+        shards_per_group: int) -> None:
+    """Failed after the pool work (its merge failing): the cost's images are those this run's pool gave a result,
+    shard by shard, 3 in shard 2; before, shard 1's lost 4 were taken off them (max(0, 3 - 4): 0 images priced for
+    the node time its attempts spent)."""
+    answer = _partly_covered_listing(activities(shards=3), [], [[1, 4]], POOL_ENDED_ROW, polled={1: 0, 2: 3})
+    run = run_task(task_input(shards_per_group=shards_per_group),
+                   raising_on(c.MERGE_PART, RuntimeError("merge broke"), answer))
+
+    assert run.status == "Failed" and "merge broke" in run.custom_status["error"]
+    assert run.custom_status["cost"]["images"] == 3 and run.custom_status["earlier"] == 4
+
+
+def test_a_resumed_runs_groups_of_before_without_images_ran_decide_as_they_did() -> None:
+    """Replay: groups that ended under a release before ``images_ran`` returned none; a history with them decided on
+    one sum less the earlier images (here 0 + 3 - 4: it failed, and then told the notify receiver so), and replays
+    so, whatever the shards' coverage was. Guard only: the fallback keeps the earlier release's sum."""
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        processed = 3 if "s00002" in payload["shards"] else 0
+        return {**finished_group(n), "done": 0, "given_up": n, "images_done": processed,
+                "images_missing": 10 * n - processed, "pool_error_shards": n,
+                "pool_error": "ContainerPullImageFailed: the node could not pull the worker's image"}
+
+    def partly(name: str, payload: Any) -> Any:
+        out = activities(shards=3)(name, payload)
+        return {**out, "partly": [[1, 4]]} if name == c.WRITE_SHARDS else out
+
+    run = run_task(task_input(shards_per_group=1), partly, children=child)
+    assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
+    assert run.custom_status["error"].startswith("no image was processed")
 
 
 def test_a_resumed_run_with_partly_covered_shards_counts_the_earlier_images_apart_from_its_pools() -> None:
