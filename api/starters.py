@@ -722,6 +722,11 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
 # once): only those whose own orchestration is quiet for longer than the stage's bound are read, but a hub with many
 # old detecting tasks must not make the list slow; past this many, the newest are read, the rest carry a ``note``.
 LIST_GROUP_READS = 10
+# What ``_list_liveness``'s gate takes a detecting task's own update for when the task's status has none: the oldest
+# there can be, so that its groups are read as GET /api/tasks/{id} reads them (``_describe`` judges such a task by its
+# groups' updates alone). The extension always answers one (HttpApiHandler.cs ``ConvertFrom``:
+# ``status.LastUpdatedTime.ToString("s") + "Z"``), but the SDK leaves it None when a payload lacks it.
+_UNKNOWN_UPDATE = datetime.min.replace(tzinfo=timezone.utc)
 
 
 async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[str, Any]],
@@ -733,7 +738,8 @@ async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[
 
     Why the groups are read only for a task whose own update alone would be ``stalled``: the newest of both is never
     older than the task's own, so a task whose own update is recent cannot be stalled, and healthy tasks cost the list
-    nothing more (such a row has no ``updated``: its groups' would be newer; ``GET /api/tasks/{id}`` has it). The
+    nothing more (such a row has no ``updated``: its groups' would be newer; ``GET /api/tasks/{id}`` has it); one whose
+    own update is not known proves nothing, so its groups are read too (``_UNKNOWN_UPDATE``). The
     others, a few at most (``LIST_GROUP_READS``), cost one instance listing each, within what is left of the list's
     deadline (``timeout_s``: Azure cuts an HTTP function at 230 s). A row whose groups were not read (past that many,
     out of time, the task hub busy) is left unjudged with a ``note`` saying so, rather than failing the list: an
@@ -744,9 +750,9 @@ async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[
         if row["stage"] != Stage.detecting or not custom.get("groups"):  # as _describe: the task's own update
             _add_liveness(row, runtime, updated, started)
             continue
-        probe = dict(row)
-        _add_liveness(probe, runtime, updated, started)
-        if "stalled" in probe:  # too quiet by its own update alone: its groups say whether it moves
+        probe = dict(row)  # an own update not known proves nothing recent: judged as the oldest there can be
+        _add_liveness(probe, runtime, updated or _UNKNOWN_UPDATE, started)
+        if "stalled" in probe:  # too quiet by its own update alone (or not known): its groups say whether it moves
             suspects.append(row)
     for row in suspects[LIST_GROUP_READS:]:
         row["note"] = (f"whether it stalled was not judged: its own orchestration has not changed for longer than "

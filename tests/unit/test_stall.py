@@ -184,7 +184,7 @@ def test_a_detecting_task_moves_with_its_shard_groups(monkeypatch: pytest.Monkey
     assert _get(_running(custom, task_quiet))["updated"] == task_quiet.isoformat()
 
 
-def _listed(monkeypatch: pytest.MonkeyPatch, tasks: dict[str, tuple[str, datetime]],
+def _listed(monkeypatch: pytest.MonkeyPatch, tasks: dict[str, tuple[str, datetime | None]],
             group_times: dict[str, datetime], limit: int = 50) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """GET /api/tasks over running ``tasks`` (id: (stage, own lastUpdatedTime); a detecting one with 2 shard groups)
     whose groups last changed at ``group_times[task id]``: the rows by id, and the prefixes of every instance listing
@@ -256,6 +256,23 @@ def test_the_task_list_reads_no_shard_group_of_a_detecting_task_whose_own_update
                              {task_id: now - timedelta(days=3)})
     assert listings == []
     assert "stalled" not in rows[task_id] and "updated" not in rows[task_id] and "note" not in rows[task_id]
+
+
+def test_the_task_list_reads_the_shard_groups_of_a_detecting_task_whose_own_update_is_not_known(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An own update that is not known proves nothing recent: the row is judged by its groups' updates, as
+    GET /api/tasks/{id} judges it (``_describe``: the newest of the task's own, here none, and its groups'). Before,
+    such a row passed the gate as if it were recent: no group read, no ``updated``, no ``stalled`` and no ``note``,
+    while GET said it stalled. (The extension always writes ``lastUpdatedTime``, HttpApiHandler.cs ``ConvertFrom``,
+    ``status.LastUpdatedTime.ToString("s") + "Z"``, but the SDK leaves it None when a payload lacks it.)"""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [f"task-{n:020x}" for n in (1, 2)]
+    groups = {ids[0]: now - timedelta(hours=5), ids[1]: now - timedelta(minutes=2)}
+    rows, listings = _listed(monkeypatch, {i: (Stage.detecting, None) for i in ids}, groups)
+    assert sorted(listings) == sorted(shards_instance_id(i, 0)[: -len("0000")] for i in ids)
+    assert rows[ids[0]]["stalled"]["since"] == groups[ids[0]].isoformat()
+    assert rows[ids[1]]["updated"] == groups[ids[1]].isoformat() and "stalled" not in rows[ids[1]]
+    assert "note" not in rows[ids[0]] and "note" not in rows[ids[1]]
 
 
 def test_the_task_list_reads_the_shard_groups_of_a_few_quiet_detecting_tasks_at_most(
