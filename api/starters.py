@@ -737,13 +737,15 @@ async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[
     groups' (``_groups_progress``: the task orchestration has no episode while it waits on them).
 
     Why the groups are read only for a task whose own update alone would be ``stalled``: the newest of both is never
-    older than the task's own, so a task whose own update is recent cannot be stalled, and healthy tasks cost the list
-    nothing more (such a row has no ``updated``: its groups' would be newer; ``GET /api/tasks/{id}`` has it); one whose
-    own update is not known proves nothing, so its groups are read too (``_UNKNOWN_UPDATE``). The
-    others, a few at most (``LIST_GROUP_READS``), cost one instance listing each, within what is left of the list's
-    deadline (``timeout_s``: Azure cuts an HTTP function at 230 s). A row whose groups were not read (past that many,
-    out of time, the task hub busy) is left unjudged with a ``note`` saying so, rather than failing the list: an
-    addition to the list, as ``api.repeat_search``'s reads are to a task's status."""
+    older than the task's own, so a task whose own update is recent cannot be stalled and costs the list nothing more
+    (such a row has no ``updated``: its groups' would be newer; ``GET /api/tasks/{id}`` has it). One whose own update
+    is not known proves nothing, so its groups are read too (``_UNKNOWN_UPDATE``). A healthy task passes the gate as
+    well once it has detected for longer than the bound (``core.stall.quiet_limit_s``, 80 minutes by default: its own
+    orchestration has no episode while it waits on its groups), so a list during long detections reads their groups
+    each time; hence the bound on how many (``LIST_GROUP_READS``), each one instance listing, within what is left of
+    the list's deadline (``timeout_s``: Azure cuts an HTTP function at 230 s). A row whose groups were not read (past
+    that many, out of time, the task hub busy) is left unjudged with a ``note`` saying so, rather than failing the
+    list: an addition to the list, as ``api.repeat_search``'s reads are to a task's status."""
     suspects: list[dict[str, Any]] = []
     for row in rows:
         runtime, updated, started, custom = judged[str(row["id"])]
@@ -756,8 +758,9 @@ async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[
             suspects.append(row)
     for row in suspects[LIST_GROUP_READS:]:
         row["note"] = (f"whether it stalled was not judged: its own orchestration has not changed for longer than "
-                       f"stage detecting explains, and the list reads the shard groups of {LIST_GROUP_READS} such "
-                       f"tasks at most (the newest); GET /api/tasks/{row['id']} says whether it moves")
+                       f"stage detecting's bound, as it waits on its shard groups while they detect (they are what "
+                       f"moves), and the list reads the shard groups of {LIST_GROUP_READS} such tasks at most (the "
+                       f"newest); GET /api/tasks/{row['id']} says whether it moves")
 
     async def judge(row: dict[str, Any]) -> None:
         task_id = str(row["id"])

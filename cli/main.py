@@ -992,8 +992,11 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
     out.print(table)
     unjudged = [str(row["id"]) for row in tasks if row.get("note") and not isinstance(row.get("stalled"), dict)]
     if unjudged:
-        out.print(f"?: quiet for longer than its stage explains, and whether its shard groups still move was not "
-                  f"read for the list: 'trapbatch status {unjudged[0]}' says", highlight=False, soft_wrap=True)
+        # not "quiet": a task detecting for hours has an own orchestration that quiet by design (it waits on its
+        # shard groups), so all '?' says is that the app did not judge it for the list
+        out.print(f"?: whether it still moves was not judged for the list (a task detecting moves by its shard groups, "
+                  f"which the app did not read for it): 'trapbatch status {unjudged[0]}' says", highlight=False,
+                  soft_wrap=True)
     out.print(f"{len(answer.get('tasks', []))} of {answer.get('total', 0)} tasks")
 
 

@@ -282,6 +282,8 @@ def test_the_task_list_reads_the_shard_groups_of_a_few_quiet_detecting_tasks_at_
     bound."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"for the newest {starters.LIST_GROUP_READS} at most, `LIST_GROUP_READS`" in readme
+    bound_min = stall.quiet_limit_s(Stage.detecting, OrchestrationKnobs()) / 60  # which long detections pass
+    assert f"`quiet_limit_s`, {bound_min:.0f} minutes by default" in readme
     monkeypatch.setattr(starters, "LIST_GROUP_READS", 2)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     ids = [f"task-{n:020x}" for n in range(1, 6)]  # created newest first
@@ -293,6 +295,10 @@ def test_the_task_list_reads_the_shard_groups_of_a_few_quiet_detecting_tasks_at_
     for task_id in ids[2:4]:
         assert "stalled" not in rows[task_id] and "updated" not in rows[task_id]
         assert f"GET /api/tasks/{task_id}" in rows[task_id]["note"]
+        # its own orchestration's quiet is no sign of a stall while it detects (it waits on its groups): the note
+        # says so, rather than that the quiet is longer than the stage explains
+        assert "as it waits on its shard groups while they detect" in rows[task_id]["note"]
+        assert "explains" not in rows[task_id]["note"]
 
 
 def test_the_task_list_answers_when_a_detecting_tasks_groups_cannot_be_read_in_time(
