@@ -21,7 +21,7 @@ from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval, eligible_de
 from gpu_batch import layout
 from tests.api_session import DiagnosingSession
 from tests.openapi_answers import AnswerRecorder
-from tests.waiting import wait_until
+from tests.waiting import held, wait_until
 
 FUNCTION_KEY = "repeat-search-tests-key"
 api = DiagnosingSession()
@@ -109,7 +109,7 @@ def check_folder_cap(base: str, task_id: str, doc: dict[str, Any], merged: dict[
     assert f"Not searched: 1 folder with {sizes['camA']} eligible detections, camA ({sizes['camA']})" in page
 
 
-def _completed_task(base: str, container: str, request_name: str) -> tuple[str, dict[str, Any]]:
+def completed_task(base: str, container: str, request_name: str) -> tuple[str, dict[str, Any]]:
     """A task over ``container``'s images, posted and waited for until it completed: its id and last status."""
     r = api.post(f"{base}/api/tasks", json={"container": container, "request_name": request_name}, timeout=120)
     assert r.status_code == 202, r.text
@@ -123,7 +123,7 @@ def _completed_task(base: str, container: str, request_name: str) -> tuple[str, 
 def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
         host: Any, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     base, container = host.base_url, unique_name + "-state"
-    task_id, status = _completed_task(base, unique_name, "rde")
+    task_id, status = completed_task(base, unique_name, "rde")
     doc = store.read_json(container, layout.results_blob(task_id))
     url = f"{base}/api/tasks/{task_id}/repeats"
     check_fanned_zooniverse(store, container, task_id, status, doc)
@@ -261,22 +261,6 @@ def _ended_removal(url: str) -> dict[str, Any] | None:
     return removal if removal and removal["runtime_status"] in ENDED else None
 
 
-def _held(host: Any, activity: str) -> Any:
-    """Hold every call of ``activity`` until the returned event is set (at most 5 minutes): a run waiting on it stands
-    still, as one whose action the extension dropped would (devhost runs activities in its own threads)."""
-    import threading
-
-    release = threading.Event()
-    fn, param = host.index.activities[activity]
-
-    def holding(**kwargs: Any) -> Any:
-        release.wait(300)
-        return fn(**kwargs)
-
-    host.index.activities[activity] = (holding, param)
-    return release
-
-
 def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_tasks_route_and_started_again(
         host: Any, store: BlobStore, unique_name: str) -> None:
     """POST /api/tasks/{id}/terminate {"target": "search"} (or "removal"), with the function key alone, ends the task's
@@ -287,10 +271,10 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
     from core import contracts as c
 
     base = host.base_url
-    task_id, _ = _completed_task(base, unique_name, "rde-stuck")
+    task_id, _ = completed_task(base, unique_name, "rde-stuck")
     url, terminate = f"{base}/api/tasks/{task_id}/repeats", f"{base}/api/tasks/{task_id}/terminate"
 
-    release = _held(host, c.SEARCH_PART)
+    release = held(host, c.SEARCH_PART)
     try:
         started = api.post(f"{url}/search", json={"occurrence_threshold": 45}, timeout=120)
         assert started.status_code == 202, started.text
@@ -314,7 +298,7 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
         release.set()
     search(base, task_id, {"occurrence_threshold": 45})  # the same instance id starts again, and completes
 
-    release = _held(host, c.PREPARE_REMOVAL)
+    release = held(host, c.PREPARE_REMOVAL)
     try:
         first = api.get(url, timeout=120).json()
         chosen = api.post(url, json={"remove": [first["locations"][0]["id"]], "search": first["search"]},
@@ -341,14 +325,14 @@ def test_a_rerender_that_stands_still_is_terminated_through_the_tasks_route_and_
     from core import contracts as c
 
     base = host.base_url
-    task_id, _ = _completed_task(base, unique_name, "rerender-stuck")
+    task_id, _ = completed_task(base, unique_name, "rerender-stuck")
     results, terminate = f"{base}/api/tasks/{task_id}/results", f"{base}/api/tasks/{task_id}/terminate"
 
     def rerender(state: str) -> dict[str, Any] | None:
         found = (api.get(results, timeout=120).json().get("previews") or {}).get("rerender")
         return found if found and found["runtime_status"] == state else None
 
-    release = _held(host, c.RETHRESHOLD)
+    release = held(host, c.RETHRESHOLD)
     try:
         started = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.4}, timeout=120)
         assert started.status_code == 202, started.text
