@@ -76,10 +76,13 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
 
 
 def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, index: int,
-                    chunk: list[str], list_columns: tuple[str, ...] = ()) -> ShardManifest:
+                    chunk: list[str], list_columns: tuple[str, ...] = (), run: str = "") -> ShardManifest:
     """Write the shard's attempt 1 manifest, every image of ``chunk``, and return it. ``list_columns``: an image list's
     metadata columns; the worker then makes the view's export lines with the shard's list document
-    (``ShardManifest.merge_view_list``), which this batch writes before the shards are run."""
+    (``ShardManifest.merge_view_list``), which this batch writes before the shards are run. ``run``: the listing's
+    run (the call's ``listing_run``), stamped as the manifest's ``listing_run``: the same in every execution of the
+    call (an activity's input is), unlike the settings, so that a late duplicate of the call knows the attempt 0 its
+    run's reuse step made from it (``activities.replaced_images.drop_earlier_reuse``)."""
     sid = layout.shard_id(index)
     views = settings.merge_views
     manifest = ShardManifest(
@@ -92,6 +95,7 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
         merge_view_list=(ViewList(layout.shard_list_blob(task_id, sid), list_columns,
                                   layout.list_facts_blob(task_id) if camtrapdp.wants_first_facts(list_columns) else "")
                          if views and list_columns else None),
+        listing_run=run,
     )
     # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of
     # the shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
@@ -394,11 +398,11 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
             still_ours()
             unchecked = 0
         unchecked += len(shard)
-        made = _write_manifest(task_id, request, settings, store, index, shard, list_columns)
+        made = _write_manifest(task_id, request, settings, store, index, shard, list_columns, run)
         sid = layout.shard_id(index)
         etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
         # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
-        # (and an only_new key's attempt 0 made from another manifest than this one: an earlier listing's cut)
+        # (and an only_new key's attempt 0 made from another listing than this one: ShardManifest.listing_run)
         found = etags_document_of(store, settings.container, task_id, sid, strict=True) if carry else UNREAD
         drop_replaced_results(store, settings.container, task_id, sid, shard, etags,
                               reuses=made if request.only_new else None, found=found)

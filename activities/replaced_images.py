@@ -29,9 +29,10 @@ cut short (``info.trapbatch.damaged``) loses the removed names with their entrie
 
 A resumed ``only_new`` re-run's listing also deletes the earlier run's attempt 0 (``drop_earlier_reuse``): its
 manifest lists the shard as the earlier listing cut it, and every reader takes it first; the resumed run's reuse step
-writes attempt 0 again for its own listing. An attempt 0 made from the very manifest this listing writes (a late
-duplicate of this listing's own call, or an earlier listing that cut the shard alike) is kept, its entries of images
-replaced since removed as every other attempt's.
+writes attempt 0 again for its own listing. An attempt 0 made from this listing's own manifest (a late duplicate of
+this listing's own call: both stamped with the call's ``listing_run``; where either has no stamp, a release before it
+or a run without an id, one equal to the manifest this listing writes, so an earlier listing's that cut the shard
+alike too) is kept, its entries of images replaced since removed as every other attempt's.
 
 Idempotent: the removal runs before this listing's ETags are written, so a retried call compares against the same
 earlier ETags and finds nothing left to remove."""
@@ -95,9 +96,14 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
     without an id keeps its listing's parts, and a run with one when the best-effort deletion of its folder failed,
     ``activities.listing_leftovers.drop_own_listing``). That call finds its own earlier ETags and deleted that fresh
     attempt 0, which nothing writes again: a shard reused whole is done without the pool, and the merge lost every
-    image it reused (tests/integration/test_reuse_resumed.py). Such an attempt 0 lists the shard as this listing cuts
-    it, the names and every other field alike, so it misleads no reader; its entries of images replaced since go as
-    every attempt's (``drop_replaced_results``). Costs one read of attempt 0's manifest, only where there is one."""
+    image it reused (tests/integration/test_reuse_resumed.py). It is known by the listing's stamp (``_made_from``),
+    not by every field: one that the settings or the release shape differs where a release was deployed or an app
+    setting changed between the two executions. Such an attempt 0 lists the shard as this listing cuts it (the same
+    call, the same input, the same names), so it misleads no reader; a field the settings shape keeps the first
+    execution's value, which the run's reuse step followed and its later attempts follow
+    (``activities.pool.prepare_resubmission`` reads the shard's first manifest). Its entries of images replaced since
+    go as every attempt's (``drop_replaced_results``). Costs one read of attempt 0's manifest, only where there is
+    one."""
     own = f"{layout.shard_prefix(key, sid)}attempt-0."
     manifest = layout.manifest_blob(key, sid, 0)
     reuse = sorted((n for n in names if n.startswith(own)), key=lambda n: n != manifest)
@@ -111,14 +117,29 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
 
 
 def _made_from(store: BlobStore, container: str, name: str, written: ShardManifest) -> bool:
-    """Whether manifest blob ``name`` (attempt 0's) is ``written`` as attempt 0 (``activities.reuse.reuse_shard``);
-    False for one missing or unreadable."""
+    """Whether manifest blob ``name`` (attempt 0's) was made from ``written`` (``activities.reuse.reuse_shard``
+    copies it as attempt 0); False for one missing or unreadable.
+
+    By the listing's stamp where both carry one (``ShardManifest.listing_run``: the listing call's ``listing_run``,
+    which its input holds, so every execution of the call stamps the same: an activity runs on its queued message's
+    ``TaskScheduledEvent.Input``, redelivered as it was, Azure/durabletask ``TaskActivityDispatcher
+    .OnProcessWorkItemAsync``; each run has its own): the same listing.
+    Why not by every field: a field that the app's settings or release shape can differ between two executions of
+    one call, a release deployed or an app setting changed between them (an app restart runs the activities in flight
+    again): a field a later release adds or writes otherwise, a setting the generation's decided ones
+    (``activities.decided``) leave to the environment, such as the output container, or one a decided document of an
+    earlier release lacks; the duplicate then deleted its own run's attempt 0 (``drop_earlier_reuse``'s loss). Where
+    either has none (an attempt 0 of a release before the stamp, or a run without an id: ``listing_run`` ""), every
+    other field is compared, as before the stamp."""
     try:
         found = ShardManifest.from_dict(jsonio.loads(store.read_bytes_or_none(container, name) or b"null"))
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
         return False
-    return found == dataclasses.replace(written, attempt=0, output_blob=layout.attempt_results_blob(
-        written.task_id, written.shard_id, 0))
+    if found.listing_run and written.listing_run:
+        return found.listing_run == written.listing_run
+    return dataclasses.replace(found, listing_run="") == dataclasses.replace(
+        written, attempt=0, output_blob=layout.attempt_results_blob(written.task_id, written.shard_id, 0),
+        listing_run="")
 
 
 def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, shard: list[str],

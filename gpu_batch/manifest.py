@@ -125,10 +125,18 @@ class ShardManifest:
     # An image-list task with metadata columns: the list's rows of the shard, with which the view's export lines
     # (COCO, Camtrap DP, Zooniverse) are made (``ViewList``). None: lines without metadata, as for any other task.
     merge_view_list: ViewList | None = None
+    # The listing that cut the shard: the ``listing_run`` in the input of the app's call that wrote this manifest
+    # (``activities.enumerate``), copied by the reuse step into attempt 0 (``activities.reuse``). The app alone reads
+    # it, to tell an attempt 0 made from its own listing from an earlier one's
+    # (``activities.replaced_images.drop_earlier_reuse``); a worker ignores it. "": none (a run without an id, a
+    # manifest of before), and left out of the document, which is then the same as before.
+    listing_run: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         optional: dict[str, Any] = ({} if self.merge_view_threshold is None
                                     else {"merge_view_threshold": self.merge_view_threshold})
+        if self.listing_run:
+            optional["listing_run"] = self.listing_run
         if self.merge_view_basis is not None:
             optional["merge_view_basis"] = self.merge_view_basis.to_dict()
         if self.merge_view_list is not None:
@@ -152,6 +160,9 @@ class ShardManifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ShardManifest":
+        """The manifest in ``data``; keys it does not know are ignored (every release read the fields by name), so
+        a worker of an earlier release, still on the pool's nodes, reads a manifest with a field added since (an
+        optional one, such as ``listing_run``) as before."""
         version = data.get("version", MANIFEST_VERSION)
         if version != MANIFEST_VERSION:
             raise ValueError(
@@ -180,6 +191,7 @@ class ShardManifest:
                               if data.get("merge_view_basis") is not None else None),
             merge_view_list=(ViewList.from_dict(data["merge_view_list"])
                              if data.get("merge_view_list") is not None else None),
+            listing_run=str(data.get("listing_run") or ""),
         )
 
 

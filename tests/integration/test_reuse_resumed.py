@@ -11,7 +11,7 @@ from typing import Any, Callable, cast
 
 import pytest
 
-from activities import listing_leftovers, reuse
+from activities import decided, listing_leftovers, reuse
 
 from activities.enumerate import run_write_shards
 from activities.merge import _merged_shard
@@ -152,15 +152,21 @@ def test_a_reuse_call_reads_the_marker_again_once_recheck_images_were_read_since
     assert len(reads) == 2  # before the writes of the second shard (3 + 3 read) and of the fourth
 
 
-@pytest.mark.parametrize("run_job", ["", SECOND_JOB], ids=["run-without-id", "folder-left"])
+@pytest.mark.parametrize(("run_job", "redeployed"), [("", False), (SECOND_JOB, False), (SECOND_JOB, True)],
+                         ids=["run-without-id", "folder-left", "folder-left-redeployed"])
 def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reused_for_the_same_shard(
-        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch, run_job: str) -> None:
+        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch, run_job: str,
+        redeployed: bool) -> None:
     """An activity runs at least once: a ``write_shard_manifests`` call whose output was taken runs again when its
     queue message comes back (its host stopped before deleting it), minutes later, while its parts are there: a run
     without an id keeps its listing's files in the task's folder, and a run with one keeps its folder when that
     best-effort deletion failed (``listing_leftovers.drop_own_listing``). Its run's reuse step had written attempt 0
     meanwhile; the duplicate's listing found earlier ETags (its own call's) and deleted that attempt 0, so a shard
-    reused whole (done, sent to no pool) merged none of its images and the others lost their reused entries."""
+    reused whole (done, sent to no pool) merged none of its images and the others lost their reused entries.
+
+    ``redeployed``: the duplicate runs after a release or an app setting changed how its manifests come out (here the
+    detection threshold it applies), so its manifest differs from the one the reuse step copied in a field the
+    settings shape; the attempt 0 is still known as the run's own by the listing's stamp (``listing_run``)."""
     if run_job:  # the run's listing folder stayed (its deletion failed: logged, best effort)
         monkeypatch.setattr(listing_leftovers, "drop_own_listing", lambda *args, **kwargs: 0)
     settings, store, container = env
@@ -173,8 +179,18 @@ def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reus
     assert out["to_run"].count(0) > 1  # shards reused whole: done without the pool
 
     _, p = next(call for call in calls if call[0] == c.WRITE_SHARDS)  # its duplicate, delivered late
+    if redeployed:
+        as_decided = decided.task_settings
+        monkeypatch.setattr(decided, "task_settings", lambda *args: dataclasses.replace(
+            as_decided(*args), detection_threshold=0.25))
     run_write_shards(NEW, TaskRequest.from_dict(p["request"]), settings, store, [tuple(x) for x in p["parts"]],
                      p["first"], p["count"], p["slices"], p["sampled"], p.get("not_found"), p.get("listing_run", ""))
+    if redeployed:  # the two manifests differ in that field, and both carry the listing's stamp
+        first = store.read_json(settings.container, layout.manifest_blob(NEW, layout.shard_id(0), 1))
+        reused = store.read_json_or_none(settings.container, layout.manifest_blob(NEW, layout.shard_id(0), 0))
+        assert reused is not None, "the duplicate deleted its own run's attempt 0"
+        assert first["detection_threshold"] == 0.25 != reused["detection_threshold"]
+        assert first["listing_run"] == reused["listing_run"] == SECOND_JOB
 
     read, _, merged, _ = _outcome(settings, store, listed["shards"])
     assert read == [n for shard in listing for n in shard]

@@ -141,3 +141,63 @@ def test_an_attempt_0_made_from_the_manifest_this_listing_wrote_is_kept_without_
         drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, list(other.images), {"a": "1", "b": "2"},
                               reuses=other)
         assert sorted(store.deleted) == sorted(zero)
+
+
+# the same listing's manifest stamped with its call's ``listing_run`` (a run with an id: activities.enumerate)
+STAMPED = dataclasses.replace(WRITTEN, listing_run="task-x_r260101130000cd34")
+
+
+def _with_attempt_0(made: ShardManifest) -> tuple[dict[str, Any], list[str]]:
+    """The shard's blobs with an attempt 0 the reuse step made from ``made`` (activities.reuse.reuse_shard), and the
+    names of attempt 0's blobs."""
+    zero = [layout.attempt_results_blob(KEY, SID, 0), layout.attempt_coverage_blob(KEY, SID, 0),
+            layout.manifest_blob(KEY, SID, 0)]
+    own = dataclasses.replace(made, attempt=0, output_blob=zero[0])
+    return {layout.shard_etags_blob(KEY, SID): {"etags": {"a": "1", "b": "2"}}, zero[0]: _results("a", "b"),
+            zero[1]: {}, zero[2]: own.to_dict(), layout.manifest_blob(KEY, SID, 1): made.to_dict()}, zero
+
+
+def _dropped(blobs: dict[str, Any], written: ShardManifest) -> list[str]:
+    store = _Store(blobs)
+    drop_replaced_results(cast(BlobStore, store), BOX, KEY, SID, ["a", "b"], {"a": "1", "b": "2"}, reuses=written)
+    return sorted(store.deleted)
+
+
+def test_an_attempt_0_of_this_listing_is_kept_though_a_field_the_settings_shape_differs_in_the_late_duplicate() -> None:
+    """A late duplicate of the listing's call run after an app setting changed or a release was deployed (an app
+    restart runs the activities in flight again) writes a manifest whose settings-shaped fields differ from the one
+    the run's reuse step copied into attempt 0; compared field by field it deleted that attempt 0, which nothing
+    writes again (the loss of a shard reused whole). The listing's stamp, from the call's input, is the same."""
+    blobs, _ = _with_attempt_0(STAMPED)
+    for later in (dataclasses.replace(STAMPED, detection_threshold=0.2),
+                  dataclasses.replace(STAMPED, merge_view_threshold=0.3),
+                  dataclasses.replace(STAMPED, output_container="other")):
+        assert _dropped(blobs, later) == []
+
+
+def test_an_attempt_0_of_an_earlier_listing_goes_though_it_cut_the_shard_alike() -> None:
+    """Another run's listing (another stamp): its attempt 0 goes, whatever its fields; the resumed run's reuse step,
+    always run, writes attempt 0 again for its own listing, stamped with it."""
+    blobs, zero = _with_attempt_0(dataclasses.replace(STAMPED, listing_run="task-x_r260101120000ab12"))
+    assert _dropped(blobs, STAMPED) == sorted(zero)
+
+
+def test_an_attempt_0_without_a_stamp_is_kept_only_where_every_other_field_is_this_listings() -> None:
+    """An attempt 0 of a release before the stamp (or of a run without an id, which stamps none) is compared as
+    before, field by field, the stamp left out: kept where this listing's manifest is the same but for its stamp (the
+    call's first execution ran before the release that stamps), gone where another field differs."""
+    blobs, zero = _with_attempt_0(WRITTEN)
+    assert _dropped(blobs, STAMPED) == [] and _dropped(blobs, WRITTEN) == []
+    assert _dropped(blobs, dataclasses.replace(STAMPED, detection_threshold=0.2)) == sorted(zero)
+    assert _dropped(blobs, dataclasses.replace(STAMPED, images=("a", "b", "c"))) == sorted(zero)
+    stamped, _ = _with_attempt_0(STAMPED)  # this listing has none (a run without an id): fields, stamp left out
+    assert _dropped(stamped, WRITTEN) == []
+
+
+def test_the_listing_stamp_round_trips_is_left_out_when_there_is_none_and_unknown_keys_are_read_past() -> None:
+    """A worker of an earlier release (still on the pool's nodes) reads the manifest with the stamp as before: its
+    ``from_dict`` takes the fields it knows by name, as this one reads past a key added later."""
+    data = json.loads(json.dumps(STAMPED.to_dict()))
+    assert data["listing_run"] == STAMPED.listing_run and ShardManifest.from_dict(data) == STAMPED
+    assert "listing_run" not in WRITTEN.to_dict() and ShardManifest.from_dict(WRITTEN.to_dict()) == WRITTEN
+    assert ShardManifest.from_dict({**data, "added_later": {"x": 1}}) == STAMPED
