@@ -30,9 +30,9 @@ cut short (``info.trapbatch.damaged``) loses the removed names with their entrie
 A resumed ``only_new`` re-run's listing also deletes the earlier run's attempt 0 (``drop_earlier_reuse``): its
 manifest lists the shard as the earlier listing cut it, and every reader takes it first; the resumed run's reuse step
 writes attempt 0 again for its own listing. An attempt 0 made from this listing's own manifest (a late duplicate of
-this listing's own call: both stamped with the call's ``listing_run``; where either has no stamp, a release before it
-or a run without an id, one equal to the manifest this listing writes, so an earlier listing's that cut the shard
-alike too) is kept, its entries of images replaced since removed as every other attempt's.
+this listing's own call: both stamped with the call's ``listing_run``) or equal to it but for the stamp (so an earlier
+listing's that cut the shard alike too, as before the stamp) is kept, its entries of images replaced since removed as
+every other attempt's.
 
 Idempotent: the removal runs before this listing's ETags are written, so a retried call compares against the same
 earlier ETags and finds nothing left to remove."""
@@ -97,7 +97,7 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
     ``activities.listing_leftovers.drop_own_listing``). That call finds its own earlier ETags and deleted that fresh
     attempt 0, which nothing writes again: a shard reused whole is done without the pool, and the merge lost every
     image it reused (tests/integration/test_reuse_resumed.py). It is known by the listing's stamp (``_made_from``),
-    not by every field: one that the settings or the release shape differs where a release was deployed or an app
+    not only by every field: one that the settings or the release shape differs where a release was deployed or an app
     setting changed between the two executions. Such an attempt 0 lists the shard as this listing cuts it (the same
     call, the same input, the same names), so it misleads no reader; a field the settings shape keeps the first
     execution's value, which the run's reuse step followed and its later attempts follow
@@ -123,20 +123,24 @@ def _made_from(store: BlobStore, container: str, name: str, written: ShardManife
     By the listing's stamp where both carry one (``ShardManifest.listing_run``: the listing call's ``listing_run``,
     which its input holds, so every execution of the call stamps the same: an activity runs on its queued message's
     ``TaskScheduledEvent.Input``, redelivered as it was, Azure/durabletask ``TaskActivityDispatcher
-    .OnProcessWorkItemAsync``; each run has its own): the same listing.
-    Why not by every field: a field that the app's settings or release shape can differ between two executions of
+    .OnProcessWorkItemAsync``; each run has its own): the same listing. Else, as before the stamp, by every other
+    field: an attempt 0 that lists the shard as this listing cuts it misleads no reader, whichever listing it came
+    from, and keeping it leaves nothing to a race (a late call of a replaced run, past its ``activities.superseded``
+    check, finding the replacing run's fresh attempt 0 of the same cut: by stamps alone it deleted that, which
+    nothing writes again).
+    Why not by every field alone: a field that the app's settings or release shape can differ between two executions of
     one call, a release deployed or an app setting changed between them (an app restart runs the activities in flight
     again): a field a later release adds or writes otherwise, a setting the generation's decided ones
     (``activities.decided``) leave to the environment, such as the output container, or one a decided document of an
     earlier release lacks; the duplicate then deleted its own run's attempt 0 (``drop_earlier_reuse``'s loss). Where
     either has none (an attempt 0 of a release before the stamp, or a run without an id: ``listing_run`` ""), every
-    other field is compared, as before the stamp."""
+    other field is compared, as before the stamp (and where the stamps differ)."""
     try:
         found = ShardManifest.from_dict(jsonio.loads(store.read_bytes_or_none(container, name) or b"null"))
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
         return False
-    if found.listing_run and written.listing_run:
-        return found.listing_run == written.listing_run
+    if found.listing_run and found.listing_run == written.listing_run:
+        return True
     return dataclasses.replace(found, listing_run="") == dataclasses.replace(
         written, attempt=0, output_blob=layout.attempt_results_blob(written.task_id, written.shard_id, 0),
         listing_run="")

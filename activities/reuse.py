@@ -31,7 +31,7 @@ Idempotent: a retried call finds attempt 0's manifest (every image) and writes t
 and the list of photos cut short after the results whose new ETag they name). A resumed run (its generation listed
 again, maybe cut otherwise) does not find the earlier run's attempt 0: its listing deleted any attempt 0 not made
 from its own manifest (``activities.replaced_images.drop_earlier_reuse``: by the ``listing_run`` stamp the
-manifests carry, which ``_fields`` copies here; without one, the same fields), so this step reads the shard as that
+manifests carry, which ``_fields`` copies here, or the same fields but for it), so this step reads the shard as that
 listing cut it.
 Must not: reuse an entry whose image's ETag changed or is unknown on either side; send a reused image to the pool.
 """

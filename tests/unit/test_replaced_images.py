@@ -175,11 +175,16 @@ def test_an_attempt_0_of_this_listing_is_kept_though_a_field_the_settings_shape_
         assert _dropped(blobs, later) == []
 
 
-def test_an_attempt_0_of_an_earlier_listing_goes_though_it_cut_the_shard_alike() -> None:
-    """Another run's listing (another stamp): its attempt 0 goes, whatever its fields; the resumed run's reuse step,
-    always run, writes attempt 0 again for its own listing, stamped with it."""
-    blobs, zero = _with_attempt_0(dataclasses.replace(STAMPED, listing_run="task-x_r260101120000ab12"))
-    assert _dropped(blobs, STAMPED) == sorted(zero)
+def test_an_attempt_0_of_another_listing_goes_where_it_cut_the_shard_otherwise_and_stays_where_alike() -> None:
+    """Another run's listing (another stamp): its attempt 0 goes where another field differs (the resumed run's reuse
+    step, always run, writes attempt 0 again for its own listing, stamped with it), and stays where it lists the shard
+    as this listing cuts it, as before the stamp: a late call of a replaced run that finds the replacing run's fresh
+    attempt 0 of the same cut must not delete it (by stamps alone it did; nothing writes it again)."""
+    other = dataclasses.replace(STAMPED, listing_run="task-x_r260101120000ab12")
+    blobs, zero = _with_attempt_0(other)
+    assert _dropped(blobs, dataclasses.replace(STAMPED, images=("a", "b", "c"))) == sorted(zero)
+    assert _dropped(blobs, dataclasses.replace(STAMPED, detection_threshold=0.2)) == sorted(zero)
+    assert _dropped(blobs, STAMPED) == []
 
 
 def test_an_attempt_0_without_a_stamp_is_kept_only_where_every_other_field_is_this_listings() -> None:
