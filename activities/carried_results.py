@@ -71,12 +71,15 @@ each neighbour's looked at, and where one holds such names, a listing of its blo
 results (one held at a time: ``_final_entries``), then a read and a conditional rewrite of the shard's attempt 1
 results. Per shard with names unchanged in it (most shards of a resumed listing): one listing of its blobs; where it
 has an attempt 2 or later, a read of each of those attempts' results, one at a time and of each only the entries of
-its names, and that same read and rewrite of attempt 1 where one of them holds a final entry attempt 1 lacks."""
+its names, and that same read and rewrite of attempt 1 where one of them holds a final entry attempt 1 lacks. The
+listings of the blobs are the write call's one listing of each shard folder (``activities.shard_folders``), which the
+drop and the coverage read too: a neighbour the same call cuts is not listed again, one another call cuts is."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Mapping
 
+from activities.shard_folders import ShardFolders
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
@@ -172,11 +175,12 @@ def _found_in_neighbours(store: BlobStore, container: str, key: str, index: int,
 
 
 def _final_entries(store: BlobStore, container: str, key: str, sid: str, names: list[str],
-                   since: int = 0) -> tuple[dict[str, Any], set[str]]:
+                   since: int = 0, listed: set[str] | None = None) -> tuple[dict[str, Any], set[str]]:
     """The best final entries of ``names`` over shard ``sid``'s attempts from attempt ``since`` on, and which of those
     successes they named cut short. An attempt deleted meanwhile (an ``only_new`` key's attempt 0 that its own listing
     dropped) or unreadable counts as none, as everywhere (``activities.shard_results``). No attempt from ``since`` on:
-    nothing read but the shard's listing.
+    nothing read but the shard's listing. ``listed``: the names under the shard's folder (``ShardFolders.names``),
+    else it is listed here.
 
     Memory: one attempt's parsed document at a time, and of each only the entries of ``names``. Why: a shard's
     attempts are read whole to find a few names (those the earlier listing cut on the other side of a boundary), and
@@ -184,7 +188,9 @@ def _final_entries(store: BlobStore, container: str, key: str, sid: str, names: 
     may ask, ``core.requests.MAX_IMAGES_PER_SHARD``) an attempt's results parse to a few hundred MB, and a shard
     with retries has several, beside the write call's own and those of the other activities on the instance."""
     wanted = set(names)
-    attempts = sorted((a, name) for name in store.list_names(container, layout.shard_prefix(key, sid))
+    if listed is None:
+        listed = set(store.list_names(container, layout.shard_prefix(key, sid)))
+    attempts = sorted((a, name) for name in listed
                       if (a := layout.attempt_of_results_blob(name)) is not None and a >= since)
     docs: list[list[dict[str, Any]]] = []
     named: set[str] = set()
@@ -214,12 +220,15 @@ def _unchanged(shard: list[str], now: Mapping[str, str], own: tuple[str, str, di
 
 
 def carry_moved_results(store: BlobStore, container: str, key: str, index: int, shard: list[str],
-                        now: Mapping[str, str], found: Any, run: str) -> int:
+                        now: Mapping[str, str], found: Any, run: str, folders: ShardFolders | None = None) -> int:
     """Copy into shard ``index``'s attempt 1 results the earlier final entries of its images that the earlier listing
     put in a neighbouring shard, and those of its images left unchanged in it that only its own attempt 2 or later
     holds (see the module doc); ``now``: this listing's ETags of ``shard``; ``found``: the shard's ETags document as
     it was before this listing writes its own (``etags_document_of``). Call it after ``drop_replaced_results`` and
-    before the document is written. Returns how many entries were carried."""
+    before the document is written. Returns how many entries were carried. ``folders``: the write call's shard
+    folders (``activities.shard_folders``): each folder read is listed there once a call, and told of the attempt 1
+    results written here, which the coverage after this must see (a shard whose attempt 1 had no results before is
+    done once its later attempts' entries are carried in); else each folder is listed here."""
     own = earlier_listing(found, "")  # the document itself, whoever wrote it: a call run again finds its own ETags
     wanted = {n for n in shard if now.get(n) and (own is None or n not in own[2])}
     stayed = _unchanged(shard, now, own, found, run)
@@ -229,12 +238,14 @@ def carry_moved_results(store: BlobStore, container: str, key: str, index: int, 
     carried: dict[str, Any] = {}
     damaged: set[str] = set()
     for j, names in sorted(sources.items()):
-        entries, cut_short = _final_entries(store, container, key, layout.shard_id(j), names)
+        entries, cut_short = _final_entries(store, container, key, layout.shard_id(j), names,
+                                            listed=folders.names(j) if folders is not None else None)
         carried.update(entries)
         damaged |= cut_short
     sid = layout.shard_id(index)
     if stayed:  # the shard's own later attempts (attempt 1's own entries are its worker's already); names disjoint
-        entries, cut_short = _final_entries(store, container, key, sid, stayed, since=2)
+        entries, cut_short = _final_entries(store, container, key, sid, stayed, since=2,
+                                            listed=folders.names(index) if folders is not None else None)
         later = set(entries)
         carried.update(entries)
         damaged |= cut_short
@@ -272,7 +283,9 @@ def carry_moved_results(store: BlobStore, container: str, key: str, index: int, 
             out["info"] = {**info, "trapbatch": {**own_info, "damaged": sorted({*earlier, *cut_short})}}
         return out
 
-    store.update_json(container, layout.attempt_results_blob(key, sid, 1), with_carried)
+    results = layout.attempt_results_blob(key, sid, 1)
+    if store.update_json(container, results, with_carried) is not None and folders is not None:
+        folders.wrote(index, results)  # written, or there already: either way the coverage reads it
     if added[0] > from_later[0]:
         logger.info("%s shard %s: %d earlier result(s) carried from the shard(s) %s, where the earlier listing cut "
                     "them: not run again", key, sid, added[0] - from_later[0],

@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import azure.durable_functions as df
 
 from activities import decided, image_list, listing_leftovers
-from activities.carried_results import carry_moved_results, etags_document, etags_document_of
+from activities.carried_results import CARRY_REACH, carry_moved_results, etags_document, etags_document_of
 from activities.replaced_images import UNREAD, drop_replaced_results
+from activities.shard_folders import ShardFolders
 from activities.shard_results import earlier_coverage
 from activities.superseded import refuse_if_superseded, superseded_by
 from adapters import clients
@@ -363,7 +364,10 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     shards whose every image has a final result already (``shard_results.finished_coverage``), which their shard
     groups start done: no pool task (``orchestrations.task._finished_shards``); and, as ``partly``, how many images
     of each other shard have a final result already ([index, covered]), which their groups start counted
-    ``earlier``, not as this run's pool's work (``orchestrations.task._partly_covered``)."""
+    ``earlier``, not as this run's pool's work (``orchestrations.task._partly_covered``).
+
+    Each shard folder of the call is listed once for all those readers (``activities.shard_folders``: they listed it
+    2 to 4 times a shard), the names kept current by the blobs the call writes and deletes there."""
     settings = decided.task_settings(settings, store, task_id)
     threshold: tuple[str, str] | None = None
     if sampled:
@@ -393,6 +397,7 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     written: list[list[str]] = []
     ranges: list[list[str]] = []
     unchecked = 0  # images written since the marker was last read (the shell read it before the call)
+    folders = ShardFolders(store, settings.container, task_id, range(first, first + count), CARRY_REACH)
     for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
         if still_ours is not None and unchecked >= RECHECK_IMAGES:
             still_ours()
@@ -400,25 +405,28 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         unchecked += len(shard)
         made = _write_manifest(task_id, request, settings, store, index, shard, list_columns, run)
         sid = layout.shard_id(index)
+        folders.moved_to(index)  # after the manifest's write: a listing of the shard's folder from here on shows it
         etags = {n: etag_of.pop(n) for n in shard if n in etag_of}
         # a resumed run's listing: earlier results of images replaced since go before these ETags replace the earlier
         # (and an only_new key's attempt 0 made from another listing than this one: ShardManifest.listing_run)
         found = etags_document_of(store, settings.container, task_id, sid, strict=True) if carry else UNREAD
         drop_replaced_results(store, settings.container, task_id, sid, shard, etags,
-                              reuses=made if request.only_new else None, found=found)
+                              reuses=made if request.only_new else None, found=found, folders=folders)
         if carry:  # and the earlier results of images the earlier listing cut into a neighbouring shard come here
-            carry_moved_results(store, settings.container, task_id, index, shard, etags, found, run)
+            carry_moved_results(store, settings.container, task_id, index, shard, etags, found, run, folders)
             # a shard whose every image has a final result now needs no pool task (shard_results.finished_coverage);
             # not an only_new key's, whose reuse step, after the listing, decides its shards (orchestrations.task)
             # one whose images are final in part goes to the pool, its final ones counted apart (``partly``): not
             # this run's pool's work (orchestrations.task._fail_if_the_pool_never_ran), same pass, no extra read
-            earlier = None if request.only_new else earlier_coverage(store, settings, task_id, sid, shard)
+            earlier = (None if request.only_new or not shard
+                       else earlier_coverage(store, settings, task_id, sid, shard, folders.names(index)))
             if earlier is not None and earlier["missing"] == 0:
                 done.append([index, earlier["covered"], earlier["failed"]])
             elif earlier is not None and earlier["covered"]:
                 partly.append([index, earlier["covered"]])
         store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
                                  etags_document(etags, run, found if carry else None))
+        folders.wrote(index, layout.shard_etags_blob(task_id, sid))
         if shard:
             ranges.append([sid, min(shard), max(shard)])
         shards += 1

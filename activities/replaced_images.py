@@ -42,6 +42,7 @@ import dataclasses
 import logging
 from typing import Any, Mapping
 
+from activities.shard_folders import ShardFolders
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
@@ -74,7 +75,7 @@ def replaced(shard: list[str], before: Mapping[str, str], now: Mapping[str, str]
 
 
 def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, names: list[str],
-                       written: ShardManifest) -> list[str]:
+                       written: ShardManifest, folders: ShardFolders | None = None) -> list[str]:
     """Delete attempt 0 of shard ``sid`` of ``key`` (``names``: the shard's blobs), which only an ``only_new`` re-run's
     reuse step writes (``activities.reuse``), unless it was made from ``written``, the manifest this listing just wrote
     for the shard: its manifest first, the one that misleads; returns the names that went.
@@ -103,7 +104,7 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
     execution's value, which the run's reuse step followed and its later attempts follow
     (``activities.pool.prepare_resubmission`` reads the shard's first manifest). Its entries of images replaced since
     go as every attempt's (``drop_replaced_results``). Costs one read of attempt 0's manifest, only where there is
-    one."""
+    one. ``folders``: the call's shard folders (``activities.shard_folders``), told of each blob deleted."""
     own = f"{layout.shard_prefix(key, sid)}attempt-0."
     manifest = layout.manifest_blob(key, sid, 0)
     reuse = sorted((n for n in names if n.startswith(own)), key=lambda n: n != manifest)
@@ -111,6 +112,8 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
         return []
     for name in reuse:
         store.delete_if_exists(container, name)
+        if folders is not None:
+            folders.deleted(layout.shard_index(sid), name)
     logger.info("%s shard %s: an earlier run's reused results (attempt 0) dropped: this listing's run reuses for its "
                 "own shards", key, sid)
     return reuse
@@ -147,23 +150,28 @@ def _made_from(store: BlobStore, container: str, name: str, written: ShardManife
 
 
 def drop_replaced_results(store: BlobStore, container: str, key: str, sid: str, shard: list[str],
-                          now: Mapping[str, str], reuses: ShardManifest | None = None, found: Any = UNREAD) -> int:
+                          now: Mapping[str, str], reuses: ShardManifest | None = None, found: Any = UNREAD,
+                          folders: ShardFolders | None = None) -> int:
     """Remove, from every attempt's results of shard ``sid`` of ``key``, the entries of the images of ``shard`` that
     were replaced since the last listing (``replaced``); ``now``: this listing's ETags. Returns how many entries went.
     Call it before this listing writes its own ETags for the shard.
 
     ``reuses``: where the key is an ``only_new`` re-run's (its request's ``only_new``, which its resumed runs keep),
     the manifest this listing wrote for the shard; an attempt 0 not made from it goes too (``drop_earlier_reuse``), at
-    the cost of one listing of the shard's blobs; other keys (None) never have an attempt 0, and a shard whose images
-    are unchanged is still left unread. ``found``: the shard's ETags document, where the caller read it already."""
+    the cost of one listing of the shard's blobs (the write call's one: ``folders``); other keys (None) never have an
+    attempt 0, and a shard whose images are unchanged is still left unread. ``found``: the shard's ETags document,
+    where the caller read it already. ``folders``: the write call's shard folders (``activities.shard_folders``),
+    whose one listing of the shard's folder the carry and the coverage read after this (told of the attempt 0 blobs
+    deleted here); else listed here."""
     before = earlier_etags(store, container, key, sid, found)
     if before is None:  # no listing of the key before (attempt 0 is written only after one recorded ETags)
         return 0
     stale = replaced(shard, before, now)
     if not stale and reuses is None:
         return 0
-    names = list(store.list_names(container, layout.shard_prefix(key, sid)))
-    gone = set(drop_earlier_reuse(store, container, key, sid, names, reuses)) if reuses is not None else set()
+    names = (sorted(folders.names(layout.shard_index(sid))) if folders is not None
+             else list(store.list_names(container, layout.shard_prefix(key, sid))))
+    gone = set(drop_earlier_reuse(store, container, key, sid, names, reuses, folders)) if reuses is not None else set()
     if not stale:
         return 0
     removed = 0

@@ -174,7 +174,7 @@ def finished_coverage(store: BlobStore, settings: Settings, task_id: str, sid: s
 
 
 def earlier_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str,
-                     names: list[str]) -> dict[str, int] | None:
+                     names: list[str], listed: set[str] | None = None) -> dict[str, int] | None:
     """``names``' coverage (``core.mdformat.coverage``) over the shard's attempts 1 and later as a resumed run's
     listing finds it, whether or not it covers every name (``finished_coverage``: the shards that need no pool task);
     None when ``names`` is empty or attempt 1 has no results (nothing read: a shard the earlier run never started, or
@@ -184,10 +184,13 @@ def earlier_coverage(store: BlobStore, settings: Settings, task_id: str, sid: st
     leaves them out of what its pool processed (``orchestrations.task._fail_if_the_pool_never_ran``): else a resumed
     run whose pool never ran a worker ended ``completed_with_errors``, the pool's reason hidden. Same reads as
     ``finished_coverage`` (it is this pass): none where attempt 1 has no results, which may leave a shard's earlier
-    images counted as processed (the conservative side: the task ends as its images say, as before)."""
+    images counted as processed (the conservative side: the task ends as its images say, as before). ``listed``: the
+    names under the shard's folder as they are now (the listing's one listing of it, ``activities.shard_folders``,
+    which counts the attempt 1 results the carry just wrote), else it is listed here."""
     if not names:
         return None
-    listed = shard_blobs(store, settings, task_id, sid)
+    if listed is None:
+        listed = shard_blobs(store, settings, task_id, sid)
     ones = {n for n in listed if (a := layout.attempt_of_results_blob(n)) is not None and a >= 1}
     if layout.attempt_results_blob(task_id, sid, 1) not in ones:  # attempt 1 has run nothing: not all finished
         return None
