@@ -16,7 +16,14 @@ key, with its own run id, that replaces the terminated one); the second listing 
 ``--resume-add K`` uploads K new images that sort before every other name before the resume (a relisting that moves
 every shard's boundary names by K): each shard then finds the K names new to it in its neighbour's earlier ETags
 (``activities.carried_results``, whose requests are counted apart too) and carries their earlier results, so only the
-K added images run again (this benchmark's first run is terminated before its pool work, so there are none to copy).
+K added images run again (this benchmark's first run is terminated before its pool work, so there are none to copy,
+unless ``--with-results``).
+``--with-results`` writes, before the resume, each shard's attempt 1 results as its worker would have (a success for
+every image of its manifest, ``write_results``; their requests are not counted) but the last shard's: a resumed
+listing of a key whose results are present, where the carry and the coverage (``activities.shard_results
+.earlier_coverage``) parse them and find those shards done. The last shard is left to run so that the resumed run
+still waits for its confirmation (``orchestrations.task``: it counts the images still to run; with none it went on to
+the merge and exports).
 
 Counted at the HTTP transport (azure-core's ``RequestsTransport.send``: every attempt the pipeline sends, retries
 included: azure-core 1.41 ``pipeline/_base.py``, ``_TransportRunner``, the pipeline's last node, calls the transport's
@@ -37,8 +44,10 @@ are carried, not run again), ``rerun_images`` (the names ``replaced`` finds in t
 they run again; 0 with nothing changed; images new since count too, while names moved into a shard no earlier
 listing wrote are not counted, and run as well, having no results there), ``dropped_entries`` (result entries
 removed), ``process_cpu_s_per_1000_images``, ``listing_activity_cpu_s_per_1000_images``; and
-``resume_minus_first``: what the resume adds, per shard and per 1,000 images. Request counts are exact; CPU figures
-on a shared machine are loose.
+``resume_minus_first``: what the resume adds, per shard and per 1,000 images; ``shard_folder_listings`` (List Blobs
+of one shard's folder, ``layout.shard_prefix``: in a resumed listing they are its readers' of the shard, drop, carry
+and coverage, ``activities.shard_folders``), with ``per_shard``. Request counts are exact; CPU figures on a shared
+machine are loose.
 """
 from __future__ import annotations
 
@@ -49,6 +58,7 @@ import os
 import sys
 import threading
 import time
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -63,6 +73,7 @@ LISTING_ACTIVITIES = ("plan_listing", "list_images_part", "choose_sample", "writ
                       "finish_enumeration")
 ETAGS_READ = "etags_read"  # the tag of the requests drop_replaced_results sends
 CARRIED = "carried_results"  # the tag of the requests carry_moved_results sends
+SHARD_FOLDER = re.compile(r"(^|/)shards/s\d{5,}/$")  # a List Blobs of one shard's folder (layout.shard_prefix)
 
 
 def request_kind(method: str, url: str) -> str:
@@ -72,6 +83,12 @@ def request_kind(method: str, url: str) -> str:
     if method.upper() == "GET" and "list" in query.get("comp", []):
         return "LIST"
     return method.upper()
+
+
+def shard_folder(url: str) -> str:
+    """The shard folder a List Blobs request lists (its ``prefix`` is one shard's ``layout.shard_prefix``), else ""."""
+    prefix = (parse_qs(urlsplit(url).query).get("prefix") or [""])[0]
+    return prefix if SHARD_FOLDER.search(prefix) else ""
 
 
 class RequestCounter:
@@ -84,6 +101,7 @@ class RequestCounter:
         self.counts: Counter[tuple[str, str]] = Counter()  # (tag, kind) -> requests
         self.not_found: Counter[tuple[str, str]] = Counter()
         self.bytes_in: Counter[tuple[str, str]] = Counter()  # answers' bodies (Content-Length)
+        self.shard_folders: Counter[str] = Counter()  # List Blobs by shard folder listed (SHARD_FOLDER), any tag
 
     def tag(self) -> str:
         return getattr(self.local, "tag", "") or ""
@@ -99,8 +117,10 @@ class RequestCounter:
                 self.local.tag = before
         return wrapper
 
-    def record(self, tag: str, kind: str, status: int, length: int) -> None:
+    def record(self, tag: str, kind: str, status: int, length: int, folder: str = "") -> None:
         with self.lock:
+            if folder:
+                self.shard_folders[folder] += 1
             self.counts[(tag, kind)] += 1
             if status == 404:
                 self.not_found[(tag, kind)] += 1
@@ -111,6 +131,7 @@ class RequestCounter:
             self.counts.clear()
             self.not_found.clear()
             self.bytes_in.clear()
+            self.shard_folders.clear()
 
     def install(self) -> None:
         from azure.core.pipeline.transport import RequestsTransport
@@ -124,7 +145,9 @@ class RequestCounter:
                 length = int(response.headers.get("Content-Length") or 0)
             except (TypeError, ValueError):
                 length = 0
-            counter.record(counter.tag(), request_kind(request.method, request.url), response.status_code, length)
+            kind = request_kind(request.method, request.url)
+            counter.record(counter.tag(), kind, response.status_code, length,
+                           shard_folder(request.url) if kind == "LIST" else "")
             return response
 
         setattr(RequestsTransport, "send", counted_send)
@@ -266,6 +289,10 @@ def listing_figures(counter: RequestCounter, reads: EtagsReads, images: int, sha
         "carried": {"shards": reads.carry_shards, "requests": dict(sorted(carried.items())),
                     "bytes_in": carried_bytes, "moved_images": reads.moved_images},
         "rerun_images": reads.rerun_images - reads.moved_counted, "dropped_entries": reads.dropped_entries,
+        "shard_folder_listings": {"requests": sum(counter.shard_folders.values()),
+                                  "folders": len(counter.shard_folders),
+                                  "per_shard": per_shard(sum(counter.shard_folders.values()), shards),
+                                  "most_of_one_folder": max(counter.shard_folders.values(), default=0)},
         "process_cpu_s": round(process_cpu_s, 3),
         "process_cpu_s_per_1000_images": round(process_cpu_s / thousands, 4),
         "listing_activity_cpu_s": round(listing_cpu, 3),
@@ -340,7 +367,9 @@ def _run(args: argparse.Namespace, azurite: Any, connection: str) -> dict[str, A
     def status(task_id: str) -> dict[str, Any]:
         return dict(requests.get(f"{host.base_url}/api/tasks/{task_id}", headers=headers, timeout=120).json())
 
-    def listing() -> tuple[str, dict[str, Any]]:
+    def listing(sizes: tuple[int, int] | None = None) -> tuple[str, dict[str, Any]]:
+        """One listing's figures; ``sizes``: its (images, shards) where the status shows only those still to run
+        (``--with-results``: the waiting status counts the work, ``orchestrations.task``)."""
         counter.reset()
         reads.reset()
         activity_before = dict(host.engine.metrics.snapshot()["activities"])
@@ -364,8 +393,8 @@ def _run(args: argparse.Namespace, azurite: Any, connection: str) -> dict[str, A
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
         after = host.engine.metrics.snapshot()["activities"]
         activity_cpu = {k: v["cpu_s"] - (activity_before.get(k) or {}).get("cpu_s", 0.0) for k, v in after.items()}
-        figures = listing_figures(counter, reads, int(st.get("images") or 0), int(st.get("shards") or 0), cpu,
-                                  activity_cpu, wall)
+        images, shards = sizes or (int(st.get("images") or 0), int(st.get("shards") or 0))
+        figures = listing_figures(counter, reads, images, shards, cpu, activity_cpu, wall)
         return task_id, figures
 
     try:
@@ -377,11 +406,14 @@ def _run(args: argparse.Namespace, azurite: Any, connection: str) -> dict[str, A
             if time.perf_counter() > deadline:
                 raise TimeoutError("the first run was not terminated within 120 s")
             time.sleep(0.2)
+        results = write_results(connection, f"state{args.images}") if args.with_results else 0
         added: list[str] = []
         if args.resume_add:
             added = [f"0000new/IMG_{i:07d}.JPG" for i in range(args.resume_add)]  # before every other name
             upload(connection, container, added)
-        _, resumed = listing()
+        total = first["images"] + len(added)
+        _, resumed = listing((total, -(-total // args.images_per_shard)) if args.with_results else None)
+        resumed["results_written"] = results
         print(f"resumed listing: {resumed['requests']} etags read {resumed['etags_read']['requests']}, "
               f"carried {resumed['carried']['requests']} ({resumed['carried']['moved_images']} images found in a "
               f"neighbour's earlier ETags: their results, where any, carried), rerun images {resumed['rerun_images']}",
@@ -390,6 +422,7 @@ def _run(args: argparse.Namespace, azurite: Any, connection: str) -> dict[str, A
         host.stop()
     return {
         "images": args.images, "images_per_shard": args.images_per_shard, "resume_add": args.resume_add,
+        "with_results": bool(args.with_results),
         "how": "devhost + Azurite: POST /api/tasks, wait in awaiting_confirmation (TRAPBATCH_CONFIRM_ABOVE_IMAGES=1), "
                "terminate, POST the same request plainly (a resume: same key, new run id), wait again",
         "first": first, "resumed": resumed, "resume_minus_first": difference(first, resumed),
@@ -397,6 +430,31 @@ def _run(args: argparse.Namespace, azurite: Any, connection: str) -> dict[str, A
         "machine": machine_facts(load_before),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def write_results(connection: str, container: str) -> int:
+    """Write each shard's attempt 1 results as its worker would have (a success, no detection, for every image of the
+    shard's attempt 1 manifest) but the last shard's (module doc), in parallel; returns how many shards got them. Not
+    counted: the counter is reset when the resumed listing starts."""
+    from adapters.blobs import BlobStore, service_client
+    from gpu_batch import layout
+
+    store = BlobStore(service_client(connection))
+    manifests = [n for n in store.list_names(container, "tasks/") if n.endswith("/attempt-1.json") and "/shards/" in n]
+    manifests = sorted(manifests)[:-1]  # the last shard runs: the resumed run waits for its confirmation
+
+    def write(name: str) -> None:
+        manifest = store.read_json(container, name)
+        entries = [{"file": f, "max_detection_conf": 0.0, "detections": []} for f in manifest["images"]]
+        store.write_compact_json(container, layout.attempt_results_blob(manifest["task_id"], manifest["shard_id"], 1),
+                                 {"images": entries, "info": {"trapbatch": {"task_id": manifest["task_id"],
+                                                                            "shard_id": manifest["shard_id"],
+                                                                            "attempt": 1}}})
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, manifests))
+    print(f"wrote attempt 1 results of {len(manifests):,} shards", flush=True)
+    return len(manifests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
                         "ETag, which the comparison does not mind)")
     p.add_argument("--resume-add", type=int, default=0, metavar="K",
                    help="before the resume, add K images that sort before all others (every shard boundary moves)")
-    p.add_argument("--out", default="", help="default bench/results/resume_listing-<N>-<S>.json")
+    p.add_argument("--with-results", action="store_true",
+                   help="before the resume, write every shard's attempt 1 results but the last's (a success for each "
+                        "image): a resumed listing of a key with results present")
+    p.add_argument("--out", default="", help="default bench/results/resume_listing-<N>-<S>[-addK][-results].json")
     args = p.parse_args(argv)
     record = run(args)
     summary = {"first": {k: record["first"][k] for k in ("images", "shards", "requests", "etags_read", "rerun_images",
@@ -420,11 +481,13 @@ def main(argv: list[str] | None = None) -> int:
                                                           "listing_activity_cpu_s_per_1000_images")},
                "resumed": {k: record["resumed"][k] for k in ("images", "shards", "requests", "etags_read",
                                                               "carried", "rerun_images", "dropped_entries",
+                                                              "shard_folder_listings", "wall_s",
                                                               "process_cpu_s_per_1000_images",
                                                               "listing_activity_cpu_s_per_1000_images")},
                "resume_minus_first": record["resume_minus_first"]}
     name = f"resume_listing-{args.images}-{args.images_per_shard}" + (f"-add{args.resume_add}"
-                                                                      if args.resume_add else "") + ".json"
+                                                                      if args.resume_add else "") + (
+        "-results" if args.with_results else "") + ".json"
     save_record(record, args.out, name, summary)
     return 0
 

@@ -106,3 +106,16 @@ def test_images_whose_results_a_neighbour_carries_are_not_counted_as_run_again(m
     figures = bench.listing_figures(counter, reads, 10, 2, 0.0, {}, 1.0)
     assert figures["rerun_images"] == 1 and figures["carried"]["moved_images"] == 4
     assert figures["carried"]["shards"] == 2
+
+
+def test_a_listing_of_one_shard_folder_is_told_from_other_listings() -> None:
+    """``shard_folder_listings`` counts the List Blobs of a shard's own folder (``layout.shard_prefix``) only: the
+    readers a resumed listing has per shard (activities.shard_folders), not the listing of the key's shards folder
+    (``listing_leftovers._folders_past``) or of a listing part."""
+    folder = _bench().shard_folder
+    base = "http://127.0.0.1:10000/devstoreaccount1/state?restype=container&comp=list"
+    assert folder(base + "&prefix=tasks/t-1/shards/s00012/") == "tasks/t-1/shards/s00012/"
+    assert folder(base + "&prefix=tasks%2Ft-1%2Fshards%2Fs123456%2F") == "tasks/t-1/shards/s123456/"
+    assert folder(base + "&prefix=tasks/t-1/shards/&delimiter=/") == ""
+    assert folder(base + "&prefix=tasks/t-1/shards/s00012/attempt-1") == ""
+    assert folder(base) == ""
