@@ -125,3 +125,20 @@ def test_a_shard_finished_by_a_later_attempt_alone_is_done_after_its_one_listing
     assert [i for i, _, _ in out["done"]] == [i for i in range(len(before)) if i != k]
     assert out.get("partly") == [[k, 2]]
     assert _run_again(settings, store) == [before[k][2]]
+
+
+def test_after_deletions_a_shard_folder_is_listed_again_in_its_own_turn(env: tuple[Settings, BlobStore, str]) -> None:
+    """The first two images deleted meanwhile: every boundary moves left, each shard finds names in its right
+    neighbour's earlier ETags and its carry lists that folder before the neighbour's turn. That listing is not kept
+    for the neighbour's own readers (its drop would read names from before its turn: activities.shard_folders), so
+    each folder but the first is listed twice (4 times before: drop, carry, coverage, and the left neighbour's
+    carry), the first once; nothing runs again."""
+    settings, store, container = env
+
+    def change(before: list[list[str]]) -> None:
+        for name in before[0][:2]:
+            store.delete_if_exists(container, name)
+
+    counted, shards = _resumed(settings, store, container, change)
+    assert counted.folders(shards) == [1] + [2] * (shards - 1)
+    assert _run_again(settings, store) == []
