@@ -90,9 +90,10 @@ def drop_earlier_reuse(store: BlobStore, container: str, key: str, sid: str, nam
     (``api.starters.resumed_request`` keeps ``only_new``), copies again for its own listing.
 
     Why kept when made from ``written`` (the reuse step's attempt 0 manifest is the listing's attempt 1 manifest as
-    attempt 0: ``activities.reuse.reuse_shard``): an activity runs at least once ("each called activity function will
-    be executed at least once", Durable Task's ``TaskActivity`` reference, learn.microsoft.com; "in error cases it
-    might be invoked multiple times", Azure/durabletask wiki, Writing-Task-Activities), and this listing's own call may
+    attempt 0, stamped with the listing's run: ``activities.reuse.reuse_shard``): an activity runs at least once
+    ("each called activity function will be executed at least once", Durable Task's ``TaskActivity`` reference,
+    learn.microsoft.com; "in error cases it might be invoked multiple times", Azure/durabletask wiki,
+    Writing-Task-Activities), and this listing's own call may
     run again late, its queue message back after its output was taken, once its run's reuse step wrote attempt 0 (a run
     without an id keeps its listing's parts, and a run with one when the best-effort deletion of its folder failed,
     ``activities.listing_leftovers.drop_own_listing``). That call finds its own earlier ETags and deleted that fresh

@@ -29,10 +29,11 @@ deleted since are in no new shard, so they are simply not carried over.
 
 Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same blobs again (the summary
 and the list of photos cut short after the results whose new ETag they name). A resumed run (its generation listed
-again, maybe cut otherwise) does not find the earlier run's attempt 0: its listing deleted any attempt 0 not made
-from its own manifest (``activities.replaced_images.drop_earlier_reuse``: by the ``listing_run`` stamp the
-manifests carry, which ``_fields`` copies here, or the same fields but for it), so this step reads the shard as that
-listing cut it.
+again, maybe cut otherwise) finds the earlier run's attempt 0 only where its listing cut the shard alike: that
+listing deleted any attempt 0 not made from its own manifest (``activities.replaced_images.drop_earlier_reuse``: by
+the ``listing_run`` stamp the manifests carry, or the same fields but for it), so this step reads the shard as that
+listing cut it. It stamps attempt 0 with that listing's run, which the shard's ETags document names (``listing``:
+``activities.carried_results.etags_document``), not with the stamp of the manifest it read the shard in.
 Must not: reuse an entry whose image's ETag changed or is unknown on either side; send a reused image to the pool.
 """
 from __future__ import annotations
@@ -132,10 +133,19 @@ class PreviousRanges:
 
 
 def _etags(store: BlobStore, settings: Settings, key: str, sid: str) -> dict[str, str]:
+    return _etags_and_listing(store, settings, key, sid)[0]
+
+
+def _etags_and_listing(store: BlobStore, settings: Settings, key: str, sid: str) -> tuple[dict[str, str], str]:
+    """The shard's ETags as its listing recorded them, and that listing's run (the document's ``listing``, the
+    ``listing_run`` it stamped the shard's manifest with: ``activities.carried_results.etags_document``; "" for a
+    run without an id)."""
     data = store.read_bytes_or_none(settings.container, layout.shard_etags_blob(key, sid))
     doc = jsonio.loads(data) if data is not None else None
     etags = doc.get("etags") if isinstance(doc, dict) else None
-    return {str(k): str(v) for k, v in etags.items() if v} if isinstance(etags, dict) else {}
+    listing = doc.get("listing") if isinstance(doc, dict) else None
+    return ({str(k): str(v) for k, v in etags.items() if v} if isinstance(etags, dict) else {},
+            listing if isinstance(listing, str) else "")
 
 
 def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges: PreviousRanges,
@@ -167,7 +177,7 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, setti
     """Write shard ``sid``'s attempt 0 (reused entries) and its attempt 1 (the rest); (reused, to run).
     ``before_writes``: called with the shard's number of images after every read and before the first write."""
     full = ShardManifest.from_dict(shard_manifest(store, settings, key, sid))
-    etags = _etags(store, settings, key, sid)
+    etags, listing = _etags_and_listing(store, settings, key, sid)
     images = set(full.images)
     wanted = {n: e for n, e in etags.items() if n in images}
     found, damaged = reusable_entries(store, settings, previous, ranges, wanted) if wanted and ranges else ({}, set())
@@ -176,7 +186,11 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, setti
     if before_writes is not None:
         before_writes(len(full.images))
     to_run = tuple(n for n in full.images if n not in found)
-    whole = ShardManifest(**{**_fields(full), "attempt": 0,
+    # Stamped with the listing the shard's ETags document names, not the stamp ``full`` has: where the listing kept
+    # an earlier run's attempt 0 cut alike (``activities.replaced_images._made_from``), ``full`` is that one, and a late
+    # duplicate of this run's listing call that a release or a setting changed knew it neither by stamp nor by fields
+    # and deleted it (tests/integration/test_reuse_resumed.py). A retried call reads the same document: the same stamp.
+    whole = ShardManifest(**{**_fields(full), "attempt": 0, "listing_run": listing,
                              "output_blob": layout.attempt_results_blob(key, sid, 0)})
     # Order matters for a retry: attempt 0's manifest first, so a retried call still sees every image of the shard.
     # compact orjson (gpu_batch.formats.jsonio): these documents hold a shard's names and entries; json.dumps with an
@@ -194,7 +208,8 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, setti
     store.write_compact_json(settings.container, layout.attempt_coverage_blob(key, sid, 0),
                              coverage_summary(found, full.images, results_etag, manifest_etag))
     run = ShardManifest(**{**_fields(full), "attempt": 1, "images": to_run,  # no merge view: two attempts now
-                           "output_blob": layout.attempt_results_blob(key, sid, 1), "merge_view_threshold": None})
+                           "output_blob": layout.attempt_results_blob(key, sid, 1), "merge_view_threshold": None,
+                           "listing_run": listing})
     store.write_compact_json(settings.container, layout.manifest_blob(key, sid, 1), run.to_dict())
     return len(found), len(to_run)
 

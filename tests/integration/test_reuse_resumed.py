@@ -152,6 +152,19 @@ def test_a_reuse_call_reads_the_marker_again_once_recheck_images_were_read_since
     assert len(reads) == 2  # before the writes of the second shard (3 + 3 read) and of the fourth
 
 
+def _late_duplicate(settings: Settings, store: BlobStore, calls: list[tuple[str, Any]],
+                    monkeypatch: pytest.MonkeyPatch, redeployed: bool) -> None:
+    """The first ``write_shard_manifests`` call of ``calls`` run again, delivered late; ``redeployed``: after a
+    release or an app setting changed the detection threshold its manifests apply."""
+    _, p = next(call for call in calls if call[0] == c.WRITE_SHARDS)
+    if redeployed:
+        as_decided = decided.task_settings
+        monkeypatch.setattr(decided, "task_settings", lambda *args: dataclasses.replace(
+            as_decided(*args), detection_threshold=0.25))
+    run_write_shards(NEW, TaskRequest.from_dict(p["request"]), settings, store, [tuple(x) for x in p["parts"]],
+                     p["first"], p["count"], p["slices"], p["sampled"], p.get("not_found"), p.get("listing_run", ""))
+
+
 @pytest.mark.parametrize(("run_job", "redeployed"), [("", False), (SECOND_JOB, False), (SECOND_JOB, True)],
                          ids=["run-without-id", "folder-left", "folder-left-redeployed"])
 def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reused_for_the_same_shard(
@@ -178,13 +191,7 @@ def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reus
     out = run_reuse(NEW, OLD, 0, listed["shards"], settings, store)
     assert out["to_run"].count(0) > 1  # shards reused whole: done without the pool
 
-    _, p = next(call for call in calls if call[0] == c.WRITE_SHARDS)  # its duplicate, delivered late
-    if redeployed:
-        as_decided = decided.task_settings
-        monkeypatch.setattr(decided, "task_settings", lambda *args: dataclasses.replace(
-            as_decided(*args), detection_threshold=0.25))
-    run_write_shards(NEW, TaskRequest.from_dict(p["request"]), settings, store, [tuple(x) for x in p["parts"]],
-                     p["first"], p["count"], p["slices"], p["sampled"], p.get("not_found"), p.get("listing_run", ""))
+    _late_duplicate(settings, store, calls, monkeypatch, redeployed)
     if redeployed:  # the two manifests differ in that field, and both carry the listing's stamp
         first = store.read_json(settings.container, layout.manifest_blob(NEW, layout.shard_id(0), 1))
         reused = store.read_json_or_none(settings.container, layout.manifest_blob(NEW, layout.shard_id(0), 0))
@@ -197,6 +204,39 @@ def test_a_late_duplicate_of_a_listing_call_keeps_the_attempt_0_its_own_run_reus
     assert sorted(merged) == sorted(read)
     lost = [n for n in read if n != "a/x.jpg" and merged[n] != served[n]]
     assert lost == []  # every reused entry merged ("a/x.jpg": only a retryable failure before, left to the pool)
+
+
+def test_a_late_duplicate_of_a_resumed_runs_listing_call_keeps_the_attempt_0_its_reuse_wrote_over_one_cut_alike(
+        env: tuple[Settings, BlobStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``only_new`` re-run terminated after its reuse step and resumed, nothing changed meanwhile: the resumed
+    listing cuts every shard alike, so it keeps the earlier run's attempt 0 (equal to its manifest but for the
+    stamp: ``activities.replaced_images._made_from``), and its reuse step, reading the shard there, wrote attempt 0
+    again with the EARLIER run's stamp. A late duplicate of the resumed run's listing call, run after a release or an
+    app setting changed the detection threshold, then knew that attempt 0 neither by its stamp nor by its fields and
+    deleted it, which nothing writes again: a shard reused whole merged none of its images. The reuse step stamps
+    attempt 0 with the listing its shard's ETags document names (the one it reuses on)."""
+    monkeypatch.setattr(listing_leftovers, "drop_own_listing", lambda *args, **kwargs: 0)  # its deletion failed
+    settings, store, container = env
+    request, served = _first_run(settings, store, container)
+    request = dataclasses.replace(request, rerun=True, only_new=True)
+    _, first = run_parallel(settings, store, NEW, request, SMALL, run_job=FIRST_JOB)
+    run_reuse(NEW, OLD, 0, first["shards"], settings, store)  # the first run's reuse; then it is terminated
+
+    calls: list[tuple[str, Any]] = []
+    _, second = run_parallel(settings, store, NEW, request, SMALL, run_job=SECOND_JOB, calls=calls)  # resumed
+    listing = manifests(settings, store, NEW)
+    zero = layout.manifest_blob(NEW, layout.shard_id(0), 0)
+    assert store.read_json(settings.container, zero)["listing_run"] == FIRST_JOB  # kept: the same cut
+    out = run_reuse(NEW, OLD, 0, second["shards"], settings, store)
+    assert out["to_run"].count(0) > 1  # shards reused whole: done without the pool
+    assert store.read_json(settings.container, zero)["listing_run"] == SECOND_JOB
+
+    _late_duplicate(settings, store, calls, monkeypatch, redeployed=True)
+    assert store.read_json_or_none(settings.container, zero) is not None, "the duplicate deleted attempt 0"
+    read, _, merged, _ = _outcome(settings, store, second["shards"])
+    assert read == [n for shard in listing for n in shard]
+    assert sorted(merged) == sorted(read)
+    assert [n for n in read if n != "a/x.jpg" and merged[n] != served[n]] == []  # every reused entry merged
 
 
 def test_a_resumed_run_keeps_what_its_earlier_runs_later_attempt_did_beside_the_reused_results(
