@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import secrets
 from collections import deque
 from concurrent.futures import Executor, Future
 from types import TracebackType
@@ -37,27 +38,52 @@ class BlockLimitError(RuntimeError):
     """A blob written in blocks would need more than ``MAX_BLOCKS`` of them."""
 
 
-def block_id(index: int) -> str:
-    """The id of a blob's ``index``-th block, for every block the project stages (this writer, ``BlobStore``'s large
-    writes, ``adapters.compose``).
+SHARED_BUILD = b"000"  # the ids every writer stages unless it asks for its own (``new_build``)
+_BUILD_BYTES = 4
 
-    Why one function: "For a given blob, the length of the value specified for the blockid parameter must be the same
-    size for each block" (REST Put Block), and that holds for the uncommitted blocks a failed writer leaves under the
-    name for up to a week: a writer with ids of another length is refused (400 InvalidBlobOrBlock) until they expire.
-    The SDK's chunked ``upload_blob`` stages ids of its own lengths, so it is not used for names the project writes.
-    """
-    return base64.b64encode(f"{index:08d}".encode()).decode()
+
+def new_build() -> bytes:
+    """Random bytes that make one writer's block ids its own (``block_id``'s ``build``), for a blob that two writers
+    may write at once: a results zip, whose terminated build's activity runs on beside the next build (README, the
+    terminate row). With the ids every writer shares, the second writer's Put Block replaces the first's block of the
+    same id ("the last uploaded block with that ID will be committed on the next successful Put Block List", REST
+    Put Block), so a commit could join the two builds' blocks into one corrupt zip. The cost: a failed writer's
+    blocks are not written over by the next writer's but stay uncommitted until a commit drops them (a blob holds
+    at most 100,000 uncommitted blocks, REST Put Block List), so only the zip's writers use it."""
+    return secrets.token_bytes(_BUILD_BYTES)
+
+
+def block_id(index: int, build: bytes = SHARED_BUILD) -> str:
+    """The id of a blob's ``index``-th block, for every block the project stages (this writer, ``BlobStore``'s large
+    writes, ``adapters.compose``): ``build`` then the index in 5 digits (under ``MAX_BLOCKS``), Base64. The default
+    ``build`` gives the ids of earlier releases (``f"{index:08d}"``); a ``new_build`` of 4 bytes gives 9, whose
+    Base64 has the same 12 characters (and the SDK sends that text Base64-encoded again: 16 on the wire either way).
+
+    Why one function and one length: "For a given blob, all block IDs must be the same length. If a block is uploaded
+    with a block ID of a different length than the block IDs for any existing uncommitted blocks, the service
+    returns error response code 400" (REST Put Block, Remarks), and that holds for the uncommitted blocks a failed
+    writer leaves under the name for up to a week ("Any uncommitted blocks will also be garbage collected if there
+    are no successful calls to Put Block or Put Block List on the same blob within a week"; a Put Block List drops
+    every uncommitted block it does not name): a writer with ids of another length would be refused until they
+    expire. The SDK's chunked ``upload_blob`` stages ids of its own lengths, so it is not used for names the project
+    writes."""
+    if not 0 <= index < 100_000:
+        raise ValueError(f"block index {index} has more than 5 digits; a blob holds at most {MAX_BLOCKS} blocks")
+    return base64.b64encode(build + f"{index:05d}".encode()).decode()
 
 
 class BlockBlobWriter(io.RawIOBase):
     """``pool``: stage blocks on its threads, at most ``in_flight`` of this writer's at once (memory: that many
     blocks more), so that many writers, or one long one, do not wait for one Put Block after another; ``close``
-    waits for them all before the commit."""
+    waits for them all before the commit. ``build``: a ``new_build`` where another writer may stage blocks for the
+    same name meanwhile; its commit then names this writer's blocks alone. ``etag``: the ETag the commit (or the one
+    Put Blob) answered, the version this writer wrote even if another writer's commit has replaced it since."""
 
     def __init__(self, store: BlobStore, container: str, name: str, content_type: str | None = "application/zip",
                  block_bytes: int = BLOCK_BYTES, pool: Executor | None = None, in_flight: int = 2,
-                 cache_control: str | None = None) -> None:
+                 cache_control: str | None = None, build: bytes = SHARED_BUILD) -> None:
         super().__init__()
+        self._build = build
         self._blob = store.service.get_blob_client(container, name)
         self._content_type = content_type
         self._cache_control = cache_control
@@ -95,7 +121,7 @@ class BlockBlobWriter(io.RawIOBase):
             raise BlockLimitError(
                 f"{self._blob.blob_name}: more than {MAX_BLOCKS} blocks of {self._block_bytes} bytes, what a block blob "
                 "holds; nothing was committed. Write it with larger blocks (block_bytes) or in several blobs")
-        staged = block_id(len(self._blocks))
+        staged = block_id(len(self._blocks), self._build)
         self._blocks.append(BlobBlock(block_id=staged))
         if self._pool is None:
             self._blob.stage_block(staged, chunk)

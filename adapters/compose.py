@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence, Union
+from typing import Any, NamedTuple, Sequence, Union
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobSasPermissions, ContentSettings, generate_blob_sas
 
 from adapters import blob_requests
 from adapters.blobs import BlobStore
-from adapters.block_writer import MAX_BLOCKS, block_id
+from adapters.block_writer import MAX_BLOCKS, SHARED_BUILD, block_id
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,23 @@ def _source_auth(store: BlobStore, source: BlobClient) -> tuple[str, str | None]
 _server_side_refused: set[str] = set()  # accounts that answered APINotImplemented (Azurite)
 
 
+class Composed(NamedTuple):
+    """How ``compose`` wrote a blob (``"server"`` or ``"streamed"``) and the ETag its Put Block List answered."""
+
+    mode: str
+    etag: str
+
+
 def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[Piece],
                  content_type: str | None = None, stream_block: int = STREAM_BLOCK) -> str:
     """Write ``container/name`` as the concatenation of ``pieces``; returns ``"server"`` or ``"streamed"``."""
+    return compose(store, container, name, pieces, content_type, stream_block).mode
+
+
+def compose(store: BlobStore, container: str, name: str, pieces: Sequence[Piece], content_type: str | None = None,
+            stream_block: int = STREAM_BLOCK, build: bytes = SHARED_BUILD) -> Composed:
+    """``compose_blob``, answering the committed version's ETag too. ``build``: a ``block_writer.new_build`` where
+    another writer may compose the same name meanwhile (a results zip), so this commit names its own blocks alone."""
     target = store.service.get_blob_client(container, name)
     mode = "streamed" if store.account in _server_side_refused else "server"
     blocks = _blocks(pieces, SERVER_BLOCK if mode == "server" else stream_block)
@@ -86,16 +100,16 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
     def stage(item: tuple[int, Piece]) -> None:
         i, piece = item
         if isinstance(piece, bytes):
-            target.stage_block(block_id(i), piece)
+            target.stage_block(block_id(i, build), piece)
             return
         source_name, offset, length = piece
         source = store.service.get_blob_client(container, source_name)
         if mode == "server":
             url, auth = _source_auth(store, source)
-            target.stage_block_from_url(block_id(i), url, source_offset=offset, source_length=length,
+            target.stage_block_from_url(block_id(i, build), url, source_offset=offset, source_length=length,
                                         source_authorization=auth)
         else:
-            target.stage_block(block_id(i), source.download_blob(offset=offset, length=length).readall())
+            target.stage_block(block_id(i, build), source.download_blob(offset=offset, length=length).readall())
 
     staged: set[int] = set()
     if mode == "server":
@@ -110,13 +124,13 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
                 logger.info("storage account %s has no Put Block From URL (Azurite?): copying blocks through this "
                             "process instead", store.account)
                 _server_side_refused.add(store.account)
-                return compose_blob(store, container, name, pieces, content_type, stream_block)
+                return compose(store, container, name, pieces, content_type, stream_block, build)
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(stage, [(i, p) for i, p in enumerate(blocks) if i not in staged]))
     settings = ContentSettings(content_type=content_type) if content_type else None
-    ids: list[Any] = [block_id(i) for i in range(len(blocks))]  # the SDK takes ids or BlobBlock objects
-    target.commit_block_list(ids, content_settings=settings)
-    return mode
+    ids: list[Any] = [block_id(i, build) for i in range(len(blocks))]  # the SDK takes ids or BlobBlock objects
+    committed = target.commit_block_list(ids, content_settings=settings)
+    return Composed(mode, str((committed or {}).get("etag") or ""))
 
 
 def read_range(store: BlobStore, container: str, name: str, offset: int, length: int) -> bytes:

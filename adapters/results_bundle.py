@@ -3,8 +3,9 @@
 Why: above ``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES`` (50 MiB by default) a partner faces dozens of links (results, CSVs,
 COCO, Camtrap DP, Zooniverse batches, per variant); one zip is one download. Built on demand (the results route
 starts ``orchestrations.results_zip``), not at the end of the task, because the set of files grows afterwards (a
-repeats-removed variant, CSVs at other thresholds): the zip's manifest records each file's etag when it was read, and
-the results route rebuilds a zip that no longer matches (``zip_is_current``).
+repeats-removed variant, CSVs at other thresholds): the zip's manifest records each file's etag when it was read and
+the zip's own ETag as its build committed it, and the results route rebuilds a zip that no longer matches
+(``zip_is_current``: also when another build's zip has replaced it under the same name).
 
 ``write_zip`` builds the zip of up to ``adapters.zip_parts.PART_BYTES`` of files in one pass (``activities.
 results_zip``); a larger set is deflated in parallel parts and composed by ``adapters.zip_parts`` into a zip of the
@@ -23,7 +24,7 @@ import zipfile
 from typing import Any
 
 from adapters import share_links
-from adapters.block_writer import BlockBlobWriter
+from adapters.block_writer import BlockBlobWriter, new_build
 from adapters.blobs import BlobStore
 from core import zipformat
 from gpu_batch import layout
@@ -59,30 +60,58 @@ def member_info(task_id: str, name: str, file: dict[str, Any]) -> zipfile.ZipInf
     return info
 
 
-def zip_is_current(manifest: Any, current: dict[str, dict[str, Any]]) -> bool:
-    """The zip recorded in ``manifest`` holds exactly ``current``'s files, each as it is now (same etag)."""
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+def zip_is_current(manifest: Any, current: dict[str, dict[str, Any]], zip_etag: str | None) -> bool:
+    """The zip recorded in ``manifest`` holds exactly ``current``'s files, each as it is now (same etag), and is the
+    zip blob there now: ``zip_etag`` (the blob's ETag, None when there is none) is the one its build committed.
+
+    Why the zip's own ETag: every build writes the same blob name, and a terminated build's activity runs on beside
+    the next build (README, the terminate row). When the new build commits its zip, the old one commits its (of the
+    files it listed earlier), then the old one writes its manifest and the new one its, the new manifest names the
+    current files over the old zip: by the files alone, a stale zip was ``ready``. A manifest written before it
+    recorded ``zip_etag`` (earlier releases) is judged as then: the files, and that the zip blob exists."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or zip_etag is None:
+        return False
+    if "zip_etag" in manifest and str(manifest["zip_etag"]).strip('"') != zip_etag.strip('"'):
         return False
     return {n: f.get("etag") for n, f in manifest["files"].items()} == {n: f["etag"] for n, f in current.items()}
 
 
-def write_zip(store: BlobStore, container: str, task_id: str,
-              files: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Write the zip and then its manifest; returns the manifest (``zip``, ``bytes``, ``files``). ``files``:
-    ``linked_blobs``' answer when the caller has just listed them."""
-    if files is None:
-        files = linked_blobs(store, container, task_id)  # etags before reading: a file changed meanwhile reads stale
-    name = layout.results_zip_blob(task_id)
-    with BlockBlobWriter(store, container, name) as out:
+def write_manifest(store: BlobStore, container: str, task_id: str, files: dict[str, dict[str, Any]], size: int,
+                   zip_etag: str) -> dict[str, Any]:
+    """Write the zip's manifest (after the zip: ``zip``, ``bytes``, ``zip_etag`` as its commit answered, unquoted,
+    and each file's ``size`` and ``etag`` as listed before it was read); returns it. Why the commit's ETag and not
+    one read afterwards: another build may have committed the same name in between (``zip_is_current``). A commit
+    that answered no ETag (Azure and Azurite always answer one) records none rather than an empty one, which no
+    zip would match: the results route would build again for ever."""
+    manifest: dict[str, Any] = {"task_id": task_id, "zip": layout.results_zip_blob(task_id), "bytes": size}
+    if zip_etag.strip('"'):
+        manifest["zip_etag"] = zip_etag.strip('"')
+    manifest["files"] = {n: {"size": f["size"], "etag": f["etag"]} for n, f in files.items()}
+    store.write_bytes(container, layout.results_zip_manifest_blob(task_id),
+                      json.dumps(manifest, indent=1).encode("utf-8"), "application/json")
+    return manifest
+
+
+def write_zip_blob(store: BlobStore, container: str, task_id: str,
+                   files: dict[str, dict[str, Any]]) -> tuple[int, str]:
+    """Write the zip of ``files`` under ``layout.results_zip_blob``, in blocks of its own (``block_writer.new_build``:
+    a terminated build still writing the name cannot join its blocks to this one's); its size and ETag."""
+    with BlockBlobWriter(store, container, layout.results_zip_blob(task_id), build=new_build()) as out:
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
             for blob in sorted(files):
                 with zf.open(member_info(task_id, blob, files[blob]), "w", force_zip64=True) as member:
                     for chunk in store.service.get_blob_client(container, blob).download_blob().chunks():
                         member.write(chunk)
-        size = out.bytes_written
-    manifest = {"task_id": task_id, "zip": name, "bytes": size,
-                "files": {n: {"size": f["size"], "etag": f["etag"]} for n, f in files.items()}}
-    store.write_bytes(container, layout.results_zip_manifest_blob(task_id),
-                      json.dumps(manifest, indent=1).encode("utf-8"), "application/json")
+    return out.bytes_written, out.etag
+
+
+def write_zip(store: BlobStore, container: str, task_id: str,
+              files: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the zip and then its manifest; returns the manifest (``zip``, ``bytes``, ``zip_etag``, ``files``).
+    ``files``: ``linked_blobs``' answer when the caller has just listed them."""
+    if files is None:
+        files = linked_blobs(store, container, task_id)  # etags before reading: a file changed meanwhile reads stale
+    size, etag = write_zip_blob(store, container, task_id, files)
+    manifest = write_manifest(store, container, task_id, files, size, etag)
     logger.info("task %s: results zip written, %d files, %d bytes", task_id, len(files), size)
     return manifest

@@ -7,20 +7,22 @@ a part's time does not grow with the task. Here the files, in zip order,
 are cut into parts of ``PART_BYTES`` (``core.zipformat.cut``); each part activity deflates its chunks into one work
 blob (a chunk that is not its file's last ends with a sync flush, so the chunks of a file concatenate into one
 deflate stream) and answers each chunk's CRC-32 and deflated length; the combine composes the zip from the members'
-headers, the work blobs' byte ranges and the central directory (``adapters.compose.compose_blob``: server side on
+headers, the work blobs' byte ranges and the central directory (``adapters.compose.compose``: server side on
 Azure, streamed where the service lacks Put Block From URL, as Azurite does) and writes the manifest last, as
 ``write_zip`` does, so the results route serves it only once it is whole.
 
 Consistent with the files: the plan records each file's etag from one listing; a part reads its ranges only while
 that etag still holds (``If-Match``). A file rewritten meanwhile (a re-render's CSV, a repeat search run again) makes
 the part answer ``changed`` and the combine write nothing: the manifest is not updated, so the next
-``GET /api/tasks/{id}/results`` finds no current zip and builds again.
+``GET /api/tasks/{id}/results`` finds no current zip and builds again. Two builds at once (a terminated build's
+step runs on beside the next build): each composes the zip in blocks of its own (``block_writer.new_build``) and its
+manifest records the ETag its commit answered, so the results route hands out only the zip a manifest was written
+for (``results_bundle.zip_is_current``).
 
 Must not: write anything under the zip's own name but a whole zip; leave the work blobs behind (``clean_parts``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from datetime import datetime
@@ -29,10 +31,10 @@ from typing import Any, Sequence
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from adapters.block_writer import BlockBlobWriter
+from adapters.block_writer import BlockBlobWriter, new_build
 from adapters.blobs import BlobStore
-from adapters.compose import Piece, compose_blob, delete_prefix
-from adapters.results_bundle import linked_blobs, zip_path
+from adapters.compose import Piece, compose, delete_prefix
+from adapters.results_bundle import linked_blobs, write_manifest, zip_path
 from core import contracts as c
 from core import zipformat
 from gpu_batch import layout
@@ -115,21 +117,19 @@ def layout_zip(task_id: str, files: Sequence[c.ZipFileEntry], parts: Sequence[c.
 
 
 def combine(store: BlobStore, container: str, asked: c.ResultsZipCombineInput) -> c.ResultsZipOutput:
-    """Compose the zip and then write its manifest (``write_zip``'s format); nothing when a part saw a change."""
+    """Compose the zip and then write its manifest (``results_bundle.write_manifest``, with the ETag the compose's
+    commit answered); nothing when a part saw a change."""
     task_id, files, parts = asked["task_id"], asked["plan"]["files"], asked["parts"]
     name = layout.results_zip_blob(task_id)
     changed = next((p["changed"] for p in parts if p.get("changed")), None)
     if changed:
         return c.ResultsZipOutput(blob=name, files=len(files), bytes=0, stale=changed)
     pieces = layout_zip(task_id, files, parts, asked["plan"]["parts"])
-    mode = compose_blob(store, container, name, pieces, "application/zip")
+    composed = compose(store, container, name, pieces, "application/zip", build=new_build())  # blocks of its own
     size = sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
-    manifest = {"task_id": task_id, "zip": name, "bytes": size,
-                "files": {f["name"]: {"size": f["size"], "etag": f["etag"]} for f in files}}
-    store.write_bytes(container, layout.results_zip_manifest_blob(task_id),
-                      json.dumps(manifest, indent=1).encode("utf-8"), "application/json")
-    logger.info("task %s: results zip composed (%s) from %d parts, %d files, %d bytes", task_id, mode, len(parts),
-                len(files), size)
+    write_manifest(store, container, task_id, {f["name"]: dict(f) for f in files}, size, composed.etag)
+    logger.info("task %s: results zip composed (%s) from %d parts, %d files, %d bytes", task_id, composed.mode,
+                len(parts), len(files), size)
     return c.ResultsZipOutput(blob=name, files=len(files), bytes=size)
 
 

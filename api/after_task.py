@@ -144,7 +144,8 @@ def wants_zip_rebuild(params: Mapping[str, str]) -> bool:
 
 def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, Any], bool, str]:
     """(what the answer says about the zip, whether a build is needed, the newest file's ``modified``: a failed build
-    that started before it did not read these files, so it is tried again)."""
+    that started before it did not read these files, so it is tried again). ``ready`` only for the zip its manifest
+    was written for (``zip_is_current``: a terminated build's zip committed after the next build's is not)."""
     current = linked_blobs(store, s.container, task_id)
     total = sum(f["size"] for f in current.values())
     newest = max((str(f["modified"]) for f in current.values()), default="")
@@ -152,7 +153,8 @@ def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, A
     if total <= s.results_zip_above_bytes:
         return {**base, "state": "not_needed"}, False, newest
     manifest = store.read_json_or_none(s.container, layout.results_zip_manifest_blob(task_id))
-    if zip_is_current(manifest, current) and store.exists(s.container, layout.results_zip_blob(task_id)):
+    zip_etag = store.etag_or_none(s.container, layout.results_zip_blob(task_id))  # one HEAD, as `exists` was
+    if zip_is_current(manifest, current, zip_etag):
         return ({**base, "state": "ready", "blob": layout.results_zip_blob(task_id), "bytes": manifest["bytes"]},
                 False, newest)
     return {**base, "state": "building", "hint": "one zip of these files is being written; GET this again in a "

@@ -207,7 +207,8 @@ def terminated_hint(task_id: str, target: str, stage: str, shown: bool | None = 
     """The 202's next steps. A terminate stops the orchestration only: an activity already running runs to its end
     (README, the terminate row), so what a step under way writes may still be written. A re-render's page and CSVs are
     written over by the next at the same threshold; a zip build's parts are never handed out (``links.zip`` only for
-    a zip whose manifest matches the current files, ``adapters.results_bundle.zip_is_current``).
+    a zip whose manifest matches the current files and names that very zip blob by its ETag, so never one the
+    terminated build committed late: ``adapters.results_bundle.zip_is_current``).
 
     ``shown``: whether the run was of the served results, whose runs alone GET .../repeats and .../results show
     (``unshown_run``); False: of results a re-run has replaced since, never seen 'terminated' there, and what it

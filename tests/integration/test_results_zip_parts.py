@@ -71,7 +71,8 @@ def check_zip(store: BlobStore, container: str, task: str, made: dict[str, bytes
         assert tested.returncode == 0, tested.stdout + tested.stderr
     manifest = store.read_json(container, layout.results_zip_manifest_blob(task))
     assert manifest["bytes"] == len(data)
-    assert zip_is_current(manifest, linked_blobs(store, container, task))
+    assert zip_is_current(manifest, linked_blobs(store, container, task),
+                          store.etag_or_none(container, layout.results_zip_blob(task)))
 
 
 @pytest.mark.parametrize("part_bytes", [997, 4_096, 40_000])
