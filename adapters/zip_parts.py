@@ -15,15 +15,16 @@ Consistent with the files: the plan records each file's etag from one listing; a
 that etag still holds (``If-Match``). A file rewritten meanwhile (a re-render's CSV, a repeat search run again) makes
 the part answer ``changed`` and the combine write nothing: the manifest is not updated, so the next
 ``GET /api/tasks/{id}/results`` finds no current zip and builds again. Two builds at once (a terminated build's
-step runs on beside the next build): each composes the zip in blocks of its own (``block_writer.new_build``) and its
-manifest records the ETag its commit answered, so the results route hands out only the zip a manifest was written
-for (``results_bundle.zip_is_current``).
+step runs on beside the next build): each plan names work blobs of its own (``ZipPlan.build``), each composes the zip
+in blocks of its own (``block_writer.new_build``) and its manifest records the ETag its commit answered, so the
+results route hands out only the zip a manifest was written for (``results_bundle.zip_is_current``).
 
 Must not: write anything under the zip's own name but a whole zip; leave the work blobs behind (``clean_parts``).
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import zlib
 from datetime import datetime
 from typing import Any, Sequence
@@ -51,7 +52,7 @@ def plan(store: BlobStore, container: str, task_id: str, part_bytes: int = PART_
     files = [c.ZipFileEntry(name=n, size=f["size"], etag=f["etag"], modified=f["modified"])
              for n, f in sorted(listed.items())]
     parts = [[list(chunk) for chunk in part] for part in zipformat.cut([f["size"] for f in files], part_bytes)]
-    return c.ZipPlan(files=files, parts=parts)
+    return c.ZipPlan(files=files, parts=parts, build=secrets.token_hex(4))  # work blobs of this build's own
 
 
 def deflate_part(store: BlobStore, container: str, asked: c.ResultsZipPartInput) -> c.ResultsZipPartOutput:
@@ -59,7 +60,7 @@ def deflate_part(store: BlobStore, container: str, asked: c.ResultsZipPartInput)
     task_id, part = asked["task_id"], asked["part"]
     done: list[list[int]] = []
     try:
-        with BlockBlobWriter(store, container, layout.results_zip_part_blob(task_id, part),
+        with BlockBlobWriter(store, container, layout.results_zip_part_blob(task_id, part, asked.get("build", "")),
                              "application/octet-stream") as out:
             for name, etag, offset, length, last in asked["chunks"]:
                 crc, before = 0, out.bytes_written
@@ -80,9 +81,10 @@ def deflate_part(store: BlobStore, container: str, asked: c.ResultsZipPartInput)
 
 
 def layout_zip(task_id: str, files: Sequence[c.ZipFileEntry], parts: Sequence[c.ResultsZipPartOutput],
-               chunks: Sequence[Sequence[Sequence[Any]]]) -> list[Piece]:
+               chunks: Sequence[Sequence[Sequence[Any]]], build: str = "") -> list[Piece]:
     """The zip as pieces to compose: each member's local header, then its chunks' deflated bytes (ranges of the
-    parts' work blobs), then the central directory. ``chunks``: each part's chunks as planned."""
+    parts' work blobs, of the plan's ``build``), then the central directory. ``chunks``: each part's chunks as
+    planned."""
     by_file: dict[int, list[tuple[int, int, int, str, int]]] = {}  # file -> [(crc, raw, deflated, blob, offset)]
     for k, (planned, made) in enumerate(zip(chunks, parts)):
         if made["part"] != k or len(made["chunks"]) != len(planned):
@@ -91,7 +93,7 @@ def layout_zip(task_id: str, files: Sequence[c.ZipFileEntry], parts: Sequence[c.
         at = 0
         for (i, _offset, length, _last), (crc, deflated) in zip(planned, made["chunks"]):
             by_file.setdefault(int(i), []).append((crc, int(length), int(deflated),
-                                                   layout.results_zip_part_blob(task_id, k), at))
+                                                   layout.results_zip_part_blob(task_id, k, build), at))
             at += int(deflated)
     pieces: list[Piece] = []
     members: list[zipformat.Member] = []
@@ -124,7 +126,7 @@ def combine(store: BlobStore, container: str, asked: c.ResultsZipCombineInput) -
     changed = next((p["changed"] for p in parts if p.get("changed")), None)
     if changed:
         return c.ResultsZipOutput(blob=name, files=len(files), bytes=0, stale=changed)
-    pieces = layout_zip(task_id, files, parts, asked["plan"]["parts"])
+    pieces = layout_zip(task_id, files, parts, asked["plan"]["parts"], asked["plan"].get("build", ""))
     composed = compose(store, container, name, pieces, "application/zip", build=new_build())  # blocks of its own
     size = sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
     write_manifest(store, container, task_id, {f["name"]: dict(f) for f in files}, size, composed.etag)
@@ -134,5 +136,6 @@ def combine(store: BlobStore, container: str, asked: c.ResultsZipCombineInput) -
 
 
 def clean_parts(store: BlobStore, container: str, task_id: str) -> int:
-    """Delete the parts' work blobs; how many."""
+    """Delete the parts' work blobs, every build's (a terminated build's too, which no clean of its own follows);
+    how many."""
     return delete_prefix(store, container, layout.results_zip_work_prefix(task_id))

@@ -1474,6 +1474,9 @@ class ZipFileEntry(TypedDict):
 class ZipPlan(TypedDict):
     files: list[ZipFileEntry]  # in zip order
     parts: list[list[list[Any]]]  # each part's chunks: [file index, offset, length, last] (core.zipformat.Chunk)
+    # names this build's work blobs (layout.results_zip_part_blob), random: a terminated build's part still running
+    # cannot write over the next build's; absent in a plan recorded before it (the names of then)
+    build: NotRequired[str]
 
 
 class ResultsZipOutput(TypedDict):
@@ -1488,6 +1491,7 @@ class ResultsZipPartInput(TypedDict):
     task_id: str
     part: int
     chunks: list[list[Any]]  # [name, etag, offset, length, last]
+    build: NotRequired[str]  # the plan's (ZipPlan.build), when it has one
 
 
 class ResultsZipPartOutput(TypedDict):

@@ -168,9 +168,13 @@ def central_directory(members: Iterable[Member], start: int) -> bytes:
 
 
 def part_inputs(task_id: str, made: c.ZipPlan) -> list[c.ResultsZipPartInput]:
-    """What each part activity is asked: its chunks with their file's name and etag (deterministic: the
-    orchestrator calls this on the plan it recorded)."""
+    """What each part activity is asked: its chunks with their file's name and etag, and the plan's ``build``
+    (deterministic: the orchestrator calls this on the plan it recorded)."""
     files = made["files"]
-    return [c.ResultsZipPartInput(task_id=task_id, part=k, chunks=[
+    asked = [c.ResultsZipPartInput(task_id=task_id, part=k, chunks=[
         [files[i]["name"], files[i]["etag"], offset, length, last] for i, offset, length, last in chunks])
         for k, chunks in enumerate(made["parts"])]
+    if made.get("build"):  # a plan recorded before builds were named has none: its parts are asked as then
+        for part in asked:
+            part["build"] = made["build"]
+    return asked

@@ -497,8 +497,10 @@ def results_zip_work_prefix(task_id: str) -> str:
     return f"{task_prefix(task_id)}zip/"
 
 
-def results_zip_part_blob(task_id: str, part: int) -> str:
-    return f"{results_zip_work_prefix(task_id)}part-{part:05d}.deflate"
+def results_zip_part_blob(task_id: str, part: int, build: str = "") -> str:
+    """A part's work blob, under the folder of its plan's ``build`` (``contracts.ZipPlan``): two builds at once never
+    write the same name. A plan recorded before builds were named has none: the names of then."""
+    return f"{results_zip_work_prefix(task_id)}{build + '/' if build else ''}part-{part:05d}.deflate"
 
 
 def damaged_blob(task_id: str) -> str:

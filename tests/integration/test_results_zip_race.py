@@ -3,8 +3,9 @@ terminated build's activity runs on (an activity cannot be stopped) beside the b
 starts under the same instance id, and both write the same zip blob, then the same manifest.
 
 ``GET .../results`` (``api.after_task._zip_state``) answers ``ready`` only for the zip its manifest was written for
-(the manifest's ``zip_etag``), and a build's commit names its own blocks alone (``block_writer.new_build``), so the
-zip handed out is one build's, of the files its manifest lists. The writes are called in the order that showed each
+(the manifest's ``zip_etag``), a build's commit names its own blocks alone (``block_writer.new_build``) and a
+build in parts composes its own parts' work blobs (``ZipPlan.build``), so the zip handed out is one build's, of the
+files its manifest lists. The writes are called in the order that showed each
 defect (no threads, nothing timed): a file is added between the builds (a CSV at another threshold), so the old
 build's zip lacks it.
 """
@@ -198,3 +199,25 @@ def test_block_ids_keep_their_length_and_the_shared_ones_are_as_before(store: Bl
         second.close()
     assert (refused.value.status_code, refused.value.error_code) == (400, "InvalidBlockList")
     assert store.read_bytes(unique_name, "z.bin") == b"1111" * 3
+
+
+def test_a_terminated_builds_part_written_late_is_not_composed_into_the_next_builds_zip(store: BlobStore,
+                                                                                         files: Any) -> None:
+    """The old build's part activity (of its earlier plan) commits its work blob after the new build's part of the
+    same number, before the new build's combine reads it. Before, both wrote ``part-00000.deflate`` under the task's
+    work folder: the combine composed the old build's deflated bytes with the new plan's CRCs and lengths, a corrupt
+    zip answered ``ready``. Now each plan names work blobs of its own (``ZipPlan.build``)."""
+    container, task, _ = files
+    part_bytes = 2_000
+    old_plan = zip_parts.plan(store, container, task, part_bytes)
+    _add_file(store, container, task)
+    planned = run_build(store, container, task, part_bytes)["plan"]
+    assert planned is not None and planned.get("build") != old_plan.get("build")
+    parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned)]
+    for asked in part_inputs(task, old_plan):  # the old build's parts, ending late
+        zip_parts.deflate_part(store, container, asked)
+    zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned, parts=parts))
+    assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
+    assert _members(store, container, task) == _current(store, container, task)
+    zip_parts.clean_parts(store, container, task)
+    assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []  # both builds' work

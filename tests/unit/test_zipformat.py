@@ -123,3 +123,18 @@ def test_part_inputs_name_each_chunks_file_and_etag() -> None:
     assert zipformat.part_inputs("t", made) == [
         {"task_id": "t", "part": 0, "chunks": [["r/a", "e1", 0, 3, False]]},
         {"task_id": "t", "part": 1, "chunks": [["r/a", "e1", 3, 2, True], ["r/b", "e2", 0, 0, True]]}]
+
+
+def test_a_plans_build_names_its_parts_work_blobs_and_one_recorded_before_keeps_the_old_names() -> None:
+    """A plan with ``build`` hands it to every part (whose work blob is then ``<work>/<build>/part-…``: a terminated
+    build's part still running cannot write over the next build's); a plan recorded in a history before builds were
+    named has none, and its parts are asked, and write, as then."""
+    from gpu_batch import layout
+
+    made = c.ZipPlan(files=[c.ZipFileEntry(name="r/a", size=5, etag="e1", modified="2026-12-03T00:00:00+00:00")],
+                     parts=[[list(ch) for ch in p] for p in cut([5], 3)], build="0a1b2c3d")
+    assert [p.get("build") for p in zipformat.part_inputs("t", made)] == ["0a1b2c3d", "0a1b2c3d"]
+    assert layout.results_zip_part_blob("t", 1, "0a1b2c3d") == layout.results_zip_work_prefix("t") + \
+        "0a1b2c3d/part-00001.deflate"
+    assert layout.results_zip_part_blob("t", 1) == layout.results_zip_work_prefix("t") + "part-00001.deflate"
+    assert "build" not in zipformat.part_inputs("t", {"files": made["files"], "parts": made["parts"]})[0]
