@@ -113,7 +113,10 @@ def test_a_zip_build_that_stands_still_is_terminated_through_the_tasks_route_and
         return answer if answer["zip"]["state"] == "ready" else None
 
     done = wait_until(ready, 180, "the zip built again")
-    finished = host.get_status(instance)
+    # the zip and its manifest are written before the build's last steps (its parts cleaned), so the GET can say
+    # ready while the instance still runs: wait for it to complete
+    finished = wait_until(lambda: (lambda s: s if s["runtimeStatus"] != "Running" else None)(
+        host.get_status(instance)), 120, "the zip build's instance completed")
     assert finished["runtimeStatus"] == "Completed" and finished["createdTime"] == rebuilt["createdTime"], finished
     zipped, files = done["zip"], linked_blobs(store, container, task_id)
     assert done["links"]["zip"] and zipped["files"] == len(files) >= 3, done
