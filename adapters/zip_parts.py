@@ -129,7 +129,9 @@ def combine(store: BlobStore, container: str, asked: c.ResultsZipCombineInput) -
     pieces = layout_zip(task_id, files, parts, asked["plan"]["parts"], asked["plan"].get("build", ""))
     composed = compose(store, container, name, pieces, "application/zip", build=new_build())  # blocks of its own
     size = sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
-    write_manifest(store, container, task_id, {f["name"]: dict(f) for f in files}, size, composed.etag)
+    # each file's size and etag read here, from the plan (the payload's reads: tests/orchestrations/payload_reads.py)
+    write_manifest(store, container, task_id, {f["name"]: {"size": f["size"], "etag": f["etag"]} for f in files}, size,
+                   composed.etag)
     logger.info("task %s: results zip composed (%s) from %d parts, %d files, %d bytes", task_id, composed.mode,
                 len(parts), len(files), size)
     return c.ResultsZipOutput(blob=name, files=len(files), bytes=size)
