@@ -54,6 +54,6 @@ def results_zip_combine(payload: c.ResultsZipCombineInput) -> c.ResultsZipOutput
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_CLEAN)
 @failures_without_secrets
-def results_zip_clean(payload: c.ResultsZipInput) -> int:
+def results_zip_clean(payload: c.ResultsZipCleanInput) -> int:
     s = clients.settings()
-    return zip_parts.clean_parts(clients.store(s), s.container, payload["task_id"])
+    return zip_parts.clean_parts(clients.store(s), s.container, payload["task_id"], payload.get("build", ""))

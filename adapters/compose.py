@@ -143,7 +143,12 @@ def read_range(store: BlobStore, container: str, name: str, offset: int, length:
 def delete_prefix(store: BlobStore, container: str, prefix: str) -> int:
     """Delete every blob under ``prefix`` (the fan-in's work blobs, once the results are written); how many."""
     client = store.service.get_container_client(container)
-    names = list(client.list_blob_names(name_starts_with=prefix))
+    return delete_names(store, container, list(client.list_blob_names(name_starts_with=prefix)))
+
+
+def delete_names(store: BlobStore, container: str, names: list[str]) -> int:
+    """Delete the blobs ``names`` (in batches; one already gone is no failure); how many were named."""
+    client = store.service.get_container_client(container)
     for start in range(0, len(names), 256):  # a blob batch takes at most 256 sub-requests
         batch = names[start:start + 256]
         try:

@@ -19,14 +19,15 @@ step runs on beside the next build): each plan names work blobs of its own (``Zi
 in blocks of its own (``block_writer.new_build``) and its manifest records the ETag its commit answered, so the
 results route hands out only the zip a manifest was written for (``results_bundle.zip_is_current``).
 
-Must not: write anything under the zip's own name but a whole zip; leave the work blobs behind (``clean_parts``).
+Must not: write anything under the zip's own name but a whole zip; leave its work blobs behind, or delete those
+of a build that may be running (``clean_parts``).
 """
 from __future__ import annotations
 
 import logging
 import secrets
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from azure.core import MatchConditions
@@ -34,16 +35,26 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from adapters.block_writer import BlockBlobWriter, new_build
 from adapters.blobs import BlobStore
-from adapters.compose import Piece, compose, delete_prefix
+from adapters.compose import Piece, compose, delete_names
 from adapters.results_bundle import linked_blobs, write_manifest, zip_path
 from core import contracts as c
-from core import zipformat
+from core import stall, zipformat
+from core.settings import MAX_BUSY_RETRY_ATTEMPTS
 from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 
 PART_BYTES = 256 * 1024 * 1024  # of the files' bytes per part (a few seconds of deflate; tens of parts at 10M)
 LEVEL = 6  # zlib's default, as zipfile's ZIP_DEFLATED uses
+# The longest a RUNNING build's work folder goes without a blob committed in it (Last-Modified), so that a folder
+# quiet for longer is no running build's and a clean may delete it (``clean_parts``). A part commits its blob at its
+# end, and the combine reads them all; between two commits, or the last commit and the combine's last read, lie at
+# most the calls of one step (the parts' fan-out, ``orchestrations.retries.call_all``, or the combine's ``call``):
+# MAX_BUSY_RETRY_ATTEMPTS (core.settings: the most any input's busy_retry_attempts allows; STORAGE_RETRY's 3 are
+# fewer), each up to twice host.json ``functionTimeout`` (core.stall.FUNCTION_TIMEOUT_S: one attempt lost with its
+# host runs again after the queue's visibility timeout, as core.stall counts it) and a retry timer of up to
+# BUSY_MAX_DELAY_S (orchestrations.retries, mirrored in core.stall), plus core.stall.SLACK_S for queues: ~22 h.
+STALE_WORK_S = MAX_BUSY_RETRY_ATTEMPTS * (2 * stall.FUNCTION_TIMEOUT_S + stall.BUSY_MAX_DELAY_S) + stall.SLACK_S
 
 
 def plan(store: BlobStore, container: str, task_id: str, part_bytes: int = PART_BYTES) -> c.ZipPlan:
@@ -137,7 +148,34 @@ def combine(store: BlobStore, container: str, asked: c.ResultsZipCombineInput) -
     return c.ResultsZipOutput(blob=name, files=len(files), bytes=size)
 
 
-def clean_parts(store: BlobStore, container: str, task_id: str) -> int:
-    """Delete the parts' work blobs, every build's (a terminated build's too, which no clean of its own follows);
-    how many."""
-    return delete_prefix(store, container, layout.results_zip_work_prefix(task_id))
+def clean_parts(store: BlobStore, container: str, task_id: str, build: str = "",
+                now: datetime | None = None) -> int:
+    """Delete the work blobs of this build (the plan's ``build``), the un-foldered ones (``build`` "": a plan
+    recorded before plans named a build), and other builds' folders none of whose blobs is newer than
+    ``STALE_WORK_S``; how many.
+
+    Why not every build's: after ``POST .../terminate {"target": "zip"}`` the terminated build's clean runs on (an
+    activity cannot be stopped) beside the next build under the same instance id; deleting the whole work folder
+    there deleted the new build's parts between its parts and its combine, which then failed (and GET answered
+    ``failed`` until ``?zip=rebuild``). A terminated build's folder is left while it may still be written, and goes
+    at a later build's clean once past the bound. ``now``: the time to judge by (default: this host's clock; its
+    skew from the service's Last-Modified is seconds, within ``core.stall.SLACK_S``).
+
+    A clean whose input names no build (recorded by an earlier release) deletes the un-foldered blobs, its plan's
+    own when that plan had no build, and stale folders; not every folder as it did, since the build beside it may
+    be running (no running build writes un-foldered blobs beside a build of folders: the instance runs one build at
+    a time, and every build started since folders came has its own). Its own folder, where its plan had a build (a
+    clean scheduled by the release that brought folders but handed the clean no build), is left to a later clean
+    past the bound."""
+    prefix = layout.results_zip_work_prefix(task_id)
+    names: dict[str, list[str]] = {}
+    newest: dict[str, datetime] = {}
+    for blob in store.service.get_container_client(container).list_blobs(name_starts_with=prefix):
+        rest = blob.name[len(prefix):]
+        folder = rest.split("/", 1)[0] if "/" in rest else ""
+        names.setdefault(folder, []).append(blob.name)
+        newest[folder] = max(newest.get(folder, blob.last_modified), blob.last_modified)
+    before = (now or datetime.now(timezone.utc)) - timedelta(seconds=STALE_WORK_S)
+    gone = [n for folder, listed in names.items() if folder in ("", build) or newest[folder] < before
+            for n in listed]
+    return delete_names(store, container, gone)

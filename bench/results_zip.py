@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 task_id=task, plan=planned["plan"], parts=[p for p, _ in made]))
             walls["combine"] = time.perf_counter() - t
             t = time.perf_counter()
-            zip_parts.clean_parts(store, container, task)
+            zip_parts.clean_parts(store, container, task, planned["plan"].get("build", ""))
             walls["clean"] = time.perf_counter() - t
             return {"output": out, "parts": len(made), "walls_s": {k: round(v, 3) for k, v in walls.items()}}
 

@@ -1506,6 +1506,13 @@ class ResultsZipCombineInput(TypedDict):
     parts: list[ResultsZipPartOutput]
 
 
+class ResultsZipCleanInput(TypedDict):
+    task_id: str
+    # the plan's (ZipPlan.build), when it has one: the clean deletes this build's work blobs and other builds' only
+    # once no running build can own them (adapters.zip_parts.clean); absent in a clean recorded before it
+    build: NotRequired[str]
+
+
 # ---------------------------------------------------------------- generations (activities.generations)
 PROMOTE = "promote_generation"
 

@@ -3,7 +3,8 @@
 request should live, and its instance (``<task>-zip``) tells the results route that a build is under way.
 
 ``build_results_zip`` writes a zip of up to ``adapters.zip_parts.PART_BYTES`` itself; above, it answers a plan, whose
-parts are deflated in parallel, composed, and their work deleted (``adapters.zip_parts``), so a ten-million-image
+parts are deflated in parallel, composed, and their work deleted (``adapters.zip_parts``: the clean is handed the
+plan's build and deletes that build's work, not the next build's after a terminate), so a ten-million-image
 task's tens of GB are no single activity's work. A history recorded before plans existed replays as before.
 """
 from __future__ import annotations
@@ -32,5 +33,8 @@ def zip_results(context: df.DurableOrchestrationContext) -> Generator[Any, Any, 
                                                                    part_inputs(data["task_id"], made))
         built = yield from call(context, c.RESULTS_ZIP_COMBINE, STORAGE_RETRY,
                                 c.ResultsZipCombineInput(task_id=data["task_id"], plan=made, parts=parts))
-        yield from call(context, c.RESULTS_ZIP_CLEAN, STORAGE_RETRY, asked)
+        cleaned = c.ResultsZipCleanInput(task_id=data["task_id"])
+        if made.get("build"):
+            cleaned["build"] = made["build"]  # its own work blobs, not the next build's (zip_parts.clean_parts)
+        yield from call(context, c.RESULTS_ZIP_CLEAN, STORAGE_RETRY, cleaned)
     return built

@@ -86,7 +86,7 @@ def test_parts_compose_a_zip_of_exactly_the_linked_files(store: BlobStore, files
     check_zip(store, container, task, made, tmp_path)
     work = layout.results_zip_work_prefix(task)
     assert len(list(store.list_names(container, work))) == len(plan["parts"])
-    assert zip_parts.clean_parts(store, container, task) == len(plan["parts"])
+    assert zip_parts.clean_parts(store, container, task, plan["build"]) == len(plan["parts"])
     assert list(store.list_names(container, work)) == []
 
 
@@ -163,7 +163,8 @@ def test_the_zip_orchestration_runs_the_parts_with_the_real_activities(
     bodies = {c.BUILD_RESULTS_ZIP: lambda p: run_build(store, container, p["task_id"], zip_parts.PART_BYTES),
               c.RESULTS_ZIP_PART: lambda p: zip_parts.deflate_part(store, container, p),
               c.RESULTS_ZIP_COMBINE: lambda p: zip_parts.combine(store, container, p),
-              c.RESULTS_ZIP_CLEAN: lambda p: zip_parts.clean_parts(store, container, p["task_id"])}
+              c.RESULTS_ZIP_CLEAN: lambda p: zip_parts.clean_parts(store, container, p["task_id"],
+                                                                   p.get("build", ""))}
     run = run_orchestrator(zip_results, {"task_id": task}, lambda name, p: bodies[name](json.loads(json.dumps(p))))
     assert run.status == "Completed", run.error
     assert run.activity_names.count(c.RESULTS_ZIP_PART) == -(-sum(len(b) for b in made.values()) // 3_000)

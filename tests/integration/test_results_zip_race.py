@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import zipfile
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pytest
@@ -219,5 +220,90 @@ def test_a_terminated_builds_part_written_late_is_not_composed_into_the_next_bui
     zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned, parts=parts))
     assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
     assert _members(store, container, task) == _current(store, container, task)
-    zip_parts.clean_parts(store, container, task)
-    assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []  # both builds' work
+    work = layout.results_zip_work_prefix(task)
+    zip_parts.clean_parts(store, container, task, planned["build"])  # its own work; the old build's may still run
+    assert {n[len(work):].split("/")[0] for n in store.list_names(container, work)} == {old_plan["build"]}
+    zip_parts.clean_parts(store, container, task, planned["build"], now=_past_the_bound())
+    assert list(store.list_names(container, work)) == []
+
+
+def _past_the_bound() -> datetime:
+    """A clean's clock once every work blob written so far is older than ``zip_parts.STALE_WORK_S``."""
+    return datetime.now(timezone.utc) + timedelta(seconds=zip_parts.STALE_WORK_S + 120)
+
+
+def _folders(store: BlobStore, container: str, task: str) -> set[str]:
+    """The builds whose work blobs are there ("" for un-foldered ones, of a plan recorded before builds)."""
+    work = layout.results_zip_work_prefix(task)
+    return {n[len(work):].split("/")[0] if "/" in n[len(work):] else "" for n in store.list_names(container, work)}
+
+
+def test_a_terminated_builds_clean_leaves_the_next_builds_parts(store: BlobStore, files: Any) -> None:
+    """The old build's clean (its activity runs on after the terminate) runs between the new build's parts and its
+    combine. Before, it deleted the whole work folder, the new build's parts with it: the combine failed (and after
+    its retries GET answered ``failed`` until ``?zip=rebuild``). Now it deletes its own build's work alone."""
+    container, task, _ = files
+    part_bytes = 2_000
+    old_plan = zip_parts.plan(store, container, task, part_bytes)
+    old_parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, old_plan)]
+    zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=old_plan, parts=old_parts))
+    _add_file(store, container, task)
+    planned = run_build(store, container, task, part_bytes)["plan"]
+    assert planned is not None
+    parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned)]
+    assert _folders(store, container, task) == {old_plan["build"], planned["build"]}
+
+    assert zip_parts.clean_parts(store, container, task, old_plan["build"]) == len(old_parts)  # the old clean
+    assert _folders(store, container, task) == {planned["build"]}
+    zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned, parts=parts))
+    assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
+    assert _members(store, container, task) == _current(store, container, task)
+    assert zip_parts.clean_parts(store, container, task, planned["build"]) == len(parts)
+    assert _folders(store, container, task) == set()
+
+
+def test_a_terminated_builds_work_goes_at_a_clean_past_the_bound(store: BlobStore, files: Any) -> None:
+    """A terminated build's parts (no clean of its own follows) are left by the next build's clean while they may
+    still be written, and deleted by a clean once older than ``STALE_WORK_S``; un-foldered work blobs (a plan
+    recorded before builds had folders) go at any clean."""
+    container, task, _ = files
+    part_bytes = 2_000
+    terminated = zip_parts.plan(store, container, task, part_bytes)
+    for asked in part_inputs(task, terminated):
+        zip_parts.deflate_part(store, container, asked)
+    legacy = {k: v for k, v in zip_parts.plan(store, container, task, part_bytes).items() if k != "build"}
+    for asked in part_inputs(task, legacy):  # type: ignore[arg-type]
+        zip_parts.deflate_part(store, container, asked)
+    planned = run_build(store, container, task, part_bytes)["plan"]
+    assert planned is not None
+    for asked in part_inputs(task, planned):
+        zip_parts.deflate_part(store, container, asked)
+    assert _folders(store, container, task) == {terminated["build"], "", planned["build"]}
+
+    zip_parts.clean_parts(store, container, task, planned["build"])
+    assert _folders(store, container, task) == {terminated["build"]}  # it may still be written: left
+    zip_parts.clean_parts(store, container, task, "another", now=_past_the_bound())  # a later build's clean
+    assert _folders(store, container, task) == set()
+
+
+def test_a_clean_recorded_before_builds_named_leaves_a_running_builds_parts(store: BlobStore, files: Any) -> None:
+    """A clean whose input names no build (scheduled by an earlier release, run after the deployment) deletes the
+    un-foldered work blobs, its own plan's where that plan had no build, and stale folders only: the new build's
+    parts beside it stay, and its combine makes the zip."""
+    container, task, _ = files
+    part_bytes = 2_000
+    legacy = {k: v for k, v in zip_parts.plan(store, container, task, part_bytes).items() if k != "build"}
+    for asked in part_inputs(task, legacy):  # type: ignore[arg-type]
+        zip_parts.deflate_part(store, container, asked)
+    _add_file(store, container, task)
+    planned = run_build(store, container, task, part_bytes)["plan"]
+    assert planned is not None
+    parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned)]
+    assert _folders(store, container, task) == {"", planned["build"]}
+
+    zip_parts.clean_parts(store, container, task)  # the old clean, as its input was recorded
+    assert _folders(store, container, task) == {planned["build"]}
+    zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned, parts=parts))
+    assert _members(store, container, task) == _current(store, container, task)
+    zip_parts.clean_parts(store, container, task, now=_past_the_bound())
+    assert _folders(store, container, task) == set()
