@@ -48,7 +48,8 @@ PART_BYTES = 256 * 1024 * 1024  # of the files' bytes per part (a few seconds of
 LEVEL = 6  # zlib's default, as zipfile's ZIP_DEFLATED uses
 # The longest a RUNNING build's work folder goes without a blob committed in it (Last-Modified), so that a folder
 # quiet for longer is no running build's and a clean may delete it (``clean_parts``). A part commits its blob at its
-# end, and the combine reads them all; between two commits, or the last commit and the combine's last read, lie at
+# end (staged blocks "don't yet form part of the blob" until Put Block List: REST Get Block List; List Blobs shows
+# them only with include=uncommittedblobs, not asked here), and the combine reads them all; between two commits, or the last commit and the combine's last read, lie at
 # most the calls of one step (the parts' fan-out, ``orchestrations.retries.call_all``, or the combine's ``call``):
 # MAX_BUSY_RETRY_ATTEMPTS (core.settings: the most any input's busy_retry_attempts allows; STORAGE_RETRY's 3 are
 # fewer), each up to twice host.json ``functionTimeout`` (core.stall.FUNCTION_TIMEOUT_S: one attempt lost with its
