@@ -18,6 +18,13 @@ NESTED = ("Orchestrator function 'task_orchestrator' failed: Orchestrator functi
           "the model could not be loaded: no file md_v5a.0.1.pt\nTraceback (most recent call last): ...")
 
 
+def _listed(base: str, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """GET /api/tasks's rows by task id."""
+    listed = requests.get(f"{base}/api/tasks", headers=headers, timeout=60)
+    assert listed.status_code == 200, listed.text
+    return {t["id"]: t for t in listed.json()["tasks"]}
+
+
 def test_the_task_list_and_one_tasks_status_agree_on_failed_and_terminated_tasks(storage_connection: str,
                                                                                   unique_name: str) -> None:
     import function_app
@@ -39,9 +46,7 @@ def test_the_task_list_and_one_tasks_status_agree_on_failed_and_terminated_tasks
     host.start()
     try:
         headers = {"x-functions-key": KEY}
-        listed = requests.get(f"{host.base_url}/api/tasks", headers=headers, timeout=60)
-        assert listed.status_code == 200, listed.text
-        rows = {t["id"]: t for t in listed.json()["tasks"]}
+        rows = _listed(host.base_url, headers)
         one = {}
         for iid in tasks:
             r = requests.get(f"{host.base_url}/api/tasks/{iid}", headers=headers, timeout=60)
@@ -155,9 +160,7 @@ def test_the_task_list_says_a_detecting_task_stalled_from_its_shard_groups_updat
     host.start()
     try:
         headers = {"x-functions-key": KEY}
-        listed = requests.get(f"{host.base_url}/api/tasks", headers=headers, timeout=60)
-        assert listed.status_code == 200, listed.text
-        rows = {t["id"]: t for t in listed.json()["tasks"]}
+        rows = _listed(host.base_url, headers)
         listings = list(prefixes)
         one = {iid: requests.get(f"{host.base_url}/api/tasks/{iid}", headers=headers, timeout=60).json()
                for iid in tasks}
