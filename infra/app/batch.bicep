@@ -51,8 +51,14 @@ param nodeIdentityId string
 param registryServer string
 param imagePublisher string = 'microsoft-dsvm'
 param imageOffer string = 'ubuntu-hpc'
-param imageSku string = '2204'
-param nodeAgentSkuId string = 'batch.node.ubuntu 22.04'
+// ubuntu-hpc 2404 with the 24.04 node agent: Batch ends support for batch.node.ubuntu 22.04 on 2027-06-30 and names
+// microsoft-dsvm:ubuntu-hpc:2404 as the move for container and HPC pools (Azure/Batch#200). Its build
+// (Azure/azhpc-images distros/ubuntu24.04/install.sh, versions.json of 2026-07-29) installs the NVIDIA driver
+// (580.173.02, CUDA 13.0), Docker and the NVIDIA container toolkit, as the 2204 build did. The image of a pool that
+// has nodes cannot change (batch-pool-update-properties.md: deploymentConfiguration needs 0 dedicated and 0 Spot
+// nodes), so a redeploy over a 2204 pool succeeds only while the pool has scaled to zero: docs/deploy.md.
+param imageSku string = '2404'
+param nodeAgentSkuId string = 'batch.node.ubuntu 24.04'
 @description('The worker image, as the tasks name it (TRAPBATCH_WORKER_IMAGE): the start task runs it too.')
 param workerImage string
 

@@ -540,6 +540,22 @@ def test_gpu_pool_pulls_from_acr_with_the_node_identity(templates: dict[str, Tem
     assert chain(b.outputs["poolId"]["value"]) == ["pool", "name"]
 
 
+def test_gpu_pool_image_and_node_agent_are_a_pair_batch_supports_past_2027(templates: dict[str, Template]) -> None:
+    """Batch ends the batch.node.ubuntu 22.04 agent on 2027-06-30 and names microsoft-dsvm:ubuntu-hpc:2404 as the
+    move for container pools (Azure/Batch#200); an image and an agent of different Ubuntu releases make Batch refuse
+    the pool, so the two defaults must change together."""
+    b = module_file(templates, "batch")
+    (pool,) = b.of_type("Microsoft.Batch/batchAccounts/pools").values()
+    vm = pool["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]
+    assert (vm["imageReference"]["publisher"], vm["imageReference"]["offer"], vm["imageReference"]["sku"],
+            vm["nodeAgentSkuId"]) == ("imagePublisher", "imageOffer", "imageSku", "nodeAgentSkuId")
+    image = tuple(b.param_default(n) for n in ("imagePublisher", "imageOffer", "imageSku"))
+    assert image == ("microsoft-dsvm", "ubuntu-hpc", "2404")
+    assert b.param_default("nodeAgentSkuId") == "batch.node.ubuntu 24.04"
+    # nothing in main.bicep overrides them with the retiring pair
+    assert not {"imageSku", "nodeAgentSkuId"} & set(main(templates).body("batch")["params"])
+
+
 def _eval_formula(formula: str, pending: float) -> dict[str, Any]:
     """Evaluate the autoscale formula the way we read batch-automatic-scaling.md, with every $PendingTasks sample
     equal to ``pending`` and all samples present. Our reading, not Batch's evaluator: it checks the arithmetic of the
