@@ -81,6 +81,44 @@ def test_the_real_package_probe_falls_back_cleanly_without_a_gpu() -> None:
     assert choose_decoder("cuda", "auto", lambda: (hw, why)).choice.decoder == DECODER_NVJPEG
 
 
+def _dockerfile_env(name: str) -> str:
+    """The value the worker image's Dockerfile gives ``name`` (its last ``ENV name=value``)."""
+    values = [line.split("=", 1)[1].strip() for line in
+              (Path(__file__).resolve().parents[1] / "Dockerfile").read_text().splitlines()
+              if line.startswith(f"ENV {name}=")]
+    assert values, f"gpu_batch/Dockerfile sets no {name}"
+    return values[-1]
+
+
+def test_a_container_without_the_video_driver_libraries_is_named_as_the_reason() -> None:
+    assert hwdecode.driver_capability_hint({}) == ""  # outside a container: nothing to say
+    for caps in ("compute,utility,video", "all", " Video , compute"):
+        assert hwdecode.driver_capability_hint({"NVIDIA_DRIVER_CAPABILITIES": caps}) == "", caps
+    hint = hwdecode.driver_capability_hint({"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
+    assert "NVIDIA_DRIVER_CAPABILITIES='compute,utility'" in hint and "compute,utility,video" in hint
+    refused = (None, "this GPU has no hardware JPEG decoder (nvJPEG's hardware backend refused a baseline JPEG)")
+    env = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+    chosen = choose_decoder("cuda", "auto", lambda: refused, env)
+    assert chosen.choice.decoder == DECODER_NVJPEG
+    assert chosen.choice.reason == f"no hardware decoder: {refused[1]}; {hint}"
+    with pytest.raises(HwDecodeUnavailable, match="leaves out 'video'"):
+        choose_decoder("cuda", "on", lambda: refused, env)
+    # with the capability present the probe's own reason stands alone; a working probe is never second-guessed
+    assert choose_decoder("cuda", "auto", lambda: refused, {"NVIDIA_DRIVER_CAPABILITIES": "all"}).choice.reason == (
+        f"no hardware decoder: {refused[1]}")
+    built = object()
+    working = choose_decoder("cuda", "auto", lambda: (built, "ok"), env)  # type: ignore[arg-type,return-value]
+    assert working.choice.reason == "ok" and working.hw is built
+
+
+def test_the_worker_image_asks_the_container_runtime_for_the_video_driver_libraries() -> None:
+    """The Batch nodes run the worker in gpu_batch/Dockerfile's image: without ``video`` among its driver capabilities
+    the JPEG engines of the A100/H100/H200 cannot be reached from it (``hwdecode.driver_capability_hint``)."""
+    caps = _dockerfile_env("NVIDIA_DRIVER_CAPABILITIES")
+    assert hwdecode.driver_capability_hint({"NVIDIA_DRIVER_CAPABILITIES": caps}) == ""
+    assert {"compute", "utility"} <= {c.strip() for c in caps.split(",")}  # CUDA and nvidia-smi/NVML, as the base
+
+
 def test_the_probe_runs_once_per_process_and_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hwdecode, "_probes", {})
     calls: list[int] = []
@@ -130,7 +168,7 @@ def test_the_engine_probe_runs_beside_the_model_load_and_its_errors_reach_the_sh
     probed_on: list[str] = []
     ready = hwdecode.DecodeSelection(hwdecode.DecodeChoice(DECODER_NVJPEG, "no hardware decoder: test"))
 
-    def slow_select(device: str, mode: str) -> hwdecode.DecodeSelection:
+    def slow_select(device: str, mode: str, env: Any = None) -> hwdecode.DecodeSelection:
         probed_on.append(threading.current_thread().name)
         if mode == "auto":
             assert release.wait(60)

@@ -746,7 +746,7 @@ def _choose_decode(args: argparse.Namespace, env: Mapping[str, str], device: str
     from gpu_batch.worker import hwdecode
 
     try:
-        return hwdecode.select_decoder(device, hwdecode.decode_mode(args.hw_decode, env))
+        return hwdecode.select_decoder(device, hwdecode.decode_mode(args.hw_decode, env), env)
     except (ValueError, hwdecode.HwDecodeUnavailable) as exc:
         raise _Usage(str(exc)) from exc
 

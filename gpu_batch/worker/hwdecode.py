@@ -33,7 +33,7 @@ nvImageCodec logs at import, to stderr, that its JPEG 2000 and TIFF extensions f
 harmless, only its JPEG decoders are used (and only their hardware backend).
 
 Must not: decide batching or failures (``devices`` and ``batching`` do), or read the environment itself
-(``__main__`` passes the mode in).
+(``__main__`` passes the mode and its environment in).
 """
 from __future__ import annotations
 
@@ -102,12 +102,35 @@ def default_selection(device_type: str) -> DecodeSelection:
     return DecodeSelection(DecodeChoice(DECODER_CPU, f"device is {device_type}: exact PIL decode"))
 
 
-def choose_decoder(device_type: str, mode: str, probe: Callable[[], ProbeResult]) -> DecodeSelection:
+def driver_capability_hint(env: Mapping[str, str]) -> str:
+    """What to fix when the hardware decoder is missing in a container whose driver capabilities leave it out, else "".
+
+    Why: the NVIDIA container runtime mounts only the driver libraries of the capabilities that
+    ``NVIDIA_DRIVER_CAPABILITIES`` names (libnvidia-container ``nvc_info.c``: libnvcuvid and libnvidia-encode belong to
+    ``video``), and NVIDIA's CUDA images set ``compute,utility``. nvJPEG's hardware backend then cannot be created
+    inside the container even on an H100, and the probe's own answer ("this GPU has no hardware JPEG decoder") would
+    send the operator after the GPU rather than the image: NVIDIA's answers in NVIDIA/CUDALibrarySamples#132 (nvJPEG
+    hardware decode in Docker on an H100) and NVIDIA/DALI#2362 name ``video`` as the fix. Unset (a process outside
+    a container, as the benchmarks run), ``all`` or a list with ``video``: nothing to say.
+    """
+    caps = env.get("NVIDIA_DRIVER_CAPABILITIES")
+    if caps is None:
+        return ""
+    names = {c.strip().lower() for c in caps.split(",")}
+    if names & {"all", "video"}:
+        return ""
+    return (f"NVIDIA_DRIVER_CAPABILITIES={caps!r} leaves out 'video', whose driver libraries nvJPEG's hardware backend "
+            "needs in a container: set it to compute,utility,video (gpu_batch/Dockerfile does)")
+
+
+def choose_decoder(device_type: str, mode: str, probe: Callable[[], ProbeResult],
+                   env: Mapping[str, str] | None = None) -> DecodeSelection:
     """Pick the shard's decoder from the device, the mode and (only when it matters) the hardware probe.
 
     ``probe`` returns the ready decoder or None with the reason; it is not called on the CPU or with ``off``.
     Raises ``HwDecodeUnavailable`` for ``on`` when the probe finds no usable hardware decoder (or the device is
-    the CPU).
+    the CPU). ``env``: the worker's environment, read only for ``driver_capability_hint``, which is added to the
+    reason when the probe finds no decoder.
     """
     if mode not in MODES:
         raise ValueError(f"hardware-decode mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -121,6 +144,8 @@ def choose_decoder(device_type: str, mode: str, probe: Callable[[], ProbeResult]
     hw, why = probe()
     if hw is not None:
         return DecodeSelection(DecodeChoice(DECODER_HW, why), hw)
+    hint = driver_capability_hint(env or {})
+    why = f"{why}; {hint}" if hint else why
     if mode == "on":
         raise HwDecodeUnavailable(f"hardware JPEG decode was required (--hw-decode on / TRAPBATCH_HW_DECODE=on) "
                                   f"but is unavailable: {why}")
@@ -294,11 +319,11 @@ def probe_hw_decoder(device_index: int, create: Callable[[int], ProbeResult] = c
         return _probes[device_index]
 
 
-def select_decoder(device: str, mode: str) -> DecodeSelection:
+def select_decoder(device: str, mode: str, env: Mapping[str, str] | None = None) -> DecodeSelection:
     """``choose_decoder`` for a worker device string (``cuda``, ``cuda:1``, ``cpu``) with the process-wide probe."""
     device_type, _, index = device.partition(":")
     if device_type == "cuda" and not index:
         import torch
 
         index = str(torch.cuda.current_device())
-    return choose_decoder(device_type, mode, lambda: probe_hw_decoder(int(index or 0)))
+    return choose_decoder(device_type, mode, lambda: probe_hw_decoder(int(index or 0)), env)
