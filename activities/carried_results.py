@@ -73,7 +73,9 @@ results. Per shard with names unchanged in it (most shards of a resumed listing)
 has an attempt 2 or later, a read of each of those attempts' results, one at a time and of each only the entries of
 its names, and that same read and rewrite of attempt 1 where one of them holds a final entry attempt 1 lacks. The
 listings of the blobs are the write call's one listing of each shard folder (``activities.shard_folders``), which the
-drop and the coverage read too: a neighbour the same call cuts is not listed again, one another call cuts is."""
+drop and the coverage read too: a left neighbour the same call cuts is not listed again; a right one it cuts is listed
+here before its turn and again in its turn (its drop must not read names from before it), and one another call cuts
+is listed at each use."""
 from __future__ import annotations
 
 import logging
