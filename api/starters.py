@@ -757,10 +757,12 @@ async def _list_liveness(client: df.DurableOrchestrationClient, rows: list[dict[
         if "stalled" in probe:  # too quiet by its own update alone (or not known): its groups say whether it moves
             suspects.append(row)
     for row in suspects[LIST_GROUP_READS:]:
-        row["note"] = (f"whether it stalled was not judged: its own orchestration has not changed for longer than "
-                       f"stage detecting's bound, as it waits on its shard groups while they detect (they are what "
-                       f"moves), and the list reads the shard groups of {LIST_GROUP_READS} such tasks at most (the "
-                       f"newest); GET /api/tasks/{row['id']} says whether it moves")
+        own = ("its own orchestration's last update is not known" if judged[str(row["id"])][1] is None else
+               "its own orchestration has not changed for longer than stage detecting's bound, as it waits on its "
+               "shard groups while they detect (they are what moves)")
+        row["note"] = (f"whether it stalled was not judged: {own}, and the list reads the shard groups of "
+                       f"{LIST_GROUP_READS} such tasks at most (the newest); GET /api/tasks/{row['id']} says whether "
+                       f"it moves")
 
     async def judge(row: dict[str, Any]) -> None:
         task_id = str(row["id"])

@@ -301,6 +301,20 @@ def test_the_task_list_reads_the_shard_groups_of_a_few_quiet_detecting_tasks_at_
         assert "explains" not in rows[task_id]["note"]
 
 
+def test_the_task_list_note_of_an_unread_task_whose_own_update_is_not_known_does_not_claim_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``LIST_GROUP_READS``, a row left unjudged because its own update is not known was told "has not changed
+    for longer than stage detecting's bound", which nothing showed; its note says what is known instead."""
+    monkeypatch.setattr(starters, "LIST_GROUP_READS", 1)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [f"task-{n:020x}" for n in (1, 2)]  # created newest first: the first one's groups are read
+    rows, _ = _listed(monkeypatch, {i: (Stage.detecting, None) for i in ids}, dict.fromkeys(ids, now))
+    assert "note" not in rows[ids[0]]
+    note = rows[ids[1]]["note"]
+    assert "last update is not known" in note and "has not changed" not in note
+    assert f"GET /api/tasks/{ids[1]}" in note and "stalled" not in rows[ids[1]]
+
+
 def test_the_task_list_answers_when_a_detecting_tasks_groups_cannot_be_read_in_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The group listing gets what is left of the list's deadline; one that runs out leaves its row unjudged, with a
