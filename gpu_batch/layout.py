@@ -481,14 +481,39 @@ def download_label(task_id: str) -> str:
     return task_id.replace("/", "-")
 
 
-def results_zip_blob(task_id: str) -> str:
-    """One zip of a generation's downloadable files (``GET /api/tasks/{id}/results`` offers it above a size)."""
-    return f"{results_prefix(task_id)}download/{download_label(task_id)}-results.zip"
+def results_zip_folder(task_id: str) -> str:
+    """Where a generation's results zips and their manifest are (``results_zip_blob``)."""
+    return f"{results_prefix(task_id)}download/"
+
+
+def results_zip_blob(task_id: str, build: str = "") -> str:
+    """One zip of a generation's downloadable files (``GET /api/tasks/{id}/results`` offers it above a size), as the
+    build ``build`` wrote it (``contracts.ZipPlan.build``): ``<label>-results-<build>.zip``. Why a name per build: a
+    link is for a blob name (``adapters.share_links``), and a terminated build's step runs on beside the next build;
+    under one name for all, its late commit replaced the zip that the next build's link, already handed out, served.
+    ``build`` "": the one name every build wrote before builds were named (``<label>-results.zip``), which a manifest
+    of then names (``core.zip_builds.named_zip``)."""
+    return f"{results_zip_folder(task_id)}{download_label(task_id)}-results{'-' + build if build else ''}.zip"
+
+
+_ZIP_BUILD = re.compile(r"[0-9a-f]{1,32}")  # ZipPlan.build: hex (core.zip_builds.new_build)
+
+
+def results_zip_build(task_id: str, name: str) -> str | None:
+    """The build whose zip blob ``name`` is (``results_zip_blob``; "" for the name of before builds), or None when
+    it is no results zip of this generation's."""
+    head = results_zip_blob(task_id)[:-len(".zip")]
+    if name == head + ".zip":
+        return ""
+    build = name[len(head) + 1:-len(".zip")] if name.startswith(head + "-") and name.endswith(".zip") else ""
+    return build if _ZIP_BUILD.fullmatch(build) else None
 
 
 def results_zip_manifest_blob(task_id: str) -> str:
-    """What the zip holds (each file's etag when it was read), so a stale zip is noticed and rebuilt."""
-    return f"{results_prefix(task_id)}download/{download_label(task_id)}-results.zip.json"
+    """Which zip is the generation's (its blob name, ``results_zip_blob``) and what it holds (each file's etag when
+    it was read), so a stale zip is noticed and rebuilt; and the earlier builds' zips kept for their links
+    (``core.zip_builds``)."""
+    return f"{results_zip_folder(task_id)}{download_label(task_id)}-results.zip.json"
 
 
 def results_zip_work_prefix(task_id: str) -> str:
@@ -573,9 +598,13 @@ def download_file_name(name: str) -> str:
     variant's detections have it (``coco.repeats-removed.json`` beside ``detections.repeats-removed.json``): both
     variants' exports have the same names in their folders, so their downloads saved under one name and a person who
     downloaded both kept one. Files of a Camtrap DP package keep their names: its ``datapackage.json`` names them
-    (a package is a folder). Only the name saved changes: the blobs keep the paths tasks already wrote."""
+    (a package is a folder). A results zip saves as ``<label>-results.zip`` whichever build wrote it
+    (``results_zip_blob``): the build in its blob name is no one's concern, and the name people saved is the one
+    they saved before builds were named. Only the name saved changes: the blobs keep the paths tasks already wrote."""
     folders, _, file = name.rpartition("/")
     parts = folders.split("/")
+    if parts[-1] == "download" and (build := re.fullmatch(r"(.+-results)-[0-9a-f]{1,32}\.zip", file)):
+        return build[1] + ".zip"
     variants = [v for i, v in enumerate(parts[1:], 1) if parts[i - 1] == "exports" and v == REPEATS_REMOVED]
     if not variants or parts[-1] == "camtrap-dp":
         return file

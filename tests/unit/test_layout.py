@@ -217,6 +217,9 @@ def test_only_a_run_started_in_an_earlier_second_is_before_another() -> None:
     ("results/task-a/exports/repeats-removed/camtrap-dp/media.csv", "media.csv"),  # the package names its files
     ("results/task-a/detections.repeats-removed.json", "detections.repeats-removed.json"),
     ("results/task-a/download/task-a-results.zip", "task-a-results.zip"),
+    ("results/task-a/download/task-a-results-0f3a9c2e.zip", "task-a-results.zip"),  # whichever build wrote it
+    ("results/task-a/runs/r2/download/task-a-runs-r2-results-0f3a9c2e.zip", "task-a-runs-r2-results.zip"),
+    ("results/task-a/exports/x-results-0f3a9c2e.zip", "x-results-0f3a9c2e.zip"),  # not a results zip: its own name
 ])
 def test_a_variants_exports_download_under_names_of_their_own(name: str, file: str) -> None:
     assert layout.download_file_name(name) == file
@@ -269,3 +272,19 @@ def test_only_a_whole_handoff_name_hands_a_marker_over() -> None:
     """A request dropped as ``trapbatch-ready.cams.json.old.json`` is an ordinary request, not a marker's start."""
     assert layout.marker_handoff_container(layout.marker_handoff_blob("cams")) == "cams"
     assert layout.marker_handoff_container("trapbatch-ready.cams.json.old.json") is None
+
+
+@pytest.mark.parametrize("task", ["task-a", "task-a/runs/r2"])
+def test_each_zip_build_has_a_name_of_its_own_read_back_to_its_build(task: str) -> None:
+    """A link is for a blob name: each build's zip under its own, so another build's late commit never replaces a
+    linked zip; "" is the one name of before builds were named, which an earlier release's manifest names."""
+    label = layout.download_label(task)
+    folder = layout.results_prefix(task) + "download/"
+    assert layout.results_zip_folder(task) == folder and layout.results_zip_blob(task) == f"{folder}{label}-results.zip"
+    assert layout.results_zip_blob(task, "0f3a9c2e") == f"{folder}{label}-results-0f3a9c2e.zip"
+    for build in ("", "0f3a9c2e"):
+        assert layout.results_zip_build(task, layout.results_zip_blob(task, build)) == build
+    for other in (layout.results_zip_manifest_blob(task), layout.results_zip_blob("task-b", "0f3a9c2e"),
+                  layout.results_zip_blob(task, "0f3a9c2e") + ".json", layout.results_zip_blob(task, "XYZ"),
+                  layout.results_zip_blob(task, "0f3a/../x"), layout.results_blob(task), ""):
+        assert layout.results_zip_build(task, other) is None, other
