@@ -25,7 +25,6 @@ of a build that may be running (``clean_parts``).
 from __future__ import annotations
 
 import logging
-import secrets
 import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
@@ -38,25 +37,15 @@ from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose, delete_names
 from adapters.results_bundle import linked_blobs, write_manifest, zip_path
 from core import contracts as c
-from core import stall, zipformat
-from core.settings import MAX_BUSY_RETRY_ATTEMPTS
+from core import zipformat
+from core.zip_builds import STALE_WORK_S  # the bound of a running build's work (why ~22 h: there)
+from core.zip_builds import new_build as new_zip_build
 from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 
 PART_BYTES = 256 * 1024 * 1024  # of the files' bytes per part (a few seconds of deflate; tens of parts at 10M)
 LEVEL = 6  # zlib's default, as zipfile's ZIP_DEFLATED uses
-# The longest a RUNNING build's work folder goes without a blob committed in it (Last-Modified), so that a folder quiet
-# for longer is no running build's and a clean may delete it (``clean_parts``). A part commits its blob at its end
-# (staged blocks "don't yet form part of the blob" until Put Block List: REST Get Block List; List Blobs shows them only
-# with include=uncommittedblobs, not asked here), and the combine reads them all; between two commits, or the last
-# commit and the combine's last read, lie at most the calls of one step (the parts' fan-out,
-# ``orchestrations.retries.call_all``, or the combine's ``call``): MAX_BUSY_RETRY_ATTEMPTS (core.settings: the most any
-# input's busy_retry_attempts allows; STORAGE_RETRY's 3 are fewer), each up to twice host.json ``functionTimeout``
-# (core.stall.FUNCTION_TIMEOUT_S: one attempt lost with its host runs again after the queue's visibility timeout, as
-# core.stall counts it) and a retry timer of up to BUSY_MAX_DELAY_S (orchestrations.retries, mirrored in core.stall),
-# plus core.stall.SLACK_S for queues: ~22 h.
-STALE_WORK_S = MAX_BUSY_RETRY_ATTEMPTS * (2 * stall.FUNCTION_TIMEOUT_S + stall.BUSY_MAX_DELAY_S) + stall.SLACK_S
 
 
 def plan(store: BlobStore, container: str, task_id: str, part_bytes: int = PART_BYTES) -> c.ZipPlan:
@@ -65,7 +54,7 @@ def plan(store: BlobStore, container: str, task_id: str, part_bytes: int = PART_
     files = [c.ZipFileEntry(name=n, size=f["size"], etag=f["etag"], modified=f["modified"])
              for n, f in sorted(listed.items())]
     parts = [[list(chunk) for chunk in part] for part in zipformat.cut([f["size"] for f in files], part_bytes)]
-    return c.ZipPlan(files=files, parts=parts, build=secrets.token_hex(4))  # work blobs of this build's own
+    return c.ZipPlan(files=files, parts=parts, build=new_zip_build())  # work blobs of this build's own
 
 
 def deflate_part(store: BlobStore, container: str, asked: c.ResultsZipPartInput) -> c.ResultsZipPartOutput:
