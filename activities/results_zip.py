@@ -25,9 +25,10 @@ def run_build(store: BlobStore, container: str, task_id: str, part_bytes: int | 
     part_bytes = part_bytes or zip_parts.PART_BYTES
     made = zip_parts.plan(store, container, task_id, part_bytes)
     if sum(f["size"] for f in made["files"]) > part_bytes:
-        return c.ResultsZipOutput(blob=layout.results_zip_blob(task_id), files=len(made["files"]), bytes=0,
-                                  plan=made)
-    written = write_zip(store, container, task_id, {f["name"]: dict(f) for f in made["files"]})  # one listing
+        return c.ResultsZipOutput(blob=layout.results_zip_blob(task_id, made.get("build", "")),
+                                  files=len(made["files"]), bytes=0, plan=made)
+    written = write_zip(store, container, task_id, {f["name"]: dict(f) for f in made["files"]},  # one listing
+                        made.get("build", ""))  # the zip under the build's own name
     return c.ResultsZipOutput(blob=written["zip"], files=len(written["files"]), bytes=written["bytes"])
 
 

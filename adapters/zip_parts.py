@@ -17,7 +17,8 @@ the part answer ``changed`` and the combine write nothing: the manifest is not u
 ``GET /api/tasks/{id}/results`` finds no current zip and builds again. Two builds at once (a terminated build's
 step runs on beside the next build): each plan names work blobs of its own (``ZipPlan.build``), each composes the zip
 in blocks of its own (``block_writer.new_build``) and its manifest records the ETag its commit answered, so the
-results route hands out only the zip a manifest was written for (``results_bundle.zip_is_current``).
+results route hands out only the zip a manifest was written for (``results_bundle.zip_is_current``), under a name of
+the build's own (``layout.results_zip_blob``), which no other build's late commit can change.
 
 Must not: write anything under the zip's own name but a whole zip; leave its work blobs behind, or delete those
 of a build that may be running (``clean_parts``).
@@ -121,19 +122,21 @@ def layout_zip(task_id: str, files: Sequence[c.ZipFileEntry], parts: Sequence[c.
 
 
 def combine(store: BlobStore, container: str, asked: c.ResultsZipCombineInput) -> c.ResultsZipOutput:
-    """Compose the zip and then write its manifest (``results_bundle.write_manifest``, with the ETag the compose's
-    commit answered); nothing when a part saw a change."""
+    """Compose the zip, under its build's own name (``layout.results_zip_blob``), and then write its manifest
+    (``results_bundle.write_manifest``, with the ETag the compose's commit answered); nothing when a part saw a
+    change."""
     task_id, files, parts = asked["task_id"], asked["plan"]["files"], asked["parts"]
-    name = layout.results_zip_blob(task_id)
+    build = asked["plan"].get("build", "")  # none in a plan recorded before builds: the one zip name of then
+    name = layout.results_zip_blob(task_id, build)
     changed = next((p["changed"] for p in parts if p.get("changed")), None)
     if changed:
         return c.ResultsZipOutput(blob=name, files=len(files), bytes=0, stale=changed)
-    pieces = layout_zip(task_id, files, parts, asked["plan"]["parts"], asked["plan"].get("build", ""))
+    pieces = layout_zip(task_id, files, parts, asked["plan"]["parts"], build)
     composed = compose(store, container, name, pieces, "application/zip", build=new_build())  # blocks of its own
     size = sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
     # each file's size and etag read here, from the plan (the payload's reads: tests/orchestrations/payload_reads.py)
     write_manifest(store, container, task_id, {f["name"]: {"size": f["size"], "etag": f["etag"]} for f in files}, size,
-                   composed.etag)
+                   composed.etag, build)
     logger.info("task %s: results zip composed (%s) from %d parts, %d files, %d bytes", task_id, composed.mode,
                 len(parts), len(files), size)
     return c.ResultsZipOutput(blob=name, files=len(files), bytes=size)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import azure.durable_functions as df
@@ -31,7 +31,7 @@ from adapters import clients, share_links
 from adapters.blobs import BlobStore
 from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
-from adapters.results_bundle import linked_blobs, zip_is_current
+from adapters.results_bundle import drop_expired, linked_blobs, zip_is_current
 from api import repeat_runs
 from api.edge import http_edge, json_response, read_status, start_once
 from api.starters import (ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task, page_labels,
@@ -41,6 +41,7 @@ from core.errors import RequestInvalid, failure_message
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
 from core.requests import RERENDER_EXAMPLE, parse_json_body, parse_rerender
 from core.settings import Settings
+from core.zip_builds import named_zip
 from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
@@ -142,10 +143,13 @@ def wants_zip_rebuild(params: Mapping[str, str]) -> bool:
     return True
 
 
-def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, Any], bool, str]:
+def _zip_state(store: BlobStore, s: Settings, task_id: str,
+               now: datetime | None = None) -> tuple[dict[str, Any], bool, str]:
     """(what the answer says about the zip, whether a build is needed, the newest file's ``modified``: a failed build
     that started before it did not read these files, so it is tried again). ``ready`` only for the zip its manifest
-    was written for (``zip_is_current``: a terminated build's zip committed after the next build's is not)."""
+    names (``core.zip_builds.named_zip``: its build's own name, which a terminated build's late commit never writes)
+    and was written for (``zip_is_current``). The zips of earlier builds whose links have all ended by ``now``
+    (default: this host's clock) are deleted (``results_bundle.drop_expired``)."""
     current = linked_blobs(store, s.container, task_id)
     total = sum(f["size"] for f in current.values())
     newest = max((str(f["modified"]) for f in current.values()), default="")
@@ -153,10 +157,11 @@ def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, A
     if total <= s.results_zip_above_bytes:
         return {**base, "state": "not_needed"}, False, newest
     manifest = store.read_json_or_none(s.container, layout.results_zip_manifest_blob(task_id))
-    zip_etag = store.etag_or_none(s.container, layout.results_zip_blob(task_id))  # one HEAD, as `exists` was
+    drop_expired(store, s.container, task_id, manifest, now or datetime.now(timezone.utc))  # none: no call
+    name = named_zip(manifest, task_id)
+    zip_etag = store.etag_or_none(s.container, name)  # one HEAD, as `exists` was
     if zip_is_current(manifest, current, zip_etag):
-        return ({**base, "state": "ready", "blob": layout.results_zip_blob(task_id), "bytes": manifest["bytes"]},
-                False, newest)
+        return {**base, "state": "ready", "blob": name, "bytes": manifest["bytes"]}, False, newest
     return {**base, "state": "building", "hint": "one zip of these files is being written; GET this again in a "
                                                  "minute or so for its link"}, True, newest
 

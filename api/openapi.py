@@ -832,7 +832,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                                    "container": {"type": "string"}, "account_url": {"type": "string"}}},
                     "zip": {"type": "object", "required": ["state"], "properties": {
                         "state": {"enum": ["not_needed", "building", "ready", "failed"]},
-                        "blob": {"type": "string"}, "bytes": {"type": "integer"}, "files": {"type": "integer"},
+                        "blob": {"type": "string", "description": "ready: the zip's blob, one name per build "
+                                 "(results/<task>/download/<task>-results-<build>.zip; saved as "
+                                 "<task>-results.zip), so links.zip serves this build's zip whatever a later build "
+                                 "writes"},
+                        "bytes": {"type": "integer"}, "files": {"type": "integer"},
                         "files_bytes": {"type": "integer"}, "above_bytes": {"type": "integer"},
                         "error": {"type": "string", "description": "failed: why the last build failed"},
                         "hint": {"type": "string"}, **_repeat_liveness("zip")}},

@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from adapters.results_bundle import linked_blobs, write_zip
     from core import contracts as c
     from core.zipformat import part_inputs
-    from gpu_batch import layout
 
     load = os.getloadavg()
     with storage_for(args.connection) as connection, tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         total = sum(f["size"] for f in linked.values())
 
         single, single_wall, single_cpu = _timed(lambda: write_zip(store, container, task))
-        single_bytes = store.size_or_none(container, layout.results_zip_blob(task))
+        single_bytes = store.size_or_none(container, single["zip"])
 
         def parts_way() -> dict[str, Any]:
             walls: dict[str, float] = {}
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"output": out, "parts": len(made), "walls_s": {k: round(v, 3) for k, v in walls.items()}}
 
         parts, parts_wall, parts_cpu = _timed(parts_way)
-        with zipfile.ZipFile(io.BytesIO(store.read_bytes(container, layout.results_zip_blob(task)))) as zf:
+        with zipfile.ZipFile(io.BytesIO(store.read_bytes(container, parts["output"]["blob"]))) as zf:
             if zf.testzip() is not None or len(zf.namelist()) != len(linked):
                 raise SystemExit("the parts' zip does not read back whole")
         per_image_single = single_cpu / images

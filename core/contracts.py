@@ -1474,8 +1474,9 @@ class ZipFileEntry(TypedDict):
 class ZipPlan(TypedDict):
     files: list[ZipFileEntry]  # in zip order
     parts: list[list[list[Any]]]  # each part's chunks: [file index, offset, length, last] (core.zipformat.Chunk)
-    # names this build's work blobs (layout.results_zip_part_blob), random: a terminated build's part still running
-    # cannot write over the next build's; absent in a plan recorded before it (the names of then)
+    # names this build's work blobs (layout.results_zip_part_blob) and its zip (layout.results_zip_blob), random: a
+    # terminated build's part or combine still running cannot write over the next build's; absent in a plan recorded
+    # before it (the names of then)
     build: NotRequired[str]
 
 

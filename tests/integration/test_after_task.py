@@ -137,7 +137,18 @@ def check_zip(host, store, container: str, task: str, results_url: str) -> None:
     # a file changed since: the zip is stale, so the next answer builds it again rather than link the old one
     store.write_bytes(container, layout.csv_blob(task), b"file\n")
     assert api.get(results_url, timeout=120).json()["zip"]["state"] == "building"
-    wait_until(lambda: api.get(results_url, timeout=120).json()["zip"]["state"] == "ready", 120, "the rebuilt zip")
+    rebuilt = wait_until(lambda: (lambda a: a if a["zip"]["state"] == "ready" else None)(
+        api.get(results_url, timeout=120).json()), 120, "the rebuilt zip")
+    assert rebuilt["zip"]["blob"] != ready["zip"]["blob"]  # each build its own zip (layout.results_zip_blob)
+    again = requests.get(rebuilt["links"]["zip"], timeout=60)
+    with zipfile.ZipFile(io.BytesIO(again.content)) as zf:
+        assert zf.read(zip_path(task, layout.csv_blob(task))) == b"file\n"
+    # the link handed out before serves the zip it was for until it expires (core.zip_builds): a download under way
+    # is not cut; a browser saves either as the one name, <task>-results.zip
+    kept = requests.get(ready["links"]["zip"], timeout=60)
+    assert kept.status_code == 200 and kept.content == got.content
+    assert kept.headers["content-disposition"] == again.headers["content-disposition"] == \
+        f'attachment; filename="{layout.download_label(task)}-results.zip"'
 
 
 def check_expiry(host, store, task: str, container: str) -> None:  # type: ignore[no-untyped-def]

@@ -230,8 +230,7 @@ def check_readme(store, connection: str, app_env, task_id: str, answer: dict[str
     downloaded = download(blob_service(connection, ""), answer, status, out)
     got = {f.path.relative_to(out).as_posix() for f in downloaded}
     assert set(listed) <= got and (out / listed[0]).read_text(encoding="utf-8") == text
-    write_zip(store, container, task_id)
-    zipped = store.read_bytes(container, layout.results_zip_blob(task_id))
+    zipped = store.read_bytes(container, write_zip(store, container, task_id)["zip"])
     with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
         members = {n.split("/", 1)[1] for n in zf.namelist()}
         assert set(listed) <= members and zf.read(f"{task_id}/{listed[0]}").decode("utf-8") == text

@@ -202,14 +202,14 @@ def check_rerun_zip(host: Any, store: BlobStore, app_env: dict[str, str], task_i
         api.get(url, timeout=120).json()), 120, "the re-run's zip")
     container = app_env["TRAPBATCH_CONTAINER"]
     files = linked_blobs(store, container, key)
-    assert ready["zip"]["blob"] == layout.results_zip_blob(key) and ready["zip"]["files"] == len(files) >= 3
+    assert layout.results_zip_build(key, ready["zip"]["blob"]) and ready["zip"]["files"] == len(files) >= 3
     label = layout.download_label(key)
-    assert label == f"{task_id}-runs-{key.rsplit('/', 1)[1]}" and ready["zip"]["blob"].endswith(f"/{label}-results.zip")
+    assert label == f"{task_id}-runs-{key.rsplit('/', 1)[1]}" and f"/download/{label}-results-" in ready["zip"]["blob"]
     got = requests.get(ready["links"]["zip"], timeout=60)
     with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
         assert sorted(zf.namelist()) == sorted(f"{label}/{n[len(layout.results_prefix(key)):]}" for n in files)
         assert zf.read(f"{label}/detections.json") == store.read_bytes(container, layout.results_blob(key))
-    assert not store.exists(container, layout.results_zip_blob(task_id))  # the first generation's: never asked for
+    assert not list(store.list_names(container, layout.results_zip_folder(task_id)))  # the first generation's: never
 
 
 def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_the_reused_results(

@@ -21,6 +21,7 @@ from adapters import zip_parts
 from adapters.blobs import BlobStore
 from adapters.results_bundle import linked_blobs, zip_is_current, zip_path
 from core import contracts as c
+from core.zip_builds import named_zip
 from core.zipformat import part_inputs
 from gpu_batch import layout
 from orchestrations.results_zip import zip_results
@@ -48,10 +49,16 @@ def files(store: BlobStore, unique_name: str) -> tuple[str, str, dict[str, bytes
     return container, task, made
 
 
+def zip_blob(store: BlobStore, container: str, task: str) -> str:
+    """The zip the manifest names: the last build's, under its own name (``layout.results_zip_blob``)."""
+    return named_zip(store.read_json_or_none(container, layout.results_zip_manifest_blob(task)), task)
+
+
 def build_in_parts(store: BlobStore, container: str, task: str, part_bytes: int) -> tuple[c.ResultsZipOutput, Any]:
+    before = set(store.list_names(container, layout.results_zip_folder(task)))
     planned = run_build(store, container, task, part_bytes)
     assert planned["bytes"] == 0 and "plan" in planned
-    assert not store.exists(container, layout.results_zip_blob(task))  # a plan writes nothing
+    assert set(store.list_names(container, layout.results_zip_folder(task))) == before  # a plan writes nothing
     parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned["plan"])]
     done = zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned["plan"],
                                                                         parts=parts))
@@ -59,7 +66,10 @@ def build_in_parts(store: BlobStore, container: str, task: str, part_bytes: int)
 
 
 def check_zip(store: BlobStore, container: str, task: str, made: dict[str, bytes], tmp_path: Path) -> None:
-    data = store.read_bytes(container, layout.results_zip_blob(task))
+    manifest = store.read_json(container, layout.results_zip_manifest_blob(task))
+    build = layout.results_zip_build(task, manifest["zip"])
+    assert build and manifest["zip"] == zip_blob(store, container, task)  # a build's own name, never the shared one
+    data = store.read_bytes(container, manifest["zip"])
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
         assert sorted(zf.namelist()) == sorted(zip_path(task, n) for n in made)
@@ -69,10 +79,9 @@ def check_zip(store: BlobStore, container: str, task: str, made: dict[str, bytes
         (tmp_path / "z.zip").write_bytes(data)
         tested = subprocess.run(["unzip", "-tq", str(tmp_path / "z.zip")], capture_output=True, text=True)
         assert tested.returncode == 0, tested.stdout + tested.stderr
-    manifest = store.read_json(container, layout.results_zip_manifest_blob(task))
     assert manifest["bytes"] == len(data)
     assert zip_is_current(manifest, linked_blobs(store, container, task),
-                          store.etag_or_none(container, layout.results_zip_blob(task)))
+                          store.etag_or_none(container, manifest["zip"]))
 
 
 @pytest.mark.parametrize("part_bytes", [997, 4_096, 40_000])
@@ -82,7 +91,7 @@ def test_parts_compose_a_zip_of_exactly_the_linked_files(store: BlobStore, files
     done, plan = build_in_parts(store, container, task, part_bytes)
     total = sum(len(b) for b in made.values())
     assert len(plan["parts"]) == -(-total // part_bytes) > 1
-    assert done == {"blob": layout.results_zip_blob(task), "files": len(made), "bytes": done["bytes"]}
+    assert done == {"blob": layout.results_zip_blob(task, plan["build"]), "files": len(made), "bytes": done["bytes"]}
     check_zip(store, container, task, made, tmp_path)
     work = layout.results_zip_work_prefix(task)
     assert len(list(store.list_names(container, work))) == len(plan["parts"])
@@ -95,6 +104,7 @@ def test_small_files_are_zipped_in_one_pass(store: BlobStore, files: Any, tmp_pa
     done = run_build(store, container, task)  # the default part size: far above these files
     assert "plan" not in done and done["files"] == len(made) and done["bytes"] > 0
     check_zip(store, container, task, made, tmp_path)
+    assert done["blob"] == zip_blob(store, container, task)
     assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []
 
 
@@ -107,13 +117,12 @@ def test_one_pass_and_parts_zips_date_and_permit_their_members_alike(store: Blob
     container, task, made = files
 
     def entries() -> dict[str, tuple[Any, int, int]]:
-        data = store.read_bytes(container, layout.results_zip_blob(task))
+        data = store.read_bytes(container, zip_blob(store, container, task))
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return {i.filename: (i.date_time, i.external_attr >> 16, i.create_system) for i in zf.infolist()}
 
     run_build(store, container, task)
     one_pass = entries()
-    store.delete_if_exists(container, layout.results_zip_blob(task))
     build_in_parts(store, container, task, 4_096)
     assert one_pass == entries()
     listed = linked_blobs(store, container, task)
@@ -124,9 +133,9 @@ def test_one_pass_and_parts_zips_date_and_permit_their_members_alike(store: Blob
                              modified.second // 2 * 2)
         assert (mode, system) == (0o100644, 3)
     if shutil.which("unzip"):
-        (tmp_path / "z.zip").write_bytes(store.read_bytes(container, layout.results_zip_blob(task)))
+        (tmp_path / "z.zip").write_bytes(store.read_bytes(container, zip_blob(store, container, task)))
         run_build(store, container, task)
-        (tmp_path / "one.zip").write_bytes(store.read_bytes(container, layout.results_zip_blob(task)))
+        (tmp_path / "one.zip").write_bytes(store.read_bytes(container, zip_blob(store, container, task)))
         subprocess.run(["unzip", "-q", str(tmp_path / "one.zip"), "-d", str(tmp_path / "x")], check=True)
         unpacked = tmp_path / "x" / zip_path(task, layout.results_blob(task))
         assert unpacked.stat().st_mode & 0o777 == 0o644
@@ -142,8 +151,9 @@ def test_a_file_rewritten_while_the_parts_read_gives_no_zip(store: BlobStore, fi
     done = zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned["plan"],
                                                                         parts=parts))
     assert done["stale"] == layout.csv_blob(task) and done["bytes"] == 0
-    assert not store.exists(container, layout.results_zip_blob(task))
-    assert store.read_json_or_none(container, layout.results_zip_manifest_blob(task)) is None
+    assert not store.exists(container, done["blob"]) and done["blob"] == layout.results_zip_blob(
+        task, planned["plan"]["build"])
+    assert not list(store.list_names(container, layout.results_zip_folder(task)))  # no manifest either
 
 
 def test_a_part_answer_that_does_not_match_the_plan_is_refused(store: BlobStore, files: Any) -> None:

@@ -1,13 +1,14 @@
 """Two builds of one task's results zip at once, in Azurite: after ``POST .../terminate {"target": "zip"}`` the
 terminated build's activity runs on (an activity cannot be stopped) beside the build the next ``GET .../results``
-starts under the same instance id, and both write the same zip blob, then the same manifest.
+starts under the same instance id, and both write a zip, then the same manifest.
 
-``GET .../results`` (``api.after_task._zip_state``) answers ``ready`` only for the zip its manifest was written for
-(the manifest's ``zip_etag``), a build's commit names its own blocks alone (``block_writer.new_build``) and a
-build in parts composes its own parts' work blobs (``ZipPlan.build``), so the zip handed out is one build's, of the
-files its manifest lists. The writes are called in the order that showed each
-defect (no threads, nothing timed): a file is added between the builds (a CSV at another threshold), so the old
-build's zip lacks it.
+Each build writes its zip under a name of its own (``layout.results_zip_blob``, ``ZipPlan.build``) and its manifest
+names it; ``GET .../results`` (``api.after_task._zip_state``) answers ``ready`` only for the zip its manifest names and
+was written for (the manifest's ``zip_etag``), so the zip handed out is one build's, of the files its manifest lists,
+and a link handed out keeps serving that zip whatever another build commits later; the zips of earlier builds stay
+until their links have ended (``core.zip_builds``). The writes are called in the order that showed each defect (no
+threads, nothing timed): a file is added between the builds (a CSV at another threshold), so the old build's zip
+lacks it.
 """
 from __future__ import annotations
 
@@ -18,24 +19,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pytest
+import requests
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient
 
 from activities.results_zip import run_build
-from adapters import blob_requests, zip_parts
+from adapters import blob_requests, share_links, zip_parts
 from adapters.block_writer import BlockBlobWriter, block_id, new_build
 from adapters.blobs import BlobStore
 from adapters.results_bundle import linked_blobs, write_manifest, write_zip, write_zip_blob, zip_path
 from api.after_task import _zip_state
 from core import contracts as c
+from core import zip_builds
 from core.settings import Settings
 from core.zipformat import part_inputs
 from gpu_batch import layout
-from tests.integration.test_results_zip_parts import files  # noqa: F401 - the fixture: a finished task's files
-
-
-class _StillRunning(Exception):
-    """The old build, held before its commit: a terminated build's activity that has not got that far yet."""
+from tests.integration.test_results_zip_parts import files, zip_blob  # noqa: F401 - the fixture: a task's files
 
 
 def _settings(container: str) -> Settings:
@@ -51,30 +50,46 @@ def _add_file(store: BlobStore, container: str, task: str) -> str:
     return added
 
 
-def _members(store: BlobStore, container: str, task: str) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(store.read_bytes(container, layout.results_zip_blob(task)))) as zf:
+def _unzip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
         return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _members(store: BlobStore, container: str, task: str, name: str | None = None) -> dict[str, bytes]:
+    """The members of zip ``name`` (default: the one the manifest names)."""
+    return _unzip(store.read_bytes(container, name or zip_blob(store, container, task)))
 
 
 def _current(store: BlobStore, container: str, task: str) -> dict[str, bytes]:
     return {zip_path(task, n): store.read_bytes(container, n) for n in linked_blobs(store, container, task)}
 
 
-def _hold_old_build_at_the_new_commit(monkeypatch: pytest.MonkeyPatch, zip_name: str,
-                                      old_build: Callable[[], Any]) -> list[str]:
-    """When the new build commits the zip (its blocks staged), first run ``old_build`` up to its own commit, which
-    is held (``_StillRunning``): the old build's blocks are staged last, uncommitted. Answers the commits seen."""
+def _ready_link(store: BlobStore, container: str, task: str, now: datetime | None = None) -> tuple[str, str]:
+    """What a ``GET .../results`` answering ``ready`` hands out: the zip's blob and its read-only link."""
+    state, build, _ = _zip_state(store, _settings(container), task, now)
+    assert (state["state"], build) == ("ready", False), state
+    return state["blob"], share_links.read_links(store, container, [state["blob"]], 7).urls[state["blob"]]
+
+
+def _download(link: str) -> requests.Response:
+    got = requests.get(link, timeout=60)
+    assert got.status_code == 200, got.text
+    return got
+
+
+def _run_old_build_at_the_new_commit(monkeypatch: pytest.MonkeyPatch, zip_name: str,
+                                     old_build: Callable[[], Any]) -> list[str]:
+    """When the new build commits its zip ``zip_name`` (its blocks staged), first run ``old_build`` to its end: the
+    old build commits its zip and writes its manifest between the new build's staging and its commit. Answers the
+    zip names committed, in order."""
     real = BlobClient.commit_block_list
     seen: list[str] = []
 
     def commit(self: BlobClient, blocks: Any, **kwargs: Any) -> Any:
-        if self.blob_name != zip_name:
-            return real(self, blocks, **kwargs)
-        seen.append("new" if not seen else "old")
-        if seen[-1] == "old":
-            raise _StillRunning
-        with pytest.raises(_StillRunning):
+        if self.blob_name.endswith(".zip"):
+            seen.append(self.blob_name)
+        if self.blob_name == zip_name and seen.count(zip_name) == 1:
             old_build()
         return real(self, blocks, **kwargs)
 
@@ -82,45 +97,77 @@ def _hold_old_build_at_the_new_commit(monkeypatch: pytest.MonkeyPatch, zip_name:
     return seen
 
 
-def test_a_terminated_builds_zip_committed_after_the_next_builds_is_not_handed_out(store: BlobStore,
-                                                                                   files: Any) -> None:
-    """The new build commits its zip, the old build commits its (of the files it listed before one was added) and
-    writes its manifest, the new build writes its manifest: the manifest names the current files over the old zip.
-    Before, GET answered ``ready`` and linked that zip, which lacks the added file, until another file changed."""
+def test_a_terminated_builds_late_commit_does_not_change_what_the_next_builds_link_serves(store: BlobStore,
+                                                                                         files: Any) -> None:
+    """The new build writes its zip and manifest, and GET hands out its link; then the old build (of the files it
+    listed before one was added) commits its zip and writes its manifest. Before, both builds wrote one zip name:
+    the link, already handed out, served the old build's zip from then on, which lacks the added file."""
     container, task, _ = files
-    s = _settings(container)
     old_files = linked_blobs(store, container, task)  # the terminated build listed the files ...
     added = _add_file(store, container, task)  # ... before this one was written
-    new_files = linked_blobs(store, container, task)
+    write_zip(store, container, task)  # the new build: zip, then manifest
+    new_zip, link = _ready_link(store, container, task)
+    served = _download(link).content
+    assert _unzip(served) == _current(store, container, task) and zip_path(task, added) in _unzip(served)
 
-    new_bytes, new_etag = write_zip_blob(store, container, task, new_files)  # the new build commits its zip
-    write_zip(store, container, task, old_files)  # the old build commits its zip, then writes its manifest
-    write_manifest(store, container, task, new_files, new_bytes, new_etag)  # the new build writes its manifest
-
-    assert zip_path(task, added) not in _members(store, container, task)  # the zip there is the old build's
-    state, build, _ = _zip_state(store, s, task)
+    write_zip(store, container, task, old_files)  # the old build ends late: its zip, then its manifest
+    assert _download(link).content == served  # the link serves what it served
+    old_zip = zip_blob(store, container, task)
+    assert old_zip != new_zip and zip_path(task, added) not in _members(store, container, task, old_zip)
+    state, build, _ = _zip_state(store, _settings(container), task)  # the manifest names the old zip: not current
     assert (state["state"], build) == ("building", True)
 
     write_zip(store, container, task)  # the build that GET starts
-    state, build, _ = _zip_state(store, s, task)
-    assert (state["state"], build) == ("ready", False)
-    assert _members(store, container, task) == _current(store, container, task)
+    newest, newest_link = _ready_link(store, container, task)
+    assert newest not in (new_zip, old_zip) and _members(store, container, task) == _current(store, container, task)
+    assert _download(link).content == served and _unzip(_download(newest_link).content) == _unzip(served)
+    manifest = store.read_json(container, layout.results_zip_manifest_blob(task))
+    assert {e["zip"] for e in manifest["previous"]} == {new_zip, old_zip}  # kept while their links may be used
 
 
-def test_a_manifest_of_an_earlier_release_keeps_its_rule(store: BlobStore, files: Any) -> None:
-    """A manifest without ``zip_etag`` (written before it was recorded): ``ready`` while its files are the current
-    ones and the zip blob exists, as then; no zip blob, no ``ready``."""
+def test_the_new_builds_manifest_written_last_hands_out_its_zip_at_once(store: BlobStore, files: Any) -> None:
+    """The new build commits its zip, the old build commits its own and writes its manifest, the new build writes
+    its manifest: ``ready`` with the new build's zip of the current files (before, the zip there was the old one
+    under the one name, and GET built again)."""
     container, task, _ = files
-    s = _settings(container)
-    manifest = write_zip(store, container, task)
-    assert manifest["zip_etag"] == store.etag_or_none(container, layout.results_zip_blob(task))
-    store.write_json(container, layout.results_zip_manifest_blob(task),
-                     {k: v for k, v in manifest.items() if k != "zip_etag"})
-    assert _zip_state(store, s, task)[0]["state"] == "ready"
-    store.write_bytes(container, layout.results_zip_blob(task), b"another zip")  # its etag is not checked
-    assert _zip_state(store, s, task)[0]["state"] == "ready"
-    store.delete_if_exists(container, layout.results_zip_blob(task))
-    assert _zip_state(store, s, task)[0]["state"] == "building"
+    old_files = linked_blobs(store, container, task)
+    _add_file(store, container, task)
+    new_files = linked_blobs(store, container, task)
+    build = zip_builds.new_build()
+    new_bytes, new_etag = write_zip_blob(store, container, task, new_files, build)  # the new build commits its zip
+    write_zip(store, container, task, old_files)  # the old build commits its zip, then writes its manifest
+    write_manifest(store, container, task, new_files, new_bytes, new_etag, build)  # the new build its manifest
+    blob, link = _ready_link(store, container, task)
+    assert blob == layout.results_zip_blob(task, build)
+    assert _unzip(_download(link).content) == _current(store, container, task)
+
+
+def test_a_manifest_of_an_earlier_release_still_serves_its_zip(store: BlobStore, files: Any) -> None:
+    """A manifest an earlier release wrote (no ``zip_etag``, no ``previous``; ``zip`` the one name every build
+    wrote, or missing): ``ready`` with that zip while its files are the current ones and the zip exists, as then,
+    and its link serves it; a new build's manifest keeps it for its links; no zip blob, no ``ready``."""
+    container, task, _ = files
+    listed = linked_blobs(store, container, task)
+    legacy = layout.results_zip_blob(task)
+    size, _ = write_zip_blob(store, container, task, listed, "")  # the one name of then
+    manifest = {"task_id": task, "zip": legacy, "bytes": size,
+                "files": {n: {"size": f["size"], "etag": f["etag"]} for n, f in listed.items()}}
+    for written in (manifest, {k: v for k, v in manifest.items() if k != "zip"}):
+        store.write_json(container, layout.results_zip_manifest_blob(task), written)
+        blob, link = _ready_link(store, container, task)
+        assert blob == legacy and _unzip(_download(link).content) == _current(store, container, task)
+    store.write_bytes(container, legacy, b"another zip")  # its etag is not checked, as then
+    assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
+    store.delete_if_exists(container, legacy)
+    assert _zip_state(store, _settings(container), task)[0]["state"] == "building"
+
+    size, _ = write_zip_blob(store, container, task, listed, "")
+    store.write_json(container, layout.results_zip_manifest_blob(task), manifest)
+    _, link = _ready_link(store, container, task)
+    served = _download(link).content
+    written = write_zip(store, container, task)  # the first build of this release
+    assert written["zip"] != legacy and [e["zip"] for e in written["previous"]] == [legacy]
+    assert _download(link).content == served and _ready_link(store, container, task)[0] == written["zip"]
 
 
 def test_a_commit_that_answered_no_etag_records_none(store: BlobStore, files: Any) -> None:
@@ -128,33 +175,35 @@ def test_a_commit_that_answered_no_etag_records_none(store: BlobStore, files: An
     start a build again for ever; the manifest is judged as an earlier release's instead."""
     container, task, _ = files
     listed = linked_blobs(store, container, task)
-    size, _ = write_zip_blob(store, container, task, listed)
-    assert "zip_etag" not in write_manifest(store, container, task, listed, size, "")
+    build = zip_builds.new_build()
+    size, _ = write_zip_blob(store, container, task, listed, build)
+    assert "zip_etag" not in write_manifest(store, container, task, listed, size, "", build)
     assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
 
 
-def test_a_one_pass_build_commits_its_own_blocks_alone(store: BlobStore, files: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The new build stages its zip's block, the old build stages its (of its earlier listing) and is held before
-    its commit, the new build commits. Before, both staged block id 0, the old block replaced the new one, and the
-    new build's commit and manifest handed out the old build's zip as ``ready``."""
+def test_an_old_one_pass_build_ending_inside_the_new_ones_commit_leaves_its_zip_whole(
+        store: BlobStore, files: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new build stages its zip's blocks, the old build writes its zip and manifest, the new build commits.
+    Before, both wrote one name: the old build's blocks and commit mixed into, or replaced, the new build's zip, and
+    the new build's manifest handed out the old build's zip as ``ready``."""
     container, task, _ = files
     monkeypatch.setattr(blob_requests, "PUT_LIMIT", 1024)  # so the zip is staged in blocks and committed
     old_files = linked_blobs(store, container, task)
     added = _add_file(store, container, task)
-    seen = _hold_old_build_at_the_new_commit(monkeypatch, layout.results_zip_blob(task),
-                                             lambda: write_zip(store, container, task, old_files))
-    write_zip(store, container, task)
-    assert seen == ["new", "old"]
-    assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
-    members = _members(store, container, task)
-    assert zip_path(task, added) in members and members == _current(store, container, task)
+    build = zip_builds.new_build()
+    seen = _run_old_build_at_the_new_commit(monkeypatch, layout.results_zip_blob(task, build),
+                                            lambda: write_zip(store, container, task, old_files))
+    write_zip(store, container, task, build=build)
+    assert seen[0] == layout.results_zip_blob(task, build) and len(seen) == 2 and seen[1] != seen[0]  # the old's
+    blob, link = _ready_link(store, container, task)
+    members = _unzip(_download(link).content)
+    assert blob == seen[0] and zip_path(task, added) in members and members == _current(store, container, task)
 
 
-def test_a_composed_build_commits_its_own_blocks_alone(store: BlobStore, files: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same for a zip composed from parts (``zip_parts.combine``): the old build's combine stages its blocks
-    between the new combine's staging and its commit. Before, the commit joined blocks of both into a corrupt zip."""
+def test_an_old_composed_build_ending_inside_the_new_ones_commit_leaves_its_zip_whole(
+        store: BlobStore, files: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a zip composed from parts (``zip_parts.combine``): the old build's combine runs between the new
+    combine's staging and its commit. Before, the commit joined blocks of both into a corrupt zip."""
     container, task, _ = files
     part_bytes = 2_000
     old_plan = zip_parts.plan(store, container, task, part_bytes)
@@ -167,11 +216,13 @@ def test_a_composed_build_commits_its_own_blocks_alone(store: BlobStore, files: 
         old_parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, old_plan)]
         zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=old_plan, parts=old_parts))
 
-    seen = _hold_old_build_at_the_new_commit(monkeypatch, layout.results_zip_blob(task), old_build)
+    new_zip = layout.results_zip_blob(task, planned["build"])
+    seen = _run_old_build_at_the_new_commit(monkeypatch, new_zip, old_build)
     zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned, parts=parts))
-    assert seen == ["new", "old"]
-    assert _zip_state(store, _settings(container), task)[0]["state"] == "ready"
+    assert seen == [new_zip, layout.results_zip_blob(task, old_plan["build"])]
+    assert _ready_link(store, container, task)[0] == new_zip
     assert _members(store, container, task) == _current(store, container, task)
+    assert _members(store, container, task, seen[1]) != _members(store, container, task)  # the old one, whole
 
 
 def test_block_ids_keep_their_length_and_the_shared_ones_are_as_before(store: BlobStore, unique_name: str) -> None:
@@ -228,8 +279,8 @@ def test_a_terminated_builds_part_written_late_is_not_composed_into_the_next_bui
 
 
 def _past_the_bound() -> datetime:
-    """A clean's clock once every work blob written so far is older than ``zip_parts.STALE_WORK_S``."""
-    return datetime.now(timezone.utc) + timedelta(seconds=zip_parts.STALE_WORK_S + 120)
+    """A clean's clock once every work blob written so far is older than ``zip_builds.STALE_WORK_S``."""
+    return datetime.now(timezone.utc) + timedelta(seconds=zip_builds.STALE_WORK_S + 120)
 
 
 def _folders(store: BlobStore, container: str, task: str) -> set[str]:
