@@ -200,6 +200,37 @@ def test_batch_nodes_keep_model_and_compile_caches_in_the_node_shared_folder(tmp
     assert caches.compile_cache_dir({}) is None  # torch's own default off Batch
 
 
+def test_triton_builds_into_the_compile_cache_not_into_a_home_the_batch_user_cannot_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Batch node the task's user has no home in the worker image (HOME is ``/``: runc ``setupUser``), and
+    Triton's default cache is ``~/.triton/cache``, which it builds its CUDA driver module into before TorchInductor
+    points it anywhere else (``caches.triton_cache_dir``): the worker names Triton's cache itself, beside the
+    compile cache on the node's shared folder, through the variable Triton reads (``triton.knobs``)."""
+    import os
+
+    import triton.knobs
+
+    from gpu_batch.worker import __main__ as cli
+    from gpu_batch.worker import caches
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", "/")
+    assert triton.knobs.cache.dir.startswith(triton.knobs.cache.home_dir)  # Triton's own default: the home's
+    node = {"AZ_BATCH_NODE_SHARED_DIR": str(tmp_path / "shared")}
+    cli.choose_compile_cache(node)
+    inductor = tmp_path / "shared" / "trapbatch" / "inductor-cache"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(inductor)
+    assert os.environ["TRITON_CACHE_DIR"] == str(inductor / "triton")
+    assert triton.knobs.cache.dir == str(inductor / "triton")
+    # an operator's own choice wins, as TORCHINDUCTOR_CACHE_DIR's does
+    assert caches.triton_cache_dir(inductor, {"TRITON_CACHE_DIR": str(tmp_path / "t")}) == tmp_path / "t"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.delenv("TRITON_CACHE_DIR")
+    cli.choose_compile_cache({})  # off Batch: torch's and Triton's own defaults, as before
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ and "TRITON_CACHE_DIR" not in os.environ
+
+
 def test_a_batch_task_without_the_node_shared_folder_is_said_not_silently_slow() -> None:
     """batch-container-isolation-task.md: a container task whose containerHostBatchBindMounts leaves out Shared loses
     AZ_BATCH_NODE_SHARED_DIR; the caches then die with each --rm container (a model download per shard)."""

@@ -534,6 +534,39 @@ def test_each_shard_runs_with_its_own_torch_threads_and_the_server_keeps_its_own
     assert reported == seen  # the summary says what the shard ran with
 
 
+def test_a_shard_on_the_server_builds_into_the_servers_compile_caches_though_its_environment_names_none(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The server points TorchInductor and Triton at the node's caches as it starts (``choose_compile_cache``); each
+    shard runs with its client's environment, which names neither, so without pinning them Triton went back to
+    its default under the home of the Batch task's user, which that user cannot write (``caches.triton_cache_dir``).
+    """
+    import socket
+
+    from gpu_batch.worker import __main__ as cli
+    from gpu_batch.worker.resident import Server, _Connection
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    def run_shard(args: Any, env: Any, fault: Any, **kwargs: Any) -> Any:
+        seen.append((os.environ.get("TORCHINDUCTOR_CACHE_DIR"), os.environ.get("TRITON_CACHE_DIR")))
+        return cli.ShardOutcome(0, {"done": 0})
+
+    monkeypatch.setattr(cli, "run_shard", run_shard)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    cli.choose_compile_cache({"AZ_BATCH_NODE_SHARED_DIR": str(tmp_path / "shared")})
+    servers = (os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ["TRITON_CACHE_DIR"])
+    server = Server(tmp_path / "s.sock", 60.0)
+    argv = ["--manifest-file", "m.json", "--image-root", str(tmp_path), "--device", "cpu"]
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        code, _, _ = server._run({"argv": argv, "env": {"AZ_BATCH_TASK_ID": "s00000-a1"}, "cwd": str(tmp_path)},
+                                 _Connection(mine))
+    assert code == 0 and seen == [servers]
+    assert servers[1] == str(tmp_path / "shared" / "trapbatch" / "inductor-cache" / "triton")
+    assert (os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ["TRITON_CACHE_DIR"]) == servers  # and after it
+
+
 def test_serve_compiles_when_told_on_its_command_line_or_by_the_environment_it_starts_in() -> None:
     from gpu_batch.worker.resident import build_parser, compiles_models
 

@@ -229,12 +229,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def choose_compile_cache(env: Mapping[str, str]) -> None:
-    """Point TorchInductor at the node's compile cache; must run before torch is imported (``caches``)."""
-    from gpu_batch.worker.caches import compile_cache_dir
+    """Point TorchInductor, and Triton under it, at the node's compile cache; must run before torch is imported
+    (``caches``; Triton's own default is under a home the Batch task's user cannot write: ``caches.triton_cache_dir``).
+    """
+    from gpu_batch.worker.caches import compile_cache_dir, triton_cache_dir
 
     cache = compile_cache_dir(env)
     if cache is not None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        os.environ["TRITON_CACHE_DIR"] = str(triton_cache_dir(cache, env))
 
 
 def run_shard(args: argparse.Namespace, env: Mapping[str, str], fault: Any, *, process_started: float,

@@ -61,6 +61,29 @@ def compile_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     return Path(shared) / "trapbatch" / "inductor-cache" if shared else None
 
 
+def triton_cache_dir(compile_cache: Path, env: Mapping[str, str] | None = None) -> Path:
+    """Where Triton keeps what it builds when ``--compile`` uses ``compile_cache``: ``TRITON_CACHE_DIR``, else
+    ``<compile_cache>/triton`` (torch's own layout for a fresh cache: ``torch/_inductor/utils.py`` ``fresh_cache``).
+
+    Why not Triton's default, ``~/.triton/cache`` (``triton/knobs.py`` ``cache_knobs``): on an Azure Batch node the
+    task runs as the pool's auto-user, whose uid Batch maps into the container (batch-docker-container-workloads.md,
+    "For Linux, Batch maps the user/group permission to the container"); the worker image has no user of that uid
+    (unless by chance: its one user, ``worker``, is the first one ``useradd`` makes), so its home there is ``/``
+    (runc ``libcontainer/init_linux.go`` ``setupUser``: HOME, when not given, from the image's passwd, ``/`` when the
+    uid is not there), or a node path the image lacks if Batch passes the host's HOME (its docs list no HOME among
+    the variables it sets): neither can a non-admin user write. TorchInductor points Triton at its own cache only
+    when it builds a kernel's autotuner (``triton_heuristics.py`` ``CachingAutotuner``); before that, code
+    generation asks Triton for its backend (``torch/utils/_triton.py`` ``triton_hash_with_backend``), which builds
+    Triton's CUDA driver module (``cuda_utils``) into Triton's cache (``triton/runtime/build.py``, ``os.makedirs``
+    in ``runtime/cache.py``), so a compiled shard's first batch would fail there with a PermissionError (read from
+    the sources of torch 2.14.1 and Triton 3.8.0; not yet seen on a node). On the node's shared folder the builds
+    also outlive the ``--rm`` container.
+    """
+    env = os.environ if env is None else env
+    configured = env.get("TRITON_CACHE_DIR")
+    return Path(configured) if configured else compile_cache / "triton"
+
+
 def compile_blocker(env: Mapping[str, str] | None = None) -> str | None:
     """Why ``--compile`` cannot work here, or None.
 

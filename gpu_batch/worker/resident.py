@@ -64,7 +64,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gpu_batch.worker.resident")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's (exit_codes.worker_error_message reads it)
 # Read by torch or CUDA once per process: a shard's environment cannot change them, so the server's values stay.
-PINNED_ENV = ("TORCHINDUCTOR_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_ORDER")
+# TRITON_CACHE_DIR is read at each kernel build, but the server sets it beside its compile cache
+# (``__main__.choose_compile_cache``) and a shard's environment lacks it: without the server's value Triton's
+# default under a home the Batch task's user cannot write is back (``caches.triton_cache_dir``).
+PINNED_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
+              "CUDA_DEVICE_ORDER")
 STOP_GRACE_S = 120.0  # how long a shard whose client went away may take to stop before the server gives up on it
 BROKEN_REASON = ("a shard on this resident worker failed unexpectedly and it is exiting (its torch or CUDA state "
                  "can no longer be trusted)")
