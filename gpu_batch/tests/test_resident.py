@@ -333,6 +333,71 @@ def _start_server_from(package_root: Path, socket_path: Path, log: Path) -> subp
                                 cwd=package_root)
 
 
+def _serve(socket_path: Path, log: Path, idle_exit: str) -> subprocess.Popen[bytes]:
+    """``resident serve`` on ``socket_path`` from this checkout, logging to ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "gpu_batch.worker.resident", "serve", "--socket",
+                                 str(socket_path), "--idle-exit", idle_exit], stdout=out, stderr=out, env=env,
+                                cwd=REPO_ROOT)
+
+
+def _ready_answer(socket_path: Path) -> dict[str, Any] | None:
+    """The server's answer to a ``ready`` request (it takes shards), or None while none answers there."""
+    import socket
+
+    from gpu_batch.worker import resident_protocol as wire
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(60)
+            sock.connect(str(socket_path))
+            wire.send_message(sock, {"type": "ready", "code": wire.code_fingerprint()})
+            answer = wire.recv_message(sock)
+    except OSError:
+        return None
+    return answer if answer and answer.get("type") == "ready" else None
+
+
+def test_the_nodes_server_stands_by_while_a_tasks_server_answers_and_takes_the_socket_when_it_is_gone(
+        tmp_path: Path) -> None:
+    """Azure Batch: a task may start while the start task still starts (waitForSuccess false); its client, finding no
+    server, starts one in the task's own --rm container, which is killed with it and leaves its socket behind. The
+    start task's server (``--idle-exit inf``) then found that one answering and exited 0, which ended the start task
+    for good: every later task on the node started a server of its own. It now stands by and takes the socket over;
+    a server a client starts (a finite idle exit) still leaves a live one be."""
+    folder = Path(tempfile.mkdtemp(prefix="tbsb", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    path = folder / "resident" / "w.sock"
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        task_server = _serve(path, tmp_path / "task.log", "600")  # as a client in a task's container starts one
+        started.append(task_server)
+        first = wait_until(lambda: _ready_answer(path), 120, "the task's server to take shards")
+        assert first["pid"] == task_server.pid
+        node_server = _serve(path, tmp_path / "node.log", "inf")  # the start task's command (batch.bicep)
+        started.append(node_server)
+        wait_until(lambda: "takes the socket over" in (tmp_path / "node.log").read_text()
+                   or node_server.poll() is not None, 120, "the node's server to stand by")
+        assert node_server.poll() is None, (tmp_path / "node.log").read_text()  # not gone, as it was with exit 0
+        another = _serve(path, tmp_path / "another.log", "600")  # another client's: it leaves the live one be
+        started.append(another)
+        assert another.wait(timeout=120) == 0
+        assert "already answers" in (tmp_path / "another.log").read_text()
+        task_server.kill()  # its container ends with its task: no clean-up, the socket file stays
+        task_server.wait()
+        assert path.exists()
+        answer = wait_until(lambda: _ready_answer(path), 120, "the node's server to take the socket over")
+        assert answer["pid"] == node_server.pid and node_server.poll() is None
+        assert "this one listens now" in (tmp_path / "node.log").read_text()
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _edited_copy(tmp_path: Path) -> Path:
     root = tmp_path / "older"
     shutil.copytree(REPO_ROOT / "gpu_batch", root / "gpu_batch", ignore=shutil.ignore_patterns("tests", "__pycache__"))

@@ -32,7 +32,9 @@ as from a CLI that crashed with a traceback; a shard that was waiting for its tu
 
 A server refuses a shard whose client runs other worker code, or that asks for CUDA it lacks, and steps aside
 (``resident_protocol``). On Azure Batch the pool's start task runs this server in the worker image with
-``--idle-exit inf`` (``infra/app/batch.bicep``, parameter ``residentWorker``), so shards pay start-up once per node;
+``--idle-exit inf`` (``infra/app/batch.bicep``, parameter ``residentWorker``), so shards pay start-up once per node
+(one that finds another server answering, which a task's client started in its own container before the start
+task's server was up, takes the socket over once that one is gone instead of exiting: ``_stand_by``);
 with ``--compile`` (parameter ``residentCompile``) every shard's network is compiled, which the node's first shard
 pays and the rest reuse from the model cache.
 
@@ -443,6 +445,32 @@ def _swap_environ(env: Mapping[str, str], keep: Sequence[str] = PINNED_ENV) -> N
             os.environ[k] = v
 
 
+STANDBY_POLL_S = 0.5  # how often a node's server that found another one answering asks whether it is gone
+
+
+def _stand_by(server: Server) -> socket.socket:
+    """Wait until no other server answers on ``server``'s socket, then bind it (``Server.bind``; a dead one's stale
+    socket is removed there). Nothing is imported meanwhile: a server standing by holds no memory and no GPU.
+
+    Why: on an Azure Batch node the pool's start task runs the node's server (``--idle-exit inf``,
+    infra/app/batch.bicep), and a task may start while the start task still pulls the image or starts
+    (``waitForSuccess`` false: "other Tasks can start executing on the Compute Node while the StartTask is still
+    running", REST StartTask). Its client, finding no server, starts one in its own ``--rm`` container, which ends
+    with that task (``gpu_batch.worker.client``; batch-docker-container-workloads.md: each task runs in a container
+    of its own). The start task's server then found that one answering and exited 0, so the start task was done and
+    never run again: every later task on the node started a server of its own and paid start-up per shard. The same
+    after a start task retried (``maxTaskRetryCount``) while tasks ran. Asked every ``STANDBY_POLL_S``, which is
+    shorter than a container's start, so the next task's client finds this server rather than starting another.
+    """
+    while True:
+        time.sleep(STANDBY_POLL_S)
+        listener = server.bind()
+        if listener is not None:
+            logger.info("resident worker pid %d: the other server on %s is gone; this one listens now", os.getpid(),
+                        server.socket_path)
+            return listener
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (infra/app/batch.bicep's start task runs ``serve --idle-exit inf``; tests/infra parses it)."""
     p = argparse.ArgumentParser(prog="python -m gpu_batch.worker.resident", description=__doc__.split("\n\n")[0])
@@ -484,9 +512,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         logger.error("the resident worker cannot listen on %s: %s", path, exc)
         return 2
-    if listener is None:
+    if listener is None and idle != float("inf"):
         logger.info("a resident worker already answers on %s", path)
         return 0
+    if listener is None:
+        logger.info("a resident worker already answers on %s; this one (--idle-exit inf: the node's own) takes the "
+                    "socket over when that one is gone", path)
+        try:
+            listener = _stand_by(server)
+        except OSError as exc:
+            logger.error("the resident worker cannot listen on %s: %s", path, exc)
+            return 2
     try:  # bound before the imports, so a client's connection waits in the backlog instead of starting another
         server.prepare()
         server.serve_forever(listener)

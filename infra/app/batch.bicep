@@ -20,9 +20,12 @@
 //   waitForSuccess false lets tasks run while the start task still runs; a container start task gets everything below
 //   AZ_BATCH_NODE_ROOT_DIR mapped in, as each task container does, so the server's socket in the node-shared folder
 //   (AZ_BATCH_NODE_SHARED_DIR/trapbatch/resident/) is the one the task's client finds; same user as the tasks (pool
-//   auto-user, non-admin), since the socket's folder is 0700. A node that joined before a new worker tag keeps the
-//   old server until it is reimaged: that server refuses shards of other worker code and steps aside, and the
-//   client then runs the shard itself (resident_protocol.py), as it does if the start task's container has no GPU.
+//   auto-user, non-admin), since the socket's folder is 0700. A task that starts before the server listens (the start
+//   task may still be pulling the image) starts a server in its own container, which ends with it; the start task's
+//   server stands by meanwhile and takes the socket over (resident.py _stand_by). A node that joined before a new
+//   worker tag keeps the old server until it is reimaged: that server refuses shards of other worker code and steps
+//   aside, and the client then runs the shard itself (resident_protocol.py), as it does if the start task's container
+//   has no GPU.
 //   With `residentWorker` false the start task only pulls the image and exits. With `residentCompile` as well, the server
 //   runs every shard's network through torch.compile (`serve --compile`): the node's first shard pays the compile
 //   (26-49 s on an H200), later ones run ~16 % faster than eager (bench/RESULTS.md, 2026-12-04).
