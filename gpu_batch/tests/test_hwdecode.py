@@ -117,6 +117,8 @@ def test_the_worker_image_asks_the_container_runtime_for_the_video_driver_librar
     caps = _dockerfile_env("NVIDIA_DRIVER_CAPABILITIES")
     assert hwdecode.driver_capability_hint({"NVIDIA_DRIVER_CAPABILITIES": caps}) == ""
     assert {"compute", "utility"} <= {c.strip() for c in caps.split(",")}  # CUDA and nvidia-smi/NVML, as the base
+    # and the GPUs themselves: unset, the NVIDIA runtime hook leaves the container as runc would, without any
+    assert _dockerfile_env("NVIDIA_VISIBLE_DEVICES") == "all"
 
 
 def test_the_probe_runs_once_per_process_and_device(monkeypatch: pytest.MonkeyPatch) -> None:
