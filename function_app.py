@@ -19,7 +19,7 @@ from activities import repeat_search as repeat_search_activities
 from activities import rethreshold, results_zip, reuse, zooniverse_captures, zooniverseparts
 from api import after_task, arrivals, openapi, starters
 from api import repeat_search as repeat_search_api
-from orchestrations import expiry, repeat_search, repeats, rerender, shards, task
+from orchestrations import expiry, repeat_search, repeats, rerender, shards, task, zip_sweep
 from gpu_batch.sdk_logging import quiet_azure_sdk
 from orchestrations import results_zip as results_zip_orchestration
 
@@ -52,6 +52,7 @@ for blueprint in (
     rerender.bp,
     expiry.bp,
     results_zip_orchestration.bp,
+    zip_sweep.bp,
     rethreshold.bp,
     expiry_activities.bp,
     results_zip.bp,

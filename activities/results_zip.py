@@ -4,17 +4,28 @@ Up to ``zip_parts.PART_BYTES`` of files, ``build_results_zip`` writes the zip in
 and answers the plan of parallel parts (``adapters.zip_parts``), which ``results_zip_part``, ``results_zip_combine``
 and ``results_zip_clean`` carry out. A history recorded before parts existed holds a built zip, never a plan, so it
 replays as before.
+
+At its end a build starts its sweep (``schedule_results_zip_sweep``, an activity with the orchestration client binding:
+an orchestrator cannot start an independent orchestration in Python, as ``activities.expiry`` says), which days later
+runs ``sweep_results_zip_folder`` (``core.zip_builds`` says why and when).
 """
 from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
 
 import azure.durable_functions as df
 
 from adapters import clients, zip_parts
 from adapters.blobs import BlobStore
-from adapters.results_bundle import write_zip
+from adapters.results_bundle import sweep_zips, write_zip
+from adapters.task_hub import read_status
 from core import contracts as c
+from core import zip_builds
 from core.failures import failures_without_secrets
 from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
@@ -58,3 +69,37 @@ def results_zip_combine(payload: c.ResultsZipCombineInput) -> c.ResultsZipOutput
 def results_zip_clean(payload: c.ResultsZipCleanInput) -> int:
     s = clients.settings()
     return zip_parts.clean_parts(clients.store(s), s.container, payload["task_id"], payload.get("build", ""))
+
+
+async def run_schedule_sweep(payload: c.ResultsZipSweepSchedule, client: df.DurableOrchestrationClient,
+                             busy_retry_attempts: int = 0, now: datetime | None = None) -> c.ResultsZipSweepScheduled:
+    """Start the build's sweep (``payload["instance_id"]``) for ``zip_builds.SWEEP_AFTER_S`` after ``now`` (default:
+    this host's clock), unless that instance is there already: this call retried after it started it (a sweep's time
+    is never moved, and one build has one sweep). ``busy_retry_attempts``: the app's knob, recorded in its input
+    (orchestrations.retries). A task hub that could not be read fails the call (``read_status``), to be tried again."""
+    instance = payload["instance_id"]
+    status = await read_status(client, instance)
+    if getattr(status, "runtime_status", None) is not None:
+        return c.ResultsZipSweepScheduled(scheduled=False, instance_id=instance)
+    at = ((now or datetime.now(timezone.utc)) + timedelta(seconds=zip_builds.SWEEP_AFTER_S)).isoformat()
+    await client.start_new(c.RESULTS_ZIP_SWEEP_ORCHESTRATOR, instance, c.ResultsZipSweepInput(
+        task_id=payload["task_id"], at=at, busy_retry_attempts=busy_retry_attempts))
+    logger.info("task %s: its results zips are swept at %s (%s)", payload["task_id"], at, instance)
+    return c.ResultsZipSweepScheduled(scheduled=True, instance_id=instance, at=at)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.SCHEDULE_RESULTS_ZIP_SWEEP)
+@bp.durable_client_input(client_name="client")
+@failures_without_secrets
+async def schedule_results_zip_sweep(payload: c.ResultsZipSweepSchedule,
+                                     client: df.DurableOrchestrationClient) -> c.ResultsZipSweepScheduled:
+    s = clients.settings()
+    return await run_schedule_sweep(payload, client, s.knobs.busy_retry_attempts)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.SWEEP_RESULTS_ZIPS)
+@failures_without_secrets
+def sweep_results_zip_folder(payload: c.ResultsZipInput) -> c.ResultsZipSweepOutput:
+    s = clients.settings()
+    return c.ResultsZipSweepOutput(deleted=sweep_zips(clients.store(s), s.container, payload["task_id"],
+                                                      datetime.now(timezone.utc)))

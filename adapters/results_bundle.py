@@ -155,6 +155,29 @@ def drop_expired(store: BlobStore, container: str, task_id: str, manifest: Any, 
     return gone
 
 
+def sweep_zips(store: BlobStore, container: str, task_id: str, now: datetime) -> int:
+    """Delete the zips of generation ``task_id`` that no link can use any more and no build will name: those its
+    manifest keeps past their links (``core.zip_builds.expired``, then taken out of it, as ``drop_expired``) and
+    those it neither names nor keeps past ``ORPHAN_S`` (``core.zip_builds.orphans``; with no manifest, no zip of it was
+    ever linked); how many. What a build's sweep does (``activities.results_zip``), days after the build's end
+    (``core.zip_builds.SWEEP_AFTER_S``), so that a zip goes even when no GET or build of the generation comes again.
+    Raises on a storage failure, unlike ``drop_zips`` and ``drop_expired``: a sweep is the last chance its zips have,
+    and its activity is tried again (``STORAGE_RETRY``)."""
+    manifest = store.read_json_or_none(container, layout.results_zip_manifest_blob(task_id))
+    gone = zip_builds.expired(manifest, task_id, now)
+    delete_names(store, container, gone)
+    if gone:
+        store.update_json(container, layout.results_zip_manifest_blob(task_id),
+                          lambda found: zip_builds.without(found, task_id, gone))
+    listed = [(b.name, b.last_modified) for b in store.service.get_container_client(container).list_blobs(
+        name_starts_with=layout.results_zip_folder(task_id))]
+    orphans = zip_builds.orphans(listed, manifest, task_id, now)
+    delete_names(store, container, orphans)
+    if gone or orphans:
+        logger.info("task %s: swept %d results zips no link can use", task_id, len(gone) + len(orphans))
+    return len(gone) + len(orphans)
+
+
 def write_zip_blob(store: BlobStore, container: str, task_id: str,
                    files: dict[str, dict[str, Any]], build: str) -> tuple[int, str]:
     """Write the zip of ``files`` under ``layout.results_zip_blob`` of the build ``build`` (a name no other build

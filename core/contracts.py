@@ -1346,6 +1346,7 @@ class FinishEnumerationInput(TypedDict):
 RERENDER_ORCHESTRATOR = "rerender_previews"
 EXPIRY_ORCHESTRATOR = "expire_previews"
 RESULTS_ZIP_ORCHESTRATOR = "zip_results"
+RESULTS_ZIP_SWEEP_ORCHESTRATOR = "sweep_results_zips"
 RETHRESHOLD = "rethreshold_results"
 RETHRESHOLD_PART = "rethreshold_part"
 RETHRESHOLD_COMBINE = "rethreshold_combine"
@@ -1356,6 +1357,8 @@ BUILD_RESULTS_ZIP = "build_results_zip"
 RESULTS_ZIP_PART = "results_zip_part"
 RESULTS_ZIP_COMBINE = "results_zip_combine"
 RESULTS_ZIP_CLEAN = "results_zip_clean"
+SCHEDULE_RESULTS_ZIP_SWEEP = "schedule_results_zip_sweep"
+SWEEP_RESULTS_ZIPS = "sweep_results_zip_folder"
 
 
 class RerenderInput(TypedDict):
@@ -1486,6 +1489,32 @@ class ResultsZipOutput(TypedDict):
     bytes: int  # the zip's size (0 while a plan is answered, or when a file changed while it was read)
     plan: NotRequired[ZipPlan]  # too large for one activity: the parts to deflate in parallel, then compose
     stale: NotRequired[str]  # a file that changed while the parts read it: no zip written (the next GET rebuilds)
+
+
+class ResultsZipSweepSchedule(TypedDict):
+    """SCHEDULE_RESULTS_ZIP_SWEEP's input: the sweep a build starts at its end (orchestrations.results_zip)."""
+
+    task_id: str  # the generation whose zips' folder is swept (layout.generation_key, as ResultsZipInput's)
+    instance_id: str  # the sweep's own (core.ids.results_zip_sweep_instance_id)
+
+
+class ResultsZipSweepScheduled(TypedDict):
+    scheduled: bool  # False: the instance was there already (a retried call), and keeps its time
+    instance_id: str
+    at: NotRequired[str]  # when the started sweep runs (ISO, UTC)
+
+
+class ResultsZipSweepInput(TypedDict):
+    """RESULTS_ZIP_SWEEP_ORCHESTRATOR's input."""
+
+    task_id: str
+    at: str  # ISO time (UTC): the build's end plus core.zip_builds.SWEEP_AFTER_S
+    # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries)
+    busy_retry_attempts: NotRequired[int]
+
+
+class ResultsZipSweepOutput(TypedDict):
+    deleted: int  # zips deleted (adapters.results_bundle.sweep_zips)
 
 
 class ResultsZipPartInput(TypedDict):

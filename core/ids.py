@@ -66,3 +66,10 @@ def expiry_instance_id(task_id: str) -> str:
 def results_zip_instance_id(task_id: str) -> str:
     """Instance id of the build of a task's results zip (one at a time per task)."""
     return f"{task_id}-zip"
+
+
+def results_zip_sweep_instance_id(zip_instance_id: str, ended: datetime) -> str:
+    """Instance id of the sweep a results zip build starts at its end (``orchestrations.results_zip``): one per build,
+    named by the build's instance and the time it ended on its orchestration's clock (the same at every replay), so a
+    retried call finds its sweep started and a later build of the task starts one of its own."""
+    return f"{zip_instance_id}-sweep-{ended.strftime('%Y%m%dT%H%M%S%f')}"

@@ -9,7 +9,7 @@ manifest names (``named_zip``), and no other build ever writes that name.
 When the earlier zips go: a zip gets links only while a manifest names it (``api.after_task._zip_state``), and a link
 is valid at most ``core.settings.MAX_LINK_DAYS`` from when it was minted (``share_links.read_links``). So the manifest
 that replaces another keeps the replaced zip in its ``previous`` list, with when it was replaced, and that zip is
-deleted only ``KEEP_SUPERSEDED_S`` later, at the end of the next build or at a ``GET .../results`` (``expired``).
+deleted only ``KEEP_SUPERSEDED_S`` later, at the end of the next build, a ``GET .../results`` (``expired``) or a sweep.
 Why not delete it at once, or at the next build's clean: a partner given the link yesterday, downloading gigabytes
 now, would have the download cut (404) and the link dead days before the expiry its answer promised
 (``links.expires``); why not keep the previous build's only: two builds in a week (a re-render's CSV, then a repeat
@@ -18,6 +18,12 @@ removal) and the first's links, still valid, died. The cost: a zip's storage for
 A zip no manifest names (an "orphan": a one-pass build retried, whose first attempt's zip was never named; a build
 that ended between its commit and its manifest; a zip an earlier release's build replaced in the manifest without
 keeping it in ``previous``) goes once older than ``ORPHAN_S``: never while its build may still name it.
+
+Who deletes them: a later build's end and a ``GET .../results`` of the same generation, whichever comes first, and at
+the latest the sweep each build starts at its end (``orchestrations.zip_sweep``, ``SWEEP_AFTER_S`` later). Why the
+sweep: without it a replaced zip stayed, its storage paid, for ever when no one came back a week later (a partner who
+downloaded the new zip and was done), and so did every zip of a generation a re-run replaced (``GET .../results``
+serves, and builds, only the served generation's).
 
 Must not: delete a zip a manifest names, one replaced less than ``KEEP_SUPERSEDED_S`` ago, or one that a running build
 may still name. Pure: the time is passed in, and no I/O.
@@ -53,6 +59,12 @@ KEEP_SUPERSEDED_S = MAX_LINK_DAYS * 86_400 + stall.SLACK_S
 # within STALE_WORK_S of the deployment, and so of the zip's commit, which came after) replaced it by then: its links
 # are all past KEEP_SUPERSEDED_S later.
 ORPHAN_S = STALE_WORK_S + KEEP_SUPERSEDED_S
+# When a build's sweep looks at its generation's zips, after the build's end: every zip the sweep may find to delete is
+# past its bound by then. The zips the build replaced at its end: KEEP_SUPERSEDED_S. Those of a build terminated before
+# it started, whose step ran on beside it (README, the terminate row): such a step commits a zip, or writes a manifest
+# that replaces one, at most STALE_WORK_S after the terminate, so after this build's end, and that zip goes ORPHAN_S,
+# the one it replaced KEEP_SUPERSEDED_S, later. A zip a later build replaced is its own sweep's (~8 days 20 h).
+SWEEP_AFTER_S = STALE_WORK_S + ORPHAN_S
 
 
 def new_build() -> str:

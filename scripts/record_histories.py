@@ -22,6 +22,8 @@ process, ``serve``; the orchestrators and the inputs they schedule are today's, 
 * a results zip and a re-render at ``PARTS_THRESHOLD`` cut into about three parts (their ``PART_BYTES``, hundreds of
   MB, are far above this scenario's files); a re-render at any other threshold keeps the single pass;
 * a day of ``previews_expire_days`` lasts ``DAY_S`` seconds (TRAPBATCH_PREVIEWS_EXPIRE_DAY_S, tests only);
+* a results zip build's sweep runs ``SWEEP_S`` seconds after the build (``core.zip_builds.SWEEP_AFTER_S``, days), so
+  the scenario sees it wait and sweep (it deletes nothing then: no zip is past its bounds);
 * every history devhost saves is also kept under ``EXECUTIONS``, one blob per execution, which ``continue_as_new``
   does not replace: the snapshots, every half second, missed an execution's last episode when the next execution
   saved over it sooner (a shard group at TRAPBATCH_HISTORY_EVENTS' least goes on as new after each poll, so about
@@ -81,6 +83,7 @@ NOTIFY_SECRET_NAME = "histories-notify"
 TOPIC_ENDPOINT = "https://histories-topic.westeurope-1.eventgrid.azure.net/api/events"  # posted to Receiver instead
 PARTS_THRESHOLD = 0.35  # a re-render at this threshold passes over the results in parts (serve)
 DAY_S = 3  # seconds in a day of previews_expire_days
+SWEEP_S = 2  # seconds from a results zip build's end to its sweep
 LONG_DAYS = 365  # task A's first expiry: 18 minutes, past the scenario (its re-run moves it to one day)
 CAPTURES_LIST = "lists/captures.csv"
 EXECUTIONS = "recorded-executions/"  # in devhost's state container: every execution's last saved history (serve)
@@ -358,15 +361,17 @@ def scenario(api: Api, store: Store, blobs: BlobStore, receiver: Receiver) -> No
 def _stand_ins(receiver: str) -> None:
     """Patch the recording's devhost process (see the module docstring): the Event Grid publisher posts to
     ``receiver`` with a local token, a results zip is cut into about three parts, and so is a re-render at
-    ``PARTS_THRESHOLD``; the attempts ``BUSY_STORAGE_ATTEMPTS`` name read from ``BusyStorage``; every saved
-    history is kept per execution too (``EXECUTIONS``). Only the sizes, the transport, those attempts' storage and
-    that copy change: every orchestrator, activity and input is today's."""
+    ``PARTS_THRESHOLD``; the attempts ``BUSY_STORAGE_ATTEMPTS`` name read from ``BusyStorage``; a zip build's sweep
+    comes ``SWEEP_S`` after it; every saved history is kept per execution too (``EXECUTIONS``). Only the sizes, the
+    transport, those attempts' storage, that wait and that copy change: every orchestrator, activity and input is
+    today's."""
     from azure.core.credentials import AccessToken, AccessTokenInfo
     from azure.core.pipeline.transport import RequestsTransport
 
     from activities import rethreshold, results_zip, task_events
     from adapters import zip_parts
     from adapters.event_grid import EventGridPublisher
+    from core import zip_builds
     from gpu_batch import layout
     from gpu_batch.pool.base import ShardTask
     from gpu_batch.pool.local import LocalPool
@@ -406,6 +411,7 @@ def _stand_ins(receiver: str) -> None:
 
     results_zip.run_build = zip_in_parts
     rethreshold.run_rethreshold = rethreshold_in_parts
+    zip_builds.SWEEP_AFTER_S = SWEEP_S
 
     busy = BusyStorage()
     left = set(BUSY_STORAGE_ATTEMPTS)

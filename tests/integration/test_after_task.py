@@ -149,6 +149,22 @@ def check_zip(host, store, container: str, task: str, results_url: str) -> None:
     assert kept.status_code == 200 and kept.content == got.content
     assert kept.headers["content-disposition"] == again.headers["content-disposition"] == \
         f'attachment; filename="{layout.download_label(task)}-results.zip"'
+    # and each build started its sweep, waiting its timers (core.zip_builds.SWEEP_AFTER_S after the build's end): the
+    # first zip goes then even if no GET or build of the task comes again
+    from datetime import datetime, timedelta, timezone
+
+    from core import contracts as c
+    from core.ids import results_zip_instance_id
+
+    prefix = results_zip_instance_id(task) + "-sweep-"
+    sweeps = wait_until(lambda: (lambda found: found if len(found) >= 2 else None)(
+        [i["InstanceId"] for i in host.store.list_instances() if i["InstanceId"].startswith(prefix)]), 60,
+        "the builds' sweeps")
+    for instance in sweeps:
+        started = host.get_status(instance)
+        assert started["name"] == c.RESULTS_ZIP_SWEEP_ORCHESTRATOR and started["runtimeStatus"] == "Running", started
+        assert started["input"]["task_id"] == task
+        assert datetime.fromisoformat(started["input"]["at"]) > datetime.now(timezone.utc) + timedelta(days=8)
 
 
 def check_expiry(host, store, task: str, container: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,8 +1,8 @@
 """When the results zips of earlier builds go, in Azurite (``core.zip_builds``): a replaced zip stays, and its link
 serves it, until every link handed out for it has ended (``KEEP_SUPERSEDED_S`` after a manifest replaced it), then a
-``GET .../results`` or a later build's end deletes it; a zip no manifest ever named goes at a build's end once no
-build can still name it (``ORPHAN_S``). The clock is handed in, read off the manifest and the blobs' Last-Modified:
-nothing here waits or depends on how fast it runs.
+``GET .../results``, a later build's end or the build's own sweep deletes it; a zip no manifest ever named goes at a
+build's end or sweep once no build can still name it (``ORPHAN_S``). The clock is handed in, read off the manifest and
+the blobs' Last-Modified: nothing here waits or depends on how fast it runs.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import requests
 
 from adapters import share_links
 from adapters.blobs import BlobStore
-from adapters.results_bundle import linked_blobs, write_manifest, write_zip, write_zip_blob
+from adapters.results_bundle import linked_blobs, sweep_zips, write_manifest, write_zip, write_zip_blob
 from api.after_task import _zip_state
 from core import zip_builds
 from core.settings import Settings
@@ -118,3 +118,43 @@ def test_a_zip_no_manifest_named_goes_at_a_builds_end_once_no_build_can_name_it(
     assert not store.exists(container, orphan)
     kept = {e["zip"] for e in _manifest(store, container, task)["previous"]}
     assert third not in kept and second in kept and all(store.exists(container, n) for n in (second, third))
+
+
+def test_a_builds_sweep_deletes_what_no_later_get_or_build_came_for(store: BlobStore, files: Any) -> None:
+    """Two builds, a zip no manifest names beside them, and no GET or build after: the first zip (replaced) and the
+    unnamed one stayed for ever. The sweep the second build starts (``sweep_zips``, ``SWEEP_AFTER_S`` after its end)
+    deletes both, takes the first out of the manifest, and leaves the named zip, still ready; before the bounds it
+    deletes nothing. Fails without the change (no sweep)."""
+    container, task, _ = files
+    listed = linked_blobs(store, container, task)
+    orphan = layout.results_zip_blob(task, zip_builds.new_build())
+    write_zip_blob(store, container, task, listed, layout.results_zip_build(task, orphan) or "")
+    first = write_zip(store, container, task)["zip"]
+    second = write_zip(store, container, task)["zip"]
+    ended = _replaced_at(store, container, task, first)
+    link = share_links.read_links(store, container, [first], 7).urls[first]
+
+    assert sweep_zips(store, container, task, ended + timedelta(seconds=zip_builds.KEEP_SUPERSEDED_S)) == 0
+    assert store.exists(container, first) and requests.get(link, timeout=60).status_code == 200
+    swept = ended + timedelta(seconds=zip_builds.SWEEP_AFTER_S)
+    assert sweep_zips(store, container, task, swept) == 2
+    assert not store.exists(container, first) and not store.exists(container, orphan)
+    assert _manifest(store, container, task)["previous"] == [] and store.exists(container, second)
+    assert _ready(store, container, task, swept) == second
+    assert sweep_zips(store, container, task, swept) == 0  # a sweep run again: nothing left, nothing fails
+
+
+def test_a_sweep_of_a_generation_with_no_manifest_deletes_the_zips_no_build_can_name(store: BlobStore,
+                                                                                      files: Any) -> None:
+    """No manifest (every build of the generation ended after its commit and before its manifest): no zip of it was
+    ever linked, so the sweep deletes them once past ``ORPHAN_S`` (their build may name them until then)."""
+    container, task, _ = files
+    listed = linked_blobs(store, container, task)
+    zips = [layout.results_zip_blob(task, zip_builds.new_build()) for _ in range(2)]
+    for name in zips:
+        write_zip_blob(store, container, task, listed, layout.results_zip_build(task, name) or "")
+    assert not store.exists(container, layout.results_zip_manifest_blob(task))
+    bounds = [_modified(store, container, n) + timedelta(seconds=zip_builds.ORPHAN_S) for n in zips]
+    assert sweep_zips(store, container, task, min(bounds)) == 0 and all(store.exists(container, n) for n in zips)
+    assert sweep_zips(store, container, task, max(bounds) + SECOND) == 2
+    assert not any(store.exists(container, n) for n in zips)

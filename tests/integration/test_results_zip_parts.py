@@ -174,10 +174,11 @@ def test_the_zip_orchestration_runs_the_parts_with_the_real_activities(
               c.RESULTS_ZIP_PART: lambda p: zip_parts.deflate_part(store, container, p),
               c.RESULTS_ZIP_COMBINE: lambda p: zip_parts.combine(store, container, p),
               c.RESULTS_ZIP_CLEAN: lambda p: zip_parts.clean_parts(store, container, p["task_id"],
-                                                                   p.get("build", ""))}
+                                                                   p.get("build", "")),
+              c.SCHEDULE_RESULTS_ZIP_SWEEP: lambda p: {"scheduled": True, "instance_id": p["instance_id"]}}
     run = run_orchestrator(zip_results, {"task_id": task}, lambda name, p: bodies[name](json.loads(json.dumps(p))))
     assert run.status == "Completed", run.error
     assert run.activity_names.count(c.RESULTS_ZIP_PART) == -(-sum(len(b) for b in made.values()) // 3_000)
-    assert run.activity_names[-2:] == [c.RESULTS_ZIP_COMBINE, c.RESULTS_ZIP_CLEAN]
+    assert run.activity_names[-3:] == [c.RESULTS_ZIP_COMBINE, c.RESULTS_ZIP_CLEAN, c.SCHEDULE_RESULTS_ZIP_SWEEP]
     check_zip(store, container, task, made, tmp_path)
     assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []

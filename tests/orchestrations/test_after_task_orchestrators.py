@@ -14,6 +14,7 @@ from gpu_batch.layout import REPEATS_REMOVED, threshold_csv_blob
 from orchestrations.expiry import expire_previews
 from orchestrations.rerender import rerender_previews
 from orchestrations.results_zip import zip_results
+from orchestrations.zip_sweep import sweep_results_zips
 from tests.orchestrations.replay import T0, run_orchestrator
 from tests.orchestrations.test_task_orchestrator import REQUEST, TASK, activities, run_task, task_input
 
@@ -118,10 +119,55 @@ def test_a_moved_expiry_reads_the_event_as_azure_delivers_it_and_as_older_histor
         moved_to(json.dumps(["not", "a", "time"]))
 
 
+SWEEP = {"scheduled": True, "instance_id": "i", "at": "2025-01-10T00:00:00+00:00"}
+
+
 def test_the_zip_orchestration_builds_it_in_one_activity() -> None:
     built = {"blob": f"results/{TASK}/download/{TASK}-results.zip", "files": 9, "bytes": 1234}
-    run = run_orchestrator(zip_results, {"task_id": TASK}, {c.BUILD_RESULTS_ZIP: built})
+    run = run_orchestrator(zip_results, {"task_id": TASK}, {c.BUILD_RESULTS_ZIP: built,
+                                                            c.SCHEDULE_RESULTS_ZIP_SWEEP: SWEEP})
     assert run.status == "Completed" and run.output == built and run.inputs(c.BUILD_RESULTS_ZIP) == [{"task_id": TASK}]
+
+
+@pytest.mark.parametrize("parts", [False, True])
+def test_a_zip_build_starts_the_sweep_of_its_folder_after_its_last_step(parts: bool) -> None:
+    """The zips a build replaced (kept for their links) and those no manifest names were deleted only by a later GET
+    or build of the same generation: with neither (no one came back a week later; a generation a re-run replaced),
+    they stayed, paid for, for ever. So each build's end starts a sweep of its own (``sweep_results_zips``, days
+    later), one per build, named by the build's instance and its end on the orchestration's clock (a retried call
+    starts no second one); called after the build's last step, so a history of an earlier release replays up to it
+    unchanged. Fails without the change (no such call)."""
+    from core.ids import results_zip_sweep_instance_id
+
+    key = f"{TASK}/runs/r2612070400000a1b"  # a re-run's generation: its own folder, swept as the build's
+    plan = {"files": [{"name": "a", "etag": "e", "size": 10, "modified": T0.isoformat()}],
+            "parts": [[[0, 0, 10, True]]], "build": "0000aaaa"}
+    built = {"blob": "z.zip", "files": 1, "bytes": 10}
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.BUILD_RESULTS_ZIP:
+            return {**built, "bytes": 0, "plan": plan} if parts else built
+        if name == c.RESULTS_ZIP_PART:
+            return {"part": payload["part"], "chunks": [[1, 10]]}
+        return {c.RESULTS_ZIP_COMBINE: built, c.RESULTS_ZIP_CLEAN: 0, c.SCHEDULE_RESULTS_ZIP_SWEEP: SWEEP}[name]
+
+    run = run_orchestrator(zip_results, {"task_id": key}, answer, instance_id=f"{TASK}-zip")
+    assert run.status == "Completed", run.error
+    assert run.output == built and run.activity_names[-1] == c.SCHEDULE_RESULTS_ZIP_SWEEP
+    assert run.activity_names[:-1] == ([c.BUILD_RESULTS_ZIP, c.RESULTS_ZIP_PART, c.RESULTS_ZIP_COMBINE,
+                                        c.RESULTS_ZIP_CLEAN] if parts else [c.BUILD_RESULTS_ZIP])
+    assert run.inputs(c.SCHEDULE_RESULTS_ZIP_SWEEP) == [
+        {"task_id": key, "instance_id": results_zip_sweep_instance_id(f"{TASK}-zip", T0)}]
+
+
+@pytest.mark.parametrize(("days", "steps"), [(9, [6, 9]), (0, [])])
+def test_a_sweep_waits_in_timers_of_at_most_six_days_then_sweeps_its_folder(days: int, steps: list[int]) -> None:
+    at = (T0 + timedelta(days=days)).isoformat()
+    run = run_orchestrator(sweep_results_zips, {"task_id": TASK, "at": at}, {c.SWEEP_RESULTS_ZIPS: {"deleted": 2}},
+                           instance_id=f"{TASK}-zip-sweep-x")
+    assert run.status == "Completed", run.error
+    assert [t.fire_at for t in run.orchestrator_timers] == [T0 + timedelta(days=d) for d in steps]
+    assert run.inputs(c.SWEEP_RESULTS_ZIPS) == [{"task_id": TASK}] and run.output == {"deleted": 2}
 
 
 def with_expiry(answer: Any, fail: bool = False) -> Any:

@@ -256,3 +256,37 @@ def test_a_rerender_starts_with_the_apps_busy_retries_and_action_budget(monkeypa
     assert response.status_code == 202, json.loads(response.get_body())
     assert [(name, payload["busy_retry_attempts"], payload["action_budget"]) for name, payload in started] == [
         (c.RERENDER_ORCHESTRATOR, 5, ACTION_BUDGET)]
+
+
+def test_a_zip_builds_sweep_is_started_once_for_when_every_zip_it_may_leave_can_go() -> None:
+    """``schedule_results_zip_sweep`` starts the build's sweep (``sweep_results_zips``) at this host's clock plus
+    ``core.zip_builds.SWEEP_AFTER_S``; a retried call (the instance there, waiting or ended) starts none, so one
+    build never has two sweeps and a sweep's time is never moved. Fails without the change (no such activity)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from activities.results_zip import run_schedule_sweep
+    from core import contracts as c
+    from core.zip_builds import SWEEP_AFTER_S
+
+    class Client:
+        def __init__(self, runtime: str | None) -> None:
+            self.runtime, self.started = runtime, []  # type: ignore[var-annotated]
+
+        async def get_status(self, iid: str) -> Any:
+            return SimpleNamespace(runtime_status=SimpleNamespace(value=self.runtime) if self.runtime else None)
+
+        async def start_new(self, name: str, iid: str, payload: Any) -> None:
+            self.started.append((name, iid, payload))
+
+    asked = {"task_id": f"{TASK}/runs/r1", "instance_id": f"{TASK}-zip-sweep-20260301T120000000000"}
+    idle = Client(None)
+    out = asyncio.run(run_schedule_sweep(asked, idle, busy_retry_attempts=6, now=NOW))  # type: ignore[arg-type]
+    at = (NOW + timedelta(seconds=SWEEP_AFTER_S)).isoformat()
+    assert out == {"scheduled": True, "instance_id": asked["instance_id"], "at": at}
+    assert idle.started == [(c.RESULTS_ZIP_SWEEP_ORCHESTRATOR, asked["instance_id"],
+                             {"task_id": asked["task_id"], "at": at, "busy_retry_attempts": 6})]
+    for runtime in ("Running", "Pending", "Completed", "Failed"):
+        there = Client(runtime)
+        out = asyncio.run(run_schedule_sweep(asked, there, now=NOW))  # type: ignore[arg-type]
+        assert out == {"scheduled": False, "instance_id": asked["instance_id"]} and there.started == []

@@ -9,8 +9,8 @@ import pytest
 
 from core import stall
 from core.settings import MAX_BUSY_RETRY_ATTEMPTS, MAX_LINK_DAYS
-from core.zip_builds import (KEEP_SUPERSEDED_S, ORPHAN_S, STALE_WORK_S, expired, named_zip, new_build, orphans,
-                             replacing, without)
+from core.zip_builds import (KEEP_SUPERSEDED_S, ORPHAN_S, STALE_WORK_S, SWEEP_AFTER_S, expired, named_zip, new_build,
+                             orphans, replacing, without)
 from gpu_batch import layout
 
 TASK = "task-a"
@@ -34,6 +34,16 @@ def test_the_bounds_are_a_links_longest_life_and_a_running_builds() -> None:
     assert 20 * 3600 < STALE_WORK_S < 24 * 3600
     assert KEEP_SUPERSEDED_S == MAX_LINK_DAYS * 86_400 + stall.SLACK_S > 7 * 86_400
     assert ORPHAN_S == STALE_WORK_S + KEEP_SUPERSEDED_S
+
+
+def test_a_builds_sweep_comes_once_all_it_may_leave_can_go() -> None:
+    """A build's sweep (its end + ``SWEEP_AFTER_S``) comes after the bound of every zip it could find: the ones that
+    build replaced at its end (``KEEP_SUPERSEDED_S``), and those a terminated build committed, or replaced in the
+    manifest, up to ``STALE_WORK_S`` after it (its step runs on beside the next build: ``ORPHAN_S`` after that
+    commit, ``KEEP_SUPERSEDED_S`` after that replacement)."""
+    assert SWEEP_AFTER_S == STALE_WORK_S + ORPHAN_S
+    assert SWEEP_AFTER_S >= max(KEEP_SUPERSEDED_S, STALE_WORK_S + ORPHAN_S, STALE_WORK_S + KEEP_SUPERSEDED_S)
+    assert 8 * 86_400 < SWEEP_AFTER_S < 9 * 86_400
 
 
 def test_builds_are_random_hex_that_a_zip_name_reads_back() -> None:
