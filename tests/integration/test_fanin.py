@@ -16,6 +16,7 @@ import dataclasses
 import io
 import json
 import random
+import uuid
 from typing import Any, Iterable
 
 import pytest
@@ -29,6 +30,7 @@ from core import contracts as c
 from core import mdformat
 from core.requests import parse_task_request
 from core.settings import OrchestrationKnobs, Settings
+from devhost.azurite import Azurite
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp
 from gpu_batch.formats.detections_csv import spreadsheet_safe
@@ -64,22 +66,39 @@ def real_activities(settings: Settings, store: BlobStore) -> Any:
     return answer
 
 
+TASK_IMAGES = ([f"cam1/img{i:03d}.jpg" for i in range(48)] + [f"cam1/sub/x{i}.jpg" for i in range(5)]
+               + [f"ünïcødé 森/写真{i:02d}.jpg" for i in range(4)] + ["=SUM(A1).jpg", "root.jpg", "+plus.png"]
+               + [f"cam2/{i:03d}.jpg" for i in range(14)])
+
+
+def write_task_images(store: BlobStore, container: str) -> str:
+    """``TASK_IMAGES`` (placeholder bytes: nothing here reads an image) in ``container``, made; returns its name."""
+    store.ensure_container(container)
+    for name in TASK_IMAGES:
+        store.write_bytes(container, name, b"x")
+    return container
+
+
+@pytest.fixture(scope="module")
+def task_images(azurite: Azurite) -> str:
+    """The images' container of this module's ``task``s, written once. Why: each test has a state container of its
+    own, which holds everything its task's run writes and reads but the listing, and no test writes to the images'
+    container, so a copy of it per test was 72 requests of each test's ~900 for nothing. The tests' tasks share a
+    task id (it follows from the request); a module whose tests reach anything named by the task id outside the state
+    container (the pool's tables) gives each test its own images' container (test_superseded_run.py)."""
+    return write_task_images(BlobStore(service_client(azurite.connection_string)), "images" + uuid.uuid4().hex[:12])
+
+
 @pytest.fixture
-def task(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str, c.EnumerateOutput]:
+def task(storage_connection: str, unique_name: str, task_images: str
+         ) -> tuple[Settings, BlobStore, str, c.EnumerateOutput]:
     # an attribution and a license to quote and batches of 7 subjects, for the exports' tests (finish_every_shard):
     # app settings the task's run decides when it is enumerated (activities.decided)
     settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
                                   "TRAPBATCH_EXPORT_ATTRIBUTION": "Snapshot, \"Serengeti\"",
                                   "TRAPBATCH_EXPORT_LICENSE": "CC-BY-4.0", "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "7"})
     store = BlobStore(service_client(storage_connection))
-    source = unique_name
-    store.ensure_container(source)
-    names = ([f"cam1/img{i:03d}.jpg" for i in range(48)] + [f"cam1/sub/x{i}.jpg" for i in range(5)]
-             + [f"ünïcødé 森/写真{i:02d}.jpg" for i in range(4)] + ["=SUM(A1).jpg", "root.jpg", "+plus.png"]
-             + [f"cam2/{i:03d}.jpg" for i in range(14)])
-    for name in names:
-        store.write_bytes(source, name, b"x")
-    request = parse_task_request({"container": source, "images_per_shard": 4, "model": MODEL})
+    request = parse_task_request({"container": task_images, "images_per_shard": 4, "model": MODEL})
     tid = request.task_id
     counts = run_enumerate(tid, request, settings, store)
     rng = random.Random(5)

@@ -25,11 +25,19 @@ from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.fanin import fan_in
-from tests.integration.test_fanin import MODEL, real_activities, task  # noqa: F401 - ``task`` is a fixture
+from tests.integration.test_fanin import MODEL, real_activities, task, write_task_images  # noqa: F401 - fixture
 from tests.unit.test_notify import receiver  # noqa: F401 - a fixture
 from tests.orchestrations.replay import T0, run_orchestrator
 
 FIRST, SECOND, THIRD = "r261201120000ab12", "r261201130000cd34", "r261201140000ef56"
+
+
+@pytest.fixture
+def task_images(store: Any, unique_name: str) -> str:
+    """``task``'s images in a container of the test's own, not test_fanin's one per module: these tests stop the
+    task's pool jobs (``run_stop_groups``), whose records outlive the test, so each needs a task id of its own (it
+    follows from the request, and so from the images' container)."""
+    return write_task_images(store, unique_name)
 
 
 def run_merge(context: Any) -> Any:
