@@ -13,11 +13,17 @@ from adapters.blobs import BlobStore, service_client
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test network, run at 256 px (``gpu_batch/tests/conftest.py``'s ``with_small_input``: its
+    ``megadetector_info.json`` names the input size, as MDv1000 files do). Why: these tests' 96x72 photos were
+    scaled up to 1280x960 for every forward pass, ~0.25 s of CPU a photo on one thread (~3 s of an end-to-end test's
+    ~24 s); at 256 px ~1/17 of that. Every worker still loads the checkpoint and runs the real network, whose boxes
+    the tests need (some success has detections), and nothing here depends on the input size."""
+    from gpu_batch.tests.conftest import with_small_input
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
-    path = tmp_path_factory.mktemp("model") / "tiny-yolov5n.pt"
-    write_test_checkpoint(path)
-    return path
+    folder = tmp_path_factory.mktemp("model")
+    full = write_test_checkpoint(folder / "full" / "tiny-yolov5n.pt")
+    return with_small_input(full, folder / "tiny-yolov5n.pt")
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (96, 72)) -> bytes:
