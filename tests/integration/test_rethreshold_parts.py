@@ -14,7 +14,7 @@ from activities.rethreshold import (run_rethreshold, run_rethreshold_clean, run_
 from core import contracts as c
 from gpu_batch import layout
 from orchestrations.rerender import rerender_previews
-from tests.integration.test_fanin import MODEL, task  # noqa: F401  (the fixture: a task's shard results)
+from tests.integration.test_fanin import MODEL, task, task_images  # noqa: F401  (fixtures: a task's shard results)
 from tests.orchestrations.replay import T0, run_orchestrator
 
 
