@@ -252,3 +252,40 @@ def test_stopping_a_service_started_through_a_wrapper_stops_its_child_too() -> N
         except ProcessLookupError:
             pass
         wrapper.wait()
+
+
+def test_every_service_starts_without_the_telemetry_sdk_it_would_not_use(azurite: Azurite, tmp_path: Path,
+                                                                         monkeypatch: Any) -> None:
+    """devhost/azurite_no_telemetry.js is preloaded into each service (NODE_OPTIONS): with --disableTelemetry, which
+    every start passes, ``require("applicationinsights")`` is an empty object, a third of a start's CPU saved; without
+    it, the real package. The preload's path is quoted, so a checkout in a folder with spaces works too."""
+    import json
+    import shutil
+    import subprocess
+
+    from devhost import azurite as azurite_module
+    from devhost.azurite import NO_TELEMETRY, service_env
+
+    for pid in azurite.pids.values():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        options = [v for v in environ if v.startswith(b"NODE_OPTIONS=")]
+        assert options and str(NO_TELEMETRY).encode() in options[0], options
+        assert "--disableTelemetry" in Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    spaced = tmp_path / "a folder" / "no telemetry.js"
+    spaced.parent.mkdir()
+    shutil.copyfile(NO_TELEMETRY, spaced)
+    monkeypatch.setattr(azurite_module, "NO_TELEMETRY", spaced)
+    probe = ("const m = require('applicationinsights');"
+             "console.log(JSON.stringify({keys: Object.keys(m).length, setup: typeof m.setup}))")
+    node_modules = Path(azurite_module.__file__).resolve().parents[1] / "node_modules"
+    env = service_env({**os.environ, "NODE_OPTIONS": "--no-warnings", "NODE_PATH": str(node_modules)})
+    assert env["NODE_OPTIONS"].startswith("--no-warnings --require ")
+
+    def loaded(*args: str) -> dict[str, Any]:
+        proc = subprocess.run(["node", "-e", probe, "--", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout))
+
+    assert loaded("--disableTelemetry") == {"keys": 0, "setup": "undefined"}
+    real = loaded()  # the real SDK, where telemetry is wanted
+    assert real["setup"] == "function" and real["keys"] > 5
