@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,8 +17,9 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from adapters.blobs import BlobStore
+from adapters.blobs import BlobStore, service_client
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval, eligible_detections
+from devhost.azurite import Azurite
 from gpu_batch import layout
 from tests.api_session import DiagnosingSession
 from tests.openapi_answers import AnswerRecorder
@@ -32,9 +34,23 @@ ENDED = ("Completed", "Failed", "Terminated")
 FOLDERS = {"camA": 600, "camB": 300, "camC": 120, "camD/night": 40}
 
 
+@pytest.fixture(scope="module")
+def images(azurite: Azurite) -> str:
+    """The tasks' images, ``FOLDERS``' 1,060 names, written once for the module. Why: each test posts a task over them
+    and checks what it made in its own state container and task hub, and none writes to the images' container, so a
+    copy per test was ~1,060 of each test's requests. The tests' tasks share a task id (it follows from the request);
+    what they read outside their state container is not named by it alone (a preview folder has a random part)."""
+    store = BlobStore(service_client(azurite.connection_string))
+    container = "images" + uuid.uuid4().hex[:12]
+    store.ensure_container(container)
+    names = [f"{folder}/img{i:04d}.jpg" for folder, n in FOLDERS.items() for i in range(n)]
+    with ThreadPoolExecutor(8) as pool:  # the SDK client keeps 10 connections
+        list(pool.map(lambda name: store.write_bytes(container, name, b"x"), names))
+    return container
+
+
 @pytest.fixture
-def host(storage_connection: str, unique_name: str, store: BlobStore,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def host(storage_connection: str, unique_name: str, images: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from devhost.host import DevHost
     import function_app
 
@@ -46,10 +62,6 @@ def host(storage_connection: str, unique_name: str, store: BlobStore,
            "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "100"}  # Zooniverse batches fanned out over the four parts
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    store.ensure_container(unique_name)
-    names = [f"{folder}/img{i:04d}.jpg" for folder, n in FOLDERS.items() for i in range(n)]
-    with ThreadPoolExecutor(8) as pool:  # the SDK client keeps 10 connections
-        list(pool.map(lambda name: store.write_bytes(unique_name, name, b"x"), names))
     h = DevHost(function_app.app, storage_connection, task_hub="h" + unique_name[:12], port=0, blob_poll_s=0.5,
                 function_key=FUNCTION_KEY)
     h.start()
@@ -121,9 +133,10 @@ def completed_task(base: str, container: str, request_name: str) -> tuple[str, d
 
 
 def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
-        host: Any, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        host: Any, store: BlobStore, unique_name: str, images: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
     base, container = host.base_url, unique_name + "-state"
-    task_id, status = completed_task(base, unique_name, "rde")
+    task_id, status = completed_task(base, images, "rde")
     doc = store.read_json(container, layout.results_blob(task_id))
     url = f"{base}/api/tasks/{task_id}/repeats"
     check_fanned_zooniverse(store, container, task_id, status, doc)
@@ -262,7 +275,7 @@ def _ended_removal(url: str) -> dict[str, Any] | None:
 
 
 def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_tasks_route_and_started_again(
-        host: Any, store: BlobStore, unique_name: str) -> None:
+        host: Any, store: BlobStore, images: str) -> None:
     """POST /api/tasks/{id}/terminate {"target": "search"} (or "removal"), with the function key alone, ends the task's
     search or removal run after it, through devhost's terminate (fidelity row 48); GET .../repeats then shows it
     'terminated' with its last update, and a new one starts under the same instance id. Before, the route ended
@@ -271,7 +284,7 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
     from core import contracts as c
 
     base = host.base_url
-    task_id, _ = completed_task(base, unique_name, "rde-stuck")
+    task_id, _ = completed_task(base, images, "rde-stuck")
     url, terminate = f"{base}/api/tasks/{task_id}/repeats", f"{base}/api/tasks/{task_id}/terminate"
 
     release = held(host, c.SEARCH_PART)
@@ -316,7 +329,7 @@ def test_a_repeat_search_or_removal_that_stands_still_is_terminated_through_the_
 
 
 def test_a_rerender_that_stands_still_is_terminated_through_the_tasks_route_and_posted_again(
-        host: Any, store: BlobStore, unique_name: str) -> None:
+        host: Any, store: BlobStore, images: str) -> None:
     """POST /api/tasks/{id}/terminate {"target": "previews"} ends the task's preview re-render through devhost's
     terminate (fidelity row 48); GET .../results then shows previews.rerender 'terminated' with its last update, a
     second terminate is refused (409, pointing at GET .../results), and the re-render posted again starts under the
@@ -325,7 +338,7 @@ def test_a_rerender_that_stands_still_is_terminated_through_the_tasks_route_and_
     from core import contracts as c
 
     base = host.base_url
-    task_id, _ = completed_task(base, unique_name, "rerender-stuck")
+    task_id, _ = completed_task(base, images, "rerender-stuck")
     results, terminate = f"{base}/api/tasks/{task_id}/results", f"{base}/api/tasks/{task_id}/terminate"
 
     def rerender(state: str) -> dict[str, Any] | None:
