@@ -24,6 +24,10 @@ SOURCE = 5  # the images' storage account cannot be opened (secret missing or un
 # after accepting the shard, and the server's own exit when a shard it was told to stop never did. EX_TEMPFAIL
 # (sysexits.h): not in UNFIXABLE, so the app retries the shard, and the next attempt resumes from what was flushed.
 SERVER_LOST = 75
+# A shard stopped on request with its results so far flushed: the worker CLI got SIGTERM (a terminate, ``docker
+# stop``: gpu_batch.worker.__main__.SigtermStop), or a resident worker's client went away. 128 + SIGTERM, the code of a
+# process that signal killed; not in UNFIXABLE, so the app retries it like any crash and the next attempt resumes.
+CANCELLED = 143
 # Another run of the same shard attempt wrote the attempt's results since this one read or last wrote them (Azure Batch
 # reran the task after losing this node while this process lived on): this run stopped at its next write without
 # writing anything more for the attempt, so that the other run's results stand (gpu_batch.worker.results.OutputTaken).

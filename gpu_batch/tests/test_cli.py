@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,71 @@ def test_crash_after_k_then_restart_resumes(shard: tuple[Path, Path, list[str]],
     assert sorted(e["file"] for e in final["images"]) == sorted(names)
     for e in partial["images"]:  # kept entries are carried over unchanged
         assert e in final["images"]
+
+
+def test_sigterm_stops_the_shard_at_its_next_result_with_what_it_did_flushed_and_the_next_run_resumes(
+        shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    """A terminate (``docker stop``'s SIGTERM; the CLI is a Batch container's first process): exit 143 with the results
+    so far written, marked incomplete, not a death that loses them. The run pauses itself (``pause_after:3``) so that
+    the signal comes mid-shard whatever the machine's speed; it is handled once the run is continued."""
+    manifest, folder, names = shard
+    out = tmp_path / "out.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env["TRAPBATCH_WORKER_FAULT"] = "pause_after:3"
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_batch.worker",
+                             *_local(manifest, folder, out, "--batch-size", "1", "--flush-seconds", "0.1")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    try:
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"ended (status {status}) instead of pausing: {proc.stderr.read()[-3000:]}"
+        os.kill(proc.pid, signal.SIGTERM)  # pending while it is stopped, handled as it goes on
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "SIGTERM" in err and "stopped after" in err
+    partial = json.loads(out.read_text())
+    done_before = {e["file"] for e in partial["images"]}
+    assert 3 <= len(done_before) < len(names) and partial["info"]["trapbatch"]["complete"] is False
+    resumed = run_worker_cli(_local(manifest, folder, out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert summary_line(resumed)["skipped_resumed"] == len(done_before)
+    assert sorted(e["file"] for e in json.loads(out.read_text())["images"]) == sorted(names)
+
+
+def test_a_second_sigterm_ends_the_process_at_once_and_restore_gives_back_the_handler_before() -> None:
+    """``SigtermStop`` in a process of its own (the handler is process-wide): the first SIGTERM is only noted, and
+    asked about at the next check; the second gets the default action; ``restore`` puts the caller's handler back."""
+    script = """
+import os, signal, sys
+from gpu_batch.worker.__main__ import SigtermStop, ShardCancelled
+mine = lambda *_: None
+signal.signal(signal.SIGTERM, mine)
+stop = SigtermStop.install()
+stop.check()  # nothing asked yet
+os.kill(os.getpid(), signal.SIGTERM)
+try:
+    stop.check()
+    sys.exit("the first SIGTERM did not stop the shard")
+except ShardCancelled as exc:
+    print("cancelled:", exc, flush=True)
+stop.restore()
+assert signal.getsignal(signal.SIGTERM) is mine
+stop = SigtermStop.install()
+os.kill(os.getpid(), signal.SIGTERM)
+print("still here", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+print("not reached", flush=True)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0].startswith("cancelled: SIGTERM")
+    assert proc.stdout.splitlines()[1:] == ["still here"]
 
 
 def test_exit_fault_exits_with_given_status(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:

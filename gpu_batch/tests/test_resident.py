@@ -243,7 +243,8 @@ def test_a_terminated_client_stops_its_shard_and_the_server_takes_the_next(shard
         wait_until(lambda: len((shards.output("t.json") or {}).get("images", [])) >= 1, 240,
                    "the shard's first flushed results")
         proc.send_signal(signal.SIGTERM)  # as LocalPool's cancel (killpg) and Batch's terminate do
-        proc.wait(timeout=30)
+        # through the client's handler (client._exit_on_sigterm), which a container's first process needs
+        assert proc.wait(timeout=30) == exit_codes.CANCELLED
     finally:
         proc.kill()
     wait_until(lambda: "stopped after" in shards.server_log(), 120, "the server to stop the shard between batches")

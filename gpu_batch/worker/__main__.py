@@ -18,7 +18,8 @@ missing or unreadable: see ``gpu_batch.storage_refs``), or DNS says its host doe
 ``sources.GONE_AFTER_S``: the shard stops there, its results so far flushed, ``sources.SourceGone``; a shard whose
 reads all failed so sooner waits at its end until then, ``_wait_for_missing_host``); 73 another run of the same
 attempt wrote its results since this one read or last wrote them (this run stopped without writing more:
-``gpu_batch.exit_codes.OUTPUT_TAKEN``).
+``gpu_batch.exit_codes.OUTPUT_TAKEN``); 143 stopped by SIGTERM at its next stop check, its results so far flushed
+(``SigtermStop``; a second SIGTERM ends it at once).
 The last stdout line is a one-line JSON summary:
 {"images", "done", "failed", "retryable", "failure_reasons", "damaged", "skipped_resumed", "seconds", "img_s", ...}:
 "failed" counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
@@ -47,7 +48,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +78,7 @@ EXIT_OUTPUT = exit_codes.OUTPUT
 EXIT_SOURCE = exit_codes.SOURCE
 EXIT_OUTPUT_TAKEN = exit_codes.OUTPUT_TAKEN
 EXIT_STORAGE_UNAVAILABLE = exit_codes.STORAGE_UNAVAILABLE
-EXIT_CANCELLED = 143  # a resident worker's shard stopped because its client went away (128 + SIGTERM, as a killed CLI)
+EXIT_CANCELLED = exit_codes.CANCELLED
 
 logger = logging.getLogger("gpu_batch.worker")
 T = TypeVar("T")
@@ -90,7 +93,8 @@ class _StorageUnavailable(Exception):
 
 
 class ShardCancelled(Exception):
-    """Raised by a ``stop_check`` to stop the shard between batches (the resident worker's client went away)."""
+    """Raised by a ``stop_check`` to stop the shard between batches (the resident worker's client went away, or the
+    CLI got SIGTERM: ``SigtermStop``)."""
 
 
 class ModelCache(Protocol):
@@ -222,10 +226,58 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     if args.compile:  # before torch is imported: importing its compiler writes its own default into the variable
         choose_compile_cache(env)
-    outcome = run_shard(args, env, fault, process_started=process_start_unix())
+    stop = SigtermStop.install()
+    try:
+        outcome = run_shard(args, env, fault, process_started=process_start_unix(),
+                            stop_check=stop.check if stop is not None else None)
+    finally:
+        if stop is not None:
+            stop.restore()
     if outcome.summary is not None:
         print(json.dumps(outcome.summary), flush=True)
     return outcome.code
+
+
+class SigtermStop:
+    """SIGTERM stops the shard at its next stop check, its results so far flushed (exit ``EXIT_CANCELLED``); a second
+    SIGTERM gets the default action at once.
+
+    Why: SIGTERM is how a process is asked to stop (``docker stop``: SIGTERM, then SIGKILL after a grace period;
+    LocalPool's cancel), and without a handler the worker lost the results since its last flush, twice over where it
+    is a container's first process: Batch hands a container task's options to ``docker create`` and runs its command
+    line "in the container" (REST ``TaskContainerSettings``), and if that command is the container's first process
+    the kernel delivers it no signal it has no handler for, bar SIGKILL and SIGSTOP (pid_namespaces(7), "The namespace
+    init process"), so the shard ran on until the SIGKILL. The next attempt resumes from what was flushed.
+    Installed only by this CLI, in its main thread (Python runs handlers there), and restored after the shard, so a
+    caller that runs ``main`` in-process (the resident client's fall-back, tests) keeps its own handler afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._asked = threading.Event()
+        self._previous: Any = signal.SIG_DFL
+
+    @classmethod
+    def install(cls) -> "SigtermStop | None":
+        """The handler, installed (None where this is not the main thread, which cannot install one)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        stop = cls()
+        stop._previous = signal.signal(signal.SIGTERM, stop._on_sigterm)
+        return stop
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._asked.set()  # no logging here: a handler may run inside a logging call; check() says it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the second one is not caught
+
+    def check(self) -> None:
+        """The shard's stop check: raises ``ShardCancelled`` once a SIGTERM came."""
+        if self._asked.is_set():
+            raise ShardCancelled("SIGTERM (the pool ended this task: a terminate, its time limit, or a node "
+                                 "going away); the next attempt resumes from the results flushed here")
+
+    def restore(self) -> None:
+        # None: the handler before was not set from Python (signal.getsignal); the default is the nearest there is
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
 
 def choose_compile_cache(env: Mapping[str, str]) -> None:

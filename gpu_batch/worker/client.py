@@ -19,8 +19,9 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
 * The resident path cannot be used at all (socket path too long, the server cannot start or never answers, it went
   away before accepting the shard, what listens on the socket runs as another user): the shard runs in this
   process through the CLI's ``main`` (logged as such).
-* Cancellation: nothing to do here; when this process ends (SIGTERM, SIGKILL) the kernel closes its socket and the
-  server stops the shard between batches.
+* Cancellation: when this process ends (SIGTERM, SIGKILL) the kernel closes its socket and the server stops the
+  shard between batches. SIGTERM exits with ``exit_codes.CANCELLED`` through a handler (``_exit_on_sigterm``): as a
+  container's first process the kernel would not deliver it otherwise (pid_namespaces(7)).
 * ``--ready`` (the only argument): no shard; start the server if none answers and wait until it takes shards
   (``wait_ready``). LocalPool runs this while a task is ``preparing``, before the task's clock starts, as a Batch
   node's start task runs the server before its tasks (``gpu_batch.pool.local``, Resident workers).
@@ -35,6 +36,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -253,6 +255,18 @@ def _apply_start_faults(env: Mapping[str, str]) -> None:
     fault.at_start()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM ends the client (``exit_codes.CANCELLED``), which closes its socket: the server stops the shard.
+
+    Why a handler, when SIGTERM's default action ends a process too: where a Batch container task's command line is
+    the container's first process (Batch runs it "in the container" it made with ``docker create``), the kernel
+    delivers no signal to it that it has no handler for, bar SIGKILL and SIGSTOP (pid_namespaces(7)), so a
+    ``docker stop`` went unheard until the grace period's SIGKILL, with the server running the shard on meanwhile.
+    A shard run in this process (``cli.main``) has the CLI's own handler meanwhile (``SigtermStop``), which flushes
+    its results first."""
+    raise SystemExit(exit_codes.CANCELLED)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     process_started = wire.process_start_unix()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -276,4 +290,5 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # the process's own; main() run in-process leaves the caller's
     raise SystemExit(main())

@@ -34,8 +34,9 @@ def test_the_exit_code_numbers_are_a_contract_between_separately_deployed_worker
     """The worker image (gpu_batch/Dockerfile) and the Function App are deployed apart, and a pool may run an older
     worker than the app: the numbers, not the names, cross between them."""
     assert (exit_codes.OK, exit_codes.BAD_INPUT, exit_codes.MODEL, exit_codes.OUTPUT, exit_codes.SOURCE,
-            exit_codes.OUTPUT_TAKEN, exit_codes.SERVER_LOST, exit_codes.STORAGE_UNAVAILABLE) == (0, 2, 3, 4, 5, 73, 75,
-                                                                                                    69)
+            exit_codes.OUTPUT_TAKEN, exit_codes.SERVER_LOST, exit_codes.STORAGE_UNAVAILABLE,
+            exit_codes.CANCELLED) == (0, 2, 3, 4, 5, 73, 75, 69, 143)
+    assert exit_codes.unfixable_reason(exit_codes.CANCELLED) is None  # a stopped shard resumes on its next attempt
 
 
 def test_the_pool_ended_a_task_only_with_its_failure_code_or_a_failure_without_an_exit() -> None:
