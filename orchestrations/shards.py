@@ -122,8 +122,8 @@ from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.failures import failures_without_secrets
 from core.settings import OrchestrationKnobs
-from gpu_batch.exit_codes import (OK, OUTPUT, OUTPUT_TAKEN, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended,
-                                  unfixable_reason)
+from gpu_batch.exit_codes import (CANCELLED, OK, OUTPUT, OUTPUT_TAKEN, SERVER_LOST, STORAGE_UNAVAILABLE, TASK_ENDED,
+                                  pool_ended, unfixable_reason)
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, failed_type,
                                    is_busy, show_waiting, spend_reserve)
@@ -414,7 +414,9 @@ def _why_given_up(sid: str, row: c.CompletedShard, by_pool: bool) -> c.GivenUpSh
 
 
 # What a worker's exit code says beyond its message (gpu_batch.exit_codes; 137 = 128 + SIGKILL).
-_EXIT_MEANS = {OUTPUT: " (its results could not be written)", 137: " (killed: most often out of memory)"}
+_EXIT_MEANS = {OUTPUT: " (its results could not be written)", 137: " (killed: most often out of memory)",
+               SERVER_LOST: " (the node's resident worker went away mid-shard)",
+               CANCELLED: " (stopped by SIGTERM, as a terminate or a node going away sends; its results so far kept)"}
 
 
 def _unknown_shards(state: dict[str, c.ShardState], unknown: list[str]) -> list[str]:

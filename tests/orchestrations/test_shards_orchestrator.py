@@ -494,6 +494,21 @@ def test_a_group_keeps_how_its_first_given_up_shards_ended_and_no_more() -> None
     assert len(examples[0]["reason"]) == c.GIVEN_UP_REASON_CHARS
 
 
+@pytest.mark.parametrize("code, means", [(143, "(stopped by SIGTERM, as a terminate or a node going away sends"),
+                                         (75, "(the node's resident worker went away mid-shard)")])
+def test_a_shard_given_up_on_the_workers_stop_or_lost_server_says_what_that_exit_means(code: int, means: str) -> None:
+    """exit_codes.CANCELLED and SERVER_LOST are retried like any crash; a shard whose every attempt ended so is
+    given up with words for the code, not a bare number (the worker's own last line may not say it)."""
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=2), "shards": [shard_id(0)]},
+                           _every_attempt_ends({"exit_code": code, "failure_code": "FailureExitCode",
+                                                "failure_message": "The task exited with an exit code representing "
+                                                                   "a failure"}))
+    assert run.status == "Completed" and run.output["given_up"] == 1
+    [example] = run.output["given_up_examples"]
+    assert example["by"] == "worker" and example["attempts"] == 2
+    assert example["reason"].startswith(f"the worker exited {code} {means}")
+
+
 def test_an_exit_code_without_a_failure_code_is_the_workers_as_before() -> None:
     """A poll output of before failure codes (a recorded history replayed after a deployment): an exit code is the
     worker's, as it was judged then, so no pool error is recorded (tests/orchestrations/test_upgrade_replay.py)."""
