@@ -22,10 +22,16 @@ ACCOUNT_NOT_FOUND_ADVICE = ("not the photos, their storage account: DNS says its
                             "the account exists (the task's error names the host)")
 ONLY_NEW_ADVICE = ("the task's request posted again with \"only_new\": true (a re-run) runs these images again, with "
                    "any new or changed ones, and keeps every other result")
+# The list's content is part of the task id (api.starters ``_check_source``: its SHA-256): a corrected list is another
+# task, whose "only_new" has no served results to reuse and runs every listed image. The same list with the photos
+# put under its names is the same task, whose "only_new" runs only those (a listed_not_found entry is no shard's
+# result, so no reuse keeps it). The advice said to correct the list and keep the other results: it ran them all.
 LISTED_NOT_FOUND_ADVICE = ("the request's image list names files its container does not hold: compare those names "
                            "(the failures in the results) with the container's blob names (case-sensitive, relative to "
-                           "the request's prefix, '/' between folders), correct the list, then post the request again "
-                           "with \"only_new\": true (the corrected names run, the other images keep their results)")
+                           "the request's prefix, '/' between folders); put the photos in the container under the "
+                           "names the list gives, then post the same request again with \"only_new\": true (only "
+                           "they run, the other images keep their results); a corrected list is another task (the "
+                           "list's content is part of the task id), which runs every listed image again")
 # Archived photos are offline, not bad: readable once rehydrated (hours: archive-rehydrate-overview.md). Set Blob Tier
 # "does not update the blob's ETag" (Azure.Storage.Blobs BlobBaseClient.SetAccessTier reference), so an only_new
 # re-run would keep their failures as final (activities.reuse: same name and ETag); a copy (Copy Blob) is a new ETag.

@@ -423,3 +423,27 @@ def test_a_credential_that_may_read_but_not_list_gets_every_answer_by_head(
     assert [a is not None for a in answers] == [n in present for n in asked]
     assert answers == existing_sorted(store, unique_name, asked)  # the same ETags as a store that may list
     assert sorted(heads) == asked
+
+
+def test_a_listed_photo_put_in_the_container_afterwards_runs_alone_with_only_new(
+        host, store: BlobStore, unique_name: str) -> None:  # noqa: F811
+    """What the status's advice for ``listed_not_found`` says to do (core/failure_advice.py): put the photos under the
+    names the list gives and post the same request again with only_new; only they run, the others keep their results
+    (the advice was to correct the list, which is another task: its content is part of the id, and it ran every
+    listed image again)."""
+    names = upload_images(store, unique_name, 3, corrupt=0)
+    listed = [*names, "cam0/late.jpg"]
+    store.write_bytes(unique_name, "lists/late.csv", ("path\n" + "\n".join(listed) + "\n").encode())
+    body = {"container": unique_name, "image_list": "lists/late.csv", "request_name": "late"}
+    task_id = api.post(host.base_url + "/api/tasks", json=body, timeout=60).json()["id"]
+    first = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
+    assert first["failure_reasons"] == {"listed_not_found": 1}, first
+    assert "put the photos in the container under the names the list gives" in first["failures_hint"], first
+
+    store.write_bytes(unique_name, "cam0/late.jpg", store.read_bytes(unique_name, names[0]))
+    again = api.post(host.base_url + "/api/tasks", json={**body, "only_new": True}, timeout=60)
+    assert again.status_code == 202 and again.json()["id"] == task_id, again.text  # the same list: the same task
+    second = wait_until(lambda: (lambda st: st if st and st.get("finished") != first["finished"] else None)(
+        finished_status(host.base_url, task_id)), 240, "the only_new re-run")
+    assert second["stage"] == "completed" and second["failed"] == 0, second
+    assert second["images"] == len(listed) and second["reused"] == len(names), second  # only the late photo ran

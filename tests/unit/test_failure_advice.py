@@ -35,7 +35,17 @@ def test_names_an_image_list_holds_but_the_container_does_not_say_to_correct_the
     hint = failures_hint({"listed_not_found": 1, "undecodable": 2}, failed=3, images=10)
     assert "undecodable: these stay failed" in hint and "listed_not_found, undecodable" not in hint
     assert "listed_not_found: the request's image list names files its container does not hold" in hint
-    assert "correct the list" in hint and '"only_new": true' in hint
+    assert "put the photos in the container under the names the list gives" in hint and '"only_new": true' in hint
+
+
+def test_names_an_image_list_holds_but_the_container_does_not_are_never_promised_a_corrected_lists_reuse() -> None:
+    """The advice was to correct the list and post it again with only_new, "the corrected names run, the other images
+    keep their results": but the list's content is part of the task id, so the corrected list was a new task whose
+    only_new reused nothing and ran every listed image again (a whole GPU run for a few mistyped names). What keeps
+    the other results is the same list with the photos put under its names (tests/integration/test_image_list.py)."""
+    hint = failures_hint({"listed_not_found": 2}, failed=2, images=1000)
+    assert "the corrected names run" not in hint and "correct the list, then" not in hint, hint
+    assert "a corrected list is another task" in hint and "runs every listed image again" in hint, hint
 
 
 @pytest.mark.parametrize("failed", [0, -1])
