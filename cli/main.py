@@ -1111,7 +1111,9 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                   + (f"({fresh} of {len(pages)} files; " if fresh and fresh < len(pages) else "(")
                   + f"open {folder / 'previews' / 'index.html'})")
     elif previews:
-        err.print(f"no preview pages downloaded: {in_cli_words(str(page.get('error') or 'the app named none'))}")
+        # the task's own answer: a field its prose names is the flag (as `repeats --open` says the same words)
+        err.print("no preview pages downloaded: "
+                  + task_hint_in_cli_words(str(page.get("error") or "the app named none"), task_id))
     if isinstance(st.get("served"), dict):  # a re-run that has no results (yet): these files are its previous run's
         served = st["served"].get("generation") or "the first run"
         if is_final(st):  # it ended failed, cancelled, terminated or expired: waiting brings no new results
@@ -1121,7 +1123,15 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
             err.print(f"task {task_id} is running again (stage: {st.get('stage')}): these are its previous run's "
                       f"results ({served}); run this command again once trapbatch watch {task_id} says it "
                       "completed, for the new run's")
-    left = earlier_files(folder, files, None if previews else task_id)
+    # --previews of a task whose pages are no longer published (deleted, expired): the pages an earlier download of
+    # this task wrote are its own, said so; they were named as "not this task's", to be kept apart in another folder
+    unpublished = previews and not page.get("folder")
+    left = earlier_files(folder, files, None if previews and not unpublished else task_id)
+    stale = sorted(set(earlier_files(folder, files)) - set(left)) if unpublished else []
+    if stale:
+        err.print(f"{len(stale)} file{'s' if len(stale) != 1 else ''} under {folder / 'previews'} are task "
+                  f"{task_id}'s preview pages from an earlier download, no longer published: delete that folder "
+                  "if the photos in it must not be passed on either")
     if left:  # standard error: the lines above stay the list of this task's files
         err.print(f"{len(left)} file{'s' if len(left) != 1 else ''} in {folder} from an earlier download, not this "
                   f"task's (now): {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}; choose an empty --out "

@@ -1913,9 +1913,24 @@ def test_deleted_preview_pages_are_said_with_the_clis_own_command(
 
     monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
     monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: Service())
+    # the pages an earlier download of this task wrote (before they were deleted) are said to be its own pages, no
+    # longer published: they were named "not this task's (now)", to be kept apart in an empty --out folder
+    record = cli_download.FetchedEtags(tmp_path)
+    for name in ("index.html", "thumbs/1.jpg"):
+        (tmp_path / "previews" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "previews" / name).write_text("page")
+        record.record(tmp_path / "previews" / name, f"$web/{task}-0123abcd/{name}", '"0x1"')
+    record.record(tmp_path / "previews" / "other.html", "$web/task-ffff-0123abcd/index.html", '"0x1"')
+    (tmp_path / "previews" / "other.html").write_text("another task's page")
+    record.save()
     assert cli_main.main(["results", task, "--out", str(tmp_path), "--previews"]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert f"they were deleted (trapbatch previews {task} --delete) or expired" in said and "DELETE" not in said
+    # the field as the flag that sets it, as `repeats --open` says the same words: it said "(previews_expire_days)"
+    assert "expired (--previews-expire-days)" in said and "previews_expire_days" not in said, said
+    assert f"2 files under {tmp_path / 'previews'} are task {task}'s preview pages from an earlier download, no " \
+           "longer published" in said, said
+    assert f"1 file in {tmp_path} from an earlier download, not this task's (now): previews/other.html" in said, said
     assert cli_main.in_cli_words(previews_gone(task)).startswith(
         f"they were deleted (trapbatch previews {task} --delete)")
 
