@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gpu_batch.manifest import (FAILURE_REASONS, NO_ACCESS_HINT, REASON_ACCOUNT_NOT_FOUND, REASON_ARCHIVED,
-                                REASON_AUTH, REASON_LISTED_NOT_FOUND, RETRYABLE)
+                                REASON_AUTH, REASON_LISTED_NOT_FOUND, REASON_UNSUPPORTED, RETRYABLE)
 
 AUTH_ADVICE = f"the images' storage account refused the GPU nodes' reads (401/403): {NO_ACCESS_HINT}"
 ACCOUNT_NOT_FOUND_ADVICE = ("not the photos, their storage account: DNS says its host name does not exist (deleted "
@@ -39,6 +39,14 @@ ARCHIVED_ADVICE = ("these photos are in the Archive tier, offline, not damaged: 
                    "takes hours), then post the task's request again with \"rerun\": true (\"only_new\" keeps their "
                    "failures, since rehydrating in place keeps a photo's ETag; photos copied to an online tier have "
                    "a new one and run with \"only_new\")")
+# Unsupported photos are readable, in a form MegaDetector refuses (gpu_batch/manifest.py's table: a CMYK or palette
+# photo, 16-bit grayscale, over Pillow's pixel limit, too thin): saved again as such a file they run. They were told
+# to "stay failed however often they run", which is so only while they stay as they are; a photo written again has a
+# new ETag, so "only_new" runs it (activities.reuse: same name and ETag keep a result).
+UNSUPPORTED_ADVICE = ("these photos are readable but in a form MegaDetector refuses (CMYK or palette colours, 16-bit "
+                      "grayscale, more pixels than Pillow opens, or too thin to scale): they stay failed as they are; "
+                      "saved again under the same names as 8-bit RGB JPEGs (scaled down where too large), they run "
+                      "when the task's request is posted again with \"only_new\": true")
 PERMANENT_ADVICE = ("these stay failed however often they run: the file is missing, unreadable, or one MegaDetector "
                     "refuses, and the failure beside each image in the results says which")
 
@@ -61,12 +69,15 @@ def advice(reasons: Mapping[str, Any] | set[str]) -> list[str]:
     retry = retryable(reasons)
     # listed_not_found is permanent for the list as it is: the list, not the photos, is what to fix (its own line);
     # archived photos are readable once rehydrated (their own line too)
-    permanent = sorted(r for r in reasons if r not in retry and r not in (REASON_LISTED_NOT_FOUND, REASON_ARCHIVED))
+    permanent = sorted(r for r in reasons if r not in retry
+                       and r not in (REASON_LISTED_NOT_FOUND, REASON_ARCHIVED, REASON_UNSUPPORTED))
     lines = [f"{', '.join(retry)}: {ONLY_NEW_ADVICE}"] if retry else []
     if permanent:
         lines.append(f"{', '.join(permanent)}: {PERMANENT_ADVICE}")
     if REASON_ARCHIVED in reasons:
         lines.append(f"{REASON_ARCHIVED}: {ARCHIVED_ADVICE}")
+    if REASON_UNSUPPORTED in reasons:
+        lines.append(f"{REASON_UNSUPPORTED}: {UNSUPPORTED_ADVICE}")
     if REASON_LISTED_NOT_FOUND in reasons:
         lines.append(f"{REASON_LISTED_NOT_FOUND}: {LISTED_NOT_FOUND_ADVICE}")
     if REASON_AUTH in reasons:

@@ -106,3 +106,14 @@ def test_archived_photos_are_told_how_to_be_read_not_that_they_stay_failed() -> 
     line = next(a for a in advice({"archived": 2}) if a.startswith("archived: "))
     assert "Hot or Cool" in line and '"rerun": true' in line and "ETag" in line, line
     assert "stay failed however often" not in line
+
+
+def test_photos_in_a_form_megadetector_refuses_say_how_they_run() -> None:
+    """A CMYK or palette photo (a GIF, a JPEG saved by an editor), 16-bit grayscale, one over Pillow's pixel limit:
+    ``unsupported`` was told "these stay failed however often they run: the file is missing, unreadable, or one
+    MegaDetector refuses", with nothing to do; saved again as RGB JPEGs (a new ETag) they run with only_new."""
+    hint = failures_hint({"unsupported": 2, "undecodable": 1}, failed=3, images=10)
+    assert "undecodable: these stay failed" in hint and "unsupported, undecodable" not in hint, hint
+    assert "undecodable, unsupported" not in hint, hint
+    assert "unsupported: these photos are readable but in a form MegaDetector refuses" in hint, hint
+    assert "8-bit RGB JPEGs" in hint and '"only_new": true' in hint, hint
