@@ -312,7 +312,9 @@ class ApiClient:
             return CliError(what or f"{method} {path} answered {code}",
                             hint or "the app failed: retry, and if it persists look at its log (Application "
                             "Insights, or devhost.log) around this time", app_hint=True)
-        return CliError(what, hint or "check the request (trapbatch --help, docs/cli.md)", app_hint=True)
+        # a 409 is the task's state refusing the request (validation answers 400): its prose is about the task
+        return CliError(what, hint or "check the request (trapbatch --help, docs/cli.md)", app_hint=True,
+                        about_task=code == 409 and path.startswith("/api/tasks/"))
 
 
 def _refused(exc: BaseException) -> bool:

@@ -17,14 +17,19 @@ EXIT_INTERRUPTED = 130  # Ctrl-C while watching (the task keeps running)
 class CliError(Exception):
     """A failure the operator can act on: what happened (``message``) and what to do next (``hint``).
     ``app_hint``: the hint is the app's (its answer, or its request validation run here), written for an HTTP
-    client: it is shown in the CLI's words (``cli.hints``)."""
+    client: it is shown in the CLI's words (``cli.hints``). ``about_task``: the app's answer is about a task's state
+    (a 409 of a route under ``/api/tasks/<id>``), not about the request, so a field its prose names unquoted is the
+    flag a CLI user sets (``cli.hints.named_as_flags``: "or expired (previews_expire_days)"), as in a task's own
+    answers; a request's validation names the request's fields, which stay fields."""
 
-    def __init__(self, message: str, hint: str, exit_code: int = EXIT_API, app_hint: bool = False) -> None:
+    def __init__(self, message: str, hint: str, exit_code: int = EXIT_API, app_hint: bool = False,
+                 about_task: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.exit_code = exit_code
         self.app_hint = app_hint
+        self.about_task = about_task
 
 
 class Interrupted(CliError):

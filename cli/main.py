@@ -237,7 +237,9 @@ def task_hint_in_cli_words(hint: str, task_id: str) -> str:
 
 def hint_of(exc: CliError) -> str:
     """What ``next:`` says for ``exc``: the app's hint in the CLI's words, the CLI's own as it is."""
-    return in_cli_words(exc.hint) if exc.app_hint else exc.hint
+    if not exc.app_hint:
+        return exc.hint
+    return named_as_flags(in_cli_words(exc.hint), FIELD_FLAGS) if exc.about_task else in_cli_words(exc.hint)
 
 
 def _reporter(task_id: str, plain: bool, to_stderr: bool = False) -> LineReporter | BarReporter:

@@ -3139,6 +3139,30 @@ def test_ctrl_c_while_estimate_per_folder_waits_does_not_say_an_estimate_made_be
         {"id": b, "folder": "b", "state": "ended", "stage": "estimated"}]
 
 
+def test_a_409_about_a_tasks_state_names_the_fields_in_its_prose_as_flags_and_a_400_keeps_them() -> None:
+    """``trapbatch previews <id> --threshold`` of a task whose pages were deleted: the 409's hint said "or expired
+    (previews_expire_days)", the API's field, where the CLI's flag is --previews-expire-days (a helper's exploration
+    on devhost). A 409 is about the task's state, like a task's own answers (``named_as_flags``); a 400 is about the
+    request, whose fields stay fields."""
+    from api.starters import previews_gone
+    from cli.errors import CliError
+    from cli.main import hint_of
+
+    task = "task-0123456789abcdef0123"
+    gone = {"error": f"task {task} has no preview pages to re-render", "hint": f"{previews_gone(task)}, or ..."}
+    client, _ = _client(_Answers((409, {"_body": json.dumps(gone)})))
+    with pytest.raises(CliError) as refused:
+        client.rerender_previews(task, 0.3)
+    said = hint_of(refused.value)
+    assert "or expired (--previews-expire-days)" in said and "previews_expire_days" not in said, said
+    assert f"trapbatch previews {task} --delete" in said, said
+    invalid = {"error": "unknown field 'threshold'", "hint": "did you mean preview_threshold? allowed fields: ..."}
+    client, _ = _client(_Answers((400, {"_body": json.dumps(invalid)})))
+    with pytest.raises(CliError) as bad:
+        client.submit({"container": "traps", "threshold": 0.3})
+    assert hint_of(bad.value) == "did you mean preview_threshold? allowed fields: ..."
+
+
 def test_a_request_files_unknown_field_hint_keeps_the_request_fields_it_lists(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The hint of a request file's unknown field lists the fields that file takes ("did you mean preview_threshold?
