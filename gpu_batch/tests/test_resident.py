@@ -296,6 +296,24 @@ def test_the_client_imports_no_torch_and_no_azure_package() -> None:
     print(f"client import: {time.monotonic() - started:.2f} s")
 
 
+def test_the_clients_help_prints_the_workers_options_and_starts_no_server(tmp_path: Path) -> None:
+    """README "The GPU worker" names ``python -m gpu_batch.worker.client`` as each pool task's command; its
+    ``--help`` was forwarded as a shard: a resident server started (torch imported, idle for minutes after), the help
+    went to its log and the client said "bad worker arguments". It prints the options it forwards, exit 0, with no
+    server and no torch."""
+    socket_path = tmp_path / "r" / "worker.sock"
+    code = ("import sys; from gpu_batch.worker import client; code = client.main(['--help']); "
+            "sys.stdout.flush(); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')); "
+            "raise SystemExit(code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+                         env={**os.environ, "TRAPBATCH_RESIDENT_SOCKET": str(socket_path),
+                              "TRAPBATCH_RESIDENT_IDLE_S": "1"})  # a server it wrongly starts goes at once
+    assert out.returncode == 0, out.stderr
+    assert "python -m gpu_batch.worker.client" in out.stdout and "--manifest-container" in out.stdout
+    assert "--ready" in out.stdout and out.stdout.rstrip().endswith("[]"), out.stdout
+    assert not socket_path.parent.exists() or list(socket_path.parent.iterdir()) == []
+
+
 def test_the_resident_flag_chooses_the_module_the_pools_run() -> None:
     assert worker_module(False) == "gpu_batch.worker" and worker_module(True) == "gpu_batch.worker.client"
     from gpu_batch.tests.test_pool_azure_batch import FakeBatch, pool, shard

@@ -25,6 +25,9 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
 * ``--ready`` (the only argument): no shard; start the server if none answers and wait until it takes shards
   (``wait_ready``). LocalPool runs this while a task is ``preparing``, before the task's clock starts, as a Batch
   node's start task runs the server before its tasks (``gpu_batch.pool.local``, Resident workers).
+* ``-h``/``--help``: the worker CLI's options, which the client forwards, printed here (exit 0); no server is
+  started and no shard run (a ``--help`` forwarded as a shard started a server that idled on for
+  ``TRAPBATCH_RESIDENT_IDLE_S``, whose log got the help while the client said "bad worker arguments").
 * Faults (tests): the start-time faults of ``TRAPBATCH_WORKER_FAULT`` (``hang``, ``exit:N``) act here, in the
   process the pool watches; the others travel with the environment to the server.
 
@@ -244,6 +247,28 @@ def wait_ready(env: Mapping[str, str]) -> int:
     return 1
 
 
+HELP_ARGS = {"-h", "--help"}
+
+
+def print_help() -> int:
+    """The client's usage: the worker CLI's own options, which it forwards unchanged, and ``--ready``; 0.
+
+    Why here: an operator reading a pool task's command line asks the client for ``--help``; forwarded as a shard,
+    it started a resident server (torch imported, idle for ``TRAPBATCH_RESIDENT_IDLE_S``) to be told "bad worker
+    arguments", the help itself in the server's log. The worker's parser module imports no torch, so this stays as
+    light as the client."""
+    from gpu_batch.worker.__main__ import _parser
+
+    parser = _parser()
+    parser.prog = "python -m gpu_batch.worker.client"
+    parser.description = (f"Run one shard on this node's resident worker (started when none answers; socket: "
+                          f"{wire.SOCKET_ENV}), with the options of python -m gpu_batch.worker, forwarded as they "
+                          f"are; the shard runs in this process when the resident path cannot be used. "
+                          f"{READY_ARG} alone: no shard, start the server and wait until it takes shards.")
+    parser.print_help()
+    return 0
+
+
 def _apply_start_faults(env: Mapping[str, str]) -> None:
     """``hang`` and ``exit:N`` act in the process the pool watches, as they do in the CLI."""
     from gpu_batch.worker.faults import Fault, FaultSpecError
@@ -273,6 +298,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = dict(os.environ if env is None else env)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if HELP_ARGS & set(argv):
+        return print_help()
     if argv == [READY_ARG]:  # no shard, so no start-time fault: a ``hang`` is the shard's, not the preparation's
         return wait_ready(env)
     _apply_start_faults(env)
