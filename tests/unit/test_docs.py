@@ -438,6 +438,23 @@ def test_the_limits_and_counts_the_readme_states_as_behaviour_are_the_codes_cons
     assert unsaid == [], unsaid
 
 
+def test_the_readme_lists_every_setting_a_run_decides_once() -> None:
+    """README "Configuration" tells an operator which settings a running task keeps (written once when its run
+    starts, ``core.settings.DecidedSettings``) and, by leaving them out, which reach it at once when changed: a field
+    added to the class and not to the list is a setting the operator believes changes a running task's outputs."""
+    import dataclasses
+
+    from core.settings import DecidedSettings
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split("## Configuration", 1)[1].split())
+    listed = re.search(r"decided when a task's run starts: (.*?) are written once by", readme)
+    assert listed, "README says which settings a run decides once"
+    named = [n if n.startswith("TRAPBATCH") else "TRAPBATCH" + n for n in re.findall(r"`(TRAPBATCH\w+|_\w+)`",
+                                                                                       listed.group(1))]
+    fields = [field.name for field in dataclasses.fields(DecidedSettings)]
+    assert sorted(named) == sorted(f"TRAPBATCH_{name.upper()}" for name in fields)
+
+
 def test_the_architecture_tree_names_every_module_of_the_edges_and_the_orchestrations() -> None:
     """README "Architecture" is where a newcomer finds which file holds a route or an orchestration: ``api/`` left out
     after_task.py (the re-render, expiry and zip routes) and callers.py, ``orchestrations/`` six of its twelve
