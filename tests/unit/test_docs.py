@@ -361,9 +361,10 @@ def test_a_function_timeout_the_docs_give_as_todays_is_host_jsons() -> None:
 
 
 def test_the_readme_lists_every_exit_code_of_the_worker_and_which_fail_the_task() -> None:
-    """README "The GPU worker" lists the worker's exit codes (``gpu_batch/exit_codes.py``, 143 among them) for whoever reads a pool task's exit: a code added there, or one that moved into or out of ``UNFIXABLE``
-    (the exits that fail the task at a shard's second attempt), fails here until the list says so; a code the list
-    gives that the worker never exits with fails too."""
+    """README "The GPU worker" lists the worker's exit codes (``gpu_batch/exit_codes.py``, 143 among them) for
+    whoever reads a pool task's exit: a code added there, or one that moved into or out of ``UNFIXABLE`` (the exits
+    that fail the task at a shard's second attempt), fails here until the list says so; a code the list gives that
+    the worker never exits with fails too."""
     from gpu_batch import exit_codes
 
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
