@@ -1859,8 +1859,43 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
             await asyncio.sleep(BUSY_TRY_WAIT_S)  # the platform's next try comes at once (DROP_TRIGGER_RETRIES)
             raise exc  # the platform runs the trigger again
         return
-    await asyncio.to_thread(store.write_json, container, receipt_name,
-                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
-                             "request_etag": etag})
+    receipt: dict[str, Any] = {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
+                               "request_etag": etag}
+    if not started:  # its task was started by another request: that one's run writes the done file, not beside this
+        receipt.update(await _joined_drop_answer(client, store, container, name, task_id))
+    await asyncio.to_thread(store.write_json, container, receipt_name, receipt)
     # an earlier version's refusal, now answered by this one: left there, it said the corrected request was refused
     await asyncio.to_thread(store.delete_if_exists, container, layout.drop_error_blob(name))
+
+
+async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: BlobStore, container: str, name: str,
+                              task_id: str) -> dict[str, str]:
+    """A dropped request whose task was started by another request (the same request dropped twice, posted over HTTP
+    first, or dropped again after it ended): where the word of its end is, added to ``<name>.task.json``.
+
+    Why: the task's run writes ``<drop>.done.json`` beside the one request that started it (its input's ``drop``),
+    so a request that found its task ended waited for a ``<name>.done.json`` that never came, and one that found it
+    running was not told where its end would be written. A task that has ended (a finished stage, or ``cancelled``,
+    ``expired``, ``estimated``: what a plain post does not start again) gets its final status beside this request
+    now, as its run would have written it (``{"id", **status}``: activities.notify ``write_drop_answer``); a running
+    one names the done file of the drop that started it (``done_file``), or says none will come (started over HTTP).
+    """
+    status = await read_status(client, task_id, show_input=True)
+    runtime = _runtime(status)
+    if runtime in ACTIVE:
+        drop = _task_input(status).get("drop")
+        if drop:
+            done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(str(drop), 'done')}"
+            return {"done_file": done, "hint": f"task {task_id} was already running, started by the dropped request "
+                    f"{drop}: its end is written to {done}, not beside this request"}
+        return {"hint": f"task {task_id} was already running, started over HTTP: no done file will come for it; read "
+                        f"its end with GET /api/tasks/{task_id}"}
+    output = getattr(status, "output", None)
+    final = ({k: v for k, v in output.items() if k != "task_id"} if isinstance(output, dict) and output.get("stage")
+             else getattr(status, "custom_status", None))
+    if not isinstance(final, dict) or not final.get("stage"):
+        return {"hint": f"read the end of task {task_id} with GET /api/tasks/{task_id}"}
+    done_name = layout.drop_answer_blob(name, "done")
+    await asyncio.to_thread(store.write_json, container, done_name, {"id": task_id, **final})
+    return {"done_file": f"{container}/{done_name}",
+            "hint": f"task {task_id} had ended already: its final status is in {container}/{done_name}"}

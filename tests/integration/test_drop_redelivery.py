@@ -47,8 +47,11 @@ class Client:
         found = self.instances.get(instance_id)
         if found is None:
             return SimpleNamespace(runtime_status=None, input_=None, custom_status=None, output=None)
+        ended = found["runtime"] == "Completed"
+        final = {"stage": "completed", "images": 3, "failed": 0}
         return SimpleNamespace(runtime_status=_Runtime(found["runtime"]), input_=json.dumps(found["input"]),
-                               custom_status={"stage": "detecting"}, output=None)
+                               custom_status=final if ended else {"stage": "detecting"},
+                               output={"task_id": instance_id, **final} if ended else None)
 
     async def start_new(self, name: str, instance_id: str, client_input: Any = None) -> str:
         self.starts.append(instance_id)
@@ -127,6 +130,46 @@ def test_a_rerun_drop_delivered_again_neither_runs_again_nor_is_refused(source: 
     store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "rerun": True})  # a new version
     _deliver(store, client, name)
     assert len(client.starts) == 3, "a request written again is a new request"
+
+
+def test_a_drop_that_finds_its_task_started_by_another_request_is_told_where_its_end_is(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    """The same request dropped twice at once, or again after its task ended: the run writes ``<drop>.done.json``
+    beside the one drop that started it only. The other drop's ``.task.json`` said ``"started": false`` and its
+    ``.done.json`` never came: the operator waiting for it waited for ever. Found by dropping ``d1.json`` and
+    ``d2.json`` with the same request on devhost: ``d1.done.json`` came, ``d2.done.json`` never did."""
+    client = Client()
+    first, second, later = (f"{unique_name}-{n}.json" for n in ("first", "second", "later"))
+    store.write_json(layout.INCOMING_CONTAINER, first, {"container": source})
+    store.write_json(layout.INCOMING_CONTAINER, second, {"container": source})
+    _deliver(store, client, first)
+    _deliver(store, client, second)  # while the task the first started runs
+    assert len(client.starts) == 1
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(second))
+    assert receipt["started"] is False and receipt["id"] == client.starts[0]
+    done_of_first = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(first, 'done')}"
+    assert receipt["done_file"] == done_of_first and done_of_first in receipt["hint"]
+    client.end_all()
+    store.write_json(layout.INCOMING_CONTAINER, later, {"container": source})
+    _deliver(store, client, later)  # after the task ended: its final status is written beside it at once
+    assert len(client.starts) == 1
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(later))
+    done = layout.drop_answer_blob(later, "done")
+    assert receipt["started"] is False and receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}"
+    assert store.read_json(layout.INCOMING_CONTAINER, done) == {"id": client.starts[0], "stage": "completed",
+                                                                "images": 3, "failed": 0}
+
+
+def test_a_drop_that_finds_its_task_running_since_an_http_post_is_told_no_done_file_comes(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    client = Client()
+    task_id = asyncio.run(starters.start_task(client, {"container": source}, starters.clients.settings()))[1]
+    name = f"{unique_name}-drop.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, name)
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    assert receipt["started"] is False and receipt["id"] == task_id and "done_file" not in receipt
+    assert "no done file will come" in receipt["hint"] and f"/api/tasks/{task_id}" in receipt["hint"]
 
 
 def test_a_drop_whose_answer_failed_is_answered_on_the_retry_as_started(source: str, store: BlobStore,
