@@ -1880,7 +1880,11 @@ async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: Blob
     now, as its run would have written it (``{"id", **status}``: activities.notify ``write_drop_answer``); a running
     one names the done file of the drop that started it (``done_file``), or says none will come (started over HTTP).
     """
-    status = await read_status(client, task_id, show_input=True)
+    try:
+        status = await read_status(client, task_id, show_input=True)
+    except TaskHubUnavailable:  # the receipt goes on without it: raised, the trigger's tries could all fail on it
+        logger.warning("dropped request %s joined task %s, whose status could not be read now", name, task_id)
+        return {"hint": f"read the end of task {task_id} with GET /api/tasks/{task_id}"}
     runtime = _runtime(status)
     if runtime in ACTIVE:
         drop = _task_input(status).get("drop")

@@ -172,6 +172,40 @@ def test_a_drop_that_finds_its_task_running_since_an_http_post_is_told_no_done_f
     assert "no done file will come" in receipt["hint"] and f"/api/tasks/{task_id}" in receipt["hint"]
 
 
+def test_a_joined_drop_whose_tasks_status_cannot_be_read_after_the_start_still_gets_its_receipt(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task hub failing the joined drop's status read (a 500 or no answer: ``TaskHubUnavailable``) leaves the
+    receipt with a hint to read the task's end, instead of raising: the platform's tries come at once and could all
+    fail on it, and the request would end poisoned without a receipt, though its task was found."""
+    import aiohttp
+
+    class HubFailsAfterTheStart(Client):
+        failing = False
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise aiohttp.ClientConnectionError("the management API did not answer")
+            return await super().get_status(instance_id, *args, **kwargs)
+
+    client = HubFailsAfterTheStart()
+    first, second = (f"{unique_name}-{n}.json" for n in ("first", "second"))
+    for name in (first, second):
+        store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, first)
+    start_task = starters.start_task
+
+    async def then_the_hub_fails(*args: Any, **kwargs: Any) -> Any:
+        found = await start_task(*args, **kwargs)
+        client.failing = True
+        return found
+
+    monkeypatch.setattr(starters, "start_task", then_the_hub_fails)
+    _deliver(store, client, second)
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(second))
+    assert receipt["started"] is False and receipt["id"] == client.starts[0] and "done_file" not in receipt
+    assert receipt["hint"] == f"read the end of task {client.starts[0]} with GET /api/tasks/{client.starts[0]}"
+
+
 def test_a_drop_whose_answer_failed_is_answered_on_the_retry_as_started(source: str, store: BlobStore,
                                                                         unique_name: str,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
