@@ -1890,8 +1890,16 @@ async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: Blob
         drop = _task_input(status).get("drop")
         if drop:
             done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(str(drop), 'done')}"
-            return {"done_file": done, "hint": f"task {task_id} was already running, started by the dropped request "
-                    f"{drop}: its end is written to {done}, not beside this request"}
+            answer = {"done_file": done, "hint": f"task {task_id} was already running, started by the dropped "
+                      f"request {drop}: its end is written to {done}, not beside this request"}
+            custom = getattr(status, "custom_status", None)
+            if isinstance(custom, dict) and custom.get("stage") == Stage.awaiting_confirmation:
+                # its estimate too was written beside the drop that started it (activities.notify), not this one
+                estimate = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(str(drop), 'estimate')}"
+                answer["estimate_file"] = estimate
+                answer["hint"] += (f"; it waits for confirmation: its estimate is in {estimate}, confirm it with "
+                                   f"POST /api/tasks/{task_id}/confirm (or cancel it)")
+            return answer
         return {"hint": f"task {task_id} was already running, started over HTTP: no done file will come for it; read "
                         f"its end with GET /api/tasks/{task_id}"}
     output = getattr(status, "output", None)

@@ -50,7 +50,7 @@ class Client:
         ended = found["runtime"] == "Completed"
         final = {"stage": "completed", "images": 3, "failed": 0}
         return SimpleNamespace(runtime_status=_Runtime(found["runtime"]), input_=json.dumps(found["input"]),
-                               custom_status=final if ended else {"stage": "detecting"},
+                               custom_status=final if ended else {"stage": found.get("stage", "detecting")},
                                output={"task_id": instance_id, **final} if ended else None)
 
     async def start_new(self, name: str, instance_id: str, client_input: Any = None) -> str:
@@ -158,6 +158,25 @@ def test_a_drop_that_finds_its_task_started_by_another_request_is_told_where_its
     assert receipt["started"] is False and receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}"
     assert store.read_json(layout.INCOMING_CONTAINER, done) == {"id": client.starts[0], "stage": "completed",
                                                                 "images": 3, "failed": 0}
+
+
+def test_a_drop_that_joins_a_task_awaiting_confirmation_is_told_where_its_estimate_is(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    """The estimate of a task over the confirmation threshold is written beside the drop that started it; a second
+    drop of the same request got neither that estimate nor word of it (a helper's exploration on devhost)."""
+    client = Client()
+    first, second = (f"{unique_name}-{n}.json" for n in ("first", "second"))
+    for name in (first, second):
+        store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, first)
+    client.instances[client.starts[0]]["stage"] = "awaiting_confirmation"
+    _deliver(store, client, second)
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(second))
+    estimate = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(first, 'estimate')}"
+    assert receipt["started"] is False and receipt["estimate_file"] == estimate
+    assert f"its estimate is in {estimate}, confirm it with POST /api/tasks/{client.starts[0]}/confirm" in \
+        receipt["hint"]
+    assert receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(first, 'done')}"
 
 
 def test_a_drop_that_finds_its_task_running_since_an_http_post_is_told_no_done_file_comes(
