@@ -1868,6 +1868,14 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     await asyncio.to_thread(store.delete_if_exists, container, layout.drop_error_blob(name))
 
 
+# What the task's run adds to its final status after it wrote the done file beside its drop (orchestrations.task
+# ``_tell``: the done file first, then the notification and the event, then these): its output and last custom status
+# hold them, the run's done file does not. Why left out of a joined drop's done file: ``drop_answer`` speaks of the
+# other drop's file ("that file will not come", when its write failed), which this file is not, and the file is to be
+# the one the run would have written.
+TOLD_AFTER_THE_DONE_FILE = ("drop_answer", "notification", "task_event")
+
+
 async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: BlobStore, container: str, name: str,
                               task_id: str) -> dict[str, str]:
     """A dropped request whose task was started by another request (the same request dropped twice, posted over HTTP
@@ -1903,10 +1911,10 @@ async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: Blob
         return {"hint": f"task {task_id} was already running, started over HTTP: no done file will come for it; read "
                         f"its end with GET /api/tasks/{task_id}"}
     output = getattr(status, "output", None)
-    final = ({k: v for k, v in output.items() if k != "task_id"} if isinstance(output, dict) and output.get("stage")
-             else getattr(status, "custom_status", None))
+    final = output if isinstance(output, dict) and output.get("stage") else getattr(status, "custom_status", None)
     if not isinstance(final, dict) or not final.get("stage"):
         return {"hint": f"read the end of task {task_id} with GET /api/tasks/{task_id}"}
+    final = {k: v for k, v in final.items() if k != "task_id" and k not in TOLD_AFTER_THE_DONE_FILE}
     done_name = layout.drop_answer_blob(name, "done")
     await asyncio.to_thread(store.write_json, container, done_name, {"id": task_id, **final})
     return {"done_file": f"{container}/{done_name}",

@@ -1,0 +1,57 @@
+"""A dropped request whose task had ended already gets the done file its task's run would have written (api.starters
+``_joined_drop_answer``), through the SDK's real ``DurableOrchestrationClient`` answered as the extension does."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from activities.notify import write_drop_answer
+from api import starters
+from core import contracts as c
+from gpu_batch import layout
+from tests.unit.test_task_hub_unavailable import COMPLETED, Hub
+
+TASK = "task-0123456789abcdef0123"
+
+
+class Store:
+    """``BlobStore.write_json``, kept here."""
+
+    def __init__(self) -> None:
+        self.written: dict[tuple[str, str], Any] = {}
+
+    def write_json(self, container: str, name: str, doc: Any) -> None:
+        self.written[(container, name)] = json.loads(json.dumps(doc))
+
+
+@pytest.mark.parametrize("runtime", ["Completed", "Terminated"])
+def test_an_ended_tasks_joined_drop_gets_the_done_file_its_run_wrote_not_what_the_run_added_after_it(
+        runtime: str) -> None:
+    """The run writes ``{"id", **status}`` beside its drop first, then notifies, publishes its event and adds what
+    became of each (and of the done file, ``drop_answer``) to its output and custom status (orchestrations.task
+    ``_tell``). The joined drop's file copied them, so it said ``drop_answer: {"written": false, ...}`` "that file
+    will not come" of the other drop's file, in a file that came. Terminated while it told of its end: its output is
+    the terminate's reason, its custom status the finished one (api.starters ``_stage``)."""
+    status = c.TaskStatus(stage=c.Stage.completed, started="2026-01-01T00:00:00+00:00", images=3, failed=0,
+                          finished="2026-01-01T01:00:00+00:00")
+    ran = Store()
+    write_drop_answer(c.DropAnswerInput(task_id=TASK, drop="first.json", kind="done", status=dict(status)),
+                      ran)  # type: ignore[arg-type]
+    [(place, by_the_run)] = ran.written.items()
+    assert place == (layout.INCOMING_CONTAINER, layout.drop_answer_blob("first.json", "done"))
+    told = {"drop_answer": {"written": False, "file": f"{layout.INCOMING_CONTAINER}/first.done.json",
+                            "reason": "refused", "hint": "the task's outcome stands, but that file will not come"},
+            "notification": {"sent": True, "status_code": 200, "reason": ""},
+            "task_event": {"sent": True, "status_code": 200, "reason": ""}}
+    hub = Hub((200, {**COMPLETED, "instanceId": TASK, "input": json.dumps({"task_id": TASK, "drop": "first.json"}),
+                     "runtimeStatus": runtime, "customStatus": {**status, **told},
+                     "output": {"task_id": TASK, **status, **told} if runtime == "Completed" else "stuck receiver"}))
+    store = Store()
+    answer = asyncio.run(starters._joined_drop_answer(hub, store, layout.INCOMING_CONTAINER,  # type: ignore[arg-type]
+                                                      "second.json", TASK))
+    done = layout.drop_answer_blob("second.json", "done")
+    assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}"
+    assert store.written == {(layout.INCOMING_CONTAINER, done): by_the_run}
