@@ -1896,6 +1896,10 @@ async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: Blob
     runtime = _runtime(status)
     if runtime in ACTIVE:
         drop = _task_input(status).get("drop")
+        if drop == name:  # an earlier version of this request started it (another ETag, the same task id)
+            done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(name, 'done')}"
+            return {"done_file": done, "hint": f"task {task_id} was already running, started by an earlier version "
+                    f"of this request: its end is written beside it, to {done}"}
         if drop:
             done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(str(drop), 'done')}"
             answer = {"done_file": done, "hint": f"task {task_id} was already running, started by the dropped "

@@ -55,3 +55,17 @@ def test_an_ended_tasks_joined_drop_gets_the_done_file_its_run_wrote_not_what_th
     done = layout.drop_answer_blob("second.json", "done")
     assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}"
     assert store.written == {(layout.INCOMING_CONTAINER, done): by_the_run}
+
+
+def test_a_request_written_again_while_its_earlier_version_runs_is_told_its_end_comes_beside_it() -> None:
+    """A request written again under the same name (another ETag: a new request) for the same task, which its first
+    version started and which still runs: the done file is this name's, so "not beside this request" was wrong."""
+    running = {**COMPLETED, "instanceId": TASK, "runtimeStatus": "Running", "customStatus": {"stage": "detecting"},
+               "input": json.dumps({"task_id": TASK, "drop": "site-a.json"})}
+    answer = asyncio.run(starters._joined_drop_answer(Hub((200, running)), Store(),  # type: ignore[arg-type]
+                                                      layout.INCOMING_CONTAINER, "site-a.json", TASK))
+    assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob('site-a.json', 'done')}"
+    assert "not beside this request" not in answer["hint"] and "beside it" in answer["hint"], answer
+    other = asyncio.run(starters._joined_drop_answer(Hub((200, running)), Store(),  # type: ignore[arg-type]
+                                                     layout.INCOMING_CONTAINER, "site-b.json", TASK))
+    assert other["done_file"] == answer["done_file"] and "not beside this request" in other["hint"], other
