@@ -42,11 +42,14 @@ ARCHIVED_ADVICE = ("these photos are in the Archive tier, offline, not damaged: 
 # Unsupported photos are readable, in a form MegaDetector refuses (gpu_batch/manifest.py's table: a CMYK or palette
 # photo, 16-bit grayscale, over Pillow's pixel limit, too thin): saved again as such a file they run. They were told
 # to "stay failed however often they run", which is so only while they stay as they are; a photo written again has a
-# new ETag, so "only_new" runs it (activities.reuse: same name and ETag keep a result).
+# new ETag, so "only_new" runs it (activities.reuse: same name and ETag keep a result). Except an image too thin to
+# letterbox (gpu_batch.worker.preprocess.letterbox_geometry: its short side scales to no pixel): saved again, even
+# scaled down, it is as thin, so it is not told that it runs.
 UNSUPPORTED_ADVICE = ("these photos are readable but in a form MegaDetector refuses (CMYK or palette colours, 16-bit "
-                      "grayscale, more pixels than Pillow opens, or too thin to scale): they stay failed as they are; "
-                      "saved again under the same names as 8-bit RGB JPEGs (scaled down where too large), they run "
-                      "when the task's request is posted again with \"only_new\": true")
+                      "grayscale, more pixels than Pillow opens): they stay failed as they are; saved again under the "
+                      "same names as 8-bit RGB JPEGs (scaled down where too large), they run when the task's request "
+                      "is posted again with \"only_new\": true; an image too thin to scale to the detector's size (a "
+                      "strip, not a photo; the failure beside it says so) stays failed")
 PERMANENT_ADVICE = ("these stay failed however often they run: the file is missing, unreadable, or one MegaDetector "
                     "refuses, and the failure beside each image in the results says which")
 

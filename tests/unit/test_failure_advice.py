@@ -117,3 +117,12 @@ def test_photos_in_a_form_megadetector_refuses_say_how_they_run() -> None:
     assert "undecodable, unsupported" not in hint, hint
     assert "unsupported: these photos are readable but in a form MegaDetector refuses" in hint, hint
     assert "8-bit RGB JPEGs" in hint and '"only_new": true' in hint, hint
+
+
+def test_an_image_too_thin_to_letterbox_is_not_told_it_runs_once_saved_again() -> None:
+    """``unsupported`` covers an image too thin to letterbox (gpu_batch.worker.preprocess), which saved again as an RGB
+    JPEG, or scaled down, is as thin: the advice listed it among those that then run."""
+    line = next(a for a in advice({"unsupported": 1}) if a.startswith("unsupported: "))
+    runs, _, rest = line.partition("they run when")
+    assert "thin" not in runs, line
+    assert "too thin" in rest and rest.rstrip().endswith("stays failed"), line
