@@ -19,7 +19,8 @@ missing or unreadable: see ``gpu_batch.storage_refs``), or DNS says its host doe
 reads all failed so sooner waits at its end until then, ``_wait_for_missing_host``); 73 another run of the same
 attempt wrote its results since this one read or last wrote them (this run stopped without writing more:
 ``gpu_batch.exit_codes.OUTPUT_TAKEN``); 143 stopped by SIGTERM at its next stop check, its results so far flushed
-(``SigtermStop``; a second SIGTERM ends it at once).
+(``SigtermStop``; a second SIGTERM gets the default action: it ends the process, except as a container's first
+process, which only SIGKILL ends).
 The last stdout line is a one-line JSON summary:
 {"images", "done", "failed", "retryable", "failure_reasons", "damaged", "skipped_resumed", "seconds", "img_s", ...}:
 "failed" counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
@@ -242,12 +243,15 @@ class SigtermStop:
     """SIGTERM stops the shard at its next stop check, its results so far flushed (exit ``EXIT_CANCELLED``); a second
     SIGTERM gets the default action at once.
 
-    Why: SIGTERM is how a process is asked to stop (``docker stop``: SIGTERM, then SIGKILL after a grace period;
-    LocalPool's cancel), and without a handler the worker lost the results since its last flush, twice over where it
+    Why: SIGTERM is how a process is asked to stop (``docker stop``: SIGTERM, then SIGKILL after a grace period),
+    and without a handler the worker lost the results since its last flush, twice over where it
     is a container's first process: Batch hands a container task's options to ``docker create`` and runs its command
     line "in the container" (REST ``TaskContainerSettings``), and if that command is the container's first process
     the kernel delivers it no signal it has no handler for, bar SIGKILL and SIGSTOP (pid_namespaces(7), "The namespace
-    init process"), so the shard ran on until the SIGKILL. The next attempt resumes from what was flushed.
+    init process"), so the shard ran on until the SIGKILL. The next attempt resumes from what was flushed. (Not
+    LocalPool's cancel: its SIGTERM to the runner's process group ends the runner, whose death SIGKILLs the worker at
+    once, ``gpu_batch.pool.local_runner._die_with_parent``; the pool has recorded the task's end itself.)
+    For the same reason a second SIGTERM, which gets the default action, does not end a container's first process.
     Installed only by this CLI, in its main thread (Python runs handlers there), and restored after the shard, so a
     caller that runs ``main`` in-process (the resident client's fall-back, tests) keeps its own handler afterwards.
     """
