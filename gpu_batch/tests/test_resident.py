@@ -314,6 +314,24 @@ def test_the_clients_help_prints_the_workers_options_and_starts_no_server(tmp_pa
     assert not socket_path.parent.exists() or list(socket_path.parent.iterdir()) == []
 
 
+def test_the_client_takes_for_help_what_the_workers_parser_takes_for_it() -> None:
+    """An abbreviation of ``--help`` that the worker's parser takes for it (``allow_abbrev``) is help here too, not
+    a shard forwarded to a server; what the parser refuses or takes as another option is forwarded."""
+    import contextlib
+    import io
+
+    from gpu_batch.worker.__main__ import _parser
+    from gpu_batch.worker.client import asks_for_help
+
+    for args in (["-h"], ["--help"], ["--he"], ["--hel"], ["--manifest-blob", "b", "--help"]):
+        assert asks_for_help(args), args
+        with pytest.raises(SystemExit) as shown, contextlib.redirect_stdout(io.StringIO()):
+            _parser().parse_args(args)
+        assert shown.value.code == 0, args  # the worker's parser printed its help for them too
+    for args in (["--h"], ["--hw-decode", "on"], ["--manifest-blob", "--help-me"], ["--ready"]):
+        assert not asks_for_help(args), args
+
+
 def test_the_resident_flag_chooses_the_module_the_pools_run() -> None:
     assert worker_module(False) == "gpu_batch.worker" and worker_module(True) == "gpu_batch.worker.client"
     from gpu_batch.tests.test_pool_azure_batch import FakeBatch, pool, shard

@@ -250,6 +250,12 @@ def wait_ready(env: Mapping[str, str]) -> int:
 HELP_ARGS = {"-h", "--help"}
 
 
+def asks_for_help(argv: Sequence[str]) -> bool:
+    """``-h``, ``--help``, or an abbreviation of it that the worker's parser takes for it (argparse's
+    ``allow_abbrev``: ``--he``, ``--hel``; ``--h`` is ambiguous there, beside ``--hw-decode``)."""
+    return any(a in HELP_ARGS or (len(a) > 3 and "--help".startswith(a)) for a in argv)
+
+
 def print_help() -> int:
     """The client's usage: the worker CLI's own options, which it forwards unchanged, and ``--ready``; 0.
 
@@ -298,7 +304,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = dict(os.environ if env is None else env)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if HELP_ARGS & set(argv):
+    if asks_for_help(argv):
         return print_help()
     if argv == [READY_ARG]:  # no shard, so no start-time fault: a ``hang`` is the shard's, not the preparation's
         return wait_ready(env)
