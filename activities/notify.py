@@ -24,6 +24,7 @@ import http.client
 import logging
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from typing import Callable
 
 import azure.durable_functions as df
@@ -132,7 +133,8 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
         logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
         return {"sent": False, "status_code": 0, "reason": reason}
     run = str(payload.get("run") or "")
-    raw = notify.body(payload["task_id"], payload["status"], run)
+    raw = notify.body(payload["task_id"], payload["status"], run,
+                      sent_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     stage = str(payload["status"].get("stage", ""))
     request = urllib.request.Request(url, data=raw, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "trapbatch",

@@ -62,9 +62,17 @@ def public_status(task_id: str, status: Mapping[str, Any], run: str = "") -> dic
     return out
 
 
-def body(task_id: str, status: Mapping[str, Any], run: str = "") -> bytes:
-    """The notification's bytes: ``public_status`` as canonical JSON."""
-    return json.dumps(public_status(task_id, status, run), sort_keys=True, separators=(",", ":")).encode("utf-8")
+def body(task_id: str, status: Mapping[str, Any], run: str = "", sent_at: str = "") -> bytes:
+    """The notification's bytes: ``public_status`` as canonical JSON, with ``sent_at`` (this send's time, ISO 8601
+    UTC, where given). Why the time, signed with the rest: the signature proves who wrote a body, not when, so a body
+    recorded on its way could be sent to the receiver again, days later, and verify; with the time inside, a receiver
+    can refuse one older than it expects a retry to be (the retries span about 16 minutes), besides dropping repeats
+    by ``X-Trapbatch-Delivery``. A header beside the body would change what is signed and break receivers written
+    for the body's signature."""
+    doc = public_status(task_id, status, run)
+    if sent_at:
+        doc["sent_at"] = sent_at
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def delivery(task_id: str, run: str, stage: str) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -158,6 +159,23 @@ def test_the_activity_posts_one_signed_notification(receiver: dict[str, Any], se
     assert json.loads(raw)["images"] == 10 and SECRET.encode() not in raw
 
 
+def test_the_signed_body_says_when_it_was_sent_so_a_replayed_one_can_be_refused(
+        receiver: dict[str, Any], secrets_env: dict[str, str]) -> None:
+    """The signature proves who wrote a body, not when: a body recorded on its way verified when sent again days
+    later. ``sent_at`` (ISO 8601, UTC, whole seconds) is inside what is signed, so a receiver can refuse an old one;
+    changed, the signature fails."""
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
+         (receiver["host"],), "notify-key", secrets_env)
+    after = datetime.now(timezone.utc)
+    [(headers, raw)] = receiver["got"]
+    sent = datetime.fromisoformat(json.loads(raw)["sent_at"])
+    assert sent.utcoffset() == timedelta(0) and before <= sent <= after
+    replayed = raw.replace(json.dumps(json.loads(raw)["sent_at"]).encode(), b'"2026-01-01T00:00:00+00:00"')
+    assert replayed != raw and not notify.verify(SECRET, replayed, headers[notify.SIGNATURE_HEADER])
+    assert notify.verify(SECRET, raw, headers[notify.SIGNATURE_HEADER])
+
+
 def test_the_body_and_the_delivery_id_name_the_run_so_two_runs_ends_differ(
         receiver: dict[str, Any], secrets_env: dict[str, str]) -> None:
     """A task ends once per run (a re-run, a run resuming a terminated one): the body's ``run`` says which, and the
@@ -173,7 +191,8 @@ def test_the_body_and_the_delivery_id_name_the_run_so_two_runs_ends_differ(
     assert [h[notify.DELIVERY_HEADER] for h, _ in receiver["got"]] == [
         f"{tid}/r261201120000ab12/completed", f"{tid}/r261201130000cd34/completed", f"{tid}/completed"]
     assert json.loads(first[1])["run"] == "r261201120000ab12" and json.loads(second[1])["run"] == "r261201130000cd34"
-    assert "run" not in json.loads(without[1]) and without[1] == notify.body(tid, STATUS)
+    sent = json.loads(without[1])
+    assert "run" not in sent and without[1] == notify.body(tid, STATUS, sent_at=sent["sent_at"])
 
 
 def test_nothing_is_sent_to_a_host_off_the_list_or_without_a_secret(receiver: dict[str, Any],
