@@ -130,10 +130,19 @@ _DELETED_JOBS = "deleted"  # the partition that lists jobs deleted outside trapb
 # could miss a change stamped just before its cursor; repeats within the overlap are for the caller to ignore.
 CHANGE_OVERLAP_S = 5.0
 # The exit code of a task the pool ended while it ran (its time limit, a cancel, the job's close): 128 + SIGKILL, what a
-# shell or docker reports for a process killed so (the runner's worker is killed with SIGKILL). Azure Batch documents
+# shell or docker reports for a process killed so (recorded at once, whether its worker then stops within its grace,
+# STOP_GRACE_S, or is killed). Azure Batch documents
 # 0xC000013A for a timed-out task (a Windows code; the SDK: "an operating system-defined exit code"): any code will do
 # that is not one of the worker's (gpu_batch.exit_codes), and the failure code TaskEnded says the pool ended it.
 KILLED_EXIT_CODE = 128 + int(signal.SIGKILL)
+# How long a task the pool ends (its cancel, its time limit, its job's close or deletion) is given to stop after its
+# SIGTERM before it is killed: ``docker stop``'s default (``--time``, 10 s). Why: the pool sent SIGKILL 0.2 s after
+# the SIGTERM and the runner killed its worker on the SIGTERM at once, so the worker, which flushes its results and
+# exits 143 on a SIGTERM (gpu_batch.worker.__main__ SigtermStop), lost the images done since its last flush; the next
+# attempt of the shard, or the task posted again after a cancel, ran them again. The runner enforces the grace itself
+# (``local_runner --stop-grace``); the pool's own SIGKILL comes ``STOP_SLACK_S`` later, for a runner that did not.
+STOP_GRACE_S = 10.0
+STOP_SLACK_S = 5.0
 # gpu_batch.worker.resident_protocol.SOCKET_ENV, not imported: the Functions app's package holds no gpu_batch/worker/
 SOCKET_ENV = "TRAPBATCH_RESIDENT_SOCKET"
 
@@ -180,12 +189,27 @@ def _alive(pid: int) -> bool:
         return True
 
 
+_FOREIGN = (process_identity.Liveness.REUSED, process_identity.Liveness.ELSEWHERE)
+
+
+def _killpg_unless_foreign(row: Mapping[str, Any]) -> None:
+    """SIGKILL the process group of the runner ``row`` names, unless its pid is another process's now (the group
+    then is not the runner's; a group whose leader is gone but whose worker lives keeps the pid from reuse)."""
+    pid = int(row.get("Pid") or 0)
+    if pid and process_identity.check_row(row) not in _FOREIGN:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class LocalPool:
     def __init__(self, connection_string: str, log_container: str = layout.DEFAULT_STATE_CONTAINER, table: str = "trapbatchpool",
                  max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
                  faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
                  worker_command: Sequence[str] | None = None, resident: bool = False,
-                 worker_tuning: Sequence[str] = (), prepare_seconds: int = 600) -> None:
+                 worker_tuning: Sequence[str] = (), prepare_seconds: int = 600,
+                 stop_grace_seconds: float = STOP_GRACE_S) -> None:
         if len(table) > 59:  # the jobs table's name adds 4 characters; Azure table names have at most 63
             raise ValueError(f"LocalPool table name {table!r} is longer than 59 characters")
         self.connection_string = connection_string
@@ -213,6 +237,7 @@ class LocalPool:
         # (module docstring: Resident workers); it runs while the task is preparing, before its clock starts
         self.prepare_command = [*self.worker_command, READY_ARG] if resident else []
         self.prepare_seconds = prepare_seconds
+        self.stop_grace_seconds = stop_grace_seconds  # STOP_GRACE_S
         self.worker_tuning = list(worker_tuning)  # TRAPBATCH_WORKER_TUNING, checked by core.worker_tuning
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # runners started here, until waited for (_reap_locked)
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
@@ -469,7 +494,8 @@ class LocalPool:
                                                        f"(exit code {KILLED_EXIT_CODE}: killed)",
                                                   kill=True, exit_code=KILLED_EXIT_CODE, failure_code=TASK_ENDED)
             elif self._runner_dead(row, pid, now - beat):
-                self._kill(row)  # a worker that outlived its runner must not run beside the next attempt
+                # a worker that outlived its runner must not run beside the next attempt: killed without a grace
+                self._kill(row, grace=False)
                 self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "
                                                        "(killed, or the machine restarted)")
             else:
@@ -598,7 +624,7 @@ class LocalPool:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         args = [sys.executable, "-m", "gpu_batch.pool.local_runner", "--table", self.table.table_name,
                 "--job", row["PartitionKey"], "--task", row["RowKey"], "--log-container", self.log_container,
-                "--fault", fault]
+                "--fault", fault, "--stop-grace", str(self.stop_grace_seconds)]
         if self.prepare_command:
             args += ["--prepare", json.dumps(self.prepare_command), "--prepare-seconds", str(self.prepare_seconds)]
         args += ["--"] + self.worker_command + spec.worker_args() + self.worker_tuning
@@ -611,19 +637,26 @@ class LocalPool:
         logger.info("job %s: started task %s (runner pid %d)", row["PartitionKey"], row["RowKey"], proc.pid)
         return True
 
-    def _kill(self, row: Mapping[str, Any]) -> None:
-        """Stop the runner's whole process group (its worker too), unless its pid is known to be another process's
-        now or the row was recorded elsewhere (``process_identity.Liveness.REUSED``, ``ELSEWHERE``): the group of that
-        number here is not the runner's (module docstring: Liveness)."""
+    def _kill(self, row: Mapping[str, Any], grace: bool = True) -> None:
+        """Stop the runner's whole process group (its worker too): SIGTERM now, SIGKILL once the grace is over
+        (``STOP_GRACE_S``, from a timer thread: a cancel of several tasks does not wait grace after grace), or at once
+        without ``grace``. Unless its pid is known to be another process's now or the row was recorded elsewhere
+        (``process_identity.Liveness.REUSED``, ``ELSEWHERE``): the group of that number here is not the runner's
+        (module docstring: Liveness)."""
         pid = int(row.get("Pid") or 0)
-        foreign = (process_identity.Liveness.REUSED, process_identity.Liveness.ELSEWHERE)
-        if pid and process_identity.check_row(row) not in foreign:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    break
-                time.sleep(0.2)
+        if not pid or process_identity.check_row(row) in _FOREIGN:
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+        if not grace:
+            time.sleep(0.2)
+            _killpg_unless_foreign(dict(row))
+            return
+        timer = threading.Timer(self.stop_grace_seconds + STOP_SLACK_S, _killpg_unless_foreign, args=(dict(row),))
+        timer.daemon = True
+        timer.start()
 
     def _complete(self, row: Mapping[str, Any], exit_code: int | None, message: str | None,
                   failure_code: str | None = None) -> None:

@@ -22,7 +22,12 @@ learn.microsoft.com dotnet/api/microsoft.azure.batch.common.computenodedeallocat
 again and resumes from the results its worker flushed (the worker's per-image resume), so a Ctrl-C costs the shard
 none of its attempts. Why: the runner ran on after devhost stopped (it outlives its host by design, for a host that is
 *killed*), against an Azurite devhost had stopped, until its storage retries gave up minutes later; its shard was
-then found with a dead runner and failed. SIGTERM is still LocalPool's cancel, which has recorded the end itself.
+then found with a dead runner and failed.
+
+SIGTERM is LocalPool ending the task (a cancel, its time limit, its job closed), which has recorded the end
+itself: the worker got the SIGTERM too (the pool signals the runner's process group) and is given ``--stop-grace``
+seconds (``LocalPool.STOP_GRACE_S``, ``docker stop``'s 10) to flush its results and exit, then killed; the runner
+uploads its log and exits 143 without overwriting the recorded end.
 """
 from __future__ import annotations
 
@@ -169,6 +174,23 @@ def _requeue(table: Any, key: dict[str, str], launcher: str) -> bool:
         return False
 
 
+def _upload_log(conn: str, container: str, name: str, log: Any) -> bool:
+    """The worker's output to ``container/name``; whether it got there (the task's end is recorded either way: the
+    log is a convenience)."""
+    try:
+        log.seek(0)
+        blobs = BlobServiceClient.from_connection_string(conn)
+        try:
+            blobs.create_container(container)
+        except ResourceExistsError:
+            pass
+        blobs.get_blob_client(container, name).upload_blob(log, overwrite=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - docstring
+        print(f"could not upload the task log: {exc}", file=sys.stderr)
+        return False
+
+
 def _state(table: Any, job: str, task: str) -> str:
     return str(_through_outage(lambda: table.get_entity(job, task)).get("State", ""))
 
@@ -182,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault", default="")
     p.add_argument("--prepare", default="", help="a JSON list: a command to run while the task is preparing")
     p.add_argument("--prepare-seconds", type=float, default=600.0)
+    p.add_argument("--stop-grace", type=float, default=10.0, help="seconds between the worker's SIGTERM and its kill")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -213,11 +236,27 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     workers.append(proc)
-    def on_term(*_: object) -> None:  # LocalPool.cancel: stop the worker too, and say so in the exit code
-        proc.kill()
-        sys.exit(143)
+    stopping = threading.Event()
 
-    signal.signal(signal.SIGTERM, on_term)
+    def stop_worker(signalled: bool) -> None:
+        """End the worker as ``docker stop`` ends a container: SIGTERM, and SIGKILL once ``--stop-grace`` is over.
+        Its SIGTERM flushes what it did and exits 143 (gpu_batch.worker.__main__ SigtermStop), which a kill at once
+        lost. ``signalled``: the SIGTERM reached the worker already (LocalPool signals the runner's process group,
+        the worker in it); sent again it would end the worker at once (SigtermStop: a second one is not waited on)."""
+        if stopping.is_set():
+            return
+        stopping.set()
+        if not signalled:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+        killer = threading.Timer(args.stop_grace, proc.kill)
+        killer.daemon = True
+        killer.start()
+
+    # LocalPool ended the task (cancel, time limit, job closed) and recorded its end: stop the worker, then exit 143
+    signal.signal(signal.SIGTERM, lambda *_: stop_worker(signalled=True))
     done = threading.Event()
     ended_elsewhere = threading.Event()
 
@@ -228,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                     # Cancelled or timed out by a pool that did not know this runner's pid yet (it is recorded just
                     # after the launch): stop the worker here, or it would run on beside the next attempt.
                     ended_elsewhere.set()
-                    proc.kill()
+                    stop_worker(signalled=False)
                     return
                 table.update_entity({**key, "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
             except Exception:  # missed: a pool on this machine checks this process itself; one elsewhere waits 60 s
@@ -237,19 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=beat, daemon=True).start()
     code = proc.wait()
     done.set()
-    if ended_elsewhere.is_set():
-        return 143  # the pool already recorded how this task ended; do not overwrite it
     log_name = layout.pool_log_blob(args.job, args.task)
-    try:
-        log.seek(0)
-        blobs = BlobServiceClient.from_connection_string(conn)
-        try:
-            blobs.create_container(args.log_container)
-        except ResourceExistsError:
-            pass
-        blobs.get_blob_client(args.log_container, log_name).upload_blob(log, overwrite=True)
-    except Exception as exc:  # the exit still gets recorded; the log is a convenience
-        print(f"could not upload the task log: {exc}", file=sys.stderr)
+    if stopping.is_set() or ended_elsewhere.is_set():
+        # the pool already recorded how this task ended: not overwritten; its log (what the worker said as it
+        # stopped) is named beside that end
+        if _upload_log(conn, args.log_container, log_name, log):
+            try:
+                table.update_entity({**key, "Log": f"{args.log_container}/{log_name}"}, mode=UpdateMode.MERGE)
+            except Exception:  # noqa: BLE001 - the end is recorded; the log's name is a convenience
+                pass
+        return 143
+    _upload_log(conn, args.log_container, log_name, log)
     message = "" if code == 0 else f"the worker exited with code {code}; see {args.log_container}/{log_name}"
     # FailureCode cleared: a terminate that came after the worker ended must not leave its TaskEnded on a result
     _through_outage(lambda: table.update_entity(

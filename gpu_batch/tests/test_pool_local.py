@@ -43,6 +43,19 @@ if "sleep" in blob:
     time.sleep(float(blob.split("sleep")[1].split(".")[0]) / 10)
 if fault.startswith("exit:"):
     sys.exit(int(fault[5:]))
+flush_dir = os.environ.get("FAKE_FLUSH_DIR")
+if flush_dir and ("graceful" in blob or "stubborn" in blob):  # the real worker's SIGTERM: flush, then exit 143
+    import signal
+    mark = os.path.join(flush_dir, os.path.basename(blob))
+    def flush(*_):
+        time.sleep(0.5)  # a flush takes a moment; a kill 0.2 s after the SIGTERM left it unwritten
+        open(mark + ".flushed", "w").close()
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, flush if "graceful" in blob else signal.SIG_IGN)
+    with open(mark + ".ready.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(mark + ".ready.tmp", mark + ".ready")
+    time.sleep(3600)
 if "hang" in blob or fault == "hang":
     time.sleep(3600)
 sys.exit(0)
@@ -273,6 +286,63 @@ def test_hung_task_is_terminated_at_its_deadline_and_cancel_works(pool_args: dic
     assert (s["hang-a1"].exit_code, s["hang-a1"].failure_code) == (KILLED_EXIT_CODE, TASK_ENDED)
     pool2.cancel("job5")
     assert all_done(pool2, "job5", 2)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_a_cancelled_worker_gets_its_sigterm_and_time_to_flush_before_any_kill(pool_args: dict[str, Any],
+                                                                               tmp_path: Path) -> None:
+    """As ``docker stop``: SIGTERM, then SIGKILL after a grace (``STOP_GRACE_S``). The real worker flushes its
+    results and exits 143 on the SIGTERM (gpu_batch.worker.__main__ SigtermStop); the stand-in here takes half a
+    second to. Before, the pool's SIGKILL 0.2 s after its SIGTERM, and the runner's kill of its worker on the
+    SIGTERM, left nothing flushed. The task's end is the pool's all the same (TaskEnded, 137), and its log is kept."""
+    from gpu_batch.exit_codes import TASK_ENDED
+    from gpu_batch.pool.local import KILLED_EXIT_CODE
+
+    flushed = tmp_path / "flushed"
+    flushed.mkdir()
+    pool = make_pool("local", max_concurrent=2,
+                     **{**pool_args, "worker_env": {**pool_args["worker_env"], "FAKE_FLUSH_DIR": str(flushed)}})
+    pool.submit("jobg", [task("graceful"), task("graceful2")])
+    wait_until(lambda: (flushed / "graceful.json.ready").exists() and (flushed / "graceful2.json.ready").exists(),
+               60, "both workers to be ready for their SIGTERM")
+    pool.cancel("jobg", "graceful-a1")
+    s = states(pool, "jobg")
+    assert s["graceful-a1"].state is TaskState.completed and "cancelled" in (s["graceful-a1"].failure_message or "")
+    assert (s["graceful-a1"].exit_code, s["graceful-a1"].failure_code) == (KILLED_EXIT_CODE, TASK_ENDED)
+    wait_until(lambda: (flushed / "graceful.json.flushed").exists(), 60, "the cancelled worker's flush")
+    pool.close_job("jobg")  # the job's close ends the other alike
+    wait_until(lambda: (flushed / "graceful2.json.flushed").exists(), 60, "the closed job's worker's flush")
+    log = wait_until(lambda: states(pool, "jobg")["graceful-a1"].log, 60, "the cancelled task's log named")
+    container, _, name = log.partition("/")
+    text = BlobServiceClient.from_connection_string(pool_args["connection_string"]).get_blob_client(
+        container, name).download_blob().readall().decode()
+    assert "worker for tasks/t/graceful.json" in text
+
+
+def test_a_worker_that_ignores_its_sigterm_is_killed_once_its_grace_is_over(pool_args: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    """The grace is a bound: a worker that does not stop on SIGTERM (SIG_IGN here) is killed after it, by its runner
+    (``--stop-grace``) or else by the pool (``STOP_SLACK_S`` later); the runner exits too."""
+    flushed = tmp_path / "flushed"
+    flushed.mkdir()
+    pool = make_pool("local", max_concurrent=1, stop_grace_seconds=1.0,
+                     **{**pool_args, "worker_env": {**pool_args["worker_env"], "FAKE_FLUSH_DIR": str(flushed)}})
+    pool.submit("jobs", [task("stubborn")])
+    wait_until(lambda: (flushed / "stubborn.json.ready").exists(), 60, "the worker to be ready")
+    worker = int((flushed / "stubborn.json.ready").read_text())
+    runner = int(TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"]).get_entity("jobs", "stubborn-a1")["Pid"])
+    pool.cancel("jobs")
+    assert states(pool, "jobs")["stubborn-a1"].state is TaskState.completed
+    wait_until(lambda: _gone(worker) and _gone(runner), 120, "the worker and its runner to be ended after the grace")
+    assert not (flushed / "stubborn.json.flushed").exists()
 
 
 def test_a_new_pool_object_on_the_same_table_sees_and_finishes_running_tasks(pool_args: dict[str, Any]) -> None:

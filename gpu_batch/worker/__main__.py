@@ -248,9 +248,10 @@ class SigtermStop:
     is a container's first process: Batch hands a container task's options to ``docker create`` and runs its command
     line "in the container" (REST ``TaskContainerSettings``), and if that command is the container's first process
     the kernel delivers it no signal it has no handler for, bar SIGKILL and SIGSTOP (pid_namespaces(7), "The namespace
-    init process"), so the shard ran on until the SIGKILL. The next attempt resumes from what was flushed. (Not
-    LocalPool's cancel: its SIGTERM to the runner's process group ends the runner, whose death SIGKILLs the worker at
-    once, ``gpu_batch.pool.local_runner._die_with_parent``; the pool has recorded the task's end itself.)
+    init process"), so the shard ran on until the SIGKILL. The next attempt resumes from what was flushed. LocalPool
+    ends a task alike (its cancel, time limit, job close: SIGTERM to the runner's process group, this worker in it,
+    and SIGKILL after ``STOP_GRACE_S``; ``gpu_batch.pool.local_runner`` ``stop_worker``), so this handler is what
+    a local cancel flushes through too.
     For the same reason a second SIGTERM, which gets the default action, does not end a container's first process.
     Installed only by this CLI, in its main thread (Python runs handlers there), and restored after the shard, so a
     caller that runs ``main`` in-process (the resident client's fall-back, tests) keeps its own handler afterwards.
