@@ -1,6 +1,7 @@
 """Word when a task ends: one signed JSON POST to its request's ``notify_url`` (core/notify.py says what and how),
 and, for a request dropped as ``incoming/<name>.json``, an answer file beside it (``<name>.done.json`` when the task
-ended, ``<name>.estimate.json`` while it awaits confirmation).
+ended, ``<name>.estimate.json`` while it awaits confirmation), and a done file beside each request dropped while it ran
+that found it started by another request (``answer_joined_drops``, adapters.joined_drops).
 
 The signing key is read from the app's own vault (``TRAPBATCH_APP_KEY_VAULT_URL``; ``Settings.app_secret_store_env``),
 which the GPU nodes cannot read, not from the sources' vault they share with the app.
@@ -36,6 +37,7 @@ from core import contracts as c
 from core import notify
 from core.failures import failures_without_secrets
 from activities.superseded import refuse_if_superseded
+from adapters import joined_drops
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SecretReader, SecretStoreUnavailable,
@@ -184,3 +186,17 @@ def drop_answer(payload: c.DropAnswerInput) -> c.DropAnswerOutput:
     # a terminated run's late file, once a later run replaced it: it would answer for the replacing run
     refuse_if_superseded(clients.store(s), s, payload, f"the {payload['kind']} file beside its dropped request")
     return write_drop_answer(payload, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.ANSWER_JOINED_DROPS)
+@failures_without_secrets
+def answer_joined_drops(payload: c.JoinedDropsInput) -> c.JoinedDropsOutput:
+    """The run's ended marker, then the done file of every request dropped while it ran that joined it
+    (adapters.joined_drops ``end_run``: that order leaves no joined drop unanswered). Idempotent: a retried call
+    writes the same files."""
+    s = clients.settings()
+    store = clients.store(s)
+    # a terminated run's late word, once a later run replaced it: a drop that joined both would get the old end
+    refuse_if_superseded(store, s, payload, "the done files beside the requests that joined it")
+    answered = joined_drops.end_run(store, s.container, payload["task_id"], payload["run"], payload["status"])
+    return {"answered": len(answered)}

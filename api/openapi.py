@@ -783,6 +783,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                                     "request)",
                                     "properties": {"written": {"type": "boolean"}, "file": {"type": "string"},
                                                    "reason": {"type": "string"}, "hint": {"type": "string"}}},
+                    "joined_drops": {"type": "object", "description": "the done files beside the requests dropped "
+                                     "while the task ran, which found it started by another request, could not all "
+                                     "be written: why and what to do (absent: written, or none asked)",
+                                     "properties": {"written": {"type": "boolean"}, "reason": {"type": "string"},
+                                                    "hint": {"type": "string"}}},
                     "cut": {"type": "string", "description": "what of this status was shortened (the first few "
                             "examples kept, long texts cut) to fit the Durable extension's 16 KB custom status; "
                             "the orchestration's output holds it whole once it completes. Absent: nothing"},

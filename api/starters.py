@@ -44,7 +44,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from adapters import clients
+from adapters import clients, joined_drops
 from adapters.blobs import BlobStore
 from adapters.generations import generation_request, served_generation, served_key
 from adapters.image_lists import NO_ACCESS, scan_image_list
@@ -262,7 +262,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if runtime is not None and not request.rerun:
         request = resumed_request(request, last)
     try:
-        task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run, moves_expiry=True)
+        task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run, moves_expiry=True,
+                                  answers_joined=True)
         if "generation" in generations:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:
@@ -1861,8 +1862,8 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         return
     receipt: dict[str, Any] = {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
                                "request_etag": etag}
-    if not started:  # its task was started by another request: that one's run writes the done file, not beside this
-        receipt.update(await _joined_drop_answer(client, store, container, name, task_id))
+    if not started:  # its task was started by another request: joined, its done file comes from that request's run
+        receipt.update(await _joined_drop_answer(client, store, container, name, task_id, s.container))
     await asyncio.to_thread(store.write_json, container, receipt_name, receipt)
     # an earlier version's refusal, now answered by this one: left there, it said the corrected request was refused
     await asyncio.to_thread(store.delete_if_exists, container, layout.drop_error_blob(name))
@@ -1872,21 +1873,27 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
 # ``_tell``: the done file first, then the notification and the event, then these): its output and last custom status
 # hold them, the run's done file does not. Why left out of a joined drop's done file: ``drop_answer`` speaks of the
 # other drop's file ("that file will not come", when its write failed), which this file is not, and the file is to be
-# the one the run would have written.
-TOLD_AFTER_THE_DONE_FILE = ("drop_answer", "notification", "task_event")
+# the one the run would have written (``joined_drops`` likewise speaks of the joined drops' files as a whole).
+TOLD_AFTER_THE_DONE_FILE = ("drop_answer", "joined_drops", "notification", "task_event")
 
 
 async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: BlobStore, container: str, name: str,
-                              task_id: str) -> dict[str, str]:
+                              task_id: str, state_container: str) -> dict[str, str]:
     """A dropped request whose task was started by another request (the same request dropped twice, posted over HTTP
     first, or dropped again after it ended): where the word of its end is, added to ``<name>.task.json``.
 
     Why: the task's run writes ``<drop>.done.json`` beside the one request that started it (its input's ``drop``),
     so a request that found its task ended waited for a ``<name>.done.json`` that never came, and one that found it
-    running was not told where its end would be written. A task that has ended (a finished stage, or ``cancelled``,
-    ``expired``, ``estimated``: what a plain post does not start again) gets its final status beside this request
-    now, as its run would have written it (``{"id", **status}``: activities.notify ``write_drop_answer``); a running
-    one names the done file of the drop that started it (``done_file``), or says none will come (started over HTTP).
+    running was told to watch another request's done file, or that none would come (started over HTTP). A task that
+    has ended (a finished stage, or ``cancelled``, ``expired``, ``estimated``: what a plain post does not start
+    again) gets its final status beside this request now, as its run would have written it (``{"id", **status}``:
+    activities.notify ``write_drop_answer``). A running one's run gets this request in its registry of joined drops
+    and writes its done file too when it ends; where the run has ended by then (its ended marker, read after the
+    registration: adapters.joined_drops ``join``), the file is written here. ``state_container``: the task-state
+    container (``Settings.container``), which holds the registry.
+
+    A run started by an earlier release (its input has no ``answers_joined``) writes only beside its own drop: this
+    request is told that drop's done file, or that none will come (started over HTTP), as before.
     """
     try:
         status = await read_status(client, task_id, show_input=True)
@@ -1895,22 +1902,21 @@ async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: Blob
         return {"hint": f"read the end of task {task_id} with GET /api/tasks/{task_id}"}
     runtime = _runtime(status)
     if runtime in ACTIVE:
-        drop = _task_input(status).get("drop")
+        task_input = _task_input(status)
+        drop = task_input.get("drop")
         if drop == name:  # an earlier version of this request started it (another ETag, the same task id)
             done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(name, 'done')}"
             return {"done_file": done, "hint": f"task {task_id} was already running, started by an earlier version "
                     f"of this request: its end is written beside it, to {done}"}
+        run = task_input.get("run")
+        if task_input.get("answers_joined") and isinstance(run, str) and run:
+            return await _join_running(store, container, name, task_id, state_container, run, status,
+                                       str(drop or ""))
         if drop:
             done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(str(drop), 'done')}"
             answer = {"done_file": done, "hint": f"task {task_id} was already running, started by the dropped "
                       f"request {drop}: its end is written to {done}, not beside this request"}
-            custom = getattr(status, "custom_status", None)
-            if isinstance(custom, dict) and custom.get("stage") == Stage.awaiting_confirmation:
-                # its estimate too was written beside the drop that started it (activities.notify), not this one
-                estimate = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(str(drop), 'estimate')}"
-                answer["estimate_file"] = estimate
-                answer["hint"] += (f"; it waits for confirmation: its estimate is in {estimate}, confirm it with "
-                                   f"POST /api/tasks/{task_id}/confirm (or cancel it)")
+            answer.update(_awaiting_estimate(status, task_id, str(drop), answer["hint"]))
             return answer
         return {"hint": f"task {task_id} was already running, started over HTTP: no done file will come for it; read "
                         f"its end with GET /api/tasks/{task_id}"}
@@ -1923,3 +1929,38 @@ async def _joined_drop_answer(client: df.DurableOrchestrationClient, store: Blob
     await asyncio.to_thread(store.write_json, container, done_name, {"id": task_id, **final})
     return {"done_file": f"{container}/{done_name}",
             "hint": f"task {task_id} had ended already: its final status is in {container}/{done_name}"}
+
+
+async def _join_running(store: BlobStore, container: str, name: str, task_id: str, state_container: str, run: str,
+                        status: Any, drop: str) -> dict[str, str]:
+    """Register ``name`` as joining run ``run`` of the running task, then read the run's ended marker
+    (adapters.joined_drops ``join``: that order, and the run's own, leave no joined drop unanswered): the run's end
+    writes this request's done file, or, where it has ended meanwhile, it was written here now. ``drop``: the dropped
+    request that started the task ("" for an HTTP post)."""
+    done = f"{container}/{layout.drop_answer_blob(name, 'done')}"
+    ended = await asyncio.to_thread(joined_drops.join, store, state_container, task_id, run, name)
+    if ended is not None:
+        return {"done_file": done, "hint": f"task {task_id} had ended already: its final status is in {done}"}
+    by = f"the dropped request {drop}" if drop else "an HTTP post"
+    answer = {"done_file": done, "hint": f"task {task_id} was already running, started by {by}: its end is written "
+                                         f"beside this request too, to {done}, when it ends"}
+    if drop:
+        answer.update(_awaiting_estimate(status, task_id, drop, answer["hint"]))
+    else:
+        custom = getattr(status, "custom_status", None)
+        if isinstance(custom, dict) and custom.get("stage") == Stage.awaiting_confirmation:
+            answer["hint"] += (f"; it waits for confirmation: read its estimate with GET /api/tasks/{task_id}, "
+                               f"confirm it with POST /api/tasks/{task_id}/confirm (or cancel it)")
+    return answer
+
+
+def _awaiting_estimate(status: Any, task_id: str, drop: str, hint: str) -> dict[str, str]:
+    """For a task waiting for confirmation that the dropped request ``drop`` started: its estimate file (written
+    beside that drop, activities.notify, not beside the request joining it), and ``hint`` saying so; {} otherwise."""
+    custom = getattr(status, "custom_status", None)
+    if not (isinstance(custom, dict) and custom.get("stage") == Stage.awaiting_confirmation):
+        return {}
+    estimate = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(drop, 'estimate')}"
+    return {"estimate_file": estimate, "hint": hint + (f"; it waits for confirmation: its estimate is in {estimate}, "
+                                                       f"confirm it with POST /api/tasks/{task_id}/confirm (or cancel "
+                                                       "it)")}

@@ -37,6 +37,7 @@ REMOVE_REPEATS = "remove_repeated_detections"
 NOTIFY = "notify_task_end"
 DROP_ANSWER = "write_drop_answer"
 PUBLISH_EVENT = "publish_task_event"
+ANSWER_JOINED_DROPS = "answer_joined_drops"  # done files beside the requests dropped while the run ran (_tell)
 CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
 CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
 # GET /api/tasks without ?limit=: the newest this many tasks. One number for the handler, its OpenAPI default and the
@@ -133,6 +134,11 @@ class TaskInput(TypedDict):
     # ... and, ended before it (oldest first), the runs that an earlier run was to end and may not have: a run
     # terminated or failed while it ended the run it replaced (api.starters ``_ended_runs``). Absent: none
     ends_earlier: NotRequired[list[str]]
+    # True for runs started by code whose end writes the done file of each request dropped while it ran, which found
+    # it started by another request (orchestrations.task ``_answer_joined_drops``, adapters.joined_drops). Absent in
+    # runs started before: their history has no such activity to replay, and the drop trigger tells a request that
+    # joins one of them what it told before (api.starters ``_joined_drop_answer``)
+    answers_joined: NotRequired[bool]
 
 
 class ShardState(TypedDict):
@@ -614,6 +620,7 @@ class TaskStatus(TypedDict, total=False):
     notification: "NotifyOutput"  # what became of the request's notify_url POST (absent: none was asked for)
     task_event: "PublishEventOutput"  # what became of the Event Grid event (absent: no topic configured)
     drop_answer: dict[str, Any]  # the done file beside a dropped request could not be written: file, reason
+    joined_drops: dict[str, Any]  # ... nor those of the requests dropped while it ran that joined it: reason, hint
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput
@@ -1222,6 +1229,20 @@ class DropAnswerInput(TypedDict):
 
 class DropAnswerOutput(TypedDict):
     blob: str
+
+
+class JoinedDropsInput(TypedDict):
+    """Run ``run`` of the task ended with ``status``: write its ended marker, then the done file (``{"id": task_id,
+    **status}``) beside each request dropped while it ran that joined it (adapters.joined_drops ``end_run``)."""
+
+    task_id: str
+    run: str
+    status: dict[str, Any]
+    run_job: str  # its run's pool job: a replaced run's late answers are not written (activities.superseded)
+
+
+class JoinedDropsOutput(TypedDict):
+    answered: int  # the joined drops whose done file was written
 
 
 # ---------------------------------------------------------------- parallel enumeration (orchestrations.enumeration)

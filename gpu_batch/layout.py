@@ -19,6 +19,11 @@ In the task-state container::
     tasks/<task>/cancel/<job>.json                       the cancel marker of one run, which its polls look for
     tasks/<task>/jobs/<job>.json                         one run's pool job was in the pool: no SUBMIT creates it
                                                          again (``pool_job_marker``)
+    tasks/<task>/joined/<run>/drops/<hash>.json          a request dropped while that run of the task ran, which
+                                                         another request started: {"drop": <name>}, so the run's
+                                                         end writes its done file too (``joined_drop_blob``)
+    tasks/<task>/joined/<run>/ended.json                 that run ended: the final status its done files hold
+                                                         (``run_ended_blob``)
     tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
     tasks/<task>/shards/<shard>/attempt-<n>.progress.json how many images that attempt has done so far (the poll
@@ -190,6 +195,31 @@ def pool_job_marker(job_id: str) -> str:
     SUBMIT that finds it takes the job as it is and never creates it again (``activities.pool.run_submit``), so a job
     deleted outside trapbatch stays deleted. Per run (its pool job), as the cancel marker: the next run's job is new."""
     return f"{task_prefix(task_of_pool_job(job_id))}jobs/{job_id}.json"
+
+
+def joined_drops_prefix(task_id: str, run: str) -> str:
+    """The registry of the requests dropped while run ``run`` of the task ran, which another request (or an HTTP
+    post) had started: one blob each (``joined_drop_blob``), which that run's end lists to write their done files
+    (``adapters.joined_drops``). Per run: a later run of the task (a resume, a re-run) answers only the drops that
+    joined it. ``run``: a run id (``run_id``); anything else is refused, as it names a folder."""
+    if _RUN_RE.fullmatch(run) is None:
+        raise ValueError(f"{run!r} is not a run id (r<12 digits><hex>)")
+    return f"{task_prefix(task_id)}joined/{run}/drops/"
+
+
+def joined_drop_blob(task_id: str, run: str, drop: str) -> str:
+    """One joined drop's entry in the registry, named by a hash of the drop's name (a drop name may be up to 1,024
+    characters and hold '/'): the same request joining again writes the same entry."""
+    digest = hashlib.sha256(drop.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{joined_drops_prefix(task_id, run)}{digest}.json"
+
+
+def run_ended_blob(task_id: str, run: str) -> str:
+    """Run ``run`` of the task ended: ``{"task_id", "run", "status"}``, written by its end before it lists the joined
+    drops, and read by a drop joining after registering, which then writes its done file itself."""
+    if _RUN_RE.fullmatch(run) is None:
+        raise ValueError(f"{run!r} is not a run id (r<12 digits><hex>)")
+    return f"{task_prefix(task_id)}joined/{run}/ended.json"
 
 
 def shards_prefix(task_id: str) -> str:

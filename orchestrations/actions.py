@@ -44,10 +44,11 @@ def call_all_actions(members: int, policy: RetryPolicy, busy_retry_attempts: int
 def task_end_actions(busy_retry_attempts: int) -> int:
     """The task orchestrator's calls once its reserve is spent (``retries.spend_reserve``, which no action budget
     refuses): on failure the close of its pool job (``task._close_job``) and the word of its end (``task._tell``: the
-    dropped request's answer file, the notification, the Event Grid event); on success that word alone. The close
-    once the shard groups ended is never refused either (``retries.unrefused``), and the failure path then closes
-    nothing: one close in all."""
-    tell = (call_actions(STORAGE_RETRY, busy_retry_attempts) + 2 * call_actions(NOTIFY_RETRY, busy_retry_attempts))
+    dropped request's answer file, the done files of the drops that joined it, the notification, the Event Grid
+    event); on success that word alone. The close once the shard groups ended is never refused either
+    (``retries.unrefused``), and the failure path then closes nothing: one close in all."""
+    tell = (2 * call_actions(STORAGE_RETRY, busy_retry_attempts)
+            + 2 * call_actions(NOTIFY_RETRY, busy_retry_attempts))
     return call_actions(POOL_RETRY, busy_retry_attempts) + tell
 
 

@@ -387,17 +387,23 @@ def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
     down keeps it there for up to ~15 minutes of retries; terminate leaves the call in flight or queued to run) and
     replaced by a later run of the task has that late call refused (activities.superseded), not delivered as if it were
     the current run's word.
-    The notification and the event also name the run, so a receiver can tell runs apart."""
+    The notification and the event also name the run, so a receiver can tell runs apart.
+
+    The done files of the requests dropped while it ran that joined it (``_answer_joined_drops``) come right after its
+    own drop's, before the notification's retries can hold the run for minutes."""
     unwritten = yield from _drop_answer(context, data, "done", status)
+    unjoined = yield from _answer_joined_drops(context, data, status)
     told = yield from _notify(context, data, status)
     published = yield from _publish_event(context, data, status)
     if unwritten is not None:  # someone waiting for <name>.done.json learns here that it will not come
         status["drop_answer"] = unwritten
+    if unjoined is not None:  # ... and those waiting beside the requests that joined it
+        status["joined_drops"] = unjoined
     if told is not None:
         status["notification"] = told
     if published is not None:
         status["task_event"] = published
-    if unwritten is not None or told is not None or published is not None:
+    if unwritten is not None or unjoined is not None or told is not None or published is not None:
         context.set_custom_status(fit(status))
 
 
@@ -420,6 +426,37 @@ def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kin
         return {"written": False, "file": f"{INCOMING_CONTAINER}/{drop_answer_blob(drop, kind)}",
                 "reason": failure_line(exc, 300), "hint": drop_answer_hint(data["task_id"])}
     return None
+
+
+def _answer_joined_drops(context: df.DurableOrchestrationContext, data: c.TaskInput,
+                         status: c.TaskStatus) -> Generator[Any, Any, dict[str, Any] | None]:
+    """Write this run's ended marker with its final status, then ``incoming/<name>.done.json`` beside each request
+    dropped while it ran that found it started by another request (another drop or an HTTP post) and registered as
+    joining it (adapters.joined_drops: the order, and the joining drop's, leave none unanswered). Each holds what the
+    run writes beside its own drop (``status`` as it is before ``_tell`` adds what became of its word).
+
+    Only in a run whose input says its starter knows of this (``answers_joined``) and that has a run id (the
+    registry is the run's): a run started by an earlier release would meet, replayed past this point, an activity its
+    history does not have, and the drops that join it are told what they were told before. Best effort, as the own
+    drop's file: returns ``{"written": False, "reason", "hint"}`` when every attempt failed (said in the status as
+    ``joined_drops``), else None (status content only: the actions are the same whatever it returns)."""
+    run = str(data.get("run") or "")
+    if not data.get("answers_joined") or not run:
+        return None
+    asked = c.JoinedDropsInput(task_id=data["task_id"], run=run, status=dict(status), run_job=_run_job(data))
+    try:
+        yield from call(context, c.ANSWER_JOINED_DROPS, STORAGE_RETRY, asked)
+    except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
+        return {"written": False, "reason": failure_line(exc, 300), "hint": joined_drops_hint(data["task_id"])}
+    return None
+
+
+def joined_drops_hint(task_id: str) -> str:
+    """What to do when the done files of the requests that joined the task could not all be written (the status's
+    ``joined_drops.hint``): as for the own drop's (``drop_answer_hint``)."""
+    return (f"the task's outcome stands, but the done files beside the requests dropped while it ran may not come: "
+            f"read the same status with GET /api/tasks/{task_id} instead. If storage refused the write, the app's "
+            "identity (id-api-*) needs Storage Blob Data Owner on trapbatch's storage account (infra/ grants it)")
 
 
 def drop_answer_hint(task_id: str) -> str:

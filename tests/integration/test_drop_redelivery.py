@@ -96,7 +96,22 @@ def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
     store.ensure_container(unique_name)
     store.ensure_container(layout.INCOMING_CONTAINER)
+    store.ensure_container(app_env["TRAPBATCH_CONTAINER"])  # the task state: the joined drops' registry
     return unique_name
+
+
+FINAL = {"stage": "completed", "started": "2026-12-07T21:00:00+00:00", "images": 3, "failed": 0,
+         "finished": "2026-12-07T21:05:00+00:00"}
+
+
+def _run_ends(client: Client, task_id: str, status: dict[str, Any] = FINAL) -> None:
+    """The end of the task's running run, as orchestrations.task ``_tell`` calls it: the activity that writes the
+    run's ended marker and the done files of the drops that joined it, with the input the orchestrator gives it."""
+    from activities import notify as notify_activity
+
+    run = client.instances[task_id]["input"]["run"]
+    fn = notify_activity.answer_joined_drops._function.get_user_function()  # type: ignore[attr-defined]
+    fn({"task_id": task_id, "run": run, "status": status, "run_job": layout.pool_job_id(task_id, run)})
 
 
 def _marker_with_an_image_list_handed_over(source: str, store: BlobStore) -> str:
@@ -147,8 +162,11 @@ def test_a_drop_that_finds_its_task_started_by_another_request_is_told_where_its
     assert len(client.starts) == 1
     receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(second))
     assert receipt["started"] is False and receipt["id"] == client.starts[0]
-    done_of_first = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(first, 'done')}"
-    assert receipt["done_file"] == done_of_first and done_of_first in receipt["hint"]
+    done_of_second = layout.drop_answer_blob(second, "done")
+    assert receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{done_of_second}"
+    assert f"started by the dropped request {first}" in receipt["hint"] and done_of_second in receipt["hint"]
+    _run_ends(client, client.starts[0])  # its own done file comes from the run's end, beside it
+    assert store.read_json(layout.INCOMING_CONTAINER, done_of_second) == {"id": client.starts[0], **FINAL}
     client.end_all()
     store.write_json(layout.INCOMING_CONTAINER, later, {"container": source})
     _deliver(store, client, later)  # after the task ended: its final status is written beside it at once
@@ -176,19 +194,56 @@ def test_a_drop_that_joins_a_task_awaiting_confirmation_is_told_where_its_estima
     assert receipt["started"] is False and receipt["estimate_file"] == estimate
     assert f"its estimate is in {estimate}, confirm it with POST /api/tasks/{client.starts[0]}/confirm" in \
         receipt["hint"]
-    assert receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(first, 'done')}"
+    assert receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(second, 'done')}"
 
 
-def test_a_drop_that_finds_its_task_running_since_an_http_post_is_told_no_done_file_comes(
+def test_a_drop_that_joins_a_task_running_since_an_http_post_gets_its_own_done_file_when_the_run_ends(
         source: str, store: BlobStore, unique_name: str) -> None:
+    """A task posted over HTTP has no drop of its own: a request dropped while it ran was told "no done file will
+    come", though the README promises one beside each dropped request. Now the drop registers with the run (the
+    task-state container), and the run's end writes its done file, with the run's final status as the run writes it
+    beside its own drop (``{"id", **status}``). A drop delivered again changes nothing; one that joins after the
+    run's end (the orchestration still running, telling of it) writes its own file from the run's ended marker."""
+    client = Client()
+    task_id = asyncio.run(starters.start_task(client, {"container": source}, starters.clients.settings()))[1]
+    name, late = f"{unique_name}-drop.json", f"{unique_name}-late.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, name)
+    _deliver(store, client, name)  # its event delivered again
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    done = layout.drop_answer_blob(name, "done")
+    assert receipt["started"] is False and receipt["id"] == task_id
+    assert receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}" and "started by an HTTP post" in \
+        receipt["hint"]
+    assert store.read_json_or_none(layout.INCOMING_CONTAINER, done) is None  # not before the run ends
+
+    _run_ends(client, task_id)
+    assert store.read_json(layout.INCOMING_CONTAINER, done) == {"id": task_id, **FINAL}
+
+    store.write_json(layout.INCOMING_CONTAINER, late, {"container": source})
+    _deliver(store, client, late)  # the orchestration still runs (its notification), its run has ended
+    late_receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(late))
+    assert late_receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(late, 'done')}"
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(late, "done")) == {"id": task_id,
+                                                                                                 **FINAL}
+
+
+def test_a_drop_that_joined_an_earlier_run_is_not_answered_by_a_rerun(source: str, store: BlobStore,
+                                                                        unique_name: str) -> None:
+    """A ``"rerun"`` of the task is a new run with its own registry: the request that joined the first run keeps
+    that run's end, and the re-run writes beside the requests that joined it only."""
     client = Client()
     task_id = asyncio.run(starters.start_task(client, {"container": source}, starters.clients.settings()))[1]
     name = f"{unique_name}-drop.json"
     store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
     _deliver(store, client, name)
-    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
-    assert receipt["started"] is False and receipt["id"] == task_id and "done_file" not in receipt
-    assert "no done file will come" in receipt["hint"] and f"/api/tasks/{task_id}" in receipt["hint"]
+    _run_ends(client, task_id)
+    client.end_all()
+    assert asyncio.run(starters.start_task(client, {"container": source, "rerun": True},
+                                           starters.clients.settings())) == (True, task_id)
+    _run_ends(client, task_id, {**FINAL, "stage": "failed"})
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(name, "done")) == {"id": task_id,
+                                                                                                 **FINAL}
 
 
 def test_a_joined_drop_whose_tasks_status_cannot_be_read_after_the_start_still_gets_its_receipt(

@@ -93,7 +93,7 @@ BUDGET = 40  # actions: the task below reaches it in its merge, after its pool w
 def budget_task() -> c.TaskInput:
     knobs = {**OrchestrationKnobs(busy_retry_attempts=4).to_dict(), "action_budget": BUDGET}
     return {"task_id": TASK, "request": {**REQUEST, "notify_url": "https://hooks.example.org/trapbatch"},
-            "knobs": knobs}
+            "knobs": knobs, "run": "r260101000000beef", "answers_joined": True}  # the joined drops' done files too
 
 
 def budget_answers() -> Any:

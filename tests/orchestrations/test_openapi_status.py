@@ -169,7 +169,7 @@ def test_every_task_status_the_orchestration_tests_see_is_what_the_description_s
                       "cancelled", "failed", "terminated", "estimated", "awaiting_confirmation", "expired"}, stages
     seen = set().union(*task_answers)
     assert seen >= {"cost", "damaged", "shards_given_up", "pool_job_error", "previews", "results", "estimate",
-                    "repeated_detections", "not_images", "notification", "task_event", "drop_answer", "cut",
+                    "repeated_detections", "not_images", "notification", "task_event", "drop_answer", "joined_drops", "cut",
                     "served", "shards_done", "detecting_since", "work_left", "reused", "waiting",
                     "unreachable"}, sorted(seen)
 

@@ -97,6 +97,8 @@ def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
             return {"submitted": len(payload["shards"])}
         if name == c.CLOSE_JOB:
             return {"closed": True}
+        if name == c.ANSWER_JOINED_DROPS:  # a run whose input has ``answers_joined``
+            return {"answered": 0}
         if name == c.POLL:
             rows = []
             for tid in payload["task_ids"]:
@@ -803,6 +805,71 @@ def test_a_done_file_that_cannot_be_written_is_said_in_the_status() -> None:
     assert "the app may not write to incoming" in said["reason"]
     assert f"GET /api/tasks/{TASK}" in said["hint"]  # where to read the same instead, and the role it needs
     assert "Storage Blob Data Owner" in said["hint"]
+
+
+JOINING_RUN = "r261207210000ab12"
+
+
+@pytest.mark.parametrize("drop, images", [("site-a/survey.json", 25), ("", 25), ("survey.json", 0)])
+def test_a_runs_end_answers_the_drops_that_joined_it_right_after_its_own_done_file(drop: str, images: int) -> None:
+    """A request dropped while the task ran, which found it started by another request (a drop, or an HTTP post:
+    no ``drop``), registered as joining the run (api.starters ``_joined_drop_answer``); the run's end writes its
+    ended marker and their done files (activity ``answer_joined_drops``, adapters.joined_drops), with the status its
+    own drop's done file holds, right after that file and before the notification, whose retries can hold the run
+    for minutes. Completed and failed (no images). Fails without the change: the run answered only its own drop."""
+    data = task_input({**REQUEST, "notify_url": NOTIFY_URL})
+    data["run"], data["answers_joined"] = JOINING_RUN, True
+    if drop:
+        data["drop"] = drop
+    answers = activities(images=images, shards=1 if images else 0)
+
+    def answering(name: str, payload: Any) -> Any:
+        if name == c.DROP_ANSWER:
+            return {"blob": payload["drop"]}
+        return answers(name, payload)
+
+    run = run_task(data, with_notify(answering)[0])
+
+    assert run.custom_status["stage"] == (Stage.completed if images else Stage.failed)
+    tell = run.activity_names[run.activity_names.index(c.ANSWER_JOINED_DROPS) - (1 if drop else 0):]
+    assert tell == ([c.DROP_ANSWER] if drop else []) + [c.ANSWER_JOINED_DROPS, c.NOTIFY]
+    [asked] = run.inputs(c.ANSWER_JOINED_DROPS)
+    assert asked["task_id"] == TASK and asked["run"] == JOINING_RUN and asked["run_job"] == f"{TASK}_{JOINING_RUN}"
+    assert asked["status"]["stage"] == run.custom_status["stage"] and "notification" not in asked["status"]
+    if drop:
+        assert asked["status"] == run.inputs(c.DROP_ANSWER)[0]["status"]  # the file its own drop gets
+
+
+def test_a_run_started_by_an_earlier_release_answers_no_joined_drops() -> None:
+    """A run whose input has no ``answers_joined`` (its starter knew nothing of joined drops), or no run id (the
+    registry is the run's): replayed after a deployment, it meets no activity its history lacks; the drops that
+    join it are told what they were told before (api.starters)."""
+    for extra in ({"run": JOINING_RUN}, {"answers_joined": True}):
+        data = task_input()
+        data.update(extra)  # type: ignore[typeddict-item]
+        data["drop"] = "survey.json"
+        run = run_task(data, lambda name, payload: {"blob": payload["drop"]} if name == c.DROP_ANSWER
+                       else activities(shards=1)(name, payload))
+        assert run.status == "Completed" and c.DROP_ANSWER in run.activity_names
+        assert c.ANSWER_JOINED_DROPS not in run.activity_names, extra
+
+
+def test_joined_drops_done_files_that_cannot_be_written_are_said_in_the_status() -> None:
+    """Every attempt failing does not change the task's outcome; the status says the joined drops' done files may
+    not come, and where to read the same instead (``joined_drops``), and their files leave it out (api.starters
+    ``TOLD_AFTER_THE_DONE_FILE``)."""
+    from api.starters import TOLD_AFTER_THE_DONE_FILE
+
+    data = task_input()
+    data["run"], data["answers_joined"] = JOINING_RUN, True
+    refusing = raising_on(c.ANSWER_JOINED_DROPS, RuntimeError("AuthorizationFailure: the app may not write"),
+                          activities(shards=1))
+    run = run_task(data, refusing)
+
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    said = run.custom_status["joined_drops"]
+    assert said["written"] is False and "the app may not write" in said["reason"]
+    assert f"GET /api/tasks/{TASK}" in said["hint"] and "joined_drops" in TOLD_AFTER_THE_DONE_FILE
 
 
 @pytest.mark.parametrize("images, extra_knobs", [(25, {}), (0, {}), (25, {"confirm_above_images": 10,

@@ -17,14 +17,21 @@ from tests.unit.test_task_hub_unavailable import COMPLETED, Hub
 TASK = "task-0123456789abcdef0123"
 
 
+STATE = "trapbatch"  # the task-state container (Settings.container), which holds the joined drops' registry
+RUN = "r261207210000ab12"
+
+
 class Store:
-    """``BlobStore.write_json``, kept here."""
+    """``BlobStore.write_json`` and ``read_json_or_none``, kept here."""
 
     def __init__(self) -> None:
         self.written: dict[tuple[str, str], Any] = {}
 
     def write_json(self, container: str, name: str, doc: Any) -> None:
         self.written[(container, name)] = json.loads(json.dumps(doc))
+
+    def read_json_or_none(self, container: str, name: str) -> Any:
+        return self.written.get((container, name))
 
 
 @pytest.mark.parametrize("runtime", ["Completed", "Terminated"])
@@ -51,7 +58,7 @@ def test_an_ended_tasks_joined_drop_gets_the_done_file_its_run_wrote_not_what_th
                      "output": {"task_id": TASK, **status, **told} if runtime == "Completed" else "stuck receiver"}))
     store = Store()
     answer = asyncio.run(starters._joined_drop_answer(hub, store, layout.INCOMING_CONTAINER,  # type: ignore[arg-type]
-                                                      "second.json", TASK))
+                                                      "second.json", TASK, STATE))
     done = layout.drop_answer_blob("second.json", "done")
     assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}"
     assert store.written == {(layout.INCOMING_CONTAINER, done): by_the_run}
@@ -63,9 +70,43 @@ def test_a_request_written_again_while_its_earlier_version_runs_is_told_its_end_
     running = {**COMPLETED, "instanceId": TASK, "runtimeStatus": "Running", "customStatus": {"stage": "detecting"},
                "input": json.dumps({"task_id": TASK, "drop": "site-a.json"})}
     answer = asyncio.run(starters._joined_drop_answer(Hub((200, running)), Store(),  # type: ignore[arg-type]
-                                                      layout.INCOMING_CONTAINER, "site-a.json", TASK))
+                                                      layout.INCOMING_CONTAINER, "site-a.json", TASK, STATE))
     assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob('site-a.json', 'done')}"
     assert "not beside this request" not in answer["hint"] and "beside it" in answer["hint"], answer
     other = asyncio.run(starters._joined_drop_answer(Hub((200, running)), Store(),  # type: ignore[arg-type]
-                                                     layout.INCOMING_CONTAINER, "site-b.json", TASK))
+                                                     layout.INCOMING_CONTAINER, "site-b.json", TASK, STATE))
+    # a run started by an earlier release (no ``answers_joined``) writes beside its own drop only, as it did
     assert other["done_file"] == answer["done_file"] and "not beside this request" in other["hint"], other
+
+
+@pytest.mark.parametrize("started_by", ["site-a.json", ""])
+def test_a_drop_joining_a_running_task_is_registered_with_its_run_and_told_its_own_done_file_comes(
+        started_by: str) -> None:
+    """The run (started by another drop, or over HTTP) writes the done file of each drop registered with it when it
+    ends (adapters.joined_drops): the receipt names this request's own done file. Fails without the change: it named
+    the other drop's file, or said none would come."""
+    task_input = {"task_id": TASK, "run": RUN, "answers_joined": True, **({"drop": started_by} if started_by else {})}
+    running = {**COMPLETED, "instanceId": TASK, "runtimeStatus": "Running", "customStatus": {"stage": "detecting"},
+               "input": json.dumps(task_input)}
+    store = Store()
+    answer = asyncio.run(starters._joined_drop_answer(Hub((200, running)), store,  # type: ignore[arg-type]
+                                                      layout.INCOMING_CONTAINER, "site-b.json", TASK, STATE))
+    done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob('site-b.json', 'done')}"
+    assert answer["done_file"] == done and f"beside this request too, to {done}" in answer["hint"], answer
+    assert store.written == {(STATE, layout.joined_drop_blob(TASK, RUN, "site-b.json")): {"drop": "site-b.json"}}
+    assert ("started by an HTTP post" in answer["hint"]) == (not started_by)
+
+
+def test_a_drop_joining_a_run_whose_end_has_come_writes_its_done_file_itself() -> None:
+    """The orchestration still runs (it tells of its end: the notification's retries), but its ended marker is
+    written and its registry listed: the joining drop, registered after, writes its own done file from the marker."""
+    status = {"stage": "completed", "images": 3, "failed": 0}
+    store = Store()
+    store.write_json(STATE, layout.run_ended_blob(TASK, RUN), {"task_id": TASK, "run": RUN, "status": status})
+    running = {**COMPLETED, "instanceId": TASK, "runtimeStatus": "Running", "customStatus": status,
+               "input": json.dumps({"task_id": TASK, "run": RUN, "answers_joined": True})}
+    answer = asyncio.run(starters._joined_drop_answer(Hub((200, running)), store,  # type: ignore[arg-type]
+                                                      layout.INCOMING_CONTAINER, "site-b.json", TASK, STATE))
+    done = layout.drop_answer_blob("site-b.json", "done")
+    assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}" and "had ended already" in answer["hint"]
+    assert store.written[(layout.INCOMING_CONTAINER, done)] == {"id": TASK, **status}

@@ -1,0 +1,87 @@
+"""Done files for the requests that join a running task: a request dropped into ``incoming`` whose task another
+request (another drop, or an HTTP post) had started and that still runs gets its own ``<name>.done.json`` when that run
+ends, the same file the run writes beside the drop that started it (``{"id": task_id, **status}``: activities.notify
+``write_drop_answer``).
+
+Why: the run knows only its own drop (its input's ``drop``); a request that found its task running was told to watch
+another request's done file, or that none would come (started over HTTP), though the README promises one beside each
+dropped request.
+
+How, with no lock and no joined drop missed: each side writes, then reads what the other writes.
+
+* The joining starter (``join``) first registers the drop under the run it found running
+  (``layout.joined_drop_blob``), then reads the run's ended marker (``layout.run_ended_blob``); if it is there, the
+  run has ended (or is ending) and the starter writes the done file itself, from the marker's status.
+* The run's end (``end_run``, activity ``answer_joined_drops`` in ``orchestrations.task._tell``) first writes the
+  ended marker with its final status, then lists the registry and writes each registered drop's done file.
+
+A drop that joins while the run ends: either its registration came before the run's listing (the run writes its
+file), or the listing came before it, and so did the marker, which the starter then reads (it writes the file). Both
+may write it: the same content, so it does not matter which write lands last. Storage gives the order needed: a blob
+whose write was answered is seen by every later read and listing ("Azure Storage was designed to embrace a strong
+consistency model that guarantees that after the service performs an insert or update operation, subsequent read or
+list operations return the latest update": "Manage concurrency in Blob Storage", learn.microsoft.com,
+azure/storage/blobs/concurrency-manage).
+
+Per run (the registry and the marker are under the run's id): a later run of the task, a resume or a ``"rerun"``,
+answers only the drops that joined it, and a drop that joined an earlier run keeps that run's end; the ended marker of
+a run never tells a drop joining a later run that the task ended. A run terminated before its end writes no marker
+and answers no joined drop, as it writes no done file beside its own drop.
+
+Blocking (storage calls): call it off the event loop. Nothing here holds a secret: drop names and statuses only.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adapters.blobs import BlobStore
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+
+
+def done_file(task_id: str, status: dict[str, Any]) -> dict[str, Any]:
+    """What a done file holds: the task's id and its final status, as the run writes beside its own drop."""
+    return {"id": task_id, **status}
+
+
+def ended_status(store: BlobStore, container: str, task_id: str, run: str) -> dict[str, Any] | None:
+    """The final status run ``run`` of the task wrote in its ended marker, or None: it has not ended (yet)."""
+    marker = store.read_json_or_none(container, layout.run_ended_blob(task_id, run))
+    status = marker.get("status") if isinstance(marker, dict) else None
+    return status if isinstance(status, dict) else None
+
+
+def join(store: BlobStore, container: str, task_id: str, run: str, drop: str) -> dict[str, Any] | None:
+    """Register ``drop`` (``incoming/<drop>``) as joining run ``run`` of the task, THEN read the run's ended marker:
+    where the run has ended, write the drop's done file now and return the status written; None: the run's end
+    writes it. ``container``: the task-state container (``Settings.container``). The order is what makes the race
+    with ``end_run`` safe (the module's docstring)."""
+    store.write_json(container, layout.joined_drop_blob(task_id, run, drop), {"drop": drop})
+    status = ended_status(store, container, task_id, run)
+    if status is None:
+        return None
+    store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"), done_file(task_id, status))
+    logger.info("task %s: run %s had ended: wrote the done file of joined drop %s", task_id, run, drop)
+    return status
+
+
+def end_run(store: BlobStore, container: str, task_id: str, run: str, status: dict[str, Any]) -> list[str]:
+    """Write run ``run``'s ended marker with its final ``status``, THEN write the done file of every drop registered
+    as joining it. Returns the drops answered. Idempotent: a retried call writes the same files. A registry entry
+    that is not one ``join`` wrote (no drop name in it, or a name that is no drop request) is passed over."""
+    store.write_json(container, layout.run_ended_blob(task_id, run), {"task_id": task_id, "run": run,
+                                                                       "status": status})
+    answered = []
+    for entry in store.list_names(container, layout.joined_drops_prefix(task_id, run)):
+        doc = store.read_json_or_none(container, entry)
+        drop = doc.get("drop") if isinstance(doc, dict) else None
+        if not isinstance(drop, str) or not layout.is_drop_request(drop):
+            logger.warning("task %s: joined-drop entry %s names no dropped request: passed over", task_id, entry)
+            continue
+        store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"), done_file(task_id, status))
+        answered.append(drop)
+    if answered:
+        logger.info("task %s: run %s ended: wrote the done files of %d joined drops", task_id, run, len(answered))
+    return answered
