@@ -196,7 +196,8 @@ def answer_joined_drops(payload: c.JoinedDropsInput) -> c.JoinedDropsOutput:
     writes the same files."""
     s = clients.settings()
     store = clients.store(s)
-    # a terminated run's late word, once a later run replaced it: a drop that joined both would get the old end
+    # a terminated run's late word, once a later run replaced it: a request written again under the same name, which
+    # joined both runs, would get the old run's end over the new one's
     refuse_if_superseded(store, s, payload, "the done files beside the requests that joined it")
     answered = joined_drops.end_run(store, s.container, payload["task_id"], payload["run"], payload["status"])
     return {"answered": len(answered)}

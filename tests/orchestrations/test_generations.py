@@ -18,7 +18,8 @@ from tests.orchestrations.test_task_orchestrator import (ATTEMPT_S, ENUMERATION,
 
 RUN = "r260101120000ab12"
 KEY = generation_key(TASK, RUN)
-LIVE = {c.PROMOTE, c.CLOSE_JOB, c.NOTIFY, c.DROP_ANSWER, c.SCHEDULE_EXPIRY}  # act on the task itself, not its state
+# act on the task itself, not its state (the joined drops' registry is the task's: api.starters registers there)
+LIVE = {c.PROMOTE, c.CLOSE_JOB, c.NOTIFY, c.DROP_ANSWER, c.SCHEDULE_EXPIRY, c.ANSWER_JOINED_DROPS}
 
 
 def generation_activities(shards: int = 3, broken: str = "") -> tuple[Any, list[tuple[str, str]]]:
@@ -48,7 +49,7 @@ def generation_activities(shards: int = 3, broken: str = "") -> tuple[Any, list[
 
 def rerun_input(**extra: Any) -> c.TaskInput:
     data: dict[str, Any] = {**task_input(shards_per_group=2), "run": RUN, "generation": RUN, "moves_expiry": True,
-                            **extra}
+                            "answers_joined": True, **extra}
     return data  # type: ignore[return-value]
 
 
@@ -71,7 +72,8 @@ def test_a_rerun_writes_under_its_own_key_and_is_promoted_after_its_previews() -
     assert detecting["groups_run"] == RUN and detecting["generation"] == RUN
     # promoted only once everything is written; then an expiry waiting for the first run's pages is told that the
     # re-run asked for none (they are the re-run's pages now)
-    assert run.activity_names[-3:] == [c.PREVIEWS, c.PROMOTE, c.SCHEDULE_EXPIRY]
+    assert run.activity_names[-4:] == [c.PREVIEWS, c.PROMOTE, c.SCHEDULE_EXPIRY, c.ANSWER_JOINED_DROPS]
+    assert run.inputs(c.ANSWER_JOINED_DROPS)[0]["run"] == RUN  # the registry of the run, under the task's own id
     # with the run's job too: a late call of a run terminated and replaced since moves nothing (activities.superseded)
     assert run.inputs(c.SCHEDULE_EXPIRY) == [{"task_id": TASK, "expires": "", "move": True,
                                               "run_job": pool_job_id(TASK, RUN)}]
