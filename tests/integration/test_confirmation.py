@@ -123,3 +123,26 @@ def test_the_cli_says_how_to_confirm_and_confirms(host: Any, app_env: dict[str, 
     assert yes.returncode == 0, yes.stdout + yes.stderr
     assert "confirmed task" in yes.stdout and "completed" in yes.stdout
     assert "confirmed: " in yes.stdout and "nothing runs until" not in yes.stdout  # it was confirmed for them
+
+
+def test_a_request_dropped_while_a_posted_task_waits_gets_its_own_done_file_when_the_task_ends(
+        host: Any, store: BlobStore, unique_name: str, incoming: str) -> None:
+    """End to end on devhost: a task posted over HTTP waits for confirmation (it runs); the same request dropped
+    into ``incoming`` joins it (``"started": false``) and its receipt names its own done file; cancelled, the run's
+    end writes that file beside the dropped request, with the final status (orchestrations.task ``_tell``, activity
+    ``answer_joined_drops``). Before, the receipt said no done file would come."""
+    upload_images(store, unique_name, 3, corrupt=0)
+    task_id = api.post(f"{host.base_url}/api/tasks", json={"container": unique_name}, timeout=120).json()["id"]
+    wait_until(lambda: _stage(host, task_id) == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    name = f"{unique_name}.json"
+    store.write_bytes(layout.INCOMING_CONTAINER, name, json.dumps({"container": unique_name}).encode())
+    receipt = wait_until(lambda: store.read_json_or_none(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name)),
+                         120, "receipt")
+    done_name = layout.drop_answer_blob(name, "done")
+    assert receipt["started"] is False and receipt["id"] == task_id
+    assert receipt["done_file"] == f"{layout.INCOMING_CONTAINER}/{done_name}" and "HTTP post" in receipt["hint"]
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=120).status_code == 202
+    done = wait_until(lambda: store.read_json_or_none(layout.INCOMING_CONTAINER, done_name), 120, "done file")
+    final = host.wait_for(task_id, timeout=60)
+    assert final["runtimeStatus"] == "Completed"
+    assert done == {"id": task_id, **{k: v for k, v in final["output"].items() if k != "task_id"}}
