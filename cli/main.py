@@ -388,6 +388,10 @@ def _summary(st: dict[str, Any]) -> None:
     unwritten = st.get("drop_answer")
     if isinstance(unwritten, dict) and unwritten.get("written") is False:  # the dropped request's answer file
         table.add_row("drop answer", escape(drop_answer_line(unwritten, str(st.get("id") or "ID"))))
+    unjoined = st.get("joined_drops")
+    if isinstance(unjoined, dict) and unjoined.get("written") is False:  # those of the requests that joined it
+        table.add_row("joined drops", escape(f"done files NOT all written ({unjoined.get('reason')}); next: "
+                                             f"{in_cli_words(str(unjoined.get('hint') or ''))}"))
     published = st.get("task_event")
     if isinstance(published, dict) and not published.get("sent"):  # the operator's Event Grid topic missed it
         table.add_row("task event", f"NOT published: {published.get('reason')}")

@@ -395,6 +395,22 @@ def test_the_summary_says_a_drop_answer_not_written_and_what_to_do(hint: str | N
     assert "drop answer" not in capsys.readouterr().out
 
 
+def test_the_summary_says_the_joined_drops_done_files_were_not_all_written(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``joined_drops`` (the done files beside the requests dropped while the task ran, which joined it, could not
+    all be written: orchestrations.task ``_answer_joined_drops``) is shown with why and what to do."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "joined_drops": {
+        "written": False, "reason": "AuthorizationFailure",
+        "hint": "read the same status with GET /api/tasks/task-0 instead"}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "joined drops done files NOT all written (AuthorizationFailure)" in shown
+    assert "read the same status with trapbatch status task-0 instead" in shown
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "joined drops" not in capsys.readouterr().out
+
+
 def test_the_summary_says_why_coco_boxes_stayed_relative_and_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
     """``results.exports.sizes_unknown`` was a bare count nobody was shown: the summary names it, why and the next
     step (the app's hint in the CLI's words)."""
