@@ -435,7 +435,10 @@ def _cost_table(cost: dict[str, Any]) -> None:
                   box=None)
     price = cost.get("price_per_hour")
     rows = [("node time", f"{cost.get('node_seconds')} s over {cost.get('attempts')} shard attempt(s)"),
-            ("rate", f"{cost.get('images_per_node_second')} images per node-second"),
+            # no rate (no image detected, or no node time: a task cancelled before its pool ran) reads "unknown", not
+            # "None images per node-second"
+            ("rate", f"{cost['images_per_node_second']} images per node-second"
+             if cost.get("images_per_node_second") is not None else "unknown (no images timed on a node)"),
             ("price", f"${price}/node-hour on {cost.get('vm_size') or 'a pool without a VM size'} "
                       f"({cost.get('price_source')})" if price is not None else "unknown"),
             ("cost", f"${cost.get('usd')}, ${cost.get('usd_per_million_images')} per million images"

@@ -249,6 +249,10 @@ def test_the_summary_shows_a_finished_tasks_cost(capsys: pytest.CaptureFixture[s
     assert f"${cost['usd']}, ${cost['usd_per_million_images']} per million images" in shown
     _summary({"id": "task-0", "stage": "completed", "cost": task_cost(10, 5.0, 1, 1, vm_size="")})
     assert "local pool" in capsys.readouterr().out
+    # a task cancelled before any shard ran has no rate: said so, not "None images per node-second"
+    _summary({"id": "task-0", "stage": "cancelled", "cost": task_cost(0, 0.0, 0, 0, vm_size="")})
+    shown = capsys.readouterr().out
+    assert "None" not in shown and "unknown (no images timed on a node)" in shown
 
 
 def test_the_summary_of_an_unfinished_rerun_says_which_results_are_still_served(
