@@ -9,6 +9,8 @@ cut short, a storage timeout, a node whose GPU is gone). Importable without torc
 """
 from __future__ import annotations
 
+import re
+
 OK = 0
 BAD_INPUT = 2  # bad arguments or an unreadable / malformed manifest
 MODEL = 3  # the model cannot be resolved or loaded
@@ -84,10 +86,19 @@ def pool_ended(exit_code: int | None, failure_code: str | None, failure_message:
     return failure_code == TASK_ENDED or (exit_code is None and bool(failure_message))
 
 
+# The worker's label in front of each of its log lines (gpu_batch.worker.__main__: ``task=... shard=... attempt=N``)
+_LABEL = re.compile(r"^task=\S+ shard=\S+ attempt=\d+:? ")
+
+
 def worker_error_message(log_text: str) -> str:
-    """The worker's own last error from its log (``<time> ERROR <logger>: <message>``), for the task's status."""
+    """The worker's own last error from its log (``<time> ERROR <logger>: <message>``), for the task's status, without
+    the worker's ``task=... shard=... attempt=N`` label. Why without: every text the app makes of it names the shard
+    and attempt already ("(shard s00000 attempt 2, worker exit code 3): ..."), and the status keeps the first 500
+    characters of an error (``core.errors.failure_line``; an unreachable shard's note 300): the label's ~60 cut the
+    end of the worker's advice off, e.g. a model that could not be downloaded lost the models-container way out."""
     for line in reversed(log_text.splitlines()):
         head, sep, message = line.partition(" ERROR ")
         if sep:
-            return message.partition(": ")[2].strip() or message.strip()
+            said = message.partition(": ")[2].strip() or message.strip()
+            return _LABEL.sub("", said)
     return ""

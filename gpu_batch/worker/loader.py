@@ -156,12 +156,14 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
                     logger.warning("download of %s failed (%s); trying again", known.url, exc)
                     sleep(DOWNLOAD_WAIT_S * 2 ** (attempt - 1))
                     continue
+                # what to do before the service's words: the task's status keeps an error's first 500 characters
+                # (core.errors.failure_line), and with the URL and the node's cache path the advice's end was cut
                 raise ModelLoadError(
-                    f"could not download {ref} ({known.version}) from {known.url} in {DOWNLOAD_ATTEMPTS} tries: {exc}",
-                    hint=f"this machine may be offline: download the file elsewhere and place it at {dest} on each "
-                         "node (it is checked against the published hash), or upload it to the app's models "
-                         "container (TRAPBATCH_MODELS_CONTAINER) and name it blob://<that container>/<name> in the "
-                         "request; running the worker by hand, --model takes its local path") from exc
+                    f"could not download {ref} ({known.version}) from {known.url}",
+                    hint=f"this machine may be offline: put that file at {dest} on each node (its published hash "
+                         "is checked), or upload it to the models container (TRAPBATCH_MODELS_CONTAINER) and request "
+                         f"blob://<that container>/<name>; {DOWNLOAD_ATTEMPTS} tries failed: {exc}; running the "
+                         "worker by hand, --model takes a local path") from exc
             if actual == known.hash_hex:
                 tmp.replace(dest)
                 return dest
