@@ -311,7 +311,8 @@ def sizes_unknown_line(exports: dict[str, Any]) -> str:
 
 def _summary(st: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
-    keys = ("id", "stage", "runtime_status", "images", "images_done", "failed", "missing", "with_detections",
+    # reused: an --only-new run's images kept from the served results, not run again (README, the only_new field)
+    keys = ("id", "stage", "runtime_status", "images", "reused", "images_done", "failed", "missing", "with_detections",
             "detections", "empty", "shards", "shards_done", "shards_running", "shards_queued", "shards_waiting",
             "resubmissions", "images_per_second", "eta_seconds", "progress", "started", "finished", "pool_job", "error")
     for k in keys:

@@ -3,6 +3,7 @@ test_cli.py runs it against devhost)."""
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,16 @@ def test_the_summary_shows_a_finished_tasks_cost(capsys: pytest.CaptureFixture[s
     _summary({"id": "task-0", "stage": "cancelled", "cost": task_cost(0, 0.0, 0, 0, vm_size="")})
     shown = capsys.readouterr().out
     assert "None" not in shown and "unknown (no images timed on a node)" in shown
+
+
+def test_the_summary_of_an_only_new_run_counts_the_images_it_reused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --only-new --wait`` on devhost ended with "images 42" and nothing saying that 41 of them were kept
+    from the served results, which the status counts (``reused``, README's only_new field)."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "images": 42, "reused": 41})
+    shown = capsys.readouterr().out
+    assert re.search(r"reused\s+41", shown), shown
 
 
 def test_the_summary_of_an_unfinished_rerun_says_which_results_are_still_served(
