@@ -228,10 +228,11 @@ def _wait_for_task(api: ApiClient, task_id: str) -> tuple[dict[str, Any], float]
     try:
         st = wait_for(lambda: api.status(task_id), LineReporter(say), poll_s=1, timeout_s=1800)
     except TimeoutError:
-        raise SystemExit("the demo task did not finish within 30 minutes; see demo-output/devhost.log") from None
+        raise SystemExit(f"the demo task did not finish within 30 minutes; see {_show(OUT / 'devhost.log')}") from None
     task_seconds = time.monotonic() - t_start
     if st["runtime_status"] != "Completed":
-        raise SystemExit(f"task ended {st['runtime_status']}: {st.get('error')}; see demo-output/devhost.log")
+        # the log where it is: TRAPBATCH_DEMO_OUTPUT names another folder than demo-output/
+        raise SystemExit(f"task ended {st['runtime_status']}: {st.get('error')}; see {_show(OUT / 'devhost.log')}")
     return st, task_seconds
 
 

@@ -47,3 +47,19 @@ def test_the_demo_runs_as_a_file_too() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "make demo" in proc.stdout
+
+
+def test_a_failed_demo_task_names_the_devhost_log_in_the_output_folder_it_was_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TRAPBATCH_DEMO_OUTPUT=<folder> make demo`` writes devhost.log there, but a failed or timed-out task said
+    "see demo-output/devhost.log", a folder that run never wrote."""
+    monkeypatch.setattr(demo, "OUT", tmp_path / "elsewhere")
+
+    class Failed:
+        def status(self, task_id: str) -> dict[str, object]:
+            return {"id": task_id, "stage": "failed", "runtime_status": "Failed", "error": "boom"}
+
+    with pytest.raises(SystemExit) as ended:
+        demo._wait_for_task(Failed(), "task-0")  # type: ignore[arg-type]
+    assert str(tmp_path / "elsewhere" / "devhost.log") in str(ended.value.code)
+    assert "demo-output" not in str(ended.value.code)
