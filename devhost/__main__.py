@@ -131,6 +131,29 @@ def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity
             azurite.stop()
 
 
+EMULATOR_ACCOUNT = "devstoreaccount1"  # Azurite's one account, with a key published in its docs
+
+
+def cli_settings_line(base_url: str, function_key: str, connection: str, own_azurite: bool) -> str | None:
+    """What the ``trapbatch`` command needs to use this devhost, or None where its storage is not an emulator's.
+
+    Why also for an Azurite on other ports (``AzureWebJobsStorage`` naming the emulator's account at other endpoints,
+    as when 10000-10002 are taken): the line was printed only for ``--with-azurite`` or
+    ``UseDevelopmentStorage=true``, so such a run said nothing of the settings README says devhost prints. Its
+    connection string is not printed (named as the variable): never a real account's key, and no line at all for a
+    real account."""
+    parts = dict(p.split("=", 1) for p in connection.strip().split(";") if "=" in p)
+    if own_azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":
+        storage = "--storage-connection UseDevelopmentStorage=true (Azurite on its default ports)"
+    elif parts.get("AccountName", "").strip() == EMULATOR_ACCOUNT:
+        storage = '--storage-connection "$AzureWebJobsStorage" (the Azurite it names)'
+    else:
+        return None
+    return (f"devhost: for the trapbatch command: export TRAPBATCH_URL={base_url} TRAPBATCH_KEY={function_key}; "
+            f"`trapbatch results` reads from storage with {storage}; photos go up with "
+            "`python -m scripts.upload_local <container> <folder>`")
+
+
 def _retry_scale(given: float | None) -> float:
     """``--event-grid-retry-scale``, else ``$TRAPBATCH_DEVHOST_EVENT_GRID_RETRY_SCALE``, else 1.0; ValueError when it
     is no positive number (``event_grid.DeliveryPolicy`` says so)."""
@@ -198,12 +221,9 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: set[int] | No
         print(f"devhost: function key ({key_source}): {keys.function_key}\n"
               "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on "
               "Azure", flush=True)
-        emulator = connection.strip().rstrip(";") == "UseDevelopmentStorage=true"
-        if own_azurite is not None or emulator:  # never a real account's key
-            print(f"devhost: for the trapbatch command: export TRAPBATCH_URL={host.base_url} "
-                  f"TRAPBATCH_KEY={keys.function_key}; `trapbatch results` reads from storage with "
-                  "--storage-connection UseDevelopmentStorage=true (Azurite on its default ports); photos go up with "
-                  "`python -m scripts.upload_local <container> <folder>`", flush=True)
+        settings_line = cli_settings_line(host.base_url, keys.function_key, connection, own_azurite is not None)
+        if settings_line:
+            print(settings_line, flush=True)
         if callers:
             print(f"devhost: {len(callers)} caller keys from {args.callers}: requests made with one carry that "
                   "caller's X-MS-CLIENT-PRINCIPAL headers, as App Service Authentication sets them "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devhost.__main__ import main
+from devhost.__main__ import cli_settings_line, main
 from devhost.http_server import REQUEST_BODY_LIMIT_SETTING
 
 
@@ -173,3 +173,23 @@ def test_sigterm_as_soon_as_the_port_file_is_written_is_a_clean_stop(tmp_path: P
             proc.wait(10)
         for pid in _azurite_pids_under(location):
             os.kill(pid, signal.SIGKILL)
+
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # published
+
+
+def test_devhost_tells_the_trapbatch_command_its_settings_for_an_azurite_on_other_ports_too() -> None:
+    """README: devhost "prints the function key and the settings the trapbatch command needs". Pointed (through
+    AzureWebJobsStorage) at an Azurite started on other ports, since 10000-10002 were taken, it printed the key alone;
+    the connection string is named, not printed, and a real account gets no such line."""
+    other_ports = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+                   "BlobEndpoint=http://127.0.0.1:41000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:41001/"
+                   "devstoreaccount1;TableEndpoint=http://127.0.0.1:41002/devstoreaccount1;")
+    line = cli_settings_line("http://127.0.0.1:41071", "k3y", other_ports, own_azurite=False)
+    assert line is not None and "export TRAPBATCH_URL=http://127.0.0.1:41071 TRAPBATCH_KEY=k3y" in line
+    assert '--storage-connection "$AzureWebJobsStorage"' in line and AZURITE_KEY not in line
+    default = cli_settings_line("http://127.0.0.1:7071", "k", "UseDevelopmentStorage=true", own_azurite=False)
+    assert default is not None and "--storage-connection UseDevelopmentStorage=true" in default
+    assert "UseDevelopmentStorage=true" in (cli_settings_line("http://h", "k", other_ports, own_azurite=True) or "")
+    real = "DefaultEndpointsProtocol=https;AccountName=partner;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net"
+    assert cli_settings_line("http://127.0.0.1:7071", "k", real, own_azurite=False) is None
