@@ -1148,7 +1148,11 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                   "folder to keep them apart")
     where = page.get("public_url") or page.get("local_url")
     if where:
-        out.print(f"preview site: {where}")
+        # a task posted with previews_expire_days: the address handed on stops working then (the results stay)
+        expiry = page.get("expiry")
+        expires = expiry.get("expires") if isinstance(expiry, dict) and expiry.get("stage") == "waiting" else None
+        out.print(f"preview site: {where}" + (f" (taken off the website at {expires}; the results stay)"
+                                                if expires else ""))
 
 
 @cli.command(short_help="Zooniverse manifests with their photos beside them, each under Zooniverse's size limit.")

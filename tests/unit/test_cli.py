@@ -1039,6 +1039,35 @@ def test_results_during_a_rerun_say_they_are_the_previous_runs(
     assert ("trapbatch watch task-1" in said) is rerun_running
 
 
+@pytest.mark.parametrize("waiting", [True, False])
+def test_results_say_when_the_preview_site_they_name_is_taken_off_the_website(
+        waiting: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A task posted with ``--previews-expire-days 3``: ``results`` printed the pages' address, to be passed on, and
+    nothing said it stops working in three days (the API's ``previews.expiry``)."""
+    from cli import download as cli_download
+    from cli import main as cli_main
+
+    url = "http://127.0.0.1:7071/web/task-1-abc/index.html"
+    expiry = ({"runtime_status": "Running", "stage": "waiting", "expires": "2026-12-10T21:18:19+00:00"} if waiting
+              else {"runtime_status": "Completed", "stage": "expired", "expires": "2026-12-10T21:18:19+00:00"})
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": "results/task-1/detections.json"},
+                    "previews": {"folder": "task-1-abc", "local_url": url, "expiry": expiry}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed"}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: object())
+    monkeypatch.setattr(cli_download, "download", lambda *a, **k: [])
+    assert cli_main.main(["results", "task-1", "--out", str(tmp_path)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"preview site: {url}" in said
+    assert ("taken off the website at 2026-12-10T21:18:19+00:00" in said) is waiting, said
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_repeats_open_prints_the_page_address(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                              as_json: bool) -> None:
