@@ -112,12 +112,16 @@ def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity
     """Start Azurite where asked, then serve; every way out stops that Azurite again."""
     azurite = None
     if args.with_azurite:
-        from devhost.azurite import AzuriteError, start_azurite
+        from devhost.azurite import AzuriteError, PortTaken, start_azurite
 
         try:  # not installed, or a port of 10000-10002 held by another program: one line, exit 2
             azurite = start_azurite(location=Path(args.azurite_location), ports=(10000, 10001, 10002))
         except AzuriteError as exc:
-            print(f"devhost: --with-azurite: {exc}", file=sys.stderr, flush=True)
+            # --with-azurite has no other ports: the way round a taken one (README.md "Without Core Tools: devhost")
+            other_ports = ("; stop that program, or start Azurite yourself on other ports and run devhost without "
+                           "--with-azurite, AzureWebJobsStorage set to its connection string (README.md, \"Without "
+                           "Core Tools: devhost\")") if isinstance(exc, PortTaken) else ""
+            print(f"devhost: --with-azurite: {exc}{other_ports}", file=sys.stderr, flush=True)
             return 2
         os.environ["AzureWebJobsStorage"] = azurite.connection_string
         stopper.at_once.append(lambda: azurite.stop(timeout=5))  # last: the app's processes go first (_serve)

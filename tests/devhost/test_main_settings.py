@@ -193,3 +193,20 @@ def test_devhost_tells_the_trapbatch_command_its_settings_for_an_azurite_on_othe
     assert "UseDevelopmentStorage=true" in (cli_settings_line("http://h", "k", other_ports, own_azurite=True) or "")
     real = "DefaultEndpointsProtocol=https;AccountName=partner;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net"
     assert cli_settings_line("http://127.0.0.1:7071", "k", real, own_azurite=False) is None
+
+
+def test_azurite_ports_taken_say_how_to_run_devhost_on_other_ones(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--with-azurite`` takes 10000-10002 only: with one of them held by another program (another user's Azurite)
+    it ended with "port 10000 is held by another program", and nothing said how to run devhost at all then."""
+    from devhost import azurite
+
+    def taken(**kwargs: object) -> None:
+        raise azurite.PortTaken("port 10000 is held by another program (another Azurite?), not the azurite-blob "
+                                "started for it")
+
+    monkeypatch.setattr(azurite, "start_azurite", taken)
+    assert main(["--with-azurite", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("devhost: --with-azurite: port 10000 is held by another program") and err.count("\n") == 1
+    assert "without --with-azurite, AzureWebJobsStorage set to its connection string" in err, err
