@@ -27,7 +27,9 @@ then found with a dead runner and failed.
 SIGTERM is LocalPool ending the task (a cancel, its time limit, its job closed), which has recorded the end
 itself: the worker got the SIGTERM too (the pool signals the runner's process group) and is given ``--stop-grace``
 seconds (``LocalPool.STOP_GRACE_S``, ``docker stop``'s 10) to flush its results and exit, then killed; the runner
-uploads its log and exits 143 without overwriting the recorded end.
+uploads its log and exits 143 without overwriting the recorded end. A SIGINT during that grace (the host stopping
+just after a cancel) changes nothing: the task has ended, so none is handed back, and the worker is not killed
+before its grace is over.
 """
 from __future__ import annotations
 
@@ -215,8 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     log = tempfile.TemporaryFile()
     workers: list[subprocess.Popen[bytes]] = []
     launcher = process_identity.identity(os.getppid())  # the pool's process, read before it can have gone
+    stopping = threading.Event()  # the pool ended the task and the worker was told to stop (``stop_worker``)
 
     def on_int(*_: object) -> None:  # the host stops (module docstring): the task goes back to the queue
+        if stopping.is_set():
+            # ... unless the pool ended it already (a cancel, its limit, its job closed): nothing to hand back, and
+            # the worker keeps the rest of its grace to flush (devhost waits as long for its processes before it
+            # kills them, devhost/stopping.py). Why: killed here, what it was flushing was lost after all
+            return
         for worker in workers:
             worker.kill()
         _requeue(table, key, launcher)  # where storage does not answer, the pool's dead-runner check takes over
@@ -236,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     workers.append(proc)
-    stopping = threading.Event()
 
     def stop_worker(signalled: bool) -> None:
         """End the worker as ``docker stop`` ends a container: SIGTERM, and SIGKILL once ``--stop-grace`` is over.

@@ -48,7 +48,8 @@ if flush_dir and ("graceful" in blob or "stubborn" in blob):  # the real worker'
     import signal
     mark = os.path.join(flush_dir, os.path.basename(blob))
     def flush(*_):
-        time.sleep(0.5)  # a flush takes a moment; a kill 0.2 s after the SIGTERM left it unwritten
+        # a flush takes a moment (FAKE_FLUSH_S, 0.5 s unless told); a kill 0.2 s after the SIGTERM left it unwritten
+        time.sleep(float(os.environ.get("FAKE_FLUSH_S", "0.5")))
         open(mark + ".flushed", "w").close()
         sys.exit(143)
     signal.signal(signal.SIGTERM, flush if "graceful" in blob else signal.SIG_IGN)
@@ -324,6 +325,31 @@ def test_a_cancelled_worker_gets_its_sigterm_and_time_to_flush_before_any_kill(p
     text = BlobServiceClient.from_connection_string(pool_args["connection_string"]).get_blob_client(
         container, name).download_blob().readall().decode()
     assert "worker for tasks/t/graceful.json" in text
+
+
+def test_a_host_stop_during_a_cancelled_workers_grace_leaves_it_its_flush(
+        pool_args: dict[str, Any], storage_connection: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel, then devhost's stop (its SIGINT to the runner) while the cancelled worker flushes: the task has
+    ended (the pool recorded it), so there is nothing to hand back, and the worker keeps the rest of its grace to
+    flush (devhost waits as long for its processes before it kills them). Before, the runner's SIGINT handler killed
+    the worker at once, and what it was flushing was lost, as the pool's quick kill lost it before the grace."""
+    from gpu_batch.pool import local
+
+    flushed = tmp_path / "flushed"
+    flushed.mkdir()
+    env = {**pool_args["worker_env"], "FAKE_FLUSH_DIR": str(flushed), "FAKE_FLUSH_S": "3"}
+    pool = make_pool("local", max_concurrent=1, **{**pool_args, "worker_env": env})
+    pool.submit("jobhs", [task("graceful")])
+    wait_until(lambda: (flushed / "graceful.json.ready").exists(), 60, "the worker to be ready for its SIGTERM")
+    runner = int(TableServiceClient.from_connection_string(storage_connection).get_table_client(
+        pool_args["table"]).get_entity("jobhs", "graceful-a1")["Pid"])
+    pool.cancel("jobhs", "graceful-a1")
+    monkeypatch.setenv(local.HOST_STOPPING_ENV, str(os.getpid()))  # as devhost's stop says so, before its SIGINT
+    os.kill(runner, signal.SIGINT)  # within the worker's 3 s flush
+    wait_until(lambda: _gone(runner), 120, "the runner to exit")
+    assert (flushed / "graceful.json.flushed").exists()
+    s = states(pool, "jobhs")["graceful-a1"]
+    assert s.state is TaskState.completed and "cancelled" in (s.failure_message or ""), s
 
 
 def test_a_worker_that_ignores_its_sigterm_is_killed_once_its_grace_is_over(pool_args: dict[str, Any],
