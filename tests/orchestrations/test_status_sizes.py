@@ -198,6 +198,8 @@ def task_activities(fail: set[str] = frozenset()) -> Any:  # type: ignore[assign
             return {"scheduled": True, "instance_id": f"{TASK}-expiry"}
         if name in (c.DROP_ANSWER,):
             return {"blob": "x"}
+        if name == c.ANSWER_JOINED_DROPS:
+            return {"answered": BIG}
         if name == c.NOTIFY:  # activities.notify: a host not on the allow-list is named in the reason
             reason = notify.not_sendable(payload["url"], (), True)
             return {"sent": False, "status_code": 0, "reason": reason or ""}
@@ -214,7 +216,7 @@ def task_input(**req: Any) -> c.TaskInput:
     knobs = OrchestrationKnobs(shards_per_group=SHARDS // GROUPS, images_per_shard=1, task_events=True,
                                pool_vm_size="Standard_NC96ads_A100_v4", max_shards=0).to_dict()
     return {"task_id": TASK, "request": request(**req), "knobs": knobs, "run": RUN, "generation": RUN,
-            "previous": "r241231000000beef", "moves_expiry": True,
+            "previous": "r241231000000beef", "moves_expiry": True, "answers_joined": True,
             "drop": W * (layout.MAX_BLOB_NAME_CHARS - len(".json")) + ".json"}
 
 
@@ -235,7 +237,7 @@ def run_task(input_: c.TaskInput, answer: Any, kids: Any = children) -> Run:
     pytest.param(set(), id="completed"),
     # the best-effort steps failing: their errors, at their caps, replace what they would have said
     pytest.param({c.SEARCH_REPEATS, c.CLOSE_JOB, c.CLEAN_MERGE_WORK, c.SCHEDULE_EXPIRY, c.DROP_ANSWER, c.NOTIFY,
-                  c.PUBLISH_EVENT}, id="completed, every best-effort step failed"),
+                  c.PUBLISH_EVENT, c.ANSWER_JOINED_DROPS}, id="completed, every best-effort step failed"),
     pytest.param({c.EXPORTS, c.SEARCH_REPEATS, c.CLOSE_JOB, c.SCHEDULE_EXPIRY, c.DROP_ANSWER, c.PUBLISH_EVENT},
                  id="completed without exports"),
 ])
