@@ -245,27 +245,32 @@ def main(argv: list[str] | None = None) -> int:
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     workers.append(proc)
 
-    def stop_worker(signalled: bool) -> None:
-        """End the worker as ``docker stop`` ends a container: SIGTERM, and SIGKILL once ``--stop-grace`` is over.
-        Its SIGTERM flushes what it did and exits 143 (gpu_batch.worker.__main__ SigtermStop), which a kill at once
-        lost. ``signalled``: the SIGTERM reached the worker already (LocalPool signals the runner's process group,
-        the worker in it); sent again it would end the worker at once (SigtermStop: a second one is not waited on)."""
-        if stopping.is_set():
-            return
-        stopping.set()
-        if not signalled:
+    from_pool: list[bool] = []  # the SIGTERM that asked for the stop came from the pool (the worker has it too)
+
+    def stop_worker() -> None:
+        """End the worker as ``docker stop`` ends a container, once ``stopping`` is set: SIGTERM, and SIGKILL once
+        ``--stop-grace`` is over. Its SIGTERM flushes what it did and exits 143 (gpu_batch.worker.__main__
+        SigtermStop), which a kill at once lost. Not sent again where the pool's SIGTERM asked for the stop: the pool
+        signals the runner's process group, the worker in it, and a second one would end it at once (SigtermStop).
+        A thread of its own, started before the handler: a signal handler that starts a thread can deadlock on
+        ``threading``'s own lock when the signal lands while the main thread is starting one."""
+        stopping.wait()
+        if not from_pool:
             try:
                 proc.send_signal(signal.SIGTERM)
             except OSError:
                 pass
-        killer = threading.Timer(args.stop_grace, proc.kill)
-        killer.daemon = True
-        killer.start()
+        if not done.wait(args.stop_grace):
+            proc.kill()
 
-    # LocalPool ended the task (cancel, time limit, job closed) and recorded its end: stop the worker, then exit 143
-    signal.signal(signal.SIGTERM, lambda *_: stop_worker(signalled=True))
+    def on_term(*_: object) -> None:  # LocalPool ended the task (cancel, limit, job closed) and recorded its end
+        from_pool.append(True)
+        stopping.set()
+
     done = threading.Event()
     ended_elsewhere = threading.Event()
+    threading.Thread(target=stop_worker, daemon=True).start()
+    signal.signal(signal.SIGTERM, on_term)
 
     def beat() -> None:
         while not done.wait(5.0):
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     # Cancelled or timed out by a pool that did not know this runner's pid yet (it is recorded just
                     # after the launch): stop the worker here, or it would run on beside the next attempt.
                     ended_elsewhere.set()
-                    stop_worker(signalled=False)
+                    stopping.set()  # stop_worker sends the worker its SIGTERM
                     return
                 table.update_entity({**key, "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
             except Exception:  # missed: a pool on this machine checks this process itself; one elsewhere waits 60 s
