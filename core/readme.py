@@ -19,6 +19,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from core import mdformat
 
@@ -52,7 +53,7 @@ class ReadmeFacts:
     prefix: str
     account_url: str  # the images' storage account endpoint when not the app's own ("" otherwise)
     image_list: str  # the blob listing the images, when the request named one
-    model: str  # as the request named it (MDV5A, blob://models/x.pt)
+    model: str  # as the request named it (MDV5A, blob://models/x.pt, or the app's default: maybe a path)
     detector: str  # the checkpoint's file name, as the results' info.detector says it
     threshold: float  # of detections.csv, the exports and the page as the task made them
     page_threshold: float | None  # the preview page's threshold now, when a re-render moved it
@@ -69,6 +70,23 @@ class ReadmeFacts:
 def readme_name(variant: str) -> str:
     """The README's file name in the results folder (``gpu_batch.layout.readme_blob``)."""
     return f"README.{variant}.txt" if variant else "README.txt"
+
+
+def model_name(model: str) -> str:
+    """The model as its users know it: a published name (``MDV5A``) and a ``blob://<container>/<name>`` checkpoint
+    as the request named them; a checkpoint file (the app's default TRAPBATCH_MODEL may be a path on the server or
+    on the nodes, e.g. a node's model cache) and a URL by their file name alone.
+
+    Why: the README goes with the results to people who did not run the task; a path names where one machine keeps
+    the file (``/home/<user>/.cache/...``), which says nothing to them and is not theirs to see (as the API's
+    ``default_model_label`` names the default checkpoint to callers). A URL loses its query too (a SAS is no part of
+    the name)."""
+    ref = model.strip()
+    if ref.startswith("blob://"):
+        return ref
+    if "://" in ref:
+        ref = urlsplit(ref).path
+    return ref.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or ref
 
 
 def _number(n: int, one: str, many: str = "") -> str:
@@ -225,7 +243,8 @@ def readme_text(facts: ReadmeFacts, files: Sequence[str]) -> str:
         where += f", account {facts.account_url}"
     lines += _field("Task", facts.task_id + (f" (re-run {facts.generation})" if facts.generation else ""))
     lines += _field("Photos", where)
-    model = facts.model + (f" ({facts.detector})" if facts.detector and facts.detector != facts.model else "")
+    name = model_name(facts.model) or facts.detector
+    model = name + (f" ({facts.detector})" if facts.detector and facts.detector != name else "")
     if mdformat.detector_version(facts.model) == mdformat.UNKNOWN_VERSION:  # as the exports' classifiedBy says it
         model += f", {mdformat.NO_RELEASE}: its boxes are only as good as its weights (a fine-tuned model's, or random)"
     lines += _field("Model", f"{model}; MegaDetector finds animals, people and vehicles, not species")

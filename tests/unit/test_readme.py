@@ -112,6 +112,28 @@ def test_a_model_of_no_known_megadetector_release_is_said_to_be_one() -> None:
     assert mdformat.NO_RELEASE not in model_line("MDV5A", "md_v5a.0.0.pt")
 
 
+def test_the_model_is_named_as_its_users_know_it_never_by_a_machines_path() -> None:
+    """The demo's README said ``Model: <checkout>/.cache/models/demo-yolov5n-random.pt (demo-yolov5n-random.pt)``:
+    the app's default model is a path where one machine keeps the file (a node's cache on Batch), which says nothing
+    to the people who get the results and is not theirs to see."""
+    def model_line(model: str, detector: str) -> str:
+        text = readme_text(dataclasses.replace(FACTS, model=model, detector=detector), FILES)
+        return " ".join(text[text.index("Model:"):text.index("Threshold:")].split())
+
+    for path in ("/home/ann/.cache/models/demo-yolov5n-random.pt",
+                 "/mnt/batch/tasks/shared/trapbatch/models/demo-yolov5n-random.pt",
+                 "C:\\Users\\ann\\models\\demo-yolov5n-random.pt"):
+        line = model_line(path, "demo-yolov5n-random.pt")
+        assert line.startswith("Model: demo-yolov5n-random.pt, no known MegaDetector release"), line
+        assert "ann" not in line and "/mnt" not in line and "cache" not in line
+    local = model_line("/srv/models/md_v5a.0.0.pt", "md_v5a.0.0.pt")
+    assert local.startswith("Model: md_v5a.0.0.pt; MegaDetector finds"), local  # its release, from the file's name
+    signed = model_line("https://models.example/md/md_v5b.0.0.pt?sv=2024&sig=SECRET", "md_v5b.0.0.pt")
+    assert signed.startswith("Model: md_v5b.0.0.pt;") and "SECRET" not in signed and "example" not in signed
+    assert model_line("MDV5A", "MDV5A").startswith("Model: MDV5A; MegaDetector finds")
+    assert model_line("blob://models/ours.pt", "ours.pt").startswith("Model: blob://models/ours.pt (ours.pt), no known")
+
+
 def test_the_camera_tables_say_a_visit_counts_in_each_kind_it_had() -> None:
     """camera-visits.csv's kind columns count a visit once for each kind it had (``core.camtrap_events``: a visit
     with an animal and a photo cut short in which nothing was detected is in animal_visits and unknown_visits), so
