@@ -496,6 +496,38 @@ def earlier_files(out: Path, files: list[Fetched], pages_of: str | None = None) 
     return sorted(p for p in recorded if p not in now and (out / p).is_file() and not own_page(p))
 
 
+def blob_generation(blob: str, task_id: str) -> str | None:
+    """The generation of task ``task_id`` whose file ``blob`` (``container/name``, as ``.trapbatch-downloads.json``
+    records it) is: "" for its first run, the run id for a re-run's (``gpu_batch.layout.generation_key``: results
+    under ``results/<task>/runs/<run>/``, preview pages under ``<task>-runs-<run>-<random>/``); None when it is not
+    the task's (another task's, or a record without a blob name)."""
+    name = blob.split("/", 1)[1] if "/" in blob else ""
+    if name.startswith(f"results/{task_id}/"):
+        rest = name[len(f"results/{task_id}/"):].split("/")
+        return rest[1] if len(rest) > 2 and rest[0] == "runs" else ""
+    folder = name.split("/", 1)[0]
+    if folder.startswith(task_id + "-"):  # a preview folder, download_label(key) + "-<random>"
+        rest = folder[len(task_id) + 1:].split("-")
+        return rest[1] if len(rest) > 2 and rest[0] == "runs" else ""
+    return None
+
+
+def earlier_own_files(out: Path, paths: list[str], task_id: str) -> dict[str, list[str]]:
+    """Those of ``paths`` (``earlier_files``' answer) that are task ``task_id``'s own files, by the generation they
+    are of (``blob_generation``: "" for its first run); the rest are another task's.
+
+    Why: a re-run (``--only-new``) replaces the task's results with its own generation's; a file of the generation
+    before it (a CSV at another threshold that a re-render made) is still the task's, and was called "not this
+    task's (now)", which sent the reader looking for another task."""
+    recorded = FetchedEtags(out).files
+    own: dict[str, list[str]] = {}
+    for path in paths:
+        generation = blob_generation(str(recorded.get(path, {}).get("blob", "")), task_id)
+        if generation is not None:
+            own.setdefault(generation, []).append(path)
+    return own
+
+
 class FetchedEtags:
     """What this folder's downloads wrote (``.trapbatch-downloads.json``): for each file, by its path in the folder,
     the blob it holds and that blob's ETag; for an interrupted large download's ``<name>.part``, the same of the bytes

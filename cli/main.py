@@ -1097,7 +1097,7 @@ def terminate(state: State, /, task_id: str, reason: str, target: str) -> None:
 @pass_state
 def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool, storage_connection: str | None) -> None:
     """Download a finished task's files into a folder, and say where its preview site is."""
-    from cli.download import blob_service, download, earlier_files
+    from cli.download import blob_generation, blob_service, download, earlier_files, earlier_own_files
 
     answer = state.client.results(task_id)
     st = state.client.status(task_id)
@@ -1142,10 +1142,21 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
         err.print(f"{len(stale)} file{'s' if len(stale) != 1 else ''} under {folder / 'previews'} are task "
                   f"{task_id}'s preview pages from an earlier download, no longer published: delete that folder "
                   "if the photos in it must not be passed on either")
+    # the task's own files of another generation (a re-run replaced it) are said to be: not as another task's
+    served = blob_generation("/" + str((answer.get("results") or {}).get("blob") or ""), task_id) or ""
+    own = earlier_own_files(folder, left, task_id)
+    for generation, paths in sorted(own.items()):
+        run = f"re-run {generation}" if generation else "first run"
+        whose = (f"from its {run}, which a re-run replaced (these results are its "
+                 f"{f're-run {served}' if served else 'first run'}'s)" if generation != served else
+                 "no longer among its results")
+        err.print(f"{_files(paths)} in {folder} from an earlier download {'are' if len(paths) != 1 else 'is'} task "
+                  f"{task_id}'s own, {whose}: {_some(paths)}; delete {'them' if len(paths) != 1 else 'it'} or "
+                  "choose an empty --out folder to keep them apart")
+    left = [path for path in left if not any(path in paths for paths in own.values())]
     if left:  # standard error: the lines above stay the list of this task's files
-        err.print(f"{len(left)} file{'s' if len(left) != 1 else ''} in {folder} from an earlier download, not this "
-                  f"task's (now): {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}; choose an empty --out "
-                  "folder to keep them apart")
+        err.print(f"{_files(left)} in {folder} from an earlier download, not this task's (now): {_some(left)}; "
+                  "choose an empty --out folder to keep them apart")
     where = page.get("public_url") or page.get("local_url")
     if where:
         # a task posted with previews_expire_days: the address handed on stops working then (the results stay)
@@ -1153,6 +1164,15 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
         expires = expiry.get("expires") if isinstance(expiry, dict) and expiry.get("stage") == "waiting" else None
         out.print(f"preview site: {where}" + (f" (taken off the website at {expires}; the results stay)"
                                                 if expires else ""))
+
+
+def _files(paths: list[str]) -> str:
+    return f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
+
+
+def _some(paths: list[str]) -> str:
+    """The first five of ``paths``, for a line that names the files it counts."""
+    return ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
 
 
 @cli.command(short_help="Zooniverse manifests with their photos beside them, each under Zooniverse's size limit.")

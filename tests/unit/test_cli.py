@@ -1995,6 +1995,66 @@ def test_deleted_preview_pages_are_said_with_the_clis_own_command(
         f"they were deleted (trapbatch previews {task} --delete)")
 
 
+def test_a_replaced_generations_files_are_said_to_be_the_tasks_own(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``results --out DIR`` of a task re-run with --only-new, into the folder of its first run's download: that
+    run's CSV at another threshold (a re-render's) was called "not this task's (now)", as if another task's. It is
+    the task's own, from the run the re-run replaced; another task's file is still said to be not this task's."""
+    from cli import download as cli_download
+    from cli import main as cli_main
+
+    task, run = "task-0123456789abcdef0123", "r000000000001abcd"
+    blobs = {f"results/{task}/runs/{run}/detections.json": b'{"images": []}'}
+
+    class Service:
+        def get_blob_client(self, container: str, name: str) -> Any:
+            data = blobs[name]
+            props = type("Props", (), {"etag": '"e"', "size": len(data)})()
+            left = [data]
+            down = type("Down", (), {"properties": props, "size": len(data),
+                                     "read": lambda self, n: left.pop() if left else b""})()
+            return type("Blob", (), {"get_blob_properties": lambda self: props,
+                                     "download_blob": lambda self, **kw: down})()
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": f"results/{task}/runs/{run}/detections.json"}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed"}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: Service())
+    record = cli_download.FetchedEtags(tmp_path)
+    earlier = {"detections.threshold-0.35.csv": f"trapbatch/results/{task}/detections.threshold-0.35.csv",
+               "exports/coco.json": "trapbatch/results/task-ffffffffffffffffffff/exports/coco.json"}
+    for path, blob in earlier.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("earlier")
+        record.record(tmp_path / path, blob, '"0x1"')
+    record.save()
+    assert cli_main.main(["results", task, "--out", str(tmp_path)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"1 file in {tmp_path} from an earlier download is task {task}'s own, from its first run, which a " \
+           f"re-run replaced (these results are its re-run {run}'s): detections.threshold-0.35.csv" in said, said
+    assert f"1 file in {tmp_path} from an earlier download, not this task's (now): exports/coco.json;" in said, said
+    assert "detections.threshold-0.35.csv;" not in said.split("not this task's")[1]
+
+
+def test_blob_generation_reads_the_generation_of_a_tasks_results_and_pages() -> None:
+    from cli.download import blob_generation
+
+    task, run = "task-0123456789abcdef0123", "r000000000001abcd"
+    assert blob_generation(f"trapbatch/results/{task}/detections.csv", task) == ""
+    assert blob_generation(f"trapbatch/results/{task}/exports/coco.json", task) == ""
+    assert blob_generation(f"trapbatch/results/{task}/runs/{run}/exports/coco.json", task) == run
+    assert blob_generation(f"$web/{task}-0123abcd/index.html", task) == ""
+    assert blob_generation(f"$web/{task}-runs-{run}-0123abcd/thumbs/1.jpg", task) == run
+    assert blob_generation("trapbatch/results/task-ffffffffffffffffffff/detections.csv", task) is None
+    assert blob_generation("$web/task-ffffffffffffffffffff-0123abcd/index.html", task) is None
+    assert blob_generation("", task) is None
+
+
 # ------------------------------------------------------------------ the app's hints in the CLI's words (cli/hints.py)
 T1 = "task-0123456789abcdef0123"
 
