@@ -12,6 +12,16 @@ EXIT_API = 4  # the app could not be reached, or refused the request
 # previews' expiry): the results stand, yet a pipeline that goes on after exit 0 would miss what the step makes
 EXIT_FOLLOW_UP_FAILED = 5
 EXIT_INTERRUPTED = 130  # Ctrl-C while watching (the task keeps running)
+# what reads the output stopped reading (``trapbatch list | head -1``): 128 + SIGPIPE, as a shell reports a Unix
+# tool that SIGPIPE ended (Python ignores SIGPIPE, so the CLI says it itself: ``cli.main.OutputClosed``)
+EXIT_OUTPUT_CLOSED = 141
+
+
+class OutputClosed(BaseException):
+    """Standard output (or error) was closed by its reader: nothing more can be said, and nothing more should be.
+
+    A BaseException, like KeyboardInterrupt: a command's ``except Exception`` (a retry, a fallback) must not catch it
+    and go on writing to a closed pipe; only ``cli.main.main`` does, and ends quietly (``EXIT_OUTPUT_CLOSED``)."""
 
 
 class CliError(Exception):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 import time
@@ -20,8 +21,8 @@ from cli import config as cfg
 from cli import interrupted as stop
 from cli.client import ApiClient
 from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAILED, EXIT_INTERRUPTED, EXIT_OK,
-                        EXIT_TASK_FAILED,
-                        EXIT_USAGE, CliError, Interrupted)
+                        EXIT_OUTPUT_CLOSED, EXIT_TASK_FAILED,
+                        EXIT_USAGE, CliError, Interrupted, OutputClosed)
 from cli.folders import folder_requests
 from cli.hints import for_task, named_as_flags, translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
@@ -36,8 +37,20 @@ from core.requests import (MAX_BODY_BYTES, MAX_TERMINATE_REASON_CHARS, TASK_BODY
 from core.stall import AFTER_TASK_RUNS
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Console(Console):
+    """rich's Console, ending the command by ``OutputClosed`` when what reads its output has closed it. Why: rich's
+    own answer (``Console.on_broken_pipe``) is SystemExit(1), the CLI's "the task failed" code (docs/cli.md), and it
+    points standard output at /dev/null even when standard error was the stream closed."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more from this console
+        raise OutputClosed
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class State:
@@ -66,13 +79,26 @@ class _Group(click.Group):
     click's ``Command.main`` sees it. Why: click answers a KeyboardInterrupt out of ``invoke`` by writing an empty
     line to standard error, then raising Abort (click/core.py ``Command.main``: ``except (EOFError,
     KeyboardInterrupt): echo(file=sys.stderr); raise Abort()``), so that stop alone began with a blank line, where
-    every other Ctrl-C path starts with its "stopped" line."""
+    every other Ctrl-C path starts with its "stopped" line.
+
+    A closed standard output (``trapbatch list | head -1``) becomes ``OutputClosed`` here too, for the same reason:
+    click answers a BrokenPipeError (an OSError with EPIPE) out of ``make_context`` (--help, --version) or ``invoke``
+    with exit 1, the CLI's "the task failed"; ``main`` ends quietly with 141 instead, as a Unix tool does."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            raise OutputClosed from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted(stop.STOPPED, stop.STOPPED_HINT, []) from None
+        except BrokenPipeError:
+            raise OutputClosed from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -92,7 +118,8 @@ def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None,
     2 bad arguments or no app configured, 3 completed with errors (zooniverse: some photos not prepared), 4 the app
     could not be reached or refused the request, 5 completed but a step after detection failed (exports, repeat
     search, pool job, previews' expiry or pictures: each printed with what to do), 130 interrupted (the task keeps
-    running; submit, estimate and previews with --json print a JSON object naming it on standard output).
+    running; submit, estimate and previews with --json print a JSON object naming it on standard output), 141 the
+    output closed by what reads it (| head).
     """
     ctx.obj = State({"url": url, "key": key, "token": token, "auth_client_id": auth_client_id})
 
@@ -1636,6 +1663,37 @@ def show_config() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; errors print what happened and what to do next, and set the exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # what print() left buffered: a closed pipe is said here, not at the interpreter's exit
+        return code
+    except (OutputClosed, BrokenPipeError):
+        return _output_closed()
+
+
+def _output_closed() -> int:
+    """End quietly once what reads the output has closed it: ``EXIT_OUTPUT_CLOSED`` (141, 128 + SIGPIPE, as a shell
+    reports ``yes | head -1``), no traceback, no error line. Python ignores SIGPIPE, so a write to the closed pipe
+    raises BrokenPipeError, and the interpreter's own flush at exit of what is still buffered would print "Exception
+    ignored ... BrokenPipeError" and exit 120; Python's documentation's recipe (library/signal.html, "Note on
+    SIGPIPE") points the closed stream at /dev/null so that flush has somewhere to go: here each of standard output
+    and error whose flush fails now. A stream with no file descriptor (a test's capture) is left as it is."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            continue
+        except (OSError, ValueError):
+            pass
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+    return EXIT_OUTPUT_CLOSED
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="trapbatch", standalone_mode=False)
     except CliError as exc:

@@ -3586,3 +3586,59 @@ def test_terminate_refuses_a_reason_the_app_would_refuse_before_sending_it(
     assert main(["--url", "https://app.example", "--key", "k", "terminate", T1, "--reason", reason]) == 2
     assert session.sent == []
     assert said in " ".join(capsys.readouterr().err.split())
+
+
+# ------------------------------------------------------------------ a closed standard output (trapbatch list | head -1)
+def _run_into_closed_pipe(args: list[str], url: str, tmp_path: Path, stderr_too: bool = False) -> tuple[int, str]:
+    """Run ``python -m cli <args>`` with standard output a pipe whose reader closed before the CLI wrote (what
+    ``| head -1`` leaves once head has its line; and standard error too with ``stderr_too``, as ``2>&1 | head``):
+    its exit code and what it said on standard error."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write raises EPIPE (Python ignores SIGPIPE)
+    env = {**os.environ, "TRAPBATCH_URL": url, "TRAPBATCH_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "100"}
+    env.pop("TRAPBATCH_KEY", None)
+    try:
+        done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, stdout=write_end,
+                              stderr=write_end if stderr_too else subprocess.PIPE, timeout=300)
+    finally:
+        os.close(write_end)
+    return done.returncode, (done.stderr or b"").decode("utf-8", "replace")
+
+
+def test_a_closed_standard_output_ends_the_cli_quietly_as_a_unix_tool(tmp_path: Path) -> None:
+    """``trapbatch list | head -1`` ended with exit 1, the CLI's "the task failed" (click's answer to EPIPE, and
+    rich's). Now 141 (128 + SIGPIPE, as a shell reports ``yes | head -1``) and nothing on standard error: for a
+    command's table (rich), its --json (click's echo), --help and --version (written while click parses the
+    arguments), and standard error closed with it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    tasks = [{"id": f"task-{i:020x}", "stage": "completed", "images": 41, "created": "2026-12-07T21:00:00+00:00",
+              "request_name": f"site {i}"} for i in range(200)]
+
+    class Tasks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"tasks": tasks, "total": len(tasks)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tasks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for args in (["list"], ["list", "--json"], ["--help"], ["--version"], ["list", "--help"], ["config"]):
+            code, said = _run_into_closed_pipe(args, url, tmp_path)
+            assert (code, said) == (141, ""), (args, code, said)
+        assert _run_into_closed_pipe(["list"], url, tmp_path, stderr_too=True) == (141, "")
+    finally:
+        server.shutdown()
