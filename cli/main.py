@@ -1014,18 +1014,27 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
     widest = {key: max([len(str(row.get(key) or "")) for row in tasks] + [len(key)])
               for key in ("id", "stage", "images")}
     when_w = max([len(c) for c in created] + [7])
-    room = out.width - sum(widest.values()) - when_w - 2 * 4  # 2 between columns
+    fixed = sum(widest.values()) + when_w + 2 * 3  # the columns never cut, 2 between columns
+    # whose task (``owner``: the verified caller who started it, where the app identifies callers): operators see
+    # every caller's tasks, and the list's --json had it while the table did not. A column when it fits whole beside
+    # the others, else under its id (folded to the id's width: a GUID widened the id column past 80)
+    owner_w = max([len(str(row.get("owner") or "")) for row in tasks] + [0])
+    owner_column = owner_w > 0 and out.width - fixed - 2 - max(owner_w, len("owner")) >= 0
+    room = out.width - fixed - 2 - (2 + max(owner_w, len("owner")) if owner_column else 0)
     name_column = room >= LIST_NAME_MIN
     table = Table(Column("id" if name_column else "id, name", min_width=widest["id"], no_wrap=name_column,
                          overflow="fold"),
                   *([Column("name", overflow="fold")] if name_column else []),
                   Column("stage", no_wrap=True, min_width=widest["stage"]),
                   Column("images", justify="right", no_wrap=True, min_width=widest["images"]),
-                  Column("created", no_wrap=True, min_width=when_w), box=None, pad_edge=False)
+                  Column("created", no_wrap=True, min_width=when_w),
+                  *([Column("owner", no_wrap=True)] if owner_column else []), box=None, pad_edge=False)
     for row, when in zip(tasks, created):
-        name = str(row.get("request_name") or "")
-        cells = [row["id"], name] if name_column else [row["id"] + (f"\n{name}" if name else "")]
-        table.add_row(*cells, str(row.get("stage")), str(row.get("images") or ""), when)
+        name, owner = str(row.get("request_name") or ""), str(row.get("owner") or "")
+        under = "" if owner_column or not owner else "\n" + _folded(f"owner {owner}", widest["id"])
+        cells = [row["id"] + under, name] if name_column else [row["id"] + (f"\n{name}" if name else "") + under]
+        table.add_row(*cells, str(row.get("stage")), str(row.get("images") or ""), when,
+                      *([owner] if owner_column else []))
     out.print(table)
     unjudged = [str(row["id"]) for row in tasks if row.get("note") and not isinstance(row.get("stalled"), dict)]
     if unjudged:
@@ -1038,6 +1047,11 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
 
 
 LIST_NAME_MIN = 12  # columns a name needs to read as one (fewer: it goes under its id)
+
+
+def _folded(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters, cut anywhere (an owner's id has no spaces to wrap at)."""
+    return "\n".join(text[i:i + width] for i in range(0, len(text), max(width, 1)))
 
 
 def short_time(iso: str) -> str:

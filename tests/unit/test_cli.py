@@ -2233,6 +2233,47 @@ def test_list_shows_when_a_task_was_created_compactly_on_its_rows_line(
     assert all(word in shown for name in names for word in name.split()) and "…" not in " ".join(shown)
 
 
+@pytest.mark.parametrize("width", [80, 100, 140])
+def test_list_shows_whose_task_it_is_where_the_app_says(width: int, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """With easyauth callers an operator's ``GET /api/tasks`` names each task's ``owner`` (``list --json`` showed
+    it), but the table did not: whose task it is, shown as a column where it fits whole, else under its id (folded to
+    the id's width, so that no id, stage or time is cut and no line is wider than the output). No owner: no column."""
+    import cli.main as cli_main
+
+    owner = "3f2a9c1e-7b4d-4e21-9a0f-5c8d2b6e1f47"
+    rows = [{"id": f"task-{i:020x}", "request_name": f"site {i}", "stage": "completed_with_errors", "images": 41,
+             "created": "2026-12-03T17:31:37+00:00", **({"owner": owner} if i == 1 else {})} for i in range(3)]
+    answer = {"tasks": rows, "total": 3}
+
+    class Lister:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def list(self, limit: int) -> dict[str, Any]:
+            return answer
+
+    monkeypatch.setattr(cli_main, "ApiClient", Lister)
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=width, highlight=False, soft_wrap=True))
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "list"]) == 0
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert all(len(line) <= width for line in lines) and "…" not in "".join(lines)
+    assert all(any(line.startswith(row["id"]) and "completed_with_errors" in line and "2026-12-03 17:31Z" in line
+                   for line in lines) for row in rows)
+    [row_line] = [line for line in lines if line.startswith(rows[1]["id"])]
+    if width >= 140:  # a column: the header names it, the owner on its task's line
+        assert lines[0].split()[-1] == "owner" and row_line.endswith(owner), lines
+    else:  # under its id, in full once its folded lines are joined
+        below = lines[lines.index(row_line) + 1:]
+        assert row_line.endswith("17:31Z") and "owner" not in lines[0], lines
+        assert f"owner {owner}" in "".join(line.split("  ")[0] for line in below[:4]), lines
+    assert sum(owner[:8] in line for line in lines) == 1  # the task of no owner shows none
+
+    answer = {"tasks": [{k: v for k, v in row.items() if k != "owner"} for row in rows], "total": 3}
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "list"]) == 0
+    assert "owner" not in capsys.readouterr().out
+
+
 def test_config_says_when_its_file_does_not_exist_and_how_to_make_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """``trapbatch config`` printed the config file's path as if it were read, though no file was there."""
