@@ -278,6 +278,16 @@ _SDK_STATUS_LINE = "Operation returned an invalid status"
 _ERROR_CODE = re.compile(r"\nErrorCode:\s*(?P<code>[A-Za-z0-9]+)")
 
 
+def quoted(text: str) -> str:
+    """``text`` in single quotes as the user wrote it: a name a request gave (a prefix, a blob) in a message.
+
+    Why not ``repr``: it doubles a backslash (``'2024\\\\site-a'``), so a Windows-style prefix read as one with two
+    backslashes, which is not what was sent; and it switches to double quotes around a name with an apostrophe. Only
+    characters that would not show (an invisible format character such as U+200B; requests refuse control ones)
+    are escaped, so a name that looks right but is not says why."""
+    return "'" + "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text) + "'"
+
+
 def failure_message(text: str) -> str:
     """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes
     (an activity's exception without a message reads as its type); a storage SDK error's first line, which names

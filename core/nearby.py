@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from core.errors import quoted
+
 NEARBY_NAMES = 10  # names shown: enough to spot a typo, few enough for one listing request and a readable error
 NAME_CHARS = 80  # a name longer than this is cut (a blob name may have 1,024 characters)
 
@@ -47,10 +49,10 @@ def describe(prefix: str, found: Mapping[str, Any]) -> str:
     first"``, or which name differs from the prefix only in letter case and where the names are."""
     folder, names = str(found.get("folder") or ""), [str(n) for n in found.get("names") or []]
     files = int(found.get("files") or 0)
-    where = f"folder {folder!r}" if folder else "the container's top level"
+    where = f"folder {quoted(folder)}" if folder else "the container's top level"
     if not names and not files:
         return "the container is empty: upload the images first, or name the container they are in"
-    run = (f"give the prefix {folder!r}" if folder else "leave the prefix out") + " to run them"
+    run = (f"give the prefix {quoted(folder)}" if folder else "leave the prefix out") + " to run them"
     if not names and found.get("more"):  # the one request's names were all files: folders may come after them
         return (f"{where} holds files, more than the {files} listed (its folders, if any, come after them in name "
                 f"order): {run}, or a folder of it")
@@ -65,7 +67,7 @@ def describe(prefix: str, found: Mapping[str, Any]) -> str:
     same_but_case = [n for n in names if below[n].lower() == wanted.lower() and below[n] != wanted]
     # What was wrong comes first: the status keeps the error's first 500 characters (core.errors.failure_line), and
     # ten folders a few levels deep fill them
-    case = (f"names are case-sensitive: {same_but_case[0]!r} differs from the prefix only in case; "
+    case = (f"names are case-sensitive: {quoted(same_but_case[0])} differs from the prefix only in case; "
             if same_but_case else "")
     slash = "'/' separates folders in blob names, not '\\'; " if "\\" in prefix else ""  # a Windows path
     return f"{case}{slash}{where} holds {listed}: give the prefix of the folder the images are in"

@@ -28,7 +28,7 @@ from core import contracts as c
 from core import failure_advice, nearby, notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
-from core.errors import failure_line
+from core.errors import failure_line, quoted
 from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
 from core.failures import failures_without_secrets
@@ -56,7 +56,10 @@ class NoImagesFound(ValueError):
 
 
 def _where(request: dict[str, Any]) -> str:
-    return f"container {request['container']!r}" + (f" under prefix {request['prefix']!r}" if request["prefix"] else "")
+    """Where the images were looked for, the prefix as the user wrote it (``quoted``: ``repr`` showed
+    ``2024\\site-a`` as ``'2024\\\\site-a'``)."""
+    return f"container {quoted(request['container'])}" + (f" under prefix {quoted(request['prefix'])}"
+                                                           if request["prefix"] else "")
 
 
 def _outcome(merged: c.MergeOutput, max_failed_fraction: float) -> tuple[Stage, float]:
@@ -652,7 +655,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     if enumeration["images"] == 0:
         if request.get("image_list"):
-            raise NoImagesFound(f"none of the images of list {request['image_list']!r} exist in {_where(request)}; "
+            listed = quoted(request["image_list"])
+            raise NoImagesFound(f"none of the images of list {listed} exist in {_where(request)}; "
                                 "the list's paths are blob names in the container, relative to the prefix, with '/' "
                                 "between folders (not a Windows path such as site-a\\IMG_0001.JPG or D:\\...)")
         others = f"; {notimages.describe(passed_over)}" if passed_over else ""

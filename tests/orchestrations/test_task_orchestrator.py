@@ -156,6 +156,27 @@ def test_no_images_under_the_prefix_names_what_the_container_holds_near_it() -> 
             "the container's top level holds camera-01/, camera-02/") in run.custom_status["error"]
 
 
+def test_a_prefix_with_a_backslash_is_named_as_the_user_wrote_it() -> None:
+    """A Windows-style prefix was shown Python-escaped, ``under prefix '2024\\\\site-a'``: two backslashes, which is
+    not what was sent (``core.errors.quoted``); the folder near it likewise."""
+    answer = activities(images=0, shards=0)
+
+    def with_nearby(name: str, payload: Any) -> Any:
+        out = answer(name, payload)
+        if name == c.PLAN_LISTING:
+            out["nearby"] = {"folder": "2024\\", "names": ["2024\\site-b/"], "files": 0, "more": False}
+        return out
+
+    run = run_task(task_input({**REQUEST, "prefix": "2024\\site-a"}), with_nearby)
+    error = run.custom_status["error"]
+    assert run.status == "Failed" and "under prefix '2024\\site-a';" in error, error
+    assert "folder '2024\\' holds 2024\\site-b/" in error and "\\\\" not in error, error
+    assert "\\\\" not in (run.error or "")
+    listed = run_task(task_input({**REQUEST, "prefix": "2024\\site-a", "image_list": "lists\\a.txt"}), answer)
+    assert listed.status == "Failed" and ("none of the images of list 'lists\\a.txt' exist in container 'cams' "
+                                          "under prefix '2024\\site-a';") in listed.custom_status["error"]
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_more_shards_than_a_task_may_have_fail_before_any_manifest_with_the_shard_size_that_fits(dry_run: bool) -> None:
     """images_per_shard 1 over ten million images made ten million manifests, pool tasks and group entries."""

@@ -74,3 +74,14 @@ def test_a_listing_cut_after_files_alone_does_not_say_the_folder_has_no_folders(
     before ``day2/``: a folder of many photos and a day folder was said to hold "files but no folders"."""
     said = describe("cam1/Day2/", nearby("cam1/", [], NEARBY_NAMES, True))
     assert "no folders" not in said and "'cam1/'" in said, said
+
+
+def test_names_are_quoted_as_written_not_python_escaped() -> None:
+    """``repr`` doubled a backslash and put a name with an apostrophe in double quotes (``core.errors.quoted``); a
+    character that would not show is still escaped, so a name that looks right but is not says why."""
+    from core.errors import quoted
+
+    assert quoted("2024\\site-a") == "'2024\\site-a'" and quoted("Bob's cams/") == "'Bob's cams/'"
+    assert quoted("site\u200b-a") == "'site\\u200b-a'" and quoted("Étang/") == "'Étang/'"
+    said = describe("Cams\\2024/", {"folder": "", "names": ["cams\\2024/"], "files": 0, "more": False})
+    assert "'cams\\2024/' differs from the prefix only in case" in said and "\\\\" not in said, said
