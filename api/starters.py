@@ -576,8 +576,10 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
         differs = [f for f in SETTING_FIELDS if posted.get(f) != stored.get(f)]
         if differs:
             answer["not_applied"] = differs
-            answer["hint"] = hint + (f"; {', '.join(differs)} differ from the task's and were not applied: they "
-                                     "apply to a run of it posted with \"rerun\": true"
+            one = len(differs) == 1  # "preview_threshold differs ... it applies", as "a, b differ ... they apply"
+            answer["hint"] = hint + (f"; {', '.join(differs)} {'differs' if one else 'differ'} from the task's and "
+                                     f"{'was' if one else 'were'} not applied: {'it applies' if one else 'they apply'}"
+                                     " to a run of it posted with \"rerun\": true"
                                      + (" once it has ended" if runtime in ACTIVE else
                                         " (\"only_new\": true reuses every result that is still valid)"))
     return answer

@@ -148,7 +148,7 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert again.status_code == 200 and again.json()["id"] == task_id and again.json()["started"] is False
     # a setting that differs is said, not silently dropped (a label is no setting)
     assert again.json()["not_applied"] == ["max_failed_fraction"], again.json()
-    assert "max_failed_fraction differ from the task's and were not applied" in again.json()["hint"]
+    assert "max_failed_fraction differs from the task's and was not applied: it applies" in again.json()["hint"]
     status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
     assert status["runtime_status"] == "Completed", status
     assert status["stage"] == "completed" and status["images"] == 10 and status["failed"] == 1

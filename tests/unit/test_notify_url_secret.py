@@ -217,6 +217,12 @@ def test_the_edge_takes_a_notify_url_secret_without_reading_it_and_names_it_when
     links = {"status_url": "s", "results_url": "r"}
     answer = asyncio.run(starters._known_task(_Stored(stored), task_id, links, posted))  # type: ignore[arg-type]
     assert answer["not_applied"] == ["notify_url", "notify_url_secret"]
+    assert "notify_url, notify_url_secret differ from the task's and were not applied: they apply" in answer["hint"]
+    # one field, in the singular: "preview_threshold differ from the task's" read wrong
+    moved = _Stored({**posted, "preview_threshold": 0.5})
+    one = asyncio.run(starters._known_task(moved, task_id, links, posted))  # type: ignore[arg-type]
+    assert one["not_applied"] == ["preview_threshold"]
+    assert "; preview_threshold differs from the task's and was not applied: it applies to a run" in one["hint"]
     same = asyncio.run(starters._known_task(_Stored(posted), task_id, links, posted))  # type: ignore[arg-type]
     assert "not_applied" not in same
 
