@@ -2,13 +2,13 @@
 the repeat search of its folders, and the exports (without image-size reads) of the results they make.
 
 usage: ``python bench/control_plane_inmemory.py N [merge|search|exports ...]`` (env ``R``: repeats, best CPU kept;
-``PROF=<stage>``: print that stage's cProfile; ``VIEWS=1``: every shard has its worker's merge view, as a shard that
-finished in one attempt has, so the merge part composes bytes instead of reading entries). Entries are
-``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000 per folder, as ``bench/control_plane.py`` makes them. Prints us
-of thread CPU per image per stage and an md5 of each stage's output blobs: a change that keeps the md5s keeps the bytes
-(for these inputs). Benchmark only: it patches the activities' blob helpers to an in-memory store, whose ``service``
-offers the blob clients the activities' streams write through (``adapters.block_writer``; smoke-tested at a tiny size by
-tests/unit/test_control_plane_inmemory_bench.py)."""
+``PROF=<stage>``: print that stage's cProfile; ``FILES=1``: an md5 of each export file too; ``VIEWS=1``: every shard
+has its worker's merge view, as a shard that finished in one attempt has, so the merge part composes bytes instead of
+reading entries). Entries are ``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000 per folder, as
+``bench/control_plane.py`` makes them. Prints us of thread CPU per image per stage and an md5 of each stage's output
+blobs: a change that keeps the md5s keeps the bytes (for these inputs). Benchmark only: it patches the activities' blob
+helpers to an in-memory store, whose ``service`` offers the blob clients the activities' streams write through
+(``adapters.block_writer``; smoke-tested at a tiny size by tests/unit/test_control_plane_inmemory_bench.py)."""
 import cProfile, hashlib, io, json, os, pstats, sys, time, tempfile
 from typing import Any, IO, Iterator
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -122,7 +122,7 @@ def stage(name, fn, *a):
         out, t = cpu(fn, *a, prof=p)
         best = t if best is None else min(best, t)
         if p:
-            s = io.StringIO(); pstats.Stats(p, stream=s).sort_stats("tottime").print_stats(30); print(s.getvalue())
+            s = io.StringIO(); pstats.Stats(p, stream=s).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "30"))); print(s.getvalue())
     print(f"{name:10s} {best / N * 1e6:8.1f} us/image", flush=True)
     return out
 
@@ -148,3 +148,6 @@ if "exports" in STAGES:
     store.write_bytes(C, layout.results_blob(TID), fanin.results_head(info) + body[1:] + fanin.RESULTS_TAIL)
     stage("exports", lambda: ex.run_exports(TID, settings, store))
     print("exports out", digest(*[n for (c, n) in sorted(store.blobs) if "/exports/" in n]))
+    if os.environ.get("FILES") == "1":  # each export file's md5, to tell which file a change altered
+        for (c, n) in sorted(store.blobs):
+            if "/exports/" in n: print("  file", digest(n), len(store.blobs[(c, n)]), n)
