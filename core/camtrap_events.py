@@ -879,6 +879,19 @@ class EventFrames:
             return None
         return f"{int(self._key[i]):016x}", int(self._frames[i]), int(self._frame[i])
 
+    def find_many(self, media_ids: Sequence[str]) -> list[tuple[str, int, int] | None]:
+        """``find`` of each of ``media_ids``, in one search of the photos: a search per photo cost ~3 us of numpy's
+        per-call overhead, half of ``link_coco_images``' time (``bench/control_plane_inmemory.py``)."""
+        numbers = np.array([media_number(m) for m in media_ids], dtype=np.uint64)
+        found: list[tuple[str, int, int] | None] = [None] * len(numbers)
+        if not len(self._media) or not len(numbers):
+            return found
+        at = np.minimum(np.searchsorted(self._media, numbers), len(self._media) - 1)
+        for j in np.flatnonzero((self._media[at] == numbers) & (numbers != 0)).tolist():
+            i = at[j]
+            found[j] = f"{int(self._key[i]):016x}", int(self._frames[i]), int(self._frame[i])
+        return found
+
 
 def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:
     """The events of the parts' records (reordered in place), in ``event_lines``' order."""
@@ -1431,18 +1444,38 @@ def link_coco_images(lines: Iterable[str], frames: EventFrames,
     that joined one (``_join_list_spans``) gets the list's ``seq_id``, which its listed photos carry, so a COCO
     reader that groups images by ``seq_id`` finds that visit's photos together, as Camtrap DP's eventID does;
     without it (an index written before the keys) the event's key, which only that photo carries."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == _COCO_LINES_PER_SEARCH:
+            yield from _link_coco_chunk(chunk, frames, names)
+            chunk = []
+    yield from _link_coco_chunk(chunk, frames, names)
+
+
+_COCO_LINES_PER_SEARCH = 1024  # image lines whose photos one EventFrames.find_many looks up
+
+
+def _link_coco_chunk(lines: Sequence[str], frames: EventFrames, names: Mapping[str, str] | None) -> Iterator[str]:
+    """``link_coco_images`` of a few lines, their photos looked up together (``EventFrames.find_many``)."""
+    images = []
     for line in lines:
         body = line.rstrip("\n")
-        lead = 1 if body.startswith(",") else 0
-        if not body.endswith("}"):
+        image = jsonio.loads(body[1 if body.startswith(",") else 0:]) if body.endswith("}") else None
+        images.append(image if isinstance(image, dict) else None)
+    places = frames.find_many([camtrapdp.media_id(str(image.get("id", ""))) for image in images if image is not None])
+    at = 0
+    for line, image in zip(lines, images):
+        if image is None:
             yield line
             continue
-        image = jsonio.loads(body[lead:])
-        found = frames.find(camtrapdp.media_id(str(image.get("id", "")))) if isinstance(image, dict) else None
+        found = places[at]
+        at += 1
         if found is None or any(name in image for name in _COCO_SEQUENCE_FIELDS):
             yield line
             continue
         key, count, frame = found
+        body = line.rstrip("\n")
         seq_id = jsonio.dumps_text(names[key]) if names and key in names else f'"{key}"'
         yield f'{body[:-1]},"seq_id":{seq_id},"seq_num_frames":{count},"frame_num":{frame}}}{line[len(body):]}'
 

@@ -145,6 +145,17 @@ def test_parts_written_before_records_named_their_photos_get_no_frames() -> None
         ev.EventFrames.from_bytes(b"something else")
 
 
+def test_find_many_answers_as_find_does_for_each_photo() -> None:
+    """One search for many photos (``link_coco_images``' lookups) gives each one ``find``'s answer: photos of the
+    share, photos of none, ids that are no media id (number 0), ids past either end, and a share without photos."""
+    entries = camera_day(7, cameras=2, images=30)
+    (share,), _ = framed([tapped(entries[:40])[0]])
+    ids = [camtrapdp.media_id(e["file"]) for e in entries] + ["", "not-hex-at-all!", "0" * 16, "f" * 16, "0" * 15 + "1"]
+    assert share.find_many(ids) == [share.find(i) for i in ids]
+    assert sum(hit is not None for hit in share.find_many(ids)) == len(share) > 0
+    assert ev.EventFrames().find_many(ids) == [None] * len(ids) and share.find_many([]) == []
+
+
 def coco_lines(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]], continued: bool) -> list[str]:
     out = io.StringIO()
     writer = coco.CocoWriter(out, io.StringIO(), 0.2, mdformat.DETECTION_CATEGORIES, continued=continued)
@@ -154,8 +165,11 @@ def coco_lines(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]],
     return out.getvalue().splitlines(keepends=True)
 
 
-@pytest.mark.parametrize("continued", [False, True])
-def test_coco_image_lines_get_the_three_fields_unless_they_have_any(continued: bool) -> None:
+@pytest.mark.parametrize("continued, per_search", [(False, 1024), (True, 1024), (False, 7)])
+def test_coco_image_lines_get_the_three_fields_unless_they_have_any(continued: bool, per_search: int,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # per_search 7: the photos are looked up a few lines at a time (EventFrames.find_many), chunks end mid-camera
+    monkeypatch.setattr(ev, "_COCO_LINES_PER_SEARCH", per_search)
     entries = camera_day(5, cameras=2, images=20)
     listed = {entries[0]["file"]: {"seq_id": "L1"}, entries[1]["file"]: {"frame_num": "4"}}
     entries.append({"file": 'site/cam0/100RECNX/"odd",name.jpg', "datetime": entries[2]["datetime"],
