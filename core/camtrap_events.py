@@ -1398,6 +1398,9 @@ def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]
     how it was written."""
     clock = _Clock()
     stand_ins = moved or {}
+    # the deployment and timestamp last looked up and their event (None: none, or no timestamp this export writes):
+    # a photo's rows come one after the other, and its second and later rows need no lookup
+    last: list[str | None] = [None, None, None]
 
     def linked(fields: list[str]) -> bool:
         """Fill ``fields[3]`` (the eventID) of a media-level row of a timed photo without one, or the times of a
@@ -1408,10 +1411,13 @@ def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]
             return True
         if fields[3] or fields[2] in untimed:
             return False
-        try:
-            key = index.event_id(fields[1], clock(fields[4])[0])
-        except ValueError:  # not a timestamp this export writes: in no event
-            return False
+        if fields[1] != last[0] or fields[4] != last[1]:
+            try:
+                found = index.event_id(fields[1], clock(fields[4])[0])
+            except ValueError:  # not a timestamp this export writes: in no event
+                found = None
+            last[:] = fields[1], fields[4], found
+        key = last[2]
         if key:
             fields[3] = key
         return key is not None
