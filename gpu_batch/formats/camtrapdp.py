@@ -437,9 +437,17 @@ def _capture_time(value: str, zone: tzinfo) -> tuple[str | None, bool]:
     except ValueError:
         return None, False
     zoneless = parsed.tzinfo is None
-    if zoneless:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.replace(microsecond=0).isoformat(), zoneless
+    if parsed.microsecond:
+        parsed = parsed.replace(microsecond=0)
+    if zoneless and type(zone) is timezone:  # a fixed offset: its text after the time, as isoformat writes it, with
+        return parsed.isoformat() + _offset_text(zone), True  # no datetime made in it (~2 us an image saved)
+    return (parsed.replace(tzinfo=zone) if zoneless else parsed).isoformat(), zoneless
+
+
+@functools.lru_cache(maxsize=256)
+def _offset_text(zone: timezone) -> str:
+    """How ``isoformat`` writes a fixed offset after a time (``+02:00``; the same for every time in it)."""
+    return datetime(2000, 1, 1, tzinfo=zone).isoformat()[19:]
 
 
 # The EXIF 2.31 tags a worker writes in an entry's ``exif_metadata`` (``gpu_batch.worker.results.detections_entry``,

@@ -334,8 +334,24 @@ def test_timestamps_and_camera_folders() -> None:
     assert camtrapdp.camera_folder("a/b/100EK113/x.jpg") == "a/b" and camtrapdp.deployment_id("x.jpg") == "(root)"
 
 
+@pytest.mark.parametrize("value", ["2024:05:01 06:30:00", "2024-05-01 06:30:00.250", "0001:01:01 00:00:00",
+                                   "9999-12-31T23:59:59.999999", "2024-10-27 02:30:00", "2024-05-01T06:30:00+05:30"])
+def test_a_time_without_offset_is_written_in_the_zone_as_isoformat_writes_it(value: str) -> None:
+    # the zone's offset text is put after the time without making the aware datetime (a fixed offset; others as
+    # before): the same text as isoformat of the time in that zone, offsets with seconds and a zone with rules too
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    for zone in (timezone.utc, timezone(timedelta(hours=-3, minutes=-30)), timezone(timedelta(seconds=3661)),
+                 timezone(timedelta(hours=2), "named"), ZoneInfo("Europe/Berlin")):
+        parsed = datetime.fromisoformat(value.replace(":", "-", 2) if value[4] == ":" else value)
+        placed = parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+        assert camtrapdp.camtrap_timestamp(value, zone) == placed.replace(microsecond=0).isoformat()
+
+
 @pytest.mark.parametrize("file", ["a/b/100EK113/x.jpg", "x.jpg", "a\\b\\100RECNX\\y.jpg", "a/100MEDIA/101MEDIA/z.jpg",
-                                  "a/b/c.jpg", "/lead/100_BTCF/f.JPG", "site/123DSCIM/d.jpg", "site/RECNX/e.jpg"])
+                                  "a/b/c.jpg", "/lead/100_BTCF/f.JPG", "site/123DSCIM/d.jpg", "site/RECNX/e.jpg",
+                                  "a//b/c.jpg", "a/b/", "a\\b/c/100RECNX/"])
 def test_camera_folders_are_megadetectors(file: str) -> None:
     from megadetector.utils import ct_utils
 
