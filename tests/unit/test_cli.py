@@ -1783,6 +1783,23 @@ def test_an_https_address_of_a_plain_http_server_says_to_use_http() -> None:
 
 
 # ------------------------------------------------------------------ --folder: one folder's failure hides no other's
+def _blob_service(blobs: dict[str, bytes]) -> Any:
+    """A stand-in BlobServiceClient whose blobs are ``blobs`` (name -> bytes; the container is not told apart): the
+    properties and one-read download the CLI's fetch uses."""
+
+    class Service:
+        def get_blob_client(self, container: str, name: str) -> Any:
+            data = blobs[name]
+            props = type("Props", (), {"etag": '"e"', "size": len(data)})()
+            left = [data]
+            down = type("Down", (), {"properties": props, "size": len(data),
+                                     "read": lambda self, n: left.pop() if left else b""})()
+            return type("Blob", (), {"get_blob_properties": lambda self: props,
+                                     "download_blob": lambda self, **kw: down})()
+
+    return Service
+
+
 class _FolderClient:
     """An app whose estimate or task of folder ``fails`` ends failed, and whose POST of folder ``refuses`` is
     refused (429)."""
@@ -1953,15 +1970,7 @@ def test_deleted_preview_pages_are_said_with_the_clis_own_command(
     task = "task-0123456789abcdef0123"
     blobs = {f"results/{task}/detections.json": b'{"images": []}'}
 
-    class Service:
-        def get_blob_client(self, container: str, name: str) -> Any:
-            data = blobs[name]
-            props = type("Props", (), {"etag": '"e"', "size": len(data)})()
-            left = [data]
-            down = type("Down", (), {"properties": props, "size": len(data),
-                                     "read": lambda self, n: left.pop() if left else b""})()
-            return type("Blob", (), {"get_blob_properties": lambda self: props,
-                                     "download_blob": lambda self, **kw: down})()
+    Service = _blob_service(blobs)
 
     class Client:
         def results(self, task_id: str) -> dict[str, Any]:
@@ -2006,15 +2015,7 @@ def test_a_replaced_generations_files_are_said_to_be_the_tasks_own(
     task, run = "task-0123456789abcdef0123", "r000000000001abcd"
     blobs = {f"results/{task}/runs/{run}/detections.json": b'{"images": []}'}
 
-    class Service:
-        def get_blob_client(self, container: str, name: str) -> Any:
-            data = blobs[name]
-            props = type("Props", (), {"etag": '"e"', "size": len(data)})()
-            left = [data]
-            down = type("Down", (), {"properties": props, "size": len(data),
-                                     "read": lambda self, n: left.pop() if left else b""})()
-            return type("Blob", (), {"get_blob_properties": lambda self: props,
-                                     "download_blob": lambda self, **kw: down})()
+    Service = _blob_service(blobs)
 
     class Client:
         def results(self, task_id: str) -> dict[str, Any]:
