@@ -59,6 +59,8 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("drop_answer", "reason"), NOTE_CHARS),
     (("drop_answer", "file"), NOTE_CHARS),
     (("drop_answer", "hint"), NOTE_CHARS),
+    (("joined_drops", "reason"), NOTE_CHARS),  # the joined drops' done files, as the own drop's (drop_answer)
+    (("joined_drops", "hint"), NOTE_CHARS),
     (("previews", "expiry_error"), NOTE_CHARS),
     (("previews", "pictures_missing", "examples", "*"), UNMATCHED_CHARS),  # blob names of up to 1,024 characters
     (("previews", "pictures_missing", "error"), NOTE_CHARS),
@@ -77,8 +79,8 @@ _NOTES: tuple[tuple[Path, int], ...] = (
 # with both, still fit the budget (tests/orchestrations/test_status_sizes.py: every best-effort step failed)
 _FLOORS = {"pool_job_error": NOTE_CHARS + 200, "work_left": NOTE_CHARS + 200}
 # Last resort, should texts cut to SHORTEST_CHARS still not fit (no status of trapbatch comes near): whole blocks go.
-_DROPPED = ("shards_given_up", "not_images", "notification", "task_event", "drop_answer", "cost", "failure_reasons",
-            "estimate")
+_DROPPED = ("shards_given_up", "not_images", "notification", "task_event", "drop_answer", "joined_drops", "cost",
+            "failure_reasons", "estimate")
 
 S = TypeVar("S", bound=Mapping[str, Any])
 

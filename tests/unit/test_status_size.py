@@ -46,7 +46,7 @@ def test_an_unmatched_list_without_a_count_gets_one() -> None:
 
 
 def test_then_the_notes_then_the_longest_texts_and_never_an_id_or_a_path() -> None:
-    notes = {k: {"reason": '"' * 2000} for k in ("notification", "task_event", "drop_answer")}
+    notes = {k: {"reason": '"' * 2000} for k in ("notification", "task_event", "drop_answer", "joined_drops")}
     status: dict[str, Any] = {"stage": "failed", "error": '"' * 3000, "results": dict(RESULTS), **notes,
                               "pool_job": "task-0123456789abcdef0123_r250101000000abcd"}
 
@@ -211,6 +211,7 @@ def test_each_list_of_examples_is_cut_to_its_first_few_and_its_count_stays(path:
 NOTES_CUT = [(("results", "exports", "clock_corrections_unmatched", "*"), 120), (("damaged", "examples", "*"), 120),
              (("shards_given_up", "examples", "*", "reason"), 200), (("notification", "reason"), 200),
              (("task_event", "reason"), 200), (("drop_answer", "reason"), 200), (("drop_answer", "file"), 200),
+             (("joined_drops", "reason"), 200), (("joined_drops", "hint"), 200),
              (("previews", "expiry_error"), 200), (("previews", "pictures_missing", "examples", "*"), 120),
              (("previews", "pictures_missing", "error"), 200), (("results", "exports_error"), 200),
              (("repeated_detections", "error"), 200), (("work_left",), 400), (("pool_job_error",), 400)]
