@@ -74,7 +74,7 @@ def _results_info(task_id: str, model: str, completed_at: str, enumeration: dict
         trapbatch["repeated_detections_removed"] = {
             "locations": list(removed_ids), "blob": layout.repeats_blob(task_id),
             "how": "confidence negated, as MegaDetector's repeat detection elimination does"}
-    return {"detector": model.rsplit("/", 1)[-1] or "unknown",
+    return {"detector": mdformat.detector_file(model),
             "detection_completion_time": mdformat.completion_time(completed_at),
             "format_version": mdformat.FORMAT_VERSION, "detector_metadata": mdformat.detector_metadata(model),
             "trapbatch": trapbatch}

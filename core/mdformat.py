@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping  # typing's isinstance is slow (per detection)
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import ijson
 
@@ -166,6 +167,17 @@ def detector_version(model: str) -> str:
         if needle in name:
             return version
     return UNKNOWN_VERSION
+
+
+def detector_file(model: str) -> str:
+    """``info.detector``: the checkpoint's file name, as MegaDetector writes it, for whatever ``model`` a request or
+    the app's TRAPBATCH_MODEL names: a published name as it is (``MDV5A``), a path's or ``blob://`` reference's last
+    part, whichever separator the path uses (a Windows path kept its folders), and a URL's without its query (a SAS
+    token is no part of a name and must not reach the results file); ``unknown`` for an empty one."""
+    ref = model.strip()
+    if "://" in ref and not ref.startswith("blob://"):
+        ref = urlsplit(ref).path
+    return ref.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "unknown"
 
 
 NO_RELEASE = "no known MegaDetector release"

@@ -460,3 +460,19 @@ def test_only_megadetectors_exif_time_form_is_an_exif_time(value: Any, exif: boo
         assert capture_time({"datetime": value}) == "2024-05-06 07:08:09"
     elif isinstance(value, str):
         assert capture_time({"datetime": value}) == value
+
+
+@pytest.mark.parametrize(("model", "detector"), [
+    ("MDV5A", "MDV5A"), ("blob://models/md_v5a.0.0.pt", "md_v5a.0.0.pt"),
+    ("/srv/models/md_v5a.0.0.pt", "md_v5a.0.0.pt"), ("C:\\models\\md_v5b.0.0.pt", "md_v5b.0.0.pt"),
+    ("https://example.org/releases/md_v5a.0.0.pt?sv=2024&sig=SECRET", "md_v5a.0.0.pt"), ("", "unknown")])
+def test_the_results_detector_is_the_checkpoints_file_name_never_its_folders_or_a_urls_query(model: str,
+                                                                                             detector: str) -> None:
+    """``info.detector`` as MegaDetector writes it (the file name): a Windows path kept its folders, a URL its query
+    (a SAS token would have been written into the results file)."""
+    from activities.merge import _results_info
+    from core.mdformat import detector_file
+
+    assert detector_file(model) == detector
+    info = _results_info("t", model, "2026-12-07T00:00:00Z", {"container": "c"}, None)
+    assert info["detector"] == detector and "SECRET" not in str(info)
