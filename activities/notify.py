@@ -199,5 +199,6 @@ def answer_joined_drops(payload: c.JoinedDropsInput) -> c.JoinedDropsOutput:
     # a terminated run's late word, once a later run replaced it: a request written again under the same name, which
     # joined both runs, would get the old run's end over the new one's
     refuse_if_superseded(store, s, payload, "the done files beside the requests that joined it")
-    answered = joined_drops.end_run(store, s.container, payload["task_id"], payload["run"], payload["status"])
+    answered = joined_drops.end_run(store, s.container, payload["task_id"], payload["run"], payload["status"],
+                                    payload.get("ended_runs", []))
     return {"answered": len(answered)}

@@ -26,14 +26,15 @@ azure/storage/blobs/concurrency-manage).
 Per run (the registry and the marker are under the run's id): a later run of the task, a resume or a ``"rerun"``,
 answers only the drops that joined it, and a drop that joined an earlier run keeps that run's end; the ended marker of
 a run never tells a drop joining a later run that the task ended. A run terminated before its end writes no marker
-and answers no joined drop, as it writes no done file beside its own drop.
+and answers no joined drop, as it writes no done file beside its own drop: the run that resumes its work (a post of
+the same request, which ends the terminated run first: its input's ``ends_run``) answers them at its own end.
 
 Blocking (storage calls): call it off the event loop. Nothing here holds a secret: drop names and statuses only.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 from adapters.blobs import BlobStore
 from gpu_batch import layout
@@ -67,21 +68,36 @@ def join(store: BlobStore, container: str, task_id: str, run: str, drop: str) ->
     return status
 
 
-def end_run(store: BlobStore, container: str, task_id: str, run: str, status: dict[str, Any]) -> list[str]:
+def end_run(store: BlobStore, container: str, task_id: str, run: str, status: dict[str, Any],
+            ended_runs: Sequence[str] = ()) -> list[str]:
     """Write run ``run``'s ended marker with its final ``status``, THEN write the done file of every drop registered
-    as joining it. Returns the drops answered. Idempotent: a retried call writes the same files. A registry entry
-    that is not one ``join`` wrote (no drop name in it, or a name that is no drop request) is passed over."""
+    as joining it, and of every drop registered as joining one of ``ended_runs``: the runs this run ended when it
+    started (terminated, or failed by the platform, and resumed by this one), which wrote no done file. Returns the
+    drops answered. Idempotent: a retried call writes the same files. A registry entry that is not one ``join`` wrote
+    (no drop name in it, or a name that is no drop request) is passed over.
+
+    Why no marker for an ended run: no request joins it any more (the starter finds it ended, or this run running,
+    which it joins instead), so its registry no longer grows; a request that had joined it was told its end would be
+    written beside it, and the run that resumed the work is the one whose end that is."""
     store.write_json(container, layout.run_ended_blob(task_id, run), {"task_id": task_id, "run": run,
                                                                        "status": status})
-    answered = []
-    for entry in store.list_names(container, layout.joined_drops_prefix(task_id, run)):
-        doc = store.read_json_or_none(container, entry)
-        drop = doc.get("drop") if isinstance(doc, dict) else None
-        if not isinstance(drop, str) or not layout.is_drop_request(drop):
-            logger.warning("task %s: joined-drop entry %s names no dropped request: passed over", task_id, entry)
+    answered: list[str] = []
+    for one in [run, *(r for r in ended_runs if r != run)]:
+        try:
+            prefix = layout.joined_drops_prefix(task_id, one)
+        except ValueError:  # not a run id: a run started before runs had ids registered no joined drop
             continue
-        store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"), done_file(task_id, status))
-        answered.append(drop)
+        for entry in store.list_names(container, prefix):
+            doc = store.read_json_or_none(container, entry)
+            drop = doc.get("drop") if isinstance(doc, dict) else None
+            if not isinstance(drop, str) or not layout.is_drop_request(drop):
+                logger.warning("task %s: joined-drop entry %s names no dropped request: passed over", task_id, entry)
+                continue
+            if drop in answered:  # it joined this run and one it ended: one file, the same content
+                continue
+            store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"),
+                             done_file(task_id, status))
+            answered.append(drop)
     if answered:
         logger.info("task %s: run %s ended: wrote the done files of %d joined drops", task_id, run, len(answered))
     return answered

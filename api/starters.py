@@ -1945,8 +1945,10 @@ async def _join_running(store: BlobStore, container: str, name: str, task_id: st
         return {"done_file": done, "hint": f"task {task_id} had ended already: its final status is in {done}"}
     by = f"the dropped request {drop}" if drop else "an HTTP post"
     answer = {"done_file": done, "hint": f"task {task_id} was already running, started by {by}: its end is written "
-                                         f"beside this request too, to {done}, when it ends (unless the run is "
-                                         f"terminated, which writes none: read its end with GET /api/tasks/{task_id})"}
+                                         f"beside this request too, to {done}, when it ends (a terminated run "
+                                         f"writes none: the run that resumes it, when the same request is posted "
+                                         f"again, writes it at its end; meanwhile read the end with GET "
+                                         f"/api/tasks/{task_id})"}
     if drop:
         answer.update(_awaiting_estimate(status, task_id, drop, answer["hint"]))
     else:

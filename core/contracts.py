@@ -1239,6 +1239,10 @@ class JoinedDropsInput(TypedDict):
     run: str
     status: dict[str, Any]
     run_job: str  # its run's pool job: a replaced run's late answers are not written (activities.superseded)
+    # The runs this one ended (its input's ``ends_earlier`` and ``ends_run``, those with a run id): a terminated run
+    # writes no done file, so the run that resumes it writes those of the requests that had joined it, with its own
+    # end. Absent: none (and in calls scheduled before the field)
+    ended_runs: NotRequired[list[str]]
 
 
 class JoinedDropsOutput(TypedDict):

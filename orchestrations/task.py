@@ -447,6 +447,9 @@ def _answer_joined_drops(context: df.DurableOrchestrationContext, data: c.TaskIn
     if not data.get("answers_joined") or not run:
         return None
     asked = c.JoinedDropsInput(task_id=data["task_id"], run=run, status=dict(status), run_job=_run_job(data))
+    ended = [r for r in [*data.get("ends_earlier", []), data.get("ends_run", "")] if r and r != run]
+    if ended:  # the requests that joined the runs this one ended and resumed: theirs wrote no done file
+        asked["ended_runs"] = ended
     try:
         yield from call(context, c.ANSWER_JOINED_DROPS, STORAGE_RETRY, asked)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why

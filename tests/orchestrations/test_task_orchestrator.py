@@ -861,6 +861,26 @@ def test_a_runs_end_answers_the_drops_that_joined_it_right_after_its_own_done_fi
         assert asked["status"] == run.inputs(c.DROP_ANSWER)[0]["status"]  # the file its own drop gets
 
 
+def test_a_run_that_ended_terminated_runs_answers_the_drops_that_had_joined_them() -> None:
+    """A terminated run writes no done file; the run that ends it and resumes its work (``ends_run``, and the runs
+    an earlier one was to end, ``ends_earlier``) names them to ``answer_joined_drops`` (``ended_runs``), which writes
+    the files of the requests that had joined them with this run's end. A run that ended one started before runs had
+    ids ("") names none for it."""
+    data = task_input(dict(REQUEST))
+    data["run"], data["answers_joined"] = JOINING_RUN, True
+    data["ends_run"], data["ends_earlier"] = "r261207230000ef56", ["", "r261207220000aa11"]
+
+    answer = activities(images=3, shards=1)
+    run = run_task(data, lambda name, payload: {"stopped": True} if name == c.STOP_GROUPS else answer(name, payload))
+
+    [asked] = run.inputs(c.ANSWER_JOINED_DROPS)
+    assert asked["ended_runs"] == ["r261207220000aa11", "r261207230000ef56"]
+    plain = task_input(dict(REQUEST))
+    plain["run"], plain["answers_joined"] = JOINING_RUN, True
+    [alone] = run_task(plain, activities(images=3, shards=1)).inputs(c.ANSWER_JOINED_DROPS)
+    assert "ended_runs" not in alone
+
+
 def test_a_run_started_by_an_earlier_release_answers_no_joined_drops() -> None:
     """A run whose input has no ``answers_joined`` (its starter knew nothing of joined drops), or no run id (the
     registry is the run's): replayed after a deployment, it meets no activity its history lacks; the drops that

@@ -93,7 +93,7 @@ def test_a_drop_joining_a_running_task_is_registered_with_its_run_and_told_its_o
                                                       layout.INCOMING_CONTAINER, "site-b.json", TASK, STATE))
     done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob('site-b.json', 'done')}"
     assert answer["done_file"] == done and f"beside this request too, to {done}" in answer["hint"], answer
-    assert "unless the run is terminated" in answer["hint"]  # a terminated run writes no done file (joined_drops)
+    assert "a terminated run writes none: the run that resumes it" in answer["hint"]  # adapters.joined_drops
     assert store.written == {(STATE, layout.joined_drop_blob(TASK, RUN, "site-b.json")): {"drop": "site-b.json"}}
     assert ("started by an HTTP post" in answer["hint"]) == (not started_by)
 

@@ -169,6 +169,23 @@ def test_a_later_run_of_the_task_answers_only_the_drops_that_joined_it() -> None
     assert done_of(store, "late.json") == {"id": TASK, **rerun_status}
 
 
+def test_the_run_that_resumes_a_terminated_one_answers_the_drops_that_had_joined_it() -> None:
+    """A terminated run writes no marker and no done file; the run that resumed its work (``ended_runs``: its input's
+    ``ends_run``, ``ends_earlier``) writes those of the requests that had joined it, with its own end, once each;
+    a run it did not end keeps its joiners (their files are that run's to write)."""
+    resumed, ended, other = "r261208090000cd34", "r261207230000ef56", "r261207220000aa11"
+    store = Store()
+    joined_drops.join(store, STATE, TASK, RUN, DROP)  # RUN is then terminated: its end never comes
+    joined_drops.join(store, STATE, TASK, ended, "earlier.json")
+    joined_drops.join(store, STATE, TASK, other, "elsewhere.json")
+    joined_drops.join(store, STATE, TASK, resumed, DROP)  # the same request joined the resumed run too
+    answered = joined_drops.end_run(store, STATE, TASK, resumed, STATUS, [ended, RUN, resumed])
+    assert sorted(answered) == sorted([DROP, "earlier.json"])
+    assert done_of(store) == done_of(store, "earlier.json") == {"id": TASK, **STATUS}
+    assert done_of(store, "elsewhere.json") is None
+    assert joined_drops.ended_status(store, STATE, TASK, RUN) is None  # no marker for a run that ended unanswered
+
+
 def test_a_registry_entry_naming_no_dropped_request_is_passed_over() -> None:
     store = Store()
     prefix = layout.joined_drops_prefix(TASK, RUN)
