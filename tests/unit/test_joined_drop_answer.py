@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
@@ -12,6 +11,7 @@ from activities.notify import write_drop_answer
 from api import starters
 from core import contracts as c
 from gpu_batch import layout
+from tests.unit.test_joined_drops import Store  # the BlobStore calls of adapters.joined_drops, kept in memory
 from tests.unit.test_task_hub_unavailable import COMPLETED, Hub
 
 TASK = "task-0123456789abcdef0123"
@@ -19,19 +19,6 @@ TASK = "task-0123456789abcdef0123"
 
 STATE = "trapbatch"  # the task-state container (Settings.container), which holds the joined drops' registry
 RUN = "r261207210000ab12"
-
-
-class Store:
-    """``BlobStore.write_json`` and ``read_json_or_none``, kept here."""
-
-    def __init__(self) -> None:
-        self.written: dict[tuple[str, str], Any] = {}
-
-    def write_json(self, container: str, name: str, doc: Any) -> None:
-        self.written[(container, name)] = json.loads(json.dumps(doc))
-
-    def read_json_or_none(self, container: str, name: str) -> Any:
-        return self.written.get((container, name))
 
 
 @pytest.mark.parametrize("runtime", ["Completed", "Terminated"])
@@ -47,7 +34,7 @@ def test_an_ended_tasks_joined_drop_gets_the_done_file_its_run_wrote_not_what_th
     ran = Store()
     write_drop_answer(c.DropAnswerInput(task_id=TASK, drop="first.json", kind="done", status=dict(status)),
                       ran)  # type: ignore[arg-type]
-    [(place, by_the_run)] = ran.written.items()
+    [(place, by_the_run)] = ran.blobs.items()
     assert place == (layout.INCOMING_CONTAINER, layout.drop_answer_blob("first.json", "done"))
     told = {"drop_answer": {"written": False, "file": f"{layout.INCOMING_CONTAINER}/first.done.json",
                             "reason": "refused", "hint": "the task's outcome stands, but that file will not come"},
@@ -61,7 +48,7 @@ def test_an_ended_tasks_joined_drop_gets_the_done_file_its_run_wrote_not_what_th
                                                       "second.json", TASK, STATE))
     done = layout.drop_answer_blob("second.json", "done")
     assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}"
-    assert store.written == {(layout.INCOMING_CONTAINER, done): by_the_run}
+    assert store.blobs == {(layout.INCOMING_CONTAINER, done): by_the_run}
 
 
 def test_a_request_written_again_while_its_earlier_version_runs_is_told_its_end_comes_beside_it() -> None:
@@ -94,7 +81,7 @@ def test_a_drop_joining_a_running_task_is_registered_with_its_run_and_told_its_o
     done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob('site-b.json', 'done')}"
     assert answer["done_file"] == done and f"beside this request too, to {done}" in answer["hint"], answer
     assert "a terminated run writes none: the run that resumes it" in answer["hint"]  # adapters.joined_drops
-    assert store.written == {(STATE, layout.joined_drop_blob(TASK, RUN, "site-b.json")): {"drop": "site-b.json"}}
+    assert store.blobs == {(STATE, layout.joined_drop_blob(TASK, RUN, "site-b.json")): {"drop": "site-b.json"}}
     assert ("started by an HTTP post" in answer["hint"]) == (not started_by)
 
 
@@ -110,4 +97,4 @@ def test_a_drop_joining_a_run_whose_end_has_come_writes_its_done_file_itself() -
                                                       layout.INCOMING_CONTAINER, "site-b.json", TASK, STATE))
     done = layout.drop_answer_blob("site-b.json", "done")
     assert answer["done_file"] == f"{layout.INCOMING_CONTAINER}/{done}" and "had ended already" in answer["hint"]
-    assert store.written[(layout.INCOMING_CONTAINER, done)] == {"id": TASK, **status}
+    assert store.blobs[(layout.INCOMING_CONTAINER, done)] == {"id": TASK, **status}
