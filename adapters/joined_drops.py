@@ -26,15 +26,17 @@ azure/storage/blobs/concurrency-manage).
 Per run (the registry and the marker are under the run's id): a later run of the task, a resume or a ``"rerun"``,
 answers only the drops that joined it, and a drop that joined an earlier run keeps that run's end; the ended marker of
 a run never tells a drop joining a later run that the task ended. A run terminated before its end writes no marker
-and answers no joined drop, as it writes no done file beside its own drop: the run that resumes its work (a post of
-the same request, which ends the terminated run first: its input's ``ends_run``) answers them at its own end.
+itself: the terminate through the app's API writes it, with a ``terminated`` status, and answers the joined drops
+(adapters.terminated_drops, through ``answer_registered`` with the same order); the run that resumes its work (a post
+of the same request, which ends the terminated run first: its input's ``ends_run``) answers them at its own end, over
+that status.
 
 Blocking (storage calls): call it off the event loop. Nothing here holds a secret: drop names and statuses only.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from adapters.blobs import BlobStore
 from gpu_batch import layout
@@ -72,17 +74,32 @@ def end_run(store: BlobStore, container: str, task_id: str, run: str, status: di
             ended_runs: Sequence[str] = ()) -> list[str]:
     """Write run ``run``'s ended marker with its final ``status``, THEN write the done file of every drop registered
     as joining it, and of every drop registered as joining one of ``ended_runs``: the runs this run ended when it
-    started (terminated, or failed by the platform, and resumed by this one), which wrote no done file. Returns the
-    drops answered. Idempotent: a retried call writes the same files. A registry entry that is not one ``join`` wrote
-    (no drop name in it, or a name that is no drop request) is passed over.
+    started (terminated, or failed by the platform, and resumed by this one), which wrote no done file, or one that
+    says ``terminated`` (adapters.terminated_drops: written by the terminate, it is overwritten here with this run's
+    end). Returns the drops answered. Idempotent: a retried call writes the same files. A registry entry that is not
+    one ``join`` wrote (no drop name in it, or a name that is no drop request) is passed over.
 
     Why no marker for an ended run: no request joins it any more (the starter finds it ended, or this run running,
     which it joins instead), so its registry no longer grows; a request that had joined it was told its end would be
     written beside it, and the run that resumed the work is the one whose end that is."""
-    store.write_json(container, layout.run_ended_blob(task_id, run), {"task_id": task_id, "run": run,
-                                                                       "status": status})
+    store.write_json(container, layout.run_ended_blob(task_id, run), ended_marker(task_id, run, status))
+    return answer_registered(store, container, task_id, [run, *(r for r in ended_runs if r != run)], status)
+
+
+def ended_marker(task_id: str, run: str, status: dict[str, Any]) -> dict[str, Any]:
+    """What run ``run``'s ended marker holds (``ended_status`` reads its ``status``)."""
+    return {"task_id": task_id, "run": run, "status": status}
+
+
+def answer_registered(store: BlobStore, container: str, task_id: str, runs: Sequence[str], status: dict[str, Any],
+                      keep: Callable[[Any], bool] | None = None) -> list[str]:
+    """Write the done file of every drop registered as joining one of ``runs`` (their registries, in that order),
+    each drop once, with ``status``; the second half of ``end_run``, whose marker must be written first. Returns the
+    drops answered (a file ``keep`` kept included). ``keep``: None writes each file (a run's end); else each file is
+    written only over a version ``keep`` does not accept (None: no file), conditionally on the version read
+    (``BlobStore.update_json``), so a file another writer puts there meanwhile is judged again, not lost."""
     answered: list[str] = []
-    for one in [run, *(r for r in ended_runs if r != run)]:
+    for one in runs:
         try:
             prefix = layout.joined_drops_prefix(task_id, one)
         except ValueError:  # not a run id: a run started before runs had ids registered no joined drop
@@ -95,9 +112,14 @@ def end_run(store: BlobStore, container: str, task_id: str, run: str, status: di
                 continue
             if drop in answered:  # it joined this run and one it ended: one file, the same content
                 continue
-            store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"),
-                             done_file(task_id, status))
+            blob = layout.drop_answer_blob(drop, "done")
+            if keep is None:
+                store.write_json(layout.INCOMING_CONTAINER, blob, done_file(task_id, status))
+            else:
+                store.update_json(layout.INCOMING_CONTAINER, blob,
+                                  lambda found: None if keep(found) else done_file(task_id, status))
             answered.append(drop)
     if answered:
-        logger.info("task %s: run %s ended: wrote the done files of %d joined drops", task_id, run, len(answered))
+        logger.info("task %s: run %s: wrote the done files of %d joined drops", task_id, runs[0] if runs else "?",
+                    len(answered))
     return answered

@@ -889,7 +889,22 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                              "runs had ids)"},
                     "stage": {"enum": [*Stage], "description": "the stage it was in"},
                     "status_url": {"type": "string", "description": "the task's status"},
-                    "hint": {"type": "string"}}},
+                    "hint": {"type": "string"},
+                    "drop_answers": {
+                        "type": "object", "required": ["written"],
+                        "description": "the done files the run's end would have written (incoming/<name>.done.json "
+                                       "beside the dropped request that started it and those that joined it), "
+                                       "written now, best effort: the terminate stands either way. Absent: it has "
+                                       "none (started over HTTP, and none joined it)",
+                        "properties": {
+                            "written": {"type": "boolean"},
+                            "stage": {"enum": [*Stage], "description": "the stage the files say: terminated, or the "
+                                                                       "end a run telling of it had (a file already "
+                                                                       "naming that end is kept)"},
+                            "done_file": {"type": "string", "description": "the own drop's done file"},
+                            "joined": {"type": "integer", "description": "how many other dropped requests got theirs"},
+                            "reason": {"type": "string", "description": "written false: why"},
+                            "hint": {"type": "string", "description": "written false: what to do"}}}}},
                 "RunAfterTaskTerminated": {"type": "object", "required": ["id", "terminated", "target", "stage"],
                                            "properties": {
                     "id": {"type": "string"}, "terminated": {"const": True},

@@ -53,7 +53,7 @@ from adapters.storage_errors import OWN_ACCOUNT, SOURCE_ACCOUNT, after_dns_asked
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
 from api.cancel_marker import write_cancel_marker
-from api import repeat_runs
+from api import repeat_runs, terminated_answers
 from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core import notify
@@ -1286,7 +1286,11 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     so a run that ended by itself between the status read and the terminate is told apart by reading the status
     again, and so is a run replaced meanwhile (``_replaced_meanwhile``); when that read finds the task hub busy
     (``TaskHubUnavailable``) the 202 stands, the terminate having been queued (a 503 had clients send it again and be
-    answered 409 "not running")."""
+    answered 409 "not running").
+
+    The 202 writes the done files the run's end would have: beside its dropped request and those that joined it
+    (api.terminated_answers, adapters.terminated_drops: stage ``terminated``, or the end a run telling of it had,
+    never over a file naming that end), best effort: ``drop_answers`` says what became of them."""
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)
     raw = req.get_body() or b""
@@ -1324,10 +1328,14 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     if after["runtime_status"] not in ACTIVE and after["runtime_status"] != "Terminated":
         return _ended_meanwhile(task_id, after)  # the extension's 410, which the SDK does not raise
     logger.info("task %s: run %s terminated through the API (stage %s)", task_id, run or "?", info["stage"])
-    return _json(202, {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
-                       "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
-                       "hint": _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run),
-                                                info, started)})
+    hint = _terminated_hint(task_id, str(info["stage"]), layout.pool_job_id(task_id, run), info, started)
+    answer = {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
+              "status_url": f"{_base_url(req)}/api/tasks/{task_id}", "hint": hint}
+    # the done files its end would have written: beside its drop and the drops that joined it (best effort)
+    drop_answers = await terminated_answers.answer_terminated(client, task_id, run, now, info, reason, hint)
+    if drop_answers is not None:
+        answer["drop_answers"] = drop_answers
+    return _json(202, answer)
 
 
 def _replaced_meanwhile(task_id: str, run: str, now: str) -> func.HttpResponse:
@@ -1945,10 +1953,11 @@ async def _join_running(store: BlobStore, container: str, name: str, task_id: st
         return {"done_file": done, "hint": f"task {task_id} had ended already: its final status is in {done}"}
     by = f"the dropped request {drop}" if drop else "an HTTP post"
     answer = {"done_file": done, "hint": f"task {task_id} was already running, started by {by}: its end is written "
-                                         f"beside this request too, to {done}, when it ends (a terminated run "
-                                         f"writes none: the run that resumes it, when the same request is posted "
-                                         f"again, writes it at its end; meanwhile read the end with GET "
-                                         f"/api/tasks/{task_id})"}
+                                         f"beside this request too, to {done}, when it ends (a run terminated "
+                                         f"through POST /api/tasks/{task_id}/terminate has it say so, and the run "
+                                         f"that resumes it, when the same request is posted again, writes it again "
+                                         f"at its end; one ended by the Durable management API writes none: read "
+                                         f"the end with GET /api/tasks/{task_id})"}
     if drop:
         answer.update(_awaiting_estimate(status, task_id, drop, answer["hint"]))
     else:

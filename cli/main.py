@@ -1126,6 +1126,24 @@ def terminate(state: State, /, task_id: str, reason: str, target: str) -> None:
     answer = state.client.terminate(task_id, reason, target)
     what = task_id if target == "task" else f"the {AFTER_TASK_RUNS[target]} of {task_id}"
     out.print(f"terminated {what}: {in_cli_words(answer.get('hint', ''))}")
+    line = terminated_drops_line(answer.get("drop_answers"))
+    if line:
+        out.print(escape(line))
+
+
+def terminated_drops_line(answers: Any) -> str:
+    """What the terminate's ``drop_answers`` says (the done files the app wrote for the run it ended: api
+    terminated_answers), "" where it has none: a run started over HTTP that no dropped request joined."""
+    if not isinstance(answers, dict):
+        return ""
+    if answers.get("written") is False:
+        return (f"done files NOT written ({answers.get('reason')}); next: "
+                f"{in_cli_words(str(answers.get('hint') or ''))}")
+    files = [str(answers["done_file"])] if answers.get("done_file") else []
+    joined = int(answers.get("joined") or 0)
+    if joined:
+        files.append(f"{joined} beside the dropped requests that joined it")
+    return f"done files written ({', '.join(files) or 'none'}): they say {answers.get('stage')}"
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")

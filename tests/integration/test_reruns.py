@@ -376,19 +376,32 @@ def test_a_run_terminated_while_its_shards_run_has_its_pool_work_ended_by_the_ru
 
 def test_a_task_terminated_through_the_api_resumes_when_posted_again_and_its_pool_work_is_ended(
         host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, incoming: str) -> None:
     """POST /api/tasks/{id}/terminate, with the function key alone (no Durable system key), ends a task whose work
     will never finish (both of LocalPool's slots held by hung workers: nothing the run waits on ever ends) at once;
     its answer says what follows, and a second terminate is refused as the task no longer runs. Then the same
     request posted plainly resumes it: the terminated run's job is closed (its hung workers end) and the task
-    completes every image. Before, only the management API's system-key URL could terminate (404 here)."""
+    completes every image. Before, only the management API's system-key URL could terminate (404 here).
+
+    A request dropped while it ran joined it: the terminate's 202 wrote its done file, saying ``terminated`` (before,
+    none came until the request was posted again), and the resumed run's end writes its own over it
+    (api.terminated_answers, adapters.terminated_drops)."""
     task_id, old_job = _both_slots_held_by_hung_shards(host, store, unique_name, monkeypatch)
+    joined = f"{unique_name}-joined.json"
+    store.write_json(incoming, joined, {"container": unique_name})
+    receipt = wait_until(lambda: store.read_json_or_none(incoming, layout.drop_receipt_blob(joined)), 60, "receipt")
+    assert receipt["started"] is False and receipt["id"] == task_id, receipt
+    done = layout.drop_answer_blob(joined, "done")
     url = f"{host.base_url}/api/tasks/{task_id}/terminate"
     ended = api.post(url, json={"reason": "stalled: both workers hung"}, timeout=120)
     assert ended.status_code == 202, ended.text
     answer = ended.json()
     assert answer["terminated"] is True and answer["stage"] == Stage.detecting, answer
     assert f"pool job {old_job})" in answer["hint"] and "post the same request again" in answer["hint"], answer
+    assert answer["drop_answers"] == {"written": True, "stage": "terminated", "joined": 1}, answer
+    said = store.read_json(incoming, done)
+    assert said["stage"] == "terminated" and said["reason"] == "stalled: both workers hung", said
+    assert said["run"] == answer["run"] and said["terminated_in"] == Stage.detecting, said
     wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the run terminated")
     assert host.get_status(task_id)["output"] == "stalled: both workers hung"  # the reason, kept with the run
     assert status(host, task_id)["stage"] == Stage.terminated
@@ -397,6 +410,9 @@ def test_a_task_terminated_through_the_api_resumes_when_posted_again_and_its_poo
     monkeypatch.delenv("TRAPBATCH_WORKER_FAULTS")  # the resumed run's workers do not hang
 
     _resumed_run_completes_and_the_old_one_ended(host, app_env, unique_name, task_id, old_job, "terminated")
+    final = wait_until(lambda: (lambda d: d if d and d.get("stage") == Stage.completed else None)(
+        store.read_json_or_none(incoming, done)), 60, "the resumed run's end beside the joined drop")
+    assert final["id"] == task_id and final["images"] == 8 and "reason" not in final, final
 
 
 @pytest.mark.parametrize("replay_stage", [Stage.enumerating, Stage.failed])

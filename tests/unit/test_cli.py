@@ -3612,6 +3612,41 @@ def test_terminate_posts_the_route_with_the_reason_and_says_the_apps_answer_in_t
     assert "submit the same request again, without --rerun or --only-new, to resume it" in said, said
 
 
+def test_terminate_says_what_became_of_the_done_files_the_app_wrote_for_the_run(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The 202's ``drop_answers`` (api.terminated_answers): the files written and what they say, or that they were
+    not, with the app's hint in the CLI's words; nothing where the answer has none (a run started over HTTP)."""
+    import cli.main as cli_main
+
+    answers = [{"written": True, "stage": "terminated", "done_file": "incoming/a.done.json", "joined": 2},
+               {"written": False, "reason": "storage said [403]", "hint": 'post the same request again, without '
+                                                                         '"rerun" or "only_new", to resume it'},
+               None]
+
+    class Terminating:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def terminate(self, task_id: str, reason: str, target: str) -> dict[str, Any]:
+            found = answers.pop(0)
+            return {"id": task_id, "hint": "its stage becomes 'terminated'",
+                    **({"drop_answers": found} if found is not None else {})}
+
+    monkeypatch.setattr(cli_main, "ApiClient", Terminating)
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=300, highlight=False, soft_wrap=True))
+    base = ["--url", "https://app.example", "--key", "k", "terminate", T1]
+    assert main(base) == 0
+    said = capsys.readouterr().out
+    assert ("done files written (incoming/a.done.json, 2 beside the dropped requests that joined it): they say "
+            "terminated") in said, said
+    assert main(base) == 0
+    said = capsys.readouterr().out
+    assert "done files NOT written (storage said [403]); next: submit the same request again, without --rerun or " \
+        "--only-new, to resume it" in said, said
+    assert main(base) == 0
+    assert "done files" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("reason, said", [("r" * 201, "longer than 200 characters"),
                                           ("stalled\nsince Monday", "control characters")])
 def test_terminate_refuses_a_reason_the_app_would_refuse_before_sending_it(

@@ -80,7 +80,9 @@ def test_a_drop_joining_a_running_task_is_registered_with_its_run_and_told_its_o
                                                       layout.INCOMING_CONTAINER, "site-b.json", TASK, STATE))
     done = f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob('site-b.json', 'done')}"
     assert answer["done_file"] == done and f"beside this request too, to {done}" in answer["hint"], answer
-    assert "a terminated run writes none: the run that resumes it" in answer["hint"]  # adapters.joined_drops
+    # adapters.terminated_drops, adapters.joined_drops: what a terminate writes, and what the resuming run does
+    assert (f"a run terminated through POST /api/tasks/{TASK}/terminate has it say so, and the run that resumes it, "
+            "when the same request is posted again, writes it again at its end") in answer["hint"]
     assert store.blobs == {(STATE, layout.joined_drop_blob(TASK, RUN, "site-b.json")): {"drop": "site-b.json"}}
     assert ("started by an HTTP post" in answer["hint"]) == (not started_by)
 

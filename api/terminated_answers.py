@@ -1,0 +1,70 @@
+"""The 202 of ``POST /api/tasks/{id}/terminate`` (target "task") writes the terminated run's done files
+(adapters.terminated_drops says what, and why never over the run's own end), best effort: the run is terminated
+whatever becomes of them, and the answer's ``drop_answers`` says what did (``{"written": false, "reason", "hint"}``
+when they could not be written, logged too).
+
+Why here and not in the orchestration: a terminated orchestration runs none of its own steps again (api.starters
+``terminate_task``), and the terminate is the app's own route, so its answer is the one place that knows the run
+ended so and can say whether its word was written.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from adapters import clients
+from adapters.task_hub import read_status
+from adapters.terminated_drops import TELLING, answer_terminated_run, terminated_status, told_status
+from core.errors import failure_line
+
+logger = logging.getLogger(__name__)
+
+
+def answers_hint(task_id: str) -> str:
+    """What to do when the terminated run's done files could not be written (``drop_answers.hint``)."""
+    return (f"the run is terminated all the same; the done files beside its dropped requests may not say so: read "
+            f"GET /api/tasks/{task_id}, or post the same request again, without \"rerun\" or \"only_new\", to resume "
+            "it (its end writes them). If storage refused the write, the app's identity (id-api-*) needs Storage Blob "
+            "Data Owner on trapbatch's storage account (infra/ grants it)")
+
+
+def done_files_hint(hint: str) -> str:
+    """The hint of a terminated run's done file: the 202's (what the terminate left, how to resume), and that the
+    resuming run writes the file again."""
+    return f"{hint}; the run that resumes the task writes this file again with its own end"
+
+
+async def answer_terminated(client: Any, task_id: str, run: str, task_input: Mapping[str, Any],
+                            described: Mapping[str, Any], reason: str, hint: str) -> dict[str, Any] | None:
+    """Write the done files of run ``run`` (``task_input``: its input) just terminated with ``reason``; None where
+    it has none to write (started over HTTP, and no registry of joined drops: started by an earlier release).
+    ``described``: the task as read before the terminate (the 202's ``stage``), used where the status cannot be
+    read again; the read after the terminate is preferred, the newest word on whether the run was telling of its end
+    (the replay of a terminate sets the run's last custom status again: api.starters ``_stage``). ``hint``: the 202's,
+    which says what the terminate left and to post the request again to resume."""
+    drop = str(task_input.get("drop") or "")
+    if not drop and not (task_input.get("answers_joined") and run):
+        return None
+    ended = [r for r in [*(task_input.get("ends_earlier") or []), task_input.get("ends_run", "")]
+             if isinstance(r, str) and r and r != run]
+    try:
+        last: Mapping[str, Any] = described
+        try:
+            read = await read_status(client, task_id)
+            if isinstance(getattr(read, "custom_status", None), dict) and read.custom_status.get("stage"):
+                last = read.custom_status
+        except Exception:  # noqa: BLE001 - the status before the terminate serves (the hub was read a moment ago)
+            logger.info("task %s: status not read again after the terminate: the one before it serves", task_id)
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        status = (told_status(last) if last.get("stage") in TELLING else
+                  terminated_status(last, run, reason, done_files_hint(hint), at))
+        s = clients.settings()
+        return await asyncio.to_thread(answer_terminated_run, clients.store(s), s.container, task_id, run, drop,
+                                       ended, status, str(last.get("started") or ""))
+    except Exception as exc:  # noqa: BLE001 - best effort: the 202 stands, and says so
+        why = failure_line(exc, 300)
+        logger.warning("task %s: run %s terminated, but its done files could not be written: %s", task_id,
+                       run or "?", why)
+        return {"written": False, "reason": why, "hint": answers_hint(task_id)}
