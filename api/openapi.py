@@ -895,7 +895,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "description": "the done files the run's end would have written (incoming/<name>.done.json "
                                        "beside the dropped request that started it and those that joined it), "
                                        "written now, best effort: the terminate stands either way. Absent: it has "
-                                       "none (started over HTTP, and none joined it)",
+                                       "none (started over HTTP, and no dropped request joined it)",
                         "properties": {
                             "written": {"type": "boolean"},
                             "stage": {"enum": [*Stage], "description": "the stage the files say: terminated, or the "

@@ -39,7 +39,7 @@ def done_files_hint(hint: str) -> str:
 async def answer_terminated(client: Any, task_id: str, run: str, task_input: Mapping[str, Any],
                             described: Mapping[str, Any], reason: str, hint: str) -> dict[str, Any] | None:
     """Write the done files of run ``run`` (``task_input``: its input) just terminated with ``reason``; None where
-    it has none to write (started over HTTP, and no registry of joined drops: started by an earlier release).
+    it has none (started over HTTP, and no dropped request joined it, or none could: started by an earlier release).
     ``described``: the task as read before the terminate (the 202's ``stage``), used where the status cannot be
     read again; the read after the terminate is preferred, the newest word on whether the run was telling of its end
     (the replay of a terminate sets the run's last custom status again: api.starters ``_stage``). ``hint``: the 202's,
@@ -61,10 +61,12 @@ async def answer_terminated(client: Any, task_id: str, run: str, task_input: Map
         status = (told_status(last) if last.get("stage") in TELLING else
                   terminated_status(last, run, reason, done_files_hint(hint), at))
         s = clients.settings()
-        return await asyncio.to_thread(answer_terminated_run, clients.store(s), s.container, task_id, run, drop,
-                                       ended, status, str(last.get("started") or ""))
+        answered = await asyncio.to_thread(answer_terminated_run, clients.store(s), s.container, task_id, run, drop,
+                                           ended, status, str(last.get("started") or ""))
     except Exception as exc:  # noqa: BLE001 - best effort: the 202 stands, and says so
         why = failure_line(exc, 300)
         logger.warning("task %s: run %s terminated, but its done files could not be written: %s", task_id,
                        run or "?", why)
         return {"written": False, "reason": why, "hint": answers_hint(task_id)}
+    # a run started over HTTP that no dropped request joined: its marker only (for one joining now), nothing to say
+    return answered if answered.get("done_file") or answered.get("joined") else None

@@ -1143,7 +1143,7 @@ def terminated_drops_line(answers: Any) -> str:
     joined = int(answers.get("joined") or 0)
     if joined:
         files.append(f"{joined} beside the dropped requests that joined it")
-    return f"done files written ({', '.join(files) or 'none'}): they say {answers.get('stage')}"
+    return f"done files written ({', '.join(files)}): they say {answers.get('stage')}" if files else ""
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")

@@ -236,3 +236,21 @@ def test_a_run_without_an_id_answers_its_own_drop_alone(source: str, store: Blob
     assert not terminated_drops.names_end({"stage": "completed"}, "")
     assert not terminated_drops.names_end({"stage": "terminated", "started": STARTED}, STARTED)
     assert terminated_drops.names_end({"stage": "cancelled", "started": STARTED}, STARTED)
+
+
+def test_a_run_started_over_http_that_none_joined_says_nothing_of_done_files_yet_answers_a_late_joiner(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    """No done file to write: the 202 has no ``drop_answers``; the run's ended marker is written all the same, so a
+    request that joins it as it is terminated (its status read before) gets its file from the marker."""
+    from adapters import joined_drops
+
+    client = Client()
+    task_id = asyncio.run(starters.start_task(client, {"container": source}, starters.clients.settings()))[1]
+    run = client.starts[0]["run"]
+    client.instances[task_id]["custom"] = {"stage": "enumerating", "started": STARTED}
+    code, answer = _terminate(client, task_id, "r")
+    assert code == 202 and "drop_answers" not in answer
+    late = f"{unique_name}-late.json"
+    status = joined_drops.join(store, f"{source}-state", task_id, run, late)
+    assert status is not None and status["stage"] == "terminated" and status["terminated_in"] == "enumerating"
+    assert _done(store, late) == {"id": task_id, **status}
