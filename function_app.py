@@ -17,7 +17,7 @@ from activities import (exportevents, exportparts, exports, fanin, generations, 
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
 from activities import rethreshold, results_zip, reuse, zooniverse_captures, zooniverseparts
-from api import after_task, arrivals, openapi, starters
+from api import after_task, arrivals, openapi, starters, task_delete
 from api import repeat_search as repeat_search_api
 from orchestrations import expiry, repeat_search, repeats, rerender, shards, task, zip_sweep
 from gpu_batch.sdk_logging import quiet_azure_sdk
@@ -29,6 +29,7 @@ quiet_azure_sdk()
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     starters.bp,
+    task_delete.bp,
     repeat_search_api.bp,
     arrivals.bp,
     openapi.bp,

@@ -602,7 +602,20 @@ def description(base_url: str = "") -> dict[str, Any]:
             },
             "/api/tasks/{task_id}": {**task_ref, "get": {
                 "operationId": "getTask", "summary": "stage, counts, progress, ETA, estimate, cost",
-                "responses": {"200": _answer("the task's status", "TaskStatus"), **_errors(401, 403, 404)}}},
+                "responses": {"200": _answer("the task's status", "TaskStatus"), **_errors(401, 403, 404)}},
+                "delete": {
+                    "operationId": "deleteTask", "summary": "delete the task and everything trapbatch stored for it "
+                                                           "(results, exports, zips, preview pages, working state, "
+                                                           "its task hub records); its images and dropped request "
+                                                           "files stay (api/task_delete.py)",
+                    "responses": {"200": _answer("deleted: the task is unknown from now on, and its request starts a "
+                                                 "fresh task", "TaskDeleted"),
+                                  "202": _answer("not done within one request (a very large task): what went stays "
+                                                 "gone; send the same DELETE again to go on", "TaskDeleted"),
+                                  **_errors(401, 403, 404, 409, also={
+                                      409: "or an orchestration of the task still runs (its run, a repeat removal or "
+                                           "search, a preview re-render, a zip build, a terminated run's shard "
+                                           "groups): the error names them, the hint says what to end first"})}}},
             "/api/tasks/{task_id}/results": {**task_ref, "get": {
                 "operationId": "getResults", "summary": "where the results and previews are",
                 "parameters": [{"name": "zip", "in": "query", "required": False, "schema": {"enum": ["rebuild"]},
@@ -917,6 +930,17 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                                     "zip), which show the served results' runs only "
                                                                     "(one of results a re-run has replaced since is "
                                                                     "not shown there: the hint says so)"},
+                    "hint": {"type": "string"}}},
+                "TaskDeleted": {"type": "object", "required": ["id", "deleted", "blobs"], "properties": {
+                    "id": {"type": "string"},
+                    "deleted": {"type": "boolean", "description": "true: nothing of the task is left; false (202): "
+                                                                  "send the DELETE again"},
+                    "blobs": {"type": "object", "required": ["state", "web"], "description": "blobs this request "
+                              "deleted", "properties": {
+                                  "state": {"type": "integer", "minimum": 0, "description": "in the state container "
+                                            "(tasks/<task>/, results/<task>/)"},
+                                  "web": {"type": "integer", "minimum": 0, "description": "preview folders on the "
+                                          "static website"}}},
                     "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},

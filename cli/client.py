@@ -152,6 +152,11 @@ class ApiClient:
 
     def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/previews", json={"threshold": threshold})
+    def delete_task(self, task_id: str) -> dict[str, Any]:
+        """``DELETE /api/tasks/{id}``: one request (the app answers within ``api.task_delete.DELETE_BUDGET_S`` of
+        deleting, so the list's longer timeout); the caller sends it again while the answer says ``deleted: false``."""
+        return self._call("DELETE", f"/api/tasks/{_seg(task_id)}", timeout_s=max(self.timeout_s, LIST_TIMEOUT_S))
+
     def delete_previews(self, task_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/api/tasks/{_seg(task_id)}/previews")
 

@@ -1146,6 +1146,40 @@ def terminated_drops_line(answers: Any) -> str:
     return f"done files written ({', '.join(files)}): they say {answers.get('stage')}" if files else ""
 
 
+# How many DELETE requests ``trapbatch delete`` sends while the app answers "not done yet" (202): each deletes for up
+# to api.task_delete.DELETE_BUDGET_S (150 s), so this covers some 25 minutes of deleting, far beyond a 10M-image task
+DELETE_REQUESTS = 10
+
+
+@cli.command(short_help="Delete a task and everything trapbatch stored for it (results, exports, pages, state).")
+@task_id_argument
+@click.option("--yes", "sure", is_flag=True, help="do not ask before deleting")
+@pass_state
+def delete(state: State, /, task_id: str, sure: bool) -> None:
+    """Delete a finished task: its results of every run, exports, zips, preview pages, working state and logs, and
+    its records in the task hub. Its images and the request files you dropped stay. Refused while the task or a run
+    after it (repeat removal or search, preview re-render, zip build) still runs: the message says what to end first.
+    Afterwards 'trapbatch status' knows no such task, and submitting the same request starts a fresh task."""
+    if not sure and not click.confirm(f"delete task {task_id} and all its results, exports and preview pages?",
+                                      err=True):
+        raise CliError("nothing deleted", f"trapbatch delete {task_id} --yes deletes without asking",
+                       exit_code=EXIT_USAGE)
+    for _ in range(DELETE_REQUESTS):
+        answer = state.client.delete_task(task_id)
+        blobs = answer.get("blobs") or {}
+        if answer.get("deleted"):
+            records = answer.get("instances")
+            out.print(f"deleted {task_id}: {int(blobs.get('state') or 0) + int(blobs.get('web') or 0)} files"
+                      + ("" if records is None else f", {int(records)} task hub records")
+                      + f"; {in_cli_words(answer.get('hint', ''))}")
+            return
+        err.print(f"deleting {task_id}: {int(blobs.get('state') or 0) + int(blobs.get('web') or 0)} files deleted "
+                  "so far, going on")
+    raise CliError(f"task {task_id} is not deleted yet after {DELETE_REQUESTS} requests",
+                   f"what was deleted stays deleted: run trapbatch delete {task_id} --yes again to go on",
+                   exit_code=EXIT_API)
+
+
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")
 @task_id_argument
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

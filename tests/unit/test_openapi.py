@@ -84,7 +84,7 @@ def test_the_description_is_valid_openapi_3_1() -> None:
     assert doc["openapi"] == "3.1.0" and doc["servers"] == [{"url": "http://127.0.0.1:7071"}]
     schema = from_dict(doc)
     labels = {op.label for op in operations(schema)}
-    assert labels == {"POST /api/tasks", "GET /api/tasks", "GET /api/tasks/{task_id}",
+    assert labels == {"POST /api/tasks", "GET /api/tasks", "GET /api/tasks/{task_id}", "DELETE /api/tasks/{task_id}",
                       "GET /api/tasks/{task_id}/results", "POST /api/tasks/{task_id}/cancel",
                       "POST /api/tasks/{task_id}/terminate", "POST /api/tasks/{task_id}/confirm",
                       "DELETE /api/tasks/{task_id}/previews", "POST /api/tasks/{task_id}/previews",

@@ -1,0 +1,124 @@
+"""``DELETE /api/tasks/{id}`` end to end through devhost and Azurite with the real worker on a tiny checkpoint: a
+finished task's blobs go (working state, results of every kind, zip, preview folder), another task's stay, a running
+orchestration of the task refuses the deletion (409), and afterwards the task is unknown (404) and its request
+starts a fresh task."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+
+from devhost import history as h
+from gpu_batch import layout
+from tests.integration.conftest import upload_images
+from tests.integration.test_end_to_end import FUNCTION_KEY, answers, api, described_answers, finished_status  # noqa: F401
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def host(app_env: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from devhost.host import DevHost
+    import function_app
+
+    monkeypatch.setenv("TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", "1")  # every task's files are "large": a zip is offered
+    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="h" + unique_name[:12], port=0,
+                blob_poll_s=0.5, function_key=FUNCTION_KEY)
+    h.start()
+    yield h
+    h.stop()
+
+
+def _names(store: Any, container: str, prefix: str) -> list[str]:
+    if not store.container_exists(container):
+        return []
+    return sorted(store.list_names(container, prefix))
+
+
+def _task_blobs(store: Any, state: str, task: str) -> dict[str, list[str]]:
+    return {"tasks": _names(store, state, layout.task_prefix(task)),
+            "results": _names(store, state, layout.results_prefix(task)),
+            "web": _names(store, layout.STATIC_WEBSITE_CONTAINER, task + "-")}
+
+
+def _kinds(names: list[str], task: str) -> Counter[str]:
+    """Blobs of ``tasks/<task>/`` by kind: the file name of a shard's, the folder of others (the README's sizes)."""
+    out: Counter[str] = Counter()
+    for name in names:
+        parts = name[len(layout.task_prefix(task)):].split("/")
+        out[f"shards/*/{parts[-1].split('-', 1)[0] if parts[-1].startswith('attempt') else parts[-1]}"
+            if parts[0] == "shards" else parts[0]] += 1
+    return out
+
+
+def test_a_finished_task_is_deleted_with_all_its_blobs_and_another_tasks_stay(host, app_env, store,  # type: ignore[no-untyped-def]
+                                                                              unique_name) -> None:
+    upload_images(store, unique_name, 10, corrupt=1)
+    state = app_env["TRAPBATCH_CONTAINER"]
+    request = {"container": unique_name, "max_failed_fraction": 0.5, "previews_expire_days": 30}
+    task = api.post(host.base_url + "/api/tasks", json=request, timeout=120).json()["id"]
+    other = api.post(host.base_url + "/api/tasks", json={**request, "first_n": 3}, timeout=120).json()["id"]
+    for t in (task, other):
+        assert wait_until(lambda t=t: finished_status(host.base_url, t), 240, "the task")["stage"] in (
+            "completed", "completed_with_errors")
+    results_url = f"{host.base_url}/api/tasks/{task}/results"
+    wait_until(lambda: (lambda a: a if a["zip"]["state"] == "ready" else None)(
+        api.get(results_url, timeout=120).json()), 120, "the results zip")
+    wait_until(lambda: host.store.get_instance(f"{task}-zip")["Status"] == "Completed", 120, "the zip build's end")
+    before = _task_blobs(store, state, task)
+    assert all(before.values()), before  # working state, results, and a preview folder
+    assert any(n.startswith(layout.results_zip_folder(task)) for n in before["results"])
+    kept = _task_blobs(store, state, other)
+    print("blobs of a finished 10-image task of 3 shards:", {k: len(v) for k, v in before.items()},
+          dict(_kinds(before["tasks"], task)))
+
+    # a run after the task still running refuses the deletion and says how to end it; the task's blobs stay
+    now = h.ts(h.utcnow())
+    host.store.put_instance(f"{task}-repeats", Name="repeat_removal", Status="Running", Input="", InputIsNull=True,
+                            Output="", CustomStatus="", Error="", CreatedTime=now, UpdatedTime=now, ExecutionId="e",
+                            ParentInstanceId="")
+    refused = api.delete(f"{host.base_url}/api/tasks/{task}", timeout=240)
+    assert refused.status_code == 409, refused.text
+    assert f"({task}-repeats)" in refused.json()["error"]
+    assert '"target": "removal"' in refused.json()["hint"]
+    assert _task_blobs(store, state, task) == before
+    host.store.put_instance(f"{task}-repeats", Status="Completed")
+
+    # a request out of time deletes nothing more and says it is not done (the API's 202: send it again)
+    import os
+
+    from adapters.task_deletion import delete_task_blobs
+    from core.settings import Settings
+
+    assert delete_task_blobs(store, Settings.from_env(os.environ), task, 0.0).done is False
+    assert _task_blobs(store, state, task) == before
+
+    deleted = api.delete(f"{host.base_url}/api/tasks/{task}", timeout=240)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted"] is True
+    assert deleted.json()["blobs"] == {"state": len(before["tasks"]) + len(before["results"]),
+                                       "web": len(before["web"])}
+    assert _task_blobs(store, state, task) == {"tasks": [], "results": [], "web": []}
+    assert _task_blobs(store, state, other) == kept
+    assert store.list_names(unique_name)  # the images stay
+
+
+def test_a_running_task_is_not_deleted(host, app_env, store) -> None:  # type: ignore[no-untyped-def]
+    """Its run first: the answer names the task and says to cancel or terminate it; nothing is deleted."""
+    task = "task-0000000000000000000a"
+    now = h.ts(h.utcnow())
+    host.store.put_instance(task, Name="task_orchestrator", Status="Running", Input=json.dumps({"task_id": task}),
+                            Output="", CustomStatus=json.dumps({"stage": "detecting"}), Error="", CreatedTime=now,
+                            UpdatedTime=now, ExecutionId="e", ParentInstanceId="")
+    store.ensure_container(app_env["TRAPBATCH_CONTAINER"])
+    store.write_bytes(app_env["TRAPBATCH_CONTAINER"], layout.request_blob(task), b"{}")
+    refused = api.delete(f"{host.base_url}/api/tasks/{task}", timeout=240)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == f"task {task} cannot be deleted while its orchestrations run ({task})"
+    assert f"/api/tasks/{task}/cancel" in refused.json()["hint"]
+    assert store.exists(app_env["TRAPBATCH_CONTAINER"], layout.request_blob(task))
+    unknown = api.delete(f"{host.base_url}/api/tasks/task-0000000000000000000b", timeout=240)
+    assert unknown.status_code == 404, unknown.text
+    assert requests.delete(f"{host.base_url}/api/tasks/{task}", timeout=60).status_code == 401  # no key

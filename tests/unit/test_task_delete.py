@@ -1,0 +1,113 @@
+"""Deleting a task: what ``core.task_deletion`` plans from the task hub's instances (what refuses, what is ended, what
+is purged and in which order), the prefixes it deletes, and ``trapbatch delete`` (sends DELETE until done)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cli import main as cli_main
+from core import task_deletion as td
+
+TASK = "task-0123456789abcdef0123"
+OTHER = "task-0123456789abcdef0124"
+
+
+def test_the_prefixes_hold_the_task_alone_and_every_generation() -> None:
+    assert td.state_prefixes(TASK) == (f"tasks/{TASK}/", f"results/{TASK}/")
+    assert td.web_prefix(TASK) == f"{TASK}-"
+    from gpu_batch import layout
+
+    for key in (TASK, layout.generation_key(TASK, "r202612070000ab12")):  # a re-run's folder too
+        assert layout.preview_folder_name(key, "00ff").startswith(td.web_prefix(TASK))
+        assert layout.results_blob(key).startswith(td.state_prefixes(TASK)[1])
+        assert layout.manifest_blob(key, "s00001", 1).startswith(td.state_prefixes(TASK)[0])
+    assert not layout.preview_folder_name(OTHER, "00ff").startswith(td.web_prefix(TASK))
+
+
+def test_a_finished_task_is_purged_helpers_first_and_its_timers_are_ended() -> None:
+    plan = td.plan(TASK, [(TASK, "Completed"), (f"{TASK}-shards-0000", "Completed"), (f"{TASK}-expiry", "Running"),
+                          (f"{TASK}-zip", "Completed"), (f"{TASK}-zip-sweep-20261207T120000000000", "Pending"),
+                          (f"{TASK}-repeats", "Terminated"), (OTHER, "Running"), (OTHER + "-expiry", "Running")])
+    assert plan.refusals == ()
+    assert plan.to_end == (f"{TASK}-expiry", f"{TASK}-zip-sweep-20261207T120000000000")
+    assert plan.to_purge[-1] == TASK
+    assert sorted(plan.to_purge[:-1]) == sorted([f"{TASK}-shards-0000", f"{TASK}-expiry", f"{TASK}-zip",
+                                                 f"{TASK}-zip-sweep-20261207T120000000000", f"{TASK}-repeats"])
+
+
+@pytest.mark.parametrize("running, words", [
+    (TASK, f"POST /api/tasks/{TASK}/cancel"),
+    (f"{TASK}-repeats", '{"target": "removal"}'),
+    (f"{TASK}-repeat-search", '{"target": "search"}'),
+    (f"{TASK}-previews", '{"target": "previews"}'),
+    (f"{TASK}-zip", '{"target": "zip"}'),
+    (f"{TASK}-shards-r202612070000ab12-0001", "post the task's request again"),
+])
+def test_a_working_orchestration_refuses_the_deletion_and_says_what_to_end(running: str, words: str) -> None:
+    plan = td.plan(TASK, [(TASK, "Completed"), (running, "Running")])
+    assert [iid for iid, _ in plan.refusals] == [running]
+    error, hint = td.refusal_text(TASK, plan.refusals)
+    assert running in error and words in hint
+
+
+def test_the_tasks_own_run_is_named_first_and_the_others_counted() -> None:
+    plan = td.plan(TASK, [(f"{TASK}-shards-0000", "Running"), (TASK, "Pending"), (f"{TASK}-zip", "Running")])
+    assert plan.refusals[0][0] == TASK
+    error, hint = td.refusal_text(TASK, plan.refusals)
+    assert f"({TASK}, {TASK}-shards-0000, {TASK}-zip)" in error
+    assert hint.endswith("2 other(s) run too: DELETE again says what is left")
+
+
+class _Session:
+    """A requests.Session stand-in answering DELETE with the given (status, body) in order."""
+
+    def __init__(self, *answers: tuple[int, dict[str, Any]]) -> None:
+        import requests
+
+        self.answers, self.sent, self.headers, self._requests = list(answers), [], {}, requests
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        self.sent.append((method, url, kwargs.get("timeout")))
+        status, body = self.answers.pop(0)
+        resp = self._requests.Response()
+        resp.status_code, resp._content = status, json.dumps(body).encode()
+        resp.headers = self._requests.structures.CaseInsensitiveDict({"Content-Type": "application/json"})
+        return resp
+
+
+def _run(session: _Session, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    from cli.client import ApiClient
+
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=session,  # type: ignore[arg-type]
+                                                                        sleep=lambda s: None))
+    return cli_main.main(["--url", "https://app.example", "--key", "k", "delete", TASK, *args])
+
+
+def test_delete_sends_the_delete_again_until_the_app_says_deleted(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    session = _Session((202, {"id": TASK, "deleted": False, "blobs": {"state": 9000, "web": 0}, "hint": "again"}),
+                       (200, {"id": TASK, "deleted": True, "blobs": {"state": 1000, "web": 20}, "instances": 4,
+                              "hint": "gone"}))
+    assert _run(session, monkeypatch, "--yes") == 0
+    assert [(m, u) for m, u, _ in session.sent] == [("DELETE", f"https://app.example/api/tasks/{TASK}")] * 2
+    assert all(timeout >= 230 for _, _, timeout in session.sent)  # the app deletes for up to 150 s per request
+    captured = capsys.readouterr()
+    assert "9000 files deleted so far" in captured.err
+    assert f"deleted {TASK}: 1020 files, 4 task hub records; gone" in captured.out
+
+
+def test_delete_asks_first_and_a_no_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    session = _Session()
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("n\n"))
+    assert _run(session, monkeypatch) == 2
+    assert session.sent == []
+
+
+def test_delete_refused_says_the_apps_reason(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    session = _Session((409, {"error": f"task {TASK} cannot be deleted while its orchestrations run ({TASK})",
+                              "hint": "the task is running: cancel it"}))
+    assert _run(session, monkeypatch, "--yes") == 4
+    assert "cannot be deleted while its orchestrations run" in capsys.readouterr().err
