@@ -941,6 +941,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                                             "(tasks/<task>/, results/<task>/)"},
                                   "web": {"type": "integer", "minimum": 0, "description": "preview folders on the "
                                           "static website"}}},
+                    "instances": {"type": "integer", "minimum": 0, "description": "task hub instances purged (the "
+                                  "task's, its shard groups' and its helpers'; 200 only)"},
                     "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
                     "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},

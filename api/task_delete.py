@@ -54,7 +54,14 @@ async def task_instances(client: df.DurableOrchestrationClient, task_id: str) ->
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def delete_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Delete the task's blobs (``adapters.task_deletion``), then the histories of its finished instances."""
+    """Delete the task's blobs (``adapters.task_deletion``), then the histories of its instances (timers ended first).
+
+    Each instance is purged by its own id: the Azure Storage provider's purge of one id deletes that instance's row,
+    its history partition and its large-message blobs, nothing of its sub-orchestrations (durabletask
+    ``AzureTableTrackingStore.PurgeInstanceHistoryAsync(instanceId)`` -> ``DeleteAllDataForOrchestrationInstance``:
+    the instance's own partition key; ext ``HttpApiHandler.HandleDeleteHistoryByIdRequestAsync``), so the task's
+    shard groups and helpers, whose ids all start with the task id (``core.ids``), are listed by that prefix and
+    purged one by one (devhost's ``Engine.purge`` deletes one instance likewise)."""
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)  # 404 unknown (to a caller), 403 another caller's
     if not is_task_id(task_id):
@@ -70,17 +77,57 @@ async def delete_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
                                                   "answers 404")
     plan = task_deletion.plan(task_id, instances)
     if plan.refusals:
-        error, hint = task_deletion.refusal_text(task_id, plan.refusals)
-        return json_response(409, {"error": error, "hint": hint})
+        return _refused(task_id, plan)
+    await _end_timers(client, task_id, plan.to_end)  # before the blobs: their timers then fire on nothing
     deleted = await asyncio.to_thread(delete_task_blobs, store, s, task_id, DELETE_BUDGET_S)
     blobs = {"state": deleted.state, "web": deleted.web}
     if not deleted.done:
         logger.info("task %s: deletion under way, %d blobs deleted in this request", task_id, deleted.state + deleted.web)
-        return json_response(202, {"id": task_id, "deleted": False, "blobs": blobs,
-                                   "hint": f"the task holds more blobs than one request deletes: send DELETE "
-                                           f"/api/tasks/{task_id} again to go on (what went stays gone)"},
-                             {"Retry-After": "0"})
-    logger.info("task %s: deleted (%d blobs)", task_id, deleted.state + deleted.web)
-    return json_response(200, {"id": task_id, "deleted": True, "blobs": blobs,
-                               "hint": "the task's results, working state and preview pages are gone; its images "
-                                       "and dropped request files are unchanged"})
+        return _again(task_id, blobs, "the task holds more blobs than one request deletes")
+    # the histories last, the task's own after its helpers' (core.task_deletion: a deletion cut short is finished by
+    # sending it again, which needs the task's instance to know the task and its owner); listed again, since a run
+    # after the task may have started while the blobs went
+    plan = task_deletion.plan(task_id, await task_instances(client, task_id))
+    if plan.refusals:
+        return _refused(task_id, plan)
+    if plan.to_end:  # a terminate the platform has not processed yet (it queues it: api.starters.terminate_task)
+        await _end_timers(client, task_id, plan.to_end)
+        return _again(task_id, blobs, "a timer of the task (its preview expiry or a zip sweep) is still ending")
+    purged = 0
+    for instance_id in plan.to_purge:
+        result = await client.purge_instance_history(instance_id)  # 404, gone already: 0 (the SDK's parse)
+        purged += int(getattr(result, "instances_deleted", 0) or 0)
+    logger.info("task %s: deleted (%d blobs, %d instances)", task_id, deleted.state + deleted.web, purged)
+    return json_response(200, {"id": task_id, "deleted": True, "blobs": blobs, "instances": purged,
+                               "hint": "the task's results, working state, preview pages and task hub records are "
+                                       "gone; its images and dropped request files are unchanged, and posting its "
+                                       "request again starts a fresh task"})
+
+
+def _refused(task_id: str, plan: task_deletion.Plan) -> func.HttpResponse:
+    error, hint = task_deletion.refusal_text(task_id, plan.refusals)
+    return json_response(409, {"error": error, "hint": hint})
+
+
+def _again(task_id: str, blobs: dict[str, int], why: str) -> func.HttpResponse:
+    """The 202 of a deletion this request did not finish: the same DELETE goes on from what is left."""
+    return json_response(202, {"id": task_id, "deleted": False, "blobs": blobs,
+                               "hint": f"{why}: send DELETE /api/tasks/{task_id} again to go on (what went stays "
+                                       "gone)"}, {"Retry-After": "1"})
+
+
+async def _end_timers(client: df.DurableOrchestrationClient, task_id: str, instance_ids: tuple[str, ...]) -> None:
+    """Terminate the task's waiting timers (``core.task_deletion.is_timer``): a running instance is never purged.
+
+    Why terminate first: the Azure Storage provider's purge by id deletes whatever it finds, running or not
+    (durabletask ``DurableTask.AzureStorage/Tracking/AzureTableTrackingStore.cs`` ``PurgeInstanceHistoryAsync
+    (instanceId)``: no state check; devhost README, fidelity row 46), while the timer's message stays in the control
+    queue and would fire on an instance with no history. A terminated instance is finished, and purgeable. The
+    terminate is queued and processed as an episode of its own (``api.starters.terminate_task``), so the caller lists
+    the instances again before it purges; the SDK takes the extension's 410 (ended already) as success, and an
+    instance gone meanwhile (404) is nothing to end."""
+    for instance_id in instance_ids:
+        try:
+            await client.terminate(instance_id, f"task {task_id} deleted (DELETE /api/tasks/{task_id})")
+        except Exception as exc:  # noqa: BLE001 - the SDK raises a bare Exception for 404; listed again afterwards
+            logger.info("task %s: terminate of %s answered %s", task_id, instance_id, type(exc).__name__)

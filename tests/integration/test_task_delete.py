@@ -95,6 +95,10 @@ def test_a_finished_task_is_deleted_with_all_its_blobs_and_another_tasks_stay(ho
     assert delete_task_blobs(store, Settings.from_env(os.environ), task, 0.0).done is False
     assert _task_blobs(store, state, task) == before
 
+    def hub_ids(prefix: str) -> list[str]:
+        return [i["InstanceId"] for i in host.store.query_instances(prefix=prefix, top=1000)[0]]
+
+    ours = set(hub_ids(task)) - {task}
     deleted = api.delete(f"{host.base_url}/api/tasks/{task}", timeout=240)
     assert deleted.status_code == 200, deleted.text
     assert deleted.json()["deleted"] is True
@@ -102,7 +106,16 @@ def test_a_finished_task_is_deleted_with_all_its_blobs_and_another_tasks_stay(ho
                                        "web": len(before["web"])}
     assert _task_blobs(store, state, task) == {"tasks": [], "results": [], "web": []}
     assert _task_blobs(store, state, other) == kept
-    assert store.list_names(unique_name)  # the images stay
+    assert list(store.list_names(unique_name))  # the images stay
+    # every instance of the task is purged (its groups, the zip build and its sweep, the expiry, which was waiting
+    # on its timer: terminated first), the other task's stay
+    assert deleted.json()["instances"] == len(ours) + 1 and hub_ids(task) == []
+    assert f"{task}-expiry" in ours and any(i.startswith(f"{task}-zip-sweep-") for i in ours)
+    assert other in hub_ids(other)
+    assert api.get(f"{host.base_url}/api/tasks/{task}", timeout=120).status_code == 404
+    assert api.delete(f"{host.base_url}/api/tasks/{task}", timeout=240).status_code == 404
+    again = api.post(host.base_url + "/api/tasks", json=request, timeout=120)
+    assert again.status_code == 202 and again.json()["id"] == task  # a fresh task under the same id
 
 
 def test_a_running_task_is_not_deleted(host, app_env, store) -> None:  # type: ignore[no-untyped-def]
@@ -122,3 +135,18 @@ def test_a_running_task_is_not_deleted(host, app_env, store) -> None:  # type: i
     unknown = api.delete(f"{host.base_url}/api/tasks/task-0000000000000000000b", timeout=240)
     assert unknown.status_code == 404, unknown.text
     assert requests.delete(f"{host.base_url}/api/tasks/{task}", timeout=60).status_code == 401  # no key
+
+
+def test_a_purge_by_id_takes_that_instance_alone_not_its_sub_orchestrations(host) -> None:  # type: ignore[no-untyped-def]
+    """Why the deletion purges each instance of the task by its own id: the Azure Storage provider's purge by id
+    deletes the one instance's row, history and large messages (durabletask ``AzureTableTrackingStore.
+    PurgeInstanceHistoryAsync(instanceId)`` -> ``DeleteAllDataForOrchestrationInstance``), not its children; devhost's
+    purge does the same."""
+    parent, child = "task-0000000000000000000c", "task-0000000000000000000c-shards-0000"
+    now = h.ts(h.utcnow())
+    for iid, up in ((parent, ""), (child, parent)):
+        host.store.put_instance(iid, Name="x", Status="Completed", Input="", InputIsNull=True, Output="",
+                                CustomStatus="", Error="", CreatedTime=now, UpdatedTime=now, ExecutionId="e",
+                                ParentInstanceId=up)
+    assert host.engine.purge(parent) is True
+    assert host.store.get_instance(parent) is None and host.store.get_instance(child) is not None
