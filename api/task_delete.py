@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from adapters import clients
-from adapters.task_deletion import delete_task_blobs, has_blobs
+from adapters.task_deletion import Deleted, delete_task_blobs, has_blobs
 from api.edge import http_edge, json_response
 from core import task_deletion
 from core.errors import TaskNotFound
@@ -66,11 +66,23 @@ async def delete_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     caller = await authorize_task(req, client, task_id)  # 404 unknown (to a caller), 403 another caller's
     if not is_task_id(task_id):
         raise TaskNotFound(f"no task {task_id}", "check the id against GET /api/tasks")
-    instances = await task_instances(client, task_id)
     s = clients.settings()
     store = clients.store(s)
-    if task_id not in {iid for iid, _ in instances} and not (
-            caller.operator and (instances or await asyncio.to_thread(has_blobs, store, s, task_id))):
+    return await run_deletion(
+        client, task_id, caller.operator, lambda: task_instances(client, task_id),
+        lambda budget_s: asyncio.to_thread(delete_task_blobs, store, s, task_id, budget_s),
+        lambda: asyncio.to_thread(has_blobs, store, s, task_id))
+
+
+async def run_deletion(client: df.DurableOrchestrationClient, task_id: str, operator: bool,
+                       instances_of: Callable[[], Awaitable[list[tuple[str, str | None]]]],
+                       delete_blobs: Callable[[float], Awaitable[Deleted]],
+                       any_blobs: Callable[[], Awaitable[bool]]) -> func.HttpResponse:
+    """The deletion once the caller may act on the task: ``instances_of`` lists the task's instances, ``delete_blobs``
+    deletes its blobs within a budget (seconds), ``any_blobs`` says whether any is left (passed in: the unit tests
+    give their own)."""
+    instances = await instances_of()
+    if task_id not in {iid for iid, _ in instances} and not (operator and (instances or await any_blobs())):
         # no task: nothing to delete, or (for an operator) only blobs or helpers left by a task whose history was
         # purged through the management API, which this deletes too
         raise TaskNotFound(f"no task {task_id}", "check the id against GET /api/tasks; a task deleted already "
@@ -79,7 +91,7 @@ async def delete_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if plan.refusals:
         return _refused(task_id, plan)
     await _end_timers(client, task_id, plan.to_end)  # before the blobs: their timers then fire on nothing
-    deleted = await asyncio.to_thread(delete_task_blobs, store, s, task_id, DELETE_BUDGET_S)
+    deleted = await delete_blobs(DELETE_BUDGET_S)
     blobs = {"state": deleted.state, "web": deleted.web}
     if not deleted.done:
         logger.info("task %s: deletion under way, %d blobs deleted in this request", task_id, deleted.state + deleted.web)
@@ -87,7 +99,7 @@ async def delete_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # the histories last, the task's own after its helpers' (core.task_deletion: a deletion cut short is finished by
     # sending it again, which needs the task's instance to know the task and its owner); listed again, since a run
     # after the task may have started while the blobs went
-    plan = task_deletion.plan(task_id, await task_instances(client, task_id))
+    plan = task_deletion.plan(task_id, await instances_of())
     if plan.refusals:
         return _refused(task_id, plan)
     if plan.to_end:  # a terminate the platform has not processed yet (it queues it: api.starters.terminate_task)

@@ -111,3 +111,97 @@ def test_delete_refused_says_the_apps_reason(monkeypatch: pytest.MonkeyPatch,
                               "hint": "the task is running: cancel it"}))
     assert _run(session, monkeypatch, "--yes") == 4
     assert "cannot be deleted while its orchestrations run" in capsys.readouterr().err
+
+
+class _Hub:
+    """The task hub as the SDK's real client sees it through the management API (azure-functions-durable-extension
+    ``HttpApiHandler``): terminate 404 unknown / 410 finished / 202 queued, where Azure shows the instance Terminated
+    only once it has processed the message (``at_once`` False); purge by id 200 ``{"instancesDeleted": 1}`` / 404."""
+
+    def __init__(self, instances: dict[str, str], at_once: bool) -> None:
+        from azure.durable_functions import DurableOrchestrationClient
+        from devhost.http_server import binding_json
+
+        self.instances, self.at_once, self.calls = dict(instances), at_once, []
+        self.client = DurableOrchestrationClient(binding_json("http://127.0.0.1:7071", "hub"))
+
+        async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+            iid = url.split("/instances/")[1].split("/")[0]
+            self.calls.append(("terminate", iid))
+            if iid not in self.instances:
+                return [404, None]
+            if self.instances[iid] in ("Completed", "Failed", "Terminated"):
+                return [410, None]
+            if self.at_once:
+                self.instances[iid] = "Terminated"
+            return [202, None]
+
+        async def delete(url: str, *args: Any, **kwargs: Any) -> list[Any]:
+            iid = url.split("/instances/")[1].split("?")[0]
+            self.calls.append(("purge", iid))
+            return [200, {"instancesDeleted": 1}] if self.instances.pop(iid, None) else [404, None]
+
+        self.client._post_async_request = post  # type: ignore[method-assign]
+        self.client._delete_async_request = delete  # type: ignore[method-assign]
+
+    async def listed(self) -> list[tuple[str, str | None]]:
+        return list(self.instances.items())
+
+
+def _delete(hub: _Hub, done: bool = True, operator: bool = False, blobs_left: bool = False) -> tuple[int, Any]:
+    import asyncio
+
+    from adapters.task_deletion import Deleted
+    from api import task_delete
+
+    async def delete_blobs(budget_s: float) -> Deleted:
+        assert budget_s == task_delete.DELETE_BUDGET_S
+        return Deleted(state=7, web=2, done=done)
+
+    async def any_blobs() -> bool:
+        return blobs_left
+
+    async def run() -> Any:
+        from api.edge import http_edge
+
+        @http_edge
+        async def handler() -> Any:
+            return await task_delete.run_deletion(hub.client, TASK, operator, hub.listed, delete_blobs, any_blobs)
+
+        return await handler()
+
+    response = asyncio.run(run())
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_a_timer_the_platform_has_not_ended_yet_is_not_purged_and_the_delete_is_sent_again() -> None:
+    """Azure queues a terminate (ext ``HandleTerminateInstanceRequestAsync`` 202): the expiry still reads Running
+    after it, so the answer is 202 and nothing is purged; once it reads Terminated, the same DELETE purges every
+    instance, the task's own last."""
+    hub = _Hub({TASK: "Completed", f"{TASK}-expiry": "Running", f"{TASK}-shards-0000": "Completed"}, at_once=False)
+    status, body = _delete(hub)
+    assert status == 202 and body["deleted"] is False and "still ending" in body["hint"]
+    assert [c for c in hub.calls if c[0] == "purge"] == []
+    assert ("terminate", f"{TASK}-expiry") in hub.calls
+    hub.instances[f"{TASK}-expiry"] = "Terminated"  # the platform processed the terminate
+    status, body = _delete(hub)
+    assert status == 200 and body == {"id": TASK, "deleted": True, "blobs": {"state": 7, "web": 2}, "instances": 3,
+                                      "hint": body["hint"]}
+    assert [iid for kind, iid in hub.calls if kind == "purge"] == [f"{TASK}-expiry", f"{TASK}-shards-0000", TASK]
+    assert hub.instances == {}
+    assert _delete(hub)[0] == 404  # deleted already
+
+
+def test_blobs_not_all_deleted_purge_nothing_and_answer_202() -> None:
+    hub = _Hub({TASK: "Completed", f"{TASK}-zip": "Completed"}, at_once=True)
+    status, body = _delete(hub, done=False)
+    assert status == 202 and body["blobs"] == {"state": 7, "web": 2} and hub.instances == {
+        TASK: "Completed", f"{TASK}-zip": "Completed"}
+
+
+def test_an_operator_deletes_blobs_a_purged_tasks_history_left_and_a_caller_gets_404() -> None:
+    hub = _Hub({}, at_once=True)
+    assert _delete(hub, blobs_left=True)[0] == 404
+    assert _delete(hub, operator=True, blobs_left=False)[0] == 404
+    status, body = _delete(hub, operator=True, blobs_left=True)
+    assert status == 200 and body["instances"] == 0
