@@ -16,10 +16,10 @@ from activities import (exportevents, exportparts, exports, fanin, generations, 
                         task_events)
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
-from activities import rethreshold, results_zip, reuse, zooniverse_captures, zooniverseparts
+from activities import replaced_generations, rethreshold, results_zip, reuse, zooniverse_captures, zooniverseparts
 from api import after_task, arrivals, openapi, starters, task_delete
 from api import repeat_search as repeat_search_api
-from orchestrations import expiry, repeat_search, repeats, rerender, shards, task, zip_sweep
+from orchestrations import expiry, replaced_sweep, repeat_search, repeats, rerender, shards, task, zip_sweep
 from gpu_batch.sdk_logging import quiet_azure_sdk
 from orchestrations import results_zip as results_zip_orchestration
 
@@ -54,11 +54,13 @@ for blueprint in (
     expiry.bp,
     results_zip_orchestration.bp,
     zip_sweep.bp,
+    replaced_sweep.bp,
     rethreshold.bp,
     expiry_activities.bp,
     results_zip.bp,
     task_events.bp,
     generations.bp,
     reuse.bp,
+    replaced_generations.bp,
 ):
     app.register_functions(blueprint)

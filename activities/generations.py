@@ -6,7 +6,7 @@ last step of a re-run that completed: it points ``results/<task>/current.json`` 
 off the public static website (they would otherwise stay public with nothing left to delete them: ``DELETE
 .../previews`` acts on the served generation), and so are the pages of any other re-run generation, one that was
 terminated or failed after its previews step (``unserved_generations_with_pages``). The previous generation's results
-files stay where they are.
+files stay where they are, until the sweep the run starts next deletes them days later (``core.replaced``).
 Must not: touch the previous generation's results before the pointer moved; run before the new results are complete.
 """
 from __future__ import annotations

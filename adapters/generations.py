@@ -4,7 +4,8 @@ Why a pointer blob and not a copy: a re-run writes its whole state and results u
 (``results/<task>/runs/<run>/``), and promotion rewrites one small blob, ``results/<task>/current.json``. One write
 is atomic for readers (the old generation or the new one, never a mix of their files, which a copy of the results,
 CSV, exports and preview sample one by one could not promise), costs the same for a 10 GB results file as for a small
-one, and leaves the old generation's files in place: read links handed out before (valid for days) keep working.
+one, and leaves the old generation's files in place: read links handed out before (valid for days) keep working
+(the old generation is deleted only after every such link has ended: ``core.replaced``).
 Every reader of a task's results (``GET .../results``, previews, repeats) resolves the key here first.
 """
 from __future__ import annotations

@@ -258,6 +258,7 @@ def _task_status_fields() -> dict[str, Any]:
         "generation": {"type": "string", "description": "a re-run: its run id (its results are under "
                                                         "results/<task>/runs/<run>/); absent: the task's first run"},
         "groups_run": {"type": "string", "description": "the run in the shard groups' instance ids"},
+        "replaced": _replaced(),
         "pool_job": {"type": "string", "description": "the run's pool job"},
         "pool_job_error": {"type": "string", "description": "the run's pool job could not be closed after its work "
                                                             "ended (it counts against the account's active jobs): the "
@@ -336,6 +337,21 @@ def _damaged() -> dict[str, Any]:
             "properties": {"count": {"type": "integer", "minimum": 1},
                            "examples": {"type": "array", "items": {"type": "string"}},
                            "blob": {"type": "string"}, "hint": {"type": "string"}}}
+
+
+def _replaced() -> dict[str, Any]:
+    """A re-run's promotion replaced a generation: which, and when its files are deleted (core.contracts
+    .ReplacedSweepScheduled; core.replaced)."""
+    return {"type": "object", "required": ["generation", "deletes_at"], "description": (
+        "a re-run that completed replaced the generation served before it: its results, exports, zips and working "
+        "state are deleted at deletes_at (TRAPBATCH_KEEP_REPLACED_DAYS after the promotion, default 30, never sooner "
+        "than every link handed out for them has ended); null: kept for ever (the setting is 0), or no sweep could "
+        "be scheduled (error)"), "properties": {
+        "generation": {"type": "string", "description": "the replaced generation's run id; empty: the task's first"},
+        "deletes_at": {"type": ["string", "null"], "format": "date-time"},
+        "instance_id": {"type": "string", "description": "the sweep's orchestration, waiting until then"},
+        "scheduled": {"type": "boolean", "description": "false: the sweep was started already (a retried call)"},
+        "error": {"type": "string", "description": "no sweep was scheduled: why (the generation stays)"}}}
 
 
 def _results_ref() -> dict[str, Any]:
@@ -845,6 +861,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                               "previous generation's", "properties": {"stage": {"enum": [*Stage]},
                                                                         "hint": {"type": "string"}}},
                     "links": _links(),
+                    "replaced": _replaced(),
                     "source": {"type": "object", "description": "where the task's images are: their container, and "
                                "the storage account the request named (empty: the app's own)", "properties": {
                                    "container": {"type": "string"}, "account_url": {"type": "string"}}},

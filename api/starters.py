@@ -263,7 +263,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         request = resumed_request(request, last)
     try:
         task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run, moves_expiry=True,
-                                  answers_joined=True)
+                                  answers_joined=True, sweeps_replaced=True)
         if "generation" in generations:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:
@@ -1166,6 +1166,8 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
             "stage becomes 'completed')" if info["runtime_status"] in ACTIVE else
             f"the re-run ended {info['stage']} without results: these are the task's previous run's, still served; "
             "post the request with \"rerun\" again to run it again")}
+    if not rerunning and isinstance(info.get("replaced"), dict):  # the generation this one replaced: when it goes
+        answer["replaced"] = info["replaced"]
     request: dict[str, Any] = started.get("request") or {}
     # where the images are, by name only (no secret or its name): `trapbatch zooniverse` reads the manifests' images
     answer["source"] = {"container": str(request.get("container") or ""),

@@ -139,6 +139,10 @@ class TaskInput(TypedDict):
     # runs started before: their history has no such activity to replay, and the drop trigger tells a request that
     # joins one of them what it told before (api.starters ``_joined_drop_answer``)
     answers_joined: NotRequired[bool]
+    # True for runs started by code whose promotion starts the sweep that deletes the replaced generation days later
+    # (orchestrations.task ``_sweep_replaced``, core.replaced). Absent in runs started before: their history has no
+    # such activity to replay, and the generation they replace stays, as it did
+    sweeps_replaced: NotRequired[bool]
 
 
 class ShardState(TypedDict):
@@ -633,6 +637,10 @@ class TaskStatus(TypedDict, total=False):
     # {"count", "examples": [the first few names], "blob": the full list (layout.damaged_blob), "hint"}; absent: none
     damaged: dict[str, Any]
     work_left: str  # MergeOutput.work_left: work blobs a cleanup left, and how to delete them; absent: none
+    # a re-run promoted over a generation with results: which one it replaced and when that one is deleted
+    # (ReplacedSweepScheduled; with ``error`` and no time when no sweep could be scheduled: orchestrations.task
+    # ``_sweep_replaced``); absent: none replaced, or a run started before
+    replaced: dict[str, Any]
     cut: str  # core.status_size.fit: what was shortened to fit the 16 KB status (absent: nothing; the output is whole)
 
 
@@ -1583,6 +1591,63 @@ class PromoteInput(TypedDict):
     # that runs after a later run replaced that one (terminated, then resumed or re-run) writes nothing
     # (activities.superseded)
     run_job: NotRequired[str]
+
+
+# ---------------------------------------------------------------- a replaced generation's sweep
+# (activities.replaced_generations, orchestrations.replaced_sweep, core.replaced)
+
+REPLACED_SWEEP_ORCHESTRATOR = "sweep_replaced_generation"
+SCHEDULE_REPLACED_SWEEP = "schedule_replaced_sweep"
+SWEEP_REPLACED = "delete_replaced_generation"
+
+
+class ReplacedSweepSchedule(TypedDict):
+    """SCHEDULE_REPLACED_SWEEP's input: the promotion of ``generation`` replaced ``replaced``."""
+
+    task_id: str  # the task id (not a generation key)
+    generation: str  # the generation promoted (a run id)
+    replaced: str  # the generation it replaced (a run id; "": the first)
+    instance_id: str  # the sweep's own (core.ids.replaced_sweep_instance_id)
+
+
+class ReplacedSweepScheduled(TypedDict):
+    """What the task's status says of it (``TaskStatus.replaced``)."""
+
+    generation: str  # the replaced generation (a run id; "": the first)
+    # ISO time (UTC) when its files are deleted; None: TRAPBATCH_KEEP_REPLACED_DAYS=0 keeps them, and no sweep waits
+    deletes_at: str | None
+    instance_id: NotRequired[str]  # the sweep waiting for it
+    scheduled: NotRequired[bool]  # False: that sweep was there already (a retried call), and keeps its time
+
+
+class ReplacedSweepInput(TypedDict):
+    """REPLACED_SWEEP_ORCHESTRATOR's input."""
+
+    task_id: str
+    generation: str  # the replaced generation (a run id; "": the first)
+    at: str  # ISO time (UTC): core.replaced.deletes_at
+    # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries)
+    busy_retry_attempts: NotRequired[int]
+    deleted: NotRequired[int]  # blobs deleted by the episodes before (continue_as_new); absent: none
+
+
+class ReplacedSweepStep(TypedDict):
+    """SWEEP_REPLACED's input: delete up to a call's share of the generation's blobs."""
+
+    task_id: str
+    generation: str
+
+
+class ReplacedSweepStepOutput(TypedDict):
+    deleted: int  # blobs deleted by this call
+    done: bool  # nothing of the generation is left (or it is kept: ``kept``)
+    kept: NotRequired[str]  # why nothing was deleted (core.replaced.keep_reason): "served" or "running"
+
+
+class ReplacedSweepOutput(TypedDict):
+    generation: str
+    deleted: int  # blobs deleted in all
+    kept: NotRequired[str]  # as ReplacedSweepStepOutput's
 
 
 class PromoteOutput(TypedDict):

@@ -73,3 +73,11 @@ def results_zip_sweep_instance_id(zip_instance_id: str, ended: datetime) -> str:
     named by the build's instance and the time it ended on its orchestration's clock (the same at every replay), so a
     retried call finds its sweep started and a later build of the task starts one of its own."""
     return f"{zip_instance_id}-sweep-{ended.strftime('%Y%m%dT%H%M%S%f')}"
+
+
+def replaced_sweep_instance_id(task_id: str, label: str, promoted: datetime) -> str:
+    """Instance id of the sweep that deletes a replaced generation of a task (``orchestrations.replaced_sweep``;
+    ``label``: ``core.replaced.sweep_label``), named by the promotion's time on the task's orchestration clock (the
+    same at every replay): a retried call finds its sweep started, and a run that promotes again (a re-run resumed
+    after it failed past its promotion) starts one of its own. Never ``is_task_id``: the task list leaves it out."""
+    return f"{task_id}-replaced-{label}-{promoted.strftime('%Y%m%dT%H%M%S%f')}"

@@ -106,6 +106,11 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
                                    at most 7: the most a user delegation SAS allows; above 0, fractions of a day are
                                    fine)
+    TRAPBATCH_KEEP_REPLACED_DAYS   days a task's replaced generation (the results, exports, zips and working state of
+                                   the run a re-run replaced) is kept after the promotion that replaced it, then
+                                   deleted by a sweep the promotion started (core.replaced; default 30); ``0`` keeps
+                                   them for ever, as before; otherwise at least 8 (every link handed out for them,
+                                   7 days, and a step of theirs still running, ends by then): 1 to 7 are refused
     TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES  when a task's linked files (results, CSVs, exports) together exceed this many
                                    bytes (default 52428800, 50 MiB), ``GET /api/tasks/{id}/results`` also offers one
                                    zip of them, built on first request (orchestrations/results_zip.py)
@@ -400,6 +405,21 @@ def _link_days(env: Mapping[str, str]) -> float:
     return value
 
 
+def _keep_replaced_days(env: Mapping[str, str]) -> int:
+    """TRAPBATCH_KEEP_REPLACED_DAYS: ``core.replaced.FOREVER`` (0) or at least ``MIN_KEEP_DAYS``. Why refused below
+    rather than raised to it: the operator who wrote 3 would otherwise find the files there on day 5 and not know
+    why; the error says the floor and why (every link handed out for them must end first)."""
+    from core.replaced import DEFAULT_KEEP_DAYS, FOREVER, MIN_KEEP_DAYS  # core.replaced reads this module's bounds
+
+    name = "TRAPBATCH_KEEP_REPLACED_DAYS"
+    value = _int(env, name, DEFAULT_KEEP_DAYS, minimum=0)
+    if value != FOREVER and value < MIN_KEEP_DAYS:
+        raise ConfigError(f"{name}={value} is below {MIN_KEEP_DAYS} days: a replaced generation's links, handed out "
+                          f"for up to {MAX_LINK_DAYS:g} days, and its steps still running would be cut",
+                          f"{WHERE}; e.g. {name}={DEFAULT_KEEP_DAYS}, or {name}=0 to keep replaced generations")
+    return value
+
+
 def _event_interval_s(env: Mapping[str, str]) -> float:
     """TRAPBATCH_EVENT_INTERVAL_S: 0 to ``core.requests.MAX_EVENT_INTERVAL_S``, the range a request's own
     ``event_interval_s`` takes. Why the same bound: the setting stands in for the request's value when it names none,
@@ -512,6 +532,7 @@ class Settings:
     merge_views_mode: str = "auto"  # TRAPBATCH_MERGE_VIEWS; ``merge_views`` decides
     image_list_max_bytes: int = DEFAULT_IMAGE_LIST_MAX_BYTES
     link_days: float = 7.0
+    keep_replaced_days: int = 30  # TRAPBATCH_KEEP_REPLACED_DAYS (core.replaced.DEFAULT_KEEP_DAYS; 0: for ever)
     results_zip_above_bytes: int = 50 * 1024 * 1024  # GET .../results offers one zip of the files above this
     # tests only (TRAPBATCH_MARKER_HOST_GONE_AFTER_S): api.arrivals counts a missing host across Event Grid's
     # deliveries for this long before a marker's refusal stays; the platform's 120 s everywhere else
@@ -671,6 +692,7 @@ class Settings:
             merge_views_mode=_choice(env, "TRAPBATCH_MERGE_VIEWS", ("auto", "on", "off"), "auto"),
             image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),
             link_days=_link_days(env),
+            keep_replaced_days=_keep_replaced_days(env),
             results_zip_above_bytes=_int(env, "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", 50 * 1024 * 1024, minimum=0),
             marker_host_gone_after_s=_positive(env, "TRAPBATCH_MARKER_HOST_GONE_AFTER_S", HOST_GONE_AFTER_S),
             knobs=knobs,

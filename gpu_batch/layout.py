@@ -87,7 +87,8 @@ id itself, as above. A re-run is a new generation whose key is ``<task>/runs/<ru
 its state lives under ``tasks/<task>/runs/<run>/`` and its results under ``results/<task>/runs/<run>/``, with the same
 names as above below those prefixes. When it completes, ``current.json`` is rewritten to name it (one blob write:
 readers see the old generation or the new one, never a mix); without ``current.json`` the first generation's are the
-task's results.
+task's results. The generation it replaced is deleted days later (``core.replaced`` says which of these names are a
+generation's and which the task's: ``cancel/``, ``jobs/``, ``joined/``, ``logs/`` and ``current.json`` stay).
 
 In the static website: ``<folder>/index.html``, ``<folder>/<variant>/index.html``, ``<folder>/thumbs/<hash>.jpg``.
 In the drop container: ``<name>.json`` starts a task; trapbatch answers with ``<name>.task.json`` or

@@ -32,7 +32,8 @@ from core.errors import failure_line, quoted
 from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
 from core.failures import failures_without_secrets
-from core.ids import shards_instance_id
+from core.ids import replaced_sweep_instance_id, shards_instance_id
+from core.replaced import sweep_label
 from core.repeats_status import merge_repeats_ref
 from core.requests import TaskRequest
 from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
@@ -792,11 +793,14 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         if run_job:
             promote["run_job"] = run_job
         yield from call(context, c.PROMOTE, STORAGE_RETRY, promote)
+    replaced = yield from _sweep_replaced(context, data)
 
     summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,
                             knobs.max_failed_fraction, job_id, task_id)
     if generation:
         summary["generation"] = generation
+    if replaced is not None:
+        summary["replaced"] = dict(replaced)
     if reuse is not None:
         summary["reused"] = sum(reuse["reused"])
     if finished or partly:
@@ -920,6 +924,29 @@ def _finished_state(group: list[int], finished: dict[int, tuple[int, int]],
                 s = state[shard_id(i)]
                 s["covered"] = s["seen"] = s["earlier"] = (partly or {})[i]
     return state
+
+
+def _sweep_replaced(context: df.DurableOrchestrationContext,
+                    data: c.TaskInput) -> Generator[Any, Any, c.ReplacedSweepScheduled | dict[str, Any] | None]:
+    """Right after a re-run's promotion: start the sweep that deletes the generation it replaced (``data["previous"]``)
+    TRAPBATCH_KEEP_REPLACED_DAYS later (``core.replaced``, ``activities.replaced_generations``), and say when in the
+    status (``replaced``). Only in a run whose input says its starter knows of this (``sweeps_replaced``): a run
+    started by an earlier release, replayed past its promotion, would meet an activity its history does not have (its
+    replaced generation stays, as it did). Best effort: a failure is said (``replaced.error``), the task stands and the
+    replaced generation stays. None: no sweep asked for (no generation with results was replaced)."""
+    generation, previous = data.get("generation", ""), data.get("previous")
+    if not data.get("sweeps_replaced") or not generation or previous is None or previous == generation:
+        return None
+    asked = c.ReplacedSweepSchedule(task_id=data["task_id"], generation=generation, replaced=previous,
+                                    instance_id=replaced_sweep_instance_id(data["task_id"], sweep_label(previous),
+                                                                           context.current_utc_datetime))
+    try:
+        scheduled: c.ReplacedSweepScheduled = yield from call(context, c.SCHEDULE_REPLACED_SWEEP, STORAGE_RETRY,
+                                                              asked)
+    except Exception as exc:  # noqa: BLE001 - every attempt failed; the replaced generation stays until deleted
+        return {"generation": previous, "deletes_at": None,
+                "error": f"no sweep was scheduled, the replaced generation stays: {_first_line(exc, 400)}"}
+    return scheduled
 
 
 def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput, knobs: OrchestrationKnobs,

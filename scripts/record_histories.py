@@ -24,6 +24,9 @@ process, ``serve``; the orchestrators and the inputs they schedule are today's, 
 * a day of ``previews_expire_days`` lasts ``DAY_S`` seconds (TRAPBATCH_PREVIEWS_EXPIRE_DAY_S, tests only);
 * a results zip build's sweep runs ``SWEEP_S`` seconds after the build (``core.zip_builds.SWEEP_AFTER_S``, days), so
   the scenario sees it wait and sweep (it deletes nothing then: no zip is past its bounds);
+* a replaced generation's sweep runs ``REPLACED_SWEEP_S`` seconds after the re-run's promotion
+  (``core.replaced.deletes_at``, TRAPBATCH_KEEP_REPLACED_DAYS days), so the scenario sees it wait and delete the first
+  generation of task A (or keep it, "running", should task A's run still be telling of its end then);
 * every history devhost saves is also kept under ``EXECUTIONS``, one blob per execution, which ``continue_as_new``
   does not replace: the snapshots, every half second, missed an execution's last episode when the next execution
   saved over it sooner (a shard group at TRAPBATCH_HISTORY_EVENTS' least goes on as new after each poll, so about
@@ -84,6 +87,7 @@ TOPIC_ENDPOINT = "https://histories-topic.westeurope-1.eventgrid.azure.net/api/e
 PARTS_THRESHOLD = 0.35  # a re-render at this threshold passes over the results in parts (serve)
 DAY_S = 3  # seconds in a day of previews_expire_days
 SWEEP_S = 2  # seconds from a results zip build's end to its sweep
+REPLACED_SWEEP_S = 10  # seconds from a re-run's promotion to the sweep of the generation it replaced
 LONG_DAYS = 365  # task A's first expiry: 18 minutes, past the scenario (its re-run moves it to one day)
 CAPTURES_LIST = "lists/captures.csv"
 EXECUTIONS = "recorded-executions/"  # in devhost's state container: every execution's last saved history (serve)
@@ -362,16 +366,16 @@ def _stand_ins(receiver: str) -> None:
     """Patch the recording's devhost process (see the module docstring): the Event Grid publisher posts to
     ``receiver`` with a local token, a results zip is cut into about three parts, and so is a re-render at
     ``PARTS_THRESHOLD``; the attempts ``BUSY_STORAGE_ATTEMPTS`` name read from ``BusyStorage``; a zip build's sweep
-    comes ``SWEEP_S`` after it; every saved history is kept per execution too (``EXECUTIONS``). Only the sizes, the
-    transport, those attempts' storage, that wait and that copy change: every orchestrator, activity and input is
-    today's."""
+    comes ``SWEEP_S`` after it, a replaced generation's ``REPLACED_SWEEP_S`` after its promotion; every saved history
+    is kept per execution too (``EXECUTIONS``). Only the sizes, the transport, those attempts' storage, those waits
+    and that copy change: every orchestrator, activity and input is today's."""
     from azure.core.credentials import AccessToken, AccessTokenInfo
     from azure.core.pipeline.transport import RequestsTransport
 
     from activities import rethreshold, results_zip, task_events
     from adapters import zip_parts
     from adapters.event_grid import EventGridPublisher
-    from core import zip_builds
+    from core import replaced, zip_builds
     from gpu_batch import layout
     from gpu_batch.pool.base import ShardTask
     from gpu_batch.pool.local import LocalPool
@@ -412,6 +416,9 @@ def _stand_ins(receiver: str) -> None:
     results_zip.run_build = zip_in_parts
     rethreshold.run_rethreshold = rethreshold_in_parts
     zip_builds.SWEEP_AFTER_S = SWEEP_S
+    keep_days = replaced.deletes_at
+    replaced.deletes_at = lambda when, days: (  # type: ignore[assignment]
+        None if keep_days(when, days) is None else when + dt.timedelta(seconds=REPLACED_SWEEP_S))
 
     busy = BusyStorage()
     left = set(BUSY_STORAGE_ATTEMPTS)

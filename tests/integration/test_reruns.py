@@ -6,12 +6,14 @@ start and its completion without racing it; pool work is counted from LocalPool'
 and the manifests those rows ran."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 import pytest
 import requests
 
 from adapters.blobs import BlobStore
+from core import contracts as c
 from core.contracts import Stage
 from gpu_batch import layout
 from tests.camtrap_media import by_blob_name
@@ -117,6 +119,15 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     assert "rerun" not in after
     assert results_files(store, app_env, layout.results_blob(key)) == names
     assert results_files(store, app_env, layout.results_blob(task_id)) == names  # old file kept (links handed out)
+    # ... until TRAPBATCH_KEEP_REPLACED_DAYS (30) after the promotion, when its own sweep, waiting now, deletes it
+    replaced = after["replaced"]
+    assert replaced == final["replaced"] and replaced["generation"] == "" and replaced["scheduled"] is True
+    goes = datetime.fromisoformat(replaced["deletes_at"]) - datetime.fromisoformat(final["finished"])
+    assert timedelta(days=30) - timedelta(hours=1) < goes <= timedelta(days=30)
+    sweep = host.get_status(replaced["instance_id"])
+    assert sweep["input"] == {"task_id": task_id, "generation": "", "at": replaced["deletes_at"],
+                              "busy_retry_attempts": sweep["input"]["busy_retry_attempts"]}
+    assert sweep["name"] == c.REPLACED_SWEEP_ORCHESTRATOR and sweep["runtimeStatus"] == "Running", sweep
     assert store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.current_generation_blob(task_id)) == {
         "generation": run}
     # the previous generation's public pages went offline; the new generation has its own
@@ -434,7 +445,6 @@ def test_a_run_the_platform_failed_while_its_shards_run_has_its_pool_work_ended_
     without ``api.starters._failed_by_platform``)."""
     import azure.durable_functions as df
 
-    from core import contracts as c
     from core.ids import shards_instance_id
 
     task_id, old_job = _both_slots_held_by_hung_shards(host, store, unique_name, monkeypatch)

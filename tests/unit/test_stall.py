@@ -54,10 +54,11 @@ def test_the_task_orchestrator_sets_no_timer_the_bounds_do_not_know() -> None:
     the groups' polls): a new one must be added to ``core.stall.longest_wait_s`` too, or a task waiting on it would
     be called stalled."""
     timers = {p.name: len(re.findall(r"create_timer\(", p.read_text())) for p in (ROOT / "orchestrations").glob("*.py")}
-    # expiry.py and zip_sweep.py are orchestrations of their own (the previews' expiry, a results zip build's sweep),
-    # never the task's, nor a run after it whose liveness is judged (core.stall.AFTER_TASK_RUNS)
+    # expiry.py, zip_sweep.py and replaced_sweep.py are orchestrations of their own (the previews' expiry, a results
+    # zip build's sweep, a replaced generation's), never the task's, nor a run after it whose liveness is judged
+    # (core.stall.AFTER_TASK_RUNS)
     assert {k: v for k, v in timers.items() if v} == {"task.py": 1, "retries.py": 2, "shards.py": 1, "expiry.py": 1,
-                                                      "zip_sweep.py": 1}
+                                                      "zip_sweep.py": 1, "replaced_sweep.py": 1}
 
 
 # ---------------------------------------------------------------- the pure judgement, at its boundaries

@@ -1,0 +1,50 @@
+"""Delete a task's replaced generation days after the promotion that replaced it (``core.replaced`` says what, when
+and why; ``activities.replaced_generations`` does it).
+
+Why an orchestration of its own (instance ``<task>-replaced-<generation>-<promotion time>``, started by the promoting
+run's ``schedule_replaced_sweep``): the run completes when its work does, and the task's status says when the
+replaced generation goes (``replaced.deletes_at``) without the run waiting for it. Timers are chained, at most
+``core.expiry.MAX_TIMER_STEP`` each (why: core/expiry.py), until ``at``; then one call after another deletes a
+bounded share of the generation (``adapters.replaced_generations.CALL_BLOBS``) until nothing is left or the call
+says it is kept (served again, or read or written by the task's running run); past ``SHARES_PER_EPISODE`` calls it
+goes on as new (``continue_as_new``, its count in its input), so no generation's size makes its history long.
+Deterministic code only.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generator
+
+import azure.durable_functions as df
+
+from core import contracts as c
+from core.expiry import next_timer
+from core.failures import failures_without_secrets
+from orchestrations.retries import STORAGE_RETRY, call
+
+bp = df.Blueprint()
+
+SHARES_PER_EPISODE = 40  # calls of ~25,000 blobs each (a million blobs) before the history starts anew
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=c.REPLACED_SWEEP_ORCHESTRATOR)
+@failures_without_secrets
+def sweep_replaced_generation(context: df.DurableOrchestrationContext
+                              ) -> Generator[Any, Any, c.ReplacedSweepOutput]:
+    data: c.ReplacedSweepInput = context.get_input()
+    until = datetime.fromisoformat(data["at"])
+    fire = next_timer(context.current_utc_datetime, until)
+    while fire is not None:
+        yield context.create_timer(fire)
+        fire = next_timer(context.current_utc_datetime, until)
+    step = c.ReplacedSweepStep(task_id=data["task_id"], generation=data["generation"])
+    swept = c.ReplacedSweepOutput(generation=data["generation"], deleted=data.get("deleted", 0))
+    for _ in range(SHARES_PER_EPISODE):
+        share: c.ReplacedSweepStepOutput = yield from call(context, c.SWEEP_REPLACED, STORAGE_RETRY, step)
+        swept["deleted"] += share["deleted"]
+        if share.get("kept"):
+            swept["kept"] = share["kept"]
+        if share["done"]:
+            return swept
+    context.continue_as_new(c.ReplacedSweepInput(**{**data, "deleted": swept["deleted"]}))  # its ``at`` is past
+    return swept
