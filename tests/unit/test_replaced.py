@@ -173,3 +173,11 @@ def _status(runtime: str | None, input_: dict[str, str]) -> object:
 
     return SimpleNamespace(runtime_status=SimpleNamespace(value=runtime) if runtime else None,
                            input_=json.dumps(input_))
+
+
+def test_the_sweep_calls_running_what_the_api_calls_running() -> None:
+    """activities may not import api (test_layering): the set is written twice, and must say the same."""
+    from activities.replaced_generations import ACTIVE
+    from api.starters import ACTIVE as API_ACTIVE
+
+    assert ACTIVE == API_ACTIVE
