@@ -104,7 +104,7 @@ async def run_deletion(client: df.DurableOrchestrationClient, task_id: str, oper
         return _refused(task_id, plan)
     if plan.to_end:  # a terminate the platform has not processed yet (it queues it: api.starters.terminate_task)
         await _end_timers(client, task_id, plan.to_end)
-        return _again(task_id, blobs, "a timer of the task (its preview expiry or a zip sweep) is still ending")
+        return _again(task_id, blobs, "a timer of the task (its preview expiry, a zip sweep or a replaced generation's sweep) is still ending")
     purged = 0
     for instance_id in plan.to_purge:
         result = await client.purge_instance_history(instance_id)  # 404, gone already: 0 (the SDK's parse)

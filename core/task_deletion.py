@@ -12,7 +12,8 @@ images a task's results, exports, zips and per-shard working state are large. Wh
   ``<task>-runs-<run>-<random>`` (``layout.preview_folder_name``), so one prefix finds them without the records;
 * the task hub's instances whose ids start with the task id (``core.ids``: the task, its shard groups
   ``<task>-shards-*``, ``<task>-expiry``, ``<task>-zip`` and its sweeps ``<task>-zip-sweep-*``, ``<task>-repeats``,
-  ``<task>-repeat-search``, ``<task>-previews``). A task id has a fixed length (``core.ids.is_task_id``), so no other
+  ``<task>-repeat-search``, ``<task>-previews``, the sweeps of replaced generations
+  ``<task>-replaced-*``). A task id has a fixed length (``core.ids.is_task_id``), so no other
   task's id starts with it.
 
 What stays: the user's images and the request files they dropped in ``incoming`` (and trapbatch's answers beside
@@ -34,10 +35,6 @@ from core.ids import (expiry_instance_id, repeat_search_instance_id, repeats_ins
 from gpu_batch import layout
 
 ACTIVE = frozenset({"Running", "Pending", "ContinuedAsNew"})  # the runtime statuses of an instance that still runs
-# The helper instances that only wait on a durable timer for days and then tidy up: the preview expiry
-# (``orchestrations.expiry``) and a zip build's sweep (``orchestrations.zip_sweep``). Deleting the task ends them
-# (terminate, then purge): what they would delete is deleted now. Any other running instance refuses the deletion.
-_TIMERS = ("-expiry", "-zip-sweep-")
 # The runs after a task, by the ``target`` of ``POST /api/tasks/{id}/terminate`` that ends one (api.repeat_runs)
 _AFTER_TASK = {"removal": repeats_instance_id, "search": repeat_search_instance_id, "previews": rerender_instance_id,
                "zip": results_zip_instance_id}
@@ -59,9 +56,14 @@ def belongs_to(task_id: str, instance_id: str) -> bool:
 
 
 def is_timer(task_id: str, instance_id: str) -> bool:
-    """Whether the instance is one of the task's timer helpers that a deletion ends itself (``_TIMERS``)."""
-    return instance_id == expiry_instance_id(task_id) or instance_id.startswith(
-        results_zip_instance_id(task_id) + "-sweep-")
+    """Whether the instance is one of the task's helpers that only wait on durable timers for days and then tidy up:
+    the preview expiry (``orchestrations.expiry``), a zip build's sweep (``orchestrations.zip_sweep``) and a replaced
+    generation's sweep (``orchestrations.replaced_sweep``, which waits ``TRAPBATCH_KEEP_REPLACED_DAYS``). Deleting the
+    task ends them (terminate, then purge): what they would delete is deleted now. Any other running instance refuses
+    the deletion."""
+    return (instance_id == expiry_instance_id(task_id)
+            or instance_id.startswith(results_zip_instance_id(task_id) + "-sweep-")
+            or instance_id.startswith(f"{task_id}-replaced-"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,14 @@ is purged and in which order), the prefixes it deletes, and ``trapbatch delete``
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 from cli import main as cli_main
 from core import task_deletion as td
+from core.ids import replaced_sweep_instance_id
 
 TASK = "task-0123456789abcdef0123"
 OTHER = "task-0123456789abcdef0124"
@@ -26,15 +28,21 @@ def test_the_prefixes_hold_the_task_alone_and_every_generation() -> None:
     assert not layout.preview_folder_name(OTHER, "00ff").startswith(td.web_prefix(TASK))
 
 
+# a replaced generation's sweep (orchestrations.replaced_sweep) waits TRAPBATCH_KEEP_REPLACED_DAYS on timers: a
+# deletion ends it as it ends the expiry, rather than refusing for a month
+SWEEP = replaced_sweep_instance_id(TASK, "first", datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc))
+
+
 def test_a_finished_task_is_purged_helpers_first_and_its_timers_are_ended() -> None:
     plan = td.plan(TASK, [(TASK, "Completed"), (f"{TASK}-shards-0000", "Completed"), (f"{TASK}-expiry", "Running"),
                           (f"{TASK}-zip", "Completed"), (f"{TASK}-zip-sweep-20261207T120000000000", "Pending"),
-                          (f"{TASK}-repeats", "Terminated"), (OTHER, "Running"), (OTHER + "-expiry", "Running")])
+                          (f"{TASK}-repeats", "Terminated"), (OTHER, "Running"), (OTHER + "-expiry", "Running"),
+                          (SWEEP, "Running")])
     assert plan.refusals == ()
-    assert plan.to_end == (f"{TASK}-expiry", f"{TASK}-zip-sweep-20261207T120000000000")
+    assert plan.to_end == (f"{TASK}-expiry", SWEEP, f"{TASK}-zip-sweep-20261207T120000000000")
     assert plan.to_purge[-1] == TASK
     assert sorted(plan.to_purge[:-1]) == sorted([f"{TASK}-shards-0000", f"{TASK}-expiry", f"{TASK}-zip",
-                                                 f"{TASK}-zip-sweep-20261207T120000000000", f"{TASK}-repeats"])
+                                                 f"{TASK}-zip-sweep-20261207T120000000000", f"{TASK}-repeats", SWEEP])
 
 
 @pytest.mark.parametrize("running, words", [
