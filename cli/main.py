@@ -450,11 +450,24 @@ def _summary(st: dict[str, Any]) -> None:
     if isinstance(st.get("served"), dict):  # a re-run that has not completed: the earlier results still stand
         served = st["served"].get("generation") or "the first run"
         table.add_row("served", f"{served}'s results (trapbatch results {st.get('id')})")
+    if isinstance(st.get("replaced"), dict):  # the generation this re-run replaced: when its files go
+        table.add_row("replaced", Text(printable(replaced_line(st["replaced"])), overflow="fold"))
     out.print(table)
     if st.get("estimate"):
         _estimate_table(st["estimate"])
     if st.get("cost"):
         _cost_table(st["cost"])
+
+
+def replaced_line(replaced: dict[str, Any]) -> str:
+    """The status's ``replaced`` (core.replaced: a completed re-run's promotion replaced a generation) in words: which
+    generation, and when its results, exports, zips and working state are deleted, or why they stay."""
+    which = f"re-run {replaced['generation']}'s" if replaced.get("generation") else "the first run's"
+    if replaced.get("error"):
+        return f"{which} results stay: no deletion could be scheduled ({replaced['error']})"
+    if not replaced.get("deletes_at"):
+        return f"{which} results are kept (TRAPBATCH_KEEP_REPLACED_DAYS=0)"
+    return f"{which} results, exports and working state are deleted at {replaced['deletes_at']}"
 
 
 def _cost_table(cost: dict[str, Any]) -> None:

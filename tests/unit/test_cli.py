@@ -278,6 +278,27 @@ def test_the_summary_of_an_unfinished_rerun_says_which_results_are_still_served(
     assert "served" not in capsys.readouterr().out
 
 
+def test_the_summary_of_a_promoted_rerun_says_when_the_replaced_results_go(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The status's ``replaced`` (core.replaced): the replaced generation's files are deleted days later, which the
+    CLI's summary said nowhere."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "generation": "r2",
+              "replaced": {"generation": "", "deletes_at": "2027-01-06T12:00:00+00:00", "scheduled": True}})
+    shown = capsys.readouterr().out
+    assert re.search(r"replaced\s+the first run's results, exports and working state are deleted at\s+2027-01-06T12",
+                     shown), shown
+    _summary({"id": "task-0", "stage": "completed", "replaced": {"generation": "r1", "deletes_at": None}})
+    assert "re-run r1's results are kept (TRAPBATCH_KEEP_REPLACED_DAYS=0)" in " ".join(capsys.readouterr().out.split())
+    _summary({"id": "task-0", "stage": "completed",
+              "replaced": {"generation": "r1", "deletes_at": None, "error": "storage refused"}})
+    assert ("re-run r1's results stay: no deletion could be scheduled (storage refused)"
+            in " ".join(capsys.readouterr().out.split()))
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "replaced" not in capsys.readouterr().out
+
+
 def test_a_task_waiting_for_confirmation_says_what_it_would_cost_and_how_to_confirm() -> None:
     st = {"id": "task-0", "stage": "awaiting_confirmation", "runtime_status": "Running", "images": 12000,
           "estimate": {"gpu_hours": 0.014, "cost": 0.1}}
