@@ -10,6 +10,7 @@ ended so and can say whether its word was written.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -36,13 +37,28 @@ def done_files_hint(hint: str) -> str:
     return f"{hint}; the run that resumes the task writes this file again with its own end"
 
 
+def _input_run(read: Any) -> str | None:
+    """The run id in a status read's input (None: no input read). Why: the task is one instance for all its runs
+    (the terminate names the instance, api.starters ``_replaced_meanwhile``), so once the platform has processed the
+    terminate, a later run started at once (the request dropped again) may be the one read; its status is not this
+    run's last word, and its ``started`` names that run's end, not this one's."""
+    raw = getattr(read, "input_", None)
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    return str(raw.get("run") or "") if isinstance(raw, dict) else None
+
+
 async def answer_terminated(client: Any, task_id: str, run: str, task_input: Mapping[str, Any],
                             described: Mapping[str, Any], reason: str, hint: str) -> dict[str, Any] | None:
     """Write the done files of run ``run`` (``task_input``: its input) just terminated with ``reason``; None where
     it has none (started over HTTP, and no dropped request joined it, or none could: started by an earlier release).
     ``described``: the task as read before the terminate (the 202's ``stage``), used where the status cannot be
     read again; the read after the terminate is preferred, the newest word on whether the run was telling of its end
-    (the replay of a terminate sets the run's last custom status again: api.starters ``_stage``). ``hint``: the 202's,
+    (the replay of a terminate sets the run's last custom status again: api.starters ``_stage``), where it is still
+    this run's (``_input_run``). ``hint``: the 202's,
     which says what the terminate left and to post the request again to resume."""
     drop = str(task_input.get("drop") or "")
     if not drop and not (task_input.get("answers_joined") and run):
@@ -52,8 +68,9 @@ async def answer_terminated(client: Any, task_id: str, run: str, task_input: Map
     try:
         last: Mapping[str, Any] = described
         try:
-            read = await read_status(client, task_id)
-            if isinstance(getattr(read, "custom_status", None), dict) and read.custom_status.get("stage"):
+            read = await read_status(client, task_id, show_input=True)
+            if (isinstance(getattr(read, "custom_status", None), dict) and read.custom_status.get("stage")
+                    and _input_run(read) == run):  # else a later run started meanwhile: its status is not this run's
                 last = read.custom_status
         except Exception:  # noqa: BLE001 - the status before the terminate serves (the hub was read a moment ago)
             logger.info("task %s: status not read again after the terminate: the one before it serves", task_id)

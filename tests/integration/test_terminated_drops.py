@@ -254,3 +254,40 @@ def test_a_run_started_over_http_that_none_joined_says_nothing_of_done_files_yet
     status = joined_drops.join(store, f"{source}-state", task_id, run, late)
     assert status is not None and status["stage"] == "terminated" and status["terminated_in"] == "enumerating"
     assert _done(store, late) == {"id": task_id, **status}
+
+
+def test_a_run_that_replaced_the_terminated_one_before_the_status_was_read_again_lends_it_nothing(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    """The status read again after the terminate (for the run's last word) found a later run of the task already
+    started (the request dropped again at once: the platform had processed the terminate): its status is that run's,
+    so the files of the terminated run are written from the status read before the terminate, not from the later
+    run's stage and ``started`` (which would also have kept a done file of that later run's end as this run's)."""
+    client = Client()
+    first = f"{unique_name}-first.json"
+    task_id = _drop(store, client, first, {"container": source})["id"]
+    started = client.starts[0]
+    client.instances[task_id]["custom"] = {"stage": "detecting", "started": STARTED, "images": 3}
+    later = {**started, "run": "r20261207T230000Z-abcdef", "ends_run": started["run"]}
+    terminate, reads = client.terminate, []
+
+    async def terminated_then_replaced(instance_id: str, reason: str) -> None:
+        await terminate(instance_id, reason)
+        reads.append(0)
+
+    original = client.get_status
+
+    async def get_status(instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        if reads:
+            reads.append(0)
+            if len(reads) > 2:  # the route's own read after the terminate saw it; the next finds the later run
+                client.instances[instance_id] = {"runtime": "Running", "input": later, "custom": {
+                    "stage": "failed", "started": "2026-12-07T23:00:00+00:00", "error": "the later run's"}}
+        return await original(instance_id, *args, **kwargs)
+
+    client.terminate, client.get_status = terminated_then_replaced, get_status  # type: ignore[method-assign]
+    code, answer = _terminate(client, task_id, "r")
+    assert code == 202 and answer["run"] == started["run"], answer
+    assert len(reads) > 2, "the status was not read again after the terminate: the test tests nothing"
+    done = _done(store, first)
+    assert done["stage"] == "terminated" and done["run"] == started["run"], done
+    assert done["terminated_in"] == "detecting" and done["started"] == STARTED, done
