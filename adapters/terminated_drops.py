@@ -27,13 +27,16 @@ and answered: ``joined_drops.answer_registered``, the second half of a run's own
 makes the run that resumes this one answer it too (its ``answer_joined_drops`` lists the registries of the runs it
 ended, ``ended_runs``), with its final status over ``terminated``, however the request was posted again.
 
-Not guarded: a run replaced meanwhile (api.starters answers 409 before this runs); a resuming run's end, minutes
-later at least, writes over these files. Nothing here holds a secret: the reason is cleaned at the edge
+Nor over a later run's word (``later_run``: a done file of the task whose ``started`` is after this run's): a run
+replaced before the terminate is answered 409 before this runs (api.starters ``_replaced_meanwhile``), but one that
+resumes it right after (the request dropped again) may write its end while the 202 is still writing; a resuming run's
+end written after these files writes over them. Nothing here holds a secret: the reason is cleaned at the edge
 (``core.validate.parse_terminate``), the hint names the task, the run and its pool job. Blocking: off the event loop.
 """
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from adapters import joined_drops
@@ -76,6 +79,21 @@ def names_end(doc: Any, started: str) -> bool:
             and doc.get("stage") in TELLING)
 
 
+def later_run(doc: Any, task_id: str, started: str) -> bool:
+    """Whether ``doc`` (a done file) is of a run of task ``task_id`` started after the run that started at
+    ``started``: a run that replaced it (a resume or a re-run, which the platform starts only once this run is
+    terminated, so after the requests it answers had joined this one), whose end, or ``terminated``, is the newer word.
+    Why: the 202 writes one file after another, and a later run started at once and ended fast may have written
+    beside the same requests first (its end answers this run's registry too: ``ended_runs``). A file of another task
+    is not judged here: a run's own end writes over it too (adapters.joined_drops ``end_run``)."""
+    if not started or not isinstance(doc, dict) or doc.get("id") != task_id:
+        return False
+    try:
+        return datetime.fromisoformat(str(doc.get("started") or "")) > datetime.fromisoformat(started)
+    except (ValueError, TypeError):  # no ``started`` (a file of before), not a time, or one naive: none told
+        return False
+
+
 def answer_terminated_run(store: BlobStore, container: str, task_id: str, run: str, drop: str,
                           ended_runs: Sequence[str], status: dict[str, Any], started: str) -> dict[str, Any]:
     """Write the done files of run ``run`` of the task (``""``: started before runs had ids, no registry) with
@@ -83,12 +101,14 @@ def answer_terminated_run(store: BlobStore, container: str, task_id: str, run: s
     ("" for an HTTP post); ``ended_runs``: the runs it ended when it started (their requests were still unanswered);
     ``container``: the task-state container. Returns ``{"written": True, "stage", "done_file"?, "joined"}``: the stage
     written (the run's own end where its marker named it), the own drop's file, how many other drops were answered."""
+    def kept(found: Any) -> bool:  # the run's own end, or a later run's word
+        return names_end(found, started) or later_run(found, task_id, started)
+
     own = {"done_file": f"{layout.INCOMING_CONTAINER}/{layout.drop_answer_blob(drop, 'done')}"} if drop else {}
     if not run:  # no registry: the own drop's file alone
         if drop:
             store.update_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"),
-                              lambda found: None if names_end(found, started) else
-                              joined_drops.done_file(task_id, status))
+                              lambda found: None if kept(found) else joined_drops.done_file(task_id, status))
         return {"written": True, "stage": status.get("stage"), **own, "joined": 0}
     if drop:  # registered as a joined drop: the resuming run's end answers it too (module docstring)
         store.write_json(container, layout.joined_drop_blob(task_id, run, drop), {"drop": drop})
@@ -97,7 +117,7 @@ def answer_terminated_run(store: BlobStore, container: str, task_id: str, run: s
                                else joined_drops.ended_marker(task_id, run, status))
     written = marker["status"] if isinstance(marker, dict) and isinstance(marker.get("status"), dict) else status
     answered = joined_drops.answer_registered(store, container, task_id, [run, *(r for r in ended_runs if r != run)],
-                                              written, keep=lambda found: names_end(found, started))
+                                              written, keep=kept)
     logger.info("task %s: run %s terminated: done files answered %s (own drop %s, %d in all)", task_id, run,
                 written.get("stage"), drop or "none", len(answered))
     return {"written": True, "stage": written.get("stage"), **own, "joined": len([d for d in answered if d != drop])}

@@ -291,3 +291,26 @@ def test_a_run_that_replaced_the_terminated_one_before_the_status_was_read_again
     done = _done(store, first)
     assert done["stage"] == "terminated" and done["run"] == started["run"], done
     assert done["terminated_in"] == "detecting" and done["started"] == STARTED, done
+
+
+def test_a_done_file_a_later_run_of_the_task_wrote_is_not_written_over_with_terminated(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    """The 202 writes one file after another (many joined drops: minutes); a later run of the task (the request
+    dropped again once the platform had processed the terminate, ended fast) may have written its end beside the
+    same requests before the 202 reached them: that end is newer than this run's ``terminated`` and stays. An
+    earlier run's end (another task's too, as a run's own end treats it) is written over."""
+    client = Client()
+    first, second, third = (f"{unique_name}-{n}.json" for n in ("first", "second", "third"))
+    task_id = _drop(store, client, first, {"container": source})["id"]
+    _drop(store, client, second, {"container": source})
+    _drop(store, client, third, {"container": source})
+    client.instances[task_id]["custom"] = {"stage": "detecting", "started": STARTED}
+    later_end = {"id": task_id, **FINAL, "started": "2026-12-07T21:30:00.25+00:00", "stage": "failed"}
+    earlier_end = {"id": task_id, **FINAL, "started": "2026-12-07T20:00:00+00:00"}
+    store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(first, "done"), later_end)
+    store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(second, "done"), later_end)
+    store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(third, "done"), earlier_end)
+    code, answer = _terminate(client, task_id, "r")
+    assert code == 202 and answer["drop_answers"]["written"] is True, answer
+    assert _done(store, first) == later_end and _done(store, second) == later_end
+    assert _done(store, third)["stage"] == "terminated"
