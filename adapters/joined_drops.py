@@ -91,13 +91,24 @@ def ended_marker(task_id: str, run: str, status: dict[str, Any]) -> dict[str, An
     return {"task_id": task_id, "run": run, "status": status}
 
 
+class AnswersCut(Exception):
+    """``answer_registered`` stopped as its ``stop`` said, ``answered`` (the drops written so far) written, the others
+    not."""
+
+    def __init__(self, answered: list[str]) -> None:
+        super().__init__(f"stopped after {len(answered)} done files")
+        self.answered = answered
+
+
 def answer_registered(store: BlobStore, container: str, task_id: str, runs: Sequence[str], status: dict[str, Any],
-                      keep: Callable[[Any], bool] | None = None) -> list[str]:
+                      keep: Callable[[Any], bool] | None = None,
+                      stop: Callable[[], bool] | None = None) -> list[str]:
     """Write the done file of every drop registered as joining one of ``runs`` (their registries, in that order),
     each drop once, with ``status``; the second half of ``end_run``, whose marker must be written first. Returns the
     drops answered (a file ``keep`` kept included). ``keep``: None writes each file (a run's end); else each file is
     written only over a version ``keep`` does not accept (None: no file), conditionally on the version read
-    (``BlobStore.update_json``), so a file another writer puts there meanwhile is judged again, not lost."""
+    (``BlobStore.update_json``), so a file another writer puts there meanwhile is judged again, not lost. ``stop``:
+    asked before each file; True raises ``AnswersCut`` (a caller with a deadline: adapters.terminated_drops)."""
     answered: list[str] = []
     for one in runs:
         try:
@@ -112,6 +123,8 @@ def answer_registered(store: BlobStore, container: str, task_id: str, runs: Sequ
                 continue
             if drop in answered:  # it joined this run and one it ended: one file, the same content
                 continue
+            if stop is not None and stop():
+                raise AnswersCut(answered)
             blob = layout.drop_answer_blob(drop, "done")
             if keep is None:
                 store.write_json(layout.INCOMING_CONTAINER, blob, done_file(task_id, status))

@@ -22,8 +22,9 @@ over ours and ours never lands over the run's.
 
 How, so that a request joining the run at this moment is still answered (adapters.joined_drops: each side writes,
 then reads the other's): the run's own drop is registered in its registry of joined drops, the run's ended marker is
-written (unless it already names the run's end, whose status is then the one written), and the registry is listed
-and answered: ``joined_drops.answer_registered``, the second half of a run's own end. The own drop's registration
+written (unless it already names the run's end, whose status is then the one written), then the own drop's file (the
+one the request that started the run waits for: first, where the answer's deadline cuts the rest short), and the
+registry is listed and answered: ``joined_drops.answer_registered``, the second half of a run's own end. The own drop's registration
 makes the run that resumes this one answer it too (its ``answer_joined_drops`` lists the registries of the runs it
 ended, ``ended_runs``), with its final status over ``terminated``, however the request was posted again.
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from adapters import joined_drops
 from adapters.blobs import BlobStore
@@ -95,12 +96,16 @@ def later_run(doc: Any, task_id: str, started: str) -> bool:
 
 
 def answer_terminated_run(store: BlobStore, container: str, task_id: str, run: str, drop: str,
-                          ended_runs: Sequence[str], status: dict[str, Any], started: str) -> dict[str, Any]:
+                          ended_runs: Sequence[str], status: dict[str, Any], started: str,
+                          stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Write the done files of run ``run`` of the task (``""``: started before runs had ids, no registry) with
     ``status``, over none naming the run's end (the run started at ``started``). ``drop``: its own dropped request
     ("" for an HTTP post); ``ended_runs``: the runs it ended when it started (their requests were still unanswered);
     ``container``: the task-state container. Returns ``{"written": True, "stage", "done_file"?, "joined"}``: the stage
-    written (the run's own end where its marker named it), the own drop's file, how many other drops were answered."""
+    written (the run's own end where its marker named it), the own drop's file, how many other drops were answered.
+    ``stop``: asked before each joined drop's file (the caller's deadline: api.terminated_answers); once it says so,
+    the others are left and ``{"written": False, "stage", "done_file"?, "joined", "cut": True}`` is returned. The own
+    drop's file comes first, right after the marker: it is the one the request that started the run waits for."""
     def kept(found: Any) -> bool:  # the run's own end, or a later run's word
         return names_end(found, started) or later_run(found, task_id, started)
 
@@ -116,8 +121,17 @@ def answer_terminated_run(store: BlobStore, container: str, task_id: str, run: s
                                lambda found: None if isinstance(found, dict) and names_end(found.get("status"), started)
                                else joined_drops.ended_marker(task_id, run, status))
     written = marker["status"] if isinstance(marker, dict) and isinstance(marker.get("status"), dict) else status
-    answered = joined_drops.answer_registered(store, container, task_id, [run, *(r for r in ended_runs if r != run)],
-                                              written, keep=kept)
+    if drop:
+        store.update_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"),
+                          lambda found: None if kept(found) else joined_drops.done_file(task_id, written))
+    try:
+        answered = joined_drops.answer_registered(store, container, task_id,
+                                                  [run, *(r for r in ended_runs if r != run)], written, keep=kept,
+                                                  stop=stop)
+    except joined_drops.AnswersCut as cut:
+        joined = len([d for d in cut.answered if d != drop])
+        logger.warning("task %s: run %s terminated: done files cut short after %d joined drops", task_id, run, joined)
+        return {"written": False, "stage": written.get("stage"), **own, "joined": joined, "cut": True}
     logger.info("task %s: run %s terminated: done files answered %s (own drop %s, %d in all)", task_id, run,
                 written.get("stage"), drop or "none", len(answered))
     return {"written": True, "stage": written.get("stage"), **own, "joined": len([d for d in answered if d != drop])}

@@ -932,7 +932,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                                        "end a run telling of it had (a file already "
                                                                        "naming that end is kept)"},
                             "done_file": {"type": "string", "description": "the own drop's done file"},
-                            "joined": {"type": "integer", "description": "how many other dropped requests got theirs"},
+                            "joined": {"type": "integer", "description": "how many other dropped requests got theirs "
+                                                                         "(written false: by the answer's deadline, "
+                                                                         "200 s; the others have none yet)"},
                             "reason": {"type": "string", "description": "written false: why"},
                             "hint": {"type": "string", "description": "written false: what to do"}}}}},
                 "RunAfterTaskTerminated": {"type": "object", "required": ["id", "terminated", "target", "stage"],

@@ -1293,6 +1293,7 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     The 202 writes the done files the run's end would have: beside its dropped request and those that joined it
     (api.terminated_answers, adapters.terminated_drops: stage ``terminated``, or the end a run telling of it had,
     never over a file naming that end), best effort: ``drop_answers`` says what became of them."""
+    until = Deadline.within(POST_ANSWER_S, _clock)  # the done files' writes stop by it (api.terminated_answers)
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)
     raw = req.get_body() or b""
@@ -1334,7 +1335,7 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     answer = {"id": task_id, "terminated": True, "target": "task", "run": run, "stage": info["stage"],
               "status_url": f"{_base_url(req)}/api/tasks/{task_id}", "hint": hint}
     # the done files its end would have written: beside its drop and the drops that joined it (best effort)
-    drop_answers = await terminated_answers.answer_terminated(client, task_id, run, now, info, reason, hint)
+    drop_answers = await terminated_answers.answer_terminated(client, task_id, run, now, info, reason, hint, until)
     if drop_answers is not None:
         answer["drop_answers"] = drop_answers
     return _json(202, answer)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from adapters import clients
 from adapters.task_hub import read_status
 from adapters.terminated_drops import TELLING, answer_terminated_run, terminated_status, told_status
+from core.deadline import Deadline
 from core.errors import failure_line
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,22 @@ def answers_hint(task_id: str) -> str:
             f"GET /api/tasks/{task_id}, or post the same request again, without \"rerun\" or \"only_new\", to resume "
             "it (its end writes them). If storage refused the write, the app's identity (id-api-*) needs Storage Blob "
             "Data Owner on trapbatch's storage account (infra/ grants it)")
+
+
+# Why a deadline: "Regardless of the function app timeout setting, 230 seconds is the maximum amount of time that an
+# HTTP triggered function can take to respond to a request" (MicrosoftDocs includes/functions-timeout-duration.md;
+# api.starters ``POST_ANSWER_S``). The 202 writes each joined request's file in turn, three storage calls each (its
+# registry entry, the file's read and conditional write): at 10 to 20 ms a call, 3,000 to 6,000 files in 200 s,
+# far fewer from a throttled one, and one call held in the storage SDK's retries can take minutes by itself. Past
+# 230 s the caller got a bare 502 for a terminate that was made (sent again: 409 "not running").
+CUT = "the answer's time ran out (Azure's front end cuts an HTTP function at 230 s)"
+
+
+def cut_hint(task_id: str) -> str:
+    """What to do when the 202's deadline left done files unwritten (``drop_answers.hint``)."""
+    return (f"the run is terminated all the same; the done files not written say nothing yet: post the same request "
+            f"again, without \"rerun\" or \"only_new\", to resume the task (its end writes every one of them), or "
+            f"read GET /api/tasks/{task_id}")
 
 
 def done_files_hint(hint: str) -> str:
@@ -52,14 +70,17 @@ def _input_run(read: Any) -> str | None:
 
 
 async def answer_terminated(client: Any, task_id: str, run: str, task_input: Mapping[str, Any],
-                            described: Mapping[str, Any], reason: str, hint: str) -> dict[str, Any] | None:
+                            described: Mapping[str, Any], reason: str, hint: str,
+                            until: Deadline | None = None) -> dict[str, Any] | None:
     """Write the done files of run ``run`` (``task_input``: its input) just terminated with ``reason``; None where
     it has none (started over HTTP, and no dropped request joined it, or none could: started by an earlier release).
     ``described``: the task as read before the terminate (the 202's ``stage``), used where the status cannot be
     read again; the read after the terminate is preferred, the newest word on whether the run was telling of its end
     (the replay of a terminate sets the run's last custom status again: api.starters ``_stage``), where it is still
     this run's (``_input_run``). ``hint``: the 202's,
-    which says what the terminate left and to post the request again to resume."""
+    which says what the terminate left and to post the request again to resume. ``until``: the answer's deadline
+    (``CUT``): the status read and the writes stop by it, the run's own drop first (adapters.terminated_drops), and
+    ``drop_answers`` then says how many were written, ``written`` false."""
     drop = str(task_input.get("drop") or "")
     if not drop and not (task_input.get("answers_joined") and run):
         return None
@@ -68,7 +89,8 @@ async def answer_terminated(client: Any, task_id: str, run: str, task_input: Map
     try:
         last: Mapping[str, Any] = described
         try:
-            read = await read_status(client, task_id, show_input=True)
+            read = await asyncio.wait_for(read_status(client, task_id, show_input=True),
+                                          None if until is None else max(0.0, until.left()))
             if (isinstance(getattr(read, "custom_status", None), dict) and read.custom_status.get("stage")
                     and _input_run(read) == run):  # else a later run started meanwhile: its status is not this run's
                 last = read.custom_status
@@ -78,12 +100,29 @@ async def answer_terminated(client: Any, task_id: str, run: str, task_input: Map
         status = (told_status(last) if last.get("stage") in TELLING else
                   terminated_status(last, run, reason, done_files_hint(hint), at))
         s = clients.settings()
-        answered = await asyncio.to_thread(answer_terminated_run, clients.store(s), s.container, task_id, run, drop,
-                                           ended, status, str(last.get("started") or ""))
+        stopped = threading.Event()  # set when the answer stops waiting: the thread writes no further file
+
+        def stop() -> bool:
+            return stopped.is_set() or (until is not None and until.left() <= 0)
+
+        try:
+            answered = await asyncio.wait_for(
+                asyncio.to_thread(answer_terminated_run, clients.store(s), s.container, task_id, run, drop, ended,
+                                  status, str(last.get("started") or ""), stop),
+                None if until is None else max(0.0, until.left()))
+        except TimeoutError:  # one storage call outlasted the deadline (its retries): whatever it had written stands
+            stopped.set()
+            logger.warning("task %s: run %s terminated: its done files were not all written by the answer's deadline",
+                           task_id, run or "?")
+            return {"written": False, "reason": f"{CUT} while storage was being written: some may not have been",
+                    "hint": cut_hint(task_id)}
     except Exception as exc:  # noqa: BLE001 - best effort: the 202 stands, and says so
         why = failure_line(exc, 300)
         logger.warning("task %s: run %s terminated, but its done files could not be written: %s", task_id,
                        run or "?", why)
         return {"written": False, "reason": why, "hint": answers_hint(task_id)}
+    if answered.pop("cut", False):
+        return {**answered, "reason": f"{CUT} after {answered.get('joined', 0)} of the joined requests' files: the "
+                                      "others were not written", "hint": cut_hint(task_id)}
     # a run started over HTTP that no dropped request joined: its marker only (for one joining now), nothing to say
     return answered if answered.get("done_file") or answered.get("joined") else None

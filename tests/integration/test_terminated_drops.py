@@ -314,3 +314,40 @@ def test_a_done_file_a_later_run_of_the_task_wrote_is_not_written_over_with_term
     assert code == 202 and answer["drop_answers"]["written"] is True, answer
     assert _done(store, first) == later_end and _done(store, second) == later_end
     assert _done(store, third)["stage"] == "terminated"
+
+
+def test_the_202_stops_writing_before_the_front_ends_cut_and_says_what_it_left(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Azure's front end cuts an HTTP function at 230 s; the 202 writes each joined request's file in turn (three
+    storage calls each, a slow or throttled account's retries much longer), so a run many requests joined took past
+    it: the caller got a bare 502 for a terminate that was made (sent again: 409 "not running"). The writes stop by
+    the POST's answer deadline (``POST_ANSWER_S``), the run's own drop first; ``drop_answers`` says how many were
+    written and that the others were not. A clock that moves 80 s with each conditional write stands for the slow
+    account."""
+    client = Client()
+    first = f"{unique_name}-first.json"
+    joiners = [f"{unique_name}-j{i}.json" for i in range(3)]
+    task_id = _drop(store, client, first, {"container": source})["id"]
+    for name in joiners:
+        _drop(store, client, name, {"container": source})
+    client.instances[task_id]["custom"] = {"stage": "detecting", "started": STARTED}
+    now = [1000.0]
+    monkeypatch.setattr(starters, "_clock", lambda: now[0])
+    update = BlobStore.update_json
+
+    def slow_update(self: BlobStore, *args: Any, **kwargs: Any) -> Any:
+        now[0] += 80.0
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobStore, "update_json", slow_update)
+    code, answer = _terminate(client, task_id, "r")
+    assert code == 202 and answer["terminated"] is True, answer
+    said = answer["drop_answers"]
+    assert now[0] - 1000.0 <= starters.POST_ANSWER_S + 80.0, "it wrote on past the answer's deadline"
+    assert said["written"] is False and said["stage"] == "terminated", said
+    assert said["done_file"].endswith(layout.drop_answer_blob(first, "done")), said
+    assert _done(store, first)["stage"] == "terminated"  # the run's own drop first
+    written = [n for n in joiners if _done(store, n) is not None]
+    assert said["joined"] == len(written) < len(joiners), said
+    assert "230 s" in said["reason"] and "the others were not written" in said["reason"], said
+    assert "post the same request again" in said["hint"], said
