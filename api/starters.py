@@ -1292,7 +1292,8 @@ async def terminate_task(req: func.HttpRequest, client: df.DurableOrchestrationC
 
     The 202 writes the done files the run's end would have: beside its dropped request and those that joined it
     (api.terminated_answers, adapters.terminated_drops: stage ``terminated``, or the end a run telling of it had,
-    never over a file naming that end), best effort: ``drop_answers`` says what became of them."""
+    never over a file naming that end), once the instance reads Terminated (``SETTLE_S`` at most) and by the answer's
+    deadline, best effort: ``drop_answers`` says what became of them."""
     until = Deadline.within(POST_ANSWER_S, _clock)  # the done files' writes stop by it (api.terminated_answers)
     task_id = req.route_params["task_id"]
     caller = await authorize_task(req, client, task_id)

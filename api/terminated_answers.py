@@ -55,6 +55,43 @@ def done_files_hint(hint: str) -> str:
     return f"{hint}; the run that resumes the task writes this file again with its own end"
 
 
+# How long the 202 waits for the platform to process the terminate (the instance to read Terminated), at most, and
+# how often it reads. Why: dtfx processes the terminate message once the episode under way has ended
+# (api.starters ``terminate_task``), and that episode may be the run's end (its last activity's result: the final
+# status set, the own drop's file scheduled, the joined drops' not yet): read before it, the status said, e.g.,
+# ``publishing``, and the joined requests were told ``terminated`` and "post it again" of a task that shows its end (a
+# post then finds it ended and writes nothing). Once Terminated, the instance's custom status is the one the
+# terminate's replay set over the whole history (api.starters ``_stage``): the run's last word. An idle task hub
+# reads its control queue at least every ``maxQueuePollingInterval`` (host.json: 10 s; the default 30 s, docs
+# ``durable-functions-host-json-settings``; devhost README, fidelity row 42), so a terminate of a quiet (stalled) run
+# is processed within about that; devhost processes it at once. Past it the status read last serves, as before.
+SETTLE_S = 20.0
+SETTLE_POLL_S = 1.0
+
+
+async def _last_word(client: Any, task_id: str, run: str, described: Mapping[str, Any],
+                     until: Deadline | None) -> Mapping[str, Any]:
+    """Run ``run``'s last status: read again once the instance reads Terminated (``SETTLE_S``, and never past half
+    of what is left of ``until``: the writes need the rest); ``described`` (the read before the terminate) where
+    none of this run's can be read (a later run started meanwhile: ``_input_run``)."""
+    last: Mapping[str, Any] = described
+    settle = Deadline.within(min(SETTLE_S, until.left() / 2) if until is not None else SETTLE_S)
+    while True:
+        try:
+            read = await asyncio.wait_for(read_status(client, task_id, show_input=True), max(0.0, settle.left()))
+        except Exception:  # noqa: BLE001 - the status read before serves (the hub was read a moment ago)
+            logger.info("task %s: status not read again after the terminate: the one read last serves", task_id)
+            return last
+        if _input_run(read) != run:  # a later run started meanwhile: its status is not this run's
+            return last
+        if isinstance(getattr(read, "custom_status", None), dict) and read.custom_status.get("stage"):
+            last = read.custom_status
+        runtime = getattr(getattr(read, "runtime_status", None), "value", None)
+        if runtime not in ("Running", "Pending") or settle.left() <= SETTLE_POLL_S:
+            return last
+        await asyncio.sleep(SETTLE_POLL_S)
+
+
 def _input_run(read: Any) -> str | None:
     """The run id in a status read's input (None: no input read). Why: the task is one instance for all its runs
     (the terminate names the instance, api.starters ``_replaced_meanwhile``), so once the platform has processed the
@@ -87,15 +124,7 @@ async def answer_terminated(client: Any, task_id: str, run: str, task_input: Map
     ended = [r for r in [*(task_input.get("ends_earlier") or []), task_input.get("ends_run", "")]
              if isinstance(r, str) and r and r != run]
     try:
-        last: Mapping[str, Any] = described
-        try:
-            read = await asyncio.wait_for(read_status(client, task_id, show_input=True),
-                                          None if until is None else max(0.0, until.left()))
-            if (isinstance(getattr(read, "custom_status", None), dict) and read.custom_status.get("stage")
-                    and _input_run(read) == run):  # else a later run started meanwhile: its status is not this run's
-                last = read.custom_status
-        except Exception:  # noqa: BLE001 - the status before the terminate serves (the hub was read a moment ago)
-            logger.info("task %s: status not read again after the terminate: the one before it serves", task_id)
+        last = await _last_word(client, task_id, run, described, until)
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         status = (told_status(last) if last.get("stage") in TELLING else
                   terminated_status(last, run, reason, done_files_hint(hint), at))

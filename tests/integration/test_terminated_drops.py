@@ -19,7 +19,7 @@ import pytest
 
 from activities import notify as notify_activity
 from adapters.blobs import BlobStore
-from api import starters
+from api import starters, terminated_answers
 from gpu_batch import layout
 
 STARTED = "2026-12-07T21:00:00+00:00"
@@ -351,3 +351,36 @@ def test_the_202_stops_writing_before_the_front_ends_cut_and_says_what_it_left(
     assert said["joined"] == len(written) < len(joiners), said
     assert "230 s" in said["reason"] and "the others were not written" in said["reason"], said
     assert "post the same request again" in said["hint"], said
+
+
+def test_the_done_files_wait_for_the_terminate_to_be_processed_and_tell_the_end_an_episode_under_way_reached(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform processes a terminate once the episode under way has ended; that episode may be the run's end
+    (its last activity's result: the final status set, its own drop's file scheduled, the joined drops' never). Read
+    before it, the status said ``publishing``: the joined requests were told ``terminated``, "post it again", of a
+    task that shows completed (a post finds it ended and writes nothing). The 202 waits for the instance to read
+    Terminated (bounded), then writes its last status: the end."""
+    client = Client()
+    first, second = f"{unique_name}-first.json", f"{unique_name}-second.json"
+    task_id = _drop(store, client, first, {"container": source})["id"]
+    _drop(store, client, second, {"container": source})
+    client.instances[task_id]["custom"] = {"stage": "publishing", "started": STARTED}
+    monkeypatch.setattr(terminated_answers, "SETTLE_POLL_S", 0.0)
+    reads_after = []
+    original = client.get_status
+
+    async def queued(instance_id: str, reason: str) -> None:  # Running until the episode under way has ended
+        reads_after.append(0)
+
+    async def get_status(instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        if reads_after:
+            reads_after.append(0)
+            if len(reads_after) > 4:  # the episode ended with the run's end, then the terminate was processed
+                client.instances[instance_id].update(runtime="Terminated", custom=dict(FINAL))
+        return await original(instance_id, *args, **kwargs)
+
+    client.terminate, client.get_status = queued, get_status  # type: ignore[method-assign]
+    code, answer = _terminate(client, task_id, "r")
+    assert code == 202 and answer["drop_answers"]["stage"] == "completed", answer
+    for name in (first, second):
+        assert _done(store, name) == {"id": task_id, **FINAL}, name
