@@ -114,8 +114,8 @@ async def answer_terminated(client: Any, task_id: str, run: str, task_input: Map
     ``described``: the task as read before the terminate (the 202's ``stage``), used where the status cannot be
     read again; the read after the terminate is preferred, the newest word on whether the run was telling of its end
     (the replay of a terminate sets the run's last custom status again: api.starters ``_stage``), where it is still
-    this run's (``_input_run``). ``hint``: the 202's,
-    which says what the terminate left and to post the request again to resume. ``until``: the answer's deadline
+    this run's (``_input_run``). ``hint``: the 202's, which says what the terminate left and to post the request
+    again to resume. ``until``: the answer's deadline
     (``CUT``): the status read and the writes stop by it, the run's own drop first (adapters.terminated_drops), and
     ``drop_answers`` then says how many were written, ``written`` false."""
     drop = str(task_input.get("drop") or "")
