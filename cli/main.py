@@ -1146,16 +1146,18 @@ def terminate(state: State, /, task_id: str, reason: str, target: str) -> None:
 
 def terminated_drops_line(answers: Any) -> str:
     """What the terminate's ``drop_answers`` says (the done files the app wrote for the run it ended: api
-    terminated_answers), "" where it has none: a run started over HTTP that no dropped request joined."""
+    terminated_answers), "" where it has none: a run started over HTTP that no dropped request joined. Written
+    false with files named: those the answer's deadline left time for."""
     if not isinstance(answers, dict):
         return ""
-    if answers.get("written") is False:
-        return (f"done files NOT written ({answers.get('reason')}); next: "
-                f"{in_cli_words(str(answers.get('hint') or ''))}")
     files = [str(answers["done_file"])] if answers.get("done_file") else []
     joined = int(answers.get("joined") or 0)
     if joined:
         files.append(f"{joined} beside the dropped requests that joined it")
+    if answers.get("written") is False:  # none, or those before the answer's deadline (then listed)
+        some = (f"done files written in part ({', '.join(files)}): they say {answers.get('stage')}; the others NOT"
+                if files else "done files NOT written")
+        return f"{some} ({answers.get('reason')}); next: {in_cli_words(str(answers.get('hint') or ''))}"
     return f"done files written ({', '.join(files)}): they say {answers.get('stage')}" if files else ""
 
 

@@ -3668,6 +3668,32 @@ def test_terminate_says_what_became_of_the_done_files_the_app_wrote_for_the_run(
     assert "done files" not in capsys.readouterr().out
 
 
+def test_terminate_says_which_done_files_were_written_where_the_answers_deadline_cut_them_short(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``drop_answers`` written false with the own drop's file and some joined ones written (api.terminated_answers:
+    the 202's deadline): the line names those, not "NOT written" alone."""
+    import cli.main as cli_main
+
+    cut = {"written": False, "stage": "terminated", "done_file": "incoming/a.done.json", "joined": 3,
+           "reason": "the answer's time ran out (x) after 3 of the joined requests' files: the others were not "
+                     "written", "hint": 'post the same request again, without "rerun" or "only_new", to resume it'}
+
+    class Terminating:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def terminate(self, task_id: str, reason: str, target: str) -> dict[str, Any]:
+            return {"id": task_id, "hint": "its stage becomes 'terminated'", "drop_answers": cut}
+
+    monkeypatch.setattr(cli_main, "ApiClient", Terminating)
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=300, highlight=False, soft_wrap=True))
+    assert main(["--url", "https://app.example", "--key", "k", "terminate", T1]) == 0
+    said = capsys.readouterr().out
+    assert ("done files written in part (incoming/a.done.json, 3 beside the dropped requests that joined it): they "
+            "say terminated; the others NOT (the answer's time ran out") in said, said
+    assert "next: submit the same request again, without --rerun or --only-new, to resume it" in said, said
+
+
 @pytest.mark.parametrize("reason, said", [("r" * 201, "longer than 200 characters"),
                                           ("stalled\nsince Monday", "control characters")])
 def test_terminate_refuses_a_reason_the_app_would_refuse_before_sending_it(
