@@ -51,9 +51,10 @@ def test_a_write_held_past_the_deadline_leaves_the_202_its_answer_and_the_thread
         assert "230 s" in answer["reason"] and "post the same request again" in answer["hint"], answer
     finally:
         release.set()
+        for _ in range(600):  # the thread ends once released: it asks whether to go on
+            if len(asked) > 1:
+                break
+            threading.Event().wait(0.1)
+        loop.run_until_complete(asyncio.sleep(0))  # its completion, handed to the loop, before the loop closes
         loop.close()
-    for _ in range(600):  # the thread ends once released: it asks whether to go on
-        if len(asked) > 1:
-            break
-        threading.Event().wait(0.1)
     assert asked == [False, True]
