@@ -26,7 +26,8 @@ from cli.hints import with_task_id
 
 DEFAULT_TIMEOUT_S = 60.0
 # GET /api/tasks may work up to api.starters.INSTANCE_LIST_TIMEOUT_S (200 s) before it answers its own 503 with what
-# to do, inside Azure's 230 s for an HTTP response: the CLI waits longer than both, so the app's answer is shown.
+# to do, inside Azure's 230 s for an HTTP response: the CLI waits longer than both, so the app's answer is shown. So
+# does a terminate (its done files' writes, up to api.starters.POST_ANSWER_S).
 LIST_TIMEOUT_S = 240.0
 # Transient failures (a connection dropped, an instance scaling out, the platform throttling) are tried again: at most
 # this many requests, waiting the answer's Retry-After (at most RETRY_AFTER_MAX_S) or a backoff. The app's own 429
@@ -139,7 +140,10 @@ class ApiClient:
     def terminate(self, task_id: str, reason: str = "", target: str = "task") -> dict[str, Any]:
         """``target``: the task's run ("task", sent as no field), or its repeat "removal" or "search"."""
         body = {**({"reason": reason} if reason else {}), **({"target": target} if target != "task" else {})}
-        return self._call("POST", f"/api/tasks/{_seg(task_id)}/terminate", json=body or None)
+        # the app writes the run's done files before its 202, up to its answer deadline (api.terminated_answers):
+        # waited for as the task list is (not repeatable: sent again, a terminate made is answered 409)
+        return self._call("POST", f"/api/tasks/{_seg(task_id)}/terminate", json=body or None,
+                          timeout_s=max(self.timeout_s, LIST_TIMEOUT_S))
 
     def confirm(self, task_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/confirm")

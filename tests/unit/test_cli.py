@@ -814,6 +814,19 @@ def test_the_task_list_waits_past_the_apps_own_deadline() -> None:
     assert session.sent[0]["timeout"] == LIST_TIMEOUT_S > 230
 
 
+def test_a_terminate_waits_past_the_apps_own_deadline() -> None:
+    """The terminate's 202 writes the run's done files first (api.terminated_answers: up to the app's answer deadline,
+    ``POST_ANSWER_S``): cut at 60 s, a terminate that was made read as a failure, and one sent again got 409 "not
+    running", the done files' fate unsaid."""
+    from api.starters import POST_ANSWER_S
+    from cli.client import LIST_TIMEOUT_S
+
+    session = _Answers(202)
+    client, _ = _client(session)
+    client.terminate("task-0123456789abcdef0123", "r")
+    assert session.sent[0]["timeout"] == LIST_TIMEOUT_S > 230 > POST_ANSWER_S
+
+
 def test_an_entra_token_is_renewed_before_it_expires_and_a_401_names_key_and_token() -> None:
     """Entra ID access tokens live 60-90 minutes; a fixed --token made a long --wait end in a 401 that blamed the
     function key. --auth-client-id gets tokens for api://<id> from the Azure sign-in and renews them."""
