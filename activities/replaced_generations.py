@@ -56,7 +56,8 @@ async def run_schedule(payload: c.ReplacedSweepSchedule, client: df.DurableOrche
         return c.ReplacedSweepScheduled(generation=gone, deletes_at=str(started.get("at") or at.isoformat()),
                                         instance_id=instance, scheduled=False)
     await client.start_new(c.REPLACED_SWEEP_ORCHESTRATOR, instance, c.ReplacedSweepInput(
-        task_id=payload["task_id"], generation=gone, at=at.isoformat(), busy_retry_attempts=busy_retry_attempts))
+        task_id=payload["task_id"], generation=gone, at=at.isoformat(), busy_retry_attempts=busy_retry_attempts,
+        rechecks_running=True))
     logger.info("task %s: generation %r, replaced by %s, is deleted at %s (%s)", payload["task_id"], gone,
                 payload["generation"], at.isoformat(), instance)
     return c.ReplacedSweepScheduled(generation=gone, deletes_at=at.isoformat(), instance_id=instance, scheduled=True)

@@ -1629,6 +1629,10 @@ class ReplacedSweepInput(TypedDict):
     # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries)
     busy_retry_attempts: NotRequired[int]
     deleted: NotRequired[int]  # blobs deleted by the episodes before (continue_as_new); absent: none
+    # True for sweeps started by code that looks again (core.replaced.RECHECK_S later) at a generation kept because
+    # the task's running run reads or writes it. Absent in sweeps started before: such a sweep ends there, as it did
+    # (its history has no later episode to replay)
+    rechecks_running: NotRequired[bool]
 
 
 class ReplacedSweepStep(TypedDict):

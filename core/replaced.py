@@ -29,7 +29,8 @@ failed, kept for every run (README, known gaps).
 
 Must not (``keep_reason``): delete the served generation (``current.json`` names it again), nor one a running run of
 the task writes (its ``generation``) or reads (its ``previous``: an ``only_new`` re-run reuses the served generation's
-shard ranges, ETags and entries, ``activities.reuse``). A run resumed later from a failed or terminated run whose input
+shard ranges, ETags and entries, ``activities.reuse``); the latter is looked at again a day later (``RECHECK_S``) until
+that run has ended. A run resumed later from a failed or terminated run whose input
 names the swept generation as ``previous`` finds nothing to reuse and sends those images to the pool again
 (``activities.reuse``: a previous generation without ranges reuses nothing); that needs a run failed after its
 promotion and resumed past the keep days. Pure: times are passed in, no I/O.
@@ -48,6 +49,12 @@ MIN_KEEP_S = KEEP_SUPERSEDED_S + STALE_WORK_S
 MIN_KEEP_DAYS = math.ceil(MIN_KEEP_S / DAY_S)  # 8: the least TRAPBATCH_KEEP_REPLACED_DAYS other than 0
 DEFAULT_KEEP_DAYS = 30  # a month to compare the re-run's results with the replaced ones, then they go
 FOREVER = 0  # TRAPBATCH_KEEP_REPLACED_DAYS=0: replaced generations stay, as before
+# ``keep_reason``'s answers. A generation kept as SERVED is replaced again by a later promotion, which starts a sweep
+# of its own; one kept as RUNNING is looked at again RECHECK_S later (``orchestrations.replaced_sweep``): the run that
+# reads or writes it may end without promoting again (a resumed run that fails before its promotion, a run stalled
+# after it), and nothing else would delete it then
+SERVED, RUNNING = "served", "running"
+RECHECK_S = DAY_S
 
 # The entries at the top of ``tasks/<task>/`` that are the task's, not its first generation's (see the module doc),
 # as a delimiter listing gives them (folders end in '/')
@@ -88,9 +95,9 @@ def keep_reason(generation: str, served: str, running: bool, run_generation: str
     then ``run_generation`` and ``run_previous`` are its input's ``generation`` (None: absent, the first) and
     ``previous`` (None: absent, no served generation when it started)."""
     if generation == served:
-        return "served"
+        return SERVED
     if running and ((run_generation or "") == generation or run_previous == generation):
-        return "running"
+        return RUNNING
     return None
 
 

@@ -126,7 +126,7 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     assert timedelta(days=30) - timedelta(hours=1) < goes <= timedelta(days=30)
     sweep = host.get_status(replaced["instance_id"])
     assert sweep["input"] == {"task_id": task_id, "generation": "", "at": replaced["deletes_at"],
-                              "busy_retry_attempts": sweep["input"]["busy_retry_attempts"]}
+                              "busy_retry_attempts": sweep["input"]["busy_retry_attempts"], "rechecks_running": True}
     assert sweep["name"] == c.REPLACED_SWEEP_ORCHESTRATOR and sweep["runtimeStatus"] == "Running", sweep
     assert store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.current_generation_blob(task_id)) == {
         "generation": run}

@@ -2,7 +2,7 @@
 starts it after a re-run's promotion, replayed by the real Durable SDK with scripted activities."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -40,6 +40,34 @@ def test_a_sweep_that_finds_its_generation_kept_deletes_nothing_and_says_why() -
     assert run.status == "Completed", run.error
     assert run.output == {"generation": "", "deleted": 0, "kept": "served"}
     assert run.inputs(c.SWEEP_REPLACED) == [{"task_id": TASK, "generation": ""}]
+
+
+def test_a_generation_the_tasks_running_run_reads_is_looked_at_again_a_day_later_until_that_run_ended() -> None:
+    """A run resumed after it failed past its promotion reads the generation it replaced; should it fail again
+    before promoting (or a run stall after its promotion), no other promotion starts a sweep of that generation:
+    ending at "running" left it for ever. The sweep goes on as new with its next look a day later."""
+    answers = iter([{"deleted": 0, "done": True, "kept": "running"}, {"deleted": 0, "done": True, "kept": "running"},
+                    {"deleted": 12, "done": True}])
+    at = (T0 + timedelta(days=30)).isoformat()
+    started = {"task_id": TASK, "generation": OLD, "at": at, "busy_retry_attempts": 6, "rechecks_running": True}
+    run = run_orchestrator(sweep_replaced_generation, started, {c.SWEEP_REPLACED: lambda payload: next(answers)})
+    assert run.status == "Completed", run.error
+    assert run.executions == 3
+    first = datetime.fromisoformat(at)
+    assert [i["at"] for i in run.continued_as_new] == [
+        (first + timedelta(days=1)).isoformat(), (first + timedelta(days=2)).isoformat()]
+    assert all({**i, "at": at} == {**started, "deleted": 0} for i in run.continued_as_new)
+    assert [t.fire_at for t in run.orchestrator_timers][-2:] == [first + timedelta(days=1), first + timedelta(days=2)]
+    assert run.output == {"generation": OLD, "deleted": 12}
+
+
+def test_a_sweep_started_before_it_looked_again_ends_where_it_found_its_generation_read() -> None:
+    """Its history has no later episode: it replays as it ran."""
+    run = run_orchestrator(sweep_replaced_generation, {"task_id": TASK, "generation": OLD, "at": T0.isoformat()},
+                           {c.SWEEP_REPLACED: {"deleted": 0, "done": True, "kept": "running"}})
+    assert run.status == "Completed", run.error
+    assert run.executions == 1 and run.continued_as_new == []
+    assert run.output == {"generation": OLD, "deleted": 0, "kept": "running"}
 
 
 def test_a_long_sweep_goes_on_as_new_with_its_count_so_its_history_stays_short() -> None:

@@ -146,7 +146,8 @@ def test_the_promotion_starts_the_sweep_once_for_its_keep_days_and_none_to_keep_
     at = (T0 + timedelta(days=30)).isoformat()
     assert out == {"generation": RUN, "deletes_at": at, "instance_id": iid, "scheduled": True}
     assert idle.started == [(c.REPLACED_SWEEP_ORCHESTRATOR, iid, {"task_id": TASK, "generation": RUN, "at": at,
-                                                                  "busy_retry_attempts": 6})]
+                                                                  "busy_retry_attempts": 6,
+                                                                  "rechecks_running": True})]
     there = _Client("Running", '{"task_id": "%s", "generation": "%s", "at": "%s"}' % (TASK, RUN, at))
     later = asyncio.run(run_schedule(asked, there, 30, now=T0 + timedelta(minutes=5)))  # type: ignore[arg-type]
     assert later == {"generation": RUN, "deletes_at": at, "instance_id": iid, "scheduled": False}
