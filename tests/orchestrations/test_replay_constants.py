@@ -20,7 +20,7 @@ from core import fanin, shards
 from core.exportparts import ZOONIVERSE_PIECES
 from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import UNFIXABLE
-from orchestrations import enumeration, repeats, retries
+from orchestrations import enumeration, replaced_sweep, repeats, retries
 from orchestrations import shards as shard_groups
 from orchestrations import task
 
@@ -38,6 +38,7 @@ def test_constants_read_at_replay_time_are_unchanged() -> None:
         "orchestrations.retries.STORAGE_RETRY.attempts": retries.STORAGE_RETRY.attempts,
         "orchestrations.retries.POOL_RETRY.attempts": retries.POOL_RETRY.attempts,
         "gpu_batch.exit_codes.UNFIXABLE": sorted(UNFIXABLE),
+        "orchestrations.replaced_sweep.SHARES_PER_EPISODE": replaced_sweep.SHARES_PER_EPISODE,
     } == {
         "core.fanin.MAX_PARTS": 10_000,
         "core.fanin.MAX_SHARDS_PER_PART": 1_000,
@@ -50,6 +51,7 @@ def test_constants_read_at_replay_time_are_unchanged() -> None:
         "orchestrations.retries.STORAGE_RETRY.attempts": 3,
         "orchestrations.retries.POOL_RETRY.attempts": 3,
         "gpu_batch.exit_codes.UNFIXABLE": [2, 3, 5],
+        "orchestrations.replaced_sweep.SHARES_PER_EPISODE": 40,
     }, __doc__
 
 
