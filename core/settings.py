@@ -110,7 +110,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    the run a re-run replaced) is kept after the promotion that replaced it, then
                                    deleted by a sweep the promotion started (core.replaced; default 30); ``0`` keeps
                                    them for ever, as before; otherwise at least 8 (every link handed out for them,
-                                   7 days, and a step of theirs still running, ends by then): 1 to 7 are refused
+                                   7 days, and a step of theirs still running, ends by then): 1 to 7 are refused.
+                                   Read at each promotion: a sweep already waiting keeps its time (a change, 0
+                                   too, applies to later promotions; deleting the task ends the waiting sweeps)
     TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES  when a task's linked files (results, CSVs, exports) together exceed this many
                                    bytes (default 52428800, 50 MiB), ``GET /api/tasks/{id}/results`` also offers one
                                    zip of them, built on first request (orchestrations/results_zip.py)
