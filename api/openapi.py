@@ -345,7 +345,8 @@ def _replaced() -> dict[str, Any]:
     return {"type": "object", "required": ["generation", "deletes_at"], "description": (
         "a re-run that completed replaced the generation served before it: its results, exports, zips and working "
         "state are deleted at deletes_at (TRAPBATCH_KEEP_REPLACED_DAYS after the promotion, default 30, never sooner "
-        "than every link handed out for them has ended); null: kept for ever (the setting is 0), or no sweep could "
+        "than every link handed out for them has ended; later, a day at a time, while the task's running run reads "
+        "them); null: kept for ever (the setting is 0), or no sweep could "
         "be scheduled (error)"), "properties": {
         "generation": {"type": "string", "description": "the replaced generation's run id; empty: the task's first"},
         "deletes_at": {"type": ["string", "null"], "format": "date-time"},
