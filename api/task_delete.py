@@ -105,15 +105,33 @@ async def run_deletion(client: df.DurableOrchestrationClient, task_id: str, oper
     if plan.to_end:  # a terminate the platform has not processed yet (it queues it: api.starters.terminate_task)
         await _end_timers(client, task_id, plan.to_end)
         return _again(task_id, blobs, "a timer of the task (its preview expiry, a zip sweep or a replaced generation's sweep) is still ending")
-    purged = 0
-    for instance_id in plan.to_purge:
-        result = await client.purge_instance_history(instance_id)  # 404, gone already: 0 (the SDK's parse)
-        purged += int(getattr(result, "instances_deleted", 0) or 0)
+    purged = await _purge(client, [i for i in plan.to_purge if i != task_id])
+    # the task's own instance after listing once more: a run of the task started while its helpers went (its request
+    # posted again, a request dropped for it: a failed or terminated task resumes) runs under the task's own id, and
+    # the Azure Storage provider's purge by id takes an instance whatever its state (``_end_timers``), which would
+    # leave that run's pool work going with no history, no status and no way to cancel it
+    plan = task_deletion.plan(task_id, await instances_of())
+    if plan.refusals:
+        return _refused(task_id, plan)
+    if plan.to_end:
+        await _end_timers(client, task_id, plan.to_end)
+        return _again(task_id, blobs, "a timer of the task (its preview expiry, a zip sweep or a replaced "
+                                      "generation's sweep) is still ending")
+    purged += await _purge(client, list(plan.to_purge))
     logger.info("task %s: deleted (%d blobs, %d instances)", task_id, deleted.state + deleted.web, purged)
     return json_response(200, {"id": task_id, "deleted": True, "blobs": blobs, "instances": purged,
                                "hint": "the task's results, working state, preview pages and task hub records are "
                                        "gone; its images and dropped request files are unchanged, and posting its "
                                        "request again starts a fresh task"})
+
+
+async def _purge(client: df.DurableOrchestrationClient, instance_ids: list[str]) -> int:
+    """Purge each instance's history by its id, in order; how many the task hub deleted."""
+    purged = 0
+    for instance_id in instance_ids:
+        result = await client.purge_instance_history(instance_id)  # 404, gone already: 0 (the SDK's parse)
+        purged += int(getattr(result, "instances_deleted", 0) or 0)
+    return purged
 
 
 def _refused(task_id: str, plan: task_deletion.Plan) -> func.HttpResponse:

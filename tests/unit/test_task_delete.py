@@ -131,6 +131,7 @@ class _Hub:
         from devhost.http_server import binding_json
 
         self.instances, self.at_once, self.calls = dict(instances), at_once, []
+        self.on_purge: Any = lambda iid: None  # what else happens in the hub as an instance is purged
         self.client = DurableOrchestrationClient(binding_json("http://127.0.0.1:7071", "hub"))
 
         async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
@@ -147,7 +148,9 @@ class _Hub:
         async def delete(url: str, *args: Any, **kwargs: Any) -> list[Any]:
             iid = url.split("/instances/")[1].split("?")[0]
             self.calls.append(("purge", iid))
-            return [200, {"instancesDeleted": 1}] if self.instances.pop(iid, None) else [404, None]
+            found = self.instances.pop(iid, None)
+            self.on_purge(iid)
+            return [200, {"instancesDeleted": 1}] if found else [404, None]
 
         self.client._post_async_request = post  # type: ignore[method-assign]
         self.client._delete_async_request = delete  # type: ignore[method-assign]
@@ -213,3 +216,21 @@ def test_an_operator_deletes_blobs_a_purged_tasks_history_left_and_a_caller_gets
     assert _delete(hub, operator=True, blobs_left=False)[0] == 404
     status, body = _delete(hub, operator=True, blobs_left=True)
     assert status == 200 and body["instances"] == 0
+
+
+def test_a_run_of_the_task_started_while_its_helpers_are_purged_is_not_purged_but_refuses() -> None:
+    """The Azure Storage provider's purge by id takes an instance in any state (durabletask
+    ``AzureTableTrackingStore.PurgeInstanceHistoryAsync(instanceId)``: no status check), so a failed task resumed (its
+    request posted or dropped again) between the listing and the purge of the task's own instance would lose its
+    history while its pool work goes on: the task's own instance is purged only after listing once more."""
+    hub = _Hub({TASK: "Failed", f"{TASK}-shards-0000": "Completed", f"{TASK}-zip": "Completed"}, at_once=True)
+
+    def resumed(iid: str) -> None:
+        if iid == f"{TASK}-shards-0000":
+            hub.instances[TASK] = "Pending"  # start_new of the resumed run: Pending until its first episode
+
+    hub.on_purge = resumed
+    status, body = _delete(hub)
+    assert status == 409 and f"({TASK})" in body["error"] and "cancel" in body["hint"]
+    assert hub.instances == {TASK: "Pending"}  # the helpers went, the resumed run's instance stays
+    assert ("purge", TASK) not in hub.calls
