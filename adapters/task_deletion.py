@@ -80,8 +80,10 @@ def delete_task_blobs(store: BlobStore, settings: Settings, task_id: str, deadli
 
 
 def has_blobs(store: BlobStore, settings: Settings, task_id: str) -> bool:
-    """Whether anything of the task is left in the state container (one name asked for per prefix)."""
-    if not store.container_exists(settings.container):
-        return False
-    return any(store.list_names_page(settings.container, prefix, None, 1)[0]
-               for prefix in task_deletion.state_prefixes(task_id))
+    """Whether anything of the task is left in the state container or on the static website (one name asked for per
+    prefix): a preview folder published late (a terminated run's queued activity, Durable fidelity row 49 in
+    devhost/README.md) is the one leftover anyone can read, so an operator's DELETE finds it too."""
+    places = [(settings.container, prefix) for prefix in task_deletion.state_prefixes(task_id)]
+    places.append((settings.web_container, task_deletion.web_prefix(task_id)))
+    return any(store.container_exists(container) and store.list_names_page(container, prefix, None, 1)[0]
+               for container, prefix in places)

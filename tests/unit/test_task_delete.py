@@ -234,3 +234,31 @@ def test_a_run_of_the_task_started_while_its_helpers_are_purged_is_not_purged_bu
     assert status == 409 and f"({TASK})" in body["error"] and "cancel" in body["hint"]
     assert hub.instances == {TASK: "Pending"}  # the helpers went, the resumed run's instance stays
     assert ("purge", TASK) not in hub.calls
+
+
+class _Store:
+    """A BlobStore stand-in for ``has_blobs``: containers of names, listed by prefix."""
+
+    def __init__(self, containers: dict[str, list[str]]) -> None:
+        self.containers = containers
+
+    def container_exists(self, container: str) -> bool:
+        return container in self.containers
+
+    def list_names_page(self, container: str, prefix: str, marker: str | None,
+                        page_size: int = 5000) -> tuple[list[str], str | None]:
+        return [n for n in sorted(self.containers[container]) if n.startswith(prefix)][:page_size], None
+
+
+def test_an_operator_finds_a_preview_folder_left_alone_on_the_website() -> None:
+    """A task whose state is gone but whose preview folder is still public is not 'unknown' to an operator's DELETE."""
+    from adapters.task_deletion import has_blobs
+    from core.settings import Settings
+
+    s = Settings.from_env({"AzureWebJobsStorage": "x"})
+    other_page = f"{OTHER}-00ff/index.html"
+    assert not has_blobs(_Store({s.container: [f"tasks/{OTHER}/request.json"], s.web_container: [other_page]}),
+                         s, TASK)
+    assert not has_blobs(_Store({}), s, TASK)
+    assert has_blobs(_Store({s.container: [], s.web_container: [f"{TASK}-00ff/index.html", other_page]}), s, TASK)
+    assert has_blobs(_Store({s.container: [f"results/{TASK}/current.json"]}), s, TASK)
