@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
@@ -401,6 +402,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     task's pages are on the website. Pages a user deleted, or whose ``previews_expire_days`` took them off, hold a
     partner's photos that were taken off the public website on purpose: publishing them under a new address because
     a repeat search ran would undo that."""
+    started = time.time()  # a deletion of the whole task after this takes back what this render writes
     if withdrawn(store, settings, task_id) or (only_if_published and
                                                existing_preview_folder(store, settings, task_id) is None):
         logger.info("task %s: previews not written: its pages were deleted or expired", task_id)
@@ -491,7 +493,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     # (RFC 9111 4.2.2); the blob's Cache-Control is served with it. Thumbnails, named by their image, never change.
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8",
                       cache_control="no-cache")
-    if withdrawn(store, settings, task_id):  # the pages were deleted while this render ran: what it wrote goes too
+    if withdrawn(store, settings, task_id, since=started):  # the pages (or the task) were deleted while this render
+        # ran: what it wrote goes too
         delete_prefix(store, settings.web_container, folder + "/")
         forget_folder(store, settings, task_id, folder)
         logger.info("task %s: previews deleted again: the pages were taken off the website while they rendered",

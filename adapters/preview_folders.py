@@ -6,6 +6,7 @@ import secrets
 from datetime import datetime, timezone
 
 from adapters.blobs import BlobStore
+from core import task_deletion
 from core.readme import pages_gone
 from core.settings import Settings
 from gpu_batch import layout
@@ -32,9 +33,17 @@ def existing_preview_folder(store: BlobStore, settings: Settings, task_id: str) 
     return data.decode().strip() if data is not None else None
 
 
-def withdrawn(store: BlobStore, settings: Settings, task_id: str) -> bool:
-    """Whether the task's pages were taken off the website (``delete_preview_folder``): then none is published again."""
-    return store.exists(settings.container, layout.previews_withdrawn_blob(task_id))
+def withdrawn(store: BlobStore, settings: Settings, task_id: str, since: float | None = None) -> bool:
+    """Whether the task's pages were taken off the website (``delete_preview_folder``): then none is published again.
+    With ``since`` (when a render began, seconds since the epoch), also whether the whole task was deleted after that
+    (``DELETE /api/tasks/{id}``: ``core.task_deletion.tombstone_blob``), its website folders listed and deleted maybe
+    before the render's last write."""
+    if store.exists(settings.container, layout.previews_withdrawn_blob(task_id)):
+        return True
+    if since is None:
+        return False
+    mark = store.read_json_or_none(settings.container, task_deletion.tombstone_blob(task_id))
+    return task_deletion.deleted_since(mark, since)
 
 
 def delete_preview_folder(store: BlobStore, settings: Settings, task_id: str) -> int | None:

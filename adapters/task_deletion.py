@@ -63,11 +63,16 @@ def delete_under(store: BlobStore, container: str, prefix: str, stop_at: float,
 
 
 def delete_task_blobs(store: BlobStore, settings: Settings, task_id: str, deadline_s: float,
-                      clock: Callable[[], float] = time.monotonic) -> Deleted:
+                      clock: Callable[[], float] = time.monotonic,
+                      wall: Callable[[], float] = time.time) -> Deleted:
     """Delete the task's blobs: its working state, its preview folders on the static website, then its results
     (the last, so a deletion cut short still has the record of the preview folder for anyone looking). Stops once
-    ``deadline_s`` seconds have passed (``Deleted.done`` False)."""
+    ``deadline_s`` seconds have passed (``Deleted.done`` False). Before any, the deletion mark
+    (``core.task_deletion.tombstone_blob``, dated by ``wall``), which stays."""
     stop_at = clock() + deadline_s
+    if store.container_exists(settings.container):  # first: a render running now finds it after its last write
+        store.write_json(settings.container, task_deletion.tombstone_blob(task_id),
+                         task_deletion.tombstone(task_id, wall()))
     working, results = task_deletion.state_prefixes(task_id)
     state, done = delete_under(store, settings.container, working, stop_at, clock)
     web = 0

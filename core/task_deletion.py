@@ -17,8 +17,8 @@ images a task's results, exports, zips and per-shard working state are large. Wh
   task's id starts with it.
 
 What stays: the user's images and the request files they dropped in ``incoming`` (and trapbatch's answers beside
-them, which are the user's record of what they asked), and the pool's completed Batch jobs (README, "Deleting a
-task").
+them, which are the user's record of what they asked), the pool's completed Batch jobs (README, "Deleting a
+task"), and the deletion's own mark (``tombstone_blob``).
 
 The order makes a deletion cut short anywhere (a timeout, a storage error) finished by sending it again: blobs first,
 then the helper instances' histories, the task's own instance last. While the task's instance exists the task is
@@ -38,6 +38,39 @@ ACTIVE = frozenset({"Running", "Pending", "ContinuedAsNew"})  # the runtime stat
 # The runs after a task, by the ``target`` of ``POST /api/tasks/{id}/terminate`` that ends one (api.repeat_runs)
 _AFTER_TASK = {"removal": repeats_instance_id, "search": repeat_search_instance_id, "previews": rerender_instance_id,
                "zip": results_zip_instance_id}
+
+
+# The deletion's mark, ``deleted/<task>.json`` in the state container, outside the task's prefixes so that it stays:
+# a preview render of the task running while the task is deleted (a terminated run's or re-render's activity runs on,
+# Durable fidelity row 49 in devhost/README.md) may write its page and thumbnails after the deletion listed the
+# website; it reads this mark after its last write (``adapters.preview_folders.withdrawn``) and deletes what it wrote,
+# as it does for pages taken off by ``DELETE .../previews``. The mark names the time of the deletion: a render that
+# started well after it (the fresh task of the same request) is not one that outlived the deletion.
+TOMBSTONE_PREFIX = "deleted/"
+# How much earlier than a render's start a deletion may be dated and still count as during it: the app's instances'
+# clocks differ by far less, and a fresh task's render comes after its listing and detection, never within a minute.
+CLOCK_MARGIN_S = 60.0
+
+
+def tombstone_blob(task_or_key: str) -> str:
+    """The deletion mark of the task of ``task_or_key`` (a task id, or a generation key ``<task>/runs/<run>``)."""
+    return f"{TOMBSTONE_PREFIX}{task_or_key.split('/', 1)[0]}.json"
+
+
+def tombstone(task_id: str, now_s: float) -> dict[str, object]:
+    """The mark's content: the task and when its deletion began (seconds since the epoch)."""
+    return {"task": task_id, "deleted_at_s": now_s}
+
+
+def deleted_since(mark: object, started_s: float) -> bool:
+    """Whether the deletion ``mark`` (None: no deletion) was made after a render started at ``started_s`` (within
+    ``CLOCK_MARGIN_S``): then what the render wrote belongs to a deleted task."""
+    if not isinstance(mark, dict):
+        return False
+    try:
+        return float(mark.get("deleted_at_s")) >= started_s - CLOCK_MARGIN_S  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True  # a mark that cannot be read still says the task was deleted
 
 
 def state_prefixes(task_id: str) -> tuple[str, str]:

@@ -150,3 +150,43 @@ def test_a_purge_by_id_takes_that_instance_alone_not_its_sub_orchestrations(host
                                 ParentInstanceId=up)
     assert host.engine.purge(parent) is True
     assert host.store.get_instance(parent) is None and host.store.get_instance(child) is not None
+
+
+def test_a_render_running_while_the_task_is_deleted_takes_back_what_it_wrote(storage_connection: str,
+                                                                            unique_name: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preview render outlives the task's deletion (a terminated run's or re-render's activity runs on: Durable
+    fidelity row 49): the deletion lands after its first thumbnails, and the render writes the rest and its page after
+    the website was listed. It reads the deletion's mark after its last write and deletes what it wrote: nothing of
+    the task stays public. A render that starts later than the deletion (the fresh task's) is not taken back."""
+    from activities import previews
+    from adapters.blobs import BlobStore, service_client
+    from adapters.preview_folders import existing_preview_folder, withdrawn
+    from adapters.task_deletion import delete_task_blobs
+    from core import task_deletion
+    from core.settings import Settings
+    from tests.integration.test_enumerate_merge import _merged_task_of_jpegs
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    tid = _merged_task_of_jpegs(settings, store, unique_name, ("a",), 4)
+    previews.run_previews(tid, "m.pt", "", settings, store)
+    assert list(store.list_names(settings.web_container, f"{tid}-"))
+
+    deleted: list[bool] = []
+    make = previews._Pictures.make_all
+
+    def make_all(self: Any, files: list[str]) -> Any:
+        out = make(self, files[:1])
+        deleted.append(delete_task_blobs(store, settings, tid, 150.0).done)
+        return {**out, **make(self, files[1:])}
+
+    monkeypatch.setattr(previews._Pictures, "make_all", make_all)
+    out = previews.run_previews(tid, "m.pt", "", settings, store)
+    assert deleted == [True] and "not_published" in out
+    assert list(store.list_names(settings.web_container, f"{tid}-")) == []
+    assert existing_preview_folder(store, settings, tid) is None
+    mark = store.read_json(settings.container, task_deletion.tombstone_blob(tid))
+    assert mark["task"] == tid
+    assert not withdrawn(store, settings, tid, since=mark["deleted_at_s"] + task_deletion.CLOCK_MARGIN_S + 1)

@@ -262,3 +262,39 @@ def test_an_operator_finds_a_preview_folder_left_alone_on_the_website() -> None:
     assert not has_blobs(_Store({}), s, TASK)
     assert has_blobs(_Store({s.container: [], s.web_container: [f"{TASK}-00ff/index.html", other_page]}), s, TASK)
     assert has_blobs(_Store({s.container: [f"results/{TASK}/current.json"]}), s, TASK)
+
+
+def test_the_deletion_mark_is_the_tasks_and_dates_the_renders_it_takes_back() -> None:
+    from gpu_batch import layout
+
+    assert td.tombstone_blob(TASK) == td.tombstone_blob(layout.generation_key(TASK, "r202612070000ab12")) == (
+        f"deleted/{TASK}.json")
+    assert not any(td.tombstone_blob(TASK).startswith(p) for p in td.state_prefixes(TASK))  # it stays
+    mark = td.tombstone(TASK, 1_000_000.0)
+    assert td.deleted_since(mark, 999_000.0)  # the render began before the deletion
+    assert td.deleted_since(mark, 1_000_000.0 + td.CLOCK_MARGIN_S)  # or so little after it that clocks may differ
+    assert not td.deleted_since(mark, 1_000_000.0 + td.CLOCK_MARGIN_S + 1)  # a fresh task's render, later
+    assert not td.deleted_since(None, 0.0)
+    assert td.deleted_since({"task": TASK}, 0.0)  # unreadable: the task was deleted all the same
+
+
+def test_the_deletion_writes_its_mark_before_any_blob_goes() -> None:
+    """A render that outlives the deletion reads the mark after its last write, so it must be there before the
+    website is listed; each request of a deletion writes it again."""
+    from adapters.task_deletion import delete_task_blobs
+
+    s = __import__("core.settings", fromlist=["Settings"]).Settings.from_env({"AzureWebJobsStorage": "x"})
+    store = _Store({s.container: [f"tasks/{TASK}/request.json"], s.web_container: [f"{TASK}-00ff/index.html"]})
+    events: list[str] = []
+    written: dict[str, Any] = {}
+
+    def listed(container: str, prefix: str, marker: str | None, page_size: int = 5000) -> tuple[list[str], None]:
+        events.append(f"list {prefix}")
+        return [], None
+
+    store.list_names_page = listed  # type: ignore[method-assign]
+    store.write_json = lambda container, name, value: (events.append(f"mark {name}"),  # type: ignore[attr-defined]
+                                                       written.update({name: value}))
+    assert delete_task_blobs(store, s, TASK, 150.0, wall=lambda: 1234.5).done  # type: ignore[arg-type]
+    assert events[0] == f"mark deleted/{TASK}.json" and len(events) == 4
+    assert written == {f"deleted/{TASK}.json": {"task": TASK, "deleted_at_s": 1234.5}}
