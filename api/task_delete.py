@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import azure.durable_functions as df
@@ -36,6 +37,13 @@ bp = df.Blueprint()
 # Azure (functions-scale.md, "Function app time-out duration"); the rest of the 230 s is for the task hub's listing,
 # the terminates and purges, and a last batch of deletes begun just before the budget ran out.
 DELETE_BUDGET_S = 150.0
+# How long one request waits, once the blobs are gone, for the platform to process the terminates of the task's
+# timers (``_end_timers``): the Azure Storage provider polls an idle control queue at most every
+# ``maxQueuePollingInterval`` (host.json: 10 s; durable-functions-azure-storage-provider.md, "Queue polling": the
+# delay backs off while the queue is empty, up to that), then replays the orchestrator. Never past ``ANSWER_BY_S``
+# from the request's start, which leaves the purges and the answer well within the 230 s
+TIMERS_WAIT_S = 30.0
+ANSWER_BY_S = 195.0
 
 
 def _runtime(status: Any) -> str | None:
@@ -77,10 +85,12 @@ async def delete_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
 async def run_deletion(client: df.DurableOrchestrationClient, task_id: str, operator: bool,
                        instances_of: Callable[[], Awaitable[list[tuple[str, str | None]]]],
                        delete_blobs: Callable[[float], Awaitable[Deleted]],
-                       any_blobs: Callable[[], Awaitable[bool]]) -> func.HttpResponse:
+                       any_blobs: Callable[[], Awaitable[bool]], clock: Callable[[], float] = time.monotonic,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> func.HttpResponse:
     """The deletion once the caller may act on the task: ``instances_of`` lists the task's instances, ``delete_blobs``
     deletes its blobs within a budget (seconds), ``any_blobs`` says whether any is left (passed in: the unit tests
-    give their own)."""
+    give their own); ``clock`` and ``sleep`` time the wait for the timers' terminates (``TIMERS_WAIT_S``)."""
+    began = clock()
     instances = await instances_of()
     if task_id not in {iid for iid, _ in instances} and not (operator and (instances or await any_blobs())):
         # no task: nothing to delete, or (for an operator) only blobs or helpers left by a task whose history was
@@ -100,9 +110,16 @@ async def run_deletion(client: df.DurableOrchestrationClient, task_id: str, oper
     # sending it again, which needs the task's instance to know the task and its owner); listed again, since a run
     # after the task may have started while the blobs went
     plan = task_deletion.plan(task_id, await instances_of())
+    # a terminate the platform has not processed yet (it queues it: api.starters.terminate_task): waited for here,
+    # within the answer's time, rather than answered 202 at once: a small task's blobs go in a second, and the
+    # CLI's resends, one right after the other, could all come before the hub polls its control queue again
+    wait_until = min(began + ANSWER_BY_S, clock() + TIMERS_WAIT_S)
+    while plan.to_end and not plan.refusals and clock() < wait_until:
+        await sleep(1.0)
+        plan = task_deletion.plan(task_id, await instances_of())
     if plan.refusals:
         return _refused(task_id, plan)
-    if plan.to_end:  # a terminate the platform has not processed yet (it queues it: api.starters.terminate_task)
+    if plan.to_end:
         await _end_timers(client, task_id, plan.to_end)
         return _again(task_id, blobs, "a timer of the task (its preview expiry, a zip sweep or a replaced generation's sweep) is still ending")
     purged = await _purge(client, [i for i in plan.to_purge if i != task_id])

@@ -132,6 +132,8 @@ class _Hub:
 
         self.instances, self.at_once, self.calls = dict(instances), at_once, []
         self.on_purge: Any = lambda iid: None  # what else happens in the hub as an instance is purged
+        self.ends_after: int | None = None  # the listings after which the platform has processed a terminate
+        self.slept = 0.0
         self.client = DurableOrchestrationClient(binding_json("http://127.0.0.1:7071", "hub"))
 
         async def post(url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
@@ -156,6 +158,12 @@ class _Hub:
         self.client._delete_async_request = delete  # type: ignore[method-assign]
 
     async def listed(self) -> list[tuple[str, str | None]]:
+        if self.ends_after is not None:
+            self.ends_after -= 1
+            if self.ends_after < 0:  # the terminates queued so far are processed now
+                for _, iid in [c for c in self.calls if c[0] == "terminate" and c[1] in self.instances]:
+                    if self.instances[iid] == "Running":
+                        self.instances[iid] = "Terminated"
         return list(self.instances.items())
 
 
@@ -172,12 +180,19 @@ def _delete(hub: _Hub, done: bool = True, operator: bool = False, blobs_left: bo
     async def any_blobs() -> bool:
         return blobs_left
 
+    now = [0.0]
+
+    async def sleep(s: float) -> None:  # the wait for the timers' terminates, on a clock of its own
+        now[0] += s
+        hub.slept += s
+
     async def run() -> Any:
         from api.edge import http_edge
 
         @http_edge
         async def handler() -> Any:
-            return await task_delete.run_deletion(hub.client, TASK, operator, hub.listed, delete_blobs, any_blobs)
+            return await task_delete.run_deletion(hub.client, TASK, operator, hub.listed, delete_blobs, any_blobs,
+                                                  clock=lambda: now[0], sleep=sleep)
 
         return await handler()
 
@@ -192,6 +207,7 @@ def test_a_timer_the_platform_has_not_ended_yet_is_not_purged_and_the_delete_is_
     hub = _Hub({TASK: "Completed", f"{TASK}-expiry": "Running", f"{TASK}-shards-0000": "Completed"}, at_once=False)
     status, body = _delete(hub)
     assert status == 202 and body["deleted"] is False and "still ending" in body["hint"]
+    assert hub.slept == task_delete_module().TIMERS_WAIT_S  # it waited for the platform, then answered
     assert [c for c in hub.calls if c[0] == "purge"] == []
     assert ("terminate", f"{TASK}-expiry") in hub.calls
     hub.instances[f"{TASK}-expiry"] = "Terminated"  # the platform processed the terminate
@@ -298,3 +314,46 @@ def test_the_deletion_writes_its_mark_before_any_blob_goes() -> None:
     assert delete_task_blobs(store, s, TASK, 150.0, wall=lambda: 1234.5).done  # type: ignore[arg-type]
     assert events[0] == f"mark deleted/{TASK}.json" and len(events) == 4
     assert written == {f"deleted/{TASK}.json": {"task": TASK, "deleted_at_s": 1234.5}}
+
+
+def task_delete_module() -> Any:
+    from api import task_delete
+
+    return task_delete
+
+
+def test_a_timer_ended_by_the_platform_a_few_seconds_later_is_purged_in_the_same_request() -> None:
+    """The Azure Storage provider picks the queued terminate up at its next poll of the control queue (host.json
+    ``maxQueuePollingInterval``, 10 s): a small task's blobs go sooner, so the request waits for it rather than
+    answering 202 to a CLI that sends its ten requests one right after the other."""
+    hub = _Hub({TASK: "Completed", f"{TASK}-expiry": "Running", f"{TASK}-zip": "Completed"}, at_once=False)
+    hub.ends_after = 4  # the first listing, the one after the blobs, then three more polls
+    status, body = _delete(hub)
+    assert status == 200 and body["instances"] == 3 and hub.instances == {}
+    assert 0 < hub.slept < task_delete_module().TIMERS_WAIT_S
+
+
+def test_the_wait_for_the_timers_stops_where_the_answer_must_go() -> None:
+    from api import task_delete
+
+    hub = _Hub({TASK: "Completed", f"{TASK}-expiry": "Running"}, at_once=False)
+    now = [0.0]
+
+    async def delete_blobs(budget_s: float) -> Any:
+        from adapters.task_deletion import Deleted
+
+        now[0] += task_delete.ANSWER_BY_S - 5  # the blobs took nearly all of the request's time
+        return Deleted(state=1, web=0, done=True)
+
+    async def sleep(s: float) -> None:
+        now[0] += s
+        hub.slept += s
+
+    async def nothing() -> bool:
+        return False
+
+    import asyncio
+
+    response = asyncio.run(task_delete.run_deletion(hub.client, TASK, False, hub.listed, delete_blobs, nothing,
+                                                    clock=lambda: now[0], sleep=sleep))
+    assert response.status_code == 202 and hub.slept == 5
