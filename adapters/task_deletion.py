@@ -68,11 +68,13 @@ def delete_task_blobs(store: BlobStore, settings: Settings, task_id: str, deadli
     """Delete the task's blobs: its working state, its preview folders on the static website, then its results
     (the last, so a deletion cut short still has the record of the preview folder for anyone looking). Stops once
     ``deadline_s`` seconds have passed (``Deleted.done`` False). Before any, the deletion mark
-    (``core.task_deletion.tombstone_blob``, dated by ``wall``), which stays."""
+    (``core.task_deletion.tombstone_blob``, dated by ``wall``), which stays; once none is left, the mark again with
+    that time."""
     stop_at = clock() + deadline_s
+    mark = task_deletion.tombstone_blob(task_id)
+    began = wall()
     if store.container_exists(settings.container):  # first: a render running now finds it after its last write
-        store.write_json(settings.container, task_deletion.tombstone_blob(task_id),
-                         task_deletion.tombstone(task_id, wall()))
+        store.write_json(settings.container, mark, task_deletion.tombstone(task_id, began))
     working, results = task_deletion.state_prefixes(task_id)
     state, done = delete_under(store, settings.container, working, stop_at, clock)
     web = 0
@@ -81,6 +83,8 @@ def delete_task_blobs(store: BlobStore, settings: Settings, task_id: str, deadli
     if done:
         more, done = delete_under(store, settings.container, results, stop_at, clock)
         state += more
+    if done and store.container_exists(settings.container):  # renders that begin from now on are the fresh task's
+        store.write_json(settings.container, mark, task_deletion.tombstone(task_id, began, wall()))
     return Deleted(state=state, web=web, done=done)
 
 

@@ -44,12 +44,14 @@ _AFTER_TASK = {"removal": repeats_instance_id, "search": repeat_search_instance_
 # a preview render of the task running while the task is deleted (a terminated run's or re-render's activity runs on,
 # Durable fidelity row 49 in devhost/README.md) may write its page and thumbnails after the deletion listed the
 # website; it reads this mark after its last write (``adapters.preview_folders.withdrawn``) and deletes what it wrote,
-# as it does for pages taken off by ``DELETE .../previews``. The mark names the time of the deletion: a render that
-# started well after it (the fresh task of the same request) is not one that outlived the deletion.
+# as it does for pages taken off by ``DELETE .../previews``. The mark says when the deletion began and, once the
+# task's blobs are all gone, when that was: a render that began before then is one of the deleted task's (one that
+# begins later finds its preview sample gone and writes nothing), while the fresh task of the same request renders
+# only after the task's instance is purged, which follows, and after its own listing and detection.
 TOMBSTONE_PREFIX = "deleted/"
-# How much earlier than a render's start a deletion may be dated and still count as during it: the app's instances'
-# clocks differ by far less, and a fresh task's render comes after its listing and detection, never within a minute.
-CLOCK_MARGIN_S = 60.0
+# How much later than the deletion's end a render may have begun and still count as before it: the app's instances'
+# clocks differ by far less, and a fresh task cannot even start until the deletion's purge, after that end.
+CLOCK_MARGIN_S = 10.0
 
 
 def tombstone_blob(task_or_key: str) -> str:
@@ -57,18 +59,24 @@ def tombstone_blob(task_or_key: str) -> str:
     return f"{TOMBSTONE_PREFIX}{task_or_key.split('/', 1)[0]}.json"
 
 
-def tombstone(task_id: str, now_s: float) -> dict[str, object]:
-    """The mark's content: the task and when its deletion began (seconds since the epoch)."""
-    return {"task": task_id, "deleted_at_s": now_s}
+def tombstone(task_id: str, began_s: float, done_s: float | None = None) -> dict[str, object]:
+    """The mark's content: the task, when this request of its deletion began and (once no blob of it is left) when
+    that was, in seconds since the epoch."""
+    mark: dict[str, object] = {"task": task_id, "deleted_at_s": began_s}
+    if done_s is not None:
+        mark["done_at_s"] = done_s
+    return mark
 
 
 def deleted_since(mark: object, started_s: float) -> bool:
-    """Whether the deletion ``mark`` (None: no deletion) was made after a render started at ``started_s`` (within
-    ``CLOCK_MARGIN_S``): then what the render wrote belongs to a deleted task."""
+    """Whether a render that began at ``started_s`` belongs to a task deleted since (``mark``; None: no deletion):
+    it began before the deletion was done (within ``CLOCK_MARGIN_S``), or the deletion is still under way."""
     if not isinstance(mark, dict):
         return False
+    if mark.get("done_at_s") is None:
+        return True
     try:
-        return float(mark.get("deleted_at_s")) >= started_s - CLOCK_MARGIN_S  # type: ignore[arg-type]
+        return started_s < float(mark["done_at_s"]) + CLOCK_MARGIN_S
     except (TypeError, ValueError):
         return True  # a mark that cannot be read still says the task was deleted
 

@@ -158,7 +158,7 @@ def test_a_render_running_while_the_task_is_deleted_takes_back_what_it_wrote(sto
     """A preview render outlives the task's deletion (a terminated run's or re-render's activity runs on: Durable
     fidelity row 49): the deletion lands after its first thumbnails, and the render writes the rest and its page after
     the website was listed. It reads the deletion's mark after its last write and deletes what it wrote: nothing of
-    the task stays public. A render that starts later than the deletion (the fresh task's) is not taken back."""
+    the task stays public. A render that begins after the deletion is done (the fresh task's) is not taken back."""
     from activities import previews
     from adapters.blobs import BlobStore, service_client
     from adapters.preview_folders import existing_preview_folder, withdrawn
@@ -189,4 +189,4 @@ def test_a_render_running_while_the_task_is_deleted_takes_back_what_it_wrote(sto
     assert existing_preview_folder(store, settings, tid) is None
     mark = store.read_json(settings.container, task_deletion.tombstone_blob(tid))
     assert mark["task"] == tid
-    assert not withdrawn(store, settings, tid, since=mark["deleted_at_s"] + task_deletion.CLOCK_MARGIN_S + 1)
+    assert not withdrawn(store, settings, tid, since=mark["done_at_s"] + task_deletion.CLOCK_MARGIN_S)

@@ -286,12 +286,15 @@ def test_the_deletion_mark_is_the_tasks_and_dates_the_renders_it_takes_back() ->
     assert td.tombstone_blob(TASK) == td.tombstone_blob(layout.generation_key(TASK, "r202612070000ab12")) == (
         f"deleted/{TASK}.json")
     assert not any(td.tombstone_blob(TASK).startswith(p) for p in td.state_prefixes(TASK))  # it stays
-    mark = td.tombstone(TASK, 1_000_000.0)
-    assert td.deleted_since(mark, 999_000.0)  # the render began before the deletion
-    assert td.deleted_since(mark, 1_000_000.0 + td.CLOCK_MARGIN_S)  # or so little after it that clocks may differ
-    assert not td.deleted_since(mark, 1_000_000.0 + td.CLOCK_MARGIN_S + 1)  # a fresh task's render, later
+    under_way = td.tombstone(TASK, 1_000_000.0)
+    assert td.deleted_since(under_way, 999_000.0) and td.deleted_since(under_way, 1_000_500.0)
+    done = td.tombstone(TASK, 1_000_000.0, 1_000_200.0)
+    assert td.deleted_since(done, 999_000.0)  # the render began before the deletion
+    assert td.deleted_since(done, 1_000_150.0)  # or while it ran (a terminated run's render starting late)
+    assert td.deleted_since(done, 1_000_200.0 + td.CLOCK_MARGIN_S - 1)  # or so near its end that clocks may differ
+    assert not td.deleted_since(done, 1_000_200.0 + td.CLOCK_MARGIN_S)  # a fresh task's render, later
     assert not td.deleted_since(None, 0.0)
-    assert td.deleted_since({"task": TASK}, 0.0)  # unreadable: the task was deleted all the same
+    assert td.deleted_since({"task": TASK, "done_at_s": "?"}, 0.0)  # unreadable: the task was deleted all the same
 
 
 def test_the_deletion_writes_its_mark_before_any_blob_goes() -> None:
@@ -311,9 +314,10 @@ def test_the_deletion_writes_its_mark_before_any_blob_goes() -> None:
     store.list_names_page = listed  # type: ignore[method-assign]
     store.write_json = lambda container, name, value: (events.append(f"mark {name}"),  # type: ignore[attr-defined]
                                                        written.update({name: value}))
-    assert delete_task_blobs(store, s, TASK, 150.0, wall=lambda: 1234.5).done  # type: ignore[arg-type]
-    assert events[0] == f"mark deleted/{TASK}.json" and len(events) == 4
-    assert written == {f"deleted/{TASK}.json": {"task": TASK, "deleted_at_s": 1234.5}}
+    times = iter([1234.5, 1240.0])
+    assert delete_task_blobs(store, s, TASK, 150.0, wall=lambda: next(times)).done  # type: ignore[arg-type]
+    assert events[0] == f"mark deleted/{TASK}.json" and events[-1] == events[0] and len(events) == 5
+    assert written == {f"deleted/{TASK}.json": {"task": TASK, "deleted_at_s": 1234.5, "done_at_s": 1240.0}}
 
 
 def task_delete_module() -> Any:
