@@ -156,10 +156,12 @@ class ApiClient:
 
     def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/previews", json={"threshold": threshold})
-    def delete_task(self, task_id: str) -> dict[str, Any]:
+    def delete_task(self, task_id: str, retried: set[int] | None = None) -> dict[str, Any]:
         """``DELETE /api/tasks/{id}``: one request (the app answers within ``api.task_delete.DELETE_BUDGET_S`` of
-        deleting, so the list's longer timeout); the caller sends it again while the answer says ``deleted: false``."""
-        return self._call("DELETE", f"/api/tasks/{_seg(task_id)}", timeout_s=max(self.timeout_s, LIST_TIMEOUT_S))
+        deleting, so the list's longer timeout); the caller sends it again while the answer says ``deleted: false``.
+        ``retried``: the tries the app may have run though their answers were lost (``_call``)."""
+        return self._call("DELETE", f"/api/tasks/{_seg(task_id)}", timeout_s=max(self.timeout_s, LIST_TIMEOUT_S),
+                          retried=retried)
 
     def delete_previews(self, task_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/api/tasks/{_seg(task_id)}/previews")

@@ -1179,8 +1179,20 @@ def delete(state: State, /, task_id: str, sure: bool) -> None:
                                       err=True):
         raise CliError("nothing deleted", f"trapbatch delete {task_id} --yes deletes without asking",
                        exit_code=EXIT_USAGE)
+    reached = False  # whether a request of this command reached the app: a 202, or a try whose answer was lost
     for _ in range(DELETE_REQUESTS):
-        answer = state.client.delete_task(task_id)
+        retried: set[int] = set()
+        try:
+            answer = state.client.delete_task(task_id, retried)
+        except CliError as exc:
+            # a 404 after that: the deletion was finished by a request whose answer never came (a timeout or a
+            # dropped connection that the client tried again), not a task that was never there
+            if (reached or retried) and " 404: " in exc.message:
+                out.print(f"deleted {task_id}: an earlier request of this command finished it (the app knows no such "
+                          "task now)")
+                return
+            raise
+        reached = True
         blobs = answer.get("blobs") or {}
         if answer.get("deleted"):
             records = answer.get("instances")

@@ -106,6 +106,33 @@ def test_delete_sends_the_delete_again_until_the_app_says_deleted(monkeypatch: p
     assert f"deleted {TASK}: 1020 files, 4 task hub records; gone" in captured.out
 
 
+def test_a_404_after_the_deletion_went_on_means_an_earlier_request_finished_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A request whose answer was lost (a timeout, a dropped connection, tried again by the client) may have purged
+    the task: the next one's 404 is the deletion done, not an unknown task. A first request's 404 is the app's."""
+    unknown = (404, {"error": f"no task {TASK}", "hint": "check the id"})
+    session = _Session((202, {"id": TASK, "deleted": False, "blobs": {"state": 9000, "web": 0}, "hint": "again"}),
+                       unknown)
+    assert _run(session, monkeypatch, "--yes") == 0
+    assert f"deleted {TASK}: an earlier request of this command finished it" in capsys.readouterr().out
+
+    lost = _Session(unknown)
+    real_request = lost.request
+
+    def dropped_then_answered(method: str, url: str, **kwargs: Any) -> Any:
+        if not lost.sent:  # the first try's answer never came: the client tries again, and its 404 is the answer
+            lost.sent.append((method, url, kwargs.get("timeout")))
+            import requests
+
+            raise requests.exceptions.ConnectionError("connection reset")
+        return real_request(method, url, **kwargs)
+
+    lost.request = dropped_then_answered  # type: ignore[method-assign]
+    assert _run(lost, monkeypatch, "--yes") == 0
+    assert len(lost.sent) == 2 and "an earlier request of this command finished it" in capsys.readouterr().out
+    assert _run(_Session(unknown), monkeypatch, "--yes") == 4  # never reached the app before: an unknown task
+
+
 def test_delete_asks_first_and_a_no_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     session = _Session()
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("n\n"))
