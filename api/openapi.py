@@ -953,8 +953,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "hint": {"type": "string"}}},
                 "TaskDeleted": {"type": "object", "required": ["id", "deleted", "blobs"], "properties": {
                     "id": {"type": "string"},
-                    "deleted": {"type": "boolean", "description": "true: nothing of the task is left; false (202): "
-                                                                  "send the DELETE again"},
+                    "deleted": {"type": "boolean", "description": "true: nothing of the task is left but its "
+                                                                  "deletion mark (README, 'Deleting a task'); false "
+                                                                  "(202): send the DELETE again"},
                     "blobs": {"type": "object", "required": ["state", "web"], "description": "blobs this request "
                               "deleted", "properties": {
                                   "state": {"type": "integer", "minimum": 0, "description": "in the state container "
