@@ -66,6 +66,7 @@ import logging
 from typing import Any, Mapping
 
 from adapters.blobs import BlobStore
+from adapters.task_deletion import run_of_deleted_task
 from core.errors import RunSuperseded
 from core.settings import Settings
 from gpu_batch import layout
@@ -83,12 +84,20 @@ def superseded_by(store: BlobStore, settings: Settings, job: str) -> str | None:
 
 def refuse_if_superseded(store: BlobStore, settings: Settings, payload: Mapping[str, Any], what: str) -> None:
     """Raise ``RunSuperseded`` when the run that made this call (``payload["run_job"]``) was replaced by a later run
-    of its task; return otherwise, and at once for a call without ``run_job``. ``what``: the step, for the words."""
+    of its task, or its task was deleted after it started (``adapters.task_deletion.run_of_deleted_task``: a marker
+    written then went with the task's blobs); return otherwise, and at once for a call without ``run_job``.
+    ``what``: the step, for the words."""
     job = payload.get("run_job")
     if not job:
         return
     by = superseded_by(store, settings, str(job))
     if by is None:
+        if run_of_deleted_task(store, settings, str(job)):  # the task was deleted after this run started
+            logger.warning("task %s: %s of run job %s not done: the task was deleted", payload.get("task_id"), what,
+                           job)
+            raise RunSuperseded(f"task {payload.get('task_id')}: {what} of the run with pool job {job} was not done: "
+                                "the task was deleted (DELETE /api/tasks/{id}) after that run started",
+                                "nothing to do: a deleted task writes nothing more")
         return
     logger.warning("task %s: %s of run job %s not done: run %s replaced that run", payload.get("task_id"), what, job,
                    by or "?")

@@ -96,3 +96,12 @@ def has_blobs(store: BlobStore, settings: Settings, task_id: str) -> bool:
     places.append((settings.web_container, task_deletion.web_prefix(task_id)))
     return any(store.container_exists(container) and store.list_names_page(container, prefix, None, 1)[0]
                for container, prefix in places)
+
+
+def run_of_deleted_task(store: BlobStore, settings: Settings, job: str) -> bool:
+    """Whether pool job ``job``'s run belongs to a task deleted since it started (``core.task_deletion.deleted_run``,
+    from the task's deletion mark: one small read)."""
+    from gpu_batch import layout
+
+    mark = store.read_json_or_none(settings.container, task_deletion.tombstone_blob(layout.task_of_pool_job(job)))
+    return task_deletion.deleted_run(mark, job)

@@ -81,6 +81,36 @@ def deleted_since(mark: object, started_s: float) -> bool:
         return True  # a mark that cannot be read still says the task was deleted
 
 
+def run_started_s(run: str) -> float | None:
+    """When run ``run`` (``gpu_batch.layout.run_id``: ``r<UTC yymmddHHMMSS><hex>``) started, in seconds since the
+    epoch, to the second; None for anything else (a job of a release before runs had ids)."""
+    from datetime import datetime, timezone
+
+    if len(run) < 14 or not run.startswith("r") or not run[1:13].isdigit():
+        return None
+    try:
+        return datetime.strptime(run[1:13], "%y%m%d%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def deleted_run(mark: object, job: str) -> bool:
+    """Whether pool job ``job`` (``<task>_<run>``, or the task id alone before runs had ids) is a run of a task the
+    deletion ``mark`` deleted (None: no deletion): a run started before the deletion began. Why: a terminated run's
+    queued activities run on after its orchestration ended (``activities.superseded``), and their writes after the
+    deletion would be left of a deleted task; its superseding marker went with the task's blobs. A run started later
+    is a fresh task's (which starts only after the purge) or one resumed while the deletion ran, which refused it."""
+    if not isinstance(mark, dict):
+        return False
+    started = run_started_s(job.split("_", 1)[1] if "_" in job else "")
+    if started is None:
+        return True  # a run without an id: from before runs had them, so the deleted task's
+    try:
+        return started < float(mark["deleted_at_s"])
+    except (KeyError, TypeError, ValueError):
+        return True
+
+
 def state_prefixes(task_id: str) -> tuple[str, str]:
     """The task's prefixes in the state container: its working state, then its results (every generation)."""
     return layout.task_prefix(task_id), layout.results_prefix(task_id)

@@ -388,3 +388,47 @@ def test_the_wait_for_the_timers_stops_where_the_answer_must_go() -> None:
     response = asyncio.run(task_delete.run_deletion(hub.client, TASK, False, hub.listed, delete_blobs, nothing,
                                                     clock=lambda: now[0], sleep=sleep))
     assert response.status_code == 202 and hub.slept == 5
+
+
+def test_a_run_started_before_its_task_was_deleted_is_the_deleted_tasks() -> None:
+    from datetime import datetime, timezone
+
+    from gpu_batch import layout
+
+    at = datetime(2026, 12, 7, 12, 0, 5, tzinfo=timezone.utc)
+    mark = td.tombstone(TASK, at.timestamp())
+    before = layout.pool_job_id(TASK, layout.run_id(datetime(2026, 12, 7, 11, 0, tzinfo=timezone.utc), "ab12"))
+    after = layout.pool_job_id(TASK, layout.run_id(datetime(2026, 12, 7, 12, 0, 6, tzinfo=timezone.utc), "cd34"))
+    assert td.run_started_s(layout.run_id(at, "ff")) == at.timestamp()
+    assert td.deleted_run(mark, before) and not td.deleted_run(mark, after)
+    assert td.deleted_run(mark, TASK)  # a job of a release before runs had ids
+    assert not td.deleted_run(None, before)  # no deletion
+    assert td.run_started_s("r2612") is None and td.run_started_s("x261207120005ab") is None
+
+
+def test_a_late_call_of_a_run_of_a_deleted_task_writes_nothing() -> None:
+    """A terminated run's queued activities run on (devhost fidelity row 49); its superseding marker, which the guard
+    reads, went with the task's blobs: the deletion mark refuses them instead. A fresh task's run is not refused."""
+    from datetime import datetime, timezone
+
+    from activities.superseded import refuse_if_superseded
+    from core.errors import RunSuperseded
+    from core.settings import Settings
+    from gpu_batch import layout
+
+    s = Settings.from_env({"AzureWebJobsStorage": "x"})
+    blobs: dict[str, Any] = {}
+
+    class Store:
+        def read_json_or_none(self, container: str, name: str) -> Any:
+            return blobs.get(name) if container == s.container else None
+
+    old = layout.pool_job_id(TASK, layout.run_id(datetime(2026, 12, 7, 11, 0, tzinfo=timezone.utc), "ab12"))
+    fresh = layout.pool_job_id(TASK, layout.run_id(datetime(2026, 12, 7, 13, 0, tzinfo=timezone.utc), "cd34"))
+    refuse_if_superseded(Store(), s, {"task_id": TASK, "run_job": old}, "the merge")  # type: ignore[arg-type]
+    blobs[td.tombstone_blob(TASK)] = td.tombstone(TASK, datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc).timestamp())
+    with pytest.raises(RunSuperseded, match="the task was deleted"):
+        refuse_if_superseded(Store(), s, {"task_id": TASK, "run_job": old}, "the merge")  # type: ignore[arg-type]
+    refuse_if_superseded(Store(), s, {"task_id": TASK, "run_job": fresh}, "the merge")  # type: ignore[arg-type]
+    other = layout.pool_job_id(OTHER, layout.run_id(datetime(2026, 12, 7, 11, 0, tzinfo=timezone.utc), "ab12"))
+    refuse_if_superseded(Store(), s, {"task_id": OTHER, "run_job": other}, "the merge")  # type: ignore[arg-type]
