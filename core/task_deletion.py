@@ -28,6 +28,7 @@ instead of starting a fresh task over half-deleted state; once it is gone everyt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Iterable
 
 from core.ids import (expiry_instance_id, repeat_search_instance_id, repeats_instance_id, rerender_instance_id,
@@ -84,8 +85,6 @@ def deleted_since(mark: object, started_s: float) -> bool:
 def run_started_s(run: str) -> float | None:
     """When run ``run`` (``gpu_batch.layout.run_id``: ``r<UTC yymmddHHMMSS><hex>``) started, in seconds since the
     epoch, to the second; None for anything else (a job of a release before runs had ids)."""
-    from datetime import datetime, timezone
-
     if len(run) < 14 or not run.startswith("r") or not run[1:13].isdigit():
         return None
     try:
