@@ -104,8 +104,8 @@ def deleted_run(mark: object, job: str) -> bool:
     started = run_started_s(job.split("_", 1)[1] if "_" in job else "")
     if started is None:
         return True  # a run without an id: from before runs had them, so the deleted task's
-    try:
-        return started < float(mark["deleted_at_s"])
+    try:  # to the second, as run ids are: a fresh run in the deletion's own second (a devhost) is not refused
+        return started < float(int(float(mark["deleted_at_s"])))
     except (KeyError, TypeError, ValueError):
         return True
 

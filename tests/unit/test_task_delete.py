@@ -401,6 +401,8 @@ def test_a_run_started_before_its_task_was_deleted_is_the_deleted_tasks() -> Non
     after = layout.pool_job_id(TASK, layout.run_id(datetime(2026, 12, 7, 12, 0, 6, tzinfo=timezone.utc), "cd34"))
     assert td.run_started_s(layout.run_id(at, "ff")) == at.timestamp()
     assert td.deleted_run(mark, before) and not td.deleted_run(mark, after)
+    same_second = layout.pool_job_id(TASK, layout.run_id(at, "ef56"))  # ids are to the second: the fresh task's
+    assert not td.deleted_run(td.tombstone(TASK, at.timestamp() + 0.9), same_second)
     assert td.deleted_run(mark, TASK)  # a job of a release before runs had ids
     assert not td.deleted_run(None, before)  # no deletion
     assert td.run_started_s("r2612") is None and td.run_started_s("x261207120005ab") is None
