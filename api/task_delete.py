@@ -138,8 +138,8 @@ async def run_deletion(client: df.DurableOrchestrationClient, task_id: str, oper
     logger.info("task %s: deleted (%d blobs, %d instances)", task_id, deleted.state + deleted.web, purged)
     return json_response(200, {"id": task_id, "deleted": True, "blobs": blobs, "instances": purged,
                                "hint": "the task's results, working state, preview pages and task hub records are "
-                                       "gone; its images and dropped request files are unchanged, and posting its "
-                                       "request again starts a fresh task"})
+                                       "gone; its images and dropped request files are unchanged; post the same "
+                                       "request again to start a fresh task"})
 
 
 async def _purge(client: df.DurableOrchestrationClient, instance_ids: list[str]) -> int:

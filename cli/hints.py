@@ -33,7 +33,8 @@ COMMANDS = {("POST", "/repeats/search"): "trapbatch repeats {id} --search",
             ("GET", "/results"): "trapbatch results {id}",
             ("POST", "/previews"): "trapbatch previews {id} --threshold <t>",
             ("DELETE", "/previews"): "trapbatch previews {id} --delete",
-            ("GET", ""): "trapbatch status {id}"}
+            ("GET", ""): "trapbatch status {id}",
+            ("DELETE", ""): "trapbatch delete {id}"}
 # A repeat choice's fields after its route ('{"remove": "all"}', 'with the same "keep" or "remove"'), which become
 # its flags: without them the command is given with both, as "trapbatch repeats <id>" alone only lists
 _CHOICE_FOLLOWS = re.compile(r'[^;()]*"(?:keep|remove)"')

@@ -39,6 +39,9 @@ ACTIVE = frozenset({"Running", "Pending", "ContinuedAsNew"})  # the runtime stat
 # The runs after a task, by the ``target`` of ``POST /api/tasks/{id}/terminate`` that ends one (api.repeat_runs)
 _AFTER_TASK = {"removal": repeats_instance_id, "search": repeat_search_instance_id, "previews": rerender_instance_id,
                "zip": results_zip_instance_id}
+# Each target's run in the refusal's words (the terminate route's "target" names it for the request)
+_AFTER_TASK_WORDS = {"removal": "repeat removal", "search": "repeat search", "previews": "preview re-render",
+                     "zip": "results zip build"}
 
 
 # The deletion's mark, ``deleted/<task>.json`` in the state container, outside the task's prefixes so that it stays:
@@ -152,15 +155,16 @@ class Plan:
 def _refusal(task_id: str, instance_id: str) -> str:
     """What the operator does about a running instance of the task before deleting it."""
     if instance_id == task_id:
-        return (f"the task is running: cancel it (POST /api/tasks/{task_id}/cancel, `trapbatch cancel`) or end it now "
-                f"(POST /api/tasks/{task_id}/terminate, `trapbatch terminate`), then delete it")
+        return (f"the task is running: cancel it (POST /api/tasks/{task_id}/cancel) or end it now "
+                f"(POST /api/tasks/{task_id}/terminate), then delete it")
     for target, instance in _AFTER_TASK.items():
         if instance_id == instance(task_id):
-            return (f"its {target} run is running: wait for it to end, or end it (POST /api/tasks/{task_id}/terminate "
-                    f'{{"target": "{target}"}}, `trapbatch terminate {task_id} --target {target}`), then delete it')
+            return (f"its {_AFTER_TASK_WORDS[target]} is running: wait for it to end, or end it (POST "
+                    f'/api/tasks/{task_id}/terminate {{"target": "{target}"}}), then delete it')
     if instance_id.startswith(f"{task_id}-shards-"):
-        return ("a shard group of a terminated (or failed) run still drives pool work: post the task's request again "
-                "(the new run ends that work), cancel that run, then delete the task")
+        return ("a shard group of a terminated (or failed) run still drives pool work: post the same request again "
+                f"(the new run ends that work), cancel that run (POST /api/tasks/{task_id}/cancel), then delete the "
+                "task")
     return "an orchestration of the task is still running: wait for it to end, then delete the task"
 
 
@@ -191,5 +195,6 @@ def refusal_text(task_id: str, refusals: tuple[tuple[str, str], ...]) -> tuple[s
     first_id, first_hint = refusals[0]
     names = ", ".join(i for i, _ in refusals[:5]) + (f" and {len(refusals) - 5} more" if len(refusals) > 5 else "")
     error = f"task {task_id} cannot be deleted while its orchestrations run ({names})"
-    more = "" if len(refusals) == 1 else f"; {len(refusals) - 1} other(s) run too: DELETE again says what is left"
+    more = ("" if len(refusals) == 1 else f"; {len(refusals) - 1} other orchestration(s) of the task run too: "
+            f"DELETE /api/tasks/{task_id} again says what is left")
     return error, first_hint + more

@@ -51,7 +51,7 @@ def test_a_finished_task_is_purged_helpers_first_and_its_timers_are_ended() -> N
     (f"{TASK}-repeat-search", '{"target": "search"}'),
     (f"{TASK}-previews", '{"target": "previews"}'),
     (f"{TASK}-zip", '{"target": "zip"}'),
-    (f"{TASK}-shards-r202612070000ab12-0001", "post the task's request again"),
+    (f"{TASK}-shards-r202612070000ab12-0001", "post the same request again"),
 ])
 def test_a_working_orchestration_refuses_the_deletion_and_says_what_to_end(running: str, words: str) -> None:
     plan = td.plan(TASK, [(TASK, "Completed"), (running, "Running")])
@@ -65,7 +65,31 @@ def test_the_tasks_own_run_is_named_first_and_the_others_counted() -> None:
     assert plan.refusals[0][0] == TASK
     error, hint = td.refusal_text(TASK, plan.refusals)
     assert f"({TASK}, {TASK}-shards-0000, {TASK}-zip)" in error
-    assert hint.endswith("2 other(s) run too: DELETE again says what is left")
+    assert hint.endswith(f"2 other orchestration(s) of the task run too: DELETE /api/tasks/{TASK} again says what "
+                         "is left")
+
+
+@pytest.mark.parametrize("running, command", [
+    (TASK, f"(trapbatch cancel {TASK}) or end it now (trapbatch terminate {TASK})"),
+    (f"{TASK}-repeats", f"(trapbatch terminate {TASK} --target removal)"),
+    (f"{TASK}-repeat-search", f"(trapbatch terminate {TASK} --target search)"),
+    (f"{TASK}-previews", f"(trapbatch terminate {TASK} --target previews)"),
+    (f"{TASK}-zip", f"(trapbatch terminate {TASK} --target zip)"),
+    (f"{TASK}-shards-0000", f"submit the same request again (the new run ends that work), cancel that run "
+                            f"(trapbatch cancel {TASK})"),
+])
+def test_the_refusal_reads_as_commands_at_the_cli_each_said_once(running: str, command: str) -> None:
+    """The 409's hint names routes, which ``trapbatch delete`` shows as its commands (cli.hints.translate). Before,
+    the hint named both and the CLI printed each command twice ("(trapbatch cancel X, `trapbatch cancel`)"), and
+    the others running were to be sent "DELETE again", which no command is."""
+    alone = td.plan(TASK, [(running, "Running")])
+    shown = cli_main.in_cli_words(td.refusal_text(TASK, alone.refusals)[1])
+    assert command in shown
+    assert "`" not in shown and "/api/" not in shown and "POST" not in shown
+    with_another = td.plan(TASK, [(running, "Running"), (f"{TASK}-shards-0001", "Running")])
+    shown = cli_main.in_cli_words(td.refusal_text(TASK, with_another.refusals)[1])
+    assert shown.endswith(f"1 other orchestration(s) of the task run too: trapbatch delete {TASK} again says what is "
+                          "left")
 
 
 class _Session:
