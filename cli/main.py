@@ -1175,8 +1175,7 @@ def delete(state: State, /, task_id: str, sure: bool) -> None:
     its records in the task hub. Its images and the request files you dropped stay. Refused while the task or a run
     after it (repeat removal or search, preview re-render, zip build) still runs: the message says what to end first.
     Afterwards 'trapbatch status' knows no such task, and submitting the same request starts a fresh task."""
-    if not sure and not click.confirm(f"delete task {task_id} and all its results, exports and preview pages?",
-                                      err=True):
+    if not sure and not _confirm_delete(task_id):
         raise CliError("nothing deleted", f"trapbatch delete {task_id} --yes deletes without asking",
                        exit_code=EXIT_USAGE)
     reached = False  # whether a request of this command reached the app: a 202, or a try whose answer was lost
@@ -1205,6 +1204,23 @@ def delete(state: State, /, task_id: str, sure: bool) -> None:
     raise CliError(f"task {task_id} is not deleted yet after {DELETE_REQUESTS} requests",
                    f"what was deleted stays deleted: run trapbatch delete {task_id} --yes again to go on",
                    exit_code=EXIT_API)
+
+
+def _confirm_delete(task_id: str) -> bool:
+    """The user's answer to delete's question. Why not click.confirm alone: it answers an ended standard input (a
+    script, cron, CI: no terminal) as it answers Ctrl-C, with Abort (click 8.5 ``termui.confirm``: ``except
+    (KeyboardInterrupt, EOFError): raise Abort() from None``), which ``main`` said as "stopped (Ctrl-C): anything the
+    app had already accepted keeps running there" (exit 130): no Ctrl-C had been pressed, nothing was sent, and
+    ``--yes``, what such a caller needs, was not named. An ended input is "nothing deleted" with that hint (exit 2);
+    a real Ctrl-C stays the CLI's stop."""
+    try:
+        return click.confirm(f"delete task {task_id} and all its results, exports and preview pages?", err=True)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, EOFError):  # ``from None`` hides it from the traceback, not from here
+            err.print("")  # the question's line had no answer to end it
+            raise CliError("nothing deleted: no answer to the question (standard input ended, as in a script)",
+                           f"trapbatch delete {task_id} --yes deletes without asking", exit_code=EXIT_USAGE) from None
+        raise
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")

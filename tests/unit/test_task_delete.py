@@ -164,6 +164,18 @@ def test_delete_asks_first_and_a_no_sends_nothing(monkeypatch: pytest.MonkeyPatc
     assert session.sent == []
 
 
+def test_delete_with_its_input_ended_sends_nothing_and_names_yes(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A script (no terminal, its standard input ended) gets no answer to the question: before, click's Abort for that
+    EOF was said as 'stopped (Ctrl-C)', exit 130, with no word of --yes."""
+    session = _Session()
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(""))
+    assert _run(session, monkeypatch) == 2
+    assert session.sent == []
+    said = capsys.readouterr().err
+    assert "nothing deleted" in said and f"trapbatch delete {TASK} --yes" in said and "Ctrl-C" not in said
+
+
 def test_delete_refused_says_the_apps_reason(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     session = _Session((409, {"error": f"task {TASK} cannot be deleted while its orchestrations run ({TASK})",
