@@ -1838,8 +1838,18 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     container = container or layout.INCOMING_CONTAINER
     if not layout.is_drop_request(name):
         return
-    s = clients.settings()
     marker = layout.marker_handoff_container(name)
+    try:
+        s = clients.settings()
+    except ConfigError as wrong:  # the app's own setting: said beside the request, not tried again (api/drop_config)
+        from adapters.blobs import blob_store
+        from api.drop_config import answer
+
+        if marker is not None or not await asyncio.to_thread(answer, wrong, container, name, os.environ, blob_store):
+            raise
+        logger.error("dropped request %s not started: %s (answered in %s)", name, wrong.message,
+                     layout.drop_error_blob(name))
+        return
     if marker is not None:  # a marker api.arrivals handed over: its start, answered beside the marker
         from api.arrivals import start_from_marker  # it imports this module
 

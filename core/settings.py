@@ -407,6 +407,26 @@ def _link_days(env: Mapping[str, str]) -> float:
     return value
 
 
+def storage_connection(env: Mapping[str, str]) -> str:
+    """trapbatch's own storage account, as ``Settings.storage_connection`` holds it: ``AzureWebJobsStorage``, else
+    ``identity:<blob endpoint>`` from its identity-based settings. Apart from ``Settings.from_env`` so that a dropped
+    request can still be answered when another setting is wrong (``api.drop_config``)."""
+    storage = env.get("AzureWebJobsStorage", "")
+    if not storage:
+        account = env.get("AzureWebJobsStorage__accountName")
+        blob_uri = env.get("AzureWebJobsStorage__blobServiceUri")
+        if account and not blob_uri:
+            blob_uri = f"https://{account}.blob.core.windows.net"
+        storage = f"identity:{blob_uri}" if blob_uri else ""
+    if not storage:
+        raise ConfigError(
+            "AzureWebJobsStorage is not set",
+            f"{WHERE}; locally use 'UseDevelopmentStorage=true' with Azurite running, in Azure the "
+            "identity-based AzureWebJobsStorage__accountName",
+        )
+    return storage
+
+
 def _keep_replaced_days(env: Mapping[str, str]) -> int:
     """TRAPBATCH_KEEP_REPLACED_DAYS: ``core.replaced.FOREVER`` (0) or at least ``MIN_KEEP_DAYS``. Why refused below
     rather than raised to it: the operator who wrote 3 would otherwise find the files there on day 5 and not know
@@ -609,19 +629,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        storage = env.get("AzureWebJobsStorage", "")
-        if not storage:
-            account = env.get("AzureWebJobsStorage__accountName")
-            blob_uri = env.get("AzureWebJobsStorage__blobServiceUri")
-            if account and not blob_uri:
-                blob_uri = f"https://{account}.blob.core.windows.net"
-            storage = f"identity:{blob_uri}" if blob_uri else ""
-        if not storage:
-            raise ConfigError(
-                "AzureWebJobsStorage is not set",
-                f"{WHERE}; locally use 'UseDevelopmentStorage=true' with Azurite running, in Azure the "
-                "identity-based AzureWebJobsStorage__accountName",
-            )
+        storage = storage_connection(env)
         pool = _text(env, "TRAPBATCH_POOL", "local")
         if pool not in POOL_KINDS:
             raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind",
