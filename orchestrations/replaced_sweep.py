@@ -23,9 +23,9 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core import replaced
-from core.expiry import next_timer
 from core.failures import failures_without_secrets
 from orchestrations.retries import STORAGE_RETRY, call
+from orchestrations.timers import wait_until
 
 bp = df.Blueprint()
 
@@ -37,11 +37,7 @@ SHARES_PER_EPISODE = 40  # calls of ~25,000 blobs each (a million blobs) before 
 def sweep_replaced_generation(context: df.DurableOrchestrationContext
                               ) -> Generator[Any, Any, c.ReplacedSweepOutput]:
     data: c.ReplacedSweepInput = context.get_input()
-    until = datetime.fromisoformat(data["at"])
-    fire = next_timer(context.current_utc_datetime, until)
-    while fire is not None:
-        yield context.create_timer(fire)
-        fire = next_timer(context.current_utc_datetime, until)
+    yield from wait_until(context, datetime.fromisoformat(data["at"]))
     step = c.ReplacedSweepStep(task_id=data["task_id"], generation=data["generation"])
     swept = c.ReplacedSweepOutput(generation=data["generation"], deleted=data.get("deleted", 0))
     for _ in range(SHARES_PER_EPISODE):

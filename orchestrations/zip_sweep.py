@@ -14,9 +14,9 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
-from core.expiry import next_timer
 from core.failures import failures_without_secrets
 from orchestrations.retries import STORAGE_RETRY, call
+from orchestrations.timers import wait_until
 
 bp = df.Blueprint()
 
@@ -25,11 +25,7 @@ bp = df.Blueprint()
 @failures_without_secrets
 def sweep_results_zips(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ResultsZipSweepOutput]:
     data: c.ResultsZipSweepInput = context.get_input()
-    until = datetime.fromisoformat(data["at"])
-    fire = next_timer(context.current_utc_datetime, until)
-    while fire is not None:
-        yield context.create_timer(fire)
-        fire = next_timer(context.current_utc_datetime, until)
+    yield from wait_until(context, datetime.fromisoformat(data["at"]))
     swept: c.ResultsZipSweepOutput = yield from call(context, c.SWEEP_RESULTS_ZIPS, STORAGE_RETRY,
                                                      c.ResultsZipInput(task_id=data["task_id"]))
     return swept

@@ -93,3 +93,14 @@ def incoming(store: BlobStore, unique_name: str) -> Iterator[str]:
     from adapters.compose import delete_prefix
 
     delete_prefix(store, INCOMING_CONTAINER, unique_name)
+
+
+@pytest.fixture
+def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
+    """The test's image container, with the drop container and the task state (the joined drops' registry) there."""
+    from gpu_batch import layout
+
+    store.ensure_container(unique_name)
+    store.ensure_container(layout.INCOMING_CONTAINER)
+    store.ensure_container(app_env["TRAPBATCH_CONTAINER"])
+    return unique_name

@@ -92,14 +92,6 @@ def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return waits
 
 
-@pytest.fixture
-def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
-    store.ensure_container(unique_name)
-    store.ensure_container(layout.INCOMING_CONTAINER)
-    store.ensure_container(app_env["TRAPBATCH_CONTAINER"])  # the task state: the joined drops' registry
-    return unique_name
-
-
 FINAL = {"stage": "completed", "started": "2026-12-07T21:00:00+00:00", "images": 3, "failed": 0,
          "finished": "2026-12-07T21:05:00+00:00"}
 

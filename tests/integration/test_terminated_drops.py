@@ -57,14 +57,6 @@ class Client:
         self.instances[instance_id]["runtime"] = "Terminated"
 
 
-@pytest.fixture
-def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
-    store.ensure_container(unique_name)
-    store.ensure_container(layout.INCOMING_CONTAINER)
-    store.ensure_container(app_env["TRAPBATCH_CONTAINER"])  # the task state: the joined drops' registry
-    return unique_name
-
-
 def _drop(store: BlobStore, client: Client, name: str, request: dict[str, Any]) -> dict[str, Any]:
     """Drop ``request`` as ``incoming/<name>`` and deliver its event; returns its receipt."""
     store.write_json(layout.INCOMING_CONTAINER, name, request)
