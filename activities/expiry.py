@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import azure.durable_functions as df
 
 from activities.superseded import refuse_if_superseded
 from adapters import clients
 from adapters.generations import served_key
-from adapters.preview_folders import delete_preview_folder
+from adapters.blobs import BlobStore
+from adapters.late_writes import write_unless_deleted
+from adapters.preview_folders import README_VARIANTS, delete_preview_folder
 from adapters.task_hub import read_status
 from core import contracts as c
 from core.failures import failures_without_secrets
 from core.ids import expiry_instance_id
+from core.settings import Settings
+from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -72,8 +77,21 @@ async def schedule_preview_expiry(payload: c.ExpiryInput,
 @failures_without_secrets
 def delete_previews_when_due(payload: c.DeletePreviewsInput) -> c.DeletePreviewsOutput:
     s = clients.settings()
-    store = clients.store(s)
+    return expire_previews(clients.store(s), s, payload["task_id"])
+
+
+def expire_previews(store: BlobStore, settings: Settings, task_id: str,
+                    started_s: float | None = None) -> c.DeletePreviewsOutput:
+    """Take the served generation's pages off the website (``delete_preview_folder``), unless the task was deleted
+    since this call began (``started_s``, default now): the deletion terminates the expiry, but not this call if it
+    runs already, and its previews-withdrawn file and READMEs written after the deletion listed the task's results
+    would stay (``adapters.late_writes``: skipped, or deleted once written)."""
+    started = time.time() if started_s is None else started_s
     # the pages the public sees now: a re-run promoted since the task ended serves its own (adapters.generations)
-    deleted = delete_preview_folder(store, s, served_key(store, s.container, payload["task_id"]))
-    logger.info("task %s: preview pages expired (%s files deleted)", payload["task_id"], deleted or 0)
+    key = served_key(store, settings.container, task_id)
+    deleted = write_unless_deleted(
+        store, settings.container, key, "the preview expiry", lambda: delete_preview_folder(store, settings, key),
+        lambda _: [layout.previews_withdrawn_blob(key)] + [layout.readme_blob(key, v) for v in README_VARIANTS],
+        started)
+    logger.info("task %s: preview pages expired (%s files deleted)", task_id, deleted or 0)
     return {"deleted": deleted or 0}

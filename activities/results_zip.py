@@ -18,6 +18,7 @@ import azure.durable_functions as df
 
 from adapters import clients, zip_parts
 from adapters.blobs import BlobStore
+from adapters.late_writes import write_unless_deleted
 from adapters.results_bundle import sweep_zips, write_zip
 from adapters.task_hub import read_status
 from core import contracts as c
@@ -43,25 +44,59 @@ def run_build(store: BlobStore, container: str, task_id: str, part_bytes: int | 
     return c.ResultsZipOutput(blob=written["zip"], files=len(written["files"]), bytes=written["bytes"])
 
 
+def _zip_written(task_id: str, made: c.ResultsZipOutput) -> list[str]:
+    """What a build's one pass or combine wrote: its zip and the manifest, none for a plan or a stale build."""
+    return [] if "plan" in made or not made["bytes"] else [made["blob"], layout.results_zip_manifest_blob(task_id)]
+
+
+# A zip build's steps write nothing for a task deleted since they began, and delete what they wrote once it was
+# (``adapters.late_writes``): a build terminated before the deletion has its queued or running steps run on.
+def build_unless_deleted(store: BlobStore, container: str, task_id: str,
+                         started_s: float | None = None) -> c.ResultsZipOutput:
+    """``run_build``, guarded."""
+    return write_unless_deleted(store, container, task_id, "the results zip's build",
+                                lambda: run_build(store, container, task_id), lambda made: _zip_written(task_id, made),
+                                started_s)
+
+
+def part_unless_deleted(store: BlobStore, container: str, asked: c.ResultsZipPartInput,
+                        started_s: float | None = None) -> c.ResultsZipPartOutput:
+    """``zip_parts.deflate_part``, guarded."""
+    task_id = asked["task_id"]
+    return write_unless_deleted(
+        store, container, task_id, f"the results zip's part {asked['part']}",
+        lambda: zip_parts.deflate_part(store, container, asked),
+        lambda _: [layout.results_zip_part_blob(task_id, asked["part"], asked.get("build", ""))], started_s)
+
+
+def combine_unless_deleted(store: BlobStore, container: str, asked: c.ResultsZipCombineInput,
+                           started_s: float | None = None) -> c.ResultsZipOutput:
+    """``zip_parts.combine``, guarded."""
+    task_id = asked["task_id"]
+    return write_unless_deleted(store, container, task_id, "the results zip's combine",
+                                lambda: zip_parts.combine(store, container, asked),
+                                lambda made: _zip_written(task_id, made), started_s)
+
+
 @bp.activity_trigger(input_name="payload", activity=c.BUILD_RESULTS_ZIP)
 @failures_without_secrets
 def build_results_zip(payload: c.ResultsZipInput) -> c.ResultsZipOutput:
     s = clients.settings()
-    return run_build(clients.store(s), s.container, payload["task_id"])
+    return build_unless_deleted(clients.store(s), s.container, payload["task_id"])
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_PART)
 @failures_without_secrets
 def results_zip_part(payload: c.ResultsZipPartInput) -> c.ResultsZipPartOutput:
     s = clients.settings()
-    return zip_parts.deflate_part(clients.store(s), s.container, payload)
+    return part_unless_deleted(clients.store(s), s.container, payload)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_COMBINE)
 @failures_without_secrets
 def results_zip_combine(payload: c.ResultsZipCombineInput) -> c.ResultsZipOutput:
     s = clients.settings()
-    return zip_parts.combine(clients.store(s), s.container, payload)
+    return combine_unless_deleted(clients.store(s), s.container, payload)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_CLEAN)

@@ -6,7 +6,6 @@ import secrets
 from datetime import datetime, timezone
 
 from adapters.blobs import BlobStore
-from core import task_deletion
 from core.readme import pages_gone
 from core.settings import Settings
 from gpu_batch import layout
@@ -42,8 +41,9 @@ def withdrawn(store: BlobStore, settings: Settings, task_id: str, since: float |
         return True
     if since is None:
         return False
-    mark = store.read_json_or_none(settings.container, task_deletion.tombstone_blob(task_id))
-    return task_deletion.deleted_since(mark, since)
+    from adapters.task_deletion import deleted_since
+
+    return deleted_since(store, settings.container, task_id, since)
 
 
 def delete_preview_folder(store: BlobStore, settings: Settings, task_id: str) -> int | None:

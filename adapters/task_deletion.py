@@ -98,6 +98,14 @@ def has_blobs(store: BlobStore, settings: Settings, task_id: str) -> bool:
                for container, prefix in places)
 
 
+def deleted_since(store: BlobStore, container: str, task_or_key: str, started_s: float) -> bool:
+    """Whether the task of ``task_or_key`` (a task id or a generation key) was deleted since a call that began at
+    ``started_s`` (seconds since the epoch): ``core.task_deletion.deleted_since``, from its mark in ``container``
+    (the state container; one small read)."""
+    return task_deletion.deleted_since(
+        store.read_json_or_none(container, task_deletion.tombstone_blob(task_or_key)), started_s)
+
+
 def run_of_deleted_task(store: BlobStore, settings: Settings, job: str) -> bool:
     """Whether pool job ``job``'s run belongs to a task deleted since it started (``core.task_deletion.deleted_run``,
     from the task's deletion mark: one small read)."""
