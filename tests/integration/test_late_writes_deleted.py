@@ -14,6 +14,7 @@ import pytest
 from activities import results_zip as rz
 from activities.expiry import expire_previews
 from adapters import preview_folders, results_bundle, zip_parts
+from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
 from adapters.task_deletion import delete_task_blobs, has_blobs
 from core import contracts as c
@@ -67,7 +68,7 @@ def test_a_zip_part_under_way_at_the_deletion_takes_back_its_work_blob(
     planned = rz.run_build(store, container, task, PART_BYTES)
     asked = part_inputs(task, planned["plan"])[0]
 
-    class DeletedBeforeCommit(zip_parts.BlockBlobWriter):  # the part's blocks are read and staged, then the deletion
+    class DeletedBeforeCommit(BlockBlobWriter):  # the part's blocks are read and staged, then the deletion
         def close(self) -> None:
             if not self.closed:
                 assert delete_task_blobs(store, settings, task, 150.0).done
@@ -85,7 +86,8 @@ def test_a_zip_combine_under_way_at_the_deletion_takes_back_its_zip_and_manifest
     settings = _settings(storage_connection, container)
     planned = rz.run_build(store, container, task, PART_BYTES)
     parts = [rz.part_unless_deleted(store, container, asked) for asked in part_inputs(task, planned["plan"])]
-    monkeypatch.setattr(zip_parts, "write_manifest", _deleting_first(store, settings, task, zip_parts.write_manifest))
+    monkeypatch.setattr(zip_parts, "write_manifest",
+                        _deleting_first(store, settings, task, results_bundle.write_manifest))
     with pytest.raises(RunSuperseded, match="combine"):
         rz.combine_unless_deleted(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned["plan"],
                                                                              parts=parts))
@@ -104,7 +106,7 @@ def test_a_zip_step_that_begins_once_the_deletion_began_writes_nothing_and_a_fre
         zip_parts.deflate_part(store, container, a) for a in part_inputs(task, planned["plan"])] if step == "combine"
         else [])
     zips = layout.results_zip_folder(task)
-    call = {"build": lambda: rz.build_unless_deleted(store, container, task),
+    call: Callable[[], Any] = {"build": lambda: rz.build_unless_deleted(store, container, task),
             "part": lambda: rz.part_unless_deleted(store, container, asked),
             "combine": lambda: rz.combine_unless_deleted(store, container, combine_input)}[step]
     before = sorted(store.list_names(container, layout.task_prefix(task))) + sorted(store.list_names(container, zips))
