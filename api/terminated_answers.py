@@ -18,9 +18,10 @@ from typing import Any, Mapping
 
 from adapters import clients
 from adapters.task_hub import read_status
-from adapters.terminated_drops import TELLING, answer_terminated_run, terminated_status, told_status
+from adapters.terminated_drops import answer_terminated_run
 from core.deadline import Deadline
 from core.errors import failure_line
+from core.terminated_status import TELLING, terminated_status, told_status
 
 logger = logging.getLogger(__name__)
 

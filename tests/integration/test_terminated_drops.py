@@ -214,10 +214,11 @@ def test_a_run_without_an_id_answers_its_own_drop_alone(source: str, store: Blob
     """A run started before runs had ids has no registry of joined drops: its own drop's file only, and no run's
     marker; a status without ``started`` names no end, so nothing there is taken for the run's own."""
     from adapters import terminated_drops
+    from core import terminated_status
 
     drop, state = f"{unique_name}-old.json", f"{source}-state"
     store.write_json(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "done"), {"id": "t", "stage": "failed"})
-    status = terminated_drops.terminated_status({"stage": "detecting"}, "", "r", "h", "2026-12-08T00:00:00+00:00")
+    status = terminated_status.terminated_status({"stage": "detecting"}, "", "r", "h", "2026-12-08T00:00:00+00:00")
     assert status == {"stage": "terminated", "run": "", "terminated_in": "detecting", "reason": "r",
                       "terminated_at": "2026-12-08T00:00:00+00:00", "hint": "h"}
     answered = terminated_drops.answer_terminated_run(store, state, "task-x", "", drop, [], status, "")
@@ -225,9 +226,9 @@ def test_a_run_without_an_id_answers_its_own_drop_alone(source: str, store: Blob
                         f"{layout.drop_answer_blob(drop, 'done')}", "joined": 0}
     assert _done(store, drop) == {"id": "task-x", **status}
     assert list(store.list_names(state, "tasks/task-x/")) == []
-    assert not terminated_drops.names_end({"stage": "completed"}, "")
-    assert not terminated_drops.names_end({"stage": "terminated", "started": STARTED}, STARTED)
-    assert terminated_drops.names_end({"stage": "cancelled", "started": STARTED}, STARTED)
+    assert not terminated_status.names_end({"stage": "completed"}, "")
+    assert not terminated_status.names_end({"stage": "terminated", "started": STARTED}, STARTED)
+    assert terminated_status.names_end({"stage": "cancelled", "started": STARTED}, STARTED)
 
 
 def test_a_run_started_over_http_that_none_joined_says_nothing_of_done_files_yet_answers_a_late_joiner(
